@@ -1,0 +1,242 @@
+"""Every exception moat_nb raises, in one place.
+
+The hierarchy::
+
+    MoatError                         base: .code (stable, machine-readable), .message, .hint, .details
+    ├── RouteError                    the route engine (sandbox/camel)
+    │   └── RouteLoadError            a route file could not be loaded: .file .line .construct
+    │       └── SimpleSyntaxError     a Simple expression does not parse: .expression .position
+    ├── RecordError                   a wire record is malformed (missing field, bad id, bad time)
+    ├── ApiError                      the platform answered with an error envelope: .status
+    │   ├── AuthenticationError       401  UNAUTHORIZED / TOKEN_EXPIRED / BAD_CREDENTIALS
+    │   ├── PermissionDenied          403  FORBIDDEN (names the missing permission)
+    │   ├── TierNotEntitled           403  TIER_NOT_ENTITLED
+    │   ├── NotFound                  404  NOT_FOUND
+    │   ├── ValidationError           400  VALIDATION / BAD_JSON / BAD_HEADER / ...
+    │   │   └── ControlHeaderRejected 400  CONTROL_HEADER
+    │   ├── PayloadTooLarge           413  PAYLOAD_TOO_LARGE
+    │   ├── IdempotencyConflict       422  IDEMPOTENCY_CONFLICT
+    │   ├── AgentUnavailable          503  AGENT_UNAVAILABLE
+    │   ├── AuditUnavailable          503  AUDIT_UNAVAILABLE
+    │   └── ServerError               any other 5xx
+    ├── TransportError                the network failed (connect, read, resume attempts exhausted)
+    └── AuditVerificationError        an audit log or bundle does not verify: .first_bad_seq .reason
+
+Every class carries a stable ``code`` and a ``hint`` (what to do next); ``str()`` is one line a
+person can act on, never a stack trace.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MoatError(Exception):
+    """Base of every moat_nb error."""
+
+    code: str = "MOAT_ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        hint: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.hint = hint
+        self.details: dict[str, Any] = dict(details or {})
+
+    def __str__(self) -> str:
+        text = f"[{self.code}] {self.message}"
+        if self.hint:
+            text += f" — {self.hint}"
+        return text
+
+
+# --------------------------------------------------------------------------- route engine
+
+
+class RouteError(MoatError):
+    """Raised by the sandbox route engine outside a running exchange."""
+
+    code = "ROUTE_ERROR"
+
+
+class RouteLoadError(RouteError):
+    """A route file is malformed or uses a construct the engine does not support.
+
+    Raised at load time, never at run time, naming the file, the line and the construct.
+    """
+
+    code = "ROUTE_INVALID"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        construct: str | None = None,
+        hint: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        self.file = file
+        self.line = line
+        self.construct = construct
+        super().__init__(
+            message,
+            code=code,
+            hint=hint,
+            details={"file": file, "line": line, "construct": construct},
+        )
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file is not None:
+            where = f"{self.file}"
+            if self.line is not None:
+                where += f":{self.line}"
+            where += ": "
+        text = f"{where}{self.message}"
+        if self.construct:
+            text += f" (construct: {self.construct})"
+        if self.hint:
+            text += f" — {self.hint}"
+        return text
+
+
+class SimpleSyntaxError(RouteLoadError):
+    """A Camel Simple expression does not parse."""
+
+    code = "SIMPLE_SYNTAX"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        expression: str,
+        position: int,
+        hint: str | None = None,
+        file: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.expression = expression
+        self.position = position
+        super().__init__(
+            f"{message} at position {position} in Simple expression {expression!r}",
+            file=file,
+            line=line,
+            construct="simple",
+            hint=hint,
+        )
+        self.details.update({"expression": expression, "position": position})
+
+
+# --------------------------------------------------------------------------- records
+
+
+class RecordError(MoatError, ValueError):
+    """A wire record is malformed: a missing field, a bad id, an unparsable time."""
+
+    code = "BAD_RECORD"
+
+
+# --------------------------------------------------------------------------- platform API
+
+
+class ApiError(MoatError):
+    """The platform answered with an error envelope ``{error, message, details}``."""
+
+    code = "API_ERROR"
+    status: int = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        hint: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, code=code, hint=hint, details=details)
+        if status is not None:
+            self.status = status
+
+    def __str__(self) -> str:
+        return f"HTTP {self.status} " + super().__str__()
+
+
+class AuthenticationError(ApiError):
+    code = "UNAUTHORIZED"
+    status = 401
+
+
+class PermissionDenied(ApiError):
+    code = "FORBIDDEN"
+    status = 403
+
+
+class TierNotEntitled(PermissionDenied):
+    code = "TIER_NOT_ENTITLED"
+
+
+class NotFound(ApiError):
+    code = "NOT_FOUND"
+    status = 404
+
+
+class ValidationError(ApiError, ValueError):
+    code = "VALIDATION"
+    status = 400
+
+
+class ControlHeaderRejected(ValidationError):
+    code = "CONTROL_HEADER"
+
+
+class PayloadTooLarge(ApiError):
+    code = "PAYLOAD_TOO_LARGE"
+    status = 413
+
+
+class IdempotencyConflict(ApiError):
+    code = "IDEMPOTENCY_CONFLICT"
+    status = 422
+
+
+class AgentUnavailable(ApiError):
+    code = "AGENT_UNAVAILABLE"
+    status = 503
+
+
+class AuditUnavailable(ApiError):
+    code = "AUDIT_UNAVAILABLE"
+    status = 503
+
+
+class ServerError(ApiError):
+    code = "SERVER_ERROR"
+    status = 500
+
+
+class TransportError(MoatError):
+    """The network failed: could not connect, the read timed out, resume attempts ran out."""
+
+    code = "TRANSPORT"
+
+
+class AuditVerificationError(MoatError):
+    """An audit log or exported bundle does not verify."""
+
+    code = "AUDIT_INVALID"
+
+    def __init__(self, message: str, *, first_bad_seq: int | None, reason: str) -> None:
+        self.first_bad_seq = first_bad_seq
+        self.reason = reason
+        super().__init__(message, details={"firstBadSeq": first_bad_seq, "reason": reason})

@@ -1,0 +1,36 @@
+"""The public API is ``moat_nb.__all__``; this test pins it so that a change is deliberate."""
+
+from __future__ import annotations
+
+import moat_nb
+
+PUBLIC = {
+    "Chunk",
+    "Execution",
+    "ModifiedPayload",
+    "MoatError",
+    "Payload",
+    "ProcessorRecord",
+    "__version__",
+    "errors",
+}
+
+
+def test_all_is_pinned() -> None:
+    assert set(moat_nb.__all__) == PUBLIC
+    assert len(moat_nb.__all__) == len(PUBLIC), "duplicates in __all__"
+
+
+def test_every_public_name_exists() -> None:
+    for name in moat_nb.__all__:
+        assert getattr(moat_nb, name) is not None
+
+
+def test_client_side_never_imports_the_sandbox() -> None:
+    # DESIGN.md section 2: the client side speaks HTTP to the sandbox, never imports it.
+    import subprocess
+    import sys
+
+    code = "import sys, moat_nb; print(any(m.startswith('moat_nb.sandbox') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
