@@ -1,0 +1,145 @@
+"""``bean`` and ``process``: calling the app's Python code, as Camel calls a Java bean.
+
+The calling convention (Camel binds a Java method's parameters by type and annotation; Python
+has names) is :func:`bean_binding`'s: one parameter receives the :class:`~.exchange.Exchange`
+unless it is named ``body``, ``headers`` or ``properties``; several parameters are bound by
+those names (and ``exchange``). A non-``None`` return value becomes the body (``process``
+ignores it, as a Camel ``Processor`` returns nothing); ``None`` leaves the body alone, as a
+``void`` Java method does. An exception fails the exchange with the exception's
+``camel_type`` (or its Python class name) as the error type (see :mod:`.failure`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .exchange import Exchange
+from .failure import ExchangeFailure, failure_from_python
+from .processors import Processor
+
+if TYPE_CHECKING:
+    from .trace import Run
+
+__all__ = ["BEAN_PARAMETERS", "Bean", "Process", "bean_binding"]
+
+BEAN_PARAMETERS: dict[str, Callable[[Exchange], Any]] = {
+    "exchange": lambda ex: ex,
+    "body": lambda ex: ex.body,
+    "headers": lambda ex: ex.headers,
+    "properties": lambda ex: ex.properties,
+}
+
+
+def bean_binding(fn: Callable[..., Any]) -> tuple[str, ...] | str:
+    """How to call a bean: a tuple of parameter names to bind, or an error text.
+
+    The convention (Camel binds a Java bean method's parameters by type and annotation; Python
+    has names): a callable with one parameter gets the :class:`Exchange` — unless that
+    parameter is named ``body``, ``headers`` or ``properties``; a callable with several
+    parameters gets each by its name, which must be one of :data:`BEAN_PARAMETERS` (parameters
+    with defaults may have other names and keep their defaults).
+    """
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return ("exchange",)
+    params = [
+        p
+        for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    required = [p for p in params if p.default is p.empty]
+    if len(params) == 1 and params[0].name not in BEAN_PARAMETERS:
+        return (
+            ("exchange",)
+            if params[0].kind != params[0].KEYWORD_ONLY
+            else (f"its parameter {params[0].name!r} is keyword-only")
+        )
+    names = []
+    for p in params:
+        if p.name in BEAN_PARAMETERS:
+            names.append(p.name)
+        elif p in required:
+            return (
+                f"its parameter {p.name!r} cannot be bound; name the parameters "
+                + ", ".join(BEAN_PARAMETERS)
+                + " (or declare a single parameter, which receives the Exchange)"
+            )
+    if any(p.kind == p.POSITIONAL_ONLY and p.name in names for p in params):
+        return "positional-only parameters cannot be bound by name"
+    return tuple(names)
+
+
+class Bean(Processor):
+    """``bean``: call a registered Python callable, as Camel calls a Java bean's method.
+
+    A non-``None`` return value becomes the body; an exception fails the exchange with the
+    exception's ``camel_type`` (or its Python class name) as the error type.
+    """
+
+    __slots__ = ("ref", "method", "target", "binding")
+    processor_type = "bean"
+    _sets_body: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *args: Any,
+        ref: str,
+        method: str | None,
+        target: Callable[..., Any] | None,
+        binding: tuple[str, ...] | None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.ref = ref
+        self.method = method
+        self.target = target
+        self.binding = binding
+
+    def _resolve(self, run: Run) -> tuple[Callable[..., Any], tuple[str, ...]]:
+        # Beans given at load time were resolved then; without a registry (beans=None) the
+        # lookup happens now and fails as Camel's does, with NoSuchBeanException.
+        bean = run.lookup_bean(self.ref)
+        if bean is None:
+            raise ExchangeFailure(
+                "org.apache.camel.NoSuchBeanException",
+                f"No bean could be found in the registry for: {self.ref}",
+            )
+        fn = getattr(bean, self.method, None) if self.method else bean
+        if fn is None or not callable(fn):
+            raise ExchangeFailure(
+                "org.apache.camel.component.bean.MethodNotFoundException",
+                f"Method with name: {self.method} not found on bean: {self.ref}",
+            )
+        binding = bean_binding(fn)
+        if isinstance(binding, str):
+            raise ExchangeFailure("java.lang.IllegalArgumentException", f"bean {self.ref}: {binding}")
+        return fn, binding
+
+    def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        fn, binding = (self.target, self.binding) if self.target is not None else self._resolve(run)
+        assert binding is not None
+        try:
+            if binding == ("exchange",):
+                result = fn(exchange)
+            else:
+                result = fn(**{name: BEAN_PARAMETERS[name](exchange) for name in binding})
+        except ExchangeFailure:
+            raise
+        except Exception as err:
+            raise failure_from_python(err) from err
+        finally:
+            run.forget()
+        if result is not None and self._sets_body:
+            exchange.body = result
+        return None
+
+
+class Process(Bean):
+    """``process: {ref}``: a Camel ``Processor`` — called with the exchange, result ignored."""
+
+    __slots__ = ()
+    processor_type = "process"
+    _sets_body = False

@@ -1,0 +1,309 @@
+"""Camel's type converter, as far as the sandbox needs it: bodies to text and JSON, and the
+``convertBodyTo`` / ``resultType`` conversions to the common Java types.
+
+A Camel agent captures bodies as strings; :func:`to_text` is that rendering: a ``str`` as it is,
+``bytes`` decoded as UTF-8, a dict or list as compact JSON (what Jackson writes), anything else
+``str()``. :func:`to_json` is the ``marshal: json`` data format. :func:`capture_value` renders a
+header or property value so that a captured map is valid JSON.
+
+Conversions follow Camel's ``TypeConverter`` (a failure is a
+``org.apache.camel.TypeConversionException`` caused by what Java would throw, e.g.
+``java.lang.NumberFormatException``); one deliberate difference: a dict or list converted to
+``java.lang.String`` becomes JSON rather than Java's ``Map.toString()`` (``{a=1}``), because the
+JSON form is what every sandbox user wants to read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from .failure import ExchangeFailure
+
+__all__ = [
+    "SUPPORTED_TYPES",
+    "to_text",
+    "to_json",
+    "capture_value",
+    "capture_map",
+    "convert_to",
+    "canonical_type",
+    "truthy",
+]
+
+
+def _json_default(value: Any) -> Any:
+    # json cannot write Decimal, dates, bytes or sets; Jackson writes BigDecimal as a number,
+    # dates as ISO text (with JavaTimeModule), byte[] as base64 (we keep the UTF-8 text: bodies
+    # here are text), and collections as arrays.
+    if isinstance(value, Decimal):
+        if value == value.to_integral_value() and value.as_tuple().exponent >= 0:
+            return int(value)
+        return float(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)
+
+
+# One encoder for the whole process: building a JSONEncoder per call costs as much as encoding a
+# small body, and bodies are encoded at every capture point.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_json_default)
+_PRETTY = json.JSONEncoder(indent=2, ensure_ascii=False, default=_json_default)
+
+
+# The C encoder itself, made once: JSONEncoder.encode() builds one per call. Without a markers
+# dict it does not look for cycles; a cyclic value ends in RecursionError, and then the Python
+# encoder (which reports the cycle properly) takes over.
+_C_ENCODER = (
+    json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+        None, _json_default, json.encoder.encode_basestring, None, ":", ",", False, False, True
+    )
+    if getattr(json.encoder, "c_make_encoder", None) is not None
+    else None
+)
+
+
+def to_json(value: Any, *, pretty: bool = False) -> str:
+    """``marshal: json``: compact JSON as Jackson writes it (non-ASCII kept, no spaces).
+
+    Raises ``ValueError`` for a cyclic value and ``TypeError`` for keys JSON cannot have.
+    """
+    if pretty:
+        return _PRETTY.encode(value)
+    if _C_ENCODER is not None and isinstance(value, dict | list):
+        try:
+            return "".join(_C_ENCODER(value, 0))
+        except RecursionError:
+            pass
+    return _ENCODER.encode(value)
+
+
+def to_text(value: Any) -> str | None:
+    """A body as a Camel agent captures it: ``None`` stays ``None``, everything else is text."""
+    if value is None or type(value) is str:
+        return value
+    if isinstance(value, dict | list):
+        try:
+            return to_json(value)
+        except (ValueError, TypeError):
+            return str(value)  # a cycle or a non-text key: capture must not fail the run
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, bool):
+        return "true" if value else "false"  # Java's Boolean.toString
+    if isinstance(value, BaseException):
+        return str(value)
+    if isinstance(value, tuple | set | frozenset):
+        return to_text(list(value))
+    return str(value)
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def capture_value(value: Any) -> Any:
+    """A header or property value as it goes on the wire: JSON scalars as they are, else text."""
+    if type(value) in _SCALARS:
+        return value
+    return to_text(value)
+
+
+def capture_map(items: Any) -> dict[str, Any]:
+    """A shallow, JSON-safe copy of a headers or properties mapping."""
+    return {k: (v if type(v) in _SCALARS else to_text(v)) for k, v in items}
+
+
+def truthy(value: Any) -> bool:
+    """Camel's ``ObjectHelper.evaluateValuePredicate``: how a value reads as a predicate.
+
+    Booleans are themselves; the strings ``true``/``false`` (any case) are booleans; an empty
+    string, an empty collection and ``null`` are false; anything else is true.
+    """
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "false" or not text:
+            return False
+        return True
+    if isinstance(value, list | dict | tuple | set):
+        return bool(value)
+    return True
+
+
+# --------------------------------------------------------------------------- conversions
+
+
+def _conversion_failure(value: Any, type_name: str, why: str, cause_type: str) -> ExchangeFailure:
+    source = _java_type_of(value)
+    cause = ExchangeFailure(cause_type, why)
+    return ExchangeFailure(
+        "org.apache.camel.TypeConversionException",
+        f"Error during type conversion from type: {source} to the required type: {type_name} "
+        f"with value {to_text(value)!s:.200} due to {cause_type}: {why}",
+        cause=cause,
+    )
+
+
+def _java_type_of(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "java.lang.Boolean"
+    if isinstance(value, str):
+        return "java.lang.String"
+    if isinstance(value, int):
+        return "java.lang.Integer"
+    if isinstance(value, float):
+        return "java.lang.Double"
+    if isinstance(value, Decimal):
+        return "java.math.BigDecimal"
+    if isinstance(value, dict):
+        return "java.util.LinkedHashMap"
+    if isinstance(value, list | tuple):
+        return "java.util.ArrayList"
+    if isinstance(value, bytes | bytearray):
+        return "byte[]"
+    return type(value).__name__
+
+
+def _to_int(value: Any, type_name: str) -> int:
+    if isinstance(value, bool):
+        raise _conversion_failure(
+            value, type_name, "a Boolean is not a number", "java.lang.ClassCastException"
+        )
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float | Decimal):
+        return int(value)  # Java's Number.intValue() truncates
+    text = to_text(value)
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        raise _conversion_failure(
+            value, type_name, f'For input string: "{text}"', "java.lang.NumberFormatException"
+        ) from None
+
+
+def _to_float(value: Any, type_name: str) -> float:
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        return float(value)
+    text = to_text(value)
+    try:
+        return float(str(text).strip())
+    except ValueError:
+        raise _conversion_failure(
+            value, type_name, f'For input string: "{text}"', "java.lang.NumberFormatException"
+        ) from None
+
+
+def _to_decimal(value: Any, type_name: str) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, float):
+        return Decimal(str(value))  # BigDecimal.valueOf(double): the shortest repr
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Decimal(value)
+    text = to_text(value)
+    try:
+        return Decimal(str(text).strip())
+    except InvalidOperation:
+        raise _conversion_failure(
+            value,
+            type_name,
+            f"Character array is missing \"exponent\" mark 'e' or 'E': {text}",
+            "java.lang.NumberFormatException",
+        ) from None
+
+
+def _to_bool(value: Any, type_name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(to_text(value)).strip().lower()
+    if text in ("true", "false"):
+        return text == "true"
+    raise _conversion_failure(
+        value, type_name, f"{text!r} is neither true nor false", "java.lang.IllegalArgumentException"
+    )
+
+
+def _to_bytes(value: Any, type_name: str) -> bytes:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    return str(to_text(value)).encode("utf-8")
+
+
+def _to_string(value: Any, type_name: str) -> str | None:
+    return to_text(value)
+
+
+def _identity(value: Any, type_name: str) -> Any:
+    return value
+
+
+_CONVERTERS: dict[str, Callable[[Any, str], Any]] = {
+    "java.lang.String": _to_string,
+    "java.lang.Integer": _to_int,
+    "java.lang.Long": _to_int,
+    "java.lang.Short": _to_int,
+    "java.math.BigInteger": _to_int,
+    "java.lang.Double": _to_float,
+    "java.lang.Float": _to_float,
+    "java.math.BigDecimal": _to_decimal,
+    "java.lang.Boolean": _to_bool,
+    "byte[]": _to_bytes,
+    "java.lang.Object": _identity,
+}
+
+# Camel's ObjectHelper.loadSimpleType accepts the simple names of java.lang types and primitives.
+_ALIASES = {
+    "String": "java.lang.String",
+    "Integer": "java.lang.Integer",
+    "int": "java.lang.Integer",
+    "Long": "java.lang.Long",
+    "long": "java.lang.Long",
+    "Short": "java.lang.Short",
+    "short": "java.lang.Short",
+    "Double": "java.lang.Double",
+    "double": "java.lang.Double",
+    "Float": "java.lang.Float",
+    "float": "java.lang.Float",
+    "Boolean": "java.lang.Boolean",
+    "boolean": "java.lang.Boolean",
+    "BigDecimal": "java.math.BigDecimal",
+    "BigInteger": "java.math.BigInteger",
+    "Object": "java.lang.Object",
+    "java.lang.byte[]": "byte[]",
+}
+
+#: The Java types ``convertBodyTo`` and ``resultType`` accept (and their simple names).
+SUPPORTED_TYPES: tuple[str, ...] = tuple(_CONVERTERS)
+
+
+def canonical_type(type_name: str) -> str | None:
+    """The fully qualified name of a supported type, or ``None`` when it is not supported."""
+    name = _ALIASES.get(type_name.strip(), type_name.strip())
+    return name if name in _CONVERTERS else None
+
+
+def convert_to(value: Any, type_name: str) -> Any:
+    """Convert ``value`` to the Java type ``type_name`` (a name :func:`canonical_type` accepts).
+
+    ``None`` converts to ``None`` (Camel's converters return null for a null value). A failure
+    raises :class:`ExchangeFailure` (``org.apache.camel.TypeConversionException``).
+    """
+    if value is None:
+        return None
+    name = _ALIASES.get(type_name, type_name)
+    return _CONVERTERS[name](value, name)

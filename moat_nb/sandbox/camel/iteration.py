@@ -1,0 +1,249 @@
+"""``split`` and ``loop``: the EIPs that run their steps once per item or turn.
+
+The nested records carry the item's or turn's index as their ``iteration`` (Cameleer's flat
+record), and the exchange carries Camel's properties: ``CamelSplitIndex``, ``CamelSplitSize``,
+``CamelSplitComplete`` on each split copy, ``CamelLoopIndex`` and ``CamelLoopSize`` in a loop.
+
+* ``split`` without ``aggregationStrategy`` leaves the original body (Camel's
+  ``UseOriginalAggregationStrategy``); a failed item fails the split after the remaining items
+  ran, unless ``stopOnException: true`` stops at once with a
+  ``org.apache.camel.CamelExchangeException`` ("Multicast processing failed for number N")
+  caused by the item's exception. An ``aggregationStrategy`` is a registered bean: an object
+  with ``aggregate(old_exchange, new_exchange) -> Exchange`` (Camel's ``AggregationStrategy``)
+  or a plain callable ``(old_body, new_body) -> body`` called with ``old_body=None`` first (a
+  POJO strategy with ``aggregationStrategyMethodAllowNull: true``); or one of Camel's own:
+  ``GroupedBodyAggregationStrategy``, ``UseLatestAggregationStrategy``,
+  ``UseOriginalAggregationStrategy``.
+* ``loop`` with ``doWhile`` stops after :data:`MAX_LOOP_ITERATIONS` turns with a
+  ``java.lang.IllegalStateException``: a sandbox must not spin for ever.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .conversion import convert_to
+from .exchange import Exchange
+from .failure import ExchangeFailure, failure_from_python
+from .language import Expression
+from .processors import WithSteps
+
+if TYPE_CHECKING:
+    from .trace import Run
+
+__all__ = [
+    "MAX_LOOP_ITERATIONS",
+    "BUILTIN_AGGREGATIONS",
+    "Aggregation",
+    "Loop",
+    "Split",
+    "aggregation_for",
+    "split_items",
+]
+
+#: ``loop: {doWhile: true}`` gives up after this many turns.
+MAX_LOOP_ITERATIONS = 10_000
+
+
+def split_items(value: Any) -> list[Any]:
+    """Camel's ``ObjectHelper.createIterator``: what a split iterates over."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return value
+    if isinstance(value, tuple | set | frozenset):
+        return list(value)
+    if isinstance(value, dict):
+        return [{k: v} for k, v in value.items()]  # a Map splits into its entries
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("utf-8", "replace")
+    if isinstance(value, str):
+        # A String splits on commas, as Camel's default iterator does.
+        return [part for part in value.split(",")] if value else []
+    return [value]
+
+
+class Aggregation:
+    """How a split gathers its items' results (see the module doc for the bean conventions)."""
+
+    __slots__ = ("name", "kind", "target")
+
+    def __init__(self, name: str, kind: str, target: Any = None) -> None:
+        self.name = name
+        self.kind = kind  # "exchange" | "body" | "groupedBody" | "useLatest" | "useOriginal" | "lookup"
+        self.target = target
+
+
+#: Camel's own aggregation strategies, by class and short name.
+BUILTIN_AGGREGATIONS: dict[str, str] = {
+    "org.apache.camel.processor.aggregate.GroupedBodyAggregationStrategy": "groupedBody",
+    "GroupedBodyAggregationStrategy": "groupedBody",
+    "org.apache.camel.processor.aggregate.UseLatestAggregationStrategy": "useLatest",
+    "UseLatestAggregationStrategy": "useLatest",
+    "org.apache.camel.processor.aggregate.UseOriginalAggregationStrategy": "useOriginal",
+    "UseOriginalAggregationStrategy": "useOriginal",
+}
+
+
+def aggregation_for(name: str, bean: Any) -> Aggregation:
+    """The :class:`Aggregation` for a registered bean or a built-in strategy name."""
+    builtin = BUILTIN_AGGREGATIONS.get(name)
+    if builtin is not None:
+        return Aggregation(name, builtin)
+    if bean is None:
+        return Aggregation(name, "lookup")
+    if callable(getattr(bean, "aggregate", None)):
+        return Aggregation(name, "exchange", bean)
+    return Aggregation(name, "body", bean)
+
+
+class Split(WithSteps):
+    """``split``: run the steps once per item of the expression's value, each on a copy."""
+
+    __slots__ = ("expression", "aggregation", "stop_on_exception")
+    processor_type = "split"
+    ends_with_children = False
+
+    def __init__(
+        self,
+        *args: Any,
+        expression: Expression,
+        aggregation: Aggregation | None,
+        stop_on_exception: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.expression = expression
+        self.aggregation = aggregation
+        self.stop_on_exception = stop_on_exception
+
+    def _strategy(self, run: Run) -> Aggregation | None:
+        agg = self.aggregation
+        if agg is not None and agg.kind == "lookup":
+            bean = run.lookup_bean(agg.name)
+            return aggregation_for(agg.name, bean)
+        return agg
+
+    def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        items = split_items(self.expression.evaluate(exchange))
+        strategy = self._strategy(run)
+        kind = strategy.kind if strategy is not None else None
+        size = len(items)
+        context = exchange.context
+        first_failure: ExchangeFailure | None = None
+        aggregated: Any = None  # the running body, or the running Exchange for "exchange"
+        have_result = False
+        for index, item in enumerate(items):
+            sub = exchange.copy(context.next_id())
+            sub.body = item
+            props = sub.properties
+            props["CamelSplitIndex"] = index
+            props["CamelSplitSize"] = size
+            props["CamelSplitComplete"] = index == size - 1
+            try:
+                run.pipeline(self.steps, sub, seq, depth + 1, index)
+            except ExchangeFailure as failure:
+                sub.exception = failure
+                if self.stop_on_exception:
+                    raise ExchangeFailure(
+                        "org.apache.camel.CamelExchangeException",
+                        f"Multicast processing failed for number {index}. "
+                        f"Exchange[{sub.exchange_id}]. Caused by: "
+                        f"[{failure.error_type} - {failure.message}]",
+                        cause=failure,
+                    ) from None
+                if first_failure is None:
+                    first_failure = failure
+                if kind != "exchange":
+                    continue
+            if kind is None or kind == "useOriginal":
+                continue
+            try:
+                if kind == "exchange":
+                    result = strategy.target.aggregate(aggregated if have_result else None, sub)  # type: ignore[union-attr]
+                    aggregated = result if result is not None else sub
+                elif kind == "body":
+                    aggregated = strategy.target(aggregated if have_result else None, sub.body)  # type: ignore[union-attr]
+                elif kind == "groupedBody":
+                    if not have_result:
+                        aggregated = []
+                    aggregated.append(sub.body)
+                else:  # useLatest
+                    aggregated = sub
+            except ExchangeFailure:
+                raise
+            except Exception as err:
+                raise failure_from_python(err) from err
+            finally:
+                if kind in ("exchange", "body"):
+                    run.forget()
+            have_result = True
+        if have_result:
+            if isinstance(aggregated, Exchange):
+                exchange.body = aggregated.body
+                exchange.headers = aggregated.headers.copy()
+                exchange.properties.update(aggregated.properties)
+                if kind == "exchange":
+                    failure = aggregated.exception
+                    first_failure = failure if isinstance(failure, ExchangeFailure) else None
+            else:
+                exchange.body = aggregated
+        if first_failure is not None:
+            raise first_failure
+        return None
+
+
+class Loop(WithSteps):
+    """``loop``: run the steps N times (or while ``doWhile``'s predicate holds).
+
+    The index is the ``CamelLoopIndex`` property (and the ``iteration`` of the nested records),
+    the count ``CamelLoopSize``. Without ``copy`` each turn sees the previous turn's result;
+    with ``copy: true`` each turn starts from a copy of the input and the last turn's result
+    is the loop's.
+    """
+
+    __slots__ = ("expression", "do_while", "copy")
+    processor_type = "loop"
+    ends_with_children = False
+
+    def __init__(
+        self, *args: Any, expression: Expression, do_while: bool = False, copy: bool = False, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.expression = expression
+        self.do_while = do_while
+        self.copy = copy
+
+    def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        context = exchange.context
+        last: Exchange | None = None
+        if self.do_while:
+            index = 0
+            while self.expression.matches(last if (self.copy and last is not None) else exchange):
+                if index >= MAX_LOOP_ITERATIONS:
+                    raise ExchangeFailure(
+                        "java.lang.IllegalStateException",
+                        f"loop {self.processor_id} ran {MAX_LOOP_ITERATIONS} times and its doWhile "
+                        "predicate still holds; the sandbox stops it",
+                    )
+                target = exchange.copy(context.next_id()) if self.copy else exchange
+                target.properties["CamelLoopIndex"] = index
+                run.pipeline(self.steps, target, seq, depth + 1, index)
+                last = target
+                index += 1
+        else:
+            count = convert_to(self.expression.evaluate(exchange), "java.lang.Integer") or 0
+            for index in range(count):
+                target = exchange.copy(context.next_id()) if self.copy else exchange
+                target.properties["CamelLoopIndex"] = index
+                target.properties["CamelLoopSize"] = count
+                run.pipeline(self.steps, target, seq, depth + 1, index)
+                last = target
+                if target.route_stop:
+                    break
+        if self.copy and last is not None:
+            exchange.body = last.body
+            exchange.headers = last.headers
+            exchange.properties = last.properties
+            exchange.route_stop = last.route_stop
+        return None

@@ -1,0 +1,364 @@
+"""Camel expression languages the sandbox supports: constant, simple, jsonpath, tokenize, header,
+exchangeProperty.
+
+Each is compiled once, when the route file is loaded (a bad expression fails the load with the
+file and line), into an object with ``evaluate(exchange)`` (the value, Camel's
+``Expression.evaluate``) and ``matches(exchange)`` (the value read as a predicate, Camel's
+``Predicate.matches``). Evaluation failures raise :class:`ExchangeFailure` with Camel's type.
+
+* ``constant`` — the text as written (Camel constants are strings unless ``resultType`` says
+  otherwise: ``constant: 10`` sets the string ``"10"``).
+* ``simple`` — :mod:`moat_nb.sandbox.camel.simple`.
+* ``jsonpath`` — ``jsonpath-ng``'s extended parser, with Jayway's result shape (Camel's jsonpath
+  language uses Jayway): a *definite* path (only fields and single indexes, ``$.a.b[0]``) gives
+  one value and fails with ``org.apache.camel.ExpressionEvaluationException`` when nothing
+  matches (``suppressExceptions: true`` gives ``null`` instead); an indefinite path (``[*]``,
+  ``..``, filters, slices, unions) gives a list, possibly empty. A text body is parsed as JSON.
+* ``tokenize`` — splits the body text on ``token`` (or a ``regex``), with ``group`` and
+  ``skipFirst`` as Camel has them.
+* ``header`` / ``exchangeProperty`` — the named header or property.
+
+Every language trims its expression text unless ``trim: false`` (Camel's
+``ExpressionDefinition.trim`` defaults to true).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from typing import Any
+
+from jsonpath_ng import Child, Fields, Index, Root, This
+from jsonpath_ng.ext import parse as _jsonpath_parse
+
+from ...errors import RouteLoadError, SimpleSyntaxError
+from .conversion import canonical_type, convert_to, to_text, truthy
+from .exchange import Exchange
+from .failure import ExchangeFailure
+from .simple import SimpleEvaluationError, compile_predicate, compile_simple
+
+__all__ = [
+    "LANGUAGES",
+    "Expression",
+    "ConstantExpression",
+    "SimpleLanguageExpression",
+    "JsonPathExpression",
+    "TokenizeExpression",
+    "HeaderExpression",
+    "ExchangePropertyExpression",
+]
+
+#: The expression languages the engine supports, and the options each accepts besides
+#: ``expression`` (the text), ``id``, ``trim`` and ``resultType``.
+LANGUAGES: dict[str, frozenset[str]] = {
+    "constant": frozenset(),
+    "simple": frozenset(),
+    "jsonpath": frozenset({"suppressExceptions", "allowSimple", "allowEasyPredicate", "writeAsString"}),
+    "tokenize": frozenset({"token", "regex", "group", "skipFirst", "groupDelimiter", "includeTokens"}),
+    "header": frozenset(),
+    "exchangeProperty": frozenset(),
+}
+
+
+class Expression:
+    """A compiled expression: ``evaluate`` for a value, ``matches`` for a predicate."""
+
+    __slots__ = ("language", "source", "result_type")
+
+    def __init__(self, language: str, source: str, result_type: str | None) -> None:
+        self.language = language
+        self.source = source
+        self.result_type = result_type
+
+    def _value(self, exchange: Exchange) -> Any:
+        raise NotImplementedError
+
+    def evaluate(self, exchange: Exchange) -> Any:
+        value = self._value(exchange)
+        if self.result_type is not None:
+            value = convert_to(value, self.result_type)
+        return value
+
+    def matches(self, exchange: Exchange) -> bool:
+        return truthy(self.evaluate(exchange))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.language}: {self.source!r})"
+
+
+def _result_type(result_type: str | None, *, file: str | None, line: int | None) -> str | None:
+    if result_type is None:
+        return None
+    name = canonical_type(str(result_type))
+    if name is None:
+        from .conversion import SUPPORTED_TYPES
+
+        raise RouteLoadError(
+            f"resultType {result_type!r} is not supported",
+            file=file,
+            line=line,
+            construct="resultType",
+            hint="use one of " + ", ".join(SUPPORTED_TYPES),
+        )
+    return name
+
+
+class ConstantExpression(Expression):
+    """Camel's ``constant`` language: the text itself."""
+
+    __slots__ = ("value",)
+
+    def __init__(
+        self, text: str, result_type: str | None = None, *, file: str | None = None, line: int | None = None
+    ) -> None:
+        super().__init__("constant", text, _result_type(result_type, file=file, line=line))
+        # Converted once: a constant does not change between exchanges.
+        self.value = convert_to(text, self.result_type) if self.result_type else text
+
+    def evaluate(self, exchange: Exchange) -> Any:
+        return self.value
+
+
+def _strip_simple_suffix(err: SimpleSyntaxError) -> str:
+    suffix = f" at position {err.position} in Simple expression {err.expression!r}"
+    return err.message[: -len(suffix)] if err.message.endswith(suffix) else err.message
+
+
+class SimpleLanguageExpression(Expression):
+    """Camel's ``simple`` language (the parser lives in :mod:`.simple`)."""
+
+    __slots__ = ("compiled", "predicate")
+
+    def __init__(
+        self,
+        text: str,
+        result_type: str | None = None,
+        *,
+        predicate: bool = False,
+        file: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        super().__init__("simple", text, _result_type(result_type, file=file, line=line))
+        self.predicate = predicate
+        try:
+            self.compiled = compile_predicate(text) if predicate else compile_simple(text)
+        except SimpleSyntaxError as err:
+            raise SimpleSyntaxError(
+                _strip_simple_suffix(err),
+                expression=err.expression,
+                position=err.position,
+                hint=err.hint,
+                file=file,
+                line=line,
+            ) from err
+
+    def evaluate(self, exchange: Exchange) -> Any:
+        try:
+            value = self.compiled.evaluate(exchange)
+        except SimpleEvaluationError as err:
+            if isinstance(err, ExchangeFailure):
+                raise
+            raise _simple_failure(err) from None
+        if self.result_type is not None:
+            value = convert_to(value, self.result_type)
+        return value
+
+    def matches(self, exchange: Exchange) -> bool:
+        try:
+            return bool(self.compiled.matches(exchange))
+        except SimpleEvaluationError as err:
+            if isinstance(err, ExchangeFailure):
+                raise
+            raise _simple_failure(err) from None
+
+
+def _simple_failure(err: SimpleEvaluationError) -> ExchangeFailure:
+    error_type = getattr(err, "error_type", None) or "org.apache.camel.ExpressionEvaluationException"
+    message = getattr(err, "message", None) or str(err)
+    return ExchangeFailure(str(error_type), str(message))
+
+
+@lru_cache(maxsize=512)
+def _compile_jsonpath(text: str) -> Any:
+    # The jsonpath-ng parser builds its tables per call; route versions repeat paths.
+    return _jsonpath_parse(text)
+
+
+def _is_definite(node: Any) -> bool:
+    # Jayway's PathCompiler: a path is definite when it has no wildcard, deep scan, filter,
+    # slice or multi-index/multi-field segment; a definite path yields one value, not a list.
+    if isinstance(node, Root | This):
+        return True
+    if isinstance(node, Child):
+        return _is_definite(node.left) and _is_definite(node.right)
+    if isinstance(node, Fields):
+        return len(node.fields) == 1 and node.fields[0] != "*"
+    if isinstance(node, Index):
+        indices = getattr(node, "indices", None)
+        if indices is None:
+            indices = (getattr(node, "index", None),)
+        return len(indices) == 1
+    return False
+
+
+def _evaluation_failure(message: str, cause_type: str) -> ExchangeFailure:
+    return ExchangeFailure(
+        "org.apache.camel.ExpressionEvaluationException",
+        message,
+        cause=ExchangeFailure(cause_type, message),
+    )
+
+
+class JsonPathExpression(Expression):
+    """Camel's ``jsonpath`` language over the body (Jayway semantics, ``jsonpath-ng`` parser)."""
+
+    __slots__ = ("path", "definite", "suppress")
+
+    def __init__(
+        self,
+        text: str,
+        result_type: str | None = None,
+        *,
+        suppress: bool = False,
+        file: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        super().__init__("jsonpath", text, _result_type(result_type, file=file, line=line))
+        try:
+            self.path = _compile_jsonpath(text)
+        except Exception as err:  # jsonpath-ng raises several types (lexer, parser, ValueError)
+            raise RouteLoadError(
+                f"jsonpath {text!r} does not parse: {err}",
+                file=file,
+                line=line,
+                construct="jsonpath",
+                hint="write a JSONPath such as $.lines[*] or $.customer.id (filters: $.lines[?(@.qty > 1)])",
+            ) from None
+        self.definite = _is_definite(self.path)
+        self.suppress = suppress
+
+    def _document(self, exchange: Exchange) -> Any:
+        body = exchange.body
+        if isinstance(body, dict | list):
+            return body
+        text = to_text(body)
+        if text is None:
+            raise _evaluation_failure(
+                f"Cannot evaluate jsonpath {self.source} on a null body",
+                "com.jayway.jsonpath.InvalidJsonException",
+            )
+        try:
+            return json.loads(text)
+        except ValueError as err:
+            raise _evaluation_failure(
+                f"Body is not JSON for jsonpath {self.source}: {err}",
+                "com.jayway.jsonpath.InvalidJsonException",
+            ) from None
+
+    def _find(self, exchange: Exchange, suppress: bool) -> Any:
+        try:
+            document = self._document(exchange)
+        except ExchangeFailure:
+            if suppress:
+                return None
+            raise
+        values = [m.value for m in self.path.find(document)]
+        if not self.definite:
+            return values
+        if values:
+            return values[0]
+        if suppress:
+            return None
+        raise _evaluation_failure(
+            f"No results for path: {self.source}", "com.jayway.jsonpath.PathNotFoundException"
+        )
+
+    def _value(self, exchange: Exchange) -> Any:
+        return self._find(exchange, self.suppress)
+
+    def matches(self, exchange: Exchange) -> bool:
+        # Camel's jsonpath predicate: a missing path is false, not an error.
+        return truthy(self._find(exchange, True))
+
+
+class TokenizeExpression(Expression):
+    """Camel's ``tokenize`` language: the body text split on a token or a regex."""
+
+    __slots__ = ("token", "regex", "group", "skip_first", "group_delimiter", "_pattern")
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        regex: bool = False,
+        group: int | None = None,
+        skip_first: bool = False,
+        group_delimiter: str | None = None,
+        result_type: str | None = None,
+        file: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        super().__init__("tokenize", token, _result_type(result_type, file=file, line=line))
+        if not regex:
+            # Route files write a line break as the two characters \n (Camel's own examples:
+            # <tokenize token="\n"/>, where XML has no escapes); read them as the character.
+            token = token.replace("\\n", "\n").replace("\\r", "\r").replace("\\t", "\t")
+        self.token = token
+        self.regex = regex
+        self.group = group
+        self.skip_first = skip_first
+        self.group_delimiter = group_delimiter if group_delimiter is not None else token
+        self._pattern = None
+        if regex:
+            try:
+                self._pattern = re.compile(token)
+            except re.error as err:
+                raise RouteLoadError(
+                    f"tokenize regex {token!r} does not compile: {err}",
+                    file=file,
+                    line=line,
+                    construct="tokenize",
+                    hint="write a Java/Python regular expression, or set regex: false",
+                ) from None
+        if group is not None and group < 1:
+            raise RouteLoadError(
+                f"tokenize group {group} must be at least 1",
+                file=file,
+                line=line,
+                construct="tokenize",
+                hint="group N joins every N tokens into one item",
+            )
+
+    def _value(self, exchange: Exchange) -> Any:
+        text = to_text(exchange.body)
+        if not text:
+            return []
+        parts = self._pattern.split(text) if self._pattern is not None else text.split(self.token)
+        # java.util.Scanner, which Camel's tokenizer uses, yields no trailing empty token.
+        if parts and parts[-1] == "":
+            parts.pop()
+        if self.skip_first:
+            parts = parts[1:]
+        if self.group:
+            n = self.group
+            parts = [self.group_delimiter.join(parts[i : i + n]) for i in range(0, len(parts), n)]
+        return parts
+
+
+class HeaderExpression(Expression):
+    """Camel's ``header`` language: the value of one header."""
+
+    __slots__ = ()
+
+    def _value(self, exchange: Exchange) -> Any:
+        return exchange.headers.get(self.source)
+
+
+class ExchangePropertyExpression(Expression):
+    """Camel's ``exchangeProperty`` language: the value of one exchange property."""
+
+    __slots__ = ()
+
+    def _value(self, exchange: Exchange) -> Any:
+        return exchange.properties.get(self.source)

@@ -1,0 +1,438 @@
+"""The processors (Camel's EIPs) a loaded route is made of, and what each does to an exchange.
+
+Each class is one Camel EIP; ``processor_type`` is Camel's short name for it (``setHeader``,
+``to``, ``choice`` ...). ``process(exchange, run, seq, depth, iteration)`` does the work on the
+exchange in place; processors with their own steps (``choice``'s branches, ``filter``,
+``split``, ``loop``, ``doTry``) run them through ``run.pipeline(...)`` so that each nested step
+gets its own trace record with this processor as parent. ``run`` is the engine's per-exchange
+:class:`~.trace.Run`: it records the trace, dispatches endpoints and answers replays.
+
+This module holds the base class and the EIPs that change the message in place (setters,
+removers, data formats, ``log``, ``delay``, ``stop``) and route it (``choice``, ``filter``);
+:mod:`.endpoints`, :mod:`.iteration`, :mod:`.try_catch` and :mod:`.bean` hold the others.
+Semantics follow the Camel EIP pages; ``delay`` calls ``RunContext.sleep`` when one is given
+and otherwise does not wait (the sandbox never really sleeps while generating traffic).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .conversion import convert_to, to_json, to_text
+from .exchange import Exchange
+from .failure import ExchangeFailure
+from .language import Expression
+
+if TYPE_CHECKING:
+    from .trace import Run
+
+__all__ = [
+    "Processor",
+    "WithSteps",
+    "SetBody",
+    "Transform",
+    "SetHeader",
+    "SetProperty",
+    "RemoveHeader",
+    "RemoveHeaders",
+    "RemoveProperty",
+    "RemoveProperties",
+    "Log",
+    "Choice",
+    "When",
+    "Otherwise",
+    "Filter",
+    "Marshal",
+    "Unmarshal",
+    "ConvertBodyTo",
+    "Delay",
+    "Stop",
+    "name_matcher",
+]
+
+
+class Processor:
+    """One step of a route: its id, Camel type, where it was written, and its nested steps."""
+
+    __slots__ = ("processor_id", "route_id", "file", "line", "description", "frame")
+    processor_type: ClassVar[str] = "?"
+    #: True when ``process`` does nothing to the exchange after its last nested step returns,
+    #: so the engine may reuse that step's output capture as this processor's.
+    ends_with_children: ClassVar[bool] = False
+
+    def __init__(
+        self, processor_id: str, route_id: str, file: str, line: int, description: str | None = None
+    ) -> None:
+        self.processor_id = processor_id
+        self.route_id = route_id
+        self.file = file
+        self.line = line
+        self.description = description
+        # The stack-trace frame, built once: ``routeId.processorId(file:line)``.
+        self.frame = f"{route_id}.{processor_id}({file.rsplit('/', 1)[-1]}:{line})"
+
+    def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        """Do this processor's work on ``exchange`` (in place); raise :class:`ExchangeFailure`
+        to fail it. Endpoint processors report their URI through ``run.send``."""
+        raise NotImplementedError
+
+    def children(self) -> Iterator[Processor]:
+        """Nested processors, in route order (for static walks: ids, counts, endpoints)."""
+        return iter(())
+
+    def __repr__(self) -> str:
+        return f"<{self.processor_type} {self.processor_id} {self.route_id}@{self.line}>"
+
+
+class WithSteps(Processor):
+    """A processor that runs a nested pipeline (``when``, ``otherwise``, ``doCatch`` ...)."""
+
+    __slots__ = ("steps",)
+    ends_with_children = True
+
+    def __init__(self, *args: Any, steps: Sequence[Processor] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.steps: tuple[Processor, ...] = tuple(steps)
+
+    def children(self) -> Iterator[Processor]:
+        return iter(self.steps)
+
+    def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        run.pipeline(self.steps, exchange, seq, depth + 1, iteration)
+        return None
+
+
+# --------------------------------------------------------------------------- message setters
+
+
+class SetBody(Processor):
+    """``setBody``: the body becomes the expression's value."""
+
+    __slots__ = ("expression",)
+    processor_type = "setBody"
+
+    def __init__(self, *args: Any, expression: Expression, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.expression = expression
+
+    def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        exchange.body = self.expression.evaluate(exchange)
+        return None
+
+
+class Transform(SetBody):
+    """``transform``: since Camel 3 the same as ``setBody``."""
+
+    __slots__ = ()
+    processor_type = "transform"
+
+
+class SetHeader(Processor):
+    """``setHeader``: one header becomes the expression's value."""
+
+    __slots__ = ("name", "expression")
+    processor_type = "setHeader"
+
+    def __init__(self, *args: Any, name: str, expression: Expression, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.name = name
+        self.expression = expression
+
+    def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        exchange.headers[self.name] = self.expression.evaluate(exchange)
+        return None
+
+
+class SetProperty(SetHeader):
+    """``setProperty``: one exchange property becomes the expression's value."""
+
+    __slots__ = ()
+    processor_type = "setProperty"
+
+    def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        exchange.properties[self.name] = self.expression.evaluate(exchange)
+        return None
+
+
+class RemoveHeader(Processor):
+    """``removeHeader``: drop one header (names compare case-insensitively)."""
+
+    __slots__ = ("name",)
+    processor_type = "removeHeader"
+
+    def __init__(self, *args: Any, name: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.name = name
+
+    def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        exchange.headers.pop(self.name, None)
+        return None
+
+
+class RemoveProperty(RemoveHeader):
+    """``removeProperty``: drop one exchange property."""
+
+    __slots__ = ()
+    processor_type = "removeProperty"
+
+    def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        exchange.properties.pop(self.name, None)
+        return None
+
+
+def name_matcher(pattern: str, *, ignore_case: bool) -> Callable[[str], bool]:
+    """Camel's ``PatternHelper.matchPattern``: an exact name, a ``*`` wildcard, or a regex."""
+    flags = re.IGNORECASE if ignore_case else 0
+    exact = pattern.lower() if ignore_case else pattern
+    wildcard = (
+        re.compile("".join(".*" if c == "*" else re.escape(c) for c in pattern), flags)
+        if "*" in pattern
+        else None
+    )
+    try:
+        regex: re.Pattern[str] | None = re.compile(pattern, flags)
+    except re.error:
+        regex = None
+
+    def match(name: str) -> bool:
+        if (name.lower() if ignore_case else name) == exact:
+            return True
+        if wildcard is not None and wildcard.fullmatch(name):
+            return True
+        return regex is not None and regex.fullmatch(name) is not None
+
+    return match
+
+
+class RemoveHeaders(Processor):
+    """``removeHeaders``: drop every header matching ``pattern`` except ``excludePattern``."""
+
+    __slots__ = ("pattern", "exclude", "_match", "_keep")
+    processor_type = "removeHeaders"
+    _ignore_case: ClassVar[bool] = True
+
+    def __init__(self, *args: Any, pattern: str, exclude: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pattern = pattern
+        self.exclude = exclude
+        self._match = name_matcher(pattern, ignore_case=self._ignore_case)
+        self._keep = name_matcher(exclude, ignore_case=self._ignore_case) if exclude else None
+
+    def _remove(self, mapping: Any) -> None:
+        keep = self._keep
+        for key in [k for k in mapping if self._match(k) and not (keep and keep(k))]:
+            del mapping[key]
+
+    def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        self._remove(exchange.headers)
+        return None
+
+
+class RemoveProperties(RemoveHeaders):
+    """``removeProperties``: drop every exchange property matching ``pattern``."""
+
+    __slots__ = ()
+    processor_type = "removeProperties"
+    _ignore_case = False
+
+    def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        self._remove(exchange.properties)
+        return None
+
+
+class Log(Processor):
+    """``log``: evaluate the Simple message and hand it to ``RunContext.log``."""
+
+    __slots__ = ("message", "level", "log_name")
+    processor_type = "log"
+
+    def __init__(
+        self, *args: Any, message: Expression, level: str = "INFO", log_name: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.message = message
+        self.level = level
+        self.log_name = log_name
+
+    def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        text = to_text(self.message.evaluate(exchange))
+        sink = exchange.context.log
+        if sink is not None:
+            sink(self.log_name or exchange.route_id, self.level, text or "")
+        return None
+
+
+# --------------------------------------------------------------------------- routing
+
+
+class When(WithSteps):
+    """A ``choice`` branch: its predicate and steps (a trace record when it is taken)."""
+
+    __slots__ = ("predicate",)
+    processor_type = "when"
+
+    def __init__(self, *args: Any, predicate: Expression, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.predicate = predicate
+
+
+class Otherwise(WithSteps):
+    """The ``choice`` branch taken when no ``when`` matches."""
+
+    __slots__ = ()
+    processor_type = "otherwise"
+
+
+class Choice(Processor):
+    """``choice``: the first ``when`` whose predicate matches runs, else ``otherwise``."""
+
+    __slots__ = ("whens", "otherwise")
+    processor_type = "choice"
+    ends_with_children = True
+
+    def __init__(self, *args: Any, whens: Sequence[When], otherwise: Otherwise | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.whens = tuple(whens)
+        self.otherwise = otherwise
+
+    def children(self) -> Iterator[Processor]:
+        yield from self.whens
+        if self.otherwise is not None:
+            yield self.otherwise
+
+    def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        for when in self.whens:
+            if when.predicate.matches(exchange):
+                run.execute(when, exchange, seq, depth + 1, iteration)
+                return None
+        if self.otherwise is not None:
+            run.execute(self.otherwise, exchange, seq, depth + 1, iteration)
+        return None
+
+
+class Filter(WithSteps):
+    """``filter``: the steps run only when the predicate matches; the route goes on either way.
+
+    Camel records the outcome in the ``CamelFilterMatched`` exchange property.
+    """
+
+    __slots__ = ("predicate",)
+    processor_type = "filter"
+
+    def __init__(self, *args: Any, predicate: Expression, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.predicate = predicate
+
+    def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        matched = self.predicate.matches(exchange)
+        exchange.properties["CamelFilterMatched"] = matched
+        if matched:
+            run.pipeline(self.steps, exchange, seq, depth + 1, iteration)
+        return None
+
+
+# --------------------------------------------------------------------------- data formats
+
+
+class Marshal(Processor):
+    """``marshal: {json: {}}``: the body written as JSON text (Jackson's output)."""
+
+    __slots__ = ("pretty",)
+    processor_type = "marshal"
+
+    def __init__(self, *args: Any, pretty: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pretty = pretty
+
+    def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        exchange.body = to_json(exchange.body, pretty=self.pretty)
+        return None
+
+
+def _reject_constant(token: str) -> Any:
+    # Jackson rejects NaN and Infinity unless ALLOW_NON_NUMERIC_NUMBERS is on.
+    raise ValueError(f"Non-standard token '{token}': enable ALLOW_NON_NUMERIC_NUMBERS to allow")
+
+
+class Unmarshal(Processor):
+    """``unmarshal: {json: {}}``: the body text parsed as JSON (maps and lists)."""
+
+    __slots__ = ()
+    processor_type = "unmarshal"
+
+    def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        body = exchange.body
+        if isinstance(body, dict | list):
+            raise ExchangeFailure(
+                "com.fasterxml.jackson.core.JsonParseException",
+                "the body is already unmarshalled (a java.util.LinkedHashMap / ArrayList); "
+                "unmarshal expects JSON text",
+            )
+        text = to_text(body)
+        if not text or not text.strip():
+            raise ExchangeFailure(
+                "com.fasterxml.jackson.core.JsonParseException",
+                "No content to map due to end-of-input",
+            )
+        try:
+            exchange.body = json.loads(text, parse_constant=_reject_constant)
+        except ValueError as err:
+            raise ExchangeFailure("com.fasterxml.jackson.core.JsonParseException", f"{err}") from None
+        return None
+
+
+class ConvertBodyTo(Processor):
+    """``convertBodyTo``: the body converted to a Java type (a ``null`` body fails)."""
+
+    __slots__ = ("type_name", "mandatory")
+    processor_type = "convertBodyTo"
+
+    def __init__(self, *args: Any, type_name: str, mandatory: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.type_name = type_name
+        self.mandatory = mandatory
+
+    def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        if exchange.body is None and self.mandatory:
+            raise ExchangeFailure(
+                "org.apache.camel.InvalidPayloadException",
+                f"No body available of type: {self.type_name} but has value: null on: Message. "
+                f"Exchange[{exchange.exchange_id}]",
+            )
+        exchange.body = convert_to(exchange.body, self.type_name)
+        return None
+
+
+# --------------------------------------------------------------------------- others
+
+
+class Delay(Processor):
+    """``delay``: wait the expression's milliseconds through ``RunContext.sleep`` (if any)."""
+
+    __slots__ = ("expression",)
+    processor_type = "delay"
+
+    def __init__(self, *args: Any, expression: Expression, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.expression = expression
+
+    def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        millis = convert_to(self.expression.evaluate(exchange), "java.lang.Double") or 0.0
+        sleep = exchange.context.sleep
+        if sleep is not None and millis > 0:
+            sleep(millis / 1000.0)
+        return None
+
+
+class Stop(Processor):
+    """``stop``: no further processor runs for this exchange (it completes, not fails)."""
+
+    __slots__ = ()
+    processor_type = "stop"
+
+    def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        exchange.route_stop = True
+        return None

@@ -1,0 +1,131 @@
+"""Failing and handling failures: ``throwException`` and ``doTry``/``doCatch``/``doFinally``.
+
+They behave as Camel's ``ThrowExceptionProcessor``, ``TryProcessor``, ``CatchProcessor`` and
+``FinallyProcessor`` do: a ``doCatch`` matches the exception or any exception in its cause
+chain by class or superclass name (see :mod:`.failure`), then its ``onWhen``; the caught
+exception is in the ``CamelExceptionCaught`` property while the catch runs; ``doFinally``
+always runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .conversion import to_text
+from .exchange import Exchange
+from .failure import ExchangeFailure
+from .language import Expression
+from .processors import Processor, WithSteps
+
+if TYPE_CHECKING:
+    from .trace import Run
+
+__all__ = ["DoCatch", "DoFinally", "DoTry", "ThrowException"]
+
+
+class ThrowException(Processor):
+    """``throwException``: fail the exchange with the given type and (Simple) message."""
+
+    __slots__ = ("exception_type", "message")
+    processor_type = "throwException"
+
+    def __init__(self, *args: Any, exception_type: str, message: Expression | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.exception_type = exception_type
+        self.message = message
+
+    def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        text = to_text(self.message.evaluate(exchange)) if self.message is not None else None
+        raise ExchangeFailure(self.exception_type, text or "")
+
+
+class DoCatch(WithSteps):
+    """A ``doCatch`` clause: the exception classes it catches (and supertypes by name), an
+    optional ``onWhen`` predicate, and its steps."""
+
+    __slots__ = ("exceptions", "on_when")
+    processor_type = "doCatch"
+
+    def __init__(
+        self, *args: Any, exceptions: frozenset[str], on_when: Expression | None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.exceptions = exceptions
+        self.on_when = on_when
+
+    def catches(self, exchange: Exchange, failure: ExchangeFailure) -> ExchangeFailure | None:
+        """Camel's ``CatchProcessor.catches``: walk the cause chain for an instance of one of
+        the classes, then check ``onWhen`` (with the exception set on the exchange)."""
+        caught = failure.find(self.exceptions)
+        if caught is None:
+            return None
+        if self.on_when is not None:
+            exchange.exception = failure
+            try:
+                if not self.on_when.matches(exchange):
+                    return None
+            finally:
+                exchange.exception = None
+        return caught
+
+
+class DoFinally(WithSteps):
+    """The ``doFinally`` block: always runs, with the pending exception set aside."""
+
+    __slots__ = ()
+    processor_type = "doFinally"
+
+
+class DoTry(WithSteps):
+    """``doTry``/``doCatch``/``doFinally`` as Camel's ``TryProcessor`` runs them.
+
+    The first ``doCatch`` (in order) that catches the failure handles it: the exception is
+    cleared and put in the ``CamelExceptionCaught`` property, and its steps run. ``doFinally``
+    runs in every case; an unhandled failure (or one raised by a ``doCatch``) propagates after
+    it, and one raised by ``doFinally`` itself replaces it.
+    """
+
+    __slots__ = ("catches", "finally_")
+    processor_type = "doTry"
+
+    def __init__(
+        self, *args: Any, catches: Sequence[DoCatch], finally_: DoFinally | None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.catches = tuple(catches)
+        self.finally_ = finally_
+
+    def children(self) -> Iterator[Processor]:
+        yield from self.steps
+        yield from self.catches
+        if self.finally_ is not None:
+            yield self.finally_
+
+    def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        pending: ExchangeFailure | None = None
+        try:
+            run.pipeline(self.steps, exchange, seq, depth + 1, iteration)
+        except ExchangeFailure as failure:
+            pending = failure
+            for clause in self.catches:
+                caught = clause.catches(exchange, failure)
+                if caught is None:
+                    continue
+                pending = None
+                exchange.exception = None
+                exchange.properties["CamelExceptionCaught"] = caught
+                try:
+                    run.execute(clause, exchange, seq, depth + 1, iteration)
+                except ExchangeFailure as again:
+                    pending = again
+                break
+        if self.finally_ is not None:
+            # Camel's FinallyProcessor runs with the exception set aside and restores it after.
+            saved_stop = exchange.route_stop
+            exchange.route_stop = False
+            run.execute(self.finally_, exchange, seq, depth + 1, iteration)
+            exchange.route_stop = exchange.route_stop or saved_stop
+        if pending is not None:
+            raise pending
+        return None

@@ -1,0 +1,531 @@
+"""Each processor (Camel EIP) of the sandbox engine against what Camel documents for it."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from moat_nb.model import Execution, Payload
+from moat_nb.sandbox.camel import Exchange, FixedClock, RouteSet, RunContext
+
+T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+
+
+def ctx(**kw: Any) -> RunContext:
+    return RunContext(now=FixedClock(T0), rng=random.Random(7), **kw)
+
+
+def run(
+    yaml_text: str,
+    body: str | None = None,
+    *,
+    route: str = "r",
+    headers: dict[str, Any] | None = None,
+    properties: dict[str, Any] | None = None,
+    beans: dict[str, Any] | None = None,
+    context: RunContext | None = None,
+    **kw: Any,
+) -> Execution:
+    routes = RouteSet.loads(yaml_text, beans, file="t.yaml", **kw)
+    payload = Payload(headers=headers or {}, body=body, properties=properties or {})
+    return routes.run(route, payload, context=context or ctx())
+
+
+def route(*steps: str) -> str:
+    """A route ``r`` from direct:r with the given steps (YAML flow or block text, one per step)."""
+    body = "\n".join("      - " + s.replace("\n", "\n        ") for s in steps)
+    return f"- route:\n    id: r\n    from:\n      uri: direct:r\n      steps:\n{body}\n"
+
+
+def ok(ex: Execution) -> Execution:
+    assert ex.status == "COMPLETED", (ex.error_type, ex.error_message, ex.error_stack_trace)
+    return ex
+
+
+def rec(ex: Execution, processor_id: str) -> list[Any]:
+    return [p for p in ex.processors or () if p.processor_id == processor_id]
+
+
+# --------------------------------------------------------------------------- message setters
+
+
+def test_set_body_constant_simple_jsonpath_and_long_forms() -> None:
+    ex = ok(run(route('setBody: {constant: "hello"}'), "x"))
+    assert ex.output_body == "hello"
+    ex = ok(run(route('setBody: {simple: "${body}-${header.a}"}'), "x", headers={"a": "1"}))
+    assert ex.output_body == "x-1"
+    long_form = 'setBody:\n  expression:\n    simple:\n      expression: "${body}!"'
+    assert ok(run(route(long_form), "x")).output_body == "x!"
+    assert ok(run(route('setBody: {simple: {expression: "${body}?"}}'), "x")).output_body == "x?"
+    ex = ok(run(route('setBody: {jsonpath: "$.a.b"}'), '{"a": {"b": 42}}'))
+    assert ex.output_body == "42"
+    assert ok(run(route('transform: {constant: "t"}'), "x")).processors[0].processor_type == "transform"
+
+
+def test_constant_is_text_unless_result_type() -> None:
+    # Camel's constant language gives the text: `constant: 10` sets the String "10".
+    ex = ok(run(route("setHeader: {name: n, constant: 10}"), "x"))
+    assert ex.output_headers == {"n": "10"}
+    ex = ok(
+        run(route("setHeader: {name: n, constant: {expression: 10, resultType: java.lang.Integer}}"), "x")
+    )
+    assert ex.output_headers == {"n": 10}
+
+
+def test_set_header_and_property_and_removal() -> None:
+    ex = ok(
+        run(
+            route(
+                "setHeader: {name: Foo, constant: a}",
+                "setProperty: {name: p, simple: '${header.foo}'}",
+                "removeHeader: {name: FOO}",
+                "removeProperty: tenant",
+            ),
+            "x",
+            properties={"tenant": "t1"},
+        )
+    )
+    assert ex.output_headers == {}
+    assert ex.output_properties == {"p": "a"}
+
+
+def test_remove_headers_wildcard_regex_and_exclude() -> None:
+    headers = {"CamelHttpMethod": "GET", "CamelHttpUri": "/x", "camelhttpquery": "q", "Keep": 1, "x-id": 2}
+    ex = ok(
+        run(
+            route('removeHeaders: {pattern: "CamelHttp*", excludePattern: "CamelHttpUri"}'),
+            "b",
+            headers=headers,
+        )
+    )
+    assert ex.output_headers == {"CamelHttpUri": "/x", "Keep": 1, "x-id": 2}
+    ex = ok(run(route('removeHeaders: "x-.*"'), "b", headers={"x-id": 1, "y": 2}))
+    assert ex.output_headers == {"y": 2}
+    ex = ok(run(route('removeProperties: {pattern: "tmp*"}'), "b", properties={"tmpA": 1, "TMPb": 2, "c": 3}))
+    assert ex.output_properties == {"TMPb": 2, "c": 3}  # properties are case-sensitive
+
+
+def test_log_evaluates_simple_and_uses_the_context_sink() -> None:
+    lines: list[tuple[str, str, str]] = []
+    text = route("log: 'got ${body}'", 'log: {message: "m", loggingLevel: WARN, logName: audit}', "to: log:x")
+    ok(run(text, "B", context=ctx(log=lambda *a: lines.append(a))))
+    assert lines[:2] == [("r", "INFO", "got B"), ("audit", "WARN", "m")]
+    assert lines[2][0] == "x" and "Body: B" in lines[2][2]
+
+
+# --------------------------------------------------------------------------- routing
+
+
+CHOICE = route(
+    """choice:
+  when:
+    - simple: "${header.n} > 10"
+      steps:
+        - setBody: {constant: big}
+    - expression: {simple: "${header.n} > 5"}
+      steps:
+        - setBody: {constant: medium}
+  otherwise:
+    steps:
+      - setBody: {constant: small}"""
+)
+
+
+@pytest.mark.parametrize(
+    ("n", "expected", "branch"), [(11, "big", "when1"), (6, "medium", "when2"), (1, "small", "otherwise1")]
+)
+def test_choice_takes_the_first_matching_branch(n: int, expected: str, branch: str) -> None:
+    ex = ok(run(CHOICE, "x", headers={"n": n}))
+    assert ex.output_body == expected
+    choice, taken, step = ex.processors
+    assert (choice.processor_type, taken.processor_id, step.processor_type) == ("choice", branch, "setBody")
+    assert taken.parent_seq == choice.seq and step.parent_seq == taken.seq
+    assert (choice.depth, taken.depth, step.depth) == (0, 1, 2)
+
+
+def test_choice_without_match_or_otherwise_runs_nothing() -> None:
+    text = route("choice: {when: [{simple: \"${body} == 'a'\", steps: [{setBody: {constant: A}}]}]}")
+    ex = ok(run(text, "b"))
+    assert ex.output_body == "b" and [p.processor_type for p in ex.processors] == ["choice"]
+
+
+def test_filter_guards_its_steps_only() -> None:
+    text = route(
+        'filter: {simple: "${header.vip} == true", steps: [{setHeader: {name: f, constant: "in"}}]}',
+        'setHeader: {name: after, constant: "yes"}',
+    )
+    ex = ok(run(text, "x", headers={"vip": "true"}))
+    assert ex.output_headers["f"] == "in" and ex.output_properties["CamelFilterMatched"] is True
+    ex = ok(run(text, "x", headers={"vip": "false"}))
+    assert "f" not in ex.output_headers and ex.output_headers["after"] == "yes"
+    assert ex.output_properties["CamelFilterMatched"] is False
+
+
+# --------------------------------------------------------------------------- split and loop
+
+
+def test_split_without_aggregation_keeps_the_original_body() -> None:
+    text = route(
+        """split:
+  jsonpath: "$.lines[*]"
+  steps:
+    - setBody: {simple: "${body[sku]}:${exchangeProperty.CamelSplitIndex}/${exchangeProperty.CamelSplitSize}"}
+    - to: mock:out"""
+    )
+    body = json.dumps({"lines": [{"sku": "a"}, {"sku": "b"}, {"sku": "c"}]})
+    ex = ok(run(text, body))
+    assert ex.output_body == body  # Camel's splitter returns the original message
+    outs = [p for p in ex.processors if p.processor_type == "to"]
+    assert [p.input_body for p in outs] == ["a:0/3", "b:1/3", "c:2/3"]
+    assert [p.iteration for p in outs] == [0, 1, 2]
+    assert all("CamelSplitComplete" in p.properties for p in outs)
+    assert [p.properties["CamelSplitComplete"] for p in outs] == [False, False, True]
+
+
+def test_split_tokenize_and_aggregation_strategies() -> None:
+    def join(old: str | None, new: str) -> str:
+        return new.upper() if old is None else f"{old}+{new.upper()}"
+
+    class Counter:
+        def aggregate(self, old: Exchange | None, new: Exchange) -> Exchange:
+            if old is None:
+                new.headers["count"] = 1
+                return new
+            old.headers["count"] += 1
+            old.body = f"{old.body}|{new.body}"
+            return old
+
+    beans = {"join": join, "counter": Counter()}
+    tok = "split: {tokenize: {token: ','}, aggregationStrategy: %s, steps: [{to: 'mock:x'}]}"
+    assert ok(run(route(tok % "join"), "a,b,c", beans=beans)).output_body == "A+B+C"
+    ex = ok(run(route(tok % "counter"), "a,b", beans=beans))
+    assert ex.output_body == "a|b" and ex.output_headers["count"] == 2
+    ex = ok(run(route(tok % "GroupedBodyAggregationStrategy"), "a,b,", beans=beans))
+    assert ex.output_body == '["a","b"]'  # no trailing empty token (java.util.Scanner)
+    ex = ok(
+        run(
+            route("split: {tokenize: {token: '\\n', group: 2}, aggregationStrategy: join, steps: []}"),
+            "1\n2\n3",
+            beans=beans,
+        )
+    )
+    assert ex.output_body == "1\n2+3"
+
+
+def test_split_item_failure_fails_after_all_items_or_stops_at_once() -> None:
+    steps = (
+        "steps:\n  - filter:\n      simple: \"${body} == 'bad'\"\n      steps:\n"
+        "        - throwException: {exceptionType: java.lang.IllegalStateException, message: 'no ${body}'}\n"
+        "  - to: mock:done"
+    )
+    ex = run(route(f"split:\n  tokenize: ','\n  {steps.replace(chr(10), chr(10) + '  ')}"), "a,bad,c")
+    assert ex.status == "FAILED" and ex.error_type == "java.lang.IllegalStateException"
+    assert len(rec(ex, "to1")) == 2  # items a and c still reached mock:done
+    ex = run(
+        route(
+            f"split:\n  tokenize: ','\n  stopOnException: true\n  {steps.replace(chr(10), chr(10) + '  ')}"
+        ),
+        "a,bad,c",
+    )
+    assert ex.error_type == "org.apache.camel.CamelExchangeException"
+    assert ex.error_message.startswith("Multicast processing failed for number 1.")
+    assert "java.lang.IllegalStateException - no bad" in ex.error_message
+    assert len(rec(ex, "to1")) == 1
+    assert "Caused by: java.lang.IllegalStateException: no bad" in ex.error_stack_trace
+
+
+def test_loop_count_index_copy_and_do_while() -> None:
+    ex = ok(
+        run(
+            route(
+                "loop: {constant: 3, steps: "
+                "[{setBody: {simple: '${body}${exchangeProperty.CamelLoopIndex}'}}]}"
+            ),
+            "x",
+        )
+    )
+    assert ex.output_body == "x012"
+    assert [p.iteration for p in ex.processors[1:]] == [0, 1, 2]
+    ex = ok(
+        run(
+            route("loop: {simple: '${header.n}', copy: true, steps: [{setBody: {simple: '${body}!'}}]}"),
+            "x",
+            headers={"n": "4"},
+        )
+    )
+    assert ex.output_body == "x!"  # each turn starts from a copy of the input
+    ex = ok(
+        run(
+            route(
+                "loop: {doWhile: true, simple: '${body.length()} < 5', "
+                "steps: [{setBody: {simple: '${body}a'}}]}"
+            ),
+            "x",
+        )
+    )
+    assert ex.output_body == "xaaaa"
+    assert (
+        ok(run(route("loop: {constant: 0, steps: [{setBody: {constant: never}}]}"), "x")).output_body == "x"
+    )
+
+
+# --------------------------------------------------------------------------- data formats
+
+
+def test_marshal_unmarshal_json_like_jackson() -> None:
+    text = route(
+        "unmarshal: {json: {}}", "setBody: {simple: '${body[items]}'}", "marshal: {json: {library: Jackson}}"
+    )
+    ex = ok(run(text, '{"items": [1, 2.5, "é", null, true]}'))
+    assert ex.output_body == '[1,2.5,"é",null,true]'
+    bad = run(route("unmarshal: {json: {}}"), "{not json")
+    assert bad.status == "FAILED" and bad.error_type == "com.fasterxml.jackson.core.JsonParseException"
+    assert run(route("unmarshal: {json: {}}"), "NaN").status == "FAILED"  # Jackson rejects NaN
+
+
+def test_convert_body_to() -> None:
+    assert (
+        ok(
+            run(route("convertBodyTo: java.lang.Integer", "setBody: {simple: '${body} + 1'}"), " 41")
+        ).output_body
+        == "41 + 1"
+    )
+    ex = ok(
+        run(
+            route(
+                "convertBodyTo: {type: java.math.BigDecimal}",
+                "setHeader: {name: t, simple: '${bodyAs(String)}'}",
+            ),
+            "19.990",
+        )
+    )
+    assert ex.output_headers == {"t": "19.990"}
+    ex = run(route("convertBodyTo: Integer"), "abc")
+    assert ex.error_type == "org.apache.camel.TypeConversionException"
+    assert "java.lang.NumberFormatException" in ex.error_stack_trace
+    ex = run(route("convertBodyTo: String"), None)
+    assert ex.error_type == "org.apache.camel.InvalidPayloadException"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_throw_exception_uses_the_given_type_and_simple_message() -> None:
+    ex = run(
+        route("throwException: {exceptionType: java.lang.IllegalArgumentException, message: 'bad ${body}'}"),
+        "q",
+    )
+    assert (ex.status, ex.error_type, ex.error_message) == (
+        "FAILED",
+        "java.lang.IllegalArgumentException",
+        "bad q",
+    )
+    (record,) = ex.processors
+    assert record.status == "FAILED" and record.error_type == "java.lang.IllegalArgumentException"
+    assert ex.error_stack_trace.splitlines()[0] == "java.lang.IllegalArgumentException: bad q"
+    assert "\tat r.throwException1(t.yaml:" in ex.error_stack_trace
+
+
+TRY = route(
+    """doTry:
+  steps:
+    - throwException: {exceptionType: "%s", message: boom}
+  doCatch:
+    - exception: [java.io.IOException]
+      steps:
+        - setBody: {constant: io}
+    - exception: [java.lang.RuntimeException]
+      onWhen: {simple: "${header.handle} == 'yes'"}
+      steps:
+        - setBody: {simple: "rt:${exchangeProperty.CamelExceptionCaught}"}
+  doFinally:
+    steps:
+      - setHeader: {name: finally, constant: ran}"""
+)
+
+
+@pytest.mark.parametrize(
+    ("thrown", "handle", "status", "body"),
+    [
+        ("java.net.ConnectException", "yes", "COMPLETED", "io"),  # a subclass of IOException
+        ("java.lang.NumberFormatException", "yes", "COMPLETED", "rt:java.lang.NumberFormatException: boom"),
+        ("java.lang.NumberFormatException", "no", "FAILED", "x"),  # onWhen says no: not caught
+        ("com.acme.CheckedThing", "yes", "FAILED", "x"),  # an unknown class is a checked Exception
+    ],
+)
+def test_do_try_catches_by_superclass_and_on_when_and_always_finally(
+    thrown: str, handle: str, status: str, body: str
+) -> None:
+    ex = run(TRY % thrown, "x", headers={"handle": handle})
+    assert ex.status == status and ex.output_body == body
+    assert ex.output_headers["finally"] == "ran"
+    types = [p.processor_type for p in ex.processors]
+    assert types[0] == "doTry" and types[-2:] == ["doFinally", "setHeader"]
+    assert ("doCatch" in types) == (status == "COMPLETED")
+    assert ex.processors[0].status == status
+    assert ex.processors[1].status == "FAILED"  # the throwing step itself
+
+
+def test_do_catch_matches_the_cause_chain_and_a_catch_can_fail_again() -> None:
+    # stopOnException wraps the item's failure in a CamelExchangeException; Camel's doCatch
+    # walks the causes, so a catch of the inner type still matches.
+    text = route(
+        """doTry:
+  steps:
+    - split:
+        tokenize: ","
+        stopOnException: true
+        steps:
+          - throwException: {exceptionType: java.lang.IllegalStateException, message: inner}
+  doCatch:
+    - exception: [java.lang.IllegalStateException]
+      steps:
+        - throwException: {exceptionType: java.lang.UnsupportedOperationException, message: again}"""
+    )
+    ex = run(text, "a,b")
+    assert ex.status == "FAILED" and ex.error_type == "java.lang.UnsupportedOperationException"
+    assert [p.processor_type for p in ex.processors] == [
+        "doTry",
+        "split",
+        "throwException",
+        "doCatch",
+        "throwException",
+    ]
+
+
+# --------------------------------------------------------------------------- beans
+
+
+class Shop:
+    def price(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {**body, "price": Decimal("1.50") * body["qty"]}
+
+    def tag(self, exchange: Exchange) -> None:
+        exchange.headers["tagged"] = exchange.body["qty"]
+
+    def both(self, body: Any, headers: Any, properties: Any) -> str:
+        return f"{body['qty']}/{headers['h']}/{properties['p']}"
+
+    def refuse(self, exchange: Exchange) -> None:
+        raise OutOfStock("nothing left")
+
+
+class OutOfStock(ValueError):
+    camel_type = "com.acme.OutOfStockException"
+
+
+class NoType(KeyError):
+    pass
+
+
+def test_bean_binding_conventions_and_return_values() -> None:
+    text = route(
+        "unmarshal: {json: {}}",
+        "bean: {ref: shop, method: tag}",
+        "bean: {ref: shop, method: price}",
+        "marshal: {json: {}}",
+    )
+    ex = ok(run(text, '{"qty": 3}', beans={"shop": Shop()}))
+    assert json.loads(ex.output_body) == {"qty": 3, "price": 4.5}  # BigDecimal as a JSON number
+    assert ex.output_headers == {"tagged": 3}  # tag returned None: the body stayed
+    text = route("unmarshal: {json: {}}", "bean: {ref: shop, method: both}")
+    ex = ok(run(text, '{"qty": 2}', headers={"h": "H"}, properties={"p": "P"}, beans={"shop": Shop()}))
+    assert ex.output_body == "2/H/P"
+    ex = ok(run(route("process: {ref: proc}"), "x", beans={"proc": lambda exchange: "ignored"}))
+    assert ex.output_body == "x"  # a Processor's return value is not the body
+
+
+def test_bean_exceptions_carry_camel_type_or_python_name_and_are_catchable() -> None:
+    beans = {"shop": Shop(), "boom": lambda exchange: (_ for _ in ()).throw(NoType("k"))}
+    ex = run(route("bean: {ref: shop, method: refuse}"), "x", beans=beans)
+    assert ex.error_type == "com.acme.OutOfStockException" and ex.error_message == "nothing left"
+    assert "test_processors.Shop.refuse(test_processors.py:" in ex.error_stack_trace
+    ex = run(route("bean: {ref: boom}"), "x", beans=beans)
+    assert ex.error_type == f"{NoType.__module__}.NoType"  # no camel_type: the Python class name
+    # A doCatch may name the Python base class or a Java supertype of the camel_type.
+    for name in ("ValueError", "java.lang.RuntimeException", "com.acme.OutOfStockException"):
+        text = route(
+            "doTry:\n  steps:\n    - bean: {ref: shop, method: refuse}\n"
+            f"  doCatch:\n    - exception: [{name}]\n      steps:\n        - setBody: {{constant: caught}}"
+        )
+        assert ok(run(text, "x", beans=beans)).output_body == "caught", name
+
+
+def test_bean_without_registry_fails_at_run_time_with_no_such_bean() -> None:
+    ex = run(route("bean: {ref: missing}"), "x")  # beans=None: nothing to check at load time
+    assert ex.error_type == "org.apache.camel.NoSuchBeanException"
+
+
+# --------------------------------------------------------------------------- others
+
+
+def test_delay_uses_the_context_sleep_only() -> None:
+    slept: list[float] = []
+    ex = ok(
+        run(
+            route("delay: {constant: 250}", "delay: {simple: '${header.ms}'}"),
+            "x",
+            headers={"ms": "1500"},
+            context=ctx(sleep=slept.append),
+        )
+    )
+    assert slept == [0.25, 1.5]
+    assert ex.processors[0].processor_type == "delay"
+    ok(run(route("delay: 100000"), "x"))  # no sleep given: the sandbox never waits
+
+
+def test_stop_ends_the_exchange_including_the_caller() -> None:
+    text = (
+        route("to: direct:sub", "setBody: {constant: after}")
+        + "- route:\n    id: sub\n    from:\n      uri: direct:sub\n      steps:\n        - stop: {}\n"
+        "        - setBody: {constant: not-reached}\n"
+    )
+    ex = ok(run(text, "x"))
+    assert ex.output_body == "x" and [p.processor_type for p in ex.processors] == ["to", "stop"]
+
+
+def test_to_d_resolves_its_uri_per_exchange() -> None:
+    ex = ok(run(route("toD: 'mock:${header.q}?x=1'"), "b", headers={"q": "blue"}))
+    assert ex.processors[0].endpoint_uri == "mock:blue?x=1"
+    text = route("toD: 'direct:${header.q}'")
+    assert run(text, "b", headers={"q": "none"}).error_type == (
+        "org.apache.camel.component.direct.DirectConsumerNotAvailableException"
+    )
+
+
+def test_jsonpath_missing_definite_path_fails_unless_suppressed() -> None:
+    ex = run(route("setHeader: {name: c, jsonpath: '$.customer.id'}"), '{"order": 1}')
+    assert ex.error_type == "org.apache.camel.ExpressionEvaluationException"
+    assert "No results for path" in ex.error_message
+    ex = ok(
+        run(
+            route("setHeader: {name: c, jsonpath: {expression: '$.customer.id', suppressExceptions: true}}"),
+            "{}",
+        )
+    )
+    assert ex.output_headers == {"c": None}
+    ex = ok(
+        run(
+            route("setHeader: {name: c, jsonpath: '$.lines[?(@.qty > 1)].sku'}"),
+            '{"lines": [{"sku": "a", "qty": 1}, {"sku": "b", "qty": 2}]}',
+        )
+    )
+    assert ex.output_headers == {"c": '["b"]'}  # an indefinite path gives a list
+    ex = ok(
+        run(
+            route("filter: {jsonpath: '$.lines[?(@.qty > 5)]', steps: [{setBody: {constant: big}}]}"),
+            '{"lines": [{"qty": 1}]}',
+        )
+    )
+    assert ex.output_body != "big"  # an empty result is false as a predicate
+
+
+def test_a_route_that_calls_itself_for_ever_fails_with_a_stack_overflow() -> None:
+    text = "- route:\n    id: r\n    from:\n      uri: direct:r\n      steps:\n        - to: direct:r\n"
+    ex = run(text, "x")
+    assert ex.status == "FAILED" and ex.error_type == "java.lang.StackOverflowError"

@@ -1,0 +1,194 @@
+"""The ``moat-nb`` command line: ``routes check`` and ``routes run``."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from moat_nb.cli import main
+
+ROUTES = Path(__file__).parent / "sandbox" / "camel" / "routes"
+SHOP = ROUTES / "shop"
+
+ECHO = """
+- route:
+    id: echo
+    from:
+      uri: direct:echo
+      steps:
+        - setHeader: {name: seen, simple: "${header.who}/${exchangeProperty.tenant}"}
+        - bean: {ref: shout}
+        - to: {id: call, uri: "http://svc/api"}
+        - choice:
+            when:
+              - simple: "${body} == 'FAIL'"
+                steps:
+                  - throwException:
+                      exceptionType: java.lang.IllegalStateException
+                      message: "failed on purpose"
+"""
+
+BEANS = """
+def shout(body):
+    return body.upper()
+
+def reply(exchange):
+    return exchange.body + "!"
+
+BEANS = {"shout": shout}
+ENDPOINTS = {"http://svc/api": reply}
+"""
+
+
+@pytest.fixture
+def echo(tmp_path: Path) -> tuple[Path, Path]:
+    routes = tmp_path / "echo.yaml"
+    routes.write_text(ECHO)
+    beans = tmp_path / "beans.py"
+    beans.write_text(BEANS)
+    return routes, beans
+
+
+def test_check_prints_one_summary_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["routes", "check", str(SHOP)]) == 0
+    out = capsys.readouterr().out
+    assert out == "OK: 2 routes in 2 files: intake (10 processors), route1 (3 processors)\n"
+
+
+def test_check_notes_unchecked_beans_and_checks_them_with_beans(
+    echo: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    routes, beans = echo
+    assert main(["routes", "check", str(routes)]) == 0
+    assert "bean references not checked" in capsys.readouterr().out
+    assert main(["routes", "check", str(routes), "--beans", str(beans)]) == 0
+    assert capsys.readouterr().out == "OK: 1 route in 1 file: echo (6 processors)\n"
+
+
+@pytest.mark.parametrize("name", ["unknown-step.yaml", "bad-simple.yaml", "missing-direct.yaml"])
+def test_check_fails_with_one_line_and_no_traceback(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = ROUTES / "bad" / name
+    assert main(["routes", "check", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"moat-nb: {path}:") and captured.err.count("\n") == 1
+    assert "Traceback" not in captured.err
+
+
+def test_run_prints_the_execution_as_json(
+    echo: tuple[Path, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    routes, beans = echo
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello"))
+    code = main(
+        [
+            "routes",
+            "run",
+            str(routes),
+            "--route",
+            "echo",
+            "--body",
+            "-",
+            "--header",
+            "who=ann",
+            "--property",
+            "tenant=t1",
+            "--beans",
+            str(beans),
+            "--seed",
+            "3",
+        ]
+    )
+    assert code == 0
+    wire = json.loads(capsys.readouterr().out)
+    assert wire["status"] == "COMPLETED" and wire["routeId"] == "echo"
+    assert wire["inputBody"] == "hello" and wire["outputBody"] == "HELLO!"
+    assert wire["outputHeaders"]["seen"] == "ann/t1" and wire["inputProperties"] == {"tenant": "t1"}
+    assert [n["processorId"] for n in wire["processors"]] == ["setHeader1", "bean1", "call", "choice1"]
+    # Same seed, same ids.
+    main(["routes", "run", str(routes), "--route", "echo", "--beans", str(beans), "--seed", "3"])
+    again = json.loads(capsys.readouterr().out)
+    assert again["exchangeId"] == wire["exchangeId"]
+
+
+def test_run_trace_prints_a_processor_table_and_exit_1_on_failure(
+    echo: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    routes, beans = echo
+    body = tmp_path / "body.txt"
+    body.write_text("fail")
+    # shout() makes it FAIL, the endpoint simulator appends "!" — so the choice does not match...
+    assert (
+        main(
+            [
+                "routes",
+                "run",
+                str(routes),
+                "--route",
+                "echo",
+                "--body",
+                str(body),
+                "--beans",
+                str(beans),
+                "--trace",
+            ]
+        )
+        == 0
+    )
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("echo  COMPLETED  exchange ")
+    assert table[1].split() == ["seq", "processor", "type", "status", "ms", "body"]
+    assert table[4].split()[:4] == ["3", "call", "to", "COMPLETED"] and "-> http://svc/api" in table[4]
+    assert table[-1] == "output body: FAIL!"
+    # ...but without the simulator the body stays FAIL and the exchange fails: exit code 1.
+    beans.write_text(BEANS.replace('ENDPOINTS = {"http://svc/api": reply}', ""))
+    assert (
+        main(
+            [
+                "routes",
+                "run",
+                str(routes),
+                "--route",
+                "echo",
+                "--body",
+                str(body),
+                "--beans",
+                str(beans),
+                "--trace",
+            ]
+        )
+        == 1
+    )
+    table = capsys.readouterr().out.splitlines()
+    assert (
+        "  throwException1" in table[-3] and "java.lang.IllegalStateException: failed on purpose" in table[-3]
+    )
+    assert table[-2] == "FAILED: java.lang.IllegalStateException: failed on purpose"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--route", "nope"], "no route with id 'nope'"),
+        (["--route", "echo", "--header", "novalue"], "is not K=V"),
+        (["--route", "echo", "--body", "/does/not/exist"], "cannot read the body"),
+        (["--route", "echo", "--beans", "/does/not/exist.py"], "does not exist"),
+    ],
+)
+def test_run_reports_usage_mistakes_in_one_line(
+    echo: tuple[Path, Path], args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    routes, _ = echo
+    assert main(["routes", "run", str(routes), *args]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["routes", "run", str(SHOP)]) == 2  # --route is required
+    assert "--route" in capsys.readouterr().err
+    assert main([]) == 2
+    assert main(["--help"]) == 0
