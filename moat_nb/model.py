@@ -12,6 +12,7 @@ and a timeline of zeros would tell nobody anything.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -73,7 +74,11 @@ def format_time(dt: datetime | None) -> str | None:
     if dt is None:
         return None
     dt = _ms(dt)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    # Not strftime("%Y"): it does not pad years before 1000, which RFC 3339 requires.
+    return (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
+        f"{dt.second:02d}.{dt.microsecond // 1000:03d}Z"
+    )
 
 
 def parse_time(text: str | datetime | None) -> datetime | None:
@@ -105,9 +110,20 @@ def parse_time(text: str | datetime | None) -> datetime | None:
 # --------------------------------------------------------------------------- generic wire mapping
 
 
+@functools.cache
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[tuple[str, str], ...]:
+    # Serialising a history converts the same names millions of times: compute them per class.
+    return tuple(
+        (f.name, cls._wire_name(f.name))  # type: ignore[attr-defined]
+        for f in fields(cls)
+        if not f.name.startswith("_")
+    )
 
 
 class _Wire:
@@ -133,17 +149,16 @@ class _Wire:
         return cls._wire_names.get(name) or _camel(name)
 
     def _wire_items(self) -> Iterable[tuple[str, Any]]:
-        for f in fields(self):  # type: ignore[arg-type]
-            if f.name.startswith("_"):
+        times, optional = self._times, self._optional_on_wire
+        for name, wire_name in _field_names(type(self)):
+            value = getattr(self, name)
+            if value is None and name in optional:
                 continue
-            value = getattr(self, f.name)
-            if value is None and f.name in self._optional_on_wire:
-                continue
-            if f.name in self._times:
+            if name in times:
                 value = format_time(value)
             elif isinstance(value, Mapping):
                 value = dict(value)
-            yield self._wire_name(f.name), value
+            yield wire_name, value
 
     def to_wire(self) -> dict[str, Any]:
         return dict(self._wire_items())

@@ -194,3 +194,9 @@ def test_modified_payload_replaces_present_parts_whole() -> None:
 def test_payload_round_trips(headers: dict, body: str | None, props: dict) -> None:
     p = Payload(headers=headers, body=body, properties=props)
     assert Payload.from_wire(p.to_wire()) == p
+
+
+def test_years_before_1000_are_zero_padded() -> None:
+    early = datetime(5, 1, 1, tzinfo=UTC)
+    assert format_time(early) == "0005-01-01T00:00:00.000Z"
+    assert parse_time(format_time(early)) == early

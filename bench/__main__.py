@@ -1,0 +1,48 @@
+"""``python -m bench [--quick] [--only NAME]``: run the benchmarks, print a table, write results."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+MODULES = ["bench_engine"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="small sizes: proves they run")
+    parser.add_argument("--only", action="append", help="run only these modules")
+    parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
+    args = parser.parse_args(argv)
+    rows: list[dict] = []
+    for name in args.only or MODULES:
+        module = importlib.import_module(f"bench.{name}")
+        started = time.perf_counter()
+        rows.extend(module.run(quick=args.quick))
+        print(f"# {name}: {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    print(f"{'id':<5} {'what':<58} {'value':>12} {'unit':<12} {'ratio':>7} {'target':<10}")
+    for r in rows:
+        ratio = f"{r['ratio']:.2f}" if r.get("ratio") is not None else ""
+        print(
+            f"{r['id']:<5} {r['what'][:58]:<58} {r['value']:>12.1f} {r['unit']:<12} "
+            f"{ratio:>7} {r.get('target', ''):<10}"
+        )
+    result = {
+        "quick": args.quick,
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "rows": rows,
+    }
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1194 @@
+"""SQLite storage of executions and processor records (DESIGN.md sections 3, 4 and 8).
+
+One file, WAL mode, one ingest path: :meth:`Store.ingest` takes the body of ``POST /data/chunks``
+(a :class:`~moat_nb.model.Chunk` or its wire dict), so recorded traffic and replays are stored by
+the same code. :meth:`Store.search` answers every filter of ``POST /search/executions``.
+
+Schema (version :data:`SCHEMA_VERSION`, created or upgraded when a file is opened; the whole
+schema lives in :data:`MIGRATIONS`, later issues append to it)::
+
+    schema_version     (version)                                     one row
+    executions         (id INTEGER PK, execution_id UNIQUE, summary columns, complete)
+    execution_details  (id PK = executions.id, bodies, headers/properties JSON, stack trace)
+    processors         ((execution_id, seq) PK, scalar fields, *_h = texts.hash of each payload)
+    texts              (hash UNIQUE, text): processor bodies/headers/properties, stored once
+    chunks             ((execution_id, chunk_seq) PK, sha256): idempotent re-ingest
+    execution_text     FTS5 (trigram) over bodies / headers / errors, rowid = executions.id
+
+Choices, and why:
+
+* Times are INTEGER epoch milliseconds (``start_ms``, ``end_ms``): the wire carries milliseconds,
+  so they round-trip exactly, and range filters are plain integer index ranges.
+* Bodies are TEXT as received (section 3: bodies travel as strings); headers and properties are
+  JSON text. The summary table is kept narrow (bodies live in ``execution_details``) so that
+  searches and counts over many rows read few pages.
+* Processor payloads are content-addressed (``texts``, BLAKE2b-128 keys): in ``PROCESSOR``
+  capture most processors pass the body and headers on unchanged, so a 50-processor execution
+  repeats the same few texts ~100 times. Stored once, the file is ~10x smaller and ingest writes
+  ~10x less.
+* ``text`` search is a case-insensitive substring match, as Cameleer's (``LIKE '%term%'``,
+  reference/cameleer.md section 4.3), over the execution's and its processors' bodies, headers
+  (as JSON text) and error types/messages/stack trace. It uses an FTS5 ``trigram`` index
+  (SQLite >= 3.34), which answers substring queries from the index; terms shorter than 3
+  characters, which a trigram index cannot answer, and SQLite builds without FTS5 fall back to a
+  scan with ``instr(lower())`` (ASCII-only case folding there, Unicode folding in the index).
+* Threads: every thread gets its own connection (``threading.local``), so readers run in
+  parallel under WAL; writes take a process-wide lock before ``BEGIN IMMEDIATE`` so that
+  writers queue on the lock instead of spinning in SQLite's busy handler. The Starlette server
+  calls the store from its threadpool; :meth:`Store.close` closes every thread's connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from operator import attrgetter
+from pathlib import Path
+from typing import Any
+
+from ..errors import MoatError, RecordError, ValidationError
+from ..model import (
+    CAPTURE_MODES,
+    EXECUTION_STATUSES,
+    Chunk,
+    Execution,
+    ProcessorRecord,
+    check_id,
+    parse_time,
+)
+
+__all__ = [
+    "Store",
+    "SCHEMA_VERSION",
+    "MIGRATIONS",
+    "SEARCH_FILTERS",
+    "SORT_FIELDS",
+    "MAX_LIMIT",
+    "DEFAULT_LIMIT",
+]
+
+MAX_LIMIT = 1000  # section 4: limit <= 1000
+DEFAULT_LIMIT = 50  # Cameleer's default page (reference/cameleer.md section 4.3)
+DEFAULT_SORT = "startTime:desc"  # newest first
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+# --------------------------------------------------------------------------- schema
+
+
+def _schema_v1(fts5: bool) -> str:
+    text_table = (
+        # Trigram tokenizer: substring matching from the index (sqlite.org/fts5.html, section 4.3.4)
+        "CREATE VIRTUAL TABLE execution_text USING fts5(body, headers, errors, tokenize='trigram');"
+        if fts5
+        else "CREATE TABLE execution_text (rowid INTEGER PRIMARY KEY, body TEXT, headers TEXT, errors TEXT);"
+    )
+    return f"""
+CREATE TABLE executions (
+    id                 INTEGER PRIMARY KEY,
+    execution_id       TEXT NOT NULL UNIQUE,
+    exchange_id        TEXT NOT NULL,
+    correlation_id     TEXT,
+    route_id           TEXT NOT NULL,
+    route_version      TEXT,
+    application_id     TEXT,
+    instance_id        TEXT,
+    environment        TEXT,
+    status             TEXT NOT NULL,
+    start_ms           INTEGER,
+    end_ms             INTEGER,
+    duration_ms        REAL,
+    error_type         TEXT,
+    error_message      TEXT,
+    processor_count    INTEGER NOT NULL DEFAULT 0,
+    capture_mode       TEXT NOT NULL,
+    is_replay          INTEGER NOT NULL DEFAULT 0,
+    replay_id          TEXT,
+    source_exchange_id TEXT,
+    complete           INTEGER NOT NULL DEFAULT 0   -- the final chunk has been stored
+);
+CREATE INDEX executions_start ON executions (start_ms, execution_id);
+CREATE INDEX executions_env_start ON executions (environment, start_ms);
+CREATE INDEX executions_app_start ON executions (application_id, start_ms);
+CREATE INDEX executions_route_start ON executions (route_id, start_ms);
+CREATE INDEX executions_status_start ON executions (status, start_ms);
+CREATE INDEX executions_duration ON executions (duration_ms);
+CREATE INDEX executions_exchange ON executions (exchange_id, is_replay);
+CREATE INDEX executions_correlation ON executions (correlation_id);
+CREATE INDEX executions_replay ON executions (replay_id);
+CREATE INDEX executions_source ON executions (source_exchange_id);
+
+CREATE TABLE execution_details (
+    id                 INTEGER PRIMARY KEY,            -- = executions.id (no FK: it costs a
+                                                       -- third of ingest; written together)
+    input_body         TEXT,
+    output_body        TEXT,
+    input_headers      TEXT,
+    output_headers     TEXT,
+    input_properties   TEXT,
+    output_properties  TEXT,
+    error_stack_trace  TEXT
+);
+
+CREATE TABLE texts (
+    id                 INTEGER PRIMARY KEY,
+    hash               BLOB NOT NULL UNIQUE,        -- BLAKE2b-128 of the UTF-8 text
+    text               TEXT NOT NULL
+);
+
+CREATE TABLE processors (
+    execution_id       TEXT NOT NULL,
+    seq                INTEGER NOT NULL,
+    exchange_id        TEXT NOT NULL,
+    replay_id          TEXT,
+    parent_seq         INTEGER,
+    iteration          INTEGER NOT NULL,
+    depth              INTEGER NOT NULL,
+    processor_id       TEXT NOT NULL,
+    processor_type     TEXT NOT NULL,
+    route_id           TEXT NOT NULL,
+    status             TEXT NOT NULL,
+    start_ms           INTEGER,
+    end_ms             INTEGER,
+    duration_ms        REAL,
+    endpoint_uri       TEXT,
+    stubbed            INTEGER NOT NULL,
+    error_type         TEXT,
+    error_message      TEXT,
+    body_truncated     INTEGER NOT NULL,
+    input_body_h       BLOB,                        -- texts.hash, NULL for a null field
+    output_body_h      BLOB,
+    input_headers_h    BLOB,
+    output_headers_h   BLOB,
+    input_properties_h BLOB,
+    properties_h       BLOB,
+    PRIMARY KEY (execution_id, seq)
+) WITHOUT ROWID;                                    -- small rows: the payloads live in texts
+
+CREATE TABLE chunks (
+    execution_id       TEXT NOT NULL,
+    chunk_seq          INTEGER NOT NULL,
+    exchange_id        TEXT NOT NULL,
+    replay_id          TEXT,
+    final              INTEGER NOT NULL,
+    sha256             TEXT NOT NULL,
+    PRIMARY KEY (execution_id, chunk_seq)
+);
+
+{text_table}
+"""
+
+
+#: Version n of the schema is ``MIGRATIONS[n - 1]``: a function of "is FTS5 available" giving
+#: SQL statements. Later issues append (replays, replay_events, audit_events, idempotency);
+#: a file is upgraded by running the missing steps in one transaction.
+MIGRATIONS: tuple[Callable[[bool], str], ...] = (_schema_v1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a script into statements (``executescript`` would commit the open transaction).
+
+    ``sqlite3.complete_statement`` knows about ``BEGIN ... END`` in triggers, which a split on
+    ``;`` would cut.
+    """
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                yield buf
+            buf = ""
+    if buf.strip():
+        yield buf
+
+
+def _fts5_available(conn: sqlite3.Connection) -> bool:
+    try:
+        conn.execute("CREATE VIRTUAL TABLE temp._fts5_probe USING fts5(x, tokenize='trigram')")
+    except sqlite3.OperationalError:
+        return False
+    conn.execute("DROP TABLE temp._fts5_probe")
+    return True
+
+
+# --------------------------------------------------------------------------- value conversion
+
+
+def _to_ms(dt: datetime | None) -> int | None:
+    return None if dt is None else (dt - _EPOCH) // _MS
+
+
+def _from_ms(ms: int | None) -> datetime | None:
+    return None if ms is None else _EPOCH + ms * _MS
+
+
+# One encoder for every JSON column: allow_nan=False because NaN/Infinity are not JSON
+# (RFC 8259 section 6), ensure_ascii=False so that text search sees the characters.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _json(value: Mapping[str, Any] | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return _ENCODER.encode(value)
+    except (TypeError, ValueError) as exc:
+        raise RecordError(
+            f"not representable as JSON: {exc}",
+            code="BAD_JSON",
+            hint="headers and properties must be JSON objects (no NaN/Infinity, string keys)",
+        ) from None
+
+
+def _unjson(text: str | None) -> dict[str, Any] | None:
+    return None if text is None else json.loads(text)
+
+
+def _text_hash(text: str) -> bytes:
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RecordError(
+            f"text is not valid Unicode: {exc.reason} at position {exc.start}",
+            code="BAD_TEXT",
+            hint="bodies and headers travel as UTF-8 (no lone surrogates)",
+        ) from None
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+# --------------------------------------------------------------------------- chunk validation
+
+
+def _fail(message: str, *, code: str = "BAD_CHUNK", **details: Any) -> RecordError:
+    return RecordError(
+        message,
+        code=code,
+        hint="send the chunk shape of POST /data/chunks (DESIGN.md sections 3 and 4)",
+        details=details,
+    )
+
+
+_NONE = type(None)
+# kind -> (exact types the fast path accepts, the precise check, what the field must be)
+_KINDS: dict[str, tuple[frozenset[type], Callable[[Any], bool], str]] = {
+    "text": (frozenset({str}), lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "opt_str": (frozenset({str, _NONE}), lambda v: v is None or isinstance(v, str), "a string or null"),
+    "time": (
+        frozenset({datetime, _NONE}),
+        lambda v: v is None or isinstance(v, datetime),
+        "an RFC 3339 time or null",
+    ),
+    "opt_num": (
+        frozenset({int, float, _NONE}),
+        lambda v: v is None or (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)),
+        "a finite number or null",
+    ),
+    "count": (
+        frozenset({int}),
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+        "an integer >= 0",
+    ),
+    "opt_int": (
+        frozenset({int, _NONE}),
+        lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
+        "an integer or null",
+    ),
+    "flag": (frozenset({bool}), lambda v: isinstance(v, bool), "true or false"),
+    "opt_dict": (
+        frozenset({dict, _NONE}),
+        lambda v: v is None or (isinstance(v, Mapping) and all(isinstance(k, str) for k in v)),
+        "a JSON object with string keys, or null",
+    ),
+}
+
+
+class _Fields:
+    """A record's fields grouped by the check they need (dataclasses do not check types).
+
+    A chunk has thousands of fields, so the common case runs at C speed: the tuple of the
+    fields' types is looked up among the type signatures already found right, then the few
+    value conditions (non-empty, >= 0, finite, string keys) are checked. Anything else takes the
+    field-by-field road, which names the bad field.
+    """
+
+    def __init__(self, **groups: str) -> None:
+        self.names = tuple(name for names in groups.values() for name in names.split())
+        self.kinds = tuple(kind for kind, names in groups.items() for _ in names.split())
+        self._get = attrgetter(*self.names)
+        self._good: set[tuple[type, ...]] = set()
+        self._index = {kind: [i for i, k in enumerate(self.kinds) if k == kind] for kind in _KINDS}
+
+    def _bad(self, i: int, value: Any, where: str) -> RecordError:
+        return _fail(
+            f"{where}: {self.names[i]} must be {_KINDS[self.kinds[i]][2]}, not {value!r:.80}",
+            code="BAD_FIELD",
+            field=self.names[i],
+        )
+
+    def check(self, record: Any, where: str, dicts_seen: set[int]) -> None:
+        """Raise :class:`RecordError` naming the first bad field. ``dicts_seen`` holds the ids
+        of dicts already checked in this chunk (the engine shares unchanged captures)."""
+        values = self._get(record)
+        signature = tuple(map(type, values))
+        if signature not in self._good:
+            for i, (kind, value) in enumerate(zip(self.kinds, values, strict=True)):
+                if not _KINDS[kind][1](value):
+                    raise self._bad(i, value, where)
+            if len(self._good) < 1024:
+                self._good.add(signature)
+            return
+        index = self._index
+        for i in index["text"]:
+            if not values[i]:
+                raise self._bad(i, values[i], where)
+        for i in index["count"]:
+            if values[i] < 0:
+                raise self._bad(i, values[i], where)
+        for i in index["opt_num"]:
+            if values[i] is not None and not math.isfinite(values[i]):
+                raise self._bad(i, values[i], where)
+        for i in index["opt_dict"]:
+            d = values[i]
+            if d is not None and id(d) not in dicts_seen:
+                if not all(isinstance(k, str) for k in d):
+                    raise self._bad(i, d, where)
+                dicts_seen.add(id(d))
+
+
+_EXEC_FIELDS = _Fields(
+    text="route_id status capture_mode",
+    opt_str="correlation_id route_version application_id instance_id environment error_type "
+    "error_message input_body output_body error_stack_trace",
+    time="start_time end_time",
+    opt_num="duration_ms",
+    count="processor_count",
+    flag="is_replay",
+    opt_dict="input_headers output_headers input_properties output_properties",
+)
+_PROC_FIELDS = _Fields(
+    text="processor_id processor_type route_id status",
+    opt_str="endpoint_uri error_type error_message input_body output_body",
+    time="start_time end_time",
+    opt_num="duration_ms",
+    count="seq iteration depth",
+    opt_int="parent_seq",
+    flag="stubbed body_truncated",
+    opt_dict="input_headers output_headers input_properties properties",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """A chunk that passed validation, as the rows it writes (ids filled in from the chunk)."""
+
+    execution_id: str
+    exchange_id: str
+    chunk_seq: int
+    final: bool
+    replay_id: str | None
+    summary: tuple[Any, ...] | None  # values of _SUMMARY_COLUMNS
+    detail: tuple[Any, ...] | None  # values of _DETAIL_COLUMNS
+    processors: list[tuple[Any, ...]]  # values of _PROC_COLUMNS
+    texts: dict[bytes, str]  # the processors' payload texts by hash
+    sha256: str
+
+
+def _as_chunk(chunk: Chunk | Mapping[str, Any]) -> Chunk:
+    if isinstance(chunk, Chunk):
+        return chunk
+    if not isinstance(chunk, Mapping):
+        raise _fail(f"a chunk must be a JSON object, not {type(chunk).__name__}")
+    try:
+        return Chunk.from_wire(chunk)
+    except RecordError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise _fail(f"malformed chunk: {exc}") from None
+
+
+def _validate(chunk: Chunk | Mapping[str, Any]) -> _Checked:
+    """Check one chunk completely and turn it into rows, before anything is written (pure)."""
+    c = _as_chunk(chunk)
+    check_id(c.execution_id, "executionId")
+    check_id(c.exchange_id, "exchangeId")
+    if c.replay_id is not None:
+        check_id(c.replay_id, "replayId")
+    if not _KINDS["count"][1](c.chunk_seq):
+        raise _fail(f"chunkSeq must be an integer >= 0, not {c.chunk_seq!r}", field="chunkSeq")
+    if not isinstance(c.final, bool):
+        raise _fail(f"final must be true or false, not {c.final!r}", field="final")
+    if not isinstance(c.processors, tuple | list):
+        raise _fail("processors must be a list of processor records", field="processors")
+
+    x = c.execution
+    processors: Sequence[ProcessorRecord] = c.processors
+    summary = detail = None
+    if x is not None:
+        if not isinstance(x, Execution):
+            raise _fail("execution must be an Execution record", field="execution")
+        if x.execution_id != c.execution_id or x.exchange_id != c.exchange_id:
+            raise _fail(
+                "the execution's executionId/exchangeId differ from the chunk's",
+                execution=[x.execution_id, x.exchange_id],
+                chunk=[c.execution_id, c.exchange_id],
+            )
+        _EXEC_FIELDS.check(x, "execution", set())
+        if x.status not in EXECUTION_STATUSES:
+            raise _fail(f"execution status {x.status!r} is not one of {EXECUTION_STATUSES}")
+        if x.capture_mode not in CAPTURE_MODES:
+            raise _fail(f"captureMode {x.capture_mode!r} is not one of {CAPTURE_MODES}")
+        if x.source_exchange_id is not None:
+            check_id(x.source_exchange_id, "sourceExchangeId")
+        if x.replay_id is not None:
+            check_id(x.replay_id, "replayId")
+        if x.replay_id not in (None, c.replay_id):
+            raise _fail(f"execution replayId {x.replay_id!r} differs from the chunk's {c.replay_id!r}")
+        if x.processors:
+            if processors:
+                raise _fail("send processors either in the chunk or in its execution, not both")
+            processors = x.processors
+        summary = (
+            c.execution_id, c.exchange_id, x.correlation_id, x.route_id, x.route_version,
+            x.application_id, x.instance_id, x.environment, x.status, _to_ms(x.start_time),
+            _to_ms(x.end_time), x.duration_ms, x.error_type, x.error_message, x.processor_count,
+            x.capture_mode,
+            int(x.is_replay or c.replay_id is not None),  # a chunk tagged with a replayId is a replay's
+            c.replay_id, x.source_exchange_id,
+        )  # fmt: skip
+        detail = (
+            x.input_body, x.output_body, _json(x.input_headers), _json(x.output_headers),
+            _json(x.input_properties), _json(x.output_properties), x.error_stack_trace,
+        )  # fmt: skip
+        for value in (*summary, *detail):
+            if isinstance(value, str):
+                _text_hash(value)  # rejects what UTF-8 cannot carry (lone surrogates)
+    elif c.final:
+        raise _fail("the final chunk must carry the execution summary", field="execution")
+
+    seen: set[int] = set()
+    rows: list[tuple[Any, ...]] = []
+    texts: dict[bytes, str] = {}
+    hashes: dict[str, bytes] = {}
+    # The engine hands unchanged headers/properties on as the same dict object: check and
+    # encode each object once. Ids are stable: the chunk holds every object until we return.
+    dicts_seen: set[int] = set()
+    encoded: dict[int, str | None] = {}
+
+    def ref(text: str | None) -> bytes | None:
+        if text is None:
+            return None
+        h = hashes.get(text)
+        if h is None:
+            h = hashes[text] = _text_hash(text)
+            texts[h] = text
+        return h
+
+    def json_ref(value: Mapping[str, Any] | None) -> bytes | None:
+        if value is None:
+            return None
+        text = encoded.get(id(value))
+        if text is None:
+            text = encoded[id(value)] = _json(value)
+        return ref(text)
+
+    for p in processors:
+        if not isinstance(p, ProcessorRecord):
+            raise _fail("processors must be processor records", field="processors")
+        _PROC_FIELDS.check(p, f"processor seq {p.seq!r}", dicts_seen)
+        if p.seq in seen:
+            raise _fail(f"processor seq {p.seq} appears twice in the chunk", field="seq")
+        seen.add(p.seq)
+        if p.execution_id not in ("", None, c.execution_id):
+            raise _fail(f"processor seq {p.seq}: executionId {p.execution_id!r} is not the chunk's")
+        if p.exchange_id not in ("", None, c.exchange_id):
+            raise _fail(f"processor seq {p.seq}: exchangeId {p.exchange_id!r} is not the chunk's")
+        if p.replay_id not in (None, c.replay_id):
+            raise _fail(f"processor seq {p.seq}: replayId {p.replay_id!r} is not the chunk's")
+        rows.append(
+            (
+                c.execution_id,
+                p.seq,
+                c.exchange_id,
+                c.replay_id,
+                p.parent_seq,
+                p.iteration,
+                p.depth,
+                p.processor_id,
+                p.processor_type,
+                p.route_id,
+                p.status,
+                _to_ms(p.start_time),
+                _to_ms(p.end_time),
+                p.duration_ms,
+                p.endpoint_uri,
+                int(p.stubbed),
+                p.error_type,
+                p.error_message,
+                int(p.body_truncated),
+                ref(p.input_body),
+                ref(p.output_body),
+                json_ref(p.input_headers),
+                json_ref(p.output_headers),
+                json_ref(p.input_properties),
+                json_ref(p.properties),
+            )
+        )
+
+    # What the chunk writes, hashed: the idempotency key of a re-sent chunk (payload texts enter
+    # through their hashes). repr() of str/int/float/bytes/None is exact and deterministic.
+    head = (c.execution_id, c.exchange_id, c.chunk_seq, c.final, c.replay_id)
+    digest = hashlib.sha256(repr((head, summary, detail, rows)).encode("utf-8")).hexdigest()
+    return _Checked(*head, summary=summary, detail=detail, processors=rows, texts=texts, sha256=digest)
+
+
+# --------------------------------------------------------------------------- search filters
+
+#: Filter names of section 4 (camelCase, as the HTTP body has them), plus Cameleer's
+#: ``textInBody`` / ``textInHeaders`` / ``textInErrors``.
+SEARCH_FILTERS = (
+    "environment",
+    "application",
+    "routeId",
+    "status",
+    "timeFrom",
+    "timeTo",
+    "correlationId",
+    "exchangeId",
+    "text",
+    "textInBody",
+    "textInHeaders",
+    "textInErrors",
+    "durationMin",
+    "durationMax",
+    "isReplay",
+    "replayId",
+    "sourceExchangeId",
+    "offset",
+    "limit",
+    "sort",
+)
+# Cameleer names this filter ``application`` (once ``group``); its records say ``applicationId``.
+_ALIASES = {"applicationId": "application"}
+# Equality filters: name -> column. A list value means "any of".
+_EQUALS = {
+    "environment": "environment",
+    "application": "application_id",
+    "routeId": "route_id",
+    "status": "status",
+    "correlationId": "correlation_id",
+    "exchangeId": "exchange_id",
+    "replayId": "replay_id",
+    "sourceExchangeId": "source_exchange_id",
+}
+_TEXT = {"text": None, "textInBody": "body", "textInHeaders": "headers", "textInErrors": "errors"}
+
+#: Sort fields (camelCase; snake_case accepted) -> column. Ties are broken by executionId.
+SORT_FIELDS = {
+    "startTime": "start_ms",
+    "endTime": "end_ms",
+    "durationMs": "duration_ms",
+    "status": "status",
+    "routeId": "route_id",
+    "environment": "environment",
+    "applicationId": "application_id",
+    "instanceId": "instance_id",
+    "correlationId": "correlation_id",
+    "exchangeId": "exchange_id",
+    "executionId": "execution_id",
+    "processorCount": "processor_count",
+}
+
+
+def _bad(message: str, **details: Any) -> ValidationError:
+    return ValidationError(
+        message,
+        hint="see the filters of POST /search/executions (DESIGN.md section 4)",
+        details=details,
+    )
+
+
+def _snake_to_camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def _int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo or (hi is not None and value > hi):
+        bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+        raise _bad(f"{name} must be an integer {bound}, not {value!r}", field=name)
+    return value
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
+        raise _bad(f"{name} must be a number, not {value!r}", field=name)
+    return float(value)
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if not isinstance(value, bool):
+        raise _bad(f"{name} must be true or false, not {value!r}", field=name)
+    return value
+
+
+def _strings(name: str, value: Any) -> list[str]:
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list | tuple) or not values or not all(isinstance(v, str) for v in values):
+        raise _bad(f"{name} must be a string or a non-empty list of strings, not {value!r}", field=name)
+    return list(values)
+
+
+def _time_ms(name: str, value: Any) -> int:
+    try:
+        dt = parse_time(value)
+    except RecordError as exc:
+        raise _bad(f"{name}: {exc.message}", field=name) from None
+    assert dt is not None
+    return _to_ms(dt)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    where: str
+    params: tuple[Any, ...]
+    order: str
+    offset: int
+    limit: int
+
+
+def _query(filters: Mapping[str, Any], fts5: bool) -> _Query:
+    """Turn search filters into SQL (pure); raises ValidationError naming the bad filter."""
+    f: dict[str, Any] = {}
+    for key, value in filters.items():
+        camel = _snake_to_camel(key) if isinstance(key, str) else repr(key)
+        name = _ALIASES.get(camel, camel)
+        if name not in SEARCH_FILTERS:
+            raise _bad(f"unknown search filter {key!r}", field=key, allowed=list(SEARCH_FILTERS))
+        if name in f:
+            raise _bad(f"search filter {name!r} given twice (as {key!r})", field=key)
+        if value is not None:  # null in the HTTP body means "no filter"
+            f[name] = value
+
+    where: list[str] = []
+    params: list[Any] = []
+    for name, column in _EQUALS.items():
+        if name in f:
+            values = _strings(name, f[name])
+            if name == "status":
+                for v in values:
+                    if v not in EXECUTION_STATUSES:
+                        raise _bad(f"status {v!r} is not one of {EXECUTION_STATUSES}", field="status")
+            where.append(f"e.{column} IN ({','.join('?' * len(values))})")
+            params.extend(values)
+    if "timeFrom" in f:  # inclusive
+        where.append("e.start_ms >= ?")
+        params.append(_time_ms("timeFrom", f["timeFrom"]))
+    if "timeTo" in f:  # exclusive: adjacent windows do not count an execution twice
+        where.append("e.start_ms < ?")
+        params.append(_time_ms("timeTo", f["timeTo"]))
+    if "durationMin" in f:
+        where.append("e.duration_ms >= ?")
+        params.append(_number("durationMin", f["durationMin"]))
+    if "durationMax" in f:
+        where.append("e.duration_ms <= ?")
+        params.append(_number("durationMax", f["durationMax"]))
+    if "isReplay" in f:
+        where.append("e.is_replay = ?")
+        params.append(int(_bool("isReplay", f["isReplay"])))
+    for name, column in _TEXT.items():
+        if name not in f or f[name] == "":
+            continue
+        term = f[name]
+        if not isinstance(term, str):
+            raise _bad(f"{name} must be a string, not {term!r}", field=name)
+        columns = [column] if column else ["body", "headers", "errors"]
+        if fts5 and len(term) >= 3:
+            phrase = '"' + term.replace('"', '""') + '"'
+            match = phrase if column is None else f"{column} : {phrase}"
+            where.append("e.id IN (SELECT rowid FROM execution_text WHERE execution_text MATCH ?)")
+            params.append(match)
+        else:
+            # A trigram index cannot answer terms under 3 characters: scan the text instead.
+            scan = " OR ".join(f"instr(lower({c}), lower(?)) > 0" for c in columns)
+            where.append(f"e.id IN (SELECT rowid FROM execution_text WHERE {scan})")
+            params.extend([term] * len(columns))
+
+    sort = f.get("sort", DEFAULT_SORT)
+    if not isinstance(sort, str):
+        raise _bad(f"sort must be a string like 'startTime:desc', not {sort!r}", field="sort")
+    field_name, _, direction = sort.partition(":")
+    field_name = field_name.strip()
+    column = SORT_FIELDS.get(field_name) or SORT_FIELDS.get(_snake_to_camel(field_name))
+    direction = (direction.strip() or "asc").lower()
+    if column is None or direction not in ("asc", "desc"):
+        raise _bad(
+            f"sort {sort!r} is not FIELD[:asc|desc] with FIELD one of {sorted(SORT_FIELDS)}",
+            field="sort",
+        )
+    # NULLs sort as the smallest value (SQLite's rule): first ascending, last descending.
+    order = f"e.{column} {direction.upper()}, e.execution_id {direction.upper()}"
+
+    return _Query(
+        where=" AND ".join(where) or "1",
+        params=tuple(params),
+        order=order,
+        offset=_int("offset", f.get("offset", 0), 0, 2**62),
+        limit=_int("limit", f.get("limit", DEFAULT_LIMIT), 0, MAX_LIMIT),
+    )
+
+
+# --------------------------------------------------------------------------- rows <-> records
+
+_SUMMARY_COLUMNS = (
+    "execution_id exchange_id correlation_id route_id route_version application_id instance_id "
+    "environment status start_ms end_ms duration_ms error_type error_message processor_count "
+    "capture_mode is_replay replay_id source_exchange_id"
+).split()
+_DETAIL_COLUMNS = (
+    "input_body output_body input_headers output_headers input_properties output_properties error_stack_trace"
+).split()
+_PROC_SCALARS = (
+    "execution_id seq exchange_id replay_id parent_seq iteration depth processor_id processor_type "
+    "route_id status start_ms end_ms duration_ms endpoint_uri stubbed error_type error_message "
+    "body_truncated"
+).split()
+_PROC_TEXTS = "input_body output_body input_headers output_headers input_properties properties".split()
+_PROC_COLUMNS = [*_PROC_SCALARS, *(f"{t}_h" for t in _PROC_TEXTS)]
+_JSON_FIELDS = frozenset(
+    {"input_headers", "output_headers", "input_properties", "output_properties", "properties"}
+)
+
+_SUMMARY_SQL = ", ".join(f"e.{c}" for c in _SUMMARY_COLUMNS)
+# A processor with its payload texts: one LEFT JOIN on texts per payload field.
+_PROC_SELECT = (
+    "SELECT "
+    + ", ".join([*(f"p.{c}" for c in _PROC_SCALARS), *(f"t{i}.text" for i in range(len(_PROC_TEXTS)))])
+    + " FROM processors p "
+    + " ".join(f"LEFT JOIN texts t{i} ON t{i}.hash = p.{t}_h" for i, t in enumerate(_PROC_TEXTS))
+)
+_INSERT_PROCESSOR = (
+    f"INSERT OR REPLACE INTO processors ({', '.join(_PROC_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_PROC_COLUMNS))})"
+)
+_UPSERT_EXECUTION = (
+    f"INSERT INTO executions ({', '.join(_SUMMARY_COLUMNS)}, complete) "
+    f"VALUES ({', '.join('?' * (len(_SUMMARY_COLUMNS) + 1))}) ON CONFLICT (execution_id) DO UPDATE SET "
+    + ", ".join(f"{col} = excluded.{col}" for col in [*_SUMMARY_COLUMNS[1:], "complete"])
+)
+_UPSERT_DETAIL = (
+    f"INSERT OR REPLACE INTO execution_details (id, {', '.join(_DETAIL_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * (len(_DETAIL_COLUMNS) + 1))})"
+)
+
+
+def _execution_from_row(row: Sequence[Any], detail: Sequence[Any] | None = None) -> Execution:
+    kw = dict(zip(_SUMMARY_COLUMNS, row, strict=True))
+    kw["start_time"] = _from_ms(kw.pop("start_ms"))
+    kw["end_time"] = _from_ms(kw.pop("end_ms"))
+    kw["is_replay"] = bool(kw["is_replay"])
+    if detail is not None:
+        for name, value in zip(_DETAIL_COLUMNS, detail, strict=True):
+            kw[name] = _unjson(value) if name in _JSON_FIELDS else value
+    return Execution(**kw)
+
+
+def _processor_from_row(row: Sequence[Any]) -> ProcessorRecord:
+    kw = dict(zip([*_PROC_SCALARS, *_PROC_TEXTS], row, strict=True))
+    kw["start_time"] = _from_ms(kw.pop("start_ms"))
+    kw["end_time"] = _from_ms(kw.pop("end_ms"))
+    kw["stubbed"] = bool(kw["stubbed"])
+    kw["body_truncated"] = bool(kw["body_truncated"])
+    for name in _JSON_FIELDS & kw.keys():
+        kw[name] = _unjson(kw[name])
+    return ProcessorRecord(**kw)
+
+
+# --------------------------------------------------------------------------- the text index
+
+_S_ERR = [_SUMMARY_COLUMNS.index(c) for c in ("error_type", "error_message")]
+_D_BODY = [_DETAIL_COLUMNS.index(c) for c in ("input_body", "output_body")]
+_D_HEAD = [_DETAIL_COLUMNS.index(c) for c in ("input_headers", "output_headers")]
+_D_ERR = [_DETAIL_COLUMNS.index("error_stack_trace")]
+# Per processor: (input body, output body, input headers, output headers, error type, message).
+_P_INDEXED = [
+    *(
+        _PROC_COLUMNS.index(f"{t}_h")
+        for t in ("input_body", "output_body", "input_headers", "output_headers")
+    ),
+    _PROC_COLUMNS.index("error_type"),
+    _PROC_COLUMNS.index("error_message"),
+]
+
+
+def _distinct(values: Iterable[str | None]) -> str:
+    # "\n" between parts: a term could only match across two parts by containing a newline.
+    return "\n".join(dict.fromkeys(v for v in values if v))
+
+
+def _index_text(
+    conn: sqlite3.Connection,
+    exec_pk: int,
+    summary: Sequence[Any],
+    detail: Sequence[Any],
+    processors: Sequence[Sequence[str | None]],
+) -> None:
+    """(Re)write the execution's row of the text index: bodies, headers, errors.
+
+    ``processors`` are (input body, output body, input headers, output headers, error type,
+    error message) per processor record.
+    """
+    body = _distinct([*(detail[i] for i in _D_BODY), *(v for p in processors for v in p[0:2])])
+    headers = _distinct([*(detail[i] for i in _D_HEAD), *(v for p in processors for v in p[2:4])])
+    errors = _distinct(
+        [
+            *(summary[i] for i in _S_ERR),
+            *(detail[i] for i in _D_ERR),
+            *(v for p in processors for v in p[4:6]),
+        ]
+    )
+    conn.execute("DELETE FROM execution_text WHERE rowid = ?", (exec_pk,))
+    conn.execute(
+        "INSERT INTO execution_text (rowid, body, headers, errors) VALUES (?, ?, ?, ?)",
+        (exec_pk, body, headers, errors),
+    )
+
+
+def _index_text_from_rows(conn: sqlite3.Connection, exec_pk: int, execution_id: str) -> None:
+    """The same, from what is stored (an execution that came in several chunks)."""
+    summary = conn.execute(
+        f"SELECT {', '.join(_SUMMARY_COLUMNS)} FROM executions WHERE id = ?", (exec_pk,)
+    ).fetchone()
+    detail = conn.execute(
+        f"SELECT {', '.join(_DETAIL_COLUMNS)} FROM execution_details WHERE id = ?", (exec_pk,)
+    ).fetchone()
+    processors = conn.execute(
+        "SELECT ib.text, ob.text, ih.text, oh.text, p.error_type, p.error_message FROM processors p "
+        "LEFT JOIN texts ib ON ib.hash = p.input_body_h LEFT JOIN texts ob ON ob.hash = p.output_body_h "
+        "LEFT JOIN texts ih ON ih.hash = p.input_headers_h "
+        "LEFT JOIN texts oh ON oh.hash = p.output_headers_h WHERE p.execution_id = ?",
+        (execution_id,),
+    ).fetchall()
+    _index_text(conn, exec_pk, summary, detail, processors)
+
+
+# --------------------------------------------------------------------------- the store
+
+
+@contextmanager
+def _unicode_errors() -> Iterator[None]:
+    """Text that UTF-8 cannot carry reaches SQLite as an encoding error: report it as the
+    malformed record it is (the transaction has been rolled back by then)."""
+    try:
+        yield
+    except UnicodeEncodeError as exc:
+        raise RecordError(
+            f"text is not valid Unicode: {exc.reason} at position {exc.start}",
+            code="BAD_TEXT",
+            hint="ids, names and bodies travel as UTF-8 (no lone surrogates)",
+        ) from None
+
+
+class Store:
+    """The sandbox's storage: executions, processor records, and (later) replays and audit.
+
+    ``Store(path)`` opens or creates the file; ``":memory:"`` is not supported (every thread
+    needs its own connection to the same database), use a temporary file instead.
+    """
+
+    def __init__(self, path: str | Path, *, batch_size: int = 200) -> None:
+        self.path = Path(path)
+        if str(path) == ":memory:":
+            raise MoatError(
+                "the store needs a file: each thread opens its own connection to it",
+                code="STORE_PATH",
+                hint="pass a file path, e.g. in a temporary folder",
+            )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.batch_size = batch_size
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._write_lock = threading.RLock()
+        self._closed = False
+        conn = self._conn()
+        conn.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file
+        self._migrate(conn)
+        row = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'execution_text'").fetchone()
+        self.fts5 = bool(row and "fts5" in row[0].lower())
+
+    # -- connections and transactions
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise MoatError(f"the store {self.path} is closed", code="STORE_CLOSED", hint="open a new Store")
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves. check_same_thread=False only
+            # so that close() can close other threads' connections; each is used by one thread.
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA synchronous=NORMAL")  # safe with WAL (sqlite.org/wal.html)
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, for reads of the tables other modules keep in this file
+        (writes go through :meth:`transaction`)."""
+        return self._conn()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE``) on this thread's connection.
+
+        For modules that keep their own tables in this file (replays, audit): what they write
+        inside commits or rolls back together.
+        """
+        conn = self._conn()
+        with self._write_lock:
+            if conn.in_transaction:  # nested: join the outer transaction
+                yield conn
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        with self.transaction():
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            if current > SCHEMA_VERSION:
+                raise MoatError(
+                    f"{self.path} has schema version {current}, newer than this moat_nb's {SCHEMA_VERSION}",
+                    code="SCHEMA_TOO_NEW",
+                    hint="upgrade moat_nb, or use another --data folder",
+                )
+            if current < SCHEMA_VERSION:
+                fts5 = _fts5_available(conn)
+                for version in range(current + 1, SCHEMA_VERSION + 1):
+                    for statement in _statements(MIGRATIONS[version - 1](fts5)):
+                        conn.execute(statement)
+                conn.execute("DELETE FROM schema_version")
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+
+    def close(self) -> None:
+        """Close every thread's connection (checkpointing the WAL)."""
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+            self._closed = True
+        for conn in connections:
+            conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- ingest
+
+    def ingest(self, chunk: Chunk | Mapping[str, Any]) -> None:
+        """Store one chunk of ``POST /data/chunks`` in one transaction.
+
+        Chunks of one execution may come in several parts (``chunkSeq`` 0..n, the last with
+        ``final: true`` and the ``execution`` summary), in any order. A chunk sent again with the
+        same content is ignored; the same ``chunkSeq`` with other content raises
+        :class:`RecordError` (``CHUNK_CONFLICT``). A malformed chunk raises :class:`RecordError`
+        and nothing of it is written.
+        """
+        checked = _validate(chunk)
+        with _unicode_errors():
+            with self.transaction() as conn:
+                self._write(conn, checked)
+
+    def ingest_many(self, chunks: Iterable[Chunk | Mapping[str, Any]]) -> int:
+        """Ingest many chunks, one transaction per ``batch_size`` chunks; returns how many.
+
+        A malformed chunk raises :class:`RecordError`; its batch is rolled back, earlier batches
+        stay stored (re-ingesting them later is harmless: ingest is idempotent).
+        """
+        count = 0
+        batch: list[_Checked] = []
+
+        def flush() -> None:
+            with _unicode_errors():
+                with self.transaction() as conn:
+                    for checked in batch:
+                        self._write(conn, checked)
+            batch.clear()
+
+        for chunk in chunks:
+            batch.append(_validate(chunk))
+            count += 1
+            if len(batch) >= self.batch_size:
+                flush()
+        if batch:
+            flush()
+        return count
+
+    def _write(self, conn: sqlite3.Connection, c: _Checked) -> None:
+        row = conn.execute(
+            "SELECT sha256 FROM chunks WHERE execution_id = ? AND chunk_seq = ?",
+            (c.execution_id, c.chunk_seq),
+        ).fetchone()
+        if row is not None:
+            if row[0] == c.sha256:
+                return  # the same chunk again: a retry
+            raise _fail(
+                f"chunk {c.chunk_seq} of execution {c.execution_id} was already stored with other content",
+                code="CHUNK_CONFLICT",
+                executionId=c.execution_id,
+                chunkSeq=c.chunk_seq,
+            )
+        other = conn.execute(
+            "SELECT exchange_id, replay_id FROM chunks WHERE execution_id = ? LIMIT 1", (c.execution_id,)
+        ).fetchone()
+        if other is not None and tuple(other) != (c.exchange_id, c.replay_id):
+            raise _fail(
+                f"execution {c.execution_id} was stored with exchangeId/replayId {tuple(other)}, "
+                f"this chunk says {(c.exchange_id, c.replay_id)}",
+                code="CHUNK_CONFLICT",
+            )
+        conn.execute(
+            "INSERT INTO chunks (execution_id, chunk_seq, exchange_id, replay_id, final, sha256) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (c.execution_id, c.chunk_seq, c.exchange_id, c.replay_id, int(c.final), c.sha256),
+        )
+        if c.texts:
+            conn.executemany("INSERT OR IGNORE INTO texts (hash, text) VALUES (?, ?)", c.texts.items())
+        if c.processors:
+            conn.executemany(_INSERT_PROCESSOR, c.processors)
+        existing = conn.execute(
+            "SELECT id, complete FROM executions WHERE execution_id = ?", (c.execution_id,)
+        ).fetchone()
+        # A late non-final chunk must not overwrite the summary the final chunk stored.
+        if c.summary is not None and (existing is None or c.final or not existing[1]):
+            complete = int(c.final or bool(existing and existing[1]))
+            conn.execute(_UPSERT_EXECUTION, (*c.summary, complete))
+            if existing is None:
+                (exec_pk,) = conn.execute(
+                    "SELECT id FROM executions WHERE execution_id = ?", (c.execution_id,)
+                ).fetchone()
+            else:
+                exec_pk = existing[0]
+            conn.execute(_UPSERT_DETAIL, (exec_pk, *c.detail))  # type: ignore[misc]
+        elif existing is not None:
+            exec_pk = existing[0]
+        else:
+            return  # processors before their execution: indexed when the summary comes
+        if other is None and c.summary is not None:
+            # The usual case, one chunk per execution: everything to index is at hand.
+            texts = c.texts
+            indexed = [
+                (*(texts.get(r[i]) for i in _P_INDEXED[:4]), r[_P_INDEXED[4]], r[_P_INDEXED[5]])
+                for r in c.processors
+            ]
+            _index_text(conn, exec_pk, c.summary, c.detail, indexed)  # type: ignore[arg-type]
+        else:
+            _index_text_from_rows(conn, exec_pk, c.execution_id)
+
+    # -- queries
+
+    def search(self, **filters: Any) -> tuple[list[Execution], int]:
+        """Executions matching the filters of ``POST /search/executions``, and their total.
+
+        Filters (camelCase as in the HTTP body, or snake_case; ``None`` means "not given"):
+        ``environment application routeId status`` (a string or a list: any of),
+        ``timeFrom`` (inclusive) ``timeTo`` (exclusive) on ``startTime`` (RFC 3339 or datetime),
+        ``correlationId exchangeId replayId sourceExchangeId`` (exact), ``isReplay``,
+        ``durationMin durationMax`` (inclusive, ms), ``text`` (case-insensitive substring of
+        bodies, headers and errors; ``textInBody``/``textInHeaders``/``textInErrors`` for one of
+        them), ``offset`` (default 0), ``limit`` (default 50, at most 1000),
+        ``sort`` ``FIELD[:asc|desc]`` with FIELD in :data:`SORT_FIELDS` (default
+        ``startTime:desc``; ties by executionId). Bad filters raise :class:`ValidationError`.
+        Hits are summaries (no bodies, no processors).
+        """
+        q = _query(filters, self.fts5)
+        conn = self._conn()
+        (total,) = conn.execute(f"SELECT count(*) FROM executions e WHERE {q.where}", q.params).fetchone()
+        rows = conn.execute(
+            f"SELECT {_SUMMARY_SQL} FROM executions e WHERE {q.where} ORDER BY {q.order} LIMIT ? OFFSET ?",
+            (*q.params, q.limit, q.offset),
+        ).fetchall()
+        return [_execution_from_row(r) for r in rows], total
+
+    def execution(self, execution_id: str) -> Execution | None:
+        """One execution with its detail fields and processors (flat, in ``seq`` order)."""
+        conn = self._conn()
+        row = conn.execute(
+            f"SELECT {_SUMMARY_SQL}, {', '.join('d.' + c for c in _DETAIL_COLUMNS)} "
+            "FROM executions e LEFT JOIN execution_details d USING (id) WHERE e.execution_id = ?",
+            (execution_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        n = len(_SUMMARY_COLUMNS)
+        procs = conn.execute(
+            f"{_PROC_SELECT} WHERE p.execution_id = ? ORDER BY p.seq", (execution_id,)
+        ).fetchall()
+        return replace(
+            _execution_from_row(row[:n], row[n:]),
+            processors=tuple(_processor_from_row(p) for p in procs),
+        )
+
+    def execution_by_exchange(self, exchange_id: str, *, replay: bool = False) -> Execution | None:
+        """The execution of an exchange id: the original one by default (the first, should there
+        be several); with ``replay=True`` the newest replay execution carrying that exchange id."""
+        order = "e.start_ms DESC, e.id DESC" if replay else "e.start_ms ASC, e.id ASC"
+        row = (
+            self._conn()
+            .execute(
+                f"SELECT e.execution_id FROM executions e WHERE e.exchange_id = ? AND e.is_replay = ? "
+                f"ORDER BY {order} LIMIT 1",
+                (exchange_id, int(replay)),
+            )
+            .fetchone()
+        )
+        return None if row is None else self.execution(row[0])
+
+    def processor(self, execution_id: str, seq: int) -> ProcessorRecord | None:
+        """One processor record (the snapshot of ``GET /executions/{id}/processors/{seq}/snapshot``)."""
+        row = (
+            self._conn()
+            .execute(
+                f"{_PROC_SELECT} WHERE p.execution_id = ? AND p.seq = ?",
+                (execution_id, seq),
+            )
+            .fetchone()
+        )
+        return None if row is None else _processor_from_row(row)
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Execution counts by environment, routeId and status (replays included), sorted."""
+        rows = self._conn().execute(
+            "SELECT environment, route_id, status, count(*) FROM executions "
+            "GROUP BY environment, route_id, status ORDER BY environment, route_id, status"
+        )
+        return [
+            {"environment": env, "route_id": route, "status": status, "count": n}
+            for env, route, status, n in rows
+        ]
