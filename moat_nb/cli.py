@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_routes_parser(commands)
+    _add_sandbox_parser(commands)
+    _add_demo_parser(commands)
     return parser
 
 
@@ -54,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(list(argv) if argv is not None else None)
     except SystemExit as exit_:  # --help and usage errors: argparse has printed what to say
         return exit_.code if isinstance(exit_.code, int) else 2
-    handler: Handler = args.handler
+    handler: Handler = getattr(args, "handler", None) or args.func
     try:
         return handler(args)
     except MoatError as err:
@@ -258,3 +260,37 @@ def trace_table(execution: Any) -> str:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --------------------------------------------------------------------------- sandbox
+
+
+def _add_sandbox_parser(commands: Any) -> None:
+    # The sandbox owns its options (runner.add_sandbox_parser); importing the runner is cheap
+    # (its heavy imports happen when the command runs).
+    from .sandbox.runner import add_sandbox_parser
+
+    add_sandbox_parser(commands)
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def _add_demo_parser(commands: Any) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="run the main job on the embedded sandbox and print where the results are",
+        description="Start the sandbox on a fresh data folder, build its recorded history, "
+        "print a summary and one exchange's processor trace.",
+    )
+    demo.add_argument("--data", type=Path, default=Path("out/data"), help="data folder (made anew)")
+    demo.add_argument("--per-env", type=int, default=500, help="exchanges per environment")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", type=Path, default=Path("out"), help="where reports are written")
+    demo.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(data=args.data, per_env=args.per_env, seed=args.seed, out=args.out)

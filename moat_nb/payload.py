@@ -1,0 +1,380 @@
+"""Start payloads of replays (DESIGN.md sections 3 and 4): pure, no I/O.
+
+* :func:`parse_modified_payload` reads the ``modifiedPayload`` of ``POST /replays`` strictly:
+  shape, header names and values without CR/LF/NUL, and no Camel control headers.
+* :func:`effective_payload` applies it (a present part replaces the original's part whole,
+  :meth:`moat_nb.model.ModifiedPayload.apply`).
+* :func:`payload_diff` is the RFC 6902 JSON Patch from the original to the effective payload
+  (``jsonpatch``), :func:`apply_patch` applies one.
+* :func:`is_secret_name`, :func:`fingerprint`, :func:`redact_mapping`, :func:`redact_payload`,
+  :func:`redact_patch`: secrets are replaced by ``[REDACTED:<first 16 hex of
+  HMAC-SHA256(key, value)>]`` (section 4), so that an auditor still sees *that* a secret changed
+  without a dictionary attack on low-entropy values (reference/security.md section 6). The
+  redacting functions take a *mask* (value -> marker): :func:`masker` builds one from a key,
+  and the server hands in its ``security.Redactor.value``; this module never reads a key.
+* :func:`payload_sha256`: SHA-256 over the RFC 8785 (JCS) canonical JSON of a payload.
+
+The wire form of a payload is ``{"headers": {...}, "body": "..." | null, "properties": {...}}``;
+JSON Pointers in patches are over that object (``/headers/X-Trace``, ``/body``, ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import jsonpatch
+import jsonpointer
+import rfc8785
+
+from .errors import ControlHeaderRejected, ValidationError
+from .model import ModifiedPayload, Payload
+
+__all__ = [
+    "CONTROL_HEADER_PREFIXES",
+    "SECRET_HEADER_NAMES",
+    "SECRET_NAME_PARTS",
+    "REDACTED_PATTERN",
+    "is_control_header",
+    "control_headers",
+    "check_header_field",
+    "parse_modified_payload",
+    "effective_payload",
+    "payload_diff",
+    "apply_patch",
+    "is_secret_name",
+    "Mask",
+    "fingerprint",
+    "masker",
+    "is_redacted",
+    "redact_value",
+    "redact_mapping",
+    "redact_body",
+    "redact_payload",
+    "redact_patch",
+    "canonical_json",
+    "payload_sha256",
+]
+
+# --------------------------------------------------------------------------- control headers
+
+#: Camel treats headers with these (lower-cased) prefixes as instructions to its components
+#: (``CamelHttpUri`` rewrites the HTTP producer's target, ``CamelBeanMethodName`` picks another
+#: bean method, ...). CVE-2025-27636: Camel's own filter compared case-sensitively, so
+#: ``cAmelHttpUri`` passed; we compare the lower-cased name, which covers every permutation.
+#: ``org.apache.camel`` needs no entry of its own for the check (it does not start with
+#: ``camel``) but is listed because Camel's DefaultHeaderFilterStrategy names both.
+CONTROL_HEADER_PREFIXES: tuple[str, ...] = ("camel", "org.apache.camel")
+
+
+def is_control_header(name: str) -> bool:
+    """True when ``name`` is a Camel control header: lower-cased, it starts with ``camel`` or
+    ``org.apache.camel`` (DESIGN.md section 4; CVE-2025-27636)."""
+    # str.lower() folds every case permutation of the ASCII prefix; casefold() would also map
+    # e.g. the Kelvin sign to "k", which no Camel filter does, so lower() is the faithful check.
+    return name.lower().startswith(CONTROL_HEADER_PREFIXES)
+
+
+def control_headers(headers: Mapping[str, Any] | None) -> list[str]:
+    """The names in ``headers`` that are Camel control headers, in their order."""
+    return [name for name in (headers or {}) if is_control_header(name)]
+
+
+# --------------------------------------------------------------------------- reading modifiedPayload
+
+_BAD_HEADER_CHARS = re.compile(r"[\r\n\x00]")
+_PARTS = ("headers", "body", "properties")
+
+
+def check_header_field(name: Any, value: Any) -> None:
+    """Raise ``ValidationError`` (``BAD_HEADER``) unless ``name`` is a non-empty string and no
+    string in ``name`` or ``value`` holds CR, LF or NUL (header injection, section 4)."""
+    if not isinstance(name, str) or name == "":
+        raise ValidationError(
+            f"header name {name!r} must be a non-empty string",
+            code="BAD_HEADER",
+            details={"header": repr(name)[:200]},
+        )
+    if _BAD_HEADER_CHARS.search(name):
+        raise ValidationError(
+            f"header name {name!r:.80} contains CR, LF or NUL",
+            code="BAD_HEADER",
+            hint="remove line breaks and NUL characters from header names",
+            details={"header": repr(name)[:200]},
+        )
+    for text in _strings_in(value):
+        if _BAD_HEADER_CHARS.search(text):
+            raise ValidationError(
+                f"the value of header {name!r:.80} contains CR, LF or NUL",
+                code="BAD_HEADER",
+                hint="remove line breaks and NUL characters from header values",
+                details={"header": name[:200]},
+            )
+
+
+def _strings_in(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _strings_in(k)
+            yield from _strings_in(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _strings_in(v)
+
+
+def parse_modified_payload(data: Any) -> ModifiedPayload:
+    """Read the ``modifiedPayload`` of a replay request strictly.
+
+    ``None`` (absent) gives an empty modification. Otherwise an object with at most the keys
+    ``headers`` (object), ``body`` (string or null) and ``properties`` (object); a ``null`` part
+    counts as absent (the original part is kept). Raises :class:`ValidationError`
+    (``VALIDATION`` for the shape, ``BAD_HEADER`` for CR/LF/NUL) and
+    :class:`ControlHeaderRejected` (``CONTROL_HEADER``, with ``details.headers`` naming every
+    refused header) — the caller audits the latter.
+    """
+    if data is None:
+        return ModifiedPayload()
+    if not isinstance(data, Mapping):
+        raise ValidationError(
+            f"modifiedPayload must be an object, not {type(data).__name__}",
+            hint='send {"headers": {...}, "body": "...", "properties": {...}}, each key optional',
+            details={"field": "modifiedPayload"},
+        )
+    unknown = sorted(set(data) - set(_PARTS))
+    if unknown:
+        raise ValidationError(
+            f"modifiedPayload has unknown keys {unknown}",
+            hint="modifiedPayload takes only headers, body and properties",
+            details={"field": "modifiedPayload", "unknown": unknown},
+        )
+    headers, body, properties = data.get("headers"), data.get("body"), data.get("properties")
+    for part, value in (("headers", headers), ("properties", properties)):
+        if value is not None and not isinstance(value, Mapping):
+            raise ValidationError(
+                f"modifiedPayload.{part} must be an object, not {type(value).__name__}",
+                details={"field": f"modifiedPayload.{part}"},
+            )
+    if body is not None and not isinstance(body, str):
+        raise ValidationError(
+            f"modifiedPayload.body must be a string (bodies travel as strings), not {type(body).__name__}",
+            hint="send a JSON body as a string, e.g. json.dumps(order)",
+            details={"field": "modifiedPayload.body"},
+        )
+    if headers is not None:
+        for name, value in headers.items():
+            check_header_field(name, value)
+        refused = control_headers(headers)
+        if refused:
+            raise ControlHeaderRejected(
+                f"modifiedPayload sets Camel control header(s) {refused}: headers whose name "
+                "starts with 'camel' or 'org.apache.camel' (any case) steer Camel components "
+                "and cannot be set by a replay",
+                hint="remove these headers from modifiedPayload.headers",
+                details={"headers": refused},
+            )
+    return ModifiedPayload(
+        headers=None if headers is None else dict(headers),
+        body=body,
+        properties=None if properties is None else dict(properties),
+    )
+
+
+# --------------------------------------------------------------------------- effective payload, patches
+
+
+def effective_payload(original: Payload, modified: ModifiedPayload | None) -> Payload:
+    """What a replay runs: ``modified`` applied to ``original`` (section 3)."""
+    return original if modified is None else modified.apply(original)
+
+
+def canonical_json(value: Any) -> bytes:
+    """RFC 8785 (JCS) canonical bytes of a JSON value (``rfc8785``)."""
+    return rfc8785.dumps(value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    # Python's == says True == 1 == 1.0; JSON and JCS do not (1 and true differ on the wire).
+    return canonical_json(a) == canonical_json(b)
+
+
+def payload_diff(original: Payload, effective: Payload) -> list[dict[str, Any]]:
+    """The RFC 6902 JSON Patch that turns ``original`` into ``effective`` (wire forms).
+
+    ``jsonpatch.make_patch`` gives the fine-grained patch (one op per changed header or
+    property). Its ``==`` comparison cannot tell ``1`` from ``true``, and list moves have had
+    bugs in the past, so the patch is checked by applying it; a part it does not reproduce
+    exactly (JCS bytes) is replaced whole instead — still a correct, if coarser, RFC 6902 patch.
+    """
+    src, dst = original.to_wire(), effective.to_wire()
+    patch = jsonpatch.make_patch(src, dst).patch
+    try:
+        if _same(jsonpatch.apply_patch(src, patch), dst):
+            return patch
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException):
+        pass
+    return [
+        {"op": "replace", "path": f"/{part}", "value": dst[part]}
+        for part in _PARTS
+        if not _same(src[part], dst[part])
+    ]
+
+
+def apply_patch(payload: Payload, patch: Sequence[Mapping[str, Any]]) -> Payload:
+    """Apply an RFC 6902 patch to a payload's wire form; ``ValidationError`` if it does not apply."""
+    try:
+        out = jsonpatch.apply_patch(payload.to_wire(), [dict(op) for op in patch])
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+        raise ValidationError(f"the JSON Patch does not apply to the payload: {exc}") from None
+    if not isinstance(out, dict) or set(out) != set(_PARTS):
+        raise ValidationError("the JSON Patch must keep the payload's headers, body and properties")
+    return Payload.from_wire(out)
+
+
+def payload_sha256(payload: Payload) -> str:
+    """Hex SHA-256 of the JCS canonical JSON of the payload's wire form."""
+    return hashlib.sha256(canonical_json(payload.to_wire())).hexdigest()
+
+
+# --------------------------------------------------------------------------- redaction
+
+#: Header names redacted wherever they appear (section 4), compared after :func:`_normalise`.
+SECRET_HEADER_NAMES: frozenset[str] = frozenset(
+    {"authorization", "cookie", "setcookie", "proxyauthorization", "xapikey"}
+)
+#: A name containing one of these (after :func:`_normalise`) is secret too; the list follows
+#: section 4 and Camel's masking keys (password, passphrase, secretKey, accessKey, token, ...).
+SECRET_NAME_PARTS: tuple[str, ...] = ("password", "secret", "token", "apikey", "passphrase", "accesskey")
+#: What a redacted value looks like; redaction leaves a value already in this form alone, so that
+#: redacting twice (agent trace, then store, then stream) changes nothing.
+REDACTED_PATTERN = re.compile(r"^\[REDACTED:[0-9a-f]{16}\]$")
+
+_SEPARATORS = re.compile(r"[-_.\s]")
+
+
+def _normalise(name: str) -> str:
+    # "X-API-Key", "x_api_key" and "xApiKey" are one name; "access_key" is "accesskey".
+    return _SEPARATORS.sub("", name.lower())
+
+
+def is_secret_name(name: str) -> bool:
+    """True for a header, property or JSON field name whose value must not be stored or shown."""
+    norm = _normalise(name)
+    return norm in SECRET_HEADER_NAMES or any(part in norm for part in SECRET_NAME_PARTS)
+
+
+def is_redacted(value: Any) -> bool:
+    """True for a value that is already a redaction marker."""
+    return isinstance(value, str) and REDACTED_PATTERN.match(value) is not None
+
+
+def fingerprint(key: bytes, value: Any) -> str:
+    """``[REDACTED:<first 16 hex of HMAC-SHA256(key, value)>]``.
+
+    A string is hashed as its UTF-8 bytes (what the agent sends in a header), anything else as
+    its JCS canonical JSON, so equal values always give equal markers.
+    """
+    data = value.encode("utf-8") if isinstance(value, str) else canonical_json(value)
+    return f"[REDACTED:{hmac.new(key, data, hashlib.sha256).hexdigest()[:16]}]"
+
+
+#: Turns a secret value into its marker.
+Mask = Callable[[Any], Any]
+
+
+def redact_value(key: bytes, value: Any) -> Any:
+    """The marker for a secret value; ``None`` (nothing to hide) and markers stay as they are,
+    so that redacting twice (agent trace, store, stream) changes nothing."""
+    return value if value is None or is_redacted(value) else fingerprint(key, value)
+
+
+def masker(key: bytes) -> Mask:
+    """A mask that fingerprints with ``key`` (:func:`redact_value`)."""
+    return lambda value: redact_value(key, value)
+
+
+def redact_mapping(mapping: Mapping[str, Any] | None, mask: Mask) -> dict[str, Any] | None:
+    """A copy of ``mapping`` with the value of every secret-named key (at any depth) masked."""
+    if mapping is None:
+        return None
+    return _redact_tree(mapping, mask)
+
+
+def _redact_tree(value: Any, mask: Mask) -> Any:
+    if isinstance(value, Mapping):
+        return {
+            k: mask(v) if isinstance(k, str) and is_secret_name(k) else _redact_tree(v, mask)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redact_tree(v, mask) for v in value]
+    return value
+
+
+def redact_body(body: str | None, mask: Mask) -> str | None:
+    """A body with the values of secret-named JSON fields redacted.
+
+    Only a body that parses as a JSON object or array and has such a field changes (it is then
+    re-serialised compactly); any other body is returned as it is.
+    """
+    if body is None or not body.lstrip().startswith(("{", "[")):
+        return body
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return body
+    redacted = _redact_tree(parsed, mask)
+    if redacted == parsed:
+        return body
+    return json.dumps(redacted, ensure_ascii=False, separators=(",", ":"))
+
+
+def redact_payload(payload: Payload, mask: Mask) -> Payload:
+    """A payload with secret headers, properties and JSON body fields masked."""
+    return Payload(
+        headers=redact_mapping(payload.headers, mask) or {},
+        body=redact_body(payload.body, mask),
+        properties=redact_mapping(payload.properties, mask) or {},
+    )
+
+
+def redact_patch(patch: Sequence[Mapping[str, Any]], mask: Mask) -> list[dict[str, Any]]:
+    """A copy of a payload patch that shows no secret.
+
+    An op's ``value`` is redacted whole when any token of its ``path`` is a secret name
+    (``/headers/Authorization``, ``/properties/db/password/0``); otherwise secret-named keys
+    inside an object value are redacted, and a ``/body`` value is redacted as a body
+    (:func:`redact_body`). ``remove``, ``move`` and ``copy`` carry no value and stay as they are.
+    """
+    out: list[dict[str, Any]] = []
+    for op in patch:
+        new = dict(op)
+        if "value" in new:
+            path = str(new.get("path", ""))
+            tokens = _pointer_tokens(path)
+            if any(is_secret_name(t) for t in tokens):
+                new["value"] = mask(new["value"])
+            elif tokens == ["body"]:
+                value = new["value"]
+                new["value"] = redact_body(value, mask) if isinstance(value, str) else value
+            elif tokens == []:
+                whole = new["value"]
+                if isinstance(whole, Mapping):
+                    new["value"] = redact_payload(Payload.from_wire(whole), mask).to_wire()
+            else:
+                new["value"] = _redact_tree(new["value"], mask)
+        out.append(new)
+    return out
+
+
+def _pointer_tokens(path: str) -> list[str]:
+    try:
+        return list(jsonpointer.JsonPointer(path).parts)
+    except jsonpointer.JsonPointerException:
+        # Not a pointer: treat it as one opaque token, so a secret-looking path still redacts.
+        return [path]

@@ -1,0 +1,415 @@
+"""The replay tables in the store's SQLite file, and the append to the replay audit log
+(DESIGN.md sections 4, 5 and 7; reference/security.md sections 1.3, 4.3 and 5).
+
+Tables (created with ``IF NOT EXISTS`` by :func:`create_tables`, in the store's file so that a
+replay's row, its events, its idempotency claim and its audit events commit together)::
+
+    replays           one row per replay: the Replay resource's fields, commandId, result JSON
+    replay_events     (replayId, id 1..n, event, data JSON): the stored SSE trace events
+    idempotency_keys  (tenantId, principal, key) -> fingerprint, replayId, expiry (24 h)
+    audit_events      append-only (UPDATE and DELETE triggers abort), the section 7 fields and
+                      the per-tenant hash chain of :mod:`moat_nb.audit`; ``replay_id`` is
+                      ``target.replayId`` copied out for lookups
+
+Queries: :func:`select_replay`, :func:`list_replays`, :func:`emit_event`, :func:`events_after`,
+:func:`last_event`.
+
+The audit log of issue 4 (``moat_nb.sandbox.audit_log``: checkpoints, verify, export) works on
+this same ``audit_events`` table; :func:`append_audit` is the one writer until then.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from .. import audit
+from ..errors import ValidationError
+from ..model import REPLAY_STATUSES, format_time
+
+__all__ = [
+    "REPLAY_COLUMNS",
+    "SCHEMA",
+    "AUDIT_COLUMNS",
+    "NO_SOURCE",
+    "create_tables",
+    "dumps",
+    "append_audit",
+    "audit_event_from_row",
+    "audit_events",
+    "replay_from_row",
+    "select_replay",
+    "list_replays",
+    "emit_event",
+    "events_after",
+    "last_event",
+    "find_key",
+    "claim_key",
+]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS replays (
+    replay_id                 TEXT PRIMARY KEY,
+    tenant_id                 TEXT NOT NULL,
+    command_id                TEXT NOT NULL UNIQUE,
+    source_exchange_id        TEXT NOT NULL,
+    source_execution_id       TEXT NOT NULL,
+    source_environment        TEXT,
+    target_environment        TEXT NOT NULL,
+    agent_id                  TEXT NOT NULL,
+    route_id                  TEXT NOT NULL,
+    status                    TEXT NOT NULL,
+    requested_by              TEXT NOT NULL,
+    requested_at              TEXT NOT NULL,
+    requested_ms              INTEGER NOT NULL,
+    started_at                TEXT,
+    finished_at               TEXT,
+    reason                    TEXT NOT NULL,
+    idempotency_key           TEXT NOT NULL,
+    client                    TEXT,
+    payload_diff              TEXT NOT NULL,
+    effective_payload_sha256  TEXT NOT NULL,
+    result_execution_id       TEXT,
+    result                    TEXT
+);
+CREATE INDEX IF NOT EXISTS replays_source ON replays (source_exchange_id, requested_ms);
+CREATE INDEX IF NOT EXISTS replays_requester ON replays (requested_by, requested_ms);
+CREATE INDEX IF NOT EXISTS replays_status ON replays (status);
+CREATE TABLE IF NOT EXISTS replay_events (
+    replay_id  TEXT NOT NULL,
+    id         INTEGER NOT NULL,
+    event      TEXT NOT NULL,
+    data       TEXT NOT NULL,
+    PRIMARY KEY (replay_id, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    tenant_id    TEXT NOT NULL,
+    principal    TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    fingerprint  TEXT NOT NULL,
+    replay_id    TEXT NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    expires_ms   INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, principal, key)
+);
+CREATE TABLE IF NOT EXISTS audit_events (
+    tenant_id    TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
+    event_id     TEXT NOT NULL UNIQUE,
+    occurred_at  TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    actor        TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    target       TEXT NOT NULL,
+    detail       TEXT NOT NULL,
+    outcome      TEXT NOT NULL,
+    prev_hash    TEXT NOT NULL,
+    hash         TEXT NOT NULL,
+    replay_id    TEXT,
+    UNIQUE (tenant_id, seq),
+    UNIQUE (tenant_id, prev_hash)
+);
+CREATE INDEX IF NOT EXISTS audit_events_replay ON audit_events (replay_id, seq);
+CREATE TRIGGER IF NOT EXISTS audit_events_no_update BEFORE UPDATE ON audit_events
+BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_events_no_delete BEFORE DELETE ON audit_events
+BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;
+"""
+
+REPLAY_COLUMNS = (
+    "replay_id", "command_id", "source_exchange_id", "source_execution_id", "source_environment",
+    "target_environment", "agent_id", "route_id", "status", "requested_by", "requested_at",
+    "started_at", "finished_at", "reason", "idempotency_key", "client", "payload_diff",
+    "effective_payload_sha256", "result_execution_id", "result",
+)  # fmt: skip
+
+
+#: The audit columns that make up an event, in the order :func:`audit_event_from_row` reads.
+AUDIT_COLUMNS = "seq, event_id, occurred_at, action, actor, source, target, detail, outcome, prev_hash, hash"
+#: ``source`` of events the server makes on its own (timeouts, start-up) or on an agent's word.
+NO_SOURCE: Mapping[str, Any] = {"ip": None, "userAgent": None, "requestId": None, "client": None}
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a script into statements; ``sqlite3.complete_statement`` keeps a trigger's
+    ``BEGIN ... END`` whole (``executescript`` would commit the open transaction)."""
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                yield buf
+            buf = ""
+
+
+def dumps(value: Any) -> str:
+    # Compact and on one line: SSE data must not contain raw line breaks (json escapes them).
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def create_tables(conn: sqlite3.Connection) -> None:
+    """Create the replay tables and the audit triggers if absent (inside the caller's transaction)."""
+    for statement in _statements(SCHEMA):
+        conn.execute(statement)
+
+
+def append_audit(
+    conn: sqlite3.Connection,
+    tenant: str,
+    now: datetime,
+    action: str,
+    *,
+    actor: Mapping[str, Any],
+    source: Mapping[str, Any] | None,
+    target: Mapping[str, Any],
+    detail: Mapping[str, Any],
+    outcome: str,
+) -> int:
+    """Append one audit event, chained after the tenant's newest one, inside the caller's
+    transaction (which must be ``BEGIN IMMEDIATE``: the store's are); returns its seq.
+
+    Section 7: the audit insert is in the transaction that changes the state it records, so a
+    failed append rolls the change back too (fail closed).
+    """
+    row = conn.execute(
+        f"SELECT {AUDIT_COLUMNS} FROM audit_events WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1",
+        (tenant,),
+    ).fetchone()
+    prev = None if row is None else audit_event_from_row(tenant, row)
+    event = {
+        "seq": 1 if prev is None else prev["seq"] + 1,
+        "eventId": uuid.uuid4().hex,
+        "tenantId": tenant,
+        "occurredAt": format_time(now),
+        "action": action,
+        "actor": dict(actor),
+        "source": dict(source or NO_SOURCE),
+        "target": {
+            "replayId": target.get("replayId"),
+            "sourceExchangeId": target.get("sourceExchangeId"),
+            "routeId": target.get("routeId"),
+            "environment": target.get("environment"),
+        },
+        "detail": dict(detail),
+        "outcome": outcome,
+    }
+    chained = audit.append(prev, event)
+    conn.execute(
+        "INSERT INTO audit_events (tenant_id, seq, event_id, occurred_at, action, actor, source, target, "
+        "detail, outcome, prev_hash, hash, replay_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            tenant, chained["seq"], chained["eventId"], chained["occurredAt"], action,
+            dumps(chained["actor"]), dumps(chained["source"]), dumps(chained["target"]),
+            dumps(chained["detail"]), outcome, chained["prevHash"], chained["hash"],
+            chained["target"]["replayId"],
+        ),
+    )  # fmt: skip
+    return int(chained["seq"])
+
+
+def audit_event_from_row(tenant: str, row: Sequence[Any]) -> dict[str, Any]:
+    seq, event_id, occurred_at, action, actor, source, target, detail, outcome, prev_hash, hash_ = row
+    """An audit event (wire form) from a row of :data:`AUDIT_COLUMNS`."""
+    return {
+        "seq": seq,
+        "eventId": event_id,
+        "tenantId": tenant,
+        "occurredAt": occurred_at,
+        "action": action,
+        "actor": json.loads(actor),
+        "source": json.loads(source),
+        "target": json.loads(target),
+        "detail": json.loads(detail),
+        "outcome": outcome,
+        "prevHash": prev_hash,
+        "hash": hash_,
+    }
+
+
+def audit_events(conn: sqlite3.Connection, tenant: str, replay_id: str | None = None) -> list[dict[str, Any]]:
+    """The tenant's stored audit events in seq order (all, or those of one replay)."""
+    sql = f"SELECT {AUDIT_COLUMNS} FROM audit_events WHERE tenant_id = ?"
+    params: list[Any] = [tenant]
+    if replay_id is not None:
+        sql += " AND replay_id = ?"
+        params.append(replay_id)
+    return [audit_event_from_row(tenant, r) for r in conn.execute(sql + " ORDER BY seq", params)]
+
+
+def replay_from_row(conn: sqlite3.Connection, tenant: str, row: Sequence[Any]) -> dict[str, Any]:
+    """The Replay resource (section 4) from a row of :data:`REPLAY_COLUMNS`, with its audit seqs."""
+    r = dict(zip(REPLAY_COLUMNS, row, strict=True))
+    seqs = [
+        s
+        for (s,) in conn.execute(
+            "SELECT seq FROM audit_events WHERE replay_id = ? AND tenant_id = ? ORDER BY seq",
+            (r["replay_id"], tenant),
+        )
+    ]
+    client = r["client"]
+    return {
+        "replayId": r["replay_id"],
+        "sourceExchangeId": r["source_exchange_id"],
+        "sourceExecutionId": r["source_execution_id"],
+        "sourceEnvironment": r["source_environment"],
+        "targetEnvironment": r["target_environment"],
+        "agentId": r["agent_id"],
+        "routeId": r["route_id"],
+        "status": r["status"],
+        "requestedBy": r["requested_by"],
+        "requestedAt": r["requested_at"],
+        "startedAt": r["started_at"],
+        "finishedAt": r["finished_at"],
+        "reason": r["reason"],
+        "idempotencyKey": r["idempotency_key"],
+        "client": None if client is None else json.loads(client),
+        "payloadDiff": json.loads(r["payload_diff"]),
+        "effectivePayloadSha256": r["effective_payload_sha256"],
+        "resultExecutionId": r["result_execution_id"],
+        "result": None if r["result"] is None else json.loads(r["result"]),
+        "auditSeqs": seqs,
+    }
+
+
+def select_replay(conn: sqlite3.Connection, tenant: str, replay_id: str) -> dict[str, Any] | None:
+    """The Replay resource of ``replay_id``, or None."""
+    row = conn.execute(
+        f"SELECT {', '.join(REPLAY_COLUMNS)} FROM replays WHERE replay_id = ? AND tenant_id = ?",
+        (replay_id, tenant),
+    ).fetchone()
+    return None if row is None else replay_from_row(conn, tenant, row)
+
+
+LIST_PARAMS = frozenset({"sourceExchangeId", "requestedBy", "status", "offset", "limit"})
+
+
+def list_replays(
+    conn: sqlite3.Connection, tenant: str, params: Mapping[str, str], *, only: str | None
+) -> dict[str, Any]:
+    """``GET /replays``: ``{data, total, offset, limit}``, newest first; ``only`` restricts the
+    answer to one requester's replays. 400 for unknown or malformed parameters."""
+    unknown = sorted(set(params) - LIST_PARAMS)
+    if unknown:
+        raise ValidationError(f"unknown query parameters {unknown}", details={"unknown": unknown})
+    where, args = ["tenant_id = ?"], [tenant]
+    if params.get("sourceExchangeId") is not None:
+        where.append("source_exchange_id = ?")
+        args.append(params["sourceExchangeId"])
+    for requester in (params.get("requestedBy"), only):
+        if requester is not None:
+            where.append("requested_by = ?")
+            args.append(requester)
+    if params.get("status") is not None:
+        statuses = [s.strip() for s in params["status"].split(",")]
+        bad = [s for s in statuses if s not in REPLAY_STATUSES]
+        if bad:
+            raise ValidationError(
+                f"status {bad} is not one of {', '.join(REPLAY_STATUSES)}", details={"field": "status"}
+            )
+        where.append(f"status IN ({', '.join('?' * len(statuses))})")
+        args.extend(statuses)
+    offset = _int_param(params, "offset", 0, 0, None)
+    limit = _int_param(params, "limit", 50, 1, 1000)
+    sql_where = " AND ".join(where)
+    (total,) = conn.execute(f"SELECT count(*) FROM replays WHERE {sql_where}", args).fetchone()
+    rows = conn.execute(
+        f"SELECT {', '.join(REPLAY_COLUMNS)} FROM replays WHERE {sql_where} "
+        "ORDER BY requested_ms DESC, replay_id DESC LIMIT ? OFFSET ?",
+        (*args, limit, offset),
+    ).fetchall()
+    return {
+        "data": [replay_from_row(conn, tenant, r) for r in rows],
+        "total": total,
+        "offset": offset,
+        "limit": limit,
+    }
+
+
+def _int_param(params: Mapping[str, str], name: str, default: int, lo: int, hi: int | None) -> int:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"\d{1,9}", raw) or int(raw) < lo or (hi is not None and int(raw) > hi):
+        raise ValidationError(
+            f"{name} must be an integer from {lo}" + (f" to {hi}" if hi is not None else ""),
+            details={"field": name},
+        )
+    return int(raw)
+
+
+def emit_event(conn: sqlite3.Connection, replay_id: str, event: str, data: Mapping[str, Any]) -> int:
+    """Store the replay's next trace event (id = previous + 1) inside the caller's write
+    transaction, which serialises writers; returns its id."""
+    (last,) = conn.execute(
+        "SELECT coalesce(max(id), 0) FROM replay_events WHERE replay_id = ?", (replay_id,)
+    ).fetchone()
+    conn.execute(
+        "INSERT INTO replay_events (replay_id, id, event, data) VALUES (?, ?, ?, ?)",
+        (replay_id, last + 1, event, dumps(data)),
+    )
+    return int(last) + 1
+
+
+def events_after(
+    conn: sqlite3.Connection, replay_id: str, after: int, limit: int = 500
+) -> list[tuple[int, str, str]]:
+    """Stored events of a replay with ``id > after``, in id order: ``(id, event, data JSON)``."""
+    return [
+        (r[0], r[1], r[2])
+        for r in conn.execute(
+            "SELECT id, event, data FROM replay_events WHERE replay_id = ? AND id > ? ORDER BY id LIMIT ?",
+            (replay_id, after, limit),
+        )
+    ]
+
+
+def last_event(conn: sqlite3.Connection, replay_id: str) -> tuple[int, str | None]:
+    """The newest event id of a replay (0 if none) and its event name."""
+    row = conn.execute(
+        "SELECT id, event FROM replay_events WHERE replay_id = ? ORDER BY id DESC LIMIT 1", (replay_id,)
+    ).fetchone()
+    return (0, None) if row is None else (row[0], row[1])
+
+
+def find_key(
+    conn: sqlite3.Connection, tenant: str, principal: str, key: str, now_ms: int
+) -> tuple[str, str] | None:
+    """``(fingerprint, replayId)`` of an unexpired idempotency key of ``principal``, or None."""
+    row = conn.execute(
+        "SELECT fingerprint, replay_id, expires_ms FROM idempotency_keys "
+        "WHERE tenant_id = ? AND principal = ? AND key = ?",
+        (tenant, principal, key),
+    ).fetchone()
+    return None if row is None or row[2] <= now_ms else (row[0], row[1])
+
+
+def claim_key(
+    conn: sqlite3.Connection,
+    tenant: str,
+    principal: str,
+    key: str,
+    fingerprint: str,
+    replay_id: str,
+    now_ms: int,
+    ttl_ms: int,
+) -> bool:
+    """Claim ``key`` for ``replay_id`` inside the caller's transaction: True if this call got
+    it (new, or the old claim had expired), False if an unexpired claim holds it. One
+    ``INSERT ... ON CONFLICT`` statement, so two writers cannot both win (security.md 5)."""
+    return (
+        conn.execute(
+            "INSERT INTO idempotency_keys (tenant_id, principal, key, fingerprint, replay_id, "
+            "created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (tenant_id, principal, key) DO UPDATE SET "
+            "fingerprint = excluded.fingerprint, replay_id = excluded.replay_id, "
+            "created_ms = excluded.created_ms, expires_ms = excluded.expires_ms "
+            "WHERE idempotency_keys.expires_ms <= excluded.created_ms",
+            (tenant, principal, key, fingerprint, replay_id, now_ms, now_ms + ttl_ms),
+        ).rowcount
+        == 1
+    )

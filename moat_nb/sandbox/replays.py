@@ -1,0 +1,875 @@
+"""Replays: the lifecycle, idempotency and the replay audit events (DESIGN.md sections 4-7;
+issue 3 items 4-6, issue 4 items 3 and 7). The endpoints are in :mod:`.replay_api`, the trace
+stream in :mod:`.trace_stream`, the tables in :mod:`.replay_tables`.
+
+Lifecycle (server-seams.md)::
+
+    POST /replays  --one transaction: idempotency claim, replay PENDING, status event 1,
+                     REPLAY_REQUESTED-->  signed ``replay`` command to the agent
+      --> RUNNING (first chunk or ack SUCCESS; REPLAY_STARTED)
+      --> COMPLETED (final chunk: ``execution``, ``status``, ``end``; REPLAY_COMPLETED, or
+          REPLAY_FAILED when the route itself failed — result.status says which)
+      | ERROR (ack FAILURE, or the command could not be queued; REPLAY_ERROR)
+      | TIMED_OUT (no final chunk within ``config.replay_timeout``; REPLAY_ERROR whose detail
+          says TIMED_OUT: section 7 has no action of its own for it)
+      | ABORTED (found PENDING/RUNNING at start-up; REPLAY_ABORTED; never run again)
+
+Every state change writes its ``status`` event (``replay_events``) and its audit event in the
+one transaction that changes the ``replays`` row, so an event is stored before anyone can be
+sent it; the trace stream only reads ``replay_events``.
+
+Threads. Every write to the replay tables runs on one worker thread, in the order it was
+submitted — chunk after chunk, ack, timeout — so a replay's events get their ids in the order
+things happened, and the event loop never waits on SQLite's write lock. Reads use the
+threadpool. Stream readers wait on :meth:`ReplayService.signal`, set from the worker through
+``call_soon_threadsafe``.
+
+Idempotency (section 4; security.md section 5): ``(tenant, user, key)`` -> SHA-256 of the JCS of
+the body and the replay, kept 24 h. The same key and body give back the same replay (202 with
+``Idempotent-Replayed: true``; never a second run, whatever its status — an ABORTED one stays
+ABORTED); another body is 422. The claim is an ``INSERT ... ON CONFLICT`` in the transaction that
+creates the replay, so two concurrent requests cannot both run. Nothing is claimed for a request
+that fails validation or permission, so retrying it after a fix is safe (as Stripe does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import logging
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import (
+    AgentUnavailable,
+    ApiError,
+    AuditUnavailable,
+    ControlHeaderRejected,
+    IdempotencyConflict,
+    NotFound,
+    PermissionDenied,
+    RecordError,
+)
+from ..model import Chunk, Execution, format_time
+from ..payload import effective_payload, payload_diff, payload_sha256, redact_patch
+from .preflight import preflight, stub_replies
+from .replay_api import ReplayRequest, RequestInfo, actor_of
+from .replay_tables import (
+    NO_SOURCE,
+    REPLAY_COLUMNS,
+    append_audit,
+    audit_events,
+    claim_key,
+    create_tables,
+    dumps,
+    emit_event,
+    events_after,
+    find_key,
+    last_event,
+    list_replays,
+    select_replay,
+)
+from .security import Principal, check_tier, replay_permissions, require_all
+from .trace_stream import execution_event, processor_event
+
+if TYPE_CHECKING:
+    from .openapi import Operation
+    from .state import SandboxState
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "IDEMPOTENCY_TTL",
+    "ReplayService",
+    "replay_routes",
+]
+
+log = logging.getLogger(__name__)
+
+TERMINAL_STATUSES = frozenset({"COMPLETED", "ERROR", "TIMED_OUT", "ABORTED"})
+#: Section 4: keys are kept 24 h.
+IDEMPOTENCY_TTL = timedelta(hours=24)
+_SYSTEM_ACTOR = {"username": "moat-nb-sandbox", "roles": ["SYSTEM"], "permissions": []}
+
+
+def replay_routes(state: SandboxState) -> list[Operation]:
+    """The replay endpoints as declared operations (``create_app`` mounts them under /api/v1)."""
+    from .replay_api import replay_operations
+
+    return replay_operations(state)
+
+
+def _sha256_text(text: str | None) -> str | None:
+    return None if text is None else hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _epoch_ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+# --------------------------------------------------------------------------- the service
+
+
+class ReplayService:
+    """Creates replays, follows them through chunks, acks and timeouts, and keeps their events.
+
+    Made by :meth:`SandboxState.create` as ``ReplayService(state)``; the server calls
+    :meth:`startup` before serving, :meth:`on_chunk` after storing a chunk with a ``replayId``,
+    :meth:`on_ack` for each first ack (it registers itself with ``state.agents.on_ack``) and
+    :meth:`shutdown` when it stops.
+    """
+
+    def __init__(self, state: SandboxState) -> None:
+        self.state = state
+        self.store = state.store
+        self._worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="replays")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._signals: dict[str, asyncio.Event] = {}
+        self._timeouts: dict[str, asyncio.Task[None]] = {}
+        #: Chunks that arrived before their predecessors (replayId -> chunkSeq -> chunk); worker only.
+        self._held: dict[str, dict[int, Chunk]] = {}
+        self._next_chunk: dict[str, int] = {}
+        self._routesets: dict[str, Any] | None = None
+        self._routesets_lock = threading.Lock()
+        self.closing = False
+        with self.store.transaction() as conn:
+            create_tables(conn)
+        state.agents.on_ack(self.on_ack)
+
+    # ---------------------------------------------------------------- plumbing
+
+    @property
+    def tenant_id(self) -> str:
+        return self.state.users.tenant.id
+
+    def check_tier(self) -> None:
+        """403 ``TIER_NOT_ENTITLED`` unless the tenant's tier includes replay (every endpoint)."""
+        check_tier(self.state.users.tenant.tier)
+
+    def bind_loop(self) -> None:
+        """Remember the server's event loop (for waking stream readers from the worker)."""
+        if self._loop is None:
+            try:
+                self._loop = asyncio.get_running_loop()
+            except RuntimeError:
+                pass
+
+    def _now(self) -> datetime:
+        return self.state.clock()
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn`` on the worker. On the event loop: returns an awaitable future (callers may
+        ignore it); elsewhere: waits and returns the result."""
+        future = self._worker.submit(self._guarded, fn, *args)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return future.result()
+        return asyncio.wrap_future(future, loop=loop)
+
+    @staticmethod
+    def _guarded(fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception:
+            log.exception("replay worker: %s failed", getattr(fn, "__name__", fn))
+            raise
+
+    def signal(self, replay_id: str) -> asyncio.Event:
+        """The event set at the next stored event of ``replay_id`` (call on the loop)."""
+        self.bind_loop()
+        event = self._signals.get(replay_id)
+        if event is None:
+            event = self._signals[replay_id] = asyncio.Event()
+        return event
+
+    def _notify(self, replay_id: str) -> None:
+        def wake() -> None:
+            event = self._signals.pop(replay_id, None)
+            if event is not None:
+                event.set()
+
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            wake()
+        else:
+            loop.call_soon_threadsafe(wake)
+
+    # ---------------------------------------------------------------- start-up, shutdown
+
+    def startup(self) -> list[str]:
+        """Mark every PENDING/RUNNING replay ABORTED (with its events and audit event): a replay
+        left running by a crash or a stop is never run again (section 4). Returns their ids."""
+        self.bind_loop()
+        return self._submit_sync(self._abort_all)
+
+    def _submit_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self._worker.submit(self._guarded, fn, *args).result()
+
+    def _abort_all(self) -> list[str]:
+        conn = self.store._conn()
+        ids = [
+            r[0] for r in conn.execute("SELECT replay_id FROM replays WHERE status IN ('PENDING', 'RUNNING')")
+        ]
+        for replay_id in ids:
+            self._finish(
+                replay_id,
+                "ABORTED",
+                result={
+                    "status": None,
+                    "durationMs": None,
+                    "outputBodySha256": None,
+                    "errorType": "ServerRestart",
+                    "errorMessage": "the server stopped while the replay was in flight; "
+                    "it is not run again (replay it anew if needed)",
+                },
+                action="REPLAY_ABORTED",
+                outcome="ABORTED",
+            )
+        return ids
+
+    def close_streams(self) -> None:
+        """End every open trace stream (they resume from the store on reconnect); the server
+        calls this before stopping uvicorn, which waits for open responses."""
+        self.closing = True
+
+        def wake_all() -> None:
+            for event in self._signals.values():
+                event.set()
+            self._signals.clear()
+
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            wake_all()
+        else:
+            loop.call_soon_threadsafe(wake_all)
+
+    def shutdown(self) -> None:
+        """Stop the timers and the streams, and finish the queued writes. Replays still
+        PENDING/RUNNING stay so; the next :meth:`startup` marks them ABORTED."""
+        for task in list(self._timeouts.values()):
+            task.cancel()
+        self._timeouts.clear()
+        self.close_streams()
+        self._worker.shutdown(wait=True)
+
+    # ---------------------------------------------------------------- audit
+
+    def _audit(self, conn: sqlite3.Connection, action: str, **kw: Any) -> int:
+        """Append an audit event inside ``conn``'s transaction (see :func:`append_audit`)."""
+        return append_audit(conn, self.tenant_id, self._now(), action, **kw)
+
+    def audit_standalone(self, action: str, **kw: Any) -> int:
+        """One audit event in its own transaction (denials, refused control headers)."""
+        with self.store.transaction() as conn:
+            return self._audit(conn, action, **kw)
+
+    def audit_events(self, replay_id: str | None = None) -> list[dict[str, Any]]:
+        """Stored audit events in seq order (all, or those of one replay)."""
+        return audit_events(self.store._conn(), self.tenant_id, replay_id)
+
+    # ---------------------------------------------------------------- events
+
+    def _emit(self, conn: sqlite3.Connection, replay_id: str, event: str, data: Mapping[str, Any]) -> int:
+        return emit_event(conn, replay_id, event, data)
+
+    def events_after(self, replay_id: str, after: int, limit: int = 500) -> list[tuple[int, str, str]]:
+        """Stored events of a replay with ``id > after``, in id order: ``(id, event, data)``."""
+        return events_after(self.store._conn(), replay_id, after, limit)
+
+    def last_event(self, replay_id: str) -> tuple[int, str | None]:
+        """The newest event id of a replay (0 if none) and its event name."""
+        return last_event(self.store._conn(), replay_id)
+
+    # ---------------------------------------------------------------- reading replays
+
+    def get(self, replay_id: str) -> dict[str, Any] | None:
+        """The Replay resource (wire form), or None."""
+        return select_replay(self.store._conn(), self.tenant_id, replay_id)
+
+    def visible(self, principal: Principal, replay_id: str) -> dict[str, Any]:
+        """The replay if ``principal`` requested it or holds ``audit:read``; else 404 — the same
+        answer as for a replay that does not exist, so ids cannot be probed (section 5)."""
+        replay = self.get(replay_id)
+        if replay is None or not (replay["requestedBy"] == principal.username or principal.has("audit:read")):
+            raise NotFound(
+                f"no replay {replay_id!r}",
+                hint="list your replays with GET /api/v1/replays",
+                details={"replayId": replay_id},
+            )
+        return replay
+
+    def list(self, principal: Principal, params: Mapping[str, str]) -> dict[str, Any]:
+        """``GET /replays``: newest first. Without ``audit:read`` only one's own replays."""
+        only = None if principal.has("audit:read") else principal.username
+        return list_replays(self.store._conn(), self.tenant_id, params, only=only)
+
+    # ---------------------------------------------------------------- creating a replay
+
+    def _deny(
+        self, principal: Principal, exc: ApiError, info: RequestInfo, target: Mapping[str, Any]
+    ) -> None:
+        self.audit_standalone(
+            "REPLAY_DENIED",
+            actor=actor_of(principal),
+            source=info.to_wire(),
+            target=target,
+            detail={
+                "reason": exc.message,
+                "code": exc.code,
+                **{k: v for k, v in exc.details.items() if k != "principal"},
+            },
+            outcome="DENIED",
+        )
+
+    def _existing(self, principal: Principal, key: str, fingerprint: str) -> dict[str, Any] | None:
+        """The replay an unexpired key already made (same body), or 422 for another body."""
+        found = find_key(self.store._conn(), self.tenant_id, principal.subject, key, _epoch_ms(self._now()))
+        if found is None:
+            return None
+        if found[0] != fingerprint:
+            raise IdempotencyConflict(
+                "this Idempotency-Key was already used with another request body",
+                hint="use a new key for a different replay; retry only with the identical body",
+                details={"replayId": found[1]},
+            )
+        return self.get(found[1])
+
+    async def create(
+        self, principal: Principal, body: Any, key: str, info: RequestInfo
+    ) -> tuple[dict[str, Any], bool]:
+        """``POST /replays``: the Replay, and whether it was made now (False: an idempotent retry).
+
+        Order (server-seams.md): validate (control headers refused and audited) -> an earlier
+        replay under this key -> the permissions that do not depend on environments -> source
+        execution (404) -> target agent (503) -> permissions from stored environments (403,
+        audited) -> one transaction: idempotency claim, replay row, status event, REPLAY_REQUESTED
+        -> signed command to the agent -> timeout timer.
+        """
+        self.bind_loop()
+        try:
+            req = ReplayRequest.parse(body)
+        except ControlHeaderRejected as exc:
+            source_id = body.get("sourceExchangeId") if isinstance(body, Mapping) else None
+            await run_in_threadpool(
+                self.audit_standalone,
+                "CONTROL_HEADER_REJECTED",
+                actor=actor_of(principal),
+                source=info.to_wire(),
+                target={"sourceExchangeId": source_id if isinstance(source_id, str) else None},
+                detail={"headers": exc.details.get("headers", []), "reason": exc.message},
+                outcome="REJECTED",
+            )
+            raise
+        existing = await run_in_threadpool(self._existing, principal, key, req.fingerprint)
+        if existing is not None:
+            return existing, False
+
+        modified = not req.modified.is_empty()
+        target = {"sourceExchangeId": req.source_exchange_id}
+        base = ["replay:run", "replay:modify"] if modified else ["replay:run"]
+        try:
+            require_all(principal, base)
+        except PermissionDenied as exc:
+            await run_in_threadpool(self._deny, principal, exc, info, target)
+            raise
+
+        source = await run_in_threadpool(self.store.execution_by_exchange, req.source_exchange_id)
+        if source is None:
+            raise NotFound(
+                f"no recorded exchange {req.source_exchange_id!r}",
+                hint="find exchanges with POST /api/v1/search/executions",
+                details={"sourceExchangeId": req.source_exchange_id},
+            )
+        target = {**target, "routeId": source.route_id, "environment": source.environment}
+        agent = self.state.agents.pick(
+            req.target_environment
+            if req.target_environment is not None or req.target_agent
+            else source.environment,
+            instance_id=req.target_agent,
+        )
+        if agent.route_ids and source.route_id not in agent.route_ids:
+            raise AgentUnavailable(
+                f"agent {agent.instance_id!r} does not run route {source.route_id!r}",
+                hint="pick an agent of the same application",
+                details={"instanceId": agent.instance_id, "routeId": source.route_id},
+            )
+        # Section 6: environments from stored data only (the source execution, the chosen
+        # agent's registration), never from what the body claims.
+        needed = replay_permissions(source.environment, agent.environment_id, modified=modified)
+        try:
+            require_all(principal, needed)
+        except PermissionDenied as exc:
+            target["environment"] = agent.environment_id
+            exc.details["sourceEnvironment"] = source.environment
+            exc.details["targetEnvironment"] = agent.environment_id
+            await run_in_threadpool(self._deny, principal, exc, info, target)
+            raise
+
+        original = source.start_payload
+        effective = effective_payload(original, req.modified)
+        diff = redact_patch(payload_diff(original, effective), self.state.redactor.value)
+        replay_id = f"replay-{uuid.uuid4().hex}"
+        command_id = uuid.uuid4().hex
+        command = {
+            "type": "replay",
+            "commandId": command_id,
+            "replayId": replay_id,
+            "sourceExchangeId": source.exchange_id,
+            "sourceExecutionId": source.execution_id,
+            "routeId": source.route_id,
+            "environment": agent.environment_id,
+            # The real values: the agent runs them (section 4 "Secrets").
+            "modifiedPayload": effective.to_wire(),
+            "stubReplies": stub_replies(source),
+        }
+        fresh = _Fresh(
+            replay_id=replay_id,
+            command_id=command_id,
+            principal=principal,
+            key=key,
+            fingerprint=req.fingerprint,
+            req=req,
+            source=source,
+            agent_id=agent.instance_id,
+            target_environment=agent.environment_id,
+            diff=diff,
+            effective_sha=payload_sha256(effective),
+            info=info,
+        )
+        made = await self._submit(self._insert, fresh)
+        if made is not None:  # a concurrent request with the same key won the claim
+            return made, False
+        try:
+            await self.state.agents.send(agent.instance_id, command)
+        except ApiError as exc:
+            await self._submit(self._fail_send, replay_id, exc.message)
+        else:
+            self._start_timer(replay_id)
+        replay = await run_in_threadpool(self.get, replay_id)
+        assert replay is not None
+        return replay, True
+
+    def _insert(self, f: _Fresh) -> dict[str, Any] | None:
+        """Claim the key and create the replay in one transaction (worker thread). Returns the
+        replay of a concurrent claim instead, if one won; raises 422 / 503 as appropriate."""
+        now = self._now()
+        now_ms = _epoch_ms(now)
+        try:
+            with self.store.transaction() as conn:
+                ttl_ms = int(IDEMPOTENCY_TTL.total_seconds() * 1000)
+                claimed = claim_key(
+                    conn,
+                    self.tenant_id,
+                    f.principal.subject,
+                    f.key,
+                    f.fingerprint,
+                    f.replay_id,
+                    now_ms,
+                    ttl_ms,
+                )
+                if not claimed:
+                    raise _KeyTaken()
+                conn.execute(
+                    f"INSERT INTO replays (tenant_id, requested_ms, {', '.join(REPLAY_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * (len(REPLAY_COLUMNS) + 2))})",
+                    (
+                        self.tenant_id, now_ms, f.replay_id, f.command_id, f.source.exchange_id,
+                        f.source.execution_id, f.source.environment, f.target_environment, f.agent_id,
+                        f.source.route_id, "PENDING", f.principal.username, format_time(now), None, None,
+                        f.req.reason, f.key, None if f.req.client is None else dumps(f.req.client),
+                        dumps(f.diff), f.effective_sha, None, None,
+                    ),
+                )  # fmt: skip
+                self._emit(conn, f.replay_id, "status", {"replayId": f.replay_id, "status": "PENDING"})
+                self._audit(
+                    conn,
+                    "REPLAY_REQUESTED",
+                    actor=actor_of(f.principal),
+                    source=f.info.to_wire(),
+                    target={
+                        "replayId": f.replay_id,
+                        "sourceExchangeId": f.source.exchange_id,
+                        "routeId": f.source.route_id,
+                        "environment": f.target_environment,
+                    },
+                    detail={
+                        "payloadDiff": f.diff,
+                        "reason": f.req.reason,
+                        "idempotencyKeySha256": hashlib.sha256(f.key.encode("ascii")).hexdigest(),
+                        "targetAgent": f.agent_id,
+                        "sourceEnvironment": f.source.environment,
+                        "targetEnvironment": f.target_environment,
+                        "sourceExecutionId": f.source.execution_id,
+                        "effectivePayloadSha256": f.effective_sha,
+                        "modified": bool(f.diff) or not f.req.modified.is_empty(),
+                    },
+                    outcome="ACCEPTED",
+                )
+        except _KeyTaken:
+            return self._existing(f.principal, f.key, f.fingerprint)
+        except (sqlite3.Error, RecordError) as exc:
+            # Fail closed (section 7): no audit record, no replay.
+            log.error("replay %s not created: %s", f.replay_id, exc)
+            raise AuditUnavailable(
+                f"the replay and its audit record could not be written ({type(exc).__name__}); nothing ran",
+                hint="retry later with the same Idempotency-Key",
+            ) from None
+        self._notify(f.replay_id)
+        return None
+
+    def _fail_send(self, replay_id: str, message: str) -> None:
+        self._finish(
+            replay_id,
+            "ERROR",
+            result=_error_result("AgentUnavailable", f"the replay command could not be queued: {message}"),
+            action="REPLAY_ERROR",
+            outcome="ERROR",
+        )
+
+    # ---------------------------------------------------------------- timeouts
+
+    def _start_timer(self, replay_id: str) -> None:
+        timeout = self.state.config.replay_timeout
+
+        async def expire() -> None:
+            try:
+                await asyncio.sleep(timeout)
+                await self._submit(self._time_out, replay_id, timeout)
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # logged by the worker
+                pass
+            finally:
+                self._timeouts.pop(replay_id, None)
+
+        self._timeouts[replay_id] = asyncio.get_running_loop().create_task(expire())
+
+    def _time_out(self, replay_id: str, timeout: float) -> None:
+        replay = self.get(replay_id)
+        if replay is None or replay["status"] in TERMINAL_STATUSES:
+            return
+        agent = self.state.agents.get(replay["agentId"])
+        if agent is None:
+            why = "the agent is no longer registered"
+        elif agent.status != "LIVE":
+            why = (
+                f"the agent is {agent.status} (command channel {'open' if agent.channel_open else 'closed'})"
+            )
+        else:
+            why = "the agent is LIVE but did not report the trace"
+        self._finish(
+            replay_id,
+            "TIMED_OUT",
+            result=_error_result(
+                "ReplayTimeout",
+                f"agent {replay['agentId']!r} sent no final trace chunk within {timeout:g} s; {why}",
+            ),
+            action="REPLAY_ERROR",
+            outcome="TIMED_OUT",
+        )
+
+    def _cancel_timer(self, replay_id: str) -> None:
+        task = self._timeouts.pop(replay_id, None)
+        if task is None or self._loop is None or self._loop.is_closed():
+            return
+        self._loop.call_soon_threadsafe(task.cancel)
+
+    # ---------------------------------------------------------------- transitions
+
+    def _start(self, conn: sqlite3.Connection, replay_id: str, actor: Mapping[str, Any], via: str) -> bool:
+        """PENDING -> RUNNING inside ``conn``'s transaction; False if it was not PENDING."""
+        now = format_time(self._now())
+        changed = conn.execute(
+            "UPDATE replays SET status = 'RUNNING', started_at = ? "
+            "WHERE replay_id = ? AND status = 'PENDING'",
+            (now, replay_id),
+        ).rowcount
+        if not changed:
+            return False
+        row = conn.execute(
+            "SELECT source_exchange_id, route_id, target_environment, agent_id "
+            "FROM replays WHERE replay_id = ?",
+            (replay_id,),
+        ).fetchone()
+        self._emit(conn, replay_id, "status", {"replayId": replay_id, "status": "RUNNING"})
+        self._audit(
+            conn,
+            "REPLAY_STARTED",
+            actor=actor,
+            source=NO_SOURCE,
+            target={
+                "replayId": replay_id,
+                "sourceExchangeId": row[0],
+                "routeId": row[1],
+                "environment": row[2],
+            },
+            detail={"agentId": row[3], "via": via},
+            outcome="STARTED",
+        )
+        return True
+
+    def _finish(
+        self,
+        replay_id: str,
+        status: str,
+        *,
+        result: Mapping[str, Any],
+        action: str,
+        outcome: str,
+        result_execution_id: str | None = None,
+        execution_event: Mapping[str, Any] | None = None,
+        processor_count: int | None = None,
+    ) -> bool:
+        """PENDING/RUNNING -> a terminal status, with ``execution`` (if given), ``status`` and
+        ``end`` events and the terminal audit event, in one transaction. False if already ended."""
+        now = format_time(self._now())
+        with self.store.transaction() as conn:
+            row = conn.execute(
+                "SELECT status, source_exchange_id, route_id, target_environment, agent_id, started_at "
+                "FROM replays WHERE replay_id = ?",
+                (replay_id,),
+            ).fetchone()
+            if row is None or row[0] in TERMINAL_STATUSES:
+                return False
+            conn.execute(
+                "UPDATE replays SET status = ?, finished_at = ?, started_at = coalesce(started_at, ?), "
+                "result_execution_id = coalesce(?, result_execution_id), result = ? WHERE replay_id = ?",
+                (
+                    status,
+                    now,
+                    now if status == "COMPLETED" else None,
+                    result_execution_id,
+                    dumps(result),
+                    replay_id,
+                ),
+            )
+            if execution_event is not None:
+                self._emit(conn, replay_id, "execution", execution_event)
+            self._emit(conn, replay_id, "status", {"replayId": replay_id, "status": status})
+            (result_id,) = conn.execute(
+                "SELECT result_execution_id FROM replays WHERE replay_id = ?", (replay_id,)
+            ).fetchone()
+            self._emit(
+                conn,
+                replay_id,
+                "end",
+                {"replayId": replay_id, "status": status, "resultExecutionId": result_id},
+            )
+            self._audit(
+                conn,
+                action,
+                actor=_SYSTEM_ACTOR if status in ("TIMED_OUT", "ABORTED") else _agent_actor(row[4]),
+                source=NO_SOURCE,
+                target={
+                    "replayId": replay_id,
+                    "sourceExchangeId": row[1],
+                    "routeId": row[2],
+                    "environment": row[3],
+                },
+                detail={
+                    "replayStatus": status,
+                    "resultExecutionId": result_id,
+                    "resultStatus": result.get("status"),
+                    "outputBodySha256": result.get("outputBodySha256"),
+                    "durationMs": result.get("durationMs"),
+                    "processorCount": processor_count,
+                    "errorType": result.get("errorType"),
+                    "errorMessage": result.get("errorMessage"),
+                },
+                outcome=outcome,
+            )
+        self._held.pop(replay_id, None)
+        self._next_chunk.pop(replay_id, None)
+        self._cancel_timer(replay_id)
+        self._notify(replay_id)
+        return True
+
+    # ---------------------------------------------------------------- hooks: acks and chunks
+
+    def on_ack(self, instance_id: str, command_id: str, ack: Mapping[str, Any]) -> Any:
+        """A first ack from an agent (registered with ``AgentRegistry.on_ack``)."""
+        return self._submit(self._ack, instance_id, command_id, dict(ack))
+
+    def _ack(self, instance_id: str, command_id: str, ack: dict[str, Any]) -> None:
+        row = (
+            self.store._conn()
+            .execute("SELECT replay_id, agent_id, status FROM replays WHERE command_id = ?", (command_id,))
+            .fetchone()
+        )
+        if row is None or row[1] != instance_id or row[2] in TERMINAL_STATUSES:
+            return  # not a replay command of this agent, or the replay already ended
+        replay_id = row[0]
+        data = ack.get("data") if isinstance(ack.get("data"), Mapping) else {}
+        if ack.get("status") == "SUCCESS":
+            execution_id = data.get("executionId")
+            with self.store.transaction() as conn:
+                if isinstance(execution_id, str):
+                    conn.execute(
+                        "UPDATE replays SET result_execution_id = coalesce(result_execution_id, ?) "
+                        "WHERE replay_id = ?",
+                        (execution_id, replay_id),
+                    )
+                self._start(conn, replay_id, _agent_actor(instance_id), "ack")
+            self._notify(replay_id)
+            return
+        message = ack.get("message")
+        self._finish(
+            replay_id,
+            "ERROR",
+            result=_error_result(
+                "AgentFailure",
+                f"agent {instance_id!r} could not run the replay: "
+                + (message if isinstance(message, str) and message else "no reason given"),
+            ),
+            action="REPLAY_ERROR",
+            outcome="ERROR",
+        )
+
+    def on_chunk(self, chunk: Chunk | Mapping[str, Any], instance_id: str | None = None) -> Any:
+        """A stored chunk tagged with a ``replayId``: its processors become ``processor`` events
+        (in ``seq`` order; chunks are taken in ``chunkSeq`` order), the final one ends the replay.
+
+        ``instance_id`` (the posting agent), when given, must be the replay's agent. Called on
+        the event loop it returns an awaitable (awaiting it is optional); elsewhere it returns
+        once the events are stored."""
+        if not isinstance(chunk, Chunk):
+            chunk = Chunk.from_wire(chunk)
+        if chunk.replay_id is None:
+            return None
+        return self._submit(self._chunk, chunk, instance_id)
+
+    def _chunk(self, chunk: Chunk, instance_id: str | None) -> None:
+        replay_id = chunk.replay_id
+        assert replay_id is not None
+        row = (
+            self.store._conn()
+            .execute("SELECT status, agent_id FROM replays WHERE replay_id = ?", (replay_id,))
+            .fetchone()
+        )
+        if row is None or row[0] in TERMINAL_STATUSES:
+            return
+        if instance_id is not None and instance_id != row[1]:
+            log.warning(
+                "chunk of replay %s from agent %s, expected %s: ignored", replay_id, instance_id, row[1]
+            )
+            return
+        expected = self._next_chunk.get(replay_id, 0)
+        if chunk.chunk_seq < expected:
+            return  # a retry of a chunk already taken
+        held = self._held.setdefault(replay_id, {})
+        held.setdefault(chunk.chunk_seq, chunk)
+        while expected in held:
+            current = held.pop(expected)
+            expected += 1
+            self._next_chunk[replay_id] = expected
+            self._take(replay_id, current, row[1])
+            if current.final:
+                break
+
+    def _take(self, replay_id: str, chunk: Chunk, agent_id: str) -> None:
+        redactor = self.state.redactor
+        processors = sorted(
+            chunk.processors or (chunk.execution.processors if chunk.execution else ()) or (),
+            key=lambda p: p.seq,
+        )
+        with self.store.transaction() as conn:
+            self._start(conn, replay_id, _agent_actor(agent_id), "chunk")
+            for p in processors:
+                self._emit(conn, replay_id, "processor", processor_event(p, chunk, redactor))
+        self._notify(replay_id)
+        if not chunk.final:
+            return
+        x = chunk.execution
+        if x is None:
+            result = _error_result("IncompleteTrace", "the final chunk carried no execution summary")
+            self._finish(replay_id, "ERROR", result=result, action="REPLAY_ERROR", outcome="ERROR")
+            return
+        result = {
+            "status": x.status,
+            "durationMs": x.duration_ms,
+            "outputBodySha256": _sha256_text(x.output_body),
+            "errorType": x.error_type,
+            "errorMessage": x.error_message,
+        }
+        self._finish(
+            replay_id,
+            "COMPLETED",
+            result=result,
+            action="REPLAY_COMPLETED" if x.status == "COMPLETED" else "REPLAY_FAILED",
+            outcome="SUCCESS" if x.status == "COMPLETED" else "FAILED",
+            result_execution_id=x.execution_id,
+            execution_event=execution_event(x, replay_id, redactor),
+            processor_count=x.processor_count,
+        )
+
+    # ---------------------------------------------------------------- preflight
+
+    def routesets(self) -> dict[str, Any]:
+        """The app's route sets by version (loaded once, lazily)."""
+        with self._routesets_lock:
+            if self._routesets is None:
+                from .traffic import load_routesets
+
+                self._routesets = load_routesets(self.state.app)
+            return self._routesets
+
+    def preflight(self, principal: Principal, params: Mapping[str, str]) -> dict[str, Any]:
+        """``GET /replays/preflight`` (:func:`moat_nb.sandbox.preflight.preflight`)."""
+        return preflight(self.state, principal, params, self.routesets())
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+class _KeyTaken(Exception):
+    """A concurrent request claimed the idempotency key first."""
+
+
+@dataclass(frozen=True)
+class _Fresh:
+    replay_id: str
+    command_id: str
+    principal: Principal
+    key: str
+    fingerprint: str
+    req: ReplayRequest
+    source: Execution
+    agent_id: str
+    target_environment: str
+    diff: list[dict[str, Any]]
+    effective_sha: str
+    info: RequestInfo
+
+
+def _agent_actor(instance_id: str) -> dict[str, Any]:
+    return {"username": instance_id, "roles": ["AGENT"], "permissions": []}
+
+
+def _error_result(error_type: str, message: str) -> dict[str, Any]:
+    return {
+        "status": None,
+        "durationMs": None,
+        "outputBodySha256": None,
+        "errorType": error_type,
+        "errorMessage": message,
+    }

@@ -1,0 +1,991 @@
+"""The sandbox's HTTP API: a Starlette app speaking Cameleer's protocol (DESIGN.md sections 4-6).
+
+``create_app(state)`` builds the app for one :class:`~moat_nb.sandbox.state.SandboxState`; run it
+with uvicorn (:class:`ServerThread` does, on 127.0.0.1 in a background thread). All routes are
+under ``/api/v1``, each an :class:`~moat_nb.sandbox.openapi.Operation` with a declared access
+rule (default deny: see :mod:`moat_nb.sandbox.openapi`); the replay routes come from
+:func:`moat_nb.sandbox.replays.replay_routes`.
+
+Errors: any :class:`~moat_nb.errors.ApiError` becomes ``{"error": code, "message", "details"}``
+with its status (``details.hint`` says what to do next; a 401 also carries
+``WWW-Authenticate: Bearer``, RFC 6750 3; a 503 from the ingest buffer ``Retry-After``). A
+malformed record (:class:`~moat_nb.errors.RecordError`) is a 400 (409 for a chunk that
+contradicts one already stored). Anything else is 500 ``SERVER_ERROR`` with no stack trace in
+the answer (ASVS 16.5.1); the server log has it.
+
+Ingestion (``POST /data/chunks``): the agent's chunk is checked, its secrets redacted
+(:class:`~moat_nb.sandbox.security.Redactor`: the store, the replay trace stream and the audit
+log only ever see fingerprints, while the agent ran the real values), stored, and — for a replay's
+chunk — handed to ``state.replays.on_chunk``. At most ``config.chunk_buffer`` chunks are in
+flight; past that the answer is 503 ``INGEST_BUSY`` with ``Retry-After`` (cameleer.md 2.8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import replace
+from typing import Any
+
+import uvicorn
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import AppStatus, SendTimeoutError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+
+from ..errors import (
+    ApiError,
+    MoatError,
+    NotFound,
+    PermissionDenied,
+    RecordError,
+    ServerError,
+    ValidationError,
+)
+from ..model import ID_PATTERN, Chunk, Execution, ProcessorRecord, check_id
+from ..payload import redact_body
+from .agents import CommandChannel, event_name
+from .bodies import check_request_headers, read_json
+from .openapi import (
+    BOOTSTRAP,
+    PUBLIC,
+    Access,
+    Operation,
+    agent,
+    document,
+    needs,
+    ref,
+)
+from .security import Principal, Redactor, check_tier, require, require_agent
+from .state import SandboxState
+from .store import DEFAULT_LIMIT, MAX_LIMIT
+from .store import SEARCH_FILTERS as STORE_FILTERS
+
+__all__ = [
+    "PROTOCOL_HEADER",
+    "SEARCH_FILTERS",
+    "IngestBusy",
+    "create_app",
+    "core_operations",
+    "error_response",
+    "redact_chunk",
+    "ServerThread",
+]
+
+log = logging.getLogger("moat_nb.sandbox.server")
+
+#: cameleer.md 2.1: ``/data/**`` needs this header with the value "1".
+PROTOCOL_HEADER = "X-Cameleer-Protocol-Version"
+PROTOCOL_VERSION = "1"
+
+#: The body fields of ``POST /search/executions`` (section 4, plus Cameleer's ``textIn*``):
+#: the store's list, so that the two cannot drift apart.
+SEARCH_FILTERS = frozenset(STORE_FILTERS)
+
+
+class IngestBusy(ServerError):
+    """503: the ingest buffer is full; the agent retries after ``retry_after`` seconds."""
+
+    code = "INGEST_BUSY"
+    status = 503
+
+    def __init__(self, message: str, *, retry_after: int, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def error_response(exc: MoatError, status: int, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """The envelope ``{error, message, details}`` for ``exc``."""
+    details = dict(exc.details)
+    if exc.hint and "hint" not in details:
+        details["hint"] = exc.hint
+    out = dict(headers or {})
+    if status == 401:
+        out.setdefault("WWW-Authenticate", 'Bearer realm="moat_nb"')
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        out["Retry-After"] = str(retry_after)
+    return JSONResponse({"error": exc.code, "message": exc.message, "details": details}, status, out)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc, exc.status)
+
+
+def _record_status(exc: RecordError) -> int:
+    return 409 if exc.code == "CHUNK_CONFLICT" else 400
+
+
+async def _record_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RecordError)
+    return error_response(exc, _record_status(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        err: ApiError = NotFound(
+            f"no endpoint {request.method} {request.url.path}",
+            hint="see GET /api/v1/api-docs for the endpoints",
+        )
+    elif exc.status_code == 405:
+        err = ApiError(
+            f"{request.method} is not allowed on {request.url.path}",
+            status=405,
+            code="METHOD_NOT_ALLOWED",
+            hint="see GET /api/v1/api-docs for the methods of each path",
+        )
+    else:
+        err = ApiError(str(exc.detail), status=exc.status_code, code="HTTP_ERROR")
+    return error_response(err, err.status, exc.headers)
+
+
+def _internal_error(request: Request, exc: BaseException) -> Response:
+    # The trace goes to the log only: an answer never carries one (ASVS 16.5.1).
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    err = ServerError(
+        "internal server error",
+        hint="the sandbox log has the details; retry, and report it if it persists",
+    )
+    return error_response(err, 500)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return _internal_error(request, exc)
+
+
+# --------------------------------------------------------------------------- operations → routes
+
+
+def _identify(access: Access, request: Request, state: SandboxState) -> Principal | None:
+    """Who is calling, as ``access`` requires: every kind but ``public``/``self`` needs valid
+    credentials (401 otherwise); users and agents are kept apart (403)."""
+    if access.kind in ("public", "self"):
+        return None
+    credentials = request.headers.get("authorization")
+    if access.kind == "bootstrap":
+        state.authority.check_bootstrap(credentials)
+        return None
+    principal = state.authority.authenticate(credentials, state.clock())
+    if access.kind == "user" and principal.kind != "user":
+        raise PermissionDenied(
+            f"{principal.subject} is an agent; this endpoint is for users",
+            hint="log in as a user with POST /api/v1/auth/login",
+            details={"principal": principal.subject},
+        )
+    if access.kind == "agent":
+        instance = request.path_params.get(access.path_param) if access.path_param else None
+        require_agent(principal, instance)
+    if access.kind not in ("user", "agent"):
+        raise PermissionDenied(f"unknown access rule {access.kind!r}")  # unreachable; deny by default
+    return principal
+
+
+def _endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await _run(op, request)
+        except ApiError as exc:
+            return error_response(exc, exc.status)
+        except RecordError as exc:
+            return error_response(exc, _record_status(exc))
+        except Exception as exc:
+            # Answered here rather than by Starlette's ServerErrorMiddleware, which re-raises
+            # after answering and so makes uvicorn drop the keep-alive connection.
+            return _internal_error(request, exc)
+
+    endpoint.__name__ = op.operation_id
+    endpoint.operation = op  # type: ignore[attr-defined]
+    return endpoint
+
+
+async def _run(op: Operation, request: Request) -> Response:
+    state: SandboxState = request.app.state.sandbox
+    check_request_headers(request.scope["headers"])
+    principal = _identify(op.access, request, state)
+    # Section 6: a LOW/MID tenant gets TIER_NOT_ENTITLED on every replay endpoint, whatever the
+    # caller's permissions, so the tier goes before the permission check.
+    if op.tier and principal is not None:
+        check_tier(state.users.tenant.tier)
+    if op.access.permission is not None:
+        assert principal is not None
+        require(principal, op.access.permission)
+    return await op.handler(request, principal)
+
+
+def _route(op: Operation) -> Route:
+    return Route(op.full_path, _endpoint(op), methods=[op.method], name=op.operation_id)
+
+
+def _check_routes(routes: Iterable[BaseRoute]) -> None:
+    """Refuse to build an app with a route that is not a declared operation (default deny)."""
+    for route in routes:
+        op = getattr(getattr(route, "endpoint", None), "operation", None)
+        if not isinstance(route, Route) or not isinstance(op, Operation):
+            raise TypeError(
+                f"route {getattr(route, 'path', route)!r} is not a declared Operation; every endpoint "
+                "must be an moat_nb.sandbox.openapi.Operation with an access rule"
+            )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _state(request: Request) -> SandboxState:
+    return request.app.state.sandbox  # type: ignore[no-any-return]
+
+
+def _json(data: Any, status: int = 200, *, no_store: bool = False) -> JSONResponse:
+    headers = {"Cache-Control": "no-store"} if no_store else None
+    return JSONResponse(data, status, headers)
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValidationError(
+            f"{what} must be a JSON object, not {type(value).__name__}",
+            hint="see GET /api/v1/api-docs for the request schema",
+        )
+    return value
+
+
+def _string(body: Mapping[str, Any], key: str, *, required: bool = True) -> str | None:
+    value = body.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value):
+        raise ValidationError(
+            f"field {key!r} must be a {'non-empty ' if required else ''}string",
+            details={"field": key},
+        )
+    return value
+
+
+def _path_id(request: Request, name: str) -> str:
+    try:
+        return check_id(request.path_params[name], name)
+    except RecordError as exc:
+        raise ValidationError(exc.message, code="BAD_ID", hint=exc.hint, details=exc.details) from None
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+def redact_chunk(redactor: Redactor, chunk: Chunk) -> Chunk:
+    """``chunk`` with every secret replaced by its fingerprint (section 4 "Secrets"): the values
+    of secret-named headers and properties, and of secret-named fields of JSON bodies — the
+    same rules :mod:`moat_nb.sandbox.replays` applies to the trace stream, so the stored trace
+    and the streamed one agree."""
+    mask = redactor.value
+
+    def processor(p: ProcessorRecord) -> ProcessorRecord:
+        return replace(
+            p,
+            input_headers=redactor.headers(p.input_headers),
+            output_headers=redactor.headers(p.output_headers),
+            input_properties=redactor.properties(p.input_properties),
+            properties=redactor.properties(p.properties),
+            input_body=redact_body(p.input_body, mask),
+            output_body=redact_body(p.output_body, mask),
+        )
+
+    execution: Execution | None = chunk.execution
+    if execution is not None:
+        execution = replace(
+            execution,
+            input_headers=redactor.headers(execution.input_headers),
+            output_headers=redactor.headers(execution.output_headers),
+            input_properties=redactor.properties(execution.input_properties),
+            output_properties=redactor.properties(execution.output_properties),
+            input_body=redact_body(execution.input_body, mask),
+            output_body=redact_body(execution.output_body, mask),
+            processors=None if execution.processors is None else tuple(map(processor, execution.processors)),
+        )
+    return replace(chunk, execution=execution, processors=tuple(map(processor, chunk.processors)))
+
+
+def _redact_and_store(state: SandboxState, chunk: Chunk) -> Chunk:
+    """Redact, then store (in the threadpool: JSON bodies are parsed, SQLite is written)."""
+    redacted = redact_chunk(state.redactor, chunk)
+    state.store.ingest(redacted)
+    return redacted
+
+
+# --------------------------------------------------------------------------- handlers: auth, health
+
+
+async def login(request: Request, principal: Principal | None) -> Response:
+    state = _state(request)
+    body = _object(await read_json(request, limit=state.config.max_body), "the login body")
+    username = _string(body, "username")
+    password = _string(body, "password")
+    # scrypt takes ~70 ms: off the event loop.
+    answer = await run_in_threadpool(state.authority.login, username, password, state.clock())
+    return _json(answer, no_store=True)
+
+
+async def refresh(request: Request, principal: Principal | None) -> Response:
+    state = _state(request)
+    answer = state.authority.refresh(request.headers.get("authorization"), state.clock())
+    return _json(answer, no_store=True)
+
+
+async def health(request: Request, principal: Principal | None) -> Response:
+    return _json({"status": "UP"})
+
+
+async def api_docs(request: Request, principal: Principal | None) -> Response:
+    return _json(request.app.state.openapi)
+
+
+# --------------------------------------------------------------------------- handlers: executions
+
+
+def _search_filters(body: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(body) - SEARCH_FILTERS)
+    if unknown:
+        raise ValidationError(
+            f"unknown search filter {unknown[0]!r}",
+            hint="known filters: " + ", ".join(sorted(SEARCH_FILTERS)),
+            details={"field": unknown[0], "unknown": unknown},
+        )
+    filters = {k: v for k, v in body.items() if v is not None}
+    limit = filters.get("limit", DEFAULT_LIMIT)
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
+        raise ValidationError(
+            f"limit {limit!r} must be an integer from 1 to {MAX_LIMIT}",
+            hint="page with offset to read more",
+            details={"field": "limit", "max": MAX_LIMIT},
+        )
+    offset = filters.get("offset", 0)
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise ValidationError(
+            f"offset {offset!r} must be a non-negative integer", details={"field": "offset"}
+        )
+    filters["limit"], filters["offset"] = limit, offset
+    return filters
+
+
+async def search_executions(request: Request, principal: Principal | None) -> Response:
+    state = _state(request)
+    body = await read_json(request, limit=state.config.max_body, allow_empty=True)
+    filters = _search_filters(_object({} if body is None else body, "the search body"))
+    hits, total = await run_in_threadpool(lambda: state.store.search(**filters))
+    return _json(
+        {
+            "data": [h.summary().to_wire() for h in hits],
+            "total": total,
+            "offset": filters["offset"],
+            "limit": filters["limit"],
+        }
+    )
+
+
+async def get_execution(request: Request, principal: Principal | None) -> Response:
+    state = _state(request)
+    execution_id = _path_id(request, "executionId")
+    execution = await run_in_threadpool(state.store.execution, execution_id)
+    if execution is None:
+        raise NotFound(f"no execution {execution_id!r}", details={"executionId": execution_id})
+    return _json(execution.to_wire(tree=True))
+
+
+async def processor_snapshot(request: Request, principal: Principal | None) -> Response:
+    state = _state(request)
+    execution_id = _path_id(request, "executionId")
+    raw_seq = request.path_params["seq"]
+    if not raw_seq.isascii() or not raw_seq.isdigit() or len(raw_seq) > 9:
+        raise ValidationError(
+            f"seq {raw_seq[:20]!r} must be a non-negative integer", details={"field": "seq"}
+        )
+    seq = int(raw_seq)
+    record = await run_in_threadpool(state.store.processor, execution_id, seq)
+    if record is None:
+        raise NotFound(
+            f"execution {execution_id!r} has no processor with seq {seq}",
+            details={"executionId": execution_id, "seq": seq},
+        )
+    return _json(record.to_wire())
+
+
+# --------------------------------------------------------------------------- handlers: agents
+
+
+async def list_agents(request: Request, principal: Principal | None) -> Response:
+    state = _state(request)
+    unknown = sorted(set(request.query_params) - {"environment", "status"})
+    if unknown:
+        raise ValidationError(f"unknown query parameter {unknown[0]!r}", hint="known: environment, status")
+    agents = state.agents.list(
+        environment=request.query_params.get("environment") or None,
+        status=request.query_params.get("status") or None,
+    )
+    return _json([a.to_wire() for a in agents])
+
+
+async def register_agent(request: Request, principal: Principal | None) -> Response:
+    state = _state(request)
+    body = _object(await read_json(request, limit=state.config.max_body), "the registration body")
+    route_ids = body.get("routeIds", [])
+    if not isinstance(route_ids, list) or not all(isinstance(r, str) for r in route_ids):
+        raise ValidationError("routeIds must be a list of strings", details={"field": "routeIds"})
+    capabilities = body.get("capabilities")
+    if capabilities is not None and not isinstance(capabilities, list | dict):
+        raise ValidationError("capabilities must be a list or an object", details={"field": "capabilities"})
+    version = body.get("routeVersion", body.get("version"))
+    if version is not None and not isinstance(version, str):
+        raise ValidationError("routeVersion must be a string", details={"field": "routeVersion"})
+    try:
+        info = state.agents.register(
+            _string(body, "instanceId") or "",
+            environment_id=_string(body, "environmentId") or "",
+            application_id=_string(body, "applicationId") or "",
+            display_name=_string(body, "displayName", required=False),
+            route_ids=route_ids,
+            route_version=version,
+            capabilities=capabilities,
+        )
+    except RecordError as exc:
+        raise ValidationError(exc.message, code="BAD_ID", hint=exc.hint, details=exc.details) from None
+    tokens = state.authority.issue_agent_tokens(info.instance_id, info.environment_id, state.clock())
+    return _json({**tokens, "serverPublicKey": state.signer.public_key_b64()}, no_store=True)
+
+
+async def heartbeat(request: Request, principal: Principal | None) -> Response:
+    state = _state(request)
+    assert principal is not None
+    instance_id = request.path_params["instanceId"]
+    body = await read_json(request, limit=state.config.max_body, allow_empty=True)
+    body = _object({} if body is None else body, "the heartbeat body")
+    route_states = body.get("routeStates")
+    if route_states is not None and not (
+        isinstance(route_states, dict) and all(isinstance(v, str) for v in route_states.values())
+    ):
+        raise ValidationError(
+            "routeStates must map route ids to state names", details={"field": "routeStates"}
+        )
+    env = body.get("environmentId")
+    if env is not None and env != principal.env:
+        raise ValidationError(
+            f"environmentId {env!r} differs from the agent's registered environment {principal.env!r}",
+            hint="re-register to change environment",
+            details={"field": "environmentId"},
+        )
+    capabilities = body.get("capabilities")
+    if capabilities is not None and not isinstance(capabilities, list | dict):
+        raise ValidationError("capabilities must be a list or an object", details={"field": "capabilities"})
+    info = state.agents.heartbeat(instance_id, route_states=route_states, capabilities=capabilities)
+    return _json(info.to_wire())
+
+
+async def agent_events(request: Request, principal: Principal | None) -> Response:
+    state = _state(request)
+    instance_id = request.path_params["instanceId"]
+    if state.agents.get(instance_id) is None:
+        raise NotFound(
+            f"agent {instance_id!r} is not registered",
+            code="AGENT_NOT_FOUND",
+            hint="register with POST /api/v1/agents/register first",
+        )
+    last = request.headers.get("last-event-id")
+    if last is not None and not ID_PATTERN.match(last):
+        raise ValidationError(
+            f"Last-Event-ID {last[:40]!r} is not a command id",
+            code="BAD_LAST_EVENT_ID",
+            hint="send the id of the last command event received, or no Last-Event-ID",
+        )
+
+    if request.method == "HEAD":  # headers only: must not take over the agent's live channel
+        return Response(media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+    # Opened here, before the response starts, so that the agent counts as connected (LIVE) by
+    # the time it sees the response headers; the response closes it however it ends.
+    channel = state.agents.open_channel(instance_id, last_event_id=last)
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        async for command in channel:
+            yield ServerSentEvent(
+                data=json.dumps(command, ensure_ascii=False, allow_nan=False, separators=(",", ":")),
+                event=event_name(command["type"]),
+                id=command["commandId"],
+            )
+
+    return _CommandStream(
+        channel, events(), ping=state.config.ping_interval, send_timeout=state.config.send_timeout
+    )
+
+
+class _CommandStream(EventSourceResponse):
+    """The command channel's response. A send that times out (an agent that stopped reading,
+    security.md SSE-5) ends the stream as planned — the channel closes, the agent stops being
+    LIVE and resumes with Last-Event-ID when it reconnects — instead of surfacing as an error."""
+
+    def __init__(self, channel: CommandChannel, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.channel = channel
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            log.info("command channel %s: agent too slow, dropped", scope.get("path"))
+        finally:
+            self.channel.close()
+
+
+async def ack_command(request: Request, principal: Principal | None) -> Response:
+    state = _state(request)
+    instance_id = request.path_params["instanceId"]
+    command_id = _path_id(request, "commandId")
+    body = _object(await read_json(request, limit=state.config.max_body), "the ack body")
+    message = body.get("message")
+    if message is not None and not isinstance(message, str):
+        raise ValidationError("message must be a string", details={"field": "message"})
+    data = body.get("data")
+    if data is not None and not isinstance(data, dict):
+        raise ValidationError("data must be an object", details={"field": "data"})
+    ack = {"status": body.get("status"), "message": message, "data": data}
+    # The replay service hears of the first ack through the registry's on_ack callbacks.
+    _, first = state.agents.ack(instance_id, command_id, ack)
+    return _json({"commandId": command_id, "status": ack["status"], "duplicate": not first})
+
+
+# --------------------------------------------------------------------------- handlers: ingestion
+
+
+async def post_chunk(request: Request, principal: Principal | None) -> Response:
+    state = _state(request)
+    assert principal is not None
+    if request.headers.get(PROTOCOL_HEADER) != PROTOCOL_VERSION:
+        # cameleer.md 2.1: the same check and message as Cameleer's ProtocolVersionInterceptor.
+        raise ValidationError(
+            f"Missing or unsupported {PROTOCOL_HEADER} header",
+            code="PROTOCOL_VERSION",
+            hint=f"send {PROTOCOL_HEADER}: {PROTOCOL_VERSION}",
+            details={"header": PROTOCOL_HEADER, "expected": PROTOCOL_VERSION},
+        )
+    gate: _IngestGate = request.app.state.ingest_gate
+    with gate.slot():
+        body = _object(await read_json(request, limit=state.config.max_body), "the chunk")
+        try:
+            chunk = Chunk.from_wire(body)
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:  # RecordError is a ValueError
+            if isinstance(exc, RecordError):
+                raise
+            raise ValidationError(f"malformed chunk: {exc}", code="BAD_CHUNK") from None
+        chunk = _stamp_agent(chunk, principal)
+        chunk = await run_in_threadpool(_redact_and_store, state, chunk)
+        if chunk.replay_id is not None and state.replays is not None:
+            await _maybe_await(state.replays.on_chunk(chunk, principal.username))
+    return _json({"executionId": chunk.execution_id, "chunkSeq": chunk.chunk_seq}, 202)
+
+
+def _stamp_agent(chunk: Chunk, principal: Principal) -> Chunk:
+    """Environment and instance come from the agent's token, never from the body (cameleer.md
+    2.8; section 6: replay permissions are derived from stored environments). A chunk naming
+    another environment or instance is refused rather than silently rewritten."""
+    execution = chunk.execution
+    if execution is None:
+        return chunk
+    for field_name, wire, expected in (
+        ("environment", "environment", principal.env),
+        ("instance_id", "instanceId", principal.username),
+    ):
+        value = getattr(execution, field_name)
+        if value is not None and value != expected:
+            raise ValidationError(
+                f"chunk execution.{wire} {value!r} is not this agent's ({expected!r})",
+                code="BAD_CHUNK",
+                details={"field": f"execution.{wire}"},
+            )
+    return replace(
+        chunk, execution=replace(execution, environment=principal.env, instance_id=principal.username)
+    )
+
+
+class _IngestGate:
+    """Counts chunks in flight; a chunk over ``capacity`` is refused with 503 + Retry-After.
+
+    Used only on the server's event loop, so a plain counter is enough.
+    """
+
+    def __init__(self, capacity: int, retry_after: int) -> None:
+        self.capacity = capacity
+        self.retry_after = retry_after
+        self.in_flight = 0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        if self.in_flight >= self.capacity:
+            raise IngestBusy(
+                f"the ingest buffer is full ({self.capacity} chunks in flight)",
+                retry_after=self.retry_after,
+                hint=f"retry after {self.retry_after} s",
+                details={"capacity": self.capacity},
+            )
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+
+# --------------------------------------------------------------------------- the operation table
+
+_NO_CONTENT = ("no body", None)
+_PROTOCOL_PARAM = {
+    "name": PROTOCOL_HEADER,
+    "in": "header",
+    "required": True,
+    "schema": {"type": "string", "enum": [PROTOCOL_VERSION]},
+}
+_LAST_EVENT_ID = {
+    "name": "Last-Event-ID",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "id of the last command received: later unacknowledged commands are sent again",
+}
+
+
+def core_operations() -> list[Operation]:
+    """Every operation of section 4 except the replay and audit ones."""
+    sse = {"type": "string", "description": "text/event-stream of commands (section 5)"}
+    return [
+        Operation(
+            "POST",
+            "/auth/login",
+            login,
+            access=PUBLIC,
+            operation_id="login",
+            summary="Log in with a user name and password",
+            tag="auth",
+            request=ref("LoginRequest"),
+            responses={200: ("tokens", ref("LoginResponse"))},
+            errors=(401,),
+        ),
+        Operation(
+            "POST",
+            "/auth/refresh",
+            refresh,
+            access=PUBLIC,
+            operation_id="refresh",
+            summary="A new access token for a refresh token (Authorization: Bearer)",
+            tag="auth",
+            responses={200: ("a new access token", ref("RefreshResponse"))},
+            errors=(401,),
+        ),
+        Operation(
+            "GET",
+            "/health",
+            health,
+            access=PUBLIC,
+            operation_id="health",
+            summary="Liveness",
+            tag="server",
+            responses={200: ("up", ref("Health"))},
+        ),
+        Operation(
+            "GET",
+            "/api-docs",
+            api_docs,
+            access=PUBLIC,
+            operation_id="apiDocs",
+            summary="This OpenAPI 3.1 document",
+            tag="server",
+            responses={200: ("the document", {"type": "object"})},
+        ),
+        Operation(
+            "POST",
+            "/search/executions",
+            search_executions,
+            access=needs("executions:read"),
+            operation_id="searchExecutions",
+            summary="Search executions",
+            tag="executions",
+            request=ref("SearchRequest"),
+            request_required=False,
+            responses={200: ("a page of executions", ref("SearchResponse"))},
+        ),
+        Operation(
+            "GET",
+            "/executions/{executionId}",
+            get_execution,
+            access=needs("executions:read"),
+            operation_id="getExecution",
+            summary="An execution with its processor tree",
+            tag="executions",
+            responses={200: ("the execution", ref("ExecutionDetail"))},
+            errors=(404,),
+        ),
+        Operation(
+            "GET",
+            "/executions/{executionId}/processors/{seq}/snapshot",
+            processor_snapshot,
+            access=needs("executions:read"),
+            operation_id="getProcessorSnapshot",
+            summary="One processor's bodies, headers and properties",
+            tag="executions",
+            responses={200: ("the processor record", ref("ProcessorRecord"))},
+            errors=(404,),
+        ),
+        Operation(
+            "GET",
+            "/agents",
+            list_agents,
+            access=needs("executions:read"),
+            operation_id="listAgents",
+            summary="Registered agents",
+            tag="agents",
+            parameters=[
+                {"name": "environment", "in": "query", "required": False, "schema": {"type": "string"}},
+                {
+                    "name": "status",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["LIVE", "STALE", "DEAD"]},
+                },
+            ],
+            responses={200: ("agents", {"type": "array", "items": ref("Agent")})},
+        ),
+        Operation(
+            "POST",
+            "/agents/register",
+            register_agent,
+            access=BOOTSTRAP,
+            operation_id="registerAgent",
+            summary="Register an agent (Authorization: Bearer <bootstrap token>)",
+            tag="agents",
+            request=ref("RegisterRequest"),
+            responses={200: ("agent tokens", ref("RegisterResponse"))},
+        ),
+        Operation(
+            "POST",
+            "/agents/{instanceId}/heartbeat",
+            heartbeat,
+            access=agent("instanceId"),
+            operation_id="agentHeartbeat",
+            summary="Agent heartbeat with route states",
+            tag="agents",
+            request=ref("Heartbeat"),
+            request_required=False,
+            responses={200: ("the agent", ref("Agent"))},
+            errors=(404,),
+        ),
+        Operation(
+            "GET",
+            "/agents/{instanceId}/events",
+            agent_events,
+            access=agent("instanceId"),
+            operation_id="agentEvents",
+            summary="The agent's SSE command channel",
+            tag="agents",
+            parameters=[_LAST_EVENT_ID],
+            media_type="text/event-stream",
+            responses={200: ("signed commands; event = type in kebab case, id = commandId", sse)},
+            errors=(404,),
+        ),
+        Operation(
+            "POST",
+            "/agents/{instanceId}/commands/{commandId}/ack",
+            ack_command,
+            access=agent("instanceId"),
+            operation_id="ackCommand",
+            summary="Acknowledge a command",
+            tag="agents",
+            request=ref("Ack"),
+            responses={200: ("recorded", ref("AckResponse"))},
+            errors=(404,),
+        ),
+        Operation(
+            "POST",
+            "/data/chunks",
+            post_chunk,
+            access=agent(),
+            operation_id="postChunk",
+            summary="Ingest a chunk of an execution's trace",
+            tag="ingestion",
+            request=ref("Chunk"),
+            parameters=[_PROTOCOL_PARAM],
+            responses={202: ("accepted", ref("Accepted"))},
+            errors=(409, 503),
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def _replay_operations(state: SandboxState) -> list[Operation]:
+    """The replay endpoints (:func:`moat_nb.sandbox.replays.replay_routes`), which must be
+    declared :class:`Operation` objects like every other endpoint (default deny)."""
+    try:
+        from .replays import replay_routes
+    except ModuleNotFoundError as exc:  # written by another part of issue 3
+        if exc.name != f"{__package__}.replays":
+            raise
+        return []
+    ops = list(replay_routes(state))
+    for op in ops:
+        if not isinstance(op, Operation):
+            raise TypeError(
+                f"replay_routes() returned {op!r}; every endpoint must be a "
+                "moat_nb.sandbox.openapi.Operation with its access rule (default deny)"
+            )
+    return ops
+
+
+def create_app(state: SandboxState, *, extra_operations: Iterable[Operation] = ()) -> Starlette:
+    """The Starlette app of one sandbox server (see the module docstring)."""
+    operations = [*core_operations(), *_replay_operations(state), *extra_operations]
+    routes = [_route(op) for op in operations]
+    _check_routes(routes)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # sse-starlette's shutdown flag is process-wide and never reset: a server stopped by a
+        # signal earlier in this process would otherwise end every stream of this one at once.
+        AppStatus.should_exit = False
+        if state.replays is not None and hasattr(state.replays, "startup"):
+            await _maybe_await(state.replays.startup())
+        try:
+            yield
+        finally:
+            state.agents.close_channels()
+            if state.replays is not None and hasattr(state.replays, "shutdown"):
+                await _maybe_await(state.replays.shutdown())
+
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            ApiError: _api_error,
+            RecordError: _record_error,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.sandbox = state
+    app.state.operations = operations
+    app.state.openapi = document(operations)
+    app.state.ingest_gate = _IngestGate(state.config.chunk_buffer, state.config.retry_after)
+    _check_routes(app.routes)
+    return app
+
+
+# --------------------------------------------------------------------------- running it
+
+
+class ServerThread:
+    """uvicorn serving ``app`` in a background thread with its own event loop.
+
+    ``start()`` returns once the socket listens (``port=0`` picks a free port; :attr:`url` has
+    it). ``stop()`` first ends the open agent command channels and, if the replay service has
+    ``close_streams()``, the replay trace streams — uvicorn waits for open responses before it
+    runs the lifespan shutdown, so endless SSE responses must end first — then stops uvicorn.
+    """
+
+    def __init__(
+        self,
+        app: Starlette,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_level: str = "warning",
+        graceful_timeout: int = 5,
+    ) -> None:
+        self.app = app
+        self.config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            lifespan="on",
+            timeout_graceful_shutdown=graceful_timeout,
+        )
+        self.server = uvicorn.Server(self.config)
+        self.thread = threading.Thread(target=self._run, name="moat-sandbox-server", daemon=True)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.error: BaseException | None = None
+        self.port: int | None = None
+
+    def _run(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.server.serve())
+        except BaseException as exc:  # reported by start()/stop()
+            self.error = exc
+        finally:
+            # Tasks uvicorn does not own (sse-starlette's shutdown watcher, one per loop) would
+            # otherwise be destroyed pending when the loop closes.
+            pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self.loop.close()
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("the server is not started")
+        return f"http://{self.config.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                self.server.should_exit = True
+                raise RuntimeError(f"the sandbox server did not start: {self.error!r}")
+            time.sleep(0.01)
+        sockets = [s for server in self.server.servers for s in server.sockets]
+        self.port = sockets[0].getsockname()[1]
+        return self
+
+    def call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """Run ``fn`` on the server's loop (awaiting it if it returns an awaitable)."""
+        if self.loop is None or not self.thread.is_alive():
+            raise RuntimeError("the server is not running")
+
+        async def run() -> Any:
+            return await _maybe_await(fn())
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.thread.is_alive() and self.loop is not None:
+            state: SandboxState = self.app.state.sandbox
+            try:
+                self.call(state.agents.close_channels)
+                replays = state.replays
+                if replays is not None and hasattr(replays, "close_streams"):
+                    self.call(replays.close_streams)
+            except (RuntimeError, TimeoutError, asyncio.CancelledError):
+                pass  # the loop is already going away; uvicorn's graceful timeout covers the rest
+            self.server.should_exit = True
+        self.thread.join(timeout)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,193 @@
+"""Everything one sandbox server holds: store, users and tokens, keys, agents, replays, config.
+
+:meth:`SandboxState.create` opens (or makes) a data folder::
+
+    <data>/sandbox.db        the SQLite store (executions, processors; replays and audit tables)
+    <data>/keys/jwt.key      HS256 secret for access/refresh tokens (so tokens survive a restart)
+    <data>/keys/commands.pem Ed25519 key that signs agent commands (section 5)
+    <data>/keys/redaction.key HMAC key of secret fingerprints (section 4 "Secrets")
+
+The keys live outside the database on purpose (security.md 1.2 item 3: whoever can rewrite the
+database must not thereby hold the keys), each file readable by its owner only.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .agents import AgentRegistry
+from .apps import App
+from .bodies import DEFAULT_LIMIT
+from .security import (
+    Authority,
+    CommandSigner,
+    Redactor,
+    UserTable,
+    default_users,
+    load_users,
+    new_bootstrap_token,
+)
+from .store import Store
+
+if TYPE_CHECKING:
+    from .replays import ReplayService
+
+__all__ = ["ServerConfig", "SandboxState", "DB_FILE"]
+
+DB_FILE = "sandbox.db"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Tunables of one server. Times in seconds."""
+
+    #: SSE comment ping interval on both streams (section 5: every 15 s, configurable).
+    ping_interval: float = 15.0
+    #: A client that does not take an SSE event within this long is dropped (security.md SSE-5).
+    send_timeout: float = 10.0
+    #: A replay whose agent sends no final chunk within this long is TIMED_OUT (issue 3).
+    replay_timeout: float = 30.0
+    #: Agent liveness (cameleer.md 2.4): STALE after this long without a heartbeat ...
+    agent_stale_after: float = 90.0
+    #: ... and DEAD this long after that.
+    agent_dead_after: float = 300.0
+    #: Unacknowledged commands expire after this long (cameleer.md 2.5: 60 s).
+    command_ttl: float = 60.0
+    #: Chunks in flight (being read, redacted, stored) before POST /data/chunks answers 503.
+    chunk_buffer: int = 64
+    #: The Retry-After of that 503, in whole seconds (RFC 9110 10.2.3).
+    retry_after: int = 1
+    #: Request body limit (section 4: 1 MiB).
+    max_body: int = DEFAULT_LIMIT
+    #: The agents' bootstrap token; None makes a random one per start.
+    bootstrap_token: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in (
+            "ping_interval",
+            "send_timeout",
+            "replay_timeout",
+            "agent_stale_after",
+            "agent_dead_after",
+            "command_ttl",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ServerConfig.{name} must be positive")
+        if self.chunk_buffer < 1 or self.retry_after < 0 or self.max_body < 1:
+            raise ValueError("ServerConfig: chunk_buffer and max_body must be >= 1, retry_after >= 0")
+
+
+def _secret_file(path: Path, size: int = 32) -> bytes:
+    """The key in ``path``, made (random, owner-only) if absent."""
+    if path.exists():
+        data = path.read_bytes()
+        if len(data) < 32:
+            raise ValueError(f"{path}: key file is shorter than 32 bytes; delete it to have one made")
+        return data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = secrets.token_bytes(size)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    return data
+
+
+@dataclass
+class SandboxState:
+    """The state one server runs on. Make it with :meth:`create`."""
+
+    data_dir: Path
+    app: App
+    seed: int
+    config: ServerConfig
+    store: Store
+    authority: Authority
+    signer: CommandSigner
+    redactor: Redactor
+    agents: AgentRegistry
+    clock: Callable[[], datetime] = _utcnow
+    #: Set by :meth:`create` from :mod:`moat_nb.sandbox.replays` (None until that module exists).
+    replays: ReplayService | Any = None
+    #: Free slots for extension modules (e.g. the audit log) keyed by name.
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls,
+        data_dir: Path | str,
+        *,
+        users_file: Path | str | None = None,
+        app: App,
+        seed: int = 0,
+        config: ServerConfig | None = None,
+        users: UserTable | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> SandboxState:
+        """Open ``data_dir`` (made if absent): store, keys, users (``users_file``, or ``users``,
+        or the four defaults of section 6), agent registry and replay service."""
+        data = Path(data_dir)
+        data.mkdir(parents=True, exist_ok=True)
+        config = config or ServerConfig()
+        if config.bootstrap_token is None:
+            config = replace(config, bootstrap_token=new_bootstrap_token())
+        if users is None:
+            users = load_users(users_file) if users_file is not None else default_users()
+        keys = data / "keys"
+        signer = CommandSigner.load_or_create(keys / "commands.pem")
+        state = cls(
+            data_dir=data,
+            app=app,
+            seed=seed,
+            config=config,
+            store=Store(data / DB_FILE),
+            authority=Authority(
+                users,
+                jwt_secret=_secret_file(keys / "jwt.key"),
+                bootstrap_token=config.bootstrap_token or "",
+            ),
+            signer=signer,
+            redactor=Redactor(_secret_file(keys / "redaction.key")),
+            agents=AgentRegistry(
+                signer,
+                clock=clock,
+                stale_after=config.agent_stale_after,
+                dead_after=config.agent_dead_after,
+                command_ttl=config.command_ttl,
+            ),
+            clock=clock,
+        )
+        state.replays = _replay_service(state)
+        return state
+
+    @property
+    def users(self) -> UserTable:
+        return self.authority.users
+
+    @property
+    def bootstrap_token(self) -> str:
+        return self.config.bootstrap_token or ""
+
+    def close(self) -> None:
+        """Close the store (after the server stopped)."""
+        self.store.close()
+
+
+def _replay_service(state: SandboxState) -> Any:
+    """The replay service of :mod:`moat_nb.sandbox.replays`, or None while it does not exist."""
+    try:
+        from .replays import ReplayService
+    except ModuleNotFoundError as exc:  # the module is written by another part of issue 3
+        if exc.name != f"{__package__}.replays":
+            raise
+        return None
+    return ReplayService(state)

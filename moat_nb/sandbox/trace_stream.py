@@ -1,0 +1,283 @@
+"""The replay trace stream ``GET /replays/{replayId}/events`` and its stream tickets (DESIGN.md
+section 5; reference/security.md section 4).
+
+The stream is a pure reader of ``replay_events`` (:class:`~moat_nb.sandbox.replays.ReplayService`
+stores every event before anyone is sent it): it sends the stored events after the client's
+``Last-Event-ID`` (or ``?lastEventId=``), then waits on the replay's signal for the next stored
+event and reads again — so resume and live tail are one code path, and the replay never depends
+on a connection. ``retry: 3000`` goes first; sse-starlette sends the comment pings
+(``config.ping_interval``) and drops a client that does not take an event within
+``config.send_timeout`` (it resumes from the store).
+
+Status codes (WHATWG EventSource: anything but 200 ``text/event-stream`` stops a browser from
+reconnecting): 204 after ``end`` when the client has seen it, 404 for an unknown replay or one
+the caller may not read, 400 for a Last-Event-ID that is not a non-negative integer or that was
+never sent.
+
+Stream tickets: a browser's ``EventSource`` cannot send ``Authorization``, and a bearer token in
+a URL leaks into access logs (security.md 4.1), so ``POST /replays/{id}/stream-ticket`` gives a
+random ticket valid once, for 60 s, for that replay and that user, used as ``?ticket=``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from ..errors import AuthenticationError, NotFound, ValidationError
+from ..model import Chunk, Execution, ProcessorRecord
+from .openapi import USER, Operation, self_checked
+from .security import Principal
+
+if TYPE_CHECKING:
+    from .replays import ReplayService
+    from .state import SandboxState
+
+__all__ = [
+    "RETRY_MS",
+    "TICKET_TTL",
+    "TicketBook",
+    "parse_last_event_id",
+    "stream_operations",
+    "processor_event",
+    "execution_event",
+]
+
+log = logging.getLogger(__name__)
+
+#: The reconnection time sent first (section 5).
+RETRY_MS = 3000
+#: Section 4: stream tickets last 60 s.
+TICKET_TTL = timedelta(seconds=60)
+_DIGITS = re.compile(r"\d{1,18}")
+
+
+def parse_last_event_id(header: str | None, query: str | None) -> int:
+    """The id the client saw last: the ``Last-Event-ID`` header, else ``?lastEventId=``, else 0.
+
+    400 ``BAD_LAST_EVENT_ID`` unless it is a non-negative decimal integer (ids are 1, 2, 3 ...).
+    """
+    raw = header if header is not None else query
+    if raw is None or raw == "":
+        return 0  # an empty id resets the last event id (WHATWG), i.e. "from the start"
+    if not _DIGITS.fullmatch(raw.strip()):
+        raise ValidationError(
+            f"Last-Event-ID {raw[:40]!r} is not an event id of this stream",
+            code="BAD_LAST_EVENT_ID",
+            hint="send the id of the last event received (1, 2, 3 ...), or none to start over",
+        )
+    return int(raw.strip())
+
+
+class TicketBook:
+    """Single-use stream tickets: ticket -> (replayId, principal, expiry). Thread-safe."""
+
+    def __init__(self, ttl: timedelta = TICKET_TTL) -> None:
+        self.ttl = ttl
+        self._tickets: dict[str, tuple[str, Principal, datetime]] = {}
+        self._lock = threading.Lock()
+
+    def issue(self, principal: Principal, replay_id: str, now: datetime) -> dict[str, object]:
+        ticket = secrets.token_urlsafe(32)
+        with self._lock:
+            # Forget expired tickets so that the book stays small.
+            for t in [t for t, (_, _, exp) in self._tickets.items() if exp <= now]:
+                del self._tickets[t]
+            self._tickets[ticket] = (replay_id, principal, now + self.ttl)
+        return {"ticket": ticket, "expiresIn": int(self.ttl.total_seconds())}
+
+    def redeem(self, ticket: str, replay_id: str, now: datetime) -> Principal:
+        """The principal of a valid ticket for ``replay_id``; the ticket is used up either way.
+
+        401 ``BAD_TICKET`` for an unknown, used, expired or other-replay ticket."""
+        with self._lock:
+            entry = self._tickets.pop(ticket, None)
+        if entry is None or entry[2] <= now or entry[0] != replay_id:
+            raise AuthenticationError(
+                "the stream ticket is unknown, used, expired or for another replay",
+                code="BAD_TICKET",
+                hint="get a new one with POST /api/v1/replays/{replayId}/stream-ticket (single use, 60 s)",
+            )
+        return entry[1]
+
+
+class _TraceResponse(EventSourceResponse):
+    """An EventSourceResponse that treats a send timeout as the planned end of a slow client's
+    stream (security.md SSE-5) instead of an application error: the client resumes from the
+    store with its Last-Event-ID."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            log.info(
+                "trace stream %s: client too slow, dropped (it resumes from the store)", scope.get("path")
+            )
+
+
+async def _events(svc: ReplayService, replay_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
+    yield ServerSentEvent(retry=RETRY_MS)
+    last = after
+    while True:
+        # Take the signal *before* reading, so that an event stored between the read and the
+        # wait still wakes us.
+        wake = svc.signal(replay_id)
+        rows = await run_in_threadpool(svc.events_after, replay_id, last)
+        for event_id, event, data in rows:
+            yield ServerSentEvent(id=str(event_id), event=event, data=data)
+            last = event_id
+            if event == "end":
+                return  # section 5: after `end` the server closes
+            # Let the loop run its callbacks between two events: a client that hung up is
+            # noticed (and this stream cancelled) instead of being written the whole backlog.
+            await asyncio.sleep(0)
+        if rows:
+            continue
+        if svc.closing:
+            return
+        await wake.wait()
+
+
+def stream_operations(state: SandboxState, service: Callable[[], ReplayService]) -> list[Operation]:
+    """``GET /replays/{replayId}/events`` and ``POST /replays/{replayId}/stream-ticket``."""
+    from .replay_api import principal_of
+
+    tickets = TicketBook()
+
+    async def events(request: Request, _: Principal | None) -> Response:
+        svc = service()
+        replay_id = request.path_params["replayId"]
+        ticket = request.query_params.get("ticket")
+        if ticket is not None and "authorization" not in request.headers:
+            principal = tickets.redeem(ticket, replay_id, state.clock())
+        else:
+            principal = principal_of(state, request)
+        if principal.kind != "user":
+            raise NotFound(f"no replay {replay_id!r}", details={"replayId": replay_id})
+        svc.check_tier()
+        await run_in_threadpool(svc.visible, principal, replay_id)
+        after = parse_last_event_id(
+            request.headers.get("last-event-id"), request.query_params.get("lastEventId")
+        )
+        last_id, last_event = await run_in_threadpool(svc.last_event, replay_id)
+        if last_event == "end" and after >= last_id:
+            return Response(status_code=204)
+        if after > last_id:
+            raise ValidationError(
+                f"Last-Event-ID {after} was never sent on this stream (the newest event is {last_id})",
+                code="BAD_LAST_EVENT_ID",
+                hint="send the id of the last event received",
+            )
+        svc.bind_loop()
+        return _TraceResponse(
+            _events(svc, replay_id, after),
+            ping=state.config.ping_interval,
+            send_timeout=state.config.send_timeout,
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    async def stream_ticket(request: Request, principal: Principal | None) -> Response:
+        assert principal is not None
+        svc = service()
+        replay_id = request.path_params["replayId"]
+        await run_in_threadpool(svc.visible, principal, replay_id)
+        return JSONResponse(
+            tickets.issue(principal, replay_id, state.clock()), headers={"Cache-Control": "no-store"}
+        )
+
+    return [
+        Operation(
+            "GET",
+            "/replays/{replayId}/events",
+            events,
+            access=self_checked(
+                "a browser EventSource cannot send Authorization: the stream takes a bearer token "
+                "or a single-use ?ticket= from POST /replays/{replayId}/stream-ticket"
+            ),
+            tier=True,
+            operation_id="replayEvents",
+            summary="The replay's trace as server-sent events (status, processor, execution, end)",
+            tag="replays",
+            media_type="text/event-stream",
+            parameters=[
+                {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
+                {"name": "lastEventId", "in": "query", "required": False, "schema": {"type": "string"}},
+                {"name": "ticket", "in": "query", "required": False, "schema": {"type": "string"}},
+            ],
+            responses={
+                200: ("the event stream; ids 1, 2, 3 ...", {"type": "string"}),
+                204: ("the replay ended and the client has seen its last event", None),
+            },
+            errors=(404,),
+        ),
+        Operation(
+            "POST",
+            "/replays/{replayId}/stream-ticket",
+            stream_ticket,
+            access=USER,
+            tier=True,
+            operation_id="replayStreamTicket",
+            summary="A single-use, 60 s ticket to open the trace stream without Authorization",
+            tag="replays",
+            responses={
+                200: (
+                    "the ticket",
+                    {
+                        "type": "object",
+                        "required": ["ticket", "expiresIn"],
+                        "properties": {"ticket": {"type": "string"}, "expiresIn": {"type": "integer"}},
+                    },
+                )
+            },
+            errors=(404,),
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------- event data
+
+
+def processor_event(p: ProcessorRecord, chunk: Chunk, redactor: Any) -> dict[str, Any]:
+    """The ``processor`` event's data: the record's wire form with ``replayId``, secret headers
+    and properties redacted as in the stored trace (the server redacted the chunk already; the
+    Redactor leaves markers as they are, so this only guards a chunk that was not)."""
+    fixed = replace(
+        p,
+        execution_id=p.execution_id or chunk.execution_id,
+        exchange_id=p.exchange_id or chunk.exchange_id,
+        replay_id=chunk.replay_id,
+        input_headers=redactor.mapping(p.input_headers),
+        output_headers=redactor.mapping(p.output_headers),
+        input_properties=redactor.mapping(p.input_properties),
+        properties=redactor.mapping(p.properties),
+    )
+    return fixed.to_wire()
+
+
+def execution_event(x: Execution, replay_id: str, redactor: Any) -> dict[str, Any]:
+    """The ``execution`` event's data: the replay's Execution without processors, redacted."""
+    fixed = replace(
+        x,
+        processors=None,
+        replay_id=replay_id,
+        is_replay=True,
+        input_headers=redactor.mapping(x.input_headers),
+        output_headers=redactor.mapping(x.output_headers),
+        input_properties=redactor.mapping(x.input_properties),
+        output_properties=redactor.mapping(x.output_properties),
+    )
+    return fixed.to_wire()

@@ -1,0 +1,396 @@
+"""The sandbox agents against the real server on 127.0.0.1 (moat_nb/sandbox/agent.py).
+
+Registration, heartbeat and route states; the command channel's checks (tampered signature,
+expired command, reused nonce) seen through the acks the *server* records; a replay end to end;
+the channel reconnecting after the server drops it; token recovery. The pure helpers
+(``chunks_of``, ``retry_after_seconds``, ``stub_source``) are checked with Hypothesis.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from moat_nb.errors import RecordError
+from moat_nb.model import Execution, ProcessorRecord
+from moat_nb.sandbox.agent import REPLAY_HEADER, chunks_of, retry_after_seconds, stub_source
+from moat_nb.sandbox.runner import SandboxHandle
+from moat_nb.sandbox.security import CommandSigner
+
+# --------------------------------------------------------------------------- acks seen by the server
+
+
+class AckLog:
+    """Every first ack the server's AgentRegistry records, by command id."""
+
+    def __init__(self) -> None:
+        self._acks: dict[str, dict[str, Any]] = {}
+        self._cond = threading.Condition()
+
+    def __call__(self, instance_id: str, command_id: str, ack: dict[str, Any]) -> None:
+        with self._cond:
+            self._acks[command_id] = {"instanceId": instance_id, **ack}
+            self._cond.notify_all()
+
+    def wait(self, command_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        with self._cond:
+            if not self._cond.wait_for(lambda: command_id in self._acks, timeout):
+                raise AssertionError(f"no ack for command {command_id} within {timeout} s")
+            return self._acks[command_id]
+
+
+@pytest.fixture(scope="module")
+def acks(sandbox: SandboxHandle) -> AckLog:
+    log = AckLog()
+    sandbox.state.agents.on_ack(log)
+    return log
+
+
+def send(
+    sandbox: SandboxHandle, environment: str, command: Mapping[str, Any], signer: Any = None
+) -> dict[str, Any]:
+    """Queue ``command`` for the environment's agent through the server's registry (signed by
+    the server's key, or by ``signer`` for this one command); returns the command as sent."""
+    registry = sandbox.state.agents
+    instance_id = sandbox.agents[environment].instance_id
+
+    async def go() -> dict[str, Any]:
+        real = registry.signer
+        if signer is not None:
+            registry.signer = signer  # no await until restored: no other send sees it
+        try:
+            return await registry.send(instance_id, dict(command))
+        finally:
+            registry.signer = real
+
+    return sandbox.call(go)
+
+
+class TamperingSigner:
+    """Signs like the server, then changes a field: what a man in the middle would send."""
+
+    def __init__(self, real: CommandSigner, **changes: Any) -> None:
+        self.real, self.changes = real, changes
+
+    def sign(self, command: Mapping[str, Any]) -> dict[str, Any]:
+        return {**self.real.sign(command), **self.changes}
+
+
+# --------------------------------------------------------------------------- registration, heartbeat
+
+
+def test_agents_register_and_are_live_with_route_states(
+    sandbox: SandboxHandle, analyst: Any, tools: Any
+) -> None:
+    def listed() -> list[dict[str, Any]] | None:
+        agents = analyst.get("/agents").json()
+        ready = [a for a in agents if a["routeStates"] and a["status"] == "LIVE"]
+        return agents if len(ready) == 3 else None
+
+    agents = {a["environmentId"]: a for a in tools.wait_for(listed)}
+    assert set(agents) == {"dev", "staging", "prod"}
+    for env, version in (("dev", "v2"), ("staging", "v2"), ("prod", "v1")):
+        a = agents[env]
+        assert a["instanceId"] == f"orders-{env}-1"
+        assert a["applicationId"] == "orders"
+        assert a["routeVersion"] == version
+        assert a["capabilities"] == ["replay"]
+        assert a["routeStates"] == {"order-intake": "Started", "enrich-customer": "Started"}
+        assert sorted(a["routeIds"]) == ["enrich-customer", "order-intake"]
+    assert {a.capture for a in sandbox.agents.values()} == {"PROCESSOR", "ROUTE"}
+    assert sandbox.agents["prod"].capture == "ROUTE"
+    # The heartbeat keeps lastHeartbeat moving.
+    first = agents["dev"]["lastHeartbeat"]
+    sandbox.call(sandbox.agents["dev"].heartbeat)
+    again = {a["environmentId"]: a for a in analyst.get("/agents").json()}
+    assert again["dev"]["lastHeartbeat"] >= first
+
+
+def test_history_went_through_the_agents(analyst: Any) -> None:
+    for env, capture in (("dev", "PROCESSOR"), ("staging", "PROCESSOR"), ("prod", "ROUTE")):
+        page = analyst.post("/search/executions", json={"environment": env, "limit": 5}).json()
+        assert page["total"] == 30
+        for hit in page["data"]:
+            assert hit["instanceId"] == f"orders-{env}-1"
+            assert hit["captureMode"] == capture
+            assert hit["isReplay"] is False
+
+
+# --------------------------------------------------------------------------- refusing commands
+
+
+def test_refuses_a_tampered_signature(sandbox: SandboxHandle, acks: AckLog) -> None:
+    tampered = TamperingSigner(sandbox.state.signer, routeId="evil-route")
+    sent = send(
+        sandbox,
+        "dev",
+        {"type": "replay", "replayId": "r-tampered", "routeId": "order-intake"},
+        signer=tampered,
+    )
+    ack = acks.wait(sent["commandId"])
+    assert ack["status"] == "FAILURE"
+    assert ack["instanceId"] == "orders-dev-1"
+    assert "bad signature" in ack["message"]
+
+
+def test_refuses_a_command_signed_by_another_key(sandbox: SandboxHandle, acks: AckLog) -> None:
+    forger = CommandSigner.generate()
+    sent = send(sandbox, "staging", {"type": "replay", "replayId": "r-forged"}, signer=forger)
+    ack = acks.wait(sent["commandId"])
+    assert ack["status"] == "FAILURE" and "bad signature" in ack["message"]
+
+
+def test_refuses_an_expired_command(sandbox: SandboxHandle, acks: AckLog) -> None:
+    agent = sandbox.agents["dev"]
+    real = agent.clock
+    # The command arrives after its expiresAt (issuedAt + 60 s) by the agent's clock.
+    agent.clock = lambda: real() + timedelta(minutes=2)
+    try:
+        sent = send(sandbox, "dev", {"type": "replay", "replayId": "r-expired"})
+        ack = acks.wait(sent["commandId"])
+    finally:
+        agent.clock = real
+    assert ack["status"] == "FAILURE"
+    assert f"expired at {sent['expiresAt']}" in ack["message"]
+
+
+def test_refuses_a_reused_nonce(sandbox: SandboxHandle, acks: AckLog) -> None:
+    nonce = "5e1f" * 8
+    first = send(sandbox, "prod", {"type": "ping-test", "nonce": nonce})
+    ack1 = acks.wait(first["commandId"])
+    # The first passed every check and was refused only as a type this agent does not run.
+    assert ack1["status"] == "FAILURE" and "unsupported command type 'ping-test'" in ack1["message"]
+    second = send(sandbox, "prod", {"type": "ping-test", "nonce": nonce})
+    assert second["commandId"] != first["commandId"]
+    ack2 = acks.wait(second["commandId"])
+    assert ack2["status"] == "FAILURE"
+    assert f"nonce {nonce!r} was already used" in ack2["message"]
+
+
+def test_a_replay_for_an_unknown_route_is_refused_in_words(sandbox: SandboxHandle, acks: AckLog) -> None:
+    sent = send(
+        sandbox,
+        "dev",
+        {
+            "type": "replay",
+            "replayId": "r-unknown-route",
+            "sourceExchangeId": "ID-x",
+            "routeId": "nope",
+            "environment": "dev",
+            "modifiedPayload": {"headers": {}, "body": "{}", "properties": {}},
+            "stubReplies": [],
+        },
+    )
+    ack = acks.wait(sent["commandId"])
+    assert ack["status"] == "FAILURE"
+    assert "route 'nope' is not deployed on orders-dev-1" in ack["message"]
+
+
+# --------------------------------------------------------------------------- replay end to end
+
+
+def test_replay_end_to_end(sandbox: SandboxHandle, operator: Any, tools: Any, acks: AckLog) -> None:
+    source = tools.source_exchange(operator, "dev")
+    detail = operator.get(f"/executions/{source['executionId']}").json()
+    body = json.loads(detail["inputBody"])
+    body["channel"] = "replay-test"
+    response = tools.post_replay(
+        operator, source["exchangeId"], reason="agent e2e", modifiedPayload={"body": json.dumps(body)}
+    )
+    assert response.status_code == 202, response.text
+    replay = tools.wait_replay(operator, response.json()["replayId"])
+    assert replay["status"] == "COMPLETED", replay
+    assert replay["agentId"] == "orders-dev-1"
+
+    result = operator.get(f"/executions/{replay['resultExecutionId']}").json()
+    assert result["isReplay"] is True
+    assert result["replayId"] == replay["replayId"]
+    assert result["sourceExchangeId"] == source["exchangeId"]
+    assert result["exchangeId"] != source["exchangeId"]  # a replay is a new exchange
+    assert result["captureMode"] == "PROCESSOR"
+    assert result["environment"] == "dev" and result["instanceId"] == "orders-dev-1"
+    assert result["inputHeaders"][REPLAY_HEADER] == replay["replayId"]
+    assert json.loads(result["inputBody"])["channel"] == "replay-test"
+
+    def flat(nodes: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for node in nodes:
+            yield node
+            yield from flat(node.get("children") or [])
+
+    processors = list(flat(result["processors"]))
+    # The trace went as several chunks (16 records each) and arrived whole.
+    assert len(processors) > 16
+    assert sorted(p["seq"] for p in processors) == list(range(1, len(processors) + 1))
+    assert result["processorCount"] == len(processors)
+    assert all(p["replayId"] == replay["replayId"] for p in processors)
+    external = [p for p in processors if (p["endpointUri"] or "").startswith(("http", "kafka"))]
+    assert external and all(p["stubbed"] for p in external)
+    # The CRM reply was answered from the source's recorded reply.
+    source_detail = list(flat(detail["processors"]))
+    crm = next(p for p in source_detail if (p["endpointUri"] or "").startswith("http"))
+    crm_replayed = next(p for p in processors if p["processorId"] == crm["processorId"])
+    assert crm_replayed["outputBody"] == crm["outputBody"]
+
+    command_id, ack = next(
+        (cid, a)
+        for cid, a in sandbox.agents["dev"].acks
+        if (a.get("data") or {}).get("executionId") == replay["resultExecutionId"]
+    )
+    assert ack["status"] == "SUCCESS"
+    assert replay["replayId"] in ack["message"] and "COMPLETED" in ack["message"]
+    assert acks.wait(command_id)["status"] == "SUCCESS"
+
+
+# --------------------------------------------------------------------------- channel, tokens
+
+
+def test_command_channel_reconnects_after_the_server_drops_it(
+    sandbox: SandboxHandle, acks: AckLog, tools: Any
+) -> None:
+    agent = sandbox.agents["staging"]
+    registry = sandbox.state.agents
+    before = agent.connections
+    sandbox.call(registry.close_channels)
+    tools.wait_for(lambda: agent.connections > before and registry.channel_open(agent.instance_id))
+    assert registry.get(agent.instance_id).status == "LIVE"
+    # The new channel carries commands, and the agent remembers the last id it got.
+    sent = send(sandbox, "staging", {"type": "ping-test"})
+    assert acks.wait(sent["commandId"])["status"] == "FAILURE"
+    assert agent.last_event_id == sent["commandId"]
+
+
+def test_a_command_sent_while_the_channel_is_down_arrives_after_reconnect(
+    sandbox: SandboxHandle, acks: AckLog
+) -> None:
+    q: queue.Queue[dict[str, Any]] = queue.Queue()
+
+    async def drop_and_send() -> None:
+        sandbox.state.agents.close_channels()
+        q.put(await sandbox.state.agents.send("orders-prod-1", {"type": "ping-test"}))
+
+    sandbox.call(drop_and_send)
+    sent = q.get(timeout=1)
+    assert "unsupported command type" in acks.wait(sent["commandId"])["message"]
+
+
+def test_agent_recovers_from_a_rejected_token(sandbox: SandboxHandle, analyst: Any, tools: Any) -> None:
+    agent = sandbox.agents["dev"]
+
+    async def spoil_and_beat() -> None:
+        agent._access = "not-a-token"  # as if the token had expired or the server's key changed
+        await agent.heartbeat()
+
+    sandbox.call(spoil_and_beat)
+    assert agent._access != "not-a-token"
+    sandbox.call(agent.refresh_token)
+    sandbox.call(agent.heartbeat)
+    tools.wait_for(lambda: analyst.get("/agents", params={"environment": "dev", "status": "LIVE"}).json())
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def _record(seq: int, body_size: int) -> ProcessorRecord:
+    return ProcessorRecord(
+        execution_id="e-1",
+        exchange_id="x-1",
+        seq=seq,
+        processor_id=f"p{seq}",
+        processor_type="log",
+        route_id="r",
+        status="COMPLETED",
+        input_body="x" * body_size,
+        replay_id="rp-1",
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 3000), max_size=60),
+    max_processors=st.integers(1, 20),
+    max_bytes=st.integers(200, 20_000),
+)
+def test_chunks_of_cuts_a_trace_into_ordered_bounded_chunks(
+    sizes: list[int], max_processors: int, max_bytes: int
+) -> None:
+    records = tuple(_record(i + 1, n) for i, n in enumerate(sizes))
+    execution = Execution(
+        execution_id="e-1",
+        exchange_id="x-1",
+        route_id="r",
+        status="COMPLETED",
+        replay_id="rp-1",
+        processors=tuple(reversed(records)),
+        processor_count=len(records),
+    )
+    chunks = chunks_of(execution, max_processors=max_processors, max_bytes=max_bytes)
+    assert [c.chunk_seq for c in chunks] == list(range(len(chunks)))
+    assert [c.final for c in chunks] == [False] * (len(chunks) - 1) + [True]
+    assert all(c.execution is None for c in chunks[:-1])
+    assert chunks[-1].execution == replace(execution, processors=None)
+    assert [p for c in chunks for p in c.processors] == list(records)  # all, once, in seq order
+    for c in chunks:
+        assert c.replay_id == "rp-1" and c.execution_id == "e-1" and c.exchange_id == "x-1"
+        assert len(c.processors) <= max_processors
+        size = sum(len(json.dumps(p.to_wire(), separators=(",", ":"))) for p in c.processors)
+        assert size <= max_bytes or len(c.processors) == 1  # only a record too big alone exceeds it
+    assert all(c.processors for c in chunks[:-1])  # no empty chunk but maybe the final one
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    now = datetime(2026, 1, 5, 12, 0, 0, tzinfo=UTC)
+    assert retry_after_seconds("3", now) == 3.0
+    assert retry_after_seconds(" 0 ", now) == 0.0
+    assert retry_after_seconds("Mon, 05 Jan 2026 12:00:07 GMT", now) == 7.0
+    assert retry_after_seconds("Mon, 05 Jan 2026 11:00:00 GMT", now) == 0.0  # in the past
+    assert retry_after_seconds(None, now) is None
+    assert retry_after_seconds("soon", now) is None
+    assert retry_after_seconds("-1", now) is None
+
+
+def test_stub_source_turns_stub_replies_into_a_replay_of_execution() -> None:
+    command = {
+        "sourceExchangeId": "ID-src",
+        "sourceExecutionId": "e-src",
+        "routeId": "order-intake",
+        "stubReplies": [
+            {"routeId": "enrich-customer", "processorId": "crm", "iteration": 0, "body": '{"a":1}'},
+            {
+                "routeId": "order-intake",
+                "processorId": "pay",
+                "iteration": 2,
+                "body": None,
+                "status": "FAILED",
+                "errorType": "java.net.ConnectException",
+                "errorMessage": "refused",
+            },
+        ],
+    }
+    source = stub_source(command)
+    assert source.exchange_id == "ID-src" and source.execution_id == "e-src"
+    first, second = source.processors
+    assert (first.route_id, first.processor_id, first.iteration, first.output_body) == (
+        "enrich-customer",
+        "crm",
+        0,
+        '{"a":1}',
+    )
+    assert (second.status, second.error_type, second.iteration) == ("FAILED", "java.net.ConnectException", 2)
+    assert stub_source({"stubReplies": []}).processors == ()  # still stubs: nothing real is called
+    for bad in (
+        {"stubReplies": {}},
+        {"stubReplies": [{"routeId": "r"}]},
+        {"stubReplies": [{"routeId": "r", "processorId": "p", "iteration": -1}]},
+        {"stubReplies": [{"routeId": "r", "processorId": "p", "body": 3}]},
+    ):
+        with pytest.raises(RecordError):
+            stub_source(bad)

@@ -1,0 +1,851 @@
+"""Replays end to end (moat_nb/sandbox/replays.py, replay_api.py, trace_stream.py, preflight.py,
+replay_tables.py): a real server on 127.0.0.1 with real agents over HTTP/SSE (DESIGN.md
+sections 4-7; issue 3 "Tests that must exist"; security.md SSE-*, IDEM-*, AUD-8, VAL-3, VAL-6).
+
+This module runs its own sandbox (short replay timeout and ping interval, an extra user with
+``replay:run`` but not ``replay:modify``) next to the shared one of conftest.py. A *silent agent*
+— a plain HTTP client that registers, holds its command channel and never acts — stands for an
+agent that hangs or dies mid-replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import json
+import random
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from moat_nb import audit
+from moat_nb.payload import is_secret_name as payload_is_secret_name
+from moat_nb.sandbox import start
+from moat_nb.sandbox.agent import AgentConfig
+from moat_nb.sandbox.replay_tables import claim_key, create_tables, find_key
+from moat_nb.sandbox.runner import SandboxHandle
+from moat_nb.sandbox.security import DEFAULT_USERS_TOML, Tenant, parse_users
+from moat_nb.sandbox.security import is_secret_name as security_is_secret_name
+from moat_nb.sandbox.trace_stream import parse_last_event_id
+
+TIMEOUT = 2.0  # the module sandbox's replay_timeout (s)
+PING = 0.3  # its ping interval (s)
+SEND_TIMEOUT = 1.0
+USERS_TOML = (
+    DEFAULT_USERS_TOML
+    + """
+[users.runner]
+password = "runner"
+roles = ["VIEWER"]
+grants = ["replay:run"]
+"""
+)
+ROUTE = "order-intake"
+
+
+# --------------------------------------------------------------------------- fixtures and helpers
+
+
+@pytest.fixture(scope="module")
+def sb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxHandle]:
+    handle = start(
+        data=tmp_path_factory.mktemp("replays"),
+        per_env=25,
+        seed=11,
+        users=parse_users(USERS_TOML),
+        agent_config=AgentConfig(chunk_processors=16),
+        replay_timeout=TIMEOUT,
+        ping_interval=PING,
+        send_timeout=SEND_TIMEOUT,
+    )
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture(scope="module")
+def user(sb: SandboxHandle, tools: Any) -> Iterator[Callable[[str], httpx.Client]]:
+    clients: dict[str, httpx.Client] = {}
+
+    def get(name: str) -> httpx.Client:
+        if name not in clients:
+            clients[name] = tools.user_client(sb, name)
+        return clients[name]
+
+    yield get
+    for c in clients.values():
+        c.close()
+
+
+def detail(client: httpx.Client, execution_id: str) -> dict[str, Any]:
+    r = client.get(f"/executions/{execution_id}")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def flat(nodes: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for n in nodes:
+        yield n
+        yield from flat(n.get("children") or [])
+
+
+def sources(client: httpx.Client, environment: str, n: int = 50) -> list[dict[str, Any]]:
+    r = client.post(
+        "/search/executions",
+        json={"environment": environment, "status": "COMPLETED", "isReplay": False, "limit": n},
+    )
+    assert r.status_code == 200, r.text
+    return r.json()["data"]
+
+
+def read_events(
+    client: httpx.Client, replay_id: str, *, last: int | None = None, limit: int | None = None, **params: str
+) -> tuple[int, list[tuple[int, str, dict[str, Any]]]]:
+    """Open the trace stream (after ``last``), read at most ``limit`` events (then disconnect);
+    the status code and the ``(id, event, data)`` triples read."""
+    headers = {} if last is None else {"Last-Event-ID": str(last)}
+    out: list[tuple[int, str, dict[str, Any]]] = []
+    with client.stream("GET", f"/replays/{replay_id}/events", headers=headers, params=params) as r:
+        if r.status_code != 200:
+            r.read()
+            return r.status_code, out
+        fields: dict[str, str] = {}
+        for line in r.iter_lines():
+            if line.startswith(":"):
+                continue
+            if line == "":
+                if "id" in fields:
+                    out.append((int(fields["id"]), fields["event"], json.loads(fields["data"])))
+                    if fields["event"] == "end" or (limit is not None and len(out) >= limit):
+                        break
+                fields = {}
+                continue
+            name, _, value = line.partition(":")
+            fields[name] = value[1:] if value.startswith(" ") else value
+    return 200, out
+
+
+def replay_done(client: httpx.Client, tools: Any, source: str, **body: Any) -> dict[str, Any]:
+    r = tools.post_replay(client, source, **body)
+    assert r.status_code == 202, r.text
+    return tools.wait_replay(client, r.json()["replayId"])
+
+
+class SilentAgent:
+    """A registered agent (plain HTTP, in a thread) that holds its command channel open, records
+    the commands it is sent, and otherwise does nothing until told to ack or to die."""
+
+    def __init__(self, sb: SandboxHandle, instance_id: str, environment: str = "qa") -> None:
+        self.instance_id = instance_id
+        self.client = httpx.Client(base_url=sb.api, timeout=10.0)
+        r = self.client.post(
+            "/agents/register",
+            headers={"Authorization": f"Bearer {sb.state.bootstrap_token}"},
+            json={
+                "instanceId": instance_id,
+                "applicationId": "orders",
+                "environmentId": environment,
+                "routeIds": [ROUTE, "enrich-customer"],
+                "routeVersion": "v2",
+            },
+        )
+        assert r.status_code == 200, r.text
+        self.auth = {"Authorization": f"Bearer {r.json()['accessToken']}"}
+        self.commands: list[dict[str, Any]] = []
+        self.dead = threading.Event()
+        self.gone = threading.Event()
+        self.thread = threading.Thread(target=self._listen, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not sb.state.agents.channel_open(instance_id):
+            assert time.monotonic() < deadline, "the silent agent's channel did not open"
+            time.sleep(0.02)
+
+    def _listen(self) -> None:
+        try:
+            with self.client.stream("GET", f"/agents/{self.instance_id}/events", headers=self.auth) as r:
+                for line in r.iter_lines():  # pings every PING s wake this loop
+                    if line.startswith("data:"):
+                        self.commands.append(json.loads(line[5:]))
+                    if self.dead.is_set():
+                        break
+        except httpx.HTTPError:
+            pass
+        finally:
+            self.gone.set()
+
+    def ack(self, command: dict[str, Any], status: str, message: str) -> httpx.Response:
+        return self.client.post(
+            f"/agents/{self.instance_id}/commands/{command['commandId']}/ack",
+            headers=self.auth,
+            json={"status": status, "message": message, "data": {}},
+        )
+
+    def die(self) -> None:
+        self.dead.set()
+        self.gone.wait(5)
+
+    def close(self) -> None:
+        self.die()
+        self.client.close()
+
+
+def db_rows(sb: SandboxHandle, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(sb.state.store.path)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def test_replay_resource_trace_and_audit_record(sb: SandboxHandle, user: Any, tools: Any) -> None:
+    admin = user("admin")
+    source = sources(admin, "dev")[0]
+    r = admin.post(
+        "/replays",
+        json={"sourceExchangeId": source["exchangeId"], "reason": "check the resource", "client": "pytest"},
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert r.status_code == 202, r.text
+    assert r.headers["location"] == f"/api/v1/replays/{r.json()['replayId']}"
+    first = r.json()
+    assert first["status"] in ("PENDING", "RUNNING", "COMPLETED")
+    assert first["requestedBy"] == "admin" and first["reason"] == "check the resource"
+    assert first["client"] == "pytest" and first["payloadDiff"] == []
+    replay = tools.wait_replay(admin, first["replayId"])
+    assert replay["status"] == "COMPLETED"
+    assert (replay["sourceEnvironment"], replay["targetEnvironment"]) == ("dev", "dev")
+    assert replay["agentId"] == "orders-dev-1" and replay["routeId"] == ROUTE
+    assert replay["sourceExecutionId"] == source["executionId"]
+    assert replay["startedAt"] and replay["finishedAt"] >= replay["startedAt"] >= replay["requestedAt"]
+
+    # The replay's execution: stored through the chunk path, tagged, found by search.
+    found = admin.post("/search/executions", json={"replayId": replay["replayId"]}).json()["data"]
+    assert [x["executionId"] for x in found] == [replay["resultExecutionId"]]
+    execution = detail(admin, replay["resultExecutionId"])
+    assert execution["isReplay"] is True and execution["sourceExchangeId"] == source["exchangeId"]
+    result = replay["result"]
+    assert result["status"] == execution["status"]
+    assert result["outputBodySha256"] == hashlib.sha256(execution["outputBody"].encode()).hexdigest()
+    assert result["durationMs"] == execution["durationMs"]
+
+    # The audit record of the replay: requested, started, one terminal event; the chain verifies.
+    events = sb.state.replays.audit_events(replay["replayId"])
+    assert [e["action"] for e in events] == ["REPLAY_REQUESTED", "REPLAY_STARTED", "REPLAY_COMPLETED"]
+    assert replay["auditSeqs"] == [e["seq"] for e in events]
+    requested = events[0]
+    assert requested["actor"]["username"] == "admin"
+    assert (
+        requested["detail"]["idempotencyKeySha256"]
+        == hashlib.sha256(replay["idempotencyKey"].encode()).hexdigest()
+    )
+    assert requested["detail"]["targetAgent"] == "orders-dev-1"
+    assert requested["source"]["client"] == "pytest" and requested["source"]["ip"] == "127.0.0.1"
+    assert events[2]["detail"]["outputBodySha256"] == result["outputBodySha256"]
+    assert all(e["occurredAt"].endswith("Z") for e in events)
+    everything = sb.state.replays.audit_events()
+    assert audit.verify(everything).ok
+
+    # The trace: ids 1..N, PENDING, RUNNING, processors in seq order, execution, COMPLETED, end.
+    status, trace = read_events(admin, replay["replayId"])
+    assert status == 200
+    assert [i for i, _, _ in trace] == list(range(1, len(trace) + 1))
+    kinds = [k for _, k, _ in trace]
+    assert kinds[:2] == ["status", "status"] and kinds[-3:] == ["execution", "status", "end"]
+    assert [d["status"] for _, k, d in trace if k == "status"] == ["PENDING", "RUNNING", "COMPLETED"]
+    procs = [d for _, k, d in trace if k == "processor"]
+    assert [p["seq"] for p in procs] == sorted(p["seq"] for p in procs)
+    assert len(procs) == execution["processorCount"] == len(list(flat(execution["processors"])))
+    assert all(p["replayId"] == replay["replayId"] for p in procs)
+    assert trace[-1][2] == {
+        "replayId": replay["replayId"],
+        "status": "COMPLETED",
+        "resultExecutionId": replay["resultExecutionId"],
+    }
+    assert trace[-3][2]["executionId"] == replay["resultExecutionId"] and "processors" not in trace[-3][2]
+
+
+def test_modified_body_takes_another_branch_and_secrets_stay_hidden(
+    sb: SandboxHandle, user: Any, tools: Any
+) -> None:
+    operator = user("operator")
+    # A recorded order of a customer without the gold tier discount.
+    for hit in sources(operator, "dev"):
+        original = detail(operator, hit["executionId"])
+        ids = {p["processorId"] for p in flat(original["processors"])}
+        if "gold-discount" not in ids and ids & {"silver-discount", "no-tier-discount"}:
+            break
+    else:
+        pytest.fail("no non-gold COMPLETED order in dev")
+    order = json.loads(original["inputBody"])
+    order["customerId"] = "C-1001"  # Alder & Finch GmbH: gold
+    secret = "Bearer S3cret-" + uuid.uuid4().hex
+    headers = {**original["inputHeaders"], "Authorization": secret}
+    replay = replay_done(
+        operator,
+        tools,
+        original["exchangeId"],
+        modifiedPayload={"body": json.dumps(order), "headers": headers},
+        reason="what if the customer were gold?",
+    )
+    assert replay["status"] == "COMPLETED", replay
+
+    status, trace = read_events(operator, replay["replayId"])
+    replay_ids = {d["processorId"] for _, k, d in trace if k == "processor"}
+    assert "gold-discount" in replay_ids and not replay_ids & {"silver-discount", "no-tier-discount"}
+    stored = detail(operator, replay["resultExecutionId"])
+    assert "gold-discount" in {p["processorId"] for p in flat(stored["processors"])}
+
+    # The diff shows what changed, with the secret as its fingerprint only.
+    diff = {op["path"]: op for op in replay["payloadDiff"]}
+    assert diff["/body"]["op"] == "replace" and json.loads(diff["/body"]["value"])["customerId"] == "C-1001"
+    marker = sb.state.redactor.value(secret)
+    assert diff["/headers/Authorization"]["value"] == marker
+    # Nowhere: not in the resource, the SSE bytes, the audit table, the stored events or the DB.
+    with operator.stream("GET", f"/replays/{replay['replayId']}/events") as r:
+        raw = r.read()
+    assert secret.encode() not in raw
+    assert secret not in json.dumps(operator.get(f"/replays/{replay['replayId']}").json())
+    assert secret not in json.dumps(sb.state.replays.audit_events())
+    db = Path(sb.state.store.path)
+    for path in (db, db.with_name(db.name + "-wal")):
+        if path.exists():
+            assert secret.encode() not in path.read_bytes()
+
+
+def test_disconnecting_never_stops_a_replay(sb: SandboxHandle, user: Any, tools: Any) -> None:
+    op = user("operator")
+    for hit in sources(op, "staging", 4):
+        r = tools.post_replay(op, hit["exchangeId"])
+        assert r.status_code == 202
+        status, got = read_events(op, r.json()["replayId"], limit=1)  # read one event, hang up
+        assert status == 200 and got[0][0] == 1
+        assert tools.wait_replay(op, r.json()["replayId"])["status"] == "COMPLETED"
+
+
+# --------------------------------------------------------------------------- idempotency
+
+
+def test_same_key_twice_runs_once_and_other_body_is_422(sb: SandboxHandle, user: Any, tools: Any) -> None:
+    op = user("operator")
+    src = sources(op, "dev")[1]["exchangeId"]
+    key = "idem-" + uuid.uuid4().hex
+    first = tools.post_replay(op, src, key=key, reason="once")
+    second = tools.post_replay(op, src, key=key, reason="once")
+    assert first.status_code == second.status_code == 202
+    assert second.json()["replayId"] == first.json()["replayId"]
+    assert second.headers.get("idempotent-replayed") == "true" and "idempotent-replayed" not in first.headers
+    done = tools.wait_replay(op, first.json()["replayId"])
+    again = tools.post_replay(op, src, key=key, reason="once")  # after completion: the same, finished
+    assert again.status_code == 202 and again.json()["replayId"] == done["replayId"]
+    assert again.json()["status"] == "COMPLETED"
+    other = tools.post_replay(op, src, key=key, reason="another reason")
+    assert other.status_code == 422 and other.json()["error"] == "IDEMPOTENCY_CONFLICT"
+    # One run: one execution carries the replay id, one REPLAY_REQUESTED, one terminal event.
+    runs = op.post("/search/executions", json={"replayId": done["replayId"]}).json()["total"]
+    assert runs == 1
+    actions = [e["action"] for e in sb.state.replays.audit_events(done["replayId"])]
+    assert actions.count("REPLAY_REQUESTED") == 1 and actions.count("REPLAY_STARTED") == 1
+    assert len(db_rows(sb, "SELECT 1 FROM replays WHERE idempotency_key = ?", key)) == 1
+    # The same key is another user's own: independent.
+    mine = tools.post_replay(user("prod-operator"), src, key=key, reason="once")
+    assert mine.status_code == 202 and mine.json()["replayId"] != done["replayId"]
+
+
+def test_concurrent_posts_with_one_key_make_one_replay(sb: SandboxHandle, user: Any, tools: Any) -> None:
+    op = user("operator")
+    src = sources(op, "staging")[2]["exchangeId"]
+    key = uuid.uuid4().hex
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: tools.post_replay(op, src, key=key), range(8)))
+    assert {a.status_code for a in answers} == {202}
+    ids = {a.json()["replayId"] for a in answers}
+    assert len(ids) == 1
+    replay = tools.wait_replay(op, ids.pop())
+    assert op.post("/search/executions", json={"replayId": replay["replayId"]}).json()["total"] == 1
+    assert sum(1 for a in answers if "idempotent-replayed" not in a.headers) == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "code"),
+    [(None, "IDEMPOTENCY_KEY_REQUIRED"), ("", "BAD_IDEMPOTENCY_KEY"), ("k" * 256, "BAD_IDEMPOTENCY_KEY"),
+     ("tab\there", "BAD_IDEMPOTENCY_KEY"), ("caf\xe9", "BAD_IDEMPOTENCY_KEY")],
+)  # fmt: skip
+def test_idempotency_key_is_required_and_printable_ascii(
+    sb: SandboxHandle, user: Any, key: str | None, code: str
+) -> None:
+    op = user("operator")
+    headers = {} if key is None else {"Idempotency-Key": key.encode("latin-1")}
+    r = op.post("/replays", json={"sourceExchangeId": "x", "reason": "r"}, headers=headers)
+    assert r.status_code == 400 and r.json()["error"] == code
+
+
+# --------------------------------------------------------------------------- the trace stream
+
+
+def test_resume_at_random_points_gives_exactly_1_to_n(sb: SandboxHandle, user: Any, tools: Any) -> None:
+    op = user("operator")
+    replay = replay_done(op, tools, sources(op, "dev")[3]["exchangeId"])
+    status, whole = read_events(op, replay["replayId"])
+    n = len(whole)
+    assert status == 200 and n > 10 and whole[-1][1] == "end"
+    rng = random.Random(20261126)
+    for _ in range(12):
+        got: list[tuple[int, str, dict[str, Any]]] = []
+        last: int | None = None
+        while not got or got[-1][1] != "end":
+            status, part = read_events(op, replay["replayId"], last=last, limit=rng.randint(1, 9))
+            assert status == 200 and part
+            got += part
+            last = part[-1][0]
+        assert got == whole  # ids 1..N, no gap, no duplicate, same data
+    # At or past the end: 204 (a browser stops reconnecting).
+    assert read_events(op, replay["replayId"], last=n)[0] == 204
+    assert read_events(op, replay["replayId"], last=n + 5)[0] == 204
+    # ?lastEventId= (a browser's first connection) does what the header does.
+    assert read_events(op, replay["replayId"], lastEventId=str(n - 2))[1] == whole[-2:]
+    assert read_events(op, replay["replayId"], lastEventId=str(n))[0] == 204
+
+
+def test_stream_status_codes_and_headers(sb: SandboxHandle, user: Any, tools: Any) -> None:
+    op = user("operator")
+    replay = replay_done(op, tools, sources(op, "dev")[4]["exchangeId"])
+    rid = replay["replayId"]
+    with op.stream("GET", f"/replays/{rid}/events") as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        assert r.headers["cache-control"] == "no-store"
+        assert r.headers["x-accel-buffering"] == "no"
+        assert "content-encoding" not in r.headers
+        assert next(r.iter_lines()) == "retry: 3000"
+    assert read_events(op, "replay-does-not-exist")[0] == 404
+    for bad in ("abc", "-1", "1.5", "9" * 30):
+        r = op.get(f"/replays/{rid}/events", headers={"Last-Event-ID": bad})
+        assert r.status_code == 400 and r.json()["error"] == "BAD_LAST_EVENT_ID", bad
+    # Another user's replay: 404 without audit:read, readable with it.
+    assert user("prod-operator").get(f"/replays/{rid}").status_code == 404
+    assert read_events(user("prod-operator"), rid)[0] == 404
+    assert user("admin").get(f"/replays/{rid}").status_code == 200
+    assert read_events(user("admin"), rid)[0] == 200
+
+
+def test_live_tail_pings_and_timeout_of_a_silent_agent(sb: SandboxHandle, user: Any, tools: Any) -> None:
+    op = user("operator")
+    agent = SilentAgent(sb, "silent-qa-1")
+    try:
+        r = tools.post_replay(op, sources(op, "dev")[5]["exchangeId"], targetAgent=agent.instance_id)
+        assert r.status_code == 202, r.text
+        rid = r.json()["replayId"]
+        assert r.json()["targetEnvironment"] == "qa" and r.json()["agentId"] == agent.instance_id
+        tools.wait_for(lambda: agent.commands)
+        command = agent.commands[0]
+        assert command["type"] == "replay" and command["replayId"] == rid and command["signature"]
+        assert command["modifiedPayload"].keys() == {"headers", "body", "properties"}
+        # Open the stream while the replay is PENDING: the live tail brings the rest.
+        lines: list[str] = []
+        started = time.monotonic()
+        with op.stream("GET", f"/replays/{rid}/events") as s:
+            for line in s.iter_lines():
+                lines.append(line)
+                if line.startswith("data: ") and "event: end" in lines:
+                    break
+        waited = time.monotonic() - started
+        assert waited >= TIMEOUT - 0.5
+        assert sum(1 for line in lines if line.startswith(":")) >= 2  # pings while idle
+        data = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+        assert [d["status"] for d in data] == ["PENDING", "TIMED_OUT", "TIMED_OUT"]
+        replay = op.get(f"/replays/{rid}").json()
+        assert replay["status"] == "TIMED_OUT"
+        assert agent.instance_id in replay["result"]["errorMessage"]
+        assert "no final trace chunk" in replay["result"]["errorMessage"]
+        actions = [e["action"] for e in sb.state.replays.audit_events(rid)]
+        assert actions == ["REPLAY_REQUESTED", "REPLAY_ERROR"]
+        assert sb.state.replays.audit_events(rid)[-1]["outcome"] == "TIMED_OUT"
+        # An ack that comes after the timeout changes nothing.
+        assert agent.ack(command, "SUCCESS", "late").status_code == 200
+        time.sleep(0.2)
+        assert op.get(f"/replays/{rid}").json()["status"] == "TIMED_OUT"
+    finally:
+        agent.close()
+
+
+def test_agent_dying_mid_replay_times_out_with_a_clear_message(
+    sb: SandboxHandle, user: Any, tools: Any
+) -> None:
+    op = user("operator")
+    agent = SilentAgent(sb, "silent-qa-2")
+    try:
+        r = tools.post_replay(op, sources(op, "dev")[6]["exchangeId"], targetAgent=agent.instance_id)
+        assert r.status_code == 202, r.text
+        tools.wait_for(lambda: agent.commands)
+        agent.die()  # got the command, then its connection went away
+        replay = tools.wait_replay(op, r.json()["replayId"], timeout=TIMEOUT + 10)
+        assert replay["status"] == "TIMED_OUT"
+        assert "closed" in replay["result"]["errorMessage"] or "STALE" in replay["result"]["errorMessage"]
+        # And an agent that is not LIVE any more is refused before anything runs.
+        again = tools.post_replay(op, sources(op, "dev")[6]["exchangeId"], targetAgent=agent.instance_id)
+        assert again.status_code == 503 and again.json()["error"] == "AGENT_UNAVAILABLE"
+    finally:
+        agent.close()
+
+
+def test_ack_failure_is_error_with_the_agents_message(sb: SandboxHandle, user: Any, tools: Any) -> None:
+    op = user("operator")
+    agent = SilentAgent(sb, "silent-qa-3")
+    try:
+        r = tools.post_replay(op, sources(op, "dev")[7]["exchangeId"], targetAgent=agent.instance_id)
+        tools.wait_for(lambda: agent.commands)
+        assert agent.ack(agent.commands[0], "FAILURE", "route order-intake is stopped").status_code == 200
+        replay = tools.wait_replay(op, r.json()["replayId"])
+        assert replay["status"] == "ERROR"
+        assert "route order-intake is stopped" in replay["result"]["errorMessage"]
+        status, trace = read_events(op, replay["replayId"])
+        assert [(k, d.get("status")) for _, k, d in trace] == [
+            ("status", "PENDING"), ("status", "ERROR"), ("end", "ERROR")
+        ]  # fmt: skip
+    finally:
+        agent.close()
+
+
+def test_stream_tickets_are_single_use_and_per_replay(sb: SandboxHandle, user: Any, tools: Any) -> None:
+    op = user("operator")
+    a = replay_done(op, tools, sources(op, "dev")[8]["exchangeId"])
+    b = replay_done(op, tools, sources(op, "dev")[9]["exchangeId"])
+    ticket = op.post(f"/replays/{a['replayId']}/stream-ticket").json()
+    assert ticket["expiresIn"] == 60 and len(ticket["ticket"]) >= 32
+    anonymous = httpx.Client(base_url=sb.api, timeout=10)
+    try:
+        status, events = read_events(anonymous, a["replayId"], ticket=ticket["ticket"])
+        assert status == 200 and events[-1][1] == "end"
+        used = anonymous.get(f"/replays/{a['replayId']}/events", params={"ticket": ticket["ticket"]})
+        assert used.status_code == 401 and used.json()["error"] == "BAD_TICKET"
+        other = op.post(f"/replays/{a['replayId']}/stream-ticket").json()["ticket"]
+        wrong = anonymous.get(f"/replays/{b['replayId']}/events", params={"ticket": other})
+        assert wrong.status_code == 401
+        assert anonymous.get(f"/replays/{a['replayId']}/events").status_code == 401
+        # Only someone who may read the replay gets a ticket for it.
+        assert user("prod-operator").post(f"/replays/{a['replayId']}/stream-ticket").status_code == 404
+    finally:
+        anonymous.close()
+
+
+def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(
+    sb: SandboxHandle, user: Any, tools: Any
+) -> None:
+    op = user("operator")
+    replay = replay_done(op, tools, sources(op, "dev")[10]["exchangeId"])
+    token = op.headers["Authorization"].encode()
+    sent: list[dict[str, Any]] = []
+
+    async def call_app() -> float:
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+            "scheme": "http", "path": f"/api/v1/replays/{replay['replayId']}/events", "raw_path": b"",
+            "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+            "headers": [(b"authorization", token), (b"host", b"127.0.0.1")],
+        }  # fmt: skip
+
+        async def receive() -> dict[str, Any]:
+            await asyncio.sleep(3600)  # the client never hangs up ...
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+            if message["type"] == "http.response.body" and len(sent) >= 3:
+                await asyncio.sleep(3600)  # ... and stops reading after the first events
+
+        began = time.monotonic()
+        await asyncio.wait_for(sb.server.app(scope, receive, send), timeout=SEND_TIMEOUT + 5)
+        return time.monotonic() - began
+
+    elapsed = asyncio.run(call_app())
+    assert sent[0]["status"] == 200
+    assert elapsed < SEND_TIMEOUT + 2
+    # The replay and its events are untouched; the client resumes from the store.
+    assert read_events(op, replay["replayId"], last=1)[1][-1][1] == "end"
+
+
+def test_parse_last_event_id() -> None:
+    assert parse_last_event_id(None, None) == 0
+    assert parse_last_event_id("7", "3") == 7  # the header wins
+    assert parse_last_event_id(None, "3") == 3
+    assert parse_last_event_id("", None) == 0
+
+
+# --------------------------------------------------------------------------- permissions
+
+
+EXPECTED = {  # user -> environments whose exchanges it may replay (section 6)
+    "analyst": set(),
+    "operator": {"dev", "staging"},
+    "prod-operator": {"dev", "staging", "prod"},
+    "admin": {"dev", "staging", "prod"},
+}
+
+
+@pytest.mark.parametrize("modified", [False, True])
+def test_permission_matrix(sb: SandboxHandle, user: Any, tools: Any, modified: bool) -> None:
+    admin = user("admin")
+    picks = {env: sources(admin, env, 3)[-1] for env in ("dev", "staging", "prod")}
+    made = []
+    for name, allowed in EXPECTED.items():
+        for env, hit in picks.items():
+            body: dict[str, Any] = {}
+            if modified:
+                body["modifiedPayload"] = {"properties": {"whatIf": True}}
+            denied_before = len(
+                [e for e in sb.state.replays.audit_events() if e["action"] == "REPLAY_DENIED"]
+            )
+            r = tools.post_replay(user(name), hit["exchangeId"], **body)
+            if env in allowed:
+                assert r.status_code == 202, (name, env, r.text)
+                made.append((user(name), r.json()["replayId"]))
+            else:
+                assert r.status_code == 403, (name, env, r.text)
+                assert r.json()["error"] == "FORBIDDEN"
+                missing = r.json()["details"]["missing"]
+                assert (
+                    missing == (["replay:run", "replay:modify"] if modified else ["replay:run"])
+                    if (name == "analyst")
+                    else ["replay:prod"]
+                )
+                denied = [e for e in sb.state.replays.audit_events() if e["action"] == "REPLAY_DENIED"]
+                assert len(denied) == denied_before + 1
+                assert denied[-1]["actor"]["username"] == name and denied[-1]["outcome"] == "DENIED"
+                assert denied[-1]["detail"]["reason"]
+    for client, rid in made:
+        assert tools.wait_replay(client, rid)["status"] == "COMPLETED"
+
+
+def test_claiming_dev_for_a_prod_exchange_still_needs_replay_prod(
+    sb: SandboxHandle, user: Any, tools: Any
+) -> None:
+    prod = sources(user("admin"), "prod", 3)[0]["exchangeId"]
+    r = tools.post_replay(user("operator"), prod, targetEnvironment="dev")
+    assert r.status_code == 403 and r.json()["details"]["missing"] == ["replay:prod"]
+    assert r.json()["details"]["sourceEnvironment"] == "prod"
+    ok = tools.post_replay(user("prod-operator"), prod, targetEnvironment="dev")
+    assert ok.status_code == 202
+    assert (ok.json()["sourceEnvironment"], ok.json()["targetEnvironment"]) == ("prod", "dev")
+    assert tools.wait_replay(user("prod-operator"), ok.json()["replayId"])["status"] == "COMPLETED"
+
+
+def test_replay_modify_is_needed_only_with_a_modified_payload(
+    sb: SandboxHandle, user: Any, tools: Any
+) -> None:
+    runner = user("runner")  # VIEWER + replay:run
+    src = sources(runner, "dev")[11]["exchangeId"]
+    plain = tools.post_replay(runner, src)
+    assert plain.status_code == 202
+    changed = tools.post_replay(runner, src, modifiedPayload={"body": "{}"})
+    assert changed.status_code == 403 and changed.json()["details"]["missing"] == ["replay:modify"]
+    assert tools.wait_replay(runner, plain.json()["replayId"])["status"] == "COMPLETED"
+
+
+def test_every_replay_endpoint_refuses_low_and_mid_tiers(sb: SandboxHandle, user: Any, tools: Any) -> None:
+    op = user("operator")
+    replay = replay_done(op, tools, sources(op, "dev")[12]["exchangeId"])
+    rid = replay["replayId"]
+    post = {"json": {"sourceExchangeId": "x", "reason": "r"}, "headers": {"Idempotency-Key": "k"}}
+    calls = [
+        ("POST", "/replays", post),
+        ("GET", "/replays", {}),
+        ("GET", "/replays/preflight", {"params": {"sourceExchangeId": "x"}}),
+        ("GET", f"/replays/{rid}", {}),
+        ("GET", f"/replays/{rid}/events", {}),
+        ("POST", f"/replays/{rid}/stream-ticket", {}),
+    ]  # fmt: skip
+    table = sb.state.authority.users
+    try:
+        for tier in ("LOW", "MID"):
+            sb.state.authority.users = replace(table, tenant=Tenant(table.tenant.id, tier))
+            for method, path, kw in calls:
+                r = op.request(method, path, **kw)
+                assert r.status_code == 403 and r.json()["error"] == "TIER_NOT_ENTITLED", (tier, path)
+    finally:
+        sb.state.authority.users = table
+    assert op.get(f"/replays/{rid}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "prefix", ["camel", "CAMEL", "cAmEl", "CaMeL", "camEL", "org.apache.camel", "ORG.Apache.CAMEL"]
+)
+def test_control_headers_are_refused_and_audited(
+    sb: SandboxHandle, user: Any, tools: Any, prefix: str
+) -> None:
+    op = user("operator")
+    src = sources(op, "dev")[13]["exchangeId"]
+    before = db_rows(sb, "SELECT count(*) FROM replays")[0][0]
+    name = prefix + "HttpUri"
+    r = tools.post_replay(op, src, modifiedPayload={"headers": {"X-Ok": "1", name: "http://evil/"}})
+    assert r.status_code == 400 and r.json()["error"] == "CONTROL_HEADER"
+    assert name in r.json()["message"]
+    assert db_rows(sb, "SELECT count(*) FROM replays")[0][0] == before
+    last = sb.state.replays.audit_events()[-1]
+    assert last["action"] == "CONTROL_HEADER_REJECTED" and last["detail"]["headers"] == [name]
+    assert last["actor"]["username"] == "operator" and last["target"]["sourceExchangeId"] == src
+
+
+def test_bad_requests(sb: SandboxHandle, user: Any, tools: Any) -> None:
+    op = user("operator")
+    src = sources(op, "dev")[0]["exchangeId"]
+    cases = [
+        ({"sourceExchangeId": src}, 400),  # no reason
+        ({"sourceExchangeId": src, "reason": "x" * 501}, 400),
+        ({"sourceExchangeId": "../etc/passwd", "reason": "r"}, 400),
+        ({"sourceExchangeId": src, "reason": "r", "extra": 1}, 400),
+        ({"sourceExchangeId": src, "reason": "r", "modifiedPayload": {"body": 3}}, 400),
+        ({"sourceExchangeId": src, "reason": "r", "modifiedPayload": {"headers": {"a": "1\r\nb: 2"}}}, 400),
+        ({"sourceExchangeId": "no-such-exchange", "reason": "r"}, 404),
+        ({"sourceExchangeId": src, "reason": "r", "targetEnvironment": "nowhere"}, 503),
+    ]
+    for body, status in cases:
+        r = op.post("/replays", json=body, headers={"Idempotency-Key": uuid.uuid4().hex})
+        assert r.status_code == status, (body, r.text)
+        assert set(r.json()) == {"error", "message", "details"}
+
+
+# --------------------------------------------------------------------------- listing and preflight
+
+
+def test_list_shows_own_replays_unless_audit_read(sb: SandboxHandle, user: Any, tools: Any) -> None:
+    op, admin = user("operator"), user("admin")
+    mine = op.get("/replays", params={"limit": 1000}).json()
+    assert mine["total"] >= 1 and {r["requestedBy"] for r in mine["data"]} == {"operator"}
+    everyone = admin.get("/replays", params={"limit": 1000}).json()
+    assert everyone["total"] > mine["total"]
+    assert {r["requestedBy"] for r in everyone["data"]} >= {"operator", "admin", "prod-operator"}
+    times = [r["requestedAt"] for r in everyone["data"]]
+    assert times == sorted(times, reverse=True)
+    page = admin.get("/replays", params={"limit": 2, "offset": 1}).json()
+    assert page["data"] == everyone["data"][1:3] and (page["offset"], page["limit"]) == (1, 2)
+    timed_out = admin.get("/replays", params={"status": "TIMED_OUT"}).json()["data"]
+    assert timed_out and {r["status"] for r in timed_out} == {"TIMED_OUT"}
+    src = everyone["data"][0]["sourceExchangeId"]
+    by_source = admin.get("/replays", params={"sourceExchangeId": src}).json()["data"]
+    assert by_source and {r["sourceExchangeId"] for r in by_source} == {src}
+    assert admin.get("/replays", params={"requestedBy": "operator"}).json()["total"] == mine["total"]
+    for bad in ({"limit": 0}, {"limit": 1001}, {"status": "DONE"}, {"offset": -1}, {"nope": 1}):
+        assert admin.get("/replays", params=bad).status_code == 400, bad
+    assert user("analyst").get("/replays").json()["total"] == 0
+
+
+def test_preflight(sb: SandboxHandle, user: Any) -> None:
+    op = user("operator")
+    prod = sources(user("admin"), "prod", 1)[0]
+    pf = op.get("/replays/preflight", params={"sourceExchangeId": prod["exchangeId"]})
+    assert pf.status_code == 200, pf.text
+    body = pf.json()
+    assert body["sourceEnvironment"] == body["targetEnvironment"] == "prod"
+    assert body["agent"]["instanceId"] == "orders-prod-1" and body["routeVersion"] == "v1"
+    assert body["requiredPermissions"] == ["replay:run", "replay:prod"]
+    assert body["missingPermissions"] == ["replay:prod"]
+    uris = {e["uri"]: e for e in body["endpoints"]}
+    assert any(u.startswith("kafka:fulfilment") for u in uris)  # a prod (ROUTE) source: from the routes
+    assert any(u.startswith("http") for u in uris)  # reached through direct:enrich-customer
+    assert all(e["stubbed"] for e in body["endpoints"])
+    assert not any(u.startswith(("direct:", "log:")) for u in uris)
+    dev = sources(op, "dev", 1)[0]
+    pf = op.get(
+        "/replays/preflight", params={"sourceExchangeId": dev["exchangeId"], "modified": "true"}
+    ).json()
+    assert pf["requiredPermissions"] == ["replay:run", "replay:modify"] and pf["missingPermissions"] == []
+    assert pf["stubReplies"] >= 1
+    nowhere = op.get(
+        "/replays/preflight", params={"sourceExchangeId": dev["exchangeId"], "targetEnvironment": "nowhere"}
+    ).json()
+    assert nowhere["agent"] is None and "nowhere" in nowhere["agentError"]
+    assert op.get("/replays/preflight", params={"sourceExchangeId": "nope"}).status_code == 404
+    assert op.get("/replays/preflight").status_code == 400
+    assert user("analyst").get("/replays/preflight", params={"sourceExchangeId": "x"}).status_code == 403
+
+
+def test_secret_names_agree_with_the_servers_redactor() -> None:
+    # Whatever the server redacts in stored traces, the payload diff redacts too.
+    names = ["Authorization", "Cookie", "Set-Cookie", "Proxy-Authorization", "X-API-Key", "x_api_key",
+             "dbPassword", "client_secret", "X-Auth-Token", "apiKey", "PassPhrase", "aws.accessKey",
+             "OrderId", "Content-Type", "channel", "author"]  # fmt: skip
+    for name in names:
+        assert payload_is_secret_name(name) == security_is_secret_name(name), name
+
+
+def test_idempotency_keys_expire_after_their_ttl() -> None:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    create_tables(conn)
+    day = 24 * 3600 * 1000
+    assert claim_key(conn, "t", "user:a", "k", "fp1", "r1", 1000, day)
+    assert not claim_key(conn, "t", "user:a", "k", "fp2", "r2", 1000 + day - 1, day)  # still held
+    assert claim_key(conn, "t", "user:b", "k", "fp2", "r3", 1000, day)  # per user
+    assert find_key(conn, "t", "user:a", "k", 1000 + day - 1) == ("fp1", "r1")
+    assert find_key(conn, "t", "user:a", "k", 1000 + day) is None  # expired: reusable
+    assert claim_key(conn, "t", "user:a", "k", "fp2", "r4", 1000 + day, day)
+    assert find_key(conn, "t", "user:a", "k", 1000 + day) == ("fp2", "r4")
+
+
+def test_audit_rows_cannot_be_updated_or_deleted(sb: SandboxHandle, user: Any, tools: Any) -> None:
+    replay_done(user("operator"), tools, sources(user("operator"), "dev")[14]["exchangeId"])
+    conn = sqlite3.connect(sb.state.store.path)
+    try:
+        for sql in ("UPDATE audit_events SET outcome = 'X'", "DELETE FROM audit_events"):
+            with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+                conn.execute(sql)
+    finally:
+        conn.close()
+    assert audit.verify(sb.state.replays.audit_events()).ok
+
+
+# --------------------------------------------------------------------------- restart
+
+
+def test_restart_marks_running_replays_aborted_and_never_reruns_them(tmp_path: Path, tools: Any) -> None:
+    data = tmp_path / "restart"
+    first = start(data=data, per_env=5, seed=3)
+    key = uuid.uuid4().hex
+    try:
+        agent = SilentAgent(first, "silent-qa-restart")
+        op = tools.user_client(first, "operator")
+        src = sources(op, "dev", 1)[0]["exchangeId"]
+        r = tools.post_replay(op, src, key=key, targetAgent=agent.instance_id)
+        assert r.status_code == 202 and r.json()["status"] == "PENDING"
+        rid = r.json()["replayId"]
+        token = op.headers["Authorization"]
+        op.close()
+    finally:
+        first.stop()
+        agent.client.close()
+    second = start(data=data, per_env=5, seed=3)
+    try:
+        op = tools.user_client(second, "operator")
+        replay = op.get(f"/replays/{rid}").json()
+        assert replay["status"] == "ABORTED"
+        assert "not run again" in replay["result"]["errorMessage"]
+        status, trace = read_events(op, rid)
+        assert [(k, d.get("status")) for _, k, d in trace][-2:] == [("status", "ABORTED"), ("end", "ABORTED")]
+        actions = [e["action"] for e in second.state.replays.audit_events(rid)]
+        assert actions == ["REPLAY_REQUESTED", "REPLAY_ABORTED"]
+        assert audit.verify(second.state.replays.audit_events()).ok
+        # A retry with the key gives the ABORTED replay back (tokens survive a restart).
+        retry = httpx.post(
+            f"{second.api}/replays",
+            json={"sourceExchangeId": src, "reason": "test", "targetAgent": "silent-qa-restart"},
+            headers={"Authorization": token, "Idempotency-Key": key},
+        )
+        assert retry.status_code == 202 and retry.json()["replayId"] == rid
+        assert retry.json()["status"] == "ABORTED"
+        assert op.post("/search/executions", json={"replayId": rid}).json()["total"] == 0
+        op.close()
+    finally:
+        second.stop()

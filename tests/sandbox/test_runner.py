@@ -1,0 +1,474 @@
+"""Starting and stopping whole sandboxes (moat_nb/sandbox/runner.py), each on 127.0.0.1.
+
+A user's app (``--app DIR``: routes and ``beans.py``) loaded and run; agents killed or stopped in
+the middle of a replay; a restart on the same data folder (running replays ABORTED, no second
+history); ingestion retried on 503; refusing to bind beyond loopback with default passwords;
+the ``moat-nb sandbox`` command started and stopped with a signal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from moat_nb.errors import RouteLoadError, TransportError, ValidationError
+from moat_nb.sandbox.agent import AgentConfig
+from moat_nb.sandbox.runner import (
+    HISTORY_FILE,
+    SandboxHandle,
+    _is_loopback,
+    add_sandbox_parser,
+    load_app_dir,
+    run_sandbox,
+    start,
+)
+
+ROUTES = """\
+# A direct: route first, so that the entry route must be found, not just taken first.
+- route:
+    id: helper
+    from:
+      uri: "direct:helper"
+      steps:
+        - setBody:
+            constant: "helped"
+- route:
+    id: greet-intake
+    from:
+      uri: "platform-http:/greet"
+      steps:
+        - bean:
+            id: shout
+            ref: greeter
+            method: shout
+        - delay:
+            id: wait
+            simple: "${header.delayMs}"
+        - to:
+            id: notify
+            uri: "http://partner.example/api/notify"
+        - log:
+            message: "done ${body}"
+"""
+
+BEANS = """\
+class Greeter:
+    def shout(self, body):
+        return str(body).upper()
+
+
+BEANS = {"greeter": Greeter()}
+ENDPOINTS = {"http://partner.example/api/notify": lambda exchange: exchange.body + " (notified)"}
+
+
+def sample_payload(rng, i):
+    return {"headers": {"n": str(i)}, "body": f"hello {rng.randint(0, 9)}", "properties": {}}
+"""
+
+
+def write_app(root: Path, routes: str = ROUTES, beans: str | None = BEANS) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "routes.yaml").write_text(routes)
+    if beans is not None:
+        (root / "beans.py").write_text(beans)
+    return root
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    return write_app(tmp_path / "greeter-app")
+
+
+@pytest.fixture
+def sandboxes() -> Iterator[Callable[..., SandboxHandle]]:
+    """``make(**start_kwargs)``: sandboxes stopped at the end of the test."""
+    made: list[SandboxHandle] = []
+
+    def make(**kw: Any) -> SandboxHandle:
+        made.append(start(**kw))
+        return made[-1]
+
+    yield make
+    for handle in made:
+        handle.stop(graceful=False)
+
+
+# --------------------------------------------------------------------------- a user's app
+
+
+def test_load_app_dir_reads_routes_beans_and_finds_the_entry_route(app_dir: Path) -> None:
+    app = load_app_dir(app_dir)
+    assert app.name == app.application_id == "greeter-app"
+    assert app.entry_route == "greet-intake"
+    assert app.versions == {"v1": app_dir}
+    assert set(app.beans) == {"greeter"}
+    assert {n: (e.version, e.capture) for n, e in app.environments.items()} == {
+        "dev": ("v1", "PROCESSOR"),
+        "staging": ("v1", "PROCESSOR"),
+        "prod": ("v1", "ROUTE"),
+    }
+    import random
+
+    payload = app.sample_payload(random.Random(1), 4)
+    assert payload.headers == {"n": "4"} and payload.body.startswith("hello ")
+
+
+def test_load_app_dir_with_version_folders(tmp_path: Path) -> None:
+    root = tmp_path / "versioned"
+    write_app(root / "v1", beans=None)
+    write_app(root / "v10", beans=None)
+    write_app(root / "v2", beans=None)
+    (root / "beans.py").write_text(BEANS)
+    app = load_app_dir(root)
+    assert list(app.versions) == ["v1", "v2", "v10"]  # natural order: v10 is the newest
+    assert app.environments["prod"].version == "v1"
+    assert app.environments["dev"].version == app.environments["staging"].version == "v10"
+
+
+@pytest.mark.parametrize(
+    ("beans", "routes", "match", "line"),
+    [
+        ("def broken(:\n", ROUTES, "importing beans.py failed: SyntaxError", 1),
+        ("import os\n\nraise RuntimeError('no database')\n", ROUTES, "RuntimeError: no database", 3),
+        (BEANS + "ENTRY_ROUTE = 'nope'\n", ROUTES, "ENTRY_ROUTE 'nope' is not a route", None),
+        ("BEANS = ['greeter']\n", ROUTES, "BEANS must be a dict", None),
+        (BEANS, ROUTES.replace("setBody:", "frobnicate:"), "frobnicate", None),
+    ],
+)
+def test_load_app_dir_errors_name_the_file_and_the_problem(
+    tmp_path: Path, beans: str, routes: str, match: str, line: int | None
+) -> None:
+    root = write_app(tmp_path / "bad", routes=routes, beans=beans)
+    with pytest.raises(RouteLoadError, match=match) as info:
+        load_app_dir(root)
+    assert info.value.file is not None and Path(info.value.file).parent == root
+    if line is not None:
+        assert info.value.line == line
+
+
+def test_load_app_dir_refuses_a_folder_without_routes(tmp_path: Path) -> None:
+    with pytest.raises(RouteLoadError, match="is not a folder"):
+        load_app_dir(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RouteLoadError, match="holds no route files"):
+        load_app_dir(tmp_path / "empty")
+
+
+def test_sandbox_runs_a_user_app(app_dir: Path, tmp_path: Path, sandboxes: Any, tools: Any) -> None:
+    handle = sandboxes(app=app_dir, data=tmp_path / "data", per_env=4, seed=3)
+    assert handle.history == 12
+    operator = tools.user_client(handle, "operator")
+    agents = operator.get("/agents").json()
+    assert {(a["instanceId"], a["applicationId"], a["status"]) for a in agents} == {
+        (f"greeter-app-{env}-1", "greeter-app", "LIVE") for env in ("dev", "staging", "prod")
+    }
+    source = tools.source_exchange(operator, "dev")
+    detail = operator.get(f"/executions/{source['executionId']}").json()
+    assert detail["routeId"] == "greet-intake"
+    assert detail["outputBody"] == detail["inputBody"].upper() + " (notified)"  # bean, then the simulator
+
+    replay = operator.post(
+        "/replays",
+        headers={"Idempotency-Key": "k-user-app"},
+        json={
+            "sourceExchangeId": source["exchangeId"],
+            "reason": "user app",
+            "modifiedPayload": {"body": "bonjour"},
+        },
+    ).json()
+    done = tools.wait_replay(operator, replay["replayId"])
+    assert done["status"] == "COMPLETED", done
+    result = operator.get(f"/executions/{done['resultExecutionId']}").json()
+    # The stubbed endpoint answered with the reply recorded for the source, not a real call.
+    assert result["outputBody"] == detail["outputBody"]
+    notify = next(p for p in result["processors"] if p["processorId"] == "notify")
+    assert notify["stubbed"] is True
+    shout = next(p for p in result["processors"] if p["processorId"] == "shout")
+    assert shout["outputBody"] == "BONJOUR"
+
+
+# --------------------------------------------------------------------------- agents going away
+
+
+def _start_slow_replay(
+    handle: SandboxHandle, client: httpx.Client, environment: str, tools: Any, delay_ms: int = 4000
+) -> str:
+    source = tools.source_exchange(client, environment)
+    detail = client.get(f"/executions/{source['executionId']}").json()
+    response = tools.post_replay(
+        client,
+        source["exchangeId"],
+        modifiedPayload={"headers": {**detail["inputHeaders"], "delayMs": str(delay_ms)}},
+    )
+    assert response.status_code == 202, response.text
+    replay_id = response.json()["replayId"]
+    agent = handle.agents[environment]
+    tools.wait_for(lambda: replay_id in agent.running_replays)
+    return replay_id
+
+
+def test_killing_an_agent_mid_replay_times_the_replay_out(
+    app_dir: Path, tmp_path: Path, sandboxes: Any, tools: Any
+) -> None:
+    handle = sandboxes(app=app_dir, data=tmp_path / "data", per_env=2, replay_timeout=1.0)
+    operator = tools.user_client(handle, "operator")
+    replay_id = _start_slow_replay(handle, operator, "dev", tools)
+    handle.call(handle.agents["dev"].kill)
+    replay = tools.wait_replay(operator, replay_id, timeout=10)
+    assert replay["status"] == "TIMED_OUT"
+    assert replay["resultExecutionId"] is None
+    message = replay["result"]["errorMessage"]
+    assert "greeter-app-dev-1" in message and "no final trace chunk within 1 s" in message
+    # The dead agent is not picked again: the next replay is refused before anything runs.
+    source = tools.source_exchange(operator, "dev")
+    again = tools.post_replay(operator, source["exchangeId"])
+    assert again.status_code == 503 and again.json()["error"] == "AGENT_UNAVAILABLE"
+
+
+def test_stopping_an_agent_mid_replay_errors_the_replay_with_its_reason(
+    app_dir: Path, tmp_path: Path, sandboxes: Any, tools: Any
+) -> None:
+    handle = sandboxes(
+        app=app_dir, data=tmp_path / "data", per_env=2, agent_config=AgentConfig(stop_grace=0.1)
+    )
+    operator = tools.user_client(handle, "operator")
+    replay_id = _start_slow_replay(handle, operator, "staging", tools)
+    handle.call(handle.agents["staging"].stop)
+    replay = tools.wait_replay(operator, replay_id, timeout=10)
+    assert replay["status"] == "ERROR"
+    message = replay["result"]["errorMessage"]
+    assert f"greeter-app-staging-1 stopped before replay {replay_id} finished" in message
+
+
+def test_a_silent_channel_is_reopened(app_dir: Path, tmp_path: Path, sandboxes: Any, tools: Any) -> None:
+    # No ping for 30 s, and the agents presume a channel dead after 0.3 s of silence.
+    handle = sandboxes(app=app_dir, data=tmp_path / "data", per_env=1, ping_interval=30,
+                       agent_config=AgentConfig(channel_idle_timeout=0.3, reconnect_max=0.2))
+    agent = handle.agents["dev"]
+    first = agent.connections
+    tools.wait_for(lambda: agent.connections >= first + 2, timeout=10)
+    tools.wait_for(lambda: handle.state.agents.channel_open(agent.instance_id))
+
+
+def test_restart_on_the_same_data_aborts_running_replays_and_keeps_one_history(
+    app_dir: Path, tmp_path: Path, sandboxes: Any, tools: Any
+) -> None:
+    data = tmp_path / "data"
+    first = sandboxes(app=app_dir, data=data, per_env=3)
+    admin = tools.user_client(first, "admin")
+    total = admin.post("/search/executions", json={"isReplay": False}).json()["total"]
+    assert total == first.history == 9
+    replay_id = _start_slow_replay(first, admin, "prod", tools)
+    first.stop(graceful=False)  # a crash: the replay is still in flight
+    assert json.loads((data / HISTORY_FILE).read_text())["complete"] is True
+
+    second = sandboxes(app=app_dir, data=data, per_env=3)
+    assert second.history == 0
+    admin = tools.user_client(second, "admin")
+    replay = admin.get(f"/replays/{replay_id}").json()
+    assert replay["status"] == "ABORTED"
+    assert "not run again" in replay["result"]["errorMessage"]
+    assert admin.post("/search/executions", json={"isReplay": False}).json()["total"] == total
+    second.stop()
+
+    with pytest.raises(ValidationError) as info:  # the folder is this app's, not orders'
+        start(data=data, per_env=1)
+    assert info.value.code == "DATA_DIR_IN_USE"
+
+
+def test_an_interrupted_history_is_completed_without_duplicates(
+    app_dir: Path, tmp_path: Path, sandboxes: Any, tools: Any
+) -> None:
+    data = tmp_path / "data"
+    first = sandboxes(app=app_dir, data=data, per_env=3, seed=5)
+    first.stop()
+    marker = json.loads((data / HISTORY_FILE).read_text())
+    (data / HISTORY_FILE).write_text(json.dumps({**marker, "complete": False}))
+    # Another seed and size are asked for; the interrupted history is finished as it was begun.
+    second = sandboxes(app=app_dir, data=data, per_env=10, seed=99)
+    assert second.history == 9
+    client = tools.user_client(second, "analyst")
+    assert client.post("/search/executions", json={}).json()["total"] == 9
+
+
+def test_ingestion_retries_when_the_server_answers_503(
+    app_dir: Path, tmp_path: Path, sandboxes: Any, tools: Any
+) -> None:
+    handle = sandboxes(
+        app=app_dir,
+        data=tmp_path / "data",
+        per_env=25,
+        chunk_buffer=1,
+        retry_after=0,
+        agent_config=AgentConfig(history_concurrency=6, post_attempts=200),
+    )
+    assert handle.history == 75
+    assert sum(a.retries for a in handle.agents.values()) > 0  # the buffer did fill up
+    client = tools.user_client(handle, "analyst")
+    assert client.post("/search/executions", json={}).json()["total"] == 75
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def test_binding_beyond_loopback_with_default_passwords_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "never"
+    with pytest.raises(ValidationError) as info:
+        start(host="0.0.0.0", data=data, per_env=1)
+    assert info.value.code == "UNSAFE_BIND"
+    assert "admin, operator, prod-operator, analyst" in info.value.message
+    assert "users file" in (info.value.hint or "")
+    assert not data.exists()  # refused before anything was made
+
+
+def test_binding_beyond_loopback_passes_the_check_with_real_passwords(tmp_path: Path) -> None:
+    users = tmp_path / "users.toml"
+    users.write_text('[users.alice]\npassword = "correct horse battery"\nroles = ["ADMIN"]\n')
+    with pytest.raises(ValidationError) as info:  # the next check fails: the bind check passed
+        start(host="0.0.0.0", users=users, data=tmp_path / "d", per_env=-1)
+    assert "per_env" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.10", False),
+        ("example.com", False),
+    ],
+)
+def test_loopback_addresses(host: str, loopback: bool) -> None:
+    assert _is_loopback(host) is loopback
+
+
+def test_a_taken_port_is_refused_in_words(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    port = int(sandbox.url.rsplit(":", 1)[1])
+    with pytest.raises(TransportError) as info:
+        start(port=port, data=tmp_path / "d", per_env=1)
+    assert info.value.code == "CANNOT_LISTEN" and str(port) in info.value.message
+
+
+def test_unknown_start_options_are_named(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="replay_timout"):
+        start(data=tmp_path, replay_timout=3)
+
+
+def test_the_handle_describes_the_sandbox(sandbox: SandboxHandle) -> None:
+    assert sandbox.url.startswith("http://127.0.0.1:")
+    assert sandbox.api == sandbox.url + "/api/v1"
+    assert sandbox.users == {
+        "admin": "admin",
+        "operator": "operator",
+        "prod-operator": "prod-operator",
+        "analyst": "analyst",
+    }
+    assert (sandbox.data_dir / HISTORY_FILE).exists()
+    assert httpx.get(sandbox.api + "/health").json() == {"status": "UP"}
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="moat-nb")
+    add_sandbox_parser(parser.add_subparsers())
+    return parser.parse_args(argv)
+
+
+def test_cli_reports_a_bad_app_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = _parse(["sandbox", "--port", "0", "--app", str(tmp_path / "nowhere"), "--data", str(tmp_path)])
+    assert args.func is run_sandbox
+    assert run_sandbox(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("moat-nb sandbox: ") and "is not a folder" in err and "\n" not in err
+
+
+_CLI = textwrap.dedent("""
+    import argparse, sys
+    from moat_nb.sandbox.runner import add_sandbox_parser
+    parser = argparse.ArgumentParser(prog="moat-nb")
+    add_sandbox_parser(parser.add_subparsers())
+    args = parser.parse_args(sys.argv[1:])
+    sys.exit(args.func(args))
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_cli_prints_where_to_connect_and_stops_cleanly_on_a_signal(
+    app_dir: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    data = tmp_path / "data"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _CLI,
+            "sandbox",
+            "--port",
+            "0",
+            "--data",
+            str(data),
+            "--per-env",
+            "2",
+            "--app",
+            str(app_dir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        # Lines are read by a thread: select() on a text pipe misses what Python has buffered.
+        lines: queue.Queue[str] = queue.Queue()
+        assert proc.stdout is not None
+        reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True)
+        reader.start()
+        seen: list[str] = []
+        while not any("Press Ctrl-C" in line for line in seen):
+            try:
+                seen.append(lines.get(timeout=60))
+            except queue.Empty:
+                raise AssertionError(f"no banner: {seen} {proc.poll()}") from None
+        text = "".join(seen)
+        url = next(w for w in text.split() if w.startswith("http://127.0.0.1:"))
+        assert httpx.get(url + "/api/v1/health").status_code == 200
+        for expected in (
+            "operator",
+            "prod-operator",
+            "password: analyst",
+            str(data),
+            "greeter-app-prod-1",
+            "MOAT_URL=",
+        ):
+            assert expected in text
+        proc.send_signal(sig)
+        assert proc.wait(30) == 0
+        reader.join(10)
+        rest = []
+        while not lines.empty():
+            rest.append(lines.get())
+        assert "stopped." in "".join(rest)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

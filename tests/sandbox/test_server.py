@@ -1,0 +1,937 @@
+"""The sandbox HTTP API against a real uvicorn on 127.0.0.1 (DESIGN.md sections 4-6).
+
+One server for the module (port 0, background thread), with hand-built chunks posted by two
+agents registered over HTTP; httpx clients; no mocks of our own parts.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+from jsonschema import Draft202012Validator
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from moat_nb.model import Chunk, Execution, ProcessorRecord
+from moat_nb.sandbox.apps.orders import APP
+from moat_nb.sandbox.openapi import API_PREFIX, PUBLIC, Operation
+from moat_nb.sandbox.security import DEFAULT_USERS_TOML, verify_command
+from moat_nb.sandbox.server import ServerThread, _check_routes, create_app
+from moat_nb.sandbox.state import SandboxState, ServerConfig
+
+USERS = ("admin", "operator", "prod-operator", "analyst", "nobody")
+T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+SECRET = "Bearer s3cr3t-value-9f8e7d"
+
+
+async def _boom(request: Request, principal: Any) -> Response:
+    raise RuntimeError("a bug with a secret stack trace")
+
+
+BOOM = Operation(
+    "GET",
+    "/test/boom",
+    _boom,
+    access=PUBLIC,
+    operation_id="boom",
+    summary="raises",
+    responses={200: ("never", None)},
+)
+
+
+class Sandbox:
+    """The running server plus what the tests need to talk to it."""
+
+    def __init__(self, tmp: Path) -> None:
+        users_file = tmp / "users.toml"
+        users_file.write_text(
+            DEFAULT_USERS_TOML + '\n[users.nobody]\npassword = "nobody-pw"\nroles = []\n', encoding="utf-8"
+        )
+        config = ServerConfig(ping_interval=0.3, send_timeout=1.0, chunk_buffer=1, retry_after=2)
+        self.state = SandboxState.create(tmp / "data", users_file=users_file, app=APP, seed=1, config=config)
+        self.app = create_app(self.state, extra_operations=[BOOM])
+        self.server = ServerThread(self.app).start()
+        self.url = self.server.url + API_PREFIX
+        self.http = httpx.Client(base_url=self.url, timeout=10)
+        self.tokens: dict[str, str] = {}
+        for user in USERS:
+            password = "nobody-pw" if user == "nobody" else user
+            r = self.http.post("/auth/login", json={"username": user, "password": password})
+            assert r.status_code == 200, r.text
+            self.tokens[user] = r.json()["accessToken"]
+        self.agent_tokens: dict[str, dict[str, Any]] = {}
+        for env in ("dev", "prod"):
+            r = self.http.post(
+                "/agents/register",
+                headers=self.bootstrap(),
+                json={
+                    "instanceId": f"agent-{env}",
+                    "displayName": f"Orders {env}",
+                    "applicationId": "orders",
+                    "environmentId": env,
+                    "routeVersion": "v1",
+                    "routeIds": ["order-intake"],
+                    "capabilities": ["replay"],
+                },
+            )
+            assert r.status_code == 200, r.text
+            self.agent_tokens[env] = r.json()
+        for i in range(3):
+            self.post_chunk(
+                "dev", make_chunk(f"exec-dev-{i}", f"ex-dev-{i}", status="FAILED" if i == 2 else "COMPLETED")
+            )
+        self.post_chunk("prod", make_chunk("exec-prod-0", "ex-prod-0"))
+
+    def bootstrap(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.state.bootstrap_token}"}
+
+    def auth(self, who: str) -> dict[str, str]:
+        if who.startswith("agent-"):
+            return {"Authorization": f"Bearer {self.agent_tokens[who.removeprefix('agent-')]['accessToken']}"}
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+    def post_chunk(self, env: str, chunk: dict[str, Any], **headers: str) -> httpx.Response:
+        h = {**self.auth(f"agent-{env}"), "X-Cameleer-Protocol-Version": "1", **headers}
+        r = self.http.post("/data/chunks", json=chunk, headers=h)
+        return r
+
+    def close(self) -> None:
+        self.http.close()
+        self.server.stop()
+        self.state.close()
+
+
+def make_chunk(
+    execution_id: str,
+    exchange_id: str,
+    *,
+    status: str = "COMPLETED",
+    headers: dict[str, Any] | None = None,
+    environment: str | None = None,
+) -> dict[str, Any]:
+    headers = (
+        headers if headers is not None else {"Content-Type": "application/json", "Authorization": SECRET}
+    )
+    procs = tuple(
+        ProcessorRecord(
+            execution_id=execution_id,
+            exchange_id=exchange_id,
+            seq=seq,
+            parent_seq=None if seq == 1 else 1,
+            processor_id=pid,
+            processor_type=kind,
+            route_id="order-intake",
+            status="COMPLETED",
+            start_time=T0 + timedelta(milliseconds=seq),
+            end_time=T0 + timedelta(milliseconds=seq + 1),
+            duration_ms=1.0,
+            depth=0 if seq == 1 else 1,
+            input_body='{"orderId": "o-1"}',
+            output_body='{"orderId": "o-1", "total": 10}',
+            input_headers=dict(headers),
+            output_headers=dict(headers),
+            properties={"dbPassword": "hunter2", "region": "eu"},
+        )
+        for seq, pid, kind in ((1, "choice1", "choice"), (2, "setBody2", "setBody"))
+    )
+    execution = Execution(
+        execution_id=execution_id,
+        exchange_id=exchange_id,
+        route_id="order-intake",
+        status=status,
+        route_version="v1",
+        application_id="orders",
+        environment=environment,
+        start_time=T0,
+        end_time=T0 + timedelta(milliseconds=5),
+        duration_ms=5.0,
+        processor_count=2,
+        error_type="ValidationException" if status == "FAILED" else None,
+        input_body='{"orderId": "o-1"}',
+        output_body='{"orderId": "o-1", "total": 10}',
+        input_headers=dict(headers),
+        output_headers=dict(headers),
+    )
+    return Chunk(execution_id, exchange_id, 0, final=True, execution=execution, processors=procs).to_wire()
+
+
+@pytest.fixture(scope="module")
+def sb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    sandbox = Sandbox(tmp_path_factory.mktemp("server"))
+    yield sandbox
+    sandbox.close()
+
+
+def envelope(r: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    assert r.status_code == status, (r.status_code, r.text)
+    body = r.json()
+    assert set(body) == {"error", "message", "details"}, body
+    assert isinstance(body["message"], str) and body["message"]
+    if code is not None:
+        assert body["error"] == code, body
+    return body
+
+
+# --------------------------------------------------------------------------- basics
+
+
+def test_health_is_public(sb: Sandbox) -> None:
+    r = sb.http.get("/health")
+    assert r.status_code == 200 and r.json() == {"status": "UP"}
+
+
+def test_unknown_path_and_method_use_the_envelope(sb: Sandbox) -> None:
+    envelope(sb.http.get("/no/such/thing"), 404, "NOT_FOUND")
+    envelope(sb.http.delete("/health"), 405, "METHOD_NOT_ALLOWED")
+
+
+def test_unexpected_errors_are_500_without_a_trace(sb: Sandbox) -> None:
+    body = envelope(sb.http.get("/test/boom"), 500, "SERVER_ERROR")
+    assert "secret stack trace" not in json.dumps(body) and "Traceback" not in json.dumps(body)
+
+
+# --------------------------------------------------------------------------- auth
+
+
+def test_login_answers_tokens_and_the_user(sb: Sandbox) -> None:
+    r = sb.http.post("/auth/login", json={"username": "prod-operator", "password": "prod-operator"})
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+    body = r.json()
+    assert body["expiresIn"] == 3600
+    assert body["user"] == {
+        "username": "prod-operator",
+        "roles": ["OPERATOR"],
+        "permissions": ["executions:read", "audit:read-own", "replay:run", "replay:modify", "replay:prod"],
+    }
+    refreshed = sb.http.post("/auth/refresh", headers={"Authorization": f"Bearer {body['refreshToken']}"})
+    assert refreshed.status_code == 200
+    new = refreshed.json()["accessToken"]
+    assert (
+        sb.http.post("/search/executions", json={}, headers={"Authorization": f"Bearer {new}"}).status_code
+        == 200
+    )
+
+
+def test_login_errors(sb: Sandbox) -> None:
+    r = sb.http.post("/auth/login", json={"username": "admin", "password": "wrong"})
+    envelope(r, 401, "BAD_CREDENTIALS")
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    envelope(sb.http.post("/auth/login", json={"username": "admin"}), 400, "VALIDATION")
+    envelope(sb.http.post("/auth/login", json=["admin", "admin"]), 400, "VALIDATION")
+
+
+def test_refresh_needs_a_refresh_token(sb: Sandbox) -> None:
+    envelope(sb.http.post("/auth/refresh"), 401, "UNAUTHORIZED")
+    envelope(sb.http.post("/auth/refresh", headers=sb.auth("admin")), 401)  # an access token
+
+
+def test_authentication_errors(sb: Sandbox) -> None:
+    r = sb.http.post("/search/executions", json={})
+    envelope(r, 401, "UNAUTHORIZED")
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    envelope(sb.http.post("/search/executions", json={}, headers={"Authorization": "Bearer nonsense"}), 401)
+    old = sb.state.authority.issue_tokens("admin", datetime.now(UTC) - timedelta(hours=2))["accessToken"]
+    envelope(
+        sb.http.post("/search/executions", json={}, headers={"Authorization": f"Bearer {old}"}),
+        401,
+        "TOKEN_EXPIRED",
+    )
+    envelope(sb.http.post("/search/executions", json={}, headers={"Authorization": "Basic YTpi"}), 401)
+
+
+# --------------------------------------------------------------------------- input rules
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        (b'{"limit": 5, "limit": 6}', "duplicate-key"),
+        (b'{"durationMin": NaN}', "non-finite"),
+        (b'{"durationMin": Infinity}', "non-finite"),
+        (b'{"durationMin": 1e999}', "non-finite"),
+        (b'{"text": "' + b"[" * 0 + b'\xff"}', "utf-8"),
+        (b'{"text": ' + b"[" * 65 + b"]" * 65 + b"}", "depth"),
+        (b"[" * 100_000, "depth"),
+        (b'{"text": ', "syntax"),
+    ],
+)
+def test_bad_json_is_400_and_says_why(sb: Sandbox, raw: bytes, reason: str) -> None:
+    r = sb.http.post(
+        "/search/executions", content=raw, headers={**sb.auth("analyst"), "Content-Type": "application/json"}
+    )
+    body = envelope(r, 400, "BAD_JSON")
+    assert body["details"]["reason"] == reason
+
+
+def test_declared_oversized_body_is_413(sb: Sandbox) -> None:
+    r = sb.http.post("/search/executions", content=b" " * (1 << 20 + 1), headers=sb.auth("analyst"))
+    envelope(r, 413, "PAYLOAD_TOO_LARGE")
+
+
+def _complete(answer: bytes) -> bool:
+    """True once ``answer`` holds a whole HTTP response with a Content-Length."""
+    head, sep, body = answer.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return True
+
+
+def _raw_request(port: int, head: str, body_parts: Iterator[bytes], *, rcvbuf: int | None = None) -> bytes:
+    """Send a request head and body parts on a raw socket (stopping quietly if the server
+    closes), then read whatever the server answered."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        sock.sendall(head.encode("latin-1"))
+        for part in body_parts:
+            try:
+                sock.sendall(part)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        answer = b""
+        try:
+            while not _complete(answer):
+                data = sock.recv(65536)
+                if not data:
+                    break
+                answer += data
+        except (ConnectionResetError, TimeoutError):
+            pass
+        return answer
+    finally:
+        sock.close()
+
+
+def test_oversized_streamed_body_is_413_before_it_ends(sb: Sandbox) -> None:
+    """Chunked transfer, no Content-Length, and the body never ends: the server must answer 413
+    once the limit is passed, not wait for (or buffer) the rest."""
+    token = sb.tokens["analyst"]
+    head = (
+        f"POST {API_PREFIX}/search/executions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    )
+    piece = b" " * 65536
+
+    def parts() -> Iterator[bytes]:
+        for _ in range(24):  # 1.5 MiB, and no terminating 0-size chunk
+            yield b"%x\r\n" % len(piece) + piece + b"\r\n"
+
+    answer = _raw_request(sb.server.port or 0, head, parts())
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"PAYLOAD_TOO_LARGE" in answer
+
+
+def test_header_with_control_characters_never_reaches_a_handler(sb: Sandbox) -> None:
+    # h11 refuses it on the wire already (400); the app's own check (BAD_HEADER) is tested in
+    # test_bodies.py. Either way, no 2xx.
+    head = f"GET {API_PREFIX}/health HTTP/1.1\r\nHost: x\r\nX-Evil: a\x00b\r\n\r\n"
+    answer = _raw_request(sb.server.port or 0, head, iter(()))
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:100]
+
+
+# --------------------------------------------------------------------------- executions
+
+
+def test_search_happy_path_and_filters(sb: Sandbox) -> None:
+    r = sb.http.post(
+        "/search/executions", json={"environment": "dev", "limit": 2}, headers=sb.auth("analyst")
+    )
+    assert r.status_code == 200
+    body = r.json()
+    assert body["total"] == 3 and body["limit"] == 2 and body["offset"] == 0
+    assert len(body["data"]) == 2
+    hit = body["data"][0]
+    assert hit["environment"] == "dev" and hit["instanceId"] == "agent-dev"
+    assert "processors" not in hit and "inputBody" not in hit  # summaries only
+    r = sb.http.post("/search/executions", json={"status": "FAILED"}, headers=sb.auth("analyst"))
+    assert [h["executionId"] for h in r.json()["data"]] == ["exec-dev-2"]
+    r = sb.http.post("/search/executions", headers=sb.auth("analyst"))  # no body: everything
+    assert r.json()["total"] == 4
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"limit": 1001}, "limit"),
+        ({"limit": 0}, "limit"),
+        ({"limit": "5"}, "limit"),
+        ({"offset": -1}, "offset"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+def test_search_refuses_bad_filters(sb: Sandbox, body: dict[str, Any], field: str) -> None:
+    r = sb.http.post("/search/executions", json=body, headers=sb.auth("analyst"))
+    assert envelope(r, 400)["details"]["field"] == field
+
+
+def test_search_limit_1000_is_allowed(sb: Sandbox) -> None:
+    r = sb.http.post("/search/executions", json={"limit": 1000}, headers=sb.auth("analyst"))
+    assert r.status_code == 200 and r.json()["limit"] == 1000
+
+
+def test_execution_detail_has_the_processor_tree_with_secrets_redacted(sb: Sandbox) -> None:
+    r = sb.http.get("/executions/exec-dev-0", headers=sb.auth("analyst"))
+    assert r.status_code == 200
+    body = r.json()
+    assert body["executionId"] == "exec-dev-0" and body["environment"] == "dev"
+    [root] = body["processors"]
+    assert root["seq"] == 1 and [c["seq"] for c in root["children"]] == [2]
+    # Stored traces carry fingerprints, never the secret (section 4 "Secrets").
+    assert body["inputHeaders"]["Authorization"].startswith("[REDACTED:")
+    assert body["inputHeaders"]["Content-Type"] == "application/json"
+    assert root["inputHeaders"]["Authorization"] == body["inputHeaders"]["Authorization"]
+    assert root["properties"]["dbPassword"].startswith("[REDACTED:") and root["properties"]["region"] == "eu"
+    assert SECRET not in r.text and "hunter2" not in r.text
+    raw = (sb.state.data_dir / "sandbox.db").read_bytes()
+    assert SECRET.encode() not in raw and b"hunter2" not in raw
+
+
+def test_execution_errors(sb: Sandbox) -> None:
+    envelope(sb.http.get("/executions/nope", headers=sb.auth("analyst")), 404, "NOT_FOUND")
+    envelope(sb.http.get("/executions/" + "a" * 129, headers=sb.auth("analyst")), 400, "BAD_ID")
+    envelope(sb.http.get("/executions/..%2F..%2Fetc", headers=sb.auth("analyst")), 404)
+
+
+def test_processor_snapshot(sb: Sandbox) -> None:
+    r = sb.http.get("/executions/exec-dev-1/processors/2/snapshot", headers=sb.auth("analyst"))
+    assert r.status_code == 200
+    body = r.json()
+    assert body["seq"] == 2 and body["processorId"] == "setBody2"
+    assert body["outputBody"] == '{"orderId": "o-1", "total": 10}'
+    assert body["inputHeaders"]["Authorization"].startswith("[REDACTED:")
+    envelope(sb.http.get("/executions/exec-dev-1/processors/9/snapshot", headers=sb.auth("analyst")), 404)
+    envelope(sb.http.get("/executions/exec-dev-1/processors/x/snapshot", headers=sb.auth("analyst")), 400)
+
+
+# --------------------------------------------------------------------------- agents
+
+
+def test_agents_list(sb: Sandbox) -> None:
+    r = sb.http.get("/agents", headers=sb.auth("analyst"))
+    assert r.status_code == 200
+    agents = {a["instanceId"]: a for a in r.json()}
+    assert set(agents) >= {"agent-dev", "agent-prod"}
+    assert agents["agent-dev"]["environmentId"] == "dev" and agents["agent-dev"]["routeVersion"] == "v1"
+    # Registered and heartbeating, but no command channel open: not LIVE (cannot take a replay).
+    assert agents["agent-dev"]["status"] == "STALE"
+    r = sb.http.get("/agents", params={"environment": "prod"}, headers=sb.auth("analyst"))
+    assert [a["instanceId"] for a in r.json()] == ["agent-prod"]
+    envelope(sb.http.get("/agents", params={"status": "ASLEEP"}, headers=sb.auth("analyst")), 400)
+    envelope(sb.http.get("/agents", params={"colour": "red"}, headers=sb.auth("analyst")), 400)
+
+
+def test_register(sb: Sandbox) -> None:
+    body = {"instanceId": "agent-x", "applicationId": "orders", "environmentId": "staging"}
+    r = sb.http.post("/agents/register", json=body, headers=sb.bootstrap())
+    assert r.status_code == 200
+    answer = r.json()
+    key = load_der_public_key(base64.b64decode(answer["serverPublicKey"]))
+    assert isinstance(key, Ed25519PublicKey)
+    assert answer["serverPublicKey"] == sb.state.signer.public_key_b64()
+    assert set(answer) >= {"accessToken", "refreshToken", "serverPublicKey"}
+    envelope(sb.http.post("/agents/register", json=body), 401, "UNAUTHORIZED")
+    envelope(
+        sb.http.post("/agents/register", json=body, headers={"Authorization": "Bearer wrong-token-123456"}),
+        401,
+    )
+    envelope(
+        sb.http.post("/agents/register", json=body, headers=sb.auth("admin")), 401
+    )  # a user token is not it
+    envelope(
+        sb.http.post("/agents/register", json={**body, "instanceId": "../x"}, headers=sb.bootstrap()),
+        400,
+        "BAD_ID",
+    )
+    envelope(sb.http.post("/agents/register", json={"instanceId": "a"}, headers=sb.bootstrap()), 400)
+
+
+def test_heartbeat(sb: Sandbox) -> None:
+    r = sb.http.post(
+        "/agents/agent-dev/heartbeat",
+        json={"routeStates": {"order-intake": "Started"}},
+        headers=sb.auth("agent-dev"),
+    )
+    assert r.status_code == 200 and r.json()["routeStates"] == {"order-intake": "Started"}
+    assert (
+        sb.http.post("/agents/agent-dev/heartbeat", headers=sb.auth("agent-dev")).status_code == 200
+    )  # no body
+    envelope(sb.http.post("/agents/agent-dev/heartbeat", headers=sb.auth("agent-prod")), 403, "FORBIDDEN")
+    envelope(sb.http.post("/agents/agent-dev/heartbeat", headers=sb.auth("admin")), 403, "FORBIDDEN")
+    envelope(sb.http.post("/agents/agent-dev/heartbeat"), 401)
+    envelope(
+        sb.http.post(
+            "/agents/agent-dev/heartbeat", json={"environmentId": "prod"}, headers=sb.auth("agent-dev")
+        ),
+        400,
+    )
+    envelope(
+        sb.http.post(
+            "/agents/agent-dev/heartbeat",
+            json={"routeStates": {"r": "Melting"}},
+            headers=sb.auth("agent-dev"),
+        ),
+        400,
+    )
+    ghost = sb.state.authority.issue_agent_tokens("ghost", "dev", datetime.now(UTC))["accessToken"]
+    envelope(
+        sb.http.post("/agents/ghost/heartbeat", headers={"Authorization": f"Bearer {ghost}"}),
+        404,
+        "AGENT_NOT_FOUND",
+    )
+
+
+def _read_events(
+    response: httpx.Response, want: int, timeout: float = 5.0
+) -> tuple[list[dict[str, str]], int]:
+    """Parse SSE from a streaming response until ``want`` events arrived; also count comments."""
+    events: list[dict[str, str]] = []
+    comments = 0
+    current: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    for line in response.iter_lines():
+        if line.startswith(":"):
+            comments += 1
+        elif line == "":
+            if current:
+                events.append(current)
+                current = {}
+                if len(events) >= want:
+                    break
+        else:
+            name, _, value = line.partition(":")
+            current[name] = value[1:] if value.startswith(" ") else value
+        if time.monotonic() > deadline:
+            break
+    return events, comments
+
+
+def test_command_channel_streams_signed_commands(sb: Sandbox) -> None:
+    with httpx.Client(base_url=sb.url, timeout=10) as client:
+        with client.stream("GET", "/agents/agent-dev/events", headers=sb.auth("agent-dev")) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            assert r.headers["cache-control"] == "no-store" and r.headers["x-accel-buffering"] == "no"
+            assert sb.state.agents.pick("dev").instance_id == "agent-dev"  # LIVE once the channel is open
+            c1 = sb.server.call(
+                lambda: sb.state.agents.send("agent-dev", {"type": "replay", "replayId": "r-1"})
+            )
+            c2 = sb.server.call(lambda: sb.state.agents.send("agent-dev", {"type": "CONFIG_UPDATE"}))
+            events, _ = _read_events(r, 2)
+    assert [e["event"] for e in events] == ["replay", "config-update"]
+    assert [e["id"] for e in events] == [c1["commandId"], c2["commandId"]]
+    data = json.loads(events[0]["data"])
+    assert data == c1 and verify_command(data, sb.state.signer.public_key_b64())
+    # Acknowledge the first; reconnecting after it resends only the unacknowledged second one.
+    ack = sb.http.post(
+        f"/agents/agent-dev/commands/{c1['commandId']}/ack",
+        json={"status": "SUCCESS", "message": "ok", "data": {"executionId": "e-1"}},
+        headers=sb.auth("agent-dev"),
+    )
+    assert ack.status_code == 200 and ack.json() == {
+        "commandId": c1["commandId"],
+        "status": "SUCCESS",
+        "duplicate": False,
+    }
+    with httpx.Client(base_url=sb.url, timeout=10) as client:
+        headers = {**sb.auth("agent-dev"), "Last-Event-ID": c1["commandId"]}
+        with client.stream("GET", "/agents/agent-dev/events", headers=headers) as r:
+            events, _ = _read_events(r, 1)
+    assert [e["id"] for e in events] == [c2["commandId"]]
+    sb.http.post(
+        f"/agents/agent-dev/commands/{c2['commandId']}/ack",
+        json={"status": "FAILURE"},
+        headers=sb.auth("agent-dev"),
+    )
+
+
+def test_command_channel_pings(sb: Sandbox) -> None:
+    with httpx.Client(base_url=sb.url, timeout=10) as client:
+        with client.stream("GET", "/agents/agent-prod/events", headers=sb.auth("agent-prod")) as r:
+            start = time.monotonic()
+            comments = 0
+            for line in r.iter_lines():
+                if line.startswith(":"):
+                    comments += 1
+                if comments >= 2:
+                    break
+            elapsed = time.monotonic() - start
+    assert comments >= 2 and elapsed < 3 * 0.3 + 1.0  # SSE-3: >= 2 pings in 3 intervals
+
+
+def test_command_channel_errors(sb: Sandbox) -> None:
+    envelope(sb.http.get("/agents/agent-dev/events", headers=sb.auth("agent-prod")), 403)
+    envelope(sb.http.get("/agents/agent-dev/events", headers=sb.auth("analyst")), 403)
+    envelope(sb.http.get("/agents/agent-dev/events"), 401)
+    bad = {**sb.auth("agent-dev"), "Last-Event-ID": "not an id"}
+    envelope(sb.http.get("/agents/agent-dev/events", headers=bad), 400, "BAD_LAST_EVENT_ID")
+    ghost = sb.state.authority.issue_agent_tokens("ghost2", "dev", datetime.now(UTC))["accessToken"]
+    envelope(sb.http.get("/agents/ghost2/events", headers={"Authorization": f"Bearer {ghost}"}), 404)
+
+
+def test_a_client_that_stops_reading_is_dropped(sb: Sandbox) -> None:
+    """SSE-5 on the command channel: the agent's socket stops being read; within send_timeout
+    (1 s here) + slack the server drops it, and the agent no longer counts as LIVE."""
+    token = sb.agent_tokens["prod"]["accessToken"]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", sb.server.port or 0))
+    try:
+        sock.sendall(
+            (
+                f"GET {API_PREFIX}/agents/agent-prod/events HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {token}\r\n\r\n"
+            ).encode()
+        )
+        deadline = time.monotonic() + 3
+        while not sb.state.agents.channel_open("agent-prod") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sb.state.agents.channel_open("agent-prod")
+        pad = "x" * 200_000
+        for _ in range(60):  # ~12 MB: far more than the socket buffers hold
+            sb.server.call(lambda: sb.state.agents.send("agent-prod", {"type": "config-update", "pad": pad}))
+        deadline = time.monotonic() + 1.0 + 4.0
+        while sb.state.agents.channel_open("agent-prod") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not sb.state.agents.channel_open("agent-prod")
+    finally:
+        sock.close()
+    for command in sb.state.agents.pending("agent-prod"):  # leave no queue behind for other tests
+        sb.state.agents.ack("agent-prod", command["commandId"], {"status": "FAILURE"})
+
+
+def test_ack_errors(sb: Sandbox) -> None:
+    cmd = sb.server.call(lambda: sb.state.agents.send("agent-dev", {"type": "replay"}))
+    path = f"/agents/agent-dev/commands/{cmd['commandId']}/ack"
+    envelope(sb.http.post(path, json={"status": "MAYBE"}, headers=sb.auth("agent-dev")), 400)
+    envelope(sb.http.post(path, json={"status": "SUCCESS"}, headers=sb.auth("agent-prod")), 403)
+    envelope(sb.http.post(path, json={"status": "SUCCESS"}, headers=sb.auth("operator")), 403)
+    envelope(sb.http.post(path, json={"status": "SUCCESS"}), 401)
+    envelope(
+        sb.http.post(
+            "/agents/agent-dev/commands/unknown/ack", json={"status": "SUCCESS"}, headers=sb.auth("agent-dev")
+        ),
+        404,
+    )
+    envelope(
+        sb.http.post(
+            path, content=b'{"status": "SUCCESS", "status": "FAILURE"}', headers=sb.auth("agent-dev")
+        ),
+        400,
+        "BAD_JSON",
+    )
+    assert (
+        sb.http.post(path, json={"status": "SUCCESS"}, headers=sb.auth("agent-dev")).json()["duplicate"]
+        is False
+    )
+    assert (
+        sb.http.post(path, json={"status": "SUCCESS"}, headers=sb.auth("agent-dev")).json()["duplicate"]
+        is True
+    )
+
+
+# --------------------------------------------------------------------------- ingestion
+
+
+def test_chunk_is_stored_with_the_agents_environment(sb: Sandbox) -> None:
+    r = sb.post_chunk("prod", make_chunk("exec-prod-9", "ex-prod-9"))
+    assert r.status_code == 202 and r.json() == {"executionId": "exec-prod-9", "chunkSeq": 0}
+    got = sb.http.get("/executions/exec-prod-9", headers=sb.auth("analyst")).json()
+    assert got["environment"] == "prod" and got["instanceId"] == "agent-prod"
+    # Re-sending the same chunk is harmless (agents retry); other content for it conflicts.
+    assert sb.post_chunk("prod", make_chunk("exec-prod-9", "ex-prod-9")).status_code == 202
+    other = make_chunk("exec-prod-9", "ex-prod-9", status="FAILED")
+    envelope(sb.post_chunk("prod", other), 409, "CHUNK_CONFLICT")
+
+
+def test_a_replay_tagged_chunk_is_stored_as_a_replay_and_handed_on(sb: Sandbox) -> None:
+    """The replay service is told of it (here: a replay it does not know, which it ignores)."""
+    chunk = {**make_chunk("exec-r-1", "ex-r-1"), "replayId": "r-unknown"}
+    assert sb.post_chunk("dev", chunk).status_code == 202
+    hits = sb.http.post(
+        "/search/executions", json={"replayId": "r-unknown"}, headers=sb.auth("analyst")
+    ).json()
+    assert [(h["executionId"], h["isReplay"]) for h in hits["data"]] == [("exec-r-1", True)]
+
+
+def test_chunk_errors(sb: Sandbox) -> None:
+    chunk = make_chunk("exec-dev-7", "ex-dev-7")
+    r = sb.http.post("/data/chunks", json=chunk, headers=sb.auth("agent-dev"))
+    body = envelope(r, 400, "PROTOCOL_VERSION")
+    assert body["message"] == "Missing or unsupported X-Cameleer-Protocol-Version header"
+    envelope(sb.post_chunk("dev", chunk, **{"X-Cameleer-Protocol-Version": "2"}), 400, "PROTOCOL_VERSION")
+    envelope(sb.http.post("/data/chunks", json=chunk, headers={"X-Cameleer-Protocol-Version": "1"}), 401)
+    envelope(
+        sb.http.post(
+            "/data/chunks", json=chunk, headers={**sb.auth("admin"), "X-Cameleer-Protocol-Version": "1"}
+        ),
+        403,
+    )
+    # A dev agent cannot file an execution under prod (permissions follow stored environments).
+    envelope(sb.post_chunk("dev", make_chunk("exec-dev-8", "ex-dev-8", environment="prod")), 400, "BAD_CHUNK")
+    envelope(sb.post_chunk("dev", {"executionId": "e", "exchangeId": "x"}), 400)
+    envelope(sb.post_chunk("dev", {**chunk, "processors": "nope"}), 400)
+    envelope(sb.post_chunk("dev", {**chunk, "executionId": "../../x"}), 400)
+    assert sb.http.get("/executions/exec-dev-8", headers=sb.auth("analyst")).status_code == 404
+
+
+def test_full_ingest_buffer_answers_503_with_retry_after(sb: Sandbox) -> None:
+    """chunk_buffer is 1 here: a chunk whose body is still arriving holds the only slot."""
+    body = json.dumps(make_chunk("exec-dev-slow", "ex-dev-slow")).encode()
+    token = sb.agent_tokens["dev"]["accessToken"]
+    sock = socket.create_connection(("127.0.0.1", sb.server.port or 0), timeout=10)
+    try:
+        sock.sendall(
+            (
+                f"POST {API_PREFIX}/data/chunks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                f"X-Cameleer-Protocol-Version: 1\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body[:10]
+        )
+        gate = sb.app.state.ingest_gate
+        deadline = time.monotonic() + 3
+        while gate.in_flight < 1 and time.monotonic() < deadline:  # the slow chunk holds the slot
+            time.sleep(0.01)
+        assert gate.in_flight == 1
+        busy = sb.post_chunk("dev", make_chunk("exec-dev-fast", "ex-dev-fast"))
+        envelope(busy, 503, "INGEST_BUSY")
+        assert busy.headers["retry-after"] == "2"
+        sock.sendall(body[10:])
+        answer = b""
+        while not _complete(answer):
+            answer += sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 202"), answer
+    finally:
+        sock.close()
+    assert sb.post_chunk("dev", make_chunk("exec-dev-fast", "ex-dev-fast")).status_code == 202
+
+
+# --------------------------------------------------------------------------- permissions
+
+
+# endpoint -> who gets a 2xx/expected-domain answer; everyone else 401 (no token) or 403.
+def _calls(sb: Sandbox) -> list[tuple[str, str, dict[str, Any], set[str]]]:
+    users = {"analyst", "operator", "admin", "prod-operator"}
+    return [
+        ("POST", "/search/executions", {"json": {}}, users),
+        ("GET", "/executions/exec-dev-0", {}, users),
+        ("GET", "/executions/exec-dev-0/processors/1/snapshot", {}, users),
+        ("GET", "/agents", {}, users),
+        ("POST", "/agents/agent-dev/heartbeat", {}, {"agent-dev"}),
+        (
+            "POST",
+            "/data/chunks",
+            {"json": None, "headers": {"X-Cameleer-Protocol-Version": "1"}},
+            {"agent-dev"},
+        ),
+    ]
+
+
+PRINCIPALS = (
+    "anonymous",
+    "nobody",
+    "analyst",
+    "operator",
+    "admin",
+    "prod-operator",
+    "agent-dev",
+    "agent-prod",
+)
+
+
+@pytest.mark.parametrize("who", PRINCIPALS)
+def test_permission_matrix(sb: Sandbox, who: str) -> None:
+    for method, path, kw, allowed in _calls(sb):
+        headers = {**kw.get("headers", {}), **({} if who == "anonymous" else sb.auth(who))}
+        if path == "/data/chunks" and who == "agent-prod":
+            allowed = allowed | {"agent-prod"}  # any agent may post its own environment's chunks
+        body = kw.get("json")
+        if path == "/data/chunks":
+            body = make_chunk(f"exec-m-{who}", f"ex-m-{who}")
+        r = sb.http.request(method, path, json=body, headers=headers)
+        if who in allowed:
+            assert r.status_code < 300, (who, method, path, r.text)
+        elif who == "anonymous":
+            envelope(r, 401)
+        else:
+            envelope(r, 403, "FORBIDDEN")
+
+
+def test_every_route_is_a_declared_operation_and_denies_by_default(sb: Sandbox) -> None:
+    """Walk app.routes: each is an Operation with an access rule; every non-public one refuses
+    a request without credentials (401) — including the replay routes, once they exist."""
+    checked = 0
+    for route in sb.app.routes:
+        op = route.endpoint.operation  # type: ignore[attr-defined]
+        assert isinstance(op, Operation) and op.access is not None
+        if op.access.kind == "public":
+            continue
+        path = route.path
+        for name in op.path_params:
+            path = path.replace("{" + name + "}", "1" if name == "seq" else "x-1")
+        r = httpx.request(
+            op.method, sb.server.url + path, json={} if op.method == "POST" else None, timeout=10
+        )
+        assert r.status_code == 401, (op.method, path, r.status_code, r.text)
+        checked += 1
+    assert checked >= 8
+
+
+def test_a_route_without_an_operation_is_refused() -> None:
+    async def naked(request: Request) -> Response:
+        return Response("hi")
+
+    with pytest.raises(TypeError):
+        _check_routes([Route("/api/v1/naked", naked)])
+    with pytest.raises(TypeError):
+        Operation("GET", "/x", _boom, operation_id="x", summary="x", responses={200: ("x", None)})  # type: ignore[call-arg]
+
+
+# --------------------------------------------------------------------------- OpenAPI
+
+
+def test_openapi_lists_exactly_the_app_routes(sb: Sandbox) -> None:
+    r = sb.http.get("/api-docs")
+    assert r.status_code == 200
+    doc = r.json()
+    assert doc["openapi"].startswith("3.1")
+    documented = {(path, method.upper()) for path, item in doc["paths"].items() for method in item}
+    served = set()
+    for route in sb.app.routes:
+        for method in route.methods - {"HEAD"}:  # type: ignore[attr-defined]
+            served.add((route.path, method))
+    assert documented == served
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            params = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
+            assert params == set(__import__("re").findall(r"\{(\w+)\}", path)), (method, path)
+            assert "x-access" in op and "responses" in op
+            if op["x-access"] != "anyone":
+                assert "401" in op["responses"]
+    assert doc["paths"]["/api/v1/search/executions"]["post"]["x-permission"] == "executions:read"
+    assert doc["paths"]["/api/v1/data/chunks"]["post"]["responses"]["503"]
+    # every $ref resolves
+    text = json.dumps(doc)
+    for name in set(__import__("re").findall(r'"#/components/schemas/(\w+)"', text)):
+        assert name in doc["components"]["schemas"], name
+
+
+def test_real_answers_validate_against_the_document(sb: Sandbox) -> None:
+    """Answers (and the chunks the agents send) against the document's JSON Schemas (2020-12,
+    the dialect of OpenAPI 3.1), so the document says what the app does."""
+    doc = sb.http.get("/api-docs").json()
+
+    def check(instance: Any, path: str, method: str, status: str) -> None:
+        content = doc["paths"][API_PREFIX + path][method]["responses"][status]["content"]
+        schema = next(iter(content.values()))["schema"]
+        Draft202012Validator({**schema, "components": doc["components"]}).validate(instance)
+
+    check(sb.http.get("/health").json(), "/health", "get", "200")
+    check(
+        sb.http.post("/search/executions", json={}, headers=sb.auth("analyst")).json(),
+        "/search/executions",
+        "post",
+        "200",
+    )
+    check(
+        sb.http.get("/executions/exec-dev-0", headers=sb.auth("analyst")).json(),
+        "/executions/{executionId}",
+        "get",
+        "200",
+    )
+    check(
+        sb.http.get("/executions/exec-dev-0/processors/1/snapshot", headers=sb.auth("analyst")).json(),
+        "/executions/{executionId}/processors/{seq}/snapshot",
+        "get",
+        "200",
+    )
+    check(sb.http.get("/agents", headers=sb.auth("analyst")).json(), "/agents", "get", "200")
+    check(
+        sb.http.post("/agents/agent-dev/heartbeat", headers=sb.auth("agent-dev")).json(),
+        "/agents/{instanceId}/heartbeat",
+        "post",
+        "200",
+    )
+    login = sb.http.post("/auth/login", json={"username": "analyst", "password": "analyst"}).json()
+    check(login, "/auth/login", "post", "200")
+    refreshed = sb.http.post("/auth/refresh", headers={"Authorization": f"Bearer {login['refreshToken']}"})
+    check(refreshed.json(), "/auth/refresh", "post", "200")
+    reg = sb.http.post(
+        "/agents/register",
+        headers=sb.bootstrap(),
+        json={"instanceId": "agent-y", "applicationId": "orders", "environmentId": "dev"},
+    )
+    check(reg.json(), "/agents/register", "post", "200")
+    chunk = make_chunk("exec-doc-1", "ex-doc-1")
+    Draft202012Validator({"$ref": "#/components/schemas/Chunk", "components": doc["components"]}).validate(
+        chunk
+    )
+    check(sb.post_chunk("dev", chunk).json(), "/data/chunks", "post", "202")
+    cmd = sb.server.call(lambda: sb.state.agents.send("agent-dev", {"type": "replay"}))
+    ack = sb.http.post(
+        f"/agents/agent-dev/commands/{cmd['commandId']}/ack",
+        json={"status": "SUCCESS"},
+        headers=sb.auth("agent-dev"),
+    )
+    check(ack.json(), "/agents/{instanceId}/commands/{commandId}/ack", "post", "200")
+    check(
+        sb.http.get("/executions/nope", headers=sb.auth("analyst")).json(),
+        "/executions/{executionId}",
+        "get",
+        "404",
+    )
+    check(
+        sb.http.post("/search/executions", json={"limit": 5000}, headers=sb.auth("analyst")).json(),
+        "/search/executions",
+        "post",
+        "400",
+    )
+
+
+def test_operation_declarations_are_checked() -> None:
+    with pytest.raises(ValueError):
+        Operation(
+            "get", "/x", _boom, access=PUBLIC, operation_id="x", summary="x", responses={200: ("x", None)}
+        )
+    with pytest.raises(ValueError):
+        Operation("GET", "/x", _boom, access=PUBLIC, operation_id="x", summary="x")
+    from moat_nb.sandbox.openapi import agent, self_checked
+
+    with pytest.raises(ValueError):
+        Operation(
+            "GET",
+            "/x/{id}",
+            _boom,
+            access=agent("instanceId"),
+            operation_id="x",
+            summary="x",
+            responses={200: ("x", None)},
+        )
+    with pytest.raises(ValueError):
+        self_checked("")
+
+
+def test_state_keys_live_outside_the_database(sb: Sandbox) -> None:
+    keys = sb.state.data_dir / "keys"
+    for name in ("jwt.key", "commands.pem", "redaction.key"):
+        assert (keys / name).exists() and (keys / name).stat().st_mode & 0o077 == 0
+    db = (sb.state.data_dir / "sandbox.db").read_bytes()
+    for name in ("jwt.key", "redaction.key"):
+        assert (keys / name).read_bytes() not in db
+    assert len(sb.state.bootstrap_token) >= 32  # made per start when the config gives none

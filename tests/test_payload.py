@@ -1,0 +1,319 @@
+"""Start payloads (moat_nb/payload.py): modification, JSON Patch, redaction, control headers."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import json
+
+import jsonpatch
+import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from moat_nb.errors import ControlHeaderRejected, ValidationError
+from moat_nb.model import ModifiedPayload, Payload
+from moat_nb.payload import (
+    apply_patch,
+    control_headers,
+    effective_payload,
+    fingerprint,
+    is_control_header,
+    is_redacted,
+    is_secret_name,
+    masker,
+    parse_modified_payload,
+    payload_diff,
+    payload_sha256,
+    redact_body,
+    redact_mapping,
+    redact_patch,
+    redact_payload,
+)
+
+KEY = b"k" * 32
+MASK = masker(KEY)
+
+# JSON values as the wire carries them (integers within I-JSON's safe range, as JCS requires).
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53) + 1, 2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False, width=64).filter(lambda f: f == f)
+    | st.text(max_size=12)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+names = st.text(min_size=1, max_size=10) | st.sampled_from(
+    ["Authorization", "a/b", "~0", "x~1y", "", "OrderId", "0", "-"]
+)
+payloads = st.builds(
+    Payload,
+    headers=st.dictionaries(names, json_values, max_size=5),
+    body=st.none() | st.text(max_size=30) | json_values.map(lambda v: json.dumps(v)),
+    properties=st.dictionaries(names, json_values, max_size=5),
+)
+
+
+def jcs(p: Payload) -> bytes:
+    # Stricter than ==, which says True == 1.
+    return rfc8785.dumps(p.to_wire())
+
+
+# --------------------------------------------------------------------------- patches
+
+
+@settings(max_examples=300, deadline=None)
+@given(payloads, payloads)
+def test_patch_between_any_two_payloads_applies_back(a: Payload, b: Payload) -> None:
+    patch = payload_diff(a, b)
+    assert jcs(apply_patch(a, patch)) == jcs(b)
+    # It is a valid RFC 6902 patch for any implementation, not only ours.
+    assert rfc8785.dumps(jsonpatch.apply_patch(a.to_wire(), patch)) == jcs(b)
+
+
+@settings(max_examples=100, deadline=None)
+@given(payloads)
+def test_patch_of_a_payload_with_itself_is_empty(a: Payload) -> None:
+    assert payload_diff(a, a) == []
+
+
+def test_patch_tells_one_from_true() -> None:
+    a = Payload(headers={"n": 1})
+    b = Payload(headers={"n": True})
+    patch = payload_diff(a, b)
+    assert patch and rfc8785.dumps(apply_patch(a, patch).to_wire()) == rfc8785.dumps(b.to_wire())
+
+
+def test_patch_is_fine_grained_per_header() -> None:
+    a = Payload(headers={"A": "1", "B": "2"}, body="x", properties={"p": 1})
+    b = Payload(headers={"A": "1", "B": "3"}, body="x", properties={"p": 1})
+    assert payload_diff(a, b) == [{"op": "replace", "path": "/headers/B", "value": "3"}]
+
+
+def test_apply_patch_that_does_not_apply_is_a_validation_error() -> None:
+    with pytest.raises(ValidationError):
+        apply_patch(Payload(), [{"op": "remove", "path": "/headers/missing"}])
+    with pytest.raises(ValidationError):
+        apply_patch(Payload(), [{"op": "remove", "path": "/body"}])
+
+
+# --------------------------------------------------------------------------- effective payload
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    payloads,
+    st.none() | st.dictionaries(names, json_values, max_size=3),
+    st.none() | st.text(max_size=10),
+    st.none() | st.dictionaries(names, json_values, max_size=3),
+)
+def test_effective_payload_replaces_present_parts_whole(original, headers, body, properties) -> None:
+    eff = effective_payload(original, ModifiedPayload(headers=headers, body=body, properties=properties))
+    assert eff.headers == (original.headers if headers is None else headers)
+    assert eff.body == (original.body if body is None else body)
+    assert eff.properties == (original.properties if properties is None else properties)
+    assert effective_payload(original, None) == original
+
+
+def test_payload_sha256_is_over_jcs() -> None:
+    p = Payload(headers={"b": 1, "a": "é"}, body="{}", properties={})
+    expected = hashlib.sha256('{"body":"{}","headers":{"a":"é","b":1},"properties":{}}'.encode()).hexdigest()
+    assert payload_sha256(p) == expected
+    # Key order does not matter, values do.
+    assert payload_sha256(Payload(headers={"a": "é", "b": 1}, body="{}")) == expected
+    assert payload_sha256(Payload(headers={"a": "é", "b": True}, body="{}")) != expected
+
+
+# --------------------------------------------------------------------------- control headers
+
+
+def _case_permutations(word: str) -> list[str]:
+    options = [sorted({c.lower(), c.upper()}) for c in word]  # "." has one case
+    return ["".join(cs) for cs in itertools.product(*options)]
+
+
+@pytest.mark.parametrize("prefix", _case_permutations("camel"))
+def test_every_case_permutation_of_camel_is_a_control_header(prefix: str) -> None:
+    assert is_control_header(prefix)
+    assert is_control_header(prefix + "HttpUri")
+    with pytest.raises(ControlHeaderRejected) as info:
+        parse_modified_payload({"headers": {"X-Ok": "1", prefix + "HttpUri": "http://evil"}})
+    assert info.value.code == "CONTROL_HEADER"
+    assert info.value.details["headers"] == [prefix + "HttpUri"]
+
+
+def test_org_apache_camel_prefix_in_many_cases() -> None:
+    for name in ["org.apache.camel.foo", "ORG.APACHE.CAMEL.Bar", "Org.Apache.Camel", "org.Apache.CAMELx"]:
+        assert is_control_header(name), name
+    assert len(_case_permutations("camel")) == 2**5
+    assert len(_case_permutations("org.apache.camel")) == 2**14  # 14 letters
+    sample = _case_permutations("org.apache.camel")[::97]
+    assert all(is_control_header(n + ".x") for n in sample)
+
+
+@pytest.mark.parametrize(
+    "name", ["X-Camel", "came", "acamel", "org.apache.came", "org.apache", "Orders", "c-amel", " camel"]
+)
+def test_other_headers_are_not_control_headers(name: str) -> None:
+    assert not is_control_header(name)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=20))
+def test_control_header_check_is_the_lower_cased_prefix(name: str) -> None:
+    low = name.lower()
+    assert is_control_header(name) == (low.startswith("camel") or low.startswith("org.apache.camel"))
+
+
+def test_control_headers_lists_all_offenders_in_order() -> None:
+    assert control_headers({"CamelA": 1, "b": 2, "ORG.apache.camel.c": 3}) == ["CamelA", "ORG.apache.camel.c"]
+    assert control_headers(None) == []
+
+
+# --------------------------------------------------------------------------- parse_modified_payload
+
+
+def test_parse_modified_payload_shapes() -> None:
+    assert parse_modified_payload(None).is_empty()
+    assert parse_modified_payload({}).is_empty()
+    m = parse_modified_payload({"headers": {"a": "1"}, "body": "b", "properties": {"p": [1]}})
+    assert m == ModifiedPayload(headers={"a": "1"}, body="b", properties={"p": [1]})
+    assert parse_modified_payload({"body": None}).is_empty()
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        ([], "VALIDATION"),
+        ("x", "VALIDATION"),
+        ({"header": {}}, "VALIDATION"),
+        ({"headers": []}, "VALIDATION"),
+        ({"properties": "x"}, "VALIDATION"),
+        ({"body": {"a": 1}}, "VALIDATION"),
+        ({"body": 3}, "VALIDATION"),
+        ({"headers": {"a\r\nX-Evil": "1"}}, "BAD_HEADER"),
+        ({"headers": {"a": "1\n2"}}, "BAD_HEADER"),
+        ({"headers": {"a": "1\x002"}}, "BAD_HEADER"),
+        ({"headers": {"a": ["ok", "bad\r"]}}, "BAD_HEADER"),
+        ({"headers": {"": "1"}}, "BAD_HEADER"),
+    ],
+)
+def test_parse_modified_payload_refuses(data: object, code: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        parse_modified_payload(data)
+    assert info.value.code == code
+    assert info.value.status == 400
+
+
+# --------------------------------------------------------------------------- redaction
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Authorization",
+        "authorization",
+        "Cookie",
+        "Set-Cookie",
+        "Proxy-Authorization",
+        "X-API-Key",
+        "x_api_key",
+        "dbPassword",
+        "client_secret",
+        "X-Auth-Token",
+        "apiKey",
+        "PassPhrase",
+        "aws.accessKey",
+        "access_key_id",
+    ],
+)
+def test_secret_names(name: str) -> None:
+    assert is_secret_name(name)
+
+
+@pytest.mark.parametrize("name", ["OrderId", "Content-Type", "X-Trace", "customer", "keys", "author"])
+def test_not_secret_names(name: str) -> None:
+    assert not is_secret_name(name)
+
+
+def test_fingerprint_is_hmac_sha256_first_16_hex() -> None:
+    expected = hmac.new(KEY, b"Bearer abc", hashlib.sha256).hexdigest()[:16]
+    assert fingerprint(KEY, "Bearer abc") == f"[REDACTED:{expected}]"
+    assert fingerprint(KEY, "Bearer abc") != fingerprint(b"other key", "Bearer abc")
+    assert is_redacted(fingerprint(KEY, {"a": 1}))
+    assert not is_redacted("[REDACTED:xyz]")
+
+
+printable = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
+secrets = st.text(min_size=6, max_size=24, alphabet=printable).map(lambda s: "S3cr3t" + s)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    secrets,
+    st.sampled_from(["Authorization", "X-API-Key", "Cookie", "dbPassword", "sessionToken"]),
+    payloads,
+)
+def test_no_secret_survives_in_a_redacted_patch(secret: str, name: str, original: Payload) -> None:
+    headers = dict(original.headers)
+    headers[name] = secret
+    props = dict(original.properties)
+    props["creds"] = {"password": secret, "user": "u"}
+    body = json.dumps({"order": 1, "card": {"apiKey": secret}})
+    modified = Payload(headers=headers, body=body, properties=props)
+    patch = payload_diff(original, modified)
+    redacted = redact_patch(patch, MASK)
+    text = json.dumps(redacted)
+    assert secret not in text
+    assert fingerprint(KEY, secret) in text
+    # Redacting again changes nothing (markers are left alone).
+    assert redact_patch(redacted, MASK) == redacted
+    # The unredacted patch still rebuilds the real payload (the agent runs the real value).
+    assert apply_patch(original, patch).headers[name] == secret
+
+
+def test_redact_patch_shows_that_a_secret_changed() -> None:
+    a = Payload(headers={"Authorization": "Bearer old"})
+    b = Payload(headers={"Authorization": "Bearer new"})
+    (op,) = redact_patch(payload_diff(a, b), MASK)
+    assert op["path"] == "/headers/Authorization"
+    assert op["value"] == fingerprint(KEY, "Bearer new") != fingerprint(KEY, "Bearer old")
+
+
+def test_redact_patch_whole_part_and_whole_document() -> None:
+    doc = {"headers": {"X-API-Key": "k"}, "body": None, "properties": {}}
+    whole = {"op": "replace", "path": "", "value": doc}
+    patch = [
+        {"op": "replace", "path": "/headers", "value": {"Cookie": "c=1", "a": "b"}},
+        whole,
+        {"op": "remove", "path": "/headers/Authorization"},
+        {"op": "move", "from": "/headers/Cookie", "path": "/headers/c"},
+    ]
+    out = redact_patch(patch, MASK)
+    assert out[0]["value"] == {"Cookie": fingerprint(KEY, "c=1"), "a": "b"}
+    assert out[1]["value"]["headers"] == {"X-API-Key": fingerprint(KEY, "k")}
+    assert out[2:] == patch[2:]
+
+
+def test_redact_payload_and_body() -> None:
+    p = Payload(
+        headers={"Authorization": "Bearer x", "OrderId": "o1"},
+        body='{"user": "u", "password": "hunter2", "items": [{"token": "t"}]}',
+        properties={"nested": {"secret": [1, 2]}, "plain": 1},
+    )
+    r = redact_payload(p, MASK)
+    assert r.headers == {"Authorization": fingerprint(KEY, "Bearer x"), "OrderId": "o1"}
+    assert "hunter2" not in r.body and '"t"' not in r.body
+    assert json.loads(r.body)["user"] == "u"
+    assert r.properties == {"nested": {"secret": fingerprint(KEY, [1, 2])}, "plain": 1}
+    # Bodies without secrets, or not JSON, are left byte for byte.
+    assert redact_body('{ "a" : 1 }', MASK) == '{ "a" : 1 }'
+    assert redact_body("password=hunter2", MASK) == "password=hunter2"
+    assert redact_body(None, MASK) is None
+    assert redact_mapping(None, MASK) is None
