@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DATA   ?= out/data
 N      ?= 500
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench clean browser-deps lab
 
 install: $(STAMP)
 
@@ -16,7 +16,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
+# Browser tests (pytest -m browser) drive JupyterLab in Debian's chromium; Playwright cannot
+# download a browser here. Installed when missing and we are root; otherwise those tests skip.
+CHROMIUM := /usr/bin/chromium
+
+browser-deps:
+	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+			|| echo "could not install chromium: browser tests will be skipped"; \
+	fi
+
+test: $(STAMP) browser-deps
 	$(PY) -m pytest
 
 demo: $(STAMP)
