@@ -6,6 +6,12 @@ import moat_nb
 
 PUBLIC = {
     "Chunk",
+    "DiffResult",
+    "NoiseRule",
+    "calibrate_noise",
+    "diff",
+    "lineage",
+    "replay_family",
     "Execution",
     "ModifiedPayload",
     "MoatError",

@@ -1,0 +1,977 @@
+"""Original-vs-replay diff (DESIGN.md section 9, issue 6): pure, no I/O.
+
+:func:`diff` compares two executions of one route — typically a recorded exchange and its
+replay — and answers *where* the replay diverged and *why*:
+
+Alignment
+    The processor records of both sides are lined up by ``(routeId, processorId, iteration)``
+    in execution (``seq``) order with :class:`difflib.SequenceMatcher` (``autojunk=False``):
+    it matches the longest common run first, so a long common prefix and suffix around another
+    ``choice`` branch, or around extra ``split`` iterations, stay matched and the branch shows as
+    processors *removed* and *added* instead of "everything changed". Ties between equally long
+    alignments are broken the same way whichever side is passed first, so ``diff(b, a)`` is
+    the mirror of ``diff(a, b)`` (added <-> removed) — exactly, except inside a JSON list of
+    scalars, where DeepDiff's own matching depends on the order of its arguments and is kept
+    as it is, for the sake of the same findings as DeepDiff.
+
+Comparison, per aligned processor (and for the execution's entry and exit)
+    status, error type and message, the route taken (a processor on one side only), the output
+    body, the output headers and the exchange properties after the processor. JSON bodies (and
+    header or property values holding JSON object/array text) are compared structurally with the
+    semantics of :class:`deepdiff.DeepDiff` (``values_changed`` -> ``changed``, ``type_changes``
+    -> ``type_changed``, ``*_added``/``*_removed``); text bodies line by line (:mod:`difflib`).
+    Paths are printed in the syntax of :mod:`moat_nb.noise`, pasteable into ``ignore=``.
+
+Why it is fast (DESIGN.md section 11, P4)
+    Bodies that are the same text are skipped by string equality (CPython compares the hash
+    first); a pair of texts already compared is answered from a per-diff cache (most processors
+    do not touch the body, so the same pair recurs); inside a JSON document the walk descends
+    only into subtrees that differ (a C-speed ``==`` plus a canonical ``json.dumps`` to tell
+    ``1`` from ``1.0`` and ``true``, which ``==`` confuses) and hands DeepDiff only the
+    smallest differing lists of scalars, where DeepDiff's own difflib matching applies. Dicts
+    and lists of containers are walked exactly as DeepDiff walks them (key sets with its
+    ``threshold_to_diff_deeper`` rule; index pairs by ``zip_longest``), so the findings are the
+    same as one DeepDiff over both whole documents.
+
+Cause (``DiffRow.cause``)
+    The start payloads of both executions (the root's input body, headers, properties) are
+    compared first; those differences are the ``(start)`` rows. A later difference is
+    ``"input"`` when the start payload already had the same path with the same pair of values:
+    the modified input was carried through unchanged. Every other difference is ``"route"``:
+    the route produced a different value there. With identical start payloads everything is
+    ``"route"`` (version change, stubbed reply, non-determinism); with a modified payload a
+    ``"route"`` difference may still be a *consequence* of the input (a total computed from a
+    changed quantity) — telling those apart would take a third run, so the rule does not guess.
+
+First divergence
+    The first processor, in execution order, with a difference that is neither noise nor
+    ``cause="input"``; a processor present on one side only counts. The execution's exit
+    ``(end)`` is a candidate last, so a ``ROUTE``-captured original with an equal path but a
+    different result still names where it shows.
+
+``ROUTE``-captured originals (DESIGN.md section 3) carry no payloads at processors (or no
+processor records at all): the diff compares what both sides have and lists what it could not
+in :attr:`DiffResult.limitations` and the summary.
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+import inspect
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import zip_longest
+from typing import TYPE_CHECKING, Any, Protocol
+
+from deepdiff import DeepDiff
+
+from .model import Execution, ProcessorRecord
+from .noise import (
+    DEFAULT_RULES,
+    IdContext,
+    IgnoreSpec,
+    NoiseRule,
+    as_rules,
+    escape_glob,
+    format_name,
+    format_segments,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import polars as pl
+
+__all__ = [
+    "COLUMNS",
+    "END",
+    "START",
+    "AlignedProcessor",
+    "DiffResult",
+    "DiffRow",
+    "ProcessorRef",
+    "calibrate_noise",
+    "diff",
+    "noise_rules_from",
+    "payload_changes",
+]
+
+#: Pseudo processor ids of the execution's entry (start payload) and exit (result).
+START = "(start)"
+END = "(end)"
+
+#: Columns of :meth:`DiffResult.to_pandas` / :meth:`DiffResult.to_polars`, in order, with their
+#: Arrow types (the conventions of :mod:`moat_nb.frames`: nullable Int64, pyarrow strings).
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("processor_id", "string"),
+    ("route_id", "string"),
+    ("iteration", "int64"),
+    ("seq_original", "int64"),
+    ("seq_replay", "int64"),
+    ("field", "string"),
+    ("path", "string"),
+    ("original", "string"),
+    ("replay", "string"),
+    ("kind", "string"),
+    ("noise", "bool"),
+    ("cause", "string"),
+)
+
+#: DeepDiff reports the whole dict as changed when fewer than this share of keys is common; the
+#: walk mirrors the installed DeepDiff's default so that findings stay the same.
+_DEEPER: float = inspect.signature(DeepDiff.__init__).parameters["threshold_to_diff_deeper"].default
+_BASIC = (str, int, float, bool, type(None), bytes)
+_KIND = {
+    "values_changed": "changed",
+    "type_changes": "type_changed",
+    "dictionary_item_added": "added",
+    "iterable_item_added": "added",
+    "set_item_added": "added",
+    "dictionary_item_removed": "removed",
+    "iterable_item_removed": "removed",
+    "set_item_removed": "removed",
+}
+
+Change = tuple[str, str, Any, Any]  # path, kind, original value, replay value
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorRef:
+    """Where a difference is: the aligned processor (``seq`` of each side; ``None`` on the side
+    that did not run it), or the execution's ``(start)`` / ``(end)``."""
+
+    route_id: str
+    processor_id: str
+    iteration: int = 0
+    seq_original: int | None = None
+    seq_replay: int | None = None
+
+    @property
+    def label(self) -> str:
+        it = f"[{self.iteration}]" if self.iteration else ""
+        if self.processor_id in (START, END):
+            return f"{self.processor_id} {self.route_id}"
+        seqs = f"{_s(self.seq_original)}/{_s(self.seq_replay)}"
+        return f"{self.route_id}/{self.processor_id}{it} (seq {seqs})"
+
+
+def _s(seq: int | None) -> str:
+    return "-" if seq is None else str(seq)
+
+
+@dataclass(frozen=True, slots=True)
+class DiffRow:
+    """One difference. ``original`` / ``replay`` are the values (``None`` on the side where the
+    thing is absent: ``kind`` says which); ``noise_rule`` names the rule that flagged it."""
+
+    processor: ProcessorRef
+    field: str  # status | error | route | body | headers | properties
+    path: str
+    original: Any
+    replay: Any
+    kind: str  # changed | added | removed | type_changed
+    noise: bool = False
+    cause: str = "route"  # input | route
+    noise_rule: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.processor
+        return {
+            "processorId": p.processor_id,
+            "routeId": p.route_id,
+            "iteration": p.iteration,
+            "seqOriginal": p.seq_original,
+            "seqReplay": p.seq_replay,
+            "field": self.field,
+            "path": self.path,
+            "original": self.original,
+            "replay": self.replay,
+            "kind": self.kind,
+            "noise": self.noise,
+            "noiseRule": self.noise_rule,
+            "cause": self.cause,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AlignedProcessor:
+    """One step of the alignment: the records of both sides (one may be ``None``) and what the
+    diff found there: ``state`` is ``same``, ``noise`` (only noise), ``input`` (only carried
+    input differences), ``changed``, ``removed`` or ``added``."""
+
+    ref: ProcessorRef
+    original: ProcessorRecord | None
+    replay: ProcessorRecord | None
+    state: str
+
+
+# --------------------------------------------------------------------------- structural compare
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as DeepDiff sees it: same types all the way down (``==`` alone says 1 == 1.0 == True)."""
+    if a is b:
+        return True
+    ta = type(a)
+    if ta is not type(b):
+        return False
+    if ta is dict or ta is list:
+        return a == b and _dumps(a) == _dumps(b)
+    return a == b
+
+
+def _walk(a: Any, b: Any, segs: list[str | int], prefix: str, out: list[Change]) -> None:
+    """Append the differences between JSON values ``a`` and ``b`` (known to differ or not)."""
+    if a is b:
+        return
+    ta = type(a)
+    if ta is not type(b):
+        out.append((prefix + format_segments(segs), "type_changed", a, b))
+        return
+    if ta is dict:
+        keys_a, keys_b = a.keys(), b.keys()
+        common = keys_a & keys_b
+        union = len(keys_a | keys_b)
+        if _DEEPER and union > 1 and len(common) / union < _DEEPER:
+            out.append((prefix + format_segments(segs), "changed", a, b))
+            return
+        for k in b:
+            if k not in a:
+                out.append((prefix + format_segments([*segs, k]), "added", None, b[k]))
+        for k in a:
+            if k not in b:
+                out.append((prefix + format_segments([*segs, k]), "removed", a[k], None))
+        for k in a:
+            if k in b:
+                va, vb = a[k], b[k]
+                if not _same(va, vb):
+                    _walk(va, vb, [*segs, k], prefix, out)
+        return
+    if ta is list:
+        if all(isinstance(x, _BASIC) for x in a) and all(isinstance(x, _BASIC) for x in b):
+            # Lists of scalars: DeepDiff matches them with difflib (and falls back to index
+            # pairs when that reports more); let DeepDiff itself decide.
+            if not _same(a, b):
+                _deepdiff(a, b, segs, prefix, out)
+            return
+        for i, (x, y) in enumerate(zip_longest(a, b, fillvalue=_MISSING)):
+            if y is _MISSING:
+                out.append((prefix + format_segments([*segs, i]), "removed", x, None))
+            elif x is _MISSING:
+                out.append((prefix + format_segments([*segs, i]), "added", None, y))
+            elif not _same(x, y):
+                _walk(x, y, [*segs, i], prefix, out)
+        return
+    if a != b:
+        out.append((prefix + format_segments(segs), "changed", a, b))
+
+
+_MISSING = object()
+
+
+def _deepdiff(a: Any, b: Any, segs: list[str | int], prefix: str, out: list[Change]) -> None:
+    tree = DeepDiff(a, b, view="tree")
+    found: list[tuple[list[Any], Change]] = []
+    for report, levels in tree.items():
+        kind = _KIND.get(report)
+        if kind is None:  # moved items, repetitions: not produced for JSON with default options
+            continue
+        for level in levels:
+            rel = level.path(output_format="list")
+            t1 = None if kind == "added" else level.t1
+            t2 = None if kind == "removed" else level.t2
+            found.append((rel, (prefix + format_segments([*segs, *rel]), kind, t1, t2)))
+    found.sort(key=lambda item: [(0, x) if isinstance(x, int) else (1, str(x)) for x in item[0]])
+    out.extend(change for _, change in found)
+
+
+class JsonCache:
+    """Parses texts as JSON once per diff (the same body text recurs across processors)."""
+
+    NOT_JSON = object()
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    def parse(self, text: Any) -> Any:
+        """The parsed value of a JSON object/array text, else :attr:`NOT_JSON`."""
+        if not isinstance(text, str):
+            return self.NOT_JSON
+        try:
+            return self._cache[text]
+        except KeyError:
+            pass
+        value: Any = self.NOT_JSON
+        head = text.lstrip()[:1]
+        if head in ("{", "["):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                value = self.NOT_JSON
+        self._cache[text] = value
+        return value
+
+
+def _text_lines(a: str, b: str) -> list[Change]:
+    """Line differences between two texts (difflib opcodes; 1-based line numbers)."""
+    la, lb = a.splitlines(keepends=True), b.splitlines(keepends=True)
+    out: list[Change] = []
+
+    def shown(x: str, y: str | None = None) -> str:
+        sx = x.rstrip("\r\n")
+        if y is not None and sx == y.rstrip("\r\n"):
+            return x  # only the line ending differs: show it
+        return sx
+
+    # difflib breaks ties by position in its first argument; run it on a canonical orientation
+    # so that swapping the two texts mirrors the result exactly.
+    swap = lb < la
+    x, y = (lb, la) if swap else (la, lb)
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, x, y, autojunk=False).get_opcodes():
+        if op == "equal":
+            continue
+        if swap:
+            i1, i2, j1, j2 = j1, j2, i1, i2
+        pairs = min(i2 - i1, j2 - j1) if op == "replace" else 0
+        for k in range(pairs):
+            x, y = la[i1 + k], lb[j1 + k]
+            out.append((f"body:line {i1 + k + 1}", "changed", shown(x, y), shown(y, x)))
+        for i in range(i1 + pairs, i2):
+            out.append((f"body:line {i + 1}", "removed", shown(la[i]), None))
+        for j in range(j1 + pairs, j2):
+            out.append((f"body:line {j + 1}", "added", None, shown(lb[j])))
+    if not out and a != b:  # e.g. only a final newline differs
+        out.append(("body", "changed", a, b))
+    return out
+
+
+class PayloadComparer:
+    """Payload comparisons within one diff, with the parse cache and the pair cache."""
+
+    def __init__(self) -> None:
+        self.json = JsonCache()
+        self._bodies: dict[tuple[str, str], list[Change]] = {}
+
+    def body(self, a: str | None, b: str | None) -> list[Change]:
+        if a == b:
+            return []
+        if a is None:
+            return [("body", "added", None, b)]
+        if b is None:
+            return [("body", "removed", a, None)]
+        key = (a, b)
+        cached = self._bodies.get(key)
+        if cached is not None:
+            return cached
+        ja, jb = self.json.parse(a), self.json.parse(b)
+        out: list[Change] = []
+        if ja is not JsonCache.NOT_JSON and jb is not JsonCache.NOT_JSON:
+            _walk(ja, jb, [], "body:$", out)
+        else:
+            out = _text_lines(a, b)
+        self._bodies[key] = out
+        return out
+
+    def mapping(
+        self, fld: str, a: Mapping[str, Any], b: Mapping[str, Any], *, fold_case: bool
+    ) -> list[Change]:
+        if a == b and _same(dict(a), dict(b)):
+            return []
+        if fold_case:
+            # Camel's message headers are a case-insensitive map (DefaultMessage): Content-Type
+            # and content-type are one header.
+            ia = {k.lower(): (k, v) for k, v in a.items()}
+            ib = {k.lower(): (k, v) for k, v in b.items()}
+        else:
+            ia = {k: (k, v) for k, v in a.items()}
+            ib = {k: (k, v) for k, v in b.items()}
+        out: list[Change] = []
+        for low, (name, va) in ia.items():
+            if low not in ib:
+                out.append((f"{fld}:{format_name(name)}", "removed", va, None))
+                continue
+            vb = ib[low][1]
+            if _same(va, vb):
+                continue
+            prefix = f"{fld}:{format_name(name)}"
+            ja, jb = self.json.parse(va), self.json.parse(vb)
+            if ja is not JsonCache.NOT_JSON and jb is not JsonCache.NOT_JSON:
+                _walk(ja, jb, [], prefix, out)
+            elif isinstance(va, dict | list) and isinstance(vb, dict | list):
+                _walk(va, vb, [], prefix, out)
+            else:
+                kind = "changed" if type(va) is type(vb) else "type_changed"
+                out.append((prefix, kind, va, vb))
+        for low, (name, vb) in ib.items():
+            if low not in ia:
+                out.append((f"{fld}:{format_name(name)}", "added", None, vb))
+        return out
+
+
+def payload_changes(
+    before: tuple[str | None, Mapping[str, Any] | None, Mapping[str, Any] | None],
+    after: tuple[str | None, Mapping[str, Any] | None, Mapping[str, Any] | None],
+    *,
+    comparer: PayloadComparer | None = None,
+) -> list[Change]:
+    """Differences between two ``(body, headers, properties)`` triples as
+    ``(path, kind, before, after)``; a ``None`` map is "not captured" and is skipped. Used by
+    :mod:`moat_nb.lineage` for a processor's input vs output."""
+    c = comparer or PayloadComparer()
+    out = c.body(before[0], after[0])
+    if before[1] is not None and after[1] is not None:
+        out = [*out, *c.mapping("headers", before[1], after[1], fold_case=True)]
+    if before[2] is not None and after[2] is not None:
+        out = [*out, *c.mapping("properties", before[2], after[2], fold_case=False)]
+    return out
+
+
+# --------------------------------------------------------------------------- alignment
+
+
+def _key(p: ProcessorRecord) -> tuple[str, str, int]:
+    return (p.route_id, p.processor_id, p.iteration)
+
+
+def _align(
+    a: Sequence[ProcessorRecord], b: Sequence[ProcessorRecord]
+) -> list[tuple[ProcessorRecord | None, ProcessorRecord | None]]:
+    """LCS-style alignment of two processor sequences (module docstring)."""
+    ka, kb = [_key(p) for p in a], [_key(p) for p in b]
+    swap = kb < ka  # compute on a canonical orientation, so that diff(b, a) mirrors diff(a, b)
+    x, y = (kb, ka) if swap else (ka, kb)
+    opcodes = difflib.SequenceMatcher(None, x, y, autojunk=False).get_opcodes()
+    out: list[tuple[ProcessorRecord | None, ProcessorRecord | None]] = []
+    for op, i1, i2, j1, j2 in opcodes:
+        if swap:
+            i1, i2, j1, j2 = j1, j2, i1, i2
+        if op == "equal":
+            out.extend(zip(a[i1:i2], b[j1:j2], strict=True))
+        else:
+            out.extend((p, None) for p in a[i1:i2])
+            out.extend((None, q) for q in b[j1:j2])
+    return out
+
+
+# --------------------------------------------------------------------------- the diff
+
+
+def _route_value(p: ProcessorRecord) -> dict[str, Any]:
+    return {"processorType": p.processor_type, "status": p.status}
+
+
+def _error_changes(
+    a_type: str | None, a_msg: str | None, b_type: str | None, b_msg: str | None
+) -> list[tuple[str, str, str, Any, Any]]:
+    out = []
+    for path, x, y in (("error:type", a_type, b_type), ("error:message", a_msg, b_msg)):
+        if x != y:
+            kind = "added" if x is None else "removed" if y is None else "changed"
+            out.append(("error", path, kind, x, y))
+    return out
+
+
+class _Builder:
+    """Collects rows with their cause and noise flag."""
+
+    def __init__(self, rules: list[NoiseRule], ids: IdContext) -> None:
+        self.rules = rules
+        self.ids = ids
+        self.rows: list[DiffRow] = []
+        self.inputs: dict[str, tuple[str, str]] = {}
+
+    def add(
+        self, ref: ProcessorRef, fld: str, path: str, kind: str, a: Any, b: Any, cause: str | None = None
+    ) -> None:
+        if cause is None:
+            seen = self.inputs.get(path)
+            cause = "input" if seen is not None and seen == (_canon(kind, a), _canon(kind, b)) else "route"
+        row = DiffRow(ref, fld, path, a, b, kind, False, cause)
+        for rule in self.rules:
+            if rule.matches(row, self.ids):
+                row = DiffRow(ref, fld, path, a, b, kind, True, cause, rule.label)
+                break
+        self.rows.append(row)
+
+    def changes(self, ref: ProcessorRef, changes: Iterable[Change], cause: str | None = None) -> None:
+        for path, kind, a, b in changes:
+            self.add(ref, path.partition(":")[0], path, kind, a, b, cause)
+
+
+def _canon(kind: str, value: Any) -> str:
+    return kind + "\x00" + _dumps(value)
+
+
+def diff(
+    original: Execution,
+    replay: Execution,
+    ignore: IgnoreSpec = None,
+    *,
+    defaults: bool = True,
+) -> DiffResult:
+    """Compare ``original`` with ``replay`` (module docstring); ``ignore`` takes path globs,
+    ``re:`` regexes, compiled patterns or :class:`~moat_nb.noise.NoiseRule` objects (for
+    instance the rules :func:`calibrate_noise` returns); ``defaults=False`` turns the built-in
+    Camel noise rules off. Differences matching a rule are kept with ``noise=True``."""
+    rules = [*(DEFAULT_RULES if defaults else ()), *as_rules(ignore)]
+    ids = IdContext(
+        original_ids=tuple(i for i in (original.exchange_id, original.execution_id) if i),
+        replay_ids=tuple(i for i in (replay.exchange_id, replay.execution_id) if i),
+    )
+    b = _Builder(rules, ids)
+    c = PayloadComparer()
+    limitations: list[str] = []
+    route_mode = [e.capture_mode == "ROUTE" for e in (original, replay)]
+
+    # -- the start payloads: what the replay was asked to change
+    start = ProcessorRef(original.route_id, START, 0, None, None)
+    start_changes: list[Change] = []
+    if original.input_headers is None or replay.input_headers is None:
+        side = "original" if original.input_headers is None else "replay"
+        limitations.append(f"the {side} has no detail (start payload): fetch it with Platform.execution(id)")
+    else:
+        start_changes = payload_changes(
+            (original.input_body, original.input_headers, original.input_properties or {}),
+            (replay.input_body, replay.input_headers, replay.input_properties or {}),
+            comparer=c,
+        )
+    b.changes(start, start_changes, cause="input")
+    b.inputs = {path: (_canon(kind, x), _canon(kind, y)) for path, kind, x, y in start_changes}
+
+    # -- processors
+    procs_a, procs_b = original.processors or (), replay.processors or ()
+    aligned: list[tuple[ProcessorRef, ProcessorRecord | None, ProcessorRecord | None]] = []
+    if not procs_a or not procs_b:
+        if procs_a or procs_b:
+            side = "original" if not procs_a else "replay"
+            limitations.append(
+                f"the {side} has no processor records (captured in ROUTE mode, or a search hit):"
+                " the route taken and each processor's output could not be compared, only the"
+                " route's entry and exit"
+            )
+    else:
+        pairs = _align(procs_a, procs_b)
+        no_payload = 0
+        truncated = 0
+        for pa, pb in pairs:
+            if pa is None or pb is None:
+                one = pa if pa is not None else pb
+                assert one is not None
+                ref = ProcessorRef(
+                    one.route_id,
+                    one.processor_id,
+                    one.iteration,
+                    pa.seq if pa else None,
+                    pb.seq if pb else None,
+                )
+                kind = "removed" if pb is None else "added"
+                b.add(
+                    ref,
+                    "route",
+                    "route",
+                    kind,
+                    _route_value(pa) if pa else None,
+                    _route_value(pb) if pb else None,
+                    "route",
+                )
+                aligned.append((ref, pa, pb))
+                continue
+            ref = ProcessorRef(pa.route_id, pa.processor_id, pa.iteration, pa.seq, pb.seq)
+            if pa.status != pb.status:
+                b.add(ref, "status", "status", "changed", pa.status, pb.status)
+            for fld, path, kind, x, y in _error_changes(
+                pa.error_type, pa.error_message, pb.error_type, pb.error_message
+            ):
+                b.add(ref, fld, path, kind, x, y)
+            if route_mode[0] or route_mode[1]:
+                no_payload += 1
+            else:
+                if pa.body_truncated or pb.body_truncated:
+                    truncated += 1
+                else:
+                    b.changes(ref, c.body(pa.output_body, pb.output_body))
+                if pa.output_headers is not None and pb.output_headers is not None:
+                    b.changes(ref, c.mapping("headers", pa.output_headers, pb.output_headers, fold_case=True))
+                if pa.properties is not None and pb.properties is not None:
+                    b.changes(ref, c.mapping("properties", pa.properties, pb.properties, fold_case=False))
+            aligned.append((ref, pa, pb))
+        if no_payload:
+            side = "original" if route_mode[0] else "replay"
+            limitations.append(
+                f"the {side} was captured in ROUTE mode: bodies, headers and properties at the "
+                f"{no_payload} aligned processors could not be compared (status, errors and the "
+                "route taken were; payloads only at the route's entry and exit)"
+            )
+        if truncated:
+            limitations.append(
+                f"bodies were truncated at capture (captureMaxBytes) at {truncated} processors: "
+                "those bodies were not compared"
+            )
+
+    # -- the execution's exit: the result
+    end = ProcessorRef(original.route_id, END, 0, None, None)
+    if original.status != replay.status:
+        b.add(end, "status", "status", "changed", original.status, replay.status)
+    for fld, path, kind, x, y in _error_changes(
+        original.error_type, original.error_message, replay.error_type, replay.error_message
+    ):
+        b.add(end, fld, path, kind, x, y)
+    if original.output_headers is not None and replay.output_headers is not None:
+        b.changes(
+            end,
+            payload_changes(
+                (original.output_body, original.output_headers, original.output_properties or {}),
+                (replay.output_body, replay.output_headers, replay.output_properties or {}),
+                comparer=c,
+            ),
+        )
+    elif original.input_headers is not None and replay.input_headers is not None:
+        limitations.append("an execution has no output payload: the result body could not be compared")
+    if original.route_id != replay.route_id:
+        limitations.append(f"the executions ran different routes ({original.route_id} vs {replay.route_id})")
+    return DiffResult(original, replay, tuple(b.rows), tuple(limitations), _steps(aligned, b.rows))
+
+
+def _steps(
+    aligned: list[tuple[ProcessorRef, ProcessorRecord | None, ProcessorRecord | None]],
+    rows: list[DiffRow],
+) -> tuple[AlignedProcessor, ...]:
+    by_ref: dict[ProcessorRef, list[DiffRow]] = {}
+    for r in rows:
+        by_ref.setdefault(r.processor, []).append(r)
+    out = []
+    for ref, pa, pb in aligned:
+        found = by_ref.get(ref, [])
+        if pa is None:
+            state = "added"
+        elif pb is None:
+            state = "removed"
+        elif not found:
+            state = "same"
+        elif all(r.noise for r in found):
+            state = "noise"
+        elif all(r.noise or r.cause == "input" for r in found):
+            state = "input"
+        else:
+            state = "changed"
+        out.append(AlignedProcessor(ref, pa, pb, state))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- the result
+
+
+def frame(columns: Sequence[tuple[str, str]], data: Mapping[str, list[Any]], backend: str) -> Any:
+    """``data`` as a pyarrow table (``"arrow"``), pandas or polars frame with the Arrow types of
+    ``columns``, in the dtype conventions of :mod:`moat_nb.frames` (pyarrow-backed strings,
+    nullable ``Int64`` and ``boolean``), so that a missing seq stays an int. Imports lazily: the
+    pure core does not need pyarrow, pandas or polars until a frame is asked for."""
+    import pyarrow as pa
+
+    types = {"string": pa.string(), "int64": pa.int64(), "bool": pa.bool_(), "float64": pa.float64()}
+    schema = pa.schema([pa.field(name, types[t]) for name, t in columns])
+    table = pa.Table.from_pydict(dict(data), schema=schema)
+    if backend == "arrow":
+        return table
+    if backend == "polars":
+        import polars as pl
+
+        return pl.from_arrow(table, rechunk=True)
+    import pandas as pd
+
+    mapping = {
+        pa.string(): pd.StringDtype(storage="pyarrow"),
+        pa.int64(): pd.Int64Dtype(),
+        pa.bool_(): pd.BooleanDtype(),
+    }
+    return table.to_pandas(types_mapper=mapping.get)
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+@dataclass(frozen=True)
+class DiffResult:
+    """What :func:`diff` found. ``rows`` are in execution order: ``(start)`` rows, then each
+    aligned processor, then ``(end)``; ``aligned`` is the processor alignment (for timelines)."""
+
+    original: Execution
+    replay: Execution
+    rows: tuple[DiffRow, ...]
+    limitations: tuple[str, ...] = ()
+    aligned: tuple[AlignedProcessor, ...] = ()
+
+    # -- verdicts
+
+    @property
+    def same(self) -> bool:
+        """No difference other than noise."""
+        return not any(not r.noise for r in self.rows)
+
+    @property
+    def differences(self) -> tuple[DiffRow, ...]:
+        """The rows that are not noise."""
+        return tuple(r for r in self.rows if not r.noise)
+
+    @property
+    def first_divergence(self) -> ProcessorRef | None:
+        """The first processor (execution order) with a difference that is neither noise nor
+        carried from the start payload; ``(end)`` when only the result differs; else ``None``."""
+        for r in self.rows:
+            if not r.noise and r.cause == "route":
+                return r.processor
+        return None
+
+    def rows_at(self, ref: ProcessorRef) -> tuple[DiffRow, ...]:
+        """The rows of one processor (e.g. ``result.rows_at(result.first_divergence)``)."""
+        return tuple(r for r in self.rows if r.processor == ref)
+
+    @property
+    def removed(self) -> tuple[ProcessorRef, ...]:
+        """Processors only the original ran."""
+        return tuple(r.processor for r in self.rows if r.field == "route" and r.kind == "removed")
+
+    @property
+    def added(self) -> tuple[ProcessorRef, ...]:
+        """Processors only the replay ran."""
+        return tuple(r.processor for r in self.rows if r.field == "route" and r.kind == "added")
+
+    # -- text
+
+    def summary(self) -> str:
+        """A few lines a person reads first: both sides, the result, counts, the first divergence,
+        where each differing field first shows, and what could not be compared."""
+        o, r = self.original, self.replay
+        lines = [
+            f"{o.route_id}: original {o.exchange_id} ({_side(o)}) vs replay {r.exchange_id} ({_side(r)})"
+        ]
+        result = (
+            f"result: {o.status} -> {r.status}" if o.status != r.status else f"result: {o.status} on both"
+        )
+        out_diff = [x.path for x in self.rows if x.processor.processor_id == END and not x.noise]
+        if out_diff:
+            shown = ", ".join(dict.fromkeys(out_diff[:6]))
+            more = f" (+{len(out_diff) - 6})" if len(out_diff) > 6 else ""
+            result += f"; the result differs in {shown}{more}"
+        elif o.output_headers is not None and r.output_headers is not None:
+            result += "; the result is the same"
+        lines.append(result)
+        real = [x for x in self.rows if not x.noise]
+        noise = len(self.rows) - len(real)
+        if not real:
+            lines.append(f"no differences (apart from {noise} noise)" if noise else "no differences")
+        else:
+            by_cause = Counter(x.cause for x in real)
+            procs = {x.processor for x in real if x.processor.processor_id not in (START, END)}
+            lines.append(
+                f"{len(real)} differences ({by_cause['route']} from the route, {by_cause['input']} carried"
+                f" from the start payload) at {len(procs)} processors; {noise} noise"
+            )
+        route = []
+        if self.removed:
+            route.append(f"{len(self.removed)} processors ran only in the original ({_names(self.removed)})")
+        if self.added:
+            route.append(f"{len(self.added)} only in the replay ({_names(self.added)})")
+        if route:
+            lines.append("route: " + "; ".join(route))
+        first = self.first_divergence
+        if first is not None:
+            at = [x for x in self.rows_at(first) if not x.noise and x.cause == "route"]
+            lines.append(f"first divergence: {first.label}: " + "; ".join(_row_text(x) for x in at[:3]))
+        seen: dict[str, DiffRow] = {}
+        for x in real:
+            if x.cause == "route" and x.field != "route" and x.processor.processor_id != END:
+                seen.setdefault(x.path, x)
+        if seen:
+            lines.append("first seen:")
+            for x in list(seen.values())[:8]:
+                lines.append(f"  {x.path} at {x.processor.label}: {_pair(x)}")
+            if len(seen) > 8:
+                lines.append(f"  ... {len(seen) - 8} more paths")
+        for text in self.limitations:
+            lines.append(f"could not compare: {text}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        head = "\n".join(
+            f"  {x.processor.label:<48} {x.path:<32} {_pair(x):<40}{' noise' if x.noise else ''}"
+            for x in self.rows[:10]
+        )
+        more = f"\n  ... {len(self.rows) - 10} more rows" if len(self.rows) > 10 else ""
+        return f"<DiffResult same={self.same} rows={len(self.rows)}>\n{self.summary()}\n{head}{more}"
+
+    def _repr_html_(self) -> str:
+        cells = ("processor", "field", "path", "original", "replay", "kind", "cause", "noise")
+        body = []
+        for x in self.rows[:50]:
+            style = ' style="color:#888"' if x.noise else ""
+            values = (
+                x.processor.label,
+                x.field,
+                x.path,
+                _short(x.original, x.kind == "added"),
+                _short(x.replay, x.kind == "removed"),
+                x.kind,
+                x.cause,
+                x.noise_rule or "",
+            )
+            body.append(f"<tr{style}>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in values) + "</tr>")
+        more = f"<p>{len(self.rows) - 50} more rows: use .to_pandas()</p>" if len(self.rows) > 50 else ""
+        return (
+            f"<div><pre>{html.escape(self.summary())}</pre>"
+            "<table><thead><tr>" + "".join(f"<th>{c}</th>" for c in cells) + "</tr></thead>"
+            "<tbody>" + "".join(body) + f"</tbody></table>{more}</div>"
+        )
+
+    # -- data
+
+    def to_dict(self) -> dict[str, Any]:
+        first = self.first_divergence
+        return {
+            "originalExecutionId": self.original.execution_id,
+            "replayExecutionId": self.replay.execution_id,
+            "same": self.same,
+            "firstDivergence": None
+            if first is None
+            else {
+                "routeId": first.route_id,
+                "processorId": first.processor_id,
+                "iteration": first.iteration,
+                "seqOriginal": first.seq_original,
+                "seqReplay": first.seq_replay,
+            },
+            "counts": dict(Counter(("noise" if x.noise else x.cause) for x in self.rows)),
+            "limitations": list(self.limitations),
+            "summary": self.summary(),
+            "rows": [x.to_dict() for x in self.rows],
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        """:meth:`to_dict` as JSON text (camelCase keys, as on the wire)."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, default=str, **kwargs)
+
+    def _columns(self) -> dict[str, list[Any]]:
+        cols: dict[str, list[Any]] = {name: [] for name, _ in COLUMNS}
+        for x in self.rows:
+            p = x.processor
+            cols["processor_id"].append(p.processor_id)
+            cols["route_id"].append(p.route_id)
+            cols["iteration"].append(p.iteration)
+            cols["seq_original"].append(p.seq_original)
+            cols["seq_replay"].append(p.seq_replay)
+            cols["field"].append(x.field)
+            cols["path"].append(x.path)
+            cols["original"].append(None if x.kind == "added" else _json_text(x.original))
+            cols["replay"].append(None if x.kind == "removed" else _json_text(x.replay))
+            cols["kind"].append(x.kind)
+            cols["noise"].append(x.noise)
+            cols["cause"].append(x.cause)
+        return cols
+
+    def to_arrow(self) -> Any:
+        """One row per difference as a :class:`pyarrow.Table` of :data:`COLUMNS`."""
+        return frame(COLUMNS, self._columns(), "arrow")
+
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per difference (:data:`COLUMNS`; ``original``/``replay`` are JSON text,
+        ``<NA>`` on the side where the thing is absent)."""
+        return frame(COLUMNS, self._columns(), "pandas")
+
+    def to_polars(self) -> pl.DataFrame:
+        """One row per difference (:data:`COLUMNS`)."""
+        return frame(COLUMNS, self._columns(), "polars")
+
+    def __iter__(self) -> Iterator[DiffRow]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _side(e: Execution) -> str:
+    parts = [
+        p
+        for p in (e.route_version, e.environment, e.capture_mode if e.capture_mode == "ROUTE" else None)
+        if p
+    ]
+    return ", ".join(parts) or e.status
+
+
+def _names(refs: Sequence[ProcessorRef]) -> str:
+    names = list(dict.fromkeys(r.processor_id + (f"[{r.iteration}]" if r.iteration else "") for r in refs))
+    return ", ".join(names[:5]) + (f", +{len(names) - 5}" if len(names) > 5 else "")
+
+
+def _short(value: Any, absent: bool, limit: int = 60) -> str:
+    if absent:
+        return "(absent)"
+    text = value if isinstance(value, str) else _json_text(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _pair(x: DiffRow) -> str:
+    return f"{_short(x.original, x.kind == 'added', 30)} -> {_short(x.replay, x.kind == 'removed', 30)}"
+
+
+def _row_text(x: DiffRow) -> str:
+    if x.field == "route":
+        return "ran only in the original" if x.kind == "removed" else "ran only in the replay"
+    return f"{x.path} {_pair(x)}"
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def noise_rules_from(first: Execution, second: Execution) -> list[NoiseRule]:
+    """Rules for what differs between two runs of the same unmodified exchange: every non-noise
+    difference of ``diff(first, second)`` becomes a rule for its path. Paths inside JSON, and
+    headers and properties, hold at every processor; text-line, whole-body, status, error and
+    route differences are tied to the processor where they showed (a line number means nothing
+    elsewhere)."""
+    rules: dict[tuple[str, str | None], NoiseRule] = {}
+    reason = f"calibration: differs between two unmodified runs ({first.exchange_id}, {second.exchange_id})"
+    for x in diff(first, second):
+        if x.noise:
+            continue
+        scoped = x.field in ("status", "error", "route") or x.path == "body" or x.path.startswith("body:line")
+        processor = None
+        if scoped and x.processor.processor_id not in (START, END):
+            processor = escape_glob(f"{x.processor.route_id}/{x.processor.processor_id}")
+        key = (x.path, processor)
+        if key not in rules:
+            rules[key] = NoiseRule(path=escape_glob(x.path), processor=processor, reason=reason)
+    return list(rules.values())
+
+
+class _Run(Protocol):
+    def wait(self) -> Execution: ...
+
+
+class _Replayer(Protocol):
+    def replay(self, source: Any, *, reason: str, **kwargs: Any) -> _Run: ...
+
+
+def calibrate_noise(
+    platform: _Replayer,
+    source: Any,
+    *,
+    reason: str = "noise calibration: replay the unmodified exchange twice",
+    **replay_options: Any,
+) -> list[NoiseRule]:
+    """Replay ``source`` twice without modification and return the rules for what differed
+    between the two runs (:func:`noise_rules_from`): the timestamps and random ids the route makes
+    itself. Pass them to :func:`diff` as ``ignore=``. ``replay_options`` go to
+    ``platform.replay`` (e.g. ``target_environment``). Runs two real replays: both are audited."""
+    first = platform.replay(source, reason=reason, **replay_options).wait()
+    second = platform.replay(source, reason=reason, **replay_options).wait()
+    return noise_rules_from(first, second)

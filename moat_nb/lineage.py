@@ -1,0 +1,646 @@
+"""Payload lineage of one execution, and the replay family of an exchange (DESIGN.md section 9).
+
+:func:`lineage` answers "which processor set, changed or removed which field": for every
+processor record it compares the processor's input (body, headers, properties before it) with its
+output, with the same structural comparison and path syntax as :mod:`moat_nb.diff` (paths such
+as ``body:$.total``, ``headers:orderTotal``, ``properties:order.lines[0].qty``; see
+:mod:`moat_nb.noise`). A processor with children (a ``choice``, ``split``, ``loop``, ``filter``,
+``doTry``, or a ``to`` that called a ``direct:`` sub-route) is credited only with what its
+children did not do: the ``split``'s aggregated body is the ``split``'s change, the discount a
+``when`` branch set is that branch step's. :meth:`Lineage.field_history` follows one field's value
+across processors; :meth:`Lineage.graph` gives nodes and edges for a plot.
+
+:func:`replay_family` builds the graph original -> replays -> replays of replays from executions
+(``isReplay``, ``sourceExchangeId``, ``exchangeId``); a source that is not among them appears as
+a node marked ``known=False`` so that the family stays connected.
+
+Pure: records in, values out. Frames are made lazily (pandas/polars imported on demand).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .diff import JsonCache, PayloadComparer, frame, payload_changes
+from .model import Execution, ProcessorRecord, format_time
+from .noise import ParsedPath, parse_path
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import polars as pl
+
+__all__ = [
+    "LINEAGE_COLUMNS",
+    "FamilyGraph",
+    "FieldHistory",
+    "FieldValue",
+    "Lineage",
+    "LineageGraph",
+    "LineageRow",
+    "lineage",
+    "replay_family",
+]
+
+#: Columns of :meth:`Lineage.to_pandas` with their Arrow types.
+LINEAGE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("seq", "int64"),
+    ("processor_id", "string"),
+    ("route_id", "string"),
+    ("iteration", "int64"),
+    ("field", "string"),
+    ("path", "string"),
+    ("change", "string"),
+    ("before", "string"),
+    ("after", "string"),
+)
+
+#: Pseudo processor id: the whole route, when processors carry no payloads (``ROUTE`` capture).
+ROUTE = "(route)"
+#: Pseudo processor id: the route's entry (the start payload), first entry of a field history.
+START = "(start)"
+
+_CHANGE = {"added": "set", "removed": "removed", "changed": "changed", "type_changed": "changed"}
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else _json_text(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+# --------------------------------------------------------------------------- one execution
+
+
+@dataclass(frozen=True, slots=True)
+class LineageRow:
+    """One field one processor touched: ``change`` is ``set`` (it was absent before),
+    ``changed`` or ``removed``; ``before`` / ``after`` are ``None`` where absent."""
+
+    seq: int | None
+    processor_id: str
+    route_id: str
+    iteration: int
+    field: str
+    path: str
+    change: str
+    before: Any
+    after: Any
+
+
+@dataclass(frozen=True, slots=True)
+class FieldValue:
+    """A field's value after one processor (``present=False``: the field did not exist)."""
+
+    seq: int | None
+    processor_id: str
+    route_id: str
+    iteration: int
+    present: bool
+    value: Any
+    changed: bool
+
+
+@dataclass(frozen=True)
+class FieldHistory:
+    """One field's value across processors, from the route's entry (``(start)``) on."""
+
+    path: str
+    entries: tuple[FieldValue, ...]
+
+    def values(self) -> list[Any]:
+        """The values, ``None`` where the field was absent."""
+        return [e.value if e.present else None for e in self.entries]
+
+    def changes(self) -> tuple[FieldValue, ...]:
+        """Only the entries where the value changed (or appeared, or went away)."""
+        return tuple(e for e in self.entries if e.changed)
+
+    _COLUMNS = (
+        ("seq", "int64"),
+        ("processor_id", "string"),
+        ("route_id", "string"),
+        ("iteration", "int64"),
+        ("present", "bool"),
+        ("value", "string"),
+        ("changed", "bool"),
+    )
+
+    def _data(self) -> dict[str, list[Any]]:
+        data: dict[str, list[Any]] = {name: [] for name, _ in self._COLUMNS}
+        for e in self.entries:
+            data["seq"].append(e.seq)
+            data["processor_id"].append(e.processor_id)
+            data["route_id"].append(e.route_id)
+            data["iteration"].append(e.iteration)
+            data["present"].append(e.present)
+            data["value"].append(_json_text(e.value) if e.present else None)
+            data["changed"].append(e.changed)
+        return data
+
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per processor: ``value`` is JSON text (``<NA>`` where absent)."""
+        return frame(self._COLUMNS, self._data(), "pandas")
+
+    def to_polars(self) -> pl.DataFrame:
+        return frame(self._COLUMNS, self._data(), "polars")
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[FieldValue]:
+        return iter(self.entries)
+
+
+@dataclass(frozen=True)
+class LineageGraph:
+    """Plot data: ``nodes`` (one per processor record: ``seq processor_id route_id processor_type
+    iteration depth parent_seq status changed changes fields error_type duration_ms``) and
+    ``edges`` (``source``, ``target`` seqs; ``kind`` ``child`` from a processor to each processor
+    it ran inside it, ``next`` from a processor to the one that ran after it at the same level)."""
+
+    nodes: tuple[dict[str, Any], ...]
+    edges: tuple[dict[str, Any], ...]
+
+
+def _completion_order(procs: Iterable[ProcessorRecord]) -> list[ProcessorRecord]:
+    """Records in the order they *finished*: a container (``choice``, ``split``, the ``to`` of a
+    ``direct:`` call) after everything it ran, which is when its output is the exchange's state."""
+    records = list(procs)
+    known = {p.seq for p in records}
+    children: dict[int | None, list[ProcessorRecord]] = {}
+    for p in records:
+        parent = p.parent_seq if p.parent_seq in known else None
+        children.setdefault(parent, []).append(p)
+    out: list[ProcessorRecord] = []
+    stack: list[tuple[ProcessorRecord, bool]] = [(p, False) for p in reversed(children.get(None, []))]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            out.append(node)
+            continue
+        stack.append((node, True))
+        stack.extend((c, False) for c in reversed(children.get(node.seq, [])))
+    return out
+
+
+def _captured(execution: Execution) -> bool:
+    if execution.capture_mode == "ROUTE" or not execution.processors:
+        return False
+    return any(p.output_headers is not None or p.output_body is not None for p in execution.processors)
+
+
+def _triple_in(p: ProcessorRecord) -> tuple[str | None, Mapping[str, Any] | None, Mapping[str, Any] | None]:
+    return (p.input_body, p.input_headers, p.input_properties)
+
+
+def _triple_out(p: ProcessorRecord) -> tuple[str | None, Mapping[str, Any] | None, Mapping[str, Any] | None]:
+    return (p.output_body, p.output_headers, p.properties)
+
+
+class Lineage:
+    """Which processor set, changed or removed which field of one execution (module docstring)."""
+
+    def __init__(self, execution: Execution, rows: tuple[LineageRow, ...], limitations: tuple[str, ...]):
+        self.execution = execution
+        self.rows = rows
+        self.limitations = limitations
+        self._json = JsonCache()
+
+    def __repr__(self) -> str:
+        e = self.execution
+        touched = {(r.seq, r.processor_id) for r in self.rows}
+        head = "\n".join(
+            f"  {'-' if r.seq is None else r.seq:>4} {r.processor_id:<28} {r.change:<8} {r.path}"
+            for r in self.rows[:12]
+        )
+        more = f"\n  ... {len(self.rows) - 12} more" if len(self.rows) > 12 else ""
+        notes = "".join(f"\n  note: {t}" for t in self.limitations)
+        return (
+            f"<Lineage {e.route_id} {e.exchange_id}: {len(self.rows)} field changes by "
+            f"{len(touched)} processors>\n{head}{more}{notes}"
+        )
+
+    def _repr_html_(self) -> str:
+        cells = ("seq", "processor", "route", "iteration", "change", "path", "before", "after")
+        body = []
+        for r in self.rows[:50]:
+            values = (
+                "" if r.seq is None else r.seq,
+                r.processor_id,
+                r.route_id,
+                r.iteration,
+                r.change,
+                r.path,
+                "" if r.change == "set" else _short(r.before),
+                "" if r.change == "removed" else _short(r.after),
+            )
+            body.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in values) + "</tr>")
+        more = f"<p>{len(self.rows) - 50} more rows: use .to_pandas()</p>" if len(self.rows) > 50 else ""
+        notes = "".join(f"<p>note: {html.escape(t)}</p>" for t in self.limitations)
+        title = html.escape(repr(self).split("\n", 1)[0])
+        return (
+            f"<div><p>{title}</p>{notes}<table><thead><tr>"
+            + "".join(f"<th>{c}</th>" for c in cells)
+            + "</tr></thead><tbody>"
+            + "".join(body)
+            + f"</tbody></table>{more}</div>"
+        )
+
+    def __iter__(self) -> Iterator[LineageRow]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def by(self, processor_id: str) -> tuple[LineageRow, ...]:
+        """The changes one processor (by id, every iteration) made."""
+        return tuple(r for r in self.rows if r.processor_id == processor_id)
+
+    def who_changed(self, path: str) -> tuple[LineageRow, ...]:
+        """The rows for one path and what lies under it (``properties:order`` covers
+        ``properties:order.total``)."""
+        return tuple(r for r in self.rows if r.path == path or r.path.startswith((path + ".", path + "[")))
+
+    # -- frames
+
+    def _data(self) -> dict[str, list[Any]]:
+        data: dict[str, list[Any]] = {name: [] for name, _ in LINEAGE_COLUMNS}
+        for r in self.rows:
+            data["seq"].append(r.seq)
+            data["processor_id"].append(r.processor_id)
+            data["route_id"].append(r.route_id)
+            data["iteration"].append(r.iteration)
+            data["field"].append(r.field)
+            data["path"].append(r.path)
+            data["change"].append(r.change)
+            data["before"].append(None if r.change == "set" else _json_text(r.before))
+            data["after"].append(None if r.change == "removed" else _json_text(r.after))
+        return data
+
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per field change (:data:`LINEAGE_COLUMNS`; ``before``/``after`` JSON text)."""
+        return frame(LINEAGE_COLUMNS, self._data(), "pandas")
+
+    def to_polars(self) -> pl.DataFrame:
+        return frame(LINEAGE_COLUMNS, self._data(), "polars")
+
+    # -- one field
+
+    def field_history(self, path: str) -> FieldHistory:
+        """The value of ``path`` (diff path syntax) at the route's entry and after every processor,
+        in the order processors finished (a ``choice`` after the branch it ran), so that a change
+        shows at the processor that made it.
+
+        Raises :class:`~moat_nb.errors.ValidationError` for a path that does not parse."""
+        parsed = parse_path(path)
+        e = self.execution
+        entries: list[FieldValue] = []
+        previous: tuple[bool, str] | None = None
+
+        def add(seq: int | None, pid: str, rid: str, it: int, found: tuple[bool, Any]) -> None:
+            nonlocal previous
+            key = (found[0], _canon(found[1]) if found[0] else "")
+            changed = previous is not None and key != previous
+            previous = key
+            entries.append(FieldValue(seq, pid, rid, it, found[0], found[1] if found[0] else None, changed))
+
+        add(
+            None,
+            START,
+            e.route_id,
+            0,
+            self._lookup(parsed, e.input_body, e.input_headers, e.input_properties, e.status, None, None),
+        )
+        if _captured(e):
+            for p in _completion_order(e.processors or ()):
+                add(
+                    p.seq,
+                    p.processor_id,
+                    p.route_id,
+                    p.iteration,
+                    self._lookup(
+                        parsed,
+                        p.output_body,
+                        p.output_headers,
+                        p.properties,
+                        p.status,
+                        p.error_type,
+                        p.error_message,
+                    ),
+                )
+        else:
+            add(
+                None,
+                ROUTE,
+                e.route_id,
+                0,
+                self._lookup(
+                    parsed,
+                    e.output_body,
+                    e.output_headers,
+                    e.output_properties,
+                    e.status,
+                    e.error_type,
+                    e.error_message,
+                ),
+            )
+        return FieldHistory(path, tuple(entries))
+
+    def _lookup(
+        self,
+        parsed: ParsedPath,
+        body: str | None,
+        headers: Mapping[str, Any] | None,
+        properties: Mapping[str, Any] | None,
+        status: str | None,
+        error_type: str | None,
+        error_message: str | None,
+    ) -> tuple[bool, Any]:
+        if parsed.field == "status":
+            return (status is not None, status)
+        if parsed.field == "error":
+            value = error_type if parsed.name == "type" else error_message
+            return (value is not None, value)
+        if parsed.field == "route":
+            return (True, None)
+        if parsed.field == "body":
+            if body is None:
+                return (False, None)
+            if parsed.line is not None:
+                lines = body.splitlines()
+                return (True, lines[parsed.line - 1]) if parsed.line <= len(lines) else (False, None)
+            if not parsed.json:
+                return (True, body)
+            return self._navigate(self._json.parse(body), parsed.segments)
+        mapping = headers if parsed.field == "headers" else properties
+        if mapping is None:
+            return (False, None)
+        if parsed.field == "headers":
+            # Camel header names are case-insensitive (DefaultMessage).
+            low = (parsed.name or "").lower()
+            hit = [v for k, v in mapping.items() if k.lower() == low]
+        else:
+            hit = [mapping[parsed.name]] if parsed.name in mapping else []
+        if not hit:
+            return (False, None)
+        value = hit[0]
+        if not parsed.segments:
+            return (True, value)
+        doc = self._json.parse(value) if isinstance(value, str) else value
+        return self._navigate(doc, parsed.segments)
+
+    @staticmethod
+    def _navigate(doc: Any, segments: Iterable[str | int]) -> tuple[bool, Any]:
+        if doc is JsonCache.NOT_JSON:
+            return (False, None)
+        for seg in segments:
+            if isinstance(doc, dict) and isinstance(seg, str) and seg in doc:
+                doc = doc[seg]
+            elif isinstance(doc, list) and isinstance(seg, int) and 0 <= seg < len(doc):
+                doc = doc[seg]
+            else:
+                return (False, None)
+        return (True, doc)
+
+    # -- graph
+
+    def graph(self) -> LineageGraph:
+        """Nodes and edges of the processor tree for a plot (:class:`LineageGraph`)."""
+        procs = self.execution.processors or ()
+        per_seq: dict[int, list[LineageRow]] = {}
+        for r in self.rows:
+            if r.seq is not None:
+                per_seq.setdefault(r.seq, []).append(r)
+        nodes = []
+        for p in procs:
+            rows = per_seq.get(p.seq, [])
+            nodes.append(
+                {
+                    "seq": p.seq,
+                    "processor_id": p.processor_id,
+                    "route_id": p.route_id,
+                    "processor_type": p.processor_type,
+                    "iteration": p.iteration,
+                    "depth": p.depth,
+                    "parent_seq": p.parent_seq,
+                    "status": p.status,
+                    "changed": bool(rows),
+                    "changes": len(rows),
+                    "fields": sorted({r.field for r in rows}),
+                    "error_type": p.error_type,
+                    "duration_ms": p.duration_ms,
+                }
+            )
+        edges: list[dict[str, Any]] = []
+        last_at: dict[int | None, int] = {}
+        for p in procs:
+            if p.parent_seq is not None:
+                edges.append({"source": p.parent_seq, "target": p.seq, "kind": "child"})
+            before = last_at.get(p.parent_seq)
+            if before is not None:
+                edges.append({"source": before, "target": p.seq, "kind": "next"})
+            last_at[p.parent_seq] = p.seq
+        return LineageGraph(tuple(nodes), tuple(edges))
+
+
+def lineage(execution: Execution) -> Lineage:
+    """Which processor set, changed or removed which field of ``execution`` (module docstring).
+
+    With a ``ROUTE``-captured execution (no payloads at processors) the only changes it can tell
+    are the route's as a whole, entry vs exit, under the pseudo processor ``(route)``; the
+    limitation is listed in :attr:`Lineage.limitations`."""
+    comparer = PayloadComparer()
+    limitations: list[str] = []
+    rows: list[LineageRow] = []
+    e = execution
+    if not _captured(e):
+        limitations.append(
+            "processors carry no payloads (ROUTE capture or a search hit): only the route's entry "
+            "and exit are compared, not who changed what"
+        )
+        if e.input_headers is not None and e.output_headers is not None:
+            for path, kind, a, b in payload_changes(
+                (e.input_body, e.input_headers, e.input_properties or {}),
+                (e.output_body, e.output_headers, e.output_properties or {}),
+                comparer=comparer,
+            ):
+                rows.append(
+                    LineageRow(None, ROUTE, e.route_id, 0, path.partition(":")[0], path, _CHANGE[kind], a, b)
+                )
+        return Lineage(e, tuple(rows), tuple(limitations))
+
+    procs = e.processors or ()
+    if any(p.input_properties is None for p in procs):
+        limitations.append(
+            "some processors carry no properties from before they ran: property changes are "
+            "not attributed at those processors"
+        )
+    raw: dict[int, list[tuple[str, str, Any, Any]]] = {
+        p.seq: payload_changes(_triple_in(p), _triple_out(p), comparer=comparer) for p in procs
+    }
+    # What each processor's descendants did, so that a container is credited only with the rest.
+    children: dict[int, list[int]] = {}
+    for p in procs:
+        if p.parent_seq is not None:
+            children.setdefault(p.parent_seq, []).append(p.seq)
+    below: dict[int, set[tuple[str, str, str]]] = {}
+    for p in reversed(procs):
+        acc: set[tuple[str, str, str]] = set()
+        for c in children.get(p.seq, ()):
+            acc |= below.get(c, set())
+            acc |= {(path, _CHANGE[kind], _canon(b)) for path, kind, _, b in raw.get(c, ())}
+        below[p.seq] = acc
+    for p in procs:
+        done_below = below.get(p.seq, set())
+        for path, kind, a, b in raw[p.seq]:
+            change = _CHANGE[kind]
+            if done_below and (path, change, _canon(b)) in done_below:
+                continue
+            rows.append(
+                LineageRow(
+                    p.seq, p.processor_id, p.route_id, p.iteration, path.partition(":")[0], path, change, a, b
+                )
+            )
+    return Lineage(e, tuple(rows), tuple(limitations))
+
+
+# --------------------------------------------------------------------------- replay family
+
+
+@dataclass(frozen=True)
+class FamilyGraph:
+    """Original -> replays -> replays of replays. ``nodes``: one dict per execution (``node_id``
+    = execution id, or ``exchange:<id>`` for a source not among the executions, ``known=False``)
+    with ``exchange_id execution_id is_replay replay_id source_exchange_id status route_id
+    route_version environment start_time generation parent``; ``edges``: ``source`` ->
+    ``target`` node ids, ``replay_id`` of the target."""
+
+    nodes: tuple[dict[str, Any], ...]
+    edges: tuple[dict[str, Any], ...]
+
+    @property
+    def roots(self) -> tuple[dict[str, Any], ...]:
+        """The nodes nothing was replayed from (the originals)."""
+        return tuple(n for n in self.nodes if n["parent"] is None)
+
+    def children(self, node_id: str) -> tuple[dict[str, Any], ...]:
+        """The replays made from one node."""
+        targets = [e["target"] for e in self.edges if e["source"] == node_id]
+        index = {n["node_id"]: n for n in self.nodes}
+        return tuple(index[t] for t in targets)
+
+    def ancestors(self, node_id: str) -> tuple[dict[str, Any], ...]:
+        """From a node up to its original (nearest first)."""
+        index = {n["node_id"]: n for n in self.nodes}
+        out: list[dict[str, Any]] = []
+        seen = {node_id}
+        parent = index[node_id]["parent"] if node_id in index else None
+        while parent is not None and parent not in seen:
+            seen.add(parent)
+            out.append(index[parent])
+            parent = index[parent]["parent"]
+        return tuple(out)
+
+    _COLUMNS = (
+        ("node_id", "string"),
+        ("exchange_id", "string"),
+        ("execution_id", "string"),
+        ("parent", "string"),
+        ("generation", "int64"),
+        ("is_replay", "bool"),
+        ("replay_id", "string"),
+        ("source_exchange_id", "string"),
+        ("status", "string"),
+        ("route_id", "string"),
+        ("route_version", "string"),
+        ("environment", "string"),
+        ("start_time", "string"),
+        ("known", "bool"),
+    )
+
+    def _data(self) -> dict[str, list[Any]]:
+        return {name: [n.get(name) for n in self.nodes] for name, _ in self._COLUMNS}
+
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per node, with its ``parent`` and ``generation`` (0 for an original)."""
+        return frame(self._COLUMNS, self._data(), "pandas")
+
+    def to_polars(self) -> pl.DataFrame:
+        return frame(self._COLUMNS, self._data(), "polars")
+
+
+def replay_family(executions: Iterable[Execution]) -> FamilyGraph:
+    """The replay family graph of ``executions`` (module docstring); nodes in generation order,
+    then by start time."""
+    execs = list(executions)
+    by_exchange: dict[str, str] = {}
+    nodes: dict[str, dict[str, Any]] = {}
+    for e in execs:
+        # Prefer the first execution seen for an exchange id as the one replays point at.
+        by_exchange.setdefault(e.exchange_id, e.execution_id)
+        nodes[e.execution_id] = {
+            "node_id": e.execution_id,
+            "exchange_id": e.exchange_id,
+            "execution_id": e.execution_id,
+            "is_replay": e.is_replay,
+            "replay_id": e.replay_id,
+            "source_exchange_id": e.source_exchange_id,
+            "status": e.status,
+            "route_id": e.route_id,
+            "route_version": e.route_version,
+            "environment": e.environment,
+            "start_time": format_time(e.start_time),
+            "known": True,
+            "parent": None,
+            "generation": 0,
+        }
+    for e in execs:
+        src = e.source_exchange_id
+        if not src or src == e.exchange_id:
+            continue
+        if src not in by_exchange:
+            node_id = f"exchange:{src}"
+            by_exchange[src] = node_id
+            nodes[node_id] = {
+                "node_id": node_id,
+                "exchange_id": src,
+                "execution_id": None,
+                "is_replay": None,
+                "replay_id": None,
+                "source_exchange_id": None,
+                "status": None,
+                "route_id": None,
+                "route_version": None,
+                "environment": None,
+                "start_time": None,
+                "known": False,
+                "parent": None,
+                "generation": 0,
+            }
+        nodes[e.execution_id]["parent"] = by_exchange[src]
+    # generations: walk up (guarding against a cycle in bad data)
+    for node in nodes.values():
+        depth, parent, seen = 0, node["parent"], {node["node_id"]}
+        while parent is not None and parent not in seen:
+            seen.add(parent)
+            depth += 1
+            parent = nodes[parent]["parent"]
+        node["generation"] = depth
+    ordered = sorted(nodes.values(), key=lambda n: (n["generation"], n["start_time"] or "", n["node_id"]))
+    edges = tuple(
+        {"source": n["parent"], "target": n["node_id"], "replay_id": n["replay_id"]}
+        for n in ordered
+        if n["parent"] is not None
+    )
+    return FamilyGraph(tuple(ordered), edges)

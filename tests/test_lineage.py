@@ -1,0 +1,282 @@
+"""Payload lineage and replay families (moat_nb/lineage.py)."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from moat_nb.errors import ValidationError
+from moat_nb.lineage import LINEAGE_COLUMNS, lineage, replay_family
+from moat_nb.model import Execution, Payload, ProcessorRecord
+from moat_nb.sandbox.apps.orders import APP
+from moat_nb.sandbox.camel import FixedClock, RouteSet, RunContext
+
+
+def record(
+    seq: int, pid: str, before: tuple[Any, dict, dict], after: tuple[Any, dict, dict], **kw: Any
+) -> ProcessorRecord:
+    def text(body: Any) -> str | None:
+        return body if body is None or isinstance(body, str) else json.dumps(body)
+
+    return ProcessorRecord(
+        execution_id="e1",
+        exchange_id="ID-x-1-1-1",
+        seq=seq,
+        processor_id=pid,
+        processor_type=kw.pop("type", "process"),
+        route_id=kw.pop("route", "orders"),
+        status=kw.pop("status", "COMPLETED"),
+        input_body=text(before[0]),
+        output_body=text(after[0]),
+        input_headers=before[1],
+        output_headers=after[1],
+        input_properties=before[2],
+        properties=after[2],
+        **kw,
+    )
+
+
+def hand_built() -> Execution:
+    """parse -> set header -> choice{when-gold{gold-discount}} -> price -> drop stash."""
+    s0 = ('{"qty": 2, "price": 5}', {"Content-Type": "json"}, {"stash": "x"})
+    s1 = ({"qty": 2, "price": 5}, {"Content-Type": "json"}, {"stash": "x"})  # unmarshal: same JSON
+    s2 = (s1[0], {**s1[1], "orderId": "O-1"}, s1[2])
+    s3 = (s2[0], s2[1], {**s2[2], "pct": "10"})
+    s4 = ({"qty": 2, "price": 5, "total": 9.0}, s3[1], s3[2])
+    s5 = (s4[0], s4[1], {"pct": "10"})
+    records = (
+        record(1, "parse", s0, s1, type="unmarshal"),
+        record(2, "set-order-id", s1, s2, type="setHeader"),
+        record(3, "pricing-rules", s2, s3, type="choice"),
+        record(4, "when-gold", s2, s3, type="when", parent_seq=3, depth=1),
+        record(5, "gold-discount", s2, s3, type="setProperty", parent_seq=4, depth=2),
+        record(6, "price", s3, s4, type="bean"),
+        record(7, "drop-stash", s4, s5, type="removeProperty"),
+    )
+    return Execution(
+        execution_id="e1",
+        exchange_id="ID-x-1-1-1",
+        route_id="orders",
+        status="COMPLETED",
+        input_body=s0[0],
+        input_headers=s0[1],
+        input_properties=s0[2],
+        output_body=json.dumps(s5[0]),
+        output_headers=s5[1],
+        output_properties=s5[2],
+        processors=records,
+    )
+
+
+def test_lineage_says_which_processor_set_changed_or_removed_which_field() -> None:
+    result = lineage(hand_built())
+    rows = [(r.seq, r.processor_id, r.field, r.path, r.change, r.before, r.after) for r in result.rows]
+    assert rows == [
+        (2, "set-order-id", "headers", "headers:orderId", "set", None, "O-1"),
+        (5, "gold-discount", "properties", "properties:pct", "set", None, "10"),
+        (6, "price", "body", "body:$.total", "set", None, 9.0),
+        (7, "drop-stash", "properties", "properties:stash", "removed", "x", None),
+    ]
+    # the choice and its when are not credited with what their branch step did
+    assert result.by("pricing-rules") == () and result.by("when-gold") == ()
+    assert result.limitations == ()
+
+
+def test_field_history_follows_one_field_across_processors() -> None:
+    result = lineage(hand_built())
+    history = result.field_history("properties:pct")
+    assert [(e.processor_id, e.present, e.value, e.changed) for e in history] == [
+        ("(start)", False, None, False),
+        ("parse", False, None, False),
+        ("set-order-id", False, None, False),
+        ("gold-discount", True, "10", True),  # finished before its when and its choice
+        ("when-gold", True, "10", False),
+        ("pricing-rules", True, "10", False),
+        ("price", True, "10", False),
+        ("drop-stash", True, "10", False),
+    ]
+    assert [e.processor_id for e in result.field_history("body:$.total").changes()] == ["price"]
+    assert result.field_history("headers:ORDERID").values()[-1] == "O-1"  # case-insensitive, as Camel
+    frame = result.field_history("body:$.qty").to_pandas()
+    assert list(frame.columns) == [
+        "seq",
+        "processor_id",
+        "route_id",
+        "iteration",
+        "present",
+        "value",
+        "changed",
+    ]
+    assert frame["value"].tolist() == ["2"] * 8
+    with pytest.raises(ValidationError, match="not a diff path"):
+        result.field_history("payload.qty")
+
+
+def test_lineage_frames_have_the_fixed_schema() -> None:
+    result = lineage(hand_built())
+    frame = result.to_pandas()
+    assert list(frame.columns) == [name for name, _ in LINEAGE_COLUMNS]
+    assert str(frame["seq"].dtype) == "Int64"
+    assert frame.loc[frame["change"] == "set", "before"].isna().all()
+    assert json.loads(frame.loc[frame["path"] == "body:$.total", "after"].iloc[0]) == 9.0
+    polars = result.to_polars()
+    assert polars.columns == [name for name, _ in LINEAGE_COLUMNS] and polars.height == 4
+    assert "4 field changes by 4 processors" in repr(result)
+    page = result._repr_html_()
+    assert "<table>" in page and "body:$.total" in page and "drop-stash" in page
+
+
+def test_graph_nodes_carry_status_and_change_markers_and_edges_the_flow() -> None:
+    graph = lineage(hand_built()).graph()
+    assert [n["seq"] for n in graph.nodes] == [1, 2, 3, 4, 5, 6, 7]
+    assert {n["processor_id"]: n["changed"] for n in graph.nodes} == {
+        "parse": False,
+        "set-order-id": True,
+        "pricing-rules": False,
+        "when-gold": False,
+        "gold-discount": True,
+        "price": True,
+        "drop-stash": True,
+    }
+    assert all(n["status"] == "COMPLETED" for n in graph.nodes)
+    edges = {(e["source"], e["target"], e["kind"]) for e in graph.edges}
+    assert edges == {
+        (1, 2, "next"),
+        (2, 3, "next"),
+        (3, 4, "child"),
+        (4, 5, "child"),
+        (3, 6, "next"),
+        (6, 7, "next"),
+    }
+
+
+def test_a_route_captured_execution_only_has_entry_versus_exit() -> None:
+    e = hand_built()
+    route_mode = replace(
+        e,
+        capture_mode="ROUTE",
+        processors=tuple(
+            replace(p, input_body=None, output_body=None, input_headers=None, output_headers=None,
+                    input_properties=None, properties=None)
+            for p in e.processors or ()
+        ),
+    )  # fmt: skip
+    result = lineage(route_mode)
+    assert {(r.processor_id, r.path, r.change) for r in result.rows} == {
+        ("(route)", "headers:orderId", "set"),
+        ("(route)", "properties:pct", "set"),
+        ("(route)", "properties:stash", "removed"),
+        ("(route)", "body:$.total", "set"),
+    }
+    assert result.limitations and "ROUTE" in result.limitations[0]
+    assert [e.processor_id for e in result.field_history("properties:pct")] == ["(start)", "(route)"]
+
+
+# --------------------------------------------------------------------------- the orders app
+
+ROUTES = RouteSet.load(APP.versions["v2"], APP.beans, endpoints=APP.endpoints, version="v2")
+
+
+def orders_run(lines: list[tuple[str, int, float]], **kw: Any) -> Execution:
+    body = {"orderId": "ORD-7", "customerId": "C-1005", "currency": "EUR", "channel": "web",
+            "lines": [{"sku": s, "qty": q, "unitPrice": p} for s, q, p in lines]}  # fmt: skip
+    payload = Payload(
+        headers={"Content-Type": "application/json", "Authorization": "Bearer x.y.z"},
+        body=json.dumps(body),
+        properties={"tenant": "acme-eu"},
+    )
+    ctx = RunContext(rng=random.Random(kw.pop("seed", 1)), now=FixedClock(datetime(2026, 1, 1, tzinfo=UTC)))
+    return ROUTES.run(APP.entry_route, payload, context=ctx, **kw)
+
+
+def test_lineage_of_a_real_orders_execution() -> None:
+    e = orders_run([("SKU-100", 1, 19.99), ("SKU-103", 2, 24.5)])
+    result = lineage(e)
+    who = {(r.processor_id, r.path, r.change) for r in result.rows}
+    assert ("silver-discount", "properties:tierDiscountPct", "set") in who
+    assert ("compute-totals", "body:$.total", "set") in who
+    assert ("strip-authorization", "headers:Authorization", "removed") in who
+    assert ("setHeader1", "headers:CamelHttpMethod", "set") in who  # in the enrich-customer sub-route
+    assert ("removeHeaders1", "headers:CamelHttpMethod", "removed") in who
+    assert ("lookup-customer", "properties:customerTier", "set") in who
+    # containers are credited only with what their children did not do
+    assert result.by("pricing-rules") == () and result.by("when-silver") == ()
+    assert result.by("to1") == ()  # the direct: call: its sub-route did everything
+    assert {r.path for r in result.by("reserve-lines")} == {"body:$"}  # the split's aggregation
+    reserve = [(r.iteration, r.path) for r in result.by("reserve-stock")]
+    assert (0, "body:$.status") in reserve and (1, "body:$.status") in reserve
+    assert {r.route_id for r in result.by("lookup-customer")} == {"enrich-customer"}
+    # one field across the route
+    total = result.field_history("headers:orderTotal")
+    assert [e.processor_id for e in total.changes()] == ["set-order-total"]
+    assert total.values()[-1] == pytest.approx(19.99 + 2 * 24.5 - (19.99 + 2 * 24.5) * 0.05, abs=0.01)
+    who_set = result.who_changed("properties:order")
+    assert [r.processor_id for r in who_set] == [
+        "stash-customer-order",
+        "drop-customer-stash",
+        "stash-order",
+        "drop-order-stash",
+    ]
+    graph = result.graph()
+    assert len(graph.nodes) == len(e.processors or ())
+    assert any(edge["kind"] == "child" and edge["source"] == 10 for edge in graph.edges)  # to1 -> sub-route
+
+
+def test_lineage_of_a_failed_orders_execution_marks_the_failing_node() -> None:
+    e = orders_run([("SKU-100", -1, 19.99)])
+    assert e.status == "FAILED"
+    graph = lineage(e).graph()
+    failed = [n for n in graph.nodes if n["status"] == "FAILED"]
+    assert [n["processor_id"] for n in failed] == ["validate-order"]
+    assert failed[0]["error_type"]
+
+
+def test_lineage_of_a_route_captured_orders_execution() -> None:
+    e = orders_run([("SKU-100", 1, 19.99)], capture="ROUTE")
+    result = lineage(e)
+    assert {r.processor_id for r in result.rows} == {"(route)"}
+    assert ("headers:Authorization", "removed") in {(r.path, r.change) for r in result.rows}
+
+
+# --------------------------------------------------------------------------- replay families
+
+
+def test_replay_family_original_replays_and_replays_of_replays() -> None:
+    original = orders_run([("SKU-100", 1, 19.99)], seed=1, environment="prod", capture="ROUTE")
+    r1 = orders_run([("SKU-100", 1, 19.99)], seed=2, replay_of=original, replay_id="rp-1")
+    r2 = orders_run([("SKU-100", 2, 19.99)], seed=3, replay_of=original, replay_id="rp-2")
+    r11 = orders_run([("SKU-100", 3, 19.99)], seed=4, replay_of=r1, replay_id="rp-3")
+    orphan = replace(
+        r2, execution_id="orphan-exec", exchange_id="ID-orphan-1-1-1", source_exchange_id="ID-gone-9-9-9"
+    )
+    family = replay_family([r11, r2, orphan, original, r1])
+    nodes = {n["node_id"]: n for n in family.nodes}
+    assert nodes[original.execution_id]["generation"] == 0
+    assert nodes[r1.execution_id]["parent"] == original.execution_id
+    assert nodes[r2.execution_id]["generation"] == 1
+    assert nodes[r11.execution_id]["parent"] == r1.execution_id and nodes[r11.execution_id]["generation"] == 2
+    assert nodes["exchange:ID-gone-9-9-9"]["known"] is False
+    assert nodes["orphan-exec"]["parent"] == "exchange:ID-gone-9-9-9"
+    assert {n["node_id"] for n in family.roots} == {original.execution_id, "exchange:ID-gone-9-9-9"}
+    assert {n["node_id"] for n in family.children(original.execution_id)} == {
+        r1.execution_id,
+        r2.execution_id,
+    }
+    assert [n["node_id"] for n in family.ancestors(r11.execution_id)] == [
+        r1.execution_id,
+        original.execution_id,
+    ]
+    assert {(e["source"], e["target"], e["replay_id"]) for e in family.edges} >= {
+        (original.execution_id, r1.execution_id, "rp-1"),
+        (r1.execution_id, r11.execution_id, "rp-3"),
+    }
+    assert [n["generation"] for n in family.nodes] == sorted(n["generation"] for n in family.nodes)
+    frame = family.to_pandas()
+    assert len(frame) == 6 and frame["generation"].max() == 2
+    assert set(frame.columns) >= {"node_id", "parent", "generation", "is_replay", "replay_id", "known"}
+    assert family.to_polars().height == 6

@@ -1,0 +1,166 @@
+"""Diff paths and noise rules (moat_nb/noise.py)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from moat_nb.diff import DiffRow, ProcessorRef
+from moat_nb.errors import ValidationError
+from moat_nb.noise import (
+    DEFAULT_RULES,
+    IdContext,
+    NoiseRule,
+    ParsedPath,
+    as_rules,
+    escape_glob,
+    format_name,
+    format_segments,
+    glob_regex,
+    parse_path,
+)
+
+names = st.text(min_size=1, max_size=8)
+segments = st.lists(st.one_of(st.integers(0, 99), names), max_size=4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(segments)
+def test_body_paths_round_trip(segs: list[str | int]) -> None:
+    path = "body:$" + format_segments(segs)
+    assert parse_path(path) == ParsedPath("body", segments=tuple(segs), json=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["headers", "properties"]), names, segments)
+def test_header_and_property_paths_round_trip(field: str, name: str, segs: list[str | int]) -> None:
+    path = f"{field}:{format_name(name)}" + format_segments(segs)
+    assert parse_path(path) == ParsedPath(field, name=name, segments=tuple(segs))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["headers", "properties"]), names, segments)
+def test_a_printed_path_used_as_a_glob_matches_itself(field: str, name: str, segs: list[str | int]) -> None:
+    path = f"{field}:{format_name(name)}" + format_segments(segs)
+    assert NoiseRule(path=path).matches(row(path, 1, 2))
+    assert NoiseRule(path=path).matches(row(path + ".below", 1, 2))
+    assert not NoiseRule(path=path).matches(row(path + "x", 1, 2)) or path.endswith("*")
+    assert glob_regex(escape_glob(path)).match(path)
+
+
+def test_path_formatting_examples() -> None:
+    assert format_segments(["lines", 0, "total"]) == ".lines[0].total"
+    assert format_segments(["unit price", "a.b", "it's"]) == "['unit price']['a.b']['it\\'s']"
+    assert format_name("Content-Type") == "Content-Type"
+    assert format_name("org.apache.camel.Foo") == "['org.apache.camel.Foo']"
+    assert format_segments(["0"]) == "['0']"  # a key that looks like an index stays a key
+    assert parse_path("body:$['0']").segments == ("0",)
+    assert parse_path("body:line 12") == ParsedPath("body", line=12)
+    assert parse_path("error:message") == ParsedPath("error", name="message")
+    assert parse_path("status") == ParsedPath("status")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "payload:x",
+        "body:lines",
+        "body:line 0",
+        "headers:",
+        "status:x",
+        "error:kind",
+        "body:$[x]",
+        "body:$['a",
+    ],
+)
+def test_bad_paths_are_refused_with_a_hint(bad: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        parse_path(bad)
+    assert err.value.code == "BAD_PATH" and "body:$.lines[0].total" in (err.value.hint or "")
+
+
+@pytest.mark.parametrize(
+    ("glob", "path", "hit"),
+    [
+        ("body:$.lines[0].total", "body:$.lines[0].total", True),
+        ("body:$.lines[0].total", "body:$.lines[0]Xtotal", False),  # '.' and '[' are literal
+        ("body:$.lines[0]", "body:$.lines[0].total", True),  # covers what lies below
+        ("body:$.lines[0]", "body:$.lines[01]", False),
+        ("body:$.lines[0].tot", "body:$.lines[0].total", False),  # not a segment boundary
+        ("body:$.lines[*].total", "body:$.lines[12].total", True),
+        ("body:$.*", "body:$.a.b", True),  # prefix "body:$.a", then ".b" below it
+        ("body:$.*.c", "body:$.a.b.c", False),  # * stays within one segment
+        ("body:$.**.c", "body:$.a.b.c", True),
+        ("headers:Camel*", "headers:CamelHttpUri", True),
+        ("headers:camelhttp*", "headers:CamelHttpUri", True),  # header names: case-insensitive
+        ("properties:camelhttp*", "properties:CamelHttpUri", False),
+        ("headers", "headers:anything", True),
+        ("body:$['a*b']", "body:$['aXXb']", True),
+        (escape_glob("body:$['a*b']"), "body:$['aXXb']", False),
+        (escape_glob("body:$['a*b']"), "body:$['a*b']", True),
+        ("body:line ?", "body:line 7", True),
+    ],
+)
+def test_glob_semantics(glob: str, path: str, hit: bool) -> None:
+    assert bool(glob_regex(glob).match(path)) is hit
+
+
+def row(path: str, original: object, replay: object, kind: str = "changed", pid: str = "p") -> DiffRow:
+    return DiffRow(ProcessorRef("orders", pid, 0, 1, 1), path.partition(":")[0], path, original, replay, kind)
+
+
+NO_IDS = IdContext()
+
+
+def noise_of(r: DiffRow, ids: IdContext = NO_IDS) -> str | None:
+    for rule in DEFAULT_RULES:
+        if rule.matches(r, ids):
+            return rule.label
+    return None
+
+
+def test_default_rules() -> None:
+    assert noise_of(row("headers:breadcrumbId", "a", "b")) == "Camel per-run id or timestamp"
+    assert noise_of(row("properties:breadcrumbid", "a", "b")) is None  # property names: exact case
+    assert noise_of(row("headers:breadcrumbIdentity", "a", "b")) is None
+    assert noise_of(row("headers:BREADCRUMBID", "a", "b")) is not None
+    assert noise_of(row("properties:CamelCreatedTimestamp", 1, 2)) is not None
+    assert noise_of(row("headers:X-Cameleer-Replay", None, "rp-1", "added")) is not None
+    assert (
+        noise_of(row("headers:ref", "ID-host-1-1700000000000-0-1", "ID-host-1-1700000000000-0-2"))
+        == "Camel exchange id"
+    )
+    assert noise_of(row("body:$.id", "0A1B2C3D4E5F607-0000000000000001", "0A1B2C3D4E5F607-0000000000000002"))
+    assert noise_of(row("body:$.id", "ID-1", "ID-2")) is None  # an id of the application, not Camel's
+    assert noise_of(row("body:$.id", "ID-host-1-1-1", "plain")) is None  # both sides must look like one
+    ids = IdContext(("ID-a-1-1-1", "exec-a"), ("ID-b-2-2-2", "exec-b"))
+    assert noise_of(row("properties:ref", "r/ID-a-1-1-1/x", "r/ID-b-2-2-2/x"), ids) == (
+        "differs only by the exchange's own id"
+    )
+    assert noise_of(row("properties:ref", "r/ID-a-1-1-1/x", "r/ID-b-2-2-2/y"), ids) is None
+    assert noise_of(row("properties:ref", "r/1", "r/2"), ids) is None
+    assert noise_of(row("headers:processedAt", "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z")) is None
+
+
+def test_as_rules_accepts_globs_regexes_rules_and_lists() -> None:
+    rule = NoiseRule(path="body:$.a", reason="mine")
+    rules = as_rules(["headers:x", "re:^body", re.compile("properties"), rule, [["headers:y"]]])
+    assert len(rules) == 5
+    assert rules[3] is rule
+    assert rules[1].matches(row("body:$.a", 1, 2)) and not rules[1].matches(row("headers:body", 1, 2))
+    assert rules[2].matches(row("properties:a", 1, 2))
+    assert as_rules(None) == []
+    with pytest.raises(ValidationError, match="ignore must be"):
+        as_rules(3.5)  # type: ignore[arg-type]
+
+
+def test_rule_value_and_processor_parts() -> None:
+    rule = NoiseRule(processor="orders/stamp*", value=r"\d{4}-\d\d-\d\dT.*")
+    assert rule.matches(row("headers:t", "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", pid="stamp-1"))
+    assert not rule.matches(row("headers:t", "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", pid="other"))
+    assert not rule.matches(row("headers:t", "2026-01-01T00:00:00Z", "tomorrow", pid="stamp-1"))
+    assert rule.matches(row("headers:t", None, "2026-01-02T00:00:00Z", kind="added", pid="stamp-1"))
+    assert "value" in NoiseRule(value="x").label
