@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 from . import errors
+from .client import AsyncPlatform, AuditBundle, Platform, connect
 from .diff import DiffResult, calibrate_noise, diff
 from .errors import MoatError
+from .frames import executions_frame, processors_frame
+from .history import AsyncHistory, History
 from .lineage import lineage, replay_family
 from .model import Chunk, Execution, ModifiedPayload, Payload, ProcessorRecord
 from .noise import NoiseRule
+from .stream import LiveTrace, ReplayRun, StreamPolicy, TraceEvent
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncHistory",
+    "AsyncPlatform",
+    "AuditBundle",
+    "History",
+    "LiveTrace",
+    "Platform",
+    "ReplayRun",
+    "StreamPolicy",
+    "TraceEvent",
+    "connect",
+    "executions_frame",
+    "processors_frame",
     "Chunk",
     "DiffResult",
     "NoiseRule",

@@ -20,6 +20,7 @@ The hierarchy::
     │   ├── AuditUnavailable          503  AUDIT_UNAVAILABLE
     │   └── ServerError               any other 5xx
     ├── TransportError                the network failed (connect, read, resume attempts exhausted)
+    ├── ReplayFailed                  a replay ended ERROR / TIMED_OUT / ABORTED: .replay_id .status
     └── AuditVerificationError        an audit log or bundle does not verify: .first_bad_seq .reason
 
 Every class carries a stable ``code`` and a ``hint`` (what to do next); ``str()`` is one line a
@@ -229,6 +230,26 @@ class TransportError(MoatError):
     """The network failed: could not connect, the read timed out, resume attempts ran out."""
 
     code = "TRANSPORT"
+
+
+class ReplayFailed(MoatError):
+    """The platform could not run a replay: it ended ``ERROR``, ``TIMED_OUT`` or ``ABORTED``.
+
+    (A replay whose *route* failed is ``COMPLETED`` with ``result.status == "FAILED"``: that is a
+    result, not an error.) ``code`` is ``REPLAY_<STATUS>``.
+    """
+
+    code = "REPLAY_FAILED"
+
+    def __init__(self, message: str, *, replay_id: str, status: str, hint: str | None = None) -> None:
+        self.replay_id = replay_id
+        self.status = status
+        super().__init__(
+            message,
+            code=f"REPLAY_{status}",
+            hint=hint,
+            details={"replayId": replay_id, "status": status},
+        )
 
 
 class AuditVerificationError(MoatError):

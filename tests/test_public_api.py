@@ -5,6 +5,18 @@ from __future__ import annotations
 import moat_nb
 
 PUBLIC = {
+    "AsyncHistory",
+    "AsyncPlatform",
+    "AuditBundle",
+    "History",
+    "LiveTrace",
+    "Platform",
+    "ReplayRun",
+    "StreamPolicy",
+    "TraceEvent",
+    "connect",
+    "executions_frame",
+    "processors_frame",
     "Chunk",
     "DiffResult",
     "NoiseRule",

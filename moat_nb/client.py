@@ -1,0 +1,1079 @@
+"""The platform client: :func:`connect`, :class:`Platform` and :class:`AsyncPlatform` over httpx.
+
+One implementation, two transports. Every call is written once, in the sans-I/O core below, as
+a generator that *yields* the :class:`httpx.Request` it needs sent and *receives* the
+:class:`httpx.Response` (httpx shares its Request and Response models between its sync and
+async clients, and so do we)::
+
+    def op_execution(session, execution_id):
+        data = yield from session.call("GET", f"/executions/{session.quote(execution_id)}")
+        return Execution.from_wire(data)
+
+:class:`Platform` drives such a generator with ``httpx.Client.send``, :class:`AsyncPlatform`
+with ``await httpx.AsyncClient.send``; neither knows what the call is. Authentication is part
+of the core (:meth:`Session.send`): it logs in or refreshes the access token shortly before it
+expires, and once more on a 401 ``TOKEN_EXPIRED``. The drivers only send, and resend a request
+after a network failure (bounded, with back-off); a replay request carries its
+``Idempotency-Key``, so resending it never runs a replay twice (DESIGN.md section 4).
+
+Errors: an error envelope ``{error, message, details}`` becomes the class of
+:mod:`moat_nb.errors` its code (else its status) names, with the server's code and message and
+a hint; a network failure is :class:`~moat_nb.errors.TransportError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.metadata
+import json
+import os
+import time
+import urllib.parse
+import uuid
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+import httpx
+
+from . import audit as audit_core
+from .errors import (
+    AgentUnavailable,
+    ApiError,
+    AuditUnavailable,
+    AuthenticationError,
+    ControlHeaderRejected,
+    IdempotencyConflict,
+    MoatError,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    ServerError,
+    TierNotEntitled,
+    TransportError,
+    ValidationError,
+)
+from .frames import Backend, audit_frame, processors_frame
+from .history import (
+    DEFAULT_MAX_ROWS,
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    AsyncHistory,
+    History,
+    instant,
+    search_filters,
+)
+from .model import Execution
+
+if TYPE_CHECKING:
+    from .stream import ReplayRun, StreamPolicy
+
+__all__ = [
+    "API_PREFIX",
+    "CLIENT",
+    "AsyncPlatform",
+    "AuditBundle",
+    "Op",
+    "Platform",
+    "RetryPolicy",
+    "Session",
+    "api_base",
+    "connect",
+    "decode",
+    "error_from_response",
+    "op_execution",
+    "op_replay",
+    "op_search_page",
+    "serialise_body",
+    "transport_error",
+]
+
+API_PREFIX = "/api/v1"
+
+
+def _client_name() -> str:
+    # From the installed metadata, not moat_nb.__version__: moat_nb/__init__.py imports this
+    # module before it defines __version__.
+    try:
+        return f"moat_nb/{importlib.metadata.version('moat-nb')}"
+    except importlib.metadata.PackageNotFoundError:
+        return "moat_nb"
+
+
+#: What a replay's ``client`` field says unless told (section 4: the Replay names its client).
+CLIENT = _client_name()
+T = TypeVar("T")
+#: A request operation of the core: yields requests, receives responses, returns a value.
+Op = Generator[httpx.Request, httpx.Response, T]
+
+
+# --------------------------------------------------------------------------- errors (pure)
+
+_BY_CODE: dict[str, type[ApiError]] = {
+    "TIER_NOT_ENTITLED": TierNotEntitled,
+    "CONTROL_HEADER": ControlHeaderRejected,
+    "IDEMPOTENCY_CONFLICT": IdempotencyConflict,
+    "AGENT_UNAVAILABLE": AgentUnavailable,
+    "AUDIT_UNAVAILABLE": AuditUnavailable,
+    "PAYLOAD_TOO_LARGE": PayloadTooLarge,
+}
+_BY_STATUS: dict[int, type[ApiError]] = {
+    400: ValidationError,
+    401: AuthenticationError,
+    403: PermissionDenied,
+    404: NotFound,
+    413: PayloadTooLarge,
+    422: ValidationError,
+}
+_HINTS: dict[str, str] = {
+    "TOKEN_EXPIRED": "the session expired and could not be renewed: connect again",
+    "BAD_CREDENTIALS": "check the user name and password (MOAT_USER / MOAT_PASSWORD)",
+    "UNAUTHORIZED": "log in: moat_nb.connect(url, username=..., password=...) or set MOAT_TOKEN",
+    "BAD_TOKEN": "the token is not valid here: connect again with a user and password",
+    "TIER_NOT_ENTITLED": "replay needs the HIGH or BUSINESS tier: ask your Cameleer administrator",
+    "CONTROL_HEADER": "Camel control headers (Camel*, org.apache.camel*) cannot be set in a replay: "
+    "remove them from headers=",
+    "IDEMPOTENCY_CONFLICT": "this Idempotency-Key was already used for another request: call "
+    "replay() again, it makes a fresh key",
+    "AGENT_UNAVAILABLE": "no live agent serves that environment: try again later or pick another "
+    "target_environment",
+    "AUDIT_UNAVAILABLE": "the audit log could not be written, so nothing ran: try again later",
+    "PAYLOAD_TOO_LARGE": "request bodies are limited to 1 MiB: send a smaller body",
+    "NOT_FOUND": "check the id; platform.executions(...) searches the history",
+}
+_CLASS_HINTS: dict[type[ApiError], str] = {
+    PermissionDenied: "ask an administrator for the permission this needs",
+    ValidationError: "fix the request as the message says",
+    ServerError: "the server failed: try again, and report it if it persists",
+    ApiError: "the platform refused the request: see the message and details",
+}
+
+
+def _envelope(response: httpx.Response) -> tuple[str | None, str | None, dict[str, Any]]:
+    try:
+        body = response.json()
+    except (ValueError, UnicodeDecodeError):
+        return None, None, {}
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+        return None, None, {}
+    details = body.get("details")
+    message = body.get("message")
+    return (
+        body["error"],
+        message if isinstance(message, str) else None,
+        details if isinstance(details, dict) else {},
+    )
+
+
+def error_from_response(response: httpx.Response) -> ApiError:
+    """The :mod:`moat_nb.errors` exception for an error response (its body must be read).
+
+    The class comes from the envelope's code where one is specific (``TIER_NOT_ENTITLED``,
+    ``CONTROL_HEADER`` ...), else from the status; it keeps the server's code, message and
+    details, and its hint is the server's (``details.hint``) or one that says what to do.
+    """
+    status = response.status_code
+    code, message, details = _envelope(response)
+    cls = _BY_CODE.get(code or "") or _BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)
+    request = response.request
+    where = f"{request.method} {request.url.path}" if request is not None else "the request"
+    if message is None:
+        text = response.text[:200].strip() if response.content else ""
+        message = f"{where} answered HTTP {status} {response.reason_phrase}" + (f": {text}" if text else "")
+    hint = details.get("hint") if isinstance(details.get("hint"), str) else None
+    missing = details.get("missing")
+    if hint is None and cls is PermissionDenied and isinstance(missing, list) and missing:
+        hint = f"ask an administrator to grant {', '.join(map(str, missing))}"
+        if "replay:prod" in missing:
+            hint += " (no role implies replay:prod; it is granted to a user explicitly)"
+    if hint is None:
+        hint = _HINTS.get(code or "") or next(
+            (_CLASS_HINTS[c] for c in cls.__mro__ if c in _CLASS_HINTS), None
+        )
+    return cls(message, status=status, code=code or cls.code, hint=hint, details=details)
+
+
+def decode(response: httpx.Response) -> Any:
+    """The JSON body of a 2xx response (None when empty); the mapped error otherwise."""
+    if response.status_code >= 400:
+        raise error_from_response(response)
+    if response.status_code == 204 or not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        raise ServerError(
+            f"{response.request.method} {response.request.url.path} answered with a body that is not JSON",
+            status=response.status_code,
+            code="BAD_RESPONSE",
+            hint="is MOAT_URL the platform's address (not a proxy or a web page)?",
+        ) from None
+
+
+# --------------------------------------------------------------------------- session (pure)
+
+
+def _jwt_claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT, read without checking the signature (the server checks it): only
+    to tell a refresh token from an access token."""
+    try:
+        payload = token.split(".")[1]
+        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def api_base(url: str) -> str:
+    """``http://host:port`` (or the API base itself) → the API base ``http://host:port/api/v1``."""
+    url = url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ValidationError(
+            f"{url!r} is not an http(s) URL", code="BAD_URL", hint="e.g. http://127.0.0.1:8081"
+        )
+    return url if url.endswith(API_PREFIX) else url + API_PREFIX
+
+
+class Session:
+    """Where the platform is, who we are and the tokens we hold; builds every request.
+
+    Pure: time comes from ``clock`` (seconds, monotonic), handed in. The access token is
+    renewed ``margin`` seconds before it expires (a tenth of its lifetime, at most 60 s): with
+    the refresh token when there is one, else by logging in again when the password is known.
+    A token given by the user is used as it is when it is an access token, and to get access
+    tokens when it is a refresh token (``typ: refresh``), which lasts days instead of an hour.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        timeout: float = 30.0,
+    ) -> None:
+        self.api = api_base(url)
+        self.url = self.api[: -len(API_PREFIX)]
+        self.username = username
+        self._password = password
+        self.clock = clock
+        self.timeout = httpx.Timeout(timeout)
+        self.access_token: str | None = None
+        self.refresh_token: str | None = None
+        self.expires_at: float | None = None
+        self.user: dict[str, Any] | None = None
+        self.renewals = 0  # how many times the access token was renewed (for tests and repr)
+        if token:
+            if _jwt_claims(token).get("typ") == "refresh":
+                self.refresh_token = token
+            else:
+                self.access_token = token
+
+    def __repr__(self) -> str:
+        who = self.username or (self.user or {}).get("username") or "token"
+        return f"<Session {self.url} as {who}>"
+
+    # ---------------------------------------------------------------- requests
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> httpx.Request:
+        """An :class:`httpx.Request` for ``path`` under the API base (no credentials yet)."""
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        return httpx.Request(
+            method,
+            self.api + path,
+            params=clean or None,
+            json=json,
+            headers={"Accept": "application/json", **(headers or {})},
+            extensions={"timeout": (timeout or self.timeout).as_dict()},
+        )
+
+    @staticmethod
+    def quote(value: str) -> str:
+        """A path segment (ids are ``[A-Za-z0-9._:-]``, but a user may paste anything)."""
+        return urllib.parse.quote(value, safe="")
+
+    # ---------------------------------------------------------------- tokens
+
+    def _expiring(self) -> bool:
+        if self.access_token is None:
+            return True
+        if self.expires_at is None:
+            return False
+        return self.clock() >= self.expires_at
+
+    def _store(self, body: Mapping[str, Any], started: float) -> None:
+        self.access_token = body["accessToken"]
+        self.refresh_token = body.get("refreshToken") or self.refresh_token
+        ttl = body.get("expiresIn")
+        if isinstance(ttl, int | float) and ttl > 0:
+            margin = min(60.0, ttl / 10)
+            # From when the request left: the server's clock started the token no earlier.
+            self.expires_at = started + ttl - margin
+        else:
+            self.expires_at = None
+        if isinstance(body.get("user"), dict):
+            self.user = body["user"]
+
+    def login(self) -> Op[dict[str, Any]]:
+        """``POST /auth/login`` with the user name and password."""
+        if not (self.username and self._password):
+            raise AuthenticationError(
+                "no credentials to log in with",
+                code="NO_CREDENTIALS",
+                hint="pass username= and password= (or token=), or set MOAT_USER and MOAT_PASSWORD "
+                "(or MOAT_TOKEN)",
+            )
+        started = self.clock()
+        response = yield self.request(
+            "POST", "/auth/login", json={"username": self.username, "password": self._password}
+        )
+        body = decode(response)
+        self._store(body, started)
+        return body
+
+    def renew(self) -> Op[None]:
+        """A fresh access token: refresh when we can, else log in again."""
+        if self.refresh_token is not None:
+            started = self.clock()
+            request = self.request("POST", "/auth/refresh")
+            request.headers["Authorization"] = f"Bearer {self.refresh_token}"
+            response = yield request
+            if response.status_code < 400:
+                self._store(decode(response), started)
+                self.renewals += 1
+                return
+            if not (self.username and self._password):
+                raise error_from_response(response)
+            self.refresh_token = None  # it expired or was revoked: log in instead
+        if self.username and self._password:
+            yield from self.login()
+            self.renewals += 1
+            return
+        if self.access_token is None:
+            yield from self.login()  # raises NO_CREDENTIALS, in words
+        raise AuthenticationError(
+            "the access token expired and there is no refresh token or password to renew it",
+            code="TOKEN_EXPIRED",
+            hint="connect again with a user and password, or with a refresh token in MOAT_TOKEN",
+        )
+
+    def authorize(self) -> Op[str]:
+        """The ``Authorization`` value to send now, renewing the token first when it is due."""
+        if self._expiring():
+            yield from self.renew()
+        return f"Bearer {self.access_token}"
+
+    def send(self, request: httpx.Request) -> Op[httpx.Response]:
+        """Send ``request`` with credentials; on a 401 ``TOKEN_EXPIRED`` renew once and resend."""
+        request.headers["Authorization"] = yield from self.authorize()
+        response = yield request
+        if response.status_code == 401 and _envelope(response)[0] == "TOKEN_EXPIRED":
+            yield from self.renew()
+            request.headers["Authorization"] = f"Bearer {self.access_token}"
+            response = yield request
+        return response
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Op[Any]:
+        """One authorized request; its decoded JSON."""
+        response = yield from self.send(self.request(method, path, **kwargs))
+        return decode(response)
+
+
+# --------------------------------------------------------------------------- operations (pure)
+
+
+def op_search_page(session: Session, body: dict[str, Any]) -> Op[dict[str, Any]]:
+    return (yield from session.call("POST", "/search/executions", json=body))
+
+
+def op_execution(session: Session, execution_id: str) -> Op[Execution]:
+    data = yield from session.call("GET", f"/executions/{session.quote(execution_id)}")
+    return Execution.from_wire(data)
+
+
+def _source_of(source: Any) -> tuple[str | None, str | None, Execution | None]:
+    """(exchange id, execution id, full execution if at hand) of a replay source."""
+    if isinstance(source, str):
+        return source, None, None
+    if isinstance(source, Execution):
+        full = source if source.input_headers is not None or source.processors is not None else None
+        return source.exchange_id, source.execution_id, full
+    row: Mapping[str, Any] | None = None
+    if isinstance(source, Mapping):
+        row = source
+    elif hasattr(source, "to_dict") and callable(source.to_dict):  # a pandas Series (a frame row)
+        row = source.to_dict()
+    if row is not None:
+        exchange = row.get("exchange_id", row.get("exchangeId"))
+        execution = row.get("execution_id", row.get("executionId"))
+        if isinstance(exchange, str):
+            return exchange, execution if isinstance(execution, str) else None, None
+    raise ValidationError(
+        f"cannot replay a {type(source).__name__}",
+        code="BAD_SOURCE",
+        hint="pass an exchange id, an Execution, or a row of an executions frame",
+    )
+
+
+def _header(headers: Mapping[str, Any] | None, name: str) -> str | None:
+    for key, value in (headers or {}).items():
+        if key.lower() == name:
+            return str(value)
+    return None
+
+
+def serialise_body(body: Any, headers: Mapping[str, Any] | None, original_body: str | None) -> str | None:
+    """A replay body as the string a Camel agent carries (section 3: bodies travel as strings).
+
+    A ``str`` goes as it is, ``bytes`` as UTF-8. A dict or list is written the way the original
+    exchange's content would be: JSON when its ``Content-Type`` says JSON (``application/json``,
+    ``*+json``) or, without a Content-Type, when the original body is JSON; form-encoded for
+    ``application/x-www-form-urlencoded``. Anything else is refused: guessing a format for an
+    XML or text route would replay a payload the route never sees.
+    """
+    if body is None or isinstance(body, str):
+        return body
+    if isinstance(body, bytes | bytearray):
+        try:
+            return bytes(body).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValidationError(
+                "the body is not UTF-8 text", code="BAD_BODY", hint="bodies travel as text; decode it first"
+            ) from None
+    if not isinstance(body, Mapping | list | tuple):
+        raise ValidationError(
+            f"cannot send a {type(body).__name__} as a body",
+            code="BAD_BODY",
+            hint="pass a str, a dict or a list",
+        )
+    content_type = (_header(headers, "content-type") or "").split(";")[0].strip().lower()
+    if content_type == "application/x-www-form-urlencoded" and isinstance(body, Mapping):
+        return urllib.parse.urlencode(body, doseq=True)
+    is_json = content_type.endswith(("/json", "+json"))
+    if not content_type and original_body is not None:
+        try:
+            json.loads(original_body)
+            is_json = True
+        except ValueError:
+            is_json = False
+    if not is_json:
+        raise ValidationError(
+            f"cannot write a {type(body).__name__} body for content type {content_type or '(none)'}",
+            code="BAD_BODY",
+            hint="the original is not JSON: pass the body as a string in the format the route reads",
+        )
+    # Python's default separators, as the recorded bodies have them (json.dumps in the agents).
+    return json.dumps(body, ensure_ascii=False)
+
+
+def op_replay(
+    session: Session,
+    source: Any,
+    *,
+    key: str,
+    headers: Mapping[str, Any] | None,
+    body: Any,
+    properties: Mapping[str, Any] | None,
+    target_environment: str | None,
+    target_agent: str | None,
+    reason: str,
+    client: str | None,
+) -> Op[dict[str, Any]]:
+    """``POST /replays`` for ``source`` with a modified payload; the Replay (202)."""
+    exchange_id, execution_id, full = _source_of(source)
+    if body is not None and not isinstance(body, str | bytes | bytearray) and full is None:
+        # The body must be written as the original's content: fetch the original for its
+        # Content-Type and body (a search hit or a frame row does not carry them).
+        if execution_id is None:
+            page = yield from op_search_page(
+                session, {"exchangeId": exchange_id, "isReplay": False, "limit": 1}
+            )
+            if not page.get("data"):
+                raise NotFound(f"no recorded exchange {exchange_id!r}", status=404, hint=_HINTS["NOT_FOUND"])
+            execution_id = page["data"][0]["executionId"]
+        full = yield from op_execution(session, execution_id)  # type: ignore[arg-type]
+    modified: dict[str, Any] = {}
+    if headers is not None:
+        modified["headers"] = dict(headers)
+    if body is not None:
+        effective_headers = headers if headers is not None else (full.input_headers if full else None)
+        modified["body"] = serialise_body(body, effective_headers, full.input_body if full else None)
+    if properties is not None:
+        modified["properties"] = dict(properties)
+    payload: dict[str, Any] = {"sourceExchangeId": exchange_id, "reason": reason}
+    if modified:
+        payload["modifiedPayload"] = modified
+    if target_environment is not None:
+        payload["targetEnvironment"] = target_environment
+    if target_agent is not None:
+        payload["targetAgent"] = target_agent
+    if client is not None:
+        payload["client"] = client
+    return (yield from session.call("POST", "/replays", json=payload, headers={"Idempotency-Key": key}))
+
+
+def op_pages(
+    session: Session, path: str, params: dict[str, Any], *, page_size: int, limit: int | None
+) -> Op[list[Any]]:
+    """Every row of a ``{data, total, offset, limit}`` endpoint (GET with offset/limit)."""
+    rows: list[Any] = []
+    offset = int(params.pop("offset", 0) or 0)
+    while limit is None or len(rows) < limit:
+        size = page_size if limit is None else min(page_size, limit - len(rows))
+        page = yield from session.call("GET", path, params={**params, "offset": offset, "limit": size})
+        data = page.get("data") or []
+        rows.extend(data)
+        offset += len(data)
+        if len(data) < size:
+            break
+    return rows
+
+
+def _audit_params(filters: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    names = {"action": "action", "actor": "actor", "replay_id": "replayId", "offset": "offset"}
+    params: dict[str, Any] = {}
+    for key, value in filters.items():
+        if value is None:
+            continue
+        if key in ("since", "time_from", "from_"):
+            params["from"] = instant(key, value, now)
+        elif key in ("until", "time_to", "to"):
+            params["to"] = instant(key, value, now)
+        elif key in names:
+            params[names[key]] = value
+        else:
+            raise ValidationError(
+                f"audit() has no filter {key!r}",
+                code="UNKNOWN_FILTER",
+                hint="filters: action, actor, replay_id, since/time_from, until/time_to, offset, limit",
+            )
+    return params
+
+
+@dataclass(frozen=True)
+class AuditBundle:
+    """An audit export (``GET /admin/audit/export``): ``{events, checkpoints, publicKeys}``.
+
+    :meth:`verify` checks it offline with :func:`moat_nb.audit.verify_bundle`; pass the keys you
+    trust (the server's published key) as ``public_keys``, else the bundle's own keys are used,
+    which proves it consistent but not who signed it.
+    """
+
+    data: dict[str, Any]
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return list(self.data.get("events") or [])
+
+    @property
+    def checkpoints(self) -> list[dict[str, Any]]:
+        return list(self.data.get("checkpoints") or [])
+
+    def verify(self, public_keys: Any = None) -> audit_core.VerifyResult:
+        """The offline verification result (``.ok``, ``.first_bad_seq``, ``.reason``)."""
+        return audit_core.verify_bundle(self.data, public_keys)
+
+    def frame(self, backend: Backend = "pandas") -> Any:
+        """The bundle's events as a frame of :data:`~moat_nb.frames.AUDIT_SCHEMA`."""
+        return audit_frame(self.events, backend)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the bundle as JSON (what ``moat-nb audit verify BUNDLE`` reads)."""
+        target = Path(path)
+        target.write_text(json.dumps(self.data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        return target
+
+    def __repr__(self) -> str:
+        return f"<AuditBundle {len(self.events)} events, {len(self.checkpoints)} checkpoints>"
+
+
+# --------------------------------------------------------------------------- transports
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Resending after a network failure: ``attempts`` more tries, ``backoff`` × 2^n seconds
+    apart (at most ``max_delay``). Every request of this client is safe to resend: reads, and a
+    ``POST /replays`` that carries the same Idempotency-Key (section 4)."""
+
+    attempts: int = 3
+    backoff: float = 0.2
+    max_delay: float = 5.0
+
+    def delay(self, failures: int) -> float | None:
+        """Seconds to wait after the ``failures``-th failure in a row; None: give up."""
+        if failures > self.attempts:
+            return None
+        return min(self.max_delay, self.backoff * 2 ** (failures - 1))
+
+
+def transport_error(exc: Exception, request: httpx.Request | None, attempts: int) -> TransportError:
+    where = f"{request.method} {request.url}" if request is not None else "the platform"
+    return TransportError(
+        f"{where} failed after {attempts} attempt(s): {type(exc).__name__}: {exc}",
+        hint="is the platform running and MOAT_URL right? (moat-nb sandbox starts one locally)",
+        details={"url": str(request.url) if request is not None else None},
+    )
+
+
+def _credentials(
+    url: str | None, username: str | None, password: str | None, token: str | None
+) -> tuple[str, str | None, str | None, str | None]:
+    """Arguments first; else ``MOAT_URL`` and ``MOAT_TOKEN`` or ``MOAT_USER``/``MOAT_PASSWORD``
+    (section 6: credentials reach notebooks through the environment, never parameters)."""
+    env = os.environ
+    url = url or env.get("MOAT_URL")
+    if not url:
+        raise ValidationError(
+            "no platform URL", code="NO_URL", hint="pass url= or set MOAT_URL (moat-nb sandbox prints it)"
+        )
+    if token is None and not (username and password):
+        if username is None and password is None and env.get("MOAT_TOKEN"):
+            token = env["MOAT_TOKEN"]
+        else:
+            username = username or env.get("MOAT_USER")
+            password = password or env.get("MOAT_PASSWORD")
+    if token is None and not (username and password):
+        raise AuthenticationError(
+            "no credentials",
+            code="NO_CREDENTIALS",
+            hint="pass username= and password= or token=, or set MOAT_USER and MOAT_PASSWORD or MOAT_TOKEN",
+        )
+    return url, username, password, token
+
+
+class _Common:
+    """What both platforms share: the session and the pure parts of each method."""
+
+    session: Session
+    retry: RetryPolicy
+
+    @property
+    def url(self) -> str:
+        return self.session.url
+
+    @property
+    def user(self) -> dict[str, Any] | None:
+        """``{username, roles, permissions}`` once logged in with a password."""
+        return self.session.user
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.session.url} user={(self.user or {}).get('username')}>"
+
+    @staticmethod
+    def _now() -> datetime:
+        return datetime.now(UTC)
+
+    def _search(self, body: dict[str, Any]) -> Op[dict[str, Any]]:
+        return op_search_page(self.session, body)
+
+    def _history_args(
+        self, filters: dict[str, Any], limit: int | None, max_rows: int | None, page_size: int
+    ) -> dict[str, Any]:
+        return {
+            "filters": search_filters(filters, self._now()),
+            "limit": limit,
+            "max_rows": max_rows,
+            "page_size": page_size,
+        }
+
+    def _replay_op(self, source: Any, kw: dict[str, Any]) -> Op[dict[str, Any]]:
+        if not isinstance(kw.get("reason"), str) or not kw["reason"].strip():
+            raise ValidationError(
+                "a replay needs a reason",
+                code="VALIDATION",
+                hint="pass reason='why you replay it' (1-500 characters)",
+            )
+        # A fresh key per call, the same for every resend of this call (section 4).
+        return op_replay(self.session, source, key=uuid.uuid4().hex, **kw)
+
+
+class Platform(_Common):
+    """A Cameleer (or sandbox) platform, over a blocking ``httpx.Client``.
+
+    ``Platform(url, username=, password=)`` or ``token=``; missing arguments are read from
+    ``MOAT_URL``, ``MOAT_USER``, ``MOAT_PASSWORD``, ``MOAT_TOKEN``. Nothing is sent until the
+    first call (:func:`connect` logs in at once, to fail early on a wrong password).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+        session: Session | None = None,
+        stream_policy: StreamPolicy | None = None,
+    ) -> None:
+        if session is None:
+            url, username, password, token = _credentials(url, username, password, token)
+            session = Session(url, username=username, password=password, token=token, timeout=timeout)
+        self.session = session
+        self.retry = retry or RetryPolicy()
+        #: How replay traces are read (ping interval, resume attempts); None: the defaults.
+        self.stream_policy = stream_policy
+        self._client = httpx.Client(transport=transport, timeout=session.timeout)
+        self._sleep: Callable[[float], None] = time.sleep
+
+    # ---------------------------------------------------------------- driver
+
+    def _run(self, op: Op[T]) -> T:
+        """Drive a core operation: send what it yields, hand back the answers."""
+        try:
+            request = next(op)
+            while True:
+                request = op.send(self._send(request))
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            op.close()
+
+    def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        failures = 0
+        while True:
+            try:
+                return self._client.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                failures += 1
+                delay = self.retry.delay(failures)
+                if delay is None:
+                    raise transport_error(exc, request, failures) from exc
+                self._sleep(delay)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Platform:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _twin(self) -> AsyncPlatform:
+        """An AsyncPlatform on the same session (tokens), for ``ReplayRun.live()``."""
+        return AsyncPlatform(session=self.session, retry=self.retry, stream_policy=self.stream_policy)
+
+    # ---------------------------------------------------------------- API
+
+    def login(self) -> dict[str, Any]:
+        """Log in now (``connect`` does); the user's ``{username, roles, permissions}``."""
+        if self.session.refresh_token is not None and not self.session.username:
+            self._run(self.session.renew())
+        elif self.session.username:
+            self._run(self.session.login())
+        return self.session.user or {}
+
+    def health(self) -> dict[str, Any]:
+        return self._run(self.session.call("GET", "/health"))
+
+    def executions(
+        self,
+        *,
+        limit: int | None = None,
+        max_rows: int | None = DEFAULT_MAX_ROWS,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        **filters: Any,
+    ) -> History:
+        """Executions matching ``filters`` (section 4, snake_case; ``since="24h"``, lists), paged
+        lazily. ``limit``: rows wanted at most; ``page_size``: rows per request (≤ 1000);
+        ``max_rows``: frames refuse a larger result (use :meth:`export`)."""
+        return History(self._run, self._search, **self._history_args(filters, limit, max_rows, page_size))
+
+    def execution(self, execution_id: str) -> Execution:
+        """One execution with its detail fields and processors."""
+        return self._run(op_execution(self.session, execution_id))
+
+    def processors(self, execution: Execution | str, backend: Backend = "pandas") -> Any:
+        """The processors frame of an execution (id or Execution; fetched when needed)."""
+        if isinstance(execution, str) or execution.processors is None:
+            execution = self.execution(execution if isinstance(execution, str) else execution.execution_id)
+        return processors_frame(execution, backend)
+
+    def export(
+        self,
+        filters: Mapping[str, Any] | None,
+        path: str | os.PathLike[str],
+        *,
+        limit: int | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> Path:
+        """Write the executions matching ``filters`` to a Parquet file page by page (memory holds
+        one page), for analyses larger than memory: ``polars.scan_parquet(path)``."""
+        import pyarrow.parquet as pq
+
+        from .frames import EXECUTION_SCHEMA
+
+        history = self.executions(limit=limit, max_rows=None, page_size=page_size, **dict(filters or {}))
+        target = Path(path)
+        with pq.ParquetWriter(target, EXECUTION_SCHEMA) as writer:
+            for table in history.pages():
+                writer.write_table(table)
+        return target
+
+    def replay(
+        self,
+        source: Any,
+        *,
+        headers: Mapping[str, Any] | None = None,
+        body: Any = None,
+        properties: Mapping[str, Any] | None = None,
+        target_environment: str | None = None,
+        target_agent: str | None = None,
+        reason: str,
+        client: str | None = CLIENT,
+    ) -> ReplayRun:
+        """Replay ``source`` (an exchange id, an Execution or a frame row) with a modified payload.
+
+        ``headers``/``properties`` replace the original's whole; a dict ``body`` is written as the
+        original's content type (JSON for JSON). Returns a :class:`~moat_nb.stream.ReplayRun`.
+        """
+        kw = {
+            "headers": headers,
+            "body": body,
+            "properties": properties,
+            "target_environment": target_environment,
+            "target_agent": target_agent,
+            "reason": reason,
+            "client": client,
+        }
+        replay = self._run(self._replay_op(source, kw))
+        from .stream import ReplayRun  # stream.py builds on this module
+
+        return ReplayRun(replay, platform=self)
+
+    def replay_run(self, replay_id: str) -> ReplayRun:
+        """A :class:`~moat_nb.stream.ReplayRun` for an existing replay (to follow or re-read it)."""
+        from .stream import ReplayRun
+
+        return ReplayRun(self.get_replay(replay_id), platform=self)
+
+    def get_replay(self, replay_id: str) -> dict[str, Any]:
+        """The Replay resource (section 4)."""
+        return self._run(self.session.call("GET", f"/replays/{self.session.quote(replay_id)}"))
+
+    def replays(self, *, limit: int | None = 100, **filters: Any) -> list[dict[str, Any]]:
+        """Replays (``source_exchange_id=``, ``requested_by=``, ``status=``), newest first."""
+        params = {_camel(k): v for k, v in filters.items()}
+        return self._run(op_pages(self.session, "/replays", params, page_size=100, limit=limit))
+
+    def agents(self, **filters: Any) -> list[dict[str, Any]]:
+        """Connected agents (``environment=``, ``status=``)."""
+        return self._run(self.session.call("GET", "/agents", params=filters))
+
+    def audit(self, *, limit: int | None = None, backend: Backend = "pandas", **filters: Any) -> Any:
+        """Audit events (``action=``, ``actor=``, ``replay_id=``, ``since=``/``until=``) as a frame."""
+        params = _audit_params(filters, self._now())
+        rows = self._run(op_pages(self.session, "/admin/audit", params, page_size=MAX_PAGE_SIZE, limit=limit))
+        return audit_frame(rows, backend)
+
+    def replay_receipt(self, replay_id: str) -> list[dict[str, Any]]:
+        """The audit events of one replay (its audit record), in seq order, as the server has them."""
+        params = _audit_params({"replay_id": replay_id}, self._now())
+        return self._run(op_pages(self.session, "/admin/audit", params, page_size=MAX_PAGE_SIZE, limit=None))
+
+    def audit_verify(self) -> dict[str, Any]:
+        """The server's own check of its audit log (``GET /admin/audit/verify``)."""
+        return self._run(self.session.call("GET", "/admin/audit/verify"))
+
+    def audit_bundle(self, *, since: Any = None, until: Any = None) -> AuditBundle:
+        """An offline-verifiable export of the audit log (``GET /admin/audit/export``)."""
+        params = _audit_params({"since": since, "until": until}, self._now())
+        return AuditBundle(self._run(self.session.call("GET", "/admin/audit/export", params=params)))
+
+
+class AsyncPlatform(_Common):
+    """:class:`Platform` over ``httpx.AsyncClient``: the same methods, awaited
+    (``await p.execution(id)``, ``await p.executions(...).to_pandas()``, ``async with``)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        session: Session | None = None,
+        stream_policy: StreamPolicy | None = None,
+    ) -> None:
+        if session is None:
+            url, username, password, token = _credentials(url, username, password, token)
+            session = Session(url, username=username, password=password, token=token, timeout=timeout)
+        self.session = session
+        self.retry = retry or RetryPolicy()
+        #: How replay traces are read (ping interval, resume attempts); None: the defaults.
+        self.stream_policy = stream_policy
+        self._client = httpx.AsyncClient(transport=transport, timeout=session.timeout)
+        self._sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+
+    async def _run(self, op: Op[T]) -> T:
+        try:
+            request = next(op)
+            while True:
+                request = op.send(await self._send(request))
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            op.close()
+
+    async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        failures = 0
+        while True:
+            try:
+                return await self._client.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                failures += 1
+                delay = self.retry.delay(failures)
+                if delay is None:
+                    raise transport_error(exc, request, failures) from exc
+                await self._sleep(delay)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> AsyncPlatform:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _twin(self) -> Platform:
+        return Platform(session=self.session, retry=self.retry, stream_policy=self.stream_policy)
+
+    async def login(self) -> dict[str, Any]:
+        if self.session.refresh_token is not None and not self.session.username:
+            await self._run(self.session.renew())
+        elif self.session.username:
+            await self._run(self.session.login())
+        return self.session.user or {}
+
+    async def health(self) -> dict[str, Any]:
+        return await self._run(self.session.call("GET", "/health"))
+
+    def executions(
+        self,
+        *,
+        limit: int | None = None,
+        max_rows: int | None = DEFAULT_MAX_ROWS,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        **filters: Any,
+    ) -> AsyncHistory:
+        return AsyncHistory(
+            self._run, self._search, **self._history_args(filters, limit, max_rows, page_size)
+        )
+
+    async def execution(self, execution_id: str) -> Execution:
+        return await self._run(op_execution(self.session, execution_id))
+
+    async def processors(self, execution: Execution | str, backend: Backend = "pandas") -> Any:
+        if isinstance(execution, str) or execution.processors is None:
+            execution = await self.execution(
+                execution if isinstance(execution, str) else execution.execution_id
+            )
+        return processors_frame(execution, backend)
+
+    async def replay(
+        self,
+        source: Any,
+        *,
+        headers: Mapping[str, Any] | None = None,
+        body: Any = None,
+        properties: Mapping[str, Any] | None = None,
+        target_environment: str | None = None,
+        target_agent: str | None = None,
+        reason: str,
+        client: str | None = CLIENT,
+    ) -> ReplayRun:
+        kw = {
+            "headers": headers,
+            "body": body,
+            "properties": properties,
+            "target_environment": target_environment,
+            "target_agent": target_agent,
+            "reason": reason,
+            "client": client,
+        }
+        replay = await self._run(self._replay_op(source, kw))
+        from .stream import ReplayRun
+
+        return ReplayRun(replay, aplatform=self)
+
+    async def replay_run(self, replay_id: str) -> ReplayRun:
+        from .stream import ReplayRun
+
+        return ReplayRun(await self.get_replay(replay_id), aplatform=self)
+
+    async def get_replay(self, replay_id: str) -> dict[str, Any]:
+        return await self._run(self.session.call("GET", f"/replays/{self.session.quote(replay_id)}"))
+
+    async def replays(self, *, limit: int | None = 100, **filters: Any) -> list[dict[str, Any]]:
+        params = {_camel(k): v for k, v in filters.items()}
+        return await self._run(op_pages(self.session, "/replays", params, page_size=100, limit=limit))
+
+    async def agents(self, **filters: Any) -> list[dict[str, Any]]:
+        return await self._run(self.session.call("GET", "/agents", params=filters))
+
+    async def audit(self, *, limit: int | None = None, backend: Backend = "pandas", **filters: Any) -> Any:
+        params = _audit_params(filters, self._now())
+        rows = await self._run(
+            op_pages(self.session, "/admin/audit", params, page_size=MAX_PAGE_SIZE, limit=limit)
+        )
+        return audit_frame(rows, backend)
+
+    async def replay_receipt(self, replay_id: str) -> list[dict[str, Any]]:
+        params = _audit_params({"replay_id": replay_id}, self._now())
+        return await self._run(
+            op_pages(self.session, "/admin/audit", params, page_size=MAX_PAGE_SIZE, limit=None)
+        )
+
+    async def audit_verify(self) -> dict[str, Any]:
+        return await self._run(self.session.call("GET", "/admin/audit/verify"))
+
+    async def audit_bundle(self, *, since: Any = None, until: Any = None) -> AuditBundle:
+        params = _audit_params({"since": since, "until": until}, self._now())
+        return AuditBundle(await self._run(self.session.call("GET", "/admin/audit/export", params=params)))
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def connect(
+    url: str | None = None,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    token: str | None = None,
+    timeout: float = 30.0,
+) -> Platform:
+    """A logged-in :class:`Platform` (DESIGN.md section 9). Missing arguments come from
+    ``MOAT_URL``, ``MOAT_USER``, ``MOAT_PASSWORD``, ``MOAT_TOKEN``. Logs in at once, so that a
+    wrong URL or password fails here, in words, and not at the first query."""
+    platform = Platform(url, username=username, password=password, token=token, timeout=timeout)
+    try:
+        platform.login()
+    except MoatError:
+        platform.close()
+        raise
+    return platform

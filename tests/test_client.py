@@ -1,0 +1,548 @@
+"""The client (moat_nb/client.py, moat_nb/history.py) against a real sandbox on loopback:
+search filters, paging, frames, export, replay sources and bodies, errors, token renewal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pandas as pd
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from moat_nb import frames
+from moat_nb.client import AsyncPlatform, AuditBundle, Platform, connect, op_replay, serialise_body
+from moat_nb.errors import (
+    AgentUnavailable,
+    AuthenticationError,
+    ControlHeaderRejected,
+    IdempotencyConflict,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    TierNotEntitled,
+    ValidationError,
+)
+from moat_nb.history import parse_duration, search_filters
+from moat_nb.model import Execution
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def test_search_filters_map_to_section_4_names_with_conveniences() -> None:
+    body = search_filters(
+        {
+            "route_id": "r",
+            "status": ["failed", "RUNNING"],
+            "since": "24h",
+            "until": timedelta(hours=1),
+            "duration_min": timedelta(milliseconds=5),
+            "is_replay": False,
+            "sort": "duration_ms:desc",
+            "application_id": "orders",
+            "environment": None,
+        },
+        NOW,
+    )
+    assert body == {
+        "routeId": "r",
+        "status": ["FAILED", "RUNNING"],
+        "timeFrom": "2026-11-25T12:00:00.000Z",
+        "timeTo": "2026-11-26T11:00:00.000Z",
+        "durationMin": 5.0,
+        "isReplay": False,
+        "sort": "durationMs:desc",
+        "application": "orders",
+    }
+    assert search_filters({"time_from": datetime(2026, 1, 1, 1, tzinfo=UTC), "status": "completed"}, NOW) == {
+        "timeFrom": "2026-01-01T01:00:00.000Z",
+        "status": "COMPLETED",
+    }
+    assert parse_duration("250ms") == timedelta(milliseconds=250) and parse_duration("2w") == timedelta(
+        days=14
+    )
+
+
+@pytest.mark.parametrize(
+    ("filters", "words"),
+    [
+        ({"colour": "red"}, "no filter 'colour'"),
+        ({"status": "DONE"}, "not an execution status"),
+        ({"since": "yesterday-ish"}, "RFC 3339"),
+        ({"since": datetime(2026, 1, 1)}, "no time zone"),
+        ({"since": "1h", "time_from": "2026-01-01T00:00:00Z"}, "both given"),
+        ({"duration_max": "fast"}, "not a duration"),
+    ],
+)
+def test_bad_filters_are_refused_before_any_request(filters: dict, words: str) -> None:
+    with pytest.raises(ValidationError, match=words):
+        search_filters(filters, NOW)
+
+
+def test_dict_bodies_are_written_as_the_original_content() -> None:
+    order = {"orderId": "ORD-1", "qty": 2, "note": "ü"}
+    assert (
+        json.loads(serialise_body(order, {"Content-Type": "application/json; charset=utf-8"}, None) or "")
+        == order
+    )
+    assert serialise_body(order, {"content-type": "application/vnd.acme+json"}, None) == json.dumps(
+        order, ensure_ascii=False
+    )
+    assert serialise_body([1, 2], None, '{"a": 1}') == "[1, 2]"  # no Content-Type: the original is JSON
+    assert (
+        serialise_body({"a": "b c"}, {"Content-Type": "application/x-www-form-urlencoded"}, None) == "a=b+c"
+    )
+    assert serialise_body("as is", {"Content-Type": "application/xml"}, "<a/>") == "as is"
+    assert serialise_body("ü".encode(), None, None) == "ü"
+    with pytest.raises(ValidationError, match="content type application/xml"):
+        serialise_body(order, {"Content-Type": "application/xml"}, "<order/>")
+    with pytest.raises(ValidationError, match=r"\(none\)"):
+        serialise_body(order, None, "plain text")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def recording(platform: Platform) -> list[httpx.Request]:
+    """The requests ``platform`` sends from now on (httpx event hook: observation only)."""
+    seen: list[httpx.Request] = []
+    platform._client.event_hooks["request"].append(seen.append)
+    return seen
+
+
+def searches(seen: list[httpx.Request]) -> list[dict]:
+    return [json.loads(r.content) for r in seen if r.url.path.endswith("/search/executions")]
+
+
+@pytest.fixture
+def fresh(client_sandbox: Any) -> Any:
+    """A Platform of its own (requests can be recorded without touching the shared one)."""
+    platform = connect(client_sandbox.url, username="operator", password="operator")
+    yield platform
+    platform.close()
+
+
+@pytest.fixture(scope="module")
+def everything(op_platform: Platform) -> pd.DataFrame:
+    """The recorded history (no replays), as the client frames it."""
+    return op_platform.executions(is_replay=False, max_rows=None).to_pandas()
+
+
+def ids(df: pd.DataFrame) -> set[str]:
+    return set(df.execution_id)
+
+
+# --------------------------------------------------------------------------- search
+
+
+def test_the_history_is_there_with_the_pinned_schema(everything: pd.DataFrame, op_platform: Platform) -> None:
+    assert len(everything) == 120 and everything.execution_id.is_unique
+    assert dict(everything.dtypes) == frames.pandas_dtypes(frames.EXECUTION_SCHEMA)
+    polars = op_platform.executions(is_replay=False).to_polars()
+    assert polars.schema == pl.Schema(frames.polars_schema(frames.EXECUTION_SCHEMA))
+    assert polars["execution_id"].to_list() == everything.execution_id.tolist()
+    assert str(everything.start_time.dt.tz) == "UTC" and everything.processor_count.dtype == "Int64"
+    assert set(everything.environment) == {"dev", "staging", "prod"}
+    # The default order is the server's: newest first.
+    assert everything.start_time.is_monotonic_decreasing
+
+
+def filter_cases(everything: pd.DataFrame) -> list[tuple[dict[str, Any], pd.Series]]:
+    e = everything
+    row = e.iloc[17]
+    mid = e.start_time.sort_values().iloc[60].to_pydatetime()
+    mid_duration = float(e.duration_ms.median())
+    return [
+        ({"environment": "dev"}, e.environment == "dev"),
+        ({"environment": ["dev", "prod"]}, e.environment.isin(["dev", "prod"])),
+        ({"application": "orders"}, e.application_id == "orders"),
+        ({"route_id": row.route_id}, e.route_id == row.route_id),
+        ({"status": "failed"}, e.status == "FAILED"),
+        ({"status": ["FAILED", "COMPLETED"]}, e.status.isin(["FAILED", "COMPLETED"])),
+        ({"time_from": mid}, e.start_time >= mid),
+        ({"time_to": mid}, e.start_time < mid),
+        (
+            {"since": mid, "until": mid + timedelta(hours=6)},
+            (e.start_time >= mid) & (e.start_time < mid + timedelta(hours=6)),
+        ),
+        ({"correlation_id": row.correlation_id}, e.correlation_id == row.correlation_id),
+        ({"exchange_id": row.exchange_id}, e.exchange_id == row.exchange_id),
+        ({"duration_min": mid_duration}, e.duration_ms >= mid_duration),
+        ({"duration_max": timedelta(milliseconds=mid_duration)}, e.duration_ms <= mid_duration),
+        (
+            {"status": "FAILED", "environment": "staging"},
+            (e.status == "FAILED") & (e.environment == "staging"),
+        ),
+    ]
+
+
+def test_each_filter_selects_what_it_says(op_platform: Platform, everything: pd.DataFrame) -> None:
+    for filters, mask in filter_cases(everything):
+        got = op_platform.executions(is_replay=False, **filters).to_pandas()
+        assert ids(got) == ids(everything[mask]), filters
+        assert len(got) > 0, filters
+    assert len(op_platform.executions(route_id="no-such-route").to_pandas()) == 0
+
+
+def test_text_offset_and_sort(op_platform: Platform, everything: pd.DataFrame) -> None:
+    one = op_platform.execution(everything.execution_id.iloc[3])
+    order_id = json.loads(one.input_body or "{}")["orderId"]
+    hits = op_platform.executions(text=order_id, is_replay=False).to_pandas()
+    assert one.execution_id in ids(hits)
+    for hit in hits.execution_id:
+        detail = op_platform.execution(hit)
+        assert order_id in json.dumps(detail.to_wire())
+    page = op_platform.executions(is_replay=False, offset=5, limit=3).to_pandas()
+    assert page.execution_id.tolist() == everything.execution_id.iloc[5:8].tolist()
+    by_duration = op_platform.executions(is_replay=False, sort="duration_ms:desc", limit=20).to_pandas()
+    assert by_duration.duration_ms.tolist() == sorted(everything.duration_ms, reverse=True)[:20]
+
+
+def test_replay_filters(op_platform: Platform, everything: pd.DataFrame) -> None:
+    source = everything[everything.environment == "dev"].iloc[0]
+    run = op_platform.replay(source, reason="client test: replay filters")
+    replayed = run.wait()
+    by_replay = op_platform.executions(replay_id=run.replay_id).to_pandas()
+    assert by_replay.execution_id.tolist() == [replayed.execution_id]
+    assert bool(by_replay.is_replay.iloc[0]) and by_replay.source_exchange_id.iloc[0] == source.exchange_id
+    family = op_platform.executions(source_exchange_id=source.exchange_id).to_pandas()
+    assert replayed.execution_id in ids(family) and family.is_replay.all()
+    recent = op_platform.executions(since="1h", is_replay=True).to_pandas()
+    assert replayed.execution_id in ids(recent)
+    assert not (ids(recent) & ids(everything))  # the recorded history is older than an hour
+
+
+# --------------------------------------------------------------------------- paging
+
+
+def test_paging_asks_for_no_more_than_the_limit(fresh: Platform, everything: pd.DataFrame) -> None:
+    seen = recording(fresh)
+    history = fresh.executions(is_replay=False, limit=30, page_size=7)
+    assert seen == []  # lazy: nothing until used
+    got = history.to_pandas()
+    assert got.execution_id.tolist() == everything.execution_id.iloc[:30].tolist()
+    assert [(b["offset"], b["limit"]) for b in searches(seen)] == [(0, 7), (7, 7), (14, 7), (21, 7), (28, 2)]
+
+
+def test_iteration_is_lazy_and_pages_through_everything(fresh: Platform, everything: pd.DataFrame) -> None:
+    seen = recording(fresh)
+    iterator = iter(fresh.executions(is_replay=False, page_size=50))
+    first = next(iterator)
+    assert isinstance(first, Execution) and first.execution_id == everything.execution_id.iloc[0]
+    assert len(searches(seen)) == 1
+    rest = list(iterator)
+    assert [first.execution_id, *(x.execution_id for x in rest)] == everything.execution_id.tolist()
+    assert len(searches(seen)) == math.ceil(120 / 50)
+
+
+def test_len_max_rows_and_empty_results(fresh: Platform) -> None:
+    history = fresh.executions(is_replay=False, environment="dev")
+    assert len(history) == 40
+    assert len(fresh.executions(is_replay=False, environment="dev", limit=7)) == 7
+    with pytest.raises(ValidationError, match="more than max_rows=10") as info:
+        fresh.executions(is_replay=False, max_rows=10).to_pandas()
+    assert info.value.code == "TOO_MANY_ROWS" and "export" in (info.value.hint or "")
+    assert len(fresh.executions(is_replay=False, max_rows=10, limit=10).to_pandas()) == 10
+    empty = fresh.executions(correlation_id="no-such-correlation")
+    assert list(empty) == [] and len(empty) == 0
+    assert dict(empty.to_pandas().dtypes) == frames.pandas_dtypes(frames.EXECUTION_SCHEMA)
+    assert empty.to_polars().schema == pl.Schema(frames.polars_schema(frames.EXECUTION_SCHEMA))
+    assert len(empty.to_pandas()) == 0
+
+
+def test_the_async_history_gives_the_same_rows(client_sandbox: Any, op_platform: Platform) -> None:
+    expected = op_platform.executions(environment="staging", is_replay=False, limit=12).to_polars()
+
+    async def main() -> tuple[Any, list[Execution], int]:
+        async with AsyncPlatform(client_sandbox.url, username="analyst", password="analyst") as ap:
+            history = ap.executions(environment="staging", is_replay=False, limit=12, page_size=5)
+            return await history.to_polars(), [x async for x in history], await history.count()
+
+    frame, rows, count = asyncio.run(main())
+    assert frame.equals(expected) and [x.execution_id for x in rows] == expected["execution_id"].to_list()
+    assert count == 12
+
+
+# --------------------------------------------------------------------------- detail, export
+
+
+def test_an_execution_with_its_processor_frame(op_platform: Platform, everything: pd.DataFrame) -> None:
+    hit = everything[(everything.environment == "dev") & (everything.status == "COMPLETED")].iloc[0]
+    execution = op_platform.execution(hit.execution_id)
+    assert execution.processors and len(execution.processors) == hit.processor_count
+    df = op_platform.processors(hit.execution_id)
+    assert dict(df.dtypes) == frames.pandas_dtypes(frames.PROCESSOR_SCHEMA)
+    assert df.seq.tolist() == [p.seq for p in execution.processors]
+    assert (df.offset_ms >= 0).all() and df.offset_ms.iloc[0] == pytest.approx(
+        (execution.processors[0].start_time - execution.start_time).total_seconds() * 1000  # type: ignore[operator]
+    )
+    assert df.body_changed.notna().all() and df.body_changed.any()
+    # A ROUTE-captured execution (prod) keeps no payload inside the route: flags are unknown.
+    prod = everything[everything.environment == "prod"].iloc[0]
+    route = op_platform.processors(prod.execution_id, backend="polars")
+    assert route["body_changed"].null_count() > 0
+
+
+def test_export_writes_parquet_page_by_page_and_scans_lazily(op_platform: Platform, tmp_path: Path) -> None:
+    path = op_platform.export(
+        {"environment": "dev", "is_replay": False}, tmp_path / "dev.parquet", page_size=7
+    )
+    assert pq.ParquetFile(path).metadata.num_row_groups == math.ceil(40 / 7)  # one per page
+    expected = op_platform.executions(environment="dev", is_replay=False).to_polars()
+    assert pl.read_parquet(path).equals(expected)
+    failed = pl.scan_parquet(path).filter(pl.col("status") == "FAILED").select("execution_id", "start_time")
+    assert failed.collect().equals(
+        expected.filter(pl.col("status") == "FAILED").select("execution_id", "start_time")
+    )
+    assert pd.read_parquet(path, dtype_backend="pyarrow").shape == (40, 19)
+
+
+# --------------------------------------------------------------------------- replay
+
+
+def test_replay_takes_an_id_an_execution_or_a_frame_row(
+    op_platform: Platform, everything: pd.DataFrame
+) -> None:
+    dev = everything[everything.environment == "dev"]
+    polars_row = pl.from_pandas(dev.iloc[[2]]).row(0, named=True)
+    sources = [
+        dev.exchange_id.iloc[0],
+        op_platform.execution(dev.execution_id.iloc[1]),
+        polars_row,
+        dev.iloc[3],
+    ]
+    expected = [dev.exchange_id.iloc[i] for i in range(4)]
+    for source, exchange in zip(sources, expected, strict=True):
+        replayed = op_platform.replay(source, reason="client test: sources").wait()
+        assert replayed.source_exchange_id == exchange and replayed.is_replay
+
+
+def test_a_dict_body_of_a_search_hit_is_written_as_json(
+    op_platform: Platform, everything: pd.DataFrame
+) -> None:
+    hit = everything[everything.environment == "staging"].iloc[0]
+    order = {
+        "orderId": "ORD-CLIENT",
+        "customerId": "C-1001",
+        "currency": "EUR",
+        "channel": "web",
+        "lines": [{"sku": "SKU-101", "qty": 1, "unitPrice": 10.0}],
+    }
+    headers = {"Content-Type": "application/json", "X-Test": "client"}
+    run = op_platform.replay(
+        hit, body=order, headers=headers, properties={"tenant": "t"}, reason="client test: body"
+    )
+    assert run.replay["payloadDiff"] and run.status in ("PENDING", "RUNNING")
+    replayed = run.wait()
+    assert json.loads(replayed.input_body or "") == order
+    assert replayed.input_headers and replayed.input_headers["X-Test"] == "client"
+    assert replayed.input_properties == {"tenant": "t"}
+
+
+# --------------------------------------------------------------------------- errors from the real server
+
+
+def test_errors_of_the_real_server(
+    op_platform: Platform, analyst_platform: Platform, everything: pd.DataFrame
+) -> None:
+    prod = everything[everything.environment == "prod"].iloc[0]
+    with pytest.raises(PermissionDenied) as info:
+        op_platform.replay(prod, reason="client test: no prod")
+    assert (
+        info.value.status == 403
+        and "replay:prod" in str(info.value)
+        and info.value.details["missing"] == ["replay:prod"]
+    )
+    dev = everything[everything.environment == "dev"].iloc[0]
+    with pytest.raises(PermissionDenied, match="replay:run"):
+        analyst_platform.replay(dev, reason="client test: viewer")
+    with pytest.raises(NotFound) as nf:
+        op_platform.execution("no-such-execution")
+    assert nf.value.status == 404 and nf.value.hint
+    with pytest.raises(ValidationError) as bad:
+        op_platform.executions(sort="colour").to_pandas()
+    assert bad.value.status == 400 and "sort" in bad.value.message
+    with pytest.raises(ControlHeaderRejected) as ch:
+        op_platform.replay(dev, headers={"cAmelHttpUri": "http://evil"}, reason="client test: control header")
+    assert ch.value.code == "CONTROL_HEADER" and ch.value.status == 400
+    with pytest.raises(PayloadTooLarge):
+        op_platform.replay(dev, body="x" * (1 << 20), reason="client test: too large")
+    with pytest.raises(AgentUnavailable) as au:
+        op_platform.replay(dev, target_environment="nowhere", reason="client test: no agent")
+    assert au.value.status == 503
+    with pytest.raises(NotFound):
+        op_platform.replay("ID-no-such-exchange", reason="client test: unknown source")
+
+
+def test_an_idempotency_key_reused_with_another_body_conflicts(
+    op_platform: Platform, everything: pd.DataFrame
+) -> None:
+    dev = everything[everything.environment == "dev"].iloc[4]
+    key = uuid.uuid4().hex
+
+    def send(body: str) -> dict:
+        op = op_replay(
+            op_platform.session,
+            dev.exchange_id,
+            key=key,
+            headers=None,
+            body=body,
+            properties=None,
+            target_environment=None,
+            target_agent=None,
+            reason="client test: key",
+            client=None,
+        )
+        return op_platform._run(op)
+
+    first = send('{"orderId": "A"}')
+    assert send('{"orderId": "A"}')["replayId"] == first["replayId"]  # a resend: the same replay
+    with pytest.raises(IdempotencyConflict) as info:
+        send('{"orderId": "B"}')
+    assert info.value.status == 422
+
+
+def test_bad_credentials_fail_at_connect(client_sandbox: Any) -> None:
+    with pytest.raises(AuthenticationError) as info:
+        connect(client_sandbox.url, username="operator", password="wrong")
+    assert info.value.status == 401 and info.value.hint
+
+
+def test_connect_reads_the_environment(client_sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOAT_URL", client_sandbox.url)
+    monkeypatch.setenv("MOAT_USER", "analyst")
+    monkeypatch.setenv("MOAT_PASSWORD", "analyst")
+    monkeypatch.delenv("MOAT_TOKEN", raising=False)
+    with connect() as p:
+        assert p.user and p.user["username"] == "analyst" and "replay:run" not in p.user["permissions"]
+        refresh = p.session.refresh_token
+    monkeypatch.delenv("MOAT_USER")
+    monkeypatch.delenv("MOAT_PASSWORD")
+    monkeypatch.setenv("MOAT_TOKEN", refresh or "")
+    with connect() as p:  # a refresh token in MOAT_TOKEN: access tokens are made from it
+        assert p.health() == {"status": "UP"} and len(p.executions(limit=2).to_pandas()) == 2
+        assert p.session.renewals == 1
+
+
+def test_tier_low_refuses_replay(tmp_path: Path) -> None:
+    from moat_nb.sandbox import start
+
+    users = tmp_path / "users.toml"
+    users.write_text(
+        'tenant = { id = "small", tier = "LOW" }\n[users.operator]\npassword = "operator"\n'
+        'roles = ["OPERATOR"]\n'
+    )
+    with (
+        start(data=tmp_path / "data", users=users, per_env=2) as handle,
+        connect(handle.url, username="operator", password="operator") as p,
+    ):
+        hit = next(iter(p.executions(limit=1)))
+        with pytest.raises(TierNotEntitled) as info:
+            p.replay(hit, reason="client test: tier")
+    assert info.value.status == 403 and info.value.code == "TIER_NOT_ENTITLED"
+
+
+# --------------------------------------------------------------------------- token renewal
+
+
+def expired_access_token(handle: Any, username: str) -> str:
+    """An access token the sandbox signed an hour ago that expired a minute ago (the sandbox's
+    access lifetime is a fixed hour: there is no setting to shorten it)."""
+    secret = (Path(handle.data_dir) / "keys" / "jwt.key").read_bytes()
+    now = int(time.time())
+    claims = {
+        "sub": f"user:{username}",
+        "roles": ["OPERATOR"],
+        "permissions": [],
+        "env": None,
+        "typ": "access",
+        "iat": now - 3660,
+        "exp": now - 60,
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def statuses(platform: Platform) -> list[tuple[str, int]]:
+    seen: list[tuple[str, int]] = []
+
+    def hook(response: httpx.Response) -> None:
+        seen.append((response.request.url.path.removeprefix("/api/v1"), response.status_code))
+
+    platform._client.event_hooks["response"].append(hook)
+    return seen
+
+
+def test_an_access_token_that_expired_mid_session_is_refreshed(fresh: Platform, client_sandbox: Any) -> None:
+    fresh.session.access_token = expired_access_token(client_sandbox, "operator")
+    seen = statuses(fresh)
+    assert len(fresh.executions(limit=3).to_pandas()) == 3
+    assert seen == [("/search/executions", 401), ("/auth/refresh", 200), ("/search/executions", 200)]
+    assert fresh.session.renewals == 1
+
+
+def test_the_access_token_is_renewed_before_it_expires(fresh: Platform) -> None:
+    clock: Callable[[], float] = fresh.session.clock
+    fresh.session.clock = lambda: clock() + 3600  # an hour later: the token is due
+    seen = statuses(fresh)
+    before = fresh.session.access_token
+    fresh.health()
+    fresh.execution(fresh.executions(limit=1).to_pandas().execution_id.iloc[0])
+    assert seen[0] == ("/auth/refresh", 200) and all(status == 200 for _, status in seen)
+    assert fresh.session.access_token != before and fresh.session.renewals == 1
+
+
+# --------------------------------------------------------------------------- audit
+
+
+def test_audit_frame_receipt_and_bundle(admin_platform: Platform, everything: pd.DataFrame) -> None:
+    run = admin_platform.replay(
+        everything[everything.environment == "dev"].iloc[5], reason="client test: audit"
+    )
+    run.wait()
+    receipt = admin_platform.replay_receipt(run.replay_id)
+    actions = [e["action"] for e in receipt]
+    assert actions[0] == "REPLAY_REQUESTED" and actions[-1] == "REPLAY_COMPLETED"
+    assert all(e["target"]["replayId"] == run.replay_id for e in receipt)
+    frame = admin_platform.audit(replay_id=run.replay_id)
+    assert dict(frame.dtypes) == frames.pandas_dtypes(frames.AUDIT_SCHEMA)
+    # The receipt's own read was audited (AUDIT_QUERIED, section 7), after the replay's events.
+    assert frame.seq.tolist()[: len(receipt)] == [e["seq"] for e in receipt]
+    assert set(frame.action.iloc[len(receipt) :]) == {"AUDIT_QUERIED"}
+    assert (frame.replay_id == run.replay_id).all() and frame.actor.iloc[0] == "admin"
+    verified = admin_platform.audit_verify()
+    assert verified["ok"] is True and verified["checked"] >= frame.seq.max()
+    bundle = admin_platform.audit_bundle()
+    result = bundle.verify()
+    assert result.ok, result.message
+    assert run.replay_id in set(bundle.frame().replay_id.dropna())
+    # One changed byte in an event and the offline check names it.
+    tampered = json.loads(json.dumps(bundle.data))
+    tampered["events"][1]["action"] = "REPLAY_DENIED"
+    bad = AuditBundle(tampered).verify()
+    assert not bad.ok and bad.first_bad_seq == tampered["events"][1]["seq"]
+
+
+def test_receipts_of_ones_own_replays_and_nothing_more_without_audit_read(
+    op_platform: Platform, everything: pd.DataFrame
+) -> None:
+    run = op_platform.replay(everything[everything.environment == "dev"].iloc[6], reason="client test: own")
+    run.wait()
+    receipt = op_platform.replay_receipt(run.replay_id)  # audit:read-own
+    assert [e["action"] for e in receipt][-1] == "REPLAY_COMPLETED"
+    assert receipt[0]["actor"]["username"] == "operator" and receipt[0]["action"] == "REPLAY_REQUESTED"
+    with pytest.raises(PermissionDenied) as info:
+        op_platform.audit_bundle()
+    assert info.value.status == 403 and "audit:read" in str(info.value)

@@ -1,0 +1,430 @@
+"""The replay trace stream (moat_nb/stream.py): the cursor's bookkeeping, and reading real
+streams from the sandbox, resumed through a proxy on loopback that cuts connections."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+from httpx_sse import EventSource, ServerSentEvent
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from moat_nb.client import Platform, Session
+from moat_nb.errors import MoatError, NotFound, TransportError
+from moat_nb.frames import processors_frame
+from moat_nb.stream import ReplayRun, StreamPolicy, TraceCursor, TraceEvent
+
+# --------------------------------------------------------------------------- pure: the cursor
+
+payloads = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(st.characters(codec="utf-8", exclude_categories=("Cs",))),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6,
+)
+events_lists = st.lists(
+    st.tuples(st.sampled_from(["status", "processor", "execution"]), payloads), min_size=1, max_size=12
+)
+
+
+def wire(events: list[tuple[str, Any]], eol: str, *, after: int = 0, pings: int = 0) -> bytes:
+    """What the server sends (section 5): retry first, then the events after ``after`` with ids
+    1..n, an ``end`` last, comment pings between them; one line ending throughout."""
+    parts = [f"retry: 3000{eol}{eol}"]
+    allev = [*events, ("end", {"status": "COMPLETED", "resultExecutionId": "x-1"})]
+    for i, (name, data) in enumerate(allev, start=1):
+        if i <= after:
+            continue
+        if pings and i % pings == 0:
+            parts.append(f": ping - 2026-01-01 00:00:00{eol}{eol}")
+        text = json.dumps(data, ensure_ascii=False)  # one line: JSON escapes CR and LF
+        parts.append(f"id: {i}{eol}event: {name}{eol}data: {text}{eol}{eol}")
+    return "".join(parts).encode("utf-8")
+
+
+def parse(chunks: list[bytes]) -> Iterator[ServerSentEvent]:
+    response = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=iter(chunks))
+    return EventSource(response).iter_sse()
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True) if b > a]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    events_lists,
+    st.sampled_from(["\n", "\r\n", "\r"]),
+    st.lists(st.integers(0, 10**6), max_size=30),
+    st.integers(0, 3),
+)
+def test_any_split_of_the_byte_stream_gives_the_same_events(
+    events: list[tuple[str, Any]], eol: str, cuts: list[int], pings: int
+) -> None:
+    data = wire(events, eol, pings=pings)
+    cursor = TraceCursor("r")
+    got = [e for sse in parse(split(data, cuts)) if (e := cursor.accept(sse)) is not None]
+    expected = [TraceEvent(i, name, json.loads(json.dumps(d))) for i, (name, d) in enumerate(events, 1)]
+    assert got[:-1] == expected
+    assert got[-1].event == "end" and cursor.ended and cursor.result_execution_id == "x-1"
+    assert cursor.retry_ms == 3000 and cursor.status == "COMPLETED"
+
+
+@settings(max_examples=150, deadline=None)
+@given(events_lists, st.sampled_from(["\n", "\r\n"]), st.lists(st.integers(1, 600), min_size=1, max_size=40))
+def test_resuming_after_cuts_at_any_byte_gives_each_event_once(
+    events: list[tuple[str, Any]], eol: str, budgets: list[int]
+) -> None:
+    """A model of SSE-2: each connection is cut after a number of bytes; the next one asks for
+    the events after the last id received. The concatenation is exactly 1..N."""
+    cursor = TraceCursor("r", StreamPolicy(max_retries=len(budgets) + 1))
+    got: list[TraceEvent] = []
+    budgets = [*budgets, 10**9]  # the last connection is not cut
+    for budget in budgets:
+        data = wire(events, eol, after=cursor.last_id)[:budget]
+        got += [e for sse in parse([data]) if (e := cursor.accept(sse)) is not None]
+        if cursor.ended:
+            break
+        cursor.on_drop("cut")
+    assert [e.id for e in got] == list(range(1, len(events) + 2))
+    assert [e.data for e in got[:-1]] == [json.loads(json.dumps(d)) for _, d in events]
+    assert cursor.repeats == 0
+
+
+def sse(id: str = "", event: str = "", data: str = "", retry: int | None = None) -> ServerSentEvent:
+    return ServerSentEvent(event=event, data=data, id=id, retry=retry)
+
+
+def test_repeats_are_dropped_and_gaps_refused() -> None:
+    cursor = TraceCursor("r")
+    assert cursor.accept(sse("1", "status", '{"status": "PENDING"}')) == TraceEvent(
+        1, "status", {"status": "PENDING"}
+    )
+    assert cursor.accept(sse("1", "status", '{"status": "PENDING"}')) is None
+    assert cursor.repeats == 1 and cursor.headers()["Last-Event-ID"] == "1"
+    with pytest.raises(TransportError) as info:
+        cursor.accept(sse("3", "processor", "{}"))
+    assert info.value.code == "STREAM_GAP" and cursor.last_id == 1
+    with pytest.raises(TransportError, match="not a number"):
+        cursor.accept(sse("x2", "processor", "{}"))
+    with pytest.raises(TransportError, match="not JSON"):
+        cursor.accept(sse("2", "processor", "{"))
+
+
+def test_blocks_without_data_are_not_events() -> None:
+    cursor = TraceCursor("r")
+    assert cursor.accept(sse(retry=1500)) is None  # httpx-sse hands `retry:` alone out as a message
+    assert cursor.accept(sse(id="5")) is None  # an id without data dispatches nothing (WHATWG)
+    assert cursor.retry_ms == 1500 and cursor.last_id == 0
+    assert "Last-Event-ID" not in cursor.headers()
+
+
+def test_backoff_starts_at_the_servers_retry_doubles_is_capped_and_resets_on_progress() -> None:
+    cursor = TraceCursor("r", StreamPolicy(max_retries=5, max_delay=10.0))
+    assert cursor.on_drop("x") == 3.0  # before any `retry:`: section 5's 3000 ms
+    cursor = TraceCursor("r", StreamPolicy(max_retries=5, max_delay=1.0))
+    cursor.accept(sse(retry=100))
+    assert [cursor.on_drop("x") for _ in range(5)] == [0.1, 0.2, 0.4, 0.8, 1.0]
+    with pytest.raises(TransportError) as info:
+        cursor.on_drop("connection refused")
+    assert info.value.code == "STREAM_RESUME_FAILED" and "connection refused" in info.value.message
+    cursor = TraceCursor("r", StreamPolicy(max_retries=2))
+    cursor.accept(sse(retry=100))
+    cursor.on_drop("x")
+    cursor.on_drop("x")
+    cursor.accept(sse("1", "status", "{}"))  # progress: the count starts over
+    assert cursor.on_drop("x") == 0.1
+
+
+def test_what_each_answer_means() -> None:
+    c = TraceCursor("r")
+    assert c.on_response(200, "text/event-stream; charset=utf-8", None) == "read"
+    assert c.on_response(200, "text/html", None) == "raise"
+    assert c.on_response(401, None, "TOKEN_EXPIRED") == "renew"
+    assert c.on_response(401, None, "TOKEN_EXPIRED") == "raise"  # renewed once already
+    assert [c.on_response(s, None, None) for s in (502, 503, 504)] == ["retry"] * 3
+    assert [c.on_response(s, None, None) for s in (400, 403, 404)] == ["raise"] * 3
+    assert not c.ended and c.on_response(204, None, None) == "done" and c.ended
+
+
+# --------------------------------------------------------------------------- against the sandbox
+
+
+def source(platform: Platform, environment: str = "dev") -> Any:
+    return next(
+        iter(platform.executions(environment=environment, status="COMPLETED", is_replay=False, limit=1))
+    )
+
+
+def test_a_modified_replay_streams_to_its_end_and_its_trace_is_the_stored_execution(
+    op_platform: Platform,
+) -> None:
+    original = op_platform.execution(source(op_platform).execution_id)
+    order = json.loads(original.input_body or "{}")
+    order["lines"] = order["lines"][:1]
+    run = op_platform.replay(original, body=order, reason="stream test: one order line")
+    events = list(run.events())
+    assert [e.id for e in events] == list(range(1, len(events) + 1))
+    names = [e.event for e in events]
+    assert names[0] == "status" and names[-1] == "end" and names[-2] == "status"
+    assert "execution" in names and names.count("processor") > 5
+    seqs = [e.data["seq"] for e in events if e.event == "processor"]
+    assert seqs == sorted(seqs) and all(
+        e.data["replayId"] == run.replay_id for e in events if e.event == "processor"
+    )
+    replayed = run.wait()
+    assert replayed.is_replay and replayed.replay_id == run.replay_id and run.status == "COMPLETED"
+    assert json.loads(replayed.input_body or "") == order
+    trace = run.trace()
+    pd.testing.assert_frame_equal(trace, processors_frame(replayed))
+    assert trace.replay_id.eq(run.replay_id).all() and len(trace) == len(replayed.processors or ())
+    polars = run.trace("polars")
+    assert polars.shape == trace.shape and polars["seq"].to_list() == trace.seq.tolist()
+    # Everything was read once: iterating again gives the same events without a connection.
+    connections = run.cursor.connections
+    assert list(run.events()) == events and run.cursor.connections == connections
+
+
+def test_an_ended_stream_answers_204_and_an_unknown_replay_404(op_platform: Platform) -> None:
+    run = op_platform.replay(source(op_platform), reason="stream test: 204")
+    last = list(run.events())[-1]
+    again = ReplayRun({"replayId": run.replay_id}, platform=op_platform)
+    again.cursor.last_id = last.id  # as a client that saw `end` and reconnects
+    assert list(again.events()) == [] and again.cursor.connections == 1 and again.done
+    with pytest.raises(NotFound) as info:
+        list(ReplayRun({"replayId": "replay-does-not-exist"}, platform=op_platform).events())
+    assert info.value.status == 404 and info.value.hint
+
+
+def test_the_async_reader_gives_the_same_events(op_platform: Platform) -> None:
+    run = op_platform.replay(source(op_platform), reason="stream test: async")
+
+    async def main() -> tuple[list[TraceEvent], Any, Any]:
+        events = [e async for e in run.aevents()]
+        execution = await run
+        return events, execution, await run.atrace("polars")
+
+    events, execution, trace = asyncio.run(main())
+    assert [e.id for e in events] == list(range(1, len(events) + 1)) and events[-1].event == "end"
+    assert execution.execution_id == run.cursor.result_execution_id
+    assert trace["seq"].to_list() == [p.seq for p in execution.processors or ()]
+
+
+def test_wait_says_why_a_replay_ended_without_an_execution(op_platform: Platform) -> None:
+    run = op_platform.replay(source(op_platform), reason="stream test: no execution")
+    list(run.events())
+    # As a reader that saw `end` with status ERROR (the agent could not run it) would stand:
+    failed = ReplayRun({"replayId": run.replay_id}, platform=op_platform)
+    failed.cursor.ended, failed.cursor.status = True, "ERROR"
+    with pytest.raises(MoatError) as info:
+        failed.wait()
+    assert info.value.code == "REPLAY_ERROR" and run.replay_id in info.value.message
+    assert failed.replay["replayId"] == run.replay_id and "resultExecutionId" in failed.replay  # fetched
+
+
+def test_the_read_timeout_is_three_pings() -> None:
+    assert StreamPolicy().timeout().read == 45.0
+    assert StreamPolicy(ping_interval=2).read_timeout == 6.0
+
+
+# --------------------------------------------------------------------------- resume through a cutting proxy
+
+
+class CuttingProxy:
+    """A TCP proxy on 127.0.0.1 that forwards to the sandbox and cuts every connection after a
+    random number of response bytes (seeded), as a flaky network or proxy would."""
+
+    def __init__(self, target: httpx.URL, seed: int, max_bytes: int) -> None:
+        self.target = (target.host, target.port)
+        self.rng = random.Random(seed)
+        self.max_bytes = max_bytes
+        self.cuts = 0
+        self.connections = 0
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        self._ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self._server: asyncio.Server
+
+    def __enter__(self) -> CuttingProxy:
+        self.thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    async def _shutdown(self) -> None:
+        self._server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self._server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self.loop.run_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        budget = self.rng.randint(1, self.max_bytes)
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+
+        async def upstream() -> None:
+            while data := await reader.read(65536):
+                up_writer.write(data)
+                await up_writer.drain()
+
+        async def downstream() -> None:
+            nonlocal budget
+            while data := await up_reader.read(65536):
+                if len(data) >= budget:
+                    writer.write(data[:budget])
+                    await writer.drain()
+                    self.cuts += 1
+                    return
+                budget -= len(data)
+                writer.write(data)
+                await writer.drain()
+
+        up = asyncio.ensure_future(upstream())
+        try:
+            await downstream()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            up.cancel()
+            writer.transport.abort()
+            up_writer.transport.abort()
+
+
+def proxied(platform: Platform, proxy: CuttingProxy) -> Platform:
+    """A Platform that reaches the server through the proxy, with the session's access token."""
+    platform.health()
+    return Platform(session=Session(proxy.url, token=platform.session.access_token))
+
+
+FAST = StreamPolicy(max_retries=40, max_delay=0.005)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_stream_cut_again_and_again_gives_exactly_1_to_n(
+    op_platform: Platform, client_sandbox: Any, seed: int
+) -> None:
+    run = op_platform.replay(source(op_platform, "staging"), reason=f"stream test: cut {seed}")
+    whole = [(e.id, e.event, e.data) for e in run.events()]
+    # Cuts anywhere up to twice the largest event (and the response head), so that each
+    # connection delivers a few events at most, and sometimes none.
+    largest = max(len(json.dumps(d)) for _, _, d in whole)
+    with CuttingProxy(httpx.URL(client_sandbox.url), seed, max_bytes=2 * largest + 600) as proxy:
+        via_proxy = proxied(op_platform, proxy)
+        cut = ReplayRun({"replayId": run.replay_id}, platform=via_proxy, policy=FAST)
+        got = [(e.id, e.event, e.data) for e in cut.events()]
+        via_proxy.close()
+    assert got == whole  # ids exactly 1..N: nothing repeated, nothing skipped, same data
+    assert [i for i, _, _ in got] == list(range(1, len(whole) + 1))
+    assert proxy.cuts >= 5 and cut.cursor.connections >= 5, (proxy.cuts, cut.cursor.connections)
+    assert cut.cursor.repeats == 0  # the server resumed exactly after Last-Event-ID
+
+
+def test_a_live_replay_read_through_cuts_with_the_async_reader(
+    op_platform: Platform, client_sandbox: Any
+) -> None:
+    with CuttingProxy(httpx.URL(client_sandbox.url), 7, max_bytes=12_000) as proxy:
+        via_proxy = proxied(op_platform, proxy)
+        run = op_platform.replay(source(op_platform), reason="stream test: live through cuts")
+        cut = ReplayRun(run.replay, platform=via_proxy, policy=FAST)  # read while it runs
+
+        async def main() -> list[TraceEvent]:
+            return [e async for e in cut.aevents()]
+
+        got = asyncio.run(main())
+        via_proxy.close()
+    assert [e.id for e in got] == list(range(1, len(got) + 1)) and got[-1].event == "end"
+    assert proxy.cuts >= 3
+    assert [e.data for e in run.events()] == [e.data for e in got]
+
+
+def test_a_dead_platform_gives_up_after_bounded_retries(op_platform: Platform) -> None:
+    op_platform.health()
+    dead = Platform(session=Session("http://127.0.0.1:9", token=op_platform.session.access_token))
+    run = ReplayRun(
+        {"replayId": "replay-x"}, platform=dead, policy=StreamPolicy(max_retries=3, max_delay=0.001)
+    )
+    with pytest.raises(TransportError) as info:
+        list(run.events())
+    assert info.value.code == "STREAM_RESUME_FAILED" and run.cursor.failures == 4
+    assert isinstance(info.value, MoatError) and "replay_run" in (info.value.hint or "")
+    dead.close()
+
+
+# --------------------------------------------------------------------------- live() in a real kernel
+
+NOTEBOOK = Path(__file__).with_name("notebooks") / "live_trace.ipynb"
+
+
+def test_live_fills_the_full_frame_inside_a_real_kernel(
+    client_sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nbformat
+    import papermill
+
+    # Section 6: credentials reach the notebook through the environment, not parameters.
+    monkeypatch.setenv("MOAT_URL", client_sandbox.url)
+    monkeypatch.setenv("MOAT_USER", "operator")
+    monkeypatch.setenv("MOAT_PASSWORD", "operator")
+    monkeypatch.delenv("MOAT_TOKEN", raising=False)
+    out = tmp_path / "live_trace.out.ipynb"
+    papermill.execute_notebook(
+        str(NOTEBOOK),
+        str(out),
+        kernel_name="python3",
+        cwd=str(tmp_path),
+        progress_bar=False,
+        parameters={"reason": "live() via papermill"},
+    )
+    executed = nbformat.read(out, as_version=4)
+    text = "".join(o.get("text", "") for o in executed.cells[-1].outputs if o.output_type == "stream")
+    result = json.loads(text.strip().splitlines()[-1])
+    assert result["error"] == "None" and result["status"] == "COMPLETED"
+    assert result["rows"] == result["processors"] > 5 and result["equal"]
+    assert result["table_rows"] == result["rows"]
+    assert result["same_loop"] and result["draw_threads"] and not result["done_at_once"]
+    assert "COMPLETED" in result["progress"] and f"{result['rows']} processors" in result["progress"]
+    # The view was displayed as a widget in the cell that made it.
+    live_cell = next(c for c in executed.cells if "run.live()" in c.source)
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in live_cell.outputs)
+    assert any(
+        "live() via papermill" in c.source
+        for c in executed.cells
+        if "injected-parameters" in c.metadata.get("tags", [])
+    )
+
+
+def test_live_outside_an_event_loop_says_what_to_do_instead(op_platform: Platform) -> None:
+    run = ReplayRun({"replayId": "replay-x"}, platform=op_platform)
+    with pytest.raises(MoatError) as info:
+        run.live()
+    assert info.value.code == "NO_EVENT_LOOP" and "atrace" in (info.value.hint or "")
