@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 from . import errors
+from .batch import (
+    REMOVE,
+    BatchCancelled,
+    BatchInterrupted,
+    BatchResult,
+    aregression,
+    asweep,
+    grid,
+    regression,
+    sweep,
+)
 from .client import AsyncPlatform, AuditBundle, Platform, connect
 from .diff import DiffResult, calibrate_noise, diff
 from .errors import MoatError
@@ -16,6 +27,15 @@ from .stream import LiveTrace, ReplayRun, StreamPolicy, TraceEvent
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchCancelled",
+    "BatchInterrupted",
+    "BatchResult",
+    "REMOVE",
+    "aregression",
+    "asweep",
+    "grid",
+    "regression",
+    "sweep",
     "AsyncHistory",
     "AsyncPlatform",
     "AuditBundle",

@@ -5,6 +5,15 @@ from __future__ import annotations
 import moat_nb
 
 PUBLIC = {
+    "BatchCancelled",
+    "BatchInterrupted",
+    "BatchResult",
+    "REMOVE",
+    "aregression",
+    "asweep",
+    "grid",
+    "regression",
+    "sweep",
     "AsyncHistory",
     "AsyncPlatform",
     "AuditBundle",

@@ -1,0 +1,1360 @@
+"""Replays in bulk: what-if sweeps and regression runs (DESIGN.md section 9 "Batch", issue 8).
+
+:func:`sweep` replays one exchange once per *variant* of its start payload and tabulates what
+came out; :func:`regression` replays known-good exchanges on another environment (prod history
+on staging's new route version) and gives each a verdict. Both return a :class:`BatchResult`
+(one row per replay; ``.to_pandas()``, ``.to_polars()``, ``.summary()``).
+
+Variants (:func:`sweep`)
+    A variant is a dict of *input paths* to values; it is applied to the recorded start payload
+    (section 3: headers, body, properties) and only the parts it touches are sent (a present
+    part replaces the original's whole, an absent part keeps it)::
+
+        "body"                       the whole body (a str as it is; a dict/list is written as
+                                     the original's content type, JSON for JSON)
+        "body.lines[0].qty"          inside the parsed JSON body; also "body:$.lines[0].qty",
+                                     the path syntax of a diff row (:mod:`moat_nb.noise`)
+        "body['odd key']"            a key that is not a plain name
+        "headers"                    the whole header map;   "headers.channel", "headers['X-A.b']"
+        "properties"                 the whole property map; "properties.tenant"
+        "properties.order.total"     inside a property (or header) whose value is JSON
+
+    A missing key is created, an index must exist (or be the list's length: append); the value
+    :data:`REMOVE` deletes a header, property or key. ``variants`` is a list of such dicts, or a
+    *grid* ``{path: [values, ...], ...}`` whose cartesian product is the list (:func:`grid`):
+    ``{"body.lines[0].qty": [1, 5, 50], "headers.channel": ["web", "store"]}`` is six variants.
+    Every variant is applied before the first replay runs, so a bad path fails the sweep at once.
+
+Rows and columns
+    One row per variant (sweep) or source (regression), in input order; :data:`COLUMNS` lists
+    the fixed columns with their types and meaning. A sweep's frame adds one column per input
+    path (named as written: ``body.lines[0].qty``) and one per output (``outputs=`` names;
+    by default the top-level scalar fields of a JSON result body: ``total``, ``status`` ...).
+
+Verdicts (column ``verdict``)
+    ``SAME``     the replay ran and differs from the original only by noise;
+    ``CHANGED``  it ran and something else differs (``differences`` counts it, and for a sweep
+                 that includes the modified input itself);
+    ``FAILED``   the replay's route failed while the original's did not;
+    ``ERROR``    the platform could not run it: the replay ended ``ERROR``/``TIMED_OUT``/
+                 ``ABORTED``, or the request was refused (permission, validation, no agent) or
+                 failed (network); ``error`` holds the message.
+
+Noise
+    With ``calibrate=True`` (default) the batch replays one unmodified exchange twice on the
+    target environment, once per route (the first ``COMPLETED`` source of that route, in input
+    order), and turns what differed between the two runs into ignore rules
+    (:func:`moat_nb.diff.noise_rules_from`): the timestamps and random ids a route makes itself.
+    Calibration replays are not rows; a calibration that cannot run leaves the route without
+    calibrated rules (``BatchResult.calibration`` says why) and the rows run anyway.
+
+Concurrency
+    Rows run on asyncio with an :class:`~moat_nb.client.AsyncPlatform`, at most ``concurrency``
+    replays in flight (default 8): the bound protects the platform (section 12), whose agents
+    run a limited number of replays at once anyway. ``asweep``/``aregression`` are the
+    coroutines. The sync functions run them with :func:`asyncio.run`; when the calling thread
+    already runs an event loop (a Jupyter kernel does) ``asyncio.run`` is not allowed there and
+    ``nest_asyncio`` would re-enter the kernel's loop, so they run the coroutine on a loop of its
+    own in a worker thread and wait for it, interruptibly.
+
+Interrupting and resuming
+    Ctrl-C (a kernel interrupt) or cancelling the task stops the batch: finished rows stay,
+    rows in flight are not recorded as rows (their replays go on, on the platform). The sync
+    functions then raise :class:`BatchInterrupted` (a ``KeyboardInterrupt``), the coroutines
+    :class:`BatchCancelled` (a ``CancelledError``); both carry the partial
+    :class:`BatchResult` as ``.result``. With ``results="runs.jsonl"`` every
+    finished row is appended to that file as one JSON line the moment it is finished, and a
+    re-run with the same file skips the rows already there (by a stable key: kind, source
+    exchange, target environment and, for a sweep, the variant), re-running ``ERROR`` rows
+    unless ``retry_errors=False``. The file also records each replay's id as soon as it was
+    requested: a replay that was in flight when the batch stopped is *followed* on resume, not
+    requested again, so that no exchange is replayed twice (section 4: "a replay is never
+    silently run twice"; only a process killed while a request is on its way can leave one
+    unrecorded). A torn last line (the process died mid-write) is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import itertools
+import json
+import os
+import threading
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from .client import AsyncPlatform, Platform, serialise_body
+from .diff import DiffResult, diff, noise_rules_from
+from .errors import MoatError, NotFound, ValidationError
+from .frames import Backend, to_frame
+from .model import Execution
+from .noise import IgnoreSpec, NoiseRule, ParsedPath, as_rules, parse_path
+from .payload import canonical_json, is_redacted, is_secret_name
+
+__all__ = [
+    "COLUMNS",
+    "REMOVE",
+    "VERDICTS",
+    "BatchCancelled",
+    "BatchInterrupted",
+    "BatchResult",
+    "aregression",
+    "asweep",
+    "grid",
+    "regression",
+    "row_key",
+    "sweep",
+    "variant_payload",
+    "verdict",
+]
+
+VERDICTS = ("SAME", "CHANGED", "FAILED", "ERROR")
+_UNRUN = frozenset({"ERROR", "TIMED_OUT", "ABORTED"})
+
+#: The fixed columns of :meth:`BatchResult.to_pandas` / ``to_polars``, in order (Arrow types;
+#: the dtype conventions of :mod:`moat_nb.frames`). A sweep adds one column per input path (named
+#: as written) and one per output (named as in ``outputs=``) after them.
+COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
+    ("key", pa.string(), "stable row key (what a resumed run skips by)"),
+    ("kind", pa.string(), "sweep | regression"),
+    ("index", pa.int64(), "position of the variant / source in the input"),
+    ("source_exchange_id", pa.string(), "the replayed exchange"),
+    ("source_execution_id", pa.string(), "its recorded execution (the diff's original)"),
+    ("route_id", pa.string(), "its route"),
+    ("source_environment", pa.string(), "where it was recorded"),
+    ("target_environment", pa.string(), "where it was replayed"),
+    ("inputs", pa.string(), "the variant as JSON text (sweep; null for a regression)"),
+    ("replay_id", pa.string(), "the replay (null when the request was refused)"),
+    ("replay_status", pa.string(), "COMPLETED | ERROR | TIMED_OUT | ABORTED (the platform's)"),
+    ("original_status", pa.string(), "COMPLETED | FAILED: the original's route result"),
+    ("result_status", pa.string(), "COMPLETED | FAILED: the replay's route result"),
+    ("verdict", pa.string(), "SAME | CHANGED | FAILED | ERROR"),
+    ("differences", pa.int64(), "differences that are not noise (inputs included)"),
+    ("route_differences", pa.int64(), "of those, the ones the route produced (cause=route)"),
+    ("noise", pa.int64(), "differences filtered as noise"),
+    ("first_divergence", pa.string(), "routeId/processorId[iteration] of the first divergence"),
+    ("summary", pa.string(), "DiffResult.summary() (or the error)"),
+    ("error_code", pa.string(), "ERROR rows: the error's code (FORBIDDEN, REPLAY_TIMED_OUT ...)"),
+    ("error", pa.string(), "ERROR rows: the message"),
+    ("result_execution_id", pa.string(), "the replay's execution"),
+    ("duration_ms", pa.float64(), "the replay's route time"),
+    ("elapsed_ms", pa.float64(), "wall time of the row: request to diff"),
+)
+_SCHEMA = pa.schema([pa.field(name, t) for name, t, _ in COLUMNS])
+_NAMES = frozenset(name for name, _, _ in COLUMNS)
+
+
+class _Remove:
+    """The value that deletes a header, property or JSON key (:data:`REMOVE`)."""
+
+    _instance: _Remove | None = None
+
+    def __new__(cls) -> _Remove:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "REMOVE"
+
+    def __deepcopy__(self, memo: Any) -> _Remove:
+        return self
+
+
+#: Put as a variant's value to delete that header, property or key.
+REMOVE = _Remove()
+_REMOVE_JSON = {"$moat": "remove"}
+
+
+# --------------------------------------------------------------------------- variants (pure)
+
+
+def grid(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """The cartesian product of ``{path: [values]}``, in order (the last path varies fastest):
+    ``grid({"a": [1, 2], "b": ["x", "y"]})`` → ``[{a:1,b:x}, {a:1,b:y}, {a:2,b:x}, {a:2,b:y}]``."""
+    for path, values in axes.items():
+        if isinstance(values, str | bytes | Mapping) or not isinstance(values, Sequence | range):
+            raise ValidationError(
+                f"grid axis {path!r} must be a list of values, not {type(values).__name__}",
+                code="BAD_VARIANT",
+                hint=f'e.g. {{"{path}": [1, 5, 50]}}; for one fixed value write [value]',
+            )
+        _input_path(path)
+    names = list(axes)
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(axes[n] for n in names))]
+
+
+@dataclass(frozen=True, slots=True)
+class _InputPath:
+    part: str  # headers | body | properties
+    name: str | None  # a header or property name
+    segments: tuple[str | int, ...]  # inside the JSON body or the name's JSON value
+    whole: bool  # the whole part ("body", "headers", "properties")
+
+
+def _input_path(path: str) -> _InputPath:
+    """An input path (module docstring) taken apart; ValidationError for anything else."""
+    if not isinstance(path, str):
+        raise ValidationError(
+            f"an input path must be a string, not {type(path).__name__}", code="BAD_VARIANT"
+        )
+    for part in ("body", "headers", "properties"):
+        if path == part:
+            return _InputPath(part, None, (), True)
+        rest = path[len(part) :] if path.startswith(part) else None
+        if rest is None or rest[:1] not in (":", ".", "["):
+            continue
+        if rest[0] == ":":
+            text = path
+        elif part == "body":
+            text = "body:$" + rest
+        else:
+            text = part + ":" + (rest[1:] if rest[0] == "." else rest)
+        parsed: ParsedPath = parse_path(text)
+        if part == "body" and not parsed.json:
+            raise ValidationError(
+                f"input path {path!r}: only JSON bodies can be edited by path",
+                code="BAD_VARIANT",
+                hint='use "body.a.b[0]" (or "body:$.a.b[0]"), or give the whole body as "body"',
+            )
+        return _InputPath(part, parsed.name, tuple(parsed.segments), False)
+    raise ValidationError(
+        f"input path {path!r} must start with body, headers or properties",
+        code="BAD_VARIANT",
+        hint='e.g. "body.lines[0].qty", "headers.channel", "properties.tenant", or "body" for the whole body',
+    )
+
+
+def _set(doc: Any, segments: Sequence[str | int], value: Any, path: str) -> Any:
+    """``doc`` with ``value`` at ``segments`` (a copy is made by the caller)."""
+    if not segments:
+        return value
+    *head, last = segments
+    node = doc
+    for i, seg in enumerate(head):
+        nxt = segments[i + 1]
+        if isinstance(seg, int) and isinstance(node, list):
+            if not -len(node) <= seg < len(node):
+                raise _bad_index(path, seg, len(node))
+            node = node[seg]
+        elif isinstance(seg, str) and isinstance(node, dict):
+            if seg not in node or node[seg] is None:
+                node[seg] = [] if isinstance(nxt, int) else {}
+            node = node[seg]
+        else:
+            raise _bad_step(path, seg, node)
+    if isinstance(last, int) and isinstance(node, list):
+        if value is REMOVE:
+            if -len(node) <= last < len(node):
+                node.pop(last)
+        elif last == len(node):
+            node.append(value)
+        elif -len(node) <= last < len(node):
+            node[last] = value
+        else:
+            raise _bad_index(path, last, len(node))
+    elif isinstance(last, str) and isinstance(node, dict):
+        if value is REMOVE:
+            node.pop(last, None)
+        else:
+            node[last] = value
+    else:
+        raise _bad_step(path, last, node)
+    return doc
+
+
+def _bad_index(path: str, index: int, size: int) -> ValidationError:
+    return ValidationError(
+        f"input path {path!r}: index {index} is outside a list of {size}",
+        code="BAD_VARIANT",
+        hint=f"use an index below {size}, or {size} to append",
+    )
+
+
+def _bad_step(path: str, seg: str | int, node: Any) -> ValidationError:
+    what = "an index" if isinstance(seg, int) else f"key {seg!r}"
+    return ValidationError(
+        f"input path {path!r}: cannot take {what} of a {type(node).__name__}",
+        code="BAD_VARIANT",
+        hint="check the path against the original body (platform.execution(id).input_body)",
+    )
+
+
+def _json_value(value: Any, path: str) -> tuple[Any, bool]:
+    """A header/property value as a JSON structure to edit: (structure, was JSON text)."""
+    if isinstance(value, dict | list):
+        return copy.deepcopy(value), False
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict | list):
+            return parsed, True
+    raise ValidationError(
+        f"input path {path!r}: the value there is not a JSON object or array",
+        code="BAD_VARIANT",
+        hint="set the whole value instead (drop the part after the name)",
+    )
+
+
+def variant_payload(original: Execution, variant: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``headers=``/``body=``/``properties=`` arguments of ``platform.replay`` for one
+    variant of ``original``'s start payload: only the parts the variant touches, each whole
+    (section 3). Whole-part paths apply before the paths inside them. Pure."""
+    if not isinstance(variant, Mapping):
+        raise ValidationError(
+            f"a variant must be a dict of input paths to values, not {type(variant).__name__}",
+            code="BAD_VARIANT",
+            hint='e.g. {"body.lines[0].qty": 5, "headers.channel": "store"}',
+        )
+    start = original.start_payload
+    parts: dict[str, Any] = {}
+    edits = sorted(((_input_path(p), p, v) for p, v in variant.items()), key=lambda e: not e[0].whole)
+    for ip, path, value in edits:
+        if ip.whole:
+            if value is REMOVE:
+                value = None if ip.part == "body" else {}
+            if ip.part != "body" and not isinstance(value, Mapping):
+                raise ValidationError(
+                    f"{path!r} replaces the whole {ip.part} map: give a dict, not {type(value).__name__}",
+                    code="BAD_VARIANT",
+                )
+            parts[ip.part] = dict(value) if ip.part != "body" else value
+            continue
+        if ip.part == "body":
+            body = parts.get("body", start.body)
+            if isinstance(body, str | None):
+                try:
+                    body = json.loads(body) if body is not None else None
+                except ValueError:
+                    body = None
+                if body is None:
+                    raise ValidationError(
+                        f"input path {path!r}: the original body is not JSON",
+                        code="BAD_VARIANT",
+                        hint='give the whole body as a string: {"body": "..."}',
+                    )
+            else:
+                body = copy.deepcopy(body)
+            parts["body"] = _set(body, ip.segments, value, path)
+            continue
+        mapping = dict(parts.get(ip.part, getattr(start, ip.part)))
+        assert ip.name is not None
+        if ip.part == "headers":
+            # Camel header names compare case-insensitively: edit the existing spelling.
+            name = next((k for k in mapping if k.lower() == ip.name.lower()), ip.name)
+        else:
+            name = ip.name
+        if not ip.segments:
+            if value is REMOVE:
+                mapping.pop(name, None)
+            else:
+                mapping[name] = value
+        else:
+            inner, as_text = _json_value(mapping.get(name), path)
+            inner = _set(inner, ip.segments, value, path)
+            mapping[name] = json.dumps(inner, ensure_ascii=False) if as_text else inner
+        parts[ip.part] = mapping
+    if "body" in parts and parts["body"] is not None and not isinstance(parts["body"], str):
+        parts["body"] = serialise_body(parts["body"], parts.get("headers", start.headers), start.body)
+    return parts
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as JSON data (REMOVE as a marker object; anything else through str)."""
+    if value is REMOVE:
+        return dict(_REMOVE_JSON)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def row_key(kind: str, source_exchange_id: str, target_environment: str | None, variant: Any = None) -> str:
+    """The stable key of a row: SHA-256 (first 24 hex) over the RFC 8785 canonical JSON of the
+    kind, the source exchange, the target environment and the variant. Key order in the
+    variant does not matter; nothing else (time, order, ignore rules) enters it."""
+    data = {
+        "kind": kind,
+        "source": source_exchange_id,
+        "target": target_environment,
+        "variant": _jsonable(variant),
+    }
+    return hashlib.sha256(canonical_json(data)).hexdigest()[:24]
+
+
+# --------------------------------------------------------------------------- verdicts (pure)
+
+
+def verdict(
+    original_status: str | None, replay_status: str | None, result_status: str | None, same: bool | None
+) -> str:
+    """The row's verdict (module docstring) from the statuses and whether the diff is noise only."""
+    if replay_status in _UNRUN or result_status is None or same is None:
+        return "ERROR"
+    if result_status == "FAILED" and original_status != "FAILED":
+        return "FAILED"
+    return "SAME" if same else "CHANGED"
+
+
+def _label(result: DiffResult) -> str | None:
+    first = result.first_divergence
+    if first is None:
+        return None
+    return f"{first.route_id}/{first.processor_id}" + (f"[{first.iteration}]" if first.iteration else "")
+
+
+def _get_path(execution: Execution, spec: str) -> Any:
+    """An output value of ``execution``: ``body:$.total`` (or ``body.total``), ``body``,
+    ``headers:orderTotal`` (or ``headers.orderTotal``), ``properties:x``, ``status``,
+    ``error:type``, ``error:message``; None where there is none."""
+    parsed = parse_path(_output_text(spec))
+    if parsed.field == "status":
+        return execution.status
+    if parsed.field == "error":
+        return execution.error_type if parsed.name == "type" else execution.error_message
+    if parsed.field == "body":
+        if not parsed.json:
+            return execution.output_body
+        try:
+            node: Any = json.loads(execution.output_body or "")
+        except ValueError:
+            return None
+    elif parsed.field in ("headers", "properties"):
+        mapping = (
+            execution.output_headers if parsed.field == "headers" else execution.output_properties
+        ) or {}
+        fold = parsed.field == "headers"
+        assert parsed.name is not None
+        key = next(
+            (k for k in mapping if (k.lower() == parsed.name.lower() if fold else k == parsed.name)), None
+        )
+        if key is None:
+            return None
+        node = mapping[key]
+        if parsed.segments and isinstance(node, str):
+            try:
+                node = json.loads(node)
+            except ValueError:
+                return None
+    else:
+        return None
+    for seg in parsed.segments:
+        if isinstance(seg, int) and isinstance(node, list) and -len(node) <= seg < len(node):
+            node = node[seg]
+        elif isinstance(seg, str) and isinstance(node, dict) and seg in node:
+            node = node[seg]
+        else:
+            return None
+    return node
+
+
+Output = str | Callable[[Execution], Any]
+
+
+def _outputs(execution: Execution | None, outputs: Mapping[str, Output] | None) -> dict[str, Any]:
+    if execution is None:
+        return {}
+    if outputs is None:  # a few fields by default: the top-level scalars of a JSON object body
+        try:
+            body = json.loads(execution.output_body or "")
+        except ValueError:
+            return {}
+        if not isinstance(body, dict):
+            return {}
+        found = {k: v for k, v in body.items() if v is None or isinstance(v, bool | int | float | str)}
+        return {(f"out.{k}" if k in _NAMES else k): v for k, v in list(found.items())[:12]}
+    return {
+        name: (spec(execution) if callable(spec) else _get_path(execution, spec))
+        for name, spec in outputs.items()
+    }
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class BatchResult:
+    """The rows of a sweep or a regression, in input order (one per variant / source).
+
+    ``rows`` are dicts with the :data:`COLUMNS` keys plus ``inputs_values`` (path → value) and
+    ``outputs`` (name → value); ``complete`` is False when the batch was interrupted;
+    ``loaded`` counts the rows taken from the results file instead of run;
+    ``calibration`` maps ``routeId@environment`` to the calibrated noise rules (their paths) or
+    to the reason calibration could not run.
+    """
+
+    kind: str
+    rows: list[dict[str, Any]]
+    complete: bool = True
+    total: int = 0
+    loaded: int = 0
+    calibration: dict[str, Any] = field(default_factory=dict)
+    results_path: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.rows)
+
+    @property
+    def verdicts(self) -> Counter[str]:
+        """How many rows have each verdict."""
+        return Counter(r["verdict"] for r in self.rows)
+
+    def _extra(self) -> tuple[list[str], list[str]]:
+        ins: dict[str, None] = {}
+        outs: dict[str, None] = {}
+        for r in self.rows:
+            ins.update(dict.fromkeys(r.get("inputs_values") or {}))
+            outs.update(dict.fromkeys(r.get("outputs") or {}))
+        return list(ins), [o for o in outs if o not in ins]
+
+    def to_arrow(self) -> pa.Table:
+        """The rows as a :class:`pyarrow.Table`: :data:`COLUMNS`, then the input columns (one
+        per path, as written), then the output columns (one per name). Extra columns take the
+        type their values share (int, float, str, bool), else JSON text."""
+        table = pa.Table.from_pylist([{n: r.get(n) for n in _NAMES} for r in self.rows], schema=_SCHEMA)
+        ins, outs = self._extra()
+        for names, source in ((ins, "inputs_values"), (outs, "outputs")):
+            for name in names:
+                if name in table.column_names:
+                    continue
+                values = [(r.get(source) or {}).get(name) for r in self.rows]
+                table = table.append_column(name, _extra_column(values))
+        return table
+
+    def to_frame(self, backend: Backend = "pandas") -> Any:
+        return to_frame(self.to_arrow(), backend)
+
+    def to_pandas(self) -> Any:
+        """The rows as a pandas DataFrame (string, Int64, float64 columns; module docstring)."""
+        return self.to_frame("pandas")
+
+    def to_polars(self) -> Any:
+        """The rows as a polars DataFrame."""
+        return self.to_frame("polars")
+
+    def summary(self) -> str:
+        """A few lines: counts by verdict, where the changes start, errors, noise calibration."""
+        n = len(self.rows)
+        head = f"{self.kind}: {n} of {self.total} rows"
+        if not self.complete:
+            head += " (interrupted: run again with the same results= file for the rest)"
+        if self.loaded:
+            head += (
+                f"; {self.loaded} from {self.results_path.name if self.results_path else 'the results file'}"
+            )
+        lines = [head]
+        counts = self.verdicts
+        lines.append("verdicts: " + (", ".join(f"{v} {counts[v]}" for v in VERDICTS if counts[v]) or "none"))
+        firsts = Counter(r["first_divergence"] for r in self.rows if r["verdict"] in ("CHANGED", "FAILED"))
+        if firsts:
+            lines.append(
+                "first divergence: "
+                + ", ".join(f"{k or '(start payload only)'} ×{c}" for k, c in firsts.most_common(5))
+            )
+        errors = Counter(f"[{r['error_code']}] {r['error']}" for r in self.rows if r["verdict"] == "ERROR")
+        for text, count in errors.most_common(3):
+            lines.append(f"error ×{count}: {text}")
+        for route, rules in self.calibration.items():
+            if isinstance(rules, list):
+                shown = ", ".join(rules[:6]) + (f" (+{len(rules) - 6})" if len(rules) > 6 else "")
+                lines.append(
+                    f"noise calibrated on {route}: {len(rules)} rules" + (f" ({shown})" if rules else "")
+                )
+            else:
+                lines.append(f"noise not calibrated on {route}: {rules}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<BatchResult {self.kind} rows={len(self.rows)}/{self.total}>\n{self.summary()}"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        frame = self.to_pandas()
+        return f"<pre>{html.escape(self.summary())}</pre>" + frame._repr_html_()
+
+
+def _extra_column(values: list[Any]) -> pa.Array:
+    plain = [v for v in values if v is not None]
+    if plain and all(isinstance(v, bool) for v in plain):
+        return pa.array(values, pa.bool_())
+    if plain and all(isinstance(v, int) and not isinstance(v, bool) for v in plain):
+        return pa.array(values, pa.int64())
+    if plain and all(isinstance(v, int | float) and not isinstance(v, bool) for v in plain):
+        return pa.array([None if v is None else float(v) for v in values], pa.float64())
+    if all(isinstance(v, str) for v in plain):
+        return pa.array(values, pa.string())
+    return pa.array(
+        [None if v is None else json.dumps(_jsonable(v), ensure_ascii=False) for v in values], pa.string()
+    )
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C / a kernel interrupt stopped :func:`sweep` or :func:`regression`; ``.result`` is
+    the partial :class:`BatchResult` (the finished rows)."""
+
+    def __init__(self, result: BatchResult) -> None:
+        super().__init__(_stopped_text(result))
+        self.result = result
+
+
+class BatchCancelled(asyncio.CancelledError):
+    """The task running :func:`asweep` or :func:`aregression` was cancelled; ``.result`` is the
+    partial :class:`BatchResult` (the finished rows)."""
+
+    def __init__(self, result: BatchResult) -> None:
+        super().__init__(_stopped_text(result))
+        self.result = result
+
+
+def _stopped_text(result: BatchResult) -> str:
+    text = f"{result.kind} stopped after {len(result.rows)} of {result.total} rows"
+    if result.results_path is not None:
+        return text + f"; they are in {result.results_path}: run again with results= that file for the rest"
+    return text + "; pass results='runs.jsonl' to be able to resume"
+
+
+class _ResultsFile:
+    """The JSON-lines results file: ``{"type": "row", ...}`` per finished row and
+    ``{"type": "started", "key", "replayId"}`` per replay requested (module docstring)."""
+
+    def __init__(self, path: str | os.PathLike[str], kind: str) -> None:
+        self.path = Path(path)
+        self.kind = kind
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.started: dict[str, str] = {}
+        self.torn = 0
+        self._fh: Any = None
+        if self.path.exists():
+            self._load()
+
+    def open(self) -> None:
+        """Open for appending (the batch does, when it starts running)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = self.path.open("a", encoding="utf-8")
+
+    def _load(self) -> None:
+        with self.path.open(encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    data = json.loads(line)
+                except ValueError:
+                    self.torn += 1  # a line cut by a crash mid-write: that row is run again
+                    continue
+                if not isinstance(data, dict) or not isinstance(data.get("key"), str):
+                    self.torn += 1
+                    continue
+                if data.get("kind") != self.kind:
+                    raise ValidationError(
+                        f"{self.path} holds {data.get('kind')} rows, not {self.kind} rows",
+                        code="RESULTS_FILE_MISMATCH",
+                        hint="use another results= file for this batch",
+                    )
+                if data.get("type") == "started" and isinstance(data.get("replayId"), str):
+                    self.started[data["key"]] = data["replayId"]
+                elif data.get("type") == "row":
+                    data.pop("type")
+                    self.rows[data["key"]] = data
+                    self.started.pop(data["key"], None)
+
+    def _append(self, data: dict[str, Any]) -> None:
+        # One write per line, flushed at once: an interrupt leaves whole lines (or a torn last
+        # one, which _load skips), never a row that was not finished.
+        self._fh.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
+        self._fh.flush()
+
+    def add_started(self, key: str, replay_id: str) -> None:
+        self._append({"type": "started", "kind": self.kind, "key": key, "replayId": replay_id})
+
+    def add_row(self, row: dict[str, Any]) -> None:
+        self._append({"type": "row", **row})
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+# --------------------------------------------------------------------------- the runner
+
+
+@dataclass
+class _Source:
+    """A source exchange as far as it is known before its detail is fetched."""
+
+    exchange_id: str
+    execution_id: str | None = None
+    route_id: str | None = None
+    status: str | None = None
+    environment: str | None = None
+    full: Execution | None = None
+
+
+@dataclass
+class _Job:
+    index: int
+    key: str
+    source: _Source
+    variant: dict[str, Any] | None = None
+    replay_args: dict[str, Any] = field(default_factory=dict)
+    error: MoatError | None = None
+
+
+def _source_of(item: Any) -> _Source:
+    if isinstance(item, str):
+        return _Source(item)
+    if isinstance(item, Execution):
+        full = item if item.input_headers is not None and item.processors is not None else None
+        return _Source(
+            item.exchange_id, item.execution_id, item.route_id, item.status, item.environment, full
+        )
+    row: Mapping[str, Any] | None = item if isinstance(item, Mapping) else None
+    if row is None and hasattr(item, "to_dict") and callable(item.to_dict):
+        row = item.to_dict()  # a pandas Series: a row of an executions frame
+    if row is not None:
+
+        def get(snake: str, camel: str) -> Any:
+            value = row.get(snake, row.get(camel))
+            return value if isinstance(value, str) else None
+
+        exchange = get("exchange_id", "exchangeId")
+        if exchange is not None:
+            return _Source(
+                exchange,
+                get("execution_id", "executionId"),
+                get("route_id", "routeId"),
+                get("status", "status"),
+                get("environment", "environment"),
+            )
+    raise ValidationError(
+        f"cannot replay a {type(item).__name__}",
+        code="BAD_SOURCE",
+        hint="pass exchange ids, Executions, rows of an executions frame, or the frame itself",
+    )
+
+
+def _sources(sources: Any) -> list[_Source]:
+    if isinstance(sources, str | Execution | Mapping):
+        return [_source_of(sources)]
+    if hasattr(sources, "to_dicts") and callable(sources.to_dicts):  # polars DataFrame
+        return [_source_of(r) for r in sources.to_dicts()]
+    if hasattr(sources, "to_dict") and hasattr(sources, "columns"):  # pandas DataFrame
+        return [_source_of(r) for r in sources.to_dict("records")]
+    if hasattr(sources, "__aiter__") and not hasattr(sources, "__iter__"):
+        raise ValidationError(
+            "the sources are an async result (AsyncPlatform.executions)",
+            code="BAD_SOURCE",
+            hint="pass await history.to_pandas() (or a list of exchange ids) instead",
+        )
+    return [_source_of(r) for r in sources]
+
+
+def _unique_keys(keys: Iterable[str]) -> list[str]:
+    """A key seen before gets ``#2``, ``#3``: the same variant twice runs twice."""
+    seen: Counter[str] = Counter()
+    out = []
+    for key in keys:
+        seen[key] += 1
+        out.append(key if seen[key] == 1 else f"{key}#{seen[key]}")
+    return out
+
+
+class _Batch:
+    """One sweep or regression: its jobs, the rows so far, and the coroutine that runs it."""
+
+    def __init__(
+        self,
+        kind: str,
+        platform: Any,
+        *,
+        reason: str,
+        target_environment: str | None,
+        concurrency: int,
+        ignore: IgnoreSpec,
+        calibrate: bool,
+        results: str | os.PathLike[str] | None,
+        progress: bool,
+        outputs: Mapping[str, Output] | None,
+        retry_errors: bool,
+    ) -> None:
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValidationError(
+                "a batch needs a reason", code="VALIDATION", hint="pass reason='why you replay them'"
+            )
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise ValidationError(
+                f"concurrency must be an integer >= 1, not {concurrency!r}", code="VALIDATION"
+            )
+        if outputs is not None:
+            for name, spec in outputs.items():
+                if name in _NAMES:
+                    raise ValidationError(
+                        f"output name {name!r} is a fixed column", code="VALIDATION", hint="rename it"
+                    )
+                if not callable(spec):
+                    parse_path(_output_text(spec))
+        self.kind = kind
+        self.platform = platform
+        self.reason = reason
+        self.target = target_environment
+        self.concurrency = concurrency
+        self.ignore = as_rules(ignore)
+        self.calibrate = calibrate
+        self.progress = progress
+        self.outputs = outputs
+        self.retry_errors = retry_errors
+        self.file = _ResultsFile(results, kind) if results is not None else None
+        self.jobs: list[_Job] = []
+        self.done: dict[str, dict[str, Any]] = {}
+        self.loaded = 0
+        self.complete = False
+        self.calibration: dict[str, Any] = {}
+        self._rules: dict[str, list[NoiseRule]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._bar: Any = None
+        self._requests: set[asyncio.Future[Any]] = set()
+        self._counts: Counter[str] = Counter()
+        self._pending: list[_Job] | None = None
+
+    # ---------------------------------------------------------------- result
+
+    def result(self) -> BatchResult:
+        rows = [self.done[j.key] for j in self.jobs if j.key in self.done]
+        return BatchResult(
+            self.kind,
+            rows,
+            complete=self.complete,
+            total=len(self.jobs),
+            loaded=self.loaded,
+            calibration=dict(self.calibration),
+            results_path=self.file.path if self.file else None,
+        )
+
+    def _take_loaded(self) -> list[_Job]:
+        """Rows the results file has already: kept; the jobs left to run (worked out once)."""
+        if self._pending is not None:
+            return self._pending
+        self._pending = pending = []
+        for job in self.jobs:
+            row = self.file.rows.get(job.key) if self.file else None
+            if row is not None and not (self.retry_errors and row.get("verdict") == "ERROR"):
+                self.done[job.key] = {**row, "index": job.index}
+                self.loaded += 1
+                self._counts[row.get("verdict")] += 1
+            else:
+                pending.append(job)
+        return pending
+
+    def _finish(self, row: dict[str, Any]) -> None:
+        self.done[row["key"]] = row
+        if self.file is not None:
+            self.file.add_row(row)
+        self._counts[row["verdict"]] += 1
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix({v: self._counts[v] for v in VERDICTS if self._counts[v]}, refresh=False)
+
+    def make_bar(self) -> None:
+        """The ``tqdm.auto`` progress bar (a widget in Jupyter). Made by the thread that calls
+        the batch, so that a notebook shows it in the calling cell; updated from the loop."""
+        from tqdm.auto import tqdm
+
+        self._take_loaded()
+        self._bar = tqdm(
+            total=len(self.jobs),
+            initial=self.loaded,
+            desc=self.kind,
+            unit="replay",
+            disable=not self.progress,
+        )
+
+    # ---------------------------------------------------------------- platform
+
+    async def _resolve(self, ap: Any, source: _Source) -> None:
+        """Fill in a source known only by its exchange id (a search: section 4)."""
+        if source.execution_id and source.route_id and source.status:
+            return
+        async for hit in ap.executions(exchange_id=source.exchange_id, is_replay=False, limit=1):
+            source.execution_id = hit.execution_id
+            source.route_id = hit.route_id
+            source.status = hit.status
+            source.environment = hit.environment
+            return
+        raise NotFound(
+            f"no recorded exchange {source.exchange_id!r}",
+            status=404,
+            hint="check the id; platform.executions(...) searches the history",
+        )
+
+    async def _original(self, ap: Any, source: _Source) -> Execution:
+        if source.full is not None:
+            return source.full
+        await self._resolve(ap, source)
+        assert source.execution_id is not None
+        return await ap.execution(source.execution_id)
+
+    async def _execution(self, run: Any) -> Execution:
+        """The replay's Execution, built from its trace events (the ``execution`` event has the
+        detail fields, the ``processor`` events the records: section 5), which saves fetching
+        the same trace again; ``await run`` raises the ``REPLAY_<STATUS>`` error when it ended
+        without one."""
+        async for _ in run.aevents():
+            pass
+        events = run.seen
+        final = next((e.data for e in events if e.event == "execution"), None)
+        if final is None or run.cursor.result_execution_id is None:
+            return await run  # raises MoatError REPLAY_ERROR / _TIMED_OUT / _ABORTED
+        processors = [e.data for e in events if e.event == "processor"]
+        return Execution.from_wire({**final, "processors": processors})
+
+    async def _noise(self, ap: Any, job: _Job) -> list[NoiseRule]:
+        """The calibrated rules of the job's route on its target (once per route)."""
+        if not self.calibrate:
+            return []
+        source = job.source
+        where = f"{source.route_id}@{self.target or source.environment}"
+        if where in self._rules:
+            return self._rules[where]
+        lock = self._locks.setdefault(where, asyncio.Lock())
+        async with lock:
+            if where in self._rules:
+                return self._rules[where]
+            pick = next(
+                (
+                    j.source
+                    for j in self.jobs
+                    if j.source.route_id == source.route_id
+                    and j.source.status == "COMPLETED"
+                    and (self.target or j.source.environment) == (self.target or source.environment)
+                ),
+                source,
+            )
+            rules: list[NoiseRule] = []
+            try:
+                runs = []
+                for _ in range(2):
+                    run = await ap.replay(
+                        pick.exchange_id,
+                        reason=f"{self.reason} (noise calibration)",
+                        target_environment=self.target,
+                    )
+                    runs.append(await self._execution(run))
+                rules = noise_rules_from(runs[0], runs[1])
+                self.calibration[where] = [str(r.path) for r in rules]
+            except MoatError as exc:
+                self.calibration[where] = f"calibrating on {pick.exchange_id} failed: {exc}"
+            self._rules[where] = rules
+            return rules
+
+    # ---------------------------------------------------------------- rows
+
+    def _row(self, job: _Job) -> dict[str, Any]:
+        s = job.source
+        row: dict[str, Any] = {name: None for name in _NAMES}
+        row.update(
+            key=job.key,
+            kind=self.kind,
+            index=job.index,
+            source_exchange_id=s.exchange_id,
+            source_execution_id=s.execution_id,
+            route_id=s.route_id,
+            source_environment=s.environment,
+            target_environment=self.target or s.environment,
+            original_status=s.status,
+            inputs=None if job.variant is None else json.dumps(_jsonable(job.variant), ensure_ascii=False),
+            inputs_values=None if job.variant is None else {k: _jsonable(v) for k, v in job.variant.items()},
+            outputs={},
+        )
+        return row
+
+    async def _run_job(self, ap: Any, job: _Job) -> dict[str, Any]:
+        started = time.perf_counter()
+        row = self._row(job)
+        run: Any = None
+        try:
+            if job.error is not None:
+                raise job.error
+            original = await self._original(ap, job.source)
+            s = job.source
+            s.execution_id, s.route_id, s.status = original.execution_id, original.route_id, original.status
+            s.environment = original.environment
+            row.update(self._row(job))
+            rules = await self._noise(ap, job)
+            resume = self.file.started.get(job.key) if self.file else None
+            if resume is not None:
+                run = await ap.replay_run(resume)
+            else:
+                run = await self._request(ap, job, original)
+            row["replay_id"] = run.replay_id
+            execution = await self._execution(run)
+            result = diff(original, execution, ignore=[*self.ignore, *rules])
+            real = result.differences
+            row.update(
+                replay_status=run.status,
+                result_status=execution.status,
+                target_environment=execution.environment or row["target_environment"],
+                differences=len(real),
+                route_differences=sum(1 for r in real if r.cause == "route"),
+                noise=len(result.rows) - len(real),
+                first_divergence=_label(result),
+                summary=result.summary(),
+                result_execution_id=execution.execution_id,
+                duration_ms=execution.duration_ms,
+                outputs=_outputs(execution, self.outputs),
+            )
+            row["verdict"] = verdict(original.status, run.status, execution.status, result.same)
+        except MoatError as exc:
+            self._error(row, run, exc.code, exc.message + (f" — {exc.hint}" if exc.hint else ""))
+        except Exception as exc:  # a batch of 1,000 rows must not die of one row: the row says why
+            self._error(row, run, type(exc).__name__, f"{type(exc).__name__}: {exc}")
+        row["elapsed_ms"] = (time.perf_counter() - started) * 1000
+        return row
+
+    async def _request(self, ap: Any, job: _Job, original: Execution) -> Any:
+        """``POST /replays`` for the job. The request is shielded from cancellation and its
+        replay id recorded when it answers, even if the batch was cancelled meanwhile: the
+        platform runs a replay it accepted whatever the client does next (section 5), so a
+        resumed batch must follow that replay instead of requesting another."""
+        request = asyncio.ensure_future(
+            ap.replay(original, reason=self.reason, target_environment=self.target, **job.replay_args)
+        )
+        self._requests.add(request)
+
+        def record(done: asyncio.Future[Any]) -> None:
+            self._requests.discard(done)
+            if self.file is not None and not done.cancelled() and done.exception() is None:
+                self.file.add_started(job.key, done.result().replay_id)
+
+        request.add_done_callback(record)
+        return await asyncio.shield(request)
+
+    @staticmethod
+    def _error(row: dict[str, Any], run: Any, code: str, message: str) -> None:
+        if run is not None:
+            row["replay_status"] = run.status
+            result = (run.replay or {}).get("result") or {}
+            if result.get("errorMessage") and result["errorMessage"] not in message:
+                message += f" ({result['errorMessage']})"
+        row.update(verdict="ERROR", error_code=code, error=message, summary=f"ERROR [{code}] {message}")
+
+    # ---------------------------------------------------------------- the run
+
+    async def run(self) -> BatchResult:
+        owned = None
+        ap = self.platform
+        if isinstance(ap, Platform | AsyncPlatform):
+            # An AsyncClient of our own on this loop (one is bound to the loop that made it),
+            # on the caller's session: the same user and tokens.
+            ap = owned = AsyncPlatform(session=ap.session, retry=ap.retry, stream_policy=ap.stream_policy)
+        pending = self._take_loaded()
+        try:
+            if self.file is not None:
+                self.file.open()
+            if self._bar is None:
+                self.make_bar()
+            await self._prepare(ap, pending)
+            queue = iter(pending)
+
+            async def worker() -> None:
+                for job in queue:  # shared iterator: each job is taken once
+                    self._finish(await self._run_job(ap, job))
+
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self.concurrency, len(pending))):
+                    group.create_task(worker())
+            self.complete = True
+        except asyncio.CancelledError:
+            raise BatchCancelled(self.result()) from None
+        finally:
+            if self._requests:  # requests still on their way: wait for their replay ids
+                await asyncio.gather(*self._requests, return_exceptions=True)
+            if self._bar is not None:
+                self._bar.close()
+            if owned is not None:
+                await owned.aclose()
+            if self.file is not None:
+                self.file.close()
+        return self.result()
+
+    async def _prepare(self, ap: Any, pending: list[_Job]) -> None:
+        """Before any replay: look up the sources known only by id (bounded), and for a sweep
+        fetch the original once and apply every variant to it (a bad one fails the sweep)."""
+        slots = asyncio.Semaphore(self.concurrency)
+
+        async def resolve(job: _Job) -> None:
+            async with slots:
+                try:
+                    await self._resolve(ap, job.source)
+                except MoatError as exc:
+                    job.error = exc
+
+        unique = {id(j.source): j for j in pending if j.source.full is None}
+        await asyncio.gather(*(resolve(j) for j in unique.values()))
+        for job in pending:  # a source shared by several jobs (a sweep) shares its outcome
+            job.error = job.error or unique.get(id(job.source), job).error
+        if self.kind == "sweep" and pending:
+            source = pending[0].source
+            if pending[0].error is not None:
+                raise pending[0].error
+            original = await self._original(ap, source)
+            for job in self.jobs:
+                job.source.full = original
+            redacted = [
+                k for k, v in original.start_payload.headers.items() if is_secret_name(k) and is_redacted(v)
+            ]
+            for job in pending:
+                assert job.variant is not None
+                job.replay_args = variant_payload(original, job.variant)
+                if "headers" in job.replay_args and redacted:
+                    warnings.warn(
+                        f"variants edit the headers, which are sent whole (section 3), and "
+                        f"{', '.join(redacted)} holds the platform's redaction marker: the replay runs "
+                        "with the marker, not the secret. Set the real value in the variant if the route "
+                        "needs it.",
+                        stacklevel=2,
+                    )
+                    redacted = []
+
+
+def _output_text(spec: str) -> str:
+    for part in ("body", "headers", "properties"):
+        if spec.startswith(part + ".") or spec.startswith(part + "["):
+            rest = spec[len(part) :]
+            return "body:$" + rest if part == "body" else part + ":" + (rest[1:] if rest[0] == "." else rest)
+    return spec
+
+
+def _run_sync(batch: _Batch) -> BatchResult:
+    """Run the batch's coroutine from sync code, here or, inside a running loop, on a worker
+    thread with its own loop (module docstring); Ctrl-C becomes :class:`BatchInterrupted`."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        try:
+            # asyncio.run turns Ctrl-C into cancelling the task (Python 3.11 asyncio.Runner), so
+            # the batch stops between awaits and re-raises KeyboardInterrupt when it has.
+            return asyncio.run(batch.run())
+        except (KeyboardInterrupt, BatchCancelled):
+            raise BatchInterrupted(batch.result()) from None
+    box: dict[str, Any] = {}
+    ready = threading.Event()
+
+    def target() -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            box["task"] = task = loop.create_task(batch.run())
+            box["loop"] = loop
+            ready.set()
+            box["result"] = loop.run_until_complete(task)
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+        finally:
+            ready.set()
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    batch.make_bar()
+    thread = threading.Thread(target=target, name=f"moat-{batch.kind}", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.1)  # short joins: a KeyboardInterrupt reaches this thread between them
+    except KeyboardInterrupt:
+        ready.wait()
+        if "loop" in box and not box["loop"].is_closed():
+            box["loop"].call_soon_threadsafe(box["task"].cancel)
+        thread.join()
+        raise BatchInterrupted(batch.result()) from None
+    if "error" in box:
+        if isinstance(box["error"], asyncio.CancelledError):
+            raise BatchInterrupted(batch.result()) from None
+        raise box["error"]
+    return box["result"]
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _sweep_batch(
+    platform: Any,
+    source: Any,
+    variants: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]],
+    kw: dict[str, Any],
+) -> _Batch:
+    items = grid(variants) if isinstance(variants, Mapping) else list(variants)
+    if not items:
+        raise ValidationError(
+            "no variants to sweep", code="BAD_VARIANT", hint="pass a list of variants or a grid"
+        )
+    for item in items:
+        if not isinstance(item, Mapping):
+            raise ValidationError(
+                f"a variant must be a dict of input paths to values, not {type(item).__name__}",
+                code="BAD_VARIANT",
+                hint='e.g. [{"body.lines[0].qty": 5}, {"headers.channel": "store"}]',
+            )
+        for path in item:
+            _input_path(path)
+    batch = _Batch("sweep", platform, **kw)
+    src = _source_of(source)
+    keys = _unique_keys(row_key("sweep", src.exchange_id, batch.target, dict(v)) for v in items)
+    batch.jobs = [_Job(i, k, src, dict(v)) for i, (k, v) in enumerate(zip(keys, items, strict=True))]
+    return batch
+
+
+def _regression_batch(platform: Any, sources: Any, target_environment: str, kw: dict[str, Any]) -> _Batch:
+    if not isinstance(target_environment, str) or not target_environment:
+        raise ValidationError(
+            "regression needs a target_environment",
+            code="VALIDATION",
+            hint="e.g. target_environment='staging'",
+        )
+    batch = _Batch("regression", platform, target_environment=target_environment, **kw)
+    refs = _sources(sources)
+    keys = _unique_keys(row_key("regression", s.exchange_id, target_environment) for s in refs)
+    batch.jobs = [_Job(i, k, s) for i, (k, s) in enumerate(zip(keys, refs, strict=True))]
+    return batch
+
+
+def sweep(
+    platform: Platform | AsyncPlatform,
+    source: Any,
+    variants: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]],
+    *,
+    reason: str,
+    target_environment: str | None = None,
+    concurrency: int = 8,
+    ignore: IgnoreSpec = None,
+    results: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    outputs: Mapping[str, Output] | None = None,
+    calibrate: bool = True,
+    retry_errors: bool = True,
+) -> BatchResult:
+    """Replay ``source`` (an exchange id, an Execution or a frame row) once per variant and
+    return one row per variant (module docstring: variants, verdicts, columns).
+
+    ``variants``: a list of ``{input path: value}`` dicts, or a grid ``{path: [values]}``.
+    ``outputs``: ``{name: path or callable(Execution)}`` read from each replay's result, e.g.
+    ``{"total": "body:$.total", "status": "headers:orderStatus"}``; default: the top-level
+    scalar fields of a JSON object result body. ``ignore``: extra noise rules (as
+    :func:`moat_nb.diff.diff` takes). ``results``: a JSON-lines file to append rows to and
+    resume from. Raises :class:`BatchInterrupted` on Ctrl-C, with the finished rows.
+    """
+    kw = _common(
+        reason, target_environment, concurrency, ignore, calibrate, results, progress, outputs, retry_errors
+    )
+    return _run_sync(_sweep_batch(platform, source, variants, kw))
+
+
+async def asweep(
+    platform: Any,
+    source: Any,
+    variants: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]],
+    *,
+    reason: str,
+    target_environment: str | None = None,
+    concurrency: int = 8,
+    ignore: IgnoreSpec = None,
+    results: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    outputs: Mapping[str, Output] | None = None,
+    calibrate: bool = True,
+    retry_errors: bool = True,
+) -> BatchResult:
+    """:func:`sweep` as a coroutine (``await asweep(...)`` in a notebook cell). ``platform``:
+    a Platform or AsyncPlatform (the batch opens its own AsyncClient on their session), or an
+    object with AsyncPlatform's methods, used as it is. Cancelling it raises
+    :class:`BatchCancelled` with the finished rows."""
+    kw = _common(
+        reason, target_environment, concurrency, ignore, calibrate, results, progress, outputs, retry_errors
+    )
+    return await _sweep_batch(platform, source, variants, kw).run()
+
+
+def regression(
+    platform: Platform | AsyncPlatform,
+    sources: Any,
+    target_environment: str,
+    ignore: IgnoreSpec = None,
+    *,
+    reason: str,
+    calibrate: bool = True,
+    concurrency: int = 8,
+    results: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    outputs: Mapping[str, Output] | None = None,
+    retry_errors: bool = True,
+) -> BatchResult:
+    """Replay known-good exchanges on ``target_environment`` and give each a verdict (``SAME``,
+    ``CHANGED``, ``FAILED``, ``ERROR``) with the diff summary, noise calibrated once per route.
+
+    ``sources``: exchange ids, Executions, rows of an executions frame, or the frame itself
+    (pandas or polars), e.g. ``platform.executions(environment="prod", since="7d")``. Replaying
+    prod data needs ``replay:prod`` (section 6); a refused row is an ``ERROR`` with the message.
+    ``outputs``: as for :func:`sweep` (default: none). Raises :class:`BatchInterrupted` on Ctrl-C.
+    """
+    kw = _common(reason, None, concurrency, ignore, calibrate, results, progress, outputs or {}, retry_errors)
+    del kw["target_environment"]
+    return _run_sync(_regression_batch(platform, sources, target_environment, kw))
+
+
+async def aregression(
+    platform: Any,
+    sources: Any,
+    target_environment: str,
+    ignore: IgnoreSpec = None,
+    *,
+    reason: str,
+    calibrate: bool = True,
+    concurrency: int = 8,
+    results: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    outputs: Mapping[str, Output] | None = None,
+    retry_errors: bool = True,
+) -> BatchResult:
+    """:func:`regression` as a coroutine; cancelling it raises :class:`BatchCancelled`."""
+    kw = _common(reason, None, concurrency, ignore, calibrate, results, progress, outputs or {}, retry_errors)
+    del kw["target_environment"]
+    return await _regression_batch(platform, sources, target_environment, kw).run()
+
+
+def _common(
+    reason: str,
+    target_environment: str | None,
+    concurrency: int,
+    ignore: IgnoreSpec,
+    calibrate: bool,
+    results: str | os.PathLike[str] | None,
+    progress: bool,
+    outputs: Mapping[str, Output] | None,
+    retry_errors: bool,
+) -> dict[str, Any]:
+    return {
+        "reason": reason,
+        "target_environment": target_environment,
+        "concurrency": concurrency,
+        "ignore": ignore,
+        "calibrate": calibrate,
+        "results": results,
+        "progress": progress,
+        "outputs": outputs,
+        "retry_errors": retry_errors,
+    }

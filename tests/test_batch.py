@@ -1,0 +1,729 @@
+"""Batch replays (moat_nb/batch.py): the pure parts (grid, input paths, keys, verdicts, results
+file, frames) and sweeps and regressions against a real sandbox on loopback.
+
+The sandbox is this module's own (20 exchanges per environment, seed 1: prod has two exchanges
+that fail for real reasons), so that the replays made here never show in the client tests'
+counts. Expected outcomes come from an oracle that does not go through moat_nb.batch: the orders
+app's route engine run in this process on the same start payloads (tests/sandbox/apps shows it
+is the engine the agents run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from moat_nb import batch
+from moat_nb.batch import (
+    COLUMNS,
+    REMOVE,
+    BatchCancelled,
+    BatchInterrupted,
+    BatchResult,
+    aregression,
+    grid,
+    regression,
+    row_key,
+    sweep,
+    variant_payload,
+    verdict,
+)
+from moat_nb.client import AsyncPlatform, Platform, connect
+from moat_nb.errors import ValidationError
+from moat_nb.model import Execution, Payload
+
+SEED = 1
+PER_ENV = 20
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def _execution(
+    body: Any, headers: dict[str, Any] | None = None, properties: dict[str, Any] | None = None
+) -> Execution:
+    return Execution(
+        execution_id="e-1",
+        exchange_id="x-1",
+        route_id="r",
+        status="COMPLETED",
+        input_body=body if isinstance(body, str) or body is None else json.dumps(body),
+        input_headers={"Content-Type": "application/json", "Channel": "web"} if headers is None else headers,
+        input_properties={"tenant": "acme", "order": '{"total": 1}'} if properties is None else properties,
+        processors=(),
+    )
+
+
+ORDER = {"orderId": "O-1", "lines": [{"sku": "A", "qty": 1}, {"sku": "B", "qty": 2}], "meta": {"a b": 1}}
+
+
+def test_grid_expands_to_the_cartesian_product_last_axis_fastest() -> None:
+    variants = grid({"body.lines[0].qty": [1, 5, 50], "headers.channel": ["web", "store"]})
+    assert variants == [
+        {"body.lines[0].qty": q, "headers.channel": c} for q in (1, 5, 50) for c in ("web", "store")
+    ]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["body.a", "body.b[0]", "headers.h", "properties.p", "body:$.c"]),
+        st.lists(st.integers() | st.text(max_size=3), min_size=1, max_size=4),
+        max_size=4,
+    )
+)
+def test_grid_size_and_combinations(axes: dict[str, list[Any]]) -> None:
+    variants = grid(axes)
+    sizes = [len(v) for v in axes.values()]
+    assert len(variants) == math.prod(sizes)
+    assert all(list(v) == list(axes) for v in variants)
+    assert [tuple(v.values()) for v in variants] == list(itertools.product(*axes.values()))
+
+
+@pytest.mark.parametrize(
+    ("axes", "words"),
+    [
+        ({"body.a": "web"}, "must be a list"),
+        ({"body.a": 5}, "must be a list"),
+        ({"colour": [1]}, "must start with body, headers or properties"),
+        ({"body:line 3": [1]}, "only JSON bodies"),
+        ({"headers.a b": [1]}, "not a plain name"),
+    ],
+)
+def test_grid_refuses_what_is_not_a_grid(axes: dict[str, Any], words: str) -> None:
+    with pytest.raises(ValidationError, match=words):
+        grid(axes)
+
+
+def test_variant_payload_edits_only_the_parts_it_touches() -> None:
+    original = _execution(ORDER)
+    args = variant_payload(original, {"body.lines[0].qty": 7, "body['meta']['a b']": 2})
+    assert set(args) == {"body"}  # headers and properties are not sent: the original's stay
+    assert json.loads(args["body"]) == {
+        **ORDER,
+        "lines": [{"sku": "A", "qty": 7}, {"sku": "B", "qty": 2}],
+        "meta": {"a b": 2},
+    }
+    # The diff's own path syntax works as well; a new key is created, index == len appends.
+    args = variant_payload(original, {"body:$.lines[2]": {"sku": "C", "qty": 3}, "body.note.text": "hi"})
+    body = json.loads(args["body"])
+    assert body["lines"][2] == {"sku": "C", "qty": 3} and body["note"] == {"text": "hi"}
+    # Headers compare case-insensitively (as Camel's): the recorded spelling is edited.
+    args = variant_payload(original, {"headers.channel": "store", "headers.X-New": "1"})
+    assert args == {"headers": {"Content-Type": "application/json", "Channel": "store", "X-New": "1"}}
+    # Inside a property holding JSON text: edited and written back as JSON text.
+    args = variant_payload(original, {"properties.order.total": 9, "properties.tenant": REMOVE})
+    assert args == {"properties": {"order": '{"total": 9}'}}
+    # Whole parts first, then the paths inside them.
+    args = variant_payload(original, {"headers.b": "2", "headers": {"a": "1"}})
+    assert args == {"headers": {"a": "1", "b": "2"}}
+    assert variant_payload(original, {"body": "plain"}) == {"body": "plain"}
+    assert json.loads(variant_payload(original, {"body": [1, 2]})["body"]) == [1, 2]
+    assert json.loads(variant_payload(original, {"body.lines[1]": REMOVE})["body"])["lines"] == [
+        {"sku": "A", "qty": 1}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("variant", "words"),
+    [
+        ({"body.lines[5].qty": 1}, "index 5 is outside a list of 2"),
+        ({"body.orderId.x": 1}, "cannot take key 'x' of a str"),
+        ({"body.lines.x": 1}, "cannot take key 'x' of a list"),
+        ({"properties.tenant.x": 1}, "not a JSON object or array"),
+        ({"headers": "a=b"}, "give a dict"),
+    ],
+)
+def test_bad_variants_say_what_is_wrong(variant: dict[str, Any], words: str) -> None:
+    with pytest.raises(ValidationError, match=words):
+        variant_payload(_execution(ORDER), variant)
+    with pytest.raises(ValidationError, match="original body is not JSON"):
+        variant_payload(_execution("<order/>", {"Content-Type": "application/xml"}), {"body.a": 1})
+
+
+json_leaf = st.none() | st.booleans() | st.integers() | st.text(max_size=5)
+json_doc = st.recursive(
+    json_leaf,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text("ab_", min_size=1, max_size=3), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    yield prefix
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            yield from _paths(v, (*prefix, i))
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_doc.filter(lambda d: isinstance(d, dict | list)), st.data(), json_leaf)
+def test_a_body_path_sets_exactly_that_value(doc: Any, data: st.DataObject, value: Any) -> None:
+    segments = data.draw(st.sampled_from([p for p in _paths(doc) if p]) if any(_paths(doc)) else st.nothing())
+    path = "body" + "".join(f"[{s}]" if isinstance(s, int) else f"['{s}']" for s in segments)
+    body = json.loads(variant_payload(_execution(doc), {path: value})["body"])
+    node = body
+    for s in segments:
+        node = node[s]
+    assert node == value
+    # Everything else is as it was: putting the old value back gives the original document.
+    old = doc
+    for s in segments:
+        old = old[s]
+    assert json.loads(variant_payload(_execution(body), {path: old})["body"]) == doc
+
+
+def test_row_keys_are_stable_and_tell_variants_apart() -> None:
+    a = row_key("sweep", "x-1", "staging", {"body.a": 1, "headers.b": "x"})
+    assert a == row_key("sweep", "x-1", "staging", {"headers.b": "x", "body.a": 1})  # order-free
+    assert a == row_key("sweep", "x-1", "staging", {"body.a": 1.0, "headers.b": "x"})  # JCS: 1 == 1.0
+    others = {
+        row_key("sweep", "x-1", "staging", {"body.a": 2, "headers.b": "x"}),
+        row_key("sweep", "x-2", "staging", {"body.a": 1, "headers.b": "x"}),
+        row_key("sweep", "x-1", "dev", {"body.a": 1, "headers.b": "x"}),
+        row_key("sweep", "x-1", "staging", {"body.a": REMOVE, "headers.b": "x"}),
+        row_key("regression", "x-1", "staging"),
+    }
+    assert a not in others and len(others) == 5
+    assert batch._unique_keys(["k", "j", "k", "k"]) == ["k", "j", "k#2", "k#3"]
+
+
+@pytest.mark.parametrize(
+    ("original", "replay", "result", "same", "expected"),
+    [
+        ("COMPLETED", "COMPLETED", "COMPLETED", True, "SAME"),
+        ("COMPLETED", "COMPLETED", "COMPLETED", False, "CHANGED"),
+        ("COMPLETED", "COMPLETED", "FAILED", False, "FAILED"),
+        ("FAILED", "COMPLETED", "FAILED", True, "SAME"),  # failed before, fails the same way
+        ("FAILED", "COMPLETED", "FAILED", False, "CHANGED"),
+        ("FAILED", "COMPLETED", "COMPLETED", False, "CHANGED"),  # a fix is a change
+        ("COMPLETED", "TIMED_OUT", None, None, "ERROR"),
+        ("COMPLETED", "ERROR", None, None, "ERROR"),
+        ("COMPLETED", None, None, None, "ERROR"),  # refused
+    ],
+)
+def test_verdicts(
+    original: str, replay: str | None, result: str | None, same: bool | None, expected: str
+) -> None:
+    assert verdict(original, replay, result, same) == expected
+
+
+def _row(i: int, **kw: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {name: None for name, _, _ in COLUMNS}
+    row.update(key=f"k{i}", kind="sweep", index=i, verdict="SAME", differences=0, duration_ms=1.5)
+    row.update(kw)
+    return row
+
+
+def test_frames_have_the_fixed_columns_then_inputs_then_outputs() -> None:
+    rows = [
+        _row(0, inputs_values={"body.q": 1, "headers.c": "web"}, outputs={"total": 1.5, "ok": True}),
+        _row(
+            1,
+            verdict="CHANGED",
+            differences=3,
+            inputs_values={"body.q": 50, "headers.c": None},
+            outputs={"total": 2},
+        ),
+        _row(2, verdict="ERROR", error_code="FORBIDDEN", error="no", inputs_values={"body.q": {"x": 1}}),
+    ]
+    result = BatchResult("sweep", rows, total=4)
+    fixed = [name for name, _, _ in COLUMNS]
+    frame = result.to_pandas()
+    assert list(frame.columns) == [*fixed, "body.q", "headers.c", "total", "ok"]
+    assert str(frame["differences"].dtype) == "Int64" and str(frame["duration_ms"].dtype) == "float64"
+    assert str(frame["total"].dtype) == "float64" and frame["total"].iloc[:2].tolist() == [1.5, 2.0]
+    assert pd.isna(frame["total"].iloc[2]) and frame["ok"].tolist()[:1] == [True]
+    assert frame["body.q"].tolist() == ["1", "50", '{"x": 1}']  # mixed: JSON text
+    polars = result.to_polars()
+    assert polars.columns == list(frame.columns)
+    assert polars.schema["index"] == pl.Int64 and polars.schema["ok"] == pl.Boolean
+    assert polars["headers.c"].to_list() == ["web", None, None]
+    text = result.summary()
+    assert "3 of 4 rows" in text and "SAME 1, CHANGED 1, ERROR 1" in text and "[FORBIDDEN] no" in text
+    empty = BatchResult("regression", [], total=0).to_polars()
+    assert empty.columns == fixed and empty.height == 0
+
+
+def test_results_file_skips_a_torn_line_and_refuses_another_kind(tmp_path: Path) -> None:
+    path = tmp_path / "runs.jsonl"
+    path.write_text(
+        json.dumps({"type": "started", "kind": "sweep", "key": "a", "replayId": "replay-1"})
+        + "\n"
+        + json.dumps({"type": "row", **_row(0, key="a")})
+        + "\n"
+        + json.dumps({"type": "started", "kind": "sweep", "key": "b", "replayId": "replay-2"})
+        + "\n"
+        + '{"type": "row", "kind": "sw'  # the process died mid-write
+    )
+    loaded = batch._ResultsFile(path, "sweep")
+    loaded.close()
+    assert list(loaded.rows) == ["a"] and loaded.started == {"b": "replay-2"} and loaded.torn == 1
+    with pytest.raises(ValidationError, match="holds sweep rows, not regression rows"):
+        batch._ResultsFile(path, "regression")
+
+
+def test_arguments_are_checked_before_anything_runs() -> None:
+    platform = Platform("http://127.0.0.1:9", token="t")  # nothing listens: nothing may be sent
+    with pytest.raises(ValidationError, match="needs a reason"):
+        sweep(platform, "x", [{"body.a": 1}], reason=" ")
+    with pytest.raises(ValidationError, match="concurrency"):
+        regression(platform, ["x"], "staging", reason="r", concurrency=0)
+    with pytest.raises(ValidationError, match="must be a dict"):
+        sweep(platform, "x", ["body.a=1"], reason="r")  # type: ignore[list-item]
+    with pytest.raises(ValidationError, match="fixed column"):
+        sweep(platform, "x", [{"body.a": 1}], reason="r", outputs={"verdict": "body:$.v"})
+    with pytest.raises(ValidationError, match="no variants"):
+        sweep(platform, "x", [], reason="r")
+    platform.close()
+
+
+# --------------------------------------------------------------------------- the sandbox
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from moat_nb.sandbox import start
+
+    handle = start(data=tmp_path_factory.mktemp("batch-sandbox"), per_env=PER_ENV, seed=SEED)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture(scope="module")
+def admin(sandbox: Any) -> Iterator[Platform]:
+    p = connect(sandbox.url, username="admin", password="admin")
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def engine() -> Any:
+    """The orders app's route engine in this process: the oracle."""
+    from moat_nb.sandbox.apps.orders import APP
+    from moat_nb.sandbox.camel import RouteSet
+
+    routes = {
+        v: RouteSet.load(APP.versions[v], APP.beans, endpoints=APP.endpoints, version=v) for v in ("v1", "v2")
+    }
+
+    def run(version: str, payload: Payload) -> Execution:
+        return routes[version].run(APP.entry_route, payload, capture="ROUTE")
+
+    return run
+
+
+def _total(execution: Execution) -> Any:
+    try:
+        return json.loads(execution.output_body or "").get("total")
+    except ValueError:
+        return None
+
+
+def _replays(platform: Platform, reason: str) -> list[dict[str, Any]]:
+    return [r for r in platform.replays(limit=None) if r.get("reason") == reason]
+
+
+@pytest.fixture(scope="module")
+def prod(admin: Platform) -> pd.DataFrame:
+    return admin.executions(environment="prod", is_replay=False).to_pandas()
+
+
+@pytest.fixture(scope="module")
+def full_regression(admin: Platform, prod: pd.DataFrame) -> BatchResult:
+    return regression(admin, prod, "staging", reason="batch test: prod v1 on staging v2", progress=False)
+
+
+def test_regression_prod_v1_on_staging_v2(
+    admin: Platform, prod: pd.DataFrame, full_regression: BatchResult, engine: Any
+) -> None:
+    result = full_regression
+    frame = result.to_pandas()
+    assert result.complete and len(frame) == len(prod) == PER_ENV
+    assert frame["source_exchange_id"].tolist() == prod["exchange_id"].tolist()  # input order
+    # The oracle: v2 run here on each recorded start payload, compared with what v1 recorded.
+    for row in frame.itertuples():
+        original = admin.execution(row.source_execution_id)
+        v2 = engine("v2", original.start_payload)
+        changed = (v2.status, _total(v2)) != (original.status, _total(original))
+        assert row.verdict == ("CHANGED" if changed else "SAME"), row.source_exchange_id
+        assert row.replay_status == "COMPLETED" and row.target_environment == "staging"
+        assert row.result_status == original.status and row.original_status == original.status
+        assert (row.differences > 0) == changed and row.noise > 0  # timestamps, tracking ids
+        if changed:
+            assert row.first_divergence in ("order-intake/bulk-discount-rate", "order-intake/(end)")
+            assert "result: " in row.summary and "differences" in row.summary
+    verdicts = result.verdicts
+    assert verdicts["SAME"] >= 3 and verdicts["CHANGED"] >= 3
+    # Both prod failures (bad customer / line) fail on v2 for the same reason: SAME.
+    failed = frame[frame.original_status == "FAILED"]
+    assert len(failed) == 2 and set(failed.verdict) == {"SAME"}
+    # The bulk rule change (10 items on v2, 20 on v1) shows where it starts: one more processor.
+    bulk = frame[frame.first_divergence == "order-intake/bulk-discount-rate"]
+    assert len(bulk) >= 1
+    # Calibrated once, for the one route: the app's own timestamp and random id.
+    assert list(result.calibration) == ["order-intake@staging"]
+    assert {"headers:processedAt", "headers:trackingId", "body:$.trackingId"} <= set(
+        result.calibration["order-intake@staging"]
+    )
+    calibration = _replays(admin, "batch test: prod v1 on staging v2 (noise calibration)")
+    assert len(calibration) == 2
+    assert len(_replays(admin, "batch test: prod v1 on staging v2")) == PER_ENV
+    assert "noise calibrated on order-intake@staging" in result.summary()
+
+
+def test_without_calibration_noise_makes_everything_changed(
+    admin: Platform, prod: pd.DataFrame, full_regression: BatchResult
+) -> None:
+    same = full_regression.to_pandas().query("verdict == 'SAME' and original_status == 'COMPLETED'")
+    sources = prod[prod.exchange_id.isin(same.source_exchange_id)].head(3)
+    raw = regression(
+        admin, sources, "staging", reason="batch test: no calibration", calibrate=False, progress=False
+    )
+    assert set(raw.to_pandas().verdict) == {"CHANGED"} and raw.calibration == {}
+    paths = {"headers:processedAt", "headers:trackingId", "body:$.trackingId", "body:$.processedAt"}
+    ignored = regression(
+        admin, sources, "staging", list(paths), reason="batch test: ignore", calibrate=False, progress=False
+    )
+    assert set(ignored.to_pandas().verdict) == {"SAME"}
+
+
+def test_errors_become_rows_with_the_message(sandbox: Any, prod: pd.DataFrame) -> None:
+    operator = connect(sandbox.url, username="operator", password="operator")
+    try:
+        sources = [*prod.exchange_id.head(2), "ID-no-such-exchange"]
+        result = regression(
+            operator, sources, "staging", reason="batch test: operator on prod data", progress=False
+        )
+    finally:
+        operator.close()
+    frame = result.to_pandas()
+    assert frame.verdict.tolist() == ["ERROR"] * 3
+    assert frame.error_code.tolist()[:2] == ["FORBIDDEN"] * 2 and frame.replay_id.isna().all()
+    assert all("replay:prod" in text for text in frame.error.head(2))
+    assert frame.error_code.iloc[2] == "NOT_FOUND" and "ID-no-such-exchange" in frame.error.iloc[2]
+    assert "error ×2: [FORBIDDEN]" in result.summary()
+    assert "failed" in result.calibration["order-intake@staging"]  # calibration was refused too
+
+
+@pytest.fixture(scope="module")
+def staging_source(admin: Platform) -> Execution:
+    hits = admin.executions(environment="staging", is_replay=False, status="COMPLETED").to_pandas()
+    for execution_id in hits.execution_id:
+        full = admin.execution(execution_id)
+        order = json.loads(full.input_body or "")
+        if len(order["lines"]) >= 2 and order["lines"][0]["qty"] not in (1, 5, 50):
+            return full
+    raise AssertionError("no staging order with two lines")
+
+
+def test_grid_sweep_over_quantities_and_channels(
+    admin: Platform, staging_source: Execution, engine: Any
+) -> None:
+    source = staging_source
+    order = json.loads(source.input_body or "")
+    qty0, channel0 = order["lines"][0]["qty"], source.input_headers["channel"]
+    axes = {"body.lines[0].qty": [1, qty0, 50], "headers.channel": [channel0, "store"]}
+    with pytest.warns(UserWarning, match="Authorization holds the platform's redaction marker"):
+        result = sweep(
+            admin,
+            source,
+            axes,
+            reason="batch test: grid",
+            outputs={
+                "total": "body:$.total",
+                "order_status": "headers.orderStatus",
+                "n": lambda e: e.processor_count,
+            },
+            progress=False,
+        )
+    frame = result.to_pandas()
+    assert len(frame) == 6 and frame["index"].tolist() == list(range(6))
+    assert frame["body.lines[0].qty"].tolist() == [1, 1, qty0, qty0, 50, 50]
+    assert frame["headers.channel"].tolist() == [channel0, "store"] * 3
+    for row, variant in zip(frame.to_dict("records"), grid(axes), strict=True):
+        payload = Payload.from_wire({**source.start_payload.to_wire(), **variant_payload(source, variant)})
+        expected = engine("v2", payload)
+        assert row["total"] == pytest.approx(_total(expected)), variant
+        assert row["result_status"] == "COMPLETED" and row["replay_status"] == "COMPLETED"
+        assert json.loads(row["inputs"]) == variant and row["n"] > 10
+    totals = frame.drop_duplicates("body.lines[0].qty")["total"].tolist()
+    assert len(set(totals)) == 3  # three quantities, three totals
+    by = {(r["body.lines[0].qty"], r["headers.channel"]): r for r in frame.to_dict("records")}
+    base = by[(qty0, channel0)]  # the unmodified payload: nothing comes from the input
+    assert base["differences"] == base["route_differences"]
+    # The channel is carried through unchanged: input differences only, the route is the same.
+    store = by[(qty0, "store")]
+    assert store["route_differences"] == base["route_differences"] < store["differences"]
+    # A quantity change is first seen where the route recomputes the quantity.
+    for qty in (1, 50):
+        row = by[(qty, channel0)]
+        assert row["verdict"] == "CHANGED" and row["first_divergence"] == "order-intake/validate-order"
+        assert row["route_differences"] > base["route_differences"]
+        assert by[(qty, "store")]["differences"] > row["differences"]
+    assert result.calibration and "sweep: 6 of 6 rows" in result.summary()
+
+
+@pytest.mark.filterwarnings("ignore:variants edit the headers")
+def test_list_sweep_failed_and_refused_variants(admin: Platform, staging_source: Execution) -> None:
+    variants = [
+        {"body.lines[0].qty": -1},  # the route refuses it: FAILED (the original did not fail)
+        {"properties.tenant": "acme-uk", "headers.channel": "store"},
+        {"headers.CamelHttpUri": "http://elsewhere.example"},  # a Camel control header: refused
+        {"body.lines[0].qty": -1},  # the same variant twice runs twice
+    ]
+    result = sweep(admin, staging_source.exchange_id, variants, reason="batch test: list", progress=False)
+    rows = result.rows
+    assert [r["verdict"] for r in rows] == ["FAILED", "CHANGED", "ERROR", "FAILED"]
+    assert (
+        rows[0]["result_status"] == "FAILED" and rows[0]["first_divergence"] == "order-intake/validate-order"
+    )
+    assert rows[0]["key"] != rows[3]["key"] and rows[3]["key"].endswith("#2")
+    assert rows[2]["error_code"] == "CONTROL_HEADER" and rows[2]["replay_id"] is None
+    # Default outputs: the top-level scalars of the result body.
+    assert {"orderId", "status", "total"} <= set(rows[1]["outputs"])
+    assert rows[0]["outputs"] == {} or "total" not in rows[0]["outputs"]
+    frame = result.to_polars()
+    assert frame["properties.tenant"].to_list() == [None, "acme-uk", None, None]
+
+
+class _Counting:
+    """An AsyncPlatform that counts the replays in flight: from the request until their trace
+    has been read to the end (observation only; every call goes to the real platform)."""
+
+    def __init__(self, platform: AsyncPlatform) -> None:
+        self.platform = platform
+        self.now = 0
+        self.max = 0
+        self.replays = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.platform, name)
+
+    def _enter(self) -> None:
+        self.now += 1
+        self.replays += 1
+        self.max = max(self.max, self.now)
+
+    async def replay(self, *args: Any, **kwargs: Any) -> Any:
+        self._enter()
+        try:
+            return _CountingRun(await self.platform.replay(*args, **kwargs), self)
+        except BaseException:
+            self.now -= 1
+            raise
+
+
+class _CountingRun:
+    def __init__(self, run: Any, owner: _Counting) -> None:
+        self.run, self.owner, self.open = run, owner, True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.run, name)
+
+    def __await__(self) -> Any:
+        return self.run.__await__()
+
+    async def aevents(self) -> Any:
+        try:
+            async for event in self.run.aevents():
+                yield event
+        finally:
+            if self.open:
+                self.open = False
+                self.owner.now -= 1
+
+
+def _max_overlap(replays: list[dict[str, Any]]) -> int:
+    """The most replays the server had between request and finish at one instant."""
+    marks = []
+    for r in replays:
+        marks.append((datetime.fromisoformat(r["requestedAt"]), 1))
+        marks.append((datetime.fromisoformat(r["finishedAt"]), -1))
+    now = peak = 0
+    for _, step in sorted(marks):  # at equal times a finish (-1) sorts before a start
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def test_concurrency_is_bounded(sandbox: Any, admin: Platform, prod: pd.DataFrame) -> None:
+    reason = "batch test: bound"
+
+    async def main() -> tuple[_Counting, BatchResult]:
+        async with AsyncPlatform(sandbox.url, username="admin", password="admin") as ap:
+            counting = _Counting(ap)
+            result = await aregression(
+                counting,
+                prod.head(9),
+                "staging",
+                reason=reason,
+                concurrency=3,
+                calibrate=False,
+                progress=False,
+            )
+            return counting, result
+
+    counting, result = asyncio.run(main())
+    assert len(result) == 9 and counting.replays == 9
+    assert counting.max == 3 and counting.now == 0  # three at once: never more, and it got there
+    server = _replays(admin, reason)
+    assert len(server) == 9 and _max_overlap(server) <= 3
+
+
+def test_cancel_then_resume_runs_each_exchange_once(
+    admin: Platform, prod: pd.DataFrame, full_regression: BatchResult, tmp_path: Path
+) -> None:
+    reason = "batch test: resume"
+    path = tmp_path / "runs.jsonl"
+    sources = prod.head(10)
+
+    def finished() -> list[dict[str, Any]]:
+        lines = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+        return [x for x in lines if x["type"] == "row"]
+
+    async def interrupted() -> BatchResult:
+        task = asyncio.create_task(
+            aregression(admin, sources, "staging", reason=reason, concurrency=2, results=path, progress=False)
+        )
+        while len(finished()) < 3:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(BatchCancelled) as stopped:
+            await task
+        return stopped.value.result
+
+    partial = asyncio.run(interrupted())
+    assert not partial.complete and 3 <= len(partial) < 10
+    on_file = finished()
+    assert sorted(r["key"] for r in on_file) == sorted(r["key"] for r in partial.rows)  # the finished rows
+    assert "run again with the same results= file" in partial.summary()
+
+    resumed = regression(admin, sources, "staging", reason=reason, results=path, progress=False)
+    assert resumed.complete and resumed.loaded == len(partial) and len(resumed) == 10
+    assert len(_replays(admin, reason)) == 10  # in-flight replays were followed, not run again
+    one_run = {r["key"]: r["verdict"] for r in full_regression.rows}
+    assert {r["key"]: r["verdict"] for r in resumed.rows} == {
+        k: one_run[k] for k in (r["key"] for r in resumed.rows)
+    }
+    assert len(finished()) == 10
+    again = regression(admin, sources, "staging", reason=reason, results=path, progress=False)
+    assert again.loaded == 10 and len(_replays(admin, reason)) == 10  # nothing left to run
+
+
+def _ctrl_c_after_first_row(path: Path) -> None:
+    """Press Ctrl-C (SIGINT to this process) once the results file has a finished row."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if path.exists() and '"type": "row"' in path.read_text():
+            signal.raise_signal(signal.SIGINT)
+            return
+        time.sleep(0.01)
+
+
+def test_ctrl_c_raises_with_the_finished_rows(admin: Platform, prod: pd.DataFrame, tmp_path: Path) -> None:
+    path = tmp_path / "ctrl-c.jsonl"
+
+    threading.Thread(target=_ctrl_c_after_first_row, args=(path,), daemon=True).start()
+    with pytest.raises(BatchInterrupted) as stopped:
+        regression(
+            admin, prod.head(12), "staging", reason="batch test: ctrl-c", concurrency=2, calibrate=False,
+            results=path, progress=False,
+        )  # fmt: skip
+    partial = stopped.value.result
+    rows = [json.loads(x) for x in path.read_text().splitlines() if '"type": "row"' in x]
+    assert not partial.complete and 1 <= len(partial) < 12 and len(rows) == len(partial)
+    assert isinstance(stopped.value, KeyboardInterrupt) and str(path) in str(stopped.value)
+
+
+@pytest.mark.filterwarnings("ignore:variants edit the headers")
+def test_sync_sweep_works_inside_a_running_event_loop(admin: Platform, staging_source: Execution) -> None:
+    async def cell() -> tuple[BatchResult, bool]:  # what a Jupyter cell is: code on a running loop
+        loop = asyncio.get_running_loop()
+        result = sweep(
+            admin, staging_source, {"headers.channel": ["a", "b"]}, reason="batch test: jupyter",
+            calibrate=False, progress=False,
+        )  # fmt: skip
+        return result, loop.is_running()
+
+    result, running = asyncio.run(cell())
+    assert running and [r["verdict"] for r in result.rows] == ["CHANGED", "CHANGED"]
+    assert [r["inputs_values"]["headers.channel"] for r in result.rows] == ["a", "b"]
+
+
+def test_interrupt_inside_a_running_loop_stops_the_worker_thread(
+    admin: Platform, prod: pd.DataFrame, tmp_path: Path
+) -> None:
+    # A Jupyter kernel runs cells on a loop it drives itself and turns an interrupt into a
+    # KeyboardInterrupt in the main thread (no asyncio.run signal handler): do the same here.
+    path = tmp_path / "kernel.jsonl"
+    threading.Thread(target=_ctrl_c_after_first_row, args=(path,), daemon=True).start()
+
+    async def cell() -> BatchResult:
+        return regression(
+            admin, prod.head(12), "staging", reason="batch test: kernel interrupt", concurrency=2,
+            calibrate=False, results=path, progress=False,
+        )  # fmt: skip
+
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(BatchInterrupted) as stopped:
+            loop.run_until_complete(cell())
+    finally:
+        loop.close()
+    partial = stopped.value.result
+    rows = [json.loads(x) for x in path.read_text().splitlines() if '"type": "row"' in x]
+    assert not partial.complete and 1 <= len(partial) < 12
+    assert sorted(r["key"] for r in rows) == sorted(r["key"] for r in partial.rows)
+    assert not [t for t in threading.enumerate() if t.name == "moat-regression" and t.is_alive()]
+
+
+def test_operator_sweeping_onto_prod_gets_error_rows(sandbox: Any, staging_source: Execution) -> None:
+    operator = connect(sandbox.url, username="operator", password="operator")
+    try:
+        result = sweep(
+            operator, staging_source, [{"body.lines[0].qty": 2}, {"body.lines[0].qty": 3}],
+            target_environment="prod", reason="batch test: operator onto prod", progress=False,
+        )  # fmt: skip
+    finally:
+        operator.close()
+    assert [r["verdict"] for r in result.rows] == ["ERROR", "ERROR"]
+    assert all(r["error_code"] == "FORBIDDEN" and "replay:prod" in r["error"] for r in result.rows)
+    assert all(r["target_environment"] == "prod" and r["replay_id"] is None for r in result.rows)
+
+
+def test_a_variant_that_does_not_fit_the_original_fails_before_any_replay(
+    admin: Platform, staging_source: Execution
+) -> None:
+    reason = "batch test: bad variant"
+    with pytest.raises(ValidationError, match=r"index 9 is outside a list of \d"):
+        sweep(
+            admin,
+            staging_source.exchange_id,
+            [{"body.lines[0].qty": 2}, {"body.lines[9].qty": 1}],
+            reason=reason,
+        )
+    assert _replays(admin, reason) == [] and _replays(admin, reason + " (noise calibration)") == []
