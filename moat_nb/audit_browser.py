@@ -1,0 +1,295 @@
+"""Reading and verifying the audit log in a notebook: :class:`AuditBrowser` (DESIGN.md section 7).
+
+Filters (action, actor, replay id, time range) over ``GET /admin/audit``, the events as a
+sortable, paged table, and a **Verify** button whose answer is a pass/fail a person cannot
+misread: the server's own check of the whole chain (``GET /admin/audit/verify``) and, besides
+it, an export of the log verified here, offline, by :func:`moat_nb.audit.verify_bundle` — the
+same code ``moat-nb audit verify BUNDLE`` runs. A failure names the first bad seq and why.
+
+Users with ``audit:read`` see the tenant's log; with ``audit:read-own`` only their own
+replays' events (the server filters); verification needs ``audit:read``. Refusals show inline.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as widgets
+
+from . import audit as audit_core
+from .client import AuditBundle
+from .errors import MoatError
+from .messages import Message, describe_error, message_html
+from .picker import Debouncer
+from .table import Column, DataTable, format_time_cell
+
+__all__ = ["AUDIT_ACTIONS", "AUDIT_COLUMNS", "AuditBrowser", "verification_html"]
+
+#: Section 7's actions, and the sandbox's AUDIT_DENIED (an audit query refused).
+AUDIT_ACTIONS: tuple[str, ...] = (
+    "REPLAY_REQUESTED", "REPLAY_STARTED", "REPLAY_COMPLETED", "REPLAY_FAILED", "REPLAY_ERROR",
+    "REPLAY_ABORTED", "REPLAY_DENIED", "CONTROL_HEADER_REJECTED", "AUDIT_QUERIED", "AUDIT_EXPORTED",
+    "AUDIT_DENIED",
+)  # fmt: skip
+
+AUDIT_COLUMNS: tuple[Column, ...] = (
+    Column("seq", "Seq", kind="number", desc_first=True),
+    Column("occurred_at", "When (UTC)", desc_first=True, format=format_time_cell),
+    Column("action", "Action"),
+    Column("actor", "Actor"),
+    Column("outcome", "Outcome", kind="status"),
+    Column("replay_id", "Replay", kind="code"),
+    Column("source_exchange_id", "Source exchange", kind="code"),
+    Column("environment", "Env"),
+    Column("detail", "Detail", sortable=False),
+    Column("hash", "Hash", kind="code", sortable=False, format=lambda v: f"{v[:12]}…" if v else ""),
+)
+
+
+def _records(frame: Any) -> list[dict[str, Any]]:
+    out = []
+    for row in frame.to_dict("records"):
+        detail = row.get("detail")
+        try:
+            parsed = json.loads(detail) if isinstance(detail, str) else {}
+        except ValueError:
+            parsed = {}
+        if isinstance(parsed, dict):
+            shown = ", ".join(
+                f"{k}={json.dumps(v, ensure_ascii=False, default=str)}" for k, v in parsed.items()
+            )
+        else:
+            shown = str(parsed)
+        row["detail"] = shown
+        out.append(row)
+    return out
+
+
+def _normalise(result: Any) -> dict[str, Any]:
+    """A server answer (wire dict) or a :class:`moat_nb.audit.VerifyResult` as one dict."""
+    if isinstance(result, Mapping) and "first_bad_seq" in result:
+        return dict(result)
+    if isinstance(result, Mapping):
+        return {
+            "ok": bool(result.get("ok")),
+            "checked": result.get("checked"),
+            "head_seq": result.get("headSeq"),
+            "head_hash": result.get("headHash"),
+            "first_bad_seq": result.get("firstBadSeq"),
+            "reason": result.get("reason"),
+            "checkpoints": result.get("checkpoints"),
+            "message": result.get("message") or "",
+            "anchored_seq": result.get("anchoredSeq"),
+        }
+    return {
+        "ok": result.ok,
+        "checked": result.checked,
+        "head_seq": result.head_seq,
+        "head_hash": result.head_hash,
+        "first_bad_seq": result.first_bad_seq,
+        "reason": result.reason,
+        "checkpoints": result.checkpoints_checked,
+        "message": result.message,
+        "anchored_seq": result.anchored_seq,
+    }
+
+
+def verification_html(result: Any, where: str) -> str:
+    """A verification result as a large PASS / FAIL verdict (symbol and word, not colour alone),
+    what was checked, and — on a failure — the first bad seq, the reason and what to do."""
+    r = _normalise(result)
+    if r["ok"]:
+        anchored = (
+            f" The newest signed checkpoint vouches for seq {r['anchored_seq']}." if r["anchored_seq"] else ""
+        )
+        head = f" Head: seq {r['head_seq']}, hash {str(r['head_hash'] or '')[:16]}…" if r["head_seq"] else ""
+        return (
+            f"<div class='moat-verdict moat-verdict-pass' role='status'>✔ PASS — {html.escape(where)}</div>"
+            + message_html(
+                "ok",
+                "The audit log verifies.",
+                f"{r['checked']} events checked: contiguous seqs, every link and hash, "
+                f"{r['checkpoints'] or 0} checkpoint signature(s).{anchored}{head}",
+            )
+        )
+    reason = r["reason"] or "MALFORMED"
+    meaning = audit_core.REASONS.get(reason, "")
+    return (
+        f"<div class='moat-verdict moat-verdict-fail' role='alert'>✘ FAIL — {html.escape(where)}</div>"
+        + message_html(
+            "error",
+            f"The audit log does not verify: first bad seq {r['first_bad_seq']}.",
+            f"{reason}: {meaning}. {r['message']}".strip(),
+            f"treat the events from seq {r['first_bad_seq']} on as untrusted; keep an export as evidence "
+            "and tell your security team",
+        )
+    )
+
+
+class AuditBrowser(widgets.VBox):
+    """Audit events with filters, and their verification (see the module docstring).
+
+    ``refresh()`` reads the events, ``verify()`` checks the log (server and offline export),
+    ``verify_bundle(bundle_or_path)`` checks an exported bundle offline; ``verification`` holds
+    the last results as dicts (``ok``, ``first_bad_seq``, ``reason`` ...) by where they ran.
+    """
+
+    def __init__(
+        self,
+        platform: Any,
+        *,
+        limit: int = 1000,
+        page_size: int = 15,
+        debounce: float = 0.3,
+        autoload: bool = True,
+    ) -> None:
+        self.platform = platform
+        self.limit = limit
+        wide = {"description_width": "initial"}
+        self.action = widgets.Dropdown(
+            options=[("Any action", "")] + [(a, a) for a in AUDIT_ACTIONS], description="Action", style=wide
+        )
+        self.actor = widgets.Text(
+            description="Actor", placeholder="user name", continuous_update=False, style=wide,
+            tooltip="Only events of this user; Enter applies",
+        )  # fmt: skip
+        self.replay_id = widgets.Text(
+            description="Replay", placeholder="replay-…", continuous_update=False, style=wide,
+            tooltip="Only the events of one replay (its audit record); Enter applies",
+        )  # fmt: skip
+        self.since = widgets.Text(
+            description="From", placeholder="2026-01-01T00:00:00Z or 24h", continuous_update=False,
+            style=wide, tooltip="Events at or after this time (RFC 3339), or this long ago (24h, 7d); Enter"
+            " applies",
+        )  # fmt: skip
+        self.until = widgets.Text(
+            description="To", placeholder="RFC 3339 or 1h", continuous_update=False, style=wide,
+            tooltip="Events at or before this time; Enter applies",
+        )  # fmt: skip
+        self.refresh_button = widgets.Button(
+            description="Refresh", icon="refresh", tooltip="Read the events again"
+        )
+        self.verify_button = widgets.Button(
+            description="Verify the audit log",
+            icon="check",
+            button_style="primary",
+            tooltip="Check every seq, link, hash and checkpoint signature: on the server, and on an "
+            "export here",
+            layout=widgets.Layout(width="auto"),
+        )
+        self.message = widgets.HTML()
+        self.verdict = widgets.HTML()
+        self.table = DataTable(
+            AUDIT_COLUMNS, key="seq", page_size=page_size, sort="seq:desc",
+            caption="Audit events (newest first)", empty_text="No audit event matches these filters.",
+            row_class=lambda r: "moat-row-failed" if r.get("outcome") not in (None, "SUCCESS") else "",
+        )  # fmt: skip
+        self.records: list[dict[str, Any]] = []
+        self.verification: dict[str, dict[str, Any]] = {}
+        self._debounced = Debouncer(debounce, self.refresh)
+        super().__init__(
+            [
+                widgets.HBox(
+                    [self.action, self.actor, self.replay_id],
+                    layout=widgets.Layout(flex_flow="row wrap"),
+                ),
+                widgets.HBox(
+                    [self.since, self.until, self.refresh_button],
+                    layout=widgets.Layout(flex_flow="row wrap"),
+                ),
+                self.message,
+                self.table,
+                widgets.HBox([self.verify_button]),
+                self.verdict,
+            ],
+            layout=widgets.Layout(width="100%"),
+        )
+        self.add_class("moat-view")
+        self.add_class("moat-audit")
+        self.action.observe(lambda _: self._debounced(), names="value")
+        for w in (self.actor, self.replay_id, self.since, self.until):
+            w.observe(lambda _: self.refresh(), names="value")
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.verify_button.on_click(lambda _: self.verify())
+        if autoload:
+            self.refresh()
+
+    def filters(self) -> dict[str, Any]:
+        """The current filters as ``platform.audit(**filters)`` takes them."""
+        values = {
+            "action": self.action.value,
+            "actor": self.actor.value.strip(),
+            "replay_id": self.replay_id.value.strip(),
+            "since": self.since.value.strip(),
+            "until": self.until.value.strip(),
+        }
+        return {k: v for k, v in values.items() if v}
+
+    def refresh(self) -> None:
+        """Read the events for the current filters (at most ``limit``)."""
+        self._debounced.cancel()
+        try:
+            frame = self.platform.audit(limit=self.limit, **self.filters())
+        except MoatError as exc:
+            self.message.value = describe_error(exc, "read the audit log").html()
+            return
+        self.records = _records(frame)
+        self.table.set_records(self.records)
+        more = (
+            f" Showing the first {self.limit}: narrow the filters to see the rest."
+            if len(self.records) >= self.limit
+            else ""
+        )
+        self.message.value = f"<span class='moat-hint'>{len(self.records)} events.{html.escape(more)}</span>"
+
+    def verify(self, *, offline: bool = True) -> dict[str, dict[str, Any]]:
+        """Verify the log on the server and (``offline``) an export of it here; show both."""
+        parts: list[str] = []
+        self.verification = {}
+        try:
+            server = self.platform.audit_verify()
+        except MoatError as exc:
+            self.verdict.value = describe_error(exc, "verify the audit log").html()
+            return self.verification
+        self.verification["server"] = _normalise(server)
+        parts.append(verification_html(server, "checked by the server"))
+        if offline:
+            try:
+                bundle = self.platform.audit_bundle()
+                local = bundle.verify()
+            except MoatError as exc:
+                parts.append(describe_error(exc, "export the audit log").html())
+            else:
+                self.verification["offline"] = _normalise(local)
+                parts.append(
+                    verification_html(local, f"an export of {len(bundle.events)} events, checked here")
+                )
+        self.verdict.value = "".join(parts)
+        return self.verification
+
+    def verify_bundle(self, bundle: AuditBundle | Mapping[str, Any] | str | PathLike[str]) -> dict[str, Any]:
+        """Verify an exported bundle offline (an AuditBundle, its dict, or a JSON file) and show it."""
+        if isinstance(bundle, str | PathLike):
+            try:
+                data = json.loads(Path(bundle).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                message = Message(
+                    "error",
+                    "Could not read the bundle.",
+                    str(exc),
+                    "pass the JSON file `moat-nb audit export` wrote",
+                )
+                self.verdict.value = message.html()
+                return {}
+            bundle = AuditBundle(data)
+        elif not isinstance(bundle, AuditBundle):
+            bundle = AuditBundle(dict(bundle))
+        result = _normalise(bundle.verify())
+        self.verification = {"bundle": result}
+        self.verdict.value = verification_html(result, f"a bundle of {len(bundle.events)} events")
+        return result

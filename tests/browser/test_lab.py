@@ -1,0 +1,223 @@
+"""The widgets in a real browser: JupyterLab on loopback, Debian's Chromium driven by Playwright.
+
+One scenario, as an analyst would go through it with the keyboard and the mouse: open the
+notebook (``notebooks/explore_what_if.ipynb`` once it shows the workbench, else
+``tests/browser/workbench.ipynb``), run all cells, filter the exchanges (environment, status),
+sort by duration, pick a row with the keyboard (arrow keys, Enter), break the body's JSON (the
+editor says where), fix it with a changed value (the line is marked), write a reason, press
+Replay, watch the trace table and the timeline fill, then read the diff tab's first divergence
+and the audit receipt. Screenshots of the light and the dark theme go to
+``out/screenshots/``. Everything asserted is on the page.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+
+def _run_all(page: Any) -> None:
+    page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+    page.locator(".lm-Menu-item", has_text="Run All Cells").first.click()
+
+
+def _theme(page: Any, name: str) -> None:
+    page.locator(".lm-MenuBar-item", has_text="Settings").first.click()
+    page.locator(".lm-Menu-item", has_text="Theme").first.hover()
+    page.locator(".lm-Menu-item", has_text=name).first.click()
+
+
+def _caret(text: Any, start: int, end: int | None = None) -> None:
+    """Focus the editor's textarea with the caret at ``start`` (or ``start``..``end`` selected)."""
+    text.focus()
+    text.evaluate("(t, [a, b]) => t.setSelectionRange(a, b)", [start, start if end is None else end])
+
+
+def _body_text(original: str, qty: int) -> str:
+    data = json.loads(original)
+    data["lines"][0]["qty"] = qty
+    return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def test_workbench_in_jupyterlab(lab: Any, browser: Any, screenshots: Path) -> None:
+    context = browser.new_context(viewport={"width": 1400, "height": 3000})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on(
+        "console", lambda msg: errors.append(msg.text) if msg.type == "error" and "moat" in msg.text else None
+    )
+    try:
+        page.goto(lab.page_url(lab.notebook()), wait_until="domcontentloaded")
+        page.on("dialog", lambda dialog: dialog.dismiss())
+        page.wait_for_selector(".jp-Notebook", timeout=60_000)
+        # The kernel is up when the status bar says so; then run every cell.
+        page.locator(".jp-StatusBar-Item", has_text="Idle").first.wait_for(timeout=90_000)
+        _theme(page, "JupyterLab Light")
+        page.wait_for_selector("body[data-jp-theme-light='true']", state="attached", timeout=20_000)
+        _run_all(page)
+
+        # The picker: rows from the sandbox, newest first.
+        workbench = page.locator(".moat-workbench")
+        rows = workbench.locator(".moat-picker .moat-grid tbody tr")
+        rows.first.wait_for(timeout=90_000)
+        assert rows.count() == 8
+        info = workbench.locator(".moat-picker .moat-page-info").inner_text()
+        assert re.search(r"Rows 1–8 of \d+", info), info
+
+        # Filters: environment and status (dropdowns); the table follows (debounced search).
+        selects = workbench.locator(".moat-picker select")
+        selects.nth(0).select_option(label="dev")
+        selects.nth(2).select_option(label="Completed")
+        page.wait_for_function(
+            """() => { const rows = [...document.querySelectorAll('.moat-picker .moat-grid tbody tr')];
+                       return rows.length > 0 && rows.every(r => r.textContent.includes('dev')
+                              && r.textContent.includes('COMPLETED')); }""",
+            timeout=20_000,
+        )
+        # Sort by duration (a header button), then pick the first row with the keyboard.
+        workbench.locator(".moat-picker .moat-sort", has_text="Duration").click()
+        page.wait_for_function(
+            """() => { const ms = [...document.querySelectorAll('.moat-picker .moat-grid tbody tr')]
+                         .map(r => parseFloat(r.cells[4].textContent));
+                       return document.querySelector('.moat-picker th[aria-sort="descending"]') !== null
+                              && ms.length > 1 && ms.every((v, i) => i === 0 || ms[i - 1] >= v); }""",
+            timeout=20_000,
+        )
+        first_row = workbench.locator(".moat-picker .moat-grid tbody tr").first
+        first_row.focus()
+        page.keyboard.press("ArrowDown")
+        page.keyboard.press("ArrowUp")
+        page.keyboard.press("Enter")
+        page.wait_for_selector(".moat-picker .moat-row-selected", timeout=20_000)
+        workbench.locator(".moat-payload-editor").get_by_text("Start payload of").wait_for(timeout=20_000)
+
+        # The body editor: invalid JSON is reported with its line; a changed value marks its line.
+        text = workbench.locator(".moat-be-text")
+        page.wait_for_function(
+            "() => document.querySelector('.moat-be-text').value.length > 10", timeout=20_000
+        )
+        original = text.input_value()
+        # Real key presses: put the caret after the comma of the currency line, press Backspace.
+        _caret(text, original.index('"currency": "EUR",') + len('"currency": "EUR",'))
+        page.keyboard.press("Backspace")
+        status = workbench.locator(".moat-be-status")
+        status.get_by_text("Not valid JSON").wait_for(timeout=5_000)
+        assert re.search(r"line \d+, column \d+", status.inner_text())
+        assert workbench.locator(".moat-be-backdrop .moat-be-line-error").count() == 1
+        # The kernel agrees (it checks the same text): the Replay button explains why it is off.
+        workbench.locator(".moat-msg", has_text="The payload cannot be replayed yet").first.wait_for(
+            timeout=10_000
+        )
+
+        _shoot(workbench, screenshots, "light-invalid", "editor")
+        page.keyboard.type(",")  # fixed again
+        status.get_by_text("same as the original").wait_for(timeout=5_000)
+        # Change the first line's quantity: select its digits and type 30.
+        now = text.input_value()
+        digits = re.search(r'"qty": (\d+)', now)
+        assert digits is not None
+        _caret(text, digits.start(1), digits.end(1))
+        page.keyboard.type("30")
+        assert text.input_value() == _body_text(original, 30)
+        status.get_by_text("Valid JSON").wait_for(timeout=5_000)
+        changed = workbench.locator(".moat-be-backdrop .moat-be-line-changed")
+        assert changed.count() == 1
+        assert "1 line changed from the original" in status.inner_text()
+        text.press("End")  # a real key press in the editor keeps the marks
+        assert workbench.locator(".moat-be-gutter .moat-be-line-changed").count() == 1
+
+        # Reason, then Replay (enabled once the kernel has the reason).
+        reason = workbench.locator("input[placeholder^='why you replay']")
+        reason.fill("what if the first line had 30 items")
+        page.wait_for_function(
+            """() => { const b = [...document.querySelectorAll('.moat-workbench button')]
+                         .filter(b => b.textContent.trim() === 'Replay').pop();
+                       return b && !b.disabled; }""",
+            timeout=20_000,
+        )
+        _shoot(workbench, screenshots, "light", "picker", "editor")
+        # From the reason field, Tab reaches the calibration checkbox, then the Replay button.
+        reason.focus()
+        page.keyboard.press("Tab")
+        page.keyboard.press("Tab")
+        assert page.evaluate("() => document.activeElement.textContent.trim()") == "Replay"
+        started = time.monotonic()
+        page.keyboard.press("Enter")
+
+        # The trace table fills while it runs, then the diff tab shows the divergence.
+        trace_rows = workbench.locator(".moat-trace tbody tr")
+        page.wait_for_function(
+            "() => document.querySelectorAll('.moat-trace tbody tr').length >= 20", timeout=60_000
+        )
+        assert workbench.locator(".moat-timeline .moat-tl-row").count() >= 20
+        diff = workbench.locator(".moat-results").get_by_text("First divergence at").first
+        diff.wait_for(timeout=90_000)
+        elapsed = time.monotonic() - started
+        words = workbench.locator(".moat-results").inner_text()
+        assert "totalQuantity" in words or "total" in words, words[:2000]
+        assert "Noise calibrated" in words
+        assert trace_rows.count() >= 40
+        assert workbench.get_by_text("Replay completed").count() == 1
+        assert elapsed < 90
+        _shoot(workbench, screenshots, "light", "results")
+
+        # The receipt tab, with the keyboard-reachable tab bar.
+        page.locator(".moat-results .lm-TabBar-tab", has_text="Audit receipt").click()
+        page.get_by_text("REPLAY_COMPLETED").first.wait_for(timeout=20_000)
+        assert "recomputes" in workbench.locator(".moat-results").inner_text()
+        _shoot(workbench, screenshots, "light-receipt", "results", height=700)
+        page.locator(".moat-results .lm-TabBar-tab", has_text="Lineage").click()
+        workbench.get_by_text("Which processor set, changed or removed which field").wait_for(timeout=20_000)
+        _shoot(workbench, screenshots, "light-lineage", "results", height=1500)
+
+        # Dark theme: the same view, readable.
+        page.locator(".moat-results .lm-TabBar-tab", has_text="Diff").click()
+        _theme(page, "JupyterLab Dark")
+        page.wait_for_selector("body[data-jp-theme-light='false']", state="attached", timeout=20_000)
+        time.sleep(1.0)  # the theme's stylesheet swap
+        background = page.evaluate(
+            "() => getComputedStyle(document.querySelector('.moat-workbench .moat-grid th')).backgroundColor"
+        )
+        assert background not in ("rgb(255, 255, 255)", "rgba(0, 0, 0, 0)"), background
+        colour = page.evaluate(
+            "() => getComputedStyle(document.querySelector('.moat-workbench .moat-grid td')).color"
+        )
+        assert _luminance(colour) > 0.5, colour  # light text on the dark theme
+        _shoot(workbench, screenshots, "dark", "picker", "editor", "results")
+        page.locator(".moat-results .lm-TabBar-tab", has_text="Trace").click()
+        _shoot(workbench, screenshots, "dark-trace", "results", height=900)
+        _theme(page, "JupyterLab Light")
+        assert not errors, errors
+    except Exception:
+        page.screenshot(path=str(screenshots / "failure.png"), full_page=True)
+        raise
+    finally:
+        context.close()
+
+
+_PARTS = {"picker": ".moat-picker", "editor": ".moat-payload-editor", "results": ".moat-results"}
+
+
+def _shoot(workbench: Any, folder: Path, theme: str, *parts: str, height: int = 1500) -> None:
+    """Screenshots of parts of the workbench, ``out/screenshots/<theme>-<part>.png``: the top
+    ``height`` pixels of each (the results tab is taller than any screen)."""
+    for part in parts:
+        element = workbench.locator(_PARTS[part]).first
+        element.scroll_into_view_if_needed()
+        box = element.bounding_box()
+        assert box is not None, part
+        clip = {"x": box["x"], "y": box["y"], "width": box["width"], "height": min(box["height"], height)}
+        workbench.page.screenshot(path=str(folder / f"{theme}-{part}.png"), clip=clip)
+
+
+def _luminance(css: str) -> float:
+    r, g, b = (int(x) for x in re.findall(r"\d+", css)[:3])
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
