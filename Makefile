@@ -30,9 +30,17 @@ browser-deps:
 test: $(STAMP) browser-deps
 	$(PY) -m pytest
 
+# The sandbox, the compliance proof (prod exchange on staging, modified payload, expectations) and
+# the what-if notebook; reports under out/, paths and verdict printed; exit 1 unless the proof holds.
 demo: $(STAMP)
 	rm -rf $(DATA)
-	$(VENV)/bin/moat-nb demo --data $(DATA) --per-env $(N)
+	$(VENV)/bin/moat-nb demo --data $(DATA) --per-env $(N) --out out
+
+# The sandbox (history kept in $(LAB_DATA) between sessions) and JupyterLab on notebooks/, with
+# MOAT_URL / MOAT_USER / MOAT_PASSWORD set for the kernels; Ctrl-C stops both.
+LAB_DATA ?= out/lab-data
+lab: $(STAMP)
+	$(PY) -m moat_nb.demo lab --data $(LAB_DATA) --per-env $(N)
 
 bench: $(STAMP)
 	$(PY) -m bench

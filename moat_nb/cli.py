@@ -16,6 +16,20 @@ Exit codes: 0 success; 1 an error, reported on stderr in one line (never a trace
     Run one exchange and print its Execution as JSON (``--trace``: a processor table).
     ``--beans beans.py`` loads a Python file whose ``BEANS`` dict (and optional ``ENDPOINTS``
     dict of endpoint simulators) the routes use.
+``moat-nb report compliance --source ID [--payload FILE] --expect FILE [--target-environment ENV]``
+``--reason TEXT --out DIR [--pdf]``
+    Run the compliance proof notebook with papermill (DESIGN.md section 9) and write the executed
+    notebook, an HTML report (code hidden), ``evidence.json`` and the verified audit bundle to
+    DIR; exit 0 only when every expectation holds and the audit verifies, 1 naming what failed.
+    Credentials only from ``MOAT_URL``, ``MOAT_USER``/``MOAT_PASSWORD`` or ``MOAT_TOKEN``.
+``moat-nb report verify DIR [--key PUBKEY_B64 ...]``
+    Re-check a report folder offline (evidence, notebook hash, audit bundle): exit 0 or 1.
+``moat-nb audit verify BUNDLE.json [--key PUBKEY_B64 ...] [--json]``
+    Verify an audit export (``GET /admin/audit/export``) offline, with no database: exit 0 when
+    it verifies, 1 naming the first bad seq and the reason (DESIGN.md section 7). ``--key``
+    gives the public keys you trust (base64 DER, as the sandbox's ``keys/audit-public-keys.txt``
+    lists them); without, the bundle's own keys are used, which proves it consistent but not
+    who signed it.
 """
 
 from __future__ import annotations
@@ -44,8 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_routes_parser(commands)
+    _add_audit_parser(commands)
     _add_sandbox_parser(commands)
     _add_demo_parser(commands)
+    _add_report_parser(commands)
     return parser
 
 
@@ -258,8 +274,67 @@ def trace_table(execution: Any) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+# --------------------------------------------------------------------------- audit
+
+
+def _add_audit_parser(commands: Any) -> None:
+    group = commands.add_parser(
+        "audit",
+        help="verify an exported audit log offline",
+        description="Work with exported audit logs (GET /admin/audit/export bundles).",
+    )
+    sub = group.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    verify = sub.add_parser(
+        "verify",
+        help="verify a bundle with no database (exit 1 names the first bad seq)",
+        description="Verify an audit bundle offline: contiguity, every link and hash, every "
+        "checkpoint signature, and that the chain reaches its newest checkpoint.",
+    )
+    verify.add_argument("bundle", metavar="BUNDLE.json", help="the bundle file")
+    verify.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        metavar="PUBKEY_B64",
+        help="a trusted Ed25519 public key, base64 DER (repeat); default: the bundle's own keys",
+    )
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    verify.set_defaults(handler=_audit_verify)
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from . import audit
+
+    keys = [audit.load_public_key(k.strip()) for k in args.key] or None
+    try:
+        bundle = audit.load_bundle(args.bundle)
+    except OSError as err:
+        print(f"moat-nb: cannot read {args.bundle}: {err.strerror or err}", file=sys.stderr)
+        return 1
+    result = audit.verify_bundle(bundle, keys)
+    events = bundle.get("events")
+    if args.json:
+        print(json.dumps({**result.to_wire(), "message": result.message, "tenantId": result.tenant_id}))
+    elif result.ok:
+        cps = result.checkpoints_checked
+        print(
+            f"OK: {args.bundle}: {result.checked} events (seq {result.start_seq}..{result.head_seq}) "
+            f"and {cps} checkpoint{'s' if cps != 1 else ''} verify; signed up to seq "
+            f"{result.anchored_seq}; head {result.head_hash}"
+        )
+        if keys is None:
+            print("note: checked with the bundle's own public keys; pass --key to check who signed it")
+    else:
+        count = len(events) if isinstance(events, list) else 0
+        print(
+            f"FAILED: {args.bundle}: seq {result.first_bad_seq}: {result.reason}: {result.message} "
+            f"({result.checked} of {count} events verified before it)"
+        )
+    if not result.ok and result.reason is not None and not args.json:
+        print(f"moat-nb: {result.reason}: {audit.REASONS.get(result.reason, '')}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
 
 
 # --------------------------------------------------------------------------- sandbox
@@ -294,3 +369,116 @@ def _run_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo(data=args.data, per_env=args.per_env, seed=args.seed, out=args.out)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _add_report_parser(commands: Any) -> None:
+    group = commands.add_parser(
+        "report",
+        help="compliance proof reports: run one (papermill), or re-check one offline",
+        description="Compliance proof reports (DESIGN.md section 9).",
+    )
+    sub = group.add_subparsers(dest="report_command", metavar="ACTION", required=True)
+    proof = sub.add_parser(
+        "compliance",
+        help="prove that a payload produces an output: replay, check, verify the audit, write a report",
+        description="Replay a recorded exchange with a modified payload through compliance_proof.ipynb "
+        "(papermill), check the expectations, verify the replay's audit record offline, and write the "
+        "executed notebook, report.html (code hidden), evidence.json and audit-bundle.json to --out. "
+        "Credentials come from MOAT_URL, MOAT_USER and MOAT_PASSWORD (or MOAT_TOKEN) only. "
+        "Exit 0 only when every expectation holds and the audit verifies.",
+    )
+    proof.add_argument("--source", required=True, metavar="EXCHANGE_ID", help="the recorded exchange")
+    proof.add_argument(
+        "--payload",
+        metavar="FILE",
+        help='the modified payload: a JSON file {"headers", "body", "properties"} (each optional), '
+        "or - for standard input; default: replay unmodified",
+    )
+    proof.add_argument(
+        "--expect",
+        required=True,
+        metavar="FILE",
+        help='the expectations: a JSON file, e.g. [{"path": "body:$.total", "equals": 39.46}]',
+    )
+    proof.add_argument(
+        "--target-environment", metavar="ENV", help="where to replay (default: the source's environment)"
+    )
+    proof.add_argument("--reason", required=True, help="why (kept in the audit record)")
+    proof.add_argument("--out", required=True, type=Path, metavar="DIR", help="the report folder")
+    proof.add_argument("--url", help="the platform (default: MOAT_URL); never with credentials in it")
+    proof.add_argument("--pdf", action="store_true", help="also print report.pdf with Debian's chromium")
+    proof.add_argument("--timeout", type=int, default=300, help="seconds per notebook cell (default 300)")
+    proof.set_defaults(handler=_report_compliance)
+
+    verify = sub.add_parser(
+        "verify",
+        help="re-check a report folder offline (exit 1 names what does not hold)",
+        description="Re-check a compliance report offline: the notebook hash, the audit bundle "
+        "(every hash, link and checkpoint), the receipt in it, the audited payload and output "
+        "hashes, and the expectations re-evaluated on the recorded output.",
+    )
+    verify.add_argument("folder", type=Path, metavar="DIR", help="a folder written by report compliance")
+    verify.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        metavar="PUBKEY_B64",
+        help="a trusted audit public key, base64 DER (repeat); default: the bundle's own keys",
+    )
+    verify.set_defaults(handler=_report_verify)
+
+
+def _read_json_file(source: str, what: str) -> str:
+    if source == "-":
+        return sys.stdin.read()
+    try:
+        return Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise MoatError(f"cannot read the {what} from {source}: {err}", code="USAGE") from None
+
+
+def _report_compliance(args: argparse.Namespace) -> int:
+    from .report import compliance_proof
+
+    result = compliance_proof(
+        args.source,
+        None if args.payload is None else _read_json_file(args.payload, "payload"),
+        _read_json_file(args.expect, "expectations"),
+        target_environment=args.target_environment,
+        reason=args.reason,
+        out=args.out,
+        url=args.url,
+        pdf=args.pdf,
+        timeout=args.timeout,
+    )
+    print(f"verdict: {result.verdict} ({result.seconds:.1f} s)")
+    for failure in result.failures:
+        print(f"  {failure}")
+    for label, path in (
+        ("report", result.html),
+        ("evidence", result.evidence),
+        ("notebook", result.notebook),
+        ("audit bundle", result.bundle),
+        ("pdf", result.pdf),
+    ):
+        if path is not None:
+            print(f"{label + ':':<14}{path}")
+    return result.exit_code
+
+
+def _report_verify(args: argparse.Namespace) -> int:
+    from .report import verify_report
+
+    checks = verify_report(args.folder, public_keys=args.key or None)
+    for check in checks:
+        print(f"{'OK    ' if check.ok else 'FAILED'}  {check.name}: {check.detail}")
+    ok = bool(checks) and all(c.ok for c in checks)
+    print(f"{'VERIFIED' if ok else 'NOT VERIFIED'}: {args.folder}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,719 @@
+"""Compliance proof parameters and evidence (DESIGN.md section 9, issue 8). Pure: no I/O.
+
+:class:`ProofParameters` validates what a proof is asked to prove before anything runs;
+:func:`build_evidence` assembles what the proof notebook found into the evidence record, and
+:func:`verify_evidence` re-checks such a record offline against its audit bundle (the runner and
+the notebook itself are in :mod:`moat_nb.report`).
+
+Parameters (papermill; all strings, DESIGN.md section 9)
+    ``source_exchange_id`` the recorded exchange (an id, ``^[A-Za-z0-9._:-]{1,128}$``);
+    ``modified_payload`` one JSON object ``{"headers": {...}, "body": ..., "properties": {...}}``,
+    each key optional (a present key replaces that part of the original, section 3), ``body`` a
+    string or a JSON object/array (written as JSON text); ``target_environment`` where to replay
+    (empty: the source's own); ``expectations`` a JSON array (:mod:`moat_nb.expectations`);
+    ``reason`` why (audited).
+    Credentials are never parameters: papermill writes parameters into the executed notebook,
+    which is evidence that gets shared (section 6). They come from ``MOAT_URL``, ``MOAT_USER``,
+    ``MOAT_PASSWORD`` or ``MOAT_TOKEN``; a parameter named like a credential, or a secret header
+    or property (``Authorization``, ``*password*``, ``*token*`` ...) in the modified payload, is
+    refused before anything runs. Names are checked against the list above, values by type and
+    syntax, and the parameter cell papermill will inject is parsed back to prove that it is five
+    plain string assignments and nothing else (no code reaches the kernel through a value).
+
+Evidence (``evidence.json``, :data:`EVIDENCE_FORMAT`)
+    ``parameters``; ``source`` and ``replay`` (ids, environments, versions, statuses);
+    ``hashes`` (``effectivePayloadSha256`` as the server computed it over the real payload,
+    ``outputBodySha256`` computed here from the stored output and the server's, and whether
+    they agree with the audited events); ``output`` (the replay's result: status, error, body,
+    headers, properties); ``expectations`` (each with the value found and pass/fail);
+    ``diff`` (summary, counts, first divergence, the non-noise rows); ``audit`` (the replay's
+    audit events with their hashes, the newest checkpoint, the offline verification result,
+    which keys were trusted, the checks tying the receipt to the bundle); ``checks``;
+    ``verdict`` (``PASS`` / ``FAIL``) and ``failures`` (in words); and, added by the runner,
+    ``notebook`` (file and SHA-256 of the executed notebook, which embeds the same evidence).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import html
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import audit as audit_core
+from .errors import ValidationError
+from .expectations import (
+    ID,
+    Expectation,
+    Outcomes,
+    Subject,
+    evaluate_one,
+    json_equal,
+    parse_expectations,
+    strict_json,
+)
+from .model import Execution
+from .payload import canonical_json, check_header_field, is_control_header, is_secret_name
+
+if TYPE_CHECKING:
+    from .diff import DiffResult
+
+__all__ = [
+    "EVIDENCE_FORMAT",
+    "PARAMETER_NAMES",
+    "RUNNER_KEYS",
+    "Check",
+    "ProofParameters",
+    "build_evidence",
+    "check_parameter_cell",
+    "execution_facts",
+    "parse_modified_payload",
+    "receipt_checks",
+    "sha256_text",
+    "verify_evidence",
+]
+
+#: ``format`` of evidence.json.
+EVIDENCE_FORMAT = "moat-nb/compliance-evidence/v1"
+#: The papermill parameters of compliance_proof.ipynb, in order (DESIGN.md section 9).
+PARAMETER_NAMES = ("source_exchange_id", "modified_payload", "target_environment", "expectations", "reason")
+#: Keys of evidence.json that the runner adds after the notebook ran (not in the notebook).
+RUNNER_KEYS = frozenset({"notebook", "files", "runner"})
+
+_CREDENTIAL_NAMES = frozenset(
+    {"user", "username", "login", "url", "moaturl", "moatuser", "credential", "credentials", "auth", "key"}
+)
+_ENV_HINT = "set MOAT_USER and MOAT_PASSWORD (or MOAT_TOKEN) in the environment"
+
+
+# =========================================================================== parameters (pure)
+
+
+def _credential_name(name: str) -> bool:
+    norm = re.sub(r"[-_.\s]", "", name.lower())
+    return is_secret_name(name) or norm in _CREDENTIAL_NAMES or norm.startswith("moat")
+
+
+def _check_mapping(part: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValidationError(
+            f"modified_payload.{part} must be an object, not {type(value).__name__}",
+            code="BAD_PARAMETER",
+            details={"parameter": "modified_payload"},
+        )
+    secrets = [k for k in value if is_secret_name(k)]
+    if secrets:
+        raise ValidationError(
+            f"modified_payload.{part} holds a secret ({', '.join(map(repr, secrets))}): parameters are "
+            "written into the executed notebook and the report in clear",
+            code="CREDENTIAL_PARAMETER",
+            hint=f"leave {part} out to keep the original's (the platform holds its real values), "
+            "or change only other keys",
+            details={"parameter": "modified_payload", "names": secrets},
+        )
+    if part == "headers":
+        for name, v in value.items():
+            check_header_field(name, v)
+        control = [k for k in value if is_control_header(k)]
+        if control:
+            raise ValidationError(
+                f"modified_payload.headers sets Camel control header(s) {', '.join(map(repr, control))}, "
+                "which the platform refuses (CONTROL_HEADER, CVE-2025-27636)",
+                code="CONTROL_HEADER",
+                hint="remove headers whose name starts with Camel or org.apache.camel",
+                details={"parameter": "modified_payload", "headers": control},
+            )
+    return dict(value)
+
+
+def parse_modified_payload(value: Any) -> dict[str, Any]:
+    """The modified payload parameter as ``{"headers"?, "body"?, "properties"?}``, body as text.
+
+    A ``body`` that is a JSON object or array is written as JSON text (Python's default
+    separators, as :func:`moat_nb.client.serialise_body` writes it), so that the payload the
+    parameters name is exactly the one that runs."""
+    data = strict_json(value, "modified_payload") if isinstance(value, str) else value
+    if not isinstance(data, dict):
+        raise ValidationError(
+            "modified_payload must be a JSON object",
+            code="BAD_PARAMETER",
+            hint='e.g. {"body": {...}} or {"headers": {...}, "properties": {...}}; {} replays unmodified',
+            details={"parameter": "modified_payload"},
+        )
+    unknown = sorted(set(data) - {"headers", "body", "properties"})
+    if unknown:
+        raise ValidationError(
+            f"modified_payload has unknown key(s) {', '.join(map(repr, unknown))}",
+            code="BAD_PARAMETER",
+            hint="its keys are headers, body and properties (each optional)",
+            details={"parameter": "modified_payload"},
+        )
+    out: dict[str, Any] = {}
+    for part in ("headers", "properties"):
+        if data.get(part) is not None:
+            out[part] = _check_mapping(part, data[part])
+    body = data.get("body")
+    if body is not None:
+        if isinstance(body, dict | list):
+            secrets = _secret_keys(body)
+            if secrets:
+                raise ValidationError(
+                    f"modified_payload.body holds secret field(s) {', '.join(map(repr, secrets))}",
+                    code="CREDENTIAL_PARAMETER",
+                    hint="parameters are written into the executed notebook: leave secrets out",
+                    details={"parameter": "modified_payload"},
+                )
+            body = json.dumps(body, ensure_ascii=False)
+        elif not isinstance(body, str):
+            raise ValidationError(
+                f"modified_payload.body must be a string or a JSON object/array, not {json.dumps(body)}",
+                code="BAD_PARAMETER",
+                details={"parameter": "modified_payload"},
+            )
+        out["body"] = body
+    return out
+
+
+def _secret_keys(value: Any) -> list[str]:
+    found: list[str] = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if is_secret_name(k):
+                found.append(k)
+            found.extend(_secret_keys(v))
+    elif isinstance(value, list):
+        for v in value:
+            found.extend(_secret_keys(v))
+    return found
+
+
+def _text(name: str, value: Any, *, required: bool) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(
+            f"{name} must be a string, not {type(value).__name__}",
+            code="BAD_PARAMETER",
+            details={"parameter": name},
+        )
+    if required and not value.strip():
+        raise ValidationError(f"{name} is empty", code="BAD_PARAMETER", details={"parameter": name})
+    return value
+
+
+@dataclass(frozen=True)
+class ProofParameters:
+    """The validated parameters of a compliance proof (module docstring)."""
+
+    source_exchange_id: str | None
+    modified_payload: dict[str, Any]
+    target_environment: str | None
+    expectations: tuple[Expectation, ...]
+    reason: str
+
+    @classmethod
+    def parse(cls, params: Mapping[str, Any], *, require_source: bool = True) -> ProofParameters:
+        """Check names and values; raise ValidationError (``BAD_PARAMETER``, ``BAD_JSON``,
+        ``BAD_EXPECTATION``, ``CREDENTIAL_PARAMETER`` ...) saying which and why.
+
+        ``require_source=False`` lets an empty ``source_exchange_id`` through (the notebook run
+        by hand picks an exchange); a report always names its source."""
+        for name in params:
+            if not isinstance(name, str) or name not in PARAMETER_NAMES:
+                if isinstance(name, str) and _credential_name(name):
+                    raise ValidationError(
+                        f"parameter {name!r} looks like a credential: credentials are never papermill "
+                        "parameters (they would be written into the executed notebook)",
+                        code="CREDENTIAL_PARAMETER",
+                        hint=_ENV_HINT + "; MOAT_URL names the platform",
+                        details={"parameter": name},
+                    )
+                raise ValidationError(
+                    f"unknown parameter {str(name)[:80]!r}",
+                    code="BAD_PARAMETER",
+                    hint=f"the parameters are {', '.join(PARAMETER_NAMES)}",
+                    details={"parameter": str(name)[:80]},
+                )
+        for name in ("expectations", "reason") + (("source_exchange_id",) if require_source else ()):
+            if name not in params:
+                raise ValidationError(f"parameter {name} is missing", code="BAD_PARAMETER")
+        source = _text("source_exchange_id", params.get("source_exchange_id", ""), required=False).strip()
+        if source and not ID.match(source):
+            raise ValidationError(
+                f"source_exchange_id {source[:80]!r} is not an exchange id",
+                code="BAD_PARAMETER",
+                hint="ids match ^[A-Za-z0-9._:-]{1,128}$; copy one from platform.executions(...)",
+                details={"parameter": "source_exchange_id"},
+            )
+        if require_source and not source:
+            raise ValidationError(
+                "source_exchange_id is empty: a proof names the exchange it replays",
+                code="BAD_PARAMETER",
+                details={"parameter": "source_exchange_id"},
+            )
+        target = _text("target_environment", params.get("target_environment") or "", required=False).strip()
+        if target and not ID.match(target):
+            raise ValidationError(
+                f"target_environment {target[:80]!r} is not an environment name",
+                code="BAD_PARAMETER",
+                hint="e.g. staging; empty replays in the source's own environment",
+                details={"parameter": "target_environment"},
+            )
+        reason = _text("reason", params["reason"], required=True)
+        if len(reason) > 500 or re.search(r"[\x00-\x08\x0b-\x1f\x7f]", reason):
+            raise ValidationError(
+                "reason must be 1 to 500 characters without control characters",
+                code="BAD_PARAMETER",
+                details={"parameter": "reason"},
+            )
+        payload = parse_modified_payload(params.get("modified_payload", "{}"))
+        return cls(
+            source or None, payload, target or None, parse_expectations(params["expectations"]), reason
+        )
+
+    def to_papermill(self) -> dict[str, str]:
+        """The five parameters as papermill gets them: strings, JSON for the structured two."""
+        return {
+            "source_exchange_id": self.source_exchange_id or "",
+            "modified_payload": json.dumps(self.modified_payload, ensure_ascii=False),
+            "target_environment": self.target_environment or "",
+            "expectations": json.dumps([e.to_wire() for e in self.expectations], ensure_ascii=False),
+            "reason": self.reason,
+        }
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "sourceExchangeId": self.source_exchange_id,
+            "modifiedPayload": self.modified_payload,
+            "targetEnvironment": self.target_environment,
+            "expectations": [e.to_wire() for e in self.expectations],
+            "reason": self.reason,
+        }
+
+    def replay_arguments(self) -> dict[str, Any]:
+        """Keyword arguments of ``Platform.replay`` for these parameters."""
+        return {
+            "headers": self.modified_payload.get("headers"),
+            "body": self.modified_payload.get("body"),
+            "properties": self.modified_payload.get("properties"),
+            "target_environment": self.target_environment,
+            "reason": self.reason,
+        }
+
+    def _repr_html_(self) -> str:
+        rows = [
+            ("source exchange", self.source_exchange_id or "(picked by the notebook)"),
+            ("target environment", self.target_environment or "(the source's own)"),
+            ("modified payload", json.dumps(self.modified_payload, ensure_ascii=False, indent=1) or "{}"),
+            ("expectations", "\n".join(e.label for e in self.expectations)),
+            ("reason", self.reason),
+        ]
+        body = "".join(
+            f"<tr><th style='text-align:left'>{k}</th><td><pre style='margin:0;white-space:pre-wrap'>"
+            f"{html.escape(v)}</pre></td></tr>"
+            for k, v in rows
+        )
+        return f"<table>{body}</table>"
+
+
+def check_parameter_cell(code: str, params: Mapping[str, str]) -> None:
+    """Prove that the parameter cell papermill will inject is only ``name = "<the value>"`` for
+    the known names: parsed back with :mod:`ast`, every statement must be a plain assignment of
+    one known name to a string constant equal to the value given. Defends the kernel against a
+    value that would break out of its string (papermill's escaping is the first defence)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as exc:
+        raise ValidationError(
+            f"the parameter cell does not parse: {exc}", code="PARAMETER_INJECTION"
+        ) from None
+    seen: set[str] = set()
+    for node in tree.body:
+        ok = (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id in params
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+            and node.value.value == params[node.targets[0].id]
+        )
+        if not ok:
+            raise ValidationError(
+                f"the parameter cell holds more than the parameters: {ast.unparse(node)[:120]!r}",
+                code="PARAMETER_INJECTION",
+                hint="a parameter value must stay data; nothing was run",
+            )
+        seen.add(node.targets[0].id)  # type: ignore[union-attr]
+    if seen != set(params):
+        raise ValidationError(
+            "the parameter cell does not assign every parameter", code="PARAMETER_INJECTION"
+        )
+
+
+# =========================================================================== evidence (pure)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One thing the evidence checks: a name, whether it holds, and what was found."""
+
+    name: str
+    ok: bool
+    detail: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+
+
+def sha256_text(text: str | None) -> str | None:
+    """SHA-256 of a body as the platform hashes it (its UTF-8 bytes; section 4 ``outputBodySha256``)."""
+    return None if text is None else hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+_TERMINAL_ACTIONS = ("REPLAY_COMPLETED", "REPLAY_FAILED", "REPLAY_ERROR", "REPLAY_ABORTED")
+
+
+def receipt_checks(
+    receipt: Sequence[Mapping[str, Any]],
+    bundle: Mapping[str, Any] | None,
+    verification: audit_core.VerifyResult | None,
+    *,
+    replay_id: str,
+    source_exchange_id: str | None,
+    reason: str | None,
+    effective_payload_sha256: str | None,
+    output_body_sha256: str | None,
+    result_execution_id: str | None,
+) -> list[Check]:
+    """What ties a replay's audit events (its receipt) to a verified bundle and to the evidence:
+    every receipt event's hash recomputes and equals the bundle's event at its seq; a signed
+    checkpoint covers them; the requested event names the source, the reason and the payload
+    hash; the final event names the result execution and the output hash."""
+    checks: list[Check] = []
+    events = [e for e in receipt if (e.get("target") or {}).get("replayId") == replay_id]
+    actions = [e.get("action") for e in events]
+    checks.append(
+        Check(
+            "receipt complete",
+            "REPLAY_REQUESTED" in actions and any(a in _TERMINAL_ACTIONS for a in actions),
+            f"{len(events)} events: {', '.join(map(str, actions)) or 'none'}",
+        )
+    )
+    bad = [e.get("seq") for e in events if audit_core.event_hash(e, str(e.get("prevHash"))) != e.get("hash")]
+    checks.append(
+        Check(
+            "receipt hashes recompute", not bad and bool(events), f"bad seq {bad}" if bad else "all recompute"
+        )
+    )
+    if bundle is None or verification is None:
+        checks.append(Check("bundle verifies", False, "no audit bundle (exporting needs audit:read)"))
+    else:
+        checks.append(
+            Check(
+                "bundle verifies",
+                verification.ok,
+                verification.message or f"{verification.reason} at seq {verification.first_bad_seq}",
+            )
+        )
+        by_seq = {e.get("seq"): e for e in bundle.get("events") or () if isinstance(e, Mapping)}
+        missing = [
+            e.get("seq") for e in events if (by_seq.get(e.get("seq")) or {}).get("hash") != e.get("hash")
+        ]
+        checks.append(
+            Check(
+                "receipt in bundle",
+                not missing and bool(events),
+                f"seq {missing} differ from or are missing in the bundle"
+                if missing
+                else f"seq {', '.join(str(e.get('seq')) for e in events)} found with the same hashes",
+            )
+        )
+        top = max((int(e.get("seq") or 0) for e in events), default=0)
+        anchored = verification.anchored_seq
+        checks.append(
+            Check(
+                "receipt under a signed checkpoint",
+                anchored is not None and top <= anchored,
+                f"newest receipt seq {top}, signed checkpoint at seq {anchored}",
+            )
+        )
+    requested = next((e for e in events if e.get("action") == "REPLAY_REQUESTED"), {})
+    detail = requested.get("detail") or {}
+    target = requested.get("target") or {}
+    if source_exchange_id is not None:
+        checks.append(
+            Check(
+                "audited source",
+                target.get("sourceExchangeId") == source_exchange_id,
+                f"audit names {target.get('sourceExchangeId')}",
+            )
+        )
+    if reason is not None:
+        checks.append(
+            Check("audited reason", detail.get("reason") == reason, f"audit says {detail.get('reason')!r}")
+        )
+    checks.append(
+        Check(
+            "audited payload hash",
+            effective_payload_sha256 is not None
+            and detail.get("effectivePayloadSha256") == effective_payload_sha256,
+            f"audit {detail.get('effectivePayloadSha256')}",
+        )
+    )
+    final = next((e for e in events if e.get("action") in _TERMINAL_ACTIONS), {})
+    fdetail = final.get("detail") or {}
+    checks.append(
+        Check(
+            "audited output hash",
+            output_body_sha256 is not None and fdetail.get("outputBodySha256") == output_body_sha256,
+            f"audit {fdetail.get('outputBodySha256')}, computed {output_body_sha256}",
+        )
+    )
+    checks.append(
+        Check(
+            "audited result execution",
+            result_execution_id is not None and fdetail.get("resultExecutionId") == result_execution_id,
+            f"audit {fdetail.get('resultExecutionId')}",
+        )
+    )
+    return checks
+
+
+def execution_facts(e: Execution) -> dict[str, Any]:
+    return {
+        "exchangeId": e.exchange_id,
+        "executionId": e.execution_id,
+        "environment": e.environment,
+        "routeId": e.route_id,
+        "routeVersion": e.route_version,
+        "instanceId": e.instance_id,
+        "status": e.status,
+        "captureMode": e.capture_mode,
+        "startTime": None if e.start_time is None else e.start_time.isoformat().replace("+00:00", "Z"),
+        "processorCount": e.processor_count,
+    }
+
+
+def build_evidence(
+    *,
+    parameters: ProofParameters,
+    source: Execution,
+    replay_resource: Mapping[str, Any],
+    replay: Execution,
+    diff_result: DiffResult | None,
+    outcomes: Outcomes,
+    receipt: Sequence[Mapping[str, Any]],
+    bundle: Mapping[str, Any] | None,
+    verification: audit_core.VerifyResult | None,
+    trusted_keys: str,
+    platform: Mapping[str, Any],
+    generated_at: str,
+) -> dict[str, Any]:
+    """The evidence of one proof (module docstring), from what the notebook gathered.
+
+    ``replay_resource`` is the Replay as read after it ended (section 4); ``trusted_keys`` says
+    whose keys verified the bundle (``"environment"``: MOAT_AUDIT_KEYS, ``"bundle"``: its own)."""
+    replay_id = str(replay_resource.get("replayId"))
+    result = replay_resource.get("result") or {}
+    output_sha = sha256_text(replay.output_body)
+    effective_sha = replay_resource.get("effectivePayloadSha256")
+    checks = receipt_checks(
+        receipt,
+        bundle,
+        verification,
+        replay_id=replay_id,
+        source_exchange_id=source.exchange_id,
+        reason=parameters.reason,
+        effective_payload_sha256=effective_sha,
+        output_body_sha256=output_sha,
+        result_execution_id=replay.execution_id,
+    )
+    checks.insert(
+        0,
+        Check(
+            "output hash matches the platform's",
+            output_sha is not None and output_sha == result.get("outputBodySha256"),
+            f"computed {output_sha}, platform {result.get('outputBodySha256')}",
+        ),
+    )
+    checks.append(
+        Check(
+            "replay is of the source",
+            replay.is_replay
+            and replay.replay_id == replay_id
+            and replay.source_exchange_id == source.exchange_id,
+            f"execution {replay.execution_id} replays {replay.source_exchange_id}",
+        )
+    )
+    audit_ok = all(c.ok for c in checks)
+    failures = [
+        f"expectation {i} failed: {r.expectation.label}: {r.message}"
+        for i, r in enumerate(outcomes)
+        if not r.passed
+    ]
+    failures += [f"check failed: {c.name}: {c.detail}" for c in checks if not c.ok]
+    checkpoint = (bundle.get("checkpoints") or [None])[-1] if bundle else None
+    # The replay's audit record is every event that names it (section 7): from the verified
+    # bundle when there is one, which also holds the query that fetched the receipt.
+    events = [
+        dict(e)
+        for e in ((bundle or {}).get("events") or receipt)
+        if isinstance(e, Mapping) and (e.get("target") or {}).get("replayId") == replay_id
+    ]
+    keys = sorted((bundle or {}).get("publicKeys") or {})
+    diff_part: dict[str, Any] | None = None
+    if diff_result is not None:
+        d = diff_result.to_dict()
+        diff_part = {
+            "same": d["same"],
+            "summary": d["summary"],
+            "counts": d["counts"],
+            "firstDivergence": d["firstDivergence"],
+            "limitations": d["limitations"],
+            "differences": [r for r in d["rows"] if not r["noise"]][:200],
+        }
+    return {
+        "format": EVIDENCE_FORMAT,
+        "generatedAt": generated_at,
+        "verdict": "PASS" if outcomes.passed and audit_ok else "FAIL",
+        "expectationsHold": outcomes.passed,
+        "auditVerified": audit_ok,
+        "failures": failures,
+        "parameters": parameters.to_wire(),
+        "platform": dict(platform),
+        "source": execution_facts(source),
+        "replay": {
+            **execution_facts(replay),
+            "replayId": replay_id,
+            "status": replay_resource.get("status"),
+            "resultStatus": result.get("status"),
+            "sourceEnvironment": replay_resource.get("sourceEnvironment"),
+            "targetEnvironment": replay_resource.get("targetEnvironment"),
+            "agentId": replay_resource.get("agentId"),
+            "requestedBy": replay_resource.get("requestedBy"),
+            "requestedAt": replay_resource.get("requestedAt"),
+            "finishedAt": replay_resource.get("finishedAt"),
+            "payloadDiff": replay_resource.get("payloadDiff"),
+            "resultExecutionId": replay.execution_id,
+        },
+        "hashes": {
+            "effectivePayloadSha256": effective_sha,
+            "outputBodySha256": output_sha,
+            "platformOutputBodySha256": result.get("outputBodySha256"),
+            "algorithm": "SHA-256; payload: of the RFC 8785 JSON of the effective payload (computed by "
+            "the platform over the real values); output: of the output body's UTF-8 bytes",
+        },
+        "output": Subject.of_execution(replay).to_wire(),
+        "expectations": outcomes.to_wire(),
+        "diff": diff_part,
+        "audit": {
+            "events": events,
+            "checkpoint": checkpoint,
+            "verification": None
+            if verification is None
+            else {
+                **verification.to_wire(),
+                "message": verification.message,
+                "anchoredSeq": verification.anchored_seq,
+                "tenantId": verification.tenant_id,
+            },
+            "trustedKeys": trusted_keys,
+            "keyIds": keys,
+            "bundleSha256": None if bundle is None else hashlib.sha256(canonical_json(bundle)).hexdigest(),
+        },
+        "checks": [c.to_wire() for c in checks],
+    }
+
+
+def verify_evidence(
+    evidence: Mapping[str, Any],
+    bundle: Mapping[str, Any] | None,
+    *,
+    public_keys: Any = None,
+    notebook_bytes: bytes | None = None,
+    embedded: Mapping[str, Any] | None = None,
+) -> list[Check]:
+    """Re-check an evidence file offline (pure): the bundle verifies (with ``public_keys`` when
+    given), the receipt events are in it under a signed checkpoint and name the same source,
+    reason and hashes; the output recorded hashes to the audited output hash, and the
+    expectations on the result re-evaluate to the recorded results; the notebook bytes hash to
+    ``notebook.sha256`` and the evidence it embeds (``embedded``) is this one."""
+    checks: list[Check] = []
+    if evidence.get("format") != EVIDENCE_FORMAT:
+        return [Check("format", False, f"format is {evidence.get('format')!r}, expected {EVIDENCE_FORMAT!r}")]
+    audit_part = evidence.get("audit") or {}
+    bundle_sha = None if bundle is None else hashlib.sha256(canonical_json(bundle)).hexdigest()
+    checks.append(
+        Check(
+            "bundle is the one recorded", bundle_sha == audit_part.get("bundleSha256"), f"bundle {bundle_sha}"
+        )
+    )
+    verification = None if bundle is None else audit_core.verify_bundle(dict(bundle), public_keys)
+    replay = evidence.get("replay") or {}
+    hashes = evidence.get("hashes") or {}
+    output = evidence.get("output") or {}
+    body_sha = sha256_text(output.get("body"))
+    checks.append(
+        Check(
+            "output body hash",
+            body_sha == hashes.get("outputBodySha256"),
+            f"recorded output hashes to {body_sha}",
+        )
+    )
+    checks += receipt_checks(
+        audit_part.get("events") or [],
+        bundle,
+        verification,
+        replay_id=str(replay.get("replayId")),
+        source_exchange_id=(evidence.get("source") or {}).get("exchangeId"),
+        reason=(evidence.get("parameters") or {}).get("reason"),
+        effective_payload_sha256=hashes.get("effectivePayloadSha256"),
+        output_body_sha256=body_sha,
+        result_execution_id=replay.get("resultExecutionId"),
+    )
+    # Expectations on the result (not on a processor) re-evaluate from the audited output.
+    subject = Subject.from_wire(output)
+    recorded = evidence.get("expectations") or []
+    mismatch = []
+    for i, item in enumerate(recorded):
+        try:
+            exp = Expectation.from_wire(item.get("expectation"), i)
+        except ValidationError as exc:
+            mismatch.append(f"{i} ({exc.message})")
+            continue
+        if exp.processor is None and evaluate_one(exp, subject).passed != item.get("passed"):
+            mismatch.append(str(i))
+    checks.append(
+        Check(
+            "expectations re-evaluate",
+            not mismatch and bool(recorded),
+            f"expectation(s) {', '.join(mismatch)} differ"
+            if mismatch
+            else f"{len(recorded)} recorded, all agree",
+        )
+    )
+    verdict_ok = all(item.get("passed") for item in recorded) and bool(recorded)
+    checks.append(
+        Check(
+            "verdict",
+            (evidence.get("verdict") == "PASS") == (verdict_ok and all(c.ok for c in checks)),
+            f"recorded {evidence.get('verdict')}",
+        )
+    )
+    nb = evidence.get("notebook") or {}
+    if notebook_bytes is not None:
+        sha = hashlib.sha256(notebook_bytes).hexdigest()
+        checks.append(Check("notebook hash", sha == nb.get("sha256"), f"file hashes to {sha}"))
+    if embedded is not None:
+        own = {k: v for k, v in evidence.items() if k not in RUNNER_KEYS}
+        checks.append(
+            Check("notebook embeds this evidence", json_equal(own, dict(embedded)), "compared as JSON")
+        )
+    return checks
+
+
+#: Keys of evidence.json that the runner adds after the notebook ran (not in the notebook).
+RUNNER_KEYS = frozenset({"notebook", "files", "runner"})

@@ -1,0 +1,156 @@
+"""The four notebooks of ``notebooks/`` run top to bottom with their default parameters against a
+real sandbox, through papermill in the ``moat-nb`` kernel (DESIGN.md section 9, issue 8), and their
+HTML exports draw their plots offline.
+
+Each test checks what the notebook found, not only that it ran: the what-if diff names the pricing
+step and the sweep's totals follow the quantity; the bug is reproduced and the fix goes through;
+the regression's verdicts are the ones route versions 1 and 2 give when run in-process on the same
+recorded inputs; the compliance proof's evidence passes. Credentials reach the kernels through
+``MOAT_*`` environment variables only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+from moat_nb import report
+
+pytestmark = pytest.mark.slow
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def _run(name: str, sandbox: Any, user: str, tmp_path: Path) -> tuple[nbformat.NotebookNode, str]:
+    executed = tmp_path / name
+    nb = report.run_notebook(
+        NOTEBOOKS / name,
+        executed,
+        env={"MOAT_URL": sandbox.url, "MOAT_USER": user, "MOAT_PASSWORD": user},
+        cwd=tmp_path,
+        timeout=240,
+    )
+    errors = [o for c in nb.cells for o in c.get("outputs", ()) if o.get("output_type") == "error"]
+    assert not errors, errors
+    html = report.export_html(nb, tmp_path / (name + ".html"), hide_code=False).read_text()
+    return nb, html
+
+
+def _assert_plots_offline(html: str, at_least: int) -> None:
+    # Every figure is a plotly div drawn by Plotly.newPlot; plotly.js itself is in the page
+    # (its version banner), and no script is loaded from the network.
+    assert html.count('class="plotly-graph-div"') >= at_least
+    assert html.count("Plotly.newPlot(") >= at_least
+    assert re.search(r"plotly\.js v\d+\.\d+\.\d+", html), "plotly.js is not embedded"
+    assert not re.findall(r"<script[^>]+src=\"https?://", html), "the page loads a script from the network"
+
+
+def _stream(nb: nbformat.NotebookNode) -> str:
+    return "".join(
+        o.get("text", "") for c in nb.cells for o in c.get("outputs", ()) if o.get("output_type") == "stream"
+    )
+
+
+def test_parameters_cell_is_tagged_and_first_code_cell() -> None:
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert "parameters" in code[0].metadata.get("tags", []), path.name
+        assert not any(c.get("outputs") for c in code), f"{path.name} is saved with outputs"
+        assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), path.name
+        # Credentials are never parameters (section 6): the notebooks read MOAT_* themselves.
+        assert not re.search(r"password|token", code[0].source, re.I), path.name
+
+
+def test_explore_what_if(client_sandbox: Any, tmp_path: Path) -> None:
+    nb, html = _run("explore_what_if.ipynb", client_sandbox, "operator", tmp_path)
+    tables = report.notebook_tables(nb)
+    # The route-made differences name the pricing step and the bulk-discount rule.
+    processors = {row["processor_id"] for row in tables["first-seen"]}
+    assert "compute-totals" in processors
+    paths = {row["path"] for row in tables["first-seen"]}
+    assert "body:$.total" in paths
+    sweep = tables["sweep"]
+    assert len(sweep) == 4 * 2  # the default grid: 4 quantities x 2 customers
+    assert all(row["result_status"] == "COMPLETED" for row in sweep)
+    for customer in ("C-1003", "C-1001"):
+        totals = [
+            row["total"] for row in sorted(sweep, key=lambda r: r["quantity"]) if row["customer"] == customer
+        ]
+        assert totals == sorted(totals) and totals[0] < totals[-1], (customer, totals)
+    # Gold (C-1001) pays less than bronze (C-1003) for the same quantity: the tier discount.
+    by = {(r["customer"], r["quantity"]): r["total"] for r in sweep}
+    assert all(by[("C-1001", q)] < by[("C-1003", q)] for q in (1, 5, 10, 20))
+    _assert_plots_offline(html, at_least=4)
+
+
+def test_reproduce_bug(client_sandbox: Any, tmp_path: Path) -> None:
+    nb, html = _run("reproduce_bug.ipynb", client_sandbox, "operator", tmp_path)
+    tables = report.notebook_tables(nb)
+    assert tables["failures"], "the history has failed exchanges"
+    outcomes = {row["run"]: row for row in tables["outcomes"]}
+    reproduction, fixed = outcomes["reproduction"], outcomes["with the fix"]
+    assert reproduction["status"] == "FAILED" and reproduction["same as the original"] is True
+    assert reproduction["error"] in {row["error_type"] for row in tables["failures"]}
+    assert fixed["status"] == "COMPLETED" and fixed["same as the original"] is False
+    assert json.loads(fixed["result"])["status"] in ("ACCEPTED", "PARTIALLY_BACKORDERED", "BACKORDERED")
+    assert "fix: line" in _stream(nb)
+    _assert_plots_offline(html, at_least=3)
+
+
+def _expected_verdicts(sandbox: Any, rows: list[dict[str, Any]]) -> dict[str, str]:
+    """The oracle: route versions 1 and 2 run in-process on each recorded input (no server, no
+    agent, no replay path); the replay must be SAME exactly when both give the same result."""
+    from moat_nb.model import Payload
+    from moat_nb.sandbox.apps.orders import APP
+    from moat_nb.sandbox.camel import RouteSet
+
+    v1, v2 = (RouteSet.load(APP.versions[v], APP.beans, endpoints=APP.endpoints) for v in ("v1", "v2"))
+    expected = {}
+    for row in rows:
+        original = sandbox.state.store.execution(row["source_execution_id"])
+        payload = Payload(
+            headers=dict(original.input_headers or {}),
+            body=original.input_body,
+            properties=dict(original.input_properties or {}),
+        )
+        a, b = (routes.run(APP.entry_route, payload) for routes in (v1, v2))
+        same = (a.status, json.loads(a.output_body)["total"]) == (
+            b.status,
+            json.loads(b.output_body)["total"],
+        )
+        expected[row["source_exchange_id"]] = "SAME" if same else "CHANGED"
+    return expected
+
+
+def test_regression_replay(client_sandbox: Any, tmp_path: Path) -> None:
+    nb, html = _run("regression_replay.ipynb", client_sandbox, "prod-operator", tmp_path)
+    rows = report.notebook_tables(nb)["verdicts"]
+    assert len(rows) >= 20
+    expected = _expected_verdicts(client_sandbox, rows)
+    got = {row["source_exchange_id"]: row["verdict"] for row in rows}
+    assert got == expected
+    assert {"SAME", "CHANGED"} <= set(got.values())  # the history exercises both
+    for row in rows:  # CHANGED rows changed the total; SAME rows did not
+        assert (row["verdict"] == "CHANGED") == (row["total"] != row["original_total"]), row
+    _assert_plots_offline(html, at_least=2)
+
+
+def test_compliance_proof_defaults(client_sandbox: Any, tmp_path: Path) -> None:
+    nb, html = _run("compliance_proof.ipynb", client_sandbox, "admin", tmp_path)
+    evidence = next(
+        o["data"][report.EVIDENCE_MIMETYPE]
+        for c in nb.cells
+        for o in c.get("outputs", ())
+        if report.EVIDENCE_MIMETYPE in o.get("data", {})
+    )
+    assert evidence["verdict"] == "PASS", evidence["failures"]
+    assert evidence["source"]["environment"] == "prod" and evidence["replay"]["environment"] == "staging"
+    assert [e["actual"] for e in evidence["expectations"]] == ["COMPLETED", 59.97]
+    _assert_plots_offline(html, at_least=3)

@@ -1,0 +1,530 @@
+"""Compliance proofs (moat_nb.report, moat_nb.evidence, moat_nb.expectations; DESIGN.md section 9).
+
+The pure parts first (the expectation language, parameter validation, the injected parameter
+cell), then the whole report against a real sandbox through ``moat-nb report compliance``:
+a passing proof (exit 0, evidence that matches what the platform stored, an audit bundle that
+verifies, HTML without code), a failing expectation (exit 1, named), parameters refused before
+anything runs, and tampering found by ``moat-nb audit verify`` and ``moat-nb report verify``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from moat_nb import report
+from moat_nb.cli import main
+from moat_nb.errors import MoatError, ValidationError
+from moat_nb.evidence import PARAMETER_NAMES, ProofParameters, check_parameter_cell, sha256_text
+from moat_nb.expectations import Expectation, Subject, evaluate, evaluate_one, json_equal, parse_expectations
+from moat_nb.model import Execution, ProcessorRecord
+
+# --------------------------------------------------------------------------- expectations (pure)
+
+BODY = {"orderId": "ORD-1", "total": 59.97, "count": 3, "ok": True, "lines": [{"sku": "SKU-100", "qty": 3}]}
+
+
+def _execution(**kw: Any) -> Execution:
+    base: dict[str, Any] = {
+        "execution_id": "e-1",
+        "exchange_id": "x-1",
+        "route_id": "order-intake",
+        "status": "COMPLETED",
+        "output_body": json.dumps(BODY),
+        "output_headers": {
+            "Content-Type": "application/json",
+            "orderTotal": "59.97",
+            "meta": '{"a": [1, 2]}',
+        },
+        "output_properties": {"tier": "gold", "order": {"total": 59.97}},
+    }
+    base.update(kw)
+    return Execution(**base)
+
+
+def _check(spec: dict[str, Any], execution: Execution | None = None) -> Any:
+    return evaluate(parse_expectations([spec]), execution or _execution()).results[0]
+
+
+@pytest.mark.parametrize(
+    ("spec", "passed"),
+    [
+        ({"path": "status", "equals": "COMPLETED"}, True),
+        ({"path": "status", "equals": "FAILED"}, False),
+        ({"path": "body:$.total", "equals": 59.97}, True),
+        ({"path": "body:$.count", "equals": 3.0}, True),  # numbers by value
+        ({"path": "body:$.ok", "equals": 1}, False),  # true is not 1
+        ({"path": "body:$.count", "equals": "3"}, False),  # "3" is not 3
+        ({"path": "body:$.lines[0].sku", "equals": "SKU-100"}, True),
+        ({"path": "body:$.lines[0].qty", "ge": 3}, True),
+        ({"path": "body:$.lines[1].qty", "exists": False}, True),
+        ({"path": "body:$.lines[1].qty", "equals": None}, False),  # absent is not null
+        ({"path": "body:$.total", "approx": 59.971, "tolerance": 0.005}, True),
+        ({"path": "body:$.total", "approx": 59.98, "tolerance": 0.005}, False),
+        ({"path": "body:$.total", "lt": 60}, True),
+        ({"path": "body:$.orderId", "matches": "ORD-[0-9]+"}, True),
+        ({"path": "body:$.orderId", "matches": "ORD"}, False),  # the whole text must match
+        ({"path": "body:$.orderId", "contains": "RD-"}, True),
+        ({"path": "body:$.lines", "contains": {"sku": "SKU-100", "qty": 3}}, True),
+        ({"path": "body:$", "contains": "total"}, True),
+        ({"path": "body:$.orderId", "in": ["ORD-1", "ORD-2"]}, True),
+        ({"path": "body:$.orderId", "not_equals": "ORD-2"}, True),
+        ({"path": "body", "equals": BODY}, True),  # the whole body, compared as JSON
+        ({"path": "headers:ordertotal", "equals": "59.97"}, True),  # header names fold case
+        ({"path": "headers:orderTotal", "equals": 59.97}, False),  # a header holds text
+        ({"path": "headers:meta.a[1]", "equals": 2}, True),  # JSON text inside a header
+        ({"path": "properties:order.total", "equals": 59.97}, True),
+        ({"path": "properties:Tier", "exists": True}, False),  # property names do not fold case
+        ({"path": "error:type", "exists": False}, True),
+    ],
+)
+def test_expectation_operators(spec: dict[str, Any], passed: bool) -> None:
+    result = _check(spec)
+    assert result.passed is passed, result.message
+
+
+def test_a_failed_equality_says_what_was_found() -> None:
+    result = _check({"path": "body:$.count", "equals": "3"})
+    assert "found 3" in result.message and "int" in result.message and "str" in result.message
+    absent = _check({"path": "body:$.missing", "equals": 1})
+    assert not absent.present and "absent" in absent.message
+
+
+def test_expectation_at_a_processor() -> None:
+    proc = ProcessorRecord(
+        execution_id="e-1",
+        exchange_id="x-1",
+        seq=3,
+        processor_id="gold-discount",
+        processor_type="setProperty",
+        route_id="order-intake",
+        status="COMPLETED",
+        properties={"tierDiscountPct": "10"},
+    )
+    execution = _execution(processors=(proc,))
+    assert _check(
+        {"path": "properties:tierDiscountPct", "equals": "10", "processor": "gold-discount"}, execution
+    ).passed
+    missing = _check({"path": "status", "equals": "COMPLETED", "processor": "nope"}, execution)
+    assert not missing.passed and "did not run" in missing.message
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ({"path": "status"}, "exactly one operator"),
+        ({"path": "status", "equals": 1, "in": [1]}, "exactly one operator"),
+        ({"path": "route", "exists": True}, "'route'"),
+        ({"path": "nonsense:x", "equals": 1}, "diff path"),
+        ({"path": "body:$.total", "approx": "59"}, "numbers"),
+        ({"path": "body:$.total", "equals": 1, "tolerance": 0.1}, "tolerance goes with approx"),
+        ({"path": "body:$.x", "matches": "("}, "not a regular expression"),
+        ({"path": "body:$.x", "equals": 1, "iteration": 2}, "iteration needs a processor"),
+        ({"path": "body:$.x", "equals": 1, "script": "x"}, "unknown key"),
+        ({"path": "body:$.x", "exists": "yes"}, "true or false"),
+    ],
+)
+def test_bad_expectations_are_named(spec: dict[str, Any], words: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_expectations([{"path": "status", "equals": "COMPLETED"}, spec])
+    assert caught.value.code == "BAD_EXPECTATION"
+    assert caught.value.message.startswith("expectation 1:") and words in caught.value.message
+
+
+def test_expectations_need_a_claim_and_strict_json() -> None:
+    for text, code in (("[]", "BAD_EXPECTATION"), ("{}", "BAD_EXPECTATION"), ("[1,", "BAD_JSON")):
+        with pytest.raises(ValidationError) as caught:
+            parse_expectations(text)
+        assert caught.value.code == code
+    for text in (
+        '[{"path": "status", "path": "body", "equals": 1}]',
+        '[{"path": "body:$.x", "equals": NaN}]',
+    ):
+        with pytest.raises(ValidationError, match="not valid JSON"):
+            parse_expectations(text)
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=_json, key=st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True))
+def test_equals_holds_for_the_value_that_is_there(value: Any, key: str) -> None:
+    execution = _execution(output_body=json.dumps({key: value}))
+    assert evaluate_one(Expectation(f"body:$.{key}", "equals", value), Subject.of_execution(execution)).passed
+    assert not evaluate_one(
+        Expectation(f"body:$.{key}", "not_equals", value), Subject.of_execution(execution)
+    ).passed
+    assert evaluate_one(Expectation(f"body:$.{key}", "exists", True), Subject.of_execution(execution)).passed
+    assert json_equal(value, json.loads(json.dumps(value)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(a=_json, b=_json)
+def test_json_equal_is_symmetric_and_tells_true_from_one(a: Any, b: Any) -> None:
+    assert json_equal(a, b) == json_equal(b, a)
+    assert not json_equal(True, 1) and not json_equal(1, "1") and json_equal(1, 1.0)
+
+
+# --------------------------------------------------------------------------- parameters (pure)
+
+GOOD = {
+    "source_exchange_id": "ID-sandbox-abc-1",
+    "modified_payload": '{"body": {"orderId": "O-1", "lines": []}, "headers": {"channel": "web"}}',
+    "target_environment": "staging",
+    "expectations": '[{"path": "status", "equals": "COMPLETED"}]',
+    "reason": "proof",
+}
+
+
+def test_good_parameters_round_trip() -> None:
+    params = ProofParameters.parse(GOOD)
+    assert params.modified_payload["body"] == '{"orderId": "O-1", "lines": []}'  # an object body as JSON text
+    assert params.replay_arguments()["headers"] == {"channel": "web"}
+    again = ProofParameters.parse(params.to_papermill())
+    assert again == params
+    assert list(params.to_papermill()) == list(PARAMETER_NAMES)
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"source_exchange_id": "x'; import os; os.system('id') #"}, "BAD_PARAMETER"),
+        ({"source_exchange_id": ""}, "BAD_PARAMETER"),
+        ({"modified_payload": "{not json"}, "BAD_JSON"),
+        ({"modified_payload": '{"body": "a", "body": "b"}'}, "BAD_JSON"),
+        ({"modified_payload": '{"headers": {"Authorization": "Bearer x"}}'}, "CREDENTIAL_PARAMETER"),
+        ({"modified_payload": '{"properties": {"db.password": "x"}}'}, "CREDENTIAL_PARAMETER"),
+        ({"modified_payload": '{"body": {"user": {"apiToken": "x"}}}'}, "CREDENTIAL_PARAMETER"),
+        ({"modified_payload": '{"headers": {"CamelHttpUri": "http://evil"}}'}, "CONTROL_HEADER"),
+        ({"modified_payload": '{"headers": {"x": "a\\r\\nInjected: 1"}}'}, "BAD_HEADER"),
+        ({"modified_payload": '{"script": "x"}'}, "BAD_PARAMETER"),
+        ({"target_environment": "staging; rm -rf /"}, "BAD_PARAMETER"),
+        ({"expectations": "[]"}, "BAD_EXPECTATION"),
+        ({"reason": ""}, "BAD_PARAMETER"),
+        ({"reason": "a\x1b[31mred"}, "BAD_PARAMETER"),
+        ({"reason": "x" * 501}, "BAD_PARAMETER"),
+        ({"password": "admin"}, "CREDENTIAL_PARAMETER"),
+        ({"MOAT_PASSWORD": "admin"}, "CREDENTIAL_PARAMETER"),
+        ({"username": "admin"}, "CREDENTIAL_PARAMETER"),
+        ({"api_token": "x"}, "CREDENTIAL_PARAMETER"),
+        ({"__import__('os').system('id')": "x"}, "BAD_PARAMETER"),
+    ],
+)
+def test_bad_parameters_are_refused(change: dict[str, Any], code: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        ProofParameters.parse({**GOOD, **change})
+    assert caught.value.code == code, caught.value
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.text(), min_size=5, max_size=5))
+def test_papermill_parameter_cell_keeps_any_text_as_data(values: list[str]) -> None:
+    # Whatever text a value holds (quotes, backslashes, newlines, NUL, code), the cell papermill
+    # injects assigns exactly that string and runs nothing else.
+    from papermill.translators import PythonTranslator
+
+    params = dict(zip(PARAMETER_NAMES, values, strict=True))
+    check_parameter_cell(PythonTranslator.codify(params), params)
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        'reason = "x"\nimport os\n',
+        'reason = "x"; os.system("id")\n',
+        'reason = "x" + __import__("os").getcwd()\n',
+        'reason = "y"\n',  # not the value given
+        'other = "x"\n',
+    ],
+)
+def test_parameter_cell_with_code_is_refused(cell: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        check_parameter_cell(cell, {"reason": "x"})
+    assert caught.value.code == "PARAMETER_INJECTION"
+
+
+# --------------------------------------------------------------------------- runner pieces
+
+
+def test_kernelspec_runs_this_python() -> None:
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    name = report.ensure_kernel()
+    spec = KernelSpecManager().get_kernel_spec(name)
+    assert spec.argv[0] == sys.executable
+    assert spec.argv[1:3] == ["-m", "ipykernel_launcher"]
+
+
+def test_pdf_without_chromium_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    page = tmp_path / "a.html"
+    page.write_text("<p>x</p>")
+    monkeypatch.setattr(report, "CHROMIUM", tmp_path / "no-chromium")
+    with pytest.raises(MoatError) as caught:
+        report.print_pdf(page, tmp_path / "a.pdf")
+    assert caught.value.code == "NO_CHROMIUM" and "apt-get install chromium" in (caught.value.hint or "")
+    # A report asked for a PDF says so before it starts a kernel or replays anything.
+    monkeypatch.setenv("MOAT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("MOAT_USER", "admin")
+    monkeypatch.setenv("MOAT_PASSWORD", "admin")
+    with pytest.raises(MoatError) as early:
+        report.compliance_proof(
+            "ID-x-1", None, '[{"path": "status", "equals": "COMPLETED"}]',
+            target_environment=None, reason="r", out=tmp_path / "out", pdf=True,
+        )  # fmt: skip
+    assert early.value.code == "NO_CHROMIUM" and not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- the whole report
+
+EXPECT_OK = [
+    {"name": "completes", "path": "status", "equals": "COMPLETED"},
+    {"path": "body:$.total", "equals": 59.97},
+]
+PAYLOAD = {
+    "body": {
+        "orderId": "ORD-PROOF",
+        "customerId": "C-1003",
+        "currency": "EUR",
+        "channel": "web",
+        "lines": [{"sku": "SKU-100", "qty": 3, "unitPrice": 19.99}],
+    }
+}
+
+
+@pytest.fixture(scope="module")
+def proof_env(client_sandbox: Any) -> Iterator[dict[str, Any]]:
+    """MOAT_* for ``admin`` (replay:prod, audit:read) and a prod exchange to prove things about."""
+    from moat_nb.client import connect
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("MOAT_TOKEN", "MOAT_AUDIT_KEYS"):
+            mp.delenv(key, raising=False)
+        mp.setenv("MOAT_URL", client_sandbox.url)
+        mp.setenv("MOAT_USER", "admin")
+        mp.setenv("MOAT_PASSWORD", "admin")
+        with connect() as platform:
+            hits = platform.executions(
+                environment="prod", status="COMPLETED", is_replay=False, limit=1
+            ).to_pandas()
+            yield {"platform": platform, "source": hits.iloc[0]["exchange_id"], "sandbox": client_sandbox}
+
+
+def _files(tmp: Path, payload: Any, expect: Any) -> tuple[Path, Path]:
+    tmp.mkdir(parents=True, exist_ok=True)
+    p, e = tmp / "payload.json", tmp / "expect.json"
+    p.write_text(payload if isinstance(payload, str) else json.dumps(payload))
+    e.write_text(expect if isinstance(expect, str) else json.dumps(expect))
+    return p, e
+
+
+def _cli(source: str, payload: Path, expect: Path, out: Path, *extra: str) -> int:
+    return main(
+        ["report", "compliance", "--source", source, "--payload", str(payload), "--expect", str(expect),
+         "--target-environment", "staging", "--reason", "test proof", "--out", str(out), *extra]
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def passing(proof_env: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    base = tmp_path_factory.mktemp("proof-pass")
+    payload, expect = _files(base / "in", PAYLOAD, EXPECT_OK)
+    started = time.perf_counter()
+    code = _cli(proof_env["source"], payload, expect, base / "out")
+    return {"code": code, "out": base / "out", "seconds": time.perf_counter() - started, **proof_env}
+
+
+@pytest.mark.slow
+def test_passing_proof_exits_0_with_matching_evidence(passing: dict[str, Any]) -> None:
+    assert passing["code"] == 0
+    out: Path = passing["out"]
+    evidence = json.loads((out / "evidence.json").read_text())
+    platform = passing["platform"]
+    assert evidence["verdict"] == "PASS" and evidence["failures"] == []
+    assert evidence["parameters"]["sourceExchangeId"] == passing["source"]
+    assert json.loads(evidence["parameters"]["modifiedPayload"]["body"]) == PAYLOAD["body"]
+    assert [r["passed"] for r in evidence["expectations"]] == [True, True]
+    # The hashes are those of what the platform stored.
+    replay = platform.get_replay(evidence["replay"]["replayId"])
+    stored = platform.execution(replay["resultExecutionId"])
+    assert evidence["source"]["exchangeId"] == replay["sourceExchangeId"] == passing["source"]
+    assert evidence["replay"]["resultExecutionId"] == stored.execution_id
+    assert evidence["hashes"]["outputBodySha256"] == sha256_text(stored.output_body)
+    assert evidence["hashes"]["outputBodySha256"] == replay["result"]["outputBodySha256"]
+    assert evidence["hashes"]["effectivePayloadSha256"] == replay["effectivePayloadSha256"]
+    assert json.loads(evidence["output"]["body"])["total"] == 59.97
+    # The receipt: the replay's audit events with their hashes, under the checkpoint, verified.
+    events = evidence["audit"]["events"]
+    lifecycle = [e for e in events if e["action"].startswith("REPLAY_")]
+    assert [e["action"] for e in lifecycle] == ["REPLAY_REQUESTED", "REPLAY_STARTED", "REPLAY_COMPLETED"]
+    assert {e["action"] for e in events} - {e["action"] for e in lifecycle} <= {"AUDIT_QUERIED"}
+    assert all(
+        e["target"]["replayId"] == replay["replayId"] and re.fullmatch("[0-9a-f]{64}", e["hash"])
+        for e in events
+    )
+    assert {e["seq"] for e in events} <= set(replay["auditSeqs"])
+    assert lifecycle[-1]["detail"]["outputBodySha256"] == evidence["hashes"]["outputBodySha256"]
+    checkpoint = evidence["audit"]["checkpoint"]
+    assert checkpoint["seq"] >= max(e["seq"] for e in events) and checkpoint["signature"]
+    assert evidence["audit"]["verification"]["ok"] is True
+    assert all(c["ok"] for c in evidence["checks"])
+    assert evidence["diff"]["summary"].startswith("order-intake: original")
+    # The notebook's own SHA-256 is that of the executed notebook file.
+    notebook = out / evidence["notebook"]["file"]
+    assert evidence["notebook"]["sha256"] == hashlib.sha256(notebook.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_report_html_is_self_contained_without_code(passing: dict[str, Any]) -> None:
+    page = (passing["out"] / "report.html").read_text()
+    for code in (
+        "report.build_evidence(",
+        "platform = connect(",
+        "params.replay_arguments()",
+        "import moat_nb",
+    ):
+        assert code not in page
+    assert 'class="highlight hl-ipython3"' not in page  # no code cell is rendered
+    assert "Compliance proof" in page and "Verdict: PASS" in page
+    assert "body:$.total equals 59.97" in page
+    assert page.count('class="plotly-graph-div"') >= 3
+    assert not re.findall(r"<script[^>]+src=\"https?://", page)
+
+
+@pytest.mark.slow
+def test_audit_bundle_verifies_and_a_tampered_one_does_not(
+    passing: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = passing["out"] / "audit-bundle.json"
+    assert main(["audit", "verify", str(bundle)]) == 0
+    data = json.loads(bundle.read_text())
+    requested = next(e for e in data["events"] if e["action"] == "REPLAY_REQUESTED")
+    requested["detail"]["reason"] = "something else"
+    tampered = tmp_path / "bundle.json"
+    tampered.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert main(["audit", "verify", str(tampered)]) == 1
+    assert f"seq {requested['seq']}" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_report_verify_finds_tampering(passing: dict[str, Any], tmp_path: Path) -> None:
+    import shutil
+
+    assert main(["report", "verify", str(passing["out"])]) == 0
+    checks = report.verify_report(passing["out"])
+    assert checks and all(c.ok for c in checks)
+
+    def tampered(name: str, change: Any) -> list[str]:
+        copy = tmp_path / name
+        shutil.copytree(passing["out"], copy)
+        change(copy)
+        assert main(["report", "verify", str(copy)]) == 1
+        return [c.name for c in report.verify_report(copy) if not c.ok]
+
+    def output_total(folder: Path) -> None:  # claim another output than the one audited
+        evidence = json.loads((folder / "evidence.json").read_text())
+        evidence["output"]["body"] = evidence["output"]["body"].replace("59.97", "59.96")
+        (folder / "evidence.json").write_text(json.dumps(evidence))
+
+    def reason(folder: Path) -> None:
+        evidence = json.loads((folder / "evidence.json").read_text())
+        evidence["parameters"]["reason"] = "another reason"
+        (folder / "evidence.json").write_text(json.dumps(evidence))
+
+    def notebook(folder: Path) -> None:
+        with (folder / "compliance_proof.ipynb").open("a") as f:
+            f.write(" ")
+
+    assert "output body hash" in tampered("output", output_total)
+    assert "audited reason" in tampered("reason", reason)
+    assert "notebook hash" in tampered("notebook", notebook)
+
+
+@pytest.mark.slow
+def test_failed_expectation_exits_1_and_names_it(proof_env: dict[str, Any], tmp_path: Path) -> None:
+    wrong = [EXPECT_OK[0], {"path": "body:$.total", "equals": 59.96}]  # v1's truncated total
+    payload, expect = _files(tmp_path / "in", PAYLOAD, wrong)
+    assert _cli(proof_env["source"], payload, expect, tmp_path / "out") == 1
+    evidence = json.loads((tmp_path / "out" / "evidence.json").read_text())
+    assert evidence["verdict"] == "FAIL" and evidence["auditVerified"] is True
+    assert evidence["failures"] == [
+        "expectation 1 failed: body:$.total equals 59.96: found 59.97, expected 59.96"
+    ]
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "Verdict: FAIL" in page and "expectation 1 failed: body:$.total equals 59.96" in page
+    assert main(["report", "verify", str(tmp_path / "out")]) == 0  # a failed proof is still genuine
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("case", "code"),
+    [
+        ("bad-id", "BAD_PARAMETER"),
+        ("bad-json", "BAD_JSON"),
+        ("secret-header", "CREDENTIAL_PARAMETER"),
+        ("password-in-url", "CREDENTIAL_PARAMETER"),
+        ("no-credentials", "NO_CREDENTIALS"),
+    ],
+)
+def test_bad_parameters_are_refused_before_anything_runs(
+    proof_env: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, code: str
+) -> None:
+    platform = proof_env["platform"]
+    before = len(platform.replays(limit=None))
+    source, payload, url = proof_env["source"], json.dumps(PAYLOAD), None
+    if case == "bad-id":
+        source = "x'); import os; os.system('id') #"
+    elif case == "bad-json":
+        payload = '{"body": {"qty": 3,}}'
+    elif case == "secret-header":
+        payload = json.dumps({"headers": {"Authorization": "Bearer s3cret"}})
+    elif case == "password-in-url":
+        url = proof_env["sandbox"].url.replace("http://", "http://admin:admin@")
+    elif case == "no-credentials":
+        monkeypatch.delenv("MOAT_PASSWORD")
+    started = time.perf_counter()
+    with pytest.raises(ValidationError) as caught:
+        report.compliance_proof(
+            source,
+            payload,
+            EXPECT_OK,
+            target_environment="staging",
+            reason="r",
+            out=tmp_path / "out",
+            url=url,
+        )
+    assert caught.value.code == code
+    assert time.perf_counter() - started < 2.0  # refused up front: no kernel was started
+    assert not (tmp_path / "out").exists()
+    assert len(platform.replays(limit=None)) == before  # and nothing was replayed
+    # The command line says the same in one line and exits 1.
+    p, e = _files(tmp_path / "in", payload, EXPECT_OK)
+    assert _cli(source, p, e, tmp_path / "out2", *(["--url", url] if url else [])) == 1
+    assert not (tmp_path / "out2").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not report.CHROMIUM.exists(), reason="Debian's chromium is not installed")
+def test_pdf_prints_the_report(passing: dict[str, Any], tmp_path: Path) -> None:
+    pdf = report.print_pdf(passing["out"] / "report.html", tmp_path / "report.pdf")
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF-") and len(data) > 20_000
