@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-MODULES = ["bench_engine", "bench_replay", "bench_diff", "bench_client", "bench_batch", "bench_report"]
+MODULES = ["bench_engine", "bench_replay", "bench_diff", "bench_client", "bench_batch", "bench_report", "bench_audit"]
 
 
 def main(argv: list[str] | None = None) -> int:

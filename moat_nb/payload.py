@@ -299,39 +299,57 @@ def masker(key: bytes) -> Mask:
 
 
 def redact_mapping(mapping: Mapping[str, Any] | None, mask: Mask) -> dict[str, Any] | None:
-    """A copy of ``mapping`` with the value of every secret-named key (at any depth) masked."""
+    """A copy of ``mapping`` with the value of every secret-named key (at any depth, and inside
+    string values that are JSON text) masked."""
     if mapping is None:
         return None
     return _redact_tree(mapping, mask)
 
 
-def _redact_tree(value: Any, mask: Mask) -> Any:
+#: How deep JSON text inside a value is looked into (a body whose field holds JSON text that
+#: holds JSON text ...); beyond that a string is left as it is.
+_MAX_JSON_IN_TEXT = 4
+
+
+def _redact_tree(value: Any, mask: Mask, depth: int = 0) -> Any:
     if isinstance(value, Mapping):
         return {
-            k: mask(v) if isinstance(k, str) and is_secret_name(k) else _redact_tree(v, mask)
+            k: mask(v) if isinstance(k, str) and is_secret_name(k) else _redact_tree(v, mask, depth)
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
-        return [_redact_tree(v, mask) for v in value]
+        return [_redact_tree(v, mask, depth) for v in value]
+    if isinstance(value, str) and depth < _MAX_JSON_IN_TEXT:
+        # A value may be JSON text itself: Camel routes keep the body in an exchange property
+        # (``setProperty: {name: order, simple: "${body}"}``) or wrap it in an envelope, and a
+        # secret-named field inside must not pass because its container is a string.
+        return _redact_json_text(value, mask, depth + 1)
     return value
 
 
+def _redact_json_text(text: str, mask: Mask, depth: int) -> str:
+    if not text.lstrip().startswith(("{", "[")):
+        return text
+    try:
+        parsed = json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+    redacted = _redact_tree(parsed, mask, depth)
+    if redacted == parsed:
+        return text  # nothing secret: the text stays byte for byte as it was
+    return json.dumps(redacted, ensure_ascii=False, separators=(",", ":"))
+
+
 def redact_body(body: str | None, mask: Mask) -> str | None:
-    """A body with the values of secret-named JSON fields redacted.
+    """A body with the values of secret-named JSON fields redacted, at any depth, including
+    inside string values that are JSON text themselves (up to 4 levels).
 
     Only a body that parses as a JSON object or array and has such a field changes (it is then
     re-serialised compactly); any other body is returned as it is.
     """
-    if body is None or not body.lstrip().startswith(("{", "[")):
-        return body
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return body
-    redacted = _redact_tree(parsed, mask)
-    if redacted == parsed:
-        return body
-    return json.dumps(redacted, ensure_ascii=False, separators=(",", ":"))
+    if body is None:
+        return None
+    return _redact_json_text(body, mask, 0)
 
 
 def redact_payload(payload: Payload, mask: Mask) -> Payload:

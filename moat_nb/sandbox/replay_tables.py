@@ -1,5 +1,5 @@
-"""The replay tables in the store's SQLite file, and the append to the replay audit log
-(DESIGN.md sections 4, 5 and 7; reference/security.md sections 1.3, 4.3 and 5).
+"""The replay tables in the store's SQLite file (DESIGN.md sections 4, 5 and 7;
+reference/security.md sections 1.3, 4.3 and 5).
 
 Tables (created with ``IF NOT EXISTS`` by :func:`create_tables`, in the store's file so that a
 replay's row, its events, its idempotency claim and its audit events commit together)::
@@ -7,15 +7,13 @@ replay's row, its events, its idempotency claim and its audit events commit toge
     replays           one row per replay: the Replay resource's fields, commandId, result JSON
     replay_events     (replayId, id 1..n, event, data JSON): the stored SSE trace events
     idempotency_keys  (tenantId, principal, key) -> fingerprint, replayId, expiry (24 h)
-    audit_events      append-only (UPDATE and DELETE triggers abort), the section 7 fields and
-                      the per-tenant hash chain of :mod:`moat_nb.audit`; ``replay_id`` is
-                      ``target.replayId`` copied out for lookups
+
+The audit tables (``audit_events``, ``audit_checkpoints``) are :mod:`.audit_log`'s; they live in
+the same file so that a replay's state change and its audit event commit together, and
+:func:`create_tables` creates them too (a Replay lists its ``auditSeqs``).
 
 Queries: :func:`select_replay`, :func:`list_replays`, :func:`emit_event`, :func:`events_after`,
 :func:`last_event`.
-
-The audit log of issue 4 (``moat_nb.sandbox.audit_log``: checkpoints, verify, export) works on
-this same ``audit_events`` table; :func:`append_audit` is the one writer until then.
 """
 
 from __future__ import annotations
@@ -23,25 +21,18 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
-from .. import audit
 from ..errors import ValidationError
-from ..model import REPLAY_STATUSES, format_time
+from ..model import REPLAY_STATUSES
+from . import audit_log
 
 __all__ = [
     "REPLAY_COLUMNS",
     "SCHEMA",
-    "AUDIT_COLUMNS",
-    "NO_SOURCE",
     "create_tables",
     "dumps",
-    "append_audit",
-    "audit_event_from_row",
-    "audit_events",
     "replay_from_row",
     "select_replay",
     "list_replays",
@@ -97,28 +88,6 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     expires_ms   INTEGER NOT NULL,
     PRIMARY KEY (tenant_id, principal, key)
 );
-CREATE TABLE IF NOT EXISTS audit_events (
-    tenant_id    TEXT NOT NULL,
-    seq          INTEGER NOT NULL,
-    event_id     TEXT NOT NULL UNIQUE,
-    occurred_at  TEXT NOT NULL,
-    action       TEXT NOT NULL,
-    actor        TEXT NOT NULL,
-    source       TEXT NOT NULL,
-    target       TEXT NOT NULL,
-    detail       TEXT NOT NULL,
-    outcome      TEXT NOT NULL,
-    prev_hash    TEXT NOT NULL,
-    hash         TEXT NOT NULL,
-    replay_id    TEXT,
-    UNIQUE (tenant_id, seq),
-    UNIQUE (tenant_id, prev_hash)
-);
-CREATE INDEX IF NOT EXISTS audit_events_replay ON audit_events (replay_id, seq);
-CREATE TRIGGER IF NOT EXISTS audit_events_no_update BEFORE UPDATE ON audit_events
-BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_events_no_delete BEFORE DELETE ON audit_events
-BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;
 """
 
 REPLAY_COLUMNS = (
@@ -127,12 +96,6 @@ REPLAY_COLUMNS = (
     "started_at", "finished_at", "reason", "idempotency_key", "client", "payload_diff",
     "effective_payload_sha256", "result_execution_id", "result",
 )  # fmt: skip
-
-
-#: The audit columns that make up an event, in the order :func:`audit_event_from_row` reads.
-AUDIT_COLUMNS = "seq, event_id, occurred_at, action, actor, source, target, detail, outcome, prev_hash, hash"
-#: ``source`` of events the server makes on its own (timeouts, start-up) or on an agent's word.
-NO_SOURCE: Mapping[str, Any] = {"ip": None, "userAgent": None, "requestId": None, "client": None}
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -147,98 +110,16 @@ def _statements(script: str) -> Iterator[str]:
             buf = ""
 
 
-def dumps(value: Any) -> str:
-    # Compact and on one line: SSE data must not contain raw line breaks (json escapes them).
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+#: Compact one-line JSON: SSE data must not contain raw line breaks (json escapes them).
+dumps = audit_log.dumps
 
 
 def create_tables(conn: sqlite3.Connection) -> None:
-    """Create the replay tables and the audit triggers if absent (inside the caller's transaction)."""
+    """Create the replay tables, and the audit tables they refer to, if absent (inside the
+    caller's transaction)."""
     for statement in _statements(SCHEMA):
         conn.execute(statement)
-
-
-def append_audit(
-    conn: sqlite3.Connection,
-    tenant: str,
-    now: datetime,
-    action: str,
-    *,
-    actor: Mapping[str, Any],
-    source: Mapping[str, Any] | None,
-    target: Mapping[str, Any],
-    detail: Mapping[str, Any],
-    outcome: str,
-) -> int:
-    """Append one audit event, chained after the tenant's newest one, inside the caller's
-    transaction (which must be ``BEGIN IMMEDIATE``: the store's are); returns its seq.
-
-    Section 7: the audit insert is in the transaction that changes the state it records, so a
-    failed append rolls the change back too (fail closed).
-    """
-    row = conn.execute(
-        f"SELECT {AUDIT_COLUMNS} FROM audit_events WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1",
-        (tenant,),
-    ).fetchone()
-    prev = None if row is None else audit_event_from_row(tenant, row)
-    event = {
-        "seq": 1 if prev is None else prev["seq"] + 1,
-        "eventId": uuid.uuid4().hex,
-        "tenantId": tenant,
-        "occurredAt": format_time(now),
-        "action": action,
-        "actor": dict(actor),
-        "source": dict(source or NO_SOURCE),
-        "target": {
-            "replayId": target.get("replayId"),
-            "sourceExchangeId": target.get("sourceExchangeId"),
-            "routeId": target.get("routeId"),
-            "environment": target.get("environment"),
-        },
-        "detail": dict(detail),
-        "outcome": outcome,
-    }
-    chained = audit.append(prev, event)
-    conn.execute(
-        "INSERT INTO audit_events (tenant_id, seq, event_id, occurred_at, action, actor, source, target, "
-        "detail, outcome, prev_hash, hash, replay_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            tenant, chained["seq"], chained["eventId"], chained["occurredAt"], action,
-            dumps(chained["actor"]), dumps(chained["source"]), dumps(chained["target"]),
-            dumps(chained["detail"]), outcome, chained["prevHash"], chained["hash"],
-            chained["target"]["replayId"],
-        ),
-    )  # fmt: skip
-    return int(chained["seq"])
-
-
-def audit_event_from_row(tenant: str, row: Sequence[Any]) -> dict[str, Any]:
-    seq, event_id, occurred_at, action, actor, source, target, detail, outcome, prev_hash, hash_ = row
-    """An audit event (wire form) from a row of :data:`AUDIT_COLUMNS`."""
-    return {
-        "seq": seq,
-        "eventId": event_id,
-        "tenantId": tenant,
-        "occurredAt": occurred_at,
-        "action": action,
-        "actor": json.loads(actor),
-        "source": json.loads(source),
-        "target": json.loads(target),
-        "detail": json.loads(detail),
-        "outcome": outcome,
-        "prevHash": prev_hash,
-        "hash": hash_,
-    }
-
-
-def audit_events(conn: sqlite3.Connection, tenant: str, replay_id: str | None = None) -> list[dict[str, Any]]:
-    """The tenant's stored audit events in seq order (all, or those of one replay)."""
-    sql = f"SELECT {AUDIT_COLUMNS} FROM audit_events WHERE tenant_id = ?"
-    params: list[Any] = [tenant]
-    if replay_id is not None:
-        sql += " AND replay_id = ?"
-        params.append(replay_id)
-    return [audit_event_from_row(tenant, r) for r in conn.execute(sql + " ORDER BY seq", params)]
+    audit_log.create_tables(conn)
 
 
 def replay_from_row(conn: sqlite3.Connection, tenant: str, row: Sequence[Any]) -> dict[str, Any]:

@@ -60,13 +60,11 @@ from ..errors import (
 )
 from ..model import Chunk, Execution, format_time
 from ..payload import effective_payload, payload_diff, payload_sha256, redact_patch
+from .audit_log import NO_SOURCE
 from .preflight import preflight, stub_replies
 from .replay_api import ReplayRequest, RequestInfo, actor_of
 from .replay_tables import (
-    NO_SOURCE,
     REPLAY_COLUMNS,
-    append_audit,
-    audit_events,
     claim_key,
     create_tables,
     dumps,
@@ -129,6 +127,7 @@ class ReplayService:
     def __init__(self, state: SandboxState) -> None:
         self.state = state
         self.store = state.store
+        self.audit = state.audit
         self._worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="replays")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._signals: dict[str, asyncio.Event] = {}
@@ -139,7 +138,7 @@ class ReplayService:
         self._routesets: dict[str, Any] | None = None
         self._routesets_lock = threading.Lock()
         self.closing = False
-        with self.store.transaction() as conn:
+        with self.audit.transaction() as conn:
             create_tables(conn)
         state.agents.on_ack(self.on_ack)
 
@@ -264,28 +263,35 @@ class ReplayService:
             loop.call_soon_threadsafe(wake_all)
 
     def shutdown(self) -> None:
-        """Stop the timers and the streams, and finish the queued writes. Replays still
-        PENDING/RUNNING stay so; the next :meth:`startup` marks them ABORTED."""
+        """Stop the timers and the streams, finish the queued writes and sign the shutdown
+        checkpoint of the audit log (section 7). Replays still PENDING/RUNNING stay so; the
+        next :meth:`startup` marks them ABORTED."""
         for task in list(self._timeouts.values()):
             task.cancel()
         self._timeouts.clear()
         self.close_streams()
         self._worker.shutdown(wait=True)
+        self.audit.close()
 
     # ---------------------------------------------------------------- audit
 
     def _audit(self, conn: sqlite3.Connection, action: str, **kw: Any) -> int:
-        """Append an audit event inside ``conn``'s transaction (see :func:`append_audit`)."""
-        return append_audit(conn, self.tenant_id, self._now(), action, **kw)
+        """Append an audit event inside ``conn``'s transaction (:meth:`AuditLog.append`)."""
+        return int(self.audit.append(conn, action, **kw)["seq"])
 
-    def audit_standalone(self, action: str, **kw: Any) -> int:
-        """One audit event in its own transaction (denials, refused control headers)."""
-        with self.store.transaction() as conn:
-            return self._audit(conn, action, **kw)
+    def audit_standalone(self, action: str, **kw: Any) -> int | None:
+        """One audit event in its own transaction, for a request that is refused anyway
+        (denials, refused control headers): if the audit write fails, the refusal still stands
+        and the failure is logged; the seq, or None then."""
+        try:
+            return int(self.audit.record(action, **kw)["seq"])
+        except AuditUnavailable:
+            log.error("a refused request (%s) could not be audited", action)
+            return None
 
     def audit_events(self, replay_id: str | None = None) -> list[dict[str, Any]]:
         """Stored audit events in seq order (all, or those of one replay)."""
-        return audit_events(self.store._conn(), self.tenant_id, replay_id)
+        return self.audit.events(replay_id)
 
     # ---------------------------------------------------------------- events
 
@@ -475,7 +481,7 @@ class ReplayService:
         now = self._now()
         now_ms = _epoch_ms(now)
         try:
-            with self.store.transaction() as conn:
+            with self.audit.transaction() as conn:
                 ttl_ms = int(IDEMPOTENCY_TTL.total_seconds() * 1000)
                 claimed = claim_key(
                     conn,
@@ -643,7 +649,7 @@ class ReplayService:
         """PENDING/RUNNING -> a terminal status, with ``execution`` (if given), ``status`` and
         ``end`` events and the terminal audit event, in one transaction. False if already ended."""
         now = format_time(self._now())
-        with self.store.transaction() as conn:
+        with self.audit.transaction() as conn:
             row = conn.execute(
                 "SELECT status, source_exchange_id, route_id, target_environment, agent_id, started_at "
                 "FROM replays WHERE replay_id = ?",
@@ -722,7 +728,7 @@ class ReplayService:
         data = ack.get("data") if isinstance(ack.get("data"), Mapping) else {}
         if ack.get("status") == "SUCCESS":
             execution_id = data.get("executionId")
-            with self.store.transaction() as conn:
+            with self.audit.transaction() as conn:
                 if isinstance(execution_id, str):
                     conn.execute(
                         "UPDATE replays SET result_execution_id = coalesce(result_execution_id, ?) "
@@ -792,7 +798,7 @@ class ReplayService:
             chunk.processors or (chunk.execution.processors if chunk.execution else ()) or (),
             key=lambda p: p.seq,
         )
-        with self.store.transaction() as conn:
+        with self.audit.transaction() as conn:
             self._start(conn, replay_id, _agent_actor(agent_id), "chunk")
             for p in processors:
                 self._emit(conn, replay_id, "processor", processor_event(p, chunk, redactor))

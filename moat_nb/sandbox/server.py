@@ -4,7 +4,10 @@
 with uvicorn (:class:`ServerThread` does, on 127.0.0.1 in a background thread). All routes are
 under ``/api/v1``, each an :class:`~moat_nb.sandbox.openapi.Operation` with a declared access
 rule (default deny: see :mod:`moat_nb.sandbox.openapi`); the replay routes come from
-:func:`moat_nb.sandbox.replays.replay_routes`.
+:func:`moat_nb.sandbox.replays.replay_routes`, the audit routes from
+:func:`moat_nb.sandbox.admin_api.admin_operations`. Every id in a path or query is checked
+against the id syntax before a handler runs (400 ``BAD_ID``), and a call of a replay or audit
+endpoint refused for the tier or a permission is audited (``REPLAY_DENIED`` / ``AUDIT_DENIED``).
 
 Errors: any :class:`~moat_nb.errors.ApiError` becomes ``{"error": code, "message", "details"}``
 with its status (``details.hint`` says what to do next; a 401 also carries
@@ -84,6 +87,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("moat_nb.sandbox.server")
+# sse-starlette logs every chunk it sends at DEBUG, and the agents' command channel carries the
+# real values of secret headers (the agent runs them, section 4 "Secrets"): kept at INFO so that
+# turning on debug logging cannot write secrets to the log (security.md VAL-6, ASVS 16.2.5).
+logging.getLogger("sse_starlette.sse").setLevel(logging.INFO)
 
 #: cameleer.md 2.1: ``/data/**`` needs this header with the value "1".
 PROTOCOL_HEADER = "X-Cameleer-Protocol-Version"
@@ -218,14 +225,91 @@ async def _run(op: Operation, request: Request) -> Response:
     state: SandboxState = request.app.state.sandbox
     check_request_headers(request.scope["headers"])
     principal = _identify(op.access, request, state)
-    # Section 6: a LOW/MID tenant gets TIER_NOT_ENTITLED on every replay endpoint, whatever the
-    # caller's permissions, so the tier goes before the permission check.
-    if op.tier and principal is not None:
-        check_tier(state.users.tenant.tier)
-    if op.access.permission is not None:
-        assert principal is not None
-        require(principal, op.access.permission)
+    try:
+        # Section 6: a LOW/MID tenant gets TIER_NOT_ENTITLED on every replay endpoint, whatever
+        # the caller's permissions, so the tier goes before the permission check.
+        if op.tier and principal is not None:
+            check_tier(state.users.tenant.tier)
+        if op.access.permission is not None:
+            assert principal is not None
+            require(principal, op.access.permission)
+    except PermissionDenied as exc:
+        await _audit_denial(state, op, request, principal, exc)
+        raise
+    _check_ids(request)
     return await op.handler(request, principal)
+
+
+#: Path and query parameters that carry an id (section 3: ``^[A-Za-z0-9._:-]{1,128}$``).
+ID_PARAMS = frozenset(
+    {
+        "executionId",
+        "exchangeId",
+        "replayId",
+        "instanceId",
+        "commandId",
+        "sourceExchangeId",
+        "targetAgent",
+        "targetEnvironment",
+        "environment",
+    }
+)
+
+
+def _check_ids(request: Request) -> None:
+    """400 ``BAD_ID`` for an id parameter (path, or non-empty query) that is not an id: one
+    syntax check for every endpoint, so that no handler sees ``../``, NUL or 10 kB of text
+    (security.md VAL-2). Ids are decoded once, by the router, and never name files."""
+    params = [(k, v, "path") for k, v in request.path_params.items()]
+    params += [(k, v, "query") for k, v in request.query_params.multi_items() if v != ""]
+    for name, value, where in params:
+        if name in ID_PARAMS and (not isinstance(value, str) or not ID_PATTERN.match(value)):
+            raise ValidationError(
+                f"{where} parameter {name} is not an id: at most 128 of A-Z a-z 0-9 . _ : -",
+                code="BAD_ID",
+                hint="ids are what the API answered, e.g. an executionId from a search",
+                details={"field": name, "in": where},
+            )
+
+
+#: Which denials are audited, and as what (section 6: "every denied attempt is audited").
+_DENIAL_ACTIONS = {"replays": "REPLAY_DENIED", "audit": "AUDIT_DENIED"}
+
+
+async def _audit_denial(
+    state: SandboxState, op: Operation, request: Request, principal: Principal | None, exc: PermissionDenied
+) -> None:
+    """Record a refused call of a replay or audit endpoint (tier or permission) with actor,
+    action, target and reason. The refusal stands whether or not the record can be written."""
+    action = _DENIAL_ACTIONS.get(op.tag)
+    if action is None or principal is None or principal.kind != "user" or state.audit is None:
+        return
+    from .replay_api import RequestInfo, actor_of
+
+    def id_of(value: str | None) -> str | None:
+        return value if isinstance(value, str) and ID_PATTERN.match(value) else None
+
+    target = {
+        "replayId": id_of(request.path_params.get("replayId") or request.query_params.get("replayId")),
+        "sourceExchangeId": id_of(request.query_params.get("sourceExchangeId")),
+    }
+    try:
+        await run_in_threadpool(
+            state.audit.record,
+            action,
+            actor=actor_of(principal),
+            source=RequestInfo.of(request).to_wire(),
+            target=target,
+            detail={
+                "reason": exc.message,
+                "code": exc.code,
+                "operation": f"{op.method} {op.path}",
+                **{k: v for k, v in exc.details.items() if k != "principal"},
+            },
+            outcome="DENIED",
+        )
+    except ApiError:
+        pass  # AUDIT_UNAVAILABLE: logged by the audit log; the call is refused either way
 
 
 def _route(op: Operation) -> Route:
@@ -854,7 +938,9 @@ def _replay_operations(state: SandboxState) -> list[Operation]:
 
 def create_app(state: SandboxState, *, extra_operations: Iterable[Operation] = ()) -> Starlette:
     """The Starlette app of one sandbox server (see the module docstring)."""
-    operations = [*core_operations(), *_replay_operations(state), *extra_operations]
+    from .admin_api import admin_operations
+
+    operations = [*core_operations(), *_replay_operations(state), *admin_operations(state), *extra_operations]
     routes = [_route(op) for op in operations]
     _check_routes(routes)
 
@@ -882,6 +968,9 @@ def create_app(state: SandboxState, *, extra_operations: Iterable[Operation] = (
         },
         lifespan=lifespan,
     )
+    # No slash-redirects: an API client uses exact paths, and "/executions/%2e%2e%2f" must be a
+    # 404, not a 307 to a path the client did not ask for (security.md VAL-2).
+    app.router.redirect_slashes = False
     app.state.sandbox = state
     app.state.operations = operations
     app.state.openapi = document(operations)

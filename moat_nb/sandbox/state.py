@@ -6,6 +6,8 @@
     <data>/keys/jwt.key      HS256 secret for access/refresh tokens (so tokens survive a restart)
     <data>/keys/commands.pem Ed25519 key that signs agent commands (section 5)
     <data>/keys/redaction.key HMAC key of secret fingerprints (section 4 "Secrets")
+    <data>/keys/audit.pem    Ed25519 key that signs audit checkpoints (section 7)
+    <data>/audit-checkpoints.jsonl  every audit checkpoint again, outside the database
 
 The keys live outside the database on purpose (security.md 1.2 item 3: whoever can rewrite the
 database must not thereby hold the keys), each file readable by its owner only.
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from .agents import AgentRegistry
 from .apps import App
+from .audit_log import AuditLog
 from .bodies import DEFAULT_LIMIT
 from .security import (
     Authority,
@@ -116,6 +119,8 @@ class SandboxState:
     redactor: Redactor
     agents: AgentRegistry
     clock: Callable[[], datetime] = _utcnow
+    #: The tenant's audit log (:mod:`moat_nb.sandbox.audit_log`), set by :meth:`create`.
+    audit: AuditLog | Any = None
     #: Set by :meth:`create` from :mod:`moat_nb.sandbox.replays` (None until that module exists).
     replays: ReplayService | Any = None
     #: Free slots for extension modules (e.g. the audit log) keyed by name.
@@ -166,6 +171,7 @@ class SandboxState:
             ),
             clock=clock,
         )
+        state.audit = AuditLog.open(state.store, data, users.tenant.id, clock=clock)
         state.replays = _replay_service(state)
         return state
 
@@ -178,7 +184,10 @@ class SandboxState:
         return self.config.bootstrap_token or ""
 
     def close(self) -> None:
-        """Close the store (after the server stopped)."""
+        """Sign the audit log's shutdown checkpoint (if the replay service's shutdown has not
+        already), then close the store (after the server stopped)."""
+        if self.audit is not None:
+            self.audit.close()
         self.store.close()
 
 

@@ -1,0 +1,669 @@
+"""The audit log on its tables (moat_nb/sandbox/audit_log.py; DESIGN.md section 7; security.md
+AUD-1, AUD-2, AUD-3, AUD-5, AUD-6, AUD-9): no server here, a store file with three tenants' chains.
+
+The tampering test works on the DATABASE (the bundle-level mutations are tests/test_audit.py's):
+each of at least 1,000 mutations is made on a copy of the file, through a raw connection, after
+dropping the triggers — as someone who can write the file would — and the DB-level verify must
+report a failure every time, naming the first affected seq where one is defined.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from moat_nb import audit
+from moat_nb.errors import AuditUnavailable, RecordError, ValidationError
+from moat_nb.sandbox import audit_log
+from moat_nb.sandbox.audit_log import AnchorFile, AuditKey, AuditLog, AuditQuery, verify_database
+from moat_nb.sandbox.store import Store
+
+TENANTS = ("acme", "globex", "initech")
+EVENTS_PER_TENANT = 120  # a checkpoint at 100, and the shutdown one at 120
+ACTOR = {"username": "alice", "roles": ["OPERATOR"], "permissions": ["replay:run"]}
+SOURCE = {"ip": "127.0.0.1", "userAgent": "pytest", "requestId": "r-1", "client": None}
+
+
+class Clock:
+    """A clock handed to the log: every reading is 7 ms after the last."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+        self.lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self.lock:
+            self.now += timedelta(milliseconds=7)
+            return self.now
+
+
+def detail_for(rnd: random.Random, i: int) -> dict[str, Any]:
+    """Varied details; one in ten takes the pure-Python rfc8785 path (astral text, integral floats)."""
+    return rnd.choices(
+        [
+            {"payloadDiff": [{"op": "replace", "path": "/body", "value": f'{{"qty":{i}}}'}], "reason": "why"},
+            {"resultStatus": "COMPLETED", "durationMs": round(rnd.uniform(0.1, 90), 3), "processorCount": i},
+            {"reason": "prüfen – café 😀", "n": None, "ok": True},
+            {"durationMs": float(i % 5)},
+        ],
+        weights=[9, 9, 1, 1],
+    )[0]
+
+
+def record(log: AuditLog, rnd: random.Random, i: int, action: str = "REPLAY_STARTED") -> dict[str, Any]:
+    return log.record(
+        action,
+        actor=ACTOR,
+        source=SOURCE,
+        target={
+            "replayId": f"replay-{i // 3}",
+            "sourceExchangeId": f"ex-{i}",
+            "routeId": "r",
+            "environment": "dev",
+        },
+        detail=detail_for(rnd, i),
+        outcome="SUCCESS",
+    )
+
+
+def open_logs(data: Path, store: Store, clock: Clock) -> dict[str, AuditLog]:
+    return {t: AuditLog.open(store, data, t, clock=clock) for t in TENANTS}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Three tenants' logs of 120 events each, interleaved, closed (shutdown checkpoints)."""
+    data = tmp_path_factory.mktemp("audit-log")
+    store = Store(data / "sandbox.db")
+    logs = open_logs(data, store, Clock())
+    rnd = random.Random(4)
+    for i in range(EVENTS_PER_TENANT):
+        for t in TENANTS:
+            record(logs[t], rnd, i)
+    for log in logs.values():
+        log.close()
+    store.close()
+    key = logs[TENANTS[0]].key
+    yield {
+        "data": data,
+        "db": data / "sandbox.db",
+        "anchor": AnchorFile(data / audit_log.ANCHOR_FILE),
+        "keys": key.trusted,
+    }
+
+
+def raw(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.text_factory = audit_log.tolerant_text
+    return conn
+
+
+def copy_of(path: Path) -> sqlite3.Connection:
+    """The database in memory, to mutate (the file stays as built)."""
+    source = sqlite3.connect(path)
+    mem = sqlite3.connect(":memory:", isolation_level=None)
+    source.backup(mem)
+    source.close()
+    mem.text_factory = audit_log.tolerant_text
+    return mem
+
+
+def verify_all(conn: sqlite3.Connection | Path, built: dict[str, Any]) -> dict[str, audit.VerifyResult]:
+    return {t: verify_database(conn, t, built["anchor"], built["keys"]) for t in TENANTS}
+
+
+# --------------------------------------------------------------------------- honest logs
+
+
+def test_an_untouched_log_verifies_with_checkpoints_in_both_places(built: dict[str, Any]) -> None:
+    results = verify_all(built["db"], built)
+    for tenant, result in results.items():
+        assert result.ok, (tenant, result)
+        assert result.checked == EVENTS_PER_TENANT and result.head_seq == EVENTS_PER_TENANT
+        assert result.anchored_seq == EVENTS_PER_TENANT  # the shutdown checkpoint covers the head
+    in_file, problems = built["anchor"].read()
+    assert problems == []
+    assert sorted((c["tenantId"], c["seq"]) for c in in_file) == sorted(
+        (t, s) for t in TENANTS for s in (100, EVENTS_PER_TENANT)
+    )
+    conn = raw(built["db"])
+    try:
+        in_db = conn.execute("SELECT tenant_id, seq, key_id, signature FROM audit_checkpoints").fetchall()
+    finally:
+        conn.close()
+    assert sorted(in_db) == sorted((c["tenantId"], c["seq"], c["keyId"], c["signature"]) for c in in_file)
+    # The key lives outside the database: neither its PEM nor its raw bytes are in the file.
+    assert (built["data"] / audit_log.KEY_FILE).stat().st_mode & 0o077 == 0
+    assert b"PRIVATE KEY" not in built["db"].read_bytes()
+
+
+def test_events_read_back_are_what_was_hashed(built: dict[str, Any]) -> None:
+    conn = raw(built["db"])
+    try:
+        events, cps = audit_log.read_chain(conn, "acme")
+    finally:
+        conn.close()
+    assert [e["seq"] for e in events] == list(range(1, EVENTS_PER_TENANT + 1))
+    assert audit.verify(events, cps, built["keys"]).ok
+    assert all(e["occurredAt"].endswith("Z") and e["tenantId"] == "acme" for e in events)
+    assert [c["seq"] for c in cps] == [100, EVENTS_PER_TENANT]
+
+
+# --------------------------------------------------------------------------- guardrails
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE audit_events SET outcome = 'X' WHERE seq = 3",
+        "UPDATE audit_events SET hash = hash",
+        "DELETE FROM audit_events WHERE seq = 120",
+        "DELETE FROM audit_events",
+        "UPDATE audit_checkpoints SET at = at",
+        "DELETE FROM audit_checkpoints",
+    ],
+)
+def test_triggers_refuse_update_and_delete(built: dict[str, Any], sql: str) -> None:
+    conn = raw(built["db"])
+    try:
+        before = conn.execute("SELECT count(*), sum(seq) FROM audit_events").fetchone()
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute(sql)
+        assert conn.execute("SELECT count(*), sum(seq) FROM audit_events").fetchone() == before
+    finally:
+        conn.close()
+    assert all(r.ok for r in verify_all(built["db"], built).values())
+
+
+def test_unique_constraints_make_a_fork_impossible(built: dict[str, Any]) -> None:
+    conn = copy_of(built["db"])
+    row = conn.execute(
+        f"SELECT {audit_log.AUDIT_COLUMNS} FROM audit_events WHERE tenant_id = 'acme' AND seq = 50"
+    ).fetchone()
+    insert = f"INSERT INTO audit_events ({audit_log.AUDIT_COLUMNS}) VALUES ({', '.join('?' * 13)})"
+    fork = list(row)
+    fork[2], fork[10] = "another-event-id", "f" * 64  # a second event 50
+    with pytest.raises(sqlite3.IntegrityError, match="audit_events.seq"):
+        conn.execute(insert, fork)
+    fork[1], fork[10] = 10_000, row[10]  # a new seq chained after event 49 as well: a fork
+    with pytest.raises(sqlite3.IntegrityError, match="prev_hash"):
+        conn.execute(insert, fork)
+
+
+def test_appends_from_8_concurrent_writers_form_one_contiguous_chain(tmp_path: Path) -> None:
+    store = Store(tmp_path / "sandbox.db")
+    log = AuditLog.open(store, tmp_path, "acme", clock=Clock())
+    writers, each = 8, 500
+    errors: list[BaseException] = []
+
+    def write(w: int) -> None:
+        rnd = random.Random(w)
+        try:
+            for i in range(each):
+                record(log, rnd, w * each + i)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    events = log.events()
+    assert [e["seq"] for e in events] == list(range(1, writers * each + 1))
+    prevs = [e["prevHash"] for e in events]
+    assert len(set(prevs)) == len(prevs)  # every hash is followed once: no fork
+    result = log.verify()
+    assert result.ok and result.checked == writers * each
+    assert [c["seq"] for c in log.checkpoints()] == list(range(100, writers * each + 1, 100))
+    store.close()
+
+
+def test_a_failed_append_rolls_back_the_change_it_records(tmp_path: Path) -> None:
+    """Fail closed (AUD-9) at the table level: when the insert fails, the caller's change goes too."""
+    store = Store(tmp_path / "sandbox.db")
+    log = AuditLog.open(store, tmp_path, "acme", clock=Clock())
+    with log.transaction() as conn:
+        conn.execute("CREATE TABLE things (x INTEGER)")
+    record(log, random.Random(1), 1)
+    conn = raw(tmp_path / "sandbox.db")
+    conn.execute(
+        "CREATE TRIGGER full BEFORE INSERT ON audit_events "
+        "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+    )
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="full"), log.transaction() as tx:
+            tx.execute("INSERT INTO things VALUES (1)")
+            log.append(tx, "REPLAY_STARTED", actor=ACTOR, source=SOURCE, target={}, detail={}, outcome="X")
+        assert store._conn().execute("SELECT count(*) FROM things").fetchone() == (0,)
+        with pytest.raises(AuditUnavailable) as info:
+            record(log, random.Random(2), 2)
+        assert info.value.status == 503 and info.value.code == "AUDIT_UNAVAILABLE"
+    finally:
+        conn.execute("DROP TRIGGER full")
+        conn.close()
+    assert [e["seq"] for e in log.events()] == [1]
+    with pytest.raises(RecordError, match="inside the transaction"):
+        log.append(
+            store._conn(), "REPLAY_STARTED", actor=ACTOR, source=SOURCE, target={}, detail={}, outcome="X"
+        )
+    with pytest.raises(RecordError, match="unknown audit action"), log.transaction() as tx:
+        log.append(tx, "REPLAY_TELEPORTED", actor=ACTOR, source=SOURCE, target={}, detail={}, outcome="X")
+    with pytest.raises(AuditUnavailable):  # NaN is not JSON: refused at write time (AUD-4)
+        log.record(
+            "REPLAY_STARTED", actor=ACTOR, source=SOURCE, target={}, detail={"x": float("nan")}, outcome="X"
+        )
+    assert log.verify().ok
+    store.close()
+
+
+# --------------------------------------------------------------------------- checkpoints and the anchor
+
+
+def test_checkpoints_every_100_on_demand_and_at_close(tmp_path: Path) -> None:
+    store = Store(tmp_path / "sandbox.db")
+    log = AuditLog.open(store, tmp_path, "acme", clock=Clock())
+    assert log.checkpoint() is None  # an empty log has nothing to sign
+    rnd = random.Random(3)
+    for i in range(250):
+        record(log, rnd, i)
+    assert [c["seq"] for c in log.checkpoints()] == [100, 200]
+    on_demand = log.checkpoint()
+    assert on_demand is not None and on_demand["seq"] == 250
+    assert log.checkpoint() == on_demand  # the head is signed already: not again
+    record(log, rnd, 251)
+    log.close()
+    cps = log.checkpoints()
+    assert [c["seq"] for c in cps] == [100, 200, 250, 251]
+    assert all(audit.verify([], [c], log.public_keys, start_seq=c["seq"] + 1).ok for c in cps)
+    anchored, problems = log.anchor.read()
+    assert anchored == cps and problems == []
+    store.close()
+
+
+def test_a_checkpoint_is_never_signed_over_a_rewritten_tail(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store(tmp_path / "sandbox.db")
+    log = AuditLog.open(store, tmp_path, "acme", clock=Clock())
+    rnd = random.Random(5)
+    for i in range(150):
+        record(log, rnd, i)
+    conn = raw(tmp_path / "sandbox.db")
+    conn.execute("DROP TRIGGER audit_events_no_update")
+    conn.execute("UPDATE audit_events SET detail = '{\"rewritten\":true}' WHERE seq = 120")
+    conn.close()
+    for i in range(150, 210):
+        record(log, rnd, i)  # appends go on (the chain links up from the stored head) ...
+    assert [c["seq"] for c in log.checkpoints()] == [100]  # ... but nothing signs seq 200
+    assert log.checkpoint() is None
+    assert "no checkpoint is signed" in caplog.text
+    result = log.verify()
+    assert not result.ok and result.first_bad_seq == 120 and result.reason == "HASH_MISMATCH"
+    store.close()
+
+
+def test_a_crash_between_commit_and_anchor_is_caught_up_at_open(tmp_path: Path) -> None:
+    store = Store(tmp_path / "sandbox.db")
+    log = AuditLog.open(store, tmp_path, "acme", clock=Clock())
+    rnd = random.Random(6)
+    for i in range(100):
+        record(log, rnd, i)
+    anchor = tmp_path / audit_log.ANCHOR_FILE
+    assert len(anchor.read_text().splitlines()) == 1
+    anchor.write_text("")  # the process died after the commit, before the file write
+    forged = audit.sign_checkpoint(
+        Ed25519PrivateKey.generate(), None, "acme", 50, "0" * 64, "2026-01-01T00:00:00.000Z"
+    )
+    conn = raw(tmp_path / "sandbox.db")
+    conn.execute(
+        "INSERT INTO audit_checkpoints (tenant_id, seq, hash, at, key_id, signature) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [forged[k] for k in ("tenantId", "seq", "hash", "at", "keyId", "signature")],
+    )
+    conn.close()
+    again = AuditLog.open(store, tmp_path, "acme", clock=Clock())
+    anchored, _ = again.anchor.read()
+    assert [c["seq"] for c in anchored] == [100]  # the genuine one is copied, the forged one is not
+    result = again.verify()
+    assert not result.ok and result.reason == "UNKNOWN_KEY" and result.first_bad_seq == 50
+    store.close()
+
+
+def test_the_anchor_file_catches_a_cut_tail_and_tells_its_limits(tmp_path: Path) -> None:
+    """AUD-2: with an anchored checkpoint past the cut, deleting the tail is detected; events after
+    the newest checkpoint are not vouched for, so cutting only those goes unseen (documented)."""
+    store = Store(tmp_path / "sandbox.db")
+    log = AuditLog.open(store, tmp_path, "acme", clock=Clock())
+    rnd = random.Random(7)
+    for i in range(130):
+        record(log, rnd, i)
+    conn = raw(tmp_path / "sandbox.db")
+    conn.execute("DROP TRIGGER audit_events_no_delete")
+    conn.execute("DELETE FROM audit_events WHERE seq > 120")  # after the last checkpoint (100)
+    result = log.verify()
+    assert result.ok and result.head_seq == 120  # the limitation: nothing vouched for 121..130
+    conn.execute("DROP TRIGGER audit_checkpoints_no_delete")
+    conn.execute("DELETE FROM audit_events WHERE seq > 90")
+    conn.execute("DELETE FROM audit_checkpoints")  # the database copy of the evidence, too
+    conn.close()
+    result = log.verify()
+    assert not result.ok and result.reason == "TRUNCATED" and result.first_bad_seq == 91
+    store.close()
+
+
+def test_the_anchor_file_is_read_strictly(tmp_path: Path) -> None:
+    path = tmp_path / "anchor.jsonl"
+    anchor = AnchorFile(path)
+    assert anchor.read() == ([], [])
+    anchor.append([{"seq": 1}, {"seq": 2}])
+    with open(path, "ab") as fh:
+        fh.write(b'{"seq": 3')  # a write cut short by a crash: skipped
+    assert anchor.read() == ([{"seq": 1}, {"seq": 2}], [])
+    path.write_bytes(b'{"seq": 1}\nnot json\n[1]\n')
+    values, problems = anchor.read()
+    assert values == [{"seq": 1}] and len(problems) == 2 and "line 2" in problems[0]
+
+
+def test_key_rotation_keeps_old_checkpoints_verifiable(tmp_path: Path) -> None:
+    store = Store(tmp_path / "sandbox.db")
+    log = AuditLog.open(store, tmp_path, "acme", clock=Clock())
+    rnd = random.Random(8)
+    for i in range(100):
+        record(log, rnd, i)
+    old = log.key.key_id
+    (tmp_path / audit_log.KEY_FILE).unlink()  # rotate: a new key is made at the next open
+    log = AuditLog.open(store, tmp_path, "acme", clock=Clock())
+    assert log.key.key_id != old and set(log.public_keys) == {old, log.key.key_id}
+    for i in range(100, 200):
+        record(log, rnd, i)
+    assert [c["keyId"] for c in log.checkpoints()] == [old, log.key.key_id]
+    assert log.verify().ok
+    listed = (tmp_path / audit_log.PUBLIC_KEYS_FILE).read_text()
+    assert all(audit.public_key_b64(k) in listed for k in log.public_keys.values())
+    store.close()
+
+
+def test_a_bad_key_file_is_refused_in_words(tmp_path: Path) -> None:
+    (tmp_path / "keys").mkdir()
+    (tmp_path / audit_log.KEY_FILE).write_text("not a key")
+    with pytest.raises(Exception, match="not an unencrypted PEM"):
+        AuditKey.load_or_create(tmp_path / audit_log.KEY_FILE)
+
+
+# --------------------------------------------------------------------------- tampering
+
+
+def _flip(value: Any, rnd: random.Random) -> Any:
+    if isinstance(value, int):
+        return value ^ (1 << rnd.randrange(0, 12))
+    data = bytearray(value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value)
+    i = rnd.randrange(len(data))
+    data[i] ^= 1 << rnd.randrange(8)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return bytes(data)  # stored as a BLOB: what a byte editor leaves behind
+
+
+def _rows(conn: sqlite3.Connection, table: str) -> list[tuple[int, str, int]]:
+    return conn.execute(f"SELECT rowid, tenant_id, seq FROM {table}").fetchall()
+
+
+def _rechain(conn: sqlite3.Connection, tenant: str, start: int, key: Any) -> None:
+    """Rewrite events from ``start`` on with consistent hashes; the attacker also re-signs (with
+    their own key) or deletes the database checkpoints that would give them away."""
+    events, _ = audit_log.read_chain(conn, tenant)
+    prev = audit.genesis_hash(tenant) if start == 1 else events[start - 2]["hash"]
+    for e in events[start - 1 :]:
+        body = {k: v for k, v in e.items() if k not in ("prevHash", "hash")}
+        h = audit.event_hash(body, prev)
+        conn.execute(
+            "UPDATE audit_events SET prev_hash = ?, hash = ? WHERE tenant_id = ? AND seq = ?",
+            (prev, h, tenant, e["seq"]),
+        )
+        if key is not None:
+            conn.execute(
+                "UPDATE audit_checkpoints SET hash = ?, key_id = ?, signature = ? "
+                "WHERE tenant_id = ? AND seq = ?",
+                (
+                    h,
+                    audit.key_id_for(key),
+                    audit.sign_checkpoint(key, None, tenant, e["seq"], h, "2026-01-01T00:00:00.000Z")[
+                        "signature"
+                    ],
+                    tenant,
+                    e["seq"],
+                ),
+            )
+        prev = h
+    if key is None:
+        conn.execute("DELETE FROM audit_checkpoints WHERE tenant_id = ? AND seq >= ?", (tenant, start))
+
+
+def mutate(conn: sqlite3.Connection, rnd: random.Random, kind: str) -> tuple[str, int | None]:
+    """Apply one mutation; returns the tenant it hit and the first seq it affects (None when
+    the first bad seq is not pinned down by the mutation alone)."""
+    for trigger in (
+        "audit_events_no_update",
+        "audit_events_no_delete",
+        "audit_checkpoints_no_update",
+        "audit_checkpoints_no_delete",
+    ):
+        conn.execute(f"DROP TRIGGER {trigger}")
+    tenant = rnd.choice(TENANTS)
+    head = EVENTS_PER_TENANT
+    if kind == "flip_event":
+        columns = [
+            "tenant_id",
+            "seq",
+            "event_id",
+            "occurred_at",
+            "action",
+            "actor",
+            "source",
+            "target",
+            "detail",
+            "outcome",
+            "prev_hash",
+            "hash",
+            "replay_id",
+        ]
+        seq = rnd.randint(1, head)
+        column = rnd.choice(columns)
+        (value,) = (
+            conn.execute(
+                f"SELECT CAST({column} AS BLOB) FROM audit_events WHERE tenant_id = ? AND seq = ?",
+                (tenant, seq),
+            ).fetchone()
+            if column != "seq"
+            else (seq,)
+        )
+        if value is None:  # a null replay_id: give it one
+            new: Any = "replay-x"
+        else:
+            new = _flip(value, rnd)
+        conn.execute(
+            f"UPDATE audit_events SET {column} = ? WHERE tenant_id = ? AND seq = ?", (new, tenant, seq)
+        )
+        return tenant, seq
+    if kind == "flip_checkpoint":
+        column = rnd.choice(["tenant_id", "seq", "hash", "at", "key_id", "signature"])
+        rowid = rnd.choice([r for r, t, _ in _rows(conn, "audit_checkpoints") if t == tenant])
+        (value,) = conn.execute(
+            f"SELECT {'seq' if column == 'seq' else f'CAST({column} AS BLOB)'} "
+            "FROM audit_checkpoints WHERE rowid = ?",
+            (rowid,),
+        ).fetchone()
+        conn.execute(f"UPDATE audit_checkpoints SET {column} = ? WHERE rowid = ?", (_flip(value, rnd), rowid))
+        return tenant, None
+    if kind == "delete_event":
+        seq = rnd.randint(1, head)
+        conn.execute("DELETE FROM audit_events WHERE tenant_id = ? AND seq = ?", (tenant, seq))
+        return tenant, seq
+    if kind == "swap_events":
+        a, b = sorted(rnd.sample(range(1, head + 1), 2))
+        conn.execute("UPDATE audit_events SET seq = -1 WHERE tenant_id = ? AND seq = ?", (tenant, a))
+        conn.execute("UPDATE audit_events SET seq = ? WHERE tenant_id = ? AND seq = ?", (a, tenant, b))
+        conn.execute("UPDATE audit_events SET seq = ? WHERE tenant_id = ? AND seq = -1", (b, tenant))
+        return tenant, a
+    if kind == "truncate_tail":
+        cut = rnd.randint(1, 40)
+        conn.execute("DELETE FROM audit_events WHERE tenant_id = ? AND seq > ?", (tenant, head - cut))
+        if rnd.random() < 0.5:
+            conn.execute(
+                "DELETE FROM audit_checkpoints WHERE tenant_id = ? AND seq > ?", (tenant, head - cut)
+            )
+        return tenant, head - cut + 1
+    if kind == "rewrite_tail":
+        start = rnd.randint(1, head)
+        conn.execute(
+            "UPDATE audit_events SET detail = ? WHERE tenant_id = ? AND seq = ?",
+            (json.dumps({"reason": "nothing to see here"}), tenant, start),
+        )
+        _rechain(conn, tenant, start, Ed25519PrivateKey.generate() if rnd.random() < 0.5 else None)
+        return tenant, None
+    if kind == "swap_key":
+        rowid = rnd.choice([r for r, t, _ in _rows(conn, "audit_checkpoints") if t == tenant])
+        row = conn.execute("SELECT seq, hash, at FROM audit_checkpoints WHERE rowid = ?", (rowid,)).fetchone()
+        other = Ed25519PrivateKey.generate()
+        cp = audit.sign_checkpoint(other, None, tenant, row[0], row[1], row[2])
+        conn.execute(
+            "UPDATE audit_checkpoints SET key_id = ?, signature = ? WHERE rowid = ?",
+            (cp["keyId"], cp["signature"], rowid),
+        )
+        return tenant, row[0]
+    if kind == "delete_checkpoint":
+        rowid = rnd.choice([r for r, t, _ in _rows(conn, "audit_checkpoints") if t == tenant])
+        (seq,) = conn.execute("SELECT seq FROM audit_checkpoints WHERE rowid = ?", (rowid,)).fetchone()
+        conn.execute("DELETE FROM audit_checkpoints WHERE rowid = ?", (rowid,))
+        return tenant, seq
+    if kind == "forged_row":
+        seq = rnd.randint(2, head)
+        (row,) = [
+            r
+            for r in conn.execute(
+                f"SELECT {audit_log.AUDIT_COLUMNS} FROM audit_events WHERE tenant_id = ? AND seq = ?",
+                (tenant, seq),
+            )
+        ]
+        forged = list(row)
+        forged[2] = "forged-" + str(rnd.getrandbits(64))
+        forged[8] = json.dumps({"reason": "forged"})
+        conn.execute("DELETE FROM audit_events WHERE tenant_id = ? AND seq = ?", (tenant, seq))
+        conn.execute(
+            f"INSERT INTO audit_events ({audit_log.AUDIT_COLUMNS}) VALUES ({', '.join('?' * 13)})", forged
+        )
+        return tenant, seq
+    raise AssertionError(kind)
+
+
+KINDS = (
+    "flip_event", "flip_event", "flip_event", "flip_checkpoint", "delete_event", "swap_events",
+    "truncate_tail", "rewrite_tail", "swap_key", "delete_checkpoint", "forged_row",
+)  # fmt: skip
+
+
+def test_a_thousand_mutations_of_the_database_are_all_detected(built: dict[str, Any]) -> None:
+    rnd = random.Random(20261126)
+    base = copy_of(built["db"])
+    untouched = {t: audit_log.read_chain(base, t) for t in TENANTS}
+    assert all(r.ok for r in verify_all(base, built).values())
+    detected: dict[str, int] = {}
+    attempts = 0
+    while sum(detected.values()) < 1000:
+        attempts += 1
+        assert attempts < 1500, "too many mutations could not be applied"
+        conn = copy_of(built["db"])
+        kind = KINDS[attempts % len(KINDS)]
+        try:
+            tenant, first_bad = mutate(conn, rnd, kind)
+        except sqlite3.IntegrityError:
+            continue  # e.g. a flipped seq that another row already has: the database refused it
+        if kind.startswith("flip") and audit_log.read_chain(conn, tenant) == untouched[tenant]:
+            continue  # a flip that changed nothing a reader can see
+        result = verify_database(conn, tenant, built["anchor"], built["keys"])
+        assert not result.ok, (kind, tenant, first_bad, result)
+        assert result.reason in audit.REASONS
+        if first_bad is not None:
+            assert result.first_bad_seq == first_bad, (kind, result)
+        detected[kind] = detected.get(kind, 0) + 1
+        conn.close()
+    assert set(detected) == set(KINDS), detected
+    # ... and never on the untouched log.
+    assert all(r.ok for r in verify_all(built["db"], built).values())
+
+
+def test_a_file_with_bytes_that_are_not_utf8_is_read_and_fails(built: dict[str, Any], tmp_path: Path) -> None:
+    copy = tmp_path / "copy.db"
+    conn = copy_of(built["db"])
+    conn.execute("DROP TRIGGER audit_events_no_update")
+    conn.execute(
+        "UPDATE audit_events SET outcome = CAST(x'ff41' AS TEXT) WHERE tenant_id = 'globex' AND seq = 7"
+    )
+    target = sqlite3.connect(copy)
+    conn.backup(target)
+    target.close()
+    result = verify_database(copy, "globex", built["anchor"], built["keys"])
+    assert not result.ok and result.first_bad_seq == 7
+    assert verify_database(copy, "acme", built["anchor"], built["keys"]).ok
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def test_audit_query_parameters_are_checked() -> None:
+    q = AuditQuery.parse(
+        {
+            "action": "REPLAY_DENIED",
+            "actor": "bob",
+            "replayId": "replay-1",
+            "from": "5",
+            "to": "2026-01-01T10:00:00+01:00",
+            "limit": "7",
+        }
+    )
+    assert (q.action, q.actor, q.replay_id, q.from_seq, q.to_time, q.limit) == (
+        "REPLAY_DENIED", "bob", "replay-1", 5, "2026-01-01T09:00:00.000Z", 7,
+    )  # fmt: skip
+    assert q.to_wire() == {
+        "action": "REPLAY_DENIED",
+        "actor": "bob",
+        "replayId": "replay-1",
+        "from": 5,
+        "to": "2026-01-01T09:00:00.000Z",
+        "offset": 0,
+        "limit": 7,
+    }
+    for bad in (
+        {"action": "DROP_TABLE"},
+        {"replayId": "../etc/passwd"},
+        {"from": "yesterday"},
+        {"to": "9" * 20},
+        {"limit": "0"},
+        {"limit": "1001"},
+        {"offset": "-1"},
+        {"actor": "x\x00"},
+        {"sort": "seq"},
+    ):
+        with pytest.raises(ValidationError):
+            AuditQuery.parse(bad)
+    assert AuditQuery.parse({}).limit == 100
+
+
+def test_actions_inventory_is_the_design_list() -> None:
+    design = {
+        "REPLAY_REQUESTED", "REPLAY_STARTED", "REPLAY_COMPLETED", "REPLAY_FAILED", "REPLAY_ERROR",
+        "REPLAY_ABORTED", "REPLAY_DENIED", "CONTROL_HEADER_REJECTED", "AUDIT_QUERIED", "AUDIT_EXPORTED",
+    }  # fmt: skip
+    assert set(audit_log.ACTIONS) - design == {"AUDIT_DENIED"} and design <= set(audit_log.ACTIONS)

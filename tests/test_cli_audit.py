@@ -1,0 +1,163 @@
+"""``moat-nb audit verify BUNDLE.json [--key ...]`` (moat_nb/cli.py; DESIGN.md section 7;
+security.md AUD-10): offline verification of an exported bundle, no database.
+
+Bundles here are made with the audit core (the server's export is checked through the same
+command in tests/sandbox/test_admin_api.py). Exit 0 when the bundle verifies, 1 with the first
+bad seq and the reason, 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from moat_nb import audit
+from moat_nb.cli import main
+
+TENANT = "default"
+KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+OTHER = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+#: The console script pyproject.toml installs next to the interpreter.
+COMMAND = str(Path(sys.executable).with_name("moat-nb"))
+
+
+def make_bundle(n: int = 30, every: int = 10, key: Ed25519PrivateKey = KEY) -> dict[str, Any]:
+    raw = [
+        {
+            "seq": i,
+            "eventId": f"ev-{i}",
+            "tenantId": TENANT,
+            "occurredAt": f"2026-11-26T10:00:{i % 60:02d}.000Z",
+            "action": "REPLAY_STARTED",
+            "actor": {"username": "alice", "roles": ["OPERATOR"], "permissions": []},
+            "source": {"ip": None, "userAgent": None, "requestId": None, "client": None},
+            "target": {
+                "replayId": f"replay-{i}",
+                "sourceExchangeId": "ex-1",
+                "routeId": "r",
+                "environment": "dev",
+            },
+            "detail": {"durationMs": 1.5 * i, "note": "prüfen"},
+            "outcome": "STARTED",
+        }
+        for i in range(1, n + 1)
+    ]
+    events = audit.chain(raw, TENANT)
+    cps = [
+        audit.sign_checkpoint(key, None, TENANT, e["seq"], e["hash"], "2026-11-26T11:00:00.000Z")
+        for e in events
+        if e["seq"] % every == 0 or e["seq"] == n
+    ]
+    return audit.make_bundle(events, cps, [key])
+
+
+def write(tmp_path: Path, bundle: Any, name: str = "bundle.json") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(bundle) if not isinstance(bundle, str) else bundle, encoding="utf-8")
+    return path
+
+
+def test_a_good_bundle_exits_0_and_says_what_it_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, make_bundle())
+    assert main(["audit", "verify", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"OK: {path}: 30 events (seq 1..30) and 3 checkpoints verify; signed up to seq 30")
+    assert "pass --key" in out  # the bundle's own keys prove consistency, not who signed
+    assert main(["audit", "verify", str(path), "--key", audit.public_key_b64(KEY)]) == 0
+    assert "pass --key" not in capsys.readouterr().out
+
+
+def test_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, make_bundle())
+    assert main(["audit", "verify", str(path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["ok"] is True and result["checked"] == 30 and result["headSeq"] == 30
+    assert result["checkpoints"] == 3 and result["firstBadSeq"] is None and result["tenantId"] == TENANT
+
+
+@pytest.mark.parametrize(
+    ("tamper", "seq", "reason"),
+    [
+        (lambda b: b["events"][11]["detail"].update(durationMs=1), 12, "HASH_MISMATCH"),
+        (lambda b: b["events"].pop(4), 5, "SEQ_GAP"),
+        (lambda b: b["events"].__setitem__(slice(25, None), []), 26, "TRUNCATED"),
+        (lambda b: b["events"].insert(3, b["events"][7]), 4, "SEQ_GAP"),
+        (lambda b: b["events"][20].update(prevHash="0" * 64), 21, "BROKEN_LINK"),
+        (
+            lambda b: b["checkpoints"][0].update(signature=b["checkpoints"][1]["signature"]),
+            10,
+            "BAD_SIGNATURE",
+        ),
+    ],
+)
+def test_a_tampered_bundle_exits_1_naming_the_seq_and_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tamper: Any, seq: int, reason: str
+) -> None:
+    bundle = make_bundle()
+    tamper(bundle)
+    path = write(tmp_path, bundle)
+    assert main(["audit", "verify", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"FAILED: {path}: seq {seq}: {reason}: ")
+    assert reason in captured.err  # the reason code explained on stderr
+
+
+def test_keys_decide_who_is_trusted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    forged = make_bundle(key=OTHER)  # consistent, but signed by someone else
+    path = write(tmp_path, forged)
+    assert main(["audit", "verify", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["audit", "verify", str(path), "--key", audit.public_key_b64(KEY)]) == 1
+    assert ": UNKNOWN_KEY: " in capsys.readouterr().out
+    both = ["--key", audit.public_key_b64(KEY), "--key", audit.public_key_b64(OTHER)]
+    assert main(["audit", "verify", str(path), *both]) == 0
+
+
+def test_unreadable_input_exits_1_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cases = {
+        "missing": None,
+        "not-json": "{not json",
+        "duplicate": '{"format": "x", "format": "y"}',
+        "nan": '{"format": NaN}',
+        "not-a-bundle": "[1, 2]",
+        "wrong-format": json.dumps({**make_bundle(), "format": "other/v9"}),
+    }
+    for name, text in cases.items():
+        path = tmp_path / f"{name}.json" if text is None else write(tmp_path, text, f"{name}.json")
+        code = main(["audit", "verify", str(path)])
+        captured = capsys.readouterr()
+        assert code == 1, name
+        assert "Traceback" not in captured.err + captured.out
+        assert captured.err.strip() or captured.out.startswith("FAILED"), name
+    bad_key = write(tmp_path, make_bundle())
+    assert main(["audit", "verify", str(bad_key), "--key", "not-a-key"]) == 1
+    assert "BAD_KEY" in capsys.readouterr().err
+    assert main(["audit", "verify"]) == 2  # usage
+
+
+def test_the_installed_command_runs(tmp_path: Path) -> None:
+    path = write(tmp_path, make_bundle())
+    ok = subprocess.run(
+        [COMMAND, "audit", "verify", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ok.returncode == 0 and ok.stdout.startswith("OK:"), ok.stderr
+    bundle = make_bundle()
+    bundle["events"][2]["outcome"] = "X"
+    bad = subprocess.run(
+        [COMMAND, "audit", "verify", str(write(tmp_path, bundle, "bad.json"))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1 and "seq 3: HASH_MISMATCH" in bad.stdout
