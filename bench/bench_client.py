@@ -9,7 +9,8 @@ P6  history -> frame: every execution of the server (100k in full size) as a pan
     ``POST /search/executions`` answer; target >= 0.5 x).
 
 Full size builds a 100k-execution history once and keeps it in
-``$XDG_CACHE_HOME/moat-nb/bench-client-<size>`` for later runs. Each measurement is the best of
+``$XDG_CACHE_HOME/moat-nb/bench-client-<size>`` for later runs; ``MOAT_BENCH_CLIENT=P1`` (or
+``P6``) runs only that one. Each measurement is the best of
 a few alternating rounds (baseline, client, baseline, client ...), so that a slow moment of the
 machine does not fall on one side only.
 """
@@ -221,14 +222,19 @@ def p6(platform: Platform, rounds: int) -> list[dict[str, Any]]:
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
+    only = os.environ.get("MOAT_BENCH_CLIENT", "").upper()  # P1 or P6: that one alone
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="moat-bench-") as tmp:
-        with (
-            sandbox(Path(tmp) / "orders", per_env=5) as url,
-            connect(url, username="operator", password="operator") as platform,
-        ):
-            rows = p1(
-                platform, rounds=1 if quick else 5, count=2 if quick else 10, lines=20 if quick else 100
-            )
+        if only != "P6":
+            with (
+                sandbox(Path(tmp) / "orders", per_env=5) as url,
+                connect(url, username="operator", password="operator") as platform,
+            ):
+                rows += p1(
+                    platform, rounds=1 if quick else 5, count=2 if quick else 10, lines=20 if quick else 100
+                )
+        if only == "P1":
+            return rows
         per_env = 200 if quick else 33_334  # 3 environments: 600 or 100,002 executions
         if quick:
             base = Path(tmp)

@@ -17,7 +17,11 @@ UTC]           UTC]``
 Column names are the snake_case of the wire's camelCase (section 3). Maps on the wire (headers,
 properties, an audit event's actor/source/detail) become JSON text columns: a frame of dicts has
 no dtype a Parquet file or a polars ``scan_parquet`` can push a filter into, and JSON text
-round-trips exactly (``json.loads`` gives the dict back).
+round-trips exactly (``json.loads`` gives the dict back). The text is compact (no spaces), keeps
+the wire's key order and writes non-ASCII characters as they are: what
+``json.dumps(value, ensure_ascii=False, separators=(",", ":"))`` writes, character for
+character, except that a float may be spelt differently (``1e-05`` as ``0.00001``; the same
+number) and that NaN and infinities, which JSON cannot hold (RFC 8259 section 6), become ``null``.
 
 The processors frame adds three derived columns: ``offset_ms`` (start of the processor minus the
 start of its execution), ``body_changed`` and ``headers_changed`` (output differs from input; NA
@@ -35,6 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -254,24 +259,41 @@ def _wire_rows(rows: Iterable[Any], kind: type) -> list[Mapping[str, Any]]:
     return out
 
 
-# One encoder for every cell: json.dumps with options builds a new encoder on each call.
+# The standard library's encoder writes what orjson refuses (see _dumps); one for every cell,
+# as json.dumps with options builds a new encoder on each call.
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-def _dumps(value: Any) -> str | None:
+def _dumps(value: Any) -> str | bytes | None:
+    """A map as JSON text: UTF-8 bytes from orjson (Arrow takes them for a string column as they
+    are, checking the UTF-8), or ``str`` where orjson refuses the value."""
     if value is None:
         return None
     if isinstance(value, str):
         return value  # already text (a server that sends JSON as a string)
-    return _encode(value)
-
-
-def _times(values: list[Any], name: str) -> pa.Array:
-    texts = [format_time(v) if isinstance(v, datetime) else v for v in values]
     try:
-        return pc.cast(pa.array(texts, _STR), _TIME_PARSE).cast(_TIME, safe=False)
+        # orjson: the maps of a trace are re-encoded once per record, and the standard
+        # library's encoder was most of the frame's own cost (DESIGN.md section 11, P1).
+        return orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError: an int beyond 64 bits, a non-str key, a surrogate
+        return _encode(value)
+
+
+def _times(values: list[Any] | pa.Array, name: str) -> pa.Array:
+    # A list of wire values, or already Arrow strings (ProcessorRows' struct).
+    if isinstance(values, pa.Array):
+        strings: pa.Array | None = values
+        texts: list[Any] | None = None
+    else:
+        strings, texts = None, [format_time(v) if isinstance(v, datetime) else v for v in values]
+    try:
+        if strings is None:
+            strings = pa.array(texts, _STR)
+        return pc.cast(strings, _TIME_PARSE).cast(_TIME, safe=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         pass
+    if texts is None:
+        texts = values.to_pylist()  # type: ignore[union-attr]
     # Arrow refused one of them: find it with the model's parser, which names the bad value.
     for text in texts:
         try:
@@ -320,60 +342,60 @@ def executions_frame(rows: Iterable[Mapping[str, Any] | Execution], backend: Bac
     return to_frame(executions_table(rows), backend)
 
 
-class ProcessorRows:
-    """Processor records turned into the columns of :data:`PROCESSOR_SCHEMA` one at a time.
+#: The processor columns Arrow converts straight from the wire dicts (all but the JSON text),
+#: as one struct type keyed by the wire names; times are read as text, then parsed.
+_PROCESSOR_STRUCT = pa.struct(
+    [pa.field(c.key, _STR if c.type == _TIME else c.type) for c in _PROCESSOR_COLUMNS if not c.json]  # type: ignore[arg-type]
+)
 
-    A replay trace arrives one ``processor`` event at a time, faster than a person reads but
-    slower than Python converts: each record is converted as it arrives (while the reader would
-    otherwise wait for the next event), so that the frame at the end costs only the
-    column-at-once steps (times, offsets). :func:`processors_table` uses it too.
+
+class ProcessorRows:
+    """Processor records collected one at a time and made into columns of
+    :data:`PROCESSOR_SCHEMA` all at once.
+
+    A replay trace arrives one ``processor`` event at a time; the records are kept as they came
+    (wire dicts, which the trace's events hold anyway) and :meth:`table` converts each column
+    in one call into Arrow: one conversion of a list of dicts into a struct array costs less
+    than appending 25 values per record in Python (measured for DESIGN.md section 11, P1).
+    :func:`processors_table` uses it too.
     """
 
     def __init__(self) -> None:
-        self._values: dict[str, list[Any]] = {c.name: [] for c in _PROCESSOR_COLUMNS}
-        self._plan = [(self._values[c.name].append, c.key, c.json) for c in _PROCESSOR_COLUMNS]
-        self._body: list[tuple[bool, bool]] = []  # (no body on either side, changed)
-        self._headers: list[tuple[bool, bool]] = []
-        self._last_seq: Any = None
-        self._in_order = True
+        self._rows: list[Mapping[str, Any]] = []
 
     def __len__(self) -> int:
-        return len(self._body)
+        return len(self._rows)
 
     def append(self, row: Mapping[str, Any] | ProcessorRecord) -> None:
         """Add one record (a wire dict or a :class:`~moat_nb.model.ProcessorRecord`)."""
-        if not isinstance(row, Mapping):
-            row = _wire_rows([row], ProcessorRecord)[0]
-        get = row.get
-        for add, key, is_json in self._plan:
-            value = get(key)  # type: ignore[arg-type]
-            add(_dumps(value) if is_json and value is not None else value)
-        ib, ob, ih, oh = get("inputBody"), get("outputBody"), get("inputHeaders"), get("outputHeaders")
-        self._body.append((ib is None and ob is None, ib != ob))
-        self._headers.append((ih is None and oh is None, ih != oh))
-        seq = get("seq")
-        if self._last_seq is not None and (seq is None or seq < self._last_seq):
-            self._in_order = False
-        self._last_seq = seq
+        self._rows.append(row if isinstance(row, Mapping) else _wire_rows([row], ProcessorRecord)[0])
+
+    def _columns(self) -> dict[str, pa.Array]:
+        rows = self._rows
+        arrays: dict[str, pa.Array] = {}
+        try:
+            # Arrow reads each member of each dict in C; a dict that is not a dict (a Mapping
+            # of another kind) or a value of the wrong type sends us to the column-by-column
+            # path, which names the column.
+            struct = pa.array(rows, _PROCESSOR_STRUCT)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+            struct = None
+        for c in _PROCESSOR_COLUMNS:
+            if c.json:
+                arrays[c.name] = pa.array([_dumps(r.get(c.key)) for r in rows], _STR)  # type: ignore[arg-type]
+            elif struct is not None:
+                values = struct.field(c.key)
+                arrays[c.name] = _times(values, c.name) if c.type == _TIME else values
+            else:
+                arrays[c.name] = _column(rows, c)
+        return arrays
 
     def table(
         self, *, execution_start: datetime | str | None = None, capture_mode: str | None = None
     ) -> pa.Table:
         """The records so far as a table sorted by ``seq`` (see :func:`processors_table`)."""
-        arrays: dict[str, pa.Array] = {}
-        for c in _PROCESSOR_COLUMNS:
-            values = self._values[c.name]
-            if c.type == _TIME:
-                arrays[c.name] = _times(values, c.name)
-            else:
-                try:
-                    arrays[c.name] = pa.array(values, c.type)
-                except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
-                    raise RecordError(
-                        f"column {c.name}: a value is not of type {c.type}: {exc}",
-                        code="BAD_RECORD",
-                        hint="the server sent a record that does not match DESIGN.md section 3",
-                    ) from None
+        rows = self._rows
+        arrays = self._columns()
         starts = arrays["start_time"]
         origin = (
             pa.scalar(parse_time(execution_start), _TIME) if execution_start is not None else pc.min(starts)
@@ -381,15 +403,26 @@ class ProcessorRows:
         if origin.is_valid:
             arrays["offset_ms"] = pc.subtract(starts.cast(_INT), origin.cast(_INT)).cast(_FLOAT)
         else:
-            arrays["offset_ms"] = pa.nulls(len(self), _FLOAT)
+            arrays["offset_ms"] = pa.nulls(len(rows), _FLOAT)
         # ROUTE capture keeps no payload inside the route: "changed" is unknown there, not False.
+        # Headers are compared as maps (the wire values), not as text: key order is no change.
         route = capture_mode == "ROUTE"
-        for name, flags in (("body_changed", self._body), ("headers_changed", self._headers)):
-            arrays[name] = pa.array([None if (none and route) else changed for none, changed in flags], _BOOL)
+        for name, inp, out in (
+            ("body_changed", "inputBody", "outputBody"),
+            ("headers_changed", "inputHeaders", "outputHeaders"),
+        ):
+            pairs = [(r.get(inp), r.get(out)) for r in rows]
+            arrays[name] = pa.array(
+                [None if (route and a is None and b is None) else a != b for a, b in pairs], _BOOL
+            )
         table = pa.Table.from_pydict(
             {f.name: arrays[f.name] for f in PROCESSOR_SCHEMA}, schema=PROCESSOR_SCHEMA
         )
-        return table if self._in_order else table.sort_by("seq")
+        seq = arrays["seq"]
+        in_order = seq.null_count == 0 and (
+            len(seq) < 2 or pc.all(pc.greater_equal(seq[1:], seq[:-1])).as_py()
+        )
+        return table if in_order else table.sort_by("seq")
 
 
 def processors_table(

@@ -313,3 +313,97 @@ def test_pandas_and_polars_hold_the_same_values(rows: list[dict]) -> None:
         assert (None if got is None else json.loads(got)) == r["inputHeaders"]
         assert plf["start_time"][i] == r["startTime"]
         assert plf["duration_ms"][i] == r["durationMs"]
+
+
+# --------------------------------------------------------------------------- JSON text and bulk columns
+
+# What a header or property map may hold on the wire: any JSON, including integers beyond 64 bits
+# (a Java BigInteger), which orjson refuses to write and the frame must still keep exact.
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.integers(2**64, 2**80)  # beyond 64 bits, drawn on purpose: rare in the range above
+    | st.integers(-(2**80), -(2**63) - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=12,
+)
+wire_maps = st.dictionaries(st.text(max_size=6), json_values, max_size=5)
+STDLIB = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def has_float(value: object) -> bool:
+    if isinstance(value, dict):
+        return any(has_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_float(v) for v in value)
+    return isinstance(value, float)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.none() | wire_maps, st.none() | wire_maps, st.none() | wire_maps), max_size=6))
+def test_map_columns_hold_the_maps_as_documented_json_text(maps: list[tuple]) -> None:
+    wire = [
+        processor(i + 1, inputHeaders=h, outputHeaders=o, properties=p) for i, (h, o, p) in enumerate(maps)
+    ]
+    plf = frames.processors_frame(wire, "polars")
+    for i, (h, o, p) in enumerate(maps):
+        for column, value in (("input_headers", h), ("output_headers", o), ("properties", p)):
+            text = plf[column][i]
+            if value is None:
+                assert text is None
+                continue
+            assert json.loads(text) == value
+            # Key order, separators and characters as the module docstring says; floats may be
+            # spelt differently (the same number), so the text is compared only without them.
+            if not has_float(value):
+                assert text == STDLIB(value)
+        # Changed is a comparison of the maps, not of their text.
+        assert plf["headers_changed"][i] == (h != o)
+
+
+def test_map_values_json_cannot_hold_become_null_and_odd_keys_are_kept() -> None:
+    wire = [processor(1, inputHeaders={"big": 2**80, 3: "int key"}, outputHeaders={"x": float("nan")})]
+    df = frames.processors_frame(wire, "polars")
+    assert json.loads(df["input_headers"][0]) == {"big": 2**80, "3": "int key"}
+    assert df["output_headers"][0] == '{"x":null}'  # RFC 8259 section 6: no NaN in JSON
+
+
+def test_records_out_of_order_or_without_seq_are_sorted_and_bad_values_name_their_column() -> None:
+    rows = [processor(2), processor(1), {**processor(3), "seq": None}]
+    assert frames.processors_frame(rows, "polars")["seq"].to_list() == [1, 2, None]
+    assert frames.processors_frame([processor(1), processor(2)], "polars")["seq"].to_list() == [1, 2]
+    with pytest.raises(RecordError, match="depth"):
+        frames.processors_frame([processor(1), processor(2, depth="deep")])
+    with pytest.raises(RecordError, match="start_time"):
+        frames.processors_frame([processor(1, startTime="yesterday")])
+    # A datetime in a wire dict (not what the wire sends, but a Python caller may) still works.
+    when = datetime(2026, 1, 11, 23, 37, 30, 300000, tzinfo=UTC)
+    assert frames.processors_frame([processor(1, startTime=when)], "polars")["start_time"][0] == when
+
+
+# The trace reader's parse step (moat_nb/stream.py), whose output these frames are made from.
+@settings(max_examples=200, deadline=None)
+@given(json_values)
+def test_trace_data_is_read_as_json_loads_reads_it(value: object) -> None:
+    from moat_nb.stream import parse_json
+
+    text = json.dumps(value, ensure_ascii=False)
+    got = parse_json(text)
+    assert got == json.loads(text)
+    assert STDLIB(got) == STDLIB(json.loads(text))  # ints stay ints, exactly (2**70 is no float)
+
+
+def test_trace_data_json_loads_accepts_is_accepted_and_bad_data_refused() -> None:
+    from moat_nb.stream import parse_json
+
+    data = parse_json('{"a": NaN, "b": 1e400}')
+    assert data["a"] != data["a"] and data["b"] == float("inf")
+    assert parse_json("[123456789012345678901234, -9223372036854775809]") == [
+        123456789012345678901234,
+        -9223372036854775809,
+    ]
+    with pytest.raises(ValueError):
+        parse_json("{not json")
