@@ -7,9 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # every benchmark once, quick size (about 2-4 minutes on 2 cores)
 def test_benchmarks_run_in_quick_mode(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     proc = subprocess.run(
@@ -17,7 +21,7 @@ def test_benchmarks_run_in_quick_mode(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1100,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
