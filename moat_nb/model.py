@@ -65,7 +65,14 @@ def _ms(dt: datetime) -> datetime:
             code="BAD_TIME",
             hint="use an aware datetime, e.g. datetime.now(UTC)",
         )
-    dt = dt.astimezone(UTC)
+    try:
+        dt = dt.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:01+02:00 is before year 1 in UTC
+        raise RecordError(
+            f"time {dt.isoformat()} is outside the years 1-9999 once converted to UTC",
+            code="BAD_TIME",
+            hint="use a time between 0001-01-01 and 9999-12-31 UTC",
+        ) from None
     return dt.replace(microsecond=dt.microsecond - dt.microsecond % 1000)
 
 

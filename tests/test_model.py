@@ -200,3 +200,10 @@ def test_years_before_1000_are_zero_padded() -> None:
     early = datetime(5, 1, 1, tzinfo=UTC)
     assert format_time(early) == "0005-01-01T00:00:00.000Z"
     assert parse_time(format_time(early)) == early
+
+
+@pytest.mark.parametrize("edge", ["0001-01-01T00:00:01+02:00", "9999-12-31T23:59:59-02:00"])
+def test_times_outside_the_utc_range_are_a_record_error_not_an_overflow(edge: str) -> None:
+    with pytest.raises(RecordError) as exc:
+        parse_time(edge)
+    assert exc.value.code == "BAD_TIME"
