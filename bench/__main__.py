@@ -10,7 +10,15 @@ import sys
 import time
 from pathlib import Path
 
-MODULES = ["bench_engine", "bench_replay", "bench_diff", "bench_client", "bench_batch", "bench_report", "bench_audit"]
+MODULES = [
+    "bench_engine",
+    "bench_replay",
+    "bench_diff",
+    "bench_client",
+    "bench_batch",
+    "bench_report",
+    "bench_audit",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
