@@ -168,34 +168,61 @@ def chunks_of(
     the last chunk is ``final`` and carries the execution (without processors), on its own when
     it would not fit beside the last records. Every chunk carries the execution's ``replayId``.
     """
+    cut = encoded_chunks(execution, max_processors=max_processors, max_bytes=max_bytes)
+    return [chunk for chunk, _ in cut]
+
+
+def encoded_chunks(
+    execution: Execution,
+    *,
+    max_processors: int = 200,
+    max_bytes: int = 512 * 1024,
+) -> list[tuple[Chunk, bytes]]:
+    """:func:`chunks_of`, each chunk with its JSON body: the records' wire forms, made once to
+    size them, are encoded as they are instead of a second time (a PROCESSOR trace is ~100 KB
+    of JSON: each pass costs ms of CPU on the machine that also runs the server)."""
     if max_processors < 1 or max_bytes < 1:
         raise ValueError("max_processors and max_bytes must be at least 1")
     records = sorted(execution.processors or (), key=lambda p: p.seq)
-    groups: list[list[ProcessorRecord]] = [[]]
+    groups: list[list[tuple[ProcessorRecord, dict[str, Any]]]] = [[]]
     used = 0
     for record in records:
-        size = _size(record.to_wire())
+        wire = record.to_wire()
+        size = _size(wire)
         group = groups[-1]
         if group and (len(group) >= max_processors or used + size > max_bytes):
             groups.append([])
             group, used = groups[-1], 0
-        group.append(record)
+        group.append((record, wire))
         used += size
     summary = replace(execution, processors=None)
-    if groups[-1] and used + _size(summary.to_wire()) > max_bytes:
+    summary_wire = summary.to_wire()
+    if groups[-1] and used + _size(summary_wire) > max_bytes:
         groups.append([])
-    return [
-        Chunk(
+    out = []
+    for i, group in enumerate(groups):
+        last = i == len(groups) - 1
+        chunk = Chunk(
             execution_id=execution.execution_id,
             exchange_id=execution.exchange_id,
             chunk_seq=i,
-            final=i == len(groups) - 1,
+            final=last,
             replay_id=execution.replay_id,
-            execution=summary if i == len(groups) - 1 else None,
-            processors=tuple(group),
+            execution=summary if last else None,
+            processors=tuple(record for record, _ in group),
         )
-        for i, group in enumerate(groups)
-    ]
+        # Chunk.to_wire's shape, from the wire forms made above.
+        body = {
+            "executionId": chunk.execution_id,
+            "exchangeId": chunk.exchange_id,
+            "replayId": chunk.replay_id,
+            "chunkSeq": chunk.chunk_seq,
+            "final": chunk.final,
+            "execution": summary_wire if last else None,
+            "processors": [wire for _, wire in group],
+        }
+        out.append((chunk, _dumps(body)))
+    return out
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
@@ -744,12 +771,11 @@ class Agent:
                 await self._ack(command_id, "FAILURE", f"replay {replay_id} not run: {problem}")
                 return
             async with self._replay_slots:
-                execution = await asyncio.to_thread(self._run_replay, command)
-                chunks = chunks_of(
-                    execution, max_processors=self.config.chunk_processors, max_bytes=self.config.chunk_bytes
-                )
-                for chunk in chunks:
-                    await self.post_chunk(chunk)
+                # Cut in the worker thread too: sizing the records is JSON encoding (ms of CPU),
+                # and in the sandbox the loop is also the server's.
+                execution, chunks = await asyncio.to_thread(self._run_and_cut, command)
+                for chunk, content in chunks:
+                    await self.post_chunk(chunk, content)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # anything that kept the replay from running or reporting
@@ -789,6 +815,14 @@ class Agent:
         if env is not None and env != self.environment:
             return f"the command is for environment {env!r}; {self.instance_id} runs {self.environment!r}"
         return None
+
+    def _run_and_cut(self, command: Mapping[str, Any]) -> tuple[Execution, list[tuple[Chunk, bytes]]]:
+        """:meth:`_run_replay`, then the chunks of its trace, encoded (:func:`encoded_chunks`)."""
+        execution = self._run_replay(command)
+        chunks = encoded_chunks(
+            execution, max_processors=self.config.chunk_processors, max_bytes=self.config.chunk_bytes
+        )
+        return execution, chunks
 
     def _run_replay(self, command: Mapping[str, Any]) -> Execution:
         """Run the replay through the engine (in a worker thread): PROCESSOR capture, every
@@ -840,12 +874,14 @@ class Agent:
 
     # ---------------------------------------------------------------- ingestion
 
-    async def post_chunk(self, chunk: Chunk) -> None:
+    async def post_chunk(self, chunk: Chunk, content: bytes | None = None) -> None:
         """``POST /data/chunks`` (202 expected); 503 and transport errors are retried after
-        ``Retry-After`` (or back-off) up to ``post_attempts`` times; anything else raises."""
-        # Encoded in a worker thread: a chunk of a PROCESSOR-captured trace is ~100 KB of JSON
-        # (several ms of CPU), and in the sandbox the loop is also the server's.
-        content = await asyncio.to_thread(_encode, chunk)
+        ``Retry-After`` (or back-off) up to ``post_attempts`` times; anything else raises.
+        ``content``: the chunk's JSON when already encoded (:func:`encoded_chunks`)."""
+        if content is None:
+            # Encoded in a worker thread: a chunk of a PROCESSOR-captured trace is ~100 KB of
+            # JSON (several ms of CPU), and in the sandbox the loop is also the server's.
+            content = await asyncio.to_thread(_encode, chunk)
         response = await self._send_retrying(
             "POST",
             "/data/chunks",
@@ -928,7 +964,11 @@ class Agent:
 
 
 def _encode(chunk: Chunk) -> bytes:
-    return json.dumps(chunk.to_wire(), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    return _dumps(chunk.to_wire())
+
+
+def _dumps(wire: Mapping[str, Any]) -> bytes:
+    return json.dumps(wire, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def _code(response: httpx.Response) -> str | None:

@@ -194,19 +194,21 @@ def json_depth(value: Any) -> int:
 
     Iterative, so that it cannot itself hit the recursion limit.
     """
+    if not isinstance(value, dict | list):
+        return 0
+    # Only containers go on the stack: most nodes of a trace are scalars, and skipping them
+    # halves the walk (it runs on every chunk an agent posts).
     deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    pop, push = stack.pop, stack.append
     while stack:
-        node, level = stack.pop()
-        if isinstance(node, dict):
-            children: Iterable[Any] = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
-        level += 1
-        deepest = max(deepest, level)
-        stack.extend((child, level) for child in children)
+        node, level = pop()
+        if level > deepest:
+            deepest = level
+        children: Iterable[Any] = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, dict | list):
+                push((child, level + 1))
     return deepest
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "select_replay",
     "list_replays",
     "emit_event",
+    "emit_events",
     "events_after",
     "last_event",
     "find_key",
@@ -226,14 +227,27 @@ def _int_param(params: Mapping[str, str], name: str, default: int, lo: int, hi: 
 def emit_event(conn: sqlite3.Connection, replay_id: str, event: str, data: Mapping[str, Any]) -> int:
     """Store the replay's next trace event (id = previous + 1) inside the caller's write
     transaction, which serialises writers; returns its id."""
-    (last,) = conn.execute(
-        "SELECT coalesce(max(id), 0) FROM replay_events WHERE replay_id = ?", (replay_id,)
+    return emit_events(conn, replay_id, [(event, data)])
+
+
+def emit_events(
+    conn: sqlite3.Connection, replay_id: str, events: Sequence[tuple[str, Mapping[str, Any]]]
+) -> int:
+    """Store the replay's next trace events (ids previous + 1, + 2, ...) inside the caller's
+    write transaction with one lookup of the last id and one ``executemany``; returns the last
+    id (the previous one when ``events`` is empty)."""
+    # ORDER BY id DESC LIMIT 1 walks the primary key from its end; ``coalesce(max(id), 0)``
+    # would not (SQLite's min/max optimisation applies to a bare ``max()`` only).
+    row = conn.execute(
+        "SELECT id FROM replay_events WHERE replay_id = ? ORDER BY id DESC LIMIT 1", (replay_id,)
     ).fetchone()
-    conn.execute(
-        "INSERT INTO replay_events (replay_id, id, event, data) VALUES (?, ?, ?, ?)",
-        (replay_id, last + 1, event, dumps(data)),
-    )
-    return int(last) + 1
+    last = 0 if row is None else int(row[0])
+    if events:
+        conn.executemany(
+            "INSERT INTO replay_events (replay_id, id, event, data) VALUES (?, ?, ?, ?)",
+            [(replay_id, last + i, event, dumps(data)) for i, (event, data) in enumerate(events, start=1)],
+        )
+    return last + len(events)
 
 
 def events_after(

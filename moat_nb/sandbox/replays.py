@@ -61,7 +61,8 @@ from ..errors import (
 from ..model import Chunk, Execution, format_time
 from ..payload import effective_payload, payload_diff, payload_sha256, redact_patch
 from .audit_log import NO_SOURCE
-from .preflight import preflight, stub_replies
+from .camel.endpoints import LOCAL_SCHEMES, uri_scheme
+from .preflight import preflight
 from .replay_api import ReplayRequest, RequestInfo, actor_of
 from .replay_tables import (
     REPLAY_COLUMNS,
@@ -69,6 +70,7 @@ from .replay_tables import (
     create_tables,
     dumps,
     emit_event,
+    emit_events,
     events_after,
     find_key,
     last_event,
@@ -87,6 +89,7 @@ __all__ = [
     "IDEMPOTENCY_TTL",
     "ReplayService",
     "replay_routes",
+    "recorded_replies",
 ]
 
 log = logging.getLogger(__name__)
@@ -446,7 +449,7 @@ class ReplayService:
             "environment": agent.environment_id,
             # The real values: the agent runs them (section 4 "Secrets").
             "modifiedPayload": effective.to_wire(),
-            "stubReplies": stub_replies(source),
+            "stubReplies": recorded_replies(source),
         }
         fresh = _Fresh(
             replay_id=replay_id,
@@ -669,17 +672,17 @@ class ReplayService:
                     replay_id,
                 ),
             )
-            if execution_event is not None:
-                self._emit(conn, replay_id, "execution", execution_event)
-            self._emit(conn, replay_id, "status", {"replayId": replay_id, "status": status})
             (result_id,) = conn.execute(
                 "SELECT result_execution_id FROM replays WHERE replay_id = ?", (replay_id,)
             ).fetchone()
-            self._emit(
+            emit_events(
                 conn,
                 replay_id,
-                "end",
-                {"replayId": replay_id, "status": status, "resultExecutionId": result_id},
+                [
+                    *([("execution", execution_event)] if execution_event is not None else []),
+                    ("status", {"replayId": replay_id, "status": status}),
+                    ("end", {"replayId": replay_id, "status": status, "resultExecutionId": result_id}),
+                ],
             )
             self._audit(
                 conn,
@@ -751,20 +754,24 @@ class ReplayService:
             outcome="ERROR",
         )
 
-    def on_chunk(self, chunk: Chunk | Mapping[str, Any], instance_id: str | None = None) -> Any:
+    def on_chunk(
+        self, chunk: Chunk | Mapping[str, Any], instance_id: str | None = None, *, redacted: bool = False
+    ) -> Any:
         """A stored chunk tagged with a ``replayId``: its processors become ``processor`` events
         (in ``seq`` order; chunks are taken in ``chunkSeq`` order), the final one ends the replay.
 
-        ``instance_id`` (the posting agent), when given, must be the replay's agent. Called on
+        ``instance_id`` (the posting agent), when given, must be the replay's agent.
+        ``redacted``: the caller (the ingest endpoint) redacted the chunk already, so its events
+        are not redacted a second time (redaction is idempotent; it only costs time). Called on
         the event loop it returns an awaitable (awaiting it is optional); elsewhere it returns
         once the events are stored."""
         if not isinstance(chunk, Chunk):
             chunk = Chunk.from_wire(chunk)
         if chunk.replay_id is None:
             return None
-        return self._submit(self._chunk, chunk, instance_id)
+        return self._submit(self._chunk, chunk, instance_id, redacted)
 
-    def _chunk(self, chunk: Chunk, instance_id: str | None) -> None:
+    def _chunk(self, chunk: Chunk, instance_id: str | None, redacted: bool = False) -> None:
         replay_id = chunk.replay_id
         assert replay_id is not None
         row = (
@@ -788,20 +795,25 @@ class ReplayService:
             current = held.pop(expected)
             expected += 1
             self._next_chunk[replay_id] = expected
-            self._take(replay_id, current, row[1])
+            self._take(replay_id, current, row[1], redacted)
             if current.final:
                 break
 
-    def _take(self, replay_id: str, chunk: Chunk, agent_id: str) -> None:
-        redactor = self.state.redactor
+    def _take(self, replay_id: str, chunk: Chunk, agent_id: str, redacted: bool = False) -> None:
+        redactor = None if redacted else self.state.redactor
         processors = sorted(
             chunk.processors or (chunk.execution.processors if chunk.execution else ()) or (),
             key=lambda p: p.seq,
         )
+        events = [("processor", processor_event(p, chunk, redactor)) for p in processors]
+        if chunk.final and chunk.execution is not None:
+            # The final chunk: its processor events and the end of the replay commit together
+            # (one transaction, not two).
+            self._complete(replay_id, chunk.execution, redactor, events, agent_id)
+            return
         with self.audit.transaction() as conn:
             self._start(conn, replay_id, _agent_actor(agent_id), "chunk")
-            for p in processors:
-                self._emit(conn, replay_id, "processor", processor_event(p, chunk, redactor))
+            emit_events(conn, replay_id, events)
         self._notify(replay_id)
         if not chunk.final:
             return
@@ -810,6 +822,17 @@ class ReplayService:
             result = _error_result("IncompleteTrace", "the final chunk carried no execution summary")
             self._finish(replay_id, "ERROR", result=result, action="REPLAY_ERROR", outcome="ERROR")
             return
+
+    def _complete(
+        self,
+        replay_id: str,
+        x: Execution,
+        redactor: Any,
+        events: list[tuple[str, dict[str, Any]]],
+        agent_id: str,
+    ) -> None:
+        """The final chunk: RUNNING (if not yet), its ``processor`` events, then COMPLETED with
+        ``execution``, ``status`` and ``end``, in one transaction."""
         result = {
             "status": x.status,
             "durationMs": x.duration_ms,
@@ -817,16 +840,20 @@ class ReplayService:
             "errorType": x.error_type,
             "errorMessage": x.error_message,
         }
-        self._finish(
-            replay_id,
-            "COMPLETED",
-            result=result,
-            action="REPLAY_COMPLETED" if x.status == "COMPLETED" else "REPLAY_FAILED",
-            outcome="SUCCESS" if x.status == "COMPLETED" else "FAILED",
-            result_execution_id=x.execution_id,
-            execution_event=execution_event(x, replay_id, redactor),
-            processor_count=x.processor_count,
-        )
+        with self.audit.transaction() as conn:
+            self._start(conn, replay_id, _agent_actor(agent_id), "chunk")
+            emit_events(conn, replay_id, events)
+            self._finish(
+                replay_id,
+                "COMPLETED",
+                result=result,
+                action="REPLAY_COMPLETED" if x.status == "COMPLETED" else "REPLAY_FAILED",
+                outcome="SUCCESS" if x.status == "COMPLETED" else "FAILED",
+                result_execution_id=x.execution_id,
+                execution_event=execution_event(x, replay_id, redactor),
+                processor_count=x.processor_count,
+            )
+        self._notify(replay_id)
 
     # ---------------------------------------------------------------- preflight
 
@@ -865,6 +892,39 @@ class _Fresh:
     diff: list[dict[str, Any]]
     effective_sha: str
     info: RequestInfo
+
+
+def recorded_replies(source: Execution) -> list[dict[str, Any]]:
+    """The replay command's ``stubReplies``: for each processor of the source that called an
+    external endpoint, what it recorded — the reply body, and also its status and error (a
+    failed call fails alike), the headers before and after it (the reply's headers, such as
+    camel-http's ``CamelHttpResponseCode``/``CamelHttpResponseText``, are what changed between
+    them) and whether the body was cut (the agent then simulates). The same processors as
+    :func:`moat_nb.sandbox.preflight.stub_replies` counts; ``[]`` for a ROUTE-captured source
+    (the agent then simulates, section 8). Headers are the stored, redacted ones."""
+    replies = []
+    for p in source.processors or ():
+        if p.processor_type == "from" or not p.endpoint_uri or uri_scheme(p.endpoint_uri) in LOCAL_SCHEMES:
+            continue
+        reply: dict[str, Any] = {
+            "routeId": p.route_id,
+            "processorId": p.processor_id,
+            "iteration": p.iteration,
+            "body": p.output_body,
+            "status": p.status,
+        }
+        if p.error_type is not None:
+            reply["errorType"] = p.error_type
+        if p.error_message is not None:
+            reply["errorMessage"] = p.error_message
+        if p.input_headers is not None:
+            reply["inputHeaders"] = p.input_headers
+        if p.output_headers is not None:
+            reply["outputHeaders"] = p.output_headers
+        if p.body_truncated:
+            reply["bodyTruncated"] = True
+        replies.append(reply)
+    return replies
 
 
 def _agent_actor(instance_id: str) -> dict[str, Any]:

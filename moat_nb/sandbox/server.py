@@ -29,11 +29,13 @@ import asyncio
 import inspect
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import uvicorn
@@ -57,9 +59,9 @@ from ..errors import (
     ValidationError,
 )
 from ..model import ID_PATTERN, Chunk, Execution, ProcessorRecord, check_id
-from ..payload import redact_body
+from ..payload import SECRET_HEADER_NAMES, SECRET_NAME_PARTS, redact_body
 from .agents import CommandChannel, event_name
-from .bodies import check_request_headers, read_json
+from .bodies import check_request_headers, parse_json, read_body, read_json
 from .openapi import (
     BOOTSTRAP,
     PUBLIC,
@@ -377,38 +379,95 @@ def redact_chunk(redactor: Redactor, chunk: Chunk) -> Chunk:
     """``chunk`` with every secret replaced by its fingerprint (section 4 "Secrets"): the values
     of secret-named headers and properties, and of secret-named fields of JSON bodies — the
     same rules :mod:`moat_nb.sandbox.replays` applies to the trace stream, so the stored trace
-    and the streamed one agree."""
+    and the streamed one agree.
+
+    Cheap where it can be (it was most of a replay's server time): a header map, property map
+    or body whose JSON text cannot hold a secret name (:func:`may_hold_secret_names`) is kept
+    as it is, and the others are redacted once per distinct text — the records of one trace
+    repeat the same headers and properties from processor to processor."""
     mask = redactor.value
+    maps: dict[str, dict[str, Any] | None] = {}  # JSON text -> redacted copy, None: nothing secret
+    bodies: dict[str, str | None] = {}
+
+    def mapping(values: dict[str, Any] | None) -> dict[str, Any] | None:
+        if not values:
+            return values
+        try:
+            text = json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+        except (TypeError, ValueError):  # not JSON data: the long way
+            return redactor.mapping(values)
+        if text not in maps:
+            maps[text] = redactor.mapping(values) if may_hold_secret_names(text) else None
+        redacted = maps[text]
+        return values if redacted is None else redacted
+
+    def body(text: str | None) -> str | None:
+        if text is None:
+            return None
+        if text not in bodies:
+            bodies[text] = redact_body(text, mask) if may_hold_secret_names(text) else text
+        return bodies[text]
 
     def processor(p: ProcessorRecord) -> ProcessorRecord:
         return replace(
             p,
-            input_headers=redactor.headers(p.input_headers),
-            output_headers=redactor.headers(p.output_headers),
-            input_properties=redactor.properties(p.input_properties),
-            properties=redactor.properties(p.properties),
-            input_body=redact_body(p.input_body, mask),
-            output_body=redact_body(p.output_body, mask),
+            input_headers=mapping(p.input_headers),
+            output_headers=mapping(p.output_headers),
+            input_properties=mapping(p.input_properties),
+            properties=mapping(p.properties),
+            input_body=body(p.input_body),
+            output_body=body(p.output_body),
         )
 
     execution: Execution | None = chunk.execution
     if execution is not None:
         execution = replace(
             execution,
-            input_headers=redactor.headers(execution.input_headers),
-            output_headers=redactor.headers(execution.output_headers),
-            input_properties=redactor.properties(execution.input_properties),
-            output_properties=redactor.properties(execution.output_properties),
-            input_body=redact_body(execution.input_body, mask),
-            output_body=redact_body(execution.output_body, mask),
+            input_headers=mapping(execution.input_headers),
+            output_headers=mapping(execution.output_headers),
+            input_properties=mapping(execution.input_properties),
+            output_properties=mapping(execution.output_properties),
+            input_body=body(execution.input_body),
+            output_body=body(execution.output_body),
             processors=None if execution.processors is None else tuple(map(processor, execution.processors)),
         )
     return replace(chunk, execution=execution, processors=tuple(map(processor, chunk.processors)))
 
 
-def _redact_and_store(state: SandboxState, chunk: Chunk) -> Chunk:
-    """Redact, then store (in the threadpool: JSON bodies are parsed, SQLite is written)."""
-    redacted = redact_chunk(state.redactor, chunk)
+#: What every secret name contains once normalised (``payload.is_secret_name``): a header name
+#: of SECRET_HEADER_NAMES whole, or one of SECRET_NAME_PARTS.
+_SECRET_NEEDLES: tuple[str, ...] = tuple(sorted(set(SECRET_HEADER_NAMES) | set(SECRET_NAME_PARTS)))
+#: ``[-_.\s]``: the separators ``payload._normalise`` drops from a name.
+_NAME_SEPARATORS = re.compile(r"[-_.\s]")
+#: A JSON escape that stands for a character a name may hold but that the text spells otherwise
+#: (``\u0070`` is "p"; ``\n`` is a separator the normalisation drops): the screen below cannot
+#: see through it, so a text holding one is always redacted the long way.
+_OPAQUE_ESCAPE = re.compile(r"\\+[ubfnrt]")
+
+
+def may_hold_secret_names(text: str) -> bool:
+    r"""False only when no name in the JSON ``text`` (object keys at any depth, including keys
+    of JSON text inside string values; a header or property name when ``text`` is a map's
+    JSON) can be a secret name, so redacting it would change nothing.
+
+    The normalisation of :func:`moat_nb.payload.is_secret_name` (lower case, drop ``-_.`` and
+    white space) maps each character on its own, so a name whose normalised form contains a
+    secret needle leaves that needle in the normalised whole text; with the backslashes of
+    nested JSON text removed, the keys of inner documents read as written too. Escapes that
+    stand for other characters (``\uXXXX``, ``\n`` ...) defeat that, hence the fallback. A
+    false True only costs the full redaction."""
+    if "\\" in text and _OPAQUE_ESCAPE.search(text):
+        return True
+    flat = _NAME_SEPARATORS.sub("", text.replace("\\", "").lower())
+    return any(needle in flat for needle in _SECRET_NEEDLES)
+
+
+def _redact_and_store(state: SandboxState, chunk: Chunk, *, screened: bool = False) -> Chunk:
+    """Redact, then store (in the threadpool: JSON bodies are parsed, SQLite is written).
+
+    ``screened``: :func:`may_hold_secret_names` found no possible secret name in the chunk as
+    sent, so redaction would return it unchanged and is skipped."""
+    redacted = chunk if screened else redact_chunk(state.redactor, chunk)
     state.store.ingest(redacted)
     return redacted
 
@@ -667,7 +726,8 @@ async def post_chunk(request: Request, principal: Principal | None) -> Response:
         )
     gate: _IngestGate = request.app.state.ingest_gate
     with gate.slot():
-        body = _object(await read_json(request, limit=state.config.max_body), "the chunk")
+        raw = await read_body(request, limit=state.config.max_body)
+        body = _object(parse_json(raw), "the chunk")
         try:
             chunk = Chunk.from_wire(body)
         except (TypeError, ValueError, AttributeError, KeyError) as exc:  # RecordError is a ValueError
@@ -675,9 +735,11 @@ async def post_chunk(request: Request, principal: Principal | None) -> Response:
                 raise
             raise ValidationError(f"malformed chunk: {exc}", code="BAD_CHUNK") from None
         chunk = _stamp_agent(chunk, principal)
-        chunk = await run_in_threadpool(_redact_and_store, state, chunk)
+        screened = not may_hold_secret_names(raw.decode("utf-8"))
+        chunk = await run_in_threadpool(partial(_redact_and_store, screened=screened), state, chunk)
         if chunk.replay_id is not None and state.replays is not None:
-            await _maybe_await(state.replays.on_chunk(chunk, principal.username))
+            # The chunk is redacted now: the replay service need not redact its events again.
+            await _maybe_await(state.replays.on_chunk(chunk, principal.username, redacted=True))
     return _json({"executionId": chunk.execution_id, "chunkSeq": chunk.chunk_seq}, 202)
 
 

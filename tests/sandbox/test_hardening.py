@@ -418,14 +418,18 @@ def test_fail_closed_when_the_disk_is_full(sb: SandboxHandle, user: Any, tools: 
     op = user("operator")
     hit = sources(op)[3]
     order = json.loads(op.get(f"/executions/{hit['executionId']}").json()["inputBody"])
-    order["padding"] = "p" * 100_000  # stored twice (replay row, audit detail): needs new pages
-    body = {"modifiedPayload": {"body": json.dumps(order)}}
     key = uuid.uuid4().hex
     svc = sb.state.replays
 
     def writer_pragma(sql: str) -> int:  # on the replay writer's own connection (its thread)
         return int(svc._submit_sync(lambda: svc.store._conn().execute(sql).fetchone()[0]))
 
+    order["padding"] = "p" * 100_000  # stored twice (replay row, audit detail): needs new pages
+    body = {"modifiedPayload": {"body": json.dumps(order)}}
+    # Earlier writes may have left free pages (a trace ingested in several chunks replaces its
+    # rows) that would take the padding without growing the file: drop them first.
+    svc._submit_sync(lambda: svc.store._conn().execute("VACUUM"))
+    assert writer_pragma("PRAGMA freelist_count") == 0
     limit = writer_pragma("PRAGMA max_page_count")
     writer_pragma(f"PRAGMA max_page_count = {writer_pragma('PRAGMA page_count')}")
     try:

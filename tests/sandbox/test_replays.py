@@ -28,6 +28,8 @@ import httpx
 import pytest
 
 from moat_nb import audit
+from moat_nb.diff import diff
+from moat_nb.model import Execution
 from moat_nb.payload import is_secret_name as payload_is_secret_name
 from moat_nb.sandbox import start
 from moat_nb.sandbox.agent import AgentConfig
@@ -849,3 +851,70 @@ def test_restart_marks_running_replays_aborted_and_never_reruns_them(tmp_path: P
         op.close()
     finally:
         second.stop()
+
+
+# --------------------------------------------------------------------------- stubbed replies
+
+
+def test_unmodified_replay_keeps_the_recorded_http_reply_headers(
+    sb: SandboxHandle, user: Any, tools: Any
+) -> None:
+    """A stubbed HTTP call answers with everything the source recorded, not only the body: the
+    replay command's ``stubReplies`` carry status and headers, so the reply headers camel-http
+    set in live traffic (``CamelHttpResponseCode``/``CamelHttpResponseText``) are there in the
+    replay too, and an unmodified replay shows no header difference at the stubbed step."""
+    admin = user("admin")
+    source = None
+    for hit in sources(admin, "staging"):  # staging records PROCESSOR traces (section 8)
+        candidate = detail(admin, hit["executionId"])
+        if any(p["processorId"] == "fetch-loyalty" for p in flat(candidate["processors"])):
+            source = candidate
+            break
+    assert source is not None, "no staging exchange reached enrich-customer/fetch-loyalty"
+    replay = replay_done(admin, tools, source["exchangeId"])
+    assert replay["status"] == "COMPLETED", replay
+    replayed = detail(admin, replay["resultExecutionId"])
+
+    def fetch(execution: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            p
+            for p in flat(execution["processors"])
+            if p["routeId"] == "enrich-customer" and p["processorId"] == "fetch-loyalty"
+        ]
+
+    before, after = fetch(source), fetch(replayed)
+    assert before and len(before) == len(after)
+    for old, new in zip(before, after, strict=True):
+        assert new["stubbed"] is True
+        assert old["outputHeaders"]["CamelHttpResponseCode"] == 200
+        for name in ("CamelHttpResponseCode", "CamelHttpResponseText"):
+            assert new["outputHeaders"].get(name) == old["outputHeaders"][name], name
+        assert new["outputBody"] == old["outputBody"]
+
+        # No header difference arises at the stubbed step: what differs after it (the app's
+        # random trackingId, its timestamps, the X-Cameleer-Replay marker) differed before it.
+        def differing(a: dict[str, Any], b: dict[str, Any]) -> set[str]:
+            return {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+
+        made_here = differing(old["outputHeaders"], new["outputHeaders"]) - differing(
+            old["inputHeaders"], new["inputHeaders"]
+        )
+        assert made_here == set()
+    # The same through the diff a notebook uses: header rows at fetch-loyalty are noise or
+    # carried in from before the step.
+    carried = {
+        k
+        for old, new in zip(before, after, strict=True)
+        for k in old["inputHeaders"].keys() | new["inputHeaders"].keys()
+        if old["inputHeaders"].get(k) != new["inputHeaders"].get(k)
+    }
+    rows = diff(Execution.from_wire(source), Execution.from_wire(replayed)).rows
+    at_fetch = [
+        r
+        for r in rows
+        if (r.processor.route_id, r.processor.processor_id) == ("enrich-customer", "fetch-loyalty")
+        and r.field == "headers"
+        and not r.noise
+        and r.path.removeprefix("headers:") not in carried
+    ]
+    assert at_fetch == [], [(r.path, r.original, r.replay) for r in at_fetch]
