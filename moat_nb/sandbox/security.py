@@ -183,6 +183,8 @@ def hash_password(
     Standard base64 with padding. ``salt`` defaults to 16 random bytes.
     From a shell: ``python -m moat_nb.sandbox.security hash-password``.
     """
+    if "\x00" in password:
+        raise ValueError("a password may not contain NUL (scrypt would ignore trailing ones)")
     if salt is None:
         salt = secrets.token_bytes(_SALT_BYTES)
     _check_scrypt_params(n, r, p, salt, b"\0" * _KEY_BYTES)
@@ -228,7 +230,9 @@ def verify_password(password: str, encoded: str) -> bool:
         n, r, p, salt, key = _parse_hash(encoded)
     except ValueError:
         return False
-    if not isinstance(password, str):
+    if not isinstance(password, str) or "\x00" in password:
+        # scrypt's PBKDF2-HMAC pads the key with zero bytes, so "pw" and "pw\0" would give the
+        # same hash; no password may contain NUL (hash_password refuses it too).
         return False
     return hmac.compare_digest(_scrypt(password, salt, n, r, p, len(key)), key)
 

@@ -404,6 +404,12 @@ def redact_chunk(redactor: Redactor, chunk: Chunk) -> Chunk:
     def body(text: str | None) -> str | None:
         if text is None:
             return None
+        if not isinstance(text, str):  # checked here, before redaction reads it (fuzzing finding)
+            raise RecordError(
+                f"a body must be a string or null, not {type(text).__name__}",
+                code="BAD_FIELD",
+                hint="agents send bodies as text, as Camel captures them (DESIGN.md section 3)",
+            )
         if text not in bodies:
             bodies[text] = redact_body(text, mask) if may_hold_secret_names(text) else text
         return bodies[text]

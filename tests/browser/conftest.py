@@ -70,7 +70,7 @@ class Lab:
         return "workbench.ipynb"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Path:
     if not CHROMIUM.exists():
         pytest.skip(HOW_TO_ENABLE)
@@ -79,7 +79,7 @@ def chromium() -> Path:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab_sandbox(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from moat_nb.sandbox import start
 
@@ -113,7 +113,7 @@ def _settings(folder: Path) -> None:
         path.write_text(json.dumps(value), encoding="utf-8")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab(lab_sandbox: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     import httpx
 
@@ -176,7 +176,7 @@ def lab(lab_sandbox: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             process.wait(timeout=5)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium: Path) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
@@ -189,7 +189,7 @@ def browser(chromium: Path) -> Iterator[Any]:
             instance.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def screenshots() -> Path:
     """``out/screenshots/`` of the repository (issue 7), created when missing."""
     folder = HERE.parent.parent / "out" / "screenshots"

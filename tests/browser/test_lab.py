@@ -68,8 +68,12 @@ def test_workbench_in_jupyterlab(lab: Any, browser: Any, screenshots: Path) -> N
         workbench = page.locator(".moat-workbench")
         rows = workbench.locator(".moat-picker .moat-grid tbody tr")
         rows.first.wait_for(timeout=90_000)
+        # The workbench is the what-if notebook's last cell: JupyterLab skips rendering cells
+        # out of view (content-visibility), so their text reads empty until scrolled to.
+        workbench.first.scroll_into_view_if_needed()
         assert rows.count() == 8
-        info = workbench.locator(".moat-picker .moat-page-info").inner_text()
+        # text_content, not inner_text: JupyterLab does not render cells out of view.
+        info = workbench.locator(".moat-picker .moat-page-info").text_content() or ""
         assert re.search(r"Rows 1–8 of \d+", info), info
 
         # Filters: environment and status (dropdowns); the table follows (debounced search).
@@ -110,7 +114,7 @@ def test_workbench_in_jupyterlab(lab: Any, browser: Any, screenshots: Path) -> N
         page.keyboard.press("Backspace")
         status = workbench.locator(".moat-be-status")
         status.get_by_text("Not valid JSON").wait_for(timeout=5_000)
-        assert re.search(r"line \d+, column \d+", status.inner_text())
+        assert re.search(r"line \d+, column \d+", status.text_content() or "")
         assert workbench.locator(".moat-be-backdrop .moat-be-line-error").count() == 1
         # The kernel agrees (it checks the same text): the Replay button explains why it is off.
         workbench.locator(".moat-msg", has_text="The payload cannot be replayed yet").first.wait_for(
@@ -130,7 +134,7 @@ def test_workbench_in_jupyterlab(lab: Any, browser: Any, screenshots: Path) -> N
         status.get_by_text("Valid JSON").wait_for(timeout=5_000)
         changed = workbench.locator(".moat-be-backdrop .moat-be-line-changed")
         assert changed.count() == 1
-        assert "1 line changed from the original" in status.inner_text()
+        assert "1 line changed from the original" in (status.text_content() or "")
         text.press("End")  # a real key press in the editor keeps the marks
         assert workbench.locator(".moat-be-gutter .moat-be-line-changed").count() == 1
 
@@ -161,7 +165,7 @@ def test_workbench_in_jupyterlab(lab: Any, browser: Any, screenshots: Path) -> N
         diff = workbench.locator(".moat-results").get_by_text("First divergence at").first
         diff.wait_for(timeout=90_000)
         elapsed = time.monotonic() - started
-        words = workbench.locator(".moat-results").inner_text()
+        words = workbench.locator(".moat-results").text_content() or ""
         assert "totalQuantity" in words or "total" in words, words[:2000]
         assert "Noise calibrated" in words
         assert trace_rows.count() >= 40
@@ -172,7 +176,7 @@ def test_workbench_in_jupyterlab(lab: Any, browser: Any, screenshots: Path) -> N
         # The receipt tab, with the keyboard-reachable tab bar.
         page.locator(".moat-results .lm-TabBar-tab", has_text="Audit receipt").click()
         page.get_by_text("REPLAY_COMPLETED").first.wait_for(timeout=20_000)
-        assert "recomputes" in workbench.locator(".moat-results").inner_text()
+        assert "recomputes" in (workbench.locator(".moat-results").text_content() or "")
         _shoot(workbench, screenshots, "light-receipt", "results", height=700)
         page.locator(".moat-results .lm-TabBar-tab", has_text="Lineage").click()
         workbench.get_by_text("Which processor set, changed or removed which field").wait_for(timeout=20_000)
