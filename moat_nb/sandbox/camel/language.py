@@ -72,7 +72,9 @@ class Expression:
         self.result_type = result_type
 
     def _value(self, exchange: Exchange) -> Any:
-        raise NotImplementedError
+        # The hook of languages that share evaluate()/matches() below; constant and simple
+        # override evaluate() itself, so this is not abstract (and never reached for them).
+        raise NotImplementedError(f"{type(self).__name__} must define _value or evaluate")
 
     def evaluate(self, exchange: Exchange) -> Any:
         value = self._value(exchange)

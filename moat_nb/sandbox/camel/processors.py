@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -54,7 +55,7 @@ __all__ = [
 ]
 
 
-class Processor:
+class Processor(ABC):
     """One step of a route: its id, Camel type, where it was written, and its nested steps."""
 
     __slots__ = ("processor_id", "route_id", "file", "line", "description", "frame")
@@ -74,10 +75,10 @@ class Processor:
         # The stack-trace frame, built once: ``routeId.processorId(file:line)``.
         self.frame = f"{route_id}.{processor_id}({file.rsplit('/', 1)[-1]}:{line})"
 
+    @abstractmethod
     def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
         """Do this processor's work on ``exchange`` (in place); raise :class:`ExchangeFailure`
         to fail it. Endpoint processors report their URI through ``run.send``."""
-        raise NotImplementedError
 
     def children(self) -> Iterator[Processor]:
         """Nested processors, in route order (for static walks: ids, counts, endpoints)."""
