@@ -822,3 +822,28 @@ def test_load_bundle_round_trip_and_strictness(tmp_path: Any) -> None:
         load_bundle(path)
     with pytest.raises(OSError):
         load_bundle(tmp_path / "missing.json")
+
+
+_NUMBERISH = st.text(alphabet=st.sampled_from(list('0123456789.e+-,]}"\\ ')), max_size=16)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    texts=st.lists(_NUMBERISH, max_size=4),
+    numbers=st.lists(st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**53) + 1, 2**53 - 1), max_size=3),
+)
+def test_number_like_text_inside_strings_neither_fools_nor_blocks_the_fast_path(
+    texts: list[str], numbers: list[Any]
+) -> None:
+    """Strings spelling "59.0}" or "1e-5" (a JSON body held as a string) are emptied before the
+    number checks: the fast path still answers for them, and only with rfc8785's bytes."""
+    value = {"body": texts, "n": numbers}
+    fast = audit._canonical_fast(value)
+    assert fast is None or fast == rfc8785.dumps(value)
+    if all("e" not in repr(n) and not repr(n).endswith(".0") for n in numbers if isinstance(n, float)):
+        assert fast is not None  # strings alone never send it to the slow path
+
+
+def test_a_replay_command_with_prices_in_its_body_takes_the_fast_path() -> None:
+    command = {"modifiedPayload": {"body": '{"unitPrice": 59.0, "qty": 1e-05}'}, "n": 3}
+    assert audit._canonical_fast(command) == rfc8785.dumps(command)

@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .. import payload as _payload
+from ..audit import canonical_json
 from ..errors import (
     AuthenticationError,
     PermissionDenied,
@@ -838,13 +839,16 @@ def canonical_command(command: Mapping[str, Any]) -> bytes:
 
     Raises ``RecordError`` (``NOT_CANONICAL``) for values JCS refuses: NaN, infinities and
     integers beyond ±(2**53 - 1) (security.md 1.2 item 4: rejected, never silently rounded).
+    Through :func:`moat_nb.audit.canonical_json`: its orjson path gives rfc8785's bytes (proven
+    by tests/test_audit.py) in a tenth of the time, and a replay command, which carries the
+    payload and the stub replies, is signed by the server and verified by the agent each time.
     """
     body = {k: v for k, v in command.items() if k != "signature"}
     try:
-        return rfc8785.dumps(body)
-    except rfc8785.CanonicalizationError as exc:
+        return canonical_json(body)
+    except RecordError as exc:
         raise RecordError(
-            f"command cannot be canonicalised (RFC 8785): {exc}",
+            f"command cannot be canonicalised (RFC 8785): {exc.message}",
             code="NOT_CANONICAL",
             hint="use finite numbers and integers within ±(2**53 - 1)",
         ) from None
