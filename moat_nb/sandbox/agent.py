@@ -55,6 +55,7 @@ from httpx_sse import SSEError, aconnect_sse
 
 from ..errors import ApiError, MoatError, RecordError, TransportError
 from ..model import ID_PATTERN, Chunk, Execution, Payload, ProcessorRecord
+from . import encoder
 from .apps import App
 from .camel.exchange import RunContext
 from .security import NonceCache, check_command, verify_command
@@ -151,10 +152,6 @@ class AgentConfig:
 # --------------------------------------------------------------------------- pure helpers
 
 
-def _size(record: Mapping[str, Any]) -> int:
-    return len(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
-
-
 def chunks_of(
     execution: Execution,
     *,
@@ -184,20 +181,22 @@ def encoded_chunks(
     if max_processors < 1 or max_bytes < 1:
         raise ValueError("max_processors and max_bytes must be at least 1")
     records = sorted(execution.processors or (), key=lambda p: p.seq)
-    groups: list[list[tuple[ProcessorRecord, dict[str, Any]]]] = [[]]
+    groups: list[list[tuple[ProcessorRecord, bytes]]] = [[]]
     used = 0
+    checked: set[int] = set()  # ids of maps found finite (the engine shares unchanged captures)
     for record in records:
-        wire = record.to_wire()
-        size = _size(wire)
+        _check_finite(record, checked)
+        encoded = encoder.dumps_finite(record.to_wire())
+        size = len(encoded)
         group = groups[-1]
         if group and (len(group) >= max_processors or used + size > max_bytes):
             groups.append([])
             group, used = groups[-1], 0
-        group.append((record, wire))
+        group.append((record, encoded))
         used += size
     summary = replace(execution, processors=None)
     summary_wire = summary.to_wire()
-    if groups[-1] and used + _size(summary_wire) > max_bytes:
+    if groups[-1] and used + len(_dumps(summary_wire)) > max_bytes:
         groups.append([])
     out = []
     for i, group in enumerate(groups):
@@ -211,17 +210,19 @@ def encoded_chunks(
             execution=summary if last else None,
             processors=tuple(record for record, _ in group),
         )
-        # Chunk.to_wire's shape, from the wire forms made above.
-        body = {
-            "executionId": chunk.execution_id,
-            "exchangeId": chunk.exchange_id,
-            "replayId": chunk.replay_id,
-            "chunkSeq": chunk.chunk_seq,
-            "final": chunk.final,
-            "execution": summary_wire if last else None,
-            "processors": [wire for _, wire in group],
-        }
-        out.append((chunk, _dumps(body)))
+        # Chunk.to_wire's shape (``processors`` last), around the records' bytes made above.
+        head = _dumps(
+            {
+                "executionId": chunk.execution_id,
+                "exchangeId": chunk.exchange_id,
+                "replayId": chunk.replay_id,
+                "chunkSeq": chunk.chunk_seq,
+                "final": chunk.final,
+                "execution": summary_wire if last else None,
+            }
+        )
+        body = b"".join((head[:-1], b',"processors":[', b",".join(e for _, e in group), b"]}"))
+        out.append((chunk, body))
     return out
 
 
@@ -968,7 +969,21 @@ def _encode(chunk: Chunk) -> bytes:
 
 
 def _dumps(wire: Mapping[str, Any]) -> bytes:
-    return json.dumps(wire, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    # orjson where it writes what the stdlib writes (encoder.py): a trace is ~100 KB of JSON.
+    return encoder.dumps(wire)
+
+
+def _check_finite(record: ProcessorRecord, checked: set[int]) -> None:
+    """ValueError, as ``json.dumps(allow_nan=False)`` gives, for a NaN or infinity in a record:
+    orjson would write it as null. Only ``durationMs`` and the maps can hold floats (the other
+    fields are typed); a map shared by several records is walked once."""
+    if not encoder.finite(record.duration_ms):
+        raise ValueError("Out of range float values are not JSON compliant (durationMs)")
+    for values in (record.input_headers, record.output_headers, record.input_properties, record.properties):
+        if values and id(values) not in checked:
+            if not encoder.finite(values):
+                raise ValueError("Out of range float values are not JSON compliant (NaN or infinity in a record)")
+            checked.add(id(values))
 
 
 def _code(response: httpx.Response) -> str | None:

@@ -394,3 +394,35 @@ def test_stub_source_turns_stub_replies_into_a_replay_of_execution() -> None:
     ):
         with pytest.raises(RecordError):
             stub_source(bad)
+
+
+def test_encoded_chunks_are_the_chunks_json() -> None:
+    """The bytes built around the records' own encodings parse to Chunk.to_wire of the chunk."""
+    import json as _json
+
+    from moat_nb.sandbox.agent import encoded_chunks
+
+    records = tuple(_record(seq, 300 * seq) for seq in range(1, 9))
+    execution = Execution(
+        execution_id="e-1", exchange_id="x-1", route_id="r", status="COMPLETED", replay_id="rp-1",
+        processors=records, processor_count=len(records),
+    )  # fmt: skip
+    cut = encoded_chunks(execution, max_processors=3, max_bytes=2000)
+    assert len(cut) > 2
+    for chunk, body in cut:
+        assert _json.loads(body) == chunk.to_wire()
+
+
+def test_a_nan_in_a_record_is_refused_not_written_as_null() -> None:
+    """orjson writes NaN as null; the agent must refuse it as json.dumps(allow_nan=False) does."""
+    from dataclasses import replace as _replace
+
+    from moat_nb.sandbox.agent import encoded_chunks
+
+    record = _replace(_record(1, 10), properties={"ratio": [1.0, float("nan")]})
+    execution = Execution(
+        execution_id="e-1", exchange_id="x-1", route_id="r", status="COMPLETED", replay_id="rp-1",
+        processors=(record,), processor_count=1,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="JSON compliant"):
+        encoded_chunks(execution)
