@@ -1000,3 +1000,40 @@ def test_secret_screen_sees_through_nesting_but_not_escapes() -> None:
     assert may_hold_secret_names(json.dumps({"order": json.dumps({"pass_word": "x"})}))
     assert may_hold_secret_names('{"pass\\u0077ord":"x"}')  # "password" spelt with an escape
     assert may_hold_secret_names('{"pass\\nword":"x"}')  # a separator spelt with an escape
+
+
+def test_ascii_separators_are_exactly_what_the_name_pattern_drops() -> None:
+    """The bytes screen drops the same ASCII characters as ``payload._normalise`` (+ backslash)."""
+    from moat_nb.sandbox.server import _ASCII_DROPPED, _NAME_SEPARATORS
+
+    pattern = {chr(c) for c in range(128) if _NAME_SEPARATORS.fullmatch(chr(c))}
+    assert set(_ASCII_DROPPED.decode("ascii")) == pattern | {"\\"}
+
+
+def _slow_screen(text: str) -> bool:
+    """The str-only screen, as it was before the bytes road (the reference)."""
+    from moat_nb.sandbox.server import _NAME_SEPARATORS, _OPAQUE_ESCAPE, _SECRET_NEEDLES
+
+    if "\\" in text and _OPAQUE_ESCAPE.search(text):
+        return True
+    flat = _NAME_SEPARATORS.sub("", text.replace("\\", "").lower())
+    return any(needle in flat for needle in _SECRET_NEEDLES)
+
+
+_SCREEN_TEXT = st.text(
+    alphabet=st.sampled_from(list("PASWORDtokenapikeyXcs-_. \t\n\x1c\x1f\\\"{}:ubK\u212aé\u0130")),
+    max_size=60,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=_SCREEN_TEXT)
+def test_secret_screen_bytes_road_equals_the_str_road(text: str) -> None:
+    assert may_hold_secret_names(text) == _slow_screen(text)
+    assert may_hold_secret_names(text.encode("utf-8")) == _slow_screen(text)
+
+
+def test_secret_screen_sees_a_kelvin_sign_as_k() -> None:
+    # str.lower() maps U+212A KELVIN SIGN to an ASCII "k": "apiKey" spelt with it is a secret name.
+    assert may_hold_secret_names('{"api\u212aey":"x"}')
+    assert may_hold_secret_names('{"api\u212aey":"x"}'.encode())
