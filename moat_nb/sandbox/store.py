@@ -45,6 +45,7 @@ import json
 import math
 import sqlite3
 import threading
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -192,6 +193,8 @@ CREATE TABLE chunks (
 #: a file is upgraded by running the missing steps in one transaction.
 MIGRATIONS: tuple[Callable[[bool], str], ...] = (_schema_v1,)
 SCHEMA_VERSION = len(MIGRATIONS)
+#: How many whole executions :meth:`Store.execution` keeps (a trace is ~100 KB in memory).
+_CACHED_EXECUTIONS = 64
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -928,6 +931,13 @@ class Store:
         self._connections_lock = threading.Lock()
         self._write_lock = threading.RLock()
         self._closed = False
+        # Executions read whole (POST /replays reads its source, GET /executions/{id} the same
+        # trace again), by id. A stored execution changes only through ingest, which forgets
+        # it after committing; a read that overlapped an ingest of the same id is not kept.
+        self._cache: OrderedDict[str, Execution] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._ingests = 0  # committed ingests so far
+        self._recent: deque[tuple[int, str]] = deque(maxlen=1024)  # (ingest number, executionId)
         conn = self._conn()
         conn.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file
         self._migrate(conn)
@@ -1021,9 +1031,12 @@ class Store:
         and nothing of it is written.
         """
         checked = _validate(chunk)
-        with _unicode_errors():
-            with self.transaction() as conn:
-                self._write(conn, checked)
+        try:
+            with _unicode_errors():
+                with self.transaction() as conn:
+                    self._write(conn, checked)
+        finally:
+            self._forget([checked.execution_id])
 
     def ingest_many(self, chunks: Iterable[Chunk | Mapping[str, Any]]) -> int:
         """Ingest many chunks, one transaction per ``batch_size`` chunks; returns how many.
@@ -1035,10 +1048,13 @@ class Store:
         batch: list[_Checked] = []
 
         def flush() -> None:
-            with _unicode_errors():
-                with self.transaction() as conn:
-                    for checked in batch:
-                        self._write(conn, checked)
+            try:
+                with _unicode_errors():
+                    with self.transaction() as conn:
+                        for checked in batch:
+                            self._write(conn, checked)
+            finally:
+                self._forget([checked.execution_id for checked in batch])
             batch.clear()
 
         for chunk in chunks:
@@ -1136,8 +1152,39 @@ class Store:
         ).fetchall()
         return [_execution_from_row(r) for r in rows], total
 
+    def _forget(self, execution_ids: Iterable[str]) -> None:
+        """After an ingest (committed or not): drop these executions from the read cache."""
+        with self._cache_lock:
+            for execution_id in execution_ids:
+                self._ingests += 1
+                self._recent.append((self._ingests, execution_id))
+                self._cache.pop(execution_id, None)
+
     def execution(self, execution_id: str) -> Execution | None:
-        """One execution with its detail fields and processors (flat, in ``seq`` order)."""
+        """One execution with its detail fields and processors (flat, in ``seq`` order).
+
+        Served from a small cache of recent reads when it has not been ingested since."""
+        with self._cache_lock:
+            cached = self._cache.get(execution_id)
+            if cached is not None:
+                self._cache.move_to_end(execution_id)
+                return cached
+            seen = self._ingests
+        execution = self._read_execution(execution_id)
+        if execution is not None:
+            with self._cache_lock:
+                overlapped = self._ingests - seen > len(self._recent)
+                for n, eid in reversed(self._recent):
+                    if overlapped or n <= seen:
+                        break
+                    overlapped = eid == execution_id
+                if not overlapped:
+                    self._cache[execution_id] = execution
+                    while len(self._cache) > _CACHED_EXECUTIONS:
+                        self._cache.popitem(last=False)
+        return execution
+
+    def _read_execution(self, execution_id: str) -> Execution | None:
         conn = self._conn()
         row = conn.execute(
             f"SELECT {_SUMMARY_SQL}, {', '.join('d.' + c for c in _DETAIL_COLUMNS)} "

@@ -318,9 +318,31 @@ def test_multi_chunk_ingest_in_order_and_out_of_order(each_store: Store) -> None
     store.ingest(
         Chunk("exec-2", "ex-2", 2, final=True, execution=replace(y, processors=None), processors=yps[4:6])
     )
+    # Each read between chunks is cached until the next chunk of that execution arrives.
+    assert store.execution("exec-2").processors == yps[4:6]
     store.ingest(Chunk("exec-2", "ex-2", 1, final=False, execution=y_running, processors=yps[2:4]))
+    assert store.execution("exec-2").processors == yps[2:6]
+    assert store.execution("exec-2") is store.execution("exec-2")  # served from the cache
     store.ingest(Chunk("exec-2", "ex-2", 0, final=False, processors=yps[0:2]))
     assert store.execution("exec-2") == y
+
+
+def test_a_read_that_overlaps_an_ingest_of_its_execution_is_not_cached(store: Store) -> None:
+    """The cache keeps a read only when no ingest of that execution committed meanwhile."""
+    x = execution(1, procs=4, status="COMPLETED")
+    ps = x.processors or ()
+    store.ingest(Chunk("exec-1", "ex-1", 0, final=True, execution=replace(x, processors=None), processors=ps[0:2]))
+    read = store._read_execution
+
+    def racing_read(execution_id: str) -> Execution | None:
+        stale = read(execution_id)
+        store.ingest(Chunk("exec-1", "ex-1", 1, final=False, processors=ps[2:4]))  # a late chunk
+        return stale
+
+    store._read_execution = racing_read  # type: ignore[method-assign]
+    assert store.execution("exec-1").processors == ps[0:2]  # what the read saw
+    store._read_execution = read  # type: ignore[method-assign]
+    assert store.execution("exec-1") == x  # not the stale read
 
 
 def test_reingest_is_idempotent(store: Store) -> None:
