@@ -30,8 +30,10 @@ import hmac
 import os
 import secrets
 import sys
+import threading
 import tomllib
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -607,6 +609,8 @@ def check_tier(tier: str) -> None:
 ACCESS_TTL = timedelta(hours=1)  # cameleer.md 2.3: access 1 h, refresh 7 days
 REFRESH_TTL = timedelta(days=7)
 _ALGORITHMS = ["HS256"]  # the only algorithm accepted on decode: refuses alg=none and RS/HS confusion
+#: How many verified tokens :class:`Authority` remembers (a few per user and agent are live at once).
+_VERIFIED_TOKENS = 1024
 _CLOCK_SKEW = 30  # seconds a token's iat may lie ahead of the handed-in clock
 _REQUIRED_CLAIMS = ["sub", "typ", "iat", "exp", "jti"]
 
@@ -666,6 +670,12 @@ class Authority:
         self.users = users
         self._secret = bytes(jwt_secret)
         self._bootstrap = bootstrap_token
+        # Tokens whose signature pyjwt already checked, with their claims: a token is sent with
+        # every request, and checking an HS256 signature with pyjwt is most of authenticating.
+        # The claims are a pure function of the token and the key; every other check (expiry,
+        # type, the user or agent still existing) runs on each request as before.
+        self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._verified_lock = threading.Lock()
 
     # ---------------------------------------------------------------- users
 
@@ -778,22 +788,31 @@ class Authority:
 
     def _decode(self, token: str, typ: str, now: datetime) -> dict[str, Any]:
         t = _epoch(now)
-        try:
-            # pyjwt checks the signature and the algorithm allow-list; exp/iat/nbf are checked
-            # below against the handed-in clock, because pyjwt would read time.time() itself.
-            claims = jwt.decode(
-                token,
-                self._secret,
-                algorithms=_ALGORITHMS,
-                options={
-                    "verify_exp": False,
-                    "verify_iat": False,
-                    "verify_nbf": False,
-                    "require": _REQUIRED_CLAIMS,
-                },
-            )
-        except jwt.InvalidTokenError as exc:
-            raise _bad_token(f"invalid token: {exc}") from None
+        with self._verified_lock:
+            cached = self._verified.get(token)
+        if cached is not None:
+            claims = dict(cached)
+        else:
+            try:
+                # pyjwt checks the signature and the algorithm allow-list; exp/iat/nbf are
+                # checked below against the handed-in clock (pyjwt would read time.time()).
+                claims = jwt.decode(
+                    token,
+                    self._secret,
+                    algorithms=_ALGORITHMS,
+                    options={
+                        "verify_exp": False,
+                        "verify_iat": False,
+                        "verify_nbf": False,
+                        "require": _REQUIRED_CLAIMS,
+                    },
+                )
+            except jwt.InvalidTokenError as exc:
+                raise _bad_token(f"invalid token: {exc}") from None
+            with self._verified_lock:
+                self._verified[token] = dict(claims)
+                while len(self._verified) > _VERIFIED_TOKENS:
+                    self._verified.popitem(last=False)
         exp, iat = claims["exp"], claims["iat"]
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (exp, iat)):
             raise _bad_token("invalid token: iat and exp must be integers")

@@ -997,3 +997,15 @@ def test_no_secret_survives(secrets_: dict, plain: dict, data: st.DataObject) ->
         assert value not in text
     for name, value in plain.items():
         assert out[name] == value
+
+
+def test_a_verified_token_remembered_does_not_vouch_for_a_tampered_copy(authority: Authority) -> None:
+    token = authority.login("analyst", "analyst", T0)["accessToken"]
+    authority.authenticate(token, T0)  # verified once, now remembered
+    head, payload, signature = token.split(".")
+    forged_claims = base64.urlsafe_b64encode(
+        json.dumps({**claims_of(token), "sub": "admin"}).encode()
+    ).rstrip(b"=").decode()
+    for forged in (f"{head}.{forged_claims}.{signature}", token[:-2] + ("AA" if token[-2:] != "AA" else "BB")):
+        _bad_token(authority, forged)
+    assert authority.authenticate(token, T0).username == "analyst"
