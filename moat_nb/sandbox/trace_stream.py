@@ -274,13 +274,13 @@ def processor_event(p: ProcessorRecord, chunk: Chunk, redactor: Any) -> dict[str
     Redactor leaves markers as they are, so this only guards a chunk that was not).
     ``redactor`` None: the chunk is known to be redacted already (skips the second pass)."""
     if redactor is None:
-        fixed = replace(
-            p,
-            execution_id=p.execution_id or chunk.execution_id,
-            exchange_id=p.exchange_id or chunk.exchange_id,
-            replay_id=chunk.replay_id,
-        )
-        return fixed.to_wire()
+        # The wire form patched, rather than a patched record's wire form: the same dict (the
+        # keys are there already, in their order) without copying the record (~50 per replay).
+        wire = p.to_wire()
+        wire["executionId"] = p.execution_id or chunk.execution_id
+        wire["exchangeId"] = p.exchange_id or chunk.exchange_id
+        wire["replayId"] = chunk.replay_id
+        return wire
     fixed = replace(
         p,
         execution_id=p.execution_id or chunk.execution_id,
