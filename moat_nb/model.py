@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import UTC, datetime
+from types import MemberDescriptorType
 from typing import Any, ClassVar
 
 from .errors import RecordError
@@ -76,10 +77,26 @@ def _ms(dt: datetime) -> datetime:
     return dt.replace(microsecond=dt.microsecond - dt.microsecond % 1000)
 
 
+#: The canonical wire form of a time, as :func:`format_time` writes it (ASCII digits only).
+_CANONICAL_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+# Zero-padded numbers for format_time's fast path: looking them up is ~4x faster than the
+# format specs (":02d") of an f-string or %-formatting.
+_TWO_DIGITS = tuple(f"{n:02d}" for n in range(60))
+_THREE_DIGITS = tuple(f"{n:03d}" for n in range(1000))
+
+
 def format_time(dt: datetime | None) -> str | None:
     """RFC 3339 UTC with milliseconds and ``Z``: ``2026-11-26T13:09:44.123Z``."""
     if dt is None:
         return None
+    if type(dt) is datetime and dt.tzinfo is UTC and dt.year >= 1000:
+        # Fast path for what records hold (parse_time made them UTC): astimezone would be a
+        # no-op and the millisecond cut is the // 1000; a 4-digit year needs no padding.
+        two = _TWO_DIGITS
+        return (
+            f"{dt.year}-{two[dt.month]}-{two[dt.day]}T{two[dt.hour]}:{two[dt.minute]}:"
+            f"{two[dt.second]}.{_THREE_DIGITS[dt.microsecond // 1000]}Z"
+        )
     dt = _ms(dt)
     # Not strftime("%Y"): it does not pad years before 1000, which RFC 3339 requires.
     return (
@@ -92,7 +109,17 @@ def parse_time(text: str | datetime | None) -> datetime | None:
     """Parse an RFC 3339 time (any offset, any fraction) into UTC, cut to milliseconds."""
     if text is None:
         return None
+    if type(text) is str and len(text) == 24 and _CANONICAL_TIME.fullmatch(text) is not None:
+        # Fast path for the canonical form (what format_time writes): fromisoformat reads the
+        # Z itself (Python 3.11+) into timezone.utc, and three fraction digits are whole
+        # milliseconds, so the general path below would give the same value.
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass  # the right shape but no such time (month 13): the general path says so
     if isinstance(text, datetime):
+        if type(text) is datetime and text.tzinfo is UTC and not text.microsecond % 1000:
+            return text  # already UTC milliseconds: _ms would return an equal copy
         return _ms(text)
     if not isinstance(text, str):
         raise RecordError(f"time {text!r} is not a string", code="BAD_TIME")
@@ -115,6 +142,14 @@ def parse_time(text: str | datetime | None) -> datetime | None:
 
 
 # --------------------------------------------------------------------------- generic wire mapping
+#
+# A replay converts ~50 processor records of ~2.5 KB several times over (ingest, store, detail,
+# diff), so the conversion is hot. A generic loop over dataclasses.fields() with getattr and an
+# isinstance(Mapping) per value cost ~20 us a record; like dataclasses and attrs themselves, each
+# class instead gets straight-line functions generated from its fields, the first time it
+# converts (lazily: @dataclass adds the fields only after __init_subclass__ has run). What they
+# compute is spelled out in _Wire's docstring; tests/test_model.py keeps the generic loop as a
+# reference and checks the generated functions against it with Hypothesis.
 
 
 @functools.cache
@@ -125,7 +160,6 @@ def _camel(name: str) -> str:
 
 @functools.cache
 def _field_names(cls: type) -> tuple[tuple[str, str], ...]:
-    # Serialising a history converts the same names millions of times: compute them per class.
     return tuple(
         (f.name, cls._wire_name(f.name))  # type: ignore[attr-defined]
         for f in fields(cls)
@@ -133,61 +167,239 @@ def _field_names(cls: type) -> tuple[tuple[str, str], ...]:
     )
 
 
+#: Exact types whose values go on the wire as they are, without the isinstance(value, Mapping)
+#: check (an ABC check, the slowest step of a generic conversion). For these builtins it is
+#: False, unless a program registers one of them as a Mapping, which nothing sane does.
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None), list, tuple})
+
+
+def _wire_value(value: Any) -> Any:
+    """A non-time field's wire value: any Mapping as a plain dict (a shallow copy)."""
+    if type(value) is dict or isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
+def _not_an_object(cls: type, data: Any) -> RecordError:
+    return RecordError(f"{cls.__name__} must be a JSON object, not {type(data).__name__}")
+
+
+def _missing_field(cls: type, key: str) -> RecordError:
+    return RecordError(
+        f"{cls.__name__} is missing the field {key!r}",
+        code="MISSING_FIELD",
+        details={"record": cls.__name__, "field": key},
+    )
+
+
+def _generate(name: str, lines: list[str], namespace: dict[str, Any]) -> Any:
+    """Define the function ``name`` from generated source lines.
+
+    The source is made from a class's field names and wire keys (as ``repr`` literals), never
+    from data; values it needs (defaults, decoders, slot setters) come in through ``namespace``.
+    """
+    exec("\n".join(lines), namespace)
+    return namespace[name]
+
+
+def _compile_encoder(cls: type) -> Callable[[Any], dict[str, Any]]:
+    """``record -> wire dict`` for ``cls``: one local and one dict slot per field."""
+    times: frozenset[str] = cls._times  # type: ignore[attr-defined]
+    optional: frozenset[str] = cls._optional_on_wire  # type: ignore[attr-defined]
+    head: list[str] = []  # fields before the first optional one: one dict display
+    items: list[str] = []
+    tail: list[str] = []  # from the first optional field on: key by key, keeping field order
+    for i, (name, key) in enumerate(_field_names(cls)):
+        v = f"v{i}"
+        if name in times:
+            convert = f"{v} = _format_time({v})"
+        else:
+            convert = f"if type({v}) not in _PLAIN_TYPES: {v} = _wire_value({v})"
+        if name in optional:
+            tail += [
+                f"    {v} = self.{name}",
+                f"    if {v} is not None:",
+                f"        {convert}",
+                f"        out[{key!r}] = {v}",
+            ]
+        elif tail:
+            tail += [f"    {v} = self.{name}", f"    {convert}", f"    out[{key!r}] = {v}"]
+        else:
+            head += [f"    {v} = self.{name}", f"    {convert}"]
+            items.append(f"{key!r}: {v}")
+    lines = ["def encode(self):", *head, f"    out = {{{', '.join(items)}}}", *tail, "    return out"]
+    namespace = {
+        "_format_time": format_time,
+        "_wire_value": _wire_value,
+        "_PLAIN_TYPES": _PLAIN_TYPES,
+    }
+    encode = _generate("encode", lines, namespace)
+    encode.__qualname__ = f"{cls.__qualname__}._wire_dict"
+    return encode  # type: ignore[no-any-return]
+
+
+#: Marks an absent key in generated decoders (None is a value: JSON null).
+_ABSENT: Any = object()
+
+
+def _compile_decoder(cls: type) -> Callable[[Any], Any]:
+    """``wire mapping -> record`` for ``cls``, equal to ``cls(**kwargs)`` with the kwargs the
+    class's wire attributes describe (see :class:`_Wire`), in three steps in field order:
+
+    1. read each field's key (the first missing ``_required`` key is the error);
+    2. run the ``_wire_decoders`` on present values (nested records);
+    3. set the fields through their slot descriptors (what the frozen dataclass ``__init__``
+       does with ``object.__setattr__``, without its argument binding) and run
+       ``__post_init__``, as ``__init__`` would.
+    """
+    required: frozenset[str] = cls._required  # type: ignore[attr-defined]
+    absent: Mapping[str, Any] = cls._wire_absent  # type: ignore[attr-defined]
+    null_is_default: frozenset[str] = cls._null_is_default  # type: ignore[attr-defined]
+    decoders: Mapping[str, Callable[[Any], Any]] = cls._wire_decoders  # type: ignore[attr-defined]
+    namespace: dict[str, Any] = {
+        "_cls": cls,
+        "_new": object.__new__,
+        "_Mapping": Mapping,
+        "_ABSENT": _ABSENT,
+        "_not_an_object": _not_an_object,
+        "_missing_field": _missing_field,
+    }
+    keys: list[str] = []
+    reads: list[str] = []
+    decodes: list[str] = []
+    sets: list[str] = []
+    for i, f in enumerate(fields(cls)):  # type: ignore[arg-type]
+        name, key, v = f.name, cls._wire_name(f.name), f"v{i}"  # type: ignore[attr-defined]
+        keys.append(key)
+        # the slot may be a base class's (a subclass's slots are only its new fields)
+        slot = next((k.__dict__[name] for k in cls.__mro__ if name in k.__dict__), None)
+        if not f.init or type(slot) is not MemberDescriptorType:
+            raise TypeError(f"{cls.__name__}.{name} is not an init field of a slotted dataclass")
+        namespace[f"_set{i}"] = slot.__set__
+        if f.default is not MISSING:
+            namespace[f"_default{i}"] = f.default
+            fallback = f"_default{i}"
+        elif f.default_factory is not MISSING:
+            namespace[f"_factory{i}"] = f.default_factory
+            fallback = f"_factory{i}()"
+        elif name in required or name in absent:
+            fallback = ""
+        else:
+            raise TypeError(f"{cls.__name__}.{name} has no default: list it in _required")
+        if name in decoders and (name in required or name in absent or name in null_is_default):
+            raise TypeError(f"{cls.__name__}.{name}: a decoder is for an optional field only")
+        if name in required:
+            reads += [
+                f"    {v} = get({key!r}, _ABSENT)",
+                f"    if {v} is _ABSENT:",
+                f"        raise _missing_field(_cls, {key!r})",
+            ]
+        elif name in absent:
+            namespace[f"_absent{i}"] = absent[name]
+            reads.append(f"    {v} = get({key!r}, _absent{i})")
+        elif name in null_is_default:
+            if f.default is MISSING:
+                raise TypeError(f"{cls.__name__}.{name} is in _null_is_default without a default")
+            reads += [f"    {v} = get({key!r})", f"    if {v} is None:", f"        {v} = {fallback}"]
+        elif name in decoders or f.default is MISSING:  # a default_factory field
+            reads.append(f"    {v} = get({key!r}, _ABSENT)")
+            # the decoder runs on a present value only; the default (a default_factory runs
+            # in __init__, after the decoders have run) when the key is absent
+            sets += [f"    if {v} is _ABSENT:", f"        {v} = {fallback}"]
+        else:
+            reads.append(f"    {v} = get({key!r}, {fallback})")
+        if name in decoders:
+            namespace[f"_decode{i}"] = decoders[name]
+            decodes += [f"    if {v} is not _ABSENT:", f"        {v} = _decode{i}({v})"]
+        sets.append(f"    _set{i}(self, {v})")
+    namespace["_KEYS"] = tuple(keys)
+    lines = [
+        "def decode(data):",
+        "    if type(data) is not dict:",
+        "        if not isinstance(data, _Mapping):",
+        "            raise _not_an_object(_cls, data)",
+        # any other Mapping is read as before, key in data then data[key]
+        "        data = {key: data[key] for key in _KEYS if key in data}",
+        "    get = data.get",
+        *reads,
+        *decodes,
+        "    self = _new(_cls)",
+        *sets,
+    ]
+    if hasattr(cls, "__post_init__"):
+        lines.append("    self.__post_init__()")
+    lines.append("    return self")
+    decode = _generate("decode", lines, namespace)
+    decode.__qualname__ = f"{cls.__qualname__}._decode"
+    return decode  # type: ignore[no-any-return]
+
+
 class _Wire:
     """Mixin: snake_case dataclass fields <-> camelCase wire keys.
 
     Subclasses list their datetime fields in ``_times``; fields in ``_optional_on_wire`` are
     left out of the wire form when they are ``None`` (the starred detail fields of section 3).
+
+    The wire form has, in field order, one key per field not starting with ``_``: a time field
+    through :func:`format_time`, any Mapping as a plain ``dict`` copy, anything else as it is.
+
+    From the wire, each field whose key is present takes its value, run through the field's
+    ``_wire_decoders`` function if it has one; other keys are ignored. An absent key is a
+    MISSING_FIELD error for ``_required`` fields, the ``_wire_absent`` value if the field has
+    one, else the field's default; a null reads as the default for ``_null_is_default``
+    fields. ``__post_init__`` parses the times.
+
+    The per-class functions doing this are generated on first use from the class attributes
+    as they are then (see the comment above :func:`_camel`).
     """
 
     _times: ClassVar[frozenset[str]] = frozenset()
     _optional_on_wire: ClassVar[frozenset[str]] = frozenset()
     _required: ClassVar[frozenset[str]] = frozenset()
+    _wire_absent: ClassVar[Mapping[str, Any]] = {}
+    _null_is_default: ClassVar[frozenset[str]] = frozenset()
+    _wire_decoders: ClassVar[Mapping[str, Callable[[Any], Any]]] = {}
     _wire_names: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A class's generated functions know only its own fields: every class, subclasses of
+        # an already compiled one included, starts from the compiling stubs below.
+        for name in ("_wire_dict", "_decode"):
+            setattr(cls, name, _Wire.__dict__[name])
 
     def __post_init__(self) -> None:
         for name in self._times:
             value = getattr(self, name)
             if value is not None:
-                object.__setattr__(self, name, parse_time(value))
+                parsed = parse_time(value)
+                if parsed is not value:  # an already UTC-millisecond datetime stays as it is
+                    object.__setattr__(self, name, parsed)
 
     @classmethod
     def _wire_name(cls, name: str) -> str:
         return cls._wire_names.get(name) or _camel(name)
 
-    def _wire_items(self) -> Iterable[tuple[str, Any]]:
-        times, optional = self._times, self._optional_on_wire
-        for name, wire_name in _field_names(type(self)):
-            value = getattr(self, name)
-            if value is None and name in optional:
-                continue
-            if name in times:
-                value = format_time(value)
-            elif isinstance(value, Mapping):
-                value = dict(value)
-            yield wire_name, value
-
-    def to_wire(self) -> dict[str, Any]:
-        return dict(self._wire_items())
+    def _wire_dict(self) -> dict[str, Any]:
+        """The wire form; compiles and installs ``type(self)``'s encoder on first use."""
+        cls = type(self)
+        encode = _compile_encoder(cls)
+        cls._wire_dict = encode  # type: ignore[method-assign]
+        return encode(self)
 
     @classmethod
-    def _kwargs_from_wire(cls, data: Mapping[str, Any]) -> dict[str, Any]:
-        if not isinstance(data, Mapping):
-            raise RecordError(
-                f"{cls.__name__} must be a JSON object, not {type(data).__name__}"
-            )
-        kwargs: dict[str, Any] = {}
-        for f in fields(cls):  # type: ignore[arg-type]
-            key = cls._wire_name(f.name)
-            if key in data:
-                kwargs[f.name] = data[key]
-            elif f.name in cls._required:
-                raise RecordError(
-                    f"{cls.__name__} is missing the field {key!r}",
-                    code="MISSING_FIELD",
-                    details={"record": cls.__name__, "field": key},
-                )
-        return kwargs
+    def _decode(cls, data: Mapping[str, Any]) -> Any:
+        """A record from the wire; compiles and installs ``cls``'s decoder on first use."""
+        decode = _compile_decoder(cls)
+        cls._decode = staticmethod(decode)  # type: ignore[method-assign, assignment]
+        return decode(data)
+
+    def to_wire(self) -> dict[str, Any]:
+        return self._wire_dict()
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> Any:
+        return cls._decode(data)
 
 
 # --------------------------------------------------------------------------- payloads
@@ -197,18 +409,19 @@ class _Wire:
 class Payload(_Wire):
     """A start payload: the exchange as it entered the route."""
 
+    # From the wire, headers and properties are plain dict copies, {} for a null.
+    _wire_decoders: ClassVar[Mapping[str, Callable[[Any], Any]]] = {
+        "headers": lambda value: dict(value or {}),
+        "properties": lambda value: dict(value or {}),
+    }
+
     headers: dict[str, Any] = field(default_factory=dict)
     body: str | None = None
     properties: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> Payload:
-        kw = cls._kwargs_from_wire(data)
-        return cls(
-            headers=dict(kw.get("headers") or {}),
-            body=kw.get("body"),
-            properties=dict(kw.get("properties") or {}),
-        )
+        return cls._decode(data)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,8 +438,7 @@ class ModifiedPayload(_Wire):
     def from_wire(cls, data: Mapping[str, Any] | None) -> ModifiedPayload:
         if data is None:
             return cls()
-        kw = cls._kwargs_from_wire(data)
-        return cls(**kw)
+        return cls._decode(data)  # type: ignore[no-any-return]
 
     def is_empty(self) -> bool:
         return self.headers is None and self.body is None and self.properties is None
@@ -255,6 +467,12 @@ class ProcessorRecord(_Wire):
     _times: ClassVar[frozenset[str]] = frozenset({"start_time", "end_time"})
     _required: ClassVar[frozenset[str]] = frozenset(
         {"seq", "processor_id", "processor_type", "route_id", "status"}
+    )
+    # From the wire, an absent executionId / exchangeId reads as "", a null iteration, depth
+    # or flag as its default.
+    _wire_absent: ClassVar[Mapping[str, Any]] = {"execution_id": "", "exchange_id": ""}
+    _null_is_default: ClassVar[frozenset[str]] = frozenset(
+        {"iteration", "depth", "stubbed", "body_truncated"}
     )
 
     execution_id: str
@@ -285,19 +503,21 @@ class ProcessorRecord(_Wire):
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> ProcessorRecord:
-        kw = cls._kwargs_from_wire(data)
-        kw.setdefault("execution_id", data.get("executionId", ""))
-        kw.setdefault("exchange_id", data.get("exchangeId", ""))
-        for key in ("iteration", "depth"):
-            if kw.get(key) is None:
-                kw[key] = 0
-        for key in ("stubbed", "body_truncated"):
-            if kw.get(key) is None:
-                kw[key] = False
-        return cls(**kw)
+        return cls._decode(data)  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- executions
+
+
+def _processors_from_wire(
+    nodes: Sequence[Mapping[str, Any]] | None,
+) -> tuple[ProcessorRecord, ...] | None:
+    """An execution's ``processors``: a ProcessorNode tree (or flat list), in ``seq`` order."""
+    if nodes is None:
+        return None
+    flat = [ProcessorRecord.from_wire(p) for p in _flatten(nodes)]
+    flat.sort(key=lambda p: p.seq)
+    return tuple(flat)
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +545,9 @@ class Execution(_Wire):
     _required: ClassVar[frozenset[str]] = frozenset(
         {"execution_id", "exchange_id", "route_id", "status"}
     )
+    # From the wire, a null count, mode or flag reads as its default; processors as a tree.
+    _null_is_default: ClassVar[frozenset[str]] = frozenset({"processor_count", "capture_mode", "is_replay"})
+    _wire_decoders: ClassVar[Mapping[str, Callable[[Any], Any]]] = {"processors": _processors_from_wire}
 
     execution_id: str
     exchange_id: str
@@ -381,7 +604,7 @@ class Execution(_Wire):
         return _nest([p.to_wire() for p in (self.processors or ())])
 
     def to_wire(self, *, tree: bool = True) -> dict[str, Any]:
-        out = dict(self._wire_items())
+        out = self._wire_dict()
         if self.processors is not None:
             out["processors"] = (
                 self.tree() if tree else [p.to_wire() for p in self.processors]
@@ -390,34 +613,24 @@ class Execution(_Wire):
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> Execution:
-        kw = cls._kwargs_from_wire(data)
-        procs = kw.pop("processors", None)
-        if procs is not None:
-            flat = [ProcessorRecord.from_wire(p) for p in _flatten(procs)]
-            flat.sort(key=lambda p: p.seq)
-            kw["processors"] = tuple(flat)
-        for key in ("is_replay",):
-            if kw.get(key) is None:
-                kw[key] = False
-        if kw.get("processor_count") is None:
-            kw["processor_count"] = 0
-        if kw.get("capture_mode") is None:
-            kw["capture_mode"] = "PROCESSOR"
-        return cls(**kw)
+        return cls._decode(data)  # type: ignore[no-any-return]
 
 
 def _flatten(nodes: Sequence[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
+    """The nodes of a ProcessorNode tree in pre-order, for ProcessorRecord.from_wire."""
     for node in nodes:
         children = node.get("children") or ()
-        yield {k: v for k, v in node.items() if k != "children"}
+        # A plain dict goes as it is: from_wire reads only the record's keys, so its "children"
+        # does not matter and copying ~25 keys a node would be wasted.
+        yield node if type(node) is dict else {k: v for k, v in node.items() if k != "children"}
         yield from _flatten(children)
 
 
 def _nest(flat: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Nest wire records as a ProcessorNode tree, in place (``flat`` are fresh dicts)."""
     by_seq: dict[int, dict[str, Any]] = {}
     roots: list[dict[str, Any]] = []
-    for rec in flat:
-        node = dict(rec)
+    for node in flat:
         node["children"] = []
         by_seq[node["seq"]] = node
         parent = by_seq.get(node.get("parentSeq")) if node.get("parentSeq") is not None else None
@@ -426,6 +639,14 @@ def _nest(flat: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- ingestion chunks
+
+
+def _execution_from_wire(data: Mapping[str, Any] | None) -> Execution | None:
+    return None if data is None else Execution.from_wire(data)
+
+
+def _records_from_wire(records: Sequence[Mapping[str, Any]] | None) -> tuple[ProcessorRecord, ...]:
+    return tuple(ProcessorRecord.from_wire(p) for p in records or ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,6 +658,12 @@ class Chunk(_Wire):
     """
 
     _required: ClassVar[frozenset[str]] = frozenset({"execution_id", "exchange_id", "chunk_seq"})
+    # From the wire, a null final reads as True; the execution and processors are records.
+    _null_is_default: ClassVar[frozenset[str]] = frozenset({"final"})
+    _wire_decoders: ClassVar[Mapping[str, Callable[[Any], Any]]] = {
+        "execution": _execution_from_wire,
+        "processors": _records_from_wire,
+    }
 
     execution_id: str
     exchange_id: str
@@ -459,10 +686,4 @@ class Chunk(_Wire):
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> Chunk:
-        kw = cls._kwargs_from_wire(data)
-        execution = kw.get("execution")
-        kw["execution"] = None if execution is None else Execution.from_wire(execution)
-        kw["processors"] = tuple(ProcessorRecord.from_wire(p) for p in kw.get("processors") or ())
-        if kw.get("final") is None:
-            kw["final"] = True
-        return cls(**kw)
+        return cls._decode(data)  # type: ignore[no-any-return]

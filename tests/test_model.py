@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections import OrderedDict
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
+from types import MappingProxyType
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -207,3 +212,450 @@ def test_times_outside_the_utc_range_are_a_record_error_not_an_overflow(edge: st
     with pytest.raises(RecordError) as exc:
         parse_time(edge)
     assert exc.value.code == "BAD_TIME"
+
+
+# --------------------------------------------------------------------------- generated codecs
+#
+# model.py generates per-class to_wire / from_wire functions and has fast paths in format_time
+# and parse_time. Below is the generic code they replaced, kept as the reference: every
+# property checks that the fast code gives the same value (same types, same time zone object)
+# or the same error (type, code, message, hint, details) for any input.
+
+
+def _ref_ms(dt: datetime) -> datetime:
+    if dt.tzinfo is None:
+        raise RecordError(
+            f"naive datetime {dt.isoformat()} has no time zone",
+            code="BAD_TIME",
+            hint="use an aware datetime, e.g. datetime.now(UTC)",
+        )
+    try:
+        dt = dt.astimezone(UTC)
+    except OverflowError:
+        raise RecordError(
+            f"time {dt.isoformat()} is outside the years 1-9999 once converted to UTC",
+            code="BAD_TIME",
+            hint="use a time between 0001-01-01 and 9999-12-31 UTC",
+        ) from None
+    return dt.replace(microsecond=dt.microsecond - dt.microsecond % 1000)
+
+
+def _ref_format_time(dt: datetime | None) -> str | None:
+    if dt is None:
+        return None
+    dt = _ref_ms(dt)
+    return (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
+        f"{dt.second:02d}.{dt.microsecond // 1000:03d}Z"
+    )
+
+
+def _ref_parse_time(text: Any) -> datetime | None:
+    if text is None:
+        return None
+    if isinstance(text, datetime):
+        return _ref_ms(text)
+    if not isinstance(text, str):
+        raise RecordError(f"time {text!r} is not a string", code="BAD_TIME")
+    s = text.strip()
+    if s.endswith(("Z", "z")):
+        s = s[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        raise RecordError(
+            f"time {text!r} is not RFC 3339",
+            code="BAD_TIME",
+            hint="write times like 2026-11-26T13:09:44.123Z",
+        ) from None
+    if dt.tzinfo is None:
+        raise RecordError(f"time {text!r} has no offset", code="BAD_TIME", hint="append Z for UTC")
+    return _ref_ms(dt)
+
+
+def _ref_camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def _ref_wire_dict(rec: Any) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(rec):
+        if f.name.startswith("_"):
+            continue
+        value = getattr(rec, f.name)
+        if value is None and f.name in rec._optional_on_wire:
+            continue
+        if f.name in rec._times:
+            value = _ref_format_time(value)
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        out[_ref_camel(f.name)] = value
+    return out
+
+
+def _ref_nest(flat: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_seq: dict[Any, dict[str, Any]] = {}
+    roots: list[dict[str, Any]] = []
+    for rec in flat:
+        node = dict(rec)
+        node["children"] = []
+        by_seq[node["seq"]] = node
+        parent = by_seq.get(node.get("parentSeq")) if node.get("parentSeq") is not None else None
+        (parent["children"] if parent is not None else roots).append(node)
+    return roots
+
+
+def _ref_to_wire(rec: Any, *, tree: bool = True) -> dict[str, Any]:
+    if isinstance(rec, Chunk):
+        return {
+            "executionId": rec.execution_id,
+            "exchangeId": rec.exchange_id,
+            "replayId": rec.replay_id,
+            "chunkSeq": rec.chunk_seq,
+            "final": rec.final,
+            "execution": None if rec.execution is None else _ref_to_wire(rec.execution),
+            "processors": [_ref_to_wire(p) for p in rec.processors],
+        }
+    out = _ref_wire_dict(rec)
+    if isinstance(rec, Execution) and rec.processors is not None:
+        flat = [_ref_to_wire(p) for p in rec.processors]
+        out["processors"] = _ref_nest(flat) if tree else flat
+    return out
+
+
+def _ref_kwargs(cls: type, data: Any) -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        raise RecordError(f"{cls.__name__} must be a JSON object, not {type(data).__name__}")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        key = _ref_camel(f.name)
+        if key in data:
+            kwargs[f.name] = data[key]
+        elif f.name in cls._required:  # type: ignore[attr-defined]
+            raise RecordError(
+                f"{cls.__name__} is missing the field {key!r}",
+                code="MISSING_FIELD",
+                details={"record": cls.__name__, "field": key},
+            )
+    return kwargs
+
+
+def _ref_construct(cls: type, **kw: Any) -> Any:
+    # The old __post_init__ parsed the times (in _times order) after __init__; parsing them
+    # first with the reference parse_time raises the same first error, and leaves datetimes
+    # that the new __post_init__ keeps as they are.
+    for name in cls._times:  # type: ignore[attr-defined]
+        if kw.get(name) is not None:
+            kw[name] = _ref_parse_time(kw[name])
+    return cls(**kw)
+
+
+def _ref_flatten(nodes: Any) -> Any:
+    for node in nodes:
+        children = node.get("children") or ()
+        yield {k: v for k, v in node.items() if k != "children"}
+        yield from _ref_flatten(children)
+
+
+def _ref_from_wire(cls: type, data: Any) -> Any:
+    if cls is Payload:
+        kw = _ref_kwargs(cls, data)
+        return _ref_construct(
+            cls,
+            headers=dict(kw.get("headers") or {}),
+            body=kw.get("body"),
+            properties=dict(kw.get("properties") or {}),
+        )
+    if cls is ModifiedPayload:
+        return cls() if data is None else _ref_construct(cls, **_ref_kwargs(cls, data))
+    kw = _ref_kwargs(cls, data)
+    if cls is ProcessorRecord:
+        kw.setdefault("execution_id", data.get("executionId", ""))
+        kw.setdefault("exchange_id", data.get("exchangeId", ""))
+        for key in ("iteration", "depth"):
+            if kw.get(key) is None:
+                kw[key] = 0
+        for key in ("stubbed", "body_truncated"):
+            if kw.get(key) is None:
+                kw[key] = False
+    elif cls is Execution:
+        procs = kw.pop("processors", None)
+        if procs is not None:
+            flat = [_ref_from_wire(ProcessorRecord, p) for p in _ref_flatten(procs)]
+            flat.sort(key=lambda p: p.seq)
+            kw["processors"] = tuple(flat)
+        if kw.get("is_replay") is None:
+            kw["is_replay"] = False
+        if kw.get("processor_count") is None:
+            kw["processor_count"] = 0
+        if kw.get("capture_mode") is None:
+            kw["capture_mode"] = "PROCESSOR"
+    elif cls is Chunk:
+        execution = kw.get("execution")
+        kw["execution"] = None if execution is None else _ref_from_wire(Execution, execution)
+        kw["processors"] = tuple(_ref_from_wire(ProcessorRecord, p) for p in kw.get("processors") or ())
+        if kw.get("final") is None:
+            kw["final"] = True
+    return _ref_construct(cls, **kw)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, of the same types all the way down (True == 1 and 1 == 1.0 are not enough)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, datetime):
+        return a == b and a.tzinfo is b.tzinfo and a.fold == b.fold
+    if dataclasses.is_dataclass(a):
+        return all(_same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
+    if isinstance(a, Mapping):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def _outcome(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+    """What a call gives: ("value", v) or ("error", type, its details)."""
+    try:
+        return ("value", fn(*args, **kwargs))
+    except RecordError as exc:
+        return ("error", type(exc), exc.code, exc.message, exc.hint, exc.details)
+    except Exception as exc:  # wrong types fail the same way (AttributeError, TypeError, ...)
+        return ("error", type(exc), str(exc))
+
+
+def _assert_same_outcome(fast: tuple[Any, ...], slow: tuple[Any, ...]) -> None:
+    assert fast[0] == slow[0], (fast, slow)
+    if fast[0] == "value":
+        assert _same(fast[1], slow[1]), (fast[1], slow[1])
+    else:
+        assert fast == slow
+
+
+# -- times
+
+offsets = st.sampled_from([UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5, minutes=-30))])
+any_datetimes = st.datetimes(timezones=st.none() | offsets, allow_imaginary=True)
+canonical = st.from_regex(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z\Z")
+
+
+@st.composite
+def time_texts(draw: st.DrawFn) -> str:
+    """Strings near the canonical form: what format_time writes, then perhaps damaged."""
+    dt = draw(any_datetimes)
+    text = draw(
+        st.sampled_from(
+            [
+                _outcome(_ref_format_time, dt)[1] if dt.tzinfo else dt.isoformat() + "Z",
+                dt.isoformat(),
+                dt.isoformat(timespec="milliseconds"),
+                dt.isoformat(sep=" ") + "z",
+            ]
+        )
+        | canonical
+    )
+    if not isinstance(text, str):
+        text = dt.isoformat()
+    for _ in range(draw(st.integers(0, 2))):
+        at = draw(st.integers(0, len(text)))
+        char = draw(st.sampled_from(["", " ", "0", "9", "Z", "+", "-", ".", "T", "١", "x"]))
+        text = text[:at] + char + text[at + 1 :]
+    return text
+
+
+@settings(max_examples=300, deadline=None)
+@given(any_datetimes | st.just(datetime(5, 1, 1, tzinfo=UTC)) | st.none())
+def test_format_time_fast_path_equals_reference(dt: datetime | None) -> None:
+    _assert_same_outcome(_outcome(format_time, dt), _outcome(_ref_format_time, dt))
+
+
+@settings(max_examples=500, deadline=None)
+@given(time_texts() | canonical | any_datetimes | st.text(max_size=30) | st.none() | st.integers())
+def test_parse_time_fast_path_equals_reference(value: Any) -> None:
+    _assert_same_outcome(_outcome(parse_time, value), _outcome(_ref_parse_time, value))
+
+
+def test_parse_time_edge_cases_equal_reference() -> None:
+    for value in [
+        "2026-11-26T13:09:44.123Z",
+        "0001-01-01T00:00:00.000Z",
+        "9999-12-31T23:59:59.999Z",
+        "2026-13-26T13:09:44.123Z",  # the canonical shape, no such month
+        "2026-02-30T13:09:44.123Z",
+        "0000-01-01T00:00:00.000Z",
+        "2026-11-26T24:00:00.000Z",
+        "2026-11-26T13:09:60.000Z",
+        "2026-11-26T13:09:44.123z",
+        " 2026-11-26T13:09:44.123Z",
+        "2026-11-26T13:09:44.123Z\n",
+        "２026-11-26T13:09:44.123Z",  # a full-width digit
+        datetime(2026, 1, 1, 0, 0, 0, 999, tzinfo=UTC),
+        datetime(2026, 1, 1, 0, 0, 0, 1000, tzinfo=UTC, fold=1),
+        datetime(1, 1, 1, 0, 0, 1, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2026, 1, 1),
+    ]:
+        _assert_same_outcome(_outcome(parse_time, value), _outcome(_ref_parse_time, value))
+        if isinstance(value, datetime):
+            _assert_same_outcome(_outcome(format_time, value), _outcome(_ref_format_time, value))
+
+
+# -- records to the wire
+
+odd_values = (
+    json_scalars
+    | json_maps
+    | json_maps.map(MappingProxyType)
+    | json_maps.map(OrderedDict)
+    | st.lists(json_scalars, max_size=3)
+    | st.lists(json_scalars, max_size=3).map(tuple)
+    | st.frozensets(st.integers(), max_size=2)
+    | st.floats(allow_nan=False)
+)
+
+
+aware_datetimes = any_datetimes.filter(lambda d: d.tzinfo is not None)
+
+
+def _records(cls: type) -> st.SearchStrategy[Any]:
+    """Records of ``cls`` whose fields hold any value (the dataclasses do not check types)."""
+    kwargs = {
+        f.name: (st.none() | aware_datetimes if f.name in cls._times else odd_values)  # type: ignore[attr-defined]
+        for f in dataclasses.fields(cls)
+        if f.name != "processors" and f.name != "execution"
+    }
+    return st.builds(cls, **kwargs).filter(lambda r: not isinstance(r, Execution) or r.processors is None)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.data())
+def test_to_wire_equals_reference_for_any_field_values(data: st.DataObject) -> None:
+    for cls in (ProcessorRecord, Payload, ModifiedPayload, Execution):
+        rec = data.draw(_records(cls), label=cls.__name__)
+        wire = rec.to_wire()
+        assert _same(wire, _ref_to_wire(rec))
+        for f in dataclasses.fields(rec):  # a Mapping goes out as a copy, never the record's own
+            if isinstance(getattr(rec, f.name), Mapping):
+                assert wire[_ref_camel(f.name)] is not getattr(rec, f.name)
+
+
+@settings(max_examples=60, deadline=None)
+@given(executions(), st.booleans())
+def test_execution_and_chunk_to_wire_equal_reference(execution: Execution, tree: bool) -> None:
+    assert _same(execution.to_wire(tree=tree), _ref_to_wire(execution, tree=tree))
+    chunk = Chunk("e", "x", 3, final=tree, execution=execution, processors=execution.processors or ())
+    assert _same(chunk.to_wire(), _ref_to_wire(chunk))
+    assert _same(chunk.to_wire(), Chunk.from_wire(chunk.to_wire()).to_wire())
+
+
+def test_to_wire_copies_mappings_and_keeps_field_order() -> None:
+    headers = MappingProxyType({"a": 1})
+    rec = ProcessorRecord("e", "x", 1, "p", "to", "r", "COMPLETED", input_headers=headers)
+    wire = rec.to_wire()
+    assert type(wire["inputHeaders"]) is dict and wire["inputHeaders"] == {"a": 1}
+    assert wire["inputHeaders"] is not rec.to_wire()["inputHeaders"]  # a copy each time
+    assert list(wire) == [_ref_camel(f.name) for f in dataclasses.fields(ProcessorRecord)]
+    hit = Execution("e", "x", "r", "COMPLETED", input_body="b", error_stack_trace=None)
+    assert list(hit.to_wire())[-1] == "inputBody"
+
+
+# -- records from the wire
+
+
+@st.composite
+def damaged(draw: st.DrawFn, wire: Mapping[str, Any]) -> Any:
+    """A wire dict with keys dropped, nulled or replaced by junk, unknown keys added, perhaps
+    not a dict at all."""
+    junk = odd_values | time_texts()
+    out = {}
+    for key, value in wire.items():
+        action = draw(st.integers(0, 40))
+        if action == 0:
+            continue
+        out[key] = None if action == 1 else draw(junk) if action == 2 else value
+    for _ in range(draw(st.integers(0, 2))):
+        out[draw(st.text(max_size=8))] = draw(junk)
+    shape = draw(st.integers(0, 20))
+    if shape == 0:
+        return MappingProxyType(out)
+    if shape == 1:
+        return OrderedDict(out)
+    if shape == 2:
+        return draw(st.none() | st.lists(st.integers(), max_size=2) | st.text(max_size=5))
+    return out
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_from_wire_equals_reference_for_damaged_wire_forms(data: st.DataObject) -> None:
+    execution = data.draw(executions(), label="execution")
+    tree = data.draw(st.booleans(), label="tree")
+    wire = execution.to_wire(tree=tree)
+    if execution.processors:  # damage the processor records too (flat ones: a tree keeps its nodes)
+        wire["processors"] = [
+            data.draw(damaged(p)) if not tree else p for p in wire["processors"]
+        ]
+    for cls, form in [
+        (Execution, data.draw(damaged(wire), label="execution wire")),
+        (Chunk, data.draw(damaged({
+            "executionId": "e", "exchangeId": "x", "chunkSeq": 1, "final": None,
+            "execution": data.draw(damaged(execution.summary().to_wire())),
+            "processors": [data.draw(damaged(p.to_wire())) for p in execution.processors or ()],
+        }), label="chunk wire")),
+        (Payload, data.draw(damaged(execution.start_payload.to_wire()), label="payload wire")),
+        (ModifiedPayload, data.draw(damaged({"headers": {"a": 1}, "body": "b", "properties": None}))),
+    ] + [
+        (ProcessorRecord, data.draw(damaged(p.to_wire()), label="record wire"))
+        for p in (execution.processors or ())[:2]
+    ]:
+        _assert_same_outcome(_outcome(cls.from_wire, form), _outcome(_ref_from_wire, cls, form))
+
+
+@settings(max_examples=40, deadline=None)
+@given(executions())
+def test_from_wire_equals_reference_for_exact_wire_forms(execution: Execution) -> None:
+    for tree in (True, False):
+        wire = execution.to_wire(tree=tree)
+        _assert_same_outcome(_outcome(Execution.from_wire, wire), _outcome(_ref_from_wire, Execution, wire))
+        assert Execution.from_wire(wire) == execution  # == : the wire form has no fold
+    for p in execution.processors or ():
+        assert ProcessorRecord.from_wire(p.to_wire()) == p
+
+
+def test_from_wire_defaults_and_errors_by_record() -> None:
+    rec = ProcessorRecord.from_wire(
+        {"seq": 1, "processorId": "p", "processorType": "to", "routeId": "r", "status": "OK",
+         "iteration": None, "stubbed": None, "executionId": None, "startTime": "2026-01-01T01:00:00.5+01:00"}
+    )
+    assert rec.exchange_id == "" and rec.execution_id is None  # absent reads as "", null stays
+    assert rec.iteration == 0 and rec.stubbed is False
+    assert rec.start_time == datetime(2026, 1, 1, 0, 0, 0, 500000, tzinfo=UTC)
+    with pytest.raises(RecordError) as exc:
+        ProcessorRecord.from_wire({"seq": 1, "processorId": "p", "status": "OK"})
+    assert exc.value.code == "MISSING_FIELD"
+    assert exc.value.details == {"record": "ProcessorRecord", "field": "processorType"}
+    with pytest.raises(RecordError, match="ProcessorRecord must be a JSON object, not list"):
+        ProcessorRecord.from_wire([])  # type: ignore[arg-type]
+    chunk = Chunk.from_wire(
+        {"executionId": "e", "exchangeId": "x", "chunkSeq": 0, "final": None, "processors": None}
+    )
+    assert chunk.final is True and chunk.processors == () and chunk.execution is None
+    payload = Payload.from_wire({"headers": None})
+    assert payload == Payload() and Payload.from_wire({"headers": [("a", 1)]}).headers == {"a": 1}
+
+
+def test_a_subclass_gets_its_own_codec() -> None:
+    # The generated functions are per class: a subclass made after its base has converted
+    # (and so has its base's functions installed) still converts its own fields.
+    base = ProcessorRecord("e", "x", 1, "p", "to", "r", "OK")
+    assert base.to_wire() and ProcessorRecord.from_wire(base.to_wire()) == base
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Tagged(ProcessorRecord):
+        tag_name: str | None = None
+
+    tagged = Tagged("e", "x", 1, "p", "to", "r", "OK", tag_name="t")
+    assert tagged.to_wire() == {**base.to_wire(), "tagName": "t"}
+    assert Tagged.from_wire(tagged.to_wire()) == tagged
+    assert type(Tagged.from_wire(base.to_wire())) is Tagged
+    assert ProcessorRecord.from_wire(tagged.to_wire()) == base  # the base's codec is unchanged
