@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
+from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,8 +16,11 @@ from starlette.requests import Request
 
 from moat_nb.errors import PayloadTooLarge, ValidationError
 from moat_nb.sandbox.bodies import (
+    _MISS,
     DEFAULT_LIMIT,
     MAX_DEPTH,
+    _parse_json_fast,
+    _parse_json_strict,
     check_header_field,
     check_header_fields,
     check_request_headers,
@@ -148,6 +154,283 @@ def test_json_depth_counts_containers() -> None:
     assert json_depth([]) == 1
     assert json_depth({"a": [1, {"b": {}}]}) == 4
     assert json_depth([[], [[[]]], {}]) == 4
+
+
+# --------------------------------------------------------------------------- fast path = strict reading
+#
+# parse_json takes orjson's value only when _parse_json_fast proves it equal to the strict
+# (stdlib) reading; these tests hold it to that on texts chosen where the two parsers part:
+# duplicate keys (also spelled with escapes), integers past 64 bits, numbers that overflow,
+# lone surrogates, nesting around the limit, colons and "e+" inside strings, odd whitespace.
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Equal *and* of the same types all the way down: 1, 1.0 and True differ, so do 0.0 and
+    -0.0; object keys in the same order."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return list(a) == list(b) and all(same_json(a[k], b[k]) for k in a)
+    if type(a) is list:
+        return len(a) == len(b) and all(map(same_json, a, b))
+    if type(a) is float:
+        return struct.pack("<d", a) == struct.pack("<d", b)
+    return bool(a == b)
+
+
+def outcome(parse: Callable[..., Any], raw: bytes, max_depth: int) -> tuple[str, Any]:
+    try:
+        return "value", parse(raw, max_depth=max_depth)
+    except ValidationError as exc:
+        return "error", (type(exc), exc.code, exc.status, exc.message, exc.hint, exc.details)
+
+
+def as_strict(raw: bytes, max_depth: int = MAX_DEPTH) -> tuple[str, Any]:
+    """Assert parse_json answers ``raw`` exactly as the strict reading does; return the answer."""
+    fast = outcome(parse_json, raw, max_depth)
+    strict = outcome(_parse_json_strict, raw, max_depth)
+    where = f"raw={raw[:300]!r} max_depth={max_depth}"
+    assert fast[0] == strict[0], (where, fast, strict)
+    if fast[0] == "value":
+        assert same_json(fast[1], strict[1]), (where, fast[1], strict[1])
+    else:
+        assert fast[1] == strict[1], where
+    return strict
+
+
+# Numbers where the parsers part: -0, overflow and underflow, halfway cases, integers around and
+# past 64 bits (orjson makes floats of those), longer than int() takes, NaN and Infinity.
+EDGE_NUMBERS = [
+    "-0", "-0.0", "0e0", "-0E-0", "1e16", "1e+16", "1e-7", "1e400", "-1e400", "1E+999", "1e-400",
+    "2e308", "1.7976931348623157e308", "1.7976931348623159e308", "4.9e-324",
+    "2.4703282292062327e-324", "2.4703282292062328e-324", "9007199254740993",
+    "9007199254740993.0", "9223372036854775807", "9223372036854775808", "18446744073709551615",
+    "18446744073709551616", "-9223372036854775808", "-9223372036854775809", "1" * 30,
+    "1" * 5000, "0." + "1" * 800, "12345678901234567890e-3", "NaN", "Infinity", "-Infinity",
+]  # fmt: skip
+number_texts = st.one_of(
+    st.sampled_from(EDGE_NUMBERS),
+    st.integers().map(str),
+    st.integers(-(2**64) - 3, 2**64 + 3).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.from_regex(r"\A-?(0|[1-9][0-9]{0,30})(\.[0-9]{1,30})?([eE][+-]?[0-9]{1,3})?\Z"),
+)
+# Escapes and characters where the parsers, or the fast path's colon and "e+" checks, could part.
+STRING_PIECES = [
+    '\\"', "\\\\", "\\/", "\\b", "\\f", "\\n", "\\r", "\\t", "\\u003a", "\\u003A", "\\\\u003a",
+    "\\u0000", "\\u001f", "\\ud800", "\\udc00", "\\ud83d\\ude00", "\\uDBFF\\uDFFF", "\\ud800\\u0041",
+    "\\u00e9", "\\u0061", "e+", ":", '\\":', "[", "{", "]}", "\x7f", "\u2028",
+]  # fmt: skip
+string_texts = st.lists(
+    st.text(st.characters(exclude_characters='"\\', exclude_categories=["Cc", "Cs"]), max_size=6)
+    | st.sampled_from(STRING_PIECES),
+    max_size=4,
+).map(lambda parts: '"' + "".join(parts) + '"')
+# Few distinct keys, so that objects often repeat one (also as "\u0061" for "a").
+key_texts = st.sampled_from(['"a"', '"b"', '"\\u0061"', '"a:"', '"a\\u003a"', '""']) | string_texts
+ws = st.sampled_from(["", "", "", " ", "\n", "\t", "\r\n  "])
+scalar_texts = number_texts | string_texts | st.sampled_from(["true", "false", "null", "0"])
+
+
+def _containers(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    element = st.tuples(ws, inner, ws).map("".join)
+    member = st.tuples(ws, key_texts, ws, st.just(":"), ws, inner, ws).map("".join)
+    return st.lists(element, max_size=4).map(lambda xs: "[" + ",".join(xs) + "]") | st.lists(
+        member, max_size=4
+    ).map(lambda ms: "{" + ",".join(ms) + "}")
+
+
+# JSON texts (NaN and Infinity aside): where the two readings must agree on the value or refusal.
+json_texts = st.recursive(scalar_texts, _containers, max_leaves=12)
+# What makes a text not JSON: bad numbers, literals, escapes, raw control characters, a lone
+# surrogate (invalid UTF-8 once encoded), characters that str.strip() takes for whitespace.
+BREAKERS = [
+    *'{}[],:" \\0e+-', "", "01", "1.", ".5", "+1", "1e", "0x10", "tru", "True", "\\x", "\\u12",
+    "\n", "\x01", "\ud800", "\x0b", "\x0c", "\u00a0", "\u2028", "\ufeff",
+]  # fmt: skip
+
+
+@st.composite
+def bodies(draw: st.DrawFn) -> bytes:
+    """A JSON-ish body: JSON, wrapped in a few more levels now and then, one time in four broken
+    at one place, in UTF-8."""
+    text = draw(json_texts)
+    for kind in draw(st.lists(st.sampled_from("ao"), max_size=8)):
+        text = f"[{text}]" if kind == "a" else f'{{"k":{text}}}'
+    text = draw(ws) + text + draw(ws)
+    if draw(st.integers(0, 3)) == 0:
+        at = draw(st.integers(0, len(text)))
+        text = text[:at] + draw(st.sampled_from(BREAKERS)) + text[at + draw(st.integers(0, 1)) :]
+    return text.encode("utf-8", "surrogatepass")
+
+
+max_depths = st.just(MAX_DEPTH) | st.integers(0, 12)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(bodies(), max_depths)
+def test_fast_path_answers_as_the_strict_reading(raw: bytes, max_depth: int) -> None:
+    as_strict(raw, max_depth)
+
+
+wide_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()  # past 64 bits too: orjson turns those into floats
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+    | st.lists(st.integers(0xD800, 0xDFFF).map(chr) | st.characters(), max_size=4).map("".join)
+)
+wide_values = st.recursive(
+    wide_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=25,
+)
+ENCODERS: list[Callable[[Any], str | bytes]] = [
+    json.dumps,
+    lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":")),  # the agent's (agent._dumps)
+    lambda v: json.dumps(v, ensure_ascii=False, indent=2),
+    lambda v: json.dumps(v, indent="\t") + "\n",
+    orjson.dumps,
+    lambda v: orjson.dumps(v, option=orjson.OPT_INDENT_2),
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(wide_values, st.sampled_from(range(len(ENCODERS))), max_depths)
+def test_serialised_values_read_as_strict(value: Any, encoder: int, max_depth: int) -> None:
+    try:
+        text = ENCODERS[encoder](value)
+    except orjson.JSONEncodeError:  # orjson writes neither big integers nor lone surrogates
+        return
+    as_strict(text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass"), max_depth)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(0, 300),
+    st.integers(0, 300) | st.just(MAX_DEPTH),
+    st.lists(st.sampled_from("ao"), min_size=1, max_size=3),
+    st.sampled_from(["1", "[]", "{}", '"x"', "[1]", '{"a":[]}', "[[],[[]]]"]),
+)
+def test_nesting_around_the_limit_reads_as_strict(
+    depth: int, max_depth: int, kinds: list[str], core: str
+) -> None:
+    # Empty containers at the bottom are the case the indentation check must not miss.
+    text = core
+    for i in range(depth):
+        text = f'{{"k":{text}}}' if kinds[i % len(kinds)] == "o" else f"[{text}]"
+    as_strict(text.encode(), max_depth)
+
+
+@pytest.mark.parametrize("depth", [254, 255, 1024, 1025, 3000])
+@pytest.mark.parametrize("max_depth", [MAX_DEPTH, 300, 2000])
+def test_nesting_past_orjsons_limits_reads_as_strict(depth: int, max_depth: int) -> None:
+    # orjson.dumps stops at 254 levels, orjson.loads at 1024: past them the strict reading decides.
+    as_strict(nested(depth, ["a", "o"]).encode(), max_depth)
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        # duplicate keys, also spelled with escapes and with colons in the keys
+        (b'{"a":1,"a":2}', "duplicate-key"),
+        (b'{"a":1,"\\u0061":2}', "duplicate-key"),
+        (b'{"a:":1, "a\\u003a":2}', "duplicate-key"),
+        (b'{"x":[{"k":"v:w","k":"v:w"}]}', "duplicate-key"),
+        (b'{"a\\u003a":1,"b":"\\u003a"}', {"a:": 1, "b": ":"}),
+        (b'{ "a" : 1 , "b" : "c:d" }', {"a": 1, "b": "c:d"}),
+        # numbers where orjson and the stdlib part
+        (b"18446744073709551616", 2**64),
+        (b"[-9223372036854775809, 9223372036854775808]", [-(2**63) - 1, 2**63]),
+        (b'{"n": 123456789012345678901234567890}', {"n": 123456789012345678901234567890}),
+        (b"1e400", "non-finite"),
+        (b"[-1E+999]", "non-finite"),
+        (b"NaN", "non-finite"),
+        (b"1" * 5000, "number"),
+        (b"-0", 0),
+        (b"-0.0", -0.0),
+        (b" 1e16 ", 1e16),
+        (b'["e+", 1]', ["e+", 1]),
+        (b"1e-400", 0.0),
+        # strings
+        (b'"\\ud800"', "\ud800"),
+        (b'["\\udc00\\ud800", "\\ud83d\\ude00"]', ["\udc00\ud800", "\U0001f600"]),
+        (b'"\xed\xa0\x80"', "utf-8"),
+        (b'"a\x01"', "syntax"),
+        # framing
+        (b"\xef\xbb\xbf{}", "syntax"),
+        (b"", "empty"),
+        (b" \r\n\t", "empty"),
+        (b"\x0c", "empty"),
+        (b"\x0c[]", "syntax"),
+        (b" \n[1]\n ", [1]),
+        (b'"x"', "x"),
+        (b"true", True),
+        (b"null", None),
+        (b"1 2", "syntax"),
+    ],
+)
+def test_where_orjson_differs(raw: bytes, expected: Any) -> None:
+    kind, answer = as_strict(raw)
+    if isinstance(expected, str) and kind == "error":
+        assert answer[-1]["reason"] == expected
+    else:
+        assert kind == "value" and same_json(answer, expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(number_texts)
+def test_orjson_and_the_stdlib_read_a_number_alike(text: str) -> None:
+    # The fast path takes orjson's float for the strict reading's float(text): both must round
+    # correctly to the same double (or orjson must refuse, and the strict reading decides).
+    try:
+        fast = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return
+    strict = json.loads(text, parse_float=float)
+    if isinstance(fast, float) and isinstance(strict, float):
+        assert struct.pack("<d", fast) == struct.pack("<d", strict)
+    else:  # an integer: the same, or a float for one past 64 bits (the "e+" check rules it out)
+        assert same_json(fast, strict) or (isinstance(fast, float) and abs(fast) >= 2**63)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(min_value=2**63, allow_infinity=False), st.booleans())
+def test_orjson_writes_big_floats_with_an_exponent(size: float, negative: bool) -> None:
+    # What the fast path's "e+" check leans on: a float orjson made of an integer literal past
+    # 64 bits is at least 2**63, and orjson writes every such float with "e+".
+    assert b"e+" in orjson.dumps(-size if negative else size)
+
+
+TRACE_LIKE = {
+    "executionId": "8b676713-0adb-4270-8a2b-1b20f2a8d0dd",
+    "chunkSeq": 0,
+    "final": True,
+    "processors": [
+        {
+            "seq": i,
+            "durationMs": 0.057 * i,
+            "parentSeq": None,
+            "inputBody": '{"orderId": "ORD-000004", "lines": [{"sku": "SKU-111", "qty": 5}]}',
+            "inputHeaders": {"Content-Type": "application/json", "processedAt": "2026-11-26T15:53:44Z"},
+            "properties": {"tenant": "acme-eu", "loop": [i, {"x": "é ü \u2028"}]},
+        }
+        for i in range(30)
+    ],
+}
+
+
+@pytest.mark.parametrize("encoder", range(len(ENCODERS)))
+def test_fast_path_takes_trace_bodies(encoder: int) -> None:
+    # Not a timing test: it checks the fast path answers for the bodies it is there for (the
+    # agent's compact encoding, and other encodings of the same trace) instead of handing them on.
+    text = ENCODERS[encoder](TRACE_LIKE)
+    raw = text if isinstance(text, bytes) else text.encode()
+    value = _parse_json_fast(raw, MAX_DEPTH)
+    assert value is not _MISS
+    assert same_json(value, TRACE_LIKE)
+    assert _parse_json_fast(raw, 3) is _MISS  # nested 4 deep
 
 
 # --------------------------------------------------------------------------- streaming
