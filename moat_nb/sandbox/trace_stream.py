@@ -52,6 +52,7 @@ __all__ = [
     "BATCH_BYTES",
     "TICKET_TTL",
     "TicketBook",
+    "encode_event",
     "parse_last_event_id",
     "stream_operations",
     "processor_event",
@@ -136,6 +137,17 @@ class _TraceResponse(EventSourceResponse):
 BATCH_BYTES = 64 * 1024
 
 
+def encode_event(event_id: int, event: str, data: str) -> bytes:
+    """The bytes :meth:`ServerSentEvent.encode` gives for one stored event (WHATWG HTML 9.2.5
+    framing, CRLF as sse-starlette writes it). Stored data is compact JSON, one line, and event
+    names are ours: the common case is formatted directly, because sse-starlette splits every
+    event's data with a regular expression (1.5 ms of a 50-event trace); anything holding a line
+    break goes through it."""
+    if "\n" in data or "\r" in data or "\n" in event or "\r" in event:
+        return ServerSentEvent(id=str(event_id), event=event, data=data).encode()
+    return f"id: {event_id}\r\nevent: {event}\r\ndata: {data}\r\n\r\n".encode()
+
+
 async def _events(svc: ReplayService, replay_id: str, after: int) -> AsyncIterator[ServerSentEvent | bytes]:
     yield ServerSentEvent(retry=RETRY_MS)
     last = after
@@ -147,7 +159,7 @@ async def _events(svc: ReplayService, replay_id: str, after: int) -> AsyncIterat
         batch: list[bytes] = []
         size = 0
         for event_id, event, data in rows:
-            encoded = ServerSentEvent(id=str(event_id), event=event, data=data).encode()
+            encoded = encode_event(event_id, event, data)
             batch.append(encoded)
             size += len(encoded)
             last = event_id

@@ -26,6 +26,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from moat_nb import audit
 from moat_nb.diff import diff
@@ -918,3 +920,17 @@ def test_unmodified_replay_keeps_the_recorded_http_reply_headers(
         and r.path.removeprefix("headers:") not in carried
     ]
     assert at_fetch == [], [(r.path, r.original, r.replay) for r in at_fetch]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    event_id=st.integers(1, 10**9),
+    event=st.sampled_from(["processor", "status", "execution", "end", "odd\nname"]),
+    data=st.text(alphabet=st.sampled_from(list('{}"a:é\r\n\\ ,')), max_size=40),
+)
+def test_stored_events_are_framed_as_sse_starlette_frames_them(event_id: int, event: str, data: str) -> None:
+    from sse_starlette import ServerSentEvent
+
+    from moat_nb.sandbox.trace_stream import encode_event
+
+    assert encode_event(event_id, event, data) == ServerSentEvent(id=str(event_id), event=event, data=data).encode()
