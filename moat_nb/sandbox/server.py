@@ -478,12 +478,11 @@ _NAME_SEPARATORS = re.compile(r"[-_.\s]")
 _ASCII_DROPPED = b"-_.\\ \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 #: A JSON escape that stands for a character a name may hold but that the text spells otherwise
 #: (``\u0070`` is "p"; ``\n`` is a separator the normalisation drops): the screen below cannot
-#: see through it, so a text holding one is always redacted the long way. Looked for as six
-#: substrings (a backslash right before one of the letters), not as the pattern ``\\+[ubfnrt]``:
-#: the two find the same texts, but the pattern tried every ``\"`` of a trace's nested JSON
-#: bodies and took 2.5 ms per chunk.
-_OPAQUE_ESCAPES = tuple("\\" + c for c in "ubfnrt")
-_OPAQUE_ESCAPES_ASCII = tuple(e.encode("ascii") for e in _OPAQUE_ESCAPES)
+#: see through it, so a text holding one is always redacted the long way. A backslash right
+#: before one of the letters: the same texts as ``\\+[ubfnrt]``, which tried every ``\"`` of a
+#: trace's nested JSON bodies and took 1-2.5 ms per chunk (this takes 0.1 ms).
+_OPAQUE_ESCAPE = re.compile(r"\\[ubfnrt]")
+_OPAQUE_ESCAPE_ASCII = re.compile(rb"\\[ubfnrt]")
 
 
 def may_hold_secret_names(text: str | bytes) -> bool:
@@ -510,11 +509,11 @@ def may_hold_secret_names(text: str | bytes) -> bool:
     elif text.isascii():
         data = text.encode("ascii")
     else:
-        if "\\" in text and any(escape in text for escape in _OPAQUE_ESCAPES):
+        if "\\" in text and _OPAQUE_ESCAPE.search(text):
             return True
         flat = _NAME_SEPARATORS.sub("", text.replace("\\", "").lower())
         return any(needle in flat for needle in _SECRET_NEEDLES)
-    if b"\\" in data and any(escape in data for escape in _OPAQUE_ESCAPES_ASCII):
+    if b"\\" in data and _OPAQUE_ESCAPE_ASCII.search(data):
         return True
     flat_ascii = data.lower().translate(None, _ASCII_DROPPED)
     return any(needle in flat_ascii for needle in _SECRET_NEEDLES_ASCII)
