@@ -830,7 +830,9 @@ _NUMBERISH = st.text(alphabet=st.sampled_from(list('0123456789.e+-,]}"\\ ')), ma
 @settings(max_examples=300, deadline=None)
 @given(
     texts=st.lists(_NUMBERISH, max_size=4),
-    numbers=st.lists(st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**53) + 1, 2**53 - 1), max_size=3),
+    numbers=st.lists(
+        st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**53) + 1, 2**53 - 1), max_size=3
+    ),
 )
 def test_number_like_text_inside_strings_neither_fools_nor_blocks_the_fast_path(
     texts: list[str], numbers: list[Any]

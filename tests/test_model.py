@@ -592,16 +592,25 @@ def test_from_wire_equals_reference_for_damaged_wire_forms(data: st.DataObject) 
     tree = data.draw(st.booleans(), label="tree")
     wire = execution.to_wire(tree=tree)
     if execution.processors:  # damage the processor records too (flat ones: a tree keeps its nodes)
-        wire["processors"] = [
-            data.draw(damaged(p)) if not tree else p for p in wire["processors"]
-        ]
+        wire["processors"] = [data.draw(damaged(p)) if not tree else p for p in wire["processors"]]
     for cls, form in [
         (Execution, data.draw(damaged(wire), label="execution wire")),
-        (Chunk, data.draw(damaged({
-            "executionId": "e", "exchangeId": "x", "chunkSeq": 1, "final": None,
-            "execution": data.draw(damaged(execution.summary().to_wire())),
-            "processors": [data.draw(damaged(p.to_wire())) for p in execution.processors or ()],
-        }), label="chunk wire")),
+        (
+            Chunk,
+            data.draw(
+                damaged(
+                    {
+                        "executionId": "e",
+                        "exchangeId": "x",
+                        "chunkSeq": 1,
+                        "final": None,
+                        "execution": data.draw(damaged(execution.summary().to_wire())),
+                        "processors": [data.draw(damaged(p.to_wire())) for p in execution.processors or ()],
+                    }
+                ),
+                label="chunk wire",
+            ),
+        ),
         (Payload, data.draw(damaged(execution.start_payload.to_wire()), label="payload wire")),
         (ModifiedPayload, data.draw(damaged({"headers": {"a": 1}, "body": "b", "properties": None}))),
     ] + [
@@ -624,8 +633,17 @@ def test_from_wire_equals_reference_for_exact_wire_forms(execution: Execution) -
 
 def test_from_wire_defaults_and_errors_by_record() -> None:
     rec = ProcessorRecord.from_wire(
-        {"seq": 1, "processorId": "p", "processorType": "to", "routeId": "r", "status": "OK",
-         "iteration": None, "stubbed": None, "executionId": None, "startTime": "2026-01-01T01:00:00.5+01:00"}
+        {
+            "seq": 1,
+            "processorId": "p",
+            "processorType": "to",
+            "routeId": "r",
+            "status": "OK",
+            "iteration": None,
+            "stubbed": None,
+            "executionId": None,
+            "startTime": "2026-01-01T01:00:00.5+01:00",
+        }
     )
     assert rec.exchange_id == "" and rec.execution_id is None  # absent reads as "", null stays
     assert rec.iteration == 0 and rec.stubbed is False
@@ -659,3 +677,29 @@ def test_a_subclass_gets_its_own_codec() -> None:
     assert Tagged.from_wire(tagged.to_wire()) == tagged
     assert type(Tagged.from_wire(base.to_wire())) is Tagged
     assert ProcessorRecord.from_wire(tagged.to_wire()) == base  # the base's codec is unchanged
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    headers=st.none() | st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3),
+    body=st.none() | st.text(max_size=20),
+    seq=st.integers(0, 1000),
+)
+def test_evolve_gives_what_dataclasses_replace_gives(headers: Any, body: Any, seq: int) -> None:
+    from dataclasses import replace as dc_replace
+
+    record = ProcessorRecord(
+        execution_id="x", exchange_id="e", seq=1, processor_id="p", processor_type="log",
+        route_id="r", status="COMPLETED", start_time="2026-01-01T00:00:00.001Z", input_headers={"a": "b"},
+    )  # fmt: skip
+    changes = {"input_headers": headers, "output_body": body, "seq": seq}
+    evolved = record._evolve(**changes)
+    assert evolved == dc_replace(record, **changes)
+    assert type(evolved) is ProcessorRecord and evolved.start_time is record.start_time
+    # A time goes through replace (parsed); an unknown field is refused as replace refuses it.
+    assert (
+        record._evolve(end_time="2026-01-01T01:00:00Z").end_time
+        == dc_replace(record, end_time="2026-01-01T01:00:00Z").end_time
+    )
+    with pytest.raises(TypeError):
+        record._evolve(no_such_field=1)

@@ -982,7 +982,9 @@ def _check_finite(record: ProcessorRecord, checked: set[int]) -> None:
     for values in (record.input_headers, record.output_headers, record.input_properties, record.properties):
         if values and id(values) not in checked:
             if not encoder.finite(values):
-                raise ValueError("Out of range float values are not JSON compliant (NaN or infinity in a record)")
+                raise ValueError(
+                    "Out of range float values are not JSON compliant (NaN or infinity in a record)"
+                )
             checked.add(id(values))
 
 

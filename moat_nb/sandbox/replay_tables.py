@@ -247,7 +247,10 @@ def emit_events(
         conn.executemany(
             "INSERT INTO replay_events (replay_id, id, event, data) VALUES (?, ?, ?, ?)",
             # encoder.dumps_text: a replay's processor events are ~100 KB of JSON (orjson's speed).
-            [(replay_id, last + i, event, dumps_text(data)) for i, (event, data) in enumerate(events, start=1)],
+            [
+                (replay_id, last + i, event, dumps_text(data))
+                for i, (event, data) in enumerate(events, start=1)
+            ],
         )
     return last + len(events)
 

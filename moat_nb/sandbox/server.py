@@ -339,7 +339,9 @@ def _state(request: Request) -> SandboxState:
 
 #: orjson options that make it refuse (TypeError) what the stdlib encoder refuses or writes
 #: otherwise: datetimes, dataclasses, subclasses of str/int/dict/list.
-_KEY_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+_KEY_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 
 
 class FastJSONResponse(JSONResponse):
@@ -404,9 +406,10 @@ def redact_chunk(redactor: Redactor, chunk: Chunk) -> Chunk:
     Cheap where it can be (it was most of a replay's server time): a header map, property map
     or body whose JSON text cannot hold a secret name (:func:`may_hold_secret_names`) is kept
     as it is, and the others are redacted once per distinct text — the records of one trace
-    repeat the same headers and properties from processor to processor."""
+    repeat the same headers and properties from processor to processor. Equal maps come out as
+    one dict object, which the store then encodes and checks once (it remembers dicts by id)."""
     mask = redactor.value
-    maps: dict[bytes, dict[str, Any] | None] = {}  # JSON text -> redacted copy, None: nothing secret
+    maps: dict[bytes, dict[str, Any]] = {}  # JSON text -> the map to keep (redacted, or the first seen)
     bodies: dict[str, str | None] = {}
 
     def mapping(values: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -422,10 +425,11 @@ def redact_chunk(redactor: Redactor, chunk: Chunk) -> Chunk:
                 text = json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode()
         except (TypeError, ValueError):  # not JSON data (orjson also refuses big ints): the long way
             return redactor.mapping(values)
-        if text not in maps:
-            maps[text] = redactor.mapping(values) if may_hold_secret_names(text) else None
-        redacted = maps[text]
-        return values if redacted is None else redacted
+        kept = maps.get(text)
+        if kept is None:
+            redacted = redactor.mapping(values) if may_hold_secret_names(text) else values
+            kept = maps[text] = values if redacted is None else redacted
+        return kept
 
     def body(text: str | None) -> str | None:
         if text is None:
@@ -441,8 +445,7 @@ def redact_chunk(redactor: Redactor, chunk: Chunk) -> Chunk:
         return bodies[text]
 
     def processor(p: ProcessorRecord) -> ProcessorRecord:
-        return replace(
-            p,
+        return p._evolve(
             input_headers=mapping(p.input_headers),
             output_headers=mapping(p.output_headers),
             input_properties=mapping(p.input_properties),

@@ -933,4 +933,7 @@ def test_stored_events_are_framed_as_sse_starlette_frames_them(event_id: int, ev
 
     from moat_nb.sandbox.trace_stream import encode_event
 
-    assert encode_event(event_id, event, data) == ServerSentEvent(id=str(event_id), event=event, data=data).encode()
+    assert (
+        encode_event(event_id, event, data)
+        == ServerSentEvent(id=str(event_id), event=event, data=data).encode()
+    )

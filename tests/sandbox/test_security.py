@@ -1003,9 +1003,14 @@ def test_a_verified_token_remembered_does_not_vouch_for_a_tampered_copy(authorit
     token = authority.login("analyst", "analyst", T0)["accessToken"]
     authority.authenticate(token, T0)  # verified once, now remembered
     head, payload, signature = token.split(".")
-    forged_claims = base64.urlsafe_b64encode(
-        json.dumps({**claims_of(token), "sub": "admin"}).encode()
-    ).rstrip(b"=").decode()
-    for forged in (f"{head}.{forged_claims}.{signature}", token[:-2] + ("AA" if token[-2:] != "AA" else "BB")):
+    forged_claims = (
+        base64.urlsafe_b64encode(json.dumps({**claims_of(token), "sub": "admin"}).encode())
+        .rstrip(b"=")
+        .decode()
+    )
+    for forged in (
+        f"{head}.{forged_claims}.{signature}",
+        token[:-2] + ("AA" if token[-2:] != "AA" else "BB"),
+    ):
         _bad_token(authority, forged)
     assert authority.authenticate(token, T0).username == "analyst"

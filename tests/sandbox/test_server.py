@@ -1022,7 +1022,7 @@ def _slow_screen(text: str) -> bool:
 
 
 _SCREEN_TEXT = st.text(
-    alphabet=st.sampled_from(list("PASWORDtokenapikeyXcs-_. \t\n\x1c\x1f\\\"{}:ubK\u212aé\u0130")),
+    alphabet=st.sampled_from(list('PASWORDtokenapikeyXcs-_. \t\n\x1c\x1f\\"{}:ubK\u212aé\u0130')),
     max_size=60,
 )
 

@@ -331,7 +331,9 @@ def test_a_read_that_overlaps_an_ingest_of_its_execution_is_not_cached(store: St
     """The cache keeps a read only when no ingest of that execution committed meanwhile."""
     x = execution(1, procs=4, status="COMPLETED")
     ps = x.processors or ()
-    store.ingest(Chunk("exec-1", "ex-1", 0, final=True, execution=replace(x, processors=None), processors=ps[0:2]))
+    store.ingest(
+        Chunk("exec-1", "ex-1", 0, final=True, execution=replace(x, processors=None), processors=ps[0:2])
+    )
     read = store._read_execution
 
     def racing_read(execution_id: str) -> Execution | None:
