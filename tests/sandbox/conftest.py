@@ -7,7 +7,8 @@ into several chunks (``chunk_processors`` 16), so the multi-chunk path runs in e
 
 ``login(name)`` (and the ``admin``, ``operator``, ``prod_operator``, ``analyst`` fixtures) give an
 ``httpx.Client`` whose ``base_url`` is the API base (``/api/v1``) and that sends the user's access
-token. The ``tools`` fixture holds the helpers below (``wait_for`` polls, ``post_replay`` and
+token; ``user(name)`` does the same for a module that starts its own sandbox as ``sb``.
+The ``tools`` fixture holds the helpers below (``wait_for`` polls, ``post_replay`` and
 ``wait_replay`` drive a replay over HTTP, ``user_client`` logs in to any sandbox, ...): test
 modules get them from the fixture rather than by importing this file, which pytest does not
 support across folders.
@@ -158,3 +159,19 @@ def prod_operator(login: Callable[[str], httpx.Client]) -> httpx.Client:
 @pytest.fixture
 def analyst(login: Callable[[str], httpx.Client]) -> httpx.Client:
     return login("analyst")
+
+
+@pytest.fixture(scope="module")
+def user(sb: SandboxHandle) -> Iterator[Callable[[str], httpx.Client]]:
+    """``user(name)``: a logged-in client of the module's own sandbox ``sb`` (modules that need
+    their own users or timeouts define ``sb``), one per user name, closed with the module."""
+    clients: dict[str, httpx.Client] = {}
+
+    def get(name: str) -> httpx.Client:
+        if name not in clients:
+            clients[name] = user_client(sb, name)
+        return clients[name]
+
+    yield get
+    for c in clients.values():
+        c.close()

@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -52,20 +52,6 @@ def sb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxHandle]:
         yield handle
     finally:
         handle.stop()
-
-
-@pytest.fixture(scope="module")
-def user(sb: SandboxHandle, tools: Any) -> Iterator[Callable[[str], httpx.Client]]:
-    clients: dict[str, httpx.Client] = {}
-
-    def get(name: str) -> httpx.Client:
-        if name not in clients:
-            clients[name] = tools.user_client(sb, name)
-        return clients[name]
-
-    yield get
-    for c in clients.values():
-        c.close()
 
 
 def sources(client: httpx.Client, environment: str, status: str = "COMPLETED", n: int = 20) -> list[dict]:
