@@ -516,9 +516,14 @@ def may_hold_secret_names(text: str | bytes) -> bool:
             return True
         flat = _NAME_SEPARATORS.sub("", text.replace("\\", "").lower())
         return any(needle in flat for needle in _SECRET_NEEDLES)
+    lower = data.lower()
+    # A needle spelt out as it is ("Authorization", in most traffic) is the answer already:
+    # the escape and separator passes only ever add reasons to say True.
+    if any(needle in lower for needle in _SECRET_NEEDLES_ASCII):
+        return True
     if b"\\" in data and _OPAQUE_ESCAPE_ASCII.search(data):
         return True
-    flat_ascii = data.lower().translate(None, _ASCII_DROPPED)
+    flat_ascii = lower.translate(None, _ASCII_DROPPED)
     return any(needle in flat_ascii for needle in _SECRET_NEEDLES_ASCII)
 
 
