@@ -255,12 +255,17 @@ def test_stopping_an_agent_mid_replay_errors_the_replay_with_its_reason(
 
 def test_a_silent_channel_is_reopened(app_dir: Path, tmp_path: Path, sandboxes: Any, tools: Any) -> None:
     # No ping for 30 s, and the agents presume a channel dead after 0.3 s of silence.
-    handle = sandboxes(app=app_dir, data=tmp_path / "data", per_env=1, ping_interval=30,
-                       agent_config=AgentConfig(channel_idle_timeout=0.3, reconnect_max=0.2))
+    handle = sandboxes(
+        app=app_dir,
+        data=tmp_path / "data",
+        per_env=1,
+        ping_interval=30,
+        agent_config=AgentConfig(channel_idle_timeout=0.3, reconnect_max=0.2),
+    )
     agent = handle.agents["dev"]
     first = agent.connections
-    tools.wait_for(lambda: agent.connections >= first + 2, timeout=10)
-    tools.wait_for(lambda: handle.state.agents.channel_open(agent.instance_id))
+    assert tools.wait_for(lambda: agent.connections >= first + 2, timeout=10)
+    assert tools.wait_for(lambda: handle.state.agents.channel_open(agent.instance_id))
 
 
 def test_restart_on_the_same_data_aborts_running_replays_and_keeps_one_history(

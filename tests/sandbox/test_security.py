@@ -314,18 +314,22 @@ def test_refresh_token_is_not_an_access_token_and_vice_versa(authority: Authorit
     assert info.value.code == "BAD_TOKEN"
 
 
-def _bad_token(authority: Authority, token: str) -> None:
+def _refusal(authority: Authority, token: str) -> tuple[str, int]:
+    """(code, status) of the AuthenticationError that authenticating ``token`` raises."""
     with pytest.raises(AuthenticationError) as info:
         authority.authenticate(token, T0)
-    assert info.value.code == "BAD_TOKEN" and info.value.status == 401
+    return info.value.code, info.value.status
+
+
+BAD_TOKEN = ("BAD_TOKEN", 401)
 
 
 def test_tampered_signature_refused(authority: Authority) -> None:
     token = authority.login("analyst", "analyst", T0)["accessToken"]
     head, body, sig = token.split(".")
     flipped = sig[:5] + ("A" if sig[5] != "A" else "B") + sig[6:]
-    _bad_token(authority, f"{head}.{body}.{flipped}")
-    _bad_token(authority, f"{head}.{body}.")
+    assert _refusal(authority, f"{head}.{body}.{flipped}") == BAD_TOKEN
+    assert _refusal(authority, f"{head}.{body}.") == BAD_TOKEN
 
 
 def test_tampered_claims_refused(authority: Authority) -> None:
@@ -334,24 +338,24 @@ def test_tampered_claims_refused(authority: Authority) -> None:
     claims = claims_of(token)
     claims["sub"] = "user:admin"
     forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
-    _bad_token(authority, f"{head}.{forged}.{sig}")
+    assert _refusal(authority, f"{head}.{forged}.{sig}") == BAD_TOKEN
 
 
 def test_alg_none_refused(authority: Authority) -> None:
     claims = claims_of(authority.login("analyst", "analyst", T0)["accessToken"])
     claims["sub"] = "user:admin"
-    _bad_token(authority, jwt.encode(claims, None, algorithm="none"))
+    assert _refusal(authority, jwt.encode(claims, None, algorithm="none")) == BAD_TOKEN
 
 
 @pytest.mark.filterwarnings("ignore:The HMAC key")  # HS512 with our 37-byte key: on purpose
 def test_other_hmac_algorithm_refused(authority: Authority) -> None:
     claims = claims_of(authority.login("admin", "admin", T0)["accessToken"])
-    _bad_token(authority, jwt.encode(claims, SECRET, algorithm="HS512"))
+    assert _refusal(authority, jwt.encode(claims, SECRET, algorithm="HS512")) == BAD_TOKEN
 
 
 def test_wrong_key_refused(authority: Authority) -> None:
     other = Authority(sec.default_users(), jwt_secret=b"x" * 32, bootstrap_token=BOOT)
-    _bad_token(authority, other.login("admin", "admin", T0)["accessToken"])
+    assert _refusal(authority, other.login("admin", "admin", T0)["accessToken"]) == BAD_TOKEN
 
 
 @pytest.mark.parametrize(
@@ -373,7 +377,7 @@ def test_well_signed_but_malformed_claims_refused(authority: Authority, change: 
             claims.pop(key)
         else:
             claims[key] = value
-    _bad_token(authority, jwt.encode(claims, SECRET, algorithm="HS256"))
+    assert _refusal(authority, jwt.encode(claims, SECRET, algorithm="HS256")) == BAD_TOKEN
 
 
 def test_revoked_grant_takes_effect_before_expiry(authority: Authority) -> None:
@@ -394,7 +398,7 @@ def test_revoked_grant_takes_effect_before_expiry(authority: Authority) -> None:
 def test_removed_user_token_refused(authority: Authority) -> None:
     answer = authority.login("analyst", "analyst", T0)
     authority.users = parse_users(users_toml(("someone", "else", ["VIEWER"], [])))
-    _bad_token(authority, answer["accessToken"])
+    assert _refusal(authority, answer["accessToken"]) == BAD_TOKEN
     with pytest.raises(AuthenticationError) as info:
         authority.refresh(answer["refreshToken"], T0)
     assert info.value.code == "BAD_TOKEN"
@@ -1012,5 +1016,5 @@ def test_a_verified_token_remembered_does_not_vouch_for_a_tampered_copy(authorit
         f"{head}.{forged_claims}.{signature}",
         token[:-2] + ("AA" if token[-2:] != "AA" else "BB"),
     ):
-        _bad_token(authority, forged)
+        assert _refusal(authority, forged) == BAD_TOKEN
     assert authority.authenticate(token, T0).username == "analyst"
