@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from types import MemberDescriptorType
 from typing import Any, ClassVar
@@ -269,11 +269,7 @@ def _compile_decoder(cls: type) -> Callable[[Any], Any]:
     for i, f in enumerate(fields(cls)):  # type: ignore[arg-type]
         name, key, v = f.name, cls._wire_name(f.name), f"v{i}"  # type: ignore[attr-defined]
         keys.append(key)
-        # the slot may be a base class's (a subclass's slots are only its new fields)
-        slot = next((k.__dict__[name] for k in cls.__mro__ if name in k.__dict__), None)
-        if not f.init or type(slot) is not MemberDescriptorType:
-            raise TypeError(f"{cls.__name__}.{name} is not an init field of a slotted dataclass")
-        namespace[f"_set{i}"] = slot.__set__
+        namespace[f"_set{i}"] = _slot_setter(cls, f)
         if f.default is not MISSING:
             namespace[f"_default{i}"] = f.default
             fallback = f"_default{i}"
@@ -421,14 +417,18 @@ class _Wire:
 _SLOT_SETTERS: dict[type, dict[str, Callable[[Any, Any], None]]] = {}
 
 
+def _slot_setter(cls: type, f: Field[Any]) -> Callable[[Any, Any], None]:
+    """The ``__set__`` of field ``f``'s slot: sets it on a frozen instance, as the dataclass
+    ``__init__`` does with ``object.__setattr__``, without the argument binding."""
+    # the slot may be a base class's (a subclass's slots are only its new fields)
+    slot = next((k.__dict__[f.name] for k in cls.__mro__ if f.name in k.__dict__), None)
+    if not f.init or type(slot) is not MemberDescriptorType:
+        raise TypeError(f"{cls.__name__}.{f.name} is not an init field of a slotted dataclass")
+    return slot.__set__  # type: ignore[no-any-return]
+
+
 def _slot_setters(cls: type) -> dict[str, Callable[[Any, Any], None]]:
-    setters = {}
-    for f in fields(cls):  # type: ignore[arg-type]
-        slot = cls.__dict__.get(f.name)
-        if not isinstance(slot, MemberDescriptorType):
-            raise TypeError(f"{cls.__name__}.{f.name} is not a slot")
-        setters[f.name] = slot.__set__
-    return setters
+    return {f.name: _slot_setter(cls, f) for f in fields(cls)}  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- payloads

@@ -19,9 +19,13 @@ from typing import Any
 
 import orjson
 
-__all__ = ["dumps", "dumps_finite", "dumps_text", "finite"]
+__all__ = ["ORJSON_STRICT", "dumps", "dumps_finite", "dumps_text", "finite"]
 
-_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+#: orjson options that make it refuse (TypeError) what the stdlib encoder refuses or writes its
+#: own way: datetimes, dataclasses, subclasses of str/int/dict/list.
+ORJSON_STRICT = (
+    orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 
 
 def _stdlib(value: Any) -> str:
@@ -34,7 +38,7 @@ def dumps(value: Any) -> bytes:
     if not finite(value):
         raise ValueError("Out of range float values are not JSON compliant")
     try:
-        return orjson.dumps(value, option=_STRICT)
+        return orjson.dumps(value, option=ORJSON_STRICT)
     except TypeError:
         return _stdlib(value).encode("utf-8")
 
@@ -44,7 +48,7 @@ def dumps_finite(value: Any) -> bytes:
     which refuses them, or checked with :func:`finite`): the check is a Python walk that costs
     as much as the stdlib's whole encoding, so it is not done twice."""
     try:
-        return orjson.dumps(value, option=_STRICT)
+        return orjson.dumps(value, option=ORJSON_STRICT)
     except TypeError:
         return _stdlib(value).encode("utf-8")
 

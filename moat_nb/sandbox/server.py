@@ -61,6 +61,7 @@ from ..errors import (
 )
 from ..model import ID_PATTERN, Chunk, Execution, ProcessorRecord, check_id
 from ..payload import SECRET_HEADER_NAMES, SECRET_NAME_PARTS, redact_body
+from . import encoder
 from .agents import CommandChannel, event_name
 from .bodies import check_request_headers, parse_json, read_body, read_json
 from .openapi import (
@@ -337,25 +338,14 @@ def _state(request: Request) -> SandboxState:
     return request.app.state.sandbox  # type: ignore[no-any-return]
 
 
-#: orjson options that make it refuse (TypeError) what the stdlib encoder refuses or writes
-#: otherwise: datetimes, dataclasses, subclasses of str/int/dict/list.
-_KEY_OPTIONS = (
-    orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
-)
-
-
 class FastJSONResponse(JSONResponse):
-    """A :class:`JSONResponse` rendered by orjson: an execution with its processors is ~100 KB
-    of JSON, which the stdlib encoder takes ms to write. Same compact UTF-8 text; anything
-    orjson refuses (integers beyond 64 bits, non-string keys, datetimes) is rendered by
-    Starlette's encoder as before. Stored data holds no NaN or infinity (the strict parser and
-    the store's checks refuse them), which orjson would write as null."""
+    """A :class:`JSONResponse` rendered by :func:`encoder.dumps_finite` (orjson, the stdlib's
+    JSON values): an execution with its processors is ~100 KB of JSON, which the stdlib encoder
+    takes ms to write. Stored data holds no NaN or infinity (the strict parser and the store's
+    checks refuse them), which is that function's precondition."""
 
     def render(self, content: Any) -> bytes:
-        try:
-            return orjson.dumps(content, option=_KEY_OPTIONS)
-        except TypeError:
-            return super().render(content)
+        return encoder.dumps_finite(content)
 
 
 def _json(data: Any, status: int = 200, *, no_store: bool = False) -> JSONResponse:
@@ -420,7 +410,7 @@ def redact_chunk(redactor: Redactor, chunk: Chunk) -> Chunk:
             # screen's input. It must be injective: orjson writes NaN and infinities as null,
             # so a text with a null is made again by the stdlib (which writes NaN); datetimes,
             # dataclasses and subclasses are refused here, as the stdlib refuses them.
-            text = orjson.dumps(values, option=_KEY_OPTIONS)
+            text = orjson.dumps(values, option=encoder.ORJSON_STRICT)
             if b"null" in text:
                 text = json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode()
         except (TypeError, ValueError):  # not JSON data (orjson also refuses big ints): the long way
