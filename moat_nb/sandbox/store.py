@@ -735,6 +735,15 @@ def _query(filters: Mapping[str, Any], fts5: bool) -> _Query:
         term = f[name]
         if not isinstance(term, str):
             raise _bad(f"{name} must be a string, not {term!r}", field=name)
+        # Both would reach SQLite and fail there (a 500; found by Schemathesis): FTS5 reads its
+        # query as a C string, so a NUL ends the phrase ("unterminated string"), and a lone
+        # surrogate cannot be encoded as UTF-8 to be bound at all. Refused here, with what to fix.
+        if "\x00" in term:
+            raise _bad(f"{name} must not contain NUL (U+0000)", field=name)
+        try:
+            term.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise _bad(f"{name} is not valid Unicode: {exc.reason} at position {exc.start}", field=name) from None
         columns = [column] if column else ["body", "headers", "errors"]
         if fts5 and len(term) >= 3:
             phrase = '"' + term.replace('"', '""') + '"'
