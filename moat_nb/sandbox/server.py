@@ -397,14 +397,21 @@ def redact_chunk(redactor: Redactor, chunk: Chunk) -> Chunk:
     or body whose JSON text cannot hold a secret name (:func:`may_hold_secret_names`) is kept
     as it is, and the others are redacted once per distinct text — the records of one trace
     repeat the same headers and properties from processor to processor. Equal maps come out as
-    one dict object, which the store then encodes and checks once (it remembers dicts by id)."""
+    one dict object, which the store then encodes and checks once (it remembers dicts by id).
+    A map that redaction leaves equal stays the object it was, and a record none of whose maps
+    and bodies changed is returned as it is: with maps already shared (:func:`share_maps`), a
+    trace without secrets (or whose secrets are fingerprints already) is not copied at all."""
     mask = redactor.value
     maps: dict[bytes, dict[str, Any]] = {}  # JSON text -> the map to keep (redacted, or the first seen)
+    seen: dict[int, dict[str, Any]] = {}  # id of a map of this chunk (alive meanwhile) -> the map to keep
     bodies: dict[str, str | None] = {}
 
     def mapping(values: dict[str, Any] | None) -> dict[str, Any] | None:
         if not values:
             return values
+        kept = seen.get(id(values))
+        if kept is not None:
+            return kept
         try:
             # orjson: ~10x the stdlib's speed for a text that is only a cache key and the
             # screen's input. It must be injective: orjson writes NaN and infinities as null,
@@ -414,11 +421,16 @@ def redact_chunk(redactor: Redactor, chunk: Chunk) -> Chunk:
             if b"null" in text:
                 text = json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode()
         except (TypeError, ValueError):  # not JSON data (orjson also refuses big ints): the long way
-            return redactor.mapping(values)
+            redacted = redactor.mapping(values)
+            kept = seen[id(values)] = values if redacted is None or redacted == values else redacted
+            return kept
         kept = maps.get(text)
         if kept is None:
             redacted = redactor.mapping(values) if may_hold_secret_names(text) else values
-            kept = maps[text] = values if redacted is None else redacted
+            # Redaction copies; a copy equal to the map (its secrets are fingerprints already,
+            # as in a replay of a stored trace) is dropped for the map itself.
+            kept = maps[text] = values if redacted is None or redacted == values else redacted
+        seen[id(values)] = kept
         return kept
 
     def body(text: str | None) -> str | None:
@@ -430,18 +442,37 @@ def redact_chunk(redactor: Redactor, chunk: Chunk) -> Chunk:
                 code="BAD_FIELD",
                 hint="agents send bodies as text, as Camel captures them (DESIGN.md section 3)",
             )
-        if text not in bodies:
-            bodies[text] = redact_body(text, mask) if may_hold_secret_names(text) else text
-        return bodies[text]
+        kept = bodies.get(text)
+        if kept is None:
+            kept = bodies[text] = redact_body(text, mask) if may_hold_secret_names(text) else text
+        # The record's own text when redaction left it equal (the cache holds the first one).
+        return text if kept == text else kept
 
     def processor(p: ProcessorRecord) -> ProcessorRecord:
+        fields = (
+            mapping(p.input_headers),
+            mapping(p.output_headers),
+            mapping(p.input_properties),
+            mapping(p.properties),
+            body(p.input_body),
+            body(p.output_body),
+        )
+        if (
+            fields[0] is p.input_headers
+            and fields[1] is p.output_headers
+            and fields[2] is p.input_properties
+            and fields[3] is p.properties
+            and fields[4] is p.input_body
+            and fields[5] is p.output_body
+        ):
+            return p
         return p._evolve(
-            input_headers=mapping(p.input_headers),
-            output_headers=mapping(p.output_headers),
-            input_properties=mapping(p.input_properties),
-            properties=mapping(p.properties),
-            input_body=body(p.input_body),
-            output_body=body(p.output_body),
+            input_headers=fields[0],
+            output_headers=fields[1],
+            input_properties=fields[2],
+            properties=fields[3],
+            input_body=fields[4],
+            output_body=fields[5],
         )
 
     execution: Execution | None = chunk.execution
@@ -457,6 +488,43 @@ def redact_chunk(redactor: Redactor, chunk: Chunk) -> Chunk:
             processors=None if execution.processors is None else tuple(map(processor, execution.processors)),
         )
     return replace(chunk, execution=execution, processors=tuple(map(processor, chunk.processors)))
+
+
+#: The map fields of a processor record on the wire (section 3), which :func:`share_maps` shares.
+_RECORD_MAPS = ("inputHeaders", "outputHeaders", "inputProperties", "properties")
+_EXECUTION_MAPS = ("inputHeaders", "outputHeaders", "inputProperties", "outputProperties")
+
+
+def share_maps(body: dict[str, Any]) -> None:
+    """Make equal header and property maps of a chunk's processor records (its wire form, just
+    parsed) one dict object, in place.
+
+    An agent sends each record's maps in full, and a trace repeats them from processor to
+    processor (55 records of an orders replay carry 9 distinct maps among 220); parsed, each is
+    a dict of its own. Shared, :func:`redact_chunk` and the store handle each distinct map once,
+    and redaction keeps the records as they are when it changes nothing. Equal JSON text
+    (orjson's, which keeps key order; the stdlib's for what orjson cannot write) is the test."""
+    shared: dict[bytes, Any] = {}
+
+    def share(record: Any, names: tuple[str, ...]) -> None:
+        if not isinstance(record, dict):
+            return  # malformed: Chunk.from_wire says so
+        for name in names:
+            value = record.get(name)
+            if type(value) is not dict or not value:
+                continue
+            try:
+                key = orjson.dumps(value)
+            except TypeError:  # an int beyond 64 bits: the stdlib's text, kept apart by a NUL
+                key = b"\0" + json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+            record[name] = shared.setdefault(key, value)
+
+    execution = body.get("execution")
+    share(execution, _EXECUTION_MAPS)  # the summary's maps are often its first record's
+    for group in (body.get("processors"), execution.get("processors") if isinstance(execution, dict) else None):
+        if isinstance(group, list):
+            for record in group:
+                share(record, _RECORD_MAPS)
 
 
 #: What every secret name contains once normalised (``payload.is_secret_name``): a header name
@@ -783,6 +851,7 @@ async def post_chunk(request: Request, principal: Principal | None) -> Response:
     with gate.slot():
         raw = await read_body(request, limit=state.config.max_body)
         body = _object(parse_json(raw), "the chunk")
+        share_maps(body)
         try:
             chunk = Chunk.from_wire(body)
         except (TypeError, ValueError, AttributeError, KeyError) as exc:  # RecordError is a ValueError

@@ -38,6 +38,7 @@ from moat_nb.sandbox.server import (
     create_app,
     may_hold_secret_names,
     redact_chunk,
+    share_maps,
 )
 from moat_nb.sandbox.state import SandboxState, ServerConfig
 
@@ -993,6 +994,78 @@ def test_redact_chunk_screen_gives_what_full_redaction_gives(
         assert p.input_body == p.output_body == redact_body(body, redactor.value)
     if not may_hold_secret_names(json.dumps({"h": headers, "p": properties, "b": body})):
         assert redact_chunk(redactor, chunk) == chunk
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    maps=st.lists(st.dictionaries(_NAMES, _TREES, max_size=3), min_size=1, max_size=3),
+    picks=st.lists(st.tuples(*[st.integers(0, 2)] * 5), min_size=1, max_size=6),
+)
+def test_shared_maps_change_nothing_but_identity(maps: list[dict[str, Any]], picks: list[tuple[int, ...]]) -> None:
+    """share_maps (the ingest endpoint, before decoding) makes equal maps one object and
+    nothing else: the decoded chunk, and its redaction, equal those of the chunk as sent; a
+    record that redaction leaves equal comes back as the same object."""
+    redactor = Redactor(b"k" * 32)
+
+    def wire() -> dict[str, Any]:
+        def pick(i: int) -> dict[str, Any]:
+            return json.loads(json.dumps(maps[i % len(maps)]))  # a fresh, equal copy each time
+
+        records = [
+            {"executionId": "x-1", "exchangeId": "e-1", "seq": n, "processorId": f"p{n}",
+             "processorType": "log", "routeId": "r", "status": "COMPLETED",
+             "inputHeaders": pick(a), "outputHeaders": pick(b), "inputProperties": pick(c),
+             "properties": pick(d), "inputBody": json.dumps(maps[e % len(maps)])}
+            for n, (a, b, c, d, e) in enumerate(picks, start=1)
+        ]  # fmt: skip
+        return {"executionId": "x-1", "exchangeId": "e-1", "chunkSeq": 0, "processors": records}
+
+    sent = wire()
+    shared = wire()
+    share_maps(shared)
+    assert Chunk.from_wire(shared) == Chunk.from_wire(sent)
+    ids: dict[str, int] = {}
+    for record in shared["processors"]:
+        for name in ("inputHeaders", "outputHeaders", "inputProperties", "properties"):
+            if record[name]:
+                text = json.dumps(record[name])
+                assert ids.setdefault(text, id(record[name])) == id(record[name])  # one object per text
+    chunk = Chunk.from_wire(shared)
+    redacted = redact_chunk(redactor, chunk)
+    assert redacted == redact_chunk(redactor, Chunk.from_wire(sent))
+    for before, after in zip(chunk.processors, redacted.processors, strict=True):
+        assert (after is before) == (after == before)
+
+
+def test_a_trace_whose_secrets_are_fingerprints_already_is_not_copied() -> None:
+    """A replay's trace carries the stored trace's fingerprints ("Authorization" in every
+    record of an orders replay): redaction finds nothing to change and copies no record."""
+    marker = "[REDACTED:4af6e12342e5b71c]"
+    headers = {"Content-Type": "application/json", "Authorization": marker}
+    body = {
+        "executionId": "x-1", "exchangeId": "e-1", "chunkSeq": 0, "final": False,
+        "processors": [
+            {"executionId": "x-1", "exchangeId": "e-1", "seq": n, "processorId": f"p{n}",
+             "processorType": "log", "routeId": "r", "status": "COMPLETED",
+             "inputHeaders": dict(headers), "outputHeaders": dict(headers),
+             "inputBody": '{"orderId": "o-1"}', "outputBody": '{"orderId": "o-1"}'}
+            for n in range(1, 6)
+        ],
+    }  # fmt: skip
+    share_maps(body)
+    chunk = Chunk.from_wire(body)
+    redacted = redact_chunk(Redactor(b"k" * 32), chunk)
+    assert all(a is b for a, b in zip(chunk.processors, redacted.processors, strict=True))
+    assert redacted.processors[4].input_headers is redacted.processors[0].output_headers
+    assert redacted.processors[0].input_headers["Authorization"] == marker
+    # A secret not yet fingerprinted is still redacted, in every record that holds it.
+    body["processors"][2]["outputHeaders"] = {**headers, "Authorization": "Bearer live-token"}
+    share_maps(body)
+    chunk = Chunk.from_wire(body)
+    redacted = redact_chunk(Redactor(b"k" * 32), chunk)
+    assert redacted.processors[2].output_headers["Authorization"].startswith("[REDACTED:")
+    assert redacted.processors[2].output_headers["Authorization"] != marker
+    assert [a is b for a, b in zip(chunk.processors, redacted.processors)] == [True, True, False, True, True]
 
 
 def test_secret_screen_sees_through_nesting_but_not_escapes() -> None:
