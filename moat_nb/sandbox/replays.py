@@ -389,7 +389,8 @@ class ReplayService:
                 outcome="REJECTED",
             )
             raise
-        existing = await run_in_threadpool(self._existing, principal, key, req.fingerprint)
+        # Lookups by key run on the loop: cheaper than the thread hop that would carry them.
+        existing = self._existing(principal, key, req.fingerprint)
         if existing is not None:
             return existing, False
 
@@ -474,7 +475,7 @@ class ReplayService:
             await self._submit(self._fail_send, replay_id, exc.message)
         else:
             self._start_timer(replay_id)
-        replay = await run_in_threadpool(self.get, replay_id)
+        replay = self.get(replay_id)
         assert replay is not None
         return replay, True
 
