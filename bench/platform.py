@@ -22,8 +22,10 @@ from typing import Any
 def _serve(data: str, per_env: int, seed: int, conn: Any) -> None:
     """The child process: a sandbox until the parent says stop."""
     from moat_nb.sandbox import start
+    from moat_nb.sandbox.runner import settle_gc
 
     handle = start(data=Path(data), per_env=per_env, seed=seed)
+    settle_gc()  # as `moat-nb sandbox` does in its own process
     try:
         conn.send(handle.url)
         conn.recv()  # anything (or EOF) means stop

@@ -239,7 +239,7 @@ def run_lab(
 ) -> int:
     """Sandbox + JupyterLab on ``notebooks`` (module docstring); JupyterLab's exit code."""
     from .report import ensure_kernel
-    from .sandbox.runner import start
+    from .sandbox.runner import settle_gc, start
 
     folder = notebooks or Path(__file__).resolve().parents[1] / "notebooks"
     reuse = data.exists()
@@ -250,6 +250,7 @@ def run_lab(
         flush=True,
     )
     with start(data=data, per_env=per_env, seed=seed, port=port) as sandbox:
+        settle_gc()  # this process is the sandbox's from here on (JupyterLab is another)
         env = _sandbox_env(sandbox)
         print(
             f"sandbox at {sandbox.url}; notebooks connect as {env['MOAT_USER']} (MOAT_* set for the kernels)"

@@ -477,3 +477,22 @@ def test_cli_prints_where_to_connect_and_stops_cleanly_on_a_signal(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_settle_gc_freezes_what_start_made_and_widens_the_young_generation() -> None:
+    """settle_gc (``moat-nb sandbox``, ``make lab``, the benchmarks' child sandboxes) changes
+    the process's collector, so it is checked in a process of its own, never in this one."""
+    code = textwrap.dedent("""
+        import gc, json
+        from moat_nb.sandbox.runner import SERVER_GC_THRESHOLD, settle_gc
+        before = gc.get_threshold()
+        kept = [object() for _ in range(10)]
+        settle_gc()
+        print(json.dumps({"before": before, "after": gc.get_threshold(), "frozen": gc.get_freeze_count(),
+                          "threshold": SERVER_GC_THRESHOLD}))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    seen = json.loads(out.stdout)
+    assert seen["after"] == [seen["threshold"], seen["before"][1], seen["before"][2]]
+    assert seen["after"][0] > seen["before"][0]
+    assert seen["frozen"] > 1000  # the modules and objects made so far left the collected generations
