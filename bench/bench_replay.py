@@ -9,6 +9,10 @@ the same run. Bare httpx + httpx-sse, so that the figure is the platform's, not 
 
 The sandbox runs in a child process (:mod:`bench.platform`): a notebook and its platform are two
 processes, and one process would make the client and the platform take turns on one lock.
+
+Also measured in the same run: the protocol's floor on this stack (:mod:`bench.skeleton`), the
+same five exchanges with the same sizes and no replay work, so that the table says how much of
+the round trip is the sandbox's own work.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from moat_nb.sandbox.apps.orders import APP
 from moat_nb.sandbox.camel import RouteSet
 from moat_nb.sandbox.camel.exchange import RunContext
 
+from . import skeleton
 from .platform import child_sandbox
 
 
@@ -78,6 +83,7 @@ def run(quick: bool) -> list[dict]:
 
     engine_p50 = statistics.median(engine_ms)
     p50 = statistics.median(round_trip_ms)
+    floor = skeleton.run(quick)
     return [
         {
             "id": "P2",
@@ -99,6 +105,16 @@ def run(quick: bool) -> list[dict]:
             "what": "replay round trip request -> end (p99)",
             "value": _percentile(round_trip_ms, 0.99),
             "unit": "ms",
+        },
+        {
+            # The floor under any implementation on this stack (bench/skeleton.py): the same five
+            # exchanges and sizes, no replay work. What P2's round trip spends above it is ours.
+            "id": "P2",
+            "what": "protocol skeleton round trip, same exchanges, no work (p50)",
+            "value": floor["p50_ms"],
+            "unit": "ms",
+            "cpu_ms": floor["cpu_ms"],
+            "trace_bytes": floor["trace_bytes"],
         },
         {
             # The sandbox's CPU per replay (server and agents; /proc ticks are 10 ms, so this is

@@ -30,3 +30,7 @@ def test_benchmarks_run_in_quick_mode(tmp_path: Path) -> None:
     for row in result["rows"]:
         assert row["value"] > 0, row
         assert {"id", "what", "unit"} <= set(row)
+    assert {"E1", "P1", "P2", "P3", "P4", "P5", "P6", "P7"} <= {row["id"] for row in result["rows"]}
+    # P2's floor replays an orders PROCESSOR trace as the sandbox's agent sends it (~140 KB).
+    (floor,) = [row for row in result["rows"] if row["what"].startswith("protocol skeleton")]
+    assert floor["trace_bytes"] > 50_000 and floor["cpu_ms"] > 0

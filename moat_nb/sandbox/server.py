@@ -521,7 +521,10 @@ def share_maps(body: dict[str, Any]) -> None:
 
     execution = body.get("execution")
     share(execution, _EXECUTION_MAPS)  # the summary's maps are often its first record's
-    for group in (body.get("processors"), execution.get("processors") if isinstance(execution, dict) else None):
+    for group in (
+        body.get("processors"),
+        execution.get("processors") if isinstance(execution, dict) else None,
+    ):
         if isinstance(group, list):
             for record in group:
                 share(record, _RECORD_MAPS)

@@ -743,7 +743,9 @@ def _query(filters: Mapping[str, Any], fts5: bool) -> _Query:
         try:
             term.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise _bad(f"{name} is not valid Unicode: {exc.reason} at position {exc.start}", field=name) from None
+            raise _bad(
+                f"{name} is not valid Unicode: {exc.reason} at position {exc.start}", field=name
+            ) from None
         columns = [column] if column else ["body", "headers", "errors"]
         if fts5 and len(term) >= 3:
             phrase = '"' + term.replace('"', '""') + '"'

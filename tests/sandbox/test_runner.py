@@ -491,7 +491,9 @@ def test_settle_gc_freezes_what_start_made_and_widens_the_young_generation() -> 
         print(json.dumps({"before": before, "after": gc.get_threshold(), "frozen": gc.get_freeze_count(),
                           "threshold": SERVER_GC_THRESHOLD}))
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
     seen = json.loads(out.stdout)
     assert seen["after"] == [seen["threshold"], seen["before"][1], seen["before"][2]]
     assert seen["after"][0] > seen["before"][0]

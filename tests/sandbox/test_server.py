@@ -1001,7 +1001,9 @@ def test_redact_chunk_screen_gives_what_full_redaction_gives(
     maps=st.lists(st.dictionaries(_NAMES, _TREES, max_size=3), min_size=1, max_size=3),
     picks=st.lists(st.tuples(*[st.integers(0, 2)] * 5), min_size=1, max_size=6),
 )
-def test_shared_maps_change_nothing_but_identity(maps: list[dict[str, Any]], picks: list[tuple[int, ...]]) -> None:
+def test_shared_maps_change_nothing_but_identity(
+    maps: list[dict[str, Any]], picks: list[tuple[int, ...]]
+) -> None:
     """share_maps (the ingest endpoint, before decoding) makes equal maps one object and
     nothing else: the decoded chunk, and its redaction, equal those of the chunk as sent; a
     record that redaction leaves equal comes back as the same object."""
@@ -1065,7 +1067,13 @@ def test_a_trace_whose_secrets_are_fingerprints_already_is_not_copied() -> None:
     redacted = redact_chunk(Redactor(b"k" * 32), chunk)
     assert redacted.processors[2].output_headers["Authorization"].startswith("[REDACTED:")
     assert redacted.processors[2].output_headers["Authorization"] != marker
-    assert [a is b for a, b in zip(chunk.processors, redacted.processors)] == [True, True, False, True, True]
+    assert [a is b for a, b in zip(chunk.processors, redacted.processors, strict=True)] == [
+        True,
+        True,
+        False,
+        True,
+        True,
+    ]
 
 
 def test_secret_screen_sees_through_nesting_but_not_escapes() -> None:
