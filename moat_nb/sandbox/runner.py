@@ -591,8 +591,8 @@ def settle_gc() -> None:
     objects instead of 700 lets a replay's short-lived records die by reference counting
     before a collection looks at them. Measured on the P2 benchmark's replays: the collector's
     time fell from 1.2 ms to 0.14 ms per replay. Process-wide, so never done by :func:`start`,
-    which also runs inside a notebook's kernel: only by ``moat-nb sandbox`` and the benchmarks'
-    child sandboxes."""
+    which also runs inside a notebook's kernel: only by ``moat-nb sandbox``, ``make lab`` and
+    the benchmarks' child sandboxes."""
     gc.collect()
     gc.freeze()
     _, middle, old = gc.get_threshold()

@@ -500,7 +500,7 @@ def share_maps(body: dict[str, Any]) -> None:
     parsed) one dict object, in place.
 
     An agent sends each record's maps in full, and a trace repeats them from processor to
-    processor (55 records of an orders replay carry 9 distinct maps among 220); parsed, each is
+    processor (the 55 records of an orders replay carry 27 distinct maps among 220); parsed, each is
     a dict of its own. Shared, :func:`redact_chunk` and the store handle each distinct map once,
     and redaction keeps the records as they are when it changes nothing. Equal JSON text
     (orjson's, which keeps key order; the stdlib's for what orjson cannot write) is the test."""
