@@ -129,16 +129,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxHandle]
 @pytest.fixture(scope="session")
 def login(sandbox: SandboxHandle) -> Iterator[Callable[[str], httpx.Client]]:
     """``login(name)``: a cached client logged in as that default user."""
-    clients: dict[str, httpx.Client] = {}
-
-    def get(username: str) -> httpx.Client:
-        if username not in clients:
-            clients[username] = user_client(sandbox, username)
-        return clients[username]
-
-    yield get
-    for client in clients.values():
-        client.close()
+    yield from _clients(sandbox)
 
 
 @pytest.fixture
@@ -165,13 +156,18 @@ def analyst(login: Callable[[str], httpx.Client]) -> httpx.Client:
 def user(sb: SandboxHandle) -> Iterator[Callable[[str], httpx.Client]]:
     """``user(name)``: a logged-in client of the module's own sandbox ``sb`` (modules that need
     their own users or timeouts define ``sb``), one per user name, closed with the module."""
+    yield from _clients(sb)
+
+
+def _clients(handle: SandboxHandle) -> Iterator[Callable[[str], httpx.Client]]:
+    """A fixture's body: one logged-in client of ``handle`` per user name, closed at teardown."""
     clients: dict[str, httpx.Client] = {}
 
     def get(name: str) -> httpx.Client:
         if name not in clients:
-            clients[name] = user_client(sb, name)
+            clients[name] = user_client(handle, name)
         return clients[name]
 
     yield get
-    for c in clients.values():
-        c.close()
+    for client in clients.values():
+        client.close()

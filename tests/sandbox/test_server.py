@@ -185,14 +185,26 @@ def sb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     sandbox.close()
 
 
+def refusal(r: httpx.Response) -> tuple[int, str]:
+    """``(status, error code)`` of an error answer, once its body is checked to be section 4's
+    envelope: exactly ``error``, ``message`` (saying something) and ``details``. Tests compare
+    the pair where they stand: ``assert refusal(r) == (404, "NOT_FOUND")``."""
+    try:
+        body = r.json()
+    except ValueError:
+        raise AssertionError(f"not a JSON error envelope: {r.status_code} {r.text[:200]!r}") from None
+    assert isinstance(body, dict) and set(body) == {"error", "message", "details"}, (r.status_code, body)
+    assert isinstance(body["message"], str) and body["message"], body
+    return r.status_code, body["error"]
+
+
 def envelope(r: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert r.status_code == status, (r.status_code, r.text)
-    body = r.json()
-    assert set(body) == {"error", "message", "details"}, body
-    assert isinstance(body["message"], str) and body["message"]
+    """The envelope's body, for tests that read its message or details (:func:`refusal`)."""
+    got = refusal(r)
+    assert got[0] == status, (r.status_code, r.text)
     if code is not None:
-        assert body["error"] == code, body
-    return body
+        assert got[1] == code, r.text
+    return dict(r.json())
 
 
 # --------------------------------------------------------------------------- basics
@@ -204,8 +216,8 @@ def test_health_is_public(sb: Sandbox) -> None:
 
 
 def test_unknown_path_and_method_use_the_envelope(sb: Sandbox) -> None:
-    envelope(sb.http.get("/no/such/thing"), 404, "NOT_FOUND")
-    envelope(sb.http.delete("/health"), 405, "METHOD_NOT_ALLOWED")
+    assert refusal(sb.http.get("/no/such/thing")) == (404, "NOT_FOUND")
+    assert refusal(sb.http.delete("/health")) == (405, "METHOD_NOT_ALLOWED")
 
 
 def test_unexpected_errors_are_500_without_a_trace(sb: Sandbox) -> None:
@@ -237,29 +249,33 @@ def test_login_answers_tokens_and_the_user(sb: Sandbox) -> None:
 
 def test_login_errors(sb: Sandbox) -> None:
     r = sb.http.post("/auth/login", json={"username": "admin", "password": "wrong"})
-    envelope(r, 401, "BAD_CREDENTIALS")
+    assert refusal(r) == (401, "BAD_CREDENTIALS")
     assert r.headers["www-authenticate"].startswith("Bearer")
-    envelope(sb.http.post("/auth/login", json={"username": "admin"}), 400, "VALIDATION")
-    envelope(sb.http.post("/auth/login", json=["admin", "admin"]), 400, "VALIDATION")
+    assert refusal(sb.http.post("/auth/login", json={"username": "admin"})) == (400, "VALIDATION")
+    assert refusal(sb.http.post("/auth/login", json=["admin", "admin"])) == (400, "VALIDATION")
 
 
 def test_refresh_needs_a_refresh_token(sb: Sandbox) -> None:
-    envelope(sb.http.post("/auth/refresh"), 401, "UNAUTHORIZED")
-    envelope(sb.http.post("/auth/refresh", headers=sb.auth("admin")), 401)  # an access token
+    assert refusal(sb.http.post("/auth/refresh")) == (401, "UNAUTHORIZED")
+    assert refusal(sb.http.post("/auth/refresh", headers=sb.auth("admin")))[0] == 401  # an access token
 
 
 def test_authentication_errors(sb: Sandbox) -> None:
     r = sb.http.post("/search/executions", json={})
-    envelope(r, 401, "UNAUTHORIZED")
+    assert refusal(r) == (401, "UNAUTHORIZED")
     assert r.headers["www-authenticate"].startswith("Bearer")
-    envelope(sb.http.post("/search/executions", json={}, headers={"Authorization": "Bearer nonsense"}), 401)
-    old = sb.state.authority.issue_tokens("admin", datetime.now(UTC) - timedelta(hours=2))["accessToken"]
-    envelope(
-        sb.http.post("/search/executions", json={}, headers={"Authorization": f"Bearer {old}"}),
-        401,
-        "TOKEN_EXPIRED",
+    assert (
+        refusal(sb.http.post("/search/executions", json={}, headers={"Authorization": "Bearer nonsense"}))[0]
+        == 401
     )
-    envelope(sb.http.post("/search/executions", json={}, headers={"Authorization": "Basic YTpi"}), 401)
+    old = sb.state.authority.issue_tokens("admin", datetime.now(UTC) - timedelta(hours=2))["accessToken"]
+    assert refusal(
+        sb.http.post("/search/executions", json={}, headers={"Authorization": f"Bearer {old}"})
+    ) == (401, "TOKEN_EXPIRED")
+    assert (
+        refusal(sb.http.post("/search/executions", json={}, headers={"Authorization": "Basic YTpi"}))[0]
+        == 401
+    )
 
 
 # --------------------------------------------------------------------------- input rules
@@ -288,7 +304,7 @@ def test_bad_json_is_400_and_says_why(sb: Sandbox, raw: bytes, reason: str) -> N
 
 def test_declared_oversized_body_is_413(sb: Sandbox) -> None:
     r = sb.http.post("/search/executions", content=b" " * (1 << 20 + 1), headers=sb.auth("analyst"))
-    envelope(r, 413, "PAYLOAD_TOO_LARGE")
+    assert refusal(r) == (413, "PAYLOAD_TOO_LARGE")
 
 
 def _complete(answer: bytes) -> bool:
@@ -414,9 +430,9 @@ def test_execution_detail_has_the_processor_tree_with_secrets_redacted(sb: Sandb
 
 
 def test_execution_errors(sb: Sandbox) -> None:
-    envelope(sb.http.get("/executions/nope", headers=sb.auth("analyst")), 404, "NOT_FOUND")
-    envelope(sb.http.get("/executions/" + "a" * 129, headers=sb.auth("analyst")), 400, "BAD_ID")
-    envelope(sb.http.get("/executions/..%2F..%2Fetc", headers=sb.auth("analyst")), 404)
+    assert refusal(sb.http.get("/executions/nope", headers=sb.auth("analyst"))) == (404, "NOT_FOUND")
+    assert refusal(sb.http.get("/executions/" + "a" * 129, headers=sb.auth("analyst"))) == (400, "BAD_ID")
+    assert refusal(sb.http.get("/executions/..%2F..%2Fetc", headers=sb.auth("analyst")))[0] == 404
 
 
 def test_processor_snapshot(sb: Sandbox) -> None:
@@ -426,8 +442,14 @@ def test_processor_snapshot(sb: Sandbox) -> None:
     assert body["seq"] == 2 and body["processorId"] == "setBody2"
     assert body["outputBody"] == '{"orderId": "o-1", "total": 10}'
     assert body["inputHeaders"]["Authorization"].startswith("[REDACTED:")
-    envelope(sb.http.get("/executions/exec-dev-1/processors/9/snapshot", headers=sb.auth("analyst")), 404)
-    envelope(sb.http.get("/executions/exec-dev-1/processors/x/snapshot", headers=sb.auth("analyst")), 400)
+    assert (
+        refusal(sb.http.get("/executions/exec-dev-1/processors/9/snapshot", headers=sb.auth("analyst")))[0]
+        == 404
+    )
+    assert (
+        refusal(sb.http.get("/executions/exec-dev-1/processors/x/snapshot", headers=sb.auth("analyst")))[0]
+        == 400
+    )
 
 
 # --------------------------------------------------------------------------- agents
@@ -443,8 +465,8 @@ def test_agents_list(sb: Sandbox) -> None:
     assert agents["agent-dev"]["status"] == "STALE"
     r = sb.http.get("/agents", params={"environment": "prod"}, headers=sb.auth("analyst"))
     assert [a["instanceId"] for a in r.json()] == ["agent-prod"]
-    envelope(sb.http.get("/agents", params={"status": "ASLEEP"}, headers=sb.auth("analyst")), 400)
-    envelope(sb.http.get("/agents", params={"colour": "red"}, headers=sb.auth("analyst")), 400)
+    assert refusal(sb.http.get("/agents", params={"status": "ASLEEP"}, headers=sb.auth("analyst")))[0] == 400
+    assert refusal(sb.http.get("/agents", params={"colour": "red"}, headers=sb.auth("analyst")))[0] == 400
 
 
 def test_register(sb: Sandbox) -> None:
@@ -456,20 +478,24 @@ def test_register(sb: Sandbox) -> None:
     assert isinstance(key, Ed25519PublicKey)
     assert answer["serverPublicKey"] == sb.state.signer.public_key_b64()
     assert set(answer) >= {"accessToken", "refreshToken", "serverPublicKey"}
-    envelope(sb.http.post("/agents/register", json=body), 401, "UNAUTHORIZED")
-    envelope(
-        sb.http.post("/agents/register", json=body, headers={"Authorization": "Bearer wrong-token-123456"}),
-        401,
+    assert refusal(sb.http.post("/agents/register", json=body)) == (401, "UNAUTHORIZED")
+    assert (
+        refusal(
+            sb.http.post(
+                "/agents/register", json=body, headers={"Authorization": "Bearer wrong-token-123456"}
+            )
+        )[0]
+        == 401
     )
-    envelope(
-        sb.http.post("/agents/register", json=body, headers=sb.auth("admin")), 401
+    assert (
+        refusal(sb.http.post("/agents/register", json=body, headers=sb.auth("admin")))[0] == 401
     )  # a user token is not it
-    envelope(
-        sb.http.post("/agents/register", json={**body, "instanceId": "../x"}, headers=sb.bootstrap()),
-        400,
-        "BAD_ID",
+    assert refusal(
+        sb.http.post("/agents/register", json={**body, "instanceId": "../x"}, headers=sb.bootstrap())
+    ) == (400, "BAD_ID")
+    assert (
+        refusal(sb.http.post("/agents/register", json={"instanceId": "a"}, headers=sb.bootstrap()))[0] == 400
     )
-    envelope(sb.http.post("/agents/register", json={"instanceId": "a"}, headers=sb.bootstrap()), 400)
 
 
 def test_heartbeat(sb: Sandbox) -> None:
@@ -482,26 +508,35 @@ def test_heartbeat(sb: Sandbox) -> None:
     assert (
         sb.http.post("/agents/agent-dev/heartbeat", headers=sb.auth("agent-dev")).status_code == 200
     )  # no body
-    envelope(sb.http.post("/agents/agent-dev/heartbeat", headers=sb.auth("agent-prod")), 403, "FORBIDDEN")
-    envelope(sb.http.post("/agents/agent-dev/heartbeat", headers=sb.auth("admin")), 403, "FORBIDDEN")
-    envelope(sb.http.post("/agents/agent-dev/heartbeat"), 401)
-    envelope(
-        sb.http.post(
-            "/agents/agent-dev/heartbeat", json={"environmentId": "prod"}, headers=sb.auth("agent-dev")
-        ),
-        400,
+    assert refusal(sb.http.post("/agents/agent-dev/heartbeat", headers=sb.auth("agent-prod"))) == (
+        403,
+        "FORBIDDEN",
     )
-    envelope(
-        sb.http.post(
-            "/agents/agent-dev/heartbeat",
-            json={"routeStates": {"r": "Melting"}},
-            headers=sb.auth("agent-dev"),
-        ),
-        400,
+    assert refusal(sb.http.post("/agents/agent-dev/heartbeat", headers=sb.auth("admin"))) == (
+        403,
+        "FORBIDDEN",
+    )
+    assert refusal(sb.http.post("/agents/agent-dev/heartbeat"))[0] == 401
+    assert (
+        refusal(
+            sb.http.post(
+                "/agents/agent-dev/heartbeat", json={"environmentId": "prod"}, headers=sb.auth("agent-dev")
+            )
+        )[0]
+        == 400
+    )
+    assert (
+        refusal(
+            sb.http.post(
+                "/agents/agent-dev/heartbeat",
+                json={"routeStates": {"r": "Melting"}},
+                headers=sb.auth("agent-dev"),
+            )
+        )[0]
+        == 400
     )
     ghost = sb.state.authority.issue_agent_tokens("ghost", "dev", datetime.now(UTC))["accessToken"]
-    envelope(
-        sb.http.post("/agents/ghost/heartbeat", headers={"Authorization": f"Bearer {ghost}"}),
+    assert refusal(sb.http.post("/agents/ghost/heartbeat", headers={"Authorization": f"Bearer {ghost}"})) == (
         404,
         "AGENT_NOT_FOUND",
     )
@@ -586,13 +621,15 @@ def test_command_channel_pings(sb: Sandbox) -> None:
 
 
 def test_command_channel_errors(sb: Sandbox) -> None:
-    envelope(sb.http.get("/agents/agent-dev/events", headers=sb.auth("agent-prod")), 403)
-    envelope(sb.http.get("/agents/agent-dev/events", headers=sb.auth("analyst")), 403)
-    envelope(sb.http.get("/agents/agent-dev/events"), 401)
+    assert refusal(sb.http.get("/agents/agent-dev/events", headers=sb.auth("agent-prod")))[0] == 403
+    assert refusal(sb.http.get("/agents/agent-dev/events", headers=sb.auth("analyst")))[0] == 403
+    assert refusal(sb.http.get("/agents/agent-dev/events"))[0] == 401
     bad = {**sb.auth("agent-dev"), "Last-Event-ID": "not an id"}
-    envelope(sb.http.get("/agents/agent-dev/events", headers=bad), 400, "BAD_LAST_EVENT_ID")
+    assert refusal(sb.http.get("/agents/agent-dev/events", headers=bad)) == (400, "BAD_LAST_EVENT_ID")
     ghost = sb.state.authority.issue_agent_tokens("ghost2", "dev", datetime.now(UTC))["accessToken"]
-    envelope(sb.http.get("/agents/ghost2/events", headers={"Authorization": f"Bearer {ghost}"}), 404)
+    assert (
+        refusal(sb.http.get("/agents/ghost2/events", headers={"Authorization": f"Bearer {ghost}"}))[0] == 404
+    )
 
 
 def test_a_client_that_stops_reading_is_dropped(sb: Sandbox) -> None:
@@ -629,23 +666,25 @@ def test_a_client_that_stops_reading_is_dropped(sb: Sandbox) -> None:
 def test_ack_errors(sb: Sandbox) -> None:
     cmd = sb.server.call(lambda: sb.state.agents.send("agent-dev", {"type": "replay"}))
     path = f"/agents/agent-dev/commands/{cmd['commandId']}/ack"
-    envelope(sb.http.post(path, json={"status": "MAYBE"}, headers=sb.auth("agent-dev")), 400)
-    envelope(sb.http.post(path, json={"status": "SUCCESS"}, headers=sb.auth("agent-prod")), 403)
-    envelope(sb.http.post(path, json={"status": "SUCCESS"}, headers=sb.auth("operator")), 403)
-    envelope(sb.http.post(path, json={"status": "SUCCESS"}), 401)
-    envelope(
-        sb.http.post(
-            "/agents/agent-dev/commands/unknown/ack", json={"status": "SUCCESS"}, headers=sb.auth("agent-dev")
-        ),
-        404,
+    assert refusal(sb.http.post(path, json={"status": "MAYBE"}, headers=sb.auth("agent-dev")))[0] == 400
+    assert refusal(sb.http.post(path, json={"status": "SUCCESS"}, headers=sb.auth("agent-prod")))[0] == 403
+    assert refusal(sb.http.post(path, json={"status": "SUCCESS"}, headers=sb.auth("operator")))[0] == 403
+    assert refusal(sb.http.post(path, json={"status": "SUCCESS"}))[0] == 401
+    assert (
+        refusal(
+            sb.http.post(
+                "/agents/agent-dev/commands/unknown/ack",
+                json={"status": "SUCCESS"},
+                headers=sb.auth("agent-dev"),
+            )
+        )[0]
+        == 404
     )
-    envelope(
+    assert refusal(
         sb.http.post(
             path, content=b'{"status": "SUCCESS", "status": "FAILURE"}', headers=sb.auth("agent-dev")
-        ),
-        400,
-        "BAD_JSON",
-    )
+        )
+    ) == (400, "BAD_JSON")
     assert (
         sb.http.post(path, json={"status": "SUCCESS"}, headers=sb.auth("agent-dev")).json()["duplicate"]
         is False
@@ -667,7 +706,7 @@ def test_chunk_is_stored_with_the_agents_environment(sb: Sandbox) -> None:
     # Re-sending the same chunk is harmless (agents retry); other content for it conflicts.
     assert sb.post_chunk("prod", make_chunk("exec-prod-9", "ex-prod-9")).status_code == 202
     other = make_chunk("exec-prod-9", "ex-prod-9", status="FAILED")
-    envelope(sb.post_chunk("prod", other), 409, "CHUNK_CONFLICT")
+    assert refusal(sb.post_chunk("prod", other)) == (409, "CHUNK_CONFLICT")
 
 
 def test_a_replay_tagged_chunk_is_stored_as_a_replay_and_handed_on(sb: Sandbox) -> None:
@@ -685,19 +724,30 @@ def test_chunk_errors(sb: Sandbox) -> None:
     r = sb.http.post("/data/chunks", json=chunk, headers=sb.auth("agent-dev"))
     body = envelope(r, 400, "PROTOCOL_VERSION")
     assert body["message"] == "Missing or unsupported X-Cameleer-Protocol-Version header"
-    envelope(sb.post_chunk("dev", chunk, **{"X-Cameleer-Protocol-Version": "2"}), 400, "PROTOCOL_VERSION")
-    envelope(sb.http.post("/data/chunks", json=chunk, headers={"X-Cameleer-Protocol-Version": "1"}), 401)
-    envelope(
-        sb.http.post(
-            "/data/chunks", json=chunk, headers={**sb.auth("admin"), "X-Cameleer-Protocol-Version": "1"}
-        ),
-        403,
+    assert refusal(sb.post_chunk("dev", chunk, **{"X-Cameleer-Protocol-Version": "2"})) == (
+        400,
+        "PROTOCOL_VERSION",
+    )
+    assert (
+        refusal(sb.http.post("/data/chunks", json=chunk, headers={"X-Cameleer-Protocol-Version": "1"}))[0]
+        == 401
+    )
+    assert (
+        refusal(
+            sb.http.post(
+                "/data/chunks", json=chunk, headers={**sb.auth("admin"), "X-Cameleer-Protocol-Version": "1"}
+            )
+        )[0]
+        == 403
     )
     # A dev agent cannot file an execution under prod (permissions follow stored environments).
-    envelope(sb.post_chunk("dev", make_chunk("exec-dev-8", "ex-dev-8", environment="prod")), 400, "BAD_CHUNK")
-    envelope(sb.post_chunk("dev", {"executionId": "e", "exchangeId": "x"}), 400)
-    envelope(sb.post_chunk("dev", {**chunk, "processors": "nope"}), 400)
-    envelope(sb.post_chunk("dev", {**chunk, "executionId": "../../x"}), 400)
+    assert refusal(sb.post_chunk("dev", make_chunk("exec-dev-8", "ex-dev-8", environment="prod"))) == (
+        400,
+        "BAD_CHUNK",
+    )
+    assert refusal(sb.post_chunk("dev", {"executionId": "e", "exchangeId": "x"}))[0] == 400
+    assert refusal(sb.post_chunk("dev", {**chunk, "processors": "nope"}))[0] == 400
+    assert refusal(sb.post_chunk("dev", {**chunk, "executionId": "../../x"}))[0] == 400
     assert sb.http.get("/executions/exec-dev-8", headers=sb.auth("analyst")).status_code == 404
 
 
@@ -721,7 +771,7 @@ def test_full_ingest_buffer_answers_503_with_retry_after(sb: Sandbox) -> None:
             time.sleep(0.01)
         assert gate.in_flight == 1
         busy = sb.post_chunk("dev", make_chunk("exec-dev-fast", "ex-dev-fast"))
-        envelope(busy, 503, "INGEST_BUSY")
+        assert refusal(busy) == (503, "INGEST_BUSY")
         assert busy.headers["retry-after"] == "2"
         sock.sendall(body[10:])
         answer = b""
@@ -779,9 +829,9 @@ def test_permission_matrix(sb: Sandbox, who: str) -> None:
         if who in allowed:
             assert r.status_code < 300, (who, method, path, r.text)
         elif who == "anonymous":
-            envelope(r, 401)
+            assert refusal(r)[0] == 401
         else:
-            envelope(r, 403, "FORBIDDEN")
+            assert refusal(r) == (403, "FORBIDDEN")
 
 
 def test_every_route_is_a_declared_operation_and_denies_by_default(sb: Sandbox) -> None:
