@@ -188,6 +188,8 @@ def hash_password(
     """
     if "\x00" in password:
         raise ValueError("a password may not contain NUL (scrypt would ignore trailing ones)")
+    if not _encodable(password):
+        raise ValueError("a password must be valid Unicode (it holds a lone surrogate)")
     if salt is None:
         salt = secrets.token_bytes(_SALT_BYTES)
     _check_scrypt_params(n, r, p, salt, b"\0" * _KEY_BYTES)
@@ -233,11 +235,20 @@ def verify_password(password: str, encoded: str) -> bool:
         n, r, p, salt, key = _parse_hash(encoded)
     except ValueError:
         return False
-    if not isinstance(password, str) or "\x00" in password:
+    if not isinstance(password, str) or "\x00" in password or not _encodable(password):
         # scrypt's PBKDF2-HMAC pads the key with zero bytes, so "pw" and "pw\0" would give the
-        # same hash; no password may contain NUL (hash_password refuses it too).
+        # same hash; no password may contain NUL (hash_password refuses it too). A lone
+        # surrogate (JSON allows "\ud800") has no UTF-8 bytes to hash: no password has one.
         return False
     return hmac.compare_digest(_scrypt(password, salt, n, r, p, len(key)), key)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # A well-formed hash of no password anyone has: checked against when the user name is unknown,

@@ -253,6 +253,10 @@ def test_login_errors(sb: Sandbox) -> None:
     assert r.headers["www-authenticate"].startswith("Bearer")
     assert refusal(sb.http.post("/auth/login", json={"username": "admin"})) == (400, "VALIDATION")
     assert refusal(sb.http.post("/auth/login", json=["admin", "admin"])) == (400, "VALIDATION")
+    # JSON may spell a lone surrogate; it was a 500 from scrypt's UTF-8 encoding.
+    lone = b'{"username": "admin", "password": "\\ud800"}'
+    r = sb.http.post("/auth/login", content=lone, headers={"Content-Type": "application/json"})
+    assert refusal(r) == (401, "BAD_CREDENTIALS")
 
 
 def test_refresh_needs_a_refresh_token(sb: Sandbox) -> None:
