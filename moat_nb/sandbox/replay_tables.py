@@ -225,18 +225,29 @@ def _int_param(params: Mapping[str, str], name: str, default: int, lo: int, hi: 
     return int(raw)
 
 
-def emit_event(conn: sqlite3.Connection, replay_id: str, event: str, data: Mapping[str, Any]) -> int:
+def emit_event(
+    conn: sqlite3.Connection,
+    replay_id: str,
+    event: str,
+    data: Mapping[str, Any],
+    written: list[tuple[str, int, str, str]] | None = None,
+) -> int:
     """Store the replay's next trace event (id = previous + 1) inside the caller's write
     transaction, which serialises writers; returns its id."""
-    return emit_events(conn, replay_id, [(event, data)])
+    return emit_events(conn, replay_id, [(event, data)], written)
 
 
 def emit_events(
-    conn: sqlite3.Connection, replay_id: str, events: Sequence[tuple[str, Mapping[str, Any]]]
+    conn: sqlite3.Connection,
+    replay_id: str,
+    events: Sequence[tuple[str, Mapping[str, Any]]],
+    written: list[tuple[str, int, str, str]] | None = None,
 ) -> int:
     """Store the replay's next trace events (ids previous + 1, + 2, ...) inside the caller's
     write transaction with one lookup of the last id and one ``executemany``; returns the last
-    id (the previous one when ``events`` is empty)."""
+    id (the previous one when ``events`` is empty). ``written``, if given, gets the stored rows
+    ``(replayId, id, event, data JSON)`` appended (for the caller to hand to live readers once
+    its transaction has committed)."""
     # ORDER BY id DESC LIMIT 1 walks the primary key from its end; ``coalesce(max(id), 0)``
     # would not (SQLite's min/max optimisation applies to a bare ``max()`` only).
     row = conn.execute(
@@ -244,14 +255,13 @@ def emit_events(
     ).fetchone()
     last = 0 if row is None else int(row[0])
     if events:
-        conn.executemany(
-            "INSERT INTO replay_events (replay_id, id, event, data) VALUES (?, ?, ?, ?)",
-            # encoder.dumps_text: a replay's processor events are ~100 KB of JSON (orjson's speed).
-            [
-                (replay_id, last + i, event, dumps_text(data))
-                for i, (event, data) in enumerate(events, start=1)
-            ],
-        )
+        # encoder.dumps_text: a replay's processor events are ~100 KB of JSON (orjson's speed).
+        rows = [
+            (replay_id, last + i, event, dumps_text(data)) for i, (event, data) in enumerate(events, start=1)
+        ]
+        conn.executemany("INSERT INTO replay_events (replay_id, id, event, data) VALUES (?, ?, ?, ?)", rows)
+        if written is not None:
+            written.extend(rows)
     return last + len(events)
 
 

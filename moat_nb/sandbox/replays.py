@@ -22,7 +22,8 @@ Threads. Every write to the replay tables runs on one worker thread, in the orde
 submitted — chunk after chunk, ack, timeout — so a replay's events get their ids in the order
 things happened, and the event loop never waits on SQLite's write lock. Reads use the
 threadpool. Stream readers wait on :meth:`ReplayService.signal`, set from the worker through
-``call_soon_threadsafe``.
+``call_soon_threadsafe`` once a transaction has committed, with the events it stored: a live
+stream sends those from memory (:meth:`ReplayService.tail_after`) instead of reading them back.
 
 Idempotency (section 4; security.md section 5): ``(tenant, user, key)`` -> SHA-256 of the JCS of
 the body and the replay, kept 24 h. The same key and body give back the same replay (202 with
@@ -41,7 +42,8 @@ import logging
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -54,6 +56,7 @@ from ..errors import (
     AuditUnavailable,
     ControlHeaderRejected,
     IdempotencyConflict,
+    MoatError,
     NotFound,
     PermissionDenied,
     RecordError,
@@ -69,7 +72,6 @@ from .replay_tables import (
     claim_key,
     create_tables,
     dumps,
-    emit_event,
     emit_events,
     events_after,
     find_key,
@@ -97,6 +99,8 @@ log = logging.getLogger(__name__)
 TERMINAL_STATUSES = frozenset({"COMPLETED", "ERROR", "TIMED_OUT", "ABORTED"})
 #: Section 4: keys are kept 24 h.
 IDEMPOTENCY_TTL = timedelta(hours=24)
+#: How long the committed events of an ended replay stay in memory for the readers it woke.
+_TAIL_KEPT_S = 2.0
 _SYSTEM_ACTOR = {"username": "moat-nb-sandbox", "roles": ["SYSTEM"], "permissions": []}
 
 
@@ -122,7 +126,7 @@ class ReplayService:
     """Creates replays, follows them through chunks, acks and timeouts, and keeps their events.
 
     Made by :meth:`SandboxState.create` as ``ReplayService(state)``; the server calls
-    :meth:`startup` before serving, :meth:`on_chunk` after storing a chunk with a ``replayId``,
+    :meth:`startup` before serving, :meth:`ingest` to store a chunk with a ``replayId``,
     :meth:`on_ack` for each first ack (it registers itself with ``state.agents.on_ack``) and
     :meth:`shutdown` when it stops.
     """
@@ -138,6 +142,14 @@ class ReplayService:
         #: Chunks that arrived before their predecessors (replayId -> chunkSeq -> chunk); worker only.
         self._held: dict[str, dict[int, Chunk]] = {}
         self._next_chunk: dict[str, int] = {}
+        #: The final chunk of a replay, once taken, until the replay has ended; worker only.
+        self._final: dict[str, Chunk] = {}
+        #: The trace events written by the open transaction of a thread (:meth:`_transaction`).
+        self._written = threading.local()
+        #: Committed trace events of live replays, (id, event, data JSON) in id order; loop only.
+        self._tails: dict[str, list[tuple[int, str, str]]] = {}
+        #: Seconds an ended replay's events stay in memory for the readers it woke.
+        self.tail_kept = _TAIL_KEPT_S
         self._routesets: dict[str, Any] | None = None
         self._routesets_lock = threading.Lock()
         self.closing = False
@@ -180,6 +192,8 @@ class ReplayService:
     def _guarded(fn: Callable[..., Any], *args: Any) -> Any:
         try:
             return fn(*args)
+        except MoatError:
+            raise  # a refusal with a code (a malformed chunk, no audit log): the caller answers it
         except Exception:
             log.exception("replay worker: %s failed", getattr(fn, "__name__", fn))
             raise
@@ -192,8 +206,57 @@ class ReplayService:
             event = self._signals[replay_id] = asyncio.Event()
         return event
 
-    def _notify(self, replay_id: str) -> None:
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """The audit log's write transaction (:meth:`AuditLog.transaction`) for a change of
+        replays: the trace events it writes (:meth:`_emit`) are handed to the replays' readers
+        once it has committed — never before, so that nothing is sent that is not stored
+        (section 5) — and nothing is handed on if it rolls back. Joins an open one."""
+        written = getattr(self._written, "rows", None)
+        if written is not None:
+            with self.audit.transaction() as conn:
+                yield conn
+            return
+        rows: list[tuple[str, int, str, str]] = []
+        self._written.rows = rows
+        try:
+            with self.audit.transaction() as conn:
+                yield conn
+        finally:
+            self._written.rows = None
+        for replay_id in dict.fromkeys(r[0] for r in rows):
+            self._notify(replay_id, [(r[1], r[2], r[3]) for r in rows if r[0] == replay_id])
+
+    def _emit(
+        self, conn: sqlite3.Connection, replay_id: str, events: list[tuple[str, Mapping[str, Any]]]
+    ) -> int:
+        """Store trace events of ``replay_id`` inside :meth:`_transaction`; the last id."""
+        return emit_events(conn, replay_id, events, getattr(self._written, "rows", None))
+
+    def tail_after(self, replay_id: str, after: int) -> list[tuple[int, str, str]] | None:
+        """The committed events of ``replay_id`` after id ``after`` as the worker handed them
+        to the loop (call on the loop), or None when they are not all in memory (a replay
+        of an earlier server run, a reader behind the tail): then read :meth:`events_after`.
+        Saves the live stream reading back what was written a moment ago."""
+        tail = self._tails.get(replay_id)
+        if not tail or not tail[0][0] <= after + 1 <= tail[-1][0] + 1:
+            return None
+        return tail[after + 1 - tail[0][0] :]
+
+    def _notify(self, replay_id: str, rows: list[tuple[int, str, str]] | None = None) -> None:
+        """Wake the readers of ``replay_id`` (from any thread), after a commit; ``rows`` are the
+        events it stored, for :meth:`tail_after`."""
+
         def wake() -> None:
+            if rows:
+                tail = self._tails.setdefault(replay_id, [])
+                if tail and tail[-1][0] + 1 != rows[0][0]:
+                    tail.clear()  # not contiguous (cannot happen with one writer): start anew
+                tail.extend(rows)
+                if rows[-1][1] == "end":
+                    # Readers woken now take the end from memory; later ones read the store.
+                    assert self._loop is not None
+                    self._loop.call_later(self.tail_kept, self._tails.pop, replay_id, None)
             event = self._signals.pop(replay_id, None)
             if event is not None:
                 event.set()
@@ -297,9 +360,6 @@ class ReplayService:
         return self.audit.events(replay_id)
 
     # ---------------------------------------------------------------- events
-
-    def _emit(self, conn: sqlite3.Connection, replay_id: str, event: str, data: Mapping[str, Any]) -> int:
-        return emit_event(conn, replay_id, event, data)
 
     def events_after(self, replay_id: str, after: int, limit: int = 500) -> list[tuple[int, str, str]]:
         """Stored events of a replay with ``id > after``, in id order: ``(id, event, data)``."""
@@ -485,7 +545,7 @@ class ReplayService:
         now = self._now()
         now_ms = _epoch_ms(now)
         try:
-            with self.audit.transaction() as conn:
+            with self._transaction() as conn:
                 ttl_ms = int(IDEMPOTENCY_TTL.total_seconds() * 1000)
                 claimed = claim_key(
                     conn,
@@ -510,7 +570,7 @@ class ReplayService:
                         dumps(f.diff), f.effective_sha, None, None,
                     ),
                 )  # fmt: skip
-                self._emit(conn, f.replay_id, "status", {"replayId": f.replay_id, "status": "PENDING"})
+                self._emit(conn, f.replay_id, [("status", {"replayId": f.replay_id, "status": "PENDING"})])
                 self._audit(
                     conn,
                     "REPLAY_REQUESTED",
@@ -544,7 +604,6 @@ class ReplayService:
                 f"the replay and its audit record could not be written ({type(exc).__name__}); nothing ran",
                 hint="retry later with the same Idempotency-Key",
             ) from None
-        self._notify(f.replay_id)
         return None
 
     def _fail_send(self, replay_id: str, message: str) -> None:
@@ -621,7 +680,7 @@ class ReplayService:
             "FROM replays WHERE replay_id = ?",
             (replay_id,),
         ).fetchone()
-        self._emit(conn, replay_id, "status", {"replayId": replay_id, "status": "RUNNING"})
+        self._emit(conn, replay_id, [("status", {"replayId": replay_id, "status": "RUNNING"})])
         self._audit(
             conn,
             "REPLAY_STARTED",
@@ -652,67 +711,101 @@ class ReplayService:
     ) -> bool:
         """PENDING/RUNNING -> a terminal status, with ``execution`` (if given), ``status`` and
         ``end`` events and the terminal audit event, in one transaction. False if already ended."""
-        now = format_time(self._now())
-        with self.audit.transaction() as conn:
-            row = conn.execute(
-                "SELECT status, source_exchange_id, route_id, target_environment, agent_id, started_at "
-                "FROM replays WHERE replay_id = ?",
-                (replay_id,),
-            ).fetchone()
-            if row is None or row[0] in TERMINAL_STATUSES:
-                return False
-            conn.execute(
-                "UPDATE replays SET status = ?, finished_at = ?, started_at = coalesce(started_at, ?), "
-                "result_execution_id = coalesce(?, result_execution_id), result = ? WHERE replay_id = ?",
-                (
-                    status,
-                    now,
-                    now if status == "COMPLETED" else None,
-                    result_execution_id,
-                    dumps(result),
-                    replay_id,
-                ),
-            )
-            (result_id,) = conn.execute(
-                "SELECT result_execution_id FROM replays WHERE replay_id = ?", (replay_id,)
-            ).fetchone()
-            emit_events(
+        with self._transaction() as conn:
+            ended = self._end(
                 conn,
                 replay_id,
-                [
-                    *([("execution", execution_event)] if execution_event is not None else []),
-                    ("status", {"replayId": replay_id, "status": status}),
-                    ("end", {"replayId": replay_id, "status": status, "resultExecutionId": result_id}),
-                ],
-            )
-            self._audit(
-                conn,
-                action,
-                actor=_SYSTEM_ACTOR if status in ("TIMED_OUT", "ABORTED") else _agent_actor(row[4]),
-                source=NO_SOURCE,
-                target={
-                    "replayId": replay_id,
-                    "sourceExchangeId": row[1],
-                    "routeId": row[2],
-                    "environment": row[3],
-                },
-                detail={
-                    "replayStatus": status,
-                    "resultExecutionId": result_id,
-                    "resultStatus": result.get("status"),
-                    "outputBodySha256": result.get("outputBodySha256"),
-                    "durationMs": result.get("durationMs"),
-                    "processorCount": processor_count,
-                    "errorType": result.get("errorType"),
-                    "errorMessage": result.get("errorMessage"),
-                },
+                status,
+                result=result,
+                action=action,
                 outcome=outcome,
+                result_execution_id=result_execution_id,
+                execution_event=execution_event,
+                processor_count=processor_count,
             )
+        if ended:
+            self._ended(replay_id)
+        return ended
+
+    def _end(
+        self,
+        conn: sqlite3.Connection,
+        replay_id: str,
+        status: str,
+        *,
+        result: Mapping[str, Any],
+        action: str,
+        outcome: str,
+        result_execution_id: str | None = None,
+        execution_event: Mapping[str, Any] | None = None,
+        processor_count: int | None = None,
+    ) -> bool:
+        """What :meth:`_finish` writes, inside the caller's transaction on ``conn``; the caller
+        calls :meth:`_ended` once it has committed. False if the replay had ended already."""
+        now = format_time(self._now())
+        row = conn.execute(
+            "SELECT status, source_exchange_id, route_id, target_environment, agent_id, started_at "
+            "FROM replays WHERE replay_id = ?",
+            (replay_id,),
+        ).fetchone()
+        if row is None or row[0] in TERMINAL_STATUSES:
+            return False
+        conn.execute(
+            "UPDATE replays SET status = ?, finished_at = ?, started_at = coalesce(started_at, ?), "
+            "result_execution_id = coalesce(?, result_execution_id), result = ? WHERE replay_id = ?",
+            (
+                status,
+                now,
+                now if status == "COMPLETED" else None,
+                result_execution_id,
+                dumps(result),
+                replay_id,
+            ),
+        )
+        (result_id,) = conn.execute(
+            "SELECT result_execution_id FROM replays WHERE replay_id = ?", (replay_id,)
+        ).fetchone()
+        self._emit(
+            conn,
+            replay_id,
+            [
+                *([("execution", execution_event)] if execution_event is not None else []),
+                ("status", {"replayId": replay_id, "status": status}),
+                ("end", {"replayId": replay_id, "status": status, "resultExecutionId": result_id}),
+            ],
+        )
+        self._audit(
+            conn,
+            action,
+            actor=_SYSTEM_ACTOR if status in ("TIMED_OUT", "ABORTED") else _agent_actor(row[4]),
+            source=NO_SOURCE,
+            target={
+                "replayId": replay_id,
+                "sourceExchangeId": row[1],
+                "routeId": row[2],
+                "environment": row[3],
+            },
+            detail={
+                "replayStatus": status,
+                "resultExecutionId": result_id,
+                "resultStatus": result.get("status"),
+                "outputBodySha256": result.get("outputBodySha256"),
+                "durationMs": result.get("durationMs"),
+                "processorCount": processor_count,
+                "errorType": result.get("errorType"),
+                "errorMessage": result.get("errorMessage"),
+            },
+            outcome=outcome,
+        )
+        return True
+
+    def _ended(self, replay_id: str) -> None:
+        """After the transaction that ended the replay committed (and woke its readers): forget
+        its chunk state, stop its timer."""
         self._held.pop(replay_id, None)
         self._next_chunk.pop(replay_id, None)
+        self._final.pop(replay_id, None)
         self._cancel_timer(replay_id)
-        self._notify(replay_id)
-        return True
 
     # ---------------------------------------------------------------- hooks: acks and chunks
 
@@ -732,7 +825,7 @@ class ReplayService:
         data = ack.get("data") if isinstance(ack.get("data"), Mapping) else {}
         if ack.get("status") == "SUCCESS":
             execution_id = data.get("executionId")
-            with self.audit.transaction() as conn:
+            with self._transaction() as conn:
                 if isinstance(execution_id, str):
                     conn.execute(
                         "UPDATE replays SET result_execution_id = coalesce(result_execution_id, ?) "
@@ -740,7 +833,6 @@ class ReplayService:
                         (execution_id, replay_id),
                     )
                 self._start(conn, replay_id, _agent_actor(instance_id), "ack")
-            self._notify(replay_id)
             return
         message = ack.get("message")
         self._finish(
@@ -755,24 +847,30 @@ class ReplayService:
             outcome="ERROR",
         )
 
-    def on_chunk(
-        self, chunk: Chunk | Mapping[str, Any], instance_id: str | None = None, *, redacted: bool = False
-    ) -> Any:
-        """A stored chunk tagged with a ``replayId``: its processors become ``processor`` events
-        (in ``seq`` order; chunks are taken in ``chunkSeq`` order), the final one ends the replay.
+    def ingest(self, chunk: Chunk, instance_id: str, redact: Callable[[Chunk], Chunk] | None = None) -> Any:
+        """Store a chunk tagged with a ``replayId`` (from ``POST /data/chunks``) and follow its
+        replay, on the worker (one thread hop for both). Returns the stored (redacted) chunk:
+        an awaitable on the event loop, the chunk itself elsewhere.
 
-        ``instance_id`` (the posting agent), when given, must be the replay's agent.
-        ``redacted``: the caller (the ingest endpoint) redacted the chunk already, so its events
-        are not redacted a second time (redaction is idempotent; it only costs time). Called on
-        the event loop it returns an awaitable (awaiting it is optional); elsewhere it returns
-        once the events are stored."""
-        if not isinstance(chunk, Chunk):
-            chunk = Chunk.from_wire(chunk)
-        if chunk.replay_id is None:
-            return None
-        return self._submit(self._chunk, chunk, instance_id, redacted)
+        ``redact`` turns the chunk as sent into the chunk to keep (the server's redaction), or
+        None when it needs none. ``instance_id`` is the posting agent; only the replay's own
+        agent moves the replay on (another agent's chunk is stored, and logged).
 
-    def _chunk(self, chunk: Chunk, instance_id: str | None, redacted: bool = False) -> None:
+        The order is what makes the trace reach its readers early without any event being sent
+        before it is stored (section 5): the chunk is checked completely first (a malformed
+        chunk raises :class:`RecordError` with nothing written and no event); then the
+        ``processor`` events of the chunks now in ``chunkSeq`` order commit and the readers are
+        woken; then the chunk's rows commit — together with the replay's end (``execution``,
+        ``status``, ``end`` and the terminal audit event) when the final chunk has been taken,
+        so ``end`` is never sent before the replay's execution can be read. While the second
+        transaction writes (mostly SQLite, which releases the interpreter lock), the stream is
+        already sending the trace, and the client reading it."""
+        return self._submit(self._ingest, chunk, instance_id, redact)
+
+    def _ingest(self, chunk: Chunk, instance_id: str, redact: Callable[[Chunk], Chunk] | None) -> Chunk:
+        if redact is not None:
+            chunk = redact(chunk)
+        checked = self.store.check(chunk)
         replay_id = chunk.replay_id
         assert replay_id is not None
         row = (
@@ -780,81 +878,81 @@ class ReplayService:
             .execute("SELECT status, agent_id FROM replays WHERE replay_id = ?", (replay_id,))
             .fetchone()
         )
-        if row is None or row[0] in TERMINAL_STATUSES:
-            return
-        if instance_id is not None and instance_id != row[1]:
+        follow = row is not None and row[0] not in TERMINAL_STATUSES
+        if follow and instance_id != row[1]:
             log.warning(
                 "chunk of replay %s from agent %s, expected %s: ignored", replay_id, instance_id, row[1]
             )
-            return
+            follow = False
+        if follow:
+            self._take(replay_id, chunk, row[1])
+        final = self._final.get(replay_id) if follow else None
+        try:
+            with self._transaction() as conn:
+                self.store.write_checked(conn, checked)
+                ended = final is not None and self._end(conn, replay_id, **self._ending(replay_id, final))
+        finally:
+            self.store.forget(checked.execution_id)
+        if ended:
+            self._ended(replay_id)
+        return chunk
+
+    def _take(self, replay_id: str, chunk: Chunk, agent_id: str) -> None:
+        """Hold ``chunk`` until its predecessors are in; commit the ``processor`` events of the
+        chunks now in sequence (in ``seq`` order) and the move to RUNNING; wake the readers.
+        The chunk state changes only once that has committed (a failed write leaves it as it
+        was, so a retried chunk is taken again)."""
         expected = self._next_chunk.get(replay_id, 0)
         if chunk.chunk_seq < expected:
             return  # a retry of a chunk already taken
         held = self._held.setdefault(replay_id, {})
         held.setdefault(chunk.chunk_seq, chunk)
-        while expected in held:
-            current = held.pop(expected)
-            expected += 1
-            self._next_chunk[replay_id] = expected
-            self._take(replay_id, current, row[1], redacted)
-            if current.final:
+        taken: list[Chunk] = []
+        while expected + len(taken) in held:
+            taken.append(held[expected + len(taken)])
+            if taken[-1].final:
                 break
-
-    def _take(self, replay_id: str, chunk: Chunk, agent_id: str, redacted: bool = False) -> None:
-        redactor = None if redacted else self.state.redactor
-        processors = sorted(
-            chunk.processors or (chunk.execution.processors if chunk.execution else ()) or (),
-            key=lambda p: p.seq,
-        )
-        events = [("processor", processor_event(p, chunk, redactor)) for p in processors]
-        if chunk.final and chunk.execution is not None:
-            # The final chunk: its processor events and the end of the replay commit together
-            # (one transaction, not two).
-            self._complete(replay_id, chunk.execution, redactor, events, agent_id)
+        if not taken:
             return
-        with self.audit.transaction() as conn:
+        events = [
+            ("processor", processor_event(p, c, None))
+            for c in taken
+            for p in sorted(c.processors or (c.execution.processors if c.execution else ()) or (), key=_seq)
+        ]
+        with self._transaction() as conn:
             self._start(conn, replay_id, _agent_actor(agent_id), "chunk")
-            emit_events(conn, replay_id, events)
-        self._notify(replay_id)
-        if not chunk.final:
-            return
-        x = chunk.execution
+            self._emit(conn, replay_id, events)
+        for c in taken:
+            del held[c.chunk_seq]
+        self._next_chunk[replay_id] = expected + len(taken)
+        if taken[-1].final:
+            self._final[replay_id] = taken[-1]
+
+    def _ending(self, replay_id: str, final: Chunk) -> dict[str, Any]:
+        """The arguments of :meth:`_end` for a replay whose final chunk has been taken."""
+        x = final.execution
         if x is None:
-            result = _error_result("IncompleteTrace", "the final chunk carried no execution summary")
-            self._finish(replay_id, "ERROR", result=result, action="REPLAY_ERROR", outcome="ERROR")
-            return
-
-    def _complete(
-        self,
-        replay_id: str,
-        x: Execution,
-        redactor: Any,
-        events: list[tuple[str, dict[str, Any]]],
-        agent_id: str,
-    ) -> None:
-        """The final chunk: RUNNING (if not yet), its ``processor`` events, then COMPLETED with
-        ``execution``, ``status`` and ``end``, in one transaction."""
-        result = {
-            "status": x.status,
-            "durationMs": x.duration_ms,
-            "outputBodySha256": _sha256_text(x.output_body),
-            "errorType": x.error_type,
-            "errorMessage": x.error_message,
+            return {
+                "status": "ERROR",
+                "result": _error_result("IncompleteTrace", "the final chunk carried no execution summary"),
+                "action": "REPLAY_ERROR",
+                "outcome": "ERROR",
+            }
+        return {
+            "status": "COMPLETED",
+            "result": {
+                "status": x.status,
+                "durationMs": x.duration_ms,
+                "outputBodySha256": _sha256_text(x.output_body),
+                "errorType": x.error_type,
+                "errorMessage": x.error_message,
+            },
+            "action": "REPLAY_COMPLETED" if x.status == "COMPLETED" else "REPLAY_FAILED",
+            "outcome": "SUCCESS" if x.status == "COMPLETED" else "FAILED",
+            "result_execution_id": x.execution_id,
+            "execution_event": execution_event(x, replay_id, None),
+            "processor_count": x.processor_count,
         }
-        with self.audit.transaction() as conn:
-            self._start(conn, replay_id, _agent_actor(agent_id), "chunk")
-            emit_events(conn, replay_id, events)
-            self._finish(
-                replay_id,
-                "COMPLETED",
-                result=result,
-                action="REPLAY_COMPLETED" if x.status == "COMPLETED" else "REPLAY_FAILED",
-                outcome="SUCCESS" if x.status == "COMPLETED" else "FAILED",
-                result_execution_id=x.execution_id,
-                execution_event=execution_event(x, replay_id, redactor),
-                processor_count=x.processor_count,
-            )
-        self._notify(replay_id)
 
     # ---------------------------------------------------------------- preflight
 
@@ -926,6 +1024,10 @@ def recorded_replies(source: Execution) -> list[dict[str, Any]]:
             reply["bodyTruncated"] = True
         replies.append(reply)
     return replies
+
+
+def _seq(p: Any) -> int:
+    return p.seq
 
 
 def _agent_actor(instance_id: str) -> dict[str, Any]:

@@ -18,9 +18,10 @@ the answer (ASVS 16.5.1); the server log has it.
 
 Ingestion (``POST /data/chunks``): the agent's chunk is checked, its secrets redacted
 (:class:`~moat_nb.sandbox.security.Redactor`: the store, the replay trace stream and the audit
-log only ever see fingerprints, while the agent ran the real values), stored, and — for a replay's
-chunk — handed to ``state.replays.on_chunk``. At most ``config.chunk_buffer`` chunks are in
-flight; past that the answer is 503 ``INGEST_BUSY`` with ``Retry-After`` (cameleer.md 2.8).
+log only ever see fingerprints, while the agent ran the real values) and stored; a replay's
+chunk is stored by ``state.replays.ingest``, with the replay's trace events. At most
+``config.chunk_buffer`` chunks are in flight; past that the answer is 503 ``INGEST_BUSY`` with
+``Retry-After`` (cameleer.md 2.8).
 """
 
 from __future__ import annotations
@@ -863,10 +864,13 @@ async def post_chunk(request: Request, principal: Principal | None) -> Response:
             raise ValidationError(f"malformed chunk: {exc}", code="BAD_CHUNK") from None
         chunk = _stamp_agent(chunk, principal)
         screened = not may_hold_secret_names(raw)
-        chunk = await run_in_threadpool(partial(_redact_and_store, screened=screened), state, chunk)
         if chunk.replay_id is not None and state.replays is not None:
-            # The chunk is redacted now: the replay service need not redact its events again.
-            await _maybe_await(state.replays.on_chunk(chunk, principal.username, redacted=True))
+            # A replay's chunk: redacted, stored and turned into trace events on the replay
+            # worker, in one thread hop (the round trip of P2 waits on it).
+            redact = None if screened else partial(redact_chunk, state.redactor)
+            chunk = await _maybe_await(state.replays.ingest(chunk, principal.username, redact))
+        else:
+            chunk = await run_in_threadpool(partial(_redact_and_store, screened=screened), state, chunk)
     return _json({"executionId": chunk.execution_id, "chunkSeq": chunk.chunk_seq}, 202)
 
 

@@ -922,7 +922,7 @@ def _index_text_from_rows(conn: sqlite3.Connection, exec_pk: int, execution_id: 
 @contextmanager
 def _unicode_errors() -> Iterator[None]:
     """Text that UTF-8 cannot carry reaches SQLite as an encoding error: report it as the
-    malformed record it is (the transaction has been rolled back by then)."""
+    malformed record it is (raised inside the write transaction, which then rolls back)."""
     try:
         yield
     except UnicodeEncodeError as exc:
@@ -1054,13 +1054,31 @@ class Store:
         :class:`RecordError` (``CHUNK_CONFLICT``). A malformed chunk raises :class:`RecordError`
         and nothing of it is written.
         """
-        checked = _validate(chunk)
+        checked = self.check(chunk)
         try:
-            with _unicode_errors():
-                with self.transaction() as conn:
-                    self._write(conn, checked)
+            with self.transaction() as conn:
+                self.write_checked(conn, checked)
         finally:
             self._forget([checked.execution_id])
+
+    def check(self, chunk: Chunk | Mapping[str, Any]) -> _Checked:
+        """The first half of :meth:`ingest`: check ``chunk`` completely and turn it into the
+        rows it writes, writing nothing (raises :class:`RecordError`). For a caller that stores
+        a chunk inside a transaction of its own (:mod:`moat_nb.sandbox.replays` writes a replay's
+        chunk and the replay's end together) with :meth:`write_checked`."""
+        return _validate(chunk)
+
+    def write_checked(self, conn: sqlite3.Connection, checked: _Checked) -> None:
+        """The second half of :meth:`ingest`, inside the caller's write transaction on ``conn``
+        (from :meth:`transaction`, or one that joins it). The caller calls :meth:`forget` with
+        the execution id once that transaction has ended, committed or not."""
+        with _unicode_errors():
+            self._write(conn, checked)
+
+    def forget(self, execution_id: str) -> None:
+        """After a :meth:`write_checked` transaction ended: drop the execution from the read
+        cache (a read that overlapped the write is not kept either)."""
+        self._forget([execution_id])
 
     def ingest_many(self, chunks: Iterable[Chunk | Mapping[str, Any]]) -> int:
         """Ingest many chunks, one transaction per ``batch_size`` chunks; returns how many.

@@ -5,7 +5,9 @@ The stream is a pure reader of ``replay_events`` (:class:`~moat_nb.sandbox.repla
 stores every event before anyone is sent it): it sends the stored events after the client's
 ``Last-Event-ID`` (or ``?lastEventId=``), then waits on the replay's signal for the next stored
 event and reads again — so resume and live tail are one code path, and the replay never depends
-on a connection. ``retry: 3000`` goes first; sse-starlette sends the comment pings
+on a connection. The events a live replay has just committed are read from memory
+(:meth:`~moat_nb.sandbox.replays.ReplayService.tail_after`: the rows the worker wrote, handed
+over after the commit), anything else from the store. ``retry: 3000`` goes first; sse-starlette sends the comment pings
 (``config.ping_interval``) and drops a client that does not take an event within
 ``config.send_timeout`` (it resumes from the store).
 
@@ -155,7 +157,11 @@ async def _events(svc: ReplayService, replay_id: str, after: int) -> AsyncIterat
         # Take the signal *before* reading, so that an event stored between the read and the
         # wait still wakes us.
         wake = svc.signal(replay_id)
-        rows = await run_in_threadpool(svc.events_after, replay_id, last)
+        # A live replay's new events are in memory, as committed (no read back, no thread hop);
+        # a resume from further back, or a replay of an earlier run, reads the store.
+        rows = svc.tail_after(replay_id, last)
+        if rows is None:
+            rows = await run_in_threadpool(svc.events_after, replay_id, last)
         batch: list[bytes] = []
         size = 0
         for event_id, event, data in rows:

@@ -31,10 +31,13 @@ from hypothesis import strategies as st
 
 from moat_nb import audit
 from moat_nb.diff import diff
-from moat_nb.model import Execution
+from moat_nb.model import Execution, Payload
 from moat_nb.payload import is_secret_name as payload_is_secret_name
 from moat_nb.sandbox import start
-from moat_nb.sandbox.agent import AgentConfig
+from moat_nb.sandbox.agent import AgentConfig, chunks_of
+from moat_nb.sandbox.apps.orders import APP
+from moat_nb.sandbox.camel import RouteSet
+from moat_nb.sandbox.camel.exchange import RunContext
 from moat_nb.sandbox.replay_tables import claim_key, create_tables, find_key
 from moat_nb.sandbox.runner import SandboxHandle
 from moat_nb.sandbox.security import DEFAULT_USERS_TOML, Tenant, parse_users
@@ -179,6 +182,11 @@ class SilentAgent:
             f"/agents/{self.instance_id}/commands/{command['commandId']}/ack",
             headers=self.auth,
             json={"status": status, "message": message, "data": {}},
+        )
+
+    def post_chunk(self, chunk: dict[str, Any]) -> httpx.Response:
+        return self.client.post(
+            "/data/chunks", json=chunk, headers={**self.auth, "X-Cameleer-Protocol-Version": "1"}
         )
 
     def die(self) -> None:
@@ -489,6 +497,143 @@ def test_agent_dying_mid_replay_times_out_with_a_clear_message(
         again = tools.post_replay(op, sources(op, "dev")[6]["exchangeId"], targetAgent=agent.instance_id)
         assert again.status_code == 503 and again.json()["error"] == "AGENT_UNAVAILABLE"
     finally:
+        agent.close()
+
+
+def _replay_chunks(
+    op: httpx.Client, tools: Any, agent: SilentAgent, source: str, per_chunk: int
+) -> tuple[str, list[dict[str, Any]]]:
+    """A replay sent to ``agent`` and the wire chunks of its trace, run here by the same engine
+    (what the agent would post), ``per_chunk`` processors a chunk."""
+    r = tools.post_replay(op, source, targetAgent=agent.instance_id)
+    assert r.status_code == 202, r.text
+    rid = r.json()["replayId"]
+    tools.wait_for(lambda: agent.commands)
+    command = agent.commands[-1]
+    routes = RouteSet.load(APP.versions["v2"], APP.beans, endpoints=APP.endpoints, version="v2")
+    effective = command["modifiedPayload"]
+    x = routes.run(
+        ROUTE,
+        Payload(effective["headers"], effective["body"], effective["properties"]),
+        capture="PROCESSOR",
+        context=RunContext(),
+        replay_id=rid,
+        environment="qa",
+        instance_id=agent.instance_id,
+    )
+    x = replace(x, is_replay=True, source_exchange_id=command["sourceExchangeId"])
+    return rid, [c.to_wire() for c in chunks_of(x, max_processors=per_chunk)]
+
+
+def _stored(sb: SandboxHandle, rid: str) -> list[tuple[int, str]]:
+    return [
+        (i, e)
+        for i, e in db_rows(sb, "SELECT id, event FROM replay_events WHERE replay_id = ? ORDER BY id", rid)
+    ]
+
+
+def test_a_replays_chunks_are_stored_and_streamed_in_order_whatever_order_they_come_in(
+    sb: SandboxHandle, user: Any, tools: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sb.state, "config", replace(sb.state.config, replay_timeout=60.0))
+    monkeypatch.setattr(sb.state.replays, "tail_kept", 60.0)
+    op = user("operator")
+    agent = SilentAgent(sb, "silent-qa-4")
+    try:
+        rid, chunks = _replay_chunks(op, tools, agent, sources(op, "dev")[8]["exchangeId"], per_chunk=8)
+        assert len(chunks) >= 3 and chunks[-1]["final"]
+        execution_id = chunks[0]["executionId"]
+
+        # A malformed chunk is refused whole: nothing stored, no event, the replay untouched.
+        bad = json.loads(json.dumps(chunks[0]))
+        bad["processors"][3]["seq"] = "four"
+        refused = agent.post_chunk(bad)
+        assert (refused.status_code, refused.json()["error"]) == (400, "BAD_FIELD"), refused.text
+        assert _stored(sb, rid) == [(1, "status")]
+        assert db_rows(sb, "SELECT count(*) FROM chunks WHERE execution_id = ?", execution_id) == [(0,)]
+
+        # Chunk 1 before chunk 0: stored (the store takes chunks in any order), held back from
+        # the trace until chunk 0 is in.
+        assert agent.post_chunk(chunks[1]).status_code == 202
+        assert _stored(sb, rid) == [(1, "status")]
+        assert db_rows(sb, "SELECT chunk_seq FROM chunks WHERE execution_id = ?", execution_id) == [(1,)]
+        assert op.get(f"/replays/{rid}").json()["status"] == "PENDING"
+        assert agent.post_chunk(chunks[0]).status_code == 202
+        seqs = [p["seq"] for c in chunks[:2] for p in c["processors"]]
+        assert _stored(sb, rid) == [(1, "status"), (2, "status")] + [
+            (i, "processor") for i in range(3, 3 + len(seqs))
+        ]
+        for chunk in chunks[2:]:
+            assert agent.post_chunk(chunk).status_code == 202
+        assert agent.post_chunk(chunks[-1]).status_code == 202  # a retry of the final chunk: no-op
+
+        replay = tools.wait_replay(op, rid)
+        assert replay["status"] == "COMPLETED" and replay["resultExecutionId"] == execution_id
+        status, trace = read_events(op, rid)
+        assert [i for i, _, _ in trace] == list(range(1, len(trace) + 1))
+        procs = [d["seq"] for _, k, d in trace if k == "processor"]
+        assert procs == sorted(p["seq"] for c in chunks for p in c["processors"])
+        assert [k for _, k, _ in trace][-3:] == ["execution", "status", "end"]
+        # `end` is sent only once the execution is stored: it can be read at once.
+        assert detail(op, execution_id)["processorCount"] == len(procs)
+
+        # The live tail kept in memory is what the store holds, from any point of it.
+        svc = sb.state.replays
+        stored = svc.events_after(rid, 0)
+
+        async def tails() -> list[Any]:
+            return [svc.tail_after(rid, after) for after in range(len(stored) + 2)]
+
+        in_memory = sb.server.call(tails)
+        assert in_memory[: len(stored) + 1] == [stored[after:] for after in range(len(stored) + 1)]
+        assert in_memory[len(stored) + 1] is None  # a reader past the end reads the store
+
+        async def behind() -> Any:  # a tail that lost its start: a reader before it reads the store
+            svc._tails[rid] = svc._tails[rid][5:]
+            return svc.tail_after(rid, 4), svc.tail_after(rid, 5)
+
+        assert sb.server.call(behind) == (None, stored[5:])
+    finally:
+        agent.close()
+
+
+def test_a_trace_whose_store_write_fails_after_its_events_ends_when_the_chunk_is_sent_again(
+    sb: SandboxHandle, user: Any, tools: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sb.state, "config", replace(sb.state.config, replay_timeout=60.0))
+    op = user("operator")
+    agent = SilentAgent(sb, "silent-qa-5")
+    conn = sqlite3.connect(sb.state.store.path, isolation_level=None, timeout=30)
+    try:
+        rid, chunks = _replay_chunks(op, tools, agent, sources(op, "dev")[9]["exchangeId"], per_chunk=1000)
+        assert len(chunks) == 1
+        conn.execute(
+            "CREATE TRIGGER fault_injection BEFORE INSERT ON chunks "
+            "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+        )
+        failed = agent.post_chunk(chunks[0])
+        assert failed.status_code >= 500
+        assert "Traceback" not in failed.text
+        # The trace events were committed (and may have been sent) before the store failed; the
+        # chunk is not stored and the replay has not ended.
+        assert db_rows(
+            sb, "SELECT count(*) FROM chunks WHERE execution_id = ?", chunks[0]["executionId"]
+        ) == [(0,)]
+        events = _stored(sb, rid)
+        assert events[-1][1] == "processor" and op.get(f"/replays/{rid}").json()["status"] == "RUNNING"
+        conn.execute("DROP TRIGGER fault_injection")
+        # The agent sends the chunk again: stored now, and the replay ends, without the
+        # processor events a second time.
+        assert agent.post_chunk(chunks[0]).status_code == 202
+        replay = tools.wait_replay(op, rid)
+        assert replay["status"] == "COMPLETED"
+        _, trace = read_events(op, rid)
+        assert [(i, k) for i, k, _ in trace][: len(events)] == events
+        assert [k for _, k, _ in trace][len(events) :] == ["execution", "status", "end"]
+        assert sb.state.audit.verify().ok
+    finally:
+        conn.execute("DROP TRIGGER IF EXISTS fault_injection")
+        conn.close()
         agent.close()
 
 
