@@ -887,14 +887,21 @@ class ReplayService:
         if follow:
             self._take(replay_id, chunk, row[1])
         final = self._final.get(replay_id) if follow else None
+        job = None
         try:
             with self._transaction() as conn:
-                self.store.write_checked(conn, checked)
+                job = self.store.write_checked(conn, checked, defer_index=True)
                 ended = final is not None and self._end(conn, replay_id, **self._ending(replay_id, final))
+        except BaseException:
+            if job is not None:
+                self.store.drop_index(job)
+            raise
         finally:
             self.store.forget(checked.execution_id)
         if ended:
             self._ended(replay_id)
+        if job is not None:
+            self.store.index(job)  # after the end went out: a text search waits for it
         return chunk
 
     def _take(self, replay_id: str, chunk: Chunk, agent_id: str) -> None:

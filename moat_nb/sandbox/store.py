@@ -14,6 +14,7 @@ schema lives in :data:`MIGRATIONS`, later issues append to it)::
     texts              (hash UNIQUE, text): processor bodies/headers/properties, stored once
     chunks             ((execution_id, chunk_seq) PK, sha256): idempotent re-ingest
     execution_text     FTS5 (trigram) over bodies / headers / errors, rowid = executions.id
+    text_pending       (id = executions.id): rows of execution_text written after their commit (v2)
 
 Choices, and why:
 
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import sqlite3
 import threading
@@ -83,6 +85,9 @@ DEFAULT_SORT = "startTime:desc"  # newest first
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
+log = logging.getLogger(__name__)
+#: A deferred write of one execution's row of the text index (:meth:`Store.write_checked`).
+IndexJob = Callable[[sqlite3.Connection], None]
 
 # --------------------------------------------------------------------------- schema
 
@@ -190,10 +195,17 @@ CREATE TABLE chunks (
 """
 
 
+def _schema_v2(fts5: bool) -> str:
+    # A replay's text index is written after its end (Store.write_checked(defer_index=True)):
+    # the execution's id waits here, in the transaction that stores it, until its row of the
+    # index is in, so that an index lost with the process is made at the next open.
+    return "CREATE TABLE text_pending (id INTEGER PRIMARY KEY);"
+
+
 #: Version n of the schema is ``MIGRATIONS[n - 1]``: a function of "is FTS5 available" giving
 #: SQL statements. Later issues append (replays, replay_events, audit_events, idempotency);
 #: a file is upgraded by running the missing steps in one transaction.
-MIGRATIONS: tuple[Callable[[bool], str], ...] = (_schema_v1,)
+MIGRATIONS: tuple[Callable[[bool], str], ...] = (_schema_v1, _schema_v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 #: How many whole executions :meth:`Store.execution` keeps (a trace is ~100 KB in memory).
 _CACHED_EXECUTIONS = 64
@@ -688,6 +700,7 @@ class _Query:
     order: str
     offset: int
     limit: int
+    text: bool = False  # a text filter is among the conditions
 
 
 def _query(filters: Mapping[str, Any], fts5: bool) -> _Query:
@@ -779,6 +792,7 @@ def _query(filters: Mapping[str, Any], fts5: bool) -> _Query:
         order=order,
         offset=_int("offset", f.get("offset", 0), 0, 2**62),
         limit=_int("limit", f.get("limit", DEFAULT_LIMIT), 0, MAX_LIMIT),
+        text=any(f.get(name) for name in _TEXT),
     )
 
 
@@ -960,6 +974,9 @@ class Store:
         # it after committing; a read that overlapped an ingest of the same id is not kept.
         self._cache: OrderedDict[str, Execution] = OrderedDict()
         self._cache_lock = threading.Lock()
+        # Deferred text-index jobs not yet run (write_checked(defer_index=True)).
+        self._index_cond = threading.Condition()
+        self._index_pending = 0
         self._ingests = 0  # committed ingests so far
         self._recent: deque[tuple[int, str]] = deque(maxlen=1024)  # (ingest number, executionId)
         conn = self._conn()
@@ -967,6 +984,7 @@ class Store:
         self._migrate(conn)
         row = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'execution_text'").fetchone()
         self.fts5 = bool(row and "fts5" in row[0].lower())
+        self._index_missing(conn)
 
     # -- connections and transactions
 
@@ -1068,12 +1086,64 @@ class Store:
         chunk and the replay's end together) with :meth:`write_checked`."""
         return _validate(chunk)
 
-    def write_checked(self, conn: sqlite3.Connection, checked: _Checked) -> None:
+    def write_checked(
+        self, conn: sqlite3.Connection, checked: _Checked, *, defer_index: bool = False
+    ) -> IndexJob | None:
         """The second half of :meth:`ingest`, inside the caller's write transaction on ``conn``
         (from :meth:`transaction`, or one that joins it). The caller calls :meth:`forget` with
-        the execution id once that transaction has ended, committed or not."""
+        the execution id once that transaction has ended, committed or not.
+
+        ``defer_index``: the execution's row of the text index is not written here but returned
+        as a job, for the caller to run with :meth:`index` once its transaction has committed
+        (or to give back with :meth:`drop_index` if it rolled back). A replay's ``end`` then
+        need not wait for the text index (~2 ms of SQLite work for an orders trace, which
+        releases the interpreter lock, so it runs beside the stream). Until the job has run, a
+        search with a text filter waits for it: what a replay's end says is stored, a text
+        search finds."""
         with _unicode_errors():
-            self._write(conn, checked)
+            job = self._write(conn, checked, defer_index)
+        if job is not None:
+            with self._index_cond:
+                self._index_pending += 1
+        return job
+
+    def index(self, job: IndexJob) -> None:
+        """Run a deferred text-index job (:meth:`write_checked`) in a transaction of its own. If
+        it cannot be written the execution stays stored, unindexed, and the next open of the
+        store indexes it (:meth:`_index_missing`); the failure is logged."""
+        try:
+            with self.transaction() as conn:
+                job(conn)
+        except (sqlite3.Error, MoatError) as exc:
+            log.error("the text index of an execution could not be written (done at next start): %s", exc)
+        finally:
+            self.drop_index(job)
+
+    def drop_index(self, job: IndexJob) -> None:
+        """A deferred job that has run, or will not (its write rolled back)."""
+        with self._index_cond:
+            self._index_pending -= 1
+            self._index_cond.notify_all()
+
+    def _await_index(self, timeout: float = 10.0) -> None:
+        with self._index_cond:
+            if not self._index_cond.wait_for(lambda: self._index_pending <= 0, timeout):
+                log.warning("text search went ahead with %d index jobs pending", self._index_pending)
+
+    def _index_missing(self, conn: sqlite3.Connection) -> int:
+        """Write the rows of the text index that deferred jobs did not (one failed, or the
+        process stopped before it ran): those ``text_pending`` lists; how many."""
+        # text_pending drives the loop (a join may scan executions instead: 10 ms at 100k rows).
+        missing = conn.execute(
+            "SELECT p.id, (SELECT execution_id FROM executions WHERE id = p.id) FROM text_pending p"
+        ).fetchall()
+        if missing:
+            with self.transaction() as tx:
+                for exec_pk, execution_id in missing:
+                    if execution_id is not None:
+                        _index_text_from_rows(tx, exec_pk, execution_id)
+                tx.execute("DELETE FROM text_pending")
+        return len(missing)
 
     def forget(self, execution_id: str) -> None:
         """After a :meth:`write_checked` transaction ended: drop the execution from the read
@@ -1108,14 +1178,14 @@ class Store:
             flush()
         return count
 
-    def _write(self, conn: sqlite3.Connection, c: _Checked) -> None:
+    def _write(self, conn: sqlite3.Connection, c: _Checked, defer_index: bool = False) -> IndexJob | None:
         row = conn.execute(
             "SELECT sha256 FROM chunks WHERE execution_id = ? AND chunk_seq = ?",
             (c.execution_id, c.chunk_seq),
         ).fetchone()
         if row is not None:
             if row[0] == c.sha256:
-                return  # the same chunk again: a retry
+                return None  # the same chunk again: a retry
             raise _fail(
                 f"chunk {c.chunk_seq} of execution {c.execution_id} was already stored with other content",
                 code="CHUNK_CONFLICT",
@@ -1157,7 +1227,8 @@ class Store:
         elif existing is not None:
             exec_pk = existing[0]
         else:
-            return  # processors before their execution: indexed when the summary comes
+            return None  # processors before their execution: indexed when the summary comes
+        job: IndexJob
         if other is None and c.summary is not None:
             # The usual case, one chunk per execution: everything to index is at hand.
             texts = c.texts
@@ -1165,9 +1236,25 @@ class Store:
                 (*(texts.get(r[i]) for i in _P_INDEXED[:4]), r[_P_INDEXED[4]], r[_P_INDEXED[5]])
                 for r in c.processors
             ]
-            _index_text(conn, exec_pk, c.summary, c.detail, indexed)  # type: ignore[arg-type]
+            summary, detail = c.summary, c.detail
+
+            def job(tx: sqlite3.Connection) -> None:
+                _index_text(tx, exec_pk, summary, detail, indexed)  # type: ignore[arg-type]
         else:
-            _index_text_from_rows(conn, exec_pk, c.execution_id)
+
+            def job(tx: sqlite3.Connection) -> None:
+                _index_text_from_rows(tx, exec_pk, c.execution_id)
+
+        if defer_index:
+            conn.execute("INSERT OR IGNORE INTO text_pending (id) VALUES (?)", (exec_pk,))
+
+            def deferred(tx: sqlite3.Connection, index: IndexJob = job) -> None:
+                index(tx)
+                tx.execute("DELETE FROM text_pending WHERE id = ?", (exec_pk,))
+
+            return deferred
+        job(conn)
+        return None
 
     # -- queries
 
@@ -1186,6 +1273,8 @@ class Store:
         Hits are summaries (no bodies, no processors).
         """
         q = _query(filters, self.fts5)
+        if q.text and self._index_pending:
+            self._await_index()
         conn = self._conn()
         (total,) = conn.execute(f"SELECT count(*) FROM executions e WHERE {q.where}", q.params).fetchone()
         rows = conn.execute(

@@ -7,9 +7,9 @@ stores every event before anyone is sent it): it sends the stored events after t
 event and reads again — so resume and live tail are one code path, and the replay never depends
 on a connection. The events a live replay has just committed are read from memory
 (:meth:`~moat_nb.sandbox.replays.ReplayService.tail_after`: the rows the worker wrote, handed
-over after the commit), anything else from the store. ``retry: 3000`` goes first; sse-starlette sends the comment pings
-(``config.ping_interval``) and drops a client that does not take an event within
-``config.send_timeout`` (it resumes from the store).
+over after the commit), anything else from the store. ``retry: 3000`` goes first;
+sse-starlette sends the comment pings (``config.ping_interval``) and drops a client that does
+not take an event within ``config.send_timeout`` (it resumes from the store).
 
 Status codes (WHATWG EventSource: anything but 200 ``text/event-stream`` stops a browser from
 reconnecting): 204 after ``end`` when the client has seen it, 404 for an unknown replay or one

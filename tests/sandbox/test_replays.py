@@ -574,8 +574,13 @@ def test_a_replays_chunks_are_stored_and_streamed_in_order_whatever_order_they_c
         procs = [d["seq"] for _, k, d in trace if k == "processor"]
         assert procs == sorted(p["seq"] for c in chunks for p in c["processors"])
         assert [k for _, k, _ in trace][-3:] == ["execution", "status", "end"]
-        # `end` is sent only once the execution is stored: it can be read at once.
-        assert detail(op, execution_id)["processorCount"] == len(procs)
+        # `end` is sent only once the execution is stored: it can be read at once, and found by
+        # a text search (its text index is written after the end; a text search waits for it).
+        stored_execution = detail(op, execution_id)
+        assert stored_execution["processorCount"] == len(procs)
+        term = stored_execution["inputBody"][2:24]
+        hits = op.post("/search/executions", json={"text": term, "replayId": rid}).json()["data"]
+        assert [h["executionId"] for h in hits] == [execution_id]
 
         # The live tail kept in memory is what the store holds, from any point of it.
         svc = sb.state.replays

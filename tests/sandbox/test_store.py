@@ -496,6 +496,72 @@ def test_reopen_keeps_data_schema_version_and_wal(tmp_path: Path) -> None:
     conn.close()
 
 
+def test_a_deferred_text_index_is_waited_for_by_text_searches_only(each_store: Store) -> None:
+    store = each_store
+    x = execution(1, input_body='{"note": "zebra-crossing"}')
+    checked = store.check(chunk_of(x))
+    with store.transaction() as conn:
+        job = store.write_checked(conn, checked, defer_index=True)
+    store.forget(x.execution_id)
+    assert job is not None
+    # Stored and found by other filters at once; a text search waits until the index is in.
+    assert ids(store.search(environment="dev")[0]) == ["exec-1"]
+    found: list[list[str]] = []
+    searching = threading.Thread(target=lambda: found.append(ids(store.search(text="zebra")[0])))
+    searching.start()
+    searching.join(0.3)
+    assert searching.is_alive() and found == []
+    store.index(job)
+    searching.join(5)
+    assert found == [["exec-1"]]
+
+
+def test_a_deferred_index_given_back_or_lost_is_made_at_the_next_open(tmp_path: Path) -> None:
+    path = tmp_path / "moat.db"
+    store = Store(path)
+    x = execution(1, input_body='{"note": "zebra-crossing"}')
+    # A write that rolls back gives its job back: searches do not wait for it.
+    with pytest.raises(ZeroDivisionError):
+        with store.transaction() as conn:
+            job = store.write_checked(conn, store.check(chunk_of(x)), defer_index=True)
+            assert job is not None
+            store.drop_index(job)
+            raise ZeroDivisionError
+    assert store.search(text="zebra") == ([], 0)
+    # A job that never ran (the process stopped after the commit): the next open indexes it.
+    with store.transaction() as conn:
+        job = store.write_checked(conn, store.check(chunk_of(x)), defer_index=True)
+    assert job is not None
+    store.drop_index(job)
+    assert store.search(text="zebra") == ([], 0)  # stored, not indexed
+    store.close()
+    with Store(path) as again:
+        assert ids(again.search(text="zebra")[0]) == ["exec-1"]
+        assert ids(again.search(textInHeaders="OrderId")[0]) == ["exec-1"]
+
+
+def test_a_version_1_file_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "moat.db"
+    with Store(path) as s:
+        s.ingest(chunk_of(execution(1)))
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE text_pending")  # what a file of schema version 1 lacks
+    conn.execute("UPDATE schema_version SET version = 1")
+    conn.commit()
+    conn.close()
+    with Store(path) as s:
+        assert ids(s.search(text="A-1")[0]) == ["exec-1"]
+        with s.transaction() as tx:
+            assert s.write_checked(tx, s.check(chunk_of(execution(2))), defer_index=True) is not None
+        assert s._index_pending == 1
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)] == [(2,)]
+    assert conn.execute("SELECT id FROM text_pending").fetchall() == [(2,)]
+    conn.close()
+    with Store(path) as s:
+        assert ids(s.search(text="A-1", sort="executionId:asc")[0]) == ["exec-1", "exec-2"]
+
+
 def test_memory_database_is_refused() -> None:
     with pytest.raises(MoatError) as err:
         Store(":memory:")
