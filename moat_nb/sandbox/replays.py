@@ -142,8 +142,6 @@ class ReplayService:
         #: Chunks that arrived before their predecessors (replayId -> chunkSeq -> chunk); worker only.
         self._held: dict[str, dict[int, Chunk]] = {}
         self._next_chunk: dict[str, int] = {}
-        #: The final chunk of a replay, once taken, until the replay has ended; worker only.
-        self._final: dict[str, Chunk] = {}
         #: The trace events written by the open transaction of a thread (:meth:`_transaction`).
         self._written = threading.local()
         #: Committed trace events of live replays, (id, event, data JSON) in id order; loop only.
@@ -804,7 +802,6 @@ class ReplayService:
         its chunk state, stop its timer."""
         self._held.pop(replay_id, None)
         self._next_chunk.pop(replay_id, None)
-        self._final.pop(replay_id, None)
         self._cancel_timer(replay_id)
 
     # ---------------------------------------------------------------- hooks: acks and chunks
@@ -856,15 +853,15 @@ class ReplayService:
         None when it needs none. ``instance_id`` is the posting agent; only the replay's own
         agent moves the replay on (another agent's chunk is stored, and logged).
 
-        The order is what makes the trace reach its readers early without any event being sent
-        before it is stored (section 5): the chunk is checked completely first (a malformed
-        chunk raises :class:`RecordError` with nothing written and no event); then the
-        ``processor`` events of the chunks now in ``chunkSeq`` order commit and the readers are
-        woken; then the chunk's rows commit — together with the replay's end (``execution``,
-        ``status``, ``end`` and the terminal audit event) when the final chunk has been taken,
-        so ``end`` is never sent before the replay's execution can be read. While the second
-        transaction writes (mostly SQLite, which releases the interpreter lock), the stream is
-        already sending the trace, and the client reading it."""
+        The chunk is checked completely first: a malformed one raises :class:`RecordError`
+        with nothing written. Then one transaction writes the chunk's rows, the ``processor``
+        events of the chunks now in ``chunkSeq`` order (a chunk that comes early is stored and
+        held back from the trace until its predecessors are in), the move to RUNNING and — once
+        the final chunk is in sequence — the replay's end (``execution``, ``status``, ``end``,
+        the terminal audit event). So ``end`` is never sent before the replay's execution can
+        be read, and a chunk whose write fails leaves no trace event behind: the agent's retry
+        finds everything as it was. The execution's row of the text index is written after
+        the commit (:meth:`Store.write_checked`); a text search waits for it."""
         return self._submit(self._ingest, chunk, instance_id, redact)
 
     def _ingest(self, chunk: Chunk, instance_id: str, redact: Callable[[Chunk], Chunk] | None) -> Chunk:
@@ -884,13 +881,23 @@ class ReplayService:
                 "chunk of replay %s from agent %s, expected %s: ignored", replay_id, instance_id, row[1]
             )
             follow = False
-        if follow:
-            self._take(replay_id, chunk, row[1])
-        final = self._final.get(replay_id) if follow else None
+        taken = self._in_sequence(replay_id, chunk) if follow else []
         job = None
         try:
             with self._transaction() as conn:
                 job = self.store.write_checked(conn, checked, defer_index=True)
+                if taken:
+                    self._start(conn, replay_id, _agent_actor(row[1]), "chunk")
+                    self._emit(
+                        conn,
+                        replay_id,
+                        [
+                            ("processor", processor_event(p, c, None))
+                            for c in taken
+                            for p in sorted(c.processors or _processors_of(c), key=_seq)
+                        ],
+                    )
+                final = taken[-1] if taken and taken[-1].final else None
                 ended = final is not None and self._end(conn, replay_id, **self._ending(replay_id, final))
         except BaseException:
             if job is not None:
@@ -898,42 +905,40 @@ class ReplayService:
             raise
         finally:
             self.store.forget(checked.execution_id)
+        if follow:
+            self._advance(replay_id, chunk, taken)
         if ended:
             self._ended(replay_id)
         if job is not None:
             self.store.index(job)  # after the end went out: a text search waits for it
         return chunk
 
-    def _take(self, replay_id: str, chunk: Chunk, agent_id: str) -> None:
-        """Hold ``chunk`` until its predecessors are in; commit the ``processor`` events of the
-        chunks now in sequence (in ``seq`` order) and the move to RUNNING; wake the readers.
-        The chunk state changes only once that has committed (a failed write leaves it as it
-        was, so a retried chunk is taken again)."""
+    def _in_sequence(self, replay_id: str, chunk: Chunk) -> list[Chunk]:
+        """The chunks whose events are due once ``chunk`` is in: the held ones and this one,
+        from the next expected ``chunkSeq`` on, up to a gap or the final chunk (pure: the
+        state changes in :meth:`_advance`, after the commit)."""
         expected = self._next_chunk.get(replay_id, 0)
         if chunk.chunk_seq < expected:
-            return  # a retry of a chunk already taken
-        held = self._held.setdefault(replay_id, {})
-        held.setdefault(chunk.chunk_seq, chunk)
+            return []  # a retry of a chunk already taken
+        held = self._held.get(replay_id, {})
+        pool = {**held, chunk.chunk_seq: held.get(chunk.chunk_seq, chunk)}
         taken: list[Chunk] = []
-        while expected + len(taken) in held:
-            taken.append(held[expected + len(taken)])
+        while expected + len(taken) in pool:
+            taken.append(pool[expected + len(taken)])
             if taken[-1].final:
                 break
-        if not taken:
+        return taken
+
+    def _advance(self, replay_id: str, chunk: Chunk, taken: list[Chunk]) -> None:
+        """After the commit: hold ``chunk`` if it came early, and move past the ``taken`` ones."""
+        expected = self._next_chunk.get(replay_id, 0)
+        if chunk.chunk_seq < expected:
             return
-        events = [
-            ("processor", processor_event(p, c, None))
-            for c in taken
-            for p in sorted(c.processors or (c.execution.processors if c.execution else ()) or (), key=_seq)
-        ]
-        with self._transaction() as conn:
-            self._start(conn, replay_id, _agent_actor(agent_id), "chunk")
-            self._emit(conn, replay_id, events)
+        held = self._held.setdefault(replay_id, {})
+        held.setdefault(chunk.chunk_seq, chunk)
         for c in taken:
-            del held[c.chunk_seq]
+            held.pop(c.chunk_seq, None)
         self._next_chunk[replay_id] = expected + len(taken)
-        if taken[-1].final:
-            self._final[replay_id] = taken[-1]
 
     def _ending(self, replay_id: str, final: Chunk) -> dict[str, Any]:
         """The arguments of :meth:`_end` for a replay whose final chunk has been taken."""
@@ -1035,6 +1040,10 @@ def recorded_replies(source: Execution) -> list[dict[str, Any]]:
 
 def _seq(p: Any) -> int:
     return p.seq
+
+
+def _processors_of(chunk: Chunk) -> tuple[Any, ...]:
+    return (chunk.execution.processors if chunk.execution else None) or ()
 
 
 def _agent_actor(instance_id: str) -> dict[str, Any]:

@@ -602,7 +602,7 @@ def test_a_replays_chunks_are_stored_and_streamed_in_order_whatever_order_they_c
         agent.close()
 
 
-def test_a_trace_whose_store_write_fails_after_its_events_ends_when_the_chunk_is_sent_again(
+def test_a_replay_chunk_whose_write_fails_leaves_nothing_and_its_retry_completes_the_replay(
     sb: SandboxHandle, user: Any, tools: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sb.state, "config", replace(sb.state.config, replay_timeout=60.0))
@@ -613,28 +613,28 @@ def test_a_trace_whose_store_write_fails_after_its_events_ends_when_the_chunk_is
         rid, chunks = _replay_chunks(op, tools, agent, sources(op, "dev")[9]["exchangeId"], per_chunk=1000)
         assert len(chunks) == 1
         conn.execute(
-            "CREATE TRIGGER fault_injection BEFORE INSERT ON chunks "
+            "CREATE TRIGGER fault_injection BEFORE INSERT ON processors "
             "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
         )
         failed = agent.post_chunk(chunks[0])
-        assert failed.status_code >= 500
-        assert "Traceback" not in failed.text
-        # The trace events were committed (and may have been sent) before the store failed; the
-        # chunk is not stored and the replay has not ended.
-        assert db_rows(
-            sb, "SELECT count(*) FROM chunks WHERE execution_id = ?", chunks[0]["executionId"]
-        ) == [(0,)]
-        events = _stored(sb, rid)
-        assert events[-1][1] == "processor" and op.get(f"/replays/{rid}").json()["status"] == "RUNNING"
+        assert failed.status_code == 500 and failed.json()["error"] == "SERVER_ERROR"
+        assert "Traceback" not in failed.text and "disk I/O" not in failed.text
+        # Nothing of the chunk is kept: no rows, no trace event, no audit event; still PENDING.
+        execution_id = chunks[0]["executionId"]
+        assert db_rows(sb, "SELECT count(*) FROM chunks WHERE execution_id = ?", execution_id) == [(0,)]
+        assert _stored(sb, rid) == [(1, "status")]
+        assert [e["action"] for e in sb.state.replays.audit_events(rid)] == ["REPLAY_REQUESTED"]
+        assert op.get(f"/replays/{rid}").json()["status"] == "PENDING"
         conn.execute("DROP TRIGGER fault_injection")
-        # The agent sends the chunk again: stored now, and the replay ends, without the
-        # processor events a second time.
+        # The agent sends the chunk again: the replay runs to its end as if nothing had failed.
         assert agent.post_chunk(chunks[0]).status_code == 202
         replay = tools.wait_replay(op, rid)
-        assert replay["status"] == "COMPLETED"
+        assert replay["status"] == "COMPLETED" and replay["resultExecutionId"] == execution_id
         _, trace = read_events(op, rid)
-        assert [(i, k) for i, k, _ in trace][: len(events)] == events
-        assert [k for _, k, _ in trace][len(events) :] == ["execution", "status", "end"]
+        assert [i for i, _, _ in trace] == list(range(1, len(trace) + 1))
+        kinds = [k for _, k, _ in trace]
+        assert kinds[:2] == ["status", "status"] and kinds[-3:] == ["execution", "status", "end"]
+        assert kinds.count("processor") == len(chunks[0]["processors"])
         assert sb.state.audit.verify().ok
     finally:
         conn.execute("DROP TRIGGER IF EXISTS fault_injection")
