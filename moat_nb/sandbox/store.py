@@ -1336,6 +1336,11 @@ class Store:
     def execution_by_exchange(self, exchange_id: str, *, replay: bool = False) -> Execution | None:
         """The execution of an exchange id: the original one by default (the first, should there
         be several); with ``replay=True`` the newest replay execution carrying that exchange id."""
+        execution_id = self.execution_id_by_exchange(exchange_id, replay=replay)
+        return None if execution_id is None else self.execution(execution_id)
+
+    def execution_id_by_exchange(self, exchange_id: str, *, replay: bool = False) -> str | None:
+        """The id of :meth:`execution_by_exchange`'s execution: one lookup in an index."""
         order = "e.start_ms DESC, e.id DESC" if replay else "e.start_ms ASC, e.id ASC"
         row = (
             self._conn()
@@ -1346,7 +1351,15 @@ class Store:
             )
             .fetchone()
         )
-        return None if row is None else self.execution(row[0])
+        return None if row is None else str(row[0])
+
+    def cached_execution(self, execution_id: str) -> Execution | None:
+        """:meth:`execution` if it is in the cache of recent reads, else None (no reading)."""
+        with self._cache_lock:
+            cached = self._cache.get(execution_id)
+            if cached is not None:
+                self._cache.move_to_end(execution_id)
+            return cached
 
     def processor(self, execution_id: str, seq: int) -> ProcessorRecord | None:
         """One processor record (the snapshot of ``GET /executions/{id}/processors/{seq}/snapshot``)."""

@@ -480,6 +480,20 @@ def test_execution_by_exchange_prefers_the_original(store: Store) -> None:
     assert store.execution_by_exchange("ex-404") is None
 
 
+def test_the_cache_of_recent_reads_answers_without_reading(store: Store) -> None:
+    x = execution(1)
+    store.ingest(chunk_of(x))
+    assert store.execution_id_by_exchange("ex-1") == "exec-1"
+    assert store.execution_id_by_exchange("ex-1", replay=True) is None
+    assert store.cached_execution("exec-1") is None  # not read yet
+    assert store.execution("exec-1") == x
+    assert store.cached_execution("exec-1") == x
+    late = replace(x, processors=(proc("exec-1", "ex-1", 9),))
+    store.ingest(chunk_of(late, chunk_seq=1, final=False))  # another chunk of it...
+    assert store.cached_execution("exec-1") is None  # ...forgets it
+    assert len(store.execution("exec-1").processors or ()) == 4
+
+
 def test_reopen_keeps_data_schema_version_and_wal(tmp_path: Path) -> None:
     path = tmp_path / "data" / "moat.db"  # parent folders are created
     s = Store(path)
