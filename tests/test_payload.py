@@ -17,6 +17,7 @@ from moat_nb.errors import ControlHeaderRejected, ValidationError
 from moat_nb.model import ModifiedPayload, Payload
 from moat_nb.payload import (
     apply_patch,
+    canonical_json,
     control_headers,
     effective_payload,
     fingerprint,
@@ -119,6 +120,34 @@ def test_effective_payload_replaces_present_parts_whole(original, headers, body,
     assert eff.body == (original.body if body is None else body)
     assert eff.properties == (original.properties if properties is None else properties)
     assert effective_payload(original, None) == original
+
+
+edge_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**60), 2**60)  # beyond +-(2**53 - 1) JCS refuses
+    | st.floats(width=64)  # NaN, infinities, -0.0, 1e16..1e21 (where orjson and JCS part ways)
+    | st.sampled_from([0.0, -0.0, 1e16, 1e21, 1e-7, 59.0, 2.5e-324])
+    | st.text(max_size=8)  # astral characters order differently in UTF-16 (RFC 8785 3.2.3)
+    | st.sampled_from(["\ud800", "\U0001f600", "a\U0001f600", "59.0}", "1e-5"]),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(max_size=4) | st.sampled_from(["\U0001f600", "\uffff"]), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=400)
+@given(edge_values)
+def test_canonical_json_is_rfc8785s_bytes_or_its_refusal(value: object) -> None:
+    try:
+        expected = rfc8785.dumps(value)
+    except Exception as exc:  # what rfc8785 refuses, canonical_json refuses the same way
+        with pytest.raises(type(exc)):
+            canonical_json(value)
+    else:
+        assert canonical_json(value) == expected
 
 
 def test_payload_sha256_is_over_jcs() -> None:
