@@ -58,11 +58,18 @@ def dumps_text(value: Any) -> str:
     return dumps_finite(value).decode("utf-8")
 
 
+#: Types that hold no float: a container whose items are all of these exact types is finite.
+_NO_FLOAT = frozenset({str, int, bool, type(None)})
+
+
 def finite(value: Any) -> bool:
     """No NaN or infinity anywhere in a JSON-like value (iterative: no recursion limit)."""
     if isinstance(value, float):
         return math.isfinite(value)
     if not isinstance(value, dict | list | tuple):
+        return True
+    # A flat map of strings (headers, most properties) is settled by one C-level pass.
+    if _NO_FLOAT.issuperset(map(type, value.values() if isinstance(value, dict) else value)):
         return True
     stack = [value]
     while stack:

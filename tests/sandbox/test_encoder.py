@@ -45,6 +45,7 @@ def test_dumps_gives_the_stdlib_value_or_its_refusal(value: Any) -> None:
             dumps(value)
         assert not finite(value)
         return
+    assert finite(value)
     out = dumps(value)
     assert json.loads(out) == json.loads(expected)
     assert dumps_text(value) == out.decode("utf-8")
