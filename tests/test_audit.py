@@ -837,13 +837,23 @@ _NUMBERISH = st.text(alphabet=st.sampled_from(list('0123456789.e+-,]}"\\ ')), ma
 def test_number_like_text_inside_strings_neither_fools_nor_blocks_the_fast_path(
     texts: list[str], numbers: list[Any]
 ) -> None:
-    """Strings spelling "59.0}" or "1e-5" (a JSON body held as a string) are emptied before the
-    number checks: the fast path still answers for them, and only with rfc8785's bytes."""
+    """Strings spelling "59.0}" or "1e-5" (a JSON body held as a string) hit the text checks,
+    and the walk of the value clears them: the fast path still answers for them, and only with
+    rfc8785's bytes."""
     value = {"body": texts, "n": numbers}
     fast = audit._canonical_fast(value)
     assert fast is None or fast == rfc8785.dumps(value)
     if all("e" not in repr(n) and not repr(n).endswith(".0") for n in numbers if isinstance(n, float)):
         assert fast is not None  # strings alone never send it to the slow path
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    text=st.binary(max_size=40)
+    | st.lists(st.sampled_from([b"1", b"e", b"+", b"-", b"a", b'"', b"E"])).map(b"".join)
+)
+def test_exponent_in_is_the_exponent_pattern(text: bytes) -> None:
+    assert audit._exponent_in(text) == bool(audit._EXPONENT.search(text))
 
 
 def test_a_replay_command_with_prices_in_its_body_takes_the_fast_path() -> None:
