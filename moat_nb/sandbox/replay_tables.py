@@ -12,7 +12,7 @@ The audit tables (``audit_events``, ``audit_checkpoints``) are :mod:`.audit_log`
 the same file so that a replay's state change and its audit event commit together, and
 :func:`create_tables` creates them too (a Replay lists its ``auditSeqs``).
 
-Queries: :func:`select_replay`, :func:`list_replays`, :func:`emit_event`, :func:`events_after`,
+Queries: :func:`select_replay`, :func:`list_replays`, :func:`emit_events`, :func:`events_after`,
 :func:`last_event`.
 """
 
@@ -37,7 +37,6 @@ __all__ = [
     "replay_from_row",
     "select_replay",
     "list_replays",
-    "emit_event",
     "emit_events",
     "events_after",
     "last_event",
@@ -223,18 +222,6 @@ def _int_param(params: Mapping[str, str], name: str, default: int, lo: int, hi: 
             details={"field": name},
         )
     return int(raw)
-
-
-def emit_event(
-    conn: sqlite3.Connection,
-    replay_id: str,
-    event: str,
-    data: Mapping[str, Any],
-    written: list[tuple[str, int, str, str]] | None = None,
-) -> int:
-    """Store the replay's next trace event (id = previous + 1) inside the caller's write
-    transaction, which serialises writers; returns its id."""
-    return emit_events(conn, replay_id, [(event, data)], written)
 
 
 def emit_events(

@@ -703,32 +703,12 @@ class ReplayService:
         )
         return True
 
-    def _finish(
-        self,
-        replay_id: str,
-        status: str,
-        *,
-        result: Mapping[str, Any],
-        action: str,
-        outcome: str,
-        result_execution_id: str | None = None,
-        execution_event: Mapping[str, Any] | None = None,
-        processor_count: int | None = None,
-    ) -> bool:
+    def _finish(self, replay_id: str, status: str, **end: Any) -> bool:
         """PENDING/RUNNING -> a terminal status, with ``execution`` (if given), ``status`` and
-        ``end`` events and the terminal audit event, in one transaction. False if already ended."""
+        ``end`` events and the terminal audit event, in one transaction (``end``: the keyword
+        arguments of :meth:`_end`). False if already ended."""
         with self._transaction() as conn:
-            ended = self._end(
-                conn,
-                replay_id,
-                status,
-                result=result,
-                action=action,
-                outcome=outcome,
-                result_execution_id=result_execution_id,
-                execution_event=execution_event,
-                processor_count=processor_count,
-            )
+            ended = self._end(conn, replay_id, status, **end)
         if ended:
             self._ended(replay_id)
         return ended
