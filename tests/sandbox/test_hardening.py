@@ -415,7 +415,9 @@ def test_fail_closed_when_the_disk_is_full(sb: SandboxHandle, user: Any, tools: 
     order["padding"] = "p" * 100_000  # stored twice (replay row, audit detail): needs new pages
     body = {"modifiedPayload": {"body": json.dumps(order)}}
     # Earlier writes may have left free pages (a trace ingested in several chunks replaces its
-    # rows) that would take the padding without growing the file: drop them first.
+    # rows) that would take the padding without growing the file: drop them first, after the
+    # text-index jobs of earlier replays (they run a moment after their end, and free pages).
+    svc.store._await_index()
     svc._submit_sync(lambda: svc.store._conn().execute("VACUUM"))
     assert writer_pragma("PRAGMA freelist_count") == 0
     limit = writer_pragma("PRAGMA max_page_count")

@@ -537,6 +537,7 @@ def test_a_replays_chunks_are_stored_and_streamed_in_order_whatever_order_they_c
 ) -> None:
     monkeypatch.setattr(sb.state, "config", replace(sb.state.config, replay_timeout=60.0))
     monkeypatch.setattr(sb.state.replays, "tail_kept", 60.0)
+    monkeypatch.setattr(sb.state.replays, "index_delay", 1.0)  # the search below must wait
     op = user("operator")
     agent = SilentAgent(sb, "silent-qa-4")
     try:
@@ -579,6 +580,8 @@ def test_a_replays_chunks_are_stored_and_streamed_in_order_whatever_order_they_c
         stored_execution = detail(op, execution_id)
         assert stored_execution["processorCount"] == len(procs)
         term = stored_execution["inputBody"][2:24]
+        (pk,) = db_rows(sb, "SELECT id FROM executions WHERE execution_id = ?", execution_id)[0]
+        assert db_rows(sb, "SELECT id FROM text_pending WHERE id = ?", pk) == [(pk,)]  # not yet
         hits = op.post("/search/executions", json={"text": term, "replayId": rid}).json()["data"]
         assert [h["executionId"] for h in hits] == [execution_id]
 
@@ -989,6 +992,32 @@ def test_restart_marks_running_replays_aborted_and_never_reruns_them(tmp_path: P
         op.close()
     finally:
         second.stop()
+
+
+def test_stopping_writes_the_text_index_jobs_still_waiting_for_their_delay(tmp_path: Path, tools: Any) -> None:
+    data = tmp_path / "index-at-stop"
+    sb = start(data=data, per_env=3, seed=3)
+    try:
+        sb.state.replays.index_delay = 3600.0
+        op = tools.user_client(sb, "operator")
+        r = tools.post_replay(op, sources(op, "dev", 1)[0]["exchangeId"])
+        assert r.status_code == 202, r.text
+        replay = tools.wait_replay(op, r.json()["replayId"])
+        assert replay["status"] == "COMPLETED"
+        execution_id = replay["resultExecutionId"]
+        (pk,) = db_rows(sb, "SELECT id FROM executions WHERE execution_id = ?", execution_id)[0]
+        assert db_rows(sb, "SELECT id FROM text_pending") == [(pk,)]
+        path = sb.state.store.path
+        op.close()
+    finally:
+        sb.stop()
+    # Written at the stop, not left for the next open's catch-up.
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT id FROM text_pending").fetchall() == []
+        assert conn.execute("SELECT rowid FROM execution_text WHERE rowid = ?", (pk,)).fetchall() == [(pk,)]
+    finally:
+        conn.close()
 
 
 # --------------------------------------------------------------------------- stubbed replies
