@@ -54,8 +54,13 @@ def dumps_finite(value: Any) -> bytes:
 
 
 def dumps_text(value: Any) -> str:
-    """:func:`dumps_finite` as text (for SQLite TEXT columns): same precondition."""
-    return dumps_finite(value).decode("utf-8")
+    """:func:`dumps_finite` as text (for SQLite TEXT columns): same precondition. A string
+    orjson refuses (a lone surrogate) comes back as the stdlib writes it, for the caller's own
+    check of what it stores (:func:`moat_nb.sandbox.store` refuses it, naming the field)."""
+    try:
+        return orjson.dumps(value, option=ORJSON_STRICT).decode("utf-8")
+    except TypeError:
+        return _stdlib(value)
 
 
 #: Types that hold no float: a container whose items are all of these exact types is finite.

@@ -60,3 +60,5 @@ def test_dumps_refuses_what_the_stdlib_refuses() -> None:
         dumps({"at": datetime(2026, 1, 1, tzinfo=UTC)})  # orjson would write it; the stdlib refuses
     assert dumps({1: "a"}) == b'{"1":"a"}'  # orjson refuses int keys; the stdlib writes them
     assert dumps(2**65) == str(2**65).encode()
+    # A lone surrogate (orjson refuses it): the stdlib's text, for the store to refuse by name.
+    assert dumps_text({"h": "a\udc00"}) == _stdlib({"h": "a\udc00"})
