@@ -1155,6 +1155,11 @@ def _run_sync(batch: _Batch) -> BatchResult:
             raise BatchInterrupted(batch.result()) from None
     box: dict[str, Any] = {}
     ready = threading.Event()
+    # Set by the worker as its last act. Waited for instead of Thread.join: on CPython 3.11 a
+    # KeyboardInterrupt that lands in join() marks a thread that is still running as stopped
+    # (Thread._wait_for_tstate_lock releases the live thread's lock, bpo-45274's handler), so
+    # the next join() returned at once and the partial result missed rows still finishing.
+    finished = threading.Event()
 
     def target() -> None:
         loop = asyncio.new_event_loop()
@@ -1169,18 +1174,19 @@ def _run_sync(batch: _Batch) -> BatchResult:
             ready.set()
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
+            finished.set()
 
     batch.make_bar()
     thread = threading.Thread(target=target, name=f"moat-{batch.kind}", daemon=True)
     thread.start()
     try:
-        while thread.is_alive():
-            thread.join(0.1)  # short joins: a KeyboardInterrupt reaches this thread between them
+        while not finished.wait(0.1):  # short waits: a KeyboardInterrupt reaches this thread between them
+            pass
     except KeyboardInterrupt:
         ready.wait()
         if "loop" in box and not box["loop"].is_closed():
             box["loop"].call_soon_threadsafe(box["task"].cancel)
-        thread.join()
+        finished.wait()
         raise BatchInterrupted(batch.result()) from None
     if "error" in box:
         if isinstance(box["error"], asyncio.CancelledError):

@@ -644,6 +644,56 @@ def _ctrl_c_after_first_row(path: Path) -> None:
         time.sleep(0.01)
 
 
+class _StillFinishingARow:
+    """A batch (what _run_sync drives) that is cancelled while a row is still finishing: the
+    row lands 0.3 s after the cancel, and an interrupt must wait for it."""
+
+    kind = "regression"
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.started = threading.Event()
+
+    def make_bar(self) -> None:
+        pass
+
+    async def run(self) -> BatchResult:
+        self.started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.3)
+            self.rows.append({"key": "late", "verdict": "SAME"})
+            raise
+        return self.result()
+
+    def result(self) -> BatchResult:
+        return BatchResult(self.kind, list(self.rows), total=2)
+
+
+def test_an_interrupt_waits_for_the_worker_thread_to_stop() -> None:
+    # On CPython 3.11 Ctrl-C inside Thread.join() leaves a running thread marked stopped; the
+    # runner must not read the result before the worker has really ended.
+    fake = _StillFinishingARow()
+
+    def press() -> None:
+        fake.started.wait(10)
+        time.sleep(0.2)
+        signal.raise_signal(signal.SIGINT)
+
+    async def cell() -> Any:
+        return batch._run_sync(fake)  # type: ignore[arg-type]
+
+    threading.Thread(target=press, daemon=True).start()
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(BatchInterrupted) as stopped:
+            loop.run_until_complete(cell())
+    finally:
+        loop.close()
+    assert [r["key"] for r in stopped.value.result.rows] == ["late"]
+
+
 def test_ctrl_c_raises_with_the_finished_rows(admin: Platform, prod: pd.DataFrame, tmp_path: Path) -> None:
     path = tmp_path / "ctrl-c.jsonl"
 
