@@ -104,8 +104,12 @@ def _serve(trace: bytes, command: bytes, conn: Any) -> None:
     )
     # Bound as the sandbox's ServerThread binds (uvicorn's own socket, which asyncio sets
     # TCP_NODELAY on; a socket made by hand with proto 0 is left to Nagle and delayed ACKs).
+    # The sandbox's loop and HTTP parser (uvloop and httptools where installed).
+    from moat_nb.sandbox.server import _fast_stack
+
+    new_loop, http = _fast_stack()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", http=http)
     )
     url = ""
 
@@ -134,7 +138,8 @@ def _serve(trace: bytes, command: bytes, conn: Any) -> None:
         server.should_exit = True
         await serving
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(main())
 
 
 def _orders_trace() -> tuple[bytes, bytes]:
