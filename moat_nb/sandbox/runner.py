@@ -265,7 +265,9 @@ def start(
     server: ServerThread | None = None
     agents: dict[str, Agent] = {}
     try:
-        server = ServerThread(create_app(state), host=host, port=port).start()
+        server = ServerThread(
+            create_app(state), host=host, port=port, trusted_proxies=server_config.trusted_proxies
+        ).start()
         url = server.url if ":" not in host else f"http://[{host}]:{server.port}"
 
         async def start_agents() -> dict[str, Agent]:

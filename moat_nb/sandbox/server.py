@@ -1214,9 +1214,11 @@ class ServerThread:
         port: int = 0,
         log_level: str = "warning",
         graceful_timeout: int = 5,
+        trusted_proxies: Iterable[str] = (),
     ) -> None:
         self.app = app
         self._new_loop, http = _fast_stack()
+        proxies = list(trusted_proxies)
         self.config = uvicorn.Config(
             app,
             host=host,
@@ -1224,6 +1226,9 @@ class ServerThread:
             log_level=log_level,
             lifespan="on",
             http=http,
+            # Forwarded headers only from the proxies named (ServerConfig.trusted_proxies).
+            proxy_headers=bool(proxies),
+            forwarded_allow_ips=proxies or None,
             timeout_graceful_shutdown=graceful_timeout,
         )
         self.server = uvicorn.Server(self.config)

@@ -74,6 +74,12 @@ class ServerConfig:
     max_body: int = DEFAULT_LIMIT
     #: The agents' bootstrap token; None makes a random one per start.
     bootstrap_token: str | None = None
+    #: Addresses of reverse proxies whose ``X-Forwarded-For``/``-Proto`` are believed (uvicorn's
+    #: ``forwarded_allow_ips``). None by default: the audit's ``source.ip`` (section 7) is then
+    #: the connecting peer, which a client cannot write. (uvicorn's own default trusts 127.0.0.1,
+    #: where every client of a loopback sandbox comes from: any of them could have put any
+    #: address in the audit record.)
+    trusted_proxies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in (

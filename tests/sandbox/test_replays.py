@@ -215,7 +215,9 @@ def test_replay_resource_trace_and_audit_record(sb: SandboxHandle, user: Any, to
     r = admin.post(
         "/replays",
         json={"sourceExchangeId": source["exchangeId"], "reason": "check the resource", "client": "pytest"},
-        headers={"Idempotency-Key": uuid.uuid4().hex},
+        # A client naming another address: not believed (no trusted proxy), so the audit
+        # record below says where the request really came from.
+        headers={"Idempotency-Key": uuid.uuid4().hex, "X-Forwarded-For": "203.0.113.9"},
     )
     assert r.status_code == 202, r.text
     assert r.headers["location"] == f"/api/v1/replays/{r.json()['replayId']}"
@@ -992,6 +994,23 @@ def test_restart_marks_running_replays_aborted_and_never_reruns_them(tmp_path: P
         op.close()
     finally:
         second.stop()
+
+
+def test_forwarded_for_is_believed_only_from_a_trusted_proxy(tmp_path: Path, tools: Any) -> None:
+    sb = start(data=tmp_path / "proxied", per_env=0, seed=3, trusted_proxies=("127.0.0.1",))
+    try:
+        viewer = tools.user_client(sb, "analyst")  # a VIEWER: refused, and the refusal audited
+        r = viewer.post(
+            "/replays",
+            json={"sourceExchangeId": "ex-1", "reason": "behind a proxy"},
+            headers={"Idempotency-Key": uuid.uuid4().hex, "X-Forwarded-For": "203.0.113.9"},
+        )
+        assert r.status_code == 403, r.text
+        denied = [e for e in sb.state.replays.audit_events() if e["action"] == "REPLAY_DENIED"]
+        assert [e["source"]["ip"] for e in denied] == ["203.0.113.9"]
+        viewer.close()
+    finally:
+        sb.stop()
 
 
 def test_stopping_writes_the_text_index_jobs_still_waiting_for_their_delay(tmp_path: Path, tools: Any) -> None:
