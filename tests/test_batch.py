@@ -644,6 +644,18 @@ def _ctrl_c_after_first_row(path: Path) -> None:
         time.sleep(0.01)
 
 
+def _interrupted_on_a_running_loop(cell: Any) -> BatchInterrupted:
+    """Run ``cell`` (a coroutine calling a sync batch function) on a loop of its own, as a
+    Jupyter kernel runs a cell, and return the BatchInterrupted it must raise."""
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(BatchInterrupted) as stopped:
+            loop.run_until_complete(cell)
+    finally:
+        loop.close()
+    return stopped.value
+
+
 class _StillFinishingARow:
     """A batch (what _run_sync drives) that is cancelled while a row is still finishing: the
     row lands 0.3 s after the cancel, and an interrupt must wait for it."""
@@ -685,13 +697,8 @@ def test_an_interrupt_waits_for_the_worker_thread_to_stop() -> None:
         return batch._run_sync(fake)  # type: ignore[arg-type]
 
     threading.Thread(target=press, daemon=True).start()
-    loop = asyncio.new_event_loop()
-    try:
-        with pytest.raises(BatchInterrupted) as stopped:
-            loop.run_until_complete(cell())
-    finally:
-        loop.close()
-    assert [r["key"] for r in stopped.value.result.rows] == ["late"]
+    stopped = _interrupted_on_a_running_loop(cell())
+    assert [r["key"] for r in stopped.result.rows] == ["late"]
 
 
 def test_ctrl_c_raises_with_the_finished_rows(admin: Platform, prod: pd.DataFrame, tmp_path: Path) -> None:
@@ -738,13 +745,7 @@ def test_interrupt_inside_a_running_loop_stops_the_worker_thread(
             calibrate=False, results=path, progress=False,
         )  # fmt: skip
 
-    loop = asyncio.new_event_loop()
-    try:
-        with pytest.raises(BatchInterrupted) as stopped:
-            loop.run_until_complete(cell())
-    finally:
-        loop.close()
-    partial = stopped.value.result
+    partial = _interrupted_on_a_running_loop(cell()).result
     rows = [json.loads(x) for x in path.read_text().splitlines() if '"type": "row"' in x]
     assert not partial.complete and 1 <= len(partial) < 12
     assert sorted(r["key"] for r in rows) == sorted(r["key"] for r in partial.rows)
