@@ -335,8 +335,6 @@ def _audit_verify(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-
-
 # --------------------------------------------------------------------------- sandbox
 
 

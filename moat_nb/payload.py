@@ -307,6 +307,58 @@ def masker(key: bytes) -> Mask:
     return lambda value: redact_value(key, value)
 
 
+#: Secret values shorter than this are not searched for in free text (:func:`scrub_text`): a
+#: two-letter value would blank out half an error message. They stay masked where they are.
+MIN_SCRUBBED = 4
+
+
+def collecting(mask: Mask, found: set[str]) -> Mask:
+    """``mask``, also adding to ``found`` the texts of every value it hides (each string at any
+    depth, a number as it is printed; not markers, which hide nothing), for :func:`scrub_text`."""
+
+    def collect(value: Any) -> Any:
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, Mapping):
+                stack.extend(item.values())
+            elif isinstance(item, list | tuple):
+                stack.extend(item)
+            elif isinstance(item, str | int | float) and not isinstance(item, bool) and not is_redacted(item):
+                text = item if isinstance(item, str) else str(item)
+                if len(text) >= MIN_SCRUBBED:
+                    found.add(text)
+        return mask(value)
+
+    return collect
+
+
+def payload_secrets(payload: Payload, mask: Mask) -> frozenset[str]:
+    """The secret values of a payload (what :func:`redact_payload` would hide), as texts."""
+    found: set[str] = set()
+    redact_payload(payload, collecting(mask, found))
+    return frozenset(found)
+
+
+def scrub_text(text: str | None, secrets: Iterable[str], mask: Mask) -> str | None:
+    """``text`` with every secret value in it replaced by its marker (section 4 "Secrets").
+
+    Redaction finds secrets by name, in headers, properties and JSON bodies; free text has no
+    names. An error message or a stack trace may quote the payload (``order {'password':
+    'hunter2'}: missing orderId``), so the values that redaction hid elsewhere are looked for
+    here too, as written, JSON-escaped and as Python's repr quotes them; longest first, so a
+    secret inside another is not half replaced."""
+    if not text or not secrets:
+        return text
+    for secret in sorted(secrets, key=len, reverse=True):
+        marker = mask(secret)
+        quoted = (json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1], repr(secret)[1:-1])
+        for form in {secret, *quoted}:
+            if form in text:
+                text = text.replace(form, marker)
+    return text
+
+
 def redact_mapping(mapping: Mapping[str, Any] | None, mask: Mask) -> dict[str, Any] | None:
     """A copy of ``mapping`` with the value of every secret-named key (at any depth, and inside
     string values that are JSON text) masked."""

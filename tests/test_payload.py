@@ -18,6 +18,7 @@ from moat_nb.model import ModifiedPayload, Payload
 from moat_nb.payload import (
     apply_patch,
     canonical_json,
+    collecting,
     control_headers,
     effective_payload,
     fingerprint,
@@ -27,11 +28,13 @@ from moat_nb.payload import (
     masker,
     parse_modified_payload,
     payload_diff,
+    payload_secrets,
     payload_sha256,
     redact_body,
     redact_mapping,
     redact_patch,
     redact_payload,
+    scrub_text,
 )
 
 KEY = b"k" * 32
@@ -305,6 +308,39 @@ def test_no_secret_survives_in_a_redacted_patch(secret: str, name: str, original
     assert redact_patch(redacted, MASK) == redacted
     # The unredacted patch still rebuilds the real payload (the agent runs the real value).
     assert apply_patch(original, patch).headers[name] == secret
+
+
+@settings(max_examples=300, deadline=None)
+@given(secrets, st.text(max_size=30), st.text(max_size=30), st.sampled_from(["raw", "json", "ascii", "repr"]))
+def test_scrub_text_leaves_no_secret_in_free_text(secret: str, before: str, after: str, form: str) -> None:
+    # An error message quoting a secret, as written or as JSON / Python quote it.
+    quoted = {
+        "raw": secret,
+        "json": json.dumps(secret, ensure_ascii=False)[1:-1],
+        "ascii": json.dumps(secret)[1:-1],
+        "repr": repr(secret)[1:-1],
+    }[form]
+    text = before + quoted + after
+    out = scrub_text(text, {secret}, MASK)
+    assert out is not None and quoted not in out.replace(fingerprint(KEY, secret), "")
+    assert scrub_text(out, {secret}, MASK) == out  # twice changes nothing
+    assert scrub_text(text, set(), MASK) == text and scrub_text(None, {secret}, MASK) is None
+
+
+def test_collecting_notes_what_it_hides_and_payload_secrets() -> None:
+    found: set[str] = set()
+    mask = collecting(MASK, found)
+    mask({"pin": 123456, "deep": ["s3cret-1", {"x": "abc"}], "ok": True})
+    mask("[REDACTED:0123456789abcdef]")  # a marker hides nothing
+    assert found == {"123456", "s3cret-1"}  # "abc": shorter than MIN_SCRUBBED, not looked for
+    payload = Payload(
+        headers={"Authorization": "Bearer tok-1", "channel": "web"},
+        body=json.dumps({"card": {"apiKey": "key-2"}, "qty": 1}),
+        properties={"db": {"password": "pw-345"}},
+    )
+    assert payload_secrets(payload, MASK) == {"Bearer tok-1", "key-2", "pw-345"}
+    # Longest first: a secret inside another is not half replaced.
+    assert scrub_text("a tok-12345 b", {"tok-1", "tok-12345"}, MASK) == f"a {fingerprint(KEY, 'tok-12345')} b"
 
 
 def test_redact_patch_shows_that_a_secret_changed() -> None:

@@ -62,7 +62,14 @@ from ..errors import (
     RecordError,
 )
 from ..model import Chunk, Execution, format_time
-from ..payload import effective_payload, payload_diff, payload_sha256, redact_patch
+from ..payload import (
+    effective_payload,
+    payload_diff,
+    payload_secrets,
+    payload_sha256,
+    redact_patch,
+    scrub_text,
+)
 from .audit_log import NO_SOURCE
 from .camel.endpoints import LOCAL_SCHEMES, uri_scheme
 from .preflight import preflight
@@ -153,6 +160,9 @@ class ReplayService:
         self.tail_kept = _TAIL_KEPT_S
         #: Seconds between a chunk's commit and its text-index job (:meth:`_index_later`).
         self.index_delay = _INDEX_DELAY_S
+        #: The secret values of live replays' effective payloads (memory only: storing them would
+        #: be the leak), looked for in the error texts of their chunks and acks.
+        self._secrets: dict[str, frozenset[str]] = {}
         #: Index jobs waiting for their delay; ``None`` once shutting down (run them at once).
         self._index_waiting: set[IndexJob] | None = set()
         self._index_lock = threading.Lock()
@@ -516,6 +526,7 @@ class ReplayService:
         original = source.start_payload
         effective = effective_payload(original, req.modified)
         diff = redact_patch(payload_diff(original, effective), self.state.redactor.value)
+        secrets = payload_secrets(effective, self.state.redactor.value)
         replay_id = f"replay-{uuid.uuid4().hex}"
         command_id = uuid.uuid4().hex
         command = {
@@ -544,8 +555,11 @@ class ReplayService:
             effective_sha=payload_sha256(effective),
             info=info,
         )
+        if secrets:
+            self._secrets[replay_id] = secrets  # before the agent can answer
         made = await self._submit(self._insert, fresh)
         if made is not None:  # a concurrent request with the same key won the claim
+            self._secrets.pop(replay_id, None)
             return made, False
         try:
             await self.state.agents.send(agent.instance_id, command)
@@ -802,6 +816,7 @@ class ReplayService:
         its chunk state, stop its timer."""
         self._held.pop(replay_id, None)
         self._next_chunk.pop(replay_id, None)
+        self._secrets.pop(replay_id, None)
         self._cancel_timer(replay_id)
 
     # ---------------------------------------------------------------- hooks: acks and chunks
@@ -831,7 +846,7 @@ class ReplayService:
                     )
                 self._start(conn, replay_id, _agent_actor(instance_id), "ack")
             return
-        message = ack.get("message")
+        message = scrub_text(ack.get("message"), self._secrets.get(replay_id, ()), self.state.redactor.value)
         self._finish(
             replay_id,
             "ERROR",
@@ -844,14 +859,17 @@ class ReplayService:
             outcome="ERROR",
         )
 
-    def ingest(self, chunk: Chunk, instance_id: str, redact: Callable[[Chunk], Chunk] | None = None) -> Any:
+    def ingest(
+        self, chunk: Chunk, instance_id: str, redact: Callable[[Chunk, frozenset[str]], Chunk] | None = None
+    ) -> Any:
         """Store a chunk tagged with a ``replayId`` (from ``POST /data/chunks``) and follow its
         replay, on the worker (one thread hop for both). Returns the stored (redacted) chunk:
         an awaitable on the event loop, the chunk itself elsewhere.
 
-        ``redact`` turns the chunk as sent into the chunk to keep (the server's redaction), or
-        None when it needs none. ``instance_id`` is the posting agent; only the replay's own
-        agent moves the replay on (another agent's chunk is stored, and logged).
+        ``redact`` turns the chunk as sent into the chunk to keep (the server's redaction, given
+        the replay's payload secrets to look for in error texts), or None when it needs none.
+        ``instance_id`` is the posting agent; only the replay's own agent moves the replay on
+        (another agent's chunk is stored, and logged).
 
         The chunk is checked completely first: a malformed one raises :class:`RecordError`
         with nothing written. Then one transaction writes the chunk's rows, the ``processor``
@@ -864,9 +882,11 @@ class ReplayService:
         the commit (:meth:`Store.write_checked`); a text search waits for it."""
         return self._submit(self._ingest, chunk, instance_id, redact)
 
-    def _ingest(self, chunk: Chunk, instance_id: str, redact: Callable[[Chunk], Chunk] | None) -> Chunk:
+    def _ingest(
+        self, chunk: Chunk, instance_id: str, redact: Callable[[Chunk, frozenset[str]], Chunk] | None
+    ) -> Chunk:
         if redact is not None:
-            chunk = redact(chunk)
+            chunk = redact(chunk, self._secrets.get(chunk.replay_id or "", frozenset()))
         checked = self.store.check(chunk)
         replay_id = chunk.replay_id
         assert replay_id is not None

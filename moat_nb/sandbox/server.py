@@ -61,7 +61,14 @@ from ..errors import (
     ValidationError,
 )
 from ..model import ID_PATTERN, Chunk, Execution, ProcessorRecord, check_id
-from ..payload import SECRET_HEADER_NAMES, SECRET_NAME_PARTS, redact_body
+from ..payload import (
+    SECRET_HEADER_NAMES,
+    SECRET_NAME_PARTS,
+    collecting,
+    redact_body,
+    redact_mapping,
+    scrub_text,
+)
 from . import encoder
 from .agents import CommandChannel, event_name
 from .bodies import check_request_headers, parse_json, read_body, read_json
@@ -388,11 +395,13 @@ async def _maybe_await(value: Any) -> Any:
     return value
 
 
-def redact_chunk(redactor: Redactor, chunk: Chunk) -> Chunk:
+def redact_chunk(redactor: Redactor, chunk: Chunk, secrets: Iterable[str] = ()) -> Chunk:
     """``chunk`` with every secret replaced by its fingerprint (section 4 "Secrets"): the values
     of secret-named headers and properties, and of secret-named fields of JSON bodies — the
     same rules :mod:`moat_nb.sandbox.replays` applies to the trace stream, so the stored trace
-    and the streamed one agree.
+    and the streamed one agree. Error messages and the stack trace have no names to go by: the
+    values hidden elsewhere in the chunk, and ``secrets`` (a replay's payload secrets), are
+    replaced wherever they occur in them (:func:`~moat_nb.payload.scrub_text`).
 
     Cheap where it can be (it was most of a replay's server time): a header map, property map
     or body whose JSON text cannot hold a secret name (:func:`may_hold_secret_names`) is kept
@@ -402,7 +411,8 @@ def redact_chunk(redactor: Redactor, chunk: Chunk) -> Chunk:
     A map that redaction leaves equal stays the object it was, and a record none of whose maps
     and bodies changed is returned as it is: with maps already shared (:func:`share_maps`), a
     trace without secrets (or whose secrets are fingerprints already) is not copied at all."""
-    mask = redactor.value
+    found: set[str] = set(secrets)
+    mask = collecting(redactor.value, found)  # notes each value it hides, for the error texts
     maps: dict[bytes, dict[str, Any]] = {}  # JSON text -> the map to keep (redacted, or the first seen)
     seen: dict[int, dict[str, Any]] = {}  # id of a map of this chunk (alive meanwhile) -> the map to keep
     bodies: dict[str, str | None] = {}
@@ -422,12 +432,12 @@ def redact_chunk(redactor: Redactor, chunk: Chunk) -> Chunk:
             if b"null" in text:
                 text = json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode()
         except (TypeError, ValueError):  # not JSON data (orjson also refuses big ints): the long way
-            redacted = redactor.mapping(values)
+            redacted = redact_mapping(values, mask)
             kept = seen[id(values)] = values if redacted is None or redacted == values else redacted
             return kept
         kept = maps.get(text)
         if kept is None:
-            redacted = redactor.mapping(values) if may_hold_secret_names(text) else values
+            redacted = redact_mapping(values, mask) if may_hold_secret_names(text) else values
             # Redaction copies; a copy equal to the map (its secrets are fingerprints already,
             # as in a replay of a stored trace) is dropped for the map itself.
             kept = maps[text] = values if redacted is None or redacted == values else redacted
@@ -488,7 +498,25 @@ def redact_chunk(redactor: Redactor, chunk: Chunk) -> Chunk:
             output_body=body(execution.output_body),
             processors=None if execution.processors is None else tuple(map(processor, execution.processors)),
         )
-    return replace(chunk, execution=execution, processors=tuple(map(processor, chunk.processors)))
+    processors = tuple(map(processor, chunk.processors))
+    if found:  # all the chunk's secrets are known now: look for them in its error texts
+        plain = redactor.value
+
+        def scrubbed(p: ProcessorRecord) -> ProcessorRecord:
+            text = scrub_text(p.error_message, found, plain)
+            return p if text == p.error_message else p._evolve(error_message=text)
+
+        processors = tuple(map(scrubbed, processors))
+        if execution is not None:
+            execution = replace(
+                execution,
+                error_message=scrub_text(execution.error_message, found, plain),
+                error_stack_trace=scrub_text(execution.error_stack_trace, found, plain),
+                processors=(
+                    None if execution.processors is None else tuple(map(scrubbed, execution.processors))
+                ),
+            )
+    return replace(chunk, execution=execution, processors=processors)
 
 
 #: The map fields of a processor record on the wire (section 3), which :func:`share_maps` shares.

@@ -326,6 +326,31 @@ def test_modified_body_takes_another_branch_and_secrets_stay_hidden(
             assert secret.encode() not in path.read_bytes()
 
 
+def test_a_secret_quoted_by_the_routes_error_message_stays_hidden(
+    sb: SandboxHandle, user: Any, tools: Any
+) -> None:
+    # The orders route's validation error quotes the order; here the order's id is an object
+    # with a password in it, so the error message would carry the secret.
+    operator = user("operator")
+    secret = "hunter2-" + uuid.uuid4().hex
+    body = {"orderId": {"password": secret}, "customerId": "C-1010", "lines": [{"sku": "SKU-108", "qty": 1}]}
+    replay = replay_done(
+        operator, tools, sources(operator, "dev")[0]["exchangeId"], modifiedPayload={"body": json.dumps(body)}
+    )
+    assert replay["status"] == "COMPLETED" and replay["result"]["status"] == "FAILED", replay
+    marker = sb.state.redactor.value(secret)
+    assert marker in replay["result"]["errorMessage"]
+    with operator.stream("GET", f"/replays/{replay['replayId']}/events") as r:
+        raw = r.read()
+    assert secret.encode() not in raw and marker.encode() in raw
+    assert secret not in json.dumps(detail(operator, replay["resultExecutionId"]))
+    assert secret not in json.dumps(sb.state.replays.audit_events(replay["replayId"]))
+    db = Path(sb.state.store.path)
+    for path in (db, db.with_name(db.name + "-wal")):
+        if path.exists():
+            assert secret.encode() not in path.read_bytes()
+
+
 def test_disconnecting_never_stops_a_replay(sb: SandboxHandle, user: Any, tools: Any) -> None:
     op = user("operator")
     for hit in sources(op, "staging", 4):
@@ -1013,7 +1038,9 @@ def test_forwarded_for_is_believed_only_from_a_trusted_proxy(tmp_path: Path, too
         sb.stop()
 
 
-def test_stopping_writes_the_text_index_jobs_still_waiting_for_their_delay(tmp_path: Path, tools: Any) -> None:
+def test_stopping_writes_the_text_index_jobs_still_waiting_for_their_delay(
+    tmp_path: Path, tools: Any
+) -> None:
     data = tmp_path / "index-at-stop"
     sb = start(data=data, per_env=3, seed=3)
     try:

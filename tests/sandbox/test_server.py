@@ -12,6 +12,7 @@ import re
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -1048,6 +1049,33 @@ def test_redact_chunk_screen_gives_what_full_redaction_gives(
         assert p.input_body == p.output_body == redact_body(body, redactor.value)
     if not may_hold_secret_names(json.dumps({"h": headers, "p": properties, "b": body})):
         assert redact_chunk(redactor, chunk) == chunk
+
+
+def test_redact_chunk_hides_secrets_quoted_in_error_texts() -> None:
+    # A route's exception may quote the payload; the values hidden by name elsewhere in the chunk
+    # (and a replay's payload secrets, passed in) are hidden in its error texts too.
+    redactor = Redactor(b"k" * 32)
+    body = json.dumps({"orderId": None, "card": {"apiKey": "key-in-body-1"}})
+    record = ProcessorRecord(
+        execution_id="x-1", exchange_id="e-1", seq=1, processor_id="p", processor_type="bean",
+        route_id="r", status="FAILED", input_headers={"Authorization": "Bearer tok-in-header"},
+        input_body=body, error_type="Invalid",
+        error_message="order {'card': {'apiKey': 'key-in-body-1'}} by Bearer tok-in-header, pin 98765",
+    )  # fmt: skip
+    execution = Execution(
+        execution_id="x-1", exchange_id="e-1", route_id="r", status="FAILED",
+        error_message=record.error_message, error_stack_trace="Traceback: key-in-body-1\n  pin=98765",
+    )  # fmt: skip
+    chunk = Chunk("x-1", "e-1", 0, execution=execution, processors=(record,))
+    out = redact_chunk(redactor, chunk, frozenset({"98765"}))
+    texts = [out.processors[0].error_message, out.execution.error_message, out.execution.error_stack_trace]
+    for text in texts:
+        assert "key-in-body-1" not in text and "tok-in-header" not in text and "98765" not in text
+    assert redactor.value("key-in-body-1") in texts[0] and redactor.value("98765") in texts[2]
+    assert out.processors[0].error_message.startswith("order {'card': {'apiKey': '[REDACTED:")
+    # Nothing hidden, nothing scrubbed: the chunk stays as it was.
+    plain = replace(record, input_headers={"channel": "web"}, input_body="{}", error_message="pin 98765")
+    assert redact_chunk(redactor, Chunk("x-1", "e-1", 0, processors=(plain,))).processors == (plain,)
 
 
 @settings(max_examples=150, deadline=None)
