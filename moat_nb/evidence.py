@@ -57,7 +57,15 @@ from .expectations import (
     strict_json,
 )
 from .model import Execution
-from .payload import canonical_json, check_header_field, is_control_header, is_secret_name
+from .payload import (
+    REDACTED_PATTERN,
+    canonical_json,
+    check_header_field,
+    is_control_header,
+    is_secret_name,
+    redact_body,
+    redact_mapping,
+)
 
 if TYPE_CHECKING:
     from .diff import DiffResult
@@ -482,6 +490,80 @@ def receipt_checks(
     return checks
 
 
+_ABSENT: Any = object()
+_HIDDEN = "[REDACTED]"  # what a secret compares as, offline (the fingerprints need the server's key)
+_MARKER = re.compile(REDACTED_PATTERN.pattern.strip("^$"))
+
+
+def _hide(value: Any) -> Any:
+    """``value`` with every secret as :data:`_HIDDEN`: fingerprints, and the values of
+    secret-named keys (a claimed payload has the real ones). JSON text is compared parsed."""
+    if isinstance(value, str):
+        value = _MARKER.sub(_HIDDEN, value)
+        if value.lstrip().startswith(("{", "[")):
+            try:
+                return _hide(json.loads(redact_body(value, lambda _: _HIDDEN) or ""))
+            except ValueError:
+                return value
+        return value
+    if isinstance(value, Mapping):
+        return {k: _hide(v) for k, v in (redact_mapping(value, lambda _: _HIDDEN) or {}).items()}
+    if isinstance(value, list):
+        return [_hide(v) for v in value]
+    return value
+
+
+def payload_claim_checks(parameters: Mapping[str, Any], requested: Mapping[str, Any]) -> list[Check]:
+    """What ties the payload and environment a proof claims (its parameters) to the ones the
+    platform audited when the replay was requested (``REPLAY_REQUESTED``): every change in the
+    audited ``payloadDiff`` (RFC 6902, original -> effective, secrets as fingerprints) is one the
+    claimed ``modifiedPayload`` makes, with the same value (secrets compared as hidden), and the
+    audited target environment is the claimed one. (A claimed part equal to the original makes
+    no change, so the check cannot see it: the payload hash, audited too, covers the whole.)"""
+    detail = requested.get("detail") or {}
+    claimed = parameters.get("modifiedPayload") or {}
+    problems = []
+    for op in detail.get("payloadDiff") or []:
+        path = str(op.get("path", ""))
+        tokens = [t.replace("~1", "/").replace("~0", "~") for t in path.split("/")[1:]]
+        part = tokens[0] if tokens else ""
+        if part not in claimed:
+            problems.append(f"the audit shows a change of {path} that the parameters do not make")
+            continue
+        node: Any = claimed[part]
+        for token in tokens[1:]:
+            if isinstance(node, Mapping) and token in node:
+                node = node[token]
+            elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+                node = node[int(token)]
+            else:
+                node = _ABSENT
+                break
+        if op.get("op") == "remove":
+            if node is not _ABSENT:
+                problems.append(f"the audit removes {path}, which the parameters keep")
+        elif node is _ABSENT or _hide(node) != _hide(op.get("value")):
+            problems.append(f"the audited value of {path} is not the one the parameters give")
+    checks = [
+        Check(
+            "audited payload is the claimed one",
+            not problems,
+            "; ".join(problems[:3])
+            if problems
+            else f"{len(detail.get('payloadDiff') or [])} audited change(s) agree",
+        )
+    ]
+    claimed_target = parameters.get("targetEnvironment") or detail.get("sourceEnvironment")
+    checks.append(
+        Check(
+            "audited target environment",
+            claimed_target == detail.get("targetEnvironment"),
+            f"audit says {detail.get('targetEnvironment')!r}, the parameters {claimed_target!r}",
+        )
+    )
+    return checks
+
+
 def execution_facts(e: Execution) -> dict[str, Any]:
     return {
         "exchangeId": e.exchange_id,
@@ -674,25 +756,56 @@ def verify_evidence(
         output_body_sha256=body_sha,
         result_execution_id=replay.get("resultExecutionId"),
     )
+    parameters = evidence.get("parameters") or {}
+    receipt = [e for e in audit_part.get("events") or [] if isinstance(e, Mapping)]
+    mine = [e for e in receipt if (e.get("target") or {}).get("replayId") == str(replay.get("replayId"))]
+    requested = next((e for e in mine if e.get("action") == "REPLAY_REQUESTED"), {})
+    final = next((e for e in mine if e.get("action") in _TERMINAL_ACTIONS), {})
+    checks += payload_claim_checks(parameters, requested)
+    # The result's status and error, as the signed terminal event has them (the body is tied by
+    # its hash above): an edited output cannot turn a failed replay into a passing proof.
+    fdetail = final.get("detail") or {}
+    audited = (fdetail.get("resultStatus"), fdetail.get("errorType"), fdetail.get("errorMessage"))
+    claimed = (output.get("status"), output.get("errorType"), output.get("errorMessage"))
+    checks.append(
+        Check("audited result status and error", bool(final) and audited == claimed, f"audit says {audited}")
+    )
     # Expectations on the result (not on a processor) re-evaluate from the audited output.
     subject = Subject.from_wire(output)
     recorded = evidence.get("expectations") or []
     mismatch = []
+    unvouched = 0
     for i, item in enumerate(recorded):
         try:
             exp = Expectation.from_wire(item.get("expectation"), i)
         except ValidationError as exc:
             mismatch.append(f"{i} ({exc.message})")
             continue
+        if exp.processor is not None or exp.path.split(":", 1)[0] in ("headers", "properties"):
+            unvouched += 1  # the audit chain holds no hash of a processor's data or the output maps
         if exp.processor is None and evaluate_one(exp, subject).passed != item.get("passed"):
             mismatch.append(str(i))
+    claimed_exps = [item.get("expectation") for item in recorded]
+    checks.append(
+        Check(
+            "expectations are the parameters'",
+            bool(recorded) and json_equal(claimed_exps, parameters.get("expectations")),
+            f"{len(recorded)} recorded, {len(parameters.get('expectations') or [])} in the parameters",
+        )
+    )
     checks.append(
         Check(
             "expectations re-evaluate",
             not mismatch and bool(recorded),
             f"expectation(s) {', '.join(mismatch)} differ"
             if mismatch
-            else f"{len(recorded)} recorded, all agree",
+            else f"{len(recorded)} recorded, all agree"
+            + (
+                f"; {unvouched} on a processor or on output headers/properties rest on the report's "
+                "own data (the audit chain does not vouch for them)"
+                if unvouched
+                else ""
+            ),
         )
     )
     verdict_ok = all(item.get("passed") for item in recorded) and bool(recorded)

@@ -454,9 +454,29 @@ def test_report_verify_finds_tampering(passing: dict[str, Any], tmp_path: Path) 
         with (folder / "compliance_proof.ipynb").open("a") as f:
             f.write(" ")
 
+    def edit(change: Any) -> Any:
+        def apply(folder: Path) -> None:
+            evidence = json.loads((folder / "evidence.json").read_text())
+            change(evidence)
+            (folder / "evidence.json").write_text(json.dumps(evidence))
+
+        return apply
+
+    def claimed_body(evidence: dict[str, Any]) -> None:  # claim another payload P than the one run
+        body = json.loads(evidence["parameters"]["modifiedPayload"]["body"])
+        evidence["parameters"]["modifiedPayload"]["body"] = json.dumps({**body, "customerId": "C-1001"})
+
     assert "output body hash" in tampered("output", output_total)
     assert "audited reason" in tampered("reason", reason)
     assert "notebook hash" in tampered("notebook", notebook)
+    # Found by review: each of these used to verify.
+    status = edit(lambda e: e["output"].update(status="FAILED", errorType="Forged"))
+    assert "audited result status and error" in tampered("status", status)
+    assert "audited payload is the claimed one" in tampered("payload", edit(claimed_body))
+    target = edit(lambda e: e["parameters"].update(targetEnvironment="prod"))
+    assert "audited target environment" in tampered("target", target)
+    dropped = edit(lambda e: e["parameters"]["expectations"].pop())
+    assert "expectations are the parameters'" in tampered("dropped", dropped)
 
 
 @pytest.mark.slow
