@@ -49,7 +49,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from os import PathLike
 from typing import Any
@@ -108,6 +108,7 @@ REASONS: dict[str, str] = {
     "BAD_SIGNATURE": "a checkpoint's signature does not verify",
     "CHECKPOINT_MISMATCH": "a signed checkpoint disagrees with the chain (the events were rewritten)",
     "TRUNCATED": "the chain ends before a signed checkpoint (events were cut from the tail)",
+    "UNANCHORED": "no checkpoint signed by a trusted key covers any event of the bundle",
 }
 
 _GENESIS_TAG = b"moat/genesis/v1\x00"
@@ -845,7 +846,9 @@ def verify_bundle(bundle: Any, public_keys: PublicKeys = None) -> VerifyResult:
     """Verify a bundle of :func:`make_bundle` offline; never raises on bad data.
 
     With ``public_keys`` (the keys you trust, e.g. the server's published key) the bundle's own
-    ``publicKeys`` are ignored; without, they are used as they stand, which proves the bundle
+    ``publicKeys`` are ignored, and a bundle none of whose events a checkpoint signed by one of
+    them covers fails (``UNANCHORED``): anyone can chain events, only the key holder can vouch
+    for them. Without, the bundle's keys are used as they stand, which proves the bundle
     consistent but not who signed it.
     """
 
@@ -872,7 +875,18 @@ def verify_bundle(bundle: Any, public_keys: PublicKeys = None) -> VerifyResult:
     if tenant is not None and (not isinstance(tenant, str) or not tenant):
         return malformed(f"bundle tenantId must be a non-empty string, not {_short(tenant)}")
     keys = bundle["publicKeys"] if public_keys is None else public_keys
-    return verify(bundle["events"], bundle["checkpoints"], keys, tenant_id=tenant, start_seq=start)
+    result = verify(bundle["events"], bundle["checkpoints"], keys, tenant_id=tenant, start_seq=start)
+    if public_keys is not None and result.ok and (result.anchored_seq or 0) < start:
+        return replace(
+            result,
+            ok=False,
+            reason="UNANCHORED",
+            first_bad_seq=start,
+            message=f"no checkpoint signed by a trusted key covers seq {start} or later: the "
+            f"{result.checked} events chain, but nothing vouches for them (a bundle of a range after "
+            "the newest checkpoint verifies once the next checkpoint is signed)",
+        )
+    return result
 
 
 # --------------------------------------------------------------------------- the one I/O helper

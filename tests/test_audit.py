@@ -481,7 +481,9 @@ def test_an_untouched_log_always_verifies(n: int, every: int, head: bool, seed: 
         assert verify([], [], None, tenant_id=TENANT).head_hash == GENESIS_ACME
     exported = json.loads(json.dumps(make_bundle(events, cps, [KEY_A, KEY_B])))  # as the server exports
     assert verify_bundle(exported).to_wire() == result.to_wire()
-    assert verify_bundle(exported, public_keys=[KEY_A, KEY_B]).ok
+    # With trusted keys, a bundle verifies only when a checkpoint they signed covers it.
+    trusted = verify_bundle(exported, public_keys=[KEY_A, KEY_B])
+    assert trusted.ok == bool(cps) and (trusted.ok or trusted.reason == "UNANCHORED"), trusted
     if n > 10 and cps:  # any range of it verifies too
         start = n // 2
         part = verify(events[start - 1 :], cps, [KEY_A, KEY_B], start_seq=start)
@@ -490,6 +492,20 @@ def test_an_untouched_log_always_verifies(n: int, every: int, head: bool, seed: 
             events[start - 1 :], [], None, start_seq=start, start_prev_hash=events[start - 2]["hash"]
         )
         assert anchored.ok
+
+
+def test_a_bundle_no_trusted_checkpoint_covers_is_unanchored() -> None:
+    # Anyone can chain events; only a checkpoint signed by a trusted key vouches for them.
+    events, cps = make_log(20, every=5, head=False)
+    assert cps and verify_bundle(make_bundle(events, cps, [KEY_A, KEY_B]), public_keys=[KEY_A, KEY_B]).ok
+    forged = verify_bundle(make_bundle(events, [], []), public_keys=[KEY_A, KEY_B])
+    assert (forged.ok, forged.reason) == (False, "UNANCHORED")
+    # A range after the newest checkpoint: chained, but not vouched for yet.
+    newest = max(c["seq"] for c in cps)
+    tail = make_bundle(events[newest:], cps, [KEY_A, KEY_B], start_seq=newest + 1)
+    assert verify_bundle(tail, public_keys=[KEY_A, KEY_B]).reason == "UNANCHORED"
+    # Without trusted keys the bundle is only checked for consistency, as before.
+    assert verify_bundle(make_bundle(events, [], [])).ok
 
 
 def test_to_wire_and_raise_on_failure() -> None:
