@@ -868,8 +868,8 @@ class ReplayService:
 
         ``redact`` turns the chunk as sent into the chunk to keep (the server's redaction, given
         the replay's payload secrets to look for in error texts), or None when it needs none.
-        ``instance_id`` is the posting agent; only the replay's own agent moves the replay on
-        (another agent's chunk is stored, and logged).
+        ``instance_id`` is the posting agent; a chunk of a replay that another agent runs is
+        refused (403), and one of an execution another agent records too (409, the store).
 
         The chunk is checked completely first: a malformed one raises :class:`RecordError`
         with nothing written. Then one transaction writes the chunk's rows, the ``processor``
@@ -887,7 +887,7 @@ class ReplayService:
     ) -> Chunk:
         if redact is not None:
             chunk = redact(chunk, self._secrets.get(chunk.replay_id or "", frozenset()))
-        checked = self.store.check(chunk)
+        checked = self.store.check(chunk, instance_id)
         replay_id = chunk.replay_id
         assert replay_id is not None
         row = (
@@ -895,12 +895,15 @@ class ReplayService:
             .execute("SELECT status, agent_id FROM replays WHERE replay_id = ?", (replay_id,))
             .fetchone()
         )
-        follow = row is not None and row[0] not in TERMINAL_STATUSES
-        if follow and instance_id != row[1]:
-            log.warning(
-                "chunk of replay %s from agent %s, expected %s: ignored", replay_id, instance_id, row[1]
+        if row is not None and instance_id != row[1]:
+            # Only the replay's agent writes its trace: another's chunk would be found as the
+            # replay's execution by a search on its replayId.
+            raise PermissionDenied(
+                f"replay {replay_id} runs on agent {row[1]!r}; agent {instance_id!r} cannot post its trace",
+                hint="post a replay's chunks from the agent its command went to",
+                details={"replayId": replay_id, "agentId": row[1]},
             )
-            follow = False
+        follow = row is not None and row[0] not in TERMINAL_STATUSES
         taken = self._in_sequence(replay_id, chunk) if follow else []
         job = None
         try:

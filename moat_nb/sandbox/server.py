@@ -621,10 +621,11 @@ def may_hold_secret_names(text: str | bytes) -> bool:
     return any(needle in flat_ascii for needle in _SECRET_NEEDLES_ASCII)
 
 
-def _redact_and_store(state: SandboxState, chunk: Chunk) -> Chunk:
-    """Redact, then store (in the threadpool: JSON bodies are parsed, SQLite is written)."""
+def _redact_and_store(state: SandboxState, chunk: Chunk, instance_id: str) -> Chunk:
+    """Redact, then store as posted by ``instance_id`` (in the threadpool: JSON bodies are
+    parsed, SQLite is written)."""
     redacted = redact_chunk(state.redactor, chunk)
-    state.store.ingest(redacted)
+    state.store.ingest(redacted, instance_id)
     return redacted
 
 
@@ -901,7 +902,7 @@ async def post_chunk(request: Request, principal: Principal | None) -> Response:
             redact = partial(redact_chunk, state.redactor)
             chunk = await _maybe_await(state.replays.ingest(chunk, principal.username, redact))
         else:
-            chunk = await run_in_threadpool(_redact_and_store, state, chunk)
+            chunk = await run_in_threadpool(_redact_and_store, state, chunk, principal.username)
     return _json({"executionId": chunk.execution_id, "chunkSeq": chunk.chunk_seq}, 202)
 
 

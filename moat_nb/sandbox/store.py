@@ -204,10 +204,16 @@ def _schema_v2(fts5: bool) -> str:
     return "CREATE TABLE text_pending (id INTEGER PRIMARY KEY);"
 
 
+def _schema_v3(fts5: bool) -> str:
+    # The agent that posted each chunk (its instance id): an execution belongs to the agent
+    # that recorded it, and another agent's chunk for it is refused (Store.write_checked).
+    return "ALTER TABLE chunks ADD COLUMN instance_id TEXT;"
+
+
 #: Version n of the schema is ``MIGRATIONS[n - 1]``: a function of "is FTS5 available" giving
 #: SQL statements. Later issues append (replays, replay_events, audit_events, idempotency);
 #: a file is upgraded by running the missing steps in one transaction.
-MIGRATIONS: tuple[Callable[[bool], str], ...] = (_schema_v1, _schema_v2)
+MIGRATIONS: tuple[Callable[[bool], str], ...] = (_schema_v1, _schema_v2, _schema_v3)
 SCHEMA_VERSION = len(MIGRATIONS)
 #: How many whole executions :meth:`Store.execution` keeps (a trace is ~100 KB in memory).
 _CACHED_EXECUTIONS = 64
@@ -430,6 +436,7 @@ class _Checked:
     processors: list[tuple[Any, ...]]  # values of _PROC_COLUMNS
     texts: dict[bytes, str]  # the processors' payload texts by hash
     sha256: str
+    instance_id: str | None = None  # the agent that posted the chunk (None: not known)
 
 
 def _as_chunk(chunk: Chunk | Mapping[str, Any]) -> Chunk:
@@ -1076,28 +1083,31 @@ class Store:
 
     # -- ingest
 
-    def ingest(self, chunk: Chunk | Mapping[str, Any]) -> None:
+    def ingest(self, chunk: Chunk | Mapping[str, Any], instance_id: str | None = None) -> None:
         """Store one chunk of ``POST /data/chunks`` in one transaction.
 
         Chunks of one execution may come in several parts (``chunkSeq`` 0..n, the last with
         ``final: true`` and the ``execution`` summary), in any order. A chunk sent again with the
         same content is ignored; the same ``chunkSeq`` with other content raises
         :class:`RecordError` (``CHUNK_CONFLICT``). A malformed chunk raises :class:`RecordError`
-        and nothing of it is written.
+        and nothing of it is written. ``instance_id``: the agent posting it; a chunk for an
+        execution that another agent records is refused (``CHUNK_CONFLICT``), so that no agent
+        can add to, or relabel, another's trace (its environment decides ``replay:prod``).
         """
-        checked = self.check(chunk)
+        checked = self.check(chunk, instance_id)
         try:
             with self.transaction() as conn:
                 self.write_checked(conn, checked)
         finally:
             self._forget([checked.execution_id])
 
-    def check(self, chunk: Chunk | Mapping[str, Any]) -> _Checked:
+    def check(self, chunk: Chunk | Mapping[str, Any], instance_id: str | None = None) -> _Checked:
         """The first half of :meth:`ingest`: check ``chunk`` completely and turn it into the
         rows it writes, writing nothing (raises :class:`RecordError`). For a caller that stores
         a chunk inside a transaction of its own (:mod:`moat_nb.sandbox.replays` writes a replay's
         chunk and the replay's end together) with :meth:`write_checked`."""
-        return _validate(chunk)
+        checked = _validate(chunk)
+        return checked if instance_id is None else replace(checked, instance_id=instance_id)
 
     def write_checked(
         self, conn: sqlite3.Connection, checked: _Checked, *, defer_index: bool = False
@@ -1206,18 +1216,35 @@ class Store:
                 chunkSeq=c.chunk_seq,
             )
         other = conn.execute(
-            "SELECT exchange_id, replay_id FROM chunks WHERE execution_id = ? LIMIT 1", (c.execution_id,)
+            # A chunk that names its agent first (files older than schema 3 have none).
+            "SELECT exchange_id, replay_id, instance_id FROM chunks WHERE execution_id = ? "
+            "ORDER BY instance_id IS NULL LIMIT 1",
+            (c.execution_id,),
         ).fetchone()
-        if other is not None and tuple(other) != (c.exchange_id, c.replay_id):
+        if other is not None and tuple(other[:2]) != (c.exchange_id, c.replay_id):
             raise _fail(
-                f"execution {c.execution_id} was stored with exchangeId/replayId {tuple(other)}, "
+                f"execution {c.execution_id} was stored with exchangeId/replayId {tuple(other[:2])}, "
                 f"this chunk says {(c.exchange_id, c.replay_id)}",
                 code="CHUNK_CONFLICT",
             )
+        if c.instance_id is not None:
+            owner = other[2] if other is not None else None
+            if owner is None:
+                row = conn.execute(
+                    "SELECT instance_id FROM executions WHERE execution_id = ?", (c.execution_id,)
+                ).fetchone()
+                owner = row[0] if row is not None else None
+            if owner is not None and owner != c.instance_id:
+                raise _fail(
+                    f"execution {c.execution_id} is recorded by agent {owner!r}; agent "
+                    f"{c.instance_id!r} cannot add to it",
+                    code="CHUNK_CONFLICT",
+                    executionId=c.execution_id,
+                )
         conn.execute(
-            "INSERT INTO chunks (execution_id, chunk_seq, exchange_id, replay_id, final, sha256) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (c.execution_id, c.chunk_seq, c.exchange_id, c.replay_id, int(c.final), c.sha256),
+            "INSERT INTO chunks (execution_id, chunk_seq, exchange_id, replay_id, final, sha256, "
+            "instance_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (c.execution_id, c.chunk_seq, c.exchange_id, c.replay_id, int(c.final), c.sha256, c.instance_id),
         )
         if c.texts:
             conn.executemany("INSERT OR IGNORE INTO texts (hash, text) VALUES (?, ?)", c.texts.items())

@@ -632,6 +632,32 @@ def test_a_replays_chunks_are_stored_and_streamed_in_order_whatever_order_they_c
         agent.close()
 
 
+def test_an_agent_cannot_write_another_agents_trace(sb: SandboxHandle, user: Any, tools: Any) -> None:
+    op = user("operator")
+    recorded = detail(op, sources(op, "prod", 1)[0]["executionId"])
+    rogue = SilentAgent(sb, "rogue-dev-1", environment="dev")
+    target = SilentAgent(sb, "silent-qa-owner")
+    try:
+        # A dev agent relabelling a prod execution (replay:prod is derived from its environment).
+        summary = {k: v for k, v in recorded.items() if k not in ("processors", "environment", "instanceId")}
+        r = rogue.post_chunk(
+            {"executionId": recorded["executionId"], "exchangeId": recorded["exchangeId"], "replayId": None,
+             "chunkSeq": 999, "final": True, "execution": summary, "processors": []}
+        )  # fmt: skip
+        assert (r.status_code, r.json()["error"]) == (409, "CHUNK_CONFLICT"), r.text
+        assert detail(op, recorded["executionId"])["environment"] == "prod"
+        # Another agent posting a replay's trace.
+        rid, chunks = _replay_chunks(op, tools, target, sources(op, "dev")[9]["exchangeId"], per_chunk=8)
+        assert not chunks[0]["final"]
+        r = rogue.post_chunk(chunks[0])
+        assert (r.status_code, r.json()["error"]) == (403, "FORBIDDEN"), r.text
+        assert _stored(sb, rid) == [(1, "status")]
+        assert target.post_chunk(chunks[0]).status_code == 202
+    finally:
+        rogue.close()
+        target.close()
+
+
 def test_a_replay_chunk_whose_write_fails_leaves_nothing_and_its_retry_completes_the_replay(
     sb: SandboxHandle, user: Any, tools: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -556,6 +556,31 @@ def test_reopen_keeps_data_schema_version_and_wal(tmp_path: Path) -> None:
     conn.close()
 
 
+def test_an_execution_takes_chunks_from_the_agent_that_records_it_only(tmp_path: Path) -> None:
+    store = Store(tmp_path / "owned.db")
+    x = execution(1, procs=4)
+    ps = x.processors or ()
+    first = Chunk("exec-1", "ex-1", 0, final=False, processors=ps[0:2])
+    rest = Chunk("exec-1", "ex-1", 1, final=True, execution=replace(x, processors=None), processors=ps[2:4])
+    store.ingest(first, "agent-prod")
+    for other in (rest, replace(rest, chunk_seq=99)):  # its last chunk, or one it never sent
+        with pytest.raises(RecordError) as err:
+            store.ingest(other, "agent-dev")
+        assert err.value.code == "CHUNK_CONFLICT" and "agent-prod" in err.value.message
+    store.ingest(rest, "agent-prod")
+    assert store.execution("exec-1") == x
+    # A file of schema 2 has no agent per chunk: the execution's own instanceId decides.
+    conn = sqlite3.connect(store.path)
+    conn.execute("UPDATE chunks SET instance_id = NULL")
+    conn.commit()
+    conn.close()
+    with pytest.raises(RecordError):
+        store.ingest(replace(rest, chunk_seq=7, processors=()), "agent-dev")
+    store.ingest(replace(rest, chunk_seq=7, processors=()), x.instance_id)
+    store.ingest(chunk_of(execution(2)))  # a caller that names no agent (tests, imports) is not checked
+    store.close()
+
+
 def test_a_deferred_text_index_is_waited_for_by_text_searches_only(each_store: Store) -> None:
     store = each_store
     x = execution(1, input_body='{"note": "zebra-crossing"}')
@@ -605,7 +630,8 @@ def test_a_version_1_file_is_upgraded(tmp_path: Path) -> None:
     with Store(path) as s:
         s.ingest(chunk_of(execution(1)))
     conn = sqlite3.connect(path)
-    conn.execute("DROP TABLE text_pending")  # what a file of schema version 1 lacks
+    conn.execute("DROP TABLE text_pending")  # what a file of schema version 1 lacks (v2)
+    conn.execute("ALTER TABLE chunks DROP COLUMN instance_id")  # (v3)
     conn.execute("UPDATE schema_version SET version = 1")
     conn.commit()
     conn.close()
@@ -615,8 +641,9 @@ def test_a_version_1_file_is_upgraded(tmp_path: Path) -> None:
             assert s.write_checked(tx, s.check(chunk_of(execution(2))), defer_index=True) is not None
         assert s._index_pending == 1
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)] == [(2,)]
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)] == [(3,)]
     assert conn.execute("SELECT id FROM text_pending").fetchall() == [(2,)]
+    assert conn.execute("SELECT instance_id FROM chunks ORDER BY execution_id").fetchall() == [(None,), (None,)]
     conn.close()
     with Store(path) as s:
         assert ids(s.search(text="A-1", sort="executionId:asc")[0]) == ["exec-1", "exec-2"]
