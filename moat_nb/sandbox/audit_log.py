@@ -462,7 +462,11 @@ class AuditLog:
                     "AUDIT_QUERIED",
                     actor=actor,
                     source=source,
-                    target={"replayId": query.replay_id},
+                    # Part of the replay's audit record only when the caller may read it: an
+                    # own-scope caller naming another's replay gets nothing and adds nothing.
+                    target={
+                        "replayId": query.replay_id if only_requested_by is None or total else None
+                    },
                     detail={
                         "query": "events",
                         "filters": query.to_wire(),

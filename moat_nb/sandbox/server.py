@@ -302,7 +302,9 @@ async def _audit_denial(
         return value if isinstance(value, str) and ID_PATTERN.match(value) else None
 
     target = {
-        "replayId": id_of(request.path_params.get("replayId") or request.query_params.get("replayId")),
+        # The replay the refused call was about (its path), never a query filter: a caller may
+        # not add events to the audit record of a replay that is not theirs by naming it.
+        "replayId": id_of(request.path_params.get("replayId")),
         "sourceExchangeId": id_of(request.query_params.get("sourceExchangeId")),
     }
     try:

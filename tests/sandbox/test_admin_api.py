@@ -354,9 +354,19 @@ def test_read_own_sees_only_the_events_of_ones_own_replays(sb: SandboxHandle, us
     assert theirs["replayId"] not in {e["target"]["replayId"] for e in seen}
     everything = events(admin)
     assert len(seen) == len([e for e in everything if e["target"]["replayId"] in own_ids])
+    record = admin.get(f"/replays/{theirs['replayId']}").json()["auditSeqs"]
     assert events(op, replayId=theirs["replayId"]) == []  # filtering cannot widen the scope
-    assert stored(sb)[-1]["detail"]["scope"] == "own"
+    # ... nor add to another's audit record (found by review): the query is recorded, unlinked.
+    assert stored(sb)[-1]["detail"]["scope"] == "own" and stored(sb)[-1]["target"]["replayId"] is None
+    assert events(op, replayId=mine["replayId"]) and stored(sb)[-1]["target"]["replayId"] == mine["replayId"]
     assert events(user("analyst")) == []  # a VIEWER with no replays has no receipts
+    # A refused call that names another's replay only in a query parameter: unlinked too.
+    refused = user("analyst").get(
+        "/replays/preflight", params={"sourceExchangeId": "x", "replayId": theirs["replayId"]}
+    )
+    assert refused.status_code == 403
+    assert stored(sb)[-1]["action"] == "REPLAY_DENIED" and stored(sb)[-1]["target"]["replayId"] is None
+    assert admin.get(f"/replays/{theirs['replayId']}").json()["auditSeqs"] == record
 
 
 # --------------------------------------------------------------------------- verify and export
