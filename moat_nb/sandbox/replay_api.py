@@ -32,7 +32,7 @@ from starlette.responses import JSONResponse, Response
 from .. import audit
 from ..errors import AuditUnavailable, RecordError, ValidationError
 from ..model import REPLAY_STATUSES, ModifiedPayload, check_id
-from ..payload import parse_modified_payload
+from ..payload import Mask, parse_modified_payload, redact_mapping
 from .bodies import read_json
 from .openapi import USER, Operation, needs, ref
 from .replay_tables import dumps
@@ -158,12 +158,19 @@ class ReplayRequest:
                 hint="the reason goes into the audit record of the replay",
                 details={"field": "reason"},
             )
+        # The payload first: a control header in it is refused (and audited) whatever the rest.
+        modified = parse_modified_payload(body.get("modifiedPayload"))
         client = body.get("client")
         if client is not None and not isinstance(client, str | Mapping):
             raise ValidationError("client must be a string or an object", details={"field": "client"})
         if client is not None and len(dumps(client)) > 1024:
             raise ValidationError("client must be at most 1 KiB of JSON", details={"field": "client"})
-        modified = parse_modified_payload(body.get("modifiedPayload"))
+        if client is not None and _canonical(client) is None:
+            raise ValidationError(
+                "client must be I-JSON (integers within +-2**53, no lone surrogates): it goes into "
+                "the audit record, whose canonical form (RFC 8785) holds nothing else",
+                details={"field": "client"},
+            )
         return cls(
             source_exchange_id=source,
             reason=reason,
@@ -178,6 +185,25 @@ class ReplayRequest:
     def fingerprint(self) -> str:
         """SHA-256 over the JCS of the body: "the same body" for idempotency (section 4)."""
         return hashlib.sha256(audit.canonical_json(dict(self.raw))).hexdigest()
+
+
+def _canonical(value: Any) -> bytes | None:
+    try:
+        return audit.canonical_json(value)
+    except (RecordError, ValueError, TypeError):
+        return None
+
+
+def recordable_client(client: Any, mask: Mask) -> Any:
+    """A ``POST /replays`` body's ``client`` as the audit record and the Replay keep it: an
+    object with its secret-named fields as fingerprints (section 4 "Secrets"), and None for
+    anything the audit's canonical JSON cannot hold. The request is then refused, but its
+    refusal (a control header) must still be recorded, so the audit event cannot depend on it."""
+    if isinstance(client, Mapping):
+        client = redact_mapping(client, mask)
+    elif not isinstance(client, str):
+        return None
+    return client if _canonical(client) is not None and len(dumps(client)) <= 1024 else None
 
 
 def valid_id(value: Any, what: str) -> str:
@@ -360,7 +386,7 @@ def replay_operations(state: SandboxState) -> list[Operation]:
         key = check_idempotency_key(request.headers.get("idempotency-key"))
         body = await read_json(request, limit=state.config.max_body)
         client = body.get("client") if isinstance(body, Mapping) else None
-        info = RequestInfo.of(request, client if isinstance(client, str | Mapping) else None)
+        info = RequestInfo.of(request, recordable_client(client, state.redactor.value))
         replay, made = await svc.create(principal, body, key, info)
         headers = {"Location": f"/api/v1/replays/{replay['replayId']}", "Cache-Control": "no-store"}
         if not made:

@@ -598,7 +598,7 @@ class ReplayService:
                         self.tenant_id, now_ms, f.replay_id, f.command_id, f.source.exchange_id,
                         f.source.execution_id, f.source.environment, f.target_environment, f.agent_id,
                         f.source.route_id, "PENDING", f.principal.username, format_time(now), None, None,
-                        f.req.reason, f.key, None if f.req.client is None else dumps(f.req.client),
+                        f.req.reason, f.key, None if f.info.client is None else dumps(f.info.client),
                         dumps(f.diff), f.effective_sha, None, None,
                     ),
                 )  # fmt: skip

@@ -893,6 +893,42 @@ def test_control_headers_are_refused_and_audited(
     last = sb.state.replays.audit_events()[-1]
     assert last["action"] == "CONTROL_HEADER_REJECTED" and last["detail"]["headers"] == [name]
     assert last["actor"]["username"] == "operator" and last["target"]["sourceExchangeId"] == src
+    # A client the audit cannot canonicalise (an integer past 2**53) does not keep the attempt
+    # out of the audit record (found by review); the client is then not recorded.
+    seq = last["seq"]
+    r = _post_with_client(op, src, {"n": 2**53 + 1}, modifiedPayload={"headers": {name: "x"}})
+    assert r.status_code == 400 and r.json()["error"] == "CONTROL_HEADER"
+    last = sb.state.replays.audit_events()[-1]
+    assert (last["seq"], last["action"], last["source"]["client"]) == (
+        seq + 1,
+        "CONTROL_HEADER_REJECTED",
+        None,
+    )
+    # Without a control header, such a client is a bad request.
+    r = _post_with_client(op, src, {"n": 2**53 + 1})
+    assert r.status_code == 400 and "client" in r.json()["message"]
+
+
+def _post_with_client(op: httpx.Client, source: str, client: Any, **body: Any) -> httpx.Response:
+    return op.post(
+        "/replays",
+        json={"sourceExchangeId": source, "reason": "test", "client": client, **body},
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+    )
+
+
+def test_a_client_objects_secrets_are_kept_as_fingerprints(sb: SandboxHandle, user: Any, tools: Any) -> None:
+    op = user("operator")
+    token = "tok-" + uuid.uuid4().hex
+    r = _post_with_client(
+        op, sources(op, "dev")[14]["exchangeId"], {"notebook": "t.ipynb", "apiToken": token}
+    )
+    assert r.status_code == 202, r.text
+    marker = sb.state.redactor.value(token)
+    assert r.json()["client"] == {"notebook": "t.ipynb", "apiToken": marker}
+    requested = sb.state.replays.audit_events(r.json()["replayId"])[0]
+    assert requested["source"]["client"] == {"notebook": "t.ipynb", "apiToken": marker}
+    tools.wait_replay(op, r.json()["replayId"])
 
 
 def test_bad_requests(sb: SandboxHandle, user: Any, tools: Any) -> None:
