@@ -284,7 +284,39 @@ def _parse_json_strict(raw: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
             reason="depth",
             depth=depth,
         )
+    if _SURROGATE_ESCAPE.search(text):
+        lone = _lone_surrogate(value)
+        if lone is not None:
+            # RFC 7493 2.1 (I-JSON): no unpaired surrogates. Refused here, once, instead of
+            # wherever the text would later be encoded (SQLite, a hash, a password check).
+            raise _bad_json(
+                f"a string holds the lone surrogate \\u{ord(lone):04x}: JSON text must be valid "
+                "Unicode (I-JSON, RFC 7493 section 2.1); send the character itself or a surrogate pair",
+                reason="surrogate",
+            )
     return value
+
+
+#: A \uD800-\uDFFF escape in JSON text (a pair decodes to one character; a lone one stays).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The first unpaired surrogate in a parsed value's strings and keys, or None (iterative)."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            found = _SURROGATE.search(node)
+            if found:
+                return found.group()
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
 
 
 def json_depth(value: Any) -> int:

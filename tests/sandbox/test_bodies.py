@@ -365,8 +365,10 @@ def test_nesting_past_orjsons_limits_reads_as_strict(depth: int, max_depth: int)
         (b'["e+", 1]', ["e+", 1]),
         (b"1e-400", 0.0),
         # strings
-        (b'"\\ud800"', "\ud800"),
-        (b'["\\udc00\\ud800", "\\ud83d\\ude00"]', ["\udc00\ud800", "\U0001f600"]),
+        # Lone surrogates: refused (I-JSON, RFC 7493 2.1); a pair is one character.
+        (b'"\\ud800"', "surrogate"),
+        (b'["\\udc00\\ud800", "\\ud83d\\ude00"]', "surrogate"),
+        (b'["\\ud83d\\ude00", {"\\u00e9": "\\\\ud800"}]', ["\U0001f600", {"\u00e9": "\\ud800"}]),
         (b'"\xed\xa0\x80"', "utf-8"),
         (b'"a\x01"', "syntax"),
         # framing

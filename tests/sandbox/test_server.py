@@ -254,10 +254,20 @@ def test_login_errors(sb: Sandbox) -> None:
     assert r.headers["www-authenticate"].startswith("Bearer")
     assert refusal(sb.http.post("/auth/login", json={"username": "admin"})) == (400, "VALIDATION")
     assert refusal(sb.http.post("/auth/login", json=["admin", "admin"])) == (400, "VALIDATION")
-    # JSON may spell a lone surrogate; it was a 500 from scrypt's UTF-8 encoding.
+    # JSON may spell a lone surrogate (it was a 500 from scrypt's UTF-8 encoding): refused as
+    # not I-JSON, before any handler sees it.
     lone = b'{"username": "admin", "password": "\\ud800"}'
     r = sb.http.post("/auth/login", content=lone, headers={"Content-Type": "application/json"})
-    assert refusal(r) == (401, "BAD_CREDENTIALS")
+    assert refusal(r) == (400, "BAD_JSON") and "lone surrogate" in r.json()["message"]
+
+
+def test_a_lone_surrogate_in_any_body_is_a_400_not_a_500(sb: Sandbox) -> None:
+    # Found by review: a search filter with one reached SQLite and gave 500 SERVER_ERROR.
+    for name in ("environment", "routeId", "exchangeId", "replayId", "text"):
+        body = b'{"' + name.encode() + b'": "\\ud800"}'
+        headers = {**sb.auth("admin"), "Content-Type": "application/json"}
+        r = sb.http.post("/search/executions", content=body, headers=headers)
+        assert refusal(r) == (400, "BAD_JSON"), (name, r.text)
 
 
 def test_refresh_needs_a_refresh_token(sb: Sandbox) -> None:

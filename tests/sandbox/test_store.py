@@ -643,7 +643,8 @@ def test_a_version_1_file_is_upgraded(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)] == [(3,)]
     assert conn.execute("SELECT id FROM text_pending").fetchall() == [(2,)]
-    assert conn.execute("SELECT instance_id FROM chunks ORDER BY execution_id").fetchall() == [(None,), (None,)]
+    agents = conn.execute("SELECT instance_id FROM chunks ORDER BY execution_id").fetchall()
+    assert agents == [(None,), (None,)]  # no agent named: the file's chunks, and a test's
     conn.close()
     with Store(path) as s:
         assert ids(s.search(text="A-1", sort="executionId:asc")[0]) == ["exec-1", "exec-2"]
