@@ -464,9 +464,7 @@ class AuditLog:
                     source=source,
                     # Part of the replay's audit record only when the caller may read it: an
                     # own-scope caller naming another's replay gets nothing and adds nothing.
-                    target={
-                        "replayId": query.replay_id if only_requested_by is None or total else None
-                    },
+                    target={"replayId": query.replay_id if only_requested_by is None or total else None},
                     detail={
                         "query": "events",
                         "filters": query.to_wire(),
