@@ -319,7 +319,9 @@ def variant_payload(original: Execution, variant: Mapping[str, Any]) -> dict[str
         )
     start = original.start_payload
     parts: dict[str, Any] = {}
-    edits = sorted(((_input_path(p), p, v) for p, v in variant.items()), key=lambda e: not e[0].whole)
+    edits = sorted(
+        ((_input_path(p), p, _plain(v, p)) for p, v in variant.items()), key=lambda e: not e[0].whole
+    )
     for ip, path, value in edits:
         if ip.whole:
             if value is REMOVE:
@@ -368,6 +370,27 @@ def variant_payload(original: Execution, variant: Mapping[str, Any]) -> dict[str
     if "body" in parts and parts["body"] is not None and not isinstance(parts["body"], str):
         parts["body"] = serialise_body(parts["body"], parts.get("headers", start.headers), start.body)
     return parts
+
+
+def _plain(value: Any, path: str) -> Any:
+    """A variant's value as plain JSON data: numpy scalars (what ``np.arange`` or a DataFrame
+    column gives a grid) become the Python values they hold; anything else that is not JSON
+    is refused naming its path, before any replay runs."""
+    if value is REMOVE:
+        return value
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        value = value.item()  # np.int64(5) -> 5, np.float64 -> float, np.bool_ -> bool, np.str_ -> str
+    if isinstance(value, Mapping):
+        return {k: _plain(v, path) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v, path) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise ValidationError(
+        f"input path {path!r}: a {type(value).__name__} is not a JSON value",
+        code="BAD_VARIANT",
+        hint="give strings, numbers, booleans, None, lists and dicts (convert dates to text)",
+    )
 
 
 def _jsonable(value: Any) -> Any:

@@ -652,13 +652,28 @@ def compliance_proof(
 def verify_report(folder: str | os.PathLike[str], *, public_keys: Any = None) -> list[Check]:
     """Re-check a report folder offline (:func:`verify_evidence` on its files): no platform,
     no network. ``public_keys``: the audit keys you trust (base64 DER or key objects)."""
-    import nbformat as nbf
-
     base = Path(folder)
     evidence_file = base / "evidence.json"
     if not evidence_file.is_file():
         raise MoatError(f"{evidence_file} not found", code="NO_EVIDENCE", hint="pass a report folder")
     evidence = strict_json(evidence_file.read_text(encoding="utf-8"), "evidence.json")
+    try:
+        return _verify_folder(base, evidence, public_keys)
+    except (AttributeError, TypeError, KeyError, IndexError) as exc:
+        # The file parsed, but not into the evidence's shape (an object of objects and lists):
+        # a damaged or foreign file, said in one line rather than a traceback.
+        raise MoatError(
+            f"{evidence_file} is not compliance evidence of this format ({type(exc).__name__}: {exc})",
+            code="BAD_EVIDENCE",
+            hint="verify the folder a `moat-nb report compliance` run wrote",
+        ) from None
+
+
+def _verify_folder(base: Path, evidence: Any, public_keys: Any) -> list[Check]:
+    import nbformat as nbf
+
+    if not isinstance(evidence, dict):
+        raise TypeError(f"the file holds a JSON {type(evidence).__name__}, not an object")
     files = evidence.get("files") or {}
     bundle_file = base / str(files.get("auditBundle", "audit-bundle.json"))
     bundle = audit_core.load_bundle(bundle_file) if bundle_file.is_file() else None

@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
@@ -137,6 +138,13 @@ def test_variant_payload_edits_only_the_parts_it_touches() -> None:
     assert json.loads(variant_payload(original, {"body.lines[1]": REMOVE})["body"])["lines"] == [
         {"sku": "A", "qty": 1}
     ]
+    # numpy scalars, as np.arange or a DataFrame column gives a grid (found by review: a sweep
+    # over them died with a TypeError).
+    args = variant_payload(original, {"body.lines[0].qty": np.int64(7), "headers.vip": np.bool_(True)})
+    assert json.loads(args["body"])["lines"][0]["qty"] == 7 and type(args["headers"]["vip"]) is bool
+    assert json.loads(variant_payload(original, {"body.meta": {"w": np.float64(0.5)}})["body"])["meta"] == {
+        "w": 0.5
+    }
 
 
 @pytest.mark.parametrize(
@@ -147,6 +155,7 @@ def test_variant_payload_edits_only_the_parts_it_touches() -> None:
         ({"body.lines.x": 1}, "cannot take key 'x' of a list"),
         ({"properties.tenant.x": 1}, "not a JSON object or array"),
         ({"headers": "a=b"}, "give a dict"),
+        ({"body.at": datetime(2026, 1, 1)}, "'body.at': a datetime is not a JSON value"),
     ],
 )
 def test_bad_variants_say_what_is_wrong(variant: dict[str, Any], words: str) -> None:

@@ -274,6 +274,25 @@ def test_kernelspec_runs_this_python() -> None:
     assert spec.argv[1:3] == ["-m", "ipykernel_launcher"]
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[]",
+        '{"format": "moat-nb/compliance-evidence/v1", "expectations": ["x"]}',
+        '{"format": "moat-nb/compliance-evidence/v1", "audit": 7}',
+    ],
+)
+def test_verify_of_a_malformed_evidence_file_says_so_in_one_line(
+    tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "evidence.json").write_text(text)
+    with pytest.raises(MoatError) as err:
+        report.verify_report(tmp_path)
+    assert err.value.code == "BAD_EVIDENCE" and "evidence.json" in err.value.message
+    assert main(["report", "verify", str(tmp_path)]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_pdf_without_chromium_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     page = tmp_path / "a.html"
     page.write_text("<p>x</p>")
