@@ -268,9 +268,17 @@ class Lineage:
         return tuple(r for r in self.rows if r.processor_id == processor_id)
 
     def who_changed(self, path: str) -> tuple[LineageRow, ...]:
-        """The rows for one path and what lies under it (``properties:order`` covers
-        ``properties:order.total``)."""
-        return tuple(r for r in self.rows if r.path == path or r.path.startswith((path + ".", path + "[")))
+        """The rows for one path and what lies under it: ``properties:order`` covers
+        ``properties:order.total``, and a part alone (``body``, ``headers``, ``properties``)
+        all of it, as an ``ignore=`` path does. Header names compare case-insensitively, as
+        Camel's do (``headers:Channel`` finds ``headers:channel``)."""
+
+        def key(p: str) -> str:
+            return p.lower() if p.startswith("headers:") or p == "headers" else p
+
+        want = key(path)
+        under = (want + ".", want + "[", want + ":")
+        return tuple(r for r in self.rows if key(r.path) == want or key(r.path).startswith(under))
 
     # -- frames
 

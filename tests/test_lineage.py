@@ -222,6 +222,13 @@ def test_lineage_of_a_real_orders_execution() -> None:
         "stash-order",
         "drop-order-stash",
     ]
+    # A part alone covers all of it, as an ignore= path does; header names fold case (found by
+    # review: who_changed("body") and ("headers") answered nothing).
+    assert result.who_changed("body") == tuple(r for r in result.rows if r.field == "body") != ()
+    headers = tuple(r for r in result.rows if r.field == "headers")
+    assert result.who_changed("headers") == headers != ()
+    assert result.who_changed("headers:AUTHORIZATION") == result.who_changed("headers:Authorization") != ()
+    assert result.who_changed("bodyx") == () and result.who_changed("properties:ord") == ()
     graph = result.graph()
     assert len(graph.nodes) == len(e.processors or ())
     assert any(edge["kind"] == "child" and edge["source"] == 10 for edge in graph.edges)  # to1 -> sub-route
