@@ -63,6 +63,7 @@ from .payload import (
     check_header_field,
     is_control_header,
     is_secret_name,
+    map_sha256,
     redact_body,
     redact_mapping,
 )
@@ -770,6 +771,20 @@ def verify_evidence(
     checks.append(
         Check("audited result status and error", bool(final) and audited == claimed, f"audit says {audited}")
     )
+    # The output's maps, where the platform audits their hashes (the sandbox does; section 7
+    # does not ask for them): then expectations on headers and properties are vouched for too.
+    vouched = {"status", "error", "body"}
+    for part, key in (("headers", "outputHeadersSha256"), ("properties", "outputPropertiesSha256")):
+        if key in fdetail:
+            computed = map_sha256(output.get(part))
+            checks.append(
+                Check(
+                    f"audited output {part} hash",
+                    computed == fdetail[key],
+                    f"audit {fdetail[key]}, computed {computed}",
+                )
+            )
+            vouched.add(part)
     # Expectations on the result (not on a processor) re-evaluate from the audited output.
     subject = Subject.from_wire(output)
     recorded = evidence.get("expectations") or []
@@ -781,8 +796,8 @@ def verify_evidence(
         except ValidationError as exc:
             mismatch.append(f"{i} ({exc.message})")
             continue
-        if exp.processor is not None or exp.path.split(":", 1)[0] in ("headers", "properties"):
-            unvouched += 1  # the audit chain holds no hash of a processor's data or the output maps
+        if exp.processor is not None or exp.path.split(":", 1)[0] in {"headers", "properties"} - vouched:
+            unvouched += 1  # the audit chain holds no hash of a processor's data (or of these maps)
         if exp.processor is None and evaluate_one(exp, subject).passed != item.get("passed"):
             mismatch.append(str(i))
     claimed_exps = [item.get("expectation") for item in recorded]
@@ -801,8 +816,8 @@ def verify_evidence(
             if mismatch
             else f"{len(recorded)} recorded, all agree"
             + (
-                f"; {unvouched} on a processor or on output headers/properties rest on the report's "
-                "own data (the audit chain does not vouch for them)"
+                f"; {unvouched} on a processor (or on output maps the audit has no hash of) rest on "
+                "the report's own data (the audit chain does not vouch for them)"
                 if unvouched
                 else ""
             ),

@@ -250,6 +250,19 @@ def payload_sha256(payload: Payload) -> str:
     return hashlib.sha256(canonical_json(payload.to_wire())).hexdigest()
 
 
+def map_sha256(values: Mapping[str, Any] | None) -> str | None:
+    """Hex SHA-256 of the JCS canonical JSON of a header or property map (secrets as their
+    fingerprints, as stored), or None for no map or one JCS cannot hold. The terminal audit
+    event of a replay carries it for the output's maps, so that an offline check can vouch for
+    what a report says they held, as ``outputBodySha256`` does for the body."""
+    if values is None:
+        return None
+    try:
+        return hashlib.sha256(canonical_json(dict(values))).hexdigest()
+    except (rfc8785.CanonicalizationError, ValueError, TypeError):
+        return None
+
+
 # --------------------------------------------------------------------------- redaction
 
 #: Header names redacted wherever they appear (section 4), compared after :func:`_normalise`.

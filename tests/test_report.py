@@ -496,6 +496,10 @@ def test_report_verify_finds_tampering(passing: dict[str, Any], tmp_path: Path) 
     assert "audited target environment" in tampered("target", target)
     dropped = edit(lambda e: e["parameters"]["expectations"].pop())
     assert "expectations are the parameters'" in tampered("dropped", dropped)
+    # The output's maps are vouched for by their audited hashes, as the body is.
+    assert {"audited output headers hash", "audited output properties hash"} <= {c.name for c in checks}
+    headers = edit(lambda e: e["output"]["headers"].update(orderStatus="FORGED"))
+    assert "audited output headers hash" in tampered("headers", headers)
 
 
 @pytest.mark.slow

@@ -64,6 +64,7 @@ from ..errors import (
 from ..model import Chunk, Execution, format_time
 from ..payload import (
     effective_payload,
+    map_sha256,
     payload_diff,
     payload_secrets,
     payload_sha256,
@@ -751,6 +752,7 @@ class ReplayService:
         result_execution_id: str | None = None,
         execution_event: Mapping[str, Any] | None = None,
         processor_count: int | None = None,
+        output_maps: Mapping[str, str | None] | None = None,
     ) -> bool:
         """What :meth:`_finish` writes, inside the caller's transaction on ``conn``; the caller
         calls :meth:`_ended` once it has committed. False if the replay had ended already."""
@@ -806,6 +808,9 @@ class ReplayService:
                 "processorCount": processor_count,
                 "errorType": result.get("errorType"),
                 "errorMessage": result.get("errorMessage"),
+                # Beyond section 7's list: the output's maps, hashed as the body is, so that an
+                # offline check vouches for them too (moat_nb.evidence).
+                **(output_maps or {}),
             },
             outcome=outcome,
         )
@@ -1014,6 +1019,10 @@ class ReplayService:
             "result_execution_id": x.execution_id,
             "execution_event": execution_event(x, replay_id, None),
             "processor_count": x.processor_count,
+            "output_maps": {
+                "outputHeadersSha256": map_sha256(x.output_headers),
+                "outputPropertiesSha256": map_sha256(x.output_properties),
+            },
         }
 
     # ---------------------------------------------------------------- preflight
