@@ -378,8 +378,9 @@ def _plain(value: Any, path: str) -> Any:
     is refused naming its path, before any replay runs."""
     if value is REMOVE:
         return value
-    if type(value).__module__ == "numpy" and hasattr(value, "item"):
-        value = value.item()  # np.int64(5) -> 5, np.float64 -> float, np.bool_ -> bool, np.str_ -> str
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        # np.int64(5) -> 5, np.float64 -> float, np.bool_ -> bool, an array -> a list
+        value = value.tolist()
     if isinstance(value, Mapping):
         return {k: _plain(v, path) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -323,24 +323,21 @@ def masker(key: bytes) -> Mask:
 #: Secret values shorter than this are not searched for in free text (:func:`scrub_text`): a
 #: two-letter value would blank out half an error message. They stay masked where they are.
 MIN_SCRUBBED = 4
+#: Secret values shorter than this are replaced in free text only where they stand alone.
+ALONE_BELOW = 12
 
 
 def collecting(mask: Mask, found: set[str]) -> Mask:
-    """``mask``, also adding to ``found`` the texts of every value it hides (each string at any
-    depth, a number as it is printed; not markers, which hide nothing), for :func:`scrub_text`."""
+    """``mask``, also adding to ``found`` the text of each value it hides that is a string or a
+    number (as printed), for :func:`scrub_text`. A map or list under a secret name is hidden
+    whole but not searched for word by word (``tokenInfo: {"issuer": "customer"}`` would
+    otherwise blank out every "customer" of an error message); markers hide nothing."""
 
     def collect(value: Any) -> Any:
-        stack = [value]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, Mapping):
-                stack.extend(item.values())
-            elif isinstance(item, list | tuple):
-                stack.extend(item)
-            elif isinstance(item, str | int | float) and not isinstance(item, bool) and not is_redacted(item):
-                text = item if isinstance(item, str) else str(item)
-                if len(text) >= MIN_SCRUBBED:
-                    found.add(text)
+        if isinstance(value, str | int | float) and not isinstance(value, bool) and not is_redacted(value):
+            text = value if isinstance(value, str) else str(value)
+            if len(text) >= MIN_SCRUBBED:
+                found.add(text)
         return mask(value)
 
     return collect
@@ -360,15 +357,22 @@ def scrub_text(text: str | None, secrets: Iterable[str], mask: Mask) -> str | No
     names. An error message or a stack trace may quote the payload (``order {'password':
     'hunter2'}: missing orderId``), so the values that redaction hid elsewhere are looked for
     here too, as written, JSON-escaped and as Python's repr quotes them; longest first, so a
-    secret inside another is not half replaced."""
+    secret inside another is not half replaced. A short secret (under :data:`ALONE_BELOW`
+    characters) only where it stands alone, not inside a longer word or number (a PIN "1234"
+    leaves "order 12345" as it is); a longer one wherever it occurs."""
     if not text or not secrets:
         return text
     for secret in sorted(secrets, key=len, reverse=True):
         marker = mask(secret)
         quoted = (json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1], repr(secret)[1:-1])
         for form in {secret, *quoted}:
-            if form in text:
+            if form not in text:
+                continue
+            if len(secret) >= ALONE_BELOW:
                 text = text.replace(form, marker)
+            else:  # not preceded or followed by a letter or digit
+                alone = re.compile(rf"(?<![^\W_]){re.escape(form)}(?![^\W_])")
+                text = alone.sub(lambda _, m=marker: m, text)
     return text
 
 

@@ -145,6 +145,7 @@ def test_variant_payload_edits_only_the_parts_it_touches() -> None:
     assert json.loads(variant_payload(original, {"body.meta": {"w": np.float64(0.5)}})["body"])["meta"] == {
         "w": 0.5
     }
+    assert json.loads(variant_payload(original, {"body.meta": np.array([1, 2])})["body"])["meta"] == [1, 2]
 
 
 @pytest.mark.parametrize(

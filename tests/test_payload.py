@@ -330,9 +330,12 @@ def test_scrub_text_leaves_no_secret_in_free_text(secret: str, before: str, afte
 def test_collecting_notes_what_it_hides_and_payload_secrets() -> None:
     found: set[str] = set()
     mask = collecting(MASK, found)
-    mask({"pin": 123456, "deep": ["s3cret-1", {"x": "abc"}], "ok": True})
-    mask("[REDACTED:0123456789abcdef]")  # a marker hides nothing
-    assert found == {"123456", "s3cret-1"}  # "abc": shorter than MIN_SCRUBBED, not looked for
+    for value in (123456, "s3cret-1", "abc", True, "[REDACTED:0123456789abcdef]"):
+        assert mask(value) == MASK(value)
+    # A map under a secret name is hidden whole, not searched for word by word (found by
+    # review: tokenInfo {"issuer": "customer"} blanked out every "customer" of an error).
+    mask({"issuer": "customer", "ttl": 3600})
+    assert found == {"123456", "s3cret-1"}  # "abc": shorter than MIN_SCRUBBED; markers hide nothing
     payload = Payload(
         headers={"Authorization": "Bearer tok-1", "channel": "web"},
         body=json.dumps({"card": {"apiKey": "key-2"}, "qty": 1}),
@@ -341,6 +344,12 @@ def test_collecting_notes_what_it_hides_and_payload_secrets() -> None:
     assert payload_secrets(payload, MASK) == {"Bearer tok-1", "key-2", "pw-345"}
     # Longest first: a secret inside another is not half replaced.
     assert scrub_text("a tok-12345 b", {"tok-1", "tok-12345"}, MASK) == f"a {fingerprint(KEY, 'tok-12345')} b"
+    # A short secret only where it stands alone; a long one wherever it is.
+    assert (
+        scrub_text("order 12345, pin 1234.", {"1234"}, MASK)
+        == f"order 12345, pin {fingerprint(KEY, '1234')}."
+    )
+    assert scrub_text("xS3cret-long-1y", {"S3cret-long-1"}, MASK) == f"x{fingerprint(KEY, 'S3cret-long-1')}y"
 
 
 def test_redact_patch_shows_that_a_secret_changed() -> None:

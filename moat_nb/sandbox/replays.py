@@ -558,7 +558,11 @@ class ReplayService:
         )
         if secrets:
             self._secrets[replay_id] = secrets  # before the agent can answer
-        made = await self._submit(self._insert, fresh)
+        try:
+            made = await self._submit(self._insert, fresh)
+        except BaseException:  # refused (422, 503): no replay, so nothing to keep them for
+            self._secrets.pop(replay_id, None)
+            raise
         if made is not None:  # a concurrent request with the same key won the claim
             self._secrets.pop(replay_id, None)
             return made, False

@@ -465,6 +465,13 @@ def _content_digest(written: tuple[Any, ...]) -> str:
     return hashlib.sha256(marshal.dumps(written, 0)).hexdigest()
 
 
+def _legacy_digest(c: _Checked) -> str:
+    """The content digest versions before schema 3 stored (``repr()`` of the same rows): a chunk
+    they stored and an agent re-sends after an upgrade is the same chunk, not a conflict."""
+    head = (c.execution_id, c.exchange_id, c.chunk_seq, c.final, c.replay_id)
+    return hashlib.sha256(repr((head, c.summary, c.detail, c.processors)).encode("utf-8")).hexdigest()
+
+
 def _validate(chunk: Chunk | Mapping[str, Any]) -> _Checked:
     """Check one chunk completely and turn it into rows, before anything is written (pure)."""
     c = _as_chunk(chunk)
@@ -1207,8 +1214,8 @@ class Store:
             (c.execution_id, c.chunk_seq),
         ).fetchone()
         if row is not None:
-            if row[0] == c.sha256:
-                return None  # the same chunk again: a retry
+            if row[0] == c.sha256 or row[0] == _legacy_digest(c):
+                return None  # the same chunk again: a retry (also of a chunk an older version stored)
             raise _fail(
                 f"chunk {c.chunk_seq} of execution {c.execution_id} was already stored with other content",
                 code="CHUNK_CONFLICT",

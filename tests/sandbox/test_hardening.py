@@ -391,6 +391,12 @@ def test_fail_closed_when_the_audit_insert_fails(sb: SandboxHandle, user: Any, t
     )
     try:
         _refused(sb, op, tools, src, key)
+        # A refused replay keeps none of its payload's secrets in memory (found by review).
+        secret = {"headers": {"Authorization": "Bearer held-" + uuid.uuid4().hex}}
+        _refused(sb, op, tools, src, uuid.uuid4().hex, modifiedPayload=secret)
+        assert not any(
+            secret["headers"]["Authorization"] in held for held in sb.state.replays._secrets.values()
+        )
         # A read of the log that could not be recorded is not answered either.
         envelope(admin.get("/admin/audit"), 503, "AUDIT_UNAVAILABLE")
         envelope(admin.get("/admin/audit/export"), 503, "AUDIT_UNAVAILABLE")

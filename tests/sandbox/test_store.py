@@ -5,6 +5,7 @@ definition (checked against :func:`reference_search`, a plain Python filter)."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import random
@@ -554,6 +555,27 @@ def test_reopen_keeps_data_schema_version_and_wal(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     conn.close()
+
+
+def test_a_chunk_stored_before_the_marshal_digest_is_still_the_same_chunk(tmp_path: Path) -> None:
+    # Found by review: history re-posted after an upgrade got 409 and the sandbox did not start.
+    store = Store(tmp_path / "old-digest.db")
+    chunk = chunk_of(execution(1))
+    store.ingest(chunk)
+    checked = store.check(chunk)
+    head = (checked.execution_id, checked.exchange_id, checked.chunk_seq, checked.final, checked.replay_id)
+    legacy = hashlib.sha256(
+        repr((head, checked.summary, checked.detail, checked.processors)).encode()
+    ).hexdigest()
+    conn = sqlite3.connect(store.path)
+    conn.execute("UPDATE chunks SET sha256 = ?", (legacy,))  # what the older version stored
+    conn.commit()
+    conn.close()
+    store.ingest(chunk)  # a retry, not a conflict
+    with pytest.raises(RecordError) as err:
+        store.ingest(replace(chunk, execution=replace(chunk.execution, status="FAILED")))
+    assert err.value.code == "CHUNK_CONFLICT"
+    store.close()
 
 
 def test_an_execution_takes_chunks_from_the_agent_that_records_it_only(tmp_path: Path) -> None:
