@@ -58,14 +58,12 @@ from .expectations import (
 )
 from .model import Execution
 from .payload import (
-    REDACTED_PATTERN,
     canonical_json,
     check_header_field,
     is_control_header,
     is_secret_name,
     map_sha256,
-    redact_body,
-    redact_mapping,
+    request_sha256,
 )
 
 if TYPE_CHECKING:
@@ -491,78 +489,32 @@ def receipt_checks(
     return checks
 
 
-_ABSENT: Any = object()
-_HIDDEN = "[REDACTED]"  # what a secret compares as, offline (the fingerprints need the server's key)
-_MARKER = re.compile(REDACTED_PATTERN.pattern.strip("^$"))
-
-
-def _hide(value: Any) -> Any:
-    """``value`` with every secret as :data:`_HIDDEN`: fingerprints, and the values of
-    secret-named keys (a claimed payload has the real ones). JSON text is compared parsed."""
-    if isinstance(value, str):
-        value = _MARKER.sub(_HIDDEN, value)
-        if value.lstrip().startswith(("{", "[")):
-            try:
-                return _hide(json.loads(redact_body(value, lambda _: _HIDDEN) or ""))
-            except ValueError:
-                return value
-        return value
-    if isinstance(value, Mapping):
-        return {k: _hide(v) for k, v in (redact_mapping(value, lambda _: _HIDDEN) or {}).items()}
-    if isinstance(value, list):
-        return [_hide(v) for v in value]
-    return value
-
-
 def payload_claim_checks(parameters: Mapping[str, Any], requested: Mapping[str, Any]) -> list[Check]:
     """What ties the payload and environment a proof claims (its parameters) to the ones the
-    platform audited when the replay was requested (``REPLAY_REQUESTED``): every change in the
-    audited ``payloadDiff`` (RFC 6902, original -> effective, secrets as fingerprints) is one the
-    claimed ``modifiedPayload`` makes, with the same value (secrets compared as hidden), and the
-    audited target environment is the claimed one. (A claimed part equal to the original makes
-    no change, so the check cannot see it: the payload hash, audited too, covers the whole.)"""
+    platform audited when the replay was requested (``REPLAY_REQUESTED``): the request's
+    ``modifiedPayloadSha256`` (:func:`~moat_nb.payload.request_sha256`: the modified payload,
+    secrets hidden) recomputes from the claimed ``modifiedPayload``, and the audited target
+    environment is the claimed one. A platform that audits no such hash cannot have the claim
+    checked, and the check says so (it fails: nothing vouches for P)."""
     detail = requested.get("detail") or {}
-    claimed = parameters.get("modifiedPayload") or {}
-    problems = []
-    for op in detail.get("payloadDiff") or []:
-        path = str(op.get("path", ""))
-        tokens = [t.replace("~1", "/").replace("~0", "~") for t in path.split("/")[1:]]
-        part = tokens[0] if tokens else ""
-        if part not in claimed:
-            problems.append(f"the audit shows a change of {path} that the parameters do not make")
-            continue
-        node: Any = claimed[part]
-        for token in tokens[1:]:
-            if isinstance(node, Mapping) and token in node:
-                node = node[token]
-            elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
-                node = node[int(token)]
-            else:
-                node = _ABSENT
-                break
-        if op.get("op") == "remove":
-            if node is not _ABSENT:
-                problems.append(f"the audit removes {path}, which the parameters keep")
-        elif node is _ABSENT or _hide(node) != _hide(op.get("value")):
-            problems.append(f"the audited value of {path} is not the one the parameters give")
-    checks = [
-        Check(
-            "audited payload is the claimed one",
-            not problems,
-            "; ".join(problems[:3])
-            if problems
-            else f"{len(detail.get('payloadDiff') or [])} audited change(s) agree",
+    if "modifiedPayloadSha256" in detail:
+        claimed = request_sha256(parameters.get("modifiedPayload") or {})
+        payload_ok = claimed is not None and claimed == detail["modifiedPayloadSha256"]
+        note = f"audit {detail['modifiedPayloadSha256']}, claimed {claimed}"
+    else:
+        payload_ok, note = (
+            False,
+            "the audited request has no modifiedPayloadSha256: the claim cannot be checked",
         )
-    ]
     claimed_target = parameters.get("targetEnvironment") or detail.get("sourceEnvironment")
-    checks.append(
+    return [
+        Check("audited payload is the claimed one", payload_ok, note),
         Check(
             "audited target environment",
             claimed_target == detail.get("targetEnvironment"),
             f"audit says {detail.get('targetEnvironment')!r}, the parameters {claimed_target!r}",
-        )
-    )
-    return checks
+        ),
+    ]
 
 
 def execution_facts(e: Execution) -> dict[str, Any]:

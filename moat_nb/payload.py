@@ -250,6 +250,46 @@ def payload_sha256(payload: Payload) -> str:
     return hashlib.sha256(canonical_json(payload.to_wire())).hexdigest()
 
 
+#: What a secret value is replaced by in :func:`request_sha256` (a constant: the hash must be
+#: recomputable offline, without the server's fingerprint key).
+HIDDEN = "[REDACTED]"
+
+
+def _hidden(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, Mapping):
+        return {
+            k: HIDDEN if isinstance(k, str) and is_secret_name(k) else _hidden(v, depth)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_hidden(v, depth) for v in value]
+    if isinstance(value, str) and depth < _MAX_JSON_IN_TEXT and value.lstrip().startswith(("{", "[")):
+        try:
+            parsed = json.loads(value)
+        except (ValueError, RecursionError):
+            return value
+        return {"json": _hidden(parsed, depth + 1)}  # JSON text as its value: spacing does not count
+    return value
+
+
+def request_sha256(modified: Mapping[str, Any] | None) -> str | None:
+    """Hex SHA-256 of the JCS canonical JSON of a ``modifiedPayload`` as requested, with every
+    secret hidden (secret-named headers, properties and JSON fields, at any depth and inside
+    JSON text, become :data:`HIDDEN`), or None when JCS cannot hold it.
+
+    The ``REPLAY_REQUESTED`` audit event carries it, so that an offline check can tell whether
+    a report's claimed payload P is the one requested: a forger cannot add, drop or change a
+    non-secret part of it. (The effective payload's own hash covers the real values, but needs
+    the original payload to recompute.)"""
+    parts = {
+        k: v for k, v in (modified or {}).items() if k in ("headers", "body", "properties") and v is not None
+    }
+    try:
+        return hashlib.sha256(canonical_json(_hidden(parts))).hexdigest()
+    except (rfc8785.CanonicalizationError, ValueError, TypeError):
+        return None
+
+
 def map_sha256(values: Mapping[str, Any] | None) -> str | None:
     """Hex SHA-256 of the JCS canonical JSON of a header or property map (secrets as their
     fingerprints, as stored), or None for no map or one JCS cannot hold. The terminal audit

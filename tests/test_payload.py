@@ -34,6 +34,7 @@ from moat_nb.payload import (
     redact_mapping,
     redact_patch,
     redact_payload,
+    request_sha256,
     scrub_text,
 )
 
@@ -350,6 +351,30 @@ def test_collecting_notes_what_it_hides_and_payload_secrets() -> None:
         == f"order 12345, pin {fingerprint(KEY, '1234')}."
     )
     assert scrub_text("xS3cret-long-1y", {"S3cret-long-1"}, MASK) == f"x{fingerprint(KEY, 'S3cret-long-1')}y"
+
+
+def test_request_sha256_hides_secrets_and_ties_everything_else() -> None:
+    body = {"order": 1, "card": {"apiKey": "k-1"}, "note": "n"}
+    base = {"headers": {"channel": "web", "Authorization": "Bearer a"}, "body": json.dumps(body)}
+    digest = request_sha256(base)
+    # The same request spelt otherwise, or with other secret values: the same digest.
+    same = {
+        "body": json.dumps({**body, "card": {"apiKey": "k-2"}}, indent=2),
+        "headers": {"Authorization": "Bearer b", "channel": "web"},
+        "properties": None,
+    }
+    assert request_sha256(same) == digest
+    # Any non-secret change, addition or removal: another digest.
+    for other in (
+        {**base, "properties": {"tenant": "t"}},
+        {**base, "headers": {"channel": "store", "Authorization": "Bearer a"}},
+        {**base, "body": json.dumps({**body, "note": "m"})},
+        {"headers": base["headers"]},
+        {**base, "headers": {"channel": "web"}},  # a secret header dropped is a change too
+    ):
+        assert request_sha256(other) != digest, other
+    assert request_sha256(None) == request_sha256({}) is not None
+    assert request_sha256({"body": json.dumps({"n": 2**70})}) is None  # not I-JSON: nothing to vouch
 
 
 def test_redact_patch_shows_that_a_secret_changed() -> None:

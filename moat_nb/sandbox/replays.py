@@ -69,6 +69,7 @@ from ..payload import (
     payload_secrets,
     payload_sha256,
     redact_patch,
+    request_sha256,
     scrub_text,
 )
 from .audit_log import NO_SOURCE
@@ -628,6 +629,9 @@ class ReplayService:
                         "targetEnvironment": f.target_environment,
                         "sourceExecutionId": f.source.execution_id,
                         "effectivePayloadSha256": f.effective_sha,
+                        # Beyond section 7's list: the request's modifiedPayload, secrets hidden,
+                        # hashed so that a report's claimed payload can be checked offline.
+                        "modifiedPayloadSha256": request_sha256(_mapping(f.req.raw.get("modifiedPayload"))),
                         "modified": bool(f.diff) or not f.req.modified.is_empty(),
                     },
                     outcome="ACCEPTED",
@@ -1107,6 +1111,10 @@ def _seq(p: Any) -> int:
 
 def _processors_of(chunk: Chunk) -> tuple[Any, ...]:
     return (chunk.execution.processors if chunk.execution else None) or ()
+
+
+def _mapping(value: Any) -> Mapping[str, Any] | None:
+    return value if isinstance(value, Mapping) else None
 
 
 def _agent_actor(instance_id: str) -> dict[str, Any]:
