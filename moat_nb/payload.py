@@ -284,10 +284,7 @@ def request_sha256(modified: Mapping[str, Any] | None) -> str | None:
     parts = {
         k: v for k, v in (modified or {}).items() if k in ("headers", "body", "properties") and v is not None
     }
-    try:
-        return hashlib.sha256(canonical_json(_hidden(parts))).hexdigest()
-    except (rfc8785.CanonicalizationError, ValueError, TypeError):
-        return None
+    return _jcs_sha256(_hidden(parts))
 
 
 def map_sha256(values: Mapping[str, Any] | None) -> str | None:
@@ -295,10 +292,13 @@ def map_sha256(values: Mapping[str, Any] | None) -> str | None:
     fingerprints, as stored), or None for no map or one JCS cannot hold. The terminal audit
     event of a replay carries it for the output's maps, so that an offline check can vouch for
     what a report says they held, as ``outputBodySha256`` does for the body."""
-    if values is None:
-        return None
+    return None if values is None else _jcs_sha256(dict(values))
+
+
+def _jcs_sha256(value: Any) -> str | None:
+    """Hex SHA-256 of the JCS canonical JSON of ``value``, or None when JCS cannot hold it."""
     try:
-        return hashlib.sha256(canonical_json(dict(values))).hexdigest()
+        return hashlib.sha256(canonical_json(value)).hexdigest()
     except (rfc8785.CanonicalizationError, ValueError, TypeError):
         return None
 
