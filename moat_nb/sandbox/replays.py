@@ -41,6 +41,7 @@ import hashlib
 import logging
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -111,8 +112,13 @@ TERMINAL_STATUSES = frozenset({"COMPLETED", "ERROR", "TIMED_OUT", "ABORTED"})
 IDEMPOTENCY_TTL = timedelta(hours=24)
 #: How long the committed events of an ended replay stay in memory for the readers it woke.
 _TAIL_KEPT_S = 2.0
-#: How long after a replay's end its text-index job waits (:meth:`ReplayService._index_later`).
-_INDEX_DELAY_S = 0.025
+#: A replay's text-index job waits for the service to be this quiet (no replay created, no
+#: chunk taken for that many seconds) ... (:meth:`ReplayService._index_later`)
+_INDEX_QUIET_S = 0.05
+#: ... unless this many jobs wait ...
+_INDEX_BATCH = 16
+#: ... or the oldest has waited this many seconds; then all waiting jobs run in one transaction.
+_INDEX_MAX_WAIT_S = 1.0
 _SYSTEM_ACTOR = {"username": "moat-nb-sandbox", "roles": ["SYSTEM"], "permissions": []}
 
 
@@ -160,14 +166,22 @@ class ReplayService:
         self._tails: dict[str, list[tuple[int, str, str]]] = {}
         #: Seconds an ended replay's events stay in memory for the readers it woke.
         self.tail_kept = _TAIL_KEPT_S
-        #: Seconds between a chunk's commit and its text-index job (:meth:`_index_later`).
-        self.index_delay = _INDEX_DELAY_S
+        #: When text-index jobs run (:meth:`_index_later`): after this many quiet seconds ...
+        self.index_quiet = _INDEX_QUIET_S
+        #: ... or once this many wait, or the oldest has waited this long.
+        self.index_batch = _INDEX_BATCH
+        self.index_max_wait = _INDEX_MAX_WAIT_S
+        #: time.monotonic() of the last replay created or chunk taken (what "quiet" is judged by).
+        self._last_activity = 0.0
         #: The secret values of live replays' effective payloads (memory only: storing them would
         #: be the leak), looked for in the error texts of their chunks and acks.
         self._secrets: dict[str, frozenset[str]] = {}
-        #: Index jobs waiting for their delay; ``None`` once shutting down (run them at once).
-        self._index_waiting: set[IndexJob] | None = set()
+        #: Index jobs held back, with when each came (monotonic); ``None`` once shutting down
+        #: (run them at once). ``_index_ticking``: a check of them is scheduled on the loop.
+        self._index_waiting: list[tuple[IndexJob, float]] | None = []
+        self._index_ticking = False
         self._index_lock = threading.Lock()
+        self.store.index_wanted = self._index_now
         self._routesets: dict[str, Any] | None = None
         self._routesets_lock = threading.Lock()
         self.closing = False
@@ -355,9 +369,9 @@ class ReplayService:
         self._timeouts.clear()
         self.close_streams()
         with self._index_lock:
-            waiting, self._index_waiting = self._index_waiting or set(), None
-            for job in waiting:  # due later: run them now, before the worker stops
-                self._worker.submit(self._guarded, self.store.index, job)
+            waiting, self._index_waiting = self._index_waiting or [], None
+        if waiting:  # held back: run them now, before the worker stops
+            self._worker.submit(self._guarded, self.store.index, *(job for job, _ in waiting))
         self._worker.shutdown(wait=True)
         self.audit.close()
 
@@ -457,6 +471,7 @@ class ReplayService:
         -> signed command to the agent -> timeout timer.
         """
         self.bind_loop()
+        self._last_activity = time.monotonic()
         try:
             req = ReplayRequest.parse(body)
         except ControlHeaderRejected as exc:
@@ -898,6 +913,7 @@ class ReplayService:
     def _ingest(
         self, chunk: Chunk, instance_id: str, redact: Callable[[Chunk, frozenset[str]], Chunk] | None
     ) -> Chunk:
+        self._last_activity = time.monotonic()
         if redact is not None:
             chunk = redact(chunk, self._secrets.get(chunk.replay_id or "", frozenset()))
         checked = self.store.check(chunk, instance_id)
@@ -950,31 +966,84 @@ class ReplayService:
         return chunk
 
     def _index_later(self, job: IndexJob) -> None:
-        """Run a chunk's text-index job on the worker ``index_delay`` seconds from now (called
-        on the worker, after the commit). The job is ~2 ms of Python and FTS5 work; run at
-        once, it held the interpreter lock while the loop sent the trace and the ``end`` it
-        had just woken (measured: the round trip of a replay 1.8–2.4 ms longer, alternating
-        A/B). A text search waits for pending jobs (:meth:`Store.search`), so nothing is
-        missed; a job lost with the process is done at the next open (``text_pending``)."""
+        """Hold a chunk's text-index job back until the service is quiet (called on the worker,
+        after the commit).
+
+        Why: the job is ~1 ms of Python and FTS5 work and a commit. Run at once, it held the
+        interpreter lock while the loop sent the trace and the ``end`` it had just woken; run
+        25 ms later (the previous rule), it fell into the next replay of a notebook replaying
+        one exchange after another: 1.7 ms of that replay's round trip (P2, DESIGN.md section
+        11; measured in blocks of 20 replays). So the jobs wait for ``index_quiet`` seconds
+        without a new replay or chunk, or until ``index_batch`` wait or the oldest has waited
+        ``index_max_wait``, and then all run in one transaction (one FTS5 segment). A text
+        search runs them at once (:attr:`Store.index_wanted`), so nothing is missed; a job
+        lost with the process is done at the next open (``text_pending``)."""
         loop = self._loop
         with self._index_lock:
             waiting = self._index_waiting
             if waiting is not None and loop is not None and not loop.is_closed():
-                waiting.add(job)
+                waiting.append((job, time.monotonic()))
+                if len(waiting) >= self.index_batch:
+                    jobs = self._take_waiting()
+                    # Queued behind this task on the worker: after the loop has the trace.
+                    self._worker.submit(self._guarded, self.store.index, *jobs)
+                    return
+                if self._index_ticking:
+                    return
                 try:
-                    loop.call_soon_threadsafe(loop.call_later, self.index_delay, self._index_due, job)
+                    loop.call_soon_threadsafe(loop.call_later, self._index_every(), self._index_tick)
+                    self._index_ticking = True
                     return
                 except RuntimeError:  # the loop closed meanwhile
-                    waiting.discard(job)
+                    waiting.pop()
         self.store.index(job)
 
-    def _index_due(self, job: IndexJob) -> None:
-        """On the loop: hand a waiting job to the worker (unless :meth:`shutdown` took it)."""
+    def _index_every(self) -> float:
+        """Seconds between two looks at the waiting jobs."""
+        return min(self.index_quiet, self.index_max_wait)
+
+    def _index_tick(self) -> None:
+        """On the loop: hand the waiting jobs to the worker if it is time (see
+        :meth:`_index_later`), else look again in ``index_quiet`` seconds."""
+        now = time.monotonic()
         with self._index_lock:
-            if self._index_waiting is None or job not in self._index_waiting:
+            waiting = self._index_waiting
+            if not waiting:
+                self._index_ticking = False
                 return
-            self._index_waiting.discard(job)
-            self._worker.submit(self._guarded, self.store.index, job)
+            due = (
+                now - self._last_activity >= self.index_quiet
+                or len(waiting) >= self.index_batch
+                or now - waiting[0][1] >= self.index_max_wait
+            )
+            if not due:
+                assert self._loop is not None
+                self._loop.call_later(self._index_every(), self._index_tick)
+                return
+            jobs = self._take_waiting()
+        self._worker.submit(self._guarded, self.store.index, *jobs)
+
+    def _take_waiting(self) -> list[IndexJob]:
+        """Empty the waiting list (under ``_index_lock``). A look still scheduled then finds
+        nothing and stops; the next job schedules its own."""
+        assert self._index_waiting is not None
+        jobs = [job for job, _ in self._index_waiting]
+        self._index_waiting.clear()
+        self._index_ticking = False
+        return jobs
+
+    def _index_now(self) -> None:
+        """Run the waiting jobs without waiting for a quiet moment (a text search needs them;
+        any thread)."""
+        with self._index_lock:
+            waiting = self._index_waiting
+            if not waiting:
+                return
+            jobs = self._take_waiting()
+        try:
+            self._worker.submit(self._guarded, self.store.index, *jobs)
+        except RuntimeError:  # the worker stopped (shutting down): run them here
+            self.store.index(*jobs)
 
     def _in_sequence(self, replay_id: str, chunk: Chunk) -> list[Chunk]:
         """The chunks whose events are due once ``chunk`` is in: the held ones and this one,

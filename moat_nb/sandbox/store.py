@@ -1004,6 +1004,10 @@ class Store:
         # Deferred text-index jobs not yet run (write_checked(defer_index=True)).
         self._index_cond = threading.Condition()
         self._index_pending = 0
+        #: Called (from the searching thread) before a text search waits for deferred index
+        #: jobs: their owner (:class:`~moat_nb.sandbox.replays.ReplayService`) holds them back
+        #: for a quiet moment, and runs them now instead.
+        self.index_wanted: Callable[[], None] | None = None
         self._ingests = 0  # committed ingests so far
         self._recent: deque[tuple[int, str]] = deque(maxlen=1024)  # (ingest number, executionId)
         conn = self._conn()
@@ -1137,17 +1141,24 @@ class Store:
                 self._index_pending += 1
         return job
 
-    def index(self, job: IndexJob) -> None:
-        """Run a deferred text-index job (:meth:`write_checked`) in a transaction of its own. If
-        it cannot be written the execution stays stored, unindexed, and the next open of the
-        store indexes it (:meth:`_index_missing`); the failure is logged."""
+    def index(self, *jobs: IndexJob) -> None:
+        """Run deferred text-index jobs (:meth:`write_checked`) in one transaction of their own
+        (FTS5 writes a segment per transaction: several jobs together cost one commit and one
+        segment). If they cannot be written the executions stay stored, unindexed, and the next
+        open of the store indexes them (:meth:`_index_missing`); the failure is logged."""
         try:
             with self.transaction() as conn:
-                job(conn)
+                for job in jobs:
+                    job(conn)
         except (sqlite3.Error, MoatError) as exc:
-            log.error("the text index of an execution could not be written (done at next start): %s", exc)
+            log.error(
+                "the text index of %d execution(s) could not be written (done at next start): %s",
+                len(jobs),
+                exc,
+            )
         finally:
-            self.drop_index(job)
+            for job in jobs:
+                self.drop_index(job)
 
     def drop_index(self, job: IndexJob) -> None:
         """A deferred job that has run, or will not (its write rolled back)."""
@@ -1156,6 +1167,11 @@ class Store:
             self._index_cond.notify_all()
 
     def _await_index(self, timeout: float = 10.0) -> None:
+        """Wait until no deferred text-index job is pending (a text search must find what a
+        replay's ``end`` said is stored). :attr:`index_wanted`, if set, is asked first to run
+        the jobs it holds back at once."""
+        if self.index_wanted is not None:
+            self.index_wanted()
         with self._index_cond:
             if not self._index_cond.wait_for(lambda: self._index_pending <= 0, timeout):
                 log.warning("text search went ahead with %d index jobs pending", self._index_pending)

@@ -564,7 +564,9 @@ def test_a_replays_chunks_are_stored_and_streamed_in_order_whatever_order_they_c
 ) -> None:
     monkeypatch.setattr(sb.state, "config", replace(sb.state.config, replay_timeout=60.0))
     monkeypatch.setattr(sb.state.replays, "tail_kept", 60.0)
-    monkeypatch.setattr(sb.state.replays, "index_delay", 1.0)  # the search below must wait
+    # Text-index jobs held back until the search below, which must run them and wait for them.
+    monkeypatch.setattr(sb.state.replays, "index_quiet", 3600.0)
+    monkeypatch.setattr(sb.state.replays, "index_max_wait", 3600.0)
     op = user("operator")
     agent = SilentAgent(sb, "silent-qa-4")
     try:
@@ -1100,13 +1102,11 @@ def test_forwarded_for_is_believed_only_from_a_trusted_proxy(tmp_path: Path, too
         sb.stop()
 
 
-def test_stopping_writes_the_text_index_jobs_still_waiting_for_their_delay(
-    tmp_path: Path, tools: Any
-) -> None:
+def test_stopping_writes_the_text_index_jobs_still_held_back(tmp_path: Path, tools: Any) -> None:
     data = tmp_path / "index-at-stop"
     sb = start(data=data, per_env=3, seed=3)
     try:
-        sb.state.replays.index_delay = 3600.0
+        sb.state.replays.index_quiet = sb.state.replays.index_max_wait = 3600.0
         op = tools.user_client(sb, "operator")
         r = tools.post_replay(op, sources(op, "dev", 1)[0]["exchangeId"])
         assert r.status_code == 202, r.text
@@ -1129,6 +1129,60 @@ def test_stopping_writes_the_text_index_jobs_still_waiting_for_their_delay(
 
 
 # --------------------------------------------------------------------------- stubbed replies
+
+
+def _pending(sb: SandboxHandle) -> set[int]:
+    return {pk for (pk,) in db_rows(sb, "SELECT id FROM text_pending")}
+
+
+def _pk(sb: SandboxHandle, execution_id: str) -> int:
+    return int(db_rows(sb, "SELECT id FROM executions WHERE execution_id = ?", execution_id)[0][0])
+
+
+def test_text_index_jobs_wait_for_a_quiet_moment_then_run_together(
+    sb: SandboxHandle, user: Any, tools: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = sb.state.replays
+    monkeypatch.setattr(svc, "index_quiet", 3600.0)  # never quiet ...
+    monkeypatch.setattr(svc, "index_max_wait", 3600.0)
+    monkeypatch.setattr(svc, "index_batch", 3)  # ... so the third job sets them off
+    op = user("operator")
+    svc._index_now()  # earlier tests' jobs
+    svc.store._await_index()
+    pks = []
+    for source in sources(op, "dev", 3):
+        replay = tools.wait_replay(op, tools.post_replay(op, source["exchangeId"]).json()["replayId"])
+        assert replay["status"] == "COMPLETED"
+        pks.append(_pk(sb, replay["resultExecutionId"]))
+        if len(pks) < 3:
+            time.sleep(0.1)  # the loop looks at the jobs every index_quiet: here, not again
+            assert _pending(sb) >= set(pks), "held back while fewer than index_batch wait"
+    deadline = time.monotonic() + 10
+    while _pending(sb) & set(pks) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _pending(sb) & set(pks)
+    rows = db_rows(sb, f"SELECT rowid FROM execution_text WHERE rowid IN ({','.join('?' * 3)})", *pks)
+    assert sorted(r for (r,) in rows) == sorted(pks)
+
+
+def test_text_index_jobs_run_once_the_service_is_quiet_or_a_job_has_waited_too_long(
+    sb: SandboxHandle, user: Any, tools: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = sb.state.replays
+    op = user("operator")
+    monkeypatch.setattr(svc, "index_batch", 1000)
+    for quiet, max_wait in ((0.2, 3600.0), (3600.0, 0.3)):
+        monkeypatch.setattr(svc, "index_quiet", quiet)
+        monkeypatch.setattr(svc, "index_max_wait", max_wait)
+        source = sources(op, "dev", 1)[0]["exchangeId"]
+        replay = tools.wait_replay(op, tools.post_replay(op, source).json()["replayId"])
+        pk = _pk(sb, replay["resultExecutionId"])
+        ended = time.monotonic()
+        deadline = ended + 10
+        while pk in _pending(sb) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pk not in _pending(sb), (quiet, max_wait)
+        assert db_rows(sb, "SELECT rowid FROM execution_text WHERE rowid = ?", pk) == [(pk,)]
 
 
 def test_unmodified_replay_keeps_the_recorded_http_reply_headers(
