@@ -6,6 +6,7 @@ replay's row, its events, its idempotency claim and its audit events commit toge
 
     replays           one row per replay: the Replay resource's fields, commandId, result JSON
     replay_events     (replayId, id 1..n, event, data JSON): the stored SSE trace events
+                      (a ``processor`` event's data: a reference to its record, PROCESSOR_REF)
     idempotency_keys  (tenantId, principal, key) -> fingerprint, replayId, expiry (24 h)
 
 The audit tables (``audit_events``, ``audit_checkpoints``) are :mod:`.audit_log`'s; they live in
@@ -39,6 +40,8 @@ __all__ = [
     "list_replays",
     "emit_events",
     "events_after",
+    "processor_ref",
+    "processor_refs",
     "last_event",
     "find_key",
     "claim_key",
@@ -224,17 +227,44 @@ def _int_param(params: Mapping[str, str], name: str, default: int, lo: int, hi: 
     return int(raw)
 
 
+#: A ``processor`` event's stored data is a reference to the processor record it carries,
+#: ``"@<seq> <executionId>"`` (the record is stored in the same transaction, and a stored
+#: record is never replaced: :meth:`Store.check` refuses a chunk that reuses a seq). Why: the
+#: events repeated the whole trace (~110 KB of JSON for an orders replay) next to its records,
+#: and writing it twice cost 1.6 ms of a replay's round trip (P2; blocks A/B). Readers expand
+#: it (:func:`processor_refs`); JSON data never starts with ``@``, and files written before
+#: hold the JSON itself, read as it is.
+PROCESSOR_REF = "@"
+
+
+def processor_ref(seq: int, execution_id: str) -> str:
+    """The stored data of the ``processor`` event of record ``seq`` of ``execution_id``."""
+    return f"{PROCESSOR_REF}{seq} {execution_id}"
+
+
+def processor_refs(rows: Sequence[tuple[int, str, str]]) -> dict[str, set[int]]:
+    """The records the rows refer to: executionId -> seqs."""
+    wanted: dict[str, set[int]] = {}
+    for _, event, data in rows:
+        if event == "processor" and data.startswith(PROCESSOR_REF):
+            seq, _, execution_id = data[1:].partition(" ")
+            wanted.setdefault(execution_id, set()).add(int(seq))
+    return wanted
+
+
 def emit_events(
     conn: sqlite3.Connection,
     replay_id: str,
-    events: Sequence[tuple[str, Mapping[str, Any]]],
+    events: Sequence[tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], str]],
     written: list[tuple[str, int, str, str]] | None = None,
 ) -> int:
     """Store the replay's next trace events (ids previous + 1, + 2, ...) inside the caller's
     write transaction with one lookup of the last id and one ``executemany``; returns the last
-    id (the previous one when ``events`` is empty). ``written``, if given, gets the stored rows
-    ``(replayId, id, event, data JSON)`` appended (for the caller to hand to live readers once
-    its transaction has committed)."""
+    id (the previous one when ``events`` is empty). An event is ``(event, data)``, or
+    ``(event, data, stored)`` to store the text ``stored`` (a :func:`processor_ref`) in place
+    of the data's JSON. ``written``, if given, gets the rows as sent ``(replayId, id, event,
+    data JSON)`` appended (for the caller to hand to live readers once its transaction has
+    committed)."""
     # ORDER BY id DESC LIMIT 1 walks the primary key from its end; ``coalesce(max(id), 0)``
     # would not (SQLite's min/max optimisation applies to a bare ``max()`` only).
     row = conn.execute(
@@ -243,19 +273,22 @@ def emit_events(
     last = 0 if row is None else int(row[0])
     if events:
         # encoder.dumps_text: a replay's processor events are ~100 KB of JSON (orjson's speed).
-        rows = [
-            (replay_id, last + i, event, dumps_text(data)) for i, (event, data) in enumerate(events, start=1)
+        sent = [(replay_id, last + i, e[0], dumps_text(e[1])) for i, e in enumerate(events, start=1)]
+        stored = [
+            (r[0], r[1], r[2], e[2] if len(e) == 3 else r[3])  # type: ignore[misc]
+            for r, e in zip(sent, events, strict=True)
         ]
-        conn.executemany("INSERT INTO replay_events (replay_id, id, event, data) VALUES (?, ?, ?, ?)", rows)
+        conn.executemany("INSERT INTO replay_events (replay_id, id, event, data) VALUES (?, ?, ?, ?)", stored)
         if written is not None:
-            written.extend(rows)
+            written.extend(sent)
     return last + len(events)
 
 
 def events_after(
     conn: sqlite3.Connection, replay_id: str, after: int, limit: int = 500
 ) -> list[tuple[int, str, str]]:
-    """Stored events of a replay with ``id > after``, in id order: ``(id, event, data JSON)``."""
+    """Stored events of a replay with ``id > after``, in id order: ``(id, event, data)`` as
+    stored (a ``processor`` event's data may be a :func:`processor_ref`)."""
     return [
         (r[0], r[1], r[2])
         for r in conn.execute(

@@ -75,9 +75,11 @@ from ..payload import (
 )
 from .audit_log import NO_SOURCE
 from .camel.endpoints import LOCAL_SCHEMES, uri_scheme
+from .encoder import dumps_text
 from .preflight import preflight
 from .replay_api import ReplayRequest, RequestInfo, actor_of
 from .replay_tables import (
+    PROCESSOR_REF,
     REPLAY_COLUMNS,
     claim_key,
     create_tables,
@@ -87,10 +89,12 @@ from .replay_tables import (
     find_key,
     last_event,
     list_replays,
+    processor_ref,
+    processor_refs,
     select_replay,
 )
 from .security import Principal, check_tier, replay_permissions, require_all
-from .trace_stream import execution_event, processor_event
+from .trace_stream import execution_event, processor_event, stored_processor_event
 
 if TYPE_CHECKING:
     from .openapi import Operation
@@ -398,8 +402,28 @@ class ReplayService:
     # ---------------------------------------------------------------- events
 
     def events_after(self, replay_id: str, after: int, limit: int = 500) -> list[tuple[int, str, str]]:
-        """Stored events of a replay with ``id > after``, in id order: ``(id, event, data)``."""
-        return events_after(self.store._conn(), replay_id, after, limit)
+        """Stored events of a replay with ``id > after``, in id order: ``(id, event, data)``,
+        each as it was sent (a ``processor`` event stored as a reference to its record is
+        expanded from that record: :data:`~.replay_tables.PROCESSOR_REF`)."""
+        rows = events_after(self.store._conn(), replay_id, after, limit)
+        wanted = processor_refs(rows)
+        if not wanted:
+            return rows
+        records = {eid: self.store.processors(eid, seqs) for eid, seqs in wanted.items()}
+        expanded = []
+        for event_id, event, data in rows:
+            if event == "processor" and data.startswith(PROCESSOR_REF):
+                seq, _, execution_id = data[1:].partition(" ")
+                record = records[execution_id].get(int(seq))
+                if record is None:  # cannot happen: stored together, never replaced
+                    raise MoatError(
+                        f"event {event_id} of replay {replay_id} refers to processor {seq} of "
+                        f"execution {execution_id}, which is not stored",
+                        code="TRACE_INCOMPLETE",
+                    )
+                data = dumps_text(stored_processor_event(record, replay_id))
+            expanded.append((event_id, event, data))
+        return expanded
 
     def last_event(self, replay_id: str) -> tuple[int, str | None]:
         """The newest event id of a replay (0 if none) and its event name."""
@@ -944,7 +968,7 @@ class ReplayService:
                         conn,
                         replay_id,
                         [
-                            ("processor", processor_event(p, c, None))
+                            ("processor", processor_event(p, c, None), processor_ref(p.seq, c.execution_id))
                             for c in taken
                             for p in sorted(c.processors or _processors_of(c), key=_seq)
                         ],

@@ -1264,6 +1264,27 @@ class Store:
                     code="CHUNK_CONFLICT",
                     executionId=c.execution_id,
                 )
+        if other is not None and c.processors:
+            # A stored processor record is never replaced: a replay's trace events refer to
+            # them (replay_tables.PROCESSOR_REF), and what was sent must be what is read back.
+            # (Each chunk's seqs are distinct already; checked only when others are stored.)
+            seqs = [r[1] for r in c.processors]
+            taken = []
+            for i in range(0, len(seqs), 500):  # SQLite binds at most 999 values (before 3.32)
+                part = seqs[i : i + 500]
+                marks = ", ".join("?" * len(part))
+                taken += conn.execute(
+                    f"SELECT seq FROM processors WHERE execution_id = ? AND seq IN ({marks})",
+                    (c.execution_id, *part),
+                ).fetchall()
+            if taken:
+                raise _fail(
+                    f"chunk {c.chunk_seq} of execution {c.execution_id} repeats processor seq "
+                    f"{sorted(seq for (seq,) in taken)[:5]} of another chunk",
+                    code="CHUNK_CONFLICT",
+                    executionId=c.execution_id,
+                    chunkSeq=c.chunk_seq,
+                )
         conn.execute(
             "INSERT INTO chunks (execution_id, chunk_seq, exchange_id, replay_id, final, sha256, "
             "instance_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -1435,6 +1456,17 @@ class Store:
             .fetchone()
         )
         return None if row is None else _processor_from_row(row)
+
+    def processors(self, execution_id: str, seqs: Iterable[int]) -> dict[int, ProcessorRecord]:
+        """Processor records of an execution by seq (those stored; at most 999 seqs a call)."""
+        wanted = sorted(set(seqs))
+        if not wanted:
+            return {}
+        rows = self._conn().execute(
+            f"{_PROC_SELECT} WHERE p.execution_id = ? AND p.seq IN ({', '.join('?' * len(wanted))})",
+            (execution_id, *wanted),
+        )
+        return {p.seq: p for p in map(_processor_from_row, rows)}
 
     def stats(self) -> list[dict[str, Any]]:
         """Execution counts by environment, routeId and status (replays included), sorted."""

@@ -58,6 +58,7 @@ __all__ = [
     "parse_last_event_id",
     "stream_operations",
     "processor_event",
+    "stored_processor_event",
     "execution_event",
 ]
 
@@ -312,6 +313,15 @@ def processor_event(p: ProcessorRecord, chunk: Chunk, redactor: Any) -> dict[str
         properties=redactor.mapping(p.properties),
     )
     return fixed.to_wire()
+
+
+def stored_processor_event(p: ProcessorRecord, replay_id: str) -> dict[str, Any]:
+    """The ``processor`` event's data from the stored (redacted) record: what
+    :func:`processor_event` gave when the record's chunk came in (a stored record has its
+    executionId and exchangeId)."""
+    wire = p.to_wire()
+    wire["replayId"] = replay_id
+    return wire
 
 
 def execution_event(x: Execution, replay_id: str, redactor: Any) -> dict[str, Any]:

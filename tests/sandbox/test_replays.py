@@ -634,6 +634,58 @@ def test_a_replays_chunks_are_stored_and_streamed_in_order_whatever_order_they_c
         agent.close()
 
 
+def test_processor_events_are_stored_as_references_and_read_back_as_they_were_sent(
+    sb: SandboxHandle, user: Any, tools: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sb.state.replays, "tail_kept", 60.0)
+    op = user("operator")
+    replay = replay_done(op, tools, sources(op, "staging", 1)[0]["exchangeId"])
+    rid = replay["replayId"]
+    live = sb.server.call(_tail_of(sb, rid))
+    assert [e for _, e, _ in live][-3:] == ["execution", "status", "end"]
+    stored = db_rows(sb, "SELECT id, event, data FROM replay_events WHERE replay_id = ? ORDER BY id", rid)
+    processors = [(i, d) for i, e, d in stored if e == "processor"]
+    execution_id = replay["resultExecutionId"]
+    assert len(processors) == detail(op, execution_id)["processorCount"] > 10
+    # Stored once, as the records: the events hold a reference each, not the trace again.
+    assert [d for _, d in processors] == [f"@{seq} {execution_id}" for seq in range(1, len(processors) + 1)]
+    assert sum(len(d) for _, _, d in stored) < sum(len(d) for _, _, d in live) // 20
+
+    # Read back from the store (the live tail gone, as after a restart): what was sent.
+    sb.server.call(_drop_tail(sb, rid))
+    assert sb.state.replays.events_after(rid, 0) == live
+    status, trace = read_events(op, rid)
+    assert status == 200 and [(i, e, json.loads(d)) for i, e, d in live] == trace
+    status, resumed = read_events(op, rid, last=4)
+    assert resumed == trace[4:]
+
+
+def _tail_of(sb: SandboxHandle, rid: str) -> Any:
+    async def tail() -> Any:
+        return sb.state.replays.tail_after(rid, 0)
+
+    return tail
+
+
+def _drop_tail(sb: SandboxHandle, rid: str) -> Any:
+    async def drop() -> None:
+        sb.state.replays._tails.pop(rid, None)
+
+    return drop
+
+
+def test_events_stored_whole_by_an_earlier_version_are_read_as_they_are(sb: SandboxHandle) -> None:
+    svc = sb.state.replays
+    rid = "r-legacy-" + uuid.uuid4().hex[:8]
+    data = json.dumps({"seq": 1, "replayId": rid, "processorId": "p1"}, separators=(",", ":"))
+    with svc.store.transaction() as conn:
+        conn.execute(
+            "INSERT INTO replay_events (replay_id, id, event, data) VALUES (?, 1, 'processor', ?)",
+            (rid, data),
+        )
+    assert svc.events_after(rid, 0) == [(1, "processor", data)]
+
+
 def test_an_agent_cannot_write_another_agents_trace(sb: SandboxHandle, user: Any, tools: Any) -> None:
     op = user("operator")
     recorded = detail(op, sources(op, "prod", 1)[0]["executionId"])

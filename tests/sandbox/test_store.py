@@ -374,6 +374,25 @@ def test_same_chunk_seq_with_other_content_is_a_conflict(store: Store) -> None:
     assert err.value.code == "CHUNK_CONFLICT"
 
 
+def test_a_chunk_cannot_replace_a_processor_record_another_chunk_stored(store: Store) -> None:
+    # Replay trace events refer to stored records (replay_tables.PROCESSOR_REF): a record,
+    # once stored, must stay what was sent.
+    x = execution(1, procs=4)
+    first = Chunk("exec-1", "ex-1", 0, final=False, processors=x.processors[:2])
+    store.ingest(first)
+    clash = Chunk("exec-1", "ex-1", 1, final=True, execution=replace(x, processors=None),
+                  processors=(replace(x.processors[1], status="FAILED"), *x.processors[2:]))  # fmt: skip
+    with pytest.raises(RecordError) as err:
+        store.ingest(clash)
+    assert err.value.code == "CHUNK_CONFLICT" and "repeats processor seq [2]" in err.value.message
+    assert store.processors("exec-1", [1, 2, 3]) == {1: x.processors[0], 2: x.processors[1]}
+    assert store.execution("exec-1") is None  # nothing of the refused chunk was written
+    store.ingest(Chunk("exec-1", "ex-1", 1, final=True, execution=replace(x, processors=None),
+                       processors=x.processors[2:]))  # fmt: skip
+    assert store.execution("exec-1") == x
+    assert store.processors("exec-1", []) == {} and store.processors("exec-2", [1]) == {}
+
+
 def _malformed() -> dict[str, Any]:
     good = chunk_of(execution(9, procs=2)).to_wire()
     cases: dict[str, Any] = {}
