@@ -440,12 +440,22 @@ class ReplayService:
         answer as for a replay that does not exist, so ids cannot be probed (section 5)."""
         replay = self.get(replay_id)
         if replay is None or not (replay["requestedBy"] == principal.username or principal.has("audit:read")):
-            raise NotFound(
-                f"no replay {replay_id!r}",
-                hint="list your replays with GET /api/v1/replays",
-                details={"replayId": replay_id},
-            )
+            raise _no_replay(replay_id)
         return replay
+
+    def check_visible(self, principal: Principal, replay_id: str) -> None:
+        """:meth:`visible` without building the Replay (its audit seqs, its JSON columns): the
+        trace stream only needs the answer, and opens while the agent runs the replay (P2)."""
+        row = (
+            self.store._conn()
+            .execute(
+                "SELECT requested_by FROM replays WHERE replay_id = ? AND tenant_id = ?",
+                (replay_id, self.tenant_id),
+            )
+            .fetchone()
+        )
+        if row is None or not (row[0] == principal.username or principal.has("audit:read")):
+            raise _no_replay(replay_id)
 
     def list(self, principal: Principal, params: Mapping[str, str]) -> dict[str, Any]:
         """``GET /replays``: newest first. Without ``audit:read`` only one's own replays."""
@@ -1200,6 +1210,14 @@ def recorded_replies(source: Execution) -> list[dict[str, Any]]:
 
 def _seq(p: Any) -> int:
     return p.seq
+
+
+def _no_replay(replay_id: str) -> NotFound:
+    return NotFound(
+        f"no replay {replay_id!r}",
+        hint="list your replays with GET /api/v1/replays",
+        details={"replayId": replay_id},
+    )
 
 
 def _processors_of(chunk: Chunk) -> tuple[Any, ...]:

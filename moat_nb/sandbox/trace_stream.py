@@ -207,7 +207,7 @@ def stream_operations(state: SandboxState, service: Callable[[], ReplayService])
         svc.check_tier()
         # Two lookups by key (tens of microseconds each) run here on the loop: a thread hop
         # costs more CPU than either (about 0.1 ms, and a hand-off of the interpreter lock).
-        svc.visible(principal, replay_id)
+        svc.check_visible(principal, replay_id)
         after = parse_last_event_id(
             request.headers.get("last-event-id"), request.query_params.get("lastEventId")
         )
@@ -232,7 +232,7 @@ def stream_operations(state: SandboxState, service: Callable[[], ReplayService])
         assert principal is not None
         svc = service()
         replay_id = request.path_params["replayId"]
-        svc.visible(principal, replay_id)  # a lookup by key: on the loop (see events above)
+        svc.check_visible(principal, replay_id)  # a lookup by key: on the loop (see events above)
         return JSONResponse(
             tickets.issue(principal, replay_id, state.clock()), headers={"Cache-Control": "no-store"}
         )
