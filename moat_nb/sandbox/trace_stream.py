@@ -301,6 +301,13 @@ def processor_event(p: ProcessorRecord, chunk: Chunk, redactor: Any) -> dict[str
         wire["executionId"] = p.execution_id or chunk.execution_id
         wire["exchangeId"] = p.exchange_id or chunk.exchange_id
         wire["replayId"] = chunk.replay_id
+        duration = wire.get("durationMs")
+        if duration is not None and type(duration) is not float:
+            # As the store keeps it (a REAL column), so that a stream read back from the store
+            # is the stream sent: a Java agent's long 3 is 3.0 both ways.
+            wire["durationMs"] = _stored_real(duration)
+        elif duration == 0.0:
+            wire["durationMs"] = 0.0  # SQLite keeps -0.0 as 0.0
         return wire
     fixed = replace(
         p,
@@ -315,10 +322,19 @@ def processor_event(p: ProcessorRecord, chunk: Chunk, redactor: Any) -> dict[str
     return fixed.to_wire()
 
 
+def _stored_real(value: Any) -> Any:
+    """An integer as a REAL column gives it back (a float when it fits one)."""
+    try:
+        return float(value) + 0.0
+    except (TypeError, ValueError, OverflowError):
+        return value
+
+
 def stored_processor_event(p: ProcessorRecord, replay_id: str) -> dict[str, Any]:
     """The ``processor`` event's data from the stored (redacted) record: what
     :func:`processor_event` gave when the record's chunk came in (a stored record has its
-    executionId and exchangeId)."""
+    executionId and exchangeId; its maps and ``durationMs`` read back as they were sent, once
+    :func:`processor_event` has written ``durationMs`` as the store keeps it)."""
     wire = p.to_wire()
     wire["replayId"] = replay_id
     return wire

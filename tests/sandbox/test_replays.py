@@ -660,6 +660,42 @@ def test_processor_events_are_stored_as_references_and_read_back_as_they_were_se
     assert resumed == trace[4:]
 
 
+@pytest.mark.parametrize("agent_sends", ["a long duration", "an integer beyond 64 bits", "-0.0"])
+def test_a_trace_read_back_from_the_store_is_the_trace_sent_whatever_the_agent_wrote(
+    sb: SandboxHandle, user: Any, tools: Any, monkeypatch: pytest.MonkeyPatch, agent_sends: str
+) -> None:
+    # Found by review: a Java agent's long durationMs came back as 3.0, an integer of 2**64 in
+    # a header as 1.8446744073709552e+19 (orjson's reading), -0.0 as 0.0 (SQLite's REAL).
+    monkeypatch.setattr(sb.state.replays, "tail_kept", 60.0)
+    op = user("operator")
+    agent = SilentAgent(sb, "silent-qa-" + uuid.uuid4().hex[:8])
+    try:
+        rid, chunks = _replay_chunks(op, tools, agent, sources(op, "dev")[3]["exchangeId"], per_chunk=8)
+        for c in chunks:
+            for p in c["processors"]:
+                if agent_sends == "a long duration":
+                    p["durationMs"] = 3
+                elif agent_sends == "-0.0":
+                    p["durationMs"] = -0.0
+                else:
+                    p["inputHeaders"] = {
+                        **(p.get("inputHeaders") or {}),
+                        "X-Big": 2**64,
+                        "X-Low": -(2**63) - 1,
+                    }
+            assert agent.post_chunk(c).status_code == 202
+        tools.wait_replay(op, rid)
+        live = sb.server.call(_tail_of(sb, rid))
+        assert sb.state.replays.events_after(rid, 0) == live
+        if agent_sends.startswith("an integer"):
+            first = json.loads(next(d for _, e, d in live if e == "processor"))
+            assert first["inputHeaders"]["X-Big"] == 2**64 and first["inputHeaders"]["X-Low"] == -(2**63) - 1
+            execution = detail(op, chunks[0]["executionId"])
+            assert execution["processors"][0]["inputHeaders"]["X-Big"] == 2**64  # GET reads it exactly too
+    finally:
+        agent.close()
+
+
 def _tail_of(sb: SandboxHandle, rid: str) -> Any:
     async def tail() -> Any:
         return sb.state.replays.tail_after(rid, 0)
