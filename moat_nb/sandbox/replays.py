@@ -181,9 +181,10 @@ class ReplayService:
         #: be the leak), looked for in the error texts of their chunks and acks.
         self._secrets: dict[str, frozenset[str]] = {}
         #: Index jobs held back, with when each came (monotonic); ``None`` once shutting down
-        #: (run them at once). ``_index_ticking``: a check of them is scheduled on the loop.
+        #: (run them at once). ``_index_look_at``: when the next look at them is scheduled on
+        #: the loop (monotonic; None: no look scheduled).
         self._index_waiting: list[tuple[IndexJob, float]] | None = []
-        self._index_ticking = False
+        self._index_look_at: float | None = None
         self._index_lock = threading.Lock()
         self.store.index_wanted = self._index_now
         self._routesets: dict[str, Any] | None = None
@@ -991,6 +992,7 @@ class ReplayService:
             raise
         finally:
             self.store.forget(checked.execution_id)
+        self._last_activity = time.monotonic()  # a long ingest is not a quiet moment either
         if follow:
             self._advance(replay_id, chunk, taken)
         if ended:
@@ -1006,27 +1008,30 @@ class ReplayService:
         Why: the job is ~1 ms of Python and FTS5 work and a commit. Run at once, it held the
         interpreter lock while the loop sent the trace and the ``end`` it had just woken; run
         25 ms later (the previous rule), it fell into the next replay of a notebook replaying
-        one exchange after another: 1.7 ms of that replay's round trip (P2, DESIGN.md section
-        11; measured in blocks of 20 replays). So the jobs wait for ``index_quiet`` seconds
-        without a new replay or chunk, or until ``index_batch`` wait or the oldest has waited
-        ``index_max_wait``, and then all run in one transaction (one FTS5 segment). A text
-        search runs them at once (:attr:`Store.index_wanted`), so nothing is missed; a job
+        one exchange after another: 1.1-1.7 ms of that replay's round trip (P2, DESIGN.md
+        section 11; measured in blocks of 20 replays). So the jobs wait for ``index_quiet``
+        seconds without a new replay or chunk, or until ``index_batch`` wait or the oldest has
+        waited ``index_max_wait``, and then all run in one transaction (one FTS5 segment). A
+        text search runs them at once (:attr:`Store.index_wanted`), and a job that comes while
+        a search waits runs at once too, so nothing is missed and no search waits long; a job
         lost with the process is done at the next open (``text_pending``)."""
         loop = self._loop
         with self._index_lock:
             waiting = self._index_waiting
             if waiting is not None and loop is not None and not loop.is_closed():
-                waiting.append((job, time.monotonic()))
-                if len(waiting) >= self.index_batch:
-                    jobs = self._take_waiting()
+                now = time.monotonic()
+                waiting.append((job, now))
+                if len(waiting) >= self.index_batch or self.store.index_awaited:
                     # Queued behind this task on the worker: after the loop has the trace.
-                    self._worker.submit(self._guarded, self.store.index, *jobs)
+                    self._worker.submit(self._guarded, self.store.index, *self._take_waiting())
                     return
-                if self._index_ticking:
-                    return
+                every = self._index_every()
+                at = now + every
+                if self._index_look_at is not None and self._index_look_at <= at:
+                    return  # a look is due by then
                 try:
-                    loop.call_soon_threadsafe(loop.call_later, self._index_every(), self._index_tick)
-                    self._index_ticking = True
+                    loop.call_soon_threadsafe(loop.call_later, every, self._index_look, at)
+                    self._index_look_at = at
                     return
                 except RuntimeError:  # the loop closed meanwhile
                     waiting.pop()
@@ -1036,14 +1041,17 @@ class ReplayService:
         """Seconds between two looks at the waiting jobs."""
         return min(self.index_quiet, self.index_max_wait)
 
-    def _index_tick(self) -> None:
+    def _index_look(self, at: float) -> None:
         """On the loop: hand the waiting jobs to the worker if it is time (see
-        :meth:`_index_later`), else look again in ``index_quiet`` seconds."""
+        :meth:`_index_later`), else look again in a while. ``at``: when this look was meant
+        for; a look that an earlier one replaced does nothing (one chain of looks at a time)."""
         now = time.monotonic()
         with self._index_lock:
+            if self._index_look_at != at:
+                return
+            self._index_look_at = None
             waiting = self._index_waiting
             if not waiting:
-                self._index_ticking = False
                 return
             due = (
                 now - self._last_activity >= self.index_quiet
@@ -1052,18 +1060,19 @@ class ReplayService:
             )
             if not due:
                 assert self._loop is not None
-                self._loop.call_later(self._index_every(), self._index_tick)
+                every = self._index_every()
+                self._index_look_at = now + every
+                self._loop.call_later(every, self._index_look, self._index_look_at)
                 return
             jobs = self._take_waiting()
         self._worker.submit(self._guarded, self.store.index, *jobs)
 
     def _take_waiting(self) -> list[IndexJob]:
-        """Empty the waiting list (under ``_index_lock``). A look still scheduled then finds
-        nothing and stops; the next job schedules its own."""
+        """Empty the waiting list (under ``_index_lock``); a look still scheduled then finds it
+        empty and stops, or finds the jobs that came since."""
         assert self._index_waiting is not None
         jobs = [job for job, _ in self._index_waiting]
         self._index_waiting.clear()
-        self._index_ticking = False
         return jobs
 
     def _index_now(self) -> None:

@@ -214,7 +214,15 @@ def _schema_v3(fts5: bool) -> str:
 #: Version n of the schema is ``MIGRATIONS[n - 1]``: a function of "is FTS5 available" giving
 #: SQL statements. Later issues append (replays, replay_events, audit_events, idempotency);
 #: a file is upgraded by running the missing steps in one transaction.
-MIGRATIONS: tuple[Callable[[bool], str], ...] = (_schema_v1, _schema_v2, _schema_v3)
+def _schema_v4(fts5: bool) -> str:
+    # Nothing to change in the tables: from version 4 a replay's ``processor`` trace events in
+    # replay_events refer to the stored records ("@seq executionId", replay_tables.py) instead
+    # of repeating them, which a version that does not know it would stream as they are. The
+    # version number is what makes an older moat_nb refuse the file (SCHEMA_TOO_NEW).
+    return ""
+
+
+MIGRATIONS: tuple[Callable[[bool], str], ...] = (_schema_v1, _schema_v2, _schema_v3, _schema_v4)
 SCHEMA_VERSION = len(MIGRATIONS)
 #: How many whole executions :meth:`Store.execution` keeps (a trace is ~100 KB in memory).
 _CACHED_EXECUTIONS = 64
@@ -1013,6 +1021,11 @@ class Store:
         # Deferred text-index jobs not yet run (write_checked(defer_index=True)).
         self._index_cond = threading.Condition()
         self._index_pending = 0
+        #: Deferred jobs not yet run, each with its number (1, 2, ... in the order issued), so
+        #: that a search waits for those issued before it only; searches waiting now.
+        self._index_open: dict[IndexJob, int] = {}
+        self._index_issued = 0
+        self._index_waiters = 0
         #: Called (from the searching thread) before a text search waits for deferred index
         #: jobs: their owner (:class:`~moat_nb.sandbox.replays.ReplayService`) holds them back
         #: for a quiet moment, and runs them now instead.
@@ -1148,42 +1161,71 @@ class Store:
         if job is not None:
             with self._index_cond:
                 self._index_pending += 1
+                self._index_issued += 1
+                self._index_open[job] = self._index_issued
         return job
 
     def index(self, *jobs: IndexJob) -> None:
         """Run deferred text-index jobs (:meth:`write_checked`) in one transaction of their own
         (FTS5 writes a segment per transaction: several jobs together cost one commit and one
-        segment). If they cannot be written the executions stay stored, unindexed, and the next
-        open of the store indexes them (:meth:`_index_missing`); the failure is logged."""
+        segment). If that fails, each job is tried in a transaction of its own, so that one bad
+        job (or a busy moment) costs only its own row. A job that cannot be written leaves its
+        execution stored, unindexed, and the next open of the store indexes it
+        (:meth:`_index_missing`); the failure is logged, never raised (a background job, or a
+        search that ran it on its way)."""
+        try:
+            if not self._run_jobs(jobs) and len(jobs) > 1:
+                for job in jobs:
+                    self._run_jobs((job,))
+        finally:
+            for job in jobs:
+                self.drop_index(job)
+
+    def _run_jobs(self, jobs: Sequence[IndexJob]) -> bool:
+        """Run ``jobs`` in one transaction; False (logged) if it failed and rolled back."""
         try:
             with self.transaction() as conn:
                 for job in jobs:
                     job(conn)
-        except (sqlite3.Error, MoatError) as exc:
-            log.error(
-                "the text index of %d execution(s) could not be written (done at next start): %s",
-                len(jobs),
-                exc,
-            )
-        finally:
-            for job in jobs:
-                self.drop_index(job)
+            return True
+        except Exception as exc:
+            what = "an execution" if len(jobs) == 1 else f"{len(jobs)} executions (retried one by one)"
+            log.error("the text index of %s could not be written (done at next start): %s", what, exc)
+            return False
 
     def drop_index(self, job: IndexJob) -> None:
         """A deferred job that has run, or will not (its write rolled back)."""
         with self._index_cond:
             self._index_pending -= 1
+            self._index_open.pop(job, None)
             self._index_cond.notify_all()
 
+    @property
+    def index_awaited(self) -> bool:
+        """A text search is waiting for deferred index jobs (their owner should run them now)."""
+        return self._index_waiters > 0
+
     def _await_index(self, timeout: float = 10.0) -> None:
-        """Wait until no deferred text-index job is pending (a text search must find what a
-        replay's ``end`` said is stored). :attr:`index_wanted`, if set, is asked first to run
-        the jobs it holds back at once."""
-        if self.index_wanted is not None:
-            self.index_wanted()
+        """Wait until the deferred text-index jobs pending now have run (a text search must find
+        what a replay's ``end`` said is stored; jobs of later chunks are not waited for, or a
+        search would wait as long as replays keep coming). :attr:`index_wanted`, if set, is
+        asked first to run the jobs it holds back at once."""
         with self._index_cond:
-            if not self._index_cond.wait_for(lambda: self._index_pending <= 0, timeout):
-                log.warning("text search went ahead with %d index jobs pending", self._index_pending)
+            if not self._index_open:
+                return
+            target = self._index_issued
+            self._index_waiters += 1
+        try:
+            if self.index_wanted is not None:
+                self.index_wanted()
+            with self._index_cond:
+                if not self._index_cond.wait_for(
+                    lambda: all(n > target for n in self._index_open.values()), timeout
+                ):
+                    log.warning("text search went ahead with %d index jobs pending", self._index_pending)
+        finally:
+            with self._index_cond:
+                self._index_waiters -= 1
 
     def _index_missing(self, conn: sqlite3.Connection) -> int:
         """Write the rows of the text index that deferred jobs did not (one failed, or the

@@ -12,6 +12,7 @@ import random
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -642,6 +643,51 @@ def test_a_deferred_text_index_is_waited_for_by_text_searches_only(each_store: S
     assert found == [["exec-1"]]
 
 
+def _deferred(store: Store, x: Execution) -> Any:
+    with store.transaction() as conn:
+        job = store.write_checked(conn, store.check(chunk_of(x)), defer_index=True)
+    store.forget(x.execution_id)
+    assert job is not None
+    return job
+
+
+def test_a_text_search_waits_only_for_the_index_jobs_issued_before_it(store: Store) -> None:
+    # Found by review: with replays coming every few ms, a search waited for every job written
+    # after it began too, up to the holding back of the index jobs (hundreds of ms).
+    first = _deferred(store, execution(1, input_body='{"note": "zebra-1"}'))
+    wanted: list[int] = []
+    store.index_wanted = lambda: wanted.append(1)
+    found: list[list[str]] = []
+    searching = threading.Thread(target=lambda: found.append(ids(store.search(text="zebra")[0])))
+    searching.start()
+    deadline = time.monotonic() + 5
+    while not store.index_awaited and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert store.index_awaited and wanted == [1]  # the owner was asked to run its jobs now
+    later = _deferred(store, execution(2, input_body='{"note": "zebra-2"}'))
+    store.index(first)
+    searching.join(2)  # (a search that waits for `later` too waits 10 s, then goes ahead)
+    assert not searching.is_alive() and found == [["exec-1"]]  # did not wait for `later`
+    assert not store.index_awaited
+    store.index(later)
+    assert sorted(ids(store.search(text="zebra")[0])) == ["exec-1", "exec-2"]
+
+
+def test_a_failing_index_job_costs_only_its_own_row(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    # Found by review: the jobs of a batch ran in one transaction, and one failure lost them all.
+    good = [_deferred(store, execution(n, input_body=f'{{"note": "zebra-{n}"}}')) for n in (1, 2)]
+
+    def bad(conn: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    store._index_pending += 1  # as write_checked counts a job
+    store._index_open[bad] = 99
+    store.index(good[0], bad, good[1])
+    assert sorted(ids(store.search(text="zebra")[0])) == ["exec-1", "exec-2"]
+    assert store._index_pending == 0 and not store._index_open
+    assert "retried one by one" in caplog.text and "disk I/O error" in caplog.text
+
+
 def test_a_deferred_index_given_back_or_lost_is_made_at_the_next_open(tmp_path: Path) -> None:
     path = tmp_path / "moat.db"
     store = Store(path)
@@ -682,7 +728,7 @@ def test_a_version_1_file_is_upgraded(tmp_path: Path) -> None:
             assert s.write_checked(tx, s.check(chunk_of(execution(2))), defer_index=True) is not None
         assert s._index_pending == 1
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)] == [(3,)]
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)] == [(4,)]
     assert conn.execute("SELECT id FROM text_pending").fetchall() == [(2,)]
     agents = conn.execute("SELECT instance_id FROM chunks ORDER BY execution_id").fetchall()
     assert agents == [(None,), (None,)]  # no agent named: the file's chunks, and a test's
