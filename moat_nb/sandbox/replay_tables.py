@@ -229,7 +229,7 @@ def _int_param(params: Mapping[str, str], name: str, default: int, lo: int, hi: 
 
 #: A ``processor`` event's stored data is a reference to the processor record it carries,
 #: ``"@<seq> <executionId>"`` (the record is stored in the same transaction, and a stored
-#: record is never replaced: :meth:`Store.check` refuses a chunk that reuses a seq). Why: the
+#: record is never replaced: the store refuses a chunk that reuses a seq, 409). Why: the
 #: events repeated the whole trace (~110 KB of JSON for an orders replay) next to its records,
 #: and writing it twice cost 1.6 ms of a replay's round trip (P2; blocks A/B). Readers expand
 #: it (:func:`processor_refs`); JSON data never starts with ``@``, and files written before
