@@ -36,6 +36,7 @@ __all__ = [
     "create_tables",
     "dumps",
     "replay_from_row",
+    "replay_resource",
     "select_replay",
     "list_replays",
     "emit_events",
@@ -128,14 +129,19 @@ def create_tables(conn: sqlite3.Connection) -> None:
 
 def replay_from_row(conn: sqlite3.Connection, tenant: str, row: Sequence[Any]) -> dict[str, Any]:
     """The Replay resource (section 4) from a row of :data:`REPLAY_COLUMNS`, with its audit seqs."""
-    r = dict(zip(REPLAY_COLUMNS, row, strict=True))
     seqs = [
         s
         for (s,) in conn.execute(
             "SELECT seq FROM audit_events WHERE replay_id = ? AND tenant_id = ? ORDER BY seq",
-            (r["replay_id"], tenant),
+            (row[0], tenant),
         )
     ]
+    return replay_resource(row, seqs)
+
+
+def replay_resource(row: Sequence[Any], seqs: list[int]) -> dict[str, Any]:
+    """The Replay resource from a row of :data:`REPLAY_COLUMNS` and its audit seqs (pure)."""
+    r = dict(zip(REPLAY_COLUMNS, row, strict=True))
     client = r["client"]
     return {
         "replayId": r["replay_id"],

@@ -475,6 +475,9 @@ def test_live_tail_pings_and_timeout_of_a_silent_agent(sb: SandboxHandle, user: 
         assert r.status_code == 202, r.text
         rid = r.json()["replayId"]
         assert r.json()["targetEnvironment"] == "qa" and r.json()["agentId"] == agent.instance_id
+        # The 202 is the Replay as written (not read back): what GET says while it is PENDING.
+        assert r.json() == op.get(f"/replays/{rid}").json() and r.json()["status"] == "PENDING"
+        assert len(r.json()["auditSeqs"]) == 1
         tools.wait_for(lambda: agent.commands)
         command = agent.commands[0]
         assert command["type"] == "replay" and command["replayId"] == rid and command["signature"]
