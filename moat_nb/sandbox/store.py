@@ -327,6 +327,19 @@ def _fail(message: str, *, code: str = "BAD_CHUNK", **details: Any) -> RecordErr
 
 
 _NONE = type(None)
+#: SQLite's INTEGER is 64 bits: a bigger Python int cannot be bound (OverflowError), and one
+#: too big for a float cannot be tested for finiteness either. Refused as bad fields instead.
+_I64 = 2**63
+
+
+def _int64(v: int) -> bool:
+    return -_I64 <= v < _I64
+
+
+def _finite(v: int | float) -> bool:
+    return math.isfinite(v) if type(v) is float else -_I64 <= v < _I64
+
+
 # kind -> (exact types the fast path accepts, the precise check, what the field must be)
 _KINDS: dict[str, tuple[frozenset[type], Callable[[Any], bool], str]] = {
     "text": (frozenset({str}), lambda v: isinstance(v, str) and v != "", "a non-empty string"),
@@ -338,18 +351,25 @@ _KINDS: dict[str, tuple[frozenset[type], Callable[[Any], bool], str]] = {
     ),
     "opt_num": (
         frozenset({int, float, _NONE}),
-        lambda v: v is None or (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)),
-        "a finite number or null",
+        lambda v: (
+            v is None
+            or (
+                isinstance(v, int | float)
+                and not isinstance(v, bool)
+                and _finite(float(v) if isinstance(v, float) else int(v))
+            )
+        ),
+        "a finite number (an integer within 64 bits) or null",
     ),
     "count": (
         frozenset({int}),
-        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-        "an integer >= 0",
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < _I64,
+        "an integer from 0 to 2**63 - 1",
     ),
     "opt_int": (
         frozenset({int, _NONE}),
-        lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
-        "an integer or null",
+        lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and _int64(v)),
+        "a 64-bit integer or null",
     ),
     "flag": (frozenset({bool}), lambda v: isinstance(v, bool), "true or false"),
     "opt_dict": (
@@ -403,10 +423,13 @@ class _Fields:
             if not values[i]:
                 raise self._bad(i, values[i], where)
         for i in index["count"]:
-            if values[i] < 0:
+            if not 0 <= values[i] < _I64:
+                raise self._bad(i, values[i], where)
+        for i in index["opt_int"]:
+            if values[i] is not None and not -_I64 <= values[i] < _I64:
                 raise self._bad(i, values[i], where)
         for i in index["opt_num"]:
-            if values[i] is not None and not math.isfinite(values[i]):
+            if values[i] is not None and not _finite(values[i]):
                 raise self._bad(i, values[i], where)
         for i in index["opt_dict"]:
             d = values[i]
@@ -1174,9 +1197,21 @@ class Store:
         (:meth:`_index_missing`); the failure is logged, never raised (a background job, or a
         search that ran it on its way)."""
         try:
-            if not self._run_jobs(jobs) and len(jobs) > 1:
-                for job in jobs:
-                    self._run_jobs((job,))
+            if self._run_jobs(jobs):
+                return
+            failed = [job for job in jobs if len(jobs) == 1 or not self._run_jobs((job,))]
+            # Two jobs of one execution (its chunks came out of order) share its text_pending
+            # row: one that succeeded has removed it. Put it back for each job that failed, so
+            # that the next open writes the row from what is stored (found by review).
+            pks = [pk for pk in (getattr(job, "execution_pk", None) for job in failed) if pk is not None]
+            if pks:
+                try:
+                    with self.transaction() as conn:
+                        conn.executemany(
+                            "INSERT OR IGNORE INTO text_pending (id) VALUES (?)", [(pk,) for pk in pks]
+                        )
+                except Exception as exc:
+                    log.error("could not mark %d execution(s) for indexing at next start: %s", len(pks), exc)
         finally:
             for job in jobs:
                 self.drop_index(job)
@@ -1189,7 +1224,7 @@ class Store:
                     job(conn)
             return True
         except Exception as exc:
-            what = "an execution" if len(jobs) == 1 else f"{len(jobs)} executions (retried one by one)"
+            what = "an execution" if len(jobs) == 1 else f"{len(jobs)} index jobs (retried one by one)"
             log.error("the text index of %s could not be written (done at next start): %s", what, exc)
             return False
 
@@ -1222,7 +1257,8 @@ class Store:
                 if not self._index_cond.wait_for(
                     lambda: all(n > target for n in self._index_open.values()), timeout
                 ):
-                    log.warning("text search went ahead with %d index jobs pending", self._index_pending)
+                    late = sum(1 for n in self._index_open.values() if n <= target)
+                    log.warning("text search went ahead with %d index jobs it waited for pending", late)
         finally:
             with self._index_cond:
                 self._index_waiters -= 1
@@ -1387,6 +1423,7 @@ class Store:
                 index(tx)
                 tx.execute("DELETE FROM text_pending WHERE id = ?", (exec_pk,))
 
+            deferred.execution_pk = exec_pk  # type: ignore[attr-defined]  # (see index())
             return deferred
         job(conn)
         return None

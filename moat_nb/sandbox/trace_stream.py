@@ -301,14 +301,7 @@ def processor_event(p: ProcessorRecord, chunk: Chunk, redactor: Any) -> dict[str
         wire["executionId"] = p.execution_id or chunk.execution_id
         wire["exchangeId"] = p.exchange_id or chunk.exchange_id
         wire["replayId"] = chunk.replay_id
-        duration = wire.get("durationMs")
-        if duration is not None and type(duration) is not float:
-            # As the store keeps it (a REAL column), so that a stream read back from the store
-            # is the stream sent: a Java agent's long 3 is 3.0 both ways.
-            wire["durationMs"] = _stored_real(duration)
-        elif duration == 0.0:
-            wire["durationMs"] = 0.0  # SQLite keeps -0.0 as 0.0
-        return wire
+        return _as_stored(wire)
     fixed = replace(
         p,
         execution_id=p.execution_id or chunk.execution_id,
@@ -319,14 +312,25 @@ def processor_event(p: ProcessorRecord, chunk: Chunk, redactor: Any) -> dict[str
         input_properties=redactor.mapping(p.input_properties),
         properties=redactor.mapping(p.properties),
     )
-    return fixed.to_wire()
+    return _as_stored(fixed.to_wire())
+
+
+def _as_stored(wire: dict[str, Any]) -> dict[str, Any]:
+    """``durationMs`` as the store keeps it (a REAL column), so that a stream read back from the
+    store is the stream sent: a Java agent's long 3 is 3.0 both ways, and -0.0 is 0.0."""
+    duration = wire.get("durationMs")
+    if duration is not None and type(duration) is not float:
+        wire["durationMs"] = _stored_real(duration)
+    elif duration == 0.0:
+        wire["durationMs"] = 0.0
+    return wire
 
 
 def _stored_real(value: Any) -> Any:
-    """An integer as a REAL column gives it back (a float when it fits one)."""
+    """An integer as a REAL column gives it back (the store refuses one beyond 64 bits)."""
     try:
         return float(value) + 0.0
-    except (TypeError, ValueError, OverflowError):
+    except (TypeError, ValueError, OverflowError):  # not stored: the store refused it already
         return value
 
 

@@ -427,6 +427,14 @@ def _malformed() -> dict[str, Any]:
     case("lone surrogate in body", lambda w: w["processors"][1].update(inputBody="ok \ud800 no"))
     case("lone surrogate in a header", lambda w: w["processors"][1]["inputHeaders"].update(x="\udc00"))
     case("infinity in properties", lambda w: w["execution"]["inputProperties"].update(x=float("inf")))
+    # Beyond SQLite's 64-bit integers (found by review: OverflowError, a 500 over HTTP).
+    case("duration beyond 64 bits", lambda w: w["execution"].update(durationMs=2**64))
+    case("processor duration beyond floats", lambda w: w["processors"][0].update(durationMs=10**400))
+    case("seq beyond 64 bits", lambda w: w["processors"][1].update(seq=2**63))
+    case("parentSeq beyond 64 bits", lambda w: w["processors"][1].update(parentSeq=-(2**63) - 1))
+    case("iteration beyond 64 bits", lambda w: w["processors"][1].update(iteration=2**63))
+    case("processorCount beyond 64 bits", lambda w: w["execution"].update(processorCount=2**63))
+    case("chunkSeq beyond 64 bits", lambda w: w.update(chunkSeq=2**63))
     case("not an object", lambda w: w.clear())
     cases["a list"] = [good]
     return cases
@@ -686,6 +694,40 @@ def test_a_failing_index_job_costs_only_its_own_row(store: Store, caplog: pytest
     assert sorted(ids(store.search(text="zebra")[0])) == ["exec-1", "exec-2"]
     assert store._index_pending == 0 and not store._index_open
     assert "retried one by one" in caplog.text and "disk I/O error" in caplog.text
+
+
+def test_a_failed_index_job_of_an_execution_in_two_chunks_is_redone_at_the_next_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: the final chunk came first, then chunk 0; the two jobs share the
+    # execution's text_pending row, and the one that succeeded removed it for both.
+    from moat_nb.sandbox.agent import chunks_of
+
+    path = tmp_path / "moat.db"
+    store = Store(path)
+    x = execution(1, procs=4)
+    procs = list(x.processors)
+    procs[0] = replace(procs[0], input_body="alpha-zzword")  # in chunk 0
+    procs[2] = replace(procs[2], input_body="beta-zzword")  # in the final chunk
+    first, last = chunks_of(replace(x, processors=tuple(procs)), max_processors=2)
+    jobs: list[Any] = []
+    for chunk in (last, first):
+        with store.transaction() as conn:
+            jobs.append(store.write_checked(conn, store.check(chunk), defer_index=True))
+        store.forget(chunk.execution_id)
+
+    def failing(*args: Any) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store_module, "_index_text_from_rows", failing)  # the second job's way
+    store.index(*jobs)
+    monkeypatch.undo()
+    assert store._index_pending == 0
+    assert ids(store.search(text="beta-zzword")[0]) == ["exec-1"]
+    assert store.search(text="alpha-zzword") == ([], 0)
+    store.close()
+    with Store(path) as again:
+        assert ids(again.search(text="alpha-zzword")[0]) == ["exec-1"]
 
 
 def test_a_deferred_index_given_back_or_lost_is_made_at_the_next_open(tmp_path: Path) -> None:
