@@ -41,6 +41,7 @@ __all__ = [
     "list_replays",
     "emit_events",
     "events_after",
+    "parse_processor_ref",
     "processor_ref",
     "processor_refs",
     "last_event",
@@ -248,13 +249,21 @@ def processor_ref(seq: int, execution_id: str) -> str:
     return f"{PROCESSOR_REF}{seq} {execution_id}"
 
 
+def parse_processor_ref(event: str, data: str) -> tuple[int, str] | None:
+    """``(seq, executionId)`` of a stored event that is a :func:`processor_ref`, else None."""
+    if event != "processor" or not data.startswith(PROCESSOR_REF):
+        return None
+    seq, _, execution_id = data[1:].partition(" ")
+    return int(seq), execution_id
+
+
 def processor_refs(rows: Sequence[tuple[int, str, str]]) -> dict[str, set[int]]:
     """The records the rows refer to: executionId -> seqs."""
     wanted: dict[str, set[int]] = {}
     for _, event, data in rows:
-        if event == "processor" and data.startswith(PROCESSOR_REF):
-            seq, _, execution_id = data[1:].partition(" ")
-            wanted.setdefault(execution_id, set()).add(int(seq))
+        ref = parse_processor_ref(event, data)
+        if ref is not None:
+            wanted.setdefault(ref[1], set()).add(ref[0])
     return wanted
 
 

@@ -79,7 +79,6 @@ from .encoder import dumps_text
 from .preflight import preflight
 from .replay_api import ReplayRequest, RequestInfo, actor_of
 from .replay_tables import (
-    PROCESSOR_REF,
     REPLAY_COLUMNS,
     claim_key,
     create_tables,
@@ -89,6 +88,7 @@ from .replay_tables import (
     find_key,
     last_event,
     list_replays,
+    parse_processor_ref,
     processor_ref,
     processor_refs,
     replay_resource,
@@ -377,7 +377,7 @@ class ReplayService:
         with self._index_lock:
             waiting, self._index_waiting = self._index_waiting or [], None
         if waiting:  # held back: run them now, before the worker stops
-            self._worker.submit(self._guarded, self.store.index, *(job for job, _ in waiting))
+            self._index_on_worker([job for job, _ in waiting])
         self._worker.shutdown(wait=True)
         self.audit.close()
 
@@ -414,9 +414,10 @@ class ReplayService:
         records = {eid: self.store.processors(eid, seqs) for eid, seqs in wanted.items()}
         expanded = []
         for event_id, event, data in rows:
-            if event == "processor" and data.startswith(PROCESSOR_REF):
-                seq, _, execution_id = data[1:].partition(" ")
-                record = records[execution_id].get(int(seq))
+            ref = parse_processor_ref(event, data)
+            if ref is not None:
+                seq, execution_id = ref
+                record = records[execution_id].get(seq)
                 if record is None:  # cannot happen: stored together, never replaced
                     raise MoatError(
                         f"event {event_id} of replay {replay_id} refers to processor {seq} of "
@@ -441,7 +442,7 @@ class ReplayService:
         """The replay if ``principal`` requested it or holds ``audit:read``; else 404 — the same
         answer as for a replay that does not exist, so ids cannot be probed (section 5)."""
         replay = self.get(replay_id)
-        if replay is None or not (replay["requestedBy"] == principal.username or principal.has("audit:read")):
+        if replay is None or not _may_read(principal, replay["requestedBy"]):
             raise _no_replay(replay_id)
         return replay
 
@@ -456,7 +457,7 @@ class ReplayService:
             )
             .fetchone()
         )
-        if row is None or not (row[0] == principal.username or principal.has("audit:read")):
+        if row is None or not _may_read(principal, row[0]):
             raise _no_replay(replay_id)
 
     def list(self, principal: Principal, params: Mapping[str, str]) -> dict[str, Any]:
@@ -1029,7 +1030,7 @@ class ReplayService:
                 waiting.append((job, now))
                 if len(waiting) >= self.index_batch or self.store.index_awaited:
                     # Queued behind this task on the worker: after the loop has the trace.
-                    self._worker.submit(self._guarded, self.store.index, *self._take_waiting())
+                    self._index_on_worker(self._take_waiting())
                     return
                 every = self._index_every()
                 at = now + every
@@ -1071,7 +1072,7 @@ class ReplayService:
                 self._loop.call_later(every, self._index_look, self._index_look_at)
                 return
             jobs = self._take_waiting()
-        self._worker.submit(self._guarded, self.store.index, *jobs)
+        self._index_on_worker(jobs)
 
     def _take_waiting(self) -> list[IndexJob]:
         """Empty the waiting list (under ``_index_lock``); a look still scheduled then finds it
@@ -1089,9 +1090,13 @@ class ReplayService:
             if not waiting:
                 return
             jobs = self._take_waiting()
+        self._index_on_worker(jobs)
+
+    def _index_on_worker(self, jobs: list[IndexJob]) -> None:
+        """Run index jobs on the worker, in one transaction (here, if the worker has stopped)."""
         try:
             self._worker.submit(self._guarded, self.store.index, *jobs)
-        except RuntimeError:  # the worker stopped (shutting down): run them here
+        except RuntimeError:  # the worker stopped (shutting down)
             self.store.index(*jobs)
 
     def _in_sequence(self, replay_id: str, chunk: Chunk) -> list[Chunk]:
@@ -1225,6 +1230,11 @@ def recorded_replies(source: Execution) -> list[dict[str, Any]]:
 
 def _seq(p: Any) -> int:
     return p.seq
+
+
+def _may_read(principal: Principal, requested_by: str) -> bool:
+    """Section 5: a replay is its requester's, and any holder of ``audit:read``'s."""
+    return requested_by == principal.username or principal.has("audit:read")
 
 
 def _no_replay(replay_id: str) -> NotFound:

@@ -337,7 +337,7 @@ def _int64(v: int) -> bool:
 
 
 def _finite(v: int | float) -> bool:
-    return math.isfinite(v) if type(v) is float else -_I64 <= v < _I64
+    return math.isfinite(v) if isinstance(v, float) else _int64(v)
 
 
 # kind -> (exact types the fast path accepts, the precise check, what the field must be)
@@ -351,14 +351,7 @@ _KINDS: dict[str, tuple[frozenset[type], Callable[[Any], bool], str]] = {
     ),
     "opt_num": (
         frozenset({int, float, _NONE}),
-        lambda v: (
-            v is None
-            or (
-                isinstance(v, int | float)
-                and not isinstance(v, bool)
-                and _finite(float(v) if isinstance(v, float) else int(v))
-            )
-        ),
+        lambda v: v is None or (isinstance(v, int | float) and not isinstance(v, bool) and _finite(v)),
         "a finite number (an integer within 64 bits) or null",
     ),
     "count": (

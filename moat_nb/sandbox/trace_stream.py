@@ -317,21 +317,12 @@ def processor_event(p: ProcessorRecord, chunk: Chunk, redactor: Any) -> dict[str
 
 def _as_stored(wire: dict[str, Any]) -> dict[str, Any]:
     """``durationMs`` as the store keeps it (a REAL column), so that a stream read back from the
-    store is the stream sent: a Java agent's long 3 is 3.0 both ways, and -0.0 is 0.0."""
+    store is the stream sent: a Java agent's long 3 is 3.0 both ways, and -0.0 is 0.0. (The
+    store has checked the chunk: a finite number within 64 bits, or null.)"""
     duration = wire.get("durationMs")
-    if duration is not None and type(duration) is not float:
-        wire["durationMs"] = _stored_real(duration)
-    elif duration == 0.0:
-        wire["durationMs"] = 0.0
+    if duration is not None:
+        wire["durationMs"] = float(duration) + 0.0
     return wire
-
-
-def _stored_real(value: Any) -> Any:
-    """An integer as a REAL column gives it back (the store refuses one beyond 64 bits)."""
-    try:
-        return float(value) + 0.0
-    except (TypeError, ValueError, OverflowError):  # not stored: the store refused it already
-        return value
 
 
 def stored_processor_event(p: ProcessorRecord, replay_id: str) -> dict[str, Any]:
