@@ -934,19 +934,27 @@ def _row_text(x: DiffRow) -> str:
 
 def noise_rules_from(first: Execution, second: Execution) -> list[NoiseRule]:
     """Rules for what differs between two runs of the same unmodified exchange: every non-noise
-    difference of ``diff(first, second)`` becomes a rule for its path. Paths inside JSON, and
-    headers and properties, hold at every processor; text-line, whole-body, status, error and
-    route differences are tied to the processor where they showed (a line number means nothing
-    elsewhere)."""
+    difference of ``diff(first, second)`` becomes a rule for its path. A path to a single value
+    inside JSON, a header or a property holds at every processor (a timestamp a step sets flows
+    on through the steps after it). Everything else is tied to the processor where it showed,
+    ``(start)`` and ``(end)`` included: text-line, whole-body, status, error and route
+    differences (a line number or a message means nothing elsewhere), and a whole object or
+    list that changed (``body:$`` of a map keyed by a per-run id): a rule covers every path
+    under its own, so unscoped it would hide every difference under that path at every
+    processor."""
     rules: dict[tuple[str, str | None], NoiseRule] = {}
     reason = f"calibration: differs between two unmodified runs ({first.exchange_id}, {second.exchange_id})"
     for x in diff(first, second):
         if x.noise:
             continue
-        scoped = x.field in ("status", "error", "route") or x.path == "body" or x.path.startswith("body:line")
-        processor = None
-        if scoped and x.processor.processor_id not in (START, END):
-            processor = escape_glob(f"{x.processor.route_id}/{x.processor.processor_id}")
+        scoped = (
+            x.field in ("status", "error", "route")
+            or x.path == "body"
+            or x.path.startswith("body:line")
+            or isinstance(x.original, dict | list)
+            or isinstance(x.replay, dict | list)
+        )
+        processor = escape_glob(f"{x.processor.route_id}/{x.processor.processor_id}") if scoped else None
         key = (x.path, processor)
         if key not in rules:
             rules[key] = NoiseRule(path=escape_glob(x.path), processor=processor, reason=reason)

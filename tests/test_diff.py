@@ -597,6 +597,54 @@ def test_calibration_rules_for_text_lines_are_tied_to_their_processor() -> None:
     assert [r.processor for r in line_rules] == ["orders/render"]
 
 
+def test_calibration_rules_at_the_end_are_tied_to_the_end() -> None:
+    """A text line or an error message that differs at ``(end)`` between two unmodified runs is
+    noise there only: the same line elsewhere, changed by a real regression, still shows."""
+
+    def run(stamp: str, qty: str, error: str) -> Execution:
+        return trace(
+            [
+                Step("to-xml", lambda s: s.update(body=f"<order>\n<qty>{qty}</qty>\n</order>\n")),
+                Step("stamp", lambda s: s.update(body=f"<ack>\n<at>{stamp}</at>\n</ack>\n"), fails=error),
+            ],
+            None,
+        )
+
+    rules = noise_rules_from(run("t1", "5", "X"), run("t2", "5", "X"))
+    assert {(r.path, r.processor) for r in rules} == {
+        ("body:line 2", "orders/stamp"),
+        ("body:line 2", f"orders/{END}"),
+    }
+    result = diff(run("t1", "5", "X"), run("t3", "50", "X"), ignore=rules)
+    assert not result.same
+    assert [(x.processor.processor_id, x.noise) for x in result if x.processor.processor_id == "to-xml"] == [
+        ("to-xml", False)
+    ]
+
+
+def test_calibration_rule_for_a_whole_object_is_tied_to_its_processor() -> None:
+    """A map keyed by a per-run id differs as one whole-object row (``body:$``); a rule made
+    from it must not cover every JSON path at every processor."""
+
+    def run(key: str, qty: int) -> Execution:
+        return trace(
+            [
+                Step("price", lambda s: s.update(body={"qty": qty, "total": qty * 10})),
+                Step("reserve", lambda s: s.update(body={key: {"sku": "A", "qty": qty}})),
+                Step("restore", lambda s: s.update(body={"qty": qty, "total": qty * 10})),
+            ],
+            {"qty": 5},
+        )
+
+    rules = noise_rules_from(run("R-1", 5), run("R-2", 5))
+    assert [(r.path, r.processor) for r in rules] == [("body:$", "orders/reserve")]
+    result = diff(run("R-1", 5), run("R-3", 7), ignore=rules)
+    assert not result.same
+    shown = {(x.processor.processor_id, x.path) for x in result if not x.noise}
+    assert ("price", "body:$.qty") in shown and (END, "body:$.total") in shown
+    assert all(x.noise for x in result if x.processor.processor_id == "reserve")
+
+
 # --------------------------------------------------------------------------- properties
 
 json_leaf = st.one_of(
