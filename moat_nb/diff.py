@@ -261,7 +261,7 @@ def _walk(a: Any, b: Any, segs: list[str | int], prefix: str, out: list[Change])
             # Lists of scalars: DeepDiff matches them with difflib (and falls back to index
             # pairs when that reports more); let DeepDiff itself decide.
             if not _same(a, b):
-                _deepdiff(a, b, segs, prefix, out)
+                _deepdiff(a, b, segs, prefix, out, typed=len(a) == len(b))
             return
         for i, (x, y) in enumerate(zip_longest(a, b, fillvalue=_MISSING)):
             if y is _MISSING:
@@ -278,7 +278,12 @@ def _walk(a: Any, b: Any, segs: list[str | int], prefix: str, out: list[Change])
 _MISSING = object()
 
 
-def _deepdiff(a: Any, b: Any, segs: list[str | int], prefix: str, out: list[Change]) -> None:
+def _deepdiff(
+    a: Any, b: Any, segs: list[str | int], prefix: str, out: list[Change], *, typed: bool = False
+) -> None:
+    """DeepDiff's findings between ``a`` and ``b``, in path order. ``typed`` (two lists of
+    scalars of one length): also the items equal in value but not in JSON type at the same
+    index, which DeepDiff matches as equal (1 == 1.0 == True in Python)."""
     tree = DeepDiff(a, b, view="tree")
     found: list[tuple[list[Any], Change]] = []
     for report, levels in tree.items():
@@ -290,6 +295,11 @@ def _deepdiff(a: Any, b: Any, segs: list[str | int], prefix: str, out: list[Chan
             t1 = None if kind == "added" else level.t1
             t2 = None if kind == "removed" else level.t2
             found.append((rel, (prefix + format_segments([*segs, *rel]), kind, t1, t2)))
+    if typed:
+        reported = {tuple(rel) for rel, _ in found}
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if type(x) is not type(y) and (i,) not in reported:
+                found.append(([i], (prefix + format_segments([*segs, i]), "type_changed", x, y)))
     found.sort(key=lambda item: [(0, x) if isinstance(x, int) else (1, str(x)) for x in item[0]])
     out.extend(change for _, change in found)
 

@@ -492,6 +492,32 @@ def test_json_structure_not_text_decides() -> None:
     ]
 
 
+scalars = st.one_of(st.booleans(), st.integers(-2, 2), st.sampled_from([0.0, 1.0, -1.0, 2.0]), st.none())
+
+
+@given(st.lists(scalars, max_size=5), st.data())
+def test_lists_of_scalars_differing_only_in_type_are_not_the_same(items: list[Any], data: Any) -> None:
+    """1, 1.0 and true are equal in Python and DeepDiff matches them as one value; in JSON
+    they are three values. Two lists of one length with a type swapped differ there."""
+    other = [data.draw(st.sampled_from([x, *_equal_of_another_type(x)])) for x in items]
+    a = trace([Step("p", lambda s: s.update(body=json.dumps({"xs": items})))], None)
+    b = trace([Step("p", lambda s: s.update(body=json.dumps({"xs": other})))], None)
+    rows = [(r.path, r.kind) for r in diff(a, b).rows if r.processor.processor_id == "p"]
+    expected = [
+        (f"body:$.xs[{i}]", "type_changed")
+        for i, (x, y) in enumerate(zip(items, other, strict=True))
+        if type(x) is not type(y)
+    ]
+    assert rows == expected
+
+
+def _equal_of_another_type(x: Any) -> list[Any]:
+    """The JSON values of other types that Python holds equal to ``x``."""
+    if x is None:
+        return []
+    return [y for y in (True, False, 0, 1, -1, 2, 0.0, 1.0, -1.0, 2.0) if y == x and type(y) is not type(x)]
+
+
 # --------------------------------------------------------------------------- result objects
 
 
