@@ -502,16 +502,55 @@ class ReplayRun:
         Raises ReplayFailed (code ``REPLAY_<STATUS>``) when the replay ended without one (``ERROR``,
         ``TIMED_OUT``, ``ABORTED``), TransportError ``WAIT_TIMEOUT`` after ``timeout`` seconds.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for _ in self.events():
-            if deadline is not None and time.monotonic() > deadline:
+        if timeout is None:
+            for _ in self.events():
+                pass
+        elif not self.cursor.ended:
+            self._read_for(timeout)
+            if not self.cursor.ended:
                 raise TransportError(
                     f"replay {self.replay_id} did not end within {timeout} s (status {self.status})",
                     code="WAIT_TIMEOUT",
                     hint="it goes on running: call run.wait() again to keep waiting",
+                    details={"replayId": self.replay_id, "lastEventId": self.cursor.last_id},
                 )
         with self._sync_platform() as platform:
             return platform._run(self._result())
+
+    def _read_for(self, timeout: float) -> None:
+        """Read the trace until ``end`` or for ``timeout`` seconds, whichever comes first.
+
+        Why a thread with an event loop of its own: a blocking read cannot be given a deadline
+        (httpx's read timeout starts again at every chunk, and the server's pings come every
+        15 s), while an async read can be cancelled at any moment; and the caller's thread may
+        run a loop already (a Jupyter kernel's), so the async read cannot run there."""
+        from .client import AsyncPlatform
+
+        owner = self._platform if self._platform is not None else self._aplatform
+        assert owner is not None
+        failed: list[BaseException] = []
+
+        async def read() -> None:
+            # An AsyncClient of its own: one made on another loop cannot be used on this one.
+            twin = AsyncPlatform(session=owner.session, retry=owner.retry, stream_policy=owner.stream_policy)
+            try:
+                with anyio.move_on_after(timeout):
+                    async for event in aiter_trace(twin, self.cursor):
+                        self._keep(event)
+            finally:
+                await twin.aclose()
+
+        def run() -> None:
+            try:
+                anyio.run(read)
+            except BaseException as exc:  # handed to the caller's thread
+                failed.append(exc)
+
+        reader = threading.Thread(target=run, name=f"moat-nb wait {self.replay_id}", daemon=True)
+        reader.start()
+        reader.join()
+        if failed:
+            raise failed[0]
 
     async def _await(self) -> Execution:
         async for _ in self.aevents():

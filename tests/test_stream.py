@@ -7,6 +7,7 @@ import asyncio
 import json
 import random
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -365,6 +366,62 @@ def test_a_live_replay_read_through_cuts_with_the_async_reader(
     assert [e.id for e in got] == list(range(1, len(got) + 1)) and got[-1].event == "end"
     assert proxy.cuts >= 3
     assert [e.data for e in run.events()] == [e.data for e in got]
+
+
+SLOW_ROUTES = """\
+- route:
+    id: slow-intake
+    from:
+      uri: "platform-http:/slow"
+      steps:
+        - delay:
+            id: wait
+            simple: "${header.delayMs}"
+        - setBody:
+            id: done
+            constant: "done"
+"""
+SLOW_BEANS = """\
+def sample_payload(rng, i):
+    return {"headers": {"delayMs": "0"}, "body": f"order {i}", "properties": {}}
+"""
+
+
+@pytest.fixture(scope="module")
+def slow_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """A sandbox whose route waits ``delayMs`` (a replay that sends nothing for a while)."""
+    from moat_nb.client import connect
+    from moat_nb.sandbox import start
+
+    app = tmp_path_factory.mktemp("slow-app")
+    (app / "routes.yaml").write_text(SLOW_ROUTES)
+    (app / "beans.py").write_text(SLOW_BEANS)
+    handle = start(app=app, data=tmp_path_factory.mktemp("slow-data"), per_env=2, seed=1)
+    platform = connect(handle.url, username="operator", password="operator")
+    try:
+        yield platform
+    finally:
+        platform.close()
+        handle.stop()
+
+
+def test_wait_with_a_timeout_returns_at_the_deadline_while_the_replay_is_silent(
+    slow_platform: Platform,
+) -> None:
+    run = slow_platform.replay(
+        source(slow_platform), headers={"delayMs": "4000"}, reason="stream test: wait timeout"
+    )
+    started = time.monotonic()
+    with pytest.raises(TransportError) as info:
+        run.wait(timeout=0.5)
+    waited = time.monotonic() - started
+    assert info.value.code == "WAIT_TIMEOUT" and 0.5 <= waited < 2.5, waited
+    assert not run.done and "run.wait()" in (info.value.hint or "")
+    # Waiting again goes on from where the first wait stopped: every event once, to the end.
+    execution = run.wait(timeout=30)
+    assert execution.status == "COMPLETED" and run.done
+    ids = [e.id for e in run.events()]
+    assert ids == list(range(1, len(ids) + 1)) and run.cursor.repeats == 0
 
 
 def test_a_dead_platform_gives_up_after_bounded_retries(op_platform: Platform) -> None:
