@@ -527,20 +527,29 @@ def op_replay(
 
 
 def op_pages(
-    session: Session, path: str, params: dict[str, Any], *, page_size: int, limit: int | None
+    session: Session, path: str, params: dict[str, Any], *, page_size: int, limit: int | None, key: str
 ) -> Op[list[Any]]:
-    """Every row of a ``{data, total, offset, limit}`` endpoint (GET with offset/limit)."""
+    """Every row of a ``{data, total, offset, limit}`` endpoint (GET with offset/limit), each
+    once: a row whose ``key`` field came on an earlier page is dropped. Offsets shift when rows
+    are added while the pages are read (``GET /replays`` lists the newest first, so a replay
+    requested meanwhile pushes the last row of a page onto the next one); rows are never taken
+    away, so nothing is skipped either."""
     rows: list[Any] = []
+    seen: set[Any] = set()
     offset = int(params.pop("offset", 0) or 0)
     while limit is None or len(rows) < limit:
         size = page_size if limit is None else min(page_size, limit - len(rows))
         page = yield from session.call("GET", path, params={**params, "offset": offset, "limit": size})
         data = page.get("data") or []
-        rows.extend(data)
+        for row in data:
+            mark = row.get(key) if isinstance(row, dict) else None
+            if mark is None or mark not in seen:
+                seen.add(mark)
+                rows.append(row)
         offset += len(data)
         if len(data) < size:
             break
-    return rows
+    return rows[:limit] if limit is not None else rows
 
 
 def _audit_params(filters: Mapping[str, Any], now: datetime) -> dict[str, Any]:
@@ -872,7 +881,9 @@ class Platform(_Common):
     def replays(self, *, limit: int | None = 100, **filters: Any) -> list[dict[str, Any]]:
         """Replays (``source_exchange_id=``, ``requested_by=``, ``status=``), newest first."""
         params = {_camel(k): v for k, v in filters.items()}
-        return self._run(op_pages(self.session, "/replays", params, page_size=100, limit=limit))
+        return self._run(
+            op_pages(self.session, "/replays", params, page_size=100, limit=limit, key="replayId")
+        )
 
     def agents(self, **filters: Any) -> list[dict[str, Any]]:
         """Connected agents (``environment=``, ``status=``)."""
@@ -881,13 +892,19 @@ class Platform(_Common):
     def audit(self, *, limit: int | None = None, backend: Backend = "pandas", **filters: Any) -> Any:
         """Audit events (``action=``, ``actor=``, ``replay_id=``, ``since=``/``until=``) as a frame."""
         params = _audit_params(filters, self._now())
-        rows = self._run(op_pages(self.session, "/admin/audit", params, page_size=MAX_PAGE_SIZE, limit=limit))
+        rows = self._run(
+            op_pages(
+                self.session, "/admin/audit", params, page_size=MAX_PAGE_SIZE, limit=limit, key="eventId"
+            )
+        )
         return audit_frame(rows, backend)
 
     def replay_receipt(self, replay_id: str) -> list[dict[str, Any]]:
         """The audit events of one replay (its audit record), in seq order, as the server has them."""
         params = _audit_params({"replay_id": replay_id}, self._now())
-        return self._run(op_pages(self.session, "/admin/audit", params, page_size=MAX_PAGE_SIZE, limit=None))
+        return self._run(
+            op_pages(self.session, "/admin/audit", params, page_size=MAX_PAGE_SIZE, limit=None, key="eventId")
+        )
 
     def audit_verify(self) -> dict[str, Any]:
         """The server's own check of its audit log (``GET /admin/audit/verify``)."""
@@ -1028,7 +1045,9 @@ class AsyncPlatform(_Common):
 
     async def replays(self, *, limit: int | None = 100, **filters: Any) -> list[dict[str, Any]]:
         params = {_camel(k): v for k, v in filters.items()}
-        return await self._run(op_pages(self.session, "/replays", params, page_size=100, limit=limit))
+        return await self._run(
+            op_pages(self.session, "/replays", params, page_size=100, limit=limit, key="replayId")
+        )
 
     async def agents(self, **filters: Any) -> list[dict[str, Any]]:
         return await self._run(self.session.call("GET", "/agents", params=filters))
@@ -1036,14 +1055,16 @@ class AsyncPlatform(_Common):
     async def audit(self, *, limit: int | None = None, backend: Backend = "pandas", **filters: Any) -> Any:
         params = _audit_params(filters, self._now())
         rows = await self._run(
-            op_pages(self.session, "/admin/audit", params, page_size=MAX_PAGE_SIZE, limit=limit)
+            op_pages(
+                self.session, "/admin/audit", params, page_size=MAX_PAGE_SIZE, limit=limit, key="eventId"
+            )
         )
         return audit_frame(rows, backend)
 
     async def replay_receipt(self, replay_id: str) -> list[dict[str, Any]]:
         params = _audit_params({"replay_id": replay_id}, self._now())
         return await self._run(
-            op_pages(self.session, "/admin/audit", params, page_size=MAX_PAGE_SIZE, limit=None)
+            op_pages(self.session, "/admin/audit", params, page_size=MAX_PAGE_SIZE, limit=None, key="eventId")
         )
 
     async def audit_verify(self) -> dict[str, Any]:

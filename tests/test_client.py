@@ -21,7 +21,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from moat_nb import frames
-from moat_nb.client import AsyncPlatform, AuditBundle, Platform, connect, op_replay, serialise_body
+from moat_nb.client import (
+    AsyncPlatform,
+    AuditBundle,
+    Platform,
+    Session,
+    connect,
+    op_pages,
+    op_replay,
+    serialise_body,
+)
 from moat_nb.errors import (
     AgentUnavailable,
     AuthenticationError,
@@ -546,3 +555,30 @@ def test_receipts_of_ones_own_replays_and_nothing_more_without_audit_read(
     with pytest.raises(PermissionDenied) as info:
         op_platform.audit_bundle()
     assert info.value.status == 403 and "audit:read" in str(info.value)
+
+
+# --------------------------------------------------------------------------- paging (pure)
+
+
+@pytest.mark.parametrize("added_after_page", [0, 1])
+def test_pages_read_while_rows_are_added_give_every_row_once(added_after_page: int) -> None:
+    """``GET /replays`` lists the newest first: a replay requested between two pages pushes the
+    last row of a page onto the next one. The driver below is the server's list, answered
+    page by page, with a row added after the given page."""
+    rows = [{"replayId": f"replay-{i}"} for i in range(250)]
+    op = op_pages(
+        Session("http://platform.test", token="t"), "/replays", {}, page_size=100, limit=None, key="replayId"
+    )
+    request, pages = next(op), 0
+    try:
+        while True:
+            offset, size = int(request.url.params["offset"]), int(request.url.params["limit"])
+            body = {"data": rows[offset : offset + size], "total": len(rows), "offset": offset, "limit": size}
+            if pages == added_after_page:
+                rows.insert(0, {"replayId": "replay-new"})
+            pages += 1
+            request = op.send(httpx.Response(200, json=body, request=request))
+    except StopIteration as stop:
+        got = [r["replayId"] for r in stop.value]
+    assert len(got) == len(set(got)) == 250
+    assert got == [f"replay-{i}" for i in range(250)]
