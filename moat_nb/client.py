@@ -477,7 +477,35 @@ def serialise_body(body: Any, headers: Mapping[str, Any] | None, original_body: 
             hint="the original is not JSON: pass the body as a string in the format the route reads",
         )
     # Python's default separators, as the recorded bodies have them (json.dumps in the agents).
-    return json.dumps(body, ensure_ascii=False)
+    return _json_text(body, "the body", separators=None)
+
+
+def _json_text(value: Any, what: str, separators: tuple[str, str] | None = (",", ":")) -> str:
+    """``value`` as JSON text (RFC 8259): numpy and pandas scalars (``df.qty.iloc[0]``) as the
+    Python values they hold; ``ValidationError`` ``BAD_BODY`` for NaN or an infinity (pandas'
+    missing value, which ``json.dumps`` would write as the bare token ``NaN``, not JSON) and
+    for anything else JSON cannot carry, before any request is sent."""
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, default=_scalar, separators=separators)
+    except ValueError:
+        raise ValidationError(
+            f"{what} holds NaN or an infinity, which JSON cannot carry",
+            code="BAD_BODY",
+            hint="use None for a missing value (pandas gives NaN for one)",
+        ) from None
+    except TypeError as exc:
+        raise ValidationError(
+            f"{what} holds a value JSON cannot carry: {exc}",
+            code="BAD_BODY",
+            hint="use str, int, float, bool, None, dict and list (a datetime as an ISO string)",
+        ) from None
+
+
+def _scalar(value: Any) -> Any:
+    # numpy scalars (and what pandas hands out of a frame) have .item() and a dtype.
+    if hasattr(value, "dtype") and callable(getattr(value, "item", None)):
+        return value.item()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def op_replay(
@@ -508,12 +536,12 @@ def op_replay(
         full = yield from op_execution(session, execution_id)  # type: ignore[arg-type]
     modified: dict[str, Any] = {}
     if headers is not None:
-        modified["headers"] = dict(headers)
+        modified["headers"] = json.loads(_json_text(dict(headers), "the headers"))
     if body is not None:
         effective_headers = headers if headers is not None else (full.input_headers if full else None)
         modified["body"] = serialise_body(body, effective_headers, full.input_body if full else None)
     if properties is not None:
-        modified["properties"] = dict(properties)
+        modified["properties"] = json.loads(_json_text(dict(properties), "the properties"))
     payload: dict[str, Any] = {"sourceExchangeId": exchange_id, "reason": reason}
     if modified:
         payload["modifiedPayload"] = modified

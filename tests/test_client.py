@@ -121,6 +121,22 @@ def test_dict_bodies_are_written_as_the_original_content() -> None:
         serialise_body(order, None, "plain text")
 
 
+def test_bodies_from_a_frame_are_json_or_refused_in_words() -> None:
+    """Values taken out of a pandas frame are numpy scalars, and its missing values NaN."""
+    import numpy as np
+
+    row = {"qty": np.int64(3), "price": np.float64(2.5), "ok": np.bool_(True), "note": "x"}
+    text = serialise_body(row, {"Content-Type": "application/json"}, None) or ""
+    assert json.loads(text) == {"qty": 3, "price": 2.5, "ok": True, "note": "x"}
+    for bad in (float("nan"), np.float64("nan"), float("inf")):
+        with pytest.raises(ValidationError, match="NaN or an infinity") as info:
+            serialise_body({"note": bad}, {"Content-Type": "application/json"}, None)
+        assert info.value.code == "BAD_BODY" and "None" in (info.value.hint or "")
+    with pytest.raises(ValidationError, match="JSON cannot carry") as info:
+        serialise_body({"at": datetime(2026, 1, 1)}, {"Content-Type": "application/json"}, None)
+    assert info.value.code == "BAD_BODY"
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -582,3 +598,12 @@ def test_pages_read_while_rows_are_added_give_every_row_once(added_after_page: i
         got = [r["replayId"] for r in stop.value]
     assert len(got) == len(set(got)) == 250
     assert got == [f"replay-{i}" for i in range(250)]
+
+
+def test_a_nan_in_replay_headers_is_refused_before_anything_is_sent(op_platform: Platform) -> None:
+    src = next(iter(op_platform.executions(environment="dev", is_replay=False, limit=1)))
+    sent = recording(op_platform)
+    with pytest.raises(ValidationError, match="the headers holds NaN") as info:
+        op_platform.replay(src, headers={"x-qty": float("nan")}, reason="client test: NaN header")
+    assert info.value.code == "BAD_BODY"
+    assert not [r for r in sent if r.method == "POST" and r.url.path.endswith("/replays")]
