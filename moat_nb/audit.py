@@ -80,6 +80,7 @@ __all__ = [
     "key_id_for",
     "load_bundle",
     "load_public_key",
+    "loads_strict",
     "make_bundle",
     "public_key_b64",
     "sign_checkpoint",
@@ -243,7 +244,11 @@ def _orjson_fast(obj: Any, exact: bool = True) -> bytes | None:
       ``exact=False``: its events are parsed JSON, which holds none of these types, and the
       check costs a third of its time (P5); a caller who hands it such objects gets them read
       as orjson writes them (a UUID as its string), which no JSON form of the log can tell apart;
-    * integers beyond ±(2**53-1), lone surrogates, non-string keys: orjson refuses them.
+    * integers beyond ±(2**53-1), lone surrogates, non-string keys: orjson refuses them;
+    * NaN and infinities: orjson writes null, and neither check above sees it. With ``exact``
+      the round trip does; :func:`verify`'s events come from strict readers (:func:`load_bundle`,
+      the client's :func:`loads_strict`), which refuse them, because a walk of every event
+      to look for one would cost P5 a third.
     """
     try:
         out: bytes = orjson.dumps(obj, option=_ORJSON_OPTIONS)
@@ -907,17 +912,39 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    # json.loads reads 1e999 as infinity, which the canonical form cannot hold: orjson would
+    # write it as null, so null -> 1e999 in a signed event would verify (a review found it).
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is beyond the range of JSON's doubles")
+    return value
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """JSON text as a verifier must read it: no NaN or Infinity tokens, no number that
+    overflows to infinity (RFC 8259 section 6; I-JSON, RFC 7493 section 2.2). ValueError
+    otherwise. Duplicate member names are left to the caller (:func:`load_bundle` refuses
+    them). The events :func:`verify` hashes must come from such a reader: a non-finite float
+    has no canonical form, and the fast path cannot see one (orjson writes it as null)."""
+    return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+
+
 def load_bundle(path: str | PathLike[str]) -> dict[str, Any]:
     """Read a bundle file (UTF-8 JSON) for :func:`verify_bundle`.
 
     Raises :class:`RecordError` (code ``BAD_BUNDLE``) for text that is not strict JSON: invalid
-    UTF-8, duplicate member names, NaN or Infinity. File errors propagate as ``OSError``.
+    UTF-8, duplicate member names, NaN or Infinity, a number beyond the doubles (``1e999``).
+    File errors propagate as ``OSError``.
     """
     with open(path, "rb") as f:
         raw = f.read()
     try:
         data = json.loads(
-            raw.decode("utf-8"), object_pairs_hook=_object_without_duplicates, parse_constant=_no_constant
+            raw.decode("utf-8"),
+            object_pairs_hook=_object_without_duplicates,
+            parse_constant=_no_constant,
+            parse_float=_finite_float,
         )
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise RecordError(

@@ -203,8 +203,10 @@ def decode(response: httpx.Response) -> Any:
     if response.status_code == 204 or not response.content:
         return None
     try:
-        return response.json()
-    except ValueError:
+        # Strict (no NaN, Infinity or 1e999): audit events read here are verified, and a
+        # non-finite number has no canonical form to hash (audit.loads_strict).
+        return audit_core.loads_strict(response.content)
+    except (ValueError, RecursionError):
         raise ServerError(
             f"{response.request.method} {response.request.url.path} answered with a body that is not JSON",
             status=response.status_code,

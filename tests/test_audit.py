@@ -39,6 +39,7 @@ from moat_nb.audit import (
     key_id_for,
     load_bundle,
     load_public_key,
+    loads_strict,
     make_bundle,
     public_key_b64,
     sign_checkpoint,
@@ -838,6 +839,27 @@ def test_load_bundle_round_trip_and_strictness(tmp_path: Any) -> None:
         load_bundle(path)
     with pytest.raises(OSError):
         load_bundle(tmp_path / "missing.json")
+
+
+def test_a_null_turned_into_an_overflowing_number_does_not_verify(tmp_path: Any) -> None:
+    """``1e999`` reads as infinity in Python, and orjson writes infinity as null: a signed
+    ``null`` changed to ``1e999`` hashed as before. The readers refuse such numbers."""
+    events = chain([raw_event(1, TENANT, {"errorType": None, "durationMs": 2.5})], TENANT)
+    cps = [sign_checkpoint(KEY_A, None, TENANT, 1, events[0]["hash"], AT)]
+    bundle = make_bundle(events, cps, [KEY_A])
+    text = json.dumps(bundle, indent=1)
+    assert verify_bundle(json.loads(text), [KEY_A.public_key()]).ok
+    forged = text.replace('"errorType": null', '"errorType": 1e999', 1)
+    assert forged != text
+    path = tmp_path / "forged.json"
+    path.write_text(forged, encoding="utf-8")
+    with pytest.raises(RecordError, match="beyond the range") as info:
+        load_bundle(path)
+    assert info.value.code == "BAD_BUNDLE"
+    for bad in ("1e999", "-1e400", "[NaN]", '{"a": Infinity}'):
+        with pytest.raises(ValueError):
+            loads_strict(bad)
+    assert loads_strict('{"a": 1.5e300, "b": null}') == {"a": 1.5e300, "b": None}
 
 
 _NUMBERISH = st.text(alphabet=st.sampled_from(list('0123456789.e+-,]}"\\ ')), max_size=16)

@@ -131,6 +131,14 @@ def test_a_2xx_that_is_not_json_is_a_server_error() -> None:
     with pytest.raises(ServerError, match="not JSON") as info:
         p.health()
     assert info.value.code == "BAD_RESPONSE"
+    # Not JSON either: what json.loads would read as NaN or infinity (a verifier must not).
+    for text in ('{"status": NaN}', '{"x": 1e999}', '{"x": -Infinity}'):
+        p = platform(
+            answering(200, httpx.Response(200, text=text, headers={"content-type": "application/json"}))
+        )
+        with pytest.raises(ServerError, match="not JSON") as info:
+            p.health()
+        assert info.value.code == "BAD_RESPONSE"
 
 
 # --------------------------------------------------------------------------- network failures
