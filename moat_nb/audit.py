@@ -921,13 +921,19 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def loads_strict(text: str | bytes) -> Any:
+def loads_strict(text: str | bytes, *, unique_names: bool = False) -> Any:
     """JSON text as a verifier must read it: no NaN or Infinity tokens, no number that
-    overflows to infinity (RFC 8259 section 6; I-JSON, RFC 7493 section 2.2). ValueError
-    otherwise. Duplicate member names are left to the caller (:func:`load_bundle` refuses
-    them). The events :func:`verify` hashes must come from such a reader: a non-finite float
-    has no canonical form, and the fast path cannot see one (orjson writes it as null)."""
-    return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    overflows to infinity (RFC 8259 section 6; I-JSON, RFC 7493 section 2.2), and with
+    ``unique_names`` no member name twice in an object (two readers could see two documents).
+    ValueError otherwise. The events :func:`verify` hashes must come from such a reader: a
+    non-finite float has no canonical form, and the fast path cannot see one (orjson writes it
+    as null)."""
+    return json.loads(
+        text,
+        object_pairs_hook=_object_without_duplicates if unique_names else None,
+        parse_constant=_no_constant,
+        parse_float=_finite_float,
+    )
 
 
 def load_bundle(path: str | PathLike[str]) -> dict[str, Any]:
@@ -940,12 +946,7 @@ def load_bundle(path: str | PathLike[str]) -> dict[str, Any]:
     with open(path, "rb") as f:
         raw = f.read()
     try:
-        data = json.loads(
-            raw.decode("utf-8"),
-            object_pairs_hook=_object_without_duplicates,
-            parse_constant=_no_constant,
-            parse_float=_finite_float,
-        )
+        data = loads_strict(raw.decode("utf-8"), unique_names=True)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise RecordError(
             f"{path}: not a readable audit bundle: {exc}",

@@ -498,9 +498,15 @@ def payload_claim_checks(parameters: Mapping[str, Any], requested: Mapping[str, 
     checked, and the check says so (it fails: nothing vouches for P)."""
     detail = requested.get("detail") or {}
     if "modifiedPayloadSha256" in detail:
-        claimed = request_sha256(parameters.get("modifiedPayload") or {})
+        try:
+            # As the claim runs (a body object becomes its JSON text), not as it is spelt.
+            claimed = request_sha256(parse_modified_payload(parameters.get("modifiedPayload") or {}))
+        except ValidationError as exc:
+            claimed, why = None, f": {exc.message}"
+        else:
+            why = ""
         payload_ok = claimed is not None and claimed == detail["modifiedPayloadSha256"]
-        note = f"audit {detail['modifiedPayloadSha256']}, claimed {claimed}"
+        note = f"audit {detail['modifiedPayloadSha256']}, claimed {claimed}{why}"
     else:
         payload_ok, note = (
             False,
@@ -710,6 +716,17 @@ def verify_evidence(
         result_execution_id=replay.get("resultExecutionId"),
     )
     parameters = evidence.get("parameters") or {}
+    claimed_source = parameters.get("sourceExchangeId")
+    recorded_source = (evidence.get("source") or {}).get("exchangeId")
+    # (No source in the parameters: the notebook, run by hand, picked one, and the evidence's
+    # source is the claim; the receipt checks tie that one to the audit.)
+    checks.append(
+        Check(
+            "claimed source is the audited one",
+            claimed_source is None or claimed_source == recorded_source,
+            f"the parameters name {claimed_source!r}, the evidence and its audit {recorded_source!r}",
+        )
+    )
     receipt = [e for e in audit_part.get("events") or [] if isinstance(e, Mapping)]
     mine = [e for e in receipt if (e.get("target") or {}).get("replayId") == str(replay.get("replayId"))]
     requested = next((e for e in mine if e.get("action") == "REPLAY_REQUESTED"), {})
@@ -750,8 +767,13 @@ def verify_evidence(
             continue
         if exp.processor is not None or exp.path.split(":", 1)[0] in {"headers", "properties"} - vouched:
             unvouched += 1  # the audit chain holds no hash of a processor's data (or of these maps)
-        if exp.processor is None and evaluate_one(exp, subject).passed != item.get("passed"):
-            mismatch.append(str(i))
+        if exp.processor is None:
+            # The whole recorded result, not only `passed`: its label, the value found and the
+            # message are what a reader of the report sees.
+            if not json_equal(evaluate_one(exp, subject).to_wire(), item):
+                mismatch.append(str(i))
+        elif item.get("label") != exp.label or not json_equal(item.get("expectation"), exp.to_wire()):
+            mismatch.append(f"{i} (its label is not its expectation's)")
     claimed_exps = [item.get("expectation") for item in recorded]
     checks.append(
         Check(

@@ -31,7 +31,7 @@ import jsonpatch
 import jsonpointer
 import rfc8785
 
-from .audit import _canonical_fast
+from .audit import _canonical_fast, loads_strict
 from .errors import ControlHeaderRejected, ValidationError
 from .model import ModifiedPayload, Payload
 
@@ -255,17 +255,29 @@ def payload_sha256(payload: Payload) -> str:
 HIDDEN = "[REDACTED]"
 
 
+#: :func:`_hidden` writes JSON text as ``{"json": <its value>}``. An object of the payload that
+#: could read as such a text (its only member is ``json``), or as one of these wrappers (a
+#: member name starting with NUL), is wrapped as ``{"\u0000": <its members>}``: so an object
+#: never hashes like a text, and two payloads hash alike only when they differ in secrets.
+_ESCAPE = "\0"
+
+
 def _hidden(value: Any, depth: int = 0) -> Any:
     if isinstance(value, Mapping):
-        return {
+        out = {
             k: HIDDEN if isinstance(k, str) and is_secret_name(k) else _hidden(v, depth)
             for k, v in value.items()
         }
+        if list(out) == ["json"] or any(isinstance(k, str) and k.startswith(_ESCAPE) for k in out):
+            return {_ESCAPE: out}
+        return out
     if isinstance(value, list | tuple):
         return [_hidden(v, depth) for v in value]
     if isinstance(value, str) and depth < _MAX_JSON_IN_TEXT and value.lstrip().startswith(("{", "[")):
         try:
-            parsed = json.loads(value)
+            # Strict: text with a member name twice (which a reader may take either way) or
+            # NaN is hashed as the text it is, not as one of its readings.
+            parsed = loads_strict(value, unique_names=True)
         except (ValueError, RecursionError):
             return value
         return {"json": _hidden(parsed, depth + 1)}  # JSON text as its value: spacing does not count

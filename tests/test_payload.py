@@ -10,7 +10,7 @@ import json
 import jsonpatch
 import pytest
 import rfc8785
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from moat_nb.errors import ControlHeaderRejected, ValidationError
@@ -375,6 +375,62 @@ def test_request_sha256_hides_secrets_and_ties_everything_else() -> None:
         assert request_sha256(other) != digest, other
     assert request_sha256(None) == request_sha256({}) is not None
     assert request_sha256({"body": json.dumps({"n": 2**70})}) is None  # not I-JSON: nothing to vouch
+
+
+def test_request_sha256_tells_an_object_from_a_text_and_a_text_from_its_readings() -> None:
+    """Found by review: a claimed object ``{"json": X}`` hashed like the text of X, and a text
+    with a member twice like the reading that keeps the last one."""
+    text = '{"a": 1}'
+    assert request_sha256({"headers": {"h": text}}) != request_sha256({"headers": {"h": {"json": {"a": 1}}}})
+    assert request_sha256({"headers": {"h": {"json": {"a": 1}}}}) != request_sha256(
+        {"headers": {"h": {"\0": {"json": {"a": 1}}}}}
+    )
+    assert request_sha256({"body": '{"qty": 300, "qty": 3}'}) != request_sha256({"body": '{"qty": 3}'})
+    assert request_sha256({"body": '{"qty": NaN}'}) not in (None, request_sha256({"body": '{"qty": null}'}))
+
+
+_TEXTS = ("x", "[1]", '{"a": 1}', '{ "a" : 1 }', '{"json": 1}', '{"a": 1, "a": 2}', '{"\\u0000": 1}')
+_KEYS = ("a", "json", "\0", "\0json")
+_PLAIN = st.recursive(
+    st.one_of(st.sampled_from(_TEXTS), st.integers(-2, 2), st.booleans(), st.none()),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(_KEYS), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _reading(value: object) -> object:
+    """What a payload says, with JSON text as a tagged reading of it (spacing does not count;
+    a text with a member twice, which has two readings, stays text): the tag is a tuple, which
+    no JSON value is, so two payloads have equal readings only when they say the same."""
+    if isinstance(value, dict):
+        return ("object", sorted((k, _reading(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return ("array", [_reading(v) for v in value])
+    if isinstance(value, str) and value.lstrip().startswith(("{", "[")):
+        try:
+            return ("json text", _reading(json.loads(value, object_pairs_hook=_unique)))
+        except ValueError:
+            return ("text", value)
+    return (type(value).__name__, value)
+
+
+def _unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    if len({k for k, _ in pairs}) != len(pairs):
+        raise ValueError("a member twice")
+    return dict(pairs)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_PLAIN, _PLAIN)
+@example('{"a": 1}', {"json": {"a": 1}})
+@example({"json": 1}, {"\0": {"json": 1}})
+@example('{"a": 1, "a": 2}', '{"a": 2}')
+@example(["[1]"], [{"json": [1]}])
+def test_request_sha256_is_equal_exactly_when_the_payloads_say_the_same(a: object, b: object) -> None:
+    ha, hb = request_sha256({"headers": {"h": a}}), request_sha256({"headers": {"h": b}})
+    assert (ha == hb) == (_reading(a) == _reading(b))
 
 
 def test_redact_patch_shows_that_a_secret_changed() -> None:

@@ -503,6 +503,28 @@ def test_report_verify_finds_tampering(passing: dict[str, Any], tmp_path: Path) 
     headers = edit(lambda e: e["output"]["headers"].update(orderStatus="FORGED"))
     assert "audited output headers hash" in tampered("headers", headers)
 
+    # Found by the seventh session's review: each of these verified.
+    def label(evidence: dict[str, Any]) -> None:  # what a reader sees: the label and the value found
+        evidence["expectations"][1].update(label="body:$.total equals 49.99", actual=49.99)
+
+    assert "expectations re-evaluate" in tampered("label", edit(label))
+    source = edit(lambda e: e["parameters"].update(sourceExchangeId="ID-sandbox-other-1"))
+    assert "claimed source is the audited one" in tampered("source", source)
+
+    def wrapped_body(evidence: dict[str, Any]) -> None:  # an object that hashed like the text
+        body = evidence["parameters"]["modifiedPayload"]["body"]
+        evidence["parameters"]["modifiedPayload"]["body"] = {"json": json.loads(body)}
+
+    assert "audited payload is the claimed one" in tampered("wrapped", edit(wrapped_body))
+
+    def twice(evidence: dict[str, Any]) -> None:  # a member twice: a reader may take the first
+        body = evidence["parameters"]["modifiedPayload"]["body"]
+        evidence["parameters"]["modifiedPayload"]["body"] = body.replace(
+            '"lines":', '"lines": [{"sku": "SKU-100", "qty": 300, "unitPrice": 0.01}], "lines":', 1
+        )
+
+    assert "audited payload is the claimed one" in tampered("twice", edit(twice))
+
 
 @pytest.mark.slow
 def test_failed_expectation_exits_1_and_names_it(proof_env: dict[str, Any], tmp_path: Path) -> None:
