@@ -23,7 +23,10 @@ Exit codes: 0 success; 1 an error, reported on stderr in one line (never a trace
     DIR; exit 0 only when every expectation holds and the audit verifies, 1 naming what failed.
     Credentials only from ``MOAT_URL``, ``MOAT_USER``/``MOAT_PASSWORD`` or ``MOAT_TOKEN``.
 ``moat-nb report verify DIR [--key PUBKEY_B64 ...]``
-    Re-check a report folder offline (evidence, notebook hash, audit bundle): exit 0 or 1.
+    Re-check a report folder offline (evidence, notebook hash, audit bundle) against the audit
+    keys you trust (``--key``, else ``MOAT_AUDIT_KEYS``): exit 0 for a genuine report whose
+    verdict is PASS; 3 for a genuine one whose verdict is FAIL; 1 for anything not verified,
+    including every check holding against only the bundle's own keys (anyone can sign those).
 ``moat-nb audit verify BUNDLE.json [--key PUBKEY_B64 ...] [--json]``
     Verify an audit export (``GET /admin/audit/export``) offline, with no database: exit 0 when
     it verifies, 1 naming the first bad seq and the reason (DESIGN.md section 7). ``--key``
@@ -413,7 +416,7 @@ def _add_report_parser(commands: Any) -> None:
 
     verify = sub.add_parser(
         "verify",
-        help="re-check a report folder offline (exit 1 names what does not hold)",
+        help="re-check a report folder offline (0 genuine PASS, 3 genuine FAIL, 1 not verified)",
         description="Re-check a compliance report offline: the notebook hash, the audit bundle "
         "(every hash, link and checkpoint), the receipt in it, the audited payload and output "
         "hashes, and the expectations re-evaluated on the recorded output.",
@@ -424,7 +427,8 @@ def _add_report_parser(commands: Any) -> None:
         action="append",
         default=[],
         metavar="PUBKEY_B64",
-        help="a trusted audit public key, base64 DER (repeat); default: the bundle's own keys",
+        help="a trusted audit public key, base64 DER (repeat); default: MOAT_AUDIT_KEYS. Without "
+        "either the bundle's own keys are checked and the report is not called verified",
     )
     verify.set_defaults(handler=_report_verify)
 
@@ -467,15 +471,36 @@ def _report_compliance(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _report_verify(args: argparse.Namespace) -> int:
-    from .report import verify_report
+#: ``report verify``'s exit code for a genuine report whose verdict is FAIL (0 is a genuine PASS,
+#: 1 anything not verified): a pipeline gating on the exit code must not take it for a proof.
+EXIT_GENUINE_FAIL = 3
 
-    checks = verify_report(args.folder, public_keys=args.key or None)
+
+def _report_verify(args: argparse.Namespace) -> int:
+    from .report import trusted_keys_from_env, verify_report
+
+    keys = [k.strip() for k in args.key] or trusted_keys_from_env()[0]
+    checks = verify_report(args.folder, public_keys=keys or None)
     for check in checks:
         print(f"{'OK    ' if check.ok else 'FAILED'}  {check.name}: {check.detail}")
-    ok = bool(checks) and all(c.ok for c in checks)
-    print(f"{'VERIFIED' if ok else 'NOT VERIFIED'}: {args.folder}")
-    return 0 if ok else 1
+    if not checks or not all(c.ok for c in checks):
+        print(f"NOT VERIFIED: {args.folder}")
+        return 1
+    if not keys:
+        # Anyone can chain events and sign a checkpoint with a key of their own: only the
+        # platform's published key says who vouches for the audit.
+        print(
+            f"NOT VERIFIED: {args.folder}: every check holds, but against the bundle's own public keys, "
+            "which prove it consistent, not who signed it; pass --key with the platform's published "
+            "audit key (or set MOAT_AUDIT_KEYS)"
+        )
+        return 1
+    verdict = json.loads((Path(args.folder) / "evidence.json").read_text(encoding="utf-8")).get("verdict")
+    if verdict != "PASS":
+        print(f"VERIFIED as genuine: {args.folder}; its verdict is {verdict}: the proof does not hold")
+        return EXIT_GENUINE_FAIL
+    print(f"VERIFIED: {args.folder}: genuine, signed by a trusted key, verdict PASS")
+    return 0
 
 
 if __name__ == "__main__":

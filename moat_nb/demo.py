@@ -221,7 +221,8 @@ def run_demo(*, data: Path, per_env: int = 500, seed: int = 0, out: Path = Path(
     print(f"  notebook:     {proof.notebook}")
     if proof.bundle is not None:
         print(f"  audit bundle: {proof.bundle}  (check it: moat-nb audit verify {proof.bundle})")
-    print(f"  re-check it offline: moat-nb report verify {proof.out}")
+    keys = Path(data) / "keys" / "audit-public-keys.txt"  # the key the sandbox published
+    print(f"  re-check it offline: moat-nb report verify {proof.out} --key \"$(grep -v '#' {keys})\"")
     print(f"what-if: {'done' if error is None else 'FAILED: ' + error}")
     print(f"  report:       {html}")
     print(f"  notebook:     {executed}")

@@ -347,6 +347,12 @@ def proof_env(client_sandbox: Any) -> Iterator[dict[str, Any]]:
             yield {"platform": platform, "source": hits.iloc[0]["exchange_id"], "sandbox": client_sandbox}
 
 
+def _published_key(env: dict[str, Any]) -> str:
+    """The audit public key the sandbox published (what an auditor trusts)."""
+    text = (Path(env["sandbox"].data_dir) / "keys" / "audit-public-keys.txt").read_text()
+    return next(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+
+
 def _files(tmp: Path, payload: Any, expect: Any) -> tuple[Path, Path]:
     tmp.mkdir(parents=True, exist_ok=True)
     p, e = tmp / "payload.json", tmp / "expect.json"
@@ -448,7 +454,11 @@ def test_audit_bundle_verifies_and_a_tampered_one_does_not(
 def test_report_verify_finds_tampering(passing: dict[str, Any], tmp_path: Path) -> None:
     import shutil
 
-    assert main(["report", "verify", str(passing["out"])]) == 0
+    key = _published_key(passing)
+    assert main(["report", "verify", str(passing["out"]), "--key", key]) == 0
+    # Without a trusted key every check holds against the bundle's own keys, which anyone can
+    # make: not verified (found by review: it said VERIFIED).
+    assert main(["report", "verify", str(passing["out"])]) == 1
     checks = report.verify_report(passing["out"])
     assert checks and all(c.ok for c in checks)
 
@@ -456,7 +466,7 @@ def test_report_verify_finds_tampering(passing: dict[str, Any], tmp_path: Path) 
         copy = tmp_path / name
         shutil.copytree(passing["out"], copy)
         change(copy)
-        assert main(["report", "verify", str(copy)]) == 1
+        assert main(["report", "verify", str(copy), "--key", key]) == 1
         return [c.name for c in report.verify_report(copy) if not c.ok]
 
     def output_total(folder: Path) -> None:  # claim another output than the one audited
@@ -538,7 +548,8 @@ def test_failed_expectation_exits_1_and_names_it(proof_env: dict[str, Any], tmp_
     ]
     page = (tmp_path / "out" / "report.html").read_text()
     assert "Verdict: FAIL" in page and "expectation 1 failed: body:$.total equals 59.96" in page
-    assert main(["report", "verify", str(tmp_path / "out")]) == 0  # a failed proof is still genuine
+    # A failed proof is still genuine, and says so; its exit code is not a pass's.
+    assert main(["report", "verify", str(tmp_path / "out"), "--key", _published_key(proof_env)]) == 3
 
 
 @pytest.mark.slow
