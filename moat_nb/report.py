@@ -53,7 +53,7 @@ from .evidence import (
     execution_facts,
     verify_evidence,
 )
-from .expectations import OPERATORS, Expectation, ExpectationResult, Outcomes, evaluate, strict_json
+from .expectations import OPERATORS, Expectation, ExpectationResult, Outcomes, evaluate
 from .model import Execution
 
 if TYPE_CHECKING:
@@ -656,10 +656,21 @@ def verify_report(folder: str | os.PathLike[str], *, public_keys: Any = None) ->
     evidence_file = base / "evidence.json"
     if not evidence_file.is_file():
         raise MoatError(f"{evidence_file} not found", code="NO_EVIDENCE", hint="pass a report folder")
-    evidence = strict_json(evidence_file.read_text(encoding="utf-8"), "evidence.json")
+    try:
+        # Strict as a bundle is read (no NaN, no member twice), with no size limit: evidence
+        # holds the payload and the output several times (parameters are limited to 1 MiB).
+        evidence = audit_core.loads_strict(evidence_file.read_bytes(), unique_names=True)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise MoatError(
+            f"{evidence_file} is not strict JSON: {str(exc)[:200]}",
+            code="BAD_EVIDENCE",
+            hint="verify the folder a `moat-nb report compliance` run wrote",
+        ) from None
     try:
         return _verify_folder(base, evidence, public_keys)
-    except (AttributeError, TypeError, KeyError, IndexError) as exc:
+    except MoatError:
+        raise
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError) as exc:
         # The file parsed, but not into the evidence's shape (an object of objects and lists):
         # a damaged or foreign file, said in one line rather than a traceback.
         raise MoatError(

@@ -274,23 +274,48 @@ def test_kernelspec_runs_this_python() -> None:
     assert spec.argv[1:3] == ["-m", "ipykernel_launcher"]
 
 
+_EVIDENCE = '{"format": "moat-nb/compliance-evidence/v1", '
+
+
 @pytest.mark.parametrize(
     "text",
     [
         "[]",
-        '{"format": "moat-nb/compliance-evidence/v1", "expectations": ["x"]}',
-        '{"format": "moat-nb/compliance-evidence/v1", "audit": 7}',
+        _EVIDENCE + '"expectations": ["x"]}',
+        _EVIDENCE + '"audit": 7}',
+        # Found by review: each of these ended in a traceback.
+        b'{"format": "\xff"}',  # not UTF-8
+        "[" * 100_000 + "]" * 100_000,  # deeper than the interpreter's recursion
+        _EVIDENCE
+        + '"replay": {"replayId": "r"}, "output": {"headers": [["a", "b", "c"]]}, "audit": {"events": [{'
+        + '"action": "REPLAY_COMPLETED", "target": {"replayId": "r"}, '
+        + '"detail": {"outputHeadersSha256": "x"}}]}}',
+        _EVIDENCE + '"verdict": NaN}',
+        _EVIDENCE + '"verdict": "PASS", "verdict": "FAIL"}',
     ],
 )
 def test_verify_of_a_malformed_evidence_file_says_so_in_one_line(
-    tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, text: str | bytes, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "evidence.json").write_text(text)
+    path = tmp_path / "evidence.json"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(MoatError) as err:
         report.verify_report(tmp_path)
-    assert err.value.code == "BAD_EVIDENCE" and "evidence.json" in err.value.message
+    # (An audit event of the wrong shape is named as such: BAD_AUDIT_EVENT.)
+    assert err.value.code in ("BAD_EVIDENCE", "BAD_AUDIT_EVENT")
     assert main(["report", "verify", str(tmp_path)]) == 1
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_verify_reads_evidence_beyond_the_parameters_limit(tmp_path: Path) -> None:
+    """Evidence holds the payload and the output several times: a genuine proof of a large
+    body is over 1 MiB, which is the parameters' limit, not the evidence's (a review found
+    that such a proof could not be verified at all)."""
+    evidence = {"format": "moat-nb/compliance-evidence/v1", "output": {"body": "x" * 2_000_000}}
+    (tmp_path / "evidence.json").write_text(json.dumps(evidence))
+    checks = report.verify_report(tmp_path)
+    assert checks and not all(c.ok for c in checks)  # read and checked (no bundle: not verified)
+    assert "bundle verifies" in {c.name for c in checks if not c.ok}
 
 
 def test_pdf_without_chromium_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
