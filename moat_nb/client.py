@@ -200,6 +200,18 @@ def decode(response: httpx.Response) -> Any:
     """The JSON body of a 2xx response (None when empty); the mapped error otherwise."""
     if response.status_code >= 400:
         raise error_from_response(response)
+    if response.status_code >= 300:
+        # Redirects are not followed (a POST would be resent elsewhere, with the token): the
+        # address is wrong, and the Location says which one to use.
+        location = response.headers.get("location") or "(no Location header)"
+        raise ServerError(
+            f"{response.request.method} {response.request.url.path} answered HTTP {response.status_code}, "
+            f"a redirect to {location}",
+            status=response.status_code,
+            code="REDIRECTED",
+            hint="set MOAT_URL to the platform's own address (https://... if the redirect says so)",
+            details={"location": location},
+        )
     if response.status_code == 204 or not response.content:
         return None
     try:

@@ -126,6 +126,17 @@ def test_a_body_that_is_no_envelope_still_maps_by_status() -> None:
         p.execution("ex-1")
 
 
+def test_a_redirect_is_an_error_that_names_the_address_to_use() -> None:
+    for status in (301, 302, 307, 308):
+        p = platform(
+            answering(status, httpx.Response(status, headers={"Location": "https://platform.test/x"}))
+        )
+        with pytest.raises(ServerError, match="a redirect to https://platform.test/x") as info:
+            p.execution("ex-1")
+        assert info.value.code == "REDIRECTED" and info.value.status == status
+        assert "MOAT_URL" in (info.value.hint or "")
+
+
 def test_a_2xx_that_is_not_json_is_a_server_error() -> None:
     p = platform(answering(200, httpx.Response(200, text="<html>login page</html>")))
     with pytest.raises(ServerError, match="not JSON") as info:
