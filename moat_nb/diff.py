@@ -325,7 +325,7 @@ class JsonCache:
         if head in ("{", "["):
             try:
                 value = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):  # nested too deep to read: compared as text
                 value = self.NOT_JSON
         self._cache[text] = value
         return value
@@ -383,10 +383,14 @@ class PayloadComparer:
         if cached is not None:
             return cached
         ja, jb = self.json.parse(a), self.json.parse(b)
-        out: list[Change] = []
+        out: list[Change] | None = None
         if ja is not JsonCache.NOT_JSON and jb is not JsonCache.NOT_JSON:
-            _walk(ja, jb, [], "body:$", out)
-        else:
+            out = []
+            try:
+                _walk(ja, jb, [], "body:$", out)
+            except RecursionError:  # nested past the interpreter's limit: compared as text
+                out = None
+        if out is None:
             out = _text_lines(a, b)
         self._bodies[key] = out
         return out
@@ -414,13 +418,17 @@ class PayloadComparer:
                 continue
             prefix = f"{fld}:{format_name(name)}"
             ja, jb = self.json.parse(va), self.json.parse(vb)
-            if ja is not JsonCache.NOT_JSON and jb is not JsonCache.NOT_JSON:
-                _walk(ja, jb, [], prefix, out)
-            elif isinstance(va, dict | list) and isinstance(vb, dict | list):
-                _walk(va, vb, [], prefix, out)
-            else:
-                kind = "changed" if type(va) is type(vb) else "type_changed"
-                out.append((prefix, kind, va, vb))
+            found: list[Change] = []
+            try:
+                if ja is not JsonCache.NOT_JSON and jb is not JsonCache.NOT_JSON:
+                    _walk(ja, jb, [], prefix, found)
+                elif isinstance(va, dict | list) and isinstance(vb, dict | list):
+                    _walk(va, vb, [], prefix, found)
+                else:
+                    found.append((prefix, "changed" if type(va) is type(vb) else "type_changed", va, vb))
+            except RecursionError:  # nested past the interpreter's limit: one row for the value
+                found = [(prefix, "changed" if type(va) is type(vb) else "type_changed", va, vb)]
+            out.extend(found)
         for low, (name, vb) in ib.items():
             if low not in ia:
                 out.append((f"{fld}:{format_name(name)}", "added", None, vb))

@@ -481,6 +481,20 @@ def test_text_bodies_are_compared_line_by_line() -> None:
     assert diff(a, b, ignore="body:line 2").rows_at(rows[0].processor)[0].noise
 
 
+def test_bodies_nested_past_the_recursion_limit_are_compared_as_text() -> None:
+    """A hostile request a route rejected may be nested thousands deep: the diff compares it
+    as text instead of raising RecursionError (review finding)."""
+    deep_a, deep_b = "[" * 5000 + "]" * 5000, "[" * 5000 + "1" + "]" * 5000
+    a = trace([Step("parse", lambda s: s.update(body=deep_a))], None)
+    b = trace([Step("parse", lambda s: s.update(body=deep_b))], None)
+    rows = [r for r in diff(a, b).rows if r.processor.processor_id == "parse"]
+    assert [(r.path, r.kind) for r in rows] == [("body:line 1", "changed")]
+    deep = {"x-deep": deep_a}
+    c = trace([Step("parse", lambda s: s["headers"].update(deep))], None)
+    d = trace([Step("parse", lambda s: s["headers"].update({"x-deep": deep_b}))], None)
+    assert [r.path for r in diff(c, d).rows if r.processor.processor_id == "parse"] == ["headers:x-deep"]
+
+
 def test_json_structure_not_text_decides() -> None:
     a = trace([Step("p", lambda s: s.update(body='{"a": 1, "b": [1, 2]}'))], None)
     b = trace([Step("p", lambda s: s.update(body='{"b":[1,2],"a":1}'))], None)
