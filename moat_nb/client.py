@@ -568,6 +568,30 @@ def op_replay(
     return (yield from session.call("POST", "/replays", json=payload, headers={"Idempotency-Key": key}))
 
 
+def op_check_token(session: Session) -> Op[None]:
+    """One authorised read (``GET /replays?limit=1``): a token alone says nothing until it is
+    used, and :func:`connect` promises that a wrong address or token fails at once. A 403 means
+    the token is good and its user may not list replays."""
+    try:
+        yield from session.call("GET", "/replays", params={"limit": 1})
+    except PermissionDenied:
+        pass
+
+
+def _export_filters(filters: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``export()``'s search filters; its own options are keywords, not filters."""
+    out = dict(filters or {})
+    for name in ("limit", "max_rows", "page_size"):
+        if name in out:
+            raise ValidationError(
+                f"export() takes {name} as a keyword argument, not among the filters",
+                code="BAD_FILTER",
+                hint=f"p.export(filters, path, {name}=...)",
+                details={"filter": name},
+            )
+    return out
+
+
 def op_pages(
     session: Session, path: str, params: dict[str, Any], *, page_size: int, limit: int | None, key: str
 ) -> Op[list[Any]]:
@@ -825,11 +849,14 @@ class Platform(_Common):
     # ---------------------------------------------------------------- API
 
     def login(self) -> dict[str, Any]:
-        """Log in now (``connect`` does); the user's ``{username, roles, permissions}``."""
+        """Log in now (``connect`` does); the user's ``{username, roles, permissions}``. With an
+        access token alone, one small authorised read checks the address and the token."""
         if self.session.refresh_token is not None and not self.session.username:
             self._run(self.session.renew())
         elif self.session.username:
             self._run(self.session.login())
+        elif self.session.access_token is not None:
+            self._run(op_check_token(self.session))
         return self.session.user or {}
 
     def health(self) -> dict[str, Any]:
@@ -872,7 +899,7 @@ class Platform(_Common):
 
         from .frames import EXECUTION_SCHEMA
 
-        history = self.executions(limit=limit, max_rows=None, page_size=page_size, **dict(filters or {}))
+        history = self.executions(limit=limit, max_rows=None, page_size=page_size, **_export_filters(filters))
         target = Path(path)
         with pq.ParquetWriter(target, EXECUTION_SCHEMA) as writer:
             for table in history.pages():
@@ -1024,6 +1051,8 @@ class AsyncPlatform(_Common):
             await self._run(self.session.renew())
         elif self.session.username:
             await self._run(self.session.login())
+        elif self.session.access_token is not None:
+            await self._run(op_check_token(self.session))
         return self.session.user or {}
 
     async def health(self) -> dict[str, Any]:
@@ -1040,6 +1069,26 @@ class AsyncPlatform(_Common):
         return AsyncHistory(
             self._run, self._search, **self._history_args(filters, limit, max_rows, page_size)
         )
+
+    async def export(
+        self,
+        filters: Mapping[str, Any] | None,
+        path: str | os.PathLike[str],
+        *,
+        limit: int | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> Path:
+        """:meth:`Platform.export`: the matching executions to a Parquet file, page by page."""
+        import pyarrow.parquet as pq
+
+        from .frames import EXECUTION_SCHEMA
+
+        history = self.executions(limit=limit, max_rows=None, page_size=page_size, **_export_filters(filters))
+        target = Path(path)
+        with pq.ParquetWriter(target, EXECUTION_SCHEMA) as writer:
+            async for table in history.pages():
+                writer.write_table(table)
+        return target
 
     async def execution(self, execution_id: str) -> Execution:
         return await self._run(op_execution(self.session, execution_id))

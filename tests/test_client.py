@@ -40,6 +40,7 @@ from moat_nb.errors import (
     PayloadTooLarge,
     PermissionDenied,
     TierNotEntitled,
+    TransportError,
     ValidationError,
 )
 from moat_nb.history import parse_duration, search_filters
@@ -332,6 +333,25 @@ def test_export_writes_parquet_page_by_page_and_scans_lazily(op_platform: Platfo
         expected.filter(pl.col("status") == "FAILED").select("execution_id", "start_time")
     )
     assert pd.read_parquet(path, dtype_backend="pyarrow").shape == (40, 19)
+    with pytest.raises(ValidationError, match="limit as a keyword") as info:
+        op_platform.export({"environment": "dev", "limit": 3}, tmp_path / "x.parquet")
+    assert info.value.code == "BAD_FILTER"
+
+
+def test_async_export_writes_the_same_file(
+    client_sandbox: Any, op_platform: Platform, tmp_path: Path
+) -> None:
+    async def main() -> Path:
+        async with AsyncPlatform(client_sandbox.url, username="operator", password="operator") as p:
+            return await p.export(
+                {"environment": "dev", "is_replay": False}, tmp_path / "a.parquet", page_size=7
+            )
+
+    path = asyncio.run(main())
+    assert pq.ParquetFile(path).metadata.num_row_groups == math.ceil(40 / 7)
+    assert pl.read_parquet(path).equals(
+        op_platform.executions(environment="dev", is_replay=False).to_polars()
+    )
 
 
 # --------------------------------------------------------------------------- replay
@@ -607,3 +627,25 @@ def test_a_nan_in_replay_headers_is_refused_before_anything_is_sent(op_platform:
         op_platform.replay(src, headers={"x-qty": float("nan")}, reason="client test: NaN header")
     assert info.value.code == "BAD_BODY"
     assert not [r for r in sent if r.method == "POST" and r.url.path.endswith("/replays")]
+
+
+def test_async_platform_mirrors_every_method() -> None:
+    """README: AsyncPlatform mirrors every method with ``await`` (``close`` is ``aclose``)."""
+    public = {n for n in dir(Platform) if not n.startswith("_")} - {"close"}
+    assert public - set(dir(AsyncPlatform)) == set()
+    assert hasattr(AsyncPlatform, "aclose")
+
+
+def test_connect_with_a_token_checks_the_address_and_the_token_at_once(
+    client_sandbox: Any, op_platform: Platform
+) -> None:
+    """README: connect() fails at once on a wrong URL or credentials; with a token alone it
+    sent nothing, and the first query failed instead (review finding)."""
+    token = op_platform.session.access_token
+    with connect(client_sandbox.url, token=token) as p:
+        assert p.replays(limit=1) is not None
+    with pytest.raises(AuthenticationError) as info:
+        connect(client_sandbox.url, token="not-a-token")
+    assert info.value.status == 401
+    with pytest.raises(TransportError):
+        connect("http://127.0.0.1:9", token=token)
