@@ -623,6 +623,7 @@ class LiveTrace:
         self.table = widgets.HTML(value=self._table_html([]))
         self.view = widgets.VBox([self.progress, self.table])
         self._rows: list[str] = []
+        self._shown = 0  # events of run._events already in the table
         #: Threads that drew the widgets: only the loop's own (kept to show it, and for tests).
         self.draw_threads: set[int] = set()
         self._drawn = 0.0
@@ -660,16 +661,21 @@ class LiveTrace:
 
     def _draw(self, final: bool = False) -> None:
         self.draw_threads.add(threading.get_ident())
+        # The rows come from the run's kept events, not from what this task read: another
+        # reader of the run (the next cell's run.wait()) may have read them first.
+        kept = self.run._events
+        for event in kept[self._shown :]:
+            if event.event == "processor":
+                cells = "".join(f"<td>{html.escape(str(event.data.get(c, '')))}</td>" for c in _COLUMNS)
+                self._rows.append(f"<tr>{cells}</tr>")
+        self._shown = len(kept)
         self.progress.value = self._progress_text(final)
         self.table.value = self._table_html(self._rows)
 
     async def _fill(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            async for event in self.run.aevents():
-                if event.event == "processor":
-                    cells = "".join(f"<td>{html.escape(str(event.data.get(c, '')))}</td>" for c in _COLUMNS)
-                    self._rows.append(f"<tr>{cells}</tr>")
+            async for _ in self.run.aevents():
                 if loop.time() - self._drawn >= self.refresh:
                     self._draw()
                     self._drawn = loop.time()

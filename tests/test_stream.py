@@ -485,3 +485,20 @@ def test_live_outside_an_event_loop_says_what_to_do_instead(op_platform: Platfor
     with pytest.raises(MoatError) as info:
         run.live()
     assert info.value.code == "NO_EVENT_LOOP" and "atrace" in (info.value.hint or "")
+
+
+def test_live_shows_every_processor_when_another_reader_read_them_first(op_platform: Platform) -> None:
+    """``run.live()`` then ``run.wait()`` (the next cell, or "Run all"): the blocking wait reads
+    the run to its end, and the view's table must still list every processor (it listed none:
+    review finding)."""
+    run = op_platform.replay(source(op_platform), reason="stream test: live, then wait")
+
+    async def notebook() -> tuple[int, int, str]:
+        view = run.live(display=False)  # cell 1
+        await asyncio.sleep(0)  # the kernel runs its loop between cells
+        execution = run.wait()  # cell 2: blocking, on the loop's thread
+        await view.wait()
+        return len(execution.processors or ()), view.table.value.count("<tr>") - 1, view.progress.value
+
+    processors, rows, progress = asyncio.run(notebook())
+    assert processors > 5 and rows == processors and f"{processors} processors" in progress
