@@ -242,6 +242,17 @@ def apply_patch(payload: Payload, patch: Sequence[Mapping[str, Any]]) -> Payload
         raise ValidationError(f"the JSON Patch does not apply to the payload: {exc}") from None
     if not isinstance(out, dict) or set(out) != set(_PARTS):
         raise ValidationError("the JSON Patch must keep the payload's headers, body and properties")
+    for part in ("headers", "properties"):
+        if not isinstance(out[part], dict):
+            raise ValidationError(
+                f"the JSON Patch makes the payload's {part} a {type(out[part]).__name__}, not an object",
+                hint=f"patch members of /{part} (/{part}/name), or replace it with an object",
+            )
+    if out["body"] is not None and not isinstance(out["body"], str):
+        raise ValidationError(
+            f"the JSON Patch makes the body a {type(out['body']).__name__}: bodies are text (section 3)",
+            hint="replace /body with a string (a JSON body as its JSON text)",
+        )
     return Payload.from_wire(out)
 
 

@@ -472,3 +472,17 @@ def test_redact_payload_and_body() -> None:
     assert redact_body("password=hunter2", MASK) == "password=hunter2"
     assert redact_body(None, MASK) is None
     assert redact_mapping(None, MASK) is None
+
+
+@pytest.mark.parametrize(
+    ("op", "words"),
+    [
+        ({"op": "replace", "path": "/headers", "value": ["a"]}, "headers a list"),
+        ({"op": "replace", "path": "/properties", "value": "x"}, "properties a str"),
+        ({"op": "replace", "path": "/body", "value": {"qty": 1}}, "body a dict"),
+        ({"op": "remove", "path": "/body"}, "keep the payload's headers, body and properties"),
+    ],
+)
+def test_a_patch_that_breaks_the_payload_shape_is_refused_in_words(op: dict, words: str) -> None:
+    with pytest.raises(ValidationError, match=words):
+        apply_patch(Payload(headers={"a": "1"}, body="{}", properties={}), [op])
