@@ -384,11 +384,15 @@ def _differs_only_by_ids(row: DiffRow, ids: IdContext) -> bool:
     return a == b
 
 
-#: Camel's exchange id shapes: the classic generator's "ID-<host>-<port>-<time>-<n>-<n>" (and the
-#: sandbox's "ID-sandbox-<hex>-<hex>"), and Camel 4's DefaultUuidGenerator, 32 characters: a
-#: 15-hex-digit seed, "-", a 16-hex-digit counter (Camel manual, "UUID Generator").
+#: Camel's exchange id shapes: the classic generator's "ID-<host>[-<port>]-<millis>-<n>-<n>"
+#: (host names may hold dashes; the time is 10 to 13 digits), the sandbox's
+#: "ID-sandbox-<12 hex>-<4 hex>", and Camel 4's DefaultUuidGenerator, 32 characters: a
+#: 15-hex-digit seed, "-", a 16-hex-digit counter (Camel manual, "UUID Generator"). Not any
+#: "ID-..." with three parts: a business reference such as "ID-2024-05-000123" is no noise.
 EXCHANGE_ID_PATTERN = re.compile(
-    r"ID-[A-Za-z0-9._:]+(?:-[A-Za-z0-9._:]+){2,}|[0-9A-Fa-f]{15}-[0-9A-Fa-f]{16}"
+    r"ID-[A-Za-z0-9._:-]+-\d{10,13}-\d+-\d+"
+    r"|ID-sandbox-[0-9a-f]{12}-[0-9a-f]{4}"
+    r"|[0-9A-Fa-f]{15}-[0-9A-Fa-f]{16}"
 )
 
 #: Headers and properties Camel itself sets to a per-run id or time (Camel's ``Exchange``

@@ -297,7 +297,9 @@ def noisy_pair() -> tuple[Execution, Execution]:
 
     ida, idb = "ID-host-1-1700000000000-0-1", "ID-host-2-1700000000001-0-9"
     a = trace(
-        [stamp("1700000000000", "bc-1", ida, "ID-mq-7-1700-0-1"), Step("log")], {"x": 1}, exchange_id=ida
+        [stamp("1700000000000", "bc-1", ida, "ID-mq-7-1700000000123-0-1"), Step("log")],
+        {"x": 1},
+        exchange_id=ida,
     )
     b = trace(
         [

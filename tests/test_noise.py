@@ -135,6 +135,13 @@ def test_default_rules() -> None:
     )
     assert noise_of(row("body:$.id", "0A1B2C3D4E5F607-0000000000000001", "0A1B2C3D4E5F607-0000000000000002"))
     assert noise_of(row("body:$.id", "ID-1", "ID-2")) is None  # an id of the application, not Camel's
+    # Camel 2's shape (a host with dashes, a port) and the sandbox's are Camel's; a business
+    # reference that merely starts with "ID-" is not (review finding: it was hidden as noise).
+    assert noise_of(
+        row("headers:ref", "ID-LT-001-53541-1431684858787-0-2", "ID-LT-001-53541-1431684858787-0-3")
+    )
+    assert noise_of(row("headers:ref", "ID-sandbox-6f6684a6592b-0001", "ID-sandbox-0a1b2c3d4e5f-beef"))
+    assert noise_of(row("body:$.documentId", "ID-2024-05-000123", "ID-2023-11-000987")) is None
     assert noise_of(row("body:$.id", "ID-host-1-1-1", "plain")) is None  # both sides must look like one
     ids = IdContext(("ID-a-1-1-1", "exec-a"), ("ID-b-2-2-2", "exec-b"))
     assert noise_of(row("properties:ref", "r/ID-a-1-1-1/x", "r/ID-b-2-2-2/x"), ids) == (
