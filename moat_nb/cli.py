@@ -476,6 +476,25 @@ def _report_compliance(args: argparse.Namespace) -> int:
 EXIT_GENUINE_FAIL = 3
 
 
+def _print_verified_facts(evidence: dict[str, Any]) -> None:
+    """What the checks vouched for, from evidence.json, for the auditor to read here: the report's
+    HTML and the notebook's displayed outputs are renderings that no check covers."""
+    params = evidence.get("parameters") or {}
+    replay = evidence.get("replay") or {}
+    output = evidence.get("output") or {}
+    hashes = evidence.get("hashes") or {}
+    print("verified facts (report.html and the notebook's displayed outputs are not covered: compare them):")
+    print(f"  source exchange:  {(evidence.get('source') or {}).get('exchangeId')}")
+    print(f"  replay:           {replay.get('replayId')} on {replay.get('targetEnvironment')}")
+    print(f"  payload sha-256:  {hashes.get('effectivePayloadSha256')}")
+    print(f"  output:           {output.get('status')}, body sha-256 {hashes.get('outputBodySha256')}")
+    print(f"  reason:           {params.get('reason')}")
+    for item in evidence.get("expectations") or ():
+        mark = "PASS" if item.get("passed") else "FAIL"
+        note = " (from the report's data)" if (item.get("expectation") or {}).get("processor") else ""
+        print(f"  {mark}  {item.get('label')}: found {item.get('actual')!r}{note}")
+
+
 def _report_verify(args: argparse.Namespace) -> int:
     from .report import trusted_keys_from_env, verify_report
 
@@ -495,7 +514,9 @@ def _report_verify(args: argparse.Namespace) -> int:
             "audit key (or set MOAT_AUDIT_KEYS)"
         )
         return 1
-    verdict = json.loads((Path(args.folder) / "evidence.json").read_text(encoding="utf-8")).get("verdict")
+    evidence = json.loads((Path(args.folder) / "evidence.json").read_text(encoding="utf-8"))
+    _print_verified_facts(evidence)
+    verdict = evidence.get("verdict")
     if verdict != "PASS":
         print(f"VERIFIED as genuine: {args.folder}; its verdict is {verdict}: the proof does not hold")
         return EXIT_GENUINE_FAIL

@@ -476,11 +476,17 @@ def test_audit_bundle_verifies_and_a_tampered_one_does_not(
 
 
 @pytest.mark.slow
-def test_report_verify_finds_tampering(passing: dict[str, Any], tmp_path: Path) -> None:
+def test_report_verify_finds_tampering(
+    passing: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import shutil
 
     key = _published_key(passing)
     assert main(["report", "verify", str(passing["out"]), "--key", key]) == 0
+    # The verifier prints what it vouched for: an auditor reads the facts there, not in the HTML.
+    printed = capsys.readouterr().out
+    assert "verified facts" in printed and f"source exchange:  {passing['source']}" in printed
+    assert "PASS  body:$.total equals 59.97: found 59.97" in printed
     # Without a trusted key every check holds against the bundle's own keys, which anyone can
     # make: not verified (found by review: it said VERIFIED).
     assert main(["report", "verify", str(passing["out"])]) == 1
