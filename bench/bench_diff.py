@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -103,6 +104,26 @@ def diff_findings(result: DiffResult) -> set[Finding]:
         )
         for r in result.rows
     }
+
+
+def deepdiff_blind_spots(result: DiffResult) -> set[Finding]:
+    """Findings one DeepDiff may not make: list items equal in Python but not in JSON (1, 1.0,
+    true). DeepDiff takes two lists that are equal in Python (``[1] == [1.0]``) as the same and
+    looks no further; the diff reports the item as ``type_changed`` (tests/test_diff.py). "Same
+    findings" (P4): every DeepDiff finding is the diff's, and the diff adds only such rows."""
+    return {
+        (
+            f"{r.processor.route_id}/{r.processor.processor_id}/{r.processor.iteration}",
+            r.field,
+            r.path,
+            r.kind,
+        )
+        for r in result.rows
+        if r.kind == "type_changed" and _LIST_ITEM.search(r.path) and r.original == r.replay
+    }
+
+
+_LIST_ITEM = re.compile(r"\[\d+\]$")  # a path ending at a list index (a key would be quoted)
 
 
 # --------------------------------------------------------------------------- the scenario
@@ -210,7 +231,8 @@ def run(quick: bool) -> list[dict]:
     ours_s, result = _best(lambda: diff(original, replay), 3)
     base_s, expected = _best(baseline, 1)
     found = diff_findings(result)
-    same = found == expected
+    beyond = (found - expected) & deepdiff_blind_spots(result)
+    same = expected <= found and found - expected == beyond
     return [
         {
             "id": "P4",
@@ -222,8 +244,9 @@ def run(quick: bool) -> list[dict]:
             "target": ">=10",
             "same_findings": same,
             "findings": len(found),
+            "beyond_deepdiff": len(beyond),
             "missing": sorted(map(str, expected - found))[:5],
-            "extra": sorted(map(str, found - expected))[:5],
+            "extra": sorted(map(str, found - expected - beyond))[:5],
         }
     ]
 

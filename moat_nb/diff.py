@@ -94,6 +94,7 @@ __all__ = [
     "ProcessorRef",
     "calibrate_noise",
     "diff",
+    "json_changes",
     "noise_rules_from",
     "payload_changes",
 ]
@@ -229,8 +230,12 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _walk(a: Any, b: Any, segs: list[str | int], prefix: str, out: list[Change]) -> None:
-    """Append the differences between JSON values ``a`` and ``b`` (known to differ or not)."""
+def _walk(
+    a: Any, b: Any, segs: list[str | int], prefix: str, out: list[Change], *, collapse: bool = True
+) -> None:
+    """Append the differences between JSON values ``a`` and ``b`` (known to differ or not).
+    ``collapse``: an object whose keys mostly changed is one row, as DeepDiff reports it
+    (``threshold_to_diff_deeper``); False walks every key (lineage, to credit each change)."""
     if a is b:
         return
     ta = type(a)
@@ -241,7 +246,7 @@ def _walk(a: Any, b: Any, segs: list[str | int], prefix: str, out: list[Change])
         keys_a, keys_b = a.keys(), b.keys()
         common = keys_a & keys_b
         union = len(keys_a | keys_b)
-        if _DEEPER and union > 1 and len(common) / union < _DEEPER:
+        if collapse and _DEEPER and union > 1 and len(common) / union < _DEEPER:
             out.append((prefix + format_segments(segs), "changed", a, b))
             return
         for k in b:
@@ -254,7 +259,7 @@ def _walk(a: Any, b: Any, segs: list[str | int], prefix: str, out: list[Change])
             if k in b:
                 va, vb = a[k], b[k]
                 if not _same(va, vb):
-                    _walk(va, vb, [*segs, k], prefix, out)
+                    _walk(va, vb, [*segs, k], prefix, out, collapse=collapse)
         return
     if ta is list:
         if all(isinstance(x, _BASIC) for x in a) and all(isinstance(x, _BASIC) for x in b):
@@ -269,10 +274,19 @@ def _walk(a: Any, b: Any, segs: list[str | int], prefix: str, out: list[Change])
             elif x is _MISSING:
                 out.append((prefix + format_segments([*segs, i]), "added", None, y))
             elif not _same(x, y):
-                _walk(x, y, [*segs, i], prefix, out)
+                _walk(x, y, [*segs, i], prefix, out, collapse=collapse)
         return
     if a != b:
         out.append((prefix + format_segments(segs), "changed", a, b))
+
+
+def json_changes(a: Any, b: Any, prefix: str, *, collapse: bool = True) -> list[Change]:
+    """The differences between two parsed JSON values as ``(path, kind, a, b)``, paths under
+    ``prefix`` (``"body:$"``). ``collapse=False``: every key of an object, even one whose keys
+    mostly changed (which is otherwise one row, as DeepDiff reports it)."""
+    out: list[Change] = []
+    _walk(a, b, [], prefix, out, collapse=collapse)
+    return out
 
 
 _MISSING = object()

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .diff import JsonCache, PayloadComparer, frame, payload_changes
+from .diff import JsonCache, PayloadComparer, frame, json_changes, payload_changes
 from .model import Execution, ProcessorRecord, format_time
 from .noise import ParsedPath, parse_path
 
@@ -511,7 +511,7 @@ def lineage(execution: Execution) -> Lineage:
         below[p.seq] = acc
     for p in procs:
         done_below = below.get(p.seq, set())
-        for path, kind, a, b in raw[p.seq]:
+        for path, kind, a, b in _finer_where_below(raw[p.seq], done_below):
             change = _CHANGE[kind]
             if done_below and (path, change, _canon(b)) in done_below:
                 continue
@@ -521,6 +521,27 @@ def lineage(execution: Execution) -> Lineage:
                 )
             )
     return Lineage(e, tuple(rows), tuple(limitations))
+
+
+def _finer_where_below(
+    changes: list[tuple[str, str, Any, Any]], done_below: set[tuple[str, str, str]]
+) -> list[tuple[str, str, Any, Any]]:
+    """A container's changes, with each whole-object change that its descendants' changes fall
+    under walked key by key: an object whose keys mostly changed is one row (as DeepDiff has
+    it), which matches none of the children's rows, so the container was credited with what
+    its children did (review finding)."""
+    out: list[tuple[str, str, Any, Any]] = []
+    for path, kind, a, b in changes:
+        if (
+            done_below
+            and isinstance(a, dict | list)
+            and type(a) is type(b)
+            and any(q.startswith((path + ".", path + "[")) for q, _, _ in done_below)
+        ):
+            out.extend(json_changes(a, b, path, collapse=False))
+        else:
+            out.append((path, kind, a, b))
+    return out
 
 
 # --------------------------------------------------------------------------- replay family

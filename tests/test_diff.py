@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.bench_diff import deepdiff_findings, diff_findings, whole_document
+from bench.bench_diff import deepdiff_blind_spots, deepdiff_findings, diff_findings, whole_document
 from moat_nb.diff import COLUMNS, END, START, DiffResult, calibrate_noise, diff, noise_rules_from
 from moat_nb.errors import ValidationError
 from moat_nb.model import Execution, Payload, ProcessorRecord
@@ -913,7 +913,10 @@ def test_per_processor_diff_finds_what_one_deepdiff_over_whole_documents_finds(
     docs_b = [doc] * k + [new] * (5 - k)  # the replay diverges at processor k + 1
     a, b = _run_of(docs_a), _run_of(docs_b)
     result = diff(a, b, defaults=False)
-    assert diff_findings(result) == deepdiff_findings(whole_document(a), whole_document(b))
+    ours, theirs = diff_findings(result), deepdiff_findings(whole_document(a), whole_document(b))
+    assert theirs <= ours
+    # Beyond DeepDiff only what it cannot see: 1 vs 1.0 in two lists equal in Python.
+    assert ours - theirs <= deepdiff_blind_spots(result)
 
 
 @settings(max_examples=150, deadline=None)

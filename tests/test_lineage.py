@@ -87,6 +87,33 @@ def test_lineage_says_which_processor_set_changed_or_removed_which_field() -> No
     assert result.limitations == ()
 
 
+def test_a_container_is_not_credited_with_keys_its_children_added() -> None:
+    """A ``to`` whose sub-route adds most of an object's keys: its own before/after compare is
+    one whole-object row (as DeepDiff reports it), which matched none of its children's rows,
+    so it was credited with their work too (review finding)."""
+    b0 = {"orderId": "O-1"}
+    b1 = {**b0, "tier": "gold"}
+    b2 = {**b1, "points": 120}
+    b3 = {**b2, "region": "EU"}
+    state = [(b, {}, {}) for b in (b0, b1, b2, b3)]
+    records = (
+        record(1, "to-enrich", state[0], state[3], type="to"),
+        record(2, "set-tier", state[0], state[1], route="enrich", parent_seq=1, depth=1),
+        record(3, "set-points", state[1], state[2], route="enrich", parent_seq=1, depth=1),
+        record(4, "set-region", state[2], state[3], route="enrich", parent_seq=1, depth=1),
+    )
+    e = Execution(
+        execution_id="e1", exchange_id="ID-x-1-1-1", route_id="orders", status="COMPLETED",
+        input_body=json.dumps(b0), output_body=json.dumps(b3), processors=records,
+    )  # fmt: skip
+    rows = [(r.processor_id, r.path, r.change) for r in lineage(e).rows]
+    assert rows == [
+        ("set-tier", "body:$.tier", "set"),
+        ("set-points", "body:$.points", "set"),
+        ("set-region", "body:$.region", "set"),
+    ]
+
+
 def test_field_history_follows_one_field_across_processors() -> None:
     result = lineage(hand_built())
     history = result.field_history("properties:pct")
