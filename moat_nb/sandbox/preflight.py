@@ -92,7 +92,8 @@ def preflight(
     if target_agent is not None:
         valid_id(target_agent, "targetAgent")
     modified = params.get("modified", "false").lower() in ("1", "true", "yes")
-    source = state.store.execution_by_exchange(exchange_id)
+    source_id = state.store.replay_source_id(exchange_id)
+    source = None if source_id is None else state.store.execution(source_id)
     if source is None:
         raise NotFound(
             f"no recorded exchange {exchange_id!r}",

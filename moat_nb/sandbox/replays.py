@@ -540,7 +540,7 @@ class ReplayService:
         # The id by its index on the loop (tens of microseconds); the execution from the cache
         # of recent reads when it is there (a notebook replays what it just looked at), else
         # read in the threadpool (a trace is ms of SQLite and decoding).
-        source_id = self.store.execution_id_by_exchange(req.source_exchange_id)
+        source_id = self.store.replay_source_id(req.source_exchange_id)
         source = None
         if source_id is not None:
             source = self.store.cached_execution(source_id) or await run_in_threadpool(

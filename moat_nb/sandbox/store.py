@@ -1504,6 +1504,14 @@ class Store:
         execution_id = self.execution_id_by_exchange(exchange_id, replay=replay)
         return None if execution_id is None else self.execution(execution_id)
 
+    def replay_source_id(self, exchange_id: str) -> str | None:
+        """The execution a replay of ``exchange_id`` starts from: the recorded exchange, else
+        the newest replay execution with that id (a replay's own exchange replayed again:
+        section 9's family graph has replays of replays)."""
+        return self.execution_id_by_exchange(exchange_id) or self.execution_id_by_exchange(
+            exchange_id, replay=True
+        )
+
     def execution_id_by_exchange(self, exchange_id: str, *, replay: bool = False) -> str | None:
         """The id of :meth:`execution_by_exchange`'s execution: one lookup in an index."""
         order = "e.start_ms DESC, e.id DESC" if replay else "e.start_ms ASC, e.id ASC"

@@ -278,6 +278,25 @@ def test_replay_resource_trace_and_audit_record(sb: SandboxHandle, user: Any, to
     assert trace[-3][2]["executionId"] == replay["resultExecutionId"] and "processors" not in trace[-3][2]
 
 
+def test_a_replays_own_exchange_can_be_replayed(sb: SandboxHandle, user: Any, tools: Any) -> None:
+    """Section 9's family graph has replays of replays: a replay's exchange is a source too
+    (it was 404 "no recorded exchange"; review finding)."""
+    operator = user("operator")
+    source = sources(operator, "dev")[0]
+    first = tools.wait_replay(operator, tools.post_replay(operator, source["exchangeId"]).json()["replayId"])
+    replayed = detail(operator, first["resultExecutionId"])
+    assert replayed["isReplay"] is True
+    again = tools.post_replay(operator, replayed["exchangeId"])
+    assert again.status_code == 202, again.text
+    second = tools.wait_replay(operator, again.json()["replayId"])
+    assert second["status"] == "COMPLETED"
+    assert second["sourceExecutionId"] == first["resultExecutionId"]
+    assert detail(operator, second["resultExecutionId"])["sourceExchangeId"] == replayed["exchangeId"]
+    # Preflight finds it too.
+    pre = operator.get("/replays/preflight", params={"sourceExchangeId": replayed["exchangeId"]})
+    assert pre.status_code == 200, pre.text
+
+
 def test_modified_body_takes_another_branch_and_secrets_stay_hidden(
     sb: SandboxHandle, user: Any, tools: Any
 ) -> None:
