@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Generator, Iterator
@@ -271,22 +272,81 @@ def _code(response: httpx.Response) -> str | None:
     return body.get("error") if isinstance(body, dict) else None
 
 
-def iter_trace(platform: Platform, cursor: TraceCursor) -> Iterator[TraceEvent]:
-    """The trace events after ``cursor.last_id`` until ``end``, resuming after every drop."""
+class Deadline:
+    """A time limit on a blocking read of the trace (``ReplayRun.wait(timeout=)``).
+
+    Why a watchdog: httpx's read timeout starts again with every chunk, and the server pings
+    every 15 s, so no read timeout ends a silent replay's wait at its deadline. At the deadline
+    the watchdog thread marks it expired and shuts down the socket the reader waits on
+    (``shutdown(2)`` wakes a blocked ``recv``; ``close(2)`` from another thread does not); the
+    reader then stops instead of reconnecting. The socket is found through httpx's
+    ``network_stream`` response extension; a transport without one (``MockTransport``) does
+    not block."""
+
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+        self.expired = threading.Event()
+        self._response: httpx.Response | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, seconds), self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def left(self) -> float:
+        return max(0.0, self.at - time.monotonic())
+
+    def reading(self, response: httpx.Response | None) -> None:
+        with self._lock:
+            self._response = response
+        if response is not None and self.expired.is_set():
+            self._expire()  # expired while the connection was being made
+
+    def sleep(self, seconds: float) -> None:
+        self.expired.wait(seconds)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def _expire(self) -> None:
+        self.expired.set()
+        with self._lock:
+            response = self._response
+        stream = None if response is None else response.extensions.get("network_stream")
+        sock = None if stream is None else stream.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # closed meanwhile
+
+
+def iter_trace(
+    platform: Platform, cursor: TraceCursor, deadline: Deadline | None = None
+) -> Iterator[TraceEvent]:
+    """The trace events after ``cursor.last_id`` until ``end``, resuming after every drop; with
+    a ``deadline``, until it expires too (then it returns: the caller says so)."""
     session = platform.session
+    sleep = time.sleep if deadline is None else deadline.sleep
     while not cursor.ended:
+        if deadline is not None and deadline.expired.is_set():
+            return
+        timeout = cursor.policy.timeout()
+        if deadline is not None:  # a connect that cannot finish in time is not waited for
+            connect = min(cursor.policy.connect_timeout, deadline.left() + 0.1)
+            timeout = httpx.Timeout(connect, read=cursor.policy.read_timeout)
         request = session.request(
-            "GET",
-            _events_path(session, cursor.replay_id),
-            headers=cursor.headers(),
-            timeout=cursor.policy.timeout(),
+            "GET", _events_path(session, cursor.replay_id), headers=cursor.headers(), timeout=timeout
         )
         request.headers["Authorization"] = platform._run(session.authorize())
         try:
             response = platform._client.send(request, stream=True)
         except httpx.TransportError as exc:
-            time.sleep(cursor.on_drop(exc))
+            if deadline is not None and deadline.expired.is_set():
+                return
+            sleep(cursor.on_drop(exc))
             continue
+        if deadline is not None:
+            deadline.reading(response)
         try:
             code = None
             if response.status_code >= 400:
@@ -314,8 +374,12 @@ def iter_trace(platform: Platform, cursor: TraceCursor) -> Iterator[TraceEvent]:
         except httpx.TransportError as exc:  # read timeout, connection cut mid-body
             cause = exc
         finally:
+            if deadline is not None:
+                deadline.reading(None)
             response.close()
-        time.sleep(cursor.on_drop(cause))
+        if deadline is not None and deadline.expired.is_set():
+            return
+        sleep(cursor.on_drop(cause))
 
 
 async def aiter_trace(platform: AsyncPlatform, cursor: TraceCursor) -> AsyncIterator[TraceEvent]:
@@ -449,10 +513,14 @@ class ReplayRun:
     def events(self) -> Iterator[TraceEvent]:
         """The trace events, from the first, until ``end`` (resuming after dropped connections)."""
         yield from list(self._events)
+        yield from self._read()
+
+    def _read(self, deadline: Deadline | None = None) -> Iterator[TraceEvent]:
+        """The events not read yet, kept as they come, until ``end`` (or the deadline)."""
         if self.cursor.ended:
             return
         with self._sync_platform() as platform:
-            for event in iter_trace(platform, self.cursor):
+            for event in iter_trace(platform, self.cursor, deadline):
                 self._keep(event)
                 yield event
 
@@ -503,10 +571,17 @@ class ReplayRun:
         ``TIMED_OUT``, ``ABORTED``), TransportError ``WAIT_TIMEOUT`` after ``timeout`` seconds.
         """
         if timeout is None:
-            for _ in self.events():
+            for _ in self._read():
                 pass
         elif not self.cursor.ended:
-            self._read_for(timeout)
+            # Read here, with this platform's own client (its transport, proxy, certificates),
+            # until the end or the deadline, whichever comes first.
+            deadline = Deadline(timeout)
+            try:
+                for _ in self._read(deadline):
+                    pass
+            finally:
+                deadline.cancel()
             if not self.cursor.ended:
                 raise TransportError(
                     f"replay {self.replay_id} did not end within {timeout} s (status {self.status})",
@@ -516,41 +591,6 @@ class ReplayRun:
                 )
         with self._sync_platform() as platform:
             return platform._run(self._result())
-
-    def _read_for(self, timeout: float) -> None:
-        """Read the trace until ``end`` or for ``timeout`` seconds, whichever comes first.
-
-        Why a thread with an event loop of its own: a blocking read cannot be given a deadline
-        (httpx's read timeout starts again at every chunk, and the server's pings come every
-        15 s), while an async read can be cancelled at any moment; and the caller's thread may
-        run a loop already (a Jupyter kernel's), so the async read cannot run there."""
-        from .client import AsyncPlatform
-
-        owner = self._platform if self._platform is not None else self._aplatform
-        assert owner is not None
-        failed: list[BaseException] = []
-
-        async def read() -> None:
-            # An AsyncClient of its own: one made on another loop cannot be used on this one.
-            twin = AsyncPlatform(session=owner.session, retry=owner.retry, stream_policy=owner.stream_policy)
-            try:
-                with anyio.move_on_after(timeout):
-                    async for event in aiter_trace(twin, self.cursor):
-                        self._keep(event)
-            finally:
-                await twin.aclose()
-
-        def run() -> None:
-            try:
-                anyio.run(read)
-            except BaseException as exc:  # handed to the caller's thread
-                failed.append(exc)
-
-        reader = threading.Thread(target=run, name=f"moat-nb wait {self.replay_id}", daemon=True)
-        reader.start()
-        reader.join()
-        if failed:
-            raise failed[0]
 
     async def _await(self) -> Execution:
         async for _ in self.aevents():

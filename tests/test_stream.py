@@ -411,12 +411,17 @@ def test_wait_with_a_timeout_returns_at_the_deadline_while_the_replay_is_silent(
     run = slow_platform.replay(
         source(slow_platform), headers={"delayMs": "4000"}, reason="stream test: wait timeout"
     )
+    sent: list[httpx.Request] = []
+    slow_platform._client.event_hooks["request"].append(sent.append)  # observation only
     started = time.monotonic()
     with pytest.raises(TransportError) as info:
         run.wait(timeout=0.5)
     waited = time.monotonic() - started
     assert info.value.code == "WAIT_TIMEOUT" and 0.5 <= waited < 2.5, waited
     assert not run.done and "run.wait()" in (info.value.hint or "")
+    # Read with the platform's own client (its transport, proxy, certificates): review finding.
+    assert any(r.url.path.endswith(f"/replays/{run.replay_id}/events") for r in sent)
+    slow_platform._client.event_hooks["request"].remove(sent.append)
     # Waiting again goes on from where the first wait stopped: every event once, to the end.
     execution = run.wait(timeout=30)
     assert execution.status == "COMPLETED" and run.done
