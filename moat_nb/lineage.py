@@ -507,7 +507,8 @@ def lineage(execution: Execution) -> Lineage:
         acc: set[tuple[str, str, str]] = set()
         for c in children.get(p.seq, ()):
             acc |= below.get(c, set())
-            acc |= {(path, _CHANGE[kind], _canon(b)) for path, kind, _, b in raw.get(c, ())}
+            # Key by key, as the container's own rows are compared below (_finer_where_below).
+            acc |= {(path, _CHANGE[kind], _canon(b)) for path, kind, _, b in _key_by_key(raw.get(c, ()))}
         below[p.seq] = acc
     for p in procs:
         done_below = below.get(p.seq, set())
@@ -531,16 +532,27 @@ def _finer_where_below(
     it), which matches none of the children's rows, so the container was credited with what
     its children did (review finding)."""
     out: list[tuple[str, str, Any, Any]] = []
-    for path, kind, a, b in changes:
-        if (
-            done_below
-            and isinstance(a, dict | list)
-            and type(a) is type(b)
-            and any(q.startswith((path + ".", path + "[")) for q, _, _ in done_below)
-        ):
-            out.extend(json_changes(a, b, path, collapse=False))
+    for change in changes:
+        path = change[0]
+        if done_below and any(q.startswith((path + ".", path + "[")) for q, _, _ in done_below):
+            out.extend(_key_by_key([change]))
         else:
-            out.append((path, kind, a, b))
+            out.append(change)
+    return out
+
+
+def _key_by_key(changes: Iterable[tuple[str, str, Any, Any]]) -> list[tuple[str, str, Any, Any]]:
+    """``changes`` with each whole-object (or whole-list) change walked key by key; one nested
+    past the interpreter's recursion limit stays whole."""
+    out: list[tuple[str, str, Any, Any]] = []
+    for path, kind, a, b in changes:
+        if isinstance(a, dict | list) and type(a) is type(b):
+            try:
+                out.extend(json_changes(a, b, path, collapse=False))
+                continue
+            except RecursionError:
+                pass
+        out.append((path, kind, a, b))
     return out
 
 

@@ -114,6 +114,53 @@ def test_a_container_is_not_credited_with_keys_its_children_added() -> None:
     ]
 
 
+def _enriched(b0: Any, b1: Any) -> Execution:
+    """A ``to`` whose sub-route rewrites ``b0`` into ``b1``, then sets x, then y and z."""
+    b2 = {**b1, "x": 1}
+    b3 = {**b2, "y": 1, "z": 1}
+    state = [(b, {}, {}) for b in (b0, b1, b2, b3)]
+    records = (
+        record(1, "to-enrich", state[0], state[3], type="to"),
+        record(2, "set-order", state[0], state[1], route="enrich", parent_seq=1, depth=1),
+        record(3, "set-x", state[1], state[2], route="enrich", parent_seq=1, depth=1),
+        record(4, "set-yz", state[2], state[3], route="enrich", parent_seq=1, depth=1),
+    )
+    return Execution(
+        execution_id="e1", exchange_id="ID-x-1-1-1", route_id="orders", status="COMPLETED",
+        input_body=json.dumps(b0), output_body=json.dumps(b3), processors=records,
+    )  # fmt: skip
+
+
+def test_a_container_is_not_credited_when_a_child_rewrote_an_object_whole() -> None:
+    """The child's own compare is one whole-object row too: both sides are compared key by key
+    (the first fix walked only the container's row, and credited it with the child's keys)."""
+    e = _enriched({"order": {"id": "O-1", "a": 1}}, {"order": {"id": "O-1", "b": 1, "c": 1, "d": 1}})
+    rows = [(r.processor_id, r.path, r.change) for r in lineage(e).rows]
+    assert rows == [
+        ("set-order", "body:$.order", "changed"),
+        ("set-x", "body:$.x", "set"),
+        ("set-yz", "body:$.y", "set"),
+        ("set-yz", "body:$.z", "set"),
+    ]
+
+
+def test_a_change_too_deep_to_walk_key_by_key_stays_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body that json.loads reads but the key-by-key walk cannot (nested near the recursion
+    limit: how deep depends on the stack the walk starts from, so the walk's RecursionError is
+    injected here) keeps its whole row instead of failing lineage()."""
+    import importlib
+
+    lineage_module = importlib.import_module("moat_nb.lineage")  # (moat_nb.lineage is also a function)
+
+    def too_deep(*args: Any, **kwargs: Any) -> Any:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(lineage_module, "json_changes", too_deep)
+    e = _enriched({"order": {"id": "O-1", "a": 1}}, {"order": {"id": "O-1", "b": 1, "c": 1, "d": 1}})
+    rows = [(r.processor_id, r.path) for r in lineage(e).rows]
+    assert ("set-x", "body:$.x") in rows and ("to-enrich", "body:$") in rows  # whole: not walked
+
+
 def test_field_history_follows_one_field_across_processors() -> None:
     result = lineage(hand_built())
     history = result.field_history("properties:pct")
