@@ -500,7 +500,12 @@ def payload_claim_checks(parameters: Mapping[str, Any], requested: Mapping[str, 
     if "modifiedPayloadSha256" in detail:
         try:
             # As the claim runs (a body object becomes its JSON text), not as it is spelt.
-            claimed = request_sha256(parse_modified_payload(parameters.get("modifiedPayload") or {}))
+            # With the platform's version of the hash (records made before it had one: 1).
+            version = detail.get("modifiedPayloadHashVersion", 1)
+            claimed = request_sha256(
+                parse_modified_payload(parameters.get("modifiedPayload") or {}),
+                version=version if type(version) is int else -1,
+            )
         except ValidationError as exc:
             claimed, why = None, f": {exc.message}"
         else:

@@ -272,6 +272,30 @@ HIDDEN = "[REDACTED]"
 #: never hashes like a text, and two payloads hash alike only when they differ in secrets.
 _ESCAPE = "\0"
 
+#: The version of :func:`request_sha256` the platform writes beside its hash
+#: (``modifiedPayloadHashVersion``), so that a record made before a change still verifies:
+#: 1 (no version written) read ``{"json": X}`` objects and JSON text alike, and JSON text with a
+#: member twice as one of its readings; 2 tells them apart.
+REQUEST_HASH_VERSION = 2
+
+
+def _hidden_v1(value: Any, depth: int = 0) -> Any:
+    """Version 1 of :func:`_hidden`, for records made before version 2 (kept as it was)."""
+    if isinstance(value, Mapping):
+        return {
+            k: HIDDEN if isinstance(k, str) and is_secret_name(k) else _hidden_v1(v, depth)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_hidden_v1(v, depth) for v in value]
+    if isinstance(value, str) and depth < _MAX_JSON_IN_TEXT and value.lstrip().startswith(("{", "[")):
+        try:
+            parsed = json.loads(value)
+        except (ValueError, RecursionError):
+            return value
+        return {"json": _hidden_v1(parsed, depth + 1)}
+    return value
+
 
 def _hidden(value: Any, depth: int = 0) -> Any:
     if isinstance(value, Mapping):
@@ -295,7 +319,7 @@ def _hidden(value: Any, depth: int = 0) -> Any:
     return value
 
 
-def request_sha256(modified: Mapping[str, Any] | None) -> str | None:
+def request_sha256(modified: Mapping[str, Any] | None, version: int = REQUEST_HASH_VERSION) -> str | None:
     """Hex SHA-256 of the JCS canonical JSON of a ``modifiedPayload`` as requested, with every
     secret hidden (secret-named headers, properties and JSON fields, at any depth and inside
     JSON text, become :data:`HIDDEN`), or None when JCS cannot hold it.
@@ -303,11 +327,13 @@ def request_sha256(modified: Mapping[str, Any] | None) -> str | None:
     The ``REPLAY_REQUESTED`` audit event carries it, so that an offline check can tell whether
     a report's claimed payload P is the one requested: a forger cannot add, drop or change a
     non-secret part of it. (The effective payload's own hash covers the real values, but needs
-    the original payload to recompute.)"""
+    the original payload to recompute.) ``version``: :data:`REQUEST_HASH_VERSION`'s history;
+    None for a version this code does not know."""
     parts = {
         k: v for k, v in (modified or {}).items() if k in ("headers", "body", "properties") and v is not None
     }
-    return _jcs_sha256(_hidden(parts))
+    hide = {1: _hidden_v1, 2: _hidden}.get(version)
+    return None if hide is None else _jcs_sha256(hide(parts))
 
 
 def map_sha256(values: Mapping[str, Any] | None) -> str | None:

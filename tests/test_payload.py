@@ -486,3 +486,25 @@ def test_redact_payload_and_body() -> None:
 def test_a_patch_that_breaks_the_payload_shape_is_refused_in_words(op: dict, words: str) -> None:
     with pytest.raises(ValidationError, match=words):
         apply_patch(Payload(headers={"a": "1"}, body="{}", properties={}), [op])
+
+
+@pytest.mark.parametrize(
+    ("modified", "digest"),
+    [  # as the code before version 2 computed them (e2de4b6): stored records must still match
+        (
+            {"headers": {"h": {"json": {"a": 1}}}},
+            "0c47dd54f80942fb9325d2dc41e5281b44e6e98d1289689b37e47af0cc81441d",
+        ),
+        (
+            {"body": '{"qty": 300, "qty": 3}'},
+            "086aa6116e86345f55a18eb43f4a876e5efec760e02bd468d8634112672eb758",
+        ),
+        (
+            {"headers": {"channel": "web", "Authorization": "Bearer a"}, "body": '{"order": 1}'},
+            "f47f96906d51a1a01f85aed315497237dc5019f508bf8264d5ad6d237a8d773b",
+        ),
+    ],
+)
+def test_request_sha256_version_1_is_the_hash_older_records_hold(modified: dict, digest: str) -> None:
+    assert request_sha256(modified, version=1) == digest
+    assert request_sha256(modified, version=99) is None

@@ -25,7 +25,13 @@ from hypothesis import strategies as st
 from moat_nb import report
 from moat_nb.cli import main
 from moat_nb.errors import MoatError, ValidationError
-from moat_nb.evidence import PARAMETER_NAMES, ProofParameters, check_parameter_cell, sha256_text
+from moat_nb.evidence import (
+    PARAMETER_NAMES,
+    ProofParameters,
+    check_parameter_cell,
+    payload_claim_checks,
+    sha256_text,
+)
 from moat_nb.expectations import Expectation, Subject, evaluate, evaluate_one, json_equal, parse_expectations
 from moat_nb.model import Execution, ProcessorRecord
 
@@ -316,6 +322,26 @@ def test_verify_reads_evidence_beyond_the_parameters_limit(tmp_path: Path) -> No
     checks = report.verify_report(tmp_path)
     assert checks and not all(c.ok for c in checks)  # read and checked (no bundle: not verified)
     assert "bundle verifies" in {c.name for c in checks if not c.ok}
+
+
+def test_the_claimed_payload_is_hashed_with_the_version_the_platform_audited() -> None:
+    """Records made before the hash had a version (1) still verify; version 2 tells an object
+    from JSON text, which version 1 did not (review finding on 02e42b9)."""
+    from moat_nb.payload import request_sha256
+
+    text = {"headers": {"h": '{"a": 1}'}}
+    wrapped = {"headers": {"h": {"json": {"a": 1}}}}
+
+    def ok(claim: dict[str, Any], detail: dict[str, Any]) -> bool:
+        params = {"modifiedPayload": claim, "targetEnvironment": "staging"}
+        return payload_claim_checks(params, {"detail": {**detail, "targetEnvironment": "staging"}})[0].ok
+
+    old = {"modifiedPayloadSha256": request_sha256(text, version=1)}  # no version: 1
+    assert ok(text, old)
+    assert ok(wrapped, old)  # version 1's known blind spot, kept for its old records
+    new = {"modifiedPayloadSha256": request_sha256(text), "modifiedPayloadHashVersion": 2}
+    assert ok(text, new) and not ok(wrapped, new)
+    assert not ok(text, {**new, "modifiedPayloadHashVersion": 99})  # unknown: not vouched for
 
 
 def test_pdf_without_chromium_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

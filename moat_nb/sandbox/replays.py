@@ -64,6 +64,7 @@ from ..errors import (
 )
 from ..model import Chunk, Execution, format_time
 from ..payload import (
+    REQUEST_HASH_VERSION,
     effective_payload,
     map_sha256,
     payload_diff,
@@ -689,6 +690,7 @@ class ReplayService:
                         # Beyond section 7's list: the request's modifiedPayload, secrets hidden,
                         # hashed so that a report's claimed payload can be checked offline.
                         "modifiedPayloadSha256": request_sha256(_mapping(f.req.raw.get("modifiedPayload"))),
+                        "modifiedPayloadHashVersion": REQUEST_HASH_VERSION,
                         "modified": bool(f.diff) or not f.req.modified.is_empty(),
                     },
                     outcome="ACCEPTED",
