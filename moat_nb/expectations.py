@@ -47,7 +47,6 @@ from typing import TYPE_CHECKING, Any
 from .errors import ValidationError
 from .model import Execution, ProcessorRecord
 from .noise import ParsedPath, parse_path
-from .payload import canonical_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -364,14 +363,25 @@ def _number(value: Any) -> bool:
 
 
 def json_equal(a: Any, b: Any) -> bool:
-    """Equal as JSON values: numbers by value (``1 == 1.0``), but ``1`` is not ``true`` and
-    ``"1"`` is not ``1`` (RFC 8785 canonical forms, which Python's ``==`` would blur)."""
+    """Equal as JSON values: numbers by value (``1 == 1.0``, exactly, also beyond 2**53: a
+    Java long id), but ``1`` is not ``true`` and ``"1"`` is not ``1`` (which Python's ``==``
+    would blur); objects whatever their key order. NaN equals nothing. (Compared structurally:
+    the canonical JSON used before refused integers beyond 2**53, and so called a genuine
+    long id unequal to itself; review finding.)"""
+    try:
+        return _json_same(a, b)
+    except RecursionError:  # nested past the interpreter's limit: not shown equal
+        return False
+
+
+def _json_same(a: Any, b: Any) -> bool:
     if _number(a) and _number(b):
         return bool(a == b)
-    try:
-        return canonical_json(a) == canonical_json(b)
-    except Exception:  # noqa: BLE001 - a value JCS cannot write (e.g. a float NaN): not equal
-        return False
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(_json_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(map(_json_same, a, b))
+    return type(a) is type(b) and isinstance(a, str | bool | type(None)) and a == b
 
 
 def _shown(value: Any) -> str:

@@ -187,7 +187,23 @@ def test_equals_holds_for_the_value_that_is_there(value: Any, key: str) -> None:
 @given(a=_json, b=_json)
 def test_json_equal_is_symmetric_and_tells_true_from_one(a: Any, b: Any) -> None:
     assert json_equal(a, b) == json_equal(b, a)
+    assert json_equal(a, b) == (json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)) or (
+        _has_number(a) or _has_number(b)  # 1 and 1.0 are one JSON number
+    )
     assert not json_equal(True, 1) and not json_equal(1, "1") and json_equal(1, 1.0)
+    # A Java long id is itself (canonical JSON refuses integers beyond 2**53; review finding).
+    assert json_equal(1234567890123456789, 1234567890123456789)
+    assert not json_equal(1234567890123456789, 1234567890123456788)
+    assert json_equal({"a": [1, {"b": None}]}, {"a": [1.0, {"b": None}]}) and not json_equal([1], [1, 1])
+    assert not json_equal(float("nan"), float("nan"))
+
+
+def _has_number(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(map(_has_number, value.values()))
+    if isinstance(value, list):
+        return any(map(_has_number, value))
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 # --------------------------------------------------------------------------- parameters (pure)
