@@ -908,8 +908,12 @@ def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+class NonFiniteNumber(ValueError):
+    """JSON text with NaN, Infinity or a number beyond the doubles (:func:`loads_strict`)."""
+
+
 def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+    raise NonFiniteNumber(f"{name} is not JSON")
 
 
 def _finite_float(text: str) -> float:
@@ -917,7 +921,7 @@ def _finite_float(text: str) -> float:
     # write it as null, so null -> 1e999 in a signed event would verify (a review found it).
     value = float(text)
     if not math.isfinite(value):
-        raise ValueError(f"number {text[:40]} is beyond the range of JSON's doubles")
+        raise NonFiniteNumber(f"number {text[:40]} is beyond the range of JSON's doubles")
     return value
 
 

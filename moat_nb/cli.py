@@ -305,10 +305,19 @@ def _add_audit_parser(commands: Any) -> None:
     verify.set_defaults(handler=_audit_verify)
 
 
+def _key_args(values: Sequence[str]) -> list[str]:
+    """The keys of ``--key`` options, each of which may hold several (white space, commas, one a
+    line): ``--key "$(grep -v '#' keys/audit-public-keys.txt)"`` passes every key the platform
+    published, several after a rotation (read as MOAT_AUDIT_KEYS is: report.split_keys)."""
+    from .report import split_keys
+
+    return [key for value in values for key in split_keys(value)]
+
+
 def _audit_verify(args: argparse.Namespace) -> int:
     from . import audit
 
-    keys = [audit.load_public_key(k.strip()) for k in args.key] or None
+    keys = [audit.load_public_key(k) for k in _key_args(args.key)] or None
     try:
         bundle = audit.load_bundle(args.bundle)
     except OSError as err:
@@ -498,7 +507,7 @@ def _print_verified_facts(evidence: dict[str, Any]) -> None:
 def _report_verify(args: argparse.Namespace) -> int:
     from .report import trusted_keys_from_env, verify_report
 
-    keys = [k.strip() for k in args.key] or trusted_keys_from_env()[0]
+    keys = _key_args(args.key) or trusted_keys_from_env()[0]
     checks = verify_report(args.folder, public_keys=keys or None)
     for check in checks:
         print(f"{'OK    ' if check.ok else 'FAILED'}  {check.name}: {check.detail}")

@@ -196,28 +196,41 @@ def error_from_response(response: httpx.Response) -> ApiError:
     return cls(message, status=status, code=code or cls.code, hint=hint, details=details)
 
 
+def redirect_error(response: httpx.Response) -> ServerError:
+    """A 3xx answer: redirects are not followed (a POST would be resent elsewhere, with the
+    token), so the address is wrong, and the Location says which one to use."""
+    location = response.headers.get("location") or "(no Location header)"
+    return ServerError(
+        f"{response.request.method} {response.request.url.path} answered HTTP {response.status_code}, "
+        f"a redirect to {location}",
+        status=response.status_code,
+        code="REDIRECTED",
+        hint="set MOAT_URL to the platform's own address (https://... if the redirect says so)",
+        details={"location": location},
+    )
+
+
 def decode(response: httpx.Response) -> Any:
     """The JSON body of a 2xx response (None when empty); the mapped error otherwise."""
     if response.status_code >= 400:
         raise error_from_response(response)
     if response.status_code >= 300:
-        # Redirects are not followed (a POST would be resent elsewhere, with the token): the
-        # address is wrong, and the Location says which one to use.
-        location = response.headers.get("location") or "(no Location header)"
-        raise ServerError(
-            f"{response.request.method} {response.request.url.path} answered HTTP {response.status_code}, "
-            f"a redirect to {location}",
-            status=response.status_code,
-            code="REDIRECTED",
-            hint="set MOAT_URL to the platform's own address (https://... if the redirect says so)",
-            details={"location": location},
-        )
+        raise redirect_error(response)
     if response.status_code == 204 or not response.content:
         return None
     try:
         # Strict (no NaN, Infinity or 1e999): audit events read here are verified, and a
         # non-finite number has no canonical form to hash (audit.loads_strict).
         return audit_core.loads_strict(response.content)
+    except audit_core.NonFiniteNumber as exc:
+        raise ServerError(
+            f"{response.request.method} {response.request.url.path} answered with a number JSON cannot "
+            f"carry ({exc})",
+            status=response.status_code,
+            code="NON_FINITE_NUMBER",
+            hint="the platform wrote NaN, Infinity or a number beyond the doubles; moat_nb refuses "
+            "them, since what it reads may be hashed and verified",
+        ) from None
     except (ValueError, RecursionError):
         raise ServerError(
             f"{response.request.method} {response.request.url.path} answered with a body that is not JSON",

@@ -108,11 +108,23 @@ def trusted_keys_from_env() -> tuple[list[str] | None, str]:
     or whitespace, as the sandbox's ``keys/audit-public-keys.txt`` lists them), else None (the
     bundle's own keys: proves the bundle consistent, not who signed it). Returns the keys and
     ``"environment"`` or ``"bundle"``."""
-    text = os.environ.get("MOAT_AUDIT_KEYS", "").strip()
-    if not text:
+    keys = split_keys(os.environ.get("MOAT_AUDIT_KEYS", ""))
+    if not keys:
         return None, "bundle"
-    keys = [k for k in re.split(r"[\s,]+", text) if k and not k.startswith("#")]
     return keys, "environment"
+
+
+def split_keys(text: str) -> list[str]:
+    """The base64 DER keys in ``text``: separated by white space or commas, one a line as
+    the sandbox's ``keys/audit-public-keys.txt`` lists them (after a rotation, several), lines
+    starting with ``#`` skipped."""
+    return [
+        key
+        for line in text.splitlines()
+        if not line.lstrip().startswith("#")
+        for key in re.split(r"[\s,]+", line)
+        if key
+    ]
 
 
 def show_evidence(evidence: Mapping[str, Any]) -> None:

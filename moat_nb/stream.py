@@ -43,7 +43,7 @@ import httpx
 import orjson
 from httpx_sse import EventSource, ServerSentEvent
 
-from .client import Op, error_from_response, op_execution
+from .client import Op, error_from_response, op_execution, redirect_error
 from .errors import MoatError, ReplayFailed, ServerError, TransportError
 from .frames import Backend, ProcessorRows, to_frame
 from .model import Execution, ProcessorRecord
@@ -253,6 +253,8 @@ def _events_path(session: Any, replay_id: str) -> str:
 
 
 def _stream_error(response: httpx.Response) -> MoatError:
+    if 300 <= response.status_code < 400:
+        return redirect_error(response)
     if response.status_code == 200:
         return ServerError(
             f"GET {response.request.url.path} answered {response.headers.get('content-type')!r}, "

@@ -119,6 +119,9 @@ def test_keys_decide_who_is_trusted(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert ": UNKNOWN_KEY: " in capsys.readouterr().out
     both = ["--key", audit.public_key_b64(KEY), "--key", audit.public_key_b64(OTHER)]
     assert main(["audit", "verify", str(path), *both]) == 0
+    # One --key with the published keys file after a rotation: a key a line, and a comment.
+    listed = f"# audit public keys\n{audit.public_key_b64(KEY)}\n{audit.public_key_b64(OTHER)}\n"
+    assert main(["audit", "verify", str(path), "--key", listed]) == 0
 
 
 def test_unreadable_input_exits_1_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -142,14 +142,24 @@ def test_a_2xx_that_is_not_json_is_a_server_error() -> None:
     with pytest.raises(ServerError, match="not JSON") as info:
         p.health()
     assert info.value.code == "BAD_RESPONSE"
-    # Not JSON either: what json.loads would read as NaN or infinity (a verifier must not).
+    # What json.loads would read as NaN or infinity (a verifier must not), said as what it is.
     for text in ('{"status": NaN}', '{"x": 1e999}', '{"x": -Infinity}'):
         p = platform(
             answering(200, httpx.Response(200, text=text, headers={"content-type": "application/json"}))
         )
-        with pytest.raises(ServerError, match="not JSON") as info:
+        with pytest.raises(ServerError, match="a number JSON cannot carry") as info:
             p.health()
-        assert info.value.code == "BAD_RESPONSE"
+        assert info.value.code == "NON_FINITE_NUMBER" and "MOAT_URL" not in (info.value.hint or "")
+
+
+def test_a_redirect_of_the_trace_stream_is_redirected_too() -> None:
+    from moat_nb.stream import ReplayRun, StreamPolicy
+
+    p = platform(answering(302, httpx.Response(302, headers={"Location": "https://platform.test/login"})))
+    run = ReplayRun({"replayId": "replay-1"}, platform=p, policy=StreamPolicy(max_retries=1, max_delay=0.001))
+    with pytest.raises(ServerError, match="a redirect to https://platform.test/login") as info:
+        list(run.events())
+    assert info.value.code == "REDIRECTED"
 
 
 # --------------------------------------------------------------------------- network failures
