@@ -25,7 +25,7 @@ from typing import Any
 
 from deepdiff import DeepDiff
 
-from moat_nb.diff import END, START, DiffResult, diff
+from moat_nb.diff import END, START, DiffResult, DiffRow, diff
 from moat_nb.model import Execution, ProcessorRecord
 from moat_nb.noise import format_name, format_segments
 
@@ -95,15 +95,16 @@ def deepdiff_findings(a: dict[str, Any], b: dict[str, Any]) -> set[Finding]:
 
 def diff_findings(result: DiffResult) -> set[Finding]:
     """The same view of a :class:`~moat_nb.diff.DiffResult` (noise included: it is a finding)."""
-    return {
-        (
-            f"{r.processor.route_id}/{r.processor.processor_id}/{r.processor.iteration}",
-            r.field,
-            r.path,
-            r.kind,
-        )
-        for r in result.rows
-    }
+    return {_finding(r) for r in result.rows}
+
+
+def _finding(r: DiffRow) -> Finding:
+    return (
+        f"{r.processor.route_id}/{r.processor.processor_id}/{r.processor.iteration}",
+        r.field,
+        r.path,
+        r.kind,
+    )
 
 
 def deepdiff_blind_spots(result: DiffResult) -> set[Finding]:
@@ -112,12 +113,7 @@ def deepdiff_blind_spots(result: DiffResult) -> set[Finding]:
     looks no further; the diff reports the item as ``type_changed`` (tests/test_diff.py). "Same
     findings" (P4): every DeepDiff finding is the diff's, and the diff adds only such rows."""
     return {
-        (
-            f"{r.processor.route_id}/{r.processor.processor_id}/{r.processor.iteration}",
-            r.field,
-            r.path,
-            r.kind,
-        )
+        _finding(r)
         for r in result.rows
         if r.kind == "type_changed" and _LIST_ITEM.search(r.path) and r.original == r.replay
     }
