@@ -266,7 +266,7 @@ def _walk(
             # Lists of scalars: DeepDiff matches them with difflib (and falls back to index
             # pairs when that reports more); let DeepDiff itself decide.
             if not _same(a, b):
-                _deepdiff(a, b, segs, prefix, out, typed=len(a) == len(b))
+                _deepdiff(a, b, segs, prefix, out, typed=True)
             return
         for i, (x, y) in enumerate(zip_longest(a, b, fillvalue=_MISSING)):
             if y is _MISSING:
@@ -292,12 +292,16 @@ def json_changes(a: Any, b: Any, prefix: str, *, collapse: bool = True) -> list[
 _MISSING = object()
 
 
+#: The types whose values Python holds equal across types (1 == 1.0 == True).
+_NUMERIC = frozenset({bool, int, float})
+
+
 def _deepdiff(
     a: Any, b: Any, segs: list[str | int], prefix: str, out: list[Change], *, typed: bool = False
 ) -> None:
     """DeepDiff's findings between ``a`` and ``b``, in path order. ``typed`` (two lists of
-    scalars of one length): also the items equal in value but not in JSON type at the same
-    index, which DeepDiff matches as equal (1 == 1.0 == True in Python)."""
+    scalars): also the items replaced by an equal one of another JSON type, which DeepDiff
+    matches as the same (1 == 1.0 == True in Python), at any length of the lists."""
     tree = DeepDiff(a, b, view="tree")
     found: list[tuple[list[Any], Change]] = []
     for report, levels in tree.items():
@@ -309,11 +313,19 @@ def _deepdiff(
             t1 = None if kind == "added" else level.t1
             t2 = None if kind == "removed" else level.t2
             found.append((rel, (prefix + format_segments([*segs, *rel]), kind, t1, t2)))
-    if typed:
+    if typed and len(_NUMERIC.intersection(map(type, (*a, *b)))) > 1:
+        # Aligned as DeepDiff aligns lists (difflib over the values, where 1 == 1.0 == True);
+        # an item matched with an equal one of another JSON type, or paired with one in a
+        # replaced stretch (from its start, as DeepDiff pairs them), is a type change it hides.
         reported = {tuple(rel) for rel, _ in found}
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            if type(x) is not type(y) and (i,) not in reported:
-                found.append(([i], (prefix + format_segments([*segs, i]), "type_changed", x, y)))
+        matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+        for op, i1, i2, j1, j2 in matcher.get_opcodes():
+            if op not in ("equal", "replace"):
+                continue
+            for i, j in zip(range(i1, i2), range(j1, j2), strict=False):
+                x, y = a[i], b[j]
+                if type(x) is not type(y) and x == y and (i,) not in reported:
+                    found.append(([i], (prefix + format_segments([*segs, i]), "type_changed", x, y)))
     found.sort(key=lambda item: [(0, x) if isinstance(x, int) else (1, str(x)) for x in item[0]])
     out.extend(change for _, change in found)
 
