@@ -46,7 +46,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from .errors import MoatError, RouteError
+from .errors import MoatError, RouteError, ValidationError
 
 __all__ = ["main", "build_parser", "trace_table"]
 
@@ -311,7 +311,17 @@ def _key_args(values: Sequence[str]) -> list[str]:
     published, several after a rotation (read as MOAT_AUDIT_KEYS is: report.split_keys)."""
     from .report import split_keys
 
-    return [key for value in values for key in split_keys(value)]
+    keys = [key for value in values for key in split_keys(value)]
+    if values and not keys:
+        # An empty --key (a keys file not found by the shell's $(...)) must not fall back to
+        # the bundle's own keys, which anyone can make.
+        raise ValidationError(
+            "--key holds no key",
+            code="BAD_KEY",
+            hint="pass the platform's published audit key (base64 DER), e.g. "
+            "--key \"$(grep -v '#' DATA/keys/audit-public-keys.txt)\"; check that file exists",
+        )
+    return keys
 
 
 def _audit_verify(args: argparse.Namespace) -> int:

@@ -377,6 +377,8 @@ def json_equal(a: Any, b: Any) -> bool:
 def _json_same(a: Any, b: Any) -> bool:
     if _number(a) and _number(b):
         return bool(a == b)
+    if isinstance(a, str) and isinstance(b, str):  # a StrEnum member or numpy.str_ is its text
+        return str.__eq__(a, b)
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         return a.keys() == b.keys() and all(_json_same(a[k], b[k]) for k in a)
     if isinstance(a, list | tuple) and isinstance(b, list | tuple):

@@ -116,15 +116,9 @@ def trusted_keys_from_env() -> tuple[list[str] | None, str]:
 
 def split_keys(text: str) -> list[str]:
     """The base64 DER keys in ``text``: separated by white space or commas, one a line as
-    the sandbox's ``keys/audit-public-keys.txt`` lists them (after a rotation, several), lines
-    starting with ``#`` skipped."""
-    return [
-        key
-        for line in text.splitlines()
-        if not line.lstrip().startswith("#")
-        for key in re.split(r"[\s,]+", line)
-        if key
-    ]
+    the sandbox's ``keys/audit-public-keys.txt`` lists them (after a rotation, several); a
+    ``#`` starts a comment to the end of its line (base64 has no ``#``)."""
+    return [key for line in text.splitlines() for key in re.split(r"[\s,]+", line.split("#", 1)[0]) if key]
 
 
 def show_evidence(evidence: Mapping[str, Any]) -> None:

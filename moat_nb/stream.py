@@ -290,9 +290,12 @@ class Deadline:
         self.expired = threading.Event()
         self._response: httpx.Response | None = None
         self._lock = threading.Lock()
-        self._timer = threading.Timer(max(0.0, seconds), self._expire)
-        self._timer.daemon = True
-        self._timer.start()
+        # No watchdog for a deadline a timer cannot hold (math.inf: no deadline at all).
+        self._timer: threading.Timer | None = None
+        if seconds < threading.TIMEOUT_MAX:
+            self._timer = threading.Timer(max(0.0, seconds), self._expire)
+            self._timer.daemon = True
+            self._timer.start()
 
     def left(self) -> float:
         return max(0.0, self.at - time.monotonic())
@@ -307,7 +310,8 @@ class Deadline:
         self.expired.wait(seconds)
 
     def cancel(self) -> None:
-        self._timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
 
     def _expire(self) -> None:
         self.expired.set()
@@ -333,9 +337,13 @@ def iter_trace(
         if deadline is not None and deadline.expired.is_set():
             return
         timeout = cursor.policy.timeout()
-        if deadline is not None:  # a connect that cannot finish in time is not waited for
-            connect = min(cursor.policy.connect_timeout, deadline.left() + 0.1)
-            timeout = httpx.Timeout(connect, read=cursor.policy.read_timeout)
+        if deadline is not None:
+            # Until the response's head has come the watchdog has no socket to shut down: the
+            # connect and the first read are not waited for beyond the deadline.
+            left = deadline.left() + 0.1
+            timeout = httpx.Timeout(
+                min(cursor.policy.connect_timeout, left), read=min(cursor.policy.read_timeout, left)
+            )
         request = session.request(
             "GET", _events_path(session, cursor.replay_id), headers=cursor.headers(), timeout=timeout
         )

@@ -122,6 +122,10 @@ def test_keys_decide_who_is_trusted(tmp_path: Path, capsys: pytest.CaptureFixtur
     # One --key with the published keys file after a rotation: a key a line, and a comment.
     listed = f"# audit public keys\n{audit.public_key_b64(KEY)}\n{audit.public_key_b64(OTHER)}\n"
     assert main(["audit", "verify", str(path), "--key", listed]) == 0
+    # An empty --key (the shell found no keys file) is refused, not read as "the bundle's own".
+    capsys.readouterr()
+    assert main(["audit", "verify", str(path), "--key", ""]) == 1
+    assert "BAD_KEY" in capsys.readouterr().err
 
 
 def test_unreadable_input_exits_1_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -196,6 +196,18 @@ def test_json_equal_is_symmetric_and_tells_true_from_one(a: Any, b: Any) -> None
     assert not json_equal({"id": 1234567890123456789}, {"id": 1234567890123456788})
     assert json_equal({"a": [1, {"b": None}]}, {"a": [1.0, {"b": None}]}) and not json_equal([1], [1, 1])
     assert not json_equal(float("nan"), float("nan"))
+    import enum
+
+    class Status(enum.StrEnum):
+        COMPLETED = "COMPLETED"
+
+    assert json_equal(Status.COMPLETED, "COMPLETED") and json_equal(["COMPLETED"], [Status.COMPLETED])
+
+
+def test_split_keys_reads_the_published_keys_file() -> None:
+    assert report.split_keys("# keys\nK1\nK2, K3\n") == ["K1", "K2", "K3"]
+    assert report.split_keys("K2 #retired\n#K1,K4") == ["K2"]  # a # comments to the end of its line
+    assert report.split_keys("") == []
 
 
 def _has_number(value: Any) -> bool:

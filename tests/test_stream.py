@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import threading
 import time
@@ -507,3 +508,38 @@ def test_live_shows_every_processor_when_another_reader_read_them_first(op_platf
 
     processors, rows, progress = asyncio.run(notebook())
     assert processors > 5 and rows == processors and f"{processors} processors" in progress
+
+
+def test_wait_with_a_timeout_does_not_wait_for_a_response_head_past_its_deadline() -> None:
+    """A platform (or a proxy) that takes the request and sends nothing: before the head comes
+    the watchdog has no socket to shut down, so the first read is bounded by the deadline too
+    (it waited the read timeout, 15 s here: review finding)."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    held: list[socket.socket] = []
+
+    def take() -> None:
+        conn, _ = server.accept()
+        conn.recv(65536)
+        held.append(conn)  # read the GET, answer nothing
+
+    threading.Thread(target=take, daemon=True).start()
+    platform = Platform(session=Session(f"http://127.0.0.1:{server.getsockname()[1]}", token="t"))
+    run = ReplayRun({"replayId": "replay-1"}, platform=platform, policy=StreamPolicy(ping_interval=5.0))
+    started = time.monotonic()
+    with pytest.raises(TransportError) as info:
+        run.wait(timeout=1)
+    assert info.value.code == "WAIT_TIMEOUT" and time.monotonic() - started < 4
+    platform.close()
+    server.close()
+    for conn in held:
+        conn.close()
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_wait_without_a_finite_deadline_reads_to_the_end(op_platform: Platform) -> None:
+    run = op_platform.replay(source(op_platform), reason="stream test: wait(timeout=inf)")
+    assert run.wait(timeout=math.inf).status == "COMPLETED"  # no watchdog thread for it
