@@ -300,8 +300,8 @@ def _deepdiff(
     a: Any, b: Any, segs: list[str | int], prefix: str, out: list[Change], *, typed: bool = False
 ) -> None:
     """DeepDiff's findings between ``a`` and ``b``, in path order. ``typed`` (two lists of
-    scalars): also the items replaced by an equal one of another JSON type, which DeepDiff
-    matches as the same (1 == 1.0 == True in Python), at any length of the lists."""
+    scalars): also, for lists of one length, the items equal in value but not in JSON type at
+    the same index, which DeepDiff matches as the same (1 == 1.0 == True in Python)."""
     tree = DeepDiff(a, b, view="tree")
     found: list[tuple[list[Any], Change]] = []
     for report, levels in tree.items():
@@ -313,19 +313,13 @@ def _deepdiff(
             t1 = None if kind == "added" else level.t1
             t2 = None if kind == "removed" else level.t2
             found.append((rel, (prefix + format_segments([*segs, *rel]), kind, t1, t2)))
-    if typed and len(_NUMERIC.intersection(map(type, (*a, *b)))) > 1:
-        # Aligned as DeepDiff aligns lists (difflib over the values, where 1 == 1.0 == True);
-        # an item matched with an equal one of another JSON type, or paired with one in a
-        # replaced stretch (from its start, as DeepDiff pairs them), is a type change it hides.
+    if typed and len(a) == len(b) and len(_NUMERIC.intersection(map(type, (*a, *b)))) > 1:
+        # Item by item: DeepDiff does not even look into two lists equal in Python. (Lists of
+        # other lengths are left to DeepDiff's alignment: where an item went is ambiguous.)
         reported = {tuple(rel) for rel, _ in found}
-        matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-        for op, i1, i2, j1, j2 in matcher.get_opcodes():
-            if op not in ("equal", "replace"):
-                continue
-            for i, j in zip(range(i1, i2), range(j1, j2), strict=False):
-                x, y = a[i], b[j]
-                if type(x) is not type(y) and x == y and (i,) not in reported:
-                    found.append(([i], (prefix + format_segments([*segs, i]), "type_changed", x, y)))
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if type(x) is not type(y) and x == y and (i,) not in reported:
+                found.append(([i], (prefix + format_segments([*segs, i]), "type_changed", x, y)))
     found.sort(key=lambda item: [(0, x) if isinstance(x, int) else (1, str(x)) for x in item[0]])
     out.extend(change for _, change in found)
 
