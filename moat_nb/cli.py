@@ -508,9 +508,20 @@ def _print_verified_facts(evidence: dict[str, Any]) -> None:
     print(f"  payload sha-256:  {hashes.get('effectivePayloadSha256')}")
     print(f"  output:           {output.get('status')}, body sha-256 {hashes.get('outputBodySha256')}")
     print(f"  reason:           {params.get('reason')}")
+    # A processor's output is vouched for where the audit hashed the trace and the evidence
+    # carries it (verify_evidence then checked both); else it is the report's own data.
+    audited_trace = any(
+        "traceSha256" in ((e or {}).get("detail") or {})
+        for e in (evidence.get("audit") or {}).get("events") or ()
+    )
+    traced = audited_trace and isinstance(evidence.get("trace"), dict)
+    if traced:
+        entries = evidence["trace"].get("entries") or []
+        print(f"  trace sha-256:    {hashes.get('traceSha256')} ({len(entries)} processors)")
     for item in evidence.get("expectations") or ():
         mark = "PASS" if item.get("passed") else "FAIL"
-        note = " (from the report's data)" if (item.get("expectation") or {}).get("processor") else ""
+        on_processor = (item.get("expectation") or {}).get("processor")
+        note = " (from the report's data)" if on_processor and not traced else ""
         print(f"  {mark}  {item.get('label')}: found {item.get('actual')!r}{note}")
 
 

@@ -25,7 +25,10 @@ Evidence (``evidence.json``, :data:`EVIDENCE_FORMAT`)
     ``hashes`` (``effectivePayloadSha256`` as the server computed it over the real payload,
     ``outputBodySha256`` computed here from the stored output and the server's, and whether
     they agree with the audited events); ``output`` (the replay's result: status, error, body,
-    headers, properties); ``expectations`` (each with the value found and pass/fail);
+    headers, properties); ``trace`` (every processor's entry and the maps they put out,
+    :func:`moat_nb.payload.trace_digest`, whose hash the platform audits as ``traceSha256``)
+    and ``processorOutputs`` (the output each expectation on a processor read);
+    ``expectations`` (each with the value found and pass/fail);
     ``diff`` (summary, counts, first divergence, the non-noise rows); ``audit`` (the replay's
     audit events with their hashes, the newest checkpoint, the offline verification result,
     which keys were trusted, the checks tying the receipt to the bundle); ``checks``;
@@ -64,6 +67,9 @@ from .payload import (
     is_secret_name,
     map_sha256,
     request_sha256,
+    text_sha256,
+    trace_digest,
+    trace_sha256,
 )
 
 if TYPE_CHECKING:
@@ -377,7 +383,91 @@ class Check:
 
 def sha256_text(text: str | None) -> str | None:
     """SHA-256 of a body as the platform hashes it (its UTF-8 bytes; section 4 ``outputBodySha256``)."""
-    return None if text is None else hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return text_sha256(text)
+
+
+def _processor_outputs(replay: Execution, expectations: Sequence[Expectation]) -> list[dict[str, Any]]:
+    """What each expectation on a processor read: the processor's seq, id, iteration and output
+    (:class:`~moat_nb.expectations.Subject` on the wire), once per processor, for the ones that
+    ran. With ``trace`` (:func:`~moat_nb.payload.trace_entries`) in the evidence, an offline
+    check ties each output to the audited ``traceSha256``."""
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[str, int]] = set()
+    for exp in expectations:
+        if exp.processor is None or (exp.processor, exp.iteration) in seen:
+            continue
+        seen.add((exp.processor, exp.iteration))
+        for p in replay.processors or ():  # the first that matches, as evaluation takes it
+            if p.processor_id == exp.processor and p.iteration == exp.iteration:
+                out.append(
+                    {
+                        "seq": p.seq,
+                        "processorId": p.processor_id,
+                        "iteration": p.iteration,
+                        "output": Subject.of_processor(p).to_wire(),
+                    }
+                )
+                break
+    return out
+
+
+def _map_at(maps: Sequence[Any], at: Any) -> tuple[bool, Any]:
+    """``(True, map)`` for an entry's map index (or null); ``(False, None)`` for a bad index."""
+    if at is None:
+        return True, None
+    if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < len(maps):
+        return False, None
+    return True, maps[at]
+
+
+def _processor_subject(
+    exp: Expectation, trace: Mapping[str, Any], outputs: Sequence[Any]
+) -> tuple[Subject | str | None, str | None]:
+    """The subject an expectation on a processor read, as the evidence vouches for it: the
+    recorded output of the first trace entry with its processor id and iteration, provided the
+    output is that entry's (status, error, body hash, maps); the evaluator's "did not run" text
+    when no entry has them. ``(None, why)`` when the evidence does not hold together."""
+    entries = trace.get("entries") or []
+    entry = next(
+        (
+            e
+            for e in entries
+            if isinstance(e, Mapping)
+            and e.get("processorId") == exp.processor
+            and e.get("iteration") == exp.iteration
+        ),
+        None,
+    )
+    if entry is None:
+        it = f" iteration {exp.iteration}" if exp.iteration else ""
+        return f"processor {exp.processor}{it} did not run in the replay", None
+    recorded = next(
+        (
+            o
+            for o in outputs
+            if isinstance(o, Mapping)
+            and o.get("processorId") == exp.processor
+            and o.get("iteration") == exp.iteration
+        ),
+        None,
+    )
+    where = f"{exp.processor} (seq {entry.get('seq')})"
+    if (
+        recorded is None
+        or recorded.get("seq") != entry.get("seq")
+        or not isinstance(recorded.get("output"), Mapping)
+    ):
+        return None, f"no recorded output of {where}"
+    output = recorded["output"]
+    maps = trace.get("maps") or []
+    same = all(output.get(k) == entry.get(k) for k in ("status", "errorType", "errorMessage"))
+    same = same and text_sha256(output.get("body")) == entry.get("outputBodySha256")
+    for part, key in (("headers", "outputHeaders"), ("properties", "properties")):
+        ok, audited = _map_at(maps, entry.get(key))
+        same = same and ok and map_sha256(output.get(part)) == map_sha256(audited)
+    if not same:
+        return None, f"the output recorded for {where} is not the audited one"
+    return Subject.from_wire(output), None
 
 
 _TERMINAL_ACTIONS = ("REPLAY_COMPLETED", "REPLAY_FAILED", "REPLAY_ERROR", "REPLAY_ABORTED")
@@ -394,11 +484,13 @@ def receipt_checks(
     effective_payload_sha256: str | None,
     output_body_sha256: str | None,
     result_execution_id: str | None,
+    trace_hash: str | None = None,
 ) -> list[Check]:
     """What ties a replay's audit events (its receipt) to a verified bundle and to the evidence:
     every receipt event's hash recomputes and equals the bundle's event at its seq; a signed
     checkpoint covers them; the requested event names the source, the reason and the payload
-    hash; the final event names the result execution and the output hash."""
+    hash; the final event names the result execution and the output hash, and, where the
+    platform audits one (``traceSha256``) and ``trace_hash`` is given, the trace hash."""
     checks: list[Check] = []
     events = [e for e in receipt if (e.get("target") or {}).get("replayId") == replay_id]
     actions = [e.get("action") for e in events]
@@ -486,6 +578,14 @@ def receipt_checks(
             f"audit {fdetail.get('resultExecutionId')}",
         )
     )
+    if trace_hash is not None and "traceSha256" in fdetail:
+        checks.append(
+            Check(
+                "audited trace hash",
+                fdetail.get("traceSha256") == trace_hash,
+                f"audit {fdetail.get('traceSha256')}, computed {trace_hash}",
+            )
+        )
     return checks
 
 
@@ -566,6 +666,7 @@ def build_evidence(
     result = replay_resource.get("result") or {}
     output_sha = sha256_text(replay.output_body)
     effective_sha = replay_resource.get("effectivePayloadSha256")
+    trace = trace_digest(replay.processors or ())
     checks = receipt_checks(
         receipt,
         bundle,
@@ -576,6 +677,7 @@ def build_evidence(
         effective_payload_sha256=effective_sha,
         output_body_sha256=output_sha,
         result_execution_id=replay.execution_id,
+        trace_hash=trace_sha256(trace),
     )
     checks.insert(
         0,
@@ -649,10 +751,16 @@ def build_evidence(
             "effectivePayloadSha256": effective_sha,
             "outputBodySha256": output_sha,
             "platformOutputBodySha256": result.get("outputBodySha256"),
-            "algorithm": "SHA-256; payload: of the RFC 8785 JSON of the effective payload (computed by "
+            "traceSha256": trace_sha256(trace),
+            "algorithm": "SHA-256; trace: of the RFC 8785 JSON of `trace`; "
+            "payload: of the RFC 8785 JSON of the effective payload (computed by "
             "the platform over the real values); output: of the output body's UTF-8 bytes",
         },
         "output": Subject.of_execution(replay).to_wire(),
+        # Every processor's place, status and output hashes; with the outputs the expectations
+        # on processors read, tied to the audited traceSha256 (verify_evidence).
+        "trace": trace,
+        "processorOutputs": _processor_outputs(replay, [r.expectation for r in outcomes]),
         "expectations": outcomes.to_wire(),
         "diff": diff_part,
         "audit": {
@@ -719,6 +827,7 @@ def verify_evidence(
         effective_payload_sha256=hashes.get("effectivePayloadSha256"),
         output_body_sha256=body_sha,
         result_execution_id=replay.get("resultExecutionId"),
+        trace_hash=_trace_hash(evidence.get("trace")),
     )
     parameters = evidence.get("parameters") or {}
     claimed_source = parameters.get("sourceExchangeId")
@@ -759,8 +868,14 @@ def verify_evidence(
                 )
             )
             vouched.add(part)
-    # Expectations on the result (not on a processor) re-evaluate from the audited output.
+    # Expectations on the result re-evaluate from the audited output; those on a processor from
+    # the recorded output of that processor, where the audit vouches for the trace
+    # (traceSha256, checked in receipt_checks) and the output hashes to its entry.
     subject = Subject.from_wire(output)
+    trace = evidence.get("trace")
+    trace_vouched = "traceSha256" in fdetail and _trace_hash(trace) == fdetail["traceSha256"]
+    outputs = evidence.get("processorOutputs")
+    outputs = outputs if isinstance(outputs, list) else []
     recorded = evidence.get("expectations") or []
     mismatch = []
     unvouched = 0
@@ -770,8 +885,16 @@ def verify_evidence(
         except ValidationError as exc:
             mismatch.append(f"{i} ({exc.message})")
             continue
+        if exp.processor is not None and trace_vouched:
+            assert isinstance(trace, Mapping)  # _trace_hash hashes nothing else
+            found, why = _processor_subject(exp, trace, outputs)
+            if found is None:
+                mismatch.append(f"{i} ({why})")
+            elif not json_equal(evaluate_one(exp, found).to_wire(), item):
+                mismatch.append(str(i))
+            continue
         if exp.processor is not None or exp.path.split(":", 1)[0] in {"headers", "properties"} - vouched:
-            unvouched += 1  # the audit chain holds no hash of a processor's data (or of these maps)
+            unvouched += 1  # the audit chain holds no hash of this processor's data (or of these maps)
         if exp.processor is None:
             # The whole recorded result, not only `passed`: its label, the value found and the
             # message are what a reader of the report sees.
@@ -822,5 +945,17 @@ def verify_evidence(
     return checks
 
 
-#: Keys of evidence.json that the runner adds after the notebook ran (not in the notebook).
-RUNNER_KEYS = frozenset({"notebook", "files", "runner"})
+def _trace_hash(trace: Any) -> str | None:
+    """:func:`~moat_nb.payload.trace_sha256` of an evidence file's ``trace``; None when it has
+    none (a proof written before traces were recorded); a text no hash equals when it is not a
+    trace digest or JCS cannot hold it."""
+    if trace is None:
+        return None
+    if not (
+        isinstance(trace, Mapping)
+        and isinstance(trace.get("entries"), list)
+        and isinstance(trace.get("maps"), list)
+        and all(isinstance(e, Mapping) for e in trace["entries"])
+    ):
+        return "(not a trace digest)"
+    return trace_sha256(trace) or "(not canonical JSON)"

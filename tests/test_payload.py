@@ -14,7 +14,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from moat_nb.errors import ControlHeaderRejected, ValidationError
-from moat_nb.model import ModifiedPayload, Payload
+from moat_nb.model import ModifiedPayload, Payload, ProcessorRecord
 from moat_nb.payload import (
     apply_patch,
     canonical_json,
@@ -36,6 +36,8 @@ from moat_nb.payload import (
     redact_payload,
     request_sha256,
     scrub_text,
+    trace_digest,
+    trace_sha256,
 )
 
 KEY = b"k" * 32
@@ -508,3 +510,103 @@ def test_a_patch_that_breaks_the_payload_shape_is_refused_in_words(op: dict, wor
 def test_request_sha256_version_1_is_the_hash_older_records_hold(modified: dict, digest: str) -> None:
     assert request_sha256(modified, version=1) == digest
     assert request_sha256(modified, version=99) is None
+
+
+# --------------------------------------------------------------------------- trace hashes
+
+
+def _record(seq: int, **kw: object) -> ProcessorRecord:
+    base: dict[str, object] = {
+        "execution_id": "e-1",
+        "exchange_id": "x-1",
+        "seq": seq,
+        "processor_id": f"step{seq}",
+        "processor_type": "setHeader",
+        "route_id": "r",
+        "status": "COMPLETED",
+    }
+    return ProcessorRecord(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_trace_digest_spells_each_processors_place_status_and_output() -> None:
+    shared = {"b": "2", "a": "1"}  # one object in two records, as the engine shares captures
+    records = [
+        _record(3, output_body="{}", output_headers={"a": "1", "b": "2"}, properties={"p": 1}),
+        _record(2, output_body="{}", output_headers=shared, properties={}),
+        _record(1, iteration=3, status="FAILED", error_type="E", error_message="m", output_headers=shared),
+    ]
+    digest = trace_digest(records)
+    # By seq; bodies by their UTF-8 bytes' hash, written out by hand; each distinct map once
+    # (an equal map in another object too), by index in order of first use.
+    entry = {"iteration": 0, "status": "COMPLETED", "errorType": None, "errorMessage": None}
+    assert digest == {
+        "entries": [
+            {
+                "seq": 1,
+                "processorId": "step1",
+                "iteration": 3,
+                "status": "FAILED",
+                "errorType": "E",
+                "errorMessage": "m",
+                "outputBodySha256": None,
+                "outputHeaders": 0,
+                "properties": None,
+            },
+            {
+                "seq": 2,
+                "processorId": "step2",
+                **entry,
+                "outputBodySha256": _sha(b"{}"),
+                "outputHeaders": 0,
+                "properties": 1,
+            },
+            {
+                "seq": 3,
+                "processorId": "step3",
+                **entry,
+                "outputBodySha256": _sha(b"{}"),
+                "outputHeaders": 0,
+                "properties": 2,
+            },
+        ],
+        "maps": [{"a": "1", "b": "2"}, {}, {"p": 1}],
+    }
+    assert trace_sha256(digest) == _sha(rfc8785.dumps(digest))
+    assert trace_sha256(trace_digest([])) == _sha(b'{"entries":[],"maps":[]}')
+
+
+_outputs = st.fixed_dictionaries(
+    {
+        "status": st.sampled_from(["COMPLETED", "FAILED"]),
+        "error_type": st.none() | st.text(max_size=5),
+        "output_body": st.none() | st.text(max_size=20),
+        "output_headers": st.none() | st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=3),
+        "properties": st.none() | st.dictionaries(st.text(max_size=4), json_scalars, max_size=3),
+    }
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_outputs, min_size=1, max_size=6), st.data())
+def test_trace_hash_changes_with_any_processors_output(outputs: list[dict], data: st.DataObject) -> None:
+    records = [_record(i, **o) for i, o in enumerate(outputs)]
+    digest = trace_sha256(trace_digest(records))
+    # Maps hashed once per object give what each map hashed on its own gives.
+    copies = [
+        _record(i, **{k: (dict(v) if isinstance(v, dict) else v) for k, v in o.items()})
+        for i, o in enumerate(outputs)
+    ]
+    assert trace_sha256(trace_digest(reversed(copies))) == digest
+    # Any one output field of any one processor changed: another hash.
+    i = data.draw(st.integers(0, len(records) - 1))
+    field = data.draw(st.sampled_from(sorted(outputs[i])))
+    other = data.draw(_outputs)[field]
+    if other == outputs[i][field]:  # (1 == 1.0 in Python as in JCS, which spells both "1")
+        return
+    changed = list(records)
+    changed[i] = _record(i, **{**outputs[i], field: other})
+    assert trace_sha256(trace_digest(changed)) != digest

@@ -34,6 +34,7 @@ from moat_nb.evidence import (
 )
 from moat_nb.expectations import Expectation, Subject, evaluate, evaluate_one, json_equal, parse_expectations
 from moat_nb.model import Execution, ProcessorRecord
+from moat_nb.payload import trace_digest, trace_sha256
 
 # --------------------------------------------------------------------------- expectations (pure)
 
@@ -396,6 +397,7 @@ def test_pdf_without_chromium_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path:
 EXPECT_OK = [
     {"name": "completes", "path": "status", "equals": "COMPLETED"},
     {"path": "body:$.total", "equals": 59.97},
+    {"name": "priced", "path": "properties:tierDiscountPct", "exists": True, "processor": "pricing-rules"},
 ]
 PAYLOAD = {
     "body": {
@@ -465,7 +467,7 @@ def test_passing_proof_exits_0_with_matching_evidence(passing: dict[str, Any]) -
     assert evidence["verdict"] == "PASS" and evidence["failures"] == []
     assert evidence["parameters"]["sourceExchangeId"] == passing["source"]
     assert json.loads(evidence["parameters"]["modifiedPayload"]["body"]) == PAYLOAD["body"]
-    assert [r["passed"] for r in evidence["expectations"]] == [True, True]
+    assert [r["passed"] for r in evidence["expectations"]] == [True, True, True]
     # The hashes are those of what the platform stored.
     replay = platform.get_replay(evidence["replay"]["replayId"])
     stored = platform.execution(replay["resultExecutionId"])
@@ -486,6 +488,21 @@ def test_passing_proof_exits_0_with_matching_evidence(passing: dict[str, Any]) -
     )
     assert {e["seq"] for e in events} <= set(replay["auditSeqs"])
     assert lifecycle[-1]["detail"]["outputBodySha256"] == evidence["hashes"]["outputBodySha256"]
+    # The trace: every stored processor's entry, hashed to the audited traceSha256; the output
+    # the expectation on a processor read, as stored.
+    assert evidence["trace"] == trace_digest(stored.processors or ())
+    assert len(evidence["trace"]["entries"]) == stored.processor_count
+    assert lifecycle[-1]["detail"]["traceSha256"] == evidence["hashes"]["traceSha256"]
+    assert evidence["hashes"]["traceSha256"] == trace_sha256(evidence["trace"])
+    pricing = next(p for p in stored.processors or () if p.processor_id == "pricing-rules")
+    assert evidence["processorOutputs"] == [
+        {
+            "seq": pricing.seq,
+            "processorId": "pricing-rules",
+            "iteration": 0,
+            "output": Subject.of_processor(pricing).to_wire(),
+        }
+    ]
     checkpoint = evidence["audit"]["checkpoint"]
     assert checkpoint["seq"] >= max(e["seq"] for e in events) and checkpoint["signature"]
     assert evidence["audit"]["verification"]["ok"] is True
@@ -541,6 +558,9 @@ def test_report_verify_finds_tampering(
     printed = capsys.readouterr().out
     assert "verified facts" in printed and f"source exchange:  {passing['source']}" in printed
     assert "PASS  body:$.total equals 59.97: found 59.97" in printed
+    # The expectation on a processor is vouched for by the audited trace hash.
+    assert "trace sha-256:" in printed and "PASS  priced" in printed
+    assert "(from the report's data)" not in printed
     # Without a trusted key every check holds against the bundle's own keys, which anyone can
     # make: not verified (found by review: it said VERIFIED).
     assert main(["report", "verify", str(passing["out"])]) == 1
@@ -619,6 +639,30 @@ def test_report_verify_finds_tampering(
         )
 
     assert "audited payload is the claimed one" in tampered("twice", edit(twice))
+
+    # A processor's output: tied to its entry in the trace, the trace to the audited hash.
+    def processor_output(evidence: dict[str, Any]) -> None:
+        evidence["processorOutputs"][0]["output"]["properties"]["tierDiscountPct"] = "99"
+
+    assert "expectations re-evaluate" in tampered("processor", edit(processor_output))
+    entry = edit(lambda e: e["trace"]["entries"][0].update(status="FAILED"))
+    assert "audited trace hash" in tampered("entry", entry)
+
+    def moved(evidence: dict[str, Any]) -> None:  # another processor's (audited) output
+        other = next(t for t in evidence["trace"]["entries"] if t["processorId"] != "pricing-rules")
+        evidence["processorOutputs"][0]["seq"] = other["seq"]
+
+    assert "expectations re-evaluate" in tampered("moved", edit(moved))
+    # Without a trace (as a proof from before traces were recorded) the expectation rests on
+    # the report's data again, and verify says so; its label is still checked.
+    untraced = tmp_path / "untraced"
+    shutil.copytree(passing["out"], untraced)
+    evidence = json.loads((untraced / "evidence.json").read_text())
+    del evidence["trace"]
+    (untraced / "evidence.json").write_text(json.dumps(evidence))
+    checks = {c.name: c for c in report.verify_report(untraced)}
+    assert "audited trace hash" not in checks
+    assert "1 on a processor" in checks["expectations re-evaluate"].detail
 
 
 @pytest.mark.slow

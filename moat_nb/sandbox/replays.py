@@ -73,6 +73,8 @@ from ..payload import (
     redact_patch,
     request_sha256,
     scrub_text,
+    trace_digest,
+    trace_sha256,
 )
 from .audit_log import NO_SOURCE
 from .camel.endpoints import LOCAL_SCHEMES, uri_scheme
@@ -166,6 +168,9 @@ class ReplayService:
         #: Chunks that arrived before their predecessors (replayId -> chunkSeq -> chunk); worker only.
         self._held: dict[str, dict[int, Chunk]] = {}
         self._next_chunk: dict[str, int] = {}
+        #: The processor records of the chunks taken so far, for the ``traceSha256`` of the
+        #: terminal audit event (:func:`moat_nb.payload.trace_digest`); worker only.
+        self._trace: dict[str, list[Any]] = {}
         #: The trace events written by the open transaction of a thread (:meth:`_transaction`).
         self._written = threading.local()
         #: Committed trace events of live replays, (id, event, data JSON) in id order; loop only.
@@ -875,8 +880,9 @@ class ReplayService:
                 "processorCount": processor_count,
                 "errorType": result.get("errorType"),
                 "errorMessage": result.get("errorMessage"),
-                # Beyond section 7's list: the output's maps, hashed as the body is, so that an
-                # offline check vouches for them too (moat_nb.evidence).
+                # Beyond section 7's list: the output's maps, hashed as the body is, and the
+                # processors' outputs (traceSha256), so that an offline check vouches for them
+                # too (moat_nb.evidence).
                 **(output_maps or {}),
             },
             outcome=outcome,
@@ -888,6 +894,7 @@ class ReplayService:
         its chunk state, stop its timer."""
         self._held.pop(replay_id, None)
         self._next_chunk.pop(replay_id, None)
+        self._trace.pop(replay_id, None)
         self._secrets.pop(replay_id, None)
         self._cancel_timer(replay_id)
 
@@ -978,6 +985,9 @@ class ReplayService:
             )
         follow = row is not None and row[0] not in TERMINAL_STATUSES
         taken = self._in_sequence(replay_id, chunk) if follow else []
+        trace = self._trace.get(replay_id, []) + [
+            p for c in taken for p in (c.processors or _processors_of(c))
+        ]
         job = None
         try:
             with self._transaction() as conn:
@@ -994,7 +1004,9 @@ class ReplayService:
                         ],
                     )
                 final = taken[-1] if taken and taken[-1].final else None
-                ended = final is not None and self._end(conn, replay_id, **self._ending(replay_id, final))
+                ended = final is not None and self._end(
+                    conn, replay_id, **self._ending(replay_id, final, trace)
+                )
         except BaseException:
             if job is not None:
                 self.store.drop_index(job)
@@ -1004,6 +1016,7 @@ class ReplayService:
         self._last_activity = time.monotonic()  # a long ingest is not a quiet moment either
         if follow:
             self._advance(replay_id, chunk, taken)
+            self._trace[replay_id] = trace
         if ended:
             self._ended(replay_id)
         if job is not None:
@@ -1128,8 +1141,9 @@ class ReplayService:
             held.pop(c.chunk_seq, None)
         self._next_chunk[replay_id] = expected + len(taken)
 
-    def _ending(self, replay_id: str, final: Chunk) -> dict[str, Any]:
-        """The arguments of :meth:`_end` for a replay whose final chunk has been taken."""
+    def _ending(self, replay_id: str, final: Chunk, trace: list[Any]) -> dict[str, Any]:
+        """The arguments of :meth:`_end` for a replay whose final chunk has been taken
+        (``trace``: the processor records of every chunk taken, this one's included)."""
         x = final.execution
         if x is None:
             return {
@@ -1155,6 +1169,9 @@ class ReplayService:
             "output_maps": {
                 "outputHeadersSha256": map_sha256(x.output_headers),
                 "outputPropertiesSha256": map_sha256(x.output_properties),
+                # The processors' outputs, hashed (moat_nb.payload.trace_entries): what lets an
+                # offline check vouch for an expectation on a processor.
+                "traceSha256": trace_sha256(trace_digest(trace)),
             },
         }
 

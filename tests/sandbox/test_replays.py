@@ -33,6 +33,7 @@ from moat_nb import audit
 from moat_nb.diff import diff
 from moat_nb.model import Execution, Payload
 from moat_nb.payload import is_secret_name as payload_is_secret_name
+from moat_nb.payload import trace_digest, trace_sha256
 from moat_nb.sandbox import start
 from moat_nb.sandbox.agent import AgentConfig, chunks_of
 from moat_nb.sandbox.apps.orders import APP
@@ -255,6 +256,11 @@ def test_replay_resource_trace_and_audit_record(sb: SandboxHandle, user: Any, to
     assert requested["detail"]["targetAgent"] == "orders-dev-1"
     assert requested["source"]["client"] == "pytest" and requested["source"]["ip"] == "127.0.0.1"
     assert events[2]["detail"]["outputBodySha256"] == result["outputBodySha256"]
+    # The processors' outputs, hashed as stored: taken chunk by chunk (16 processors a chunk
+    # here), the hash is the whole trace's.
+    stored = Execution.from_wire(execution)
+    assert stored.processor_count > 16 and len(stored.processors or ()) == stored.processor_count
+    assert events[2]["detail"]["traceSha256"] == trace_sha256(trace_digest(stored.processors or ()))
     assert all(e["occurredAt"].endswith("Z") for e in events)
     everything = sb.state.replays.audit_events()
     assert audit.verify(everything).ok
