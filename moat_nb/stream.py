@@ -561,7 +561,9 @@ class ReplayRun:
         platform = self._platform or self._aplatform
         assert platform is not None
         session = platform.session
-        if self.cursor.result_execution_id is None:
+        # Only a COMPLETED replay has a result: a platform that names an execution for one that
+        # ended otherwise names something else's (found by review: an agent's ack could).
+        if self.cursor.result_execution_id is None or self.status != "COMPLETED":
             self.replay = yield from session.call("GET", f"/replays/{session.quote(self.replay_id)}")
             result = self.replay.get("result") or {}
             raise ReplayFailed(

@@ -362,3 +362,32 @@ def test_the_async_client_maps_errors_the_same_way() -> None:
 
     exc = asyncio.run(main())
     assert type(exc) is TierNotEntitled and exc.status == 403
+
+
+def test_wait_raises_for_a_replay_that_ended_otherwise_than_completed_whatever_it_names() -> None:
+    # Found by review: a platform whose `end` named an execution for a TIMED_OUT replay (the
+    # sandbox took one from an agent's ack) made wait() return that unrelated execution.
+    from moat_nb.errors import ReplayFailed
+
+    replay = {"replayId": "replay-1", "status": "TIMED_OUT", "result": {"errorMessage": "silent"}}
+    stream = (
+        'retry: 3000\n\nid: 1\nevent: status\ndata: {"replayId": "replay-1", "status": "TIMED_OUT"}\n\n'
+        'id: 2\nevent: end\ndata: {"replayId": "replay-1", "status": "TIMED_OUT", '
+        '"resultExecutionId": "x-prod-1"}\n\n'
+    )
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        if request.url.path == "/api/v1/auth/login":
+            return httpx.Response(200, json=TOKENS)
+        if request.url.path.endswith("/events"):
+            return httpx.Response(200, text=stream, headers={"content-type": "text/event-stream"})
+        if request.url.path == "/api/v1/replays/replay-1":
+            return httpx.Response(200, json=replay)
+        return envelope(404, "NOT_FOUND")
+
+    with pytest.raises(ReplayFailed) as caught:
+        platform(handler).replay_run("replay-1").wait()
+    assert caught.value.status == "TIMED_OUT" and "silent" in caught.value.message
+    assert "/api/v1/executions/x-prod-1" not in asked

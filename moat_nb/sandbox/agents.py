@@ -348,11 +348,14 @@ class AgentRegistry:
 
     # ---------------------------------------------------------------- commands
 
-    async def send(self, instance_id: str, command: Mapping[str, Any]) -> dict[str, Any]:
+    async def send(
+        self, instance_id: str, command: Mapping[str, Any], *, ttl: float | None = None
+    ) -> dict[str, Any]:
         """Complete, sign and queue ``command`` for ``instance_id``; return the signed command.
 
         ``command`` needs a ``type``; ``commandId`` (a fresh UUID), ``issuedAt``, ``expiresAt``
-        (issuedAt + ``command_ttl``) and ``nonce`` (128 random bits, hex) are added when absent.
+        (issuedAt + ``ttl`` seconds, at most ``command_ttl``) and ``nonce`` (128 random bits,
+        hex) are added when absent.
         An existing ``signature`` is replaced. ``NotFound`` for an unknown agent; a queued
         command waits for the agent's channel if it is closed (until it expires).
         """
@@ -364,7 +367,8 @@ class AgentRegistry:
         full.setdefault("commandId", uuid.uuid4().hex)
         check_id(full["commandId"], "commandId")
         full.setdefault("issuedAt", format_time(now))
-        full.setdefault("expiresAt", format_time(now + self.command_ttl))
+        lifetime = self.command_ttl if ttl is None else min(self.command_ttl, timedelta(seconds=ttl))
+        full.setdefault("expiresAt", format_time(now + lifetime))
         full.setdefault("nonce", secrets.token_hex(16))
         signed = self.signer.sign(full)
         expires_at = parse_time(signed["expiresAt"]) or now + self.command_ttl
@@ -410,6 +414,17 @@ class AgentRegistry:
             for callback in list(self._ack_callbacks):
                 _settle(callback(instance_id, command_id, dict(ack)))
         return command, first
+
+    def withdraw(self, instance_id: str, command_id: str) -> None:
+        """Expire a queued command now: it is no longer delivered, nor sent again to a channel
+        that reconnects (its ack is still taken). For a replay that ended before its agent ran
+        it: a timed-out replay must not run later (section 4: never silently run twice)."""
+        now = self.clock()
+        with self._lock:
+            agent = self._agents.get(instance_id)
+            entry = None if agent is None else agent.commands.get(command_id)
+            if entry is not None and entry.expires_at > now:
+                entry.expires_at = now
 
     def on_ack(self, callback: AckCallback) -> None:
         """Call ``callback(instance_id, command_id, ack)`` on each command's first ack."""

@@ -45,7 +45,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -171,6 +171,11 @@ class ReplayService:
         #: The processor records of the chunks taken so far, for the ``traceSha256`` of the
         #: terminal audit event (:func:`moat_nb.payload.trace_digest`); worker only.
         self._trace: dict[str, list[Any]] = {}
+        #: The command of each live replay (replayId -> (agent, commandId)), withdrawn at its end.
+        self._commands: dict[str, tuple[str, str]] = {}
+        #: When each live replay's agent was last heard from (monotonic s): its timeout counts
+        #: from there (:meth:`_start_timer`).
+        self._heard: dict[str, float] = {}
         #: The trace events written by the open transaction of a thread (:meth:`_transaction`).
         self._written = threading.local()
         #: Committed trace events of live replays, (id, event, data JSON) in id order; loop only.
@@ -627,7 +632,11 @@ class ReplayService:
             assert earlier is not None  # the key is taken, unexpired: its replay is there
             return earlier, False
         try:
-            await self.state.agents.send(agent.instance_id, command)
+            # The command lives as long as the replay waits for it: an agent that gets it after
+            # the replay timed out refuses it as expired, instead of running a replay the
+            # platform has given up on (found by review).
+            await self.state.agents.send(agent.instance_id, command, ttl=self.state.config.replay_timeout)
+            self._commands[replay_id] = (agent.instance_id, command_id)
         except ApiError as exc:
             await self._submit(self._fail_send, replay_id, exc.message)
             created = self.get(replay_id)  # ended ERROR
@@ -723,12 +732,21 @@ class ReplayService:
     # ---------------------------------------------------------------- timeouts
 
     def _start_timer(self, replay_id: str) -> None:
+        """TIMED_OUT after ``replay_timeout`` seconds in which the agent sent nothing for the
+        replay (no chunk, no ack): silence, not the whole run, so that an agent still posting a
+        long trace, or waiting out the server's 503 + Retry-After, is not cut off (found by
+        review: the timer ran from the request)."""
         timeout = self.state.config.replay_timeout
+        self._heard[replay_id] = time.monotonic()
 
         async def expire() -> None:
             try:
-                await asyncio.sleep(timeout)
-                await self._submit(self._time_out, replay_id, timeout)
+                while True:
+                    remaining = self._heard.get(replay_id, 0.0) + timeout - time.monotonic()
+                    if remaining > 0:
+                        await asyncio.sleep(remaining)
+                    elif await self._submit(self._time_out, replay_id, timeout):
+                        break
             except asyncio.CancelledError:
                 pass
             except Exception:  # logged by the worker
@@ -738,10 +756,14 @@ class ReplayService:
 
         self._timeouts[replay_id] = asyncio.get_running_loop().create_task(expire())
 
-    def _time_out(self, replay_id: str, timeout: float) -> None:
+    def _time_out(self, replay_id: str, timeout: float) -> bool:
+        """End a silent replay TIMED_OUT; False if the agent was heard from meanwhile (the
+        worker took its chunk or ack while this waited in the queue)."""
+        if time.monotonic() - self._heard.get(replay_id, 0.0) < timeout:
+            return False
         replay = self.get(replay_id)
         if replay is None or replay["status"] in TERMINAL_STATUSES:
-            return
+            return True
         agent = self.state.agents.get(replay["agentId"])
         if agent is None:
             why = "the agent is no longer registered"
@@ -756,11 +778,13 @@ class ReplayService:
             "TIMED_OUT",
             result=_error_result(
                 "ReplayTimeout",
-                f"agent {replay['agentId']!r} sent no final trace chunk within {timeout:g} s; {why}",
+                f"agent {replay['agentId']!r} was silent for {timeout:g} s (no chunk, no ack) before "
+                f"the final trace chunk; {why}",
             ),
             action="REPLAY_ERROR",
             outcome="TIMED_OUT",
         )
+        return True
 
     def _cancel_timer(self, replay_id: str) -> None:
         task = self._timeouts.pop(replay_id, None)
@@ -896,6 +920,10 @@ class ReplayService:
         self._next_chunk.pop(replay_id, None)
         self._trace.pop(replay_id, None)
         self._secrets.pop(replay_id, None)
+        self._heard.pop(replay_id, None)
+        command = self._commands.pop(replay_id, None)
+        if command is not None:
+            self.state.agents.withdraw(*command)
         self._cancel_timer(replay_id)
 
     # ---------------------------------------------------------------- hooks: acks and chunks
@@ -913,16 +941,13 @@ class ReplayService:
         if row is None or row[1] != instance_id or row[2] in TERMINAL_STATUSES:
             return  # not a replay command of this agent, or the replay already ended
         replay_id = row[0]
-        data = ack.get("data") if isinstance(ack.get("data"), Mapping) else {}
+        if replay_id in self._heard:
+            self._heard[replay_id] = time.monotonic()
         if ack.get("status") == "SUCCESS":
-            execution_id = data.get("executionId")
+            # The ack's data names the execution the agent made, but the replay's result is the
+            # execution its final chunk stored (_end): an ack alone could name any execution,
+            # a prod one included, as the result of a replay that then timed out (found by review).
             with self._transaction() as conn:
-                if isinstance(execution_id, str):
-                    conn.execute(
-                        "UPDATE replays SET result_execution_id = coalesce(result_execution_id, ?) "
-                        "WHERE replay_id = ?",
-                        (execution_id, replay_id),
-                    )
                 self._start(conn, replay_id, _agent_actor(instance_id), "ack")
             return
         message = scrub_text(ack.get("message"), self._secrets.get(replay_id, ()), self.state.redactor.value)
@@ -948,7 +973,10 @@ class ReplayService:
         ``redact`` turns the chunk as sent into the chunk to keep (the server's redaction, given
         the replay's payload secrets to look for in error texts), or None when it needs none.
         ``instance_id`` is the posting agent; a chunk of a replay that another agent runs is
-        refused (403), and one of an execution another agent records too (409, the store).
+        refused (403), one of an execution another agent records too (409, the store), one of
+        a replay the platform never sent (404 ``NO_SUCH_REPLAY``), one naming another source
+        (400), and one that comes after its replay ended (409 ``REPLAY_ENDED``, unless it is a
+        chunk already stored: a retry). Each chunk or ack restarts the replay's timeout.
 
         The chunk is checked completely first: a malformed one raises :class:`RecordError`
         with nothing written. Then one transaction writes the chunk's rows, the ``processor``
@@ -965,17 +993,26 @@ class ReplayService:
         self, chunk: Chunk, instance_id: str, redact: Callable[[Chunk, frozenset[str]], Chunk] | None
     ) -> Chunk:
         self._last_activity = time.monotonic()
-        if redact is not None:
-            chunk = redact(chunk, self._secrets.get(chunk.replay_id or "", frozenset()))
-        checked = self.store.check(chunk, instance_id)
         replay_id = chunk.replay_id
         assert replay_id is not None
         row = (
             self.store._conn()
-            .execute("SELECT status, agent_id FROM replays WHERE replay_id = ?", (replay_id,))
+            .execute(
+                "SELECT status, agent_id, source_exchange_id FROM replays WHERE replay_id = ?", (replay_id,)
+            )
             .fetchone()
         )
-        if row is not None and instance_id != row[1]:
+        if row is None:
+            # A trace tagged with a replay nobody requested would be found as a replay of its
+            # claimed source, with no Replay resource and no audit record (section 7: every
+            # replay has one). Found by review.
+            raise NotFound(
+                f"no replay {replay_id!r}: a replay's trace is accepted only for a replay the platform sent",
+                code="NO_SUCH_REPLAY",
+                hint="tag a chunk with the replayId of a replay command this agent received",
+                details={"replayId": replay_id},
+            )
+        if instance_id != row[1]:
             # Only the replay's agent writes its trace: another's chunk would be found as the
             # replay's execution by a search on its replayId.
             raise PermissionDenied(
@@ -983,7 +1020,24 @@ class ReplayService:
                 hint="post a replay's chunks from the agent its command went to",
                 details={"replayId": replay_id, "agentId": row[1]},
             )
-        follow = row is not None and row[0] not in TERMINAL_STATUSES
+        chunk = _stamp_source(chunk, row[2])
+        if redact is not None:
+            chunk = redact(chunk, self._secrets.get(replay_id, frozenset()))
+        checked = self.store.check(chunk, instance_id)
+        follow = row[0] not in TERMINAL_STATUSES
+        if follow and replay_id in self._heard:
+            self._heard[replay_id] = time.monotonic()
+        if not follow and not self.store.has_chunk(checked):
+            # A trace that comes after its replay ended (TIMED_OUT, ERROR, ABORTED, or beyond a
+            # final chunk) is refused: stored, it would be a run the replay's audit record says
+            # did not happen. The same chunk again (a retry whose 202 was lost) stays a no-op.
+            raise ApiError(
+                f"replay {replay_id} has ended ({row[0]}); its trace is no longer accepted",
+                status=409,
+                code="REPLAY_ENDED",
+                hint="stop the run: the platform gave up on this replay; the requester can replay again",
+                details={"replayId": replay_id, "status": row[0]},
+            )
         taken = self._in_sequence(replay_id, chunk) if follow else []
         trace = self._trace.get(replay_id, []) + [
             p for c in taken for p in (c.processors or _processors_of(c))
@@ -1262,6 +1316,26 @@ def _no_replay(replay_id: str) -> NotFound:
         hint="list your replays with GET /api/v1/replays",
         details={"replayId": replay_id},
     )
+
+
+def _stamp_source(chunk: Chunk, source_exchange_id: str) -> Chunk:
+    """The replay's execution as the platform knows it: a replay of its stored source
+    (section 3: ``isReplay``, ``sourceExchangeId``). A chunk naming another source is refused
+    rather than filed under it (a search by source finds a replay's runs); one naming none gets
+    the replay's."""
+    x = chunk.execution
+    if x is None:
+        return chunk
+    if x.source_exchange_id is not None and x.source_exchange_id != source_exchange_id:
+        raise RecordError(
+            f"chunk execution.sourceExchangeId {x.source_exchange_id!r} is not the replay's "
+            f"source {source_exchange_id!r}",
+            code="BAD_CHUNK",
+            details={"field": "execution.sourceExchangeId"},
+        )
+    if x.source_exchange_id == source_exchange_id and x.is_replay:
+        return chunk
+    return replace(chunk, execution=replace(x, source_exchange_id=source_exchange_id, is_replay=True))
 
 
 def _processors_of(chunk: Chunk) -> tuple[Any, ...]:

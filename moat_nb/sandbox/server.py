@@ -31,6 +31,7 @@ import inspect
 import json
 import logging
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
@@ -898,13 +899,28 @@ async def post_chunk(request: Request, principal: Principal | None) -> Response:
         # No screen of the whole body first: redact_chunk screens each distinct map and body
         # once, which is cheaper than one screen of the ~140 KB text (2.9 ms without a secret
         # name in it; 0.3 ms wasted when there is one, as in most traffic).
-        if chunk.replay_id is not None and state.replays is not None:
-            # A replay's chunk: redacted, stored and turned into trace events on the replay
-            # worker, in one thread hop (the round trip of P2 waits on it).
-            redact = partial(redact_chunk, state.redactor)
-            chunk = await _maybe_await(state.replays.ingest(chunk, principal.username, redact))
-        else:
-            chunk = await run_in_threadpool(_redact_and_store, state, chunk, principal.username)
+        try:
+            if chunk.replay_id is not None and state.replays is not None:
+                # A replay's chunk: redacted, stored and turned into trace events on the replay
+                # worker, in one thread hop (the round trip of P2 waits on it).
+                redact = partial(redact_chunk, state.redactor)
+                chunk = await _maybe_await(state.replays.ingest(chunk, principal.username, redact))
+            else:
+                chunk = await run_in_threadpool(_redact_and_store, state, chunk, principal.username)
+        except sqlite3.Error as exc:
+            # The chunk was checked whole before its transaction, so a database error here is
+            # the store's (busy, I/O, disk full), not the agent's: the transaction rolled back
+            # and nothing of the chunk is kept, so the agent's retry (503 + Retry-After, as for a
+            # full buffer) can complete the replay. A 500 made the agent give up and the replay
+            # end ERROR although its route ran (found by review).
+            log.error("chunk %s of execution %s not stored: %s", chunk.chunk_seq, chunk.execution_id, exc)
+            raise IngestBusy(
+                "the chunk could not be stored now (a storage error); nothing of it was kept",
+                code="STORE_UNAVAILABLE",
+                retry_after=gate.retry_after,
+                hint=f"send the same chunk again after {gate.retry_after} s",
+                details={"executionId": chunk.execution_id, "chunkSeq": chunk.chunk_seq},
+            ) from None
     return _json({"executionId": chunk.execution_id, "chunkSeq": chunk.chunk_seq}, 202)
 
 
@@ -1136,7 +1152,7 @@ def core_operations() -> list[Operation]:
             request=ref("Chunk"),
             parameters=[_PROTOCOL_PARAM],
             responses={202: ("accepted", ref("Accepted"))},
-            errors=(409, 503),
+            errors=(404, 409, 503),
         ),
     ]
 

@@ -1271,6 +1271,19 @@ class Store:
                 tx.execute("DELETE FROM text_pending")
         return len(missing)
 
+    def has_chunk(self, checked: _Checked) -> bool:
+        """Whether this very chunk (same execution, ``chunkSeq`` and content) is stored: a
+        retry, which :meth:`write_checked` would ignore."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT sha256 FROM chunks WHERE execution_id = ? AND chunk_seq = ?",
+                (checked.execution_id, checked.chunk_seq),
+            )
+            .fetchone()
+        )
+        return row is not None and (row[0] == checked.sha256 or row[0] == _legacy_digest(checked))
+
     def forget(self, execution_id: str) -> None:
         """After a :meth:`write_checked` transaction ended: drop the execution from the read
         cache (a read that overlapped the write is not kept either)."""

@@ -68,7 +68,8 @@ log = logging.getLogger(__name__)
 RETRY_MS = 3000
 #: Section 4: stream tickets last 60 s.
 TICKET_TTL = timedelta(seconds=60)
-_DIGITS = re.compile(r"\d{1,18}")
+# ASCII digits only: `\d` also matches other scripts' digits ("٣"), which int() reads too.
+_DIGITS = re.compile(r"[0-9]{1,18}")
 
 
 def parse_last_event_id(header: str | None, query: str | None) -> int:

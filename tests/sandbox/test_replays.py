@@ -31,7 +31,8 @@ from hypothesis import strategies as st
 
 from moat_nb import audit
 from moat_nb.diff import diff
-from moat_nb.model import Execution, Payload
+from moat_nb.errors import ValidationError
+from moat_nb.model import Execution, Payload, parse_time
 from moat_nb.payload import is_secret_name as payload_is_secret_name
 from moat_nb.payload import trace_digest, trace_sha256
 from moat_nb.sandbox import start
@@ -523,7 +524,7 @@ def test_live_tail_pings_and_timeout_of_a_silent_agent(sb: SandboxHandle, user: 
         replay = op.get(f"/replays/{rid}").json()
         assert replay["status"] == "TIMED_OUT"
         assert agent.instance_id in replay["result"]["errorMessage"]
-        assert "no final trace chunk" in replay["result"]["errorMessage"]
+        assert "before the final trace chunk" in replay["result"]["errorMessage"]
         actions = [e["action"] for e in sb.state.replays.audit_events(rid)]
         assert actions == ["REPLAY_REQUESTED", "REPLAY_ERROR"]
         assert sb.state.replays.audit_events(rid)[-1]["outcome"] == "TIMED_OUT"
@@ -531,6 +532,118 @@ def test_live_tail_pings_and_timeout_of_a_silent_agent(sb: SandboxHandle, user: 
         assert agent.ack(command, "SUCCESS", "late").status_code == 200
         time.sleep(0.2)
         assert op.get(f"/replays/{rid}").json()["status"] == "TIMED_OUT"
+    finally:
+        agent.close()
+
+
+def test_a_timed_out_replay_is_over_its_late_trace_refused(sb: SandboxHandle, user: Any, tools: Any) -> None:
+    # Found by review: a TIMED_OUT replay's command stayed valid for command_ttl (60 s), so an
+    # agent could still run it, and its late trace was stored under the replayId (202) while
+    # the Replay and its audit record said it never completed.
+    op = user("operator")
+    agent = SilentAgent(sb, "silent-qa-7")
+    try:
+        rid, chunks = _replay_chunks(op, tools, agent, sources(op, "dev")[11]["exchangeId"], per_chunk=1000)
+        command = agent.commands[-1]
+        lifetime = parse_time(command["expiresAt"]) - parse_time(command["issuedAt"])
+        assert lifetime.total_seconds() <= TIMEOUT  # the agent refuses it once the replay gave up
+        assert tools.wait_replay(op, rid, timeout=TIMEOUT + 10)["status"] == "TIMED_OUT"
+        late = agent.post_chunk(chunks[0])
+        assert late.status_code == 409 and late.json()["error"] == "REPLAY_ENDED"
+        assert op.post("/search/executions", json={"replayId": rid}).json()["total"] == 0
+        assert db_rows(sb, "SELECT count(*) FROM chunks WHERE replay_id = ?", rid) == [(0,)]
+        assert sb.state.agents.pending(agent.instance_id) == []
+    finally:
+        agent.close()
+
+
+def test_a_replay_ended_by_its_trace_withdraws_its_command(sb: SandboxHandle, user: Any, tools: Any) -> None:
+    op = user("operator")
+    agent = SilentAgent(sb, "silent-qa-8")
+    try:
+        rid, chunks = _replay_chunks(op, tools, agent, sources(op, "dev")[12]["exchangeId"], per_chunk=1000)
+        assert [c["commandId"] for c in sb.state.agents.pending(agent.instance_id)] == [
+            agent.commands[-1]["commandId"]
+        ]
+        assert agent.post_chunk(chunks[0]).status_code == 202  # the final chunk, before any ack
+        assert tools.wait_replay(op, rid)["status"] == "COMPLETED"
+        # Not sent again to a channel that reconnects: the replay is over.
+        assert sb.state.agents.pending(agent.instance_id) == []
+        # The same chunk again (a retry whose 202 was lost) is still a no-op; another is not.
+        assert agent.post_chunk(chunks[0]).status_code == 202
+        other = {**chunks[0], "chunkSeq": 1}
+        refused = agent.post_chunk(other)
+        assert refused.status_code == 409 and refused.json()["error"] == "REPLAY_ENDED"
+    finally:
+        agent.close()
+
+
+def test_a_trace_for_no_replay_or_another_source_is_refused(sb: SandboxHandle, user: Any, tools: Any) -> None:
+    # Found by review: any agent could store a "replay" of any exchange, prod included, under a
+    # replayId nobody requested (no Replay, no audit record), or file a replay under another
+    # source than its own.
+    op = user("operator")
+    agent = SilentAgent(sb, "silent-qa-9")
+    try:
+        rid, chunks = _replay_chunks(op, tools, agent, sources(op, "dev")[13]["exchangeId"], per_chunk=1000)
+        forged = {**chunks[0], "replayId": "replay-never-requested", "executionId": "x-forged-1"}
+        forged["processors"] = [
+            {**p, "replayId": "replay-never-requested", "executionId": "x-forged-1"}
+            for p in forged["processors"]
+        ]
+        forged["execution"] = {
+            **forged["execution"],
+            "replayId": "replay-never-requested",
+            "executionId": "x-forged-1",
+        }
+        refused = agent.post_chunk(forged)
+        assert refused.status_code == 404 and refused.json()["error"] == "NO_SUCH_REPLAY"
+        other_source = sources(op, "staging")[0]["exchangeId"]
+        moved = {**chunks[0], "execution": {**chunks[0]["execution"], "sourceExchangeId": other_source}}
+        bad = agent.post_chunk(moved)
+        assert bad.status_code == 400 and bad.json()["error"] == "BAD_CHUNK"
+        assert "sourceExchangeId" in bad.json()["message"]
+        # An ack naming some other execution does not become the replay's result.
+        prod = (
+            user("admin")
+            .post("/search/executions", json={"environment": "prod", "limit": 1})
+            .json()["data"][0]["executionId"]
+        )
+        assert (
+            agent.client.post(
+                f"/agents/{agent.instance_id}/commands/{agent.commands[-1]['commandId']}/ack",
+                headers=agent.auth,
+                json={"status": "SUCCESS", "message": "ok", "data": {"executionId": prod}},
+            ).status_code
+            == 200
+        )
+        time.sleep(0.2)
+        assert op.get(f"/replays/{rid}").json()["resultExecutionId"] is None
+        nameless = {**chunks[0], "execution": {**chunks[0]["execution"], "sourceExchangeId": None}}
+        assert agent.post_chunk(nameless).status_code == 202  # the replay's source is stamped on
+        replay = tools.wait_replay(op, rid)
+        assert replay["status"] == "COMPLETED" and replay["resultExecutionId"] == chunks[0]["executionId"]
+        stored = op.get(f"/executions/{replay['resultExecutionId']}").json()
+        assert stored["sourceExchangeId"] == replay["sourceExchangeId"] and stored["isReplay"] is True
+    finally:
+        agent.close()
+
+
+def test_the_timeout_counts_the_agents_silence_not_the_whole_run(
+    sb: SandboxHandle, user: Any, tools: Any
+) -> None:
+    # Found by review: the timer ran from the request, so an agent still posting a long trace
+    # (or waiting out 503 + Retry-After) was cut off mid-trace.
+    op = user("operator")
+    agent = SilentAgent(sb, "silent-qa-10")
+    try:
+        rid, chunks = _replay_chunks(op, tools, agent, sources(op, "dev")[14]["exchangeId"], per_chunk=4)
+        assert len(chunks) * TIMEOUT * 0.4 > TIMEOUT * 1.5  # the whole run outlasts the timeout
+        for chunk in chunks:
+            time.sleep(TIMEOUT * 0.4)
+            assert agent.post_chunk(chunk).status_code == 202
+            assert op.get(f"/replays/{rid}").json()["status"] in ("RUNNING", "COMPLETED")
+        assert tools.wait_replay(op, rid)["status"] == "COMPLETED"
     finally:
         agent.close()
 
@@ -791,7 +904,10 @@ def test_a_replay_chunk_whose_write_fails_leaves_nothing_and_its_retry_completes
             "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
         )
         failed = agent.post_chunk(chunks[0])
-        assert failed.status_code == 500 and failed.json()["error"] == "SERVER_ERROR"
+        # The store's fault, not the agent's: 503 + Retry-After, so that an agent retries (a 500
+        # made the sandbox's agent give up and the replay end ERROR; found by review).
+        assert failed.status_code == 503 and failed.json()["error"] == "STORE_UNAVAILABLE"
+        assert failed.headers["retry-after"] == str(sb.state.config.retry_after)
         assert "Traceback" not in failed.text and "disk I/O" not in failed.text
         # Nothing of the chunk is kept: no rows, no trace event, no audit event; still PENDING.
         execution_id = chunks[0]["executionId"]
@@ -814,6 +930,38 @@ def test_a_replay_chunk_whose_write_fails_leaves_nothing_and_its_retry_completes
         conn.execute("DROP TRIGGER IF EXISTS fault_injection")
         conn.close()
         agent.close()
+
+
+def test_the_agents_retry_completes_a_replay_whose_chunk_met_a_storage_fault(
+    sb: SandboxHandle, user: Any, tools: Any
+) -> None:
+    op = user("operator")
+    agent = sb.agents["dev"]  # the sandbox's own agent, with its own retry rule
+    retries = agent.retries
+    conn = sqlite3.connect(sb.state.store.path, isolation_level=None, timeout=30)
+    lifted = threading.Event()
+
+    def lift() -> None:
+        with sqlite3.connect(sb.state.store.path, isolation_level=None, timeout=30) as c:
+            c.execute("DROP TRIGGER IF EXISTS fault_injection")
+        lifted.set()
+
+    try:
+        conn.execute(
+            "CREATE TRIGGER fault_injection BEFORE INSERT ON processors "
+            "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+        )
+        timer = threading.Timer(0.6, lift)
+        timer.start()
+        r = tools.post_replay(op, sources(op, "dev")[15]["exchangeId"])
+        assert r.status_code == 202, r.text
+        replay = tools.wait_replay(op, r.json()["replayId"], timeout=30)
+        assert lifted.is_set() and agent.retries > retries
+        assert replay["status"] == "COMPLETED" and replay["resultExecutionId"]
+    finally:
+        timer.join()
+        conn.execute("DROP TRIGGER IF EXISTS fault_injection")
+        conn.close()
 
 
 def test_ack_failure_is_error_with_the_agents_message(sb: SandboxHandle, user: Any, tools: Any) -> None:
@@ -897,6 +1045,22 @@ def test_parse_last_event_id() -> None:
     assert parse_last_event_id("7", "3") == 7  # the header wins
     assert parse_last_event_id(None, "3") == 3
     assert parse_last_event_id("", None) == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=22) | st.from_regex(r"\A[0-9]{1,20}\Z") | st.sampled_from(["٣", "５", "१२", "1٣"]))
+def test_last_event_id_is_ascii_digits_or_refused(raw: str) -> None:
+    # Section 5: a bad Last-Event-ID is a 400. Other scripts' digits ("٣") are not event ids,
+    # though Python's \d and int() read them (found by review).
+    ascii_id = raw.strip().isascii() and raw.strip().isdigit() and len(raw.strip()) <= 18
+    if raw == "":
+        assert parse_last_event_id(raw, None) == 0
+    elif ascii_id:
+        assert parse_last_event_id(raw, None) == parse_last_event_id(None, raw) == int(raw.strip())
+    else:
+        with pytest.raises(ValidationError) as caught:
+            parse_last_event_id(raw, None)
+        assert caught.value.code == "BAD_LAST_EVENT_ID"
 
 
 # --------------------------------------------------------------------------- permissions

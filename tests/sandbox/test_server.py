@@ -724,14 +724,15 @@ def test_chunk_is_stored_with_the_agents_environment(sb: Sandbox) -> None:
     assert refusal(sb.post_chunk("prod", other)) == (409, "CHUNK_CONFLICT")
 
 
-def test_a_replay_tagged_chunk_is_stored_as_a_replay_and_handed_on(sb: Sandbox) -> None:
-    """The replay service is told of it (here: a replay it does not know, which it ignores)."""
+def test_a_replay_tagged_chunk_of_no_replay_is_refused(sb: Sandbox) -> None:
+    """The replay service decides on it: a replay it does not know gets 404 and nothing is
+    stored (it would be found as a replay nobody requested, with no audit record)."""
     chunk = {**make_chunk("exec-r-1", "ex-r-1"), "replayId": "r-unknown"}
-    assert sb.post_chunk("dev", chunk).status_code == 202
+    assert refusal(sb.post_chunk("dev", chunk)) == (404, "NO_SUCH_REPLAY")
     hits = sb.http.post(
         "/search/executions", json={"replayId": "r-unknown"}, headers=sb.auth("analyst")
     ).json()
-    assert [(h["executionId"], h["isReplay"]) for h in hits["data"]] == [("exec-r-1", True)]
+    assert hits["data"] == []
 
 
 def test_chunk_errors(sb: Sandbox) -> None:
