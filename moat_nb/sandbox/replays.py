@@ -62,7 +62,7 @@ from ..errors import (
     PermissionDenied,
     RecordError,
 )
-from ..model import Chunk, Execution, format_time
+from ..model import Chunk, Execution, check_id, format_time
 from ..payload import (
     REQUEST_HASH_VERSION,
     effective_payload,
@@ -993,8 +993,9 @@ class ReplayService:
         self, chunk: Chunk, instance_id: str, redact: Callable[[Chunk, frozenset[str]], Chunk] | None
     ) -> Chunk:
         self._last_activity = time.monotonic()
-        replay_id = chunk.replay_id
-        assert replay_id is not None
+        # Checked before it is looked up (the whole chunk is checked below, after the lookup
+        # that decides whose it is): schemathesis sent an object here.
+        replay_id = check_id(chunk.replay_id, "replayId")  # type: ignore[arg-type]
         row = (
             self.store._conn()
             .execute(

@@ -907,9 +907,11 @@ async def post_chunk(request: Request, principal: Principal | None) -> Response:
                 chunk = await _maybe_await(state.replays.ingest(chunk, principal.username, redact))
             else:
                 chunk = await run_in_threadpool(_redact_and_store, state, chunk, principal.username)
-        except sqlite3.Error as exc:
-            # The chunk was checked whole before its transaction, so a database error here is
-            # the store's (busy, I/O, disk full), not the agent's: the transaction rolled back
+        except (sqlite3.OperationalError, sqlite3.IntegrityError) as exc:
+            # The chunk was checked whole before its transaction, so such a database error is
+            # the store's (busy, I/O, disk full, a failing trigger), not the agent's (a value
+            # the store cannot bind would be a gap in the check: a 500, a bug to fix, which
+            # schemathesis would find); the transaction rolled back
             # and nothing of the chunk is kept, so the agent's retry (503 + Retry-After, as for a
             # full buffer) can complete the replay. A 500 made the agent give up and the replay
             # end ERROR although its route ran (found by review).

@@ -724,6 +724,13 @@ def test_chunk_is_stored_with_the_agents_environment(sb: Sandbox) -> None:
     assert refusal(sb.post_chunk("prod", other)) == (409, "CHUNK_CONFLICT")
 
 
+@pytest.mark.parametrize("replay_id", [{"a": 1}, ["r"], "bad id", 7])
+def test_a_chunk_whose_replay_id_is_not_an_id_is_a_400(sb: Sandbox, replay_id: Any) -> None:
+    # schemathesis found an object here reaching the replay lookup (a 500 from SQLite's binding).
+    chunk = {**make_chunk("exec-r-2", "ex-r-2"), "replayId": replay_id}
+    assert refusal(sb.post_chunk("dev", chunk)) == (400, "BAD_ID")
+
+
 def test_a_replay_tagged_chunk_of_no_replay_is_refused(sb: Sandbox) -> None:
     """The replay service decides on it: a replay it does not know gets 404 and nothing is
     stored (it would be found as a replay nobody requested, with no audit record)."""
