@@ -15,10 +15,12 @@ Parameters (papermill; all strings, DESIGN.md section 9)
     Credentials are never parameters: papermill writes parameters into the executed notebook,
     which is evidence that gets shared (section 6). They come from ``MOAT_URL``, ``MOAT_USER``,
     ``MOAT_PASSWORD`` or ``MOAT_TOKEN``; a parameter named like a credential, or a secret header
-    or property (``Authorization``, ``*password*``, ``*token*`` ...) in the modified payload, is
-    refused before anything runs. Names are checked against the list above, values by type and
-    syntax, and the parameter cell papermill will inject is parsed back to prove that it is five
-    plain string assignments and nothing else (no code reaches the kernel through a value).
+    or property (``Authorization``, ``*password*``, ``*token*`` ...) anywhere in the modified
+    payload (at any depth, in the body, inside JSON text: wherever the platform redacts,
+    :func:`moat_nb.payload.secret_names`), is refused before anything runs. Names are checked
+    against the list above, values by type and syntax, and the parameter cell papermill will
+    inject is parsed back to prove that it is five plain string assignments and nothing else (no
+    code reaches the kernel through a value).
 
 Evidence (``evidence.json``, :data:`EVIDENCE_FORMAT`)
     ``parameters``; ``source`` and ``replay`` (ids, environments, versions, statuses);
@@ -67,6 +69,7 @@ from .payload import (
     is_secret_name,
     map_sha256,
     request_sha256,
+    secret_names,
     text_sha256,
     trace_digest,
     trace_sha256,
@@ -118,7 +121,9 @@ def _check_mapping(part: str, value: Any) -> dict[str, Any]:
             code="BAD_PARAMETER",
             details={"parameter": "modified_payload"},
         )
-    secrets = [k for k in value if is_secret_name(k)]
+    # Wherever the platform would redact (nested in a value, inside a value that is JSON text),
+    # not only at the top: the parameter is written into the executed notebook in clear.
+    secrets = secret_names(value)
     if secrets:
         raise ValidationError(
             f"modified_payload.{part} holds a secret ({', '.join(map(repr, secrets))}): parameters are "
@@ -171,37 +176,24 @@ def parse_modified_payload(value: Any) -> dict[str, Any]:
             out[part] = _check_mapping(part, data[part])
     body = data.get("body")
     if body is not None:
-        if isinstance(body, dict | list):
-            secrets = _secret_keys(body)
-            if secrets:
-                raise ValidationError(
-                    f"modified_payload.body holds secret field(s) {', '.join(map(repr, secrets))}",
-                    code="CREDENTIAL_PARAMETER",
-                    hint="parameters are written into the executed notebook: leave secrets out",
-                    details={"parameter": "modified_payload"},
-                )
-            body = json.dumps(body, ensure_ascii=False)
-        elif not isinstance(body, str):
+        if not isinstance(body, dict | list | str):
             raise ValidationError(
                 f"modified_payload.body must be a string or a JSON object/array, not {json.dumps(body)}",
                 code="BAD_PARAMETER",
                 details={"parameter": "modified_payload"},
             )
-        out["body"] = body
+        # A body given as JSON text is checked as the platform reads it (redact_body), like one
+        # given as an object: both are written into the executed notebook.
+        secrets = secret_names(body)
+        if secrets:
+            raise ValidationError(
+                f"modified_payload.body holds secret field(s) {', '.join(map(repr, secrets))}",
+                code="CREDENTIAL_PARAMETER",
+                hint="parameters are written into the executed notebook: leave secrets out",
+                details={"parameter": "modified_payload", "names": secrets},
+            )
+        out["body"] = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
     return out
-
-
-def _secret_keys(value: Any) -> list[str]:
-    found: list[str] = []
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if is_secret_name(k):
-                found.append(k)
-            found.extend(_secret_keys(v))
-    elif isinstance(value, list):
-        for v in value:
-            found.extend(_secret_keys(v))
-    return found
 
 
 def _text(name: str, value: Any, *, required: bool) -> str:

@@ -58,6 +58,7 @@ __all__ = [
     "redact_body",
     "redact_payload",
     "redact_patch",
+    "secret_names",
     "canonical_json",
     "payload_sha256",
     "text_sha256",
@@ -578,17 +579,60 @@ def _redact_tree(value: Any, mask: Mask, depth: int = 0) -> Any:
     return value
 
 
-def _redact_json_text(text: str, mask: Mask, depth: int) -> str:
+_NOT_JSON = object()
+
+
+def _json_in_text(text: str) -> Any:
+    """The JSON object or array ``text`` holds, or ``_NOT_JSON``: what redaction looks into."""
     if not text.lstrip().startswith(("{", "[")):
-        return text
+        return _NOT_JSON
     try:
-        parsed = json.loads(text)
+        return json.loads(text)
     except (ValueError, RecursionError):
+        return _NOT_JSON
+
+
+def _redact_json_text(text: str, mask: Mask, depth: int) -> str:
+    parsed = _json_in_text(text)
+    if parsed is _NOT_JSON:
         return text
     redacted = _redact_tree(parsed, mask, depth)
     if redacted == parsed:
         return text  # nothing secret: the text stays byte for byte as it was
     return json.dumps(redacted, ensure_ascii=False, separators=(",", ":"))
+
+
+def secret_names(value: Any) -> list[str]:
+    """The secret names (:func:`is_secret_name`) in a header or property map, or in a body, in
+    order: every key whose value :func:`redact_mapping` or :func:`redact_body` would mask, at
+    any depth and inside string values that are JSON text (up to 4 levels), walked as those
+    walk. A string is read as a body (JSON text; any other text has no names).
+
+    For callers that must refuse a secret rather than hide it (the compliance proof's
+    parameters are written into a notebook in clear)."""
+    if isinstance(value, str):  # a body: redact_body parses it at depth 0, as here
+        parsed = _json_in_text(value)
+        return [] if parsed is _NOT_JSON else _secret_names(parsed, 0)
+    return _secret_names(value, 0)
+
+
+def _secret_names(value: Any, depth: int) -> list[str]:
+    # The walk of _redact_tree, collecting names where it would mask.
+    found: list[str] = []
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if isinstance(k, str) and is_secret_name(k):
+                found.append(k)  # its value is masked whole: nothing below it counts apart
+            else:
+                found.extend(_secret_names(v, depth))
+    elif isinstance(value, list | tuple):
+        for v in value:
+            found.extend(_secret_names(v, depth))
+    elif isinstance(value, str) and depth < _MAX_JSON_IN_TEXT:
+        parsed = _json_in_text(value)
+        if parsed is not _NOT_JSON:
+            found.extend(_secret_names(parsed, depth + 1))
+    return found
 
 
 def redact_body(body: str | None, mask: Mask) -> str | None:

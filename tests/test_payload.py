@@ -36,6 +36,7 @@ from moat_nb.payload import (
     redact_payload,
     request_sha256,
     scrub_text,
+    secret_names,
     trace_digest,
     trace_sha256,
 )
@@ -474,6 +475,43 @@ def test_redact_payload_and_body() -> None:
     assert redact_body("password=hunter2", MASK) == "password=hunter2"
     assert redact_body(None, MASK) is None
     assert redact_mapping(None, MASK) is None
+
+
+# Values whose keys are often secret names, and which hold JSON text (itself holding JSON text).
+_keys = st.sampled_from(["password", "apiToken", "Authorization", "db", "id", "X-Conf"]) | st.text(max_size=4)
+_secretish = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(_keys, inner, max_size=3)
+        | st.builds(lambda v: json.dumps(v), inner)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.dictionaries(_keys, _secretish, max_size=3), body=_secretish.map(json.dumps) | st.text())
+def test_secret_names_finds_exactly_what_redaction_masks(value: dict, body: str) -> None:
+    # One walk, two uses: a name is reported where redact_mapping / redact_body would mask.
+    calls: list[object] = []
+
+    def mask(v: object) -> str:
+        calls.append(v)
+        return "[masked]"
+
+    redact_mapping(value, mask)
+    assert len(secret_names(value)) == len(calls)
+    calls.clear()
+    redact_body(body, mask)
+    assert len(secret_names(body)) == len(calls)
+
+
+def test_secret_names_looks_into_values_and_json_text() -> None:
+    assert secret_names({"db": {"password": "x"}, "cfg": '{"apiToken": "y"}'}) == ["password", "apiToken"]
+    assert secret_names('{"a": [{"note": "{\\"secret\\": 1}"}]}') == ["secret"]
+    assert secret_names({"Authorization": {"token": "t"}}) == ["Authorization"]  # masked whole
+    assert secret_names("password=hunter2") == [] and secret_names({"id": "1"}) == []
 
 
 @pytest.mark.parametrize(

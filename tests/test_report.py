@@ -249,6 +249,15 @@ def test_good_parameters_round_trip() -> None:
         ({"modified_payload": '{"headers": {"Authorization": "Bearer x"}}'}, "CREDENTIAL_PARAMETER"),
         ({"modified_payload": '{"properties": {"db.password": "x"}}'}, "CREDENTIAL_PARAMETER"),
         ({"modified_payload": '{"body": {"user": {"apiToken": "x"}}}'}, "CREDENTIAL_PARAMETER"),
+        # at any depth and inside JSON text, as the platform redacts (review finding)
+        ({"modified_payload": '{"body": "{\\"user\\": {\\"password\\": \\"x\\"}}"}'}, "CREDENTIAL_PARAMETER"),
+        ({"modified_payload": '{"properties": {"db": {"password": "x"}}}'}, "CREDENTIAL_PARAMETER"),
+        (
+            {"modified_payload": '{"properties": {"cfg": "{\\"apiToken\\": \\"x\\"}"}}'},
+            "CREDENTIAL_PARAMETER",
+        ),
+        ({"modified_payload": '{"headers": {"X-Conf": {"apiKey": "x"}}}'}, "CREDENTIAL_PARAMETER"),
+        ({"modified_payload": {"body": [{"note": '{"secret": "x"}'}]}}, "CREDENTIAL_PARAMETER"),
         ({"modified_payload": '{"headers": {"CamelHttpUri": "http://evil"}}'}, "CONTROL_HEADER"),
         ({"modified_payload": '{"headers": {"x": "a\\r\\nInjected: 1"}}'}, "BAD_HEADER"),
         ({"modified_payload": '{"script": "x"}'}, "BAD_PARAMETER"),
