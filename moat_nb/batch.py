@@ -70,7 +70,8 @@ Interrupting and resuming
     requested: a replay that was in flight when the batch stopped is *followed* on resume, not
     requested again, so that no exchange is replayed twice (section 4: "a replay is never
     silently run twice"; only a process killed while a request is on its way can leave one
-    unrecorded). A torn last line (the process died mid-write) is ignored.
+    unrecorded). A torn last line (the process died mid-write) is ignored, and cut off before the
+    resumed run appends, so that the next record starts on a line of its own.
 """
 
 from __future__ import annotations
@@ -655,6 +656,60 @@ def _stopped_text(result: BatchResult) -> str:
     return text + "; pass results='runs.jsonl' to be able to resume"
 
 
+#: Where each record of a results file starts. Inside a record a quote is always escaped, so
+#: this text starts a record and nothing else.
+_RECORD_START = b'{"type": "'
+
+
+def _record(raw: bytes) -> dict[str, Any] | None:
+    """The record on one line of a results file, or None for a torn line.
+
+    A line that does not parse may be a torn fragment with a whole record glued on after it
+    (what resuming wrote before a torn tail was cut off, :func:`_cut_torn_tail`): the last
+    record start from which the rest of the line parses is that record. (A nested object may
+    start the same way, but the rest of the line from there never parses: the outer record
+    closes after it.)"""
+    starts = []
+    at = raw.find(_RECORD_START, 1)
+    while at != -1:
+        starts.append(at)
+        at = raw.find(_RECORD_START, at + 1)
+    for start in [0, *reversed(starts)]:
+        try:
+            data = json.loads(raw[start:].decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError is one
+            continue
+        if isinstance(data, dict) and isinstance(data.get("key"), str):
+            return data
+    return None
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Truncate ``path`` after its last newline when its last line is unfinished."""
+    try:
+        fh = path.open("r+b")
+    except FileNotFoundError:
+        return
+    with fh:
+        end = fh.seek(0, os.SEEK_END)
+        if end == 0:
+            return
+        fh.seek(end - 1)
+        if fh.read(1) == b"\n":
+            return
+        pos = end
+        while pos > 0:  # back to the newline before the fragment, a block at a time
+            step = min(pos, 1 << 16)
+            fh.seek(pos - step)
+            block = fh.read(step)
+            cut = block.rfind(b"\n")
+            if cut != -1:
+                fh.truncate(pos - step + cut + 1)
+                return
+            pos -= step
+        fh.truncate(0)
+
+
 class _ResultsFile:
     """The JSON-lines results file: ``{"type": "row", ...}`` per finished row and
     ``{"type": "started", "key", "replayId"}`` per replay requested (module docstring)."""
@@ -670,20 +725,22 @@ class _ResultsFile:
             self._load()
 
     def open(self) -> None:
-        """Open for appending (the batch does, when it starts running)."""
+        """Open for appending (the batch does, when it starts running).
+
+        A torn last line (the process died mid-write) is cut off first: appended to, it would
+        glue the next record onto the fragment, and that record (a finished row, or the id of a
+        replay just requested) would be lost for good."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _cut_torn_tail(self.path)
         self._fh = self.path.open("a", encoding="utf-8")
 
     def _load(self) -> None:
-        with self.path.open(encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    data = json.loads(line)
-                except ValueError:
+        # Bytes, line by line: a line cut mid-character is torn, not a UnicodeDecodeError.
+        with self.path.open("rb") as fh:
+            for raw in fh:
+                data = _record(raw)
+                if data is None:
                     self.torn += 1  # a line cut by a crash mid-write: that row is run again
-                    continue
-                if not isinstance(data, dict) or not isinstance(data.get("key"), str):
-                    self.torn += 1
                     continue
                 if data.get("kind") != self.kind:
                     raise ValidationError(

@@ -294,6 +294,48 @@ def test_results_file_skips_a_torn_line_and_refuses_another_kind(tmp_path: Path)
         batch._ResultsFile(path, "regression")
 
 
+def _started(key: str, replay: str) -> dict[str, Any]:
+    return {"type": "started", "kind": "sweep", "key": key, "replayId": replay}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    before=st.integers(0, 3),
+    cut=st.floats(0, 1, exclude_max=True),
+    note=st.text(max_size=8),
+    next_is_row=st.booleans(),
+)
+def test_resume_after_a_torn_last_line_loses_and_repeats_nothing(
+    tmp_path_factory: pytest.TempPathFactory, before: int, cut: float, note: str, next_is_row: bool
+) -> None:
+    # The process died while writing the last line (cut anywhere, even inside a UTF-8 character);
+    # the resumed run's first record (a finished row, or a replay it just requested) must load.
+    path = tmp_path_factory.mktemp("torn") / "runs.jsonl"
+    whole = [json.dumps({"type": "row", **_row(i, error={"type": "X", "note": note})}) for i in range(before)]
+    torn = json.dumps({"type": "row", **_row(9, error={"type": "X", "note": note})}, ensure_ascii=False)
+    data = "".join(x + "\n" for x in whole).encode() + torn.encode()[: int(len(torn.encode()) * cut)]
+    path.write_bytes(data)
+    results = batch._ResultsFile(path, "sweep")
+    results.open()
+    if next_is_row:
+        results.add_row(_row(5, key="new"))
+    else:
+        results.add_started("new", "replay-new")
+    results.close()
+    again = batch._ResultsFile(path, "sweep")
+    assert list(again.rows) == [f"k{i}" for i in range(before)] + (["new"] if next_is_row else [])
+    assert again.started == ({} if next_is_row else {"new": "replay-new"})
+    assert again.torn == 0 and path.read_bytes().endswith(b"\n")
+
+
+def test_a_record_glued_onto_a_torn_line_by_an_older_resume_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "runs.jsonl"
+    glued = '{"type": "row", "kind": "sw' + json.dumps(_started("b", "replay-2"))
+    path.write_text(json.dumps({"type": "row", **_row(0, key="a")}) + "\n" + glued + "\n")
+    loaded = batch._ResultsFile(path, "sweep")
+    assert list(loaded.rows) == ["a"] and loaded.started == {"b": "replay-2"} and loaded.torn == 0
+
+
 def test_arguments_are_checked_before_anything_runs() -> None:
     platform = Platform("http://127.0.0.1:9", token="t")  # nothing listens: nothing may be sent
     with pytest.raises(ValidationError, match="needs a reason"):
