@@ -18,6 +18,7 @@ import anywidget
 import traitlets
 
 from .assets import asset
+from .audit import NonFiniteNumber, _finite_float
 
 __all__ = ["MAX_DIFF_CELLS", "BodyEditor", "BodyError", "changed_lines", "check_json", "editable_body"]
 
@@ -54,18 +55,41 @@ def _no_constant(name: str) -> Any:
     raise ValueError(name)
 
 
+class _Overflow(ValueError):
+    pass
+
+
+def _finite(text: str) -> float:
+    # json.loads reads 1e999 as infinity: the platform refuses it (loads_strict), and a body
+    # sent with it would be written back as Infinity, which is not JSON.
+    try:
+        return _finite_float(text)
+    except NonFiniteNumber:
+        raise _Overflow(text) from None
+
+
 def check_json(text: str) -> BodyError | None:
     """None when ``text`` is one JSON document the platform accepts, else where it is not.
 
-    Stricter than :func:`json.loads`, as the server is (section 4 input rules): a duplicate key
-    and ``NaN``/``Infinity`` are errors. The position of a duplicate is the key's first repeat.
+    Stricter than :func:`json.loads`, as the server is (section 4 input rules): a duplicate key,
+    ``NaN``/``Infinity`` and a number beyond the doubles (``1e999``) are errors. The position of
+    a duplicate is the key's first repeat.
     """
     if not text.strip():
         return BodyError("the body is empty", 1, 1)
     try:
-        json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite)
     except json.JSONDecodeError as exc:
         return BodyError(exc.msg, exc.lineno, exc.colno)
+    except _Overflow as exc:
+        at = text.find(str(exc))
+        line, column = _line_column(text, at) if at >= 0 else (None, None)
+        return BodyError(
+            f"{str(exc)[:40]} is beyond the largest number JSON carries (the platform refuses it, as it "
+            "refuses NaN and Infinity)",
+            line,
+            column,
+        )
     except _Duplicate as exc:
         key = str(exc)
         token = json.dumps(key, ensure_ascii=False)

@@ -32,11 +32,13 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
+from .audit import NonFiniteNumber, loads_strict
 from .body_editor import BodyEditor, editable_body
 from .errors import ControlHeaderRejected, ValidationError
+from .expectations import json_equal
 from .messages import message_html
 from .model import Execution, Payload
-from .payload import canonical_json, check_header_field, is_control_header, is_redacted, is_secret_name
+from .payload import check_header_field, is_control_header, is_redacted, is_secret_name
 
 __all__ = [
     "CONTROL_HEADER_REASON",
@@ -124,7 +126,9 @@ def check_rows(kind: str, rows: Sequence[tuple[str, Any]]) -> list[RowProblem]:
 
 
 def _same(a: Any, b: Any) -> bool:
-    return canonical_json(a) == canonical_json(b)
+    # Structurally: the canonical JSON (RFC 8785) compared before refuses an integer beyond
+    # 2**53, so a body or property holding a Java long id could not be opened.
+    return json_equal(a, b)
 
 
 # --------------------------------------------------------------------------- key/value rows
@@ -206,10 +210,30 @@ class KeyValueRow:
         text = self.value_field.value
         if self.original is not None and not isinstance(self.original[1], str):
             try:
-                return json.loads(text)
-            except ValueError:
+                return loads_strict(text)
+            except (ValueError, RecursionError):  # NaN, 1e999 too: stays text, see number_error
                 return text
         return text
+
+    @property
+    def number_error(self) -> str | None:
+        """Why the value cannot be sent as the number it was (NaN, Infinity, ``1e999``), or None.
+
+        The platform refuses non-finite numbers, and the text itself would replace a number
+        with a string; so the row is refused inline, as the body editor refuses them."""
+        if self.original is None or isinstance(self.original[1], str):
+            return None
+        text = self.value_field.value
+        try:
+            loads_strict(text)
+        except NonFiniteNumber:
+            return (
+                f"{text.strip()[:40]} is not a JSON number: the platform refuses NaN, Infinity and "
+                "numbers beyond the doubles. Type a finite number, or null"
+            )
+        except (ValueError, RecursionError):
+            return None
+        return None
 
     def describe(self) -> str:
         """``new``, ``renamed from X``, ``changed``, ``renamed from X, changed`` or ``""``."""
@@ -315,6 +339,10 @@ class KeyValueEditor(widgets.VBox):
         if self._quiet:
             return
         self.problems = check_rows(self.kind, [(r.name, r.value) for r in self.rows]) if self.modified else []
+        for i, row in enumerate(self.rows):
+            why = row.number_error
+            if why is not None:
+                self.problems.append(RowProblem(i, row.name, why))
         by_row: dict[int, list[RowProblem]] = {}
         for p in self.problems:
             by_row.setdefault(p.index, []).append(p)

@@ -10,7 +10,8 @@
 // and column; lines that differ from the original are marked (a longest-common-subsequence
 // diff over lines, the same walk as moat_nb.editor.changed_lines on the kernel side). The kernel gets the text after a short
 // pause (and at once when the editor loses focus), and checks it again with Python's stricter
-// rules (duplicate keys, NaN), so both sides agree on what is sent.
+// rules (duplicate keys, NaN, numbers beyond the doubles such as 1e999, which JSON.parse reads
+// as Infinity), so both sides agree on what is sent.
 
 const SYNC_DELAY_MS = 150;
 const MAX_DIFF_CELLS = 250_000; // beyond this the middle is marked changed whole (as the kernel does)
