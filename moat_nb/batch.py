@@ -81,17 +81,19 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import os
 import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import rfc8785
 
 from .client import AsyncPlatform, Platform, serialise_body
 from .diff import DiffResult, diff, noise_rules_from
@@ -179,19 +181,48 @@ _REMOVE_JSON = {"$moat": "remove"}
 # --------------------------------------------------------------------------- variants (pure)
 
 
-def grid(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+def grid(axes: Mapping[str, Iterable[Any]]) -> list[dict[str, Any]]:
     """The cartesian product of ``{path: [values]}``, in order (the last path varies fastest):
-    ``grid({"a": [1, 2], "b": ["x", "y"]})`` → ``[{a:1,b:x}, {a:1,b:y}, {a:2,b:x}, {a:2,b:y}]``."""
+    ``grid({"a": [1, 2], "b": ["x", "y"]})`` → ``[{a:1,b:x}, {a:1,b:y}, {a:2,b:x}, {a:2,b:y}]``.
+
+    An axis is a list, a tuple, a range, or any ordered collection of values: a numpy array
+    (``np.arange(1, 4)``) or a pandas or polars Series (a frame's column) gives the Python
+    values it holds."""
+    values_of: dict[str, list[Any]] = {}
     for path, values in axes.items():
-        if isinstance(values, str | bytes | Mapping) or not isinstance(values, Sequence | range):
-            raise ValidationError(
-                f"grid axis {path!r} must be a list of values, not {type(values).__name__}",
-                code="BAD_VARIANT",
-                hint=f'e.g. {{"{path}": [1, 5, 50]}}; for one fixed value write [value]',
-            )
         _input_path(path)
-    names = list(axes)
-    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(axes[n] for n in names))]
+        values_of[path] = _axis(path, values)
+    names = list(values_of)
+    return [
+        dict(zip(names, combo, strict=True)) for combo in itertools.product(*(values_of[n] for n in names))
+    ]
+
+
+def _axis(path: str, values: Any) -> list[Any]:
+    """A grid axis as a list of its values; ValidationError for what is not one."""
+    unordered = isinstance(values, Set) and not isinstance(values, Sequence)
+    if isinstance(values, str | bytes | Mapping) or unordered or hasattr(values, "columns"):
+        # A string would be swept letter by letter, a dict or a frame by its keys, a set in an
+        # order that changes between runs.
+        raise ValidationError(
+            f"grid axis {path!r} must be a list of values, not {type(values).__name__}",
+            code="BAD_VARIANT",
+            hint=f'e.g. {{"{path}": [1, 5, 50]}}; for one fixed value write [value]'
+            + ("; for a set, sorted(values)" if unordered else ""),
+        )
+    for method in ("tolist", "to_list"):  # numpy arrays, pandas Series / polars Series
+        convert = getattr(values, method, None)
+        if callable(convert):
+            converted = convert()
+            if isinstance(converted, list):
+                return converted
+    if isinstance(values, Iterable):
+        return list(values)
+    raise ValidationError(
+        f"grid axis {path!r} must be a list of values, not {type(values).__name__}",
+        code="BAD_VARIANT",
+        hint=f'e.g. {{"{path}": [1, 5, 50]}}; for one fixed value write [value]',
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,6 +417,13 @@ def _plain(value: Any, path: str) -> Any:
         return {k: _plain(v, path) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v, path) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        # pandas' missing value is NaN; JSON has no NaN or infinity, and the platform refuses them.
+        raise ValidationError(
+            f"input path {path!r}: {value!r} is not a JSON number",
+            code="BAD_VARIANT",
+            hint="use None for a missing value (pandas gives NaN for one), or a finite number",
+        )
     if value is None or isinstance(value, str | int | float | bool):
         return value
     raise ValidationError(
@@ -411,14 +449,28 @@ def _jsonable(value: Any) -> Any:
 def row_key(kind: str, source_exchange_id: str, target_environment: str | None, variant: Any = None) -> str:
     """The stable key of a row: SHA-256 (first 24 hex) over the RFC 8785 canonical JSON of the
     kind, the source exchange, the target environment and the variant. Key order in the
-    variant does not matter; nothing else (time, order, ignore rules) enters it."""
+    variant does not matter; nothing else (time, order, ignore rules) enters it.
+
+    A variant JCS cannot hold (an integer beyond 2**53, a Java long id) is keyed over JSON with
+    sorted keys and no spaces instead: every other key stays what it was, so results files
+    written before still resume. NaN and infinities are refused (``BAD_VARIANT``)."""
     data = {
         "kind": kind,
         "source": source_exchange_id,
         "target": target_environment,
         "variant": _jsonable(variant),
     }
-    return hashlib.sha256(canonical_json(data)).hexdigest()[:24]
+    try:
+        text = canonical_json(data)
+    except rfc8785.FloatDomainError:
+        raise ValidationError(
+            "a variant holds NaN or an infinity, which is not JSON",
+            code="BAD_VARIANT",
+            hint="use None for a missing value (pandas gives NaN for one), or a finite number",
+        ) from None
+    except rfc8785.IntegerDomainError:
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return hashlib.sha256(text).hexdigest()[:24]
 
 
 # --------------------------------------------------------------------------- verdicts (pure)
@@ -1297,8 +1349,9 @@ def _sweep_batch(
                 code="BAD_VARIANT",
                 hint='e.g. [{"body.lines[0].qty": 5}, {"headers.channel": "store"}]',
             )
-        for path in item:
+        for path, value in item.items():
             _input_path(path)
+            _plain(value, path)  # NaN, a date ...: refused here, before a key or a replay
     batch = _Batch("sweep", platform, **kw)
     src = _source_of(source)
     keys = _unique_keys(row_key("sweep", src.exchange_id, batch.target, dict(v)) for v in items)

@@ -111,6 +111,39 @@ def test_grid_refuses_what_is_not_a_grid(axes: dict[str, Any], words: str) -> No
         grid(axes)
 
 
+@pytest.mark.parametrize(
+    "axis",
+    [
+        np.arange(1, 4),
+        pd.Series([1, 2, 3]),
+        pl.Series([1, 2, 3]),
+        (1, 2, 3),
+        range(1, 4),
+        (n for n in (1, 2, 3)),
+        pd.DataFrame({"q": [1, 2, 3]})["q"],  # a frame's column
+    ],
+)
+def test_grid_takes_an_array_a_series_or_any_ordered_collection_as_an_axis(axis: Any) -> None:
+    # The values are the Python ones the array holds (np.int64 -> int), as JSON needs them.
+    variants = grid({"body.qty": axis, "headers.c": np.array(["web", "store"])})
+    assert variants == [{"body.qty": q, "headers.c": c} for q in (1, 2, 3) for c in ("web", "store")]
+    assert all(type(v["body.qty"]) is int and type(v["headers.c"]) is str for v in variants)
+
+
+@pytest.mark.parametrize(
+    ("axis", "words"),
+    [
+        ({1, 2}, "sorted"),  # no order to keep
+        (pd.DataFrame({"q": [1]}), "not DataFrame"),  # it would iterate column names
+        (b"12", "not bytes"),
+    ],
+)
+def test_grid_refuses_axes_without_an_order_of_values(axis: Any, words: str) -> None:
+    with pytest.raises(ValidationError, match=words) as caught:
+        grid({"body.qty": axis})
+    assert caught.value.code == "BAD_VARIANT"
+
+
 def test_variant_payload_edits_only_the_parts_it_touches() -> None:
     original = _execution(ORDER)
     args = variant_payload(original, {"body.lines[0].qty": 7, "body['meta']['a b']": 2})
@@ -217,6 +250,31 @@ def test_row_keys_are_stable_and_tell_variants_apart() -> None:
     }
     assert a not in others and len(others) == 5
     assert batch._unique_keys(["k", "j", "k", "k"]) == ["k", "j", "k#2", "k#3"]
+
+
+def test_row_keys_hold_long_ints_and_keep_the_keys_results_files_have() -> None:
+    # Keys of values JCS holds are the ones written before (results files must still resume).
+    assert row_key("sweep", "x-1", "staging", {"body.a": 1, "headers.b": "x"}) == "6b3addacff23bd70bf3c248e"
+    assert (
+        row_key(
+            "sweep",
+            "x-1",
+            "staging",
+            {"body.a": np.int64(5), "body.b": [1.5, None, True], "properties.p": REMOVE},
+        )
+        == "2bbdc1098d18a6887a658d32"
+    )
+    assert row_key("regression", "x-1", "staging") == "293ca565d77a0a8cbcf5a913"
+    # A Java long id (beyond 2**53, which JCS refuses) has a key of its own, exactly.
+    keys = {row_key("sweep", "x-1", "staging", {"body.id": 2**60 + n}) for n in range(3)}
+    assert len(keys) == 3 and row_key("sweep", "x-1", "staging", {"body.id": 2**60}) in keys
+    assert row_key("sweep", "x-1", "staging", {"body.id": 2**60, "body.b": 1}) == row_key(
+        "sweep", "x-1", "staging", {"body.b": 1, "body.id": 2**60}
+    )
+    for bad in (math.nan, math.inf, np.float64("nan")):
+        with pytest.raises(ValidationError, match="use None") as caught:
+            row_key("sweep", "x-1", "staging", {"body.a": bad})
+        assert caught.value.code == "BAD_VARIANT"
 
 
 @pytest.mark.parametrize(
@@ -348,6 +406,15 @@ def test_arguments_are_checked_before_anything_runs() -> None:
         sweep(platform, "x", [{"body.a": 1}], reason="r", outputs={"verdict": "body:$.v"})
     with pytest.raises(ValidationError, match="no variants"):
         sweep(platform, "x", [], reason="r")
+    # NaN (pandas' missing value) from a frame column, in a grid or a list: refused by path.
+    for variants in (
+        {"body.lines[0].qty": list(pd.Series([1.0, np.nan]))},
+        {"body.lines[0].qty": pd.Series([1.0, np.nan])},
+        [{"headers.channel": float("inf")}],
+    ):
+        with pytest.raises(ValidationError, match="is not a JSON number .* use None") as caught:
+            sweep(platform, "x", variants, reason="r")  # type: ignore[arg-type]
+        assert caught.value.code == "BAD_VARIANT"
     platform.close()
 
 
@@ -537,6 +604,22 @@ def test_grid_sweep_over_quantities_and_channels(
         assert row["route_differences"] > base["route_differences"]
         assert by[(qty, "store")]["differences"] > row["differences"]
     assert result.calibration and "sweep: 6 of 6 rows" in result.summary()
+
+
+@pytest.mark.filterwarnings("ignore:variants edit the headers")
+def test_a_sweep_over_long_ids_from_an_array_runs_and_resumes(
+    admin: Platform, staging_source: Execution, tmp_path: Path
+) -> None:
+    # A Java long id beyond 2**53 is a legitimate value (the platform takes it), and a numpy
+    # array is a grid axis; neither may stop the sweep before it starts (review finding).
+    path = tmp_path / "long.jsonl"
+    ids = np.array([2**60, 2**60 + 1], dtype=np.int64)
+    kw: dict[str, Any] = dict(reason="batch test: long ids", results=path, progress=False, calibrate=False)
+    result = sweep(admin, staging_source, {"body.customerRef": ids}, **kw)
+    assert result.complete and len(result) == 2 and result.verdicts["ERROR"] == 0
+    assert result.to_pandas()["body.customerRef"].tolist() == [2**60, 2**60 + 1]
+    again = sweep(admin, staging_source, {"body.customerRef": ids}, **kw)
+    assert again.loaded == 2 and len(again) == 2  # both keyed, both found: nothing run twice
 
 
 @pytest.mark.filterwarnings("ignore:variants edit the headers")
