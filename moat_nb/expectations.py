@@ -44,6 +44,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .audit import _finite_float
 from .errors import ValidationError
 from .model import Execution, ProcessorRecord
 from .noise import ParsedPath, parse_path
@@ -99,7 +100,8 @@ def _depth(value: Any, level: int = 1) -> int:
 
 def strict_json(text: Any, name: str) -> Any:
     """``text`` parsed as JSON with the server's input rules (section 4): no duplicate keys, no
-    NaN/Infinity, depth at most 64, at most 1 MiB. Raises ValidationError naming ``name``."""
+    NaN/Infinity and no number beyond the doubles (``1e999``), depth at most 64, at most 1 MiB.
+    Raises ValidationError naming ``name``."""
     if not isinstance(text, str):
         raise ValidationError(
             f"{name} must be JSON text (a string), not {type(text).__name__}",
@@ -112,7 +114,11 @@ def strict_json(text: Any, name: str) -> Any:
             f"{name} is larger than 1 MiB", code="BAD_PARAMETER", details={"parameter": name}
         )
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        # parse_float: json.loads reads 1e999 as infinity, which would pass here and be written
+        # into the notebook's parameters (and the evidence) as the bare token Infinity.
+        value = json.loads(
+            text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite_float
+        )
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
         raise ValidationError(
             f"{name} is not valid JSON: {exc}",

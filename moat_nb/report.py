@@ -121,6 +121,20 @@ def split_keys(text: str) -> list[str]:
     return [key for line in text.splitlines() for key in re.split(r"[\s,]+", line.split("#", 1)[0]) if key]
 
 
+def _evidence_json(evidence: Mapping[str, Any], **dumps: Any) -> str:
+    """``evidence`` as JSON text; ``ValidationError`` (``BAD_EVIDENCE``) for NaN or an infinity
+    in it, which JSON cannot carry (Python would write the bare tokens, and ``report verify``,
+    reading strictly, could not read the file)."""
+    try:
+        return json.dumps(evidence, default=str, allow_nan=False, **dumps)
+    except ValueError:
+        raise ValidationError(
+            "the evidence holds NaN or an infinity (a value the replay gave), which JSON cannot carry",
+            code="BAD_EVIDENCE",
+            hint="make the expectations read a finite value; the replay's output holds a non-finite number",
+        ) from None
+
+
 def show_evidence(evidence: Mapping[str, Any]) -> None:
     """Display the verdict for a reader and the evidence for the runner (one output carrying
     :data:`EVIDENCE_MIMETYPE`, which HTML exports skip, and a Markdown verdict they show)."""
@@ -145,7 +159,7 @@ def show_evidence(evidence: Mapping[str, Any]) -> None:
     )
     display(
         {
-            EVIDENCE_MIMETYPE: json.loads(json.dumps(evidence, default=str)),
+            EVIDENCE_MIMETYPE: json.loads(_evidence_json(evidence)),
             "text/html": "".join(lines),
             "text/plain": f"Verdict: {verdict}",
         },
@@ -640,7 +654,18 @@ def compliance_proof(
         files["pdf"] = pdf_path.name
     evidence["files"] = files
     evidence["runner"] = {"seconds": round(time.perf_counter() - started, 3), "url": url}
-    evidence_path.write_text(json.dumps(evidence, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    try:
+        text = _evidence_json(evidence, ensure_ascii=False, indent=1)
+    except ValidationError as exc:  # written as an ERROR proof that says why, never as bad JSON
+        evidence = {
+            "format": EVIDENCE_FORMAT,
+            "verdict": "ERROR",
+            "failures": [*evidence.get("failures", []), exc.message],
+            "parameters": params.to_wire(),
+            **{k: evidence[k] for k in ("notebook", "files", "runner")},
+        }
+        text = _evidence_json(evidence, ensure_ascii=False, indent=1)
+    evidence_path.write_text(text + "\n", encoding="utf-8")
     return ProofResult(
         verdict=str(evidence["verdict"]),
         out=folder,

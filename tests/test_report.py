@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import sys
 import time
@@ -32,7 +33,15 @@ from moat_nb.evidence import (
     payload_claim_checks,
     sha256_text,
 )
-from moat_nb.expectations import Expectation, Subject, evaluate, evaluate_one, json_equal, parse_expectations
+from moat_nb.expectations import (
+    Expectation,
+    Subject,
+    evaluate,
+    evaluate_one,
+    json_equal,
+    parse_expectations,
+    strict_json,
+)
 from moat_nb.model import Execution, ProcessorRecord
 from moat_nb.payload import trace_digest, trace_sha256
 
@@ -159,6 +168,38 @@ def test_expectations_need_a_claim_and_strict_json() -> None:
     ):
         with pytest.raises(ValidationError, match="not valid JSON"):
             parse_expectations(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    mantissa=st.integers(1, 9),
+    exponent=st.integers(309, 99_999),
+    sign=st.sampled_from(["", "-"]),
+    fraction=st.sampled_from(["", ".5"]),
+)
+def test_strict_json_refuses_numbers_beyond_the_doubles(
+    mantissa: int, exponent: int, sign: str, fraction: str
+) -> None:
+    # json.loads reads 1e999 as infinity: it passed validation, and the notebook then refused the
+    # parameter the runner wrote back as Infinity (review finding). Large finite ones still pass.
+    literal = f"{sign}{mantissa}{fraction}e{exponent}"
+    for name, text in (
+        ("expectations", f'[{{"path": "body:$.total", "lt": {literal}}}]'),
+        ("modified_payload", f'{{"body": {{"qty": {literal}}}}}'),
+    ):
+        with pytest.raises(ValidationError, match="beyond the range of JSON's doubles") as caught:
+            ProofParameters.parse({**GOOD, name: text})
+        assert caught.value.code == "BAD_JSON"
+    finite = f"{sign}{mantissa}{fraction}e307"
+    assert strict_json(f"[{finite}]", "x") == [float(finite)]
+
+
+def test_evidence_is_never_written_with_nan_or_infinity() -> None:
+    assert json.loads(report._evidence_json({"found": 1.5, "at": Path("x")})) == {"found": 1.5, "at": "x"}
+    for bad in (math.nan, math.inf, -math.inf):
+        with pytest.raises(ValidationError, match="NaN or an infinity") as caught:
+            report._evidence_json({"expectations": [{"found": bad}]}, indent=1)
+        assert caught.value.code == "BAD_EVIDENCE"
 
 
 _json = st.recursive(
