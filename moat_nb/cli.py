@@ -81,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MoatError as err:
         print(f"moat-nb: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # a file that cannot be read or written: one line, as promised above
+        print(f"moat-nb: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("moat-nb: interrupted", file=sys.stderr)
         return 130

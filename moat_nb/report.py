@@ -566,6 +566,41 @@ def _error_of(exc: BaseException) -> str:
     return f"the notebook could not run: {type(exc).__name__}: {exc}"
 
 
+def _bad_out(folder: Path, why: str) -> ValidationError:
+    return ValidationError(
+        f"--out {folder}: {why}",
+        code="BAD_OUT",
+        hint="name a folder to write the report into (it is made if missing; its report files are replaced)",
+        details={"out": str(folder)},
+    )
+
+
+def _check_out(out: str | os.PathLike[str]) -> Path:
+    """``out`` as the report folder, refused (``BAD_OUT``) before anything runs when it cannot
+    be one: a file is there or above it, or the folder cannot be made or written to. A folder
+    that is missing is made and removed again to find out (access bits do not tell: root, or
+    /proc), so that a proof refused later (credentials ...) leaves no empty folder behind."""
+    folder = Path(out)
+    if folder.exists():
+        if not folder.is_dir():
+            raise _bad_out(folder, "a file is there, not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise _bad_out(folder, "the folder cannot be written to")
+        return folder
+    missing = [folder]
+    while not missing[-1].parent.exists() and missing[-1].parent != missing[-1]:
+        missing.append(missing[-1].parent)
+    if not missing[-1].parent.is_dir():
+        raise _bad_out(folder, f"{missing[-1].parent} is a file, so the folder cannot be made")
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:
+        raise _bad_out(folder, f"the folder cannot be made ({exc.strerror or exc})") from None
+    for made in missing:  # deepest first
+        made.rmdir()
+    return folder
+
+
 def compliance_proof(
     source: str,
     payload: str | Mapping[str, Any] | None,
@@ -596,6 +631,7 @@ def compliance_proof(
             "reason": reason,
         }
     )
+    folder = _check_out(out)
     url = _credentials_from_env(url)
     if pdf:
         _chromium()  # no chromium: say so before anything runs
@@ -603,8 +639,10 @@ def compliance_proof(
     from papermill.translators import PythonTranslator
 
     check_parameter_cell(PythonTranslator.codify(papermill_params), papermill_params)
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # checked above, but the file system may change in between
+        raise _bad_out(folder, f"the folder cannot be made ({exc.strerror or exc})") from None
     nb_path = folder / "compliance_proof.ipynb"
     html_path = folder / "report.html"
     evidence_path = folder / "evidence.json"

@@ -192,3 +192,21 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--route" in capsys.readouterr().err
     assert main([]) == 2
     assert main(["--help"]) == 0
+
+
+def test_a_file_error_from_any_command_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The safety net of main: an OSError no command turned into a MoatError is still one line.
+    from moat_nb import report
+
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(tmp_path / "out"))
+
+    monkeypatch.setattr(report, "compliance_proof", denied)
+    expect = tmp_path / "expect.json"
+    expect.write_text('[{"path": "status", "equals": "COMPLETED"}]')
+    argv = ["report", "compliance", "--source", "x", "--expect", str(expect), "--reason", "r"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err == f"moat-nb: [Errno 13] Permission denied: '{tmp_path / 'out'}'\n"

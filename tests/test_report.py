@@ -392,6 +392,33 @@ def test_verify_of_a_malformed_evidence_file_says_so_in_one_line(
     assert "Traceback" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("where", ["file", "under a file", "/proc/moat-report"])
+def test_an_out_that_cannot_be_a_folder_is_refused_in_one_line_before_anything_runs(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taken = tmp_path / "report"
+    taken.write_text("x")
+    out = {"file": str(taken), "under a file": str(taken / "sub" / "x"), "/proc/moat-report": where}[where]
+    expect = tmp_path / "expect.json"
+    expect.write_text(json.dumps(EXPECT_OK))
+    # Nothing listens at the URL: the refusal must come before anything is asked of it.
+    monkeypatch.setenv("MOAT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("MOAT_USER", "u")
+    monkeypatch.setenv("MOAT_PASSWORD", "p")
+    monkeypatch.setattr(report, "run_notebook", lambda *a, **k: pytest.fail("the notebook ran"))
+    argv = ["report", "compliance", "--source", "ID-sandbox-1", "--expect", str(expect), "--reason", "r"]
+    assert main([*argv, "--out", out]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("moat-nb: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert "[BAD_OUT]" in err and out in err
+    assert taken.read_text() == "x"  # the file is left as it was
+    # Refused before the credentials are looked at: a missing login is not what it says.
+    monkeypatch.delenv("MOAT_USER")
+    with pytest.raises(ValidationError) as caught:
+        report.compliance_proof("ID-sandbox-1", None, EXPECT_OK, target_environment=None, reason="r", out=out)
+    assert caught.value.code == "BAD_OUT"
+
+
 def test_verify_reads_evidence_beyond_the_parameters_limit(tmp_path: Path) -> None:
     """Evidence holds the payload and the output several times: a genuine proof of a large
     body is over 1 MiB, which is the parameters' limit, not the evidence's (a review found
