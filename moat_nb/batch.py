@@ -890,6 +890,12 @@ def _sources(sources: Any) -> list[_Source]:
         return [_source_of(r) for r in sources.to_dicts()]
     if hasattr(sources, "to_dict") and hasattr(sources, "columns"):  # pandas DataFrame
         return [_source_of(r) for r in sources.to_dict("records")]
+    if hasattr(sources, "to_dict") and callable(sources.to_dict):
+        # A pandas Series: one row of an executions frame (frame.iloc[0]) is one source, not a
+        # source per cell; a column of exchange ids (frame["exchange_id"]) is a list of them.
+        row = sources.to_dict()
+        if isinstance(row, Mapping) and ("exchange_id" in row or "exchangeId" in row):
+            return [_source_of(row)]
     if hasattr(sources, "__aiter__") and not hasattr(sources, "__iter__"):
         raise ValidationError(
             "the sources are an async result (AsyncPlatform.executions)",

@@ -63,6 +63,7 @@ from .history import (
     MAX_PAGE_SIZE,
     AsyncHistory,
     History,
+    count_argument,
     instant,
     search_filters,
 )
@@ -456,6 +457,30 @@ def _source_of(source: Any) -> tuple[str | None, str | None, Execution | None]:
     )
 
 
+def _processors_source(execution: Any) -> tuple[str, Execution | None]:
+    """(execution id, the Execution when it holds its processors) of what ``processors()`` is
+    given: an execution id, an Execution, or a row of an executions frame (a dict or a pandas
+    Series, as ``replay()`` takes one)."""
+    if isinstance(execution, str):
+        return execution, None
+    if isinstance(execution, Execution):
+        return execution.execution_id, execution if execution.processors is not None else None
+    row: Mapping[str, Any] | None = None
+    if isinstance(execution, Mapping):
+        row = execution
+    elif hasattr(execution, "to_dict") and callable(execution.to_dict) and not hasattr(execution, "columns"):
+        row = execution.to_dict()  # a pandas Series: one row of an executions frame
+    if row is not None:
+        ident = row.get("execution_id", row.get("executionId"))
+        if isinstance(ident, str):
+            return ident, None
+    raise ValidationError(
+        f"cannot show the processors of a {type(execution).__name__}",
+        code="BAD_SOURCE",
+        hint="pass an execution id, an Execution, or a row of an executions frame (frame.iloc[0])",
+    )
+
+
 def _header(headers: Mapping[str, Any] | None, name: str) -> str | None:
     for key, value in (headers or {}).items():
         if key.lower() == name:
@@ -613,9 +638,18 @@ def op_pages(
     are added while the pages are read (``GET /replays`` lists the newest first, so a replay
     requested meanwhile pushes the last row of a page onto the next one); rows are never taken
     away, so nothing is skipped either."""
+    limit = count_argument("limit", limit)
+    page_size = count_argument("page_size", page_size, optional=False)  # type: ignore[assignment]
     rows: list[Any] = []
     seen: set[Any] = set()
-    offset = int(params.pop("offset", 0) or 0)
+    offset = count_argument("offset", params.pop("offset", 0)) or 0
+    if (limit is not None and limit < 0) or page_size < 1 or offset < 0:
+        raise ValidationError(
+            f"limit={limit}, page_size={page_size}, offset={offset}: none may be negative, "
+            "and a page holds at least one row",
+            code="VALIDATION",
+            hint="pass limit=None for every row, or a count of 0 or more",
+        )
     while limit is None or len(rows) < limit:
         size = page_size if limit is None else min(page_size, limit - len(rows))
         page = yield from session.call("GET", path, params={**params, "offset": offset, "limit": size})
@@ -892,11 +926,11 @@ class Platform(_Common):
         """One execution with its detail fields and processors."""
         return self._run(op_execution(self.session, execution_id))
 
-    def processors(self, execution: Execution | str, backend: Backend = "pandas") -> Any:
-        """The processors frame of an execution (id or Execution; fetched when needed)."""
-        if isinstance(execution, str) or execution.processors is None:
-            execution = self.execution(execution if isinstance(execution, str) else execution.execution_id)
-        return processors_frame(execution, backend)
+    def processors(self, execution: Execution | str | Any, backend: Backend = "pandas") -> Any:
+        """The processors frame of an execution (id, Execution or a row of an executions frame;
+        fetched when needed)."""
+        ident, full = _processors_source(execution)
+        return processors_frame(full if full is not None else self.execution(ident), backend)
 
     def export(
         self,
@@ -1106,12 +1140,9 @@ class AsyncPlatform(_Common):
     async def execution(self, execution_id: str) -> Execution:
         return await self._run(op_execution(self.session, execution_id))
 
-    async def processors(self, execution: Execution | str, backend: Backend = "pandas") -> Any:
-        if isinstance(execution, str) or execution.processors is None:
-            execution = await self.execution(
-                execution if isinstance(execution, str) else execution.execution_id
-            )
-        return processors_frame(execution, backend)
+    async def processors(self, execution: Execution | str | Any, backend: Backend = "pandas") -> Any:
+        ident, full = _processors_source(execution)
+        return processors_frame(full if full is not None else await self.execution(ident), backend)
 
     async def replay(
         self,

@@ -18,8 +18,9 @@ repeats nothing; executions are never deleted, so a shift never skips one.
 
 from __future__ import annotations
 
+import operator
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = [
     "AsyncHistory",
     "History",
     "Paging",
+    "count_argument",
     "instant",
     "parse_duration",
     "search_filters",
@@ -195,6 +197,12 @@ def search_filters(filters: Mapping[str, Any], now: datetime) -> dict[str, Any]:
                 head + "".join(p[:1].upper() + p[1:] for p in rest) + (f":{direction}" if direction else "")
             )
         elif name in _LISTS:
+            if not isinstance(value, str) and (not isinstance(value, Iterable) or isinstance(value, Mapping)):
+                raise ValidationError(
+                    f"{key}={value!r}: give a string or a list of strings, not {type(value).__name__}",
+                    code="VALIDATION",
+                    hint=f'e.g. {key}="staging" or {key}=["dev", "staging"]',
+                )
             values = [value] if isinstance(value, str) else list(value)
             if not values or not all(isinstance(v, str) for v in values):
                 raise ValidationError(
@@ -217,6 +225,27 @@ def search_filters(filters: Mapping[str, Any], now: datetime) -> dict[str, Any]:
 # --------------------------------------------------------------------------- paging (pure)
 
 
+def count_argument(name: str, value: Any, *, optional: bool = True) -> int | None:
+    """``value`` of a count argument (``limit``, ``page_size``, ``max_rows``, ``offset``) as an
+    int, None as None when ``optional``; ``ValidationError`` (``VALIDATION``) for anything else.
+    A numpy integer is one; a bool, a float or a string ("5", as a papermill parameter or a
+    text field gives it) is refused here rather than failing in a comparison further on."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise ValidationError(
+        f"{name}={value!r} is not a whole number ({type(value).__name__})",
+        code="VALIDATION",
+        hint=f"pass {name} as an int, e.g. {name}=100"
+        + (f" (int({value!r}))" if isinstance(value, str) else ""),
+        details={"argument": name},
+    )
+
+
 @dataclass
 class Paging:
     """Which page to ask for next, and when a result is complete.
@@ -236,6 +265,9 @@ class Paging:
     _seen: set[str] = field(default_factory=set, repr=False)
 
     def __post_init__(self) -> None:
+        self.limit = count_argument("limit", self.limit)
+        self.page_size = count_argument("page_size", self.page_size, optional=False)  # type: ignore[assignment]
+        self.offset = count_argument("offset", self.offset) or 0
         self.start = self.offset
         if not 1 <= self.page_size <= MAX_PAGE_SIZE:
             raise ValidationError(
@@ -304,9 +336,9 @@ class _Result:
     ) -> None:
         self._fetch = fetch
         self.filters = filters
-        self.limit = limit
-        self.max_rows = max_rows
-        self.page_size = page_size
+        self.limit = count_argument("limit", limit)
+        self.max_rows = count_argument("max_rows", max_rows)
+        self.page_size = count_argument("page_size", page_size, optional=False)
         self._paging()  # check limit and page_size now, not at first use
 
     def _paging(self) -> Paging:

@@ -705,6 +705,17 @@ def _max_overlap(replays: list[dict[str, Any]]) -> int:
     return peak
 
 
+def test_regression_takes_one_frame_row_as_one_source(admin: Platform, prod: pd.DataFrame) -> None:
+    # README: a frame row (frame.iloc[0]) is a source; it was iterated cell by cell (review finding).
+    row = prod.iloc[0]
+    result = regression(admin, row, "staging", reason="batch test: a row", progress=False, calibrate=False)
+    assert len(result) == 1 and result.rows[0]["source_exchange_id"] == row.exchange_id
+    # A column of exchange ids is still a list of sources.
+    assert [s.exchange_id for s in batch._sources(prod.head(2)["exchange_id"])] == prod.head(
+        2
+    ).exchange_id.tolist()
+
+
 def test_concurrency_is_bounded(sandbox: Any, admin: Platform, prod: pd.DataFrame) -> None:
     reason = "batch test: bound"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -99,6 +100,40 @@ def test_search_filters_map_to_section_4_names_with_conveniences() -> None:
 def test_bad_filters_are_refused_before_any_request(filters: dict, words: str) -> None:
     with pytest.raises(ValidationError, match=words):
         search_filters(filters, NOW)
+
+
+@pytest.mark.parametrize(
+    ("call", "words"),
+    [
+        (lambda p: p.executions(limit="5"), "limit='5' is not a whole number"),
+        (lambda p: p.executions(limit=2.5), "limit=2.5 is not a whole number"),
+        (lambda p: p.executions(limit=True), "limit=True is not a whole number"),
+        (lambda p: p.executions(page_size="100"), "page_size='100' is not a whole number"),
+        (lambda p: p.executions(max_rows="10"), "max_rows='10' is not a whole number"),
+        (lambda p: p.executions(environment=5), "environment=5: give a string or a list of strings, not int"),
+        (lambda p: p.executions(status={"COMPLETED": 1}), "give a string or a list of strings, not dict"),
+        (lambda p: p.audit(limit="3"), "limit='3' is not a whole number"),
+        (lambda p: p.audit(limit=-1), "none may be negative"),
+    ],
+)
+def test_wrong_typed_counts_and_filters_are_refused_in_words_before_any_request(
+    call: Callable[[Platform], Any], words: str
+) -> None:
+    # A string limit is what a papermill -r parameter or a text field gives; it failed in a
+    # comparison with a raw TypeError (review finding).
+    platform = Platform("http://127.0.0.1:9", token="t")  # nothing listens: nothing may be sent
+    try:
+        with pytest.raises(ValidationError, match=re.escape(words)) as caught:
+            call(platform)
+        assert caught.value.code == "VALIDATION" and caught.value.hint
+    finally:
+        platform.close()
+
+
+def test_counts_may_be_numpy_integers(op_platform: Platform) -> None:
+    import numpy as np
+
+    assert len(op_platform.executions(limit=np.int64(3), page_size=np.int32(2)).to_pandas()) == 3
 
 
 def test_dict_bodies_are_written_as_the_original_content() -> None:
@@ -319,6 +354,24 @@ def test_an_execution_with_its_processor_frame(op_platform: Platform, everything
     prod = everything[everything.environment == "prod"].iloc[0]
     route = op_platform.processors(prod.execution_id, backend="polars")
     assert route["body_changed"].null_count() > 0
+
+
+def test_processors_take_a_frame_row_as_replay_does(
+    client_sandbox: Any, op_platform: Platform, everything: pd.DataFrame
+) -> None:
+    row = everything[everything.environment == "dev"].iloc[0]  # a pandas Series
+    expected = op_platform.processors(row.execution_id)
+    assert op_platform.processors(row).equals(expected)
+    assert op_platform.processors(row.to_dict()).equals(expected)
+
+    async def from_async() -> pd.DataFrame:
+        async with AsyncPlatform(client_sandbox.url, username="operator", password="operator") as ap:
+            return await ap.processors(row)
+
+    assert asyncio.run(from_async()).equals(expected)
+    with pytest.raises(ValidationError, match="processors of a int") as caught:
+        op_platform.processors(5)  # type: ignore[arg-type]
+    assert caught.value.code == "BAD_SOURCE" and "row of an executions frame" in (caught.value.hint or "")
 
 
 def test_export_writes_parquet_page_by_page_and_scans_lazily(op_platform: Platform, tmp_path: Path) -> None:
