@@ -70,8 +70,10 @@ Interrupting and resuming
     requested: a replay that was in flight when the batch stopped is *followed* on resume, not
     requested again, so that no exchange is replayed twice (section 4: "a replay is never
     silently run twice"; only a process killed while a request is on its way can leave one
-    unrecorded). A torn last line (the process died mid-write) is ignored, and cut off before the
-    resumed run appends, so that the next record starts on a line of its own.
+    unrecorded). The calibrated noise rules of each route are kept there too, so a resumed run
+    diffs against the same rules and replays nothing to calibrate again. A torn last line (the
+    process died mid-write) is ignored, and cut off before the resumed run appends, so that the
+    next record starts on a line of its own.
 """
 
 from __future__ import annotations
@@ -762,6 +764,23 @@ def _cut_torn_tail(path: Path) -> None:
         fh.truncate(0)
 
 
+def _storable(rule: NoiseRule) -> bool:
+    # What calibration makes: a glob path, a processor glob, a reason (noise_rules_from).
+    return isinstance(rule.path, str) and rule.value is None and rule.predicate is None
+
+
+def _stored_rules(rules: Any) -> bool:
+    # A calibration record as add_calibration writes it; anything else is calibrated again.
+    return isinstance(rules, list) and all(
+        isinstance(r, dict)
+        and set(r) == {"path", "processor", "reason"}
+        and isinstance(r["path"], str)
+        and isinstance(r["processor"], str | None)
+        and isinstance(r["reason"], str)
+        for r in rules
+    )
+
+
 class _ResultsFile:
     """The JSON-lines results file: ``{"type": "row", ...}`` per finished row and
     ``{"type": "started", "key", "replayId"}`` per replay requested (module docstring)."""
@@ -771,6 +790,7 @@ class _ResultsFile:
         self.kind = kind
         self.rows: dict[str, dict[str, Any]] = {}
         self.started: dict[str, str] = {}
+        self.calibrations: dict[str, list[dict[str, Any]]] = {}  # routeId@environment: rules
         self.torn = 0
         self._fh: Any = None
         if self.path.exists():
@@ -806,6 +826,8 @@ class _ResultsFile:
                     data.pop("type")
                     self.rows[data["key"]] = data
                     self.started.pop(data["key"], None)
+                elif data.get("type") == "calibration" and _stored_rules(data.get("rules")):
+                    self.calibrations[data["key"]] = data["rules"]
 
     def _append(self, data: dict[str, Any]) -> None:
         # One write per line, flushed at once: an interrupt leaves whole lines (or a torn last
@@ -818,6 +840,12 @@ class _ResultsFile:
 
     def add_row(self, row: dict[str, Any]) -> None:
         self._append({"type": "row", **row})
+
+    def add_calibration(self, where: str, rules: Sequence[NoiseRule]) -> None:
+        """The calibrated noise rules of ``where`` (routeId@environment), so that a resumed run
+        diffs against the same rules and replays nothing to calibrate again."""
+        plain = [{"path": r.path, "processor": r.processor, "reason": r.reason} for r in rules]
+        self._append({"type": "calibration", "kind": self.kind, "key": where, "rules": plain})
 
     def close(self) -> None:
         if self._fh is not None:
@@ -1097,6 +1125,8 @@ class _Batch:
                     runs.append(await self._execution(run))
                 rules = noise_rules_from(runs[0], runs[1])
                 self.calibration[where] = [str(r.path) for r in rules]
+                if self.file is not None and all(_storable(r) for r in rules):
+                    self.file.add_calibration(where, rules)
             except MoatError as exc:
                 self.calibration[where] = f"calibrating on {pick.exchange_id} failed: {exc}"
             self._rules[where] = rules
@@ -1203,6 +1233,12 @@ class _Batch:
             # on the caller's session: the same user and tokens.
             ap = owned = AsyncPlatform(session=ap.session, retry=ap.retry, stream_policy=ap.stream_policy)
         pending = self._take_loaded()
+        if self.file is not None:
+            # Calibrated before (and kept in the results file): the same rules, no new replays.
+            for where, stored in self.file.calibrations.items():
+                if where not in self._rules:
+                    self._rules[where] = rules = [NoiseRule(**r) for r in stored]
+                    self.calibration[where] = [str(r.path) for r in rules]
         try:
             if self.file is not None:
                 self.file.open()

@@ -716,6 +716,44 @@ def test_regression_takes_one_frame_row_as_one_source(admin: Platform, prod: pd.
     ).exchange_id.tolist()
 
 
+@pytest.mark.filterwarnings("ignore:variants edit the headers")
+def test_resume_reuses_the_noise_calibration_in_the_results_file(
+    admin: Platform, staging_source: Execution, tmp_path: Path
+) -> None:
+    # Calibration replays the source twice; a resume did it again every time (review finding).
+    reason = "batch test: calibration kept"
+    path = tmp_path / "calibrated.jsonl"
+    axes = {"body.lines[0].qty": [2, 3]}
+
+    def replays() -> int:
+        return len(_replays(admin, reason)) + len(_replays(admin, f"{reason} (noise calibration)"))
+
+    first = sweep(admin, staging_source, axes, reason=reason, results=path, progress=False)
+    assert first.complete and replays() == 4 and first.calibration  # 2 rows, 2 calibration runs
+    # As if stopped while the last row was in flight: its replay was requested, its row not written.
+    lines = path.read_text().splitlines(keepends=True)
+    last_row = max(i for i, line in enumerate(lines) if json.loads(line)["type"] == "row")
+    path.write_text("".join(line for i, line in enumerate(lines) if i != last_row))
+    resumed = sweep(admin, staging_source, axes, reason=reason, results=path, progress=False)
+    assert resumed.complete and resumed.loaded == 1 and len(resumed) == 2
+    assert replays() == 4  # the row's replay followed, the calibration read back: nothing new
+    assert resumed.calibration == first.calibration
+    assert {r["key"]: r["verdict"] for r in resumed.rows} == {r["key"]: r["verdict"] for r in first.rows}
+
+
+def test_a_malformed_calibration_record_is_calibrated_again(tmp_path: Path) -> None:
+    path = tmp_path / "runs.jsonl"
+    good = {"path": "headers:processedAt", "processor": None, "reason": "calibration"}
+    records = [
+        {"type": "calibration", "kind": "sweep", "key": "r@staging", "rules": [good]},
+        {"type": "calibration", "kind": "sweep", "key": "s@staging", "rules": [{"path": 5}]},
+        {"type": "calibration", "kind": "sweep", "key": "t@staging", "rules": "headers:x"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    loaded = batch._ResultsFile(path, "sweep")
+    assert loaded.calibrations == {"r@staging": [good]} and not loaded.rows and not loaded.started
+
+
 def test_concurrency_is_bounded(sandbox: Any, admin: Platform, prod: pd.DataFrame) -> None:
     reason = "batch test: bound"
 
