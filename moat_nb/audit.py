@@ -110,6 +110,8 @@ REASONS: dict[str, str] = {
     "CHECKPOINT_MISMATCH": "a signed checkpoint disagrees with the chain (the events were rewritten)",
     "TRUNCATED": "the chain ends before a signed checkpoint (events were cut from the tail)",
     "UNANCHORED": "no checkpoint signed by a trusted key covers any event of the bundle",
+    "SCHEMA_EDITED": "the database's append-only triggers were dropped or changed (server check only)",
+    "UNSIGNED_TAIL": "the bundle's events after its newest signed checkpoint are vouched for by no one",
 }
 
 _GENESIS_TAG = b"moat/genesis/v1\x00"
@@ -688,7 +690,25 @@ class _Verification:
             raise _Failure("MALFORMED", None, f"tenant id {_short(tenant)} is not a non-empty string")
         if tenant is None and events:
             raise _Failure("MALFORMED", start, f"the event at seq {start} has no tenantId string")
-        cps = sorted((_checkpoint_of(cp, tenant) for cp in checkpoints), key=lambda c: c[0])
+        # A checkpoint's shape is checked here, but a problem with one that has a seq is
+        # reported only when the chain reaches that seq: an earlier bad event is named first
+        # (DESIGN.md section 7: "it names the first bad seq"). The lowest such problem wins.
+        checked: list[tuple[int, str, dict[str, Any]]] = []
+        deferred: _Failure | None = None
+        stop = 0
+        for cp in checkpoints:
+            try:
+                checked.append(_checkpoint_of(cp, tenant))
+            except _Failure as failure:
+                if failure.seq is None:
+                    raise
+                if deferred is None or failure.seq < stop:
+                    deferred, stop = failure, failure.seq
+        if deferred is not None:
+            # Nothing at or after the bad checkpoint's seq is checked: events up to it are.
+            checked = [c for c in checked if c[0] < stop]
+            events = events[: max(stop - start, 0)]
+        cps = sorted(checked, key=lambda c: c[0])
 
         # Where the chain starts (see verify's docstring for ranges).
         prev: str | None = start_prev_hash
@@ -762,6 +782,8 @@ class _Verification:
             self.checked += 1
             expected += 1
 
+        if deferred is not None:
+            raise deferred
         # Checkpoints beyond the head: genuine ones prove that the tail was cut.
         for seq, _, cp in cps[ci:]:
             _check_signature(cp, seq, trusted)
@@ -847,7 +869,9 @@ def make_bundle(
     }
 
 
-def verify_bundle(bundle: Any, public_keys: PublicKeys = None) -> VerifyResult:
+def verify_bundle(
+    bundle: Any, public_keys: PublicKeys = None, *, allow_unsigned_tail: bool = False
+) -> VerifyResult:
     """Verify a bundle of :func:`make_bundle` offline; never raises on bad data.
 
     With ``public_keys`` (the keys you trust, e.g. the server's published key) the bundle's own
@@ -855,6 +879,13 @@ def verify_bundle(bundle: Any, public_keys: PublicKeys = None) -> VerifyResult:
     them covers fails (``UNANCHORED``): anyone can chain events, only the key holder can vouch
     for them. Without, the bundle's keys are used as they stand, which proves the bundle
     consistent but not who signed it.
+
+    A bundle ends on a signed checkpoint (the server's export signs one at its last event), so
+    events after the newest valid checkpoint fail as ``UNSIGNED_TAIL``, with ``first_bad_seq``
+    the first of them: whoever drops that checkpoint can rewrite them and re-chain them at will
+    (security.md AUD-10). ``anchored_seq`` still says how far the bundle is vouched for.
+    ``allow_unsigned_tail=True`` accepts such a tail (the result is then ok with
+    ``anchored_seq < head_seq``), for a caller that checks ``anchored_seq`` itself.
     """
 
     def malformed(message: str) -> VerifyResult:
@@ -890,6 +921,25 @@ def verify_bundle(bundle: Any, public_keys: PublicKeys = None) -> VerifyResult:
             message=f"no checkpoint signed by a trusted key covers seq {start} or later: the "
             f"{result.checked} events chain, but nothing vouches for them (a bundle of a range after "
             "the newest checkpoint verifies once the next checkpoint is signed)",
+        )
+    head, anchored = result.head_seq, result.anchored_seq
+    if (
+        result.ok
+        and not allow_unsigned_tail
+        and head is not None
+        and head >= start
+        and (anchored or 0) < head
+    ):
+        first = max(anchored or 0, start - 1) + 1
+        return replace(
+            result,
+            ok=False,
+            reason="UNSIGNED_TAIL",
+            first_bad_seq=first,
+            message=f"seqs {first}..{head} come after the newest signed checkpoint"
+            + (f" (seq {anchored})" if anchored else "")
+            + ": they chain, but no signature vouches for them, so they may have been rewritten; "
+            "an export ends on a checkpoint at its last event",
         )
     return result
 

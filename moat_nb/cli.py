@@ -32,7 +32,8 @@ Exit codes: 0 success; 1 an error, reported on stderr in one line (never a trace
     it verifies, 1 naming the first bad seq and the reason (DESIGN.md section 7). ``--key``
     gives the public keys you trust (base64 DER, as the sandbox's ``keys/audit-public-keys.txt``
     lists them); without, the bundle's own keys are used, which proves it consistent but not
-    who signed it.
+    who signed it. Events after the bundle's newest signed checkpoint fail (``UNSIGNED_TAIL``,
+    exit 1): an export always ends on a checkpoint, so such a tail was not made by the server.
 """
 
 from __future__ import annotations
@@ -351,9 +352,14 @@ def _audit_verify(args: argparse.Namespace) -> int:
             print("note: checked with the bundle's own public keys; pass --key to check who signed it")
     else:
         count = len(events) if isinstance(events, list) else 0
+        if result.reason == "UNSIGNED_TAIL":
+            # Every event chains; only those up to the newest checkpoint are vouched for.
+            signed = max((result.anchored_seq or 0) - result.start_seq + 1, 0)
+            done = f"{signed} of {count} events are under a signed checkpoint"
+        else:
+            done = f"{result.checked} of {count} events verified before it"
         print(
-            f"FAILED: {args.bundle}: seq {result.first_bad_seq}: {result.reason}: {result.message} "
-            f"({result.checked} of {count} events verified before it)"
+            f"FAILED: {args.bundle}: seq {result.first_bad_seq}: {result.reason}: {result.message} ({done})"
         )
     if not result.ok and result.reason is not None and not args.json:
         print(f"moat-nb: {result.reason}: {audit.REASONS.get(result.reason, '')}", file=sys.stderr)

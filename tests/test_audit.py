@@ -481,10 +481,15 @@ def test_an_untouched_log_always_verifies(n: int, every: int, head: bool, seed: 
     if not events:  # an empty log of a known tenant ends at its genesis
         assert verify([], [], None, tenant_id=TENANT).head_hash == GENESIS_ACME
     exported = json.loads(json.dumps(make_bundle(events, cps, [KEY_A, KEY_B])))  # as the server exports
-    assert verify_bundle(exported).to_wire() == result.to_wire()
+    assert verify_bundle(exported, allow_unsigned_tail=True).to_wire() == result.to_wire()
+    # A bundle verifies only up to its newest signed checkpoint: a tail after it fails.
+    own = verify_bundle(exported)
+    signed_head = not events or bool(cps) and cps[-1]["seq"] == n
+    assert own.ok == signed_head and (own.ok or own.reason == "UNSIGNED_TAIL"), own
     # With trusted keys, a bundle verifies only when a checkpoint they signed covers it.
     trusted = verify_bundle(exported, public_keys=[KEY_A, KEY_B])
-    assert trusted.ok == bool(cps) and (trusted.ok or trusted.reason == "UNANCHORED"), trusted
+    assert trusted.ok == (bool(cps) and signed_head), trusted
+    assert trusted.ok or trusted.reason == ("UNSIGNED_TAIL" if cps else "UNANCHORED"), trusted
     if n > 10 and cps:  # any range of it verifies too
         start = n // 2
         part = verify(events[start - 1 :], cps, [KEY_A, KEY_B], start_seq=start)
@@ -505,8 +510,11 @@ def test_a_bundle_no_trusted_checkpoint_covers_is_unanchored() -> None:
     newest = max(c["seq"] for c in cps)
     tail = make_bundle(events[newest:], cps, [KEY_A, KEY_B], start_seq=newest + 1)
     assert verify_bundle(tail, public_keys=[KEY_A, KEY_B]).reason == "UNANCHORED"
-    # Without trusted keys the bundle is only checked for consistency, as before.
-    assert verify_bundle(make_bundle(events, [], [])).ok
+    # Without trusted keys the bundle is checked for consistency, and still only up to its
+    # newest checkpoint (none here): the unsigned events are reported, not passed.
+    unsigned = verify_bundle(make_bundle(events, [], []))
+    assert (unsigned.ok, unsigned.reason, unsigned.first_bad_seq) == (False, "UNSIGNED_TAIL", 1)
+    assert verify_bundle(make_bundle(events, [], []), allow_unsigned_tail=True).ok
 
 
 def test_to_wire_and_raise_on_failure() -> None:
@@ -711,7 +719,7 @@ def test_truncation_and_rewrite_need_a_checkpoint_outside_the_attackers_reach() 
         sign_checkpoint(KEY_EVIL, None, TENANT, c["seq"], forged[c["seq"] - 1]["hash"], AT) for c in cps
     ]
     bundle = make_bundle(forged, forged_cps, [KEY_EVIL])
-    assert verify_bundle(bundle).ok
+    assert verify_bundle(bundle, allow_unsigned_tail=True).ok  # 31..35 are after the newest checkpoint
     pinned = verify_bundle(bundle, public_keys=[KEY_A, KEY_B])
     assert (pinned.reason, pinned.first_bad_seq) == ("UNKNOWN_KEY", 10)
     original = verify(forged, cps, [KEY_A, KEY_B])
@@ -897,3 +905,70 @@ def test_exponent_in_is_the_exponent_pattern(text: bytes) -> None:
 def test_a_replay_command_with_prices_in_its_body_takes_the_fast_path() -> None:
     command = {"modifiedPayload": {"body": '{"unitPrice": 59.0, "qty": 1e-05}'}, "n": 3}
     assert audit._canonical_fast(command) == rfc8785.dumps(command)
+
+
+# --------------------------------------------------------------------------- review s8 findings 3, 7
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(12, 40),
+    every=st.integers(2, 10),
+    data=st.data(),
+    trusted=st.booleans(),
+)
+def test_a_forged_tail_after_a_dropped_checkpoint_is_never_ok(
+    n: int, every: int, data: st.DataObject, trusted: bool
+) -> None:
+    """Finding 3: drop the newest checkpoints of an export, rewrite an event after the one left
+    and re-chain from there: the bundle must not verify, with or without trusted keys, and the
+    first bad seq is the first one no signature covers."""
+    events, cps = make_log(n, every=every, head=True)
+    keep = data.draw(st.integers(0, len(cps) - 1), label="checkpoints kept")
+    kept = cps[:keep]
+    anchored = kept[-1]["seq"] if kept else 0
+    edit = data.draw(st.integers(anchored + 1, n), label="seq rewritten")
+    body = [{k: v for k, v in e.items() if k not in ("prevHash", "hash")} for e in events]
+    body[edit - 1] = {**body[edit - 1], "outcome": "FORGED", "detail": {"reason": "forged"}}
+    forged = chain(body, TENANT)
+    assert forged[: edit - 1] == events[: edit - 1]  # the signed part is untouched
+    bundle = json.loads(json.dumps(make_bundle(forged, kept, [KEY_A, KEY_B])))
+    result = verify_bundle(bundle, [KEY_A, KEY_B] if trusted else None)
+    assert not result.ok, result
+    expected = ("UNANCHORED", 1) if trusted and not kept else ("UNSIGNED_TAIL", anchored + 1)
+    assert (result.reason, result.first_bad_seq) == expected, result
+    if kept:
+        assert result.anchored_seq == anchored
+    # The same bundle with its checkpoints intact verifies; the untouched one too.
+    assert verify_bundle(make_bundle(events, cps, [KEY_A, KEY_B]), [KEY_A, KEY_B]).ok
+    # allow_unsigned_tail is the explicit way to accept the tail (the result says how far it is signed).
+    lenient = verify_bundle(bundle, allow_unsigned_tail=True)
+    assert lenient.ok and lenient.anchored_seq == anchored
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(20, 45), data=st.data(), how=st.sampled_from(["hash", "tenant", "signature_type"]))
+def test_verify_names_the_earliest_bad_seq_when_a_checkpoint_is_malformed_too(
+    n: int, data: st.DataObject, how: str
+) -> None:
+    """Finding 7: an edited event and a malformed checkpoint: the lower seq is reported."""
+    events, cps = make_log(n, every=5, head=True)
+    edit = data.draw(st.integers(1, n), label="seq edited")
+    bad_index = data.draw(st.integers(0, len(cps) - 1), label="checkpoint malformed")
+    events = [dict(e) for e in events]
+    events[edit - 1]["outcome"] = "EDITED"
+    cps = [dict(c) for c in cps]
+    bad = cps[bad_index]
+    if how == "hash":
+        bad["hash"] = bad["hash"].upper()
+    elif how == "tenant":
+        bad["tenantId"] = "other"
+    else:
+        bad["signature"] = 7
+    result = verify(events, cps, [KEY_A, KEY_B])
+    assert not result.ok
+    assert result.first_bad_seq == min(edit, bad["seq"]), (edit, bad["seq"], result)
+    if edit < bad["seq"]:
+        assert result.reason in ("HASH_MISMATCH", "CHECKPOINT_MISMATCH"), result
+    else:
+        assert result.reason in ("MALFORMED", "TENANT_MISMATCH"), result

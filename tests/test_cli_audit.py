@@ -168,3 +168,26 @@ def test_the_installed_command_runs(tmp_path: Path) -> None:
         timeout=60,
     )
     assert bad.returncode == 1 and "seq 3: HASH_MISMATCH" in bad.stdout
+
+
+@pytest.mark.parametrize("with_key", [True, False])
+def test_a_forged_tail_after_a_dropped_checkpoint_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], with_key: bool
+) -> None:
+    """Review finding 3: drop the checkpoint at the head, rewrite seq 27 and re-chain: the
+    events after the newest checkpoint (20) are reported, exit 1, one line, no traceback."""
+    bundle = make_bundle()
+    body = [{k: v for k, v in e.items() if k not in ("prevHash", "hash")} for e in bundle["events"]]
+    body[26]["outcome"] = "FAILED"
+    bundle["events"] = audit.chain(body, TENANT)
+    bundle["checkpoints"] = [c for c in bundle["checkpoints"] if c["seq"] <= 20]
+    path = write(tmp_path, bundle)
+    args = ["audit", "verify", str(path)] + (["--key", audit.public_key_b64(KEY)] if with_key else [])
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"FAILED: {path}: seq 21: UNSIGNED_TAIL: seqs 21..30 come after")
+    assert "(20 of 30 events are under a signed checkpoint)" in captured.out
+    assert captured.err.strip().startswith("moat-nb: UNSIGNED_TAIL:") and "Traceback" not in captured.err
+    assert main([*args, "--json"]) == 1
+    wire = json.loads(capsys.readouterr().out)
+    assert (wire["ok"], wire["reason"], wire["firstBadSeq"]) == (False, "UNSIGNED_TAIL", 21)
