@@ -24,8 +24,12 @@ Guarantees and why:
 * **Checkpoints** ``{tenantId, seq, hash, at, keyId, signature}``: when 100 events have been
   appended since the last one (in the same transaction as the 100th), on demand
   (:meth:`AuditLog.checkpoint`, which every export calls) and at shutdown. Before signing, the
-  events since the previous checkpoint are verified: a signature must never bless a tail that
-  was rewritten in the database (the checkpoint is then not signed and the reason logged).
+  events from the newest checkpoint known to be signed (the anchor file's and those this process
+  committed, signatures checked; not the database rows alone, which whoever writes the file can
+  delete) up to the new one are verified: a signature must never bless a history rewritten in
+  the database (the checkpoint is then not signed, :attr:`AuditLog.refusal` says why, and the
+  reason is logged). An export is verified as its recipient will verify it, and refused (503)
+  when it does not.
 * **The anchor file** outside the database holds every checkpoint again. :meth:`AuditLog.verify`
   reads the file first and the database second (a checkpoint reaches the file only after its
   transaction committed, so the database snapshot includes all the file has) and checks the
@@ -44,6 +48,7 @@ documented limitation); the shutdown checkpoint and the export checkpoint keep t
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import sqlite3
@@ -51,6 +56,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -118,6 +124,68 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class _SignedPoints:
+    """Where the chain is known to have been, per checkpoints validly signed by a trusted key:
+    those of the anchor file and of the database at open, and every one committed since.
+
+    The database alone cannot say that: whoever can write it deletes checkpoint rows and
+    re-chains the events (review finding 1). A signature cannot be forged without the key,
+    and the anchor file keeps the ones the database lost (DESIGN.md section 7), so a new
+    checkpoint is signed only over a chain that passes through these points. Signatures are
+    checked when a point is first used, not at open (thousands of them in a large log)."""
+
+    def __init__(self, tenant_id: str, keys: Mapping[str, str]) -> None:
+        self.tenant_id = tenant_id
+        self.keys = keys
+        self._seqs: list[int] = []  # sorted
+        self._candidates: dict[int, list[dict[str, Any]]] = {}
+        self._valid: dict[int, dict[str, Any]] = {}
+
+    def add(self, cp: Mapping[str, Any]) -> None:
+        seq = cp.get("seq")
+        if type(seq) is not int or seq < 1 or cp.get("tenantId") != self.tenant_id:
+            return
+        if seq not in self._candidates:
+            bisect.insort(self._seqs, seq)
+            self._candidates[seq] = []
+        self._candidates[seq].append(dict(cp))
+
+    def _at(self, seq: int) -> dict[str, Any] | None:
+        """The validly signed checkpoint at ``seq`` (None, and forgotten, if none is)."""
+        if seq in self._valid:
+            return self._valid[seq]
+        for cp in self._candidates.get(seq, ()):
+            if signature_problem(cp, self.keys) is None:
+                self._valid[seq] = cp
+                self._candidates[seq] = [cp]
+                return cp
+        self._candidates.pop(seq, None)
+        self._seqs.remove(seq)
+        return None
+
+    def floor(self, seq: int) -> dict[str, Any] | None:
+        """The newest valid point at or before ``seq``."""
+        for candidate in reversed(self._seqs[: bisect.bisect_right(self._seqs, seq)]):
+            cp = self._at(candidate)
+            if cp is not None:
+                return cp
+        return None
+
+    def ceiling(self, seq: int) -> dict[str, Any] | None:
+        """The oldest valid point after ``seq``."""
+        for candidate in self._seqs[bisect.bisect_right(self._seqs, seq) :]:
+            cp = self._at(candidate)
+            if cp is not None:
+                return cp
+        return None
+
+    def between(self, first: int, last: int) -> list[dict[str, Any]]:
+        """The valid points from ``first`` to ``last`` (inclusive), in seq order."""
+        lo, hi = bisect.bisect_left(self._seqs, first), bisect.bisect_right(self._seqs, last)
+        found = (self._at(seq) for seq in self._seqs[lo:hi])
+        return [cp for cp in found if cp is not None]
+
+
 class AuditLog:
     """One tenant's audit log in a :class:`~moat_nb.sandbox.store.Store`'s file.
 
@@ -148,6 +216,9 @@ class AuditLog:
         self.interval = interval
         self._anchor_lock = threading.Lock()
         self._anchored_rowid = 0
+        self._signed = _SignedPoints(tenant_id, key.trusted)
+        #: Why the last checkpoint was not signed (None after one was): export reports it.
+        self.refusal: audit.VerifyResult | None = None
         with store.transaction() as conn:
             create_tables(conn)
         self._catch_up_anchor()
@@ -191,6 +262,9 @@ class AuditLog:
             if conn.in_transaction:
                 yield conn
                 return
+            # Belt to the BEFORE INSERT triggers' braces: with recursive triggers on, a row that
+            # a REPLACE conflict deletes fires the DELETE triggers (sqlite.org/lang_conflict.html).
+            conn.execute("PRAGMA recursive_triggers = ON")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -265,7 +339,7 @@ class AuditLog:
         )  # fmt: skip
         last_cp = self._last_checkpoint(conn)
         if seq - (0 if last_cp is None else last_cp["seq"]) >= self.interval:
-            self._sign(conn, seq, event["hash"], last_cp)
+            self._sign(conn, seq, event["hash"])  # refused: logged, and the event stands unsigned
         return event
 
     def record(
@@ -297,39 +371,75 @@ class AuditLog:
         ).fetchone()
         return None if row is None else checkpoint_from_row(row)
 
-    def _sign(
-        self, conn: sqlite3.Connection, seq: int, hash_: str, last_cp: Mapping[str, Any] | None
-    ) -> dict[str, Any] | None:
-        """Sign and insert a checkpoint at ``seq`` after verifying the events since ``last_cp``;
-        None (and an error in the log) when they do not verify: a signature would bless them."""
-        start = 1 if last_cp is None else int(last_cp["seq"]) + 1
-        segment = [
-            event_from_row(r)
-            for r in conn.execute(
-                _EVENTS + " AND seq >= ? AND seq <= ? ORDER BY seq",
-                (self.tenant_id, start, seq),
-            )
-        ]
-        result = audit.verify(
-            segment,
-            [] if last_cp is None else [dict(last_cp)],
-            self.key.trusted,
-            tenant_id=self.tenant_id,
-            start_seq=start,
-        )
-        if not result.ok or result.head_hash != hash_ or result.head_seq != seq:
+    def _sign(self, conn: sqlite3.Connection, seq: int, hash_: str) -> dict[str, Any] | None:
+        """Sign and insert a checkpoint at ``seq`` once the chain is shown to pass through every
+        signed point around it (:meth:`_check_before_signing`); None, with :attr:`refusal` set
+        and an error in the log, when it does not: a signature would bless a forgery."""
+        result = self._check_before_signing(conn, seq, hash_)
+        if not result.ok:
+            self.refusal = result
             log.error(
                 "audit log of tenant %s does not verify (%s at seq %s: %s); no checkpoint is signed "
                 "over it: check GET /api/v1/admin/audit/verify",
                 self.tenant_id, result.reason, result.first_bad_seq, result.message,
             )  # fmt: skip
             return None
+        self.refusal = None
         cp = self.key.sign(self.tenant_id, seq, hash_, self.clock())
         conn.execute(
-            f"INSERT OR IGNORE INTO audit_checkpoints ({CHECKPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-            (cp["tenantId"], cp["seq"], cp["hash"], cp["at"], cp["keyId"], cp["signature"]),
-        )
+            f"INSERT INTO audit_checkpoints ({CHECKPOINT_COLUMNS}) SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS "
+            "(SELECT 1 FROM audit_checkpoints WHERE tenant_id = ? AND seq = ? AND key_id = ?)",
+            (cp["tenantId"], cp["seq"], cp["hash"], cp["at"], cp["keyId"], cp["signature"],
+             cp["tenantId"], cp["seq"], cp["keyId"]),
+        )  # fmt: skip
         return cp
+
+    def _check_before_signing(self, conn: sqlite3.Connection, seq: int, hash_: str) -> audit.VerifyResult:
+        """Verify the events from the newest signed point at or before ``seq`` (genesis if none)
+        up to ``seq``, and on to the oldest signed point after it if there is one, so that the
+        chain at ``seq`` is the one those signatures vouch for.
+
+        Incremental (P5, DESIGN.md section 11): the points include every checkpoint this process
+        signed and committed, so an append-time checkpoint reads the last ``interval`` events,
+        not the log. The points come from the anchor file and signatures, not from the rows
+        alone: deleting checkpoint rows and re-chaining the events does not move them."""
+        below = self._signed.floor(seq)
+        above = self._signed.ceiling(seq)
+        start = 1 if below is None else int(below["seq"]) + 1
+        prev = audit.genesis_hash(self.tenant_id) if below is None else below["hash"]
+        end = seq if above is None else int(above["seq"])
+        segment = [
+            event_from_row(r)
+            for r in conn.execute(
+                _EVENTS + " AND seq >= ? AND seq <= ? ORDER BY seq",
+                (self.tenant_id, start, end),
+            )
+        ]
+        result = audit.verify(
+            segment,
+            [] if above is None else [above],
+            self.key.trusted,
+            tenant_id=self.tenant_id,
+            start_seq=start,
+            start_prev_hash=prev,
+        )
+        if not result.ok:
+            return result
+        at = (
+            prev
+            if seq == start - 1
+            else (segment[seq - start]["hash"] if seq - start < len(segment) else None)
+        )
+        if at != hash_ or (result.head_seq or 0) < seq:
+            return replace(
+                result,
+                ok=False,
+                reason="CHECKPOINT_MISMATCH",
+                first_bad_seq=seq,
+                message=f"seq {seq} to be signed has hash {hash_[:12]}..., the signed chain has "
+                f"{str(at)[:12]}...",
+            )
+        return result
 
     def checkpoint(
         self, conn: sqlite3.Connection | None = None, *, at_seq: int | None = None
@@ -358,11 +468,7 @@ class AuditLog:
         ).fetchone()
         if existing is not None:
             return checkpoint_from_row(existing)
-        before = conn.execute(
-            _CHECKPOINTS + " AND seq < ? ORDER BY seq DESC, rowid DESC LIMIT 1",
-            (self.tenant_id, seq),
-        ).fetchone()
-        return self._sign(conn, seq, hash_, None if before is None else checkpoint_from_row(before))
+        return self._sign(conn, seq, hash_)
 
     def anchor_pending(self) -> None:
         """Copy the tenant's committed checkpoints not yet in the anchor file to it (one
@@ -381,7 +487,10 @@ class AuditLog:
                 )
                 if not rows:
                     return
-                self.anchor.append([checkpoint_from_row(r[1:]) for r in rows])
+                committed = [checkpoint_from_row(r[1:]) for r in rows]
+                for cp in committed:  # the next checkpoint is verified from these on
+                    self._signed.add(cp)
+                self.anchor.append(committed)
                 self._anchored_rowid = rows[-1][0]
             except (OSError, sqlite3.Error, MoatError) as exc:
                 log.error("audit checkpoints could not be appended to %s: %s", self.anchor.path, exc)
@@ -392,6 +501,9 @@ class AuditLog:
         with self._anchor_lock:
             in_file, _ = self.anchor.read()
             have = {identity(cp) for cp in in_file}
+            for cp in in_file:
+                if isinstance(cp, dict):
+                    self._signed.add(cp)
             conn = self.store._conn()
             rows = conn.execute(
                 _ALL_CHECKPOINTS + " WHERE tenant_id = ? ORDER BY rowid", (self.tenant_id,)
@@ -399,6 +511,7 @@ class AuditLog:
             missing = []
             for row in rows:
                 cp = checkpoint_from_row(row[1:])
+                self._signed.add(cp)  # used only if validly signed
                 if identity(cp) in have:
                     continue
                 problem = signature_problem(cp, self.key.trusted)
@@ -523,9 +636,11 @@ class AuditLog:
                     },
                     outcome="SUCCESS",
                 )
-                self.checkpoint(conn)
-                if last <= head:
-                    self.checkpoint(conn, at_seq=last)
+                signed = self.checkpoint(conn)
+                if signed is not None and last <= head:
+                    signed = self.checkpoint(conn, at_seq=last)
+                if signed is None:
+                    raise self._tampered("sign the export's checkpoint", self.refusal)
                 events = [
                     event_from_row(r)
                     for r in conn.execute(
@@ -540,9 +655,40 @@ class AuditLog:
                         (self.tenant_id, first - 1, last),
                     )
                 ]
+                # The anchor file's checkpoints of the range too: a row deleted from the
+                # database must not take its evidence out of the bundle (review finding 1).
+                have = {identity(cp) for cp in cps}
+                cps += [cp for cp in self._signed.between(first - 1, last) if identity(cp) not in have]
+                cps.sort(key=lambda cp: cp["seq"])
+                bundle = audit.make_bundle(
+                    events, cps, self.public_keys, tenant_id=self.tenant_id, start_seq=first
+                )
+                # What leaves the platform is checked as its recipient will check it (AUD-10),
+                # against the platform's keys: a bundle that does not verify is refused, and
+                # the AUDIT_EXPORTED event and checkpoint roll back with the transaction.
+                # Linear in the range, as reading it is.
+                result = audit.verify_bundle(bundle, self.key.trusted)
+                if not result.ok:
+                    raise self._tampered("export", result)
         except (sqlite3.Error, RecordError) as exc:
             raise unavailable(exc) from None
-        return audit.make_bundle(events, cps, self.public_keys, tenant_id=self.tenant_id, start_seq=first)
+        return bundle
+
+    def _tampered(self, what: str, result: audit.VerifyResult | None) -> AuditUnavailable:
+        """The 503 for a log that does not verify where the server was about to vouch for it:
+        fail closed rather than sign or export a forgery (DESIGN.md section 7)."""
+        reason = None if result is None else result.reason
+        seq = None if result is None else result.first_bad_seq
+        text = "" if result is None else result.message
+        log.error(
+            "audit log of tenant %s: refused to %s: %s at seq %s: %s", self.tenant_id, what, reason, seq, text
+        )
+        return AuditUnavailable(
+            f"the audit log does not verify ({reason} at seq {seq}), so the server did not {what}",
+            hint="check GET /api/v1/admin/audit/verify and the server log; the database may have been "
+            "edited outside the server",
+            details={"reason": reason, "firstBadSeq": seq},
+        )
 
     def _range(self, conn: sqlite3.Connection, query: AuditQuery, head: int) -> tuple[int | None, int | None]:
         """The first and last seq of an export: ``to`` open means up to the export's own event."""

@@ -38,6 +38,7 @@ __all__ = [
     "event_from_row",
     "identity",
     "read_chain",
+    "schema_problem",
     "tolerant_text",
     "verify_database",
 ]
@@ -82,6 +83,11 @@ CREATE TRIGGER IF NOT EXISTS audit_events_no_update BEFORE UPDATE ON audit_event
 BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_events_no_delete BEFORE DELETE ON audit_events
 BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_events_no_replace BEFORE INSERT ON audit_events
+WHEN EXISTS (SELECT 1 FROM audit_events WHERE event_id = NEW.event_id)
+  OR EXISTS (SELECT 1 FROM audit_events WHERE tenant_id = NEW.tenant_id AND seq = NEW.seq)
+  OR EXISTS (SELECT 1 FROM audit_events WHERE tenant_id = NEW.tenant_id AND prev_hash = NEW.prev_hash)
+BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
     tenant_id  TEXT NOT NULL,
     seq        INTEGER NOT NULL,
@@ -95,7 +101,26 @@ CREATE TRIGGER IF NOT EXISTS audit_checkpoints_no_update BEFORE UPDATE ON audit_
 BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
 BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_checkpoints_no_replace BEFORE INSERT ON audit_checkpoints
+WHEN EXISTS (SELECT 1 FROM audit_checkpoints
+             WHERE tenant_id = NEW.tenant_id AND seq = NEW.seq AND key_id = NEW.key_id)
+BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;
 """
+# Why the BEFORE INSERT triggers: a conflict resolved by REPLACE (INSERT OR REPLACE, REPLACE
+# INTO, ... OR REPLACE) deletes the row in the way without firing DELETE triggers unless
+# recursive_triggers is on (sqlite.org/lang_conflict.html, "REPLACE"), so the UPDATE/DELETE
+# triggers alone left rows rewritable. A BEFORE INSERT trigger runs before any conflict is
+# resolved and refuses a row whose event id, seq or prevHash is taken, whatever the OR clause
+# (an upsert's DO UPDATE and OR IGNORE included): the table only ever gains rows.
+
+
+def _normal_sql(text: str) -> str:
+    return " ".join(text.replace("IF NOT EXISTS ", "").rstrip().rstrip(";").split())
+
+
+#: Each append-only trigger's name and its SQL as sqlite_master keeps it (whitespace folded):
+#: :func:`verify_database` reports a trigger that is gone or was changed.
+TRIGGERS: dict[str, str] = {}
 
 #: The audit columns that make up an event, in the order :func:`event_from_row` reads.
 AUDIT_COLUMNS = (
@@ -117,6 +142,32 @@ def _statements(script: str) -> Iterator[str]:
             if buf.strip():
                 yield buf
             buf = ""
+
+
+for _statement in _statements(SCHEMA):
+    if _statement.lstrip().startswith("CREATE TRIGGER"):
+        TRIGGERS[_statement.split()[5]] = _normal_sql(_statement)
+
+
+def schema_problem(conn: sqlite3.Connection) -> str | None:
+    """Why the audit tables are not append-only any more (a trigger dropped or changed), or
+    None. Whoever can write the file can do that, and then rewrite rows at will; the chain
+    catches most rewrites, this catches the means (DESIGN.md section 7, security.md AUD/SOC-4)."""
+    found = {
+        name: _normal_sql(sql or "")
+        for name, sql in conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name IN "
+            "('audit_events', 'audit_checkpoints')"
+        )
+    }
+    missing = sorted(name for name in TRIGGERS if name not in found)
+    changed = sorted(name for name, sql in TRIGGERS.items() if name in found and found[name] != sql)
+    if not missing and not changed:
+        return None
+    parts = ([f"missing: {', '.join(missing)}"] if missing else []) + (
+        [f"changed: {', '.join(changed)}"] if changed else []
+    )
+    return f"the append-only triggers of the audit tables were edited ({'; '.join(parts)})"
 
 
 def create_tables(conn: sqlite3.Connection) -> None:
@@ -220,7 +271,7 @@ def tolerant_text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def _read_file(path: Path, tenant_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _read_file(path: Path, tenant_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str | None]:
     """:func:`read_chain` over a read-only connection to the file. SQLite's own UTF-8 decoding
     is tried first (a Python ``text_factory`` costs a call per column of every row); only a
     database with invalid UTF-8 in it, which means tampering, is read again tolerantly."""
@@ -229,7 +280,7 @@ def _read_file(path: Path, tenant_id: str) -> tuple[list[dict[str, Any]], list[d
         if tolerant:
             conn.text_factory = tolerant_text
         try:
-            return read_chain(conn, tenant_id)
+            return (*read_chain(conn, tenant_id), schema_problem(conn))
         except sqlite3.OperationalError as exc:
             if tolerant or "decode" not in str(exc):
                 raise
@@ -337,6 +388,15 @@ class AuditQuery:
                 "replay_id IN (SELECT replay_id FROM replays WHERE tenant_id = ? AND requested_by = ?)"
             )
             args.extend([tenant_id, only_requested_by])
+            # ... and of those, not others' reads of the log: an administrator's AUDIT_QUERIED
+            # naming the replay is a record of the review, not a receipt of the replay, and the
+            # person under review must not learn who looked, from where (section 6; security.md
+            # AU-9, AC-5). One's own reads stay visible.
+            clauses.append(
+                "(action NOT IN ('AUDIT_QUERIED', 'AUDIT_EXPORTED', 'AUDIT_DENIED') "
+                "OR json_extract(actor, '$.username') = ?)"
+            )
+            args.append(only_requested_by)
         return " AND ".join(clauses), args
 
     def to_wire(self) -> dict[str, Any]:
@@ -382,8 +442,9 @@ def verify_database(
     try:
         if isinstance(db, sqlite3.Connection):
             events, in_db = read_chain(db, tenant_id)
+            schema = schema_problem(db)
         else:
-            events, in_db = _read_file(Path(db), tenant_id)
+            events, in_db, schema = _read_file(Path(db), tenant_id)
     except (sqlite3.Error, UnicodeDecodeError) as exc:
         return _failure("MALFORMED", None, f"the audit tables cannot be read: {exc}")
     db_ids = {identity(cp) for cp in in_db}
@@ -403,6 +464,10 @@ def verify_database(
             "the checkpoint table was edited",
             result,
         )
+    if schema is not None:
+        # The chain verifies, but the guard rails are down: rows after the newest checkpoint
+        # may have been rewritten without a trace (AUD-2's window), so this is a failure too.
+        return _failure("SCHEMA_EDITED", None, schema, result)
     return result
 
 

@@ -353,7 +353,13 @@ def test_read_own_sees_only_the_events_of_ones_own_replays(sb: SandboxHandle, us
     assert mine["replayId"] in {e["target"]["replayId"] for e in seen}
     assert theirs["replayId"] not in {e["target"]["replayId"] for e in seen}
     everything = events(admin)
-    assert len(seen) == len([e for e in everything if e["target"]["replayId"] in own_ids])
+    receipts = [  # others' reads of the log are not receipts (review finding 6)
+        e
+        for e in everything
+        if e["target"]["replayId"] in own_ids
+        and (not e["action"].startswith("AUDIT_") or e["actor"]["username"] == "operator")
+    ]
+    assert len(seen) == len(receipts)
     record = admin.get(f"/replays/{theirs['replayId']}").json()["auditSeqs"]
     assert events(op, replayId=theirs["replayId"]) == []  # filtering cannot widen the scope
     # ... nor add to another's audit record (found by review): the query is recorded, unlinked.
@@ -367,6 +373,31 @@ def test_read_own_sees_only_the_events_of_ones_own_replays(sb: SandboxHandle, us
     assert refused.status_code == 403
     assert stored(sb)[-1]["action"] == "REPLAY_DENIED" and stored(sb)[-1]["target"]["replayId"] is None
     assert admin.get(f"/replays/{theirs['replayId']}").json()["auditSeqs"] == record
+
+
+def test_read_own_does_not_show_the_requester_who_reviewed_their_replay(
+    sb: SandboxHandle, user: Any, tools: Any
+) -> None:
+    """Review finding 6: an administrator's query naming the operator's replay is in the tenant's
+    log, but not in the operator's own view (section 6: receipts of one's own replays)."""
+    op, admin = user("operator"), user("admin")
+    mine = run(op, tools, sources(op, "dev")[6]["exchangeId"])
+    rid = mine["replayId"]
+    r = admin.get(
+        "/admin/audit",
+        params={"replayId": rid, "actor": "operator"},
+        headers={"User-Agent": "SecOps-Investigation-Console/2.1", "X-Request-Id": "case-4711"},
+    )
+    assert r.status_code == 200
+    review = stored(sb)[-1]
+    assert review["action"] == "AUDIT_QUERIED" and review["target"]["replayId"] == rid  # still audited
+    assert review in events(admin, replayId=rid)
+    seen = events(op, replayId=rid)
+    assert {e["action"] for e in seen} >= {"REPLAY_REQUESTED", "REPLAY_COMPLETED"}
+    assert all(e["actor"]["username"] == "operator" for e in seen if e["action"].startswith("AUDIT_"))
+    assert "case-4711" not in json.dumps(events(op))
+    # One's own reads of one's replay stay visible to oneself.
+    assert any(e["action"] == "AUDIT_QUERIED" for e in events(op, replayId=rid))
 
 
 # --------------------------------------------------------------------------- verify and export

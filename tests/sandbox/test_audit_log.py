@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from moat_nb import audit
 from moat_nb.errors import AuditUnavailable, RecordError, ValidationError
@@ -192,9 +194,16 @@ def test_unique_constraints_make_a_fork_impossible(built: dict[str, Any]) -> Non
     insert = f"INSERT INTO audit_events ({audit_log.AUDIT_COLUMNS}) VALUES ({', '.join('?' * 13)})"
     fork = list(row)
     fork[2], fork[10] = "another-event-id", "f" * 64  # a second event 50
-    with pytest.raises(sqlite3.IntegrityError, match="audit_events.seq"):
+    second_50 = list(fork)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):  # the BEFORE INSERT trigger
         conn.execute(insert, fork)
     fork[1], fork[10] = 10_000, row[10]  # a new seq chained after event 49 as well: a fork
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute(insert, fork)
+    # Without the trigger, the UNIQUE constraints still refuse both.
+    conn.execute("DROP TRIGGER audit_events_no_replace")
+    with pytest.raises(sqlite3.IntegrityError, match="audit_events.seq"):
+        conn.execute(insert, second_50)
     with pytest.raises(sqlite3.IntegrityError, match="prev_hash"):
         conn.execute(insert, fork)
 
@@ -352,7 +361,11 @@ def test_the_anchor_file_catches_a_cut_tail_and_tells_its_limits(tmp_path: Path)
     conn.execute("DROP TRIGGER audit_events_no_delete")
     conn.execute("DELETE FROM audit_events WHERE seq > 120")  # after the last checkpoint (100)
     result = log.verify()
+    assert (result.reason, result.first_bad_seq) == ("SCHEMA_EDITED", None)  # the dropped trigger
+    audit_log.create_tables(conn)  # ... which an attacker puts back
+    result = log.verify()
     assert result.ok and result.head_seq == 120  # the limitation: nothing vouched for 121..130
+    conn.execute("DROP TRIGGER audit_events_no_delete")
     conn.execute("DROP TRIGGER audit_checkpoints_no_delete")
     conn.execute("DELETE FROM audit_events WHERE seq > 90")
     conn.execute("DELETE FROM audit_checkpoints")  # the database copy of the evidence, too
@@ -590,6 +603,7 @@ def test_a_thousand_mutations_of_the_database_are_all_detected(built: dict[str, 
             tenant, first_bad = mutate(conn, rnd, kind)
         except sqlite3.IntegrityError:
             continue  # e.g. a flipped seq that another row already has: the database refused it
+        audit_log.create_tables(conn)  # the triggers back: the chain alone must tell
         if kind.startswith("flip") and audit_log.read_chain(conn, tenant) == untouched[tenant]:
             continue  # a flip that changed nothing a reader can see
         result = verify_database(conn, tenant, built["anchor"], built["keys"])
@@ -611,6 +625,7 @@ def test_a_file_with_bytes_that_are_not_utf8_is_read_and_fails(built: dict[str, 
     conn.execute(
         "UPDATE audit_events SET outcome = CAST(x'ff41' AS TEXT) WHERE tenant_id = 'globex' AND seq = 7"
     )
+    audit_log.create_tables(conn)  # the trigger back: only the bytes are wrong
     target = sqlite3.connect(copy)
     conn.backup(target)
     target.close()
@@ -667,3 +682,213 @@ def test_actions_inventory_is_the_design_list() -> None:
         "REPLAY_ABORTED", "REPLAY_DENIED", "CONTROL_HEADER_REJECTED", "AUDIT_QUERIED", "AUDIT_EXPORTED",
     }  # fmt: skip
     assert set(audit_log.ACTIONS) - design == {"AUDIT_DENIED"} and design <= set(audit_log.ACTIONS)
+
+
+# --------------------------------------------------------------------------- review s8 findings 1, 2, 5
+
+
+def _rewrite_from_genesis(db: Path, tenant: str, seq: int, *, drop_checkpoints: bool) -> None:
+    """A database-only attacker: triggers dropped, event ``seq`` rewritten and every hash of the
+    tenant recomputed from genesis, optionally the checkpoint rows deleted (no key, no anchor)."""
+    conn = raw(db)
+    conn.execute("BEGIN IMMEDIATE")
+    for name in ("audit_events_no_update", "audit_checkpoints_no_delete"):
+        conn.execute(f"DROP TRIGGER {name}")
+    conn.execute(
+        "UPDATE audit_events SET detail = ?, outcome = 'FAILED' WHERE tenant_id = ? AND seq = ?",
+        (json.dumps({"reason": "forged"}), tenant, seq),
+    )
+    _rechain(conn, tenant, 1, None) if drop_checkpoints else _rechain_keep(conn, tenant)
+    audit_log.create_tables(conn)  # the triggers back, to cover the tracks
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def _rechain_keep(conn: sqlite3.Connection, tenant: str) -> None:
+    prev = audit.genesis_hash(tenant)
+    for row in conn.execute(
+        f"SELECT {audit_log.AUDIT_COLUMNS} FROM audit_events WHERE tenant_id = ? ORDER BY seq", (tenant,)
+    ).fetchall():
+        e = audit_log.event_from_row(row)
+        h = audit.event_hash(e, prev)
+        conn.execute(
+            "UPDATE audit_events SET prev_hash = ?, hash = ? WHERE tenant_id = ? AND seq = ?",
+            (prev, h, tenant, e["seq"]),
+        )
+        prev = h
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edit=st.integers(1, 130), drop=st.booleans(), reopen=st.booleans())
+def test_the_server_never_signs_or_exports_a_history_rewritten_in_the_database(
+    tmp_path_factory: pytest.TempPathFactory, edit: int, drop: bool, reopen: bool
+) -> None:
+    """Finding 1: with write access to the database only, rewrite any event (hashes recomputed
+    from genesis), with or without deleting the checkpoint rows, and with the server restarted
+    or not: no checkpoint is signed over the forgery, at the 100th event, on demand, at shutdown
+    or for an export (503), and /verify still names it."""
+    data = tmp_path_factory.mktemp("forged")
+    store = Store(data / "sandbox.db")
+    log = AuditLog.open(store, data, "acme", clock=Clock())
+    rnd = random.Random(edit)
+    for i in range(130):
+        record(log, rnd, i)
+    log.close()  # signs seq 130: checkpoints at 100 and 130, both in the anchor file
+    signed = [c["seq"] for c in log.checkpoints()]
+    assert signed == [100, 130]
+    _rewrite_from_genesis(data / "sandbox.db", "acme", edit, drop_checkpoints=drop)
+    if reopen:
+        log = AuditLog.open(store, data, "acme", clock=Clock())
+    for i in range(130, 235):
+        record(log, rnd, i)  # appends go on, but the 100th after 130 is not signed
+    assert log.checkpoint() is None and log.refusal is not None and not log.refusal.ok
+    log.close()
+    with pytest.raises(AuditUnavailable) as refused:
+        log.export({}, actor=ACTOR, source=SOURCE)
+    assert refused.value.code == "AUDIT_UNAVAILABLE" and "does not verify" in refused.value.message
+    assert [c["seq"] for c in log.checkpoints()] == ([] if drop else signed)
+    assert [c["seq"] for c in log.anchor.read()[0]] == signed
+    assert not log.verify().ok
+    store.close()
+
+
+def test_an_honest_log_still_signs_incrementally_after_a_restart(tmp_path: Path) -> None:
+    """The check before signing starts at the newest signed point (P5): a restart, a key
+    rotation and an export of a range before the head all still sign."""
+    store = Store(tmp_path / "sandbox.db")
+    log = AuditLog.open(store, tmp_path, "acme", clock=Clock())
+    rnd = random.Random(12)
+    for i in range(150):
+        record(log, rnd, i)
+    log = AuditLog.open(store, tmp_path, "acme", clock=Clock())
+    for i in range(150, 230):
+        record(log, rnd, i)
+    assert [c["seq"] for c in log.checkpoints()] == [100, 200]
+    part = log.export({"from": "20", "to": "150"}, actor=ACTOR, source=SOURCE)
+    assert audit.verify_bundle(part, log.public_keys).ok and part["checkpoints"][-1]["seq"] == 150
+    whole = log.export({}, actor=ACTOR, source=SOURCE)
+    assert audit.verify_bundle(whole, log.public_keys).ok
+    assert log.verify().ok
+    store.close()
+
+
+def test_an_export_carries_the_anchored_checkpoints_the_database_lost(tmp_path: Path) -> None:
+    store = Store(tmp_path / "sandbox.db")
+    log = AuditLog.open(store, tmp_path, "acme", clock=Clock())
+    rnd = random.Random(13)
+    for i in range(120):
+        record(log, rnd, i)
+    conn = raw(tmp_path / "sandbox.db")
+    conn.execute("DROP TRIGGER audit_checkpoints_no_delete")
+    conn.execute("DELETE FROM audit_checkpoints")
+    audit_log.create_tables(conn)
+    conn.close()
+    bundle = log.export({}, actor=ACTOR, source=SOURCE)
+    assert [c["seq"] for c in bundle["checkpoints"]] == [100, 121]  # 100 from the anchor file
+    assert audit.verify_bundle(bundle, log.public_keys).ok
+    store.close()
+
+
+REPLACING = (
+    "INSERT OR REPLACE INTO {table} ({columns}) VALUES ({marks})",
+    "REPLACE INTO {table} ({columns}) VALUES ({marks})",
+    "INSERT OR IGNORE INTO {table} ({columns}) VALUES ({marks})",
+    "INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT DO NOTHING",
+)
+
+
+@pytest.mark.parametrize("sql", REPLACING)
+def test_conflict_clauses_cannot_rewrite_or_delete_audit_rows(tmp_path: Path, sql: str) -> None:
+    """Finding 2: through the store's own connection, with the triggers in place, no conflict
+    clause rewrites or deletes a row (REPLACE used to delete the old row without firing the
+    DELETE trigger): every collision on event id, seq, prevHash or a checkpoint's key is refused."""
+    store = Store(tmp_path / "sandbox.db")
+    log = AuditLog.open(store, tmp_path, "acme", clock=Clock())
+    rnd = random.Random(14)
+    for i in range(101):
+        record(log, rnd, i)
+    before = log.events(), log.checkpoints()
+    conn = store._conn()
+    rows = conn.execute(f"SELECT {audit_log.AUDIT_COLUMNS} FROM audit_events ORDER BY seq").fetchall()
+    cols = audit_log.AUDIT_COLUMNS
+    collisions = []
+    for index, value in ((2, rows[0][2]), (1, 101), (10, rows[5][10])):  # event id, seq, prevHash
+        row = list(rows[100])
+        row[2] = f"new-{index}" if index != 2 else value
+        row[1] = 500 + index if index != 1 else value
+        row[10] = "e" * 64 if index != 10 else value
+        row[8] = json.dumps({"reason": "rewritten"})
+        collisions.append(("audit_events", cols, row))
+    cp = before[1][0]
+    collisions.append(
+        (
+            "audit_checkpoints",
+            audit_log.CHECKPOINT_COLUMNS,
+            [cp["tenantId"], cp["seq"], "0" * 64, cp["at"], cp["keyId"], cp["signature"]],
+        )
+    )
+    for table, columns, values in collisions:
+        statement = sql.format(table=table, columns=columns, marks=", ".join("?" * len(values)))
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            with log.transaction() as c:
+                c.execute(statement, values)
+    assert (log.events(), log.checkpoints()) == before
+    assert conn.execute("PRAGMA recursive_triggers").fetchone() == (1,)  # set by the log's transactions
+    assert log.verify().ok
+    store.close()
+
+
+def test_verify_reports_append_only_triggers_dropped_or_changed(tmp_path: Path) -> None:
+    store = Store(tmp_path / "sandbox.db")
+    log = AuditLog.open(store, tmp_path, "acme", clock=Clock())
+    record(log, random.Random(15), 1)
+    conn = raw(tmp_path / "sandbox.db")
+    conn.execute("DROP TRIGGER audit_events_no_replace")
+    result = log.verify()
+    assert (result.ok, result.reason) == (
+        False,
+        "SCHEMA_EDITED",
+    ) and "audit_events_no_replace" in result.message
+    conn.execute("CREATE TRIGGER audit_events_no_replace BEFORE INSERT ON audit_events BEGIN SELECT 1; END")
+    result = log.verify()
+    assert result.reason == "SCHEMA_EDITED" and "changed: audit_events_no_replace" in result.message
+    conn.execute("DROP TRIGGER audit_events_no_replace")
+    audit_log.create_tables(conn)
+    assert log.verify().ok
+    conn.close()
+    store.close()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.integers(1, 200), lines=st.integers(1, 3))
+def test_appending_after_a_torn_anchor_line_cuts_the_fragment(
+    tmp_path_factory: pytest.TempPathFactory, cut: int, lines: int
+) -> None:
+    """Finding 5: a crash tears the file's last line; the next append must not glue its line to
+    the fragment (which made the file read as edited forever after)."""
+    path = tmp_path_factory.mktemp("anchor") / "anchor.jsonl"
+    anchor = AnchorFile(path)
+    cps = [{"tenantId": "acme", "seq": s, "hash": "a" * 64} for s in range(1, lines + 1)]
+    anchor.append(cps)
+    raw_bytes = path.read_bytes()
+    last = raw_bytes.rstrip(b"\n").rfind(b"\n") + 1
+    torn = raw_bytes[: last + min(cut, len(raw_bytes) - last - 1)]  # without its newline
+    path.write_bytes(torn)
+    anchor.append([cps[-1]])  # what AuditLog.open's catch-up does after such a crash
+    values, problems = anchor.read()
+    assert problems == [] and values == cps
+    assert path.read_bytes().endswith(b"\n")
+
+
+def test_a_restart_after_a_torn_anchor_write_verifies(tmp_path: Path) -> None:
+    store = Store(tmp_path / "sandbox.db")
+    log = AuditLog.open(store, tmp_path, "acme", clock=Clock())
+    rnd = random.Random(16)
+    for i in range(100):
+        record(log, rnd, i)
+    log.close()
+    path = tmp_path / audit_log.ANCHOR_FILE
+    path.write_bytes(path.read_bytes()[:40])  # the only line, torn
+    again = AuditLog.open(store, tmp_path, "acme", clock=Clock())
+    assert again.verify().ok and len(path.read_text().splitlines()) == 1
+    store.close()
