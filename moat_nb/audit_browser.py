@@ -8,27 +8,32 @@ same code ``moat-nb audit verify BUNDLE`` runs. A failure names the first bad se
 
 Users with ``audit:read`` see the tenant's log; with ``audit:read-own`` only their own
 replays' events (the server filters); verification needs ``audit:read``. Refusals show inline.
+
+Offline checks trust the keys given as ``public_keys=`` (base64 DER, as the sandbox's
+``keys/audit-public-keys.txt`` lists them), else those in ``MOAT_AUDIT_KEYS``, as ``moat-nb audit
+verify --key`` and ``report verify`` do. With neither, a bundle can only be shown consistent
+with the keys it carries itself, which anyone can make: the verdict then says "signer not
+checked", never PASS (security.md AUD-10).
 """
 
 from __future__ import annotations
 
 import html
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from os import PathLike
-from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
 
 from . import audit as audit_core
 from .client import AuditBundle
-from .errors import MoatError
+from .errors import MoatError, ValidationError
 from .messages import Message, describe_error, message_html
 from .picker import Debouncer
 from .table import Column, DataTable, format_time_cell
 
-__all__ = ["AUDIT_ACTIONS", "AUDIT_COLUMNS", "AuditBrowser", "verification_html"]
+__all__ = ["AUDIT_ACTIONS", "AUDIT_COLUMNS", "AuditBrowser", "trusted_keys", "verification_html"]
 
 #: Section 7's actions, and the sandbox's AUDIT_DENIED (an audit query refused).
 AUDIT_ACTIONS: tuple[str, ...] = (
@@ -70,6 +75,36 @@ def _records(frame: Any) -> list[dict[str, Any]]:
     return out
 
 
+def trusted_keys(public_keys: str | Iterable[str] | Mapping[str, str] | None) -> tuple[list[str] | None, str]:
+    """The keys an offline check trusts and where they came from: ``public_keys`` (a string of
+    keys separated as ``MOAT_AUDIT_KEYS`` separates them, a list, or a mapping keyId -> key)
+    -> ``"argument"``; else ``MOAT_AUDIT_KEYS`` -> ``"environment"``; else ``(None, "bundle")``.
+    Keys given but none in them is refused (BAD_KEY), not read as "use the bundle's own"."""
+    from .report import split_keys, trusted_keys_from_env
+
+    if public_keys is None:
+        return trusted_keys_from_env()
+    if isinstance(public_keys, str):
+        keys = split_keys(public_keys)
+    elif isinstance(public_keys, Mapping):
+        keys = [str(k) for k in public_keys.values()]
+    else:
+        keys = [k for value in public_keys for k in split_keys(str(value))]
+    if not keys:
+        raise ValidationError(
+            "public_keys holds no key",
+            code="BAD_KEY",
+            hint="pass the platform's published audit key (base64 DER), as keys/audit-public-keys.txt "
+            "lists it, or leave public_keys out to use MOAT_AUDIT_KEYS",
+        )
+    for key in keys:
+        try:
+            audit_core.load_public_key(key)
+        except MoatError as exc:
+            raise ValidationError(f"public key {key[:20]!r}: {exc.message}", code="BAD_KEY") from None
+    return keys, "argument"
+
+
 def _normalise(result: Any) -> dict[str, Any]:
     """A server answer (wire dict) or a :class:`moat_nb.audit.VerifyResult` as one dict."""
     if isinstance(result, Mapping) and "first_bad_seq" in result:
@@ -99,10 +134,27 @@ def _normalise(result: Any) -> dict[str, Any]:
     }
 
 
-def verification_html(result: Any, where: str) -> str:
+def verification_html(result: Any, where: str, *, signer_checked: bool = True) -> str:
     """A verification result as a large PASS / FAIL verdict (symbol and word, not colour alone),
-    what was checked, and — on a failure — the first bad seq, the reason and what to do."""
+    what was checked, and — on a failure — the first bad seq, the reason and what to do.
+
+    ``signer_checked=False`` (checked against the bundle's own keys): a consistent bundle is
+    shown as "consistent, signer not checked", not PASS: anyone can chain events and sign them
+    with a key they put in the bundle (AUD-10)."""
     r = _normalise(result)
+    if r["ok"] and not signer_checked:
+        return (
+            "<div class='moat-verdict moat-verdict-warn' role='status'>⚠ CONSISTENT, SIGNER NOT CHECKED — "
+            f"{html.escape(where)}</div>"
+            + message_html(
+                "warn",
+                "The bundle is consistent, but nothing says who signed it.",
+                f"{r['checked']} events and {r['checkpoints'] or 0} checkpoint signature(s) check out "
+                "against the public keys the bundle carries itself, which anyone can make.",
+                "pass public_keys= (the platform's published audit key, keys/audit-public-keys.txt) or set "
+                "MOAT_AUDIT_KEYS, and verify again",
+            )
+        )
     if r["ok"]:
         anchored = (
             f" The newest signed checkpoint vouches for seq {r['anchored_seq']}." if r["anchored_seq"] else ""
@@ -147,9 +199,12 @@ class AuditBrowser(widgets.VBox):
         page_size: int = 15,
         debounce: float = 0.3,
         autoload: bool = True,
+        public_keys: str | Iterable[str] | Mapping[str, str] | None = None,
     ) -> None:
         self.platform = platform
         self.limit = limit
+        #: The keys offline checks trust, and where they came from (:func:`trusted_keys`).
+        self.public_keys, self.keys_from = trusted_keys(public_keys)
         wide = {"description_width": "initial"}
         self.action = widgets.Dropdown(
             options=[("Any action", "")] + [(a, a) for a in AUDIT_ACTIONS], description="Action", style=wide
@@ -261,35 +316,68 @@ class AuditBrowser(widgets.VBox):
         if offline:
             try:
                 bundle = self.platform.audit_bundle()
-                local = bundle.verify()
+                local = bundle.verify(self.public_keys)
             except MoatError as exc:
                 parts.append(describe_error(exc, "export the audit log").html())
             else:
-                self.verification["offline"] = _normalise(local)
+                self.verification["offline"] = self._result(local)
                 parts.append(
-                    verification_html(local, f"an export of {len(bundle.events)} events, checked here")
+                    verification_html(
+                        local,
+                        f"an export of {len(bundle.events)} events, checked here",
+                        signer_checked=self.public_keys is not None,
+                    )
                 )
         self.verdict.value = "".join(parts)
         return self.verification
 
-    def verify_bundle(self, bundle: AuditBundle | Mapping[str, Any] | str | PathLike[str]) -> dict[str, Any]:
-        """Verify an exported bundle offline (an AuditBundle, its dict, or a JSON file) and show it."""
+    def _result(self, result: Any) -> dict[str, Any]:
+        return {
+            **_normalise(result),
+            "keys_from": self.keys_from,
+            "signer_checked": self.public_keys is not None,
+        }
+
+    def verify_bundle(
+        self,
+        bundle: AuditBundle | Mapping[str, Any] | str | PathLike[str],
+        *,
+        public_keys: str | Iterable[str] | Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Verify an exported bundle offline (an AuditBundle, its dict, or a JSON file) and show it.
+
+        Against ``public_keys`` if given, else the browser's keys (see the module docstring).
+        A file is read strictly (:func:`moat_nb.audit.load_bundle`, as ``moat-nb audit verify``
+        reads it): NaN, Infinity or a number beyond the doubles is refused, since the canonical
+        form cannot hold it and a signed null would verify in its place."""
+        keys, keys_from = (
+            (self.public_keys, self.keys_from) if public_keys is None else trusted_keys(public_keys)
+        )
         if isinstance(bundle, str | PathLike):
             try:
-                data = json.loads(Path(bundle).read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
+                data = audit_core.load_bundle(bundle)
+            except (OSError, MoatError) as exc:
+                text = exc.message if isinstance(exc, MoatError) else f"{bundle}: {exc.strerror or exc}"
                 message = Message(
                     "error",
                     "Could not read the bundle.",
-                    str(exc),
-                    "pass the JSON file `moat-nb audit export` wrote",
+                    text,
+                    "pass the JSON file GET /admin/audit/export returned (AuditBundle.save writes one), "
+                    "unchanged",
                 )
                 self.verdict.value = message.html()
+                self.verification = {}
                 return {}
             bundle = AuditBundle(data)
         elif not isinstance(bundle, AuditBundle):
             bundle = AuditBundle(dict(bundle))
-        result = _normalise(bundle.verify())
+        result = {
+            **_normalise(bundle.verify(keys)),
+            "keys_from": keys_from,
+            "signer_checked": keys is not None,
+        }
         self.verification = {"bundle": result}
-        self.verdict.value = verification_html(result, f"a bundle of {len(bundle.events)} events")
+        self.verdict.value = verification_html(
+            result, f"a bundle of {len(bundle.events)} events", signer_checked=keys is not None
+        )
         return result

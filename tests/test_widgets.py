@@ -553,11 +553,11 @@ def test_workbench_shows_tier_refusals_in_words(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- AuditBrowser
 
 
-def test_audit_browser_filters_and_verifies(users: dict[str, Platform]) -> None:
+def test_audit_browser_filters_and_verifies(users: dict[str, Platform], sandbox: Any) -> None:
     admin = users["admin"]
     run = users["operator"].replay(_first(admin, environment="dev"), reason="for the audit browser")
     run.wait()
-    browser = AuditBrowser(admin, page_size=10)
+    browser = AuditBrowser(admin, page_size=10, public_keys=list(sandbox.state.audit.public_keys.values()))
     seqs = [int(r["seq"]) for r in browser.table.rows]
     assert browser.records and seqs == sorted(seqs, reverse=True)  # newest first
     browser.replay_id.value = run.replay_id  # Enter in the field
@@ -580,6 +580,56 @@ def test_audit_browser_filters_and_verifies(users: dict[str, Platform]) -> None:
     assert not verdict["ok"] and verdict["first_bad_seq"] == bad_seq
     words = _text(browser.verdict.value)
     assert "✘ FAIL" in words and f"first bad seq {bad_seq}" in words and "HASH_MISMATCH" in words
+
+
+def test_audit_browser_reads_bundles_strictly_and_names_the_keys_it_trusted(
+    users: dict[str, Platform], sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding 4: a bundle file is read as ``moat-nb audit verify`` reads it (no NaN,
+    Infinity or 1e999 where a signed null was), and without trusted keys no PASS is shown."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from moat_nb import audit
+
+    monkeypatch.delenv("MOAT_AUDIT_KEYS", raising=False)
+    admin = users["admin"]
+    platform_keys = list(sandbox.state.audit.public_keys.values())
+    bundle = admin.audit_bundle().data
+    text = json.dumps(bundle)
+    assert '"client": null' in text
+    browser = AuditBrowser(admin, autoload=False)
+    assert browser.keys_from == "bundle"
+    for token in ("NaN", "1e999", "-Infinity"):
+        path = tmp_path / f"{token}.json"
+        path.write_text(text.replace('"client": null', f'"client": {token}', 1))
+        assert browser.verify_bundle(path, public_keys=platform_keys) == {}
+        words = _text(browser.verdict.value)
+        assert "Could not read the bundle" in words and "PASS" not in words
+    genuine = tmp_path / "genuine.json"
+    genuine.write_text(text)
+    own = browser.verify_bundle(genuine)  # no keys: consistent, signer not checked
+    words = _text(browser.verdict.value)
+    assert own["ok"] and not own["signer_checked"] and "PASS" not in words and "SIGNER NOT CHECKED" in words
+    pinned = browser.verify_bundle(genuine, public_keys=platform_keys)
+    assert pinned["ok"] and pinned["keys_from"] == "argument" and "✔ PASS" in _text(browser.verdict.value)
+    # Re-signed by someone else: consistent with its own key, refused with the platform's.
+    evil = Ed25519PrivateKey.generate()
+    forged = audit.make_bundle(
+        bundle["events"],
+        [
+            audit.sign_checkpoint(evil, None, c["tenantId"], c["seq"], c["hash"], c["at"])
+            for c in bundle["checkpoints"]
+        ],
+        [evil],
+        tenant_id=bundle["tenantId"],
+    )
+    assert "PASS" not in _text((browser.verify_bundle(forged), browser.verdict.value)[1])
+    monkeypatch.setenv("MOAT_AUDIT_KEYS", "\n".join(platform_keys))
+    from_env = AuditBrowser(admin, autoload=False)
+    result = from_env.verify_bundle(forged)
+    assert (result["ok"], result["reason"], result["keys_from"]) == (False, "UNKNOWN_KEY", "environment")
+    with pytest.raises(ValidationError):
+        AuditBrowser(admin, autoload=False, public_keys="  # no key here")
 
 
 def test_audit_browser_for_users_without_audit_read(users: dict[str, Platform]) -> None:
