@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import json
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -59,6 +60,7 @@ __all__ = [
     "redact_payload",
     "redact_patch",
     "secret_names",
+    "redact_uri",
     "canonical_json",
     "payload_sha256",
     "text_sha256",
@@ -530,7 +532,8 @@ def scrub_text(text: str | None, secrets: Iterable[str], mask: Mask) -> str | No
     Redaction finds secrets by name, in headers, properties and JSON bodies; free text has no
     names. An error message or a stack trace may quote the payload (``order {'password':
     'hunter2'}: missing orderId``), so the values that redaction hid elsewhere are looked for
-    here too, as written, JSON-escaped and as Python's repr quotes them; longest first, so a
+    here too, as written, JSON-escaped, as Python's repr quotes them and percent-encoded (an
+    endpoint URI, or an error quoting one, holds a header's value so); longest first, so a
     secret inside another is not half replaced. A short secret (under :data:`ALONE_BELOW`
     characters) only where it stands alone, not inside a longer word or number (a PIN "1234"
     leaves "order 12345" as it is); a longer one wherever it occurs."""
@@ -538,7 +541,13 @@ def scrub_text(text: str | None, secrets: Iterable[str], mask: Mask) -> str | No
         return text
     for secret in sorted(secrets, key=len, reverse=True):
         marker = mask(secret)
-        quoted = (json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1], repr(secret)[1:-1])
+        quoted = (
+            json.dumps(secret)[1:-1],
+            json.dumps(secret, ensure_ascii=False)[1:-1],
+            repr(secret)[1:-1],
+            urllib.parse.quote(secret, safe="", errors="surrogatepass"),
+            urllib.parse.quote_plus(secret, safe="", errors="surrogatepass"),
+        )
         for form in {secret, *quoted}:
             if form not in text:
                 continue
@@ -548,6 +557,66 @@ def scrub_text(text: str | None, secrets: Iterable[str], mask: Mask) -> str | No
                 alone = re.compile(rf"(?<![^\W_]){re.escape(form)}(?![^\W_])")
                 text = alone.sub(lambda _, m=marker: m, text)
     return text
+
+
+#: ``scheme://`` and the authority after it (RFC 3986 3.2): up to the first ``/``, ``?`` or ``#``.
+_URI_AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://([^/?#]*)")
+#: A Camel ``RAW(...)`` / ``RAW{...}`` option value, which may hold ``&`` (Camel's
+#: ``URISupport`` reads it with the same pattern).
+_RAW_VALUE = re.compile(r"RAW(?:\(([^)]*)\)|\{([^}]*)\})")
+
+
+def redact_uri(uri: str | None, mask: Mask) -> str | None:
+    """``uri`` with its secrets masked (section 4 "Secrets"), as Camel's
+    ``URISupport.sanitizeUri`` masks them in its logs but with the same name rule and marker as
+    headers: the value of every query option whose name :func:`is_secret_name` matches
+    (``?apiKey=``, ``&access_token=``, ``password=RAW(...)``), and the password of a
+    ``user:password@`` userinfo (RFC 3986 3.2.1: what follows its first colon must not be shown).
+
+    A ``toD`` step resolves its URI from headers, so a secret header's value reaches the
+    processor's ``endpointUri`` (review finding 1). Values are percent-decoded before they are
+    masked, so a value gets the marker its header has. Markers are left as they are (redacting
+    twice changes nothing), and a URI with nothing to mask is returned as the same object."""
+    if not uri or ("?" not in uri and "@" not in uri):
+        return uri
+    out = uri
+    authority = _URI_AUTHORITY.match(out)
+    if authority is not None and "@" in authority.group(1):
+        userinfo, _, host = authority.group(1).rpartition("@")
+        user, colon, password = userinfo.partition(":")
+        if colon:
+            hidden = mask(urllib.parse.unquote(password))
+            if hidden != password:
+                start, end = authority.span(1)
+                out = f"{out[:start]}{user}:{hidden}@{host}{out[end:]}"
+    base, question, query = out.partition("?")
+    if not question:
+        return out
+    parts: list[str] = []
+    at = 0
+    while at <= len(query):
+        amp = query.find("&", at)
+        name, equals, _ = query[at : len(query) if amp < 0 else amp].partition("=")
+        end = len(query) if amp < 0 else amp
+        if equals:
+            value_at = at + len(name) + 1
+            raw = _RAW_VALUE.match(query, value_at)
+            if raw is not None and (raw.end() == len(query) or query[raw.end()] == "&"):
+                end, value = raw.end(), raw.group(1) if raw.group(1) is not None else raw.group(2)
+            else:
+                value = urllib.parse.unquote(query[value_at:end])
+            if is_secret_name(urllib.parse.unquote(name)):
+                hidden = mask(value)
+                parts.append(f"{name}={hidden}" if isinstance(hidden, str) else query[at:end])
+            else:
+                parts.append(query[at:end])
+        else:
+            parts.append(query[at:end])
+        if end >= len(query):
+            break
+        at = end + 1
+    redacted = "&".join(parts)
+    return out if redacted == query else f"{base}?{redacted}"
 
 
 def redact_mapping(mapping: Mapping[str, Any] | None, mask: Mask) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import re
 
 import jsonpatch
 import pytest
@@ -34,6 +35,7 @@ from moat_nb.payload import (
     redact_mapping,
     redact_patch,
     redact_payload,
+    redact_uri,
     request_sha256,
     scrub_text,
     secret_names,
@@ -512,6 +514,59 @@ def test_secret_names_looks_into_values_and_json_text() -> None:
     assert secret_names('{"a": [{"note": "{\\"secret\\": 1}"}]}') == ["secret"]
     assert secret_names({"Authorization": {"token": "t"}}) == ["Authorization"]  # masked whole
     assert secret_names("password=hunter2") == [] and secret_names({"id": "1"}) == []
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        # A toD's resolved URI (review finding 1): the option is secret-named, the value masked as
+        # the header it came from is (percent-decoded first).
+        ("http://partner/api?apiKey=live-key-1&user=u2", "http://partner/api?apiKey={live-key-1}&user=u2"),
+        (
+            "http://p/a?user=u&access_token=a%2Fb&X-API-Key=k9",
+            "http://p/a?user=u&access_token={a/b}&X-API-Key={k9}",
+        ),
+        (
+            "sql:select 1?dataSource=#ds&password=RAW(se&cr=t)&x=1",
+            "sql:select 1?dataSource=#ds&password={se&cr=t}&x=1",
+        ),
+        ("smtp://mail?username=u&password=RAW{p&w)}", "smtp://mail?username=u&password={p&w)}"),
+        ("kafka:t?clientSecret=&brokers=b", "kafka:t?clientSecret={}&brokers=b"),
+        # userinfo: what follows the first colon (RFC 3986 3.2.1); the user stays.
+        ("https://bob:hunter2@host:8443/x?y=1", "https://bob:{hunter2}@host:8443/x?y=1"),
+        ("ftp://a%40b:p%3Aw@h/", "ftp://a%40b:{p:w}@h/"),
+        # Nothing secret-named: the same text.
+        ("http://customers.internal/api/customers?id=C2", None),
+        ("https://bob@host/x?a=1&&b", None),
+        ("direct:enrich-customer", None),
+        ("mailto:someone@example.org", None),
+        (None, None),
+    ],
+)
+def test_redact_uri_masks_secret_options_and_the_userinfo_password(
+    uri: str | None, expected: str | None
+) -> None:
+    out = redact_uri(uri, MASK)
+    if expected is None:
+        assert out is uri  # untouched, not even copied
+        return
+    want = re.sub(r"\{(.*?)\}(?=&|@|$)", lambda m: fingerprint(KEY, m.group(1)), expected)
+    assert out == want
+    assert redact_uri(out, MASK) == out  # twice changes nothing
+
+
+def test_redact_uri_marks_a_value_as_its_header_is_marked() -> None:
+    headers = redact_mapping({"X-Api-Key": "live-key-0123"}, MASK) or {}
+    uri = redact_uri("http://partner/api/lookup?apiKey=live-key-0123", MASK)
+    assert uri == f"http://partner/api/lookup?apiKey={headers['X-Api-Key']}"
+
+
+def test_scrub_text_finds_a_secret_percent_encoded() -> None:
+    # A header's value copied into an endpoint URI outside a secret-named option arrives encoded.
+    secret = "S3cr3t/key+1 x"
+    text = "http://p/a/S3cr3t%2Fkey%2B1%20x?q=S3cr3t%2Fkey%2B1+x"
+    marker = fingerprint(KEY, secret)
+    assert scrub_text(text, {secret}, MASK) == f"http://p/a/{marker}?q={marker}"
 
 
 @pytest.mark.parametrize(

@@ -68,6 +68,7 @@ from ..payload import (
     collecting,
     redact_body,
     redact_mapping,
+    redact_uri,
     scrub_text,
 )
 from . import encoder
@@ -402,9 +403,12 @@ def redact_chunk(redactor: Redactor, chunk: Chunk, secrets: Iterable[str] = ()) 
     """``chunk`` with every secret replaced by its fingerprint (section 4 "Secrets"): the values
     of secret-named headers and properties, and of secret-named fields of JSON bodies — the
     same rules :mod:`moat_nb.sandbox.replays` applies to the trace stream, so the stored trace
-    and the streamed one agree. Error messages and the stack trace have no names to go by: the
-    values hidden elsewhere in the chunk, and ``secrets`` (a replay's payload secrets), are
-    replaced wherever they occur in them (:func:`~moat_nb.payload.scrub_text`).
+    and the streamed one agree. A processor's ``endpointUri`` has its secret-named query options
+    and its userinfo password masked (:func:`~moat_nb.payload.redact_uri`): a ``toD`` resolves
+    its URI from headers (``?apiKey=${header.X-Api-Key}``). Error messages, the stack trace and
+    the endpoint URIs have no names to go by (or not only): the values hidden elsewhere in the
+    chunk, and ``secrets`` (a replay's payload secrets), are replaced wherever they occur in
+    them (:func:`~moat_nb.payload.scrub_text`).
 
     Cheap where it can be (it was most of a replay's server time): a header map, property map
     or body whose JSON text cannot hold a secret name (:func:`may_hold_secret_names`) is kept
@@ -419,6 +423,7 @@ def redact_chunk(redactor: Redactor, chunk: Chunk, secrets: Iterable[str] = ()) 
     maps: dict[bytes, dict[str, Any]] = {}  # JSON text -> the map to keep (redacted, or the first seen)
     seen: dict[int, dict[str, Any]] = {}  # id of a map of this chunk (alive meanwhile) -> the map to keep
     bodies: dict[str, str | None] = {}
+    uris: dict[str, str | None] = {}
 
     def mapping(values: dict[str, Any] | None) -> dict[str, Any] | None:
         if not values:
@@ -462,6 +467,14 @@ def redact_chunk(redactor: Redactor, chunk: Chunk, secrets: Iterable[str] = ()) 
         # The record's own text when redaction left it equal (the cache holds the first one).
         return text if kept == text else kept
 
+    def uri(text: str | None) -> str | None:
+        if not isinstance(text, str):
+            return text  # the store's field check refuses what is not a string or null
+        kept = uris.get(text)
+        if kept is None:
+            kept = uris[text] = redact_uri(text, mask)
+        return text if kept == text else kept
+
     def processor(p: ProcessorRecord) -> ProcessorRecord:
         fields = (
             mapping(p.input_headers),
@@ -470,6 +483,7 @@ def redact_chunk(redactor: Redactor, chunk: Chunk, secrets: Iterable[str] = ()) 
             mapping(p.properties),
             body(p.input_body),
             body(p.output_body),
+            uri(p.endpoint_uri),
         )
         if (
             fields[0] is p.input_headers
@@ -478,6 +492,7 @@ def redact_chunk(redactor: Redactor, chunk: Chunk, secrets: Iterable[str] = ()) 
             and fields[3] is p.properties
             and fields[4] is p.input_body
             and fields[5] is p.output_body
+            and fields[6] is p.endpoint_uri
         ):
             return p
         return p._evolve(
@@ -487,6 +502,7 @@ def redact_chunk(redactor: Redactor, chunk: Chunk, secrets: Iterable[str] = ()) 
             properties=fields[3],
             input_body=fields[4],
             output_body=fields[5],
+            endpoint_uri=fields[6],
         )
 
     execution: Execution | None = chunk.execution
@@ -502,12 +518,21 @@ def redact_chunk(redactor: Redactor, chunk: Chunk, secrets: Iterable[str] = ()) 
             processors=None if execution.processors is None else tuple(map(processor, execution.processors)),
         )
     processors = tuple(map(processor, chunk.processors))
-    if found:  # all the chunk's secrets are known now: look for them in its error texts
+    if found:  # all the chunk's secrets are known now: look for them in its free texts
         plain = redactor.value
 
         def scrubbed(p: ProcessorRecord) -> ProcessorRecord:
             text = scrub_text(p.error_message, found, plain)
-            return p if text == p.error_message else p._evolve(error_message=text)
+            # A secret taken from a header need not sit under a secret option name in the URI
+            # (``/lookup/${header.X-Api-Key}``, ``?key=...``): its value is looked for too.
+            endpoint = (
+                scrub_text(p.endpoint_uri, found, plain)
+                if isinstance(p.endpoint_uri, str)
+                else p.endpoint_uri
+            )
+            if text == p.error_message and endpoint == p.endpoint_uri:
+                return p
+            return p._evolve(error_message=text, endpoint_uri=endpoint)
 
         processors = tuple(map(scrubbed, processors))
         if execution is not None:

@@ -377,6 +377,69 @@ def test_a_secret_quoted_by_the_routes_error_message_stays_hidden(
             assert secret.encode() not in path.read_bytes()
 
 
+#: A user's app whose ``toD`` puts a secret header into its URI, as Camel routes that call a
+#: partner API often do (review finding 1).
+_URI_ROUTES = """\
+- route:
+    id: lookup
+    from:
+      uri: "platform-http:/api/lookup"
+      steps:
+        - toD:
+            id: call-partner
+            uri: "http://partner.example/api/lookup?apiKey=${header.X-Api-Key}&user=${header.user}"
+        - setBody:
+            id: done
+            constant: "ok"
+"""
+_URI_BEANS = """\
+BEANS = {}
+def sample_payload(rng, i):
+    headers = {"X-Api-Key": "recorded-partner-key-0123", "user": "u%d" % i}
+    return {"headers": headers, "body": "{}", "properties": {}}
+"""
+
+
+def test_a_secret_header_resolved_into_an_endpoint_uri_stays_hidden(tmp_path: Path, tools: Any) -> None:
+    """The recorded trace, the replay's SSE events and its stored trace show the endpoint URI
+    with the header's fingerprint, never the real key (section 4 "Secrets")."""
+    app = tmp_path / "uri-app"
+    app.mkdir()
+    (app / "routes.yaml").write_text(_URI_ROUTES, encoding="utf-8")
+    (app / "beans.py").write_text(_URI_BEANS, encoding="utf-8")
+    handle = start(app=app, data=tmp_path / "data", per_env=2, seed=1)
+    try:
+        op = tools.user_client(handle, "operator")
+        source = tools.source_exchange(op, "dev")
+        recorded = detail(op, source["executionId"])
+        call = next(p for p in flat(recorded["processors"]) if p["processorId"] == "call-partner")
+        marker = handle.state.redactor.value("recorded-partner-key-0123")
+        assert recorded["inputHeaders"]["X-Api-Key"] == marker
+        assert call["endpointUri"].startswith(f"http://partner.example/api/lookup?apiKey={marker}&user=u")
+        new = "replayed-partner-key-" + uuid.uuid4().hex
+        replay = replay_done(
+            op, tools, source["exchangeId"], modifiedPayload={"headers": {"X-Api-Key": new, "user": "u0"}}
+        )
+        assert replay["status"] == "COMPLETED", replay
+        with op.stream("GET", f"/replays/{replay['replayId']}/events") as r:
+            raw = r.read()
+        status, events = read_events(op, replay["replayId"])
+        assert status == 200
+        streamed = next(d for _, k, d in events if k == "processor" and d["processorId"] == "call-partner")
+        new_marker = handle.state.redactor.value(new)
+        assert streamed["endpointUri"] == f"http://partner.example/api/lookup?apiKey={new_marker}&user=u0"
+        assert new.encode() not in raw
+        assert new not in json.dumps(detail(op, replay["resultExecutionId"]))
+        db = Path(handle.state.store.path)
+        for path in (db, db.with_name(db.name + "-wal")):
+            if path.exists():
+                data = path.read_bytes()
+                assert new.encode() not in data and b"recorded-partner-key-0123" not in data
+        op.close()
+    finally:
+        handle.stop()
+
+
 def test_disconnecting_never_stops_a_replay(sb: SandboxHandle, user: Any, tools: Any) -> None:
     op = user("operator")
     for hit in sources(op, "staging", 4):

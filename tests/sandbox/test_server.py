@@ -444,6 +444,38 @@ def test_execution_detail_has_the_processor_tree_with_secrets_redacted(sb: Sandb
     assert SECRET.encode() not in raw and b"hunter2" not in raw
 
 
+def test_endpoint_uris_are_stored_and_served_with_their_secrets_masked(sb: Sandbox) -> None:
+    """A toD's resolved URI carries header values (review finding 1): a secret-named query
+    option, a userinfo password and a secret header's value elsewhere in the URI are stored and
+    served as the header's fingerprint (section 4 "Secrets"), never in clear."""
+    key, pw = "live-partner-key-0123456789", "db-pw-5678"
+    chunk = make_chunk("exec-uri-1", "ex-uri-1", headers={"X-Api-Key": key, "user": "u2"})
+    uris = [
+        f"http://partner.example/api/lookup?apiKey={key}&user=u2",
+        f"https://svc:{pw}@partner.example/keys/{key}",
+    ]
+    for record, uri in zip(chunk["processors"], uris, strict=True):
+        record["endpointUri"] = uri
+    assert sb.post_chunk("dev", chunk).status_code == 202
+    r = sb.http.get("/executions/exec-uri-1", headers=sb.auth("analyst"))
+    assert r.status_code == 200, r.text
+    [root] = r.json()["processors"]
+    marker = root["inputHeaders"]["X-Api-Key"]
+    assert marker == sb.state.redactor.value(key)
+    assert root["endpointUri"] == f"http://partner.example/api/lookup?apiKey={marker}&user=u2"
+    assert root["children"][0]["endpointUri"] == (
+        f"https://svc:{sb.state.redactor.value(pw)}@partner.example/keys/{marker}"
+    )
+    snapshot = sb.http.get("/executions/exec-uri-1/processors/2/snapshot", headers=sb.auth("analyst"))
+    assert snapshot.status_code == 200 and key not in snapshot.text and pw not in snapshot.text
+    assert key not in r.text and pw not in r.text
+    db = sb.state.data_dir / "sandbox.db"
+    for path in (db, db.with_name(db.name + "-wal")):  # the chunk is likely in the WAL still
+        if path.exists():
+            raw = path.read_bytes()
+            assert key.encode() not in raw and pw.encode() not in raw
+
+
 def test_execution_errors(sb: Sandbox) -> None:
     assert refusal(sb.http.get("/executions/nope", headers=sb.auth("analyst"))) == (404, "NOT_FOUND")
     assert refusal(sb.http.get("/executions/" + "a" * 129, headers=sb.auth("analyst"))) == (400, "BAD_ID")
