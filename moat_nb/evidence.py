@@ -24,7 +24,8 @@ Parameters (papermill; all strings, DESIGN.md section 9)
 
 Evidence (``evidence.json``, :data:`EVIDENCE_FORMAT`)
     ``parameters``; ``source`` and ``replay`` (ids, environments, versions, statuses);
-    ``hashes`` (``effectivePayloadSha256`` as the server computed it over the real payload,
+    ``hashes`` (``effectivePayloadSha256`` as the server computed it over the effective
+    payload with its secrets as their keyed fingerprints,
     ``outputBodySha256`` computed here from the stored output and the server's, and whether
     they agree with the audited events); ``output`` (the replay's result: status, error, body,
     headers, properties); ``trace`` (every processor's entry and the maps they put out,
@@ -745,8 +746,10 @@ def build_evidence(
             "platformOutputBodySha256": result.get("outputBodySha256"),
             "traceSha256": trace_sha256(trace),
             "algorithm": "SHA-256; trace: of the RFC 8785 JSON of `trace`; "
-            "payload: of the RFC 8785 JSON of the effective payload (computed by "
-            "the platform over the real values); output: of the output body's UTF-8 bytes",
+            "payload: of the RFC 8785 JSON of the effective payload with its secrets as "
+            "their [REDACTED:...] fingerprints, as stored (computed by the platform; a "
+            "REPLAY_REQUESTED event without effectivePayloadHashVersion 2 was over the real "
+            "values); output: of the output body's UTF-8 bytes",
         },
         "output": Subject.of_execution(replay).to_wire(),
         # Every processor's place, status and output hashes; with the outputs the expectations

@@ -12,7 +12,9 @@
   without a dictionary attack on low-entropy values (reference/security.md section 6). The
   redacting functions take a *mask* (value -> marker): :func:`masker` builds one from a key,
   and the server hands in its ``security.Redactor.value``; this module never reads a key.
-* :func:`payload_sha256`: SHA-256 over the RFC 8785 (JCS) canonical JSON of a payload.
+* :func:`payload_sha256`: SHA-256 over the RFC 8785 (JCS) canonical JSON of a payload;
+  :func:`effective_payload_sha256` over a replay's effective payload with its secrets as their
+  fingerprints (the ``effectivePayloadSha256`` a replay publishes).
 
 The wire form of a payload is ``{"headers": {...}, "body": "..." | null, "properties": {...}}``;
 JSON Pointers in patches are over that object (``/headers/X-Trace``, ``/body``, ...).
@@ -63,6 +65,8 @@ __all__ = [
     "redact_uri",
     "canonical_json",
     "payload_sha256",
+    "effective_payload_sha256",
+    "EFFECTIVE_HASH_VERSION",
     "text_sha256",
     "map_sha256",
     "trace_digest",
@@ -267,6 +271,27 @@ def apply_patch(payload: Payload, patch: Sequence[Mapping[str, Any]]) -> Payload
 def payload_sha256(payload: Payload) -> str:
     """Hex SHA-256 of the JCS canonical JSON of the payload's wire form."""
     return hashlib.sha256(canonical_json(payload.to_wire())).hexdigest()
+
+
+#: The version of :func:`effective_payload_sha256` the platform writes beside its hash in the
+#: ``REPLAY_REQUESTED`` audit event (``effectivePayloadHashVersion``): 1 (no version written)
+#: hashed the real secret values; 2 hashes their fingerprints.
+EFFECTIVE_HASH_VERSION = 2
+
+
+def effective_payload_sha256(payload: Payload, mask: Mask) -> str:
+    """Hex SHA-256 of the JCS canonical JSON of a replay's effective payload with every secret
+    replaced by ``mask`` (the server's keyed fingerprint, :func:`redact_payload`): the
+    ``effectivePayloadSha256`` of the Replay and its ``REPLAY_REQUESTED`` event.
+
+    Why not over the real values: the hash is published beside the redacted payload diff, and
+    the original payload is readable by every ``executions:read`` user, so the only unknowns of
+    the hashed document would be the secrets, and a short one (a PIN, a word) falls to a
+    dictionary search (security review finding 2; reference/security.md section 6). Through
+    the keyed fingerprint the hash still changes when a secret changes, but reveals nothing
+    without the server key. A stored payload holds fingerprints already (they are left as they
+    are), so a replay as recorded hashes as its source's stored payload does."""
+    return payload_sha256(redact_payload(payload, mask))
 
 
 #: What a secret value is replaced by in :func:`request_sha256` (a constant: the hash must be

@@ -64,12 +64,13 @@ from ..errors import (
 )
 from ..model import Chunk, Execution, check_id, format_time
 from ..payload import (
+    EFFECTIVE_HASH_VERSION,
     REQUEST_HASH_VERSION,
     effective_payload,
+    effective_payload_sha256,
     map_sha256,
     payload_diff,
     payload_secrets,
-    payload_sha256,
     redact_patch,
     request_sha256,
     scrub_text,
@@ -617,7 +618,9 @@ class ReplayService:
             agent_id=agent.instance_id,
             target_environment=agent.environment_id,
             diff=diff,
-            effective_sha=payload_sha256(effective),
+            # Over the secrets' fingerprints, not their values: published beside the redacted
+            # diff, a plain hash would let a reader search for short secrets (section 4).
+            effective_sha=effective_payload_sha256(effective, self.state.redactor.value),
             info=info,
         )
         if secrets:
@@ -701,6 +704,7 @@ class ReplayService:
                         "targetEnvironment": f.target_environment,
                         "sourceExecutionId": f.source.execution_id,
                         "effectivePayloadSha256": f.effective_sha,
+                        "effectivePayloadHashVersion": EFFECTIVE_HASH_VERSION,
                         # Beyond section 7's list: the request's modifiedPayload, secrets hidden,
                         # hashed so that a report's claimed payload can be checked offline.
                         "modifiedPayloadSha256": request_sha256(_mapping(f.req.raw.get("modifiedPayload"))),

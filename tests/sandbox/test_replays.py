@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -33,8 +34,8 @@ from moat_nb import audit
 from moat_nb.diff import diff
 from moat_nb.errors import ValidationError
 from moat_nb.model import Execution, Payload, parse_time
+from moat_nb.payload import effective_payload_sha256, trace_digest, trace_sha256
 from moat_nb.payload import is_secret_name as payload_is_secret_name
-from moat_nb.payload import trace_digest, trace_sha256
 from moat_nb.sandbox import start
 from moat_nb.sandbox.agent import AgentConfig, chunks_of
 from moat_nb.sandbox.apps.orders import APP
@@ -350,6 +351,55 @@ def test_modified_body_takes_another_branch_and_secrets_stay_hidden(
     for path in (db, db.with_name(db.name + "-wal")):
         if path.exists():
             assert secret.encode() not in path.read_bytes()
+
+
+def test_effective_payload_hash_is_over_fingerprints_and_tells_no_secret(
+    sb: SandboxHandle, user: Any, tools: Any
+) -> None:
+    """effectivePayloadSha256 sits beside the redacted diff, and the original payload is
+    readable by any viewer: over the real values, a short secret was found by trying PINs
+    (security review finding 2). It is over the fingerprints, so it still changes with the
+    secret but cannot be searched without the server key."""
+    operator = user("operator")
+    source = detail(operator, sources(operator, "dev")[20]["executionId"])
+    original = Payload(
+        headers=source["inputHeaders"], body=source["inputBody"], properties=source["inputProperties"] or {}
+    )
+
+    def requested(pin: str) -> tuple[dict[str, Any], Payload]:
+        modified = {
+            "headers": {**original.headers, "X-Api-Key": pin},
+            "properties": {"dbPassword": "sunshine"},
+        }
+        replay = replay_done(operator, tools, source["exchangeId"], modifiedPayload=modified)
+        return replay, Payload(
+            headers=modified["headers"], body=original.body, properties=modified["properties"]
+        )
+
+    replay, effective = requested("4711")
+    published = replay["effectivePayloadSha256"]
+    real = hashlib.sha256(rfc8785.dumps(effective.to_wire())).hexdigest()
+    assert published != real
+    assert published == effective_payload_sha256(effective, sb.state.redactor.value)
+    [event] = [
+        e for e in sb.state.replays.audit_events(replay["replayId"]) if e["action"] == "REPLAY_REQUESTED"
+    ]
+    assert event["detail"]["effectivePayloadSha256"] == published
+    assert event["detail"]["effectivePayloadHashVersion"] == 2
+    # The dictionary search of the review finds nothing.
+    for pin in ("4710", "4711", "4712"):
+        guess = Payload(
+            headers={**effective.headers, "X-Api-Key": pin},
+            body=effective.body,
+            properties=effective.properties,
+        )
+        assert hashlib.sha256(rfc8785.dumps(guess.to_wire())).hexdigest() != published
+    # Another secret, another hash; the same one, the same hash.
+    assert requested("4712")[0]["effectivePayloadSha256"] != published
+    assert requested("4711")[0]["effectivePayloadSha256"] == published
+    # A replay as recorded hashes as the stored payload (fingerprints already) does.
+    plain = replay_done(operator, tools, source["exchangeId"])
+    assert plain["effectivePayloadSha256"] == hashlib.sha256(rfc8785.dumps(original.to_wire())).hexdigest()
 
 
 def test_a_secret_quoted_by_the_routes_error_message_stays_hidden(
