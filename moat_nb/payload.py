@@ -1,7 +1,8 @@
 """Start payloads of replays (DESIGN.md sections 3 and 4): pure, no I/O.
 
 * :func:`parse_modified_payload` reads the ``modifiedPayload`` of ``POST /replays`` strictly:
-  shape, header names and values without CR/LF/NUL, and no Camel control headers.
+  no Camel control headers (checked first, :func:`refuse_control_headers`), shape, header names
+  and values without CR/LF/NUL.
 * :func:`effective_payload` applies it (a present part replaces the original's part whole,
   :meth:`moat_nb.model.ModifiedPayload.apply`).
 * :func:`payload_diff` is the RFC 6902 JSON Patch from the original to the effective payload
@@ -46,6 +47,7 @@ __all__ = [
     "REDACTED_PATTERN",
     "is_control_header",
     "control_headers",
+    "refuse_control_headers",
     "check_header_field",
     "parse_modified_payload",
     "effective_payload",
@@ -95,6 +97,35 @@ def is_control_header(name: str) -> bool:
 def control_headers(headers: Mapping[str, Any] | None) -> list[str]:
     """The names in ``headers`` that are Camel control headers, in their order."""
     return [name for name in (headers or {}) if is_control_header(name)]
+
+
+#: How many refused names, and how much of each, a ``CONTROL_HEADER`` refusal quotes (its
+#: message and the audit event): a 1 MiB request could otherwise write a 1 MiB audit record.
+_QUOTED_NAMES = 50
+_QUOTED_NAME_CHARS = 200
+
+
+def refuse_control_headers(headers: Any) -> None:
+    """Raise :class:`ControlHeaderRejected` (``CONTROL_HEADER``, ``details.headers`` naming the
+    refused headers) when ``headers`` is a mapping with a Camel control header name.
+
+    Only the names count, so this runs before any other check of the request: section 4 says
+    such an attempt is refused *and audited*, and an audit that a stray CR/LF, an empty
+    ``reason`` or an unknown field could skip would let a prober leave no trace (security
+    review finding 3)."""
+    if not isinstance(headers, Mapping):
+        return
+    refused = [name for name in headers if isinstance(name, str) and is_control_header(name)]
+    if refused:
+        quoted = [name[:_QUOTED_NAME_CHARS] for name in refused[:_QUOTED_NAMES]]
+        more = f" and {len(refused) - len(quoted)} more" if len(refused) > len(quoted) else ""
+        raise ControlHeaderRejected(
+            f"modifiedPayload sets Camel control header(s) {quoted}{more}: headers whose name "
+            "starts with 'camel' or 'org.apache.camel' (any case) steer Camel components "
+            "and cannot be set by a replay",
+            hint="remove these headers from modifiedPayload.headers",
+            details={"headers": quoted, "count": len(refused)},
+        )
 
 
 # --------------------------------------------------------------------------- reading modifiedPayload
@@ -159,6 +190,7 @@ def parse_modified_payload(data: Any) -> ModifiedPayload:
             hint='send {"headers": {...}, "body": "...", "properties": {...}}, each key optional',
             details={"field": "modifiedPayload"},
         )
+    refuse_control_headers(data.get("headers"))  # first: refused and audited whatever the rest
     unknown = sorted(set(data) - set(_PARTS))
     if unknown:
         raise ValidationError(
@@ -182,15 +214,6 @@ def parse_modified_payload(data: Any) -> ModifiedPayload:
     if headers is not None:
         for name, value in headers.items():
             check_header_field(name, value)
-        refused = control_headers(headers)
-        if refused:
-            raise ControlHeaderRejected(
-                f"modifiedPayload sets Camel control header(s) {refused}: headers whose name "
-                "starts with 'camel' or 'org.apache.camel' (any case) steer Camel components "
-                "and cannot be set by a replay",
-                hint="remove these headers from modifiedPayload.headers",
-                details={"headers": refused},
-            )
     return ModifiedPayload(
         headers=None if headers is None else dict(headers),
         body=body,

@@ -240,6 +240,11 @@ def test_parse_modified_payload_shapes() -> None:
         ({"headers": {"a": "1\x002"}}, "BAD_HEADER"),
         ({"headers": {"a": ["ok", "bad\r"]}}, "BAD_HEADER"),
         ({"headers": {"": "1"}}, "BAD_HEADER"),
+        # A control header is the refusal whatever else is wrong (it is the one that is
+        # audited; security review finding 3).
+        ({"headers": {"a\r\nX-Evil": "1", "CamelHttpUri": "x"}}, "CONTROL_HEADER"),
+        ({"headers": {"CamelHttpUri": "x\r\n"}}, "CONTROL_HEADER"),
+        ({"headers": {"CamelHttpUri": "x"}, "body": 3, "cookies": {}}, "CONTROL_HEADER"),
     ],
 )
 def test_parse_modified_payload_refuses(data: object, code: str) -> None:

@@ -32,7 +32,7 @@ from starlette.responses import JSONResponse, Response
 from .. import audit
 from ..errors import AuditUnavailable, RecordError, ValidationError
 from ..model import REPLAY_STATUSES, ModifiedPayload, check_id
-from ..payload import Mask, parse_modified_payload, redact_mapping
+from ..payload import Mask, parse_modified_payload, redact_mapping, refuse_control_headers
 from .bodies import read_json
 from .openapi import USER, Operation, needs, ref
 from .replay_tables import dumps
@@ -137,6 +137,7 @@ class ReplayRequest:
         """Validate the body (400); control headers raise :class:`ControlHeaderRejected`."""
         if not isinstance(body, Mapping):
             raise ValidationError("the body of POST /replays must be a JSON object")
+        screen_control_headers(body)
         unknown = sorted(set(body) - REQUEST_KEYS)
         if unknown:
             raise ValidationError(
@@ -158,7 +159,6 @@ class ReplayRequest:
                 hint="the reason goes into the audit record of the replay",
                 details={"field": "reason"},
             )
-        # The payload first: a control header in it is refused (and audited) whatever the rest.
         modified = parse_modified_payload(body.get("modifiedPayload"))
         client = body.get("client")
         if client is not None and not isinstance(client, str | Mapping):
@@ -185,6 +185,27 @@ class ReplayRequest:
     def fingerprint(self) -> str:
         """SHA-256 over the JCS of the body: "the same body" for idempotency (section 4)."""
         return hashlib.sha256(audit.canonical_json(dict(self.raw))).hexdigest()
+
+
+def screen_control_headers(body: Any) -> None:
+    """Raise :class:`ControlHeaderRejected` when the ``POST /replays`` body's
+    ``modifiedPayload.headers`` names a Camel control header, whatever else the request gets
+    wrong: section 4 refuses such an attempt *and audits it*, and only this refusal is audited,
+    so it must come before every other check of the request, the ``Idempotency-Key`` included
+    (security review finding 3)."""
+    modified = body.get("modifiedPayload") if isinstance(body, Mapping) else None
+    if isinstance(modified, Mapping):
+        refuse_control_headers(modified.get("headers"))
+
+
+def audit_source_id(body: Any) -> str | None:
+    """The body's ``sourceExchangeId`` when it is a valid id, for the audit target of a refused
+    request (which may have failed on it: it must not carry anything the record cannot hold)."""
+    value = body.get("sourceExchangeId") if isinstance(body, Mapping) else None
+    try:
+        return check_id(value, "sourceExchangeId")
+    except RecordError:
+        return None
 
 
 def _canonical(value: Any) -> bytes | None:
@@ -383,11 +404,12 @@ def replay_operations(state: SandboxState) -> list[Operation]:
     async def post_replay(request: Request, principal: Principal | None) -> Response:
         assert principal is not None
         svc = service()
-        key = check_idempotency_key(request.headers.get("idempotency-key"))
+        # The body before the Idempotency-Key: a control header in it is refused and audited
+        # whatever else is wrong (section 4), the key included; create() checks the key next.
         body = await read_json(request, limit=state.config.max_body)
         client = body.get("client") if isinstance(body, Mapping) else None
         info = RequestInfo.of(request, recordable_client(client, state.redactor.value))
-        replay, made = await svc.create(principal, body, key, info)
+        replay, made = await svc.create(principal, body, request.headers.get("idempotency-key"), info)
         headers = {"Location": f"/api/v1/replays/{replay['replayId']}", "Cache-Control": "no-store"}
         if not made:
             headers["Idempotent-Replayed"] = "true"

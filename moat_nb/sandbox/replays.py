@@ -81,7 +81,14 @@ from .audit_log import NO_SOURCE
 from .camel.endpoints import LOCAL_SCHEMES, uri_scheme
 from .encoder import dumps_text
 from .preflight import preflight
-from .replay_api import ReplayRequest, RequestInfo, actor_of
+from .replay_api import (
+    ReplayRequest,
+    RequestInfo,
+    actor_of,
+    audit_source_id,
+    check_idempotency_key,
+    screen_control_headers,
+)
 from .replay_tables import (
     REPLAY_COLUMNS,
     claim_key,
@@ -509,11 +516,12 @@ class ReplayService:
         return self.get(found[1])
 
     async def create(
-        self, principal: Principal, body: Any, key: str, info: RequestInfo
+        self, principal: Principal, body: Any, key_header: str | None, info: RequestInfo
     ) -> tuple[dict[str, Any], bool]:
         """``POST /replays``: the Replay, and whether it was made now (False: an idempotent retry).
 
-        Order (server-seams.md): validate (control headers refused and audited) -> an earlier
+        Order (server-seams.md): control headers (refused and audited, before anything else
+        is checked) -> the ``Idempotency-Key`` header (``key_header``) -> validate -> an earlier
         replay under this key -> the permissions that do not depend on environments -> source
         execution (404) -> target agent (503) -> permissions from stored environments (403,
         audited) -> one transaction: idempotency claim, replay row, status event, REPLAY_REQUESTED
@@ -522,15 +530,16 @@ class ReplayService:
         self.bind_loop()
         self._last_activity = time.monotonic()
         try:
+            screen_control_headers(body)  # first (section 4; review finding 3)
+            key = check_idempotency_key(key_header)
             req = ReplayRequest.parse(body)
         except ControlHeaderRejected as exc:
-            source_id = body.get("sourceExchangeId") if isinstance(body, Mapping) else None
             await run_in_threadpool(
                 self.audit_standalone,
                 "CONTROL_HEADER_REJECTED",
                 actor=actor_of(principal),
                 source=info.to_wire(),
-                target={"sourceExchangeId": source_id if isinstance(source_id, str) else None},
+                target={"sourceExchangeId": audit_source_id(body)},
                 detail={"headers": exc.details.get("headers", []), "reason": exc.message},
                 outcome="REJECTED",
             )

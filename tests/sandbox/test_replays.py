@@ -1304,6 +1304,42 @@ def test_control_headers_are_refused_and_audited(
     assert r.status_code == 400 and "client" in r.json()["message"]
 
 
+@pytest.mark.parametrize(
+    ("case", "body", "headers"),
+    [
+        ("empty reason", {"reason": " "}, None),
+        ("no sourceExchangeId", {"sourceExchangeId": None}, None),
+        ("a bad sourceExchangeId", {"sourceExchangeId": "../etc/passwd"}, None),
+        ("an unknown field", {"extra": 1}, None),
+        ("another header with CR/LF", {"modifiedPayload": {"headers": {"X-A": "1\r\nB: 2"}}}, None),
+        ("its own value with CR/LF", {"modifiedPayload": {"headers": {"X-A": "1"}, "body": 3}}, "x\r\ny"),
+        ("an unknown payload part", {"modifiedPayload": {"headers": {}, "cookies": {}}}, None),
+        ("no Idempotency-Key", {}, None),
+    ],
+)
+def test_a_control_header_is_audited_whatever_else_is_wrong(
+    sb: SandboxHandle, user: Any, case: str, body: dict[str, Any], headers: str | None
+) -> None:
+    """Section 4: refused *and audited*. Any other fault of the request used to answer first
+    (400 VALIDATION / BAD_HEADER / IDEMPOTENCY_KEY_REQUIRED) and leave no audit event, so a
+    prober could add one to hide (security review finding 3)."""
+    op = user("operator")
+    src = sources(op, "dev")[13]["exchangeId"]
+    name = "CamelHttpUri"
+    payload = body.get("modifiedPayload", {"headers": {}})
+    payload = {**payload, "headers": {**payload["headers"], name: headers or "http://evil/"}}
+    request = {"sourceExchangeId": src, "reason": "probe", **body, "modifiedPayload": payload}
+    seq = sb.state.replays.audit_events()[-1]["seq"]
+    key = {} if case == "no Idempotency-Key" else {"Idempotency-Key": uuid.uuid4().hex}
+    r = op.post("/replays", json=request, headers=key)
+    assert (r.status_code, r.json()["error"]) == (400, "CONTROL_HEADER"), (case, r.text)
+    [event] = [e for e in sb.state.replays.audit_events() if e["seq"] > seq]
+    assert event["action"] == "CONTROL_HEADER_REJECTED" and event["detail"]["headers"] == [name]
+    assert event["actor"]["username"] == "operator"
+    source = request["sourceExchangeId"]
+    assert event["target"]["sourceExchangeId"] == (src if source == src else None)
+
+
 def _post_with_client(op: httpx.Client, source: str, client: Any, **body: Any) -> httpx.Response:
     return op.post(
         "/replays",
