@@ -428,7 +428,8 @@ def replay_operations(state: SandboxState) -> list[Operation]:
     async def get_replay(request: Request, principal: Principal | None) -> Response:
         assert principal is not None
         replay_id = request.path_params["replayId"]
-        return JSONResponse(await run_in_threadpool(service().visible, principal, replay_id))
+        info = RequestInfo.of(request)  # a 404 is audited (section 6)
+        return JSONResponse(await run_in_threadpool(service().visible, principal, replay_id, info))
 
     return [
         Operation(

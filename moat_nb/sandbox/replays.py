@@ -457,13 +457,44 @@ class ReplayService:
         """The Replay resource (wire form), or None."""
         return select_replay(self.store._conn(), self.tenant_id, replay_id)
 
-    def visible(self, principal: Principal, replay_id: str) -> dict[str, Any]:
+    def visible(
+        self, principal: Principal, replay_id: str, info: RequestInfo | None = None
+    ) -> dict[str, Any]:
         """The replay if ``principal`` requested it or holds ``audit:read``; else 404 — the same
-        answer as for a replay that does not exist, so ids cannot be probed (section 5)."""
+        answer as for a replay that does not exist, so ids cannot be probed (section 5). With
+        ``info`` (the request), the refusal is audited (:meth:`deny_read`)."""
         replay = self.get(replay_id)
         if replay is None or not _may_read(principal, replay["requestedBy"]):
+            if info is not None:
+                self.deny_read(principal, replay_id, info)
             raise _no_replay(replay_id)
         return replay
+
+    def deny_read(self, principal: Principal, replay_id: str, info: RequestInfo) -> None:
+        """Audit a read of a replay answered 404 (``REPLAY_DENIED``; section 6 "Every denied
+        attempt is audited"; security review finding 4b): another user's replay without
+        ``audit:read``, and an unknown id as well — recording only the first would make the
+        404 of an existing replay slower than the other one, and so tell them apart again.
+
+        ``target.replayId`` is null (``detail.replayId`` names it): the event must not join
+        the audit record of a replay that is not the caller's, as ``AUDIT_QUERIED`` does not."""
+        row = (
+            self.store._conn()
+            .execute(
+                "SELECT requested_by FROM replays WHERE replay_id = ? AND tenant_id = ?",
+                (replay_id, self.tenant_id),
+            )
+            .fetchone()
+        )
+        reason = "no such replay" if row is None else "another user's replay, and no audit:read"
+        self.audit_standalone(
+            "REPLAY_DENIED",
+            actor=actor_of(principal),
+            source=info.to_wire(),
+            target={"replayId": None},
+            detail={"reason": reason, "code": "NOT_FOUND", "replayId": replay_id},
+            outcome="DENIED",
+        )
 
     def check_visible(self, principal: Principal, replay_id: str) -> None:
         """:meth:`visible` without building the Replay (its audit seqs, its JSON columns): the
@@ -523,9 +554,10 @@ class ReplayService:
         Order (server-seams.md): control headers (refused and audited, before anything else
         is checked) -> the ``Idempotency-Key`` header (``key_header``) -> validate -> an earlier
         replay under this key -> the permissions that do not depend on environments -> source
-        execution (404) -> target agent (503) -> permissions from stored environments (403,
-        audited) -> one transaction: idempotency claim, replay row, status event, REPLAY_REQUESTED
-        -> signed command to the agent -> timeout timer.
+        execution (404) -> the permissions its environment needs (403, audited) -> target agent
+        (503) -> permissions from stored environments (403, audited) -> one transaction:
+        idempotency claim, replay row, status event, REPLAY_REQUESTED -> signed command to the
+        agent -> timeout timer.
         """
         self.bind_loop()
         self._last_activity = time.monotonic()
@@ -574,6 +606,19 @@ class ReplayService:
                 details={"sourceExchangeId": req.source_exchange_id},
             )
         target = {**target, "routeId": source.route_id, "environment": source.environment}
+        # Section 6, before the agent is picked: the stored source's environment (and a target
+        # environment the body names, which can only add to what is needed) decide already.
+        # Picked first, a missing agent's 503 answered an operator without replay:prod, unaudited,
+        # and told them which agents exist and run (security review finding 4c).
+        early = replay_permissions(
+            source.environment, req.target_environment or source.environment, modified=modified
+        )
+        try:
+            require_all(principal, early)
+        except PermissionDenied as exc:
+            exc.details["sourceEnvironment"] = source.environment
+            await run_in_threadpool(self._deny, principal, exc, info, target)
+            raise
         agent = self.state.agents.pick(
             req.target_environment
             if req.target_environment is not None or req.target_agent

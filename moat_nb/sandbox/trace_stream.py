@@ -40,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from ..errors import AuthenticationError, NotFound, ValidationError
+from ..errors import AuthenticationError, NotFound, PermissionDenied, ValidationError
 from ..model import Chunk, Execution, ProcessorRecord
 from .openapi import USER, Operation, self_checked
 from .security import Principal
@@ -189,6 +189,18 @@ async def _events(svc: ReplayService, replay_id: str, after: int) -> AsyncIterat
         await wake.wait()
 
 
+async def _check_visible(svc: ReplayService, principal: Principal, replay_id: str, request: Request) -> None:
+    """``svc.check_visible``, its 404 audited (section 6; review finding 4b): the check on the
+    loop, the audit write (a refusal only) in the threadpool."""
+    try:
+        svc.check_visible(principal, replay_id)
+    except NotFound:
+        from .replay_api import RequestInfo
+
+        await run_in_threadpool(svc.deny_read, principal, replay_id, RequestInfo.of(request))
+        raise
+
+
 def stream_operations(state: SandboxState, service: Callable[[], ReplayService]) -> list[Operation]:
     """``GET /replays/{replayId}/events`` and ``POST /replays/{replayId}/stream-ticket``."""
     from .replay_api import principal_of
@@ -205,10 +217,18 @@ def stream_operations(state: SandboxState, service: Callable[[], ReplayService])
             principal = principal_of(state, request)
         if principal.kind != "user":
             raise NotFound(f"no replay {replay_id!r}", details={"replayId": replay_id})
-        svc.check_tier()
+        try:
+            svc.check_tier()
+        except PermissionDenied as exc:
+            # Audited as server._run audits the other replay endpoints' refusals (section 6):
+            # this one identifies its caller itself, so _run cannot (review finding 4a).
+            from .server import _audit_denial
+
+            await _audit_denial(state, request.scope["endpoint"].operation, request, principal, exc)
+            raise
         # Two lookups by key (tens of microseconds each) run here on the loop: a thread hop
         # costs more CPU than either (about 0.1 ms, and a hand-off of the interpreter lock).
-        svc.check_visible(principal, replay_id)
+        await _check_visible(svc, principal, replay_id, request)
         after = parse_last_event_id(
             request.headers.get("last-event-id"), request.query_params.get("lastEventId")
         )
@@ -233,7 +253,7 @@ def stream_operations(state: SandboxState, service: Callable[[], ReplayService])
         assert principal is not None
         svc = service()
         replay_id = request.path_params["replayId"]
-        svc.check_visible(principal, replay_id)  # a lookup by key: on the loop (see events above)
+        await _check_visible(svc, principal, replay_id, request)  # on the loop (see events above)
         return JSONResponse(
             tickets.issue(principal, replay_id, state.clock()), headers={"Cache-Control": "no-store"}
         )

@@ -201,6 +201,12 @@ class SilentAgent:
         self.client.close()
 
 
+def last_seq(sb: SandboxHandle) -> int:
+    """The newest audit event's seq (0 before any): tests read the events written after it."""
+    events = sb.state.replays.audit_events()
+    return int(events[-1]["seq"]) if events else 0
+
+
 def db_rows(sb: SandboxHandle, sql: str, *args: Any) -> list[tuple[Any, ...]]:
     conn = sqlite3.connect(sb.state.store.path)
     try:
@@ -1234,6 +1240,60 @@ def test_claiming_dev_for_a_prod_exchange_still_needs_replay_prod(
     assert tools.wait_replay(user("prod-operator"), ok.json()["replayId"])["status"] == "COMPLETED"
 
 
+@pytest.mark.parametrize("body", [{"targetAgent": "no-such-agent"}, {"targetEnvironment": "qa"}, {}])
+def test_replay_prod_is_checked_before_the_agent_is_picked(
+    sb: SandboxHandle, user: Any, tools: Any, body: dict[str, Any]
+) -> None:
+    """A prod exchange needs replay:prod whichever agent would run it: picked first, an agent
+    that cannot be had answered 503 AGENT_UNAVAILABLE, unaudited, telling an operator without
+    replay:prod which agents exist (security review finding 4c)."""
+    prod = sources(user("admin"), "prod", 3)[1]["exchangeId"]
+    seq = last_seq(sb)
+    r = tools.post_replay(user("operator"), prod, **body)
+    assert (r.status_code, r.json()["error"]) == (403, "FORBIDDEN"), r.text
+    assert r.json()["details"]["missing"] == ["replay:prod"]
+    [event] = [e for e in sb.state.replays.audit_events() if e["seq"] > seq]
+    assert event["action"] == "REPLAY_DENIED" and event["actor"]["username"] == "operator"
+    assert event["target"]["sourceExchangeId"] == prod and event["target"]["environment"] == "prod"
+    # Allowed, the same request gets on to the agent pick (503 for an agent that is not there).
+    if body:
+        assert tools.post_replay(user("prod-operator"), prod, **body).status_code == 503
+
+
+def test_reading_another_users_replay_is_404_and_audited(sb: SandboxHandle, user: Any, tools: Any) -> None:
+    """Section 5 hides another user's replay behind a 404; section 6 audits every denied
+    attempt: GET, the trace stream and a stream ticket each write REPLAY_DENIED, with
+    target.replayId null so that the prober's event does not join the victim's audit record
+    (security review finding 4b). An unknown id is audited alike, so the two 404s take alike."""
+    owner, prober = user("prod-operator"), user("operator")
+    rid = replay_done(owner, tools, sources(owner, "dev")[15]["exchangeId"])["replayId"]
+    record = len(sb.state.replays.audit_events(rid))
+    calls = [
+        ("GET", f"/replays/{rid}"),
+        ("GET", f"/replays/{rid}/events"),
+        ("POST", f"/replays/{rid}/stream-ticket"),
+        ("GET", "/replays/replay-no-such-id"),
+    ]
+    for method, path in calls:
+        seq = last_seq(sb)
+        r = prober.request(method, path)
+        assert (r.status_code, r.json()["error"]) == (404, "NOT_FOUND"), path
+        [event] = [e for e in sb.state.replays.audit_events() if e["seq"] > seq]
+        assert event["action"] == "REPLAY_DENIED" and event["outcome"] == "DENIED", path
+        assert event["actor"]["username"] == "operator" and event["target"]["replayId"] is None
+        assert event["detail"]["replayId"] == path.split("/")[2]
+        unknown = path.endswith("no-such-id")
+        assert event["detail"]["reason"] == (
+            "no such replay" if unknown else "another user's replay, and no audit:read"
+        )
+    assert len(sb.state.replays.audit_events(rid)) == record  # nothing joined the owner's record
+    # The owner and audit:read still read it, and write no denial.
+    seq = last_seq(sb)
+    assert owner.get(f"/replays/{rid}").status_code == 200
+    assert user("admin").get(f"/replays/{rid}").status_code == 200
+    assert last_seq(sb) == seq
+
+
 def test_replay_modify_is_needed_only_with_a_modified_payload(
     sb: SandboxHandle, user: Any, tools: Any
 ) -> None:
@@ -1264,8 +1324,15 @@ def test_every_replay_endpoint_refuses_low_and_mid_tiers(sb: SandboxHandle, user
         for tier in ("LOW", "MID"):
             sb.state.authority.users = replace(table, tenant=Tenant(table.tenant.id, tier))
             for method, path, kw in calls:
+                seq = last_seq(sb)
                 r = op.request(method, path, **kw)
                 assert r.status_code == 403 and r.json()["error"] == "TIER_NOT_ENTITLED", (tier, path)
+                # Every refusal audited (section 6), the trace stream's too (review finding 4a).
+                [event] = [e for e in sb.state.replays.audit_events() if e["seq"] > seq]
+                assert (event["action"], event["detail"]["code"]) == ("REPLAY_DENIED", "TIER_NOT_ENTITLED"), (
+                    path
+                )
+                assert event["actor"]["username"] == "operator"
     finally:
         sb.state.authority.users = table
     assert op.get(f"/replays/{rid}").status_code == 200
@@ -1329,7 +1396,7 @@ def test_a_control_header_is_audited_whatever_else_is_wrong(
     payload = body.get("modifiedPayload", {"headers": {}})
     payload = {**payload, "headers": {**payload["headers"], name: headers or "http://evil/"}}
     request = {"sourceExchangeId": src, "reason": "probe", **body, "modifiedPayload": payload}
-    seq = sb.state.replays.audit_events()[-1]["seq"]
+    seq = last_seq(sb)
     key = {} if case == "no Idempotency-Key" else {"Idempotency-Key": uuid.uuid4().hex}
     r = op.post("/replays", json=request, headers=key)
     assert (r.status_code, r.json()["error"]) == (400, "CONTROL_HEADER"), (case, r.text)
