@@ -43,6 +43,7 @@ from ..errors import PayloadTooLarge, ValidationError
 __all__ = [
     "DEFAULT_LIMIT",
     "MAX_DEPTH",
+    "check_declared_length",
     "read_body",
     "read_json",
     "parse_json",
@@ -75,21 +76,30 @@ def _bad_json(message: str, **details: Any) -> ValidationError:
 # --------------------------------------------------------------------------- streaming
 
 
+def check_declared_length(request: Request, *, limit: int = DEFAULT_LIMIT) -> None:
+    """413 when the request's ``Content-Length`` declares more than ``limit`` bytes (400
+    ``BAD_HEADER`` when it is not a number). The server runs it for every endpoint (section 4
+    "Input rules": bodies over 1 MiB get 413), those that never read a body included;
+    :func:`read_body` runs it too and also counts what arrives without a declared length."""
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return
+    try:
+        size = int(declared)
+    except ValueError:
+        raise ValidationError(
+            f"Content-Length {declared[:40]!r} is not a number",
+            code="BAD_HEADER",
+            details={"header": "Content-Length"},
+        ) from None
+    if size > limit:
+        raise _too_large(limit, declared=size)
+
+
 async def read_body(request: Request, *, limit: int = DEFAULT_LIMIT) -> bytes:
     """The request body, refusing it (413) as soon as more than ``limit`` bytes are declared or
     have arrived — the rest of an oversized body is never read."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise ValidationError(
-                f"Content-Length {declared[:40]!r} is not a number",
-                code="BAD_HEADER",
-                details={"header": "Content-Length"},
-            ) from None
-        if size > limit:
-            raise _too_large(limit, declared=size)
+    check_declared_length(request, limit=limit)
     parts: list[bytes] = []
     received = 0
     async for part in request.stream():

@@ -73,7 +73,7 @@ from ..payload import (
 )
 from . import encoder
 from .agents import CommandChannel, event_name
-from .bodies import check_request_headers, parse_json, read_body, read_json
+from .bodies import check_declared_length, check_request_headers, parse_json, read_body, read_json
 from .openapi import (
     BOOTSTRAP,
     PUBLIC,
@@ -238,6 +238,9 @@ def _endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
 async def _run(op: Operation, request: Request) -> Response:
     state: SandboxState = request.app.state.sandbox
     check_request_headers(request.scope["headers"])
+    # Section 4 "Input rules" for every endpoint, not only those that read a body (read_body
+    # also counts a body sent without a length): security review finding 6.
+    check_declared_length(request, limit=state.config.max_body)
     principal = _identify(op.access, request, state)
     try:
         # Section 6: a LOW/MID tenant gets TIER_NOT_ENTITLED on every replay endpoint, whatever

@@ -322,6 +322,30 @@ def test_declared_oversized_body_is_413(sb: Sandbox) -> None:
     assert refusal(r) == (413, "PAYLOAD_TOO_LARGE")
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "who"),
+    [
+        ("POST", "/auth/refresh", None),
+        ("GET", "/health", None),
+        ("GET", "/api-docs", None),
+        ("GET", "/agents", "analyst"),
+        ("GET", "/executions/exec-dev-0", "analyst"),
+        ("GET", "/admin/audit", "admin"),
+        ("POST", "/agents/agent-dev/heartbeat", "agent-dev"),
+    ],
+)
+def test_a_declared_oversized_body_is_413_where_no_body_is_read(
+    sb: Sandbox, method: str, path: str, who: str | None
+) -> None:
+    """Section 4 "Input rules" hold for every endpoint: those that never read a body answered
+    200 to a 2 MiB one (security review finding 6). Refused by its declared length, first."""
+    headers = sb.auth(who) if who else {}
+    r = sb.http.request(method, path, content=b" " * (2 << 20), headers=headers)
+    body = envelope(r, 413, "PAYLOAD_TOO_LARGE")
+    assert (body["details"]["limit"], body["details"]["declared"]) == (1 << 20, 2 << 20)
+    assert sb.http.request(method, path, content=b"", headers=headers).status_code != 413
+
+
 def _complete(answer: bytes) -> bool:
     """True once ``answer`` holds a whole HTTP response with a Content-Length."""
     head, sep, body = answer.partition(b"\r\n\r\n")
