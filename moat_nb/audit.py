@@ -303,6 +303,21 @@ def _canonical_fast(obj: Any, exact: bool = True) -> bytes | None:
         return None
 
 
+def _jcs_fault(exc: BaseException) -> str:
+    """What JCS refused, in words that quote no value."""
+    if isinstance(exc, rfc8785.IntegerDomainError):
+        return "an integer beyond ±(2**53-1)"
+    if isinstance(exc, rfc8785.FloatDomainError):
+        return "NaN or an infinity"
+    if isinstance(exc, UnicodeError):
+        return "text that is not valid Unicode (a lone surrogate)"
+    if isinstance(exc, RecursionError):
+        return "nesting too deep"
+    if type(exc) is rfc8785.CanonicalizationError:
+        return str(exc)  # its own words name a kind or a type, never a value
+    return f"a value of a kind JCS does not hold ({type(exc).__name__})"
+
+
 def canonical_json(obj: Any) -> bytes:
     """RFC 8785 (JCS) canonical bytes of a JSON value, as ``rfc8785.dumps`` gives them.
 
@@ -316,8 +331,10 @@ def canonical_json(obj: Any) -> bytes:
     try:
         return rfc8785.dumps(obj)
     except (rfc8785.CanonicalizationError, UnicodeError, TypeError, ValueError, RecursionError) as exc:
+        # The kind of fault, not rfc8785's text: that quotes the value (an integer out of range),
+        # which may be a secret, and the server answers this error to the client (400).
         raise RecordError(
-            f"value cannot be written as RFC 8785 canonical JSON: {exc}",
+            f"value cannot be written as RFC 8785 canonical JSON: {_jcs_fault(exc)}",
             code="NOT_CANONICAL",
             hint="audit values must be I-JSON: string keys, integers within ±(2**53-1), "
             "finite numbers, valid Unicode text, only dict/list/str/int/float/bool/None",

@@ -252,6 +252,13 @@ def test_canonical_json_refuses_what_jcs_cannot_write() -> None:
         with pytest.raises(RecordError) as info:
             canonical_json(bad)
         assert info.value.code == "NOT_CANONICAL"
+    # The message says what kind of value, never the value: the server answers it to clients,
+    # and the value may be a secret (security review finding 7).
+    with pytest.raises(RecordError, match=r"an integer beyond") as info:
+        canonical_json({"X-Api-Key": 2**70})
+    assert str(2**70) not in info.value.message
+    with pytest.raises(RecordError, match=r"NaN or an infinity") as info:
+        canonical_json({"pin": 1e400})
     assert canonical_json(2**53 - 1) == b"9007199254740991"
     assert canonical_json("\x7f\u2028\x1f") == '"\x7f\u2028\\u001f"'.encode()
 

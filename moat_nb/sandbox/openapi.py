@@ -175,15 +175,15 @@ class Operation:
 
     def error_statuses(self) -> list[int]:
         """Error statuses documented: the declared ones plus what the access rule implies."""
-        statuses = set(self.errors) | {400, 500}  # bad input (headers, JSON) and the catch-all
+        # Bad input (headers, JSON), a declared body over the limit (every endpoint refuses it,
+        # section 4 "Input rules") and the catch-all.
+        statuses = set(self.errors) | {400, 413, 500}
         if self.access.kind != "public":
             statuses.add(401)
         if self.access.kind in {"user", "agent", "self"}:
             statuses.add(403)
         if self.tier:
             statuses.add(403)
-        if self.request is not None:
-            statuses.add(413)
         return sorted(statuses)
 
 
@@ -198,11 +198,18 @@ ERROR_CODES: Mapping[int, tuple[str, ...]] = {
         "BAD_ID",
         "BAD_CHUNK",
         "BAD_RECORD",
+        "BAD_FIELD",
+        "BAD_TEXT",
+        "BAD_TIME",
+        "MISSING_FIELD",
+        "NOT_CANONICAL",
         "CONTROL_HEADER",
         "PROTOCOL_VERSION",
         "BAD_LAST_EVENT_ID",
+        "IDEMPOTENCY_KEY_REQUIRED",
+        "BAD_IDEMPOTENCY_KEY",
     ),
-    401: ("UNAUTHORIZED", "TOKEN_EXPIRED", "BAD_TOKEN", "BAD_CREDENTIALS"),
+    401: ("UNAUTHORIZED", "TOKEN_EXPIRED", "BAD_TOKEN", "BAD_CREDENTIALS", "BAD_TICKET"),
     403: ("FORBIDDEN", "TIER_NOT_ENTITLED"),
     404: ("NOT_FOUND", "AGENT_NOT_FOUND", "NO_SUCH_REPLAY"),
     405: ("METHOD_NOT_ALLOWED",),

@@ -183,8 +183,28 @@ class ReplayRequest:
 
     @property
     def fingerprint(self) -> str:
-        """SHA-256 over the JCS of the body: "the same body" for idempotency (section 4)."""
-        return hashlib.sha256(audit.canonical_json(dict(self.raw))).hexdigest()
+        """SHA-256 over the JCS of the body: "the same body" for idempotency (section 4).
+        400 ``NOT_CANONICAL`` naming the field when JCS cannot write the body."""
+        try:
+            return hashlib.sha256(audit.canonical_json(dict(self.raw))).hexdigest()
+        except RecordError:
+            raise _not_canonical(self.raw) from None
+
+
+def _not_canonical(body: Mapping[str, Any]) -> ValidationError:
+    """The refusal of a body JCS cannot write, naming where (a field, or a part of
+    ``modifiedPayload``) but never the value: it may be a secret header's (security review
+    finding 7; the JCS error quoted it)."""
+    field = next((k for k in sorted(body) if _canonical(body[k]) is None), "body")
+    part = body.get(field)
+    if field == "modifiedPayload" and isinstance(part, Mapping):
+        field = next((f"{field}.{k}" for k in sorted(part) if _canonical(part[k]) is None), field)
+    return ValidationError(
+        f"{field} holds a value that RFC 8785 canonical JSON cannot write",
+        code="NOT_CANONICAL",
+        hint="send I-JSON: integers within ±(2**53-1), finite numbers (send a larger number as a string)",
+        details={"field": field},
+    )
 
 
 def screen_control_headers(body: Any) -> None:
