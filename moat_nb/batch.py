@@ -1233,8 +1233,9 @@ class _Batch:
             # on the caller's session: the same user and tokens.
             ap = owned = AsyncPlatform(session=ap.session, retry=ap.retry, stream_policy=ap.stream_policy)
         pending = self._take_loaded()
-        if self.file is not None:
+        if self.file is not None and self.calibrate:
             # Calibrated before (and kept in the results file): the same rules, no new replays.
+            # (With calibrate=False none apply, and none are reported: found by review.)
             for where, stored in self.file.calibrations.items():
                 if where not in self._rules:
                     self._rules[where] = rules = [NoiseRule(**r) for r in stored]

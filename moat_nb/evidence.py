@@ -209,6 +209,27 @@ def _text(name: str, value: Any, *, required: bool) -> str:
     return value
 
 
+def _refuse_secret_expectation(i: int, exp: Expectation) -> None:
+    """An expectation on a secret (``headers:Authorization``, ``body:$.card.password`` ...) other
+    than ``exists``: refused (``CREDENTIAL_PARAMETER``). Its expected value would be written in
+    clear into the executed notebook, the evidence and the report, as a secret in the payload
+    would; and the platform keeps only a fingerprint of such a value, so it could never hold
+    (found by review)."""
+    if exp.operator == "exists":
+        return
+    names = [exp.parsed.name, *(seg for seg in exp.parsed.segments if isinstance(seg, str))]
+    secret = next((n for n in names if isinstance(n, str) and is_secret_name(n)), None)
+    if secret is not None:
+        raise ValidationError(
+            f"expectation {i} ({exp.label}) compares the secret {secret!r}: its value would be "
+            "written into the executed notebook and the report, and the platform keeps only a "
+            "fingerprint of it",
+            code="CREDENTIAL_PARAMETER",
+            hint='check that it is there with {"path": ..., "exists": true}',
+            details={"expectation": i},
+        )
+
+
 @dataclass(frozen=True)
 class ProofParameters:
     """The validated parameters of a compliance proof (module docstring)."""
@@ -275,9 +296,10 @@ class ProofParameters:
                 details={"parameter": "reason"},
             )
         payload = parse_modified_payload(params.get("modified_payload", "{}"))
-        return cls(
-            source or None, payload, target or None, parse_expectations(params["expectations"]), reason
-        )
+        expectations = parse_expectations(params["expectations"])
+        for i, exp in enumerate(expectations):
+            _refuse_secret_expectation(i, exp)
+        return cls(source or None, payload, target or None, expectations, reason)
 
     def to_papermill(self) -> dict[str, str]:
         """The five parameters as papermill gets them: strings, JSON for the structured two."""
@@ -483,7 +505,8 @@ def receipt_checks(
     every receipt event's hash recomputes and equals the bundle's event at its seq; a signed
     checkpoint covers them; the requested event names the source, the reason and the payload
     hash; the final event names the result execution and the output hash, and, where the
-    platform audits one (``traceSha256``) and ``trace_hash`` is given, the trace hash."""
+    platform audits one (``traceSha256``), the trace hash ``trace_hash`` (None: the evidence has
+    no trace, which then fails)."""
     checks: list[Check] = []
     events = [e for e in receipt if (e.get("target") or {}).get("replayId") == replay_id]
     actions = [e.get("action") for e in events]
@@ -571,12 +594,17 @@ def receipt_checks(
             f"audit {fdetail.get('resultExecutionId')}",
         )
     )
-    if trace_hash is not None and "traceSha256" in fdetail:
+    if "traceSha256" in fdetail:
+        # Where the platform audited the trace, the evidence must carry it: without it, a
+        # processor expectation would rest on the report's data again, and a forger would
+        # only have to drop `trace` (found by review).
         checks.append(
             Check(
                 "audited trace hash",
-                fdetail.get("traceSha256") == trace_hash,
-                f"audit {fdetail.get('traceSha256')}, computed {trace_hash}",
+                trace_hash is not None and fdetail.get("traceSha256") == trace_hash,
+                f"audit {fdetail.get('traceSha256')}, computed {trace_hash}"
+                if trace_hash is not None
+                else f"audit {fdetail.get('traceSha256')}, and the evidence has no trace",
             )
         )
     return checks

@@ -739,6 +739,10 @@ def test_resume_reuses_the_noise_calibration_in_the_results_file(
     assert replays() == 4  # the row's replay followed, the calibration read back: nothing new
     assert resumed.calibration == first.calibration
     assert {r["key"]: r["verdict"] for r in resumed.rows} == {r["key"]: r["verdict"] for r in first.rows}
+    # Resumed with calibrate=False: the kept rules are neither applied nor reported as applied.
+    path.write_text("".join(line for i, line in enumerate(lines) if i != last_row))
+    plain = sweep(admin, staging_source, axes, reason=reason, results=path, progress=False, calibrate=False)
+    assert plain.complete and not plain.calibration
 
 
 def test_a_malformed_calibration_record_is_calibrated_again(tmp_path: Path) -> None:

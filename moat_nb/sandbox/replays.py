@@ -986,6 +986,14 @@ class ReplayService:
 
     # ---------------------------------------------------------------- hooks: acks and chunks
 
+    def heard_from(self, instance_id: str) -> None:
+        """The agent spoke (a chunk the server asked it to send again later): each of its live
+        replays' timeouts counts from now (:meth:`_start_timer`)."""
+        now = time.monotonic()
+        for replay_id, (agent_id, _) in list(self._commands.items()):
+            if agent_id == instance_id and replay_id in self._heard:
+                self._heard[replay_id] = now
+
     def on_ack(self, instance_id: str, command_id: str, ack: Mapping[str, Any]) -> Any:
         """A first ack from an agent (registered with ``AgentRegistry.on_ack``)."""
         return self._submit(self._ack, instance_id, command_id, dict(ack))

@@ -913,6 +913,10 @@ async def post_chunk(request: Request, principal: Principal | None) -> Response:
             details={"header": PROTOCOL_HEADER, "expected": PROTOCOL_VERSION},
         )
     gate: _IngestGate = request.app.state.ingest_gate
+    if gate.in_flight >= gate.capacity and state.replays is not None:
+        # Told to wait (503 below) is not silent: the agent's replays' timeouts restart, or an
+        # agent waiting out a full buffer would be timed out for waiting (found by review).
+        state.replays.heard_from(principal.username)
     with gate.slot():
         raw = await read_body(request, limit=state.config.max_body)
         body = _object(parse_json(raw), "the chunk")

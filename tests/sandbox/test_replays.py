@@ -767,6 +767,30 @@ def test_the_timeout_counts_the_agents_silence_not_the_whole_run(
         agent.close()
 
 
+def test_an_agent_told_to_wait_by_a_full_buffer_is_not_timed_out(
+    sb: SandboxHandle, user: Any, tools: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A 503 INGEST_BUSY answers before the chunk is read: it still counts as hearing from the
+    # agent, or one waiting out a full buffer would be timed out for waiting (found by review).
+    op = user("operator")
+    agent = SilentAgent(sb, "silent-qa-11")
+    gate = sb.server.app.state.ingest_gate
+    try:
+        rid, chunks = _replay_chunks(op, tools, agent, sources(op, "dev")[16]["exchangeId"], per_chunk=1000)
+        monkeypatch.setattr(gate, "capacity", 0)  # the buffer is full
+        for _ in range(4):  # 1.6 timeouts of refusals, each after 0.4 of one
+            time.sleep(TIMEOUT * 0.4)
+            busy = agent.post_chunk(chunks[0])
+            assert busy.status_code == 503 and busy.json()["error"] == "INGEST_BUSY"
+        assert op.get(f"/replays/{rid}").json()["status"] == "PENDING"
+        monkeypatch.undo()
+        assert agent.post_chunk(chunks[0]).status_code == 202
+        assert tools.wait_replay(op, rid)["status"] == "COMPLETED"
+    finally:
+        monkeypatch.undo()
+        agent.close()
+
+
 def test_agent_dying_mid_replay_times_out_with_a_clear_message(
     sb: SandboxHandle, user: Any, tools: Any
 ) -> None:
