@@ -65,6 +65,7 @@ __all__ = [
     "redact_patch",
     "secret_names",
     "redact_uri",
+    "scrub_uri",
     "canonical_json",
     "payload_sha256",
     "effective_payload_sha256",
@@ -608,7 +609,9 @@ def scrub_text(text: str | None, secrets: Iterable[str], mask: Mask) -> str | No
 
 
 #: ``scheme://`` and the authority after it (RFC 3986 3.2): up to the first ``/``, ``?`` or ``#``.
-_URI_AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://([^/?#]*)")
+# Every authority, not only a leading one: Camel wraps URIs (``ahc:http://u:p@h``,
+# ``jdbc:postgresql://u:p@db``), and its sanitizeUri looks behind any "://" (found by review).
+_URI_AUTHORITY = re.compile(r"://([^/?#]*)")
 #: A Camel ``RAW(...)`` / ``RAW{...}`` option value, which may hold ``&`` (Camel's
 #: ``URISupport`` reads it with the same pattern).
 _RAW_VALUE = re.compile(r"RAW(?:\(([^)]*)\)|\{([^}]*)\})")
@@ -628,8 +631,9 @@ def redact_uri(uri: str | None, mask: Mask) -> str | None:
     if not uri or ("?" not in uri and "@" not in uri):
         return uri
     out = uri
-    authority = _URI_AUTHORITY.match(out)
-    if authority is not None and "@" in authority.group(1):
+    for authority in reversed(list(_URI_AUTHORITY.finditer(uri))):  # from the end: spans hold
+        if "@" not in authority.group(1):
+            continue
         userinfo, _, host = authority.group(1).rpartition("@")
         user, colon, password = userinfo.partition(":")
         if colon:
@@ -640,6 +644,11 @@ def redact_uri(uri: str | None, mask: Mask) -> str | None:
     base, question, query = out.partition("?")
     if not question:
         return out
+    fragment = ""
+    if "#" in query and "RAW(" not in query and "RAW{" not in query:
+        # RFC 3986 3.5: the fragment is not part of the query (a RAW value may hold a "#").
+        query, hashmark, rest = query.partition("#")
+        fragment = hashmark + rest
     parts: list[str] = []
     at = 0
     while at <= len(query):
@@ -664,7 +673,23 @@ def redact_uri(uri: str | None, mask: Mask) -> str | None:
             break
         at = end + 1
     redacted = "&".join(parts)
-    return out if redacted == query else f"{base}?{redacted}"
+    return out if redacted == query else f"{base}?{redacted}{fragment}"
+
+
+_URI_HEAD = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:(?:[A-Za-z][A-Za-z0-9+.\-]*:)*(?://[^/?#]*)?")
+
+
+def scrub_uri(uri: str | None, secrets: Iterable[str], mask: Mask) -> str | None:
+    """:func:`scrub_text` over a URI's path, query and fragment, never its scheme(s) and
+    authority: a short secret value that happens to spell a scheme or a port ("http", "8080")
+    must not turn the URI into one that names no endpoint (found by review). The authority's
+    password is :func:`redact_uri`'s."""
+    if not uri or not secrets:
+        return uri
+    head = _URI_HEAD.match(uri)
+    cut = head.end() if head is not None else 0
+    rest = scrub_text(uri[cut:], secrets, mask)
+    return uri if rest == uri[cut:] else uri[:cut] + (rest or "")
 
 
 def redact_mapping(mapping: Mapping[str, Any] | None, mask: Mask) -> dict[str, Any] | None:

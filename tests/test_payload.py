@@ -38,10 +38,12 @@ from moat_nb.payload import (
     redact_uri,
     request_sha256,
     scrub_text,
+    scrub_uri,
     secret_names,
     trace_digest,
     trace_sha256,
 )
+from moat_nb.sandbox.camel.endpoints import uri_scheme
 
 KEY = b"k" * 32
 MASK = masker(KEY)
@@ -540,6 +542,11 @@ def test_secret_names_looks_into_values_and_json_text() -> None:
         # userinfo: what follows the first colon (RFC 3986 3.2.1); the user stays.
         ("https://bob:hunter2@host:8443/x?y=1", "https://bob:{hunter2}@host:8443/x?y=1"),
         ("ftp://a%40b:p%3Aw@h/", "ftp://a%40b:{p:w}@h/"),
+        # behind a component prefix too, as Camel's sanitizeUri looks (found by review)
+        ("ahc:http://svc:hunter2pw@partner.example/x", "ahc:http://svc:{hunter2pw}@partner.example/x"),
+        ("jdbc:postgresql://svc:pw9@db/x?ssl=true", "jdbc:postgresql://svc:{pw9}@db/x?ssl=true"),
+        # a fragment is not part of the last option's value (RFC 3986 3.5)
+        ("http://h/x?apiKey=abc#frag", "http://h/x?apiKey={abc}#frag"),
         # Nothing secret-named: the same text.
         ("http://customers.internal/api/customers?id=C2", None),
         ("https://bob@host/x?a=1&&b", None),
@@ -555,7 +562,7 @@ def test_redact_uri_masks_secret_options_and_the_userinfo_password(
     if expected is None:
         assert out is uri  # untouched, not even copied
         return
-    want = re.sub(r"\{(.*?)\}(?=&|@|$)", lambda m: fingerprint(KEY, m.group(1)), expected)
+    want = re.sub(r"\{(.*?)\}(?=&|@|#|\?|/|$)", lambda m: fingerprint(KEY, m.group(1)), expected)
     assert out == want
     assert redact_uri(out, MASK) == out  # twice changes nothing
 
@@ -564,6 +571,23 @@ def test_redact_uri_marks_a_value_as_its_header_is_marked() -> None:
     headers = redact_mapping({"X-Api-Key": "live-key-0123"}, MASK) or {}
     uri = redact_uri("http://partner/api/lookup?apiKey=live-key-0123", MASK)
     assert uri == f"http://partner/api/lookup?apiKey={headers['X-Api-Key']}"
+
+
+@pytest.mark.parametrize(
+    ("secret", "uri", "expected"),
+    [
+        # A short secret that spells a scheme or a port leaves the endpoint as it is (review).
+        ("http", "http://partner.example/x/http", "http://partner.example/x/{}"),
+        ("8080", "http://partner.example:8080/api/8080", "http://partner.example:8080/api/{}"),
+        ("k-77", "ahc:http://svc/lookup/k-77?key=k-77", "ahc:http://svc/lookup/{}?key={}"),
+        ("q1w2", "direct:q1w2", "direct:{}"),
+    ],
+)
+def test_scrub_uri_scrubs_path_and_query_never_scheme_or_authority(
+    secret: str, uri: str, expected: str
+) -> None:
+    assert scrub_uri(uri, {secret}, MASK) == expected.replace("{}", fingerprint(KEY, secret))
+    assert uri_scheme(scrub_uri(uri, {secret}, MASK) or "") == uri_scheme(uri)
 
 
 def test_scrub_text_finds_a_secret_percent_encoded() -> None:

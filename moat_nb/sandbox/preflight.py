@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import AgentUnavailable, NotFound, ValidationError
 from ..model import Execution
+from ..payload import redact_uri
 from .camel.endpoints import LOCAL_SCHEMES, uri_scheme
 from .replay_api import valid_id
 from .security import Principal, replay_permissions
@@ -49,7 +50,16 @@ def stub_replies(source: Execution) -> list[dict[str, Any]]:
     ]
 
 
-def _endpoints(routes: Any, source: Execution) -> list[dict[str, Any]]:
+def _endpoints(routes: Any, source: Execution, mask: Any) -> list[dict[str, Any]]:
+    """The endpoints the replay would reach, their URIs redacted as a trace's are (a route file
+    may spell a key in a URI, ``?apiKey=...``: preflight showed it in clear; found by review)."""
+    return [
+        {**ep, "uri": redact_uri(ep["uri"], mask)} if isinstance(ep.get("uri"), str) else ep
+        for ep in _reached(routes, source)
+    ]
+
+
+def _reached(routes: Any, source: Execution) -> list[dict[str, Any]]:
     if routes is not None:
         found = [ep.to_wire() for ep in routes.endpoints(source.route_id)]
     else:  # no route set for that version: what the recorded trace reached
@@ -123,7 +133,7 @@ def preflight(
         "routeVersion": version,
         "agent": agent_wire,
         "agentError": agent_error,
-        "endpoints": _endpoints(routesets.get(version) if version else None, source),
+        "endpoints": _endpoints(routesets.get(version) if version else None, source, state.redactor.value),
         "requiredPermissions": needed,
         "missingPermissions": [p for p in needed if not principal.has(p)],
         "captureMode": "PROCESSOR",

@@ -70,6 +70,7 @@ from ..payload import (
     redact_mapping,
     redact_uri,
     scrub_text,
+    scrub_uri,
 )
 from . import encoder
 from .agents import CommandChannel, event_name
@@ -529,9 +530,7 @@ def redact_chunk(redactor: Redactor, chunk: Chunk, secrets: Iterable[str] = ()) 
             # A secret taken from a header need not sit under a secret option name in the URI
             # (``/lookup/${header.X-Api-Key}``, ``?key=...``): its value is looked for too.
             endpoint = (
-                scrub_text(p.endpoint_uri, found, plain)
-                if isinstance(p.endpoint_uri, str)
-                else p.endpoint_uri
+                scrub_uri(p.endpoint_uri, found, plain) if isinstance(p.endpoint_uri, str) else p.endpoint_uri
             )
             if text == p.error_message and endpoint == p.endpoint_uri:
                 return p

@@ -444,6 +444,12 @@ _URI_ROUTES = """\
         - toD:
             id: call-partner
             uri: "http://partner.example/api/lookup?apiKey=${header.X-Api-Key}&user=${header.user}"
+        - to:
+            id: call-static
+            uri: "http://partner.example/api/ping?apiKey=STATIC-LIVE-KEY-0042&x=1"
+        - to:
+            id: call-userinfo
+            uri: "ahc:http://svc:UserInfoPw-77@partner.example/db"
         - setBody:
             id: done
             constant: "ok"
@@ -491,6 +497,16 @@ def test_a_secret_header_resolved_into_an_endpoint_uri_stays_hidden(tmp_path: Pa
             if path.exists():
                 data = path.read_bytes()
                 assert new.encode() not in data and b"recorded-partner-key-0123" not in data
+                # A key spelt in the route file, and a password behind a component prefix
+                # (ahc:http://user:pw@...), are masked as well (found by review).
+                assert b"STATIC-LIVE-KEY-0042" not in data and b"UserInfoPw-77" not in data
+        # Preflight lists the route's endpoints from the route file: redacted the same way.
+        preflight = op.get("/replays/preflight", params={"sourceExchangeId": source["exchangeId"]})
+        assert preflight.status_code == 200, preflight.text
+        uris = {e["processorId"]: e["uri"] for e in preflight.json()["endpoints"]}
+        assert uris["call-static"].startswith("http://partner.example/api/ping?apiKey=[REDACTED:")
+        assert uris["call-userinfo"].startswith("ahc:http://svc:[REDACTED:")
+        assert "STATIC-LIVE-KEY-0042" not in preflight.text and "UserInfoPw-77" not in preflight.text
         op.close()
     finally:
         handle.stop()
