@@ -329,7 +329,7 @@ class AuditLog:
         event.update({k: json.loads(v) for k, v in columns.items()})
         event["prevHash"] = prev
         event["hash"] = audit.event_hash(event, prev)
-        conn.execute(
+        stored = conn.execute(
             f"INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 self.tenant_id, seq, event["eventId"], event["occurredAt"], action, columns["actor"],
@@ -337,6 +337,7 @@ class AuditLog:
                 event["target"]["replayId"],
             ),
         )  # fmt: skip
+        _stored_one(stored, f"audit event {action} at seq {seq}")
         last_cp = self._last_checkpoint(conn)
         if seq - (0 if last_cp is None else last_cp["seq"]) >= self.interval:
             self._sign(conn, seq, event["hash"])  # refused: logged, and the event stands unsigned
@@ -386,12 +387,15 @@ class AuditLog:
             return None
         self.refusal = None
         cp = self.key.sign(self.tenant_id, seq, hash_, self.clock())
-        conn.execute(
+        stored = conn.execute(
             f"INSERT INTO audit_checkpoints ({CHECKPOINT_COLUMNS}) SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS "
             "(SELECT 1 FROM audit_checkpoints WHERE tenant_id = ? AND seq = ? AND key_id = ?)",
             (cp["tenantId"], cp["seq"], cp["hash"], cp["at"], cp["keyId"], cp["signature"],
              cp["tenantId"], cp["seq"], cp["keyId"]),
         )  # fmt: skip
+        # Both callers looked first (no checkpoint by this key at seq), so 0 rows here means a
+        # trigger swallowed it: returning cp would vouch for a checkpoint that is not stored.
+        _stored_one(stored, f"audit checkpoint at seq {seq}")
         return cp
 
     def _check_before_signing(self, conn: sqlite3.Connection, seq: int, hash_: str) -> audit.VerifyResult:
@@ -709,6 +713,19 @@ class AuditLog:
                 (self.tenant_id, query.to_time),
             ).fetchone()[0]
         return first, last
+
+
+def _stored_one(cursor: sqlite3.Cursor, what: str) -> None:
+    """Raise unless the INSERT just run stored exactly one row. A trigger added to the file
+    (``BEFORE INSERT ... RAISE(IGNORE)``) skips a row without an error and without breaking the
+    chain, so the change it records would happen unrecorded; raising rolls the caller's
+    transaction back instead (fail closed, DESIGN.md section 7; review 2 finding 3)."""
+    if cursor.rowcount != 1:
+        raise RecordError(
+            f"{what} was not stored ({cursor.rowcount} rows written): the audit tables' triggers were edited",
+            code="BAD_AUDIT_EVENT",
+            hint="check GET /api/v1/admin/audit/verify (SCHEMA_EDITED names the trigger)",
+        )
 
 
 def unavailable(exc: BaseException) -> AuditUnavailable:

@@ -119,7 +119,7 @@ def _normal_sql(text: str) -> str:
 
 
 #: Each append-only trigger's name and its SQL as sqlite_master keeps it (whitespace folded):
-#: :func:`verify_database` reports a trigger that is gone or was changed.
+#: :func:`verify_database` reports a trigger that is gone or was changed, and one not listed here.
 TRIGGERS: dict[str, str] = {}
 
 #: The audit columns that make up an event, in the order :func:`event_from_row` reads.
@@ -150,9 +150,10 @@ for _statement in _statements(SCHEMA):
 
 
 def schema_problem(conn: sqlite3.Connection) -> str | None:
-    """Why the audit tables are not append-only any more (a trigger dropped or changed), or
-    None. Whoever can write the file can do that, and then rewrite rows at will; the chain
-    catches most rewrites, this catches the means (DESIGN.md section 7, security.md AUD/SOC-4)."""
+    """Why the audit tables are not append-only any more (a trigger of ours dropped or changed,
+    or one that is not ours added), or None. Whoever can write the file can do that, and then
+    rewrite rows at will; the chain catches most rewrites, this catches the means (DESIGN.md
+    section 7, security.md AUD/SOC-4)."""
     found = {
         name: _normal_sql(sql or "")
         for name, sql in conn.execute(
@@ -162,11 +163,16 @@ def schema_problem(conn: sqlite3.Connection) -> str | None:
     }
     missing = sorted(name for name in TRIGGERS if name not in found)
     changed = sorted(name for name, sql in TRIGGERS.items() if name in found and found[name] != sql)
-    if not missing and not changed:
+    # A trigger added beside ours is as much an edit: a BEFORE INSERT ... RAISE(IGNORE) drops
+    # events without an error and without a break in the chain (review 2 finding 3).
+    extra = sorted(name for name in found if name not in TRIGGERS)
+    parts = [
+        f"{kind}: {', '.join(names)}"
+        for kind, names in (("missing", missing), ("changed", changed), ("extra", extra))
+        if names
+    ]
+    if not parts:
         return None
-    parts = ([f"missing: {', '.join(missing)}"] if missing else []) + (
-        [f"changed: {', '.join(changed)}"] if changed else []
-    )
     return f"the append-only triggers of the audit tables were edited ({'; '.join(parts)})"
 
 

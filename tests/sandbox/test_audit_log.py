@@ -276,6 +276,54 @@ def test_a_failed_append_rolls_back_the_change_it_records(tmp_path: Path) -> Non
     store.close()
 
 
+def test_an_added_trigger_that_skips_audit_rows_fails_closed_and_verify_names_it(tmp_path: Path) -> None:
+    """Review 2 finding 3: a ``BEFORE INSERT ... RAISE(IGNORE)`` added to the file skips an
+    event (or a checkpoint) without an error and without a break in the chain. The append must
+    raise so that the change it records rolls back, and verify must report the extra trigger."""
+    store = Store(tmp_path / "sandbox.db")
+    log = AuditLog.open(store, tmp_path, "acme", clock=Clock(), interval=5)
+    with log.transaction() as conn:
+        conn.execute("CREATE TABLE things (x INTEGER)")
+    rnd = random.Random(16)
+    record(log, rnd, 1)
+    conn = raw(tmp_path / "sandbox.db")
+    conn.execute(
+        "CREATE TRIGGER audit_events_zz BEFORE INSERT ON audit_events "
+        "WHEN NEW.action = 'REPLAY_REQUESTED' BEGIN SELECT RAISE(IGNORE); END"
+    )
+    result = log.verify()
+    assert (result.ok, result.reason) == (
+        False,
+        "SCHEMA_EDITED",
+    ) and "extra: audit_events_zz" in result.message
+    with pytest.raises(RecordError, match="not stored") as info, log.transaction() as tx:
+        tx.execute("INSERT INTO things VALUES (1)")  # the replay this event would record
+        log.append(tx, "REPLAY_REQUESTED", actor=ACTOR, source=SOURCE, target={}, detail={}, outcome="X")
+    assert info.value.code == "BAD_AUDIT_EVENT"
+    assert store._conn().execute("SELECT count(*) FROM things").fetchone() == (0,)
+    with pytest.raises(AuditUnavailable):
+        record(log, rnd, 2, action="REPLAY_REQUESTED")
+    conn.execute("DROP TRIGGER audit_events_zz")
+    # The same for a checkpoint: the 5th event's checkpoint is swallowed, so the event goes too.
+    conn.execute(
+        "CREATE TRIGGER audit_checkpoints_zz BEFORE INSERT ON audit_checkpoints "
+        "BEGIN SELECT RAISE(IGNORE); END"
+    )
+    for i in range(3):
+        record(log, rnd, 3 + i)
+    with pytest.raises(AuditUnavailable):
+        record(log, rnd, 6)
+    with pytest.raises(RecordError, match="checkpoint at seq 4 was not stored"):
+        log.checkpoint()  # on demand too: never returned as signed when it is not stored
+    assert [e["seq"] for e in log.events()] == [1, 2, 3, 4]
+    assert "extra: audit_checkpoints_zz" in (log.verify().message or "")
+    conn.execute("DROP TRIGGER audit_checkpoints_zz")
+    conn.close()
+    record(log, rnd, 7)
+    assert [c["seq"] for c in log.checkpoints()] == [5] and log.verify().ok
+    store.close()
+
+
 # --------------------------------------------------------------------------- checkpoints and the anchor
 
 
