@@ -27,9 +27,10 @@ Guarantees and why:
   events from the newest checkpoint known to be signed (the anchor file's and those this process
   committed, signatures checked; not the database rows alone, which whoever writes the file can
   delete) up to the new one are verified: a signature must never bless a history rewritten in
-  the database (the checkpoint is then not signed, :attr:`AuditLog.refusal` says why, and the
-  reason is logged). An export is verified as its recipient will verify it, and refused (503)
-  when it does not.
+  the database (the checkpoint is then not signed, :attr:`AuditLog.refusal` says why, the
+  reason is logged once per break, and appends retry after ``interval`` events, then less and
+  less often; on demand always retries). An export is verified as its recipient will verify
+  it, and refused (503) when it does not. README.md says how an operator recovers.
 * **The anchor file** outside the database holds every checkpoint again. :meth:`AuditLog.verify`
   reads the file first and the database second (a checkpoint reaches the file only after its
   transaction committed, so the database snapshot includes all the file has) and checks the
@@ -219,6 +220,16 @@ class AuditLog:
         self._signed = _SignedPoints(tenant_id, key.trusted)
         #: Why the last checkpoint was not signed (None after one was): export reports it.
         self.refusal: audit.VerifyResult | None = None
+        # After a refusal, append retries only from this seq on (review 2 finding 4): the check
+        # reads every event since the last signed point, and a break in history does not heal
+        # by appending, so retrying at every append made each write linear in the log. The gap
+        # doubles while the same refusal repeats (interval, 2x, 4x...): retries then cost O(1)
+        # per append however long the unsigned segment grows. On demand (export, shutdown)
+        # always retries.
+        self._retry_seq: int | None = None
+        self._retry_gap = interval
+        # What the last refusal was computed for (reason, first bad seq): logged once per state.
+        self._refused_state: tuple[Any, ...] | None = None
         with store.transaction() as conn:
             create_tables(conn)
         self._catch_up_anchor()
@@ -339,7 +350,8 @@ class AuditLog:
         )  # fmt: skip
         _stored_one(stored, f"audit event {action} at seq {seq}")
         last_cp = self._last_checkpoint(conn)
-        if seq - (0 if last_cp is None else last_cp["seq"]) >= self.interval:
+        due = seq - (0 if last_cp is None else last_cp["seq"]) >= self.interval
+        if due and (self._retry_seq is None or seq >= self._retry_seq):
             self._sign(conn, seq, event["hash"])  # refused: logged, and the event stands unsigned
         return event
 
@@ -379,13 +391,26 @@ class AuditLog:
         result = self._check_before_signing(conn, seq, hash_)
         if not result.ok:
             self.refusal = result
-            log.error(
-                "audit log of tenant %s does not verify (%s at seq %s: %s); no checkpoint is signed "
-                "over it: check GET /api/v1/admin/audit/verify",
-                self.tenant_id, result.reason, result.first_bad_seq, result.message,
-            )  # fmt: skip
+            state = (result.reason, result.first_bad_seq)
+            if state != self._refused_state:
+                self._refused_state, self._retry_gap = state, self.interval
+                log.error(
+                    "audit log of tenant %s does not verify (%s at seq %s: %s); no checkpoint is "
+                    "signed over it until it does (retried every %s events or more, and at each "
+                    "export): check GET /api/v1/admin/audit/verify",
+                    self.tenant_id, result.reason, result.first_bad_seq, result.message, self.interval,
+                )  # fmt: skip
+            else:  # the same break again: said once already, and retried less often
+                self._retry_gap *= 2
+            self._retry_seq = seq + self._retry_gap
             return None
-        self.refusal = None
+        if self._refused_state is not None:
+            log.warning(
+                "audit log of tenant %s verifies again: checkpoints are signed from seq %s",
+                self.tenant_id,
+                seq,
+            )
+        self.refusal, self._refused_state, self._retry_seq, self._retry_gap = None, None, None, self.interval
         cp = self.key.sign(self.tenant_id, seq, hash_, self.clock())
         stored = conn.execute(
             f"INSERT INTO audit_checkpoints ({CHECKPOINT_COLUMNS}) SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS "

@@ -370,6 +370,85 @@ def test_a_checkpoint_is_never_signed_over_a_rewritten_tail(
     store.close()
 
 
+def _lose_last_commits(db: Path, tenant: str, events_after: int, checkpoints_after: int) -> None:
+    """What a power cut under ``synchronous=NORMAL`` can leave: the last commits gone from the
+    database, while the anchor file (fsynced after each commit) keeps their checkpoints."""
+    conn = raw(db)
+    triggers = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").fetchall()
+    for name, _ in triggers:
+        conn.execute(f"DROP TRIGGER {name}")
+    conn.execute("DELETE FROM audit_events WHERE tenant_id = ? AND seq > ?", (tenant, events_after))
+    conn.execute("DELETE FROM audit_checkpoints WHERE tenant_id = ? AND seq > ?", (tenant, checkpoints_after))
+    for _, sql in triggers:
+        conn.execute(sql)
+    conn.close()
+
+
+def test_a_refused_checkpoint_is_retried_rarely_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 2 finding 4: after a refusal, appends must not re-verify the growing unsigned
+    segment each time (throughput fell 2548 -> 13 events/s) nor log an error each time; the
+    checkpoint is still never signed over the break, and on demand still re-checks."""
+    store = Store(tmp_path / "sandbox.db")
+    log = AuditLog.open(store, tmp_path, "acme", clock=Clock())
+    rnd = random.Random(17)
+    for i in range(250):
+        record(log, rnd, i)
+    log.checkpoint()  # seq 250, in the database and the anchor file
+    _lose_last_commits(tmp_path / "sandbox.db", "acme", 240, 200)
+    log = AuditLog.open(store, tmp_path, "acme", clock=Clock())
+    checks: list[int] = []
+    real = log._check_before_signing
+
+    def counted(conn: sqlite3.Connection, seq: int, hash_: str) -> audit.VerifyResult:
+        checks.append(seq)
+        return real(conn, seq, hash_)
+
+    monkeypatch.setattr(log, "_check_before_signing", counted)
+    caplog.clear()
+    for i in range(1000):  # seqs 241..1240
+        record(log, rnd, i)
+    assert log.refusal is not None and log.refusal.reason == "BROKEN_LINK"
+    assert [c["seq"] for c in log.checkpoints()] == [100, 200]  # nothing signed over the break
+    assert checks == [300, 400, 600, 1000]  # every 100 events, then backing off while it repeats
+    refusals = [r for r in caplog.records if "no checkpoint is signed" in r.getMessage()]
+    assert len(refusals) == 1 and refusals[0].levelname == "ERROR"
+    assert log.checkpoint() is None and checks[-1] == 1240  # on demand: checked again, still refused
+    with pytest.raises(AuditUnavailable):
+        log.export({}, actor=ACTOR, source=SOURCE)
+    assert len([r for r in caplog.records if "no checkpoint is signed" in r.getMessage()]) == 1
+    store.close()
+
+
+def test_moving_the_anchor_file_aside_after_review_re_anchors_the_log(tmp_path: Path) -> None:
+    """The recovery the README documents for a refusal after lost commits: review with /verify,
+    move audit-checkpoints.jsonl aside (kept as evidence), restart. The database's checkpoints
+    are copied to a new anchor file, and signing resumes from the newest of them."""
+    store = Store(tmp_path / "sandbox.db")
+    log = AuditLog.open(store, tmp_path, "acme", clock=Clock())
+    rnd = random.Random(18)
+    for i in range(250):
+        record(log, rnd, i)
+    log.checkpoint()
+    _lose_last_commits(tmp_path / "sandbox.db", "acme", 240, 200)
+    log = AuditLog.open(store, tmp_path, "acme", clock=Clock())
+    for i in range(100):
+        record(log, rnd, i)
+    result = log.verify()
+    assert log.checkpoint() is None and not result.ok  # names the lost checkpoint at seq 250
+    anchor = tmp_path / audit_log.ANCHOR_FILE
+    anchor.rename(tmp_path / "audit-checkpoints.reviewed.jsonl")
+    log = AuditLog.open(store, tmp_path, "acme", clock=Clock())  # the restart
+    assert [c["seq"] for c in log.anchor.read()[0]] == [100, 200]
+    signed = log.checkpoint()
+    assert signed is not None and signed["seq"] == 340 and log.refusal is None
+    assert log.verify().ok
+    bundle = log.export({}, actor=ACTOR, source=SOURCE)
+    assert audit.verify_bundle(bundle, log.public_keys).ok
+    store.close()
+
+
 def test_a_crash_between_commit_and_anchor_is_caught_up_at_open(tmp_path: Path) -> None:
     store = Store(tmp_path / "sandbox.db")
     log = AuditLog.open(store, tmp_path, "acme", clock=Clock())
