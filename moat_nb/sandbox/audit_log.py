@@ -637,7 +637,9 @@ class AuditLog:
 
         In one transaction: an ``AUDIT_EXPORTED`` event (inside the bundle when ``to`` is open),
         a checkpoint at the head and one at the bundle's last event, then the read — so the
-        bundle ends on a signed checkpoint and a cut tail cannot pass (AUD-10)."""
+        bundle ends on a signed checkpoint and a cut tail cannot pass (AUD-10). The bundle is
+        verified after that transaction commits; one that does not verify is answered 503 and
+        recorded by a second ``AUDIT_EXPORTED`` event with outcome ``FAILED``."""
         query = AuditQuery.parse(params, allowed=frozenset({"from", "to"}))
         try:
             with self.transaction() as conn:
@@ -651,7 +653,7 @@ class AuditLog:
                         hint="widen from/to, or leave them out to export the whole log",
                         details={"from": params.get("from"), "to": params.get("to"), "headSeq": head},
                     )
-                self.append(
+                exported = self.append(
                     conn,
                     "AUDIT_EXPORTED",
                     actor=actor,
@@ -692,16 +694,48 @@ class AuditLog:
                 bundle = audit.make_bundle(
                     events, cps, self.public_keys, tenant_id=self.tenant_id, start_seq=first
                 )
-                # What leaves the platform is checked as its recipient will check it (AUD-10),
-                # against the platform's keys: a bundle that does not verify is refused, and
-                # the AUDIT_EXPORTED event and checkpoint roll back with the transaction.
-                # Linear in the range, as reading it is.
-                result = audit.verify_bundle(bundle, self.key.trusted)
-                if not result.ok:
-                    raise self._tampered("export", result)
         except (sqlite3.Error, RecordError) as exc:
             raise unavailable(exc) from None
+        # What leaves the platform is checked as its recipient will check it (AUD-10), against
+        # the platform's keys. After the commit, not under the write lock: the check is linear
+        # in the range, and every replay and audit write of the tenant would wait behind it
+        # (review 2 finding 6). What committed is true either way: the AUDIT_EXPORTED event
+        # records what was read, and the checkpoint was verified before it was signed. A bundle
+        # that does not verify is kept out of the answer (503), and the refusal is recorded.
+        result = audit.verify_bundle(bundle, self.key.trusted)
+        if not result.ok:
+            self._record_refused_export(result, exported, actor=actor, source=source)
+            raise self._tampered("export", result)
         return bundle
+
+    def _record_refused_export(
+        self,
+        result: audit.VerifyResult,
+        exported: Mapping[str, Any],
+        *,
+        actor: Mapping[str, Any],
+        source: Mapping[str, Any] | None,
+    ) -> None:
+        """Record that the bundle described by the committed ``exported`` event was not handed
+        out: that event says SUCCESS (it is inside the bundle, so it was written before the
+        check), and this one, outcome ``FAILED``, names it and why. Best effort: the 503 is
+        answered whether or not this write succeeds (nothing left the platform)."""
+        try:
+            self.record(
+                "AUDIT_EXPORTED",
+                actor=actor,
+                source=source,
+                target={},
+                detail={
+                    **exported["detail"],
+                    "refusedExportSeq": exported["seq"],
+                    "reason": result.reason,
+                    "firstBadSeq": result.first_bad_seq,
+                },
+                outcome="FAILED",
+            )
+        except AuditUnavailable:
+            pass  # logged by unavailable()
 
     def _tampered(self, what: str, result: audit.VerifyResult | None) -> AuditUnavailable:
         """The 503 for a log that does not verify where the server was about to vouch for it:

@@ -449,6 +449,46 @@ def test_moving_the_anchor_file_aside_after_review_re_anchors_the_log(tmp_path: 
     store.close()
 
 
+def test_an_export_is_verified_after_its_transaction_and_a_refusal_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 2 finding 6: the whole-range check of an export runs after the write transaction
+    commits, not under the lock every audited write waits for. A bundle that fails it is still
+    refused (503), and a FAILED ``AUDIT_EXPORTED`` event records the refusal."""
+    store = Store(tmp_path / "sandbox.db")
+    log = AuditLog.open(store, tmp_path, "acme", clock=Clock())
+    rnd = random.Random(19)
+    for i in range(150):
+        record(log, rnd, i)
+    under_lock: list[bool] = []
+    real = audit.verify_bundle
+
+    def spy(bundle: dict[str, Any], keys: Any) -> audit.VerifyResult:
+        under_lock.append(store._conn().in_transaction)
+        return real(bundle, keys)
+
+    monkeypatch.setattr(audit, "verify_bundle", spy)
+    assert log.export({}, actor=ACTOR, source=SOURCE)["events"][-1]["seq"] == 151
+    assert under_lock == [False]
+    # An edit before the newest signed point (100): the check before signing reads 101.. only,
+    # so the export's checkpoint is signed; the whole-range check refuses the bundle.
+    conn = raw(tmp_path / "sandbox.db")
+    conn.execute("DROP TRIGGER audit_events_no_update")
+    conn.execute("UPDATE audit_events SET detail = '{\"rewritten\":true}' WHERE seq = 50")
+    audit_log.create_tables(conn)
+    conn.close()
+    with pytest.raises(AuditUnavailable) as refused:
+        log.export({"from": "1"}, actor=ACTOR, source=SOURCE)
+    assert refused.value.details == {"reason": "HASH_MISMATCH", "firstBadSeq": 50}
+    assert under_lock == [False, False]
+    *_, attempt, failed = log.events()
+    assert (attempt["action"], attempt["outcome"], attempt["seq"]) == ("AUDIT_EXPORTED", "SUCCESS", 152)
+    assert (failed["action"], failed["outcome"]) == ("AUDIT_EXPORTED", "FAILED")
+    assert failed["detail"]["refusedExportSeq"] == 152 and failed["detail"]["firstBadSeq"] == 50
+    assert failed["detail"]["reason"] == "HASH_MISMATCH" and failed["detail"]["lastSeq"] == 152
+    store.close()
+
+
 def test_a_crash_between_commit_and_anchor_is_caught_up_at_open(tmp_path: Path) -> None:
     store = Store(tmp_path / "sandbox.db")
     log = AuditLog.open(store, tmp_path, "acme", clock=Clock())
