@@ -435,6 +435,21 @@ def _map_at(maps: Sequence[Any], at: Any) -> tuple[bool, Any]:
     return True, maps[at]
 
 
+def _first_at(items: Sequence[Any], exp: Expectation) -> Mapping[str, Any] | None:
+    """The first item naming the expectation's processor id and iteration (as evaluation takes
+    the first processor that matches)."""
+    return next(
+        (
+            item
+            for item in items
+            if isinstance(item, Mapping)
+            and item.get("processorId") == exp.processor
+            and item.get("iteration") == exp.iteration
+        ),
+        None,
+    )
+
+
 def _processor_subject(
     exp: Expectation, trace: Mapping[str, Any], outputs: Sequence[Any]
 ) -> tuple[Subject | str | None, str | None]:
@@ -442,30 +457,11 @@ def _processor_subject(
     recorded output of the first trace entry with its processor id and iteration, provided the
     output is that entry's (status, error, body hash, maps); the evaluator's "did not run" text
     when no entry has them. ``(None, why)`` when the evidence does not hold together."""
-    entries = trace.get("entries") or []
-    entry = next(
-        (
-            e
-            for e in entries
-            if isinstance(e, Mapping)
-            and e.get("processorId") == exp.processor
-            and e.get("iteration") == exp.iteration
-        ),
-        None,
-    )
+    entry = _first_at(trace.get("entries") or [], exp)
     if entry is None:
         it = f" iteration {exp.iteration}" if exp.iteration else ""
         return f"processor {exp.processor}{it} did not run in the replay", None
-    recorded = next(
-        (
-            o
-            for o in outputs
-            if isinstance(o, Mapping)
-            and o.get("processorId") == exp.processor
-            and o.get("iteration") == exp.iteration
-        ),
-        None,
-    )
+    recorded = _first_at(outputs, exp)
     where = f"{exp.processor} (seq {entry.get('seq')})"
     if (
         recorded is None

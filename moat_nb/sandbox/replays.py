@@ -478,14 +478,7 @@ class ReplayService:
 
         ``target.replayId`` is null (``detail.replayId`` names it): the event must not join
         the audit record of a replay that is not the caller's, as ``AUDIT_QUERIED`` does not."""
-        row = (
-            self.store._conn()
-            .execute(
-                "SELECT requested_by FROM replays WHERE replay_id = ? AND tenant_id = ?",
-                (replay_id, self.tenant_id),
-            )
-            .fetchone()
-        )
+        row = self._requester(replay_id)
         reason = "no such replay" if row is None else "another user's replay, and no audit:read"
         self.audit_standalone(
             "REPLAY_DENIED",
@@ -496,10 +489,9 @@ class ReplayService:
             outcome="DENIED",
         )
 
-    def check_visible(self, principal: Principal, replay_id: str) -> None:
-        """:meth:`visible` without building the Replay (its audit seqs, its JSON columns): the
-        trace stream only needs the answer, and opens while the agent runs the replay (P2)."""
-        row = (
+    def _requester(self, replay_id: str) -> tuple[Any, ...] | None:
+        """``(requested_by,)`` of the tenant's replay, or None when it has no such replay."""
+        row: tuple[Any, ...] | None = (
             self.store._conn()
             .execute(
                 "SELECT requested_by FROM replays WHERE replay_id = ? AND tenant_id = ?",
@@ -507,6 +499,12 @@ class ReplayService:
             )
             .fetchone()
         )
+        return row
+
+    def check_visible(self, principal: Principal, replay_id: str) -> None:
+        """:meth:`visible` without building the Replay (its audit seqs, its JSON columns): the
+        trace stream only needs the answer, and opens while the agent runs the replay (P2)."""
+        row = self._requester(replay_id)
         if row is None or not _may_read(principal, row[0]):
             raise _no_replay(replay_id)
 
