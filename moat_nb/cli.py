@@ -520,7 +520,7 @@ def _print_verified_facts(evidence: dict[str, Any]) -> None:
     # A processor's output is vouched for where the audit hashed the trace and the evidence
     # carries it (verify_evidence then checked both); else it is the report's own data.
     audited_trace = any(
-        "traceSha256" in ((e or {}).get("detail") or {})
+        ((e or {}).get("detail") or {}).get("traceSha256") is not None
         for e in (evidence.get("audit") or {}).get("events") or ()
     )
     traced = audited_trace and isinstance(evidence.get("trace"), dict)

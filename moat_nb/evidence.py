@@ -590,7 +590,7 @@ def receipt_checks(
             f"audit {fdetail.get('resultExecutionId')}",
         )
     )
-    if "traceSha256" in fdetail:
+    if fdetail.get("traceSha256") is not None:
         # Where the platform audited the trace, the evidence must carry it: without it, a
         # processor expectation would rest on the report's data again, and a forger would
         # only have to drop `trace` (found by review).
@@ -892,7 +892,10 @@ def verify_evidence(
     # (traceSha256, checked in receipt_checks) and the output hashes to its entry.
     subject = Subject.from_wire(output)
     trace = evidence.get("trace")
-    trace_vouched = "traceSha256" in fdetail and _trace_hash(trace) == fdetail["traceSha256"]
+    audited_trace = fdetail.get("traceSha256")
+    trace_vouched = (
+        audited_trace is not None and isinstance(trace, Mapping) and _trace_hash(trace) == audited_trace
+    )
     outputs = evidence.get("processorOutputs")
     outputs = outputs if isinstance(outputs, list) else []
     recorded = evidence.get("expectations") or []
@@ -905,7 +908,6 @@ def verify_evidence(
             mismatch.append(f"{i} ({exc.message})")
             continue
         if exp.processor is not None and trace_vouched:
-            assert isinstance(trace, Mapping)  # _trace_hash hashes nothing else
             found, why = _processor_subject(exp, trace, outputs)
             if found is None:
                 mismatch.append(f"{i} ({why})")

@@ -373,7 +373,16 @@ def _hidden(value: Any, depth: int = 0) -> Any:
         except (ValueError, RecursionError):
             return value
         return {"json": _hidden(parsed, depth + 1)}  # JSON text as its value: spacing does not count
+    if isinstance(value, int) and not isinstance(value, bool) and not -_SAFE_INT <= value <= _SAFE_INT:
+        # JCS holds no integer beyond I-JSON's range (RFC 7493 2.2), so a payload with a Java
+        # long id had no hash and a genuine proof of it could not verify (found by review).
+        # Written as its digits in a wrapper no object of the payload can spell (an object with
+        # a NUL-led member is wrapped whole above); every other payload hashes as before.
+        return {_ESCAPE + "int": str(value)}
     return value
+
+
+_SAFE_INT = 2**53 - 1
 
 
 def request_sha256(modified: Mapping[str, Any] | None, version: int = REQUEST_HASH_VERSION) -> str | None:
@@ -474,10 +483,38 @@ def trace_sha256(digest: Mapping[str, Any]) -> str | None:
     # "entries" < "maps"); encoded apart, the float check of the fast path walks only the maps
     # (the entries hold none): 0.25 instead of 0.39 ms a replay.
     try:
-        entries, maps = canonical_json(digest["entries"]), canonical_json(digest["maps"])
+        entries = canonical_json(digest["entries"])
     except (rfc8785.CanonicalizationError, ValueError, TypeError):
         return None
+    try:
+        maps = canonical_json(digest["maps"])
+    except (rfc8785.CanonicalizationError, ValueError, TypeError):
+        # A map JCS cannot hold: an integer beyond I-JSON's range (a Java long id in a header or
+        # property). Then the maps are written with such integers as their digits
+        # (:func:`_jcs_form`) under a member that says so, which no trace without one has: a
+        # genuine trace of a long id still has a hash, and no other trace shares it.
+        try:
+            maps = canonical_json(_jcs_form(digest["maps"]))
+        except (rfc8785.CanonicalizationError, ValueError, TypeError, RecursionError):
+            return None
+        return hashlib.sha256(
+            b'{"entries":' + entries + b',"longInts":true,"maps":' + maps + b"}"
+        ).hexdigest()
     return hashlib.sha256(b'{"entries":' + entries + b',"maps":' + maps + b"}").hexdigest()
+
+
+def _jcs_form(value: Any) -> Any:
+    """``value`` with every integer beyond I-JSON's range as ``{"\0int": digits}``, and every
+    object with a NUL-led member name wrapped as ``{"\0": object}`` (so that no object of the
+    value spells such an integer): a one-to-one form that JCS can hold."""
+    if isinstance(value, Mapping):
+        out = {k: _jcs_form(v) for k, v in value.items()}
+        return {_ESCAPE: out} if any(isinstance(k, str) and k.startswith(_ESCAPE) for k in out) else out
+    if isinstance(value, list | tuple):
+        return [_jcs_form(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not -_SAFE_INT <= value <= _SAFE_INT:
+        return {_ESCAPE + "int": str(value)}
+    return value
 
 
 def _jcs_sha256(value: Any) -> str | None:

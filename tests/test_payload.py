@@ -386,7 +386,10 @@ def test_request_sha256_hides_secrets_and_ties_everything_else() -> None:
     ):
         assert request_sha256(other) != digest, other
     assert request_sha256(None) == request_sha256({}) is not None
-    assert request_sha256({"body": json.dumps({"n": 2**70})}) is None  # not I-JSON: nothing to vouch
+    # An integer beyond I-JSON's range (a Java long id) is hashed too, by its digits: a proof
+    # of such a payload must verify (it had no hash at all; found by review).
+    long_id = request_sha256({"body": json.dumps({"n": 2**70})})
+    assert long_id is not None and long_id != request_sha256({"body": json.dumps({"n": 2**70 + 1})})
 
 
 def test_request_sha256_tells_an_object_from_a_text_and_a_text_from_its_readings() -> None:
@@ -440,6 +443,10 @@ def _unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
 @example({"json": 1}, {"\0": {"json": 1}})
 @example('{"a": 1, "a": 2}', '{"a": 2}')
 @example(["[1]"], [{"json": [1]}])
+@example(2**60, 2**60 + 1)  # a Java long id: JCS holds none, and both hashed as None
+@example('{"id": 1152921504606846976}', '{"id": 1152921504606846977}')
+@example(2**60, str(2**60))
+@example(2**60, {"\0int": str(2**60)})
 def test_request_sha256_is_equal_exactly_when_the_payloads_say_the_same(a: object, b: object) -> None:
     ha, hb = request_sha256({"headers": {"h": a}}), request_sha256({"headers": {"h": b}})
     assert (ha == hb) == (_reading(a) == _reading(b))
@@ -732,3 +739,22 @@ def test_trace_hash_changes_with_any_processors_output(outputs: list[dict], data
     changed = list(records)
     changed[i] = _record(i, **{**outputs[i], field: other})
     assert trace_sha256(trace_digest(changed)) != digest
+
+
+def test_a_trace_with_a_long_id_has_a_hash_of_its_own() -> None:
+    # JCS holds no integer beyond 2**53: a genuine trace with a Java long id in a property had
+    # no hash, and its proof could not verify (found by review). It has one now, which a trace
+    # spelling the id as text or as the wrapper's own object does not share.
+    long_id = 2**63 + 5
+
+    def digest_of(value: object) -> str | None:
+        return trace_sha256(trace_digest([_record(1, properties={"orderId": value})]))
+
+    hashes = [
+        digest_of(long_id),
+        digest_of(long_id + 1),
+        digest_of(str(long_id)),
+        digest_of({"\0int": str(long_id)}),
+    ]
+    assert None not in hashes and len(set(hashes)) == len(hashes)
+    assert digest_of(long_id) == digest_of(long_id)
