@@ -373,7 +373,7 @@ def _hidden(value: Any, depth: int = 0) -> Any:
         except (ValueError, RecursionError):
             return value
         return {"json": _hidden(parsed, depth + 1)}  # JSON text as its value: spacing does not count
-    if isinstance(value, int) and not isinstance(value, bool) and not -_SAFE_INT <= value <= _SAFE_INT:
+    if _long_int(value):
         # JCS holds no integer beyond I-JSON's range (RFC 7493 2.2), so a payload with a Java
         # long id had no hash and a genuine proof of it could not verify (found by review).
         # Written as its digits in a wrapper no object of the payload can spell (an object with
@@ -383,6 +383,11 @@ def _hidden(value: Any, depth: int = 0) -> Any:
 
 
 _SAFE_INT = 2**53 - 1
+
+
+def _long_int(value: Any) -> bool:
+    """An integer beyond I-JSON's range (RFC 7493 2.2), which JCS cannot write."""
+    return isinstance(value, int) and not isinstance(value, bool) and not -_SAFE_INT <= value <= _SAFE_INT
 
 
 def request_sha256(modified: Mapping[str, Any] | None, version: int = REQUEST_HASH_VERSION) -> str | None:
@@ -512,7 +517,7 @@ def _jcs_form(value: Any) -> Any:
         return {_ESCAPE: out} if any(isinstance(k, str) and k.startswith(_ESCAPE) for k in out) else out
     if isinstance(value, list | tuple):
         return [_jcs_form(v) for v in value]
-    if isinstance(value, int) and not isinstance(value, bool) and not -_SAFE_INT <= value <= _SAFE_INT:
+    if _long_int(value):
         return {_ESCAPE + "int": str(value)}
     return value
 

@@ -74,6 +74,7 @@ from ..payload import (
     redact_patch,
     request_sha256,
     scrub_text,
+    text_sha256,
     trace_digest,
     trace_sha256,
 )
@@ -143,10 +144,6 @@ def replay_routes(state: SandboxState) -> list[Operation]:
     from .replay_api import replay_operations
 
     return replay_operations(state)
-
-
-def _sha256_text(text: str | None) -> str | None:
-    return None if text is None else hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _epoch_ms(dt: datetime) -> int:
@@ -1276,7 +1273,7 @@ class ReplayService:
             "result": {
                 "status": x.status,
                 "durationMs": x.duration_ms,
-                "outputBodySha256": _sha256_text(x.output_body),
+                "outputBodySha256": text_sha256(x.output_body),
                 "errorType": x.error_type,
                 "errorMessage": x.error_message,
             },

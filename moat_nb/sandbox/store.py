@@ -485,6 +485,15 @@ def _as_chunk(chunk: Chunk | Mapping[str, Any]) -> Chunk:
         raise _fail(f"malformed chunk: {exc}") from None
 
 
+def _stored_as(conn: sqlite3.Connection, c: _Checked) -> bool | None:
+    """Whether the chunk's ``(executionId, chunkSeq)`` is stored with this content (True), with
+    other content (False), or not at all (None)."""
+    row = conn.execute(
+        "SELECT sha256 FROM chunks WHERE execution_id = ? AND chunk_seq = ?", (c.execution_id, c.chunk_seq)
+    ).fetchone()
+    return None if row is None else row[0] == c.sha256 or row[0] == _legacy_digest(c)
+
+
 def _content_digest(written: tuple[Any, ...]) -> str:
     """SHA-256 of what a chunk writes (payload texts enter through their hashes): the
     idempotency key of a re-sent chunk, so equal values must give equal bytes.
@@ -1274,15 +1283,7 @@ class Store:
     def has_chunk(self, checked: _Checked) -> bool:
         """Whether this very chunk (same execution, ``chunkSeq`` and content) is stored: a
         retry, which :meth:`write_checked` would ignore."""
-        row = (
-            self._conn()
-            .execute(
-                "SELECT sha256 FROM chunks WHERE execution_id = ? AND chunk_seq = ?",
-                (checked.execution_id, checked.chunk_seq),
-            )
-            .fetchone()
-        )
-        return row is not None and (row[0] == checked.sha256 or row[0] == _legacy_digest(checked))
+        return _stored_as(self._conn(), checked) is True
 
     def forget(self, execution_id: str) -> None:
         """After a :meth:`write_checked` transaction ended: drop the execution from the read
@@ -1318,12 +1319,9 @@ class Store:
         return count
 
     def _write(self, conn: sqlite3.Connection, c: _Checked, defer_index: bool = False) -> IndexJob | None:
-        row = conn.execute(
-            "SELECT sha256 FROM chunks WHERE execution_id = ? AND chunk_seq = ?",
-            (c.execution_id, c.chunk_seq),
-        ).fetchone()
-        if row is not None:
-            if row[0] == c.sha256 or row[0] == _legacy_digest(c):
+        same = _stored_as(conn, c)
+        if same is not None:
+            if same:
                 return None  # the same chunk again: a retry (also of a chunk an older version stored)
             raise _fail(
                 f"chunk {c.chunk_seq} of execution {c.execution_id} was already stored with other content",
