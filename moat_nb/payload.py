@@ -409,10 +409,25 @@ def request_sha256(modified: Mapping[str, Any] | None, version: int = REQUEST_HA
 
 def map_sha256(values: Mapping[str, Any] | None) -> str | None:
     """Hex SHA-256 of the JCS canonical JSON of a header or property map (secrets as their
-    fingerprints, as stored), or None for no map or one JCS cannot hold. The terminal audit
-    event of a replay carries it for the output's maps, so that an offline check can vouch for
-    what a report says they held, as ``outputBodySha256`` does for the body."""
-    return None if values is None else _jcs_sha256(dict(values))
+    fingerprints, as stored), or None for no map or one that is not JSON data. The terminal
+    audit event of a replay carries it for the output's maps, so that an offline check can
+    vouch for what a report says they held, as ``outputBodySha256`` does for the body.
+
+    A map holding an integer JCS cannot write (a Java long id beyond 2**53) is hashed as
+    ``longInts:`` followed by the JCS of its :func:`_jcs_form`: before, it had no hash, and two
+    such maps compared equal by their missing hashes whatever they held (found by review). The
+    prefix keeps those preimages apart from every JCS text (which starts with ``{``), and
+    :func:`_jcs_form` is one-to-one, so no two maps share a hash; maps JCS can hold hash as
+    before, so audit records written earlier still verify."""
+    if values is None:
+        return None
+    plain = _jcs_sha256(dict(values))
+    if plain is not None:
+        return plain
+    try:
+        return hashlib.sha256(b"longInts:" + canonical_json(_jcs_form(dict(values)))).hexdigest()
+    except (rfc8785.CanonicalizationError, ValueError, TypeError, RecursionError):
+        return None
 
 
 def text_sha256(text: str | None) -> str | None:

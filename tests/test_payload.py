@@ -26,6 +26,7 @@ from moat_nb.payload import (
     is_control_header,
     is_redacted,
     is_secret_name,
+    map_sha256,
     masker,
     parse_modified_payload,
     payload_diff,
@@ -450,6 +451,48 @@ def _unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
 def test_request_sha256_is_equal_exactly_when_the_payloads_say_the_same(a: object, b: object) -> None:
     ha, hb = request_sha256({"headers": {"h": a}}), request_sha256({"headers": {"h": b}})
     assert (ha == hb) == (_reading(a) == _reading(b))
+
+
+_MAP_VALUES = st.recursive(
+    st.one_of(
+        st.integers(-(2**65), 2**65),  # beyond +-(2**53 - 1) JCS holds none: a Java long id
+        st.sampled_from(("x", "\0int", "1152921504606846976")),
+        st.booleans(),
+        st.none(),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(("a", "\0", "\0int")), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_MAP_VALUES, _MAP_VALUES)
+@example(2**60, 2**60 + 1)  # both had no hash, so a check of one against the other passed
+@example(2**60, str(2**60))
+@example(2**60, {"\0int": str(2**60)})
+@example([2**60, 1], [2**60, 2])
+def test_map_sha256_is_equal_exactly_when_the_maps_are(a: object, b: object) -> None:
+    ha, hb = map_sha256({"h": a, "n": 2**63}), map_sha256({"h": b, "n": 2**63})
+    assert ha is not None and hb is not None
+    assert (ha == hb) == (_typed(a) == _typed(b))
+
+
+def test_map_sha256_of_a_map_jcs_holds_is_unchanged() -> None:
+    # Audit records written before long ids were hashed still verify: their maps hash as JCS.
+    values = {"orderId": 2**53 - 1, "b": "x", "a": [True, None]}
+    assert map_sha256(values) == hashlib.sha256(rfc8785.dumps(values)).hexdigest()
+    assert map_sha256(None) is None
+
+
+def _typed(value: object) -> object:
+    """A JSON value with its types spelled out (``True == 1`` in Python, not in JSON)."""
+    if isinstance(value, dict):
+        return ("object", sorted((k, _typed(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return ("array", [_typed(v) for v in value])
+    return (type(value).__name__, value)
 
 
 def test_redact_patch_shows_that_a_secret_changed() -> None:

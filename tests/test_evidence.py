@@ -1,0 +1,97 @@
+"""The pure checks of :mod:`moat_nb.evidence` on hand-made evidence (no platform): what
+``report verify`` concludes when the audit has no hash of what a claim rests on. The whole
+proof, from a real sandbox through papermill to ``report verify``, is tested in test_report.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from moat_nb.evidence import EVIDENCE_FORMAT, verify_evidence
+from moat_nb.expectations import Expectation, Subject, evaluate_one
+from moat_nb.model import ProcessorRecord
+from moat_nb.payload import trace_digest, trace_sha256
+
+LONG_ID = 2**60 + 7  # a Java long id: beyond what RFC 8785 (JCS) can write
+
+
+def _evidence(
+    output: dict[str, Any], detail: dict[str, Any], expectation: dict[str, Any], **extra: Any
+) -> dict:
+    exp = Expectation.from_wire(expectation)
+    subject = extra.pop("subject", None) or Subject.from_wire(output)
+    recorded = evaluate_one(exp, subject).to_wire()
+    final = {
+        "seq": 3,
+        "action": "REPLAY_COMPLETED",
+        "target": {"replayId": "r-1"},
+        "detail": detail,
+        "prevHash": "0" * 64,
+        "hash": "1" * 64,
+    }
+    return {
+        "format": EVIDENCE_FORMAT,
+        "audit": {"events": [final]},
+        "replay": {"replayId": "r-1"},
+        "output": output,
+        "parameters": {"expectations": [expectation]},
+        "expectations": [recorded],
+        **extra,
+    }
+
+
+def _check(checks: list[Any], name: str) -> Any:
+    return next((c for c in checks if c.name == name), None)
+
+
+def test_an_output_map_the_audit_has_no_hash_of_is_not_vouched_for() -> None:
+    # An older sandbox audited no hash (null) of a map holding a long id; the check compared the
+    # claimed map's missing hash with it and passed whatever the map held (found by review).
+    output = {"status": "COMPLETED", "body": None, "headers": {"orderId": LONG_ID, "route": "FORGED"}}
+    evidence = _evidence(output, {"outputHeadersSha256": None}, {"path": "headers:route", "equals": "FORGED"})
+    checks = verify_evidence(evidence, None)
+    assert _check(checks, "audited output headers hash") is None
+    reevaluated = _check(checks, "expectations re-evaluate")
+    assert "rest on the report's own data" in reevaluated.detail
+
+
+def test_a_processor_output_with_a_long_id_must_be_the_audited_one() -> None:
+    # The trace's maps are vouched for by traceSha256; a recorded output that holds a long id
+    # had no map hash, and neither had the audited map, so any such output passed as its entry.
+    audited = ProcessorRecord(
+        execution_id="e-1",
+        exchange_id="x-1",
+        seq=4,
+        processor_id="pricing",
+        processor_type="setProperty",
+        route_id="orders",
+        status="COMPLETED",
+        properties={"orderId": LONG_ID, "tier": "GOLD"},
+    )
+    trace = trace_digest([audited])
+    forged = {
+        **Subject.of_processor(audited).to_wire(),
+        "properties": {"orderId": LONG_ID, "tier": "PLATINUM"},
+    }
+    expectation = {"path": "properties:tier", "equals": "PLATINUM", "processor": "pricing"}
+    outputs = [{"seq": 4, "processorId": "pricing", "iteration": 0, "output": forged}]
+    evidence = _evidence(
+        {"status": "COMPLETED", "body": None},
+        {"traceSha256": trace_sha256(trace)},
+        expectation,
+        subject=Subject.from_wire(forged),
+        trace=trace,
+        processorOutputs=outputs,
+    )
+    reevaluated = _check(verify_evidence(evidence, None), "expectations re-evaluate")
+    assert not reevaluated.ok and "not the audited one" in reevaluated.detail
+    # The genuine output, long id and all, is its entry's.
+    outputs[0]["output"] = Subject.of_processor(audited).to_wire()
+    evidence = _evidence(
+        {"status": "COMPLETED", "body": None},
+        {"traceSha256": trace_sha256(trace)},
+        {**expectation, "equals": "GOLD"},
+        subject=Subject.of_processor(audited),
+        trace=trace,
+        processorOutputs=outputs,
+    )
+    assert _check(verify_evidence(evidence, None), "expectations re-evaluate").ok
