@@ -519,6 +519,7 @@ class AuditLog:
                 committed = [checkpoint_from_row(r[1:]) for r in rows]
                 for cp in committed:  # the next checkpoint is verified from these on
                     self._signed.add(cp)
+                self.store.sync()  # the events anchored are on disk before their anchor is
                 self.anchor.append(committed)
                 self._anchored_rowid = rows[-1][0]
             except (OSError, sqlite3.Error, MoatError) as exc:

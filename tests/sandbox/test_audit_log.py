@@ -348,6 +348,33 @@ def test_checkpoints_every_100_on_demand_and_at_close(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_checkpoint_reaches_its_anchor_file_only_after_the_events_it_signs_are_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # WAL with synchronous=NORMAL leaves a commit in the page cache until SQLite's next
+    # checkpoint: the anchor file (fsynced) could then outlive the events it anchors in a power
+    # cut, and the restarted log would look cut short. The log's file is synced first.
+    import os
+
+    store = Store(tmp_path / "sandbox.db")
+    log = AuditLog.open(store, tmp_path, "acme", clock=Clock())
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    rnd = random.Random(5)
+    for i in range(99):
+        record(log, rnd, i)
+    assert synced == []  # an ordinary commit costs no fsync
+    record(log, rnd, 99)  # the 100th event: a checkpoint, anchored
+    assert synced == ["sandbox.db-wal", log.anchor.path.name]
+    store.close()
+
+
 def test_a_checkpoint_is_never_signed_over_a_rewritten_tail(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
