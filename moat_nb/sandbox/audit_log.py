@@ -549,6 +549,8 @@ class AuditLog:
                     missing.append(cp)
                 else:
                     log.error("audit checkpoint at seq %r is not anchored: %s", cp["seq"], problem)
+            if missing:
+                self.store.sync()  # as in anchor_pending: the events before their anchor
             self.anchor.append(missing)
             self._anchored_rowid = rows[-1][0] if rows else 0
 
