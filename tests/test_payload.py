@@ -38,6 +38,7 @@ from moat_nb.payload import (
     redact_payload,
     redact_uri,
     request_sha256,
+    scrub_body,
     scrub_text,
     scrub_uri,
     secret_names,
@@ -493,6 +494,45 @@ def _typed(value: object) -> object:
     if isinstance(value, list):
         return ("array", [_typed(v) for v in value])
     return (type(value).__name__, value)
+
+
+_SECRET = st.text(st.sampled_from("abcXYZ0189-_.+/"), min_size=12, max_size=20)
+_BODY_TREES = st.recursive(
+    st.one_of(st.none(), st.integers(-5, 5), st.text(max_size=6), st.just("SECRET")),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(("a", "b", "SECRET")), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(tree=_BODY_TREES, secret=_SECRET, as_text=st.booleans())
+def test_scrub_body_leaves_no_secret_and_json_stays_json(tree: object, secret: str, as_text: bool) -> None:
+    # A route copies a secret header into its body: as a string value, a member name, part of a
+    # text. The scrubbed body never spells it; JSON stays JSON; a body without it is untouched.
+    text = json.dumps(tree).replace("SECRET", f"x {secret} y" if as_text else secret)
+    out = scrub_body(text, {secret}, MASK)
+    assert out is not None and secret not in out
+    if secret in text:
+        json.loads(out)  # JSON stays JSON: this raises if not
+        assert MASK(secret) in out
+    else:
+        assert out == text
+    plain = f"auth={secret}&n=1"
+    assert scrub_body(plain, {secret}, MASK) == f"auth={MASK(secret)}&n=1"
+    assert scrub_body(text, set(), MASK) == text
+
+
+def test_scrub_body_hides_a_secret_that_is_json_text_copied_whole() -> None:
+    # A secret value that is itself JSON ('{"id": 0}' under a secret name) and a body that is
+    # that text: no string of the JSON holds it, so the body is scrubbed as text.
+    assert scrub_body('{"id": 0}', {'{"id": 0}'}, MASK) == MASK('{"id": 0}')
+    # A number that spells a secret becomes the marker, as a string; others stay numbers.
+    assert json.loads(scrub_body('{"pin": 98765432101, "qty": 3}', {"98765432101"}, MASK)) == {
+        "pin": MASK("98765432101"),
+        "qty": 3,
+    }
 
 
 def test_redact_patch_shows_that_a_secret_changed() -> None:

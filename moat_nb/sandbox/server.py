@@ -69,8 +69,10 @@ from ..payload import (
     redact_body,
     redact_mapping,
     redact_uri,
+    scrub_body,
     scrub_text,
     scrub_uri,
+    spellings,
 )
 from . import encoder
 from .agents import CommandChannel, event_name
@@ -525,16 +527,37 @@ def redact_chunk(redactor: Redactor, chunk: Chunk, secrets: Iterable[str] = ()) 
     if found:  # all the chunk's secrets are known now: look for them in its free texts
         plain = redactor.value
 
+        scrubbed_bodies: dict[str, str | None] = {}
+        spelled = spellings(found)
+
+        def scrub(text: str | None) -> str | None:
+            # Bodies repeat from processor to processor: each distinct one is searched once.
+            if text is None:
+                return None
+            kept = scrubbed_bodies.get(text)
+            if kept is None:
+                kept = scrubbed_bodies[text] = scrub_body(text, found, plain, spelled=spelled)
+            return text if kept == text else kept
+
         def scrubbed(p: ProcessorRecord) -> ProcessorRecord:
-            text = scrub_text(p.error_message, found, plain)
+            text = scrub_text(p.error_message, found, plain, spelled=spelled)
             # A secret taken from a header need not sit under a secret option name in the URI
             # (``/lookup/${header.X-Api-Key}``, ``?key=...``): its value is looked for too.
             endpoint = (
                 scrub_uri(p.endpoint_uri, found, plain) if isinstance(p.endpoint_uri, str) else p.endpoint_uri
             )
-            if text == p.error_message and endpoint == p.endpoint_uri:
+            # Nor in a body that a route built from it (``setBody: simple: ${header.X-Api-Key}``).
+            bodies_now = (scrub(p.input_body), scrub(p.output_body))
+            if (
+                text == p.error_message
+                and endpoint == p.endpoint_uri
+                and bodies_now[0] is p.input_body
+                and bodies_now[1] is p.output_body
+            ):
                 return p
-            return p._evolve(error_message=text, endpoint_uri=endpoint)
+            return p._evolve(
+                error_message=text, endpoint_uri=endpoint, input_body=bodies_now[0], output_body=bodies_now[1]
+            )
 
         processors = tuple(map(scrubbed, processors))
         if execution is not None:
@@ -542,6 +565,8 @@ def redact_chunk(redactor: Redactor, chunk: Chunk, secrets: Iterable[str] = ()) 
                 execution,
                 error_message=scrub_text(execution.error_message, found, plain),
                 error_stack_trace=scrub_text(execution.error_stack_trace, found, plain),
+                input_body=scrub(execution.input_body),
+                output_body=scrub(execution.output_body),
                 processors=(
                     None if execution.processors is None else tuple(map(scrubbed, execution.processors))
                 ),

@@ -451,6 +451,12 @@ _URI_ROUTES = """\
             id: call-userinfo
             uri: "ahc:http://svc:UserInfoPw-77@partner.example/db"
         - setBody:
+            id: echo-key
+            simple: "looked up with key ${header.X-Api-Key}"
+        - setBody:
+            id: echo-json
+            simple: '{"note": "key ${header.X-Api-Key}", "user": "${header.user}"}'
+        - setBody:
             id: done
             constant: "ok"
 """
@@ -463,8 +469,9 @@ def sample_payload(rng, i):
 
 
 def test_a_secret_header_resolved_into_an_endpoint_uri_stays_hidden(tmp_path: Path, tools: Any) -> None:
-    """The recorded trace, the replay's SSE events and its stored trace show the endpoint URI
-    with the header's fingerprint, never the real key (section 4 "Secrets")."""
+    """The recorded trace, the replay's SSE events and its stored trace show the endpoint URI,
+    and bodies the route built from the header, with the header's fingerprint, never the real
+    key (section 4 "Secrets")."""
     app = tmp_path / "uri-app"
     app.mkdir()
     (app / "routes.yaml").write_text(_URI_ROUTES, encoding="utf-8")
@@ -490,6 +497,10 @@ def test_a_secret_header_resolved_into_an_endpoint_uri_stays_hidden(tmp_path: Pa
         streamed = next(d for _, k, d in events if k == "processor" and d["processorId"] == "call-partner")
         new_marker = handle.state.redactor.value(new)
         assert streamed["endpointUri"] == f"http://partner.example/api/lookup?apiKey={new_marker}&user=u0"
+        # A body the route built from the header holds its fingerprint too; JSON stays JSON.
+        bodies = {d["processorId"]: d["outputBody"] for _, k, d in events if k == "processor"}
+        assert bodies["echo-key"] == f"looked up with key {new_marker}"
+        assert json.loads(bodies["echo-json"]) == {"note": f"key {new_marker}", "user": "u0"}
         assert new.encode() not in raw
         assert new not in json.dumps(detail(op, replay["resultExecutionId"]))
         db = Path(handle.state.store.path)

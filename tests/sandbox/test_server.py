@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from moat_nb.model import Chunk, Execution, ProcessorRecord
-from moat_nb.payload import redact_body
+from moat_nb.payload import ALONE_BELOW, collecting, redact_body, redact_mapping, scrub_body
 from moat_nb.sandbox.apps.orders import APP
 from moat_nb.sandbox.openapi import API_PREFIX, PUBLIC, Operation
 from moat_nb.sandbox.security import DEFAULT_USERS_TOML, Redactor, verify_command
@@ -1196,7 +1196,8 @@ def test_redact_chunk_screen_gives_what_full_redaction_gives(
     headers: dict[str, Any], properties: dict[str, Any], body: str
 ) -> None:
     """The screen that lets redact_chunk skip maps and bodies with no secret name never lets a
-    secret through: the result equals redacting every value the long way."""
+    secret through: the result equals redacting every value the long way, then hiding every
+    value so hidden wherever else the body spells it."""
     redactor = Redactor(b"k" * 32)
     record = ProcessorRecord(
         execution_id="x-1", exchange_id="e-1", seq=1, processor_id="p", processor_type="log",
@@ -1204,10 +1205,17 @@ def test_redact_chunk_screen_gives_what_full_redaction_gives(
         input_properties=properties, properties=properties, input_body=body, output_body=body,
     )  # fmt: skip
     chunk = Chunk(execution_id="x-1", exchange_id="e-1", chunk_seq=0, processors=(record, record))
+    found: set[str] = set()
+    mask = collecting(redactor.value, found)
+    redact_mapping(headers, mask)
+    redact_mapping(properties, mask)
+    expected_body = scrub_body(redact_body(body, mask), found, redactor.value)
     for p in redact_chunk(redactor, chunk).processors:
         assert p.input_headers == p.output_headers == redactor.mapping(headers)
         assert p.input_properties == p.properties == redactor.mapping(properties)
-        assert p.input_body == p.output_body == redact_body(body, redactor.value)
+        assert p.input_body == p.output_body == expected_body
+        # (A short secret is hidden only where it stands alone: "1234" is left in "12345".)
+        assert not any(secret in p.output_body for secret in found if len(secret) >= ALONE_BELOW)
     if not may_hold_secret_names(json.dumps({"h": headers, "p": properties, "b": body})):
         assert redact_chunk(redactor, chunk) == chunk
 
@@ -1237,6 +1245,42 @@ def test_redact_chunk_hides_secrets_quoted_in_error_texts() -> None:
     # Nothing hidden, nothing scrubbed: the chunk stays as it was.
     plain = replace(record, input_headers={"channel": "web"}, input_body="{}", error_message="pin 98765")
     assert redact_chunk(redactor, Chunk("x-1", "e-1", 0, processors=(plain,))).processors == (plain,)
+
+
+def test_redact_chunk_hides_a_secret_a_route_copied_into_a_body() -> None:
+    # setBody: simple: "key ${header.X-Api-Key}": no name in the body says it holds a secret
+    # (security.md VAL-6; found by review). Text stays text; JSON stays JSON.
+    redactor = Redactor(b"k" * 32)
+    key = "partner-key-0123456789"
+    marker = redactor.value(key)
+    bodies = [
+        f"called with {key}",
+        json.dumps({"note": f"key {key}", key: 1, "n": [7]}),
+        json.dumps({"echo": {"auth": [f"Bearer {key}"]}}),
+    ]
+    records = tuple(
+        ProcessorRecord(
+            execution_id="x-1", exchange_id="e-1", seq=i, processor_id=f"p{i}", processor_type="setBody",
+            route_id="r", status="COMPLETED", input_headers={"X-Api-Key": key}, input_body=body,
+            output_body=body,
+        )
+        for i, body in enumerate(bodies, start=1)
+    )  # fmt: skip
+    execution = Execution(
+        execution_id="x-1", exchange_id="e-1", route_id="r", status="COMPLETED", output_body=bodies[1]
+    )
+    out = redact_chunk(redactor, Chunk("x-1", "e-1", 0, execution=execution, processors=records))
+    texts = [t for p in out.processors for t in (p.input_body, p.output_body)] + [out.execution.output_body]
+    assert all(key not in t for t in texts)
+    assert out.processors[0].output_body == f"called with {marker}"
+    assert json.loads(out.processors[1].output_body) == {"note": f"key {marker}", marker: 1, "n": [7]}
+    assert json.loads(out.processors[2].output_body) == {"echo": {"auth": [f"Bearer {marker}"]}}
+    # A number that spells a secret (a PIN put into a JSON body) becomes its marker, as a string.
+    pin = replace(
+        records[0], input_headers={"X-Pin-Token": "424242"}, output_body='{"pin": 424242, "qty": 42}'
+    )
+    (scrubbed,) = redact_chunk(redactor, Chunk("x-1", "e-1", 0, processors=(pin,))).processors
+    assert json.loads(scrubbed.output_body) == {"pin": redactor.value("424242"), "qty": 42}
 
 
 @settings(max_examples=150, deadline=None)
