@@ -889,10 +889,12 @@ def verify_evidence(
     # does not ask for them): then expectations on headers and properties are vouched for too.
     vouched = {"status", "error", "body"}
     for part, key in (("headers", "outputHeadersSha256"), ("properties", "outputPropertiesSha256")):
-        if fdetail.get(key) is None and output.get(part) is not None:
-            # The platform hashed no such map (an older sandbox had no hash of a map with a
-            # Java long id): nothing vouches for it, and expectations on it are counted as
-            # resting on the report's data, not passed by two missing hashes (found by review).
+        if key in fdetail and fdetail[key] is None:
+            # The platform hashed no map (an older sandbox had no hash of a map with a Java long
+            # id, nor of an output without one): nothing vouches for the claim, whatever it is,
+            # and expectations on it rest on the report's data. Compared, two missing hashes
+            # passed a forged map, or a map claimed away (null) to pass "exists: false"
+            # (found by review, twice).
             continue
         if key in fdetail:
             computed = map_sha256(output.get(part))

@@ -698,43 +698,84 @@ def scrub_body(
     ${header.X-Api-Key}"``), where no name says it is one (security.md VAL-6: a secret appears
     nowhere in the stored trace or the stream; found by review).
 
-    A JSON object or array stays JSON: its strings (and member names) are scrubbed, a number
-    spelling a secret becomes a string with the marker, and the result is re-serialised
-    compactly as :func:`redact_body` does. Text that is not JSON, and JSON whose secret spans
-    its structure (a secret value that is itself JSON text, copied whole), are scrubbed as
-    text: no longer JSON perhaps, but never holding the secret. A body with no secret in it
-    is returned as it is, byte for byte."""
+    A JSON object or array stays JSON where it can: a secret inside its strings is replaced in
+    the text as it is; where that would break the JSON (a number spelling a secret) or could
+    miss a secret (an escape such as Gson's ``\\u003d`` for ``=``), the value is walked instead:
+    its strings, member names and numbers scrubbed (a number becomes a string with the marker)
+    and the result re-serialised compactly, as :func:`redact_body` does. Text that is not JSON,
+    and JSON whose own structure spells a secret (a secret value that is JSON text, copied
+    whole; a secret ``"true"``), are scrubbed as text: perhaps no longer JSON, but never holding
+    the secret. A body with no secret in it is returned as it is, byte for byte."""
     if not body or not secrets:
         return body
     found = tuple(secrets)
     spelled = spelled if spelled is not None else spellings(found)
     text = scrub_text(body, found, mask, spelled=spelled)
-    if text == body:
+    # The escapes that can spell a secret's plain characters otherwise than json.dumps does
+    # (its spellings cover \" \\ \n and the \u of non-ASCII): \u003d for "=", \/ and the like.
+    escaped = "\\u" in body or "\\/" in body
+    if text == body and not escaped:
         return body  # the common case: one search per spelling of each secret
+    if not body.lstrip().startswith(("{", "[")):
+        return text  # not JSON (as _json_in_text decides)
+    if not escaped:
+        try:
+            orjson.loads(text)  # 10x json's speed: a 1 MB body is parsed in ms, not tens of ms
+            return text  # replaced inside strings: still JSON, and the same text otherwise
+        except orjson.JSONDecodeError:
+            pass  # a number or a literal spelt a secret, or the body was no JSON to begin with
     parsed = _json_in_text(body)
     if parsed is _NOT_JSON:
         return text
-
-    def walk(value: Any) -> Any:
-        if isinstance(value, str):
-            return scrub_text(value, found, mask, spelled=spelled)
-        if isinstance(value, dict):
-            return {scrub_text(k, found, mask, spelled=spelled): walk(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [walk(v) for v in value]
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            number = json.dumps(value)
-            scrubbed = scrub_text(number, found, mask, spelled=spelled)
-            return value if scrubbed == number else scrubbed
-        return value
-
-    walked = walk(parsed)
-    if walked == parsed:
-        return text  # the secret spans the JSON's structure (a whole object): hidden as text
+    try:
+        walked = _scrub_tree(parsed, found, mask, spelled)
+        if walked == parsed:
+            # No string, name or number holds a secret: the JSON's structure spells it (or
+            # there is none, behind escapes).
+            return text
+        out = json.dumps(walked, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        try:
+            out.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate escape: kept an escape (the store refuses it raw)
+            out = json.dumps(walked, separators=(",", ":"), allow_nan=False)
+    except (RecursionError, ValueError):  # deeper than Python recurses; 1e400 read as infinity
+        return text
     # Scrubbed as text once more: an occurrence that spans members is hidden too.
-    return scrub_text(
-        json.dumps(walked, ensure_ascii=False, separators=(",", ":")), found, mask, spelled=spelled
-    )
+    return scrub_text(out, found, mask, spelled=spelled)
+
+
+class _Collision(ValueError):
+    """Two member names of one object scrub to the same marker: walking would drop one."""
+
+
+def _scrub_tree(
+    value: Any, found: tuple[str, ...], mask: Mask, spelled: Mapping[str, tuple[str, ...]]
+) -> Any:
+    """:func:`scrub_body`'s walk of a parsed JSON body (raises ValueError where the walk would
+    lose a member)."""
+    forms = tuple(form for secret in found for form in spelled[secret])
+    numeric = any(secret.lstrip("-").replace(".", "", 1).isdigit() for secret in found)
+
+    def text(t: str) -> str:
+        return scrub_text(t, found, mask, spelled=spelled) if any(f in t for f in forms) else t
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, str):
+            return text(v)
+        if isinstance(v, dict):
+            out = {text(k): walk(x) for k, x in v.items()}
+            if len(out) != len(v):
+                raise _Collision("two member names scrub to one marker")
+            return out
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        if numeric and isinstance(v, int | float) and not isinstance(v, bool):
+            number = json.dumps(v)
+            scrubbed = text(number)
+            return v if scrubbed == number else scrubbed
+        return v
+
+    return walk(value)
 
 
 #: ``scheme://`` and the authority after it (RFC 3986 3.2): up to the first ``/``, ``?`` or ``#``.

@@ -52,6 +52,13 @@ def test_an_output_map_the_audit_has_no_hash_of_is_not_vouched_for() -> None:
     assert _check(checks, "audited output headers hash") is None
     reevaluated = _check(checks, "expectations re-evaluate")
     assert "rest on the report's own data" in reevaluated.detail
+    # Nor when the forger claims the map away, so that "exists: false" holds (a null claimed
+    # hashed like the audited null).
+    gone = {**output, "headers": None}
+    evidence = _evidence(gone, {"outputHeadersSha256": None}, {"path": "headers:X-Error", "exists": False})
+    checks = verify_evidence(evidence, None)
+    assert _check(checks, "audited output headers hash") is None
+    assert "rest on the report's own data" in _check(checks, "expectations re-evaluate").detail
 
 
 def test_a_processor_output_with_a_long_id_must_be_the_audited_one() -> None:

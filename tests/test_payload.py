@@ -535,6 +535,36 @@ def test_scrub_body_hides_a_secret_that_is_json_text_copied_whole() -> None:
     }
 
 
+def test_scrub_body_finds_a_secret_behind_escapes_and_survives_odd_json() -> None:
+    # Found by review: each of these leaked the secret, crashed the ingest (500) or wrote a body
+    # the store refuses.
+    key = "c2VjcmV0LWtleS0xMjM0NQ=="  # base64, with the padding Gson writes as \u003d
+    gson = '{"auth":"' + key.replace("=", "\\u003d") + '"}'
+    assert json.loads(scrub_body(gson, {key}, MASK)) == {"auth": MASK(key)}
+    slashed = json.dumps({"k": "abc/def+ghi/0123456789"}).replace("/", "\\/")
+    assert json.loads(scrub_body(slashed, {"abc/def+ghi/0123456789"}, MASK)) == {
+        "k": MASK("abc/def+ghi/0123456789")
+    }
+    assert (
+        scrub_body('{"a": "x\\u00e9y"}', {key}, MASK) == '{"a": "x\\u00e9y"}'
+    )  # escapes, no secret: as it was
+    secret = "partner-key-0123456789"
+    deep = "[" * 3000 + json.dumps(secret) + "]" * 3000  # deeper than Python recurses
+    assert secret not in scrub_body(deep, {secret}, MASK)
+    huge = '{"n": 1e400, "k": "' + secret + '"}'  # a number Python reads as infinity
+    assert secret not in scrub_body(huge, {secret}, MASK)
+    lone = '{"s": "\\ud800", "n": 12345678901234, "k": "' + secret + '"}'  # a lone surrogate escape
+    out = scrub_body(lone, {secret, "12345678901234"}, MASK)
+    assert out.encode("utf-8") and json.loads(out) == {
+        "s": "\ud800",
+        "n": MASK("12345678901234"),
+        "k": MASK(secret),
+    }
+    # Two member names that scrub to one marker: no member is dropped (scrubbed as text).
+    twins = json.dumps({f"a{secret}": 1, f"a{MASK(secret)}": 2, "url": "\\/"})  # an escape: walked
+    assert scrub_body(twins, {secret}, MASK).count(MASK(secret)) == 2
+
+
 def test_redact_patch_shows_that_a_secret_changed() -> None:
     a = Payload(headers={"Authorization": "Bearer old"})
     b = Payload(headers={"Authorization": "Bearer new"})

@@ -1058,6 +1058,7 @@ class Store:
         self.index_wanted: Callable[[], None] | None = None
         self._ingests = 0  # committed ingests so far
         self._recent: deque[tuple[int, str]] = deque(maxlen=1024)  # (ingest number, executionId)
+        self._synced_dir: str | None = None  # the log whose directory entry sync() made durable
         conn = self._conn()
         conn.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file
         self._migrate(conn)
@@ -1093,15 +1094,25 @@ class Store:
         setting itself cannot change inside the transaction that signs a checkpoint
         ("Safety level may not be changed inside a transaction"), and FULL for every commit
         would cost each replay an fsync. Without a log file everything is in the database
-        file, which SQLite synced when it checkpointed."""
+        file, which SQLite synced when it checkpointed. The log is named after the database's
+        real path (SQLite resolves a symlink); its directory is synced once too, so that a log
+        created since the last sync is found after a power cut."""
+        wal = f"{os.path.realpath(self.path)}-wal"
         try:
-            fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+            fd = os.open(wal, os.O_RDONLY)
         except FileNotFoundError:
             return
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+        if self._synced_dir != wal:
+            fd = os.open(os.path.dirname(wal), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._synced_dir = wal
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, for reads of the tables other modules keep in this file

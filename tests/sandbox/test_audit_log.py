@@ -371,7 +371,36 @@ def test_a_checkpoint_reaches_its_anchor_file_only_after_the_events_it_signs_are
         record(log, rnd, i)
     assert synced == []  # an ordinary commit costs no fsync
     record(log, rnd, 99)  # the 100th event: a checkpoint, anchored
-    assert synced == ["sandbox.db-wal", log.anchor.path.name]
+    # The log, its directory (once: the log's entry), then the anchor file.
+    assert synced == ["sandbox.db-wal", tmp_path.name, log.anchor.path.name]
+    store.close()
+
+
+def test_the_log_synced_is_the_one_sqlite_writes_behind_a_symlink(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite names the log after the database's real path; a store opened through a symlink
+    # synced a file that did not exist, silently (found by review).
+    import os
+
+    real = tmp_path / "real"
+    real.mkdir()
+    Store(real / "sandbox.db").close()
+    (tmp_path / "link.db").symlink_to(real / "sandbox.db")
+    store = Store(tmp_path / "link.db")
+    with store.transaction() as conn:
+        conn.execute("CREATE TABLE t (x)")
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    store.sync()
+    store.sync()
+    assert synced == [str(real / "sandbox.db-wal"), str(real), str(real / "sandbox.db-wal")]
     store.close()
 
 
