@@ -30,7 +30,8 @@ import os
 import time
 import urllib.parse
 import uuid
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -630,6 +631,28 @@ def _export_filters(filters: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+@contextmanager
+def _parquet_export(path: str | os.PathLike[str]) -> Iterator[tuple[Any, Path]]:
+    """A Parquet writer of the executions schema for ``export()``, and the path it writes.
+
+    Written beside ``path`` under a temporary name and moved onto ``path`` (``os.replace``,
+    atomic on one file system) only once every page is in: an export that fails half way (the
+    network, the platform, a full disk) leaves no half-written file, and an earlier export at
+    ``path`` as it was."""
+    import pyarrow.parquet as pq
+
+    from .frames import EXECUTION_SCHEMA
+
+    target = Path(path)
+    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
+    try:
+        with pq.ParquetWriter(partial, EXECUTION_SCHEMA) as writer:
+            yield writer, target
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def op_pages(
     session: Session, path: str, params: dict[str, Any], *, page_size: int, limit: int | None, key: str
 ) -> Op[list[Any]]:
@@ -941,14 +964,10 @@ class Platform(_Common):
         page_size: int = MAX_PAGE_SIZE,
     ) -> Path:
         """Write the executions matching ``filters`` to a Parquet file page by page (memory holds
-        one page), for analyses larger than memory: ``polars.scan_parquet(path)``."""
-        import pyarrow.parquet as pq
-
-        from .frames import EXECUTION_SCHEMA
-
+        one page), for analyses larger than memory: ``polars.scan_parquet(path)``. The file
+        appears whole or not at all: a failed export leaves ``path`` as it was."""
         history = self.executions(limit=limit, max_rows=None, page_size=page_size, **_export_filters(filters))
-        target = Path(path)
-        with pq.ParquetWriter(target, EXECUTION_SCHEMA) as writer:
+        with _parquet_export(path) as (writer, target):
             for table in history.pages():
                 writer.write_table(table)
         return target
@@ -1125,14 +1144,10 @@ class AsyncPlatform(_Common):
         limit: int | None = None,
         page_size: int = MAX_PAGE_SIZE,
     ) -> Path:
-        """:meth:`Platform.export`: the matching executions to a Parquet file, page by page."""
-        import pyarrow.parquet as pq
-
-        from .frames import EXECUTION_SCHEMA
-
+        """:meth:`Platform.export`: the matching executions to a Parquet file, page by page,
+        whole or not at all."""
         history = self.executions(limit=limit, max_rows=None, page_size=page_size, **_export_filters(filters))
-        target = Path(path)
-        with pq.ParquetWriter(target, EXECUTION_SCHEMA) as writer:
+        with _parquet_export(path) as (writer, target):
             async for table in history.pages():
                 writer.write_table(table)
         return target

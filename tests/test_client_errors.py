@@ -391,3 +391,44 @@ def test_wait_raises_for_a_replay_that_ended_otherwise_than_completed_whatever_i
         platform(handler).replay_run("replay-1").wait()
     assert caught.value.status == "TIMED_OUT" and "silent" in caught.value.message
     assert "/api/v1/executions/x-prod-1" not in asked
+
+
+def test_an_export_that_fails_half_way_leaves_the_earlier_file_and_no_part(tmp_path: object) -> None:
+    # "Bad input gets a clear error and loses nothing": the writer wrote the path itself, so a
+    # platform that failed on page 2 left a truncated Parquet file where the last good one was.
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from moat_nb.model import Execution
+
+    folder = Path(str(tmp_path))
+    row = Execution(
+        execution_id="x-1", exchange_id="e-1", route_id="orders", status="COMPLETED",
+        environment="dev", application_id="orders", instance_id="orders-dev-1",
+        start_time=None, duration_ms=1.0,
+    ).to_wire()  # fmt: skip
+    pages: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v1/auth/login":
+            return httpx.Response(200, json=TOKENS)
+        asked = json.loads(request.content)
+        pages.append(asked["offset"])
+        if asked["limit"] == 2:  # the earlier export: two rows on one page
+            other = {**row, "executionId": "x-2", "exchangeId": "e-2"}
+            return httpx.Response(200, json={"data": [row, other], "total": 2, "offset": 0, "limit": 2})
+        if len(pages) == 1:
+            return httpx.Response(200, json={"data": [row], "total": 3, "offset": 0, "limit": 1})
+        return envelope(500, "INTERNAL", "the store went away")
+
+    p = platform(handler)
+    good = p.export({"environment": "dev"}, folder / "dev.parquet", limit=2, page_size=2)
+    assert pq.read_table(good).num_rows == 2
+    before = good.read_bytes()
+    pages.clear()
+    with pytest.raises(ServerError):
+        p.export({"environment": "dev"}, folder / "dev.parquet", page_size=1)
+    assert pages[:2] == [0, 1]  # the first page was written before the second failed
+    assert good.read_bytes() == before
+    assert sorted(f.name for f in folder.iterdir()) == ["dev.parquet"]
