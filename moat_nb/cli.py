@@ -159,9 +159,14 @@ def _load_beans(path: str | None) -> tuple[dict[str, Any] | None, dict[str, Any]
     if spec is None or spec.loader is None:
         raise RouteError(f"cannot import {path}", code="BEANS_INVALID")
     module = importlib.util.module_from_spec(spec)
+    # Registered while it runs, as an import would: a dataclass in the file looks its module up
+    # in sys.modules (the orders sample's beans.py failed with "'NoneType' object has no
+    # attribute '__dict__'"; found by review).
+    sys.modules[spec.name] = module
     try:
         spec.loader.exec_module(module)
     except Exception as err:  # the user's code: report it in one line
+        del sys.modules[spec.name]
         raise RouteError(
             f"importing {path} failed: {type(err).__name__}: {err}",
             code="BEANS_INVALID",

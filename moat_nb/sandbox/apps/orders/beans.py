@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, ClassVar
 
-from ...camel.exchange import Exchange
+# Absolute, so that the file also loads on its own, as a user's beans.py does (`moat-nb routes run
+# ... --beans moat_nb/sandbox/apps/orders/beans.py`).
+from moat_nb.sandbox.camel.exchange import Exchange
 
 __all__ = [
     "BEANS",
