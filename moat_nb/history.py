@@ -18,6 +18,7 @@ repeats nothing; executions are never deleted, so a shift never skips one.
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator, Mapping
@@ -101,14 +102,21 @@ def parse_duration(text: str) -> timedelta:
             code="BAD_DURATION",
             hint='write a number and a unit: "30s", "15m", "24h", "7d", "2w"',
         )
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2).lower()])
+    try:
+        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2).lower()])
+    except OverflowError:  # timedelta holds under a billion days; "99999999999w" is more
+        raise ValidationError(
+            f"{text!r} is longer than a duration can be",
+            code="BAD_DURATION",
+            hint='write a shorter one ("52w" is a year), or pass a datetime for a fixed point in time',
+        ) from None
 
 
 def instant(name: str, value: Any, now: datetime) -> str:
     """A point in time for ``timeFrom``/``timeTo``: a datetime, a date (midnight UTC), an RFC 3339
     string, or how long ago (a timedelta or a duration string like ``"24h"``)."""
     if isinstance(value, timedelta):
-        return format_time(now - value)  # type: ignore[return-value]
+        return _ago(name, value, now, value)
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValidationError(
@@ -121,7 +129,7 @@ def instant(name: str, value: Any, now: datetime) -> str:
         return format_time(datetime(value.year, value.month, value.day, tzinfo=UTC))  # type: ignore[return-value]
     if isinstance(value, str):
         if _DURATION.match(value):
-            return format_time(now - parse_duration(value))  # type: ignore[return-value]
+            return _ago(name, parse_duration(value), now, value)
         try:
             return format_time(parse_time(value))  # type: ignore[return-value]
         except RecordError as exc:
@@ -137,12 +145,32 @@ def instant(name: str, value: Any, now: datetime) -> str:
     )
 
 
+def _ago(name: str, span: timedelta, now: datetime, given: Any) -> str:
+    """``now - span`` as RFC 3339 text; a span reaching past year 1 (or 9999) is refused in
+    words: datetime raised a bare OverflowError for ``since="99999999w"``."""
+    try:
+        return format_time(now - span)  # type: ignore[return-value]
+    except OverflowError:
+        raise ValidationError(
+            f"{name}={given!r} reaches outside the years 1 to 9999",
+            code="BAD_TIME",
+            hint='give a shorter span ("30d", "52w") or a datetime; to search all history leave it out',
+        ) from None
+
+
 def _milliseconds(name: str, value: Any) -> float:
     if isinstance(value, timedelta):
         return value.total_seconds() * 1000
     if isinstance(value, str):
         return parse_duration(value).total_seconds() * 1000
     if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            # JSON has no NaN or infinity: httpx refused the body with a bare ValueError.
+            raise ValidationError(
+                f"{name}={value!r} is not a number of milliseconds",
+                code="BAD_DURATION",
+                hint=f"pass a finite number, or leave {name} out (None) for no bound",
+            )
         return value
     raise ValidationError(
         f"{name}={value!r} is not a duration",
@@ -206,7 +234,11 @@ def search_filters(filters: Mapping[str, Any], now: datetime) -> dict[str, Any]:
             values = [value] if isinstance(value, str) else list(value)
             if not values or not all(isinstance(v, str) for v in values):
                 raise ValidationError(
-                    f"{key}={value!r}: give a string or a list of strings", code="VALIDATION"
+                    f"{key}={value!r}: give a string or a list of strings",
+                    code="VALIDATION",
+                    hint=f"give at least one value, or leave {key} out (None) for no filter on it"
+                    if not values
+                    else f'e.g. {key}="staging" or {key}=["dev", "staging"]',
                 )
             if name == "status":
                 values = [v.upper() for v in values]
@@ -276,7 +308,11 @@ class Paging:
                 hint="the server answers at most 1000 rows per request (section 4)",
             )
         if self.limit is not None and self.limit < 0:
-            raise ValidationError(f"limit={self.limit} is negative", code="VALIDATION")
+            raise ValidationError(
+                f"limit={self.limit} is negative",
+                code="VALIDATION",
+                hint="pass limit=None for every matching row, or a count of 0 or more",
+            )
         if self.limit == 0:
             self.done = True
 

@@ -103,6 +103,29 @@ def test_bad_filters_are_refused_before_any_request(filters: dict, words: str) -
 
 
 @pytest.mark.parametrize(
+    ("filters", "code", "words"),
+    [
+        # JSON has no NaN: httpx refused the body with a bare ValueError (fuzzing finding).
+        ({"duration_min": float("nan")}, "BAD_DURATION", "duration_min=nan is not a number"),
+        ({"duration_max": float("inf")}, "BAD_DURATION", "duration_max=inf is not a number"),
+        # Before year 1: datetime raised a bare OverflowError, also through audit(since=).
+        ({"since": "99999999w"}, "BAD_TIME", "since='99999999w' reaches outside the years"),
+        ({"until": timedelta(days=999999999)}, "BAD_TIME", "reaches outside the years"),
+        ({"time_from": timedelta(days=-999999999)}, "BAD_TIME", "reaches outside the years"),
+        ({"since": "9999999999w"}, "BAD_DURATION", "longer than a duration can be"),
+        ({"duration_min": "9999999999w"}, "BAD_DURATION", "longer than a duration can be"),
+        ({"exchange_id": []}, "VALIDATION", "give a string or a list of strings"),
+    ],
+)
+def test_filters_out_of_range_are_refused_with_a_code_and_a_hint(
+    filters: dict, code: str, words: str
+) -> None:
+    with pytest.raises(ValidationError, match=re.escape(words)) as caught:
+        search_filters(filters, NOW)
+    assert caught.value.code == code and caught.value.hint
+
+
+@pytest.mark.parametrize(
     ("call", "words"),
     [
         (lambda p: p.executions(limit="5"), "limit='5' is not a whole number"),
@@ -114,6 +137,8 @@ def test_bad_filters_are_refused_before_any_request(filters: dict, words: str) -
         (lambda p: p.executions(status={"COMPLETED": 1}), "give a string or a list of strings, not dict"),
         (lambda p: p.audit(limit="3"), "limit='3' is not a whole number"),
         (lambda p: p.audit(limit=-1), "none may be negative"),
+        (lambda p: p.executions(limit=-1), "limit=-1 is negative"),
+        (lambda p: p.executions(exchange_id=[]), "exchange_id=[]: give a string or a list of strings"),
     ],
 )
 def test_wrong_typed_counts_and_filters_are_refused_in_words_before_any_request(
