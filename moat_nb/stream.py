@@ -30,12 +30,15 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import math
+import numbers
 import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -44,7 +47,7 @@ import orjson
 from httpx_sse import EventSource, ServerSentEvent
 
 from .client import Op, error_from_response, op_execution, redirect_error
-from .errors import MoatError, ReplayFailed, ServerError, TransportError
+from .errors import MoatError, ReplayFailed, ServerError, TransportError, ValidationError
 from .frames import Backend, ProcessorRows, to_frame
 from .model import Execution, ProcessorRecord
 
@@ -272,6 +275,37 @@ def _code(response: httpx.Response) -> str | None:
     except ValueError:
         return None
     return body.get("error") if isinstance(body, dict) else None
+
+
+def _wait_seconds(timeout: Any) -> float | None:
+    """``ReplayRun.wait(timeout=)`` in seconds: None (no limit), a number of seconds (``math.inf``
+    is no limit too) or a timedelta. Anything else is refused before the trace is read: a
+    string or a timedelta failed in a comparison (TypeError), and NaN compared false
+    everywhere, so it set no deadline, read with a 0.1 s timeout and ended in a misleading
+    STREAM_RESUME_FAILED (fuzzing finding)."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, timedelta):
+        seconds = timeout.total_seconds()
+    elif isinstance(timeout, numbers.Real) and not isinstance(timeout, bool):  # numpy's too
+        try:
+            seconds = float(timeout)
+        except OverflowError:  # an int beyond any float: no deadline in practice
+            seconds = math.inf
+    else:
+        raise ValidationError(
+            f"timeout={timeout!r} is not a number of seconds ({type(timeout).__name__})",
+            code="BAD_TIMEOUT",
+            hint="pass seconds (timeout=30) or a timedelta (timeout=timedelta(minutes=2))"
+            + (f"; float({timeout!r}) converts text" if isinstance(timeout, str) else ""),
+        )
+    if math.isnan(seconds) or seconds < 0:
+        raise ValidationError(
+            f"timeout={timeout!r} is not a time to wait",
+            code="BAD_TIMEOUT",
+            hint="pass 0 or more seconds, or timeout=None (or math.inf) to wait for the end",
+        )
+    return seconds
 
 
 class Deadline:
@@ -576,12 +610,14 @@ class ReplayRun:
         self._execution = yield from op_execution(session, self.cursor.result_execution_id)
         return self._execution
 
-    def wait(self, timeout: float | None = None) -> Execution:
+    def wait(self, timeout: float | timedelta | None = None) -> Execution:
         """Read the trace to ``end`` and return the replay's Execution (with processors).
 
         Raises ReplayFailed (code ``REPLAY_<STATUS>``) when the replay ended without one (``ERROR``,
-        ``TIMED_OUT``, ``ABORTED``), TransportError ``WAIT_TIMEOUT`` after ``timeout`` seconds.
+        ``TIMED_OUT``, ``ABORTED``), TransportError ``WAIT_TIMEOUT`` after ``timeout`` seconds
+        (a number, or a timedelta); a timeout that is not one is ValidationError ``BAD_TIMEOUT``.
         """
+        timeout = _wait_seconds(timeout)
         if timeout is None:
             for _ in self._read():
                 pass
@@ -596,7 +632,7 @@ class ReplayRun:
                 deadline.cancel()
             if not self.cursor.ended:
                 raise TransportError(
-                    f"replay {self.replay_id} did not end within {timeout} s (status {self.status})",
+                    f"replay {self.replay_id} did not end within {timeout:g} s (status {self.status})",
                     code="WAIT_TIMEOUT",
                     hint="it goes on running: call run.wait() again to keep waiting",
                     details={"replayId": self.replay_id, "lastEventId": self.cursor.last_id},

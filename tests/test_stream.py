@@ -10,6 +10,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moat_nb.client import Platform, Session
-from moat_nb.errors import MoatError, NotFound, TransportError
+from moat_nb.errors import MoatError, NotFound, TransportError, ValidationError
 from moat_nb.frames import processors_frame
 from moat_nb.stream import ReplayRun, StreamPolicy, TraceCursor, TraceEvent
 
@@ -543,3 +544,25 @@ def test_wait_with_a_timeout_does_not_wait_for_a_response_head_past_its_deadline
 def test_wait_without_a_finite_deadline_reads_to_the_end(op_platform: Platform) -> None:
     run = op_platform.replay(source(op_platform), reason="stream test: wait(timeout=inf)")
     assert run.wait(timeout=math.inf).status == "COMPLETED"  # no watchdog thread for it
+
+
+def test_wait_takes_a_timedelta(op_platform: Platform) -> None:
+    run = op_platform.replay(source(op_platform), reason="stream test: wait(timeout=timedelta)")
+    assert run.wait(timeout=timedelta(seconds=30)).status == "COMPLETED"  # was a TypeError
+
+
+@pytest.mark.parametrize("timeout", ["5", math.nan, -1, -math.inf, timedelta(seconds=-1), True, [5]])
+def test_wait_refuses_a_timeout_that_is_not_a_time_before_reading(timeout: Any) -> None:
+    """A string was a TypeError; NaN set no deadline, read with a 0.1 s timeout and ended in a
+    misleading STREAM_RESUME_FAILED (fuzzing finding). Nothing listens on port 9: a read would
+    fail with a TransportError, so a ValidationError means nothing was read."""
+    dead = Platform(session=Session("http://127.0.0.1:9", token="t"))
+    run = ReplayRun(
+        {"replayId": "replay-x"}, platform=dead, policy=StreamPolicy(max_retries=1, max_delay=0.001)
+    )
+    try:
+        with pytest.raises(ValidationError) as info:
+            run.wait(timeout=timeout)
+        assert info.value.code == "BAD_TIMEOUT" and info.value.hint
+    finally:
+        dead.close()
