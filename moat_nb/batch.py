@@ -73,7 +73,8 @@ Interrupting and resuming
     unrecorded). The calibrated noise rules of each route are kept there too, so a resumed run
     diffs against the same rules and replays nothing to calibrate again. A torn last line (the
     process died mid-write) is ignored, and cut off before the resumed run appends, so that the
-    next record starts on a line of its own.
+    next record starts on a line of its own. A file holding anything else (``results=`` pointed
+    at the wrong file) is refused before anything runs (``BAD_RESULTS_FILE``) and left as it is.
 """
 
 from __future__ import annotations
@@ -713,6 +714,9 @@ def _stopped_text(result: BatchResult) -> str:
 #: Where each record of a results file starts. Inside a record a quote is always escaped, so
 #: this text starts a record and nothing else.
 _RECORD_START = b'{"type": "'
+#: The records :class:`_ResultsFile` writes, and how each one's line starts (``_append``).
+_RECORD_TYPES = ("row", "started", "calibration")
+_RECORD_HEADS = tuple(_RECORD_START + t.encode() + b'", "' for t in _RECORD_TYPES)
 
 
 def _record(raw: bytes) -> dict[str, Any] | None:
@@ -733,9 +737,15 @@ def _record(raw: bytes) -> dict[str, Any] | None:
             data = json.loads(raw[start:].decode("utf-8"))
         except ValueError:  # UnicodeDecodeError is one
             continue
-        if isinstance(data, dict) and isinstance(data.get("key"), str):
+        if isinstance(data, dict) and data.get("type") in _RECORD_TYPES and isinstance(data.get("key"), str):
             return data
     return None
+
+
+def _torn_record(raw: bytes) -> bool:
+    """Whether an unfinished last line is the start of a record of ours (a write cut short):
+    only such a line may be cut off. Cut anywhere, even inside ``{"type": "``."""
+    return any(raw.startswith(head) or head.startswith(raw) for head in _RECORD_HEADS)
 
 
 def _cut_torn_tail(path: Path) -> None:
@@ -792,6 +802,9 @@ class _ResultsFile:
         self.started: dict[str, str] = {}
         self.calibrations: dict[str, list[dict[str, Any]]] = {}  # routeId@environment: rules
         self.torn = 0
+        # The last line has no newline: "torn" (a record cut short: cut it off before appending)
+        # or "record" (a whole record whose newline was not written: end the line).
+        self._tail: str | None = None
         self._fh: Any = None
         if self.path.exists():
             self._load()
@@ -801,19 +814,44 @@ class _ResultsFile:
 
         A torn last line (the process died mid-write) is cut off first: appended to, it would
         glue the next record onto the fragment, and that record (a finished row, or the id of a
-        replay just requested) would be lost for good."""
+        replay just requested) would be lost for good. Only a fragment of a record of ours is
+        cut: a file holding anything else was refused when it was loaded."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        _cut_torn_tail(self.path)
+        if self._tail == "torn":
+            _cut_torn_tail(self.path)
         self._fh = self.path.open("a", encoding="utf-8")
+        if self._tail == "record":
+            self._fh.write("\n")
+            self._fh.flush()
+        self._tail = None
 
     def _load(self) -> None:
         # Bytes, line by line: a line cut mid-character is torn, not a UnicodeDecodeError.
+        # Every line this class writes is a record (an older resume may have glued one onto a
+        # torn fragment: _record finds it); only the last line can be unfinished. A line that is
+        # neither is not ours: the file is refused untouched rather than cut and appended to
+        # (results="notes.txt" lost the note's last line: fuzzing finding).
         with self.path.open("rb") as fh:
-            for raw in fh:
+            for number, raw in enumerate(fh, start=1):
+                finished = raw.endswith(b"\n")
+                if not raw.strip():
+                    continue  # an empty line: nothing lost by skipping it
                 data = _record(raw)
-                if data is None:
+                if data is None and not finished and _torn_record(raw):
                     self.torn += 1  # a line cut by a crash mid-write: that row is run again
+                    self._tail = "torn"
                     continue
+                if data is None:
+                    raise ValidationError(
+                        f"{self.path} is not a results file of moat_nb: line {number} is not one of "
+                        "its records",
+                        code="BAD_RESULTS_FILE",
+                        hint="choose another results= path (a new .jsonl file), or delete this file "
+                        "if it is an old results file you no longer need",
+                        details={"path": str(self.path), "line": number},
+                    )
+                if not finished:
+                    self._tail = "record"
                 if data.get("kind") != self.kind:
                     raise ValidationError(
                         f"{self.path} holds {data.get('kind')} rows, not {self.kind} rows",

@@ -394,6 +394,44 @@ def test_a_record_glued_onto_a_torn_line_by_an_older_resume_is_read(tmp_path: Pa
     assert list(loaded.rows) == ["a"] and loaded.started == {"b": "replay-2"} and loaded.torn == 0
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "my precious notes\nline two without newline",  # a last line that looks torn
+        "one line\n",
+        '{"type": "event", "key": "a", "kind": "sweep"}\n',  # someone else's JSON lines
+        json.dumps({"type": "row", **_row(0, key="a")}) + "\nmy note\n",  # a line of ours, then not
+        json.dumps({"type": "row", **_row(0, key="a")}) + '\n{"ty"pe',  # a torn line that is not ours
+    ],
+)
+def test_a_file_that_is_not_a_results_file_is_refused_untouched(tmp_path: Path, text: str) -> None:
+    """``results=`` pointed at an unrelated file: it lost its last line (taken for a torn record)
+    and had records appended to it (fuzzing finding)."""
+    path = tmp_path / "notes.txt"
+    path.write_text(text)
+    platform = Platform("http://127.0.0.1:9", token="t")  # nothing listens: nothing may be sent
+    try:
+        with pytest.raises(ValidationError, match="not a results file") as caught:
+            sweep(platform, "x", [{"body.a": 1}], reason="r", results=path, progress=False)
+    finally:
+        platform.close()
+    assert caught.value.code == "BAD_RESULTS_FILE" and "another results= path" in (caught.value.hint or "")
+    assert path.read_text() == text
+
+
+def test_a_whole_last_record_without_its_newline_is_kept(tmp_path: Path) -> None:
+    # Cut exactly before the newline: a whole record, not a torn one; cutting it off lost it.
+    path = tmp_path / "runs.jsonl"
+    path.write_text(json.dumps(_started("a", "replay-1")) + "\n\n" + json.dumps(_started("b", "replay-2")))
+    results = batch._ResultsFile(path, "sweep")
+    assert results.started == {"a": "replay-1", "b": "replay-2"} and results.torn == 0
+    results.open()
+    results.add_row(_row(0, key="a"))
+    results.close()
+    again = batch._ResultsFile(path, "sweep")
+    assert list(again.rows) == ["a"] and again.started == {"b": "replay-2"}
+
+
 def test_arguments_are_checked_before_anything_runs() -> None:
     platform = Platform("http://127.0.0.1:9", token="t")  # nothing listens: nothing may be sent
     with pytest.raises(ValidationError, match="needs a reason"):
