@@ -1093,15 +1093,20 @@ class _Batch:
     # ---------------------------------------------------------------- platform
 
     async def _resolve(self, ap: Any, source: _Source) -> None:
-        """Fill in a source known only by its exchange id (a search: section 4)."""
+        """Fill in a source known only by its exchange id (a search: section 4): the recorded
+        exchange, else the newest replay execution with that id. The platform replays a
+        replay's own exchange on purpose and picks its source the same way
+        (``Store.replay_source_id``); searching recorded exchanges only made a replay's
+        exchange id a NotFound row (fuzzing finding)."""
         if source.execution_id and source.route_id and source.status:
             return
-        async for hit in ap.executions(exchange_id=source.exchange_id, is_replay=False, limit=1):
-            source.execution_id = hit.execution_id
-            source.route_id = hit.route_id
-            source.status = hit.status
-            source.environment = hit.environment
-            return
+        for where in ({"is_replay": False}, {"is_replay": True, "sort": "start_time:desc"}):
+            async for hit in ap.executions(exchange_id=source.exchange_id, limit=1, **where):
+                source.execution_id = hit.execution_id
+                source.route_id = hit.route_id
+                source.status = hit.status
+                source.environment = hit.environment
+                return
         raise NotFound(
             f"no recorded exchange {source.exchange_id!r}",
             status=404,

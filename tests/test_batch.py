@@ -18,6 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from moat_nb.batch import (
     verdict,
 )
 from moat_nb.client import AsyncPlatform, Platform, connect
-from moat_nb.errors import ValidationError
+from moat_nb.errors import NotFound, ValidationError
 from moat_nb.model import Execution, Payload
 
 SEED = 1
@@ -741,6 +742,63 @@ def _max_overlap(replays: list[dict[str, Any]]) -> int:
         now += step
         peak = max(peak, now)
     return peak
+
+
+def test_a_replays_exchange_id_is_a_source_as_it_is_for_the_platform(
+    admin: Platform, staging_source: Execution
+) -> None:
+    """The platform replays a replay's own exchange (Store.replay_source_id); the batch looked
+    among recorded exchanges only, so that id was a NOT_FOUND row (fuzzing finding)."""
+    replayed = admin.replay(staging_source, reason="batch test: a replay to replay").wait(timeout=60)
+    assert replayed.is_replay and replayed.exchange_id != staging_source.exchange_id
+    result = regression(
+        admin,
+        [replayed.exchange_id],
+        "staging",
+        reason="batch test: replay of a replay",
+        progress=False,
+        calibrate=False,
+    )
+    row = result.rows[0]
+    assert row["verdict"] in ("SAME", "CHANGED"), row["error"]
+    assert row["source_execution_id"] == replayed.execution_id and row["replay_status"] == "COMPLETED"
+
+
+def test_a_source_id_finds_the_recorded_exchange_before_a_replay_with_that_id() -> None:
+    """Both may hold an exchange id: the recorded one is the source (as the platform picks it),
+    the newest replay execution only when there is none."""
+
+    @dataclass
+    class Hit:
+        execution_id: str
+        route_id: str = "r"
+        status: str = "COMPLETED"
+        environment: str = "dev"
+
+    class Searches:
+        def __init__(self, found: dict[bool, list[Hit]]) -> None:
+            self.found = found
+            self.asked: list[dict[str, Any]] = []
+
+        async def executions(self, **filters: Any) -> Any:
+            self.asked.append(filters)
+            for hit in self.found.get(filters["is_replay"], [])[: filters["limit"]]:
+                yield hit
+
+    run = batch._Batch(
+        "regression", None, **batch._common("r", None, 1, None, False, None, False, None, True)
+    )
+
+    def resolve(found: dict[bool, list[Hit]]) -> tuple[str | None, list[dict[str, Any]]]:
+        ap, source = Searches(found), batch._Source("x-1")
+        asyncio.run(run._resolve(ap, source))
+        return source.execution_id, ap.asked
+
+    assert resolve({False: [Hit("recorded")], True: [Hit("replayed")]})[0] == "recorded"
+    found, asked = resolve({True: [Hit("replayed")]})
+    assert found == "replayed" and asked[1]["sort"] == "start_time:desc"  # the newest replay
+    with pytest.raises(NotFound, match="no recorded exchange 'x-1'"):
+        resolve({})
 
 
 def test_regression_takes_one_frame_row_as_one_source(admin: Platform, prod: pd.DataFrame) -> None:
