@@ -190,7 +190,14 @@ def grid(axes: Mapping[str, Iterable[Any]]) -> list[dict[str, Any]]:
 
     An axis is a list, a tuple, a range, or any ordered collection of values: a numpy array
     (``np.arange(1, 4)``) or a pandas or polars Series (a frame's column) gives the Python
-    values it holds."""
+    values it holds. (No axes give one empty variant: :func:`sweep` refuses a grid without any.)"""
+    if not isinstance(axes, Mapping):
+        raise ValidationError(
+            f"a grid is a dict of input paths to lists of values, not {type(axes).__name__}",
+            code="BAD_VARIANT",
+            hint='e.g. grid({"body.lines[0].qty": [1, 5, 50], "headers.channel": ["web", "store"]}); '
+            "a list of variants goes to sweep() as it is",
+        )
     values_of: dict[str, list[Any]] = {}
     for path, values in axes.items():
         _input_path(path)
@@ -968,6 +975,14 @@ def _sources(sources: Any) -> list[_Source]:
             code="BAD_SOURCE",
             hint="pass await history.to_pandas() (or a list of exchange ids) instead",
         )
+    if not isinstance(sources, Iterable):
+        # None, a number: ``for r in None`` was a bare TypeError.
+        raise ValidationError(
+            f"cannot replay {sources!r}: sources are a list or a frame",
+            code="BAD_SOURCE",
+            hint="pass exchange ids, Executions, rows of an executions frame, or the frame itself "
+            '(platform.executions(environment="prod").to_pandas())',
+        )
     return [_source_of(r) for r in sources]
 
 
@@ -1005,13 +1020,34 @@ class _Batch:
             )
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise ValidationError(
-                f"concurrency must be an integer >= 1, not {concurrency!r}", code="VALIDATION"
+                f"concurrency must be an integer >= 1, not {concurrency!r}",
+                code="VALIDATION",
+                hint="the replays in flight at once: e.g. concurrency=8 (the default), 1 for one at a time",
+            )
+        if outputs is not None and not isinstance(outputs, Mapping):
+            raise ValidationError(
+                f"outputs must be a dict of names to paths, not {type(outputs).__name__}",
+                code="VALIDATION",
+                hint='e.g. outputs={"total": "body:$.total", "status": "headers:orderStatus"}',
             )
         if outputs is not None:
             for name, spec in outputs.items():
+                if not isinstance(name, str):
+                    raise ValidationError(
+                        f"output name {name!r} is not a string",
+                        code="VALIDATION",
+                        hint='name each output as its column: e.g. {"total": "body:$.total"}',
+                    )
                 if name in _NAMES:
                     raise ValidationError(
                         f"output name {name!r} is a fixed column", code="VALIDATION", hint="rename it"
+                    )
+                if not callable(spec) and not isinstance(spec, str):
+                    raise ValidationError(
+                        f"output {name!r}: {spec!r} is neither a path nor a function",
+                        code="VALIDATION",
+                        hint='give a path ("body:$.total", "headers:orderStatus", "status") or a '
+                        "function of the replay's Execution",
                     )
                 if not callable(spec):
                     parse_path(_output_text(spec))
@@ -1423,6 +1459,19 @@ def _sweep_batch(
     variants: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]],
     kw: dict[str, Any],
 ) -> _Batch:
+    if isinstance(variants, Mapping) and not variants:
+        # grid({}) would be one empty variant: a replay of the original, not a sweep.
+        raise ValidationError(
+            "no variants to sweep: the grid has no axes",
+            code="BAD_VARIANT",
+            hint='give at least one axis, e.g. {"body.lines[0].qty": [1, 5]}; [{}] replays the original once',
+        )
+    if not isinstance(variants, Iterable) or isinstance(variants, str | bytes):
+        raise ValidationError(
+            f"variants must be a list of dicts or a grid, not {type(variants).__name__}",
+            code="BAD_VARIANT",
+            hint='e.g. [{"body.lines[0].qty": 5}] or {"body.lines[0].qty": [1, 5, 50]}',
+        )
     items = grid(variants) if isinstance(variants, Mapping) else list(variants)
     if not items:
         raise ValidationError(

@@ -14,10 +14,11 @@ import asyncio
 import itertools
 import json
 import math
+import re
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -455,6 +456,40 @@ def test_arguments_are_checked_before_anything_runs() -> None:
             sweep(platform, "x", variants, reason="r")  # type: ignore[arg-type]
         assert caught.value.code == "BAD_VARIANT"
     platform.close()
+
+
+@pytest.mark.parametrize(
+    ("call", "code", "words"),
+    [
+        # grid({}) was one empty variant: a sweep of {} ran one unmodified replay (fuzzing finding).
+        (lambda p: sweep(p, "x", {}, reason="r"), "BAD_VARIANT", "no variants to sweep"),
+        # AttributeError / TypeError before.
+        (lambda p: grid([{"body.a": [1]}]), "BAD_VARIANT", "a grid is a dict of input paths"),
+        (lambda p: grid(None), "BAD_VARIANT", "not NoneType"),
+        (lambda p: sweep(p, "x", None, reason="r"), "BAD_VARIANT", "variants must be a list of dicts"),
+        (
+            lambda p: sweep(p, "x", [{"body.a": 1}], reason="r", outputs={"x": 5}),
+            "VALIDATION",
+            "neither a path",
+        ),
+        (lambda p: sweep(p, "x", [{"body.a": 1}], reason="r", outputs=["body:$.x"]), "VALIDATION", "a dict"),
+        (lambda p: regression(p, None, "staging", reason="r"), "BAD_SOURCE", "cannot replay None"),
+        (lambda p: regression(p, 5, "staging", reason="r"), "BAD_SOURCE", "cannot replay 5"),
+        # A MoatError without a hint before.
+        (lambda p: sweep(p, "x", [{"body.a": 1}], reason="r", concurrency=0), "VALIDATION", "concurrency"),
+        (lambda p: regression(p, ["x"], "staging", reason="r", concurrency=1.5), "VALIDATION", "concurrency"),
+    ],
+)
+def test_wrong_arguments_are_refused_with_a_code_and_a_hint(
+    call: Callable[[Platform], Any], code: str, words: str
+) -> None:
+    platform = Platform("http://127.0.0.1:9", token="t")  # nothing listens: nothing may be sent
+    try:
+        with pytest.raises(ValidationError, match=re.escape(words)) as caught:
+            call(platform)
+        assert caught.value.code == code and caught.value.hint
+    finally:
+        platform.close()
 
 
 # --------------------------------------------------------------------------- the sandbox
