@@ -363,6 +363,7 @@ def run_notebook(
 
     kernel = ensure_kernel()
     kernel_env = {**os.environ, **(env or {})}
+    Path(output).parent.mkdir(parents=True, exist_ok=True)  # papermill writes no folder
     return papermill.execute_notebook(
         str(source),
         str(output),
@@ -441,6 +442,7 @@ def export_html(
     resources = {"metadata": {"name": title}} if title else None
     body, _ = exporter.from_notebook_node(nb, resources=resources)
     path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(body, encoding="utf-8")
     return path
 
@@ -548,6 +550,42 @@ def _credentials_from_env(url: str | None) -> str:
     return url
 
 
+def _check_platform(url: str, params: ProofParameters) -> None:
+    """Log in, check the user's permissions and find the source exchange before a kernel starts:
+    a wrong password, a dead URL, an unknown source or a user who may not run the proof took
+    8-15 s of kernel start and notebook, then wrote a report folder saying ERROR (found by a
+    walk through the README). Raises the client's error (one line, a code, a hint)."""
+    from .client import connect
+    from .errors import PermissionDenied
+
+    with connect(url) as platform:  # credentials from the environment, as the notebook's
+        source = next(iter(platform.executions(exchange_id=params.source_exchange_id, limit=1)), None)
+        if source is None:
+            raise ValidationError(
+                f"no recorded exchange {params.source_exchange_id!r} on {url}",
+                code="NO_SUCH_SOURCE",
+                hint="pick one with moat_nb.connect().executions(...): its exchange_id column",
+                details={"sourceExchangeId": params.source_exchange_id},
+            )
+        permissions = set((platform.user or {}).get("permissions") or ())
+        if not permissions:
+            return  # signed in with a token: the platform decides as the proof runs
+        target = params.target_environment or source.environment
+        needed = ["replay:run", "audit:read"]  # the proof replays, then exports its audit receipt
+        if params.modified_payload:
+            needed.append("replay:modify")
+        if "prod" in (source.environment, target):
+            needed.append("replay:prod")
+        missing = [n for n in needed if n not in permissions]
+        if missing:
+            who = (platform.user or {}).get("username")
+            raise PermissionDenied(
+                f"{who} may not run this proof: it needs {', '.join(missing)}",
+                hint="run it as a user who has them (the sandbox's admin has all of them)",
+                details={"missing": missing},
+            )
+
+
 def _embedded_evidence(nb: Any) -> dict[str, Any] | None:
     for cell in nb.cells:
         for output in cell.get("outputs", ()):
@@ -635,6 +673,7 @@ def compliance_proof(
     url = _credentials_from_env(url)
     if pdf:
         _chromium()  # no chromium: say so before anything runs
+    _check_platform(url, params)
     papermill_params = params.to_papermill()
     from papermill.translators import PythonTranslator
 

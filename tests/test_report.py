@@ -816,6 +816,34 @@ def test_bad_parameters_are_refused_before_anything_runs(
     assert not (tmp_path / "out2").exists()
 
 
+@pytest.mark.parametrize(
+    ("case", "code"),
+    [("wrong-password", "BAD_CREDENTIALS"), ("unknown-source", "NO_SUCH_SOURCE"), ("analyst", "FORBIDDEN")],
+)
+def test_the_platform_is_asked_before_a_kernel_starts(
+    proof_env: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, code: str
+) -> None:
+    # Each of these started a kernel, ran the notebook for 8-15 s and wrote a report folder
+    # saying ERROR (found by a walk through the README).
+    source = proof_env["source"]
+    if case == "wrong-password":
+        monkeypatch.setenv("MOAT_PASSWORD", "not-the-password")
+    elif case == "unknown-source":
+        source = "ID-sandbox-nope-1"
+    elif case == "analyst":
+        monkeypatch.setenv("MOAT_USER", "analyst")
+        monkeypatch.setenv("MOAT_PASSWORD", "analyst")
+    started = time.perf_counter()
+    with pytest.raises(MoatError) as caught:
+        report.compliance_proof(
+            source, PAYLOAD, EXPECT_OK, target_environment="staging", reason="r", out=tmp_path / "out"
+        )
+    assert caught.value.code == code and caught.value.hint
+    assert time.perf_counter() - started < 3.0 and not (tmp_path / "out").exists()
+    if case == "analyst":
+        assert "replay:run" in caught.value.message and "audit:read" in caught.value.message
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not report.CHROMIUM.exists(), reason="Debian's chromium is not installed")
 def test_pdf_prints_the_report(passing: dict[str, Any], tmp_path: Path) -> None:
