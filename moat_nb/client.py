@@ -68,7 +68,7 @@ from .history import (
     instant,
     search_filters,
 )
-from .model import Execution
+from .model import ID_PATTERN, Execution
 
 if TYPE_CHECKING:
     from .stream import ReplayRun, StreamPolicy
@@ -688,12 +688,29 @@ def op_pages(
     return rows[:limit] if limit is not None else rows
 
 
+def _replay_id_argument(value: Any) -> str:
+    """A replay id given to ``replay_receipt()`` or ``audit(replay_id=)``, checked before any
+    request. The server reads an empty ``replayId`` as no filter at all, so ``None`` or ``""``
+    (an unset variable, an empty cell) gave the whole audit log as if it were that replay's."""
+    if not isinstance(value, str) or not ID_PATTERN.match(value):
+        raise ValidationError(
+            f"{value!r:.40} ({type(value).__name__}) is not a replay id",
+            code="BAD_ID",
+            hint="pass the replayId of a replay (run.replay_id, or a row of p.replays()); "
+            "p.audit() without replay_id= gives every event",
+            details={"field": "replay_id"},
+        )
+    return value
+
+
 def _audit_params(filters: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     names = {"action": "action", "actor": "actor", "replay_id": "replayId", "offset": "offset"}
     params: dict[str, Any] = {}
     for key, value in filters.items():
         if value is None:
             continue
+        if key == "replay_id":
+            value = _replay_id_argument(value)
         if key in ("since", "time_from", "from_"):
             params["from"] = instant(key, value, now)
         elif key in ("until", "time_to", "to"):
@@ -1036,7 +1053,7 @@ class Platform(_Common):
 
     def replay_receipt(self, replay_id: str) -> list[dict[str, Any]]:
         """The audit events of one replay (its audit record), in seq order, as the server has them."""
-        params = _audit_params({"replay_id": replay_id}, self._now())
+        params = _audit_params({"replay_id": _replay_id_argument(replay_id)}, self._now())
         return self._run(
             op_pages(self.session, "/admin/audit", params, page_size=MAX_PAGE_SIZE, limit=None, key="eventId")
         )
@@ -1212,7 +1229,7 @@ class AsyncPlatform(_Common):
         return audit_frame(rows, backend)
 
     async def replay_receipt(self, replay_id: str) -> list[dict[str, Any]]:
-        params = _audit_params({"replay_id": replay_id}, self._now())
+        params = _audit_params({"replay_id": _replay_id_argument(replay_id)}, self._now())
         return await self._run(
             op_pages(self.session, "/admin/audit", params, page_size=MAX_PAGE_SIZE, limit=None, key="eventId")
         )

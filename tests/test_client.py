@@ -727,3 +727,34 @@ def test_connect_with_a_token_checks_the_address_and_the_token_at_once(
     assert info.value.status == 401
     with pytest.raises(TransportError):
         connect("http://127.0.0.1:9", token=token)
+
+
+# --------------------------------------------------------------------------- bad arguments (fuzzing findings)
+
+
+def test_a_receipt_of_no_replay_id_is_refused_before_any_request(
+    fresh: Platform, client_sandbox: Any
+) -> None:
+    """The server reads an empty ``replayId`` as no filter: ``replay_receipt(None)`` or ``("")``
+    gave the whole audit log as that replay's record."""
+    sent = recording(fresh)
+    for bad in (None, "", 5, "../etc"):
+        with pytest.raises(ValidationError, match="is not a replay id") as info:
+            fresh.replay_receipt(bad)  # type: ignore[arg-type]
+        assert info.value.code == "BAD_ID" and "run.replay_id" in (info.value.hint or "")
+    with pytest.raises(ValidationError) as info:
+        fresh.audit(replay_id="")
+    assert info.value.code == "BAD_ID"
+    assert sent == []
+
+    async def from_async() -> list[str]:
+        codes = []
+        async with AsyncPlatform(client_sandbox.url, username="operator", password="operator") as ap:
+            for call in (ap.replay_receipt(None), ap.replay_receipt(""), ap.audit(replay_id="")):  # type: ignore[arg-type]
+                try:
+                    await call
+                except ValidationError as exc:
+                    codes.append(exc.code)
+        return codes
+
+    assert asyncio.run(from_async()) == ["BAD_ID"] * 3
