@@ -1031,15 +1031,16 @@ class Platform(_Common):
         return self._run(self.session.call("GET", f"/replays/{self.session.quote(replay_id)}"))
 
     def replays(self, *, limit: int | None = 100, **filters: Any) -> list[dict[str, Any]]:
-        """Replays (``source_exchange_id=``, ``requested_by=``, ``status=``), newest first."""
-        params = {_camel(k): v for k, v in filters.items()}
+        """Replays (``source_exchange_id=``, ``requested_by=``, ``status=`` one or a list), newest
+        first."""
+        params = _query_filters("replays", filters, several=_REPLAY_LISTS)
         return self._run(
             op_pages(self.session, "/replays", params, page_size=100, limit=limit, key="replayId")
         )
 
     def agents(self, **filters: Any) -> list[dict[str, Any]]:
         """Connected agents (``environment=``, ``status=``)."""
-        return self._run(self.session.call("GET", "/agents", params=filters))
+        return self._run(self.session.call("GET", "/agents", params=_query_filters("agents", filters)))
 
     def audit(self, *, limit: int | None = None, backend: Backend = "pandas", **filters: Any) -> Any:
         """Audit events (``action=``, ``actor=``, ``replay_id=``, ``since=``/``until=``) as a frame."""
@@ -1211,13 +1212,13 @@ class AsyncPlatform(_Common):
         return await self._run(self.session.call("GET", f"/replays/{self.session.quote(replay_id)}"))
 
     async def replays(self, *, limit: int | None = 100, **filters: Any) -> list[dict[str, Any]]:
-        params = {_camel(k): v for k, v in filters.items()}
+        params = _query_filters("replays", filters, several=_REPLAY_LISTS)
         return await self._run(
             op_pages(self.session, "/replays", params, page_size=100, limit=limit, key="replayId")
         )
 
     async def agents(self, **filters: Any) -> list[dict[str, Any]]:
-        return await self._run(self.session.call("GET", "/agents", params=filters))
+        return await self._run(self.session.call("GET", "/agents", params=_query_filters("agents", filters)))
 
     async def audit(self, *, limit: int | None = None, backend: Backend = "pandas", **filters: Any) -> Any:
         params = _audit_params(filters, self._now())
@@ -1245,6 +1246,45 @@ class AsyncPlatform(_Common):
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+#: ``replays()`` filters the API takes comma-separated (``GET /replays`` ``status``: "one or several").
+_REPLAY_LISTS = frozenset({"status"})
+
+
+def _query_filters(
+    call: str, filters: Mapping[str, Any], *, several: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """The query parameters of ``replays()`` / ``agents()`` (camelCase), one value each.
+
+    httpx sends a list as the parameter repeated, and the server keeps only the last one: a
+    list gave the rows of its last value as if they were all of them. A filter the API takes
+    comma-separated (``several``: ``GET /replays?status=COMPLETED,ERROR``) is joined so; any
+    other non-scalar value is refused before any request."""
+    params: dict[str, Any] = {}
+    for key, value in filters.items():
+        name = _camel(key)
+        if value is None or isinstance(value, str | int | float):
+            params[name] = value
+            continue
+        many = isinstance(value, list | tuple | set | frozenset)
+        if name in several and many and value and all(isinstance(v, str) for v in value):
+            params[name] = ",".join(value)
+            continue
+        if name in several:
+            message = f"{call}({key}=...) takes a string or a non-empty list of strings, not {value!r:.60}"
+        else:
+            message = f"{call}({key}=...) takes one value, not a {type(value).__name__}" + (
+                " (the platform would keep only the last one)" if many else ""
+            )
+        raise ValidationError(
+            message,
+            code="BAD_FILTER",
+            hint=f"one value per filter: call {call}() once per value and concatenate the results, "
+            f"e.g. [row for v in values for row in p.{call}({key}=v)]",
+            details={"filter": key},
+        )
+    return params
 
 
 def connect(

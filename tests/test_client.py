@@ -758,3 +758,45 @@ def test_a_receipt_of_no_replay_id_is_refused_before_any_request(
         return codes
 
     assert asyncio.run(from_async()) == ["BAD_ID"] * 3
+
+
+def test_replay_and_agent_filters_take_one_value_or_a_status_list(
+    op_platform: Platform, fresh: Platform, client_sandbox: Any, everything: pd.DataFrame
+) -> None:
+    """httpx sends a list as a repeated parameter and the server keeps the last one: a list
+    gave the rows of its last value only. ``status`` is comma-separated in the API."""
+    op_platform.replay(
+        everything[everything.environment == "dev"].iloc[8], reason="client test: lists"
+    ).wait()
+
+    def replay_ids(rows: list[dict]) -> set[str]:
+        return {r["replayId"] for r in rows}
+
+    completed = fresh.replays(status="COMPLETED", limit=None)
+    errored = fresh.replays(status="ERROR", limit=None)
+    both = fresh.replays(status=["COMPLETED", "ERROR"], limit=None)
+    assert completed and replay_ids(both) == replay_ids(completed) | replay_ids(errored)
+    assert {a["environmentId"] for a in fresh.agents(environment="dev")} == {"dev"}
+    sent = recording(fresh)
+    for call in (
+        lambda: fresh.agents(environment=["dev", "prod"]),
+        lambda: fresh.agents(status={"LIVE"}),
+        lambda: fresh.replays(source_exchange_id=["a", "b"]),
+        lambda: fresh.replays(status=[]),
+        lambda: fresh.replays(status=["COMPLETED", 5]),
+    ):
+        with pytest.raises(ValidationError) as info:
+            call()
+        assert info.value.code == "BAD_FILTER" and "one value per filter" in (info.value.hint or "")
+    assert sent == []
+
+    async def from_async() -> tuple[set[str], str]:
+        async with AsyncPlatform(client_sandbox.url, username="operator", password="operator") as ap:
+            rows = await ap.replays(status=("COMPLETED", "ERROR"), limit=None)
+            try:
+                await ap.agents(environment=["dev", "prod"])
+            except ValidationError as exc:
+                return replay_ids(rows), exc.code
+        return replay_ids(rows), "no error"
+
+    assert asyncio.run(from_async()) == (replay_ids(both), "BAD_FILTER")
