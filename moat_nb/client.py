@@ -561,6 +561,19 @@ def _scalar(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+def op_source_execution_id(session: Session, exchange_id: str) -> Op[str]:
+    """The execution a replay of ``exchange_id`` starts from, as the server picks it
+    (``replay_source_id``): the recorded exchange, else the newest replay execution with that
+    id, since a replay's own exchange may be replayed again (DESIGN.md section 9: replays of
+    replays). Asked in that order, the recorded one first: should replay executions carry the
+    recorded exchange's id too, the payload replayed is the recorded one, as the server's."""
+    for wanted in ({"isReplay": False}, {"isReplay": True, "sort": "startTime:desc"}):
+        page = yield from op_search_page(session, {"exchangeId": exchange_id, **wanted, "limit": 1})
+        if page.get("data"):
+            return str(page["data"][0]["executionId"])
+    raise NotFound(f"no exchange {exchange_id!r}, recorded or replayed", status=404, hint=_HINTS["NOT_FOUND"])
+
+
 def op_replay(
     session: Session,
     source: Any,
@@ -580,13 +593,8 @@ def op_replay(
         # The body must be written as the original's content: fetch the original for its
         # Content-Type and body (a search hit or a frame row does not carry them).
         if execution_id is None:
-            page = yield from op_search_page(
-                session, {"exchangeId": exchange_id, "isReplay": False, "limit": 1}
-            )
-            if not page.get("data"):
-                raise NotFound(f"no recorded exchange {exchange_id!r}", status=404, hint=_HINTS["NOT_FOUND"])
-            execution_id = page["data"][0]["executionId"]
-        full = yield from op_execution(session, execution_id)  # type: ignore[arg-type]
+            execution_id = yield from op_source_execution_id(session, exchange_id)  # type: ignore[arg-type]
+        full = yield from op_execution(session, execution_id)
     modified: dict[str, Any] = {}
     if headers is not None:
         modified["headers"] = json.loads(_json_text(dict(headers), "the headers"))

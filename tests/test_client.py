@@ -800,3 +800,17 @@ def test_replay_and_agent_filters_take_one_value_or_a_status_list(
         return replay_ids(rows), "no error"
 
     assert asyncio.run(from_async()) == (replay_ids(both), "BAD_FILTER")
+
+
+def test_a_replay_of_a_replay_takes_a_dict_body(fresh: Platform, everything: pd.DataFrame) -> None:
+    """The server replays a replay's own exchange (replays of replays); the client's look-up
+    of the source for a dict body asked for recorded exchanges only and said NotFound."""
+    first = fresh.replay(everything[everything.environment == "dev"].iloc[9], reason="client test: r1").wait()
+    order = {"orderId": "ORD-AGAIN", "customerId": "C-1001", "currency": "EUR", "channel": "web"}
+    seen = recording(fresh)
+    again = fresh.replay(first.exchange_id, body=order, reason="client test: replay of a replay").wait()
+    assert again.source_exchange_id == first.exchange_id and json.loads(again.input_body or "") == order
+    # The recorded exchange is asked for first, as the server picks it; then the replays.
+    assert [b.get("isReplay") for b in searches(seen)] == [False, True]
+    with pytest.raises(NotFound, match="recorded or replayed"):
+        fresh.replay("ID-no-such-exchange", body=order, reason="client test: unknown source")
