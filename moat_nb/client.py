@@ -826,6 +826,35 @@ def _credentials(
     return url, username, password, token
 
 
+def _closed_error(again: str) -> MoatError:
+    return MoatError(
+        "this platform was closed (close(), or the end of its `with` block): it sends no more requests",
+        code="CLIENT_CLOSED",
+        hint=f"connect again with {again}",
+    )
+
+
+class _Client(httpx.Client):
+    """``httpx.Client`` whose ``send`` after ``close()`` raises :class:`MoatError`
+    ``CLIENT_CLOSED`` in words instead of httpx's bare ``RuntimeError``: a notebook cell run
+    after the ``with connect(...) as p:`` cell ended is common. Checked here, where every request
+    goes (the platform's own calls and the trace streams of its replay runs)."""
+
+    def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        if self.is_closed:
+            raise _closed_error("moat_nb.connect(...)")
+        return super().send(request, **kwargs)
+
+
+class _AsyncClient(httpx.AsyncClient):
+    """:class:`_Client` for :class:`AsyncPlatform`: ``CLIENT_CLOSED`` after ``aclose()``."""
+
+    async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        if self.is_closed:
+            raise _closed_error("moat_nb.AsyncPlatform(...)")
+        return await super().send(request, **kwargs)
+
+
 class _Common:
     """What both platforms share: the session and the pure parts of each method."""
 
@@ -900,7 +929,7 @@ class Platform(_Common):
         self.retry = retry or RetryPolicy()
         #: How replay traces are read (ping interval, resume attempts); None: the defaults.
         self.stream_policy = stream_policy
-        self._client = httpx.Client(transport=transport, timeout=session.timeout)
+        self._client = _Client(transport=transport, timeout=session.timeout)
         self._sleep: Callable[[float], None] = time.sleep
 
     # ---------------------------------------------------------------- driver
@@ -1101,7 +1130,7 @@ class AsyncPlatform(_Common):
         self.retry = retry or RetryPolicy()
         #: How replay traces are read (ping interval, resume attempts); None: the defaults.
         self.stream_policy = stream_policy
-        self._client = httpx.AsyncClient(transport=transport, timeout=session.timeout)
+        self._client = _AsyncClient(transport=transport, timeout=session.timeout)
         self._sleep: Callable[[float], Awaitable[None]] = anyio.sleep
 
     async def _run(self, op: Op[T]) -> T:

@@ -37,6 +37,7 @@ from moat_nb.errors import (
     AuthenticationError,
     ControlHeaderRejected,
     IdempotencyConflict,
+    MoatError,
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
@@ -814,3 +815,41 @@ def test_a_replay_of_a_replay_takes_a_dict_body(fresh: Platform, everything: pd.
     assert [b.get("isReplay") for b in searches(seen)] == [False, True]
     with pytest.raises(NotFound, match="recorded or replayed"):
         fresh.replay("ID-no-such-exchange", body=order, reason="client test: unknown source")
+
+
+def test_a_closed_platform_says_so_in_words(client_sandbox: Any, everything: pd.DataFrame) -> None:
+    """After ``close()`` (or the end of its ``with`` block) httpx raised a bare RuntimeError."""
+    dev = everything[everything.environment == "dev"]
+    p = connect(client_sandbox.url, username="operator", password="operator")
+    done = p.replay(dev.iloc[10], reason="client test: closed, waited")
+    result = done.wait()
+    pending = p.replay(dev.iloc[11], reason="client test: closed, not waited")
+    p.close()
+    for call in (
+        p.health,
+        lambda: p.executions(limit=2).to_pandas(),
+        lambda: p.execution(dev.execution_id.iloc[0]),
+        lambda: p.replay(dev.iloc[0], reason="client test: closed"),
+        pending.wait,
+    ):
+        with pytest.raises(MoatError) as info:
+            call()
+        assert info.value.code == "CLIENT_CLOSED" and "moat_nb.connect(" in (info.value.hint or "")
+    assert done.wait() is result  # read before: nothing to send
+    with connect(client_sandbox.url, username="operator", password="operator") as q:
+        assert q.health() == {"status": "UP"}
+    with pytest.raises(MoatError, match="was closed") as info:
+        q.health()
+    assert info.value.code == "CLIENT_CLOSED"
+
+    async def from_async() -> MoatError:
+        async with AsyncPlatform(client_sandbox.url, username="operator", password="operator") as ap:
+            await ap.health()
+        try:
+            await ap.health()
+        except MoatError as exc:
+            return exc
+        raise AssertionError("no error")
+
+    exc = asyncio.run(from_async())
+    assert exc.code == "CLIENT_CLOSED" and "AsyncPlatform(" in (exc.hint or "")
