@@ -331,8 +331,17 @@ class Session:
         )
 
     @staticmethod
-    def quote(value: str) -> str:
-        """A path segment (ids are ``[A-Za-z0-9._:-]``, but a user may paste anything)."""
+    def quote(value: str, what: str = "id") -> str:
+        """A path segment (ids are ``[A-Za-z0-9._:-]``, but a user may paste anything). Not a
+        string, or empty: ``ValidationError`` ``BAD_ID`` before any request (``None`` from an
+        unset variable or ``5`` failed in ``urllib`` with a bare TypeError)."""
+        if not isinstance(value, str) or not value:
+            raise ValidationError(
+                f"the {what} must be a non-empty str, not {value!r:.40} ({type(value).__name__})",
+                code="BAD_ID",
+                hint=f"pass the {what} as a string, as the platform gave it (e.g. from a search hit)",
+                details={"field": what},
+            )
         return urllib.parse.quote(value, safe="")
 
     # ---------------------------------------------------------------- tokens
@@ -430,7 +439,8 @@ def op_search_page(session: Session, body: dict[str, Any]) -> Op[dict[str, Any]]
 
 
 def op_execution(session: Session, execution_id: str) -> Op[Execution]:
-    data = yield from session.call("GET", f"/executions/{session.quote(execution_id)}")
+    path = f"/executions/{session.quote(execution_id, 'execution id')}"
+    data = yield from session.call("GET", path)
     return Execution.from_wire(data)
 
 
@@ -458,23 +468,29 @@ def _source_of(source: Any) -> tuple[str | None, str | None, Execution | None]:
     )
 
 
-def _processors_source(execution: Any) -> tuple[str, Execution | None]:
-    """(execution id, the Execution when it holds its processors) of what ``processors()`` is
-    given: an execution id, an Execution, or a row of an executions frame (a dict or a pandas
-    Series, as ``replay()`` takes one)."""
-    if isinstance(execution, str):
-        return execution, None
+def _execution_id(execution: Any) -> Any:
+    """The execution id of an Execution or of a row of an executions frame (a dict or a pandas
+    Series); anything else as it is, for :meth:`Session.quote` to take (a str) or refuse."""
     if isinstance(execution, Execution):
-        return execution.execution_id, execution if execution.processors is not None else None
+        return execution.execution_id
     row: Mapping[str, Any] | None = None
     if isinstance(execution, Mapping):
         row = execution
     elif hasattr(execution, "to_dict") and callable(execution.to_dict) and not hasattr(execution, "columns"):
         row = execution.to_dict()  # a pandas Series: one row of an executions frame
-    if row is not None:
-        ident = row.get("execution_id", row.get("executionId"))
-        if isinstance(ident, str):
-            return ident, None
+    ident = None if row is None else row.get("execution_id", row.get("executionId"))
+    return ident if isinstance(ident, str) else execution
+
+
+def _processors_source(execution: Any) -> tuple[str, Execution | None]:
+    """(execution id, the Execution when it holds its processors) of what ``processors()`` is
+    given: an execution id, an Execution, or a row of an executions frame (a dict or a pandas
+    Series, as ``replay()`` takes one)."""
+    if isinstance(execution, Execution):
+        return execution.execution_id, execution if execution.processors is not None else None
+    ident = _execution_id(execution)
+    if isinstance(ident, str):
+        return ident, None
     raise ValidationError(
         f"cannot show the processors of a {type(execution).__name__}",
         code="BAD_SOURCE",
@@ -999,9 +1015,10 @@ class Platform(_Common):
         ``max_rows``: frames refuse a larger result (use :meth:`export`)."""
         return History(self._run, self._search, **self._history_args(filters, limit, max_rows, page_size))
 
-    def execution(self, execution_id: str) -> Execution:
-        """One execution with its detail fields and processors."""
-        return self._run(op_execution(self.session, execution_id))
+    def execution(self, execution_id: str | Execution | Any) -> Execution:
+        """One execution with its detail fields and processors (of an id, an Execution or a row of
+        an executions frame, as :meth:`processors` and :meth:`replay` take)."""
+        return self._run(op_execution(self.session, _execution_id(execution_id)))
 
     def processors(self, execution: Execution | str | Any, backend: Backend = "pandas") -> Any:
         """The processors frame of an execution (id, Execution or a row of an executions frame;
@@ -1065,7 +1082,7 @@ class Platform(_Common):
 
     def get_replay(self, replay_id: str) -> dict[str, Any]:
         """The Replay resource (section 4)."""
-        return self._run(self.session.call("GET", f"/replays/{self.session.quote(replay_id)}"))
+        return self._run(self.session.call("GET", f"/replays/{self.session.quote(replay_id, 'replay id')}"))
 
     def replays(self, *, limit: int | None = 100, **filters: Any) -> list[dict[str, Any]]:
         """Replays (``source_exchange_id=``, ``requested_by=``, ``status=`` one or a list), newest
@@ -1207,8 +1224,8 @@ class AsyncPlatform(_Common):
                 writer.write_table(table)
         return target
 
-    async def execution(self, execution_id: str) -> Execution:
-        return await self._run(op_execution(self.session, execution_id))
+    async def execution(self, execution_id: str | Execution | Any) -> Execution:
+        return await self._run(op_execution(self.session, _execution_id(execution_id)))
 
     async def processors(self, execution: Execution | str | Any, backend: Backend = "pandas") -> Any:
         ident, full = _processors_source(execution)
@@ -1246,7 +1263,9 @@ class AsyncPlatform(_Common):
         return ReplayRun(await self.get_replay(replay_id), aplatform=self)
 
     async def get_replay(self, replay_id: str) -> dict[str, Any]:
-        return await self._run(self.session.call("GET", f"/replays/{self.session.quote(replay_id)}"))
+        return await self._run(
+            self.session.call("GET", f"/replays/{self.session.quote(replay_id, 'replay id')}")
+        )
 
     async def replays(self, *, limit: int | None = 100, **filters: Any) -> list[dict[str, Any]]:
         params = _query_filters("replays", filters, several=_REPLAY_LISTS)

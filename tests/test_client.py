@@ -853,3 +853,31 @@ def test_a_closed_platform_says_so_in_words(client_sandbox: Any, everything: pd.
 
     exc = asyncio.run(from_async())
     assert exc.code == "CLIENT_CLOSED" and "AsyncPlatform(" in (exc.hint or "")
+
+
+def test_ids_that_are_not_strings_are_refused_and_a_row_names_its_execution(
+    fresh: Platform, everything: pd.DataFrame
+) -> None:
+    """``execution(None)`` or ``get_replay(5)`` failed in urllib with a bare TypeError; a frame
+    row, which replay() and processors() take, too."""
+    sent = recording(fresh)
+    for call, words in (
+        (lambda: fresh.execution(None), "the execution id must be a non-empty str, not None (NoneType)"),
+        (lambda: fresh.execution(5), "the execution id must be a non-empty str, not 5 (int)"),
+        (lambda: fresh.execution(""), "the execution id must be a non-empty str, not '' (str)"),
+        (lambda: fresh.get_replay(5), "the replay id must be a non-empty str, not 5 (int)"),  # type: ignore[arg-type]
+        (lambda: fresh.replay_run(None), "the replay id must be a non-empty str, not None (NoneType)"),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(ValidationError, match=re.escape(words)) as info:
+            call()
+        assert info.value.code == "BAD_ID" and "as a string" in (info.value.hint or "")
+    assert sent == []
+    row = everything[everything.environment == "dev"].iloc[0]
+    expected = fresh.execution(row.execution_id)
+    assert expected.processors
+    for source in (
+        row,
+        row.to_dict(),
+        next(iter(fresh.executions(exchange_id=row.exchange_id, is_replay=False, limit=1))),
+    ):
+        assert fresh.execution(source) == expected
