@@ -26,6 +26,8 @@ from __future__ import annotations
 import base64
 import importlib.metadata
 import json
+import math
+import numbers
 import os
 import time
 import urllib.parse
@@ -266,6 +268,24 @@ def api_base(url: str) -> str:
     return url if url.endswith(API_PREFIX) else url + API_PREFIX
 
 
+def _timeout_argument(timeout: Any) -> float | None:
+    """``connect(timeout=)``: seconds, a positive finite number, or None for no timeout. Checked
+    at connect: ``inf``, ``-1``, ``nan`` or ``"5"`` failed later, in ``socket``, with a bare
+    ValueError, OverflowError or TypeError."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, numbers.Real) and not isinstance(timeout, bool):
+        seconds = float(timeout)
+        if math.isfinite(seconds) and seconds > 0:
+            return seconds
+    raise ValidationError(
+        f"timeout={timeout!r:.40} is not a number of seconds above 0",
+        code="VALIDATION",
+        hint="pass seconds as a number, e.g. timeout=30, or timeout=None to wait without a limit",
+        details={"field": "timeout"},
+    )
+
+
 class Session:
     """Where the platform is, who we are and the tokens we hold; builds every request.
 
@@ -284,14 +304,14 @@ class Session:
         password: str | None = None,
         token: str | None = None,
         clock: Callable[[], float] = time.monotonic,
-        timeout: float = 30.0,
+        timeout: float | None = 30.0,
     ) -> None:
         self.api = api_base(url)
         self.url = self.api[: -len(API_PREFIX)]
         self.username = username
         self._password = password
         self.clock = clock
-        self.timeout = httpx.Timeout(timeout)
+        self.timeout = httpx.Timeout(_timeout_argument(timeout))
         self.access_token: str | None = None
         self.refresh_token: str | None = None
         self.expires_at: float | None = None
@@ -827,6 +847,15 @@ def _credentials(
         raise ValidationError(
             "no platform URL", code="NO_URL", hint="pass url= or set MOAT_URL (moat-nb sandbox prints it)"
         )
+    if token is not None and (not isinstance(token, str) or not token.strip()):
+        # An unset variable read as "" (os.environ.get("X", "")) would log in as nobody, and
+        # fail only at the first call: connect promises to fail here.
+        raise AuthenticationError(
+            f"token= is {'empty' if isinstance(token, str) else f'a {type(token).__name__}, not a str'}",
+            code="NO_CREDENTIALS",
+            hint="pass the token itself (a str), or leave token= out to use username= and password= "
+            "or MOAT_TOKEN",
+        )
     if token is None and not (username and password):
         if username is None and password is None and env.get("MOAT_TOKEN"):
             token = env["MOAT_TOKEN"]
@@ -932,7 +961,7 @@ class Platform(_Common):
         username: str | None = None,
         password: str | None = None,
         token: str | None = None,
-        timeout: float = 30.0,
+        timeout: float | None = 30.0,
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
         session: Session | None = None,
@@ -1134,7 +1163,7 @@ class AsyncPlatform(_Common):
         username: str | None = None,
         password: str | None = None,
         token: str | None = None,
-        timeout: float = 30.0,
+        timeout: float | None = 30.0,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         session: Session | None = None,
@@ -1349,7 +1378,7 @@ def connect(
     username: str | None = None,
     password: str | None = None,
     token: str | None = None,
-    timeout: float = 30.0,
+    timeout: float | None = 30.0,
 ) -> Platform:
     """A logged-in :class:`Platform` (DESIGN.md section 9). Missing arguments come from
     ``MOAT_URL``, ``MOAT_USER``, ``MOAT_PASSWORD``, ``MOAT_TOKEN``. Logs in at once, so that a

@@ -881,3 +881,23 @@ def test_ids_that_are_not_strings_are_refused_and_a_row_names_its_execution(
         next(iter(fresh.executions(exchange_id=row.exchange_id, is_replay=False, limit=1))),
     ):
         assert fresh.execution(source) == expected
+
+
+def test_connect_checks_the_timeout_and_refuses_an_empty_token(
+    client_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``timeout=inf``, ``-1``, ``nan`` or ``"5"`` failed later in socket with bare errors, and
+    ``token=""`` connected as nobody, to fail at the first call."""
+    for bad in (float("inf"), -1, 0, float("nan"), "5", True):
+        with pytest.raises(ValidationError, match="is not a number of seconds") as info:
+            connect(client_sandbox.url, username="operator", password="operator", timeout=bad)
+        assert info.value.code == "VALIDATION" and "timeout=None" in (info.value.hint or "")
+    for good in (None, 2.5, 10):
+        with connect(client_sandbox.url, username="operator", password="operator", timeout=good) as p:
+            assert p.health() == {"status": "UP"}
+    monkeypatch.setenv("MOAT_USER", "operator")
+    monkeypatch.setenv("MOAT_PASSWORD", "operator")
+    for bad in ("", "   "):
+        with pytest.raises(AuthenticationError, match="token= is empty") as info:
+            connect(client_sandbox.url, token=bad)
+        assert info.value.code == "NO_CREDENTIALS" and info.value.hint
