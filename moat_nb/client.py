@@ -576,25 +576,31 @@ def _json_text(value: Any, what: str, separators: tuple[str, str] | None = (",",
     for anything else JSON cannot carry, before any request is sent."""
     try:
         return json.dumps(value, ensure_ascii=False, allow_nan=False, default=_scalar, separators=separators)
-    except ValueError:
-        raise ValidationError(
-            f"{what} holds NaN or an infinity, which JSON cannot carry",
-            code="BAD_BODY",
-            hint="use None for a missing value (pandas gives NaN for one)",
-        ) from None
+    except ValueError as exc:
+        # json.dumps raises ValueError for NaN and infinities and for a value that holds itself.
+        if "Circular reference" in str(exc):
+            message, hint = f"{what} holds itself (a circular reference)", "pass a tree of values"
+        else:
+            message = f"{what} holds NaN or an infinity, which JSON cannot carry"
+            hint = "use None for a missing value (pandas gives NaN for one)"
+        raise ValidationError(message, code="BAD_BODY", hint=hint) from None
     except TypeError as exc:
         raise ValidationError(
             f"{what} holds a value JSON cannot carry: {exc}",
             code="BAD_BODY",
-            hint="use str, int, float, bool, None, dict and list (a datetime as an ISO string)",
+            hint="use str, int, float, bool, None, dict and list (a datetime as an ISO string, "
+            "an array as array.tolist())",
         ) from None
 
 
 def _scalar(value: Any) -> Any:
-    # numpy scalars (and what pandas hands out of a frame) have .item() and a dtype.
-    if hasattr(value, "dtype") and callable(getattr(value, "item", None)):
+    # numpy scalars (and what pandas hands out of a frame) have .item(), a dtype and no
+    # dimensions; an array has them too, and its .item() raised ValueError, which read as NaN.
+    if hasattr(value, "dtype") and callable(getattr(value, "item", None)) and getattr(value, "ndim", 0) == 0:
         return value.item()
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    kind = type(value)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    raise TypeError(f"{name} is not JSON data")
 
 
 def op_source_execution_id(session: Session, exchange_id: str) -> Op[str]:
@@ -608,6 +614,19 @@ def op_source_execution_id(session: Session, exchange_id: str) -> Op[str]:
         if page.get("data"):
             return str(page["data"][0]["executionId"])
     raise NotFound(f"no exchange {exchange_id!r}, recorded or replayed", status=404, hint=_HINTS["NOT_FOUND"])
+
+
+def _payload_map(value: Any, name: str) -> dict[str, Any]:
+    """``headers=`` / ``properties=`` of a replay: a mapping of names to values (``dict()`` of a
+    string or a list failed with a bare ValueError or TypeError)."""
+    if not isinstance(value, Mapping):
+        raise ValidationError(
+            f"{name}= is a {type(value).__name__}, not a mapping of names to values",
+            code="BAD_PAYLOAD",
+            hint=f"pass {name} as a dict, e.g. {name}={{'name': 'value'}} (it replaces the original's)",
+            details={"field": name},
+        )
+    return dict(value)
 
 
 def op_replay(
@@ -633,12 +652,14 @@ def op_replay(
         full = yield from op_execution(session, execution_id)
     modified: dict[str, Any] = {}
     if headers is not None:
-        modified["headers"] = json.loads(_json_text(dict(headers), "the headers"))
+        modified["headers"] = json.loads(_json_text(_payload_map(headers, "headers"), "the headers"))
     if body is not None:
         effective_headers = headers if headers is not None else (full.input_headers if full else None)
         modified["body"] = serialise_body(body, effective_headers, full.input_body if full else None)
     if properties is not None:
-        modified["properties"] = json.loads(_json_text(dict(properties), "the properties"))
+        modified["properties"] = json.loads(
+            _json_text(_payload_map(properties, "properties"), "the properties")
+        )
     payload: dict[str, Any] = {"sourceExchangeId": exchange_id, "reason": reason}
     if modified:
         payload["modifiedPayload"] = modified

@@ -197,6 +197,12 @@ def test_bodies_from_a_frame_are_json_or_refused_in_words() -> None:
     with pytest.raises(ValidationError, match="JSON cannot carry") as info:
         serialise_body({"at": datetime(2026, 1, 1)}, {"Content-Type": "application/json"}, None)
     assert info.value.code == "BAD_BODY"
+    # An array (a frame column's .values) was refused as "NaN or an infinity" (fuzzing finding).
+    with pytest.raises(ValidationError, match="numpy.ndarray is not JSON data") as info:
+        serialise_body({"qty": np.array([1, 2])}, {"Content-Type": "application/json"}, None)
+    assert info.value.code == "BAD_BODY" and "NaN" not in str(info.value)
+    assert "tolist()" in (info.value.hint or "")
+    assert serialise_body({"qty": np.array(3)}, {"Content-Type": "application/json"}, None) == '{"qty": 3}'
 
 
 # --------------------------------------------------------------------------- helpers
@@ -901,3 +907,20 @@ def test_connect_checks_the_timeout_and_refuses_an_empty_token(
         with pytest.raises(AuthenticationError, match="token= is empty") as info:
             connect(client_sandbox.url, token=bad)
         assert info.value.code == "NO_CREDENTIALS" and info.value.hint
+
+
+def test_replay_headers_and_properties_must_be_mappings(fresh: Platform, everything: pd.DataFrame) -> None:
+    """``headers="abc"`` or ``properties=[1]`` failed in dict() with a bare ValueError or TypeError."""
+    import numpy as np
+
+    src = everything[everything.environment == "dev"].iloc[0]
+    sent = recording(fresh)
+    for kw in ({"headers": "abc"}, {"headers": 5}, {"properties": [1]}, {"properties": "x"}):
+        name = next(iter(kw))
+        with pytest.raises(ValidationError, match=f"{name}= is a") as info:
+            fresh.replay(src, reason="client test: bad payload", **kw)  # type: ignore[arg-type]
+        assert info.value.code == "BAD_PAYLOAD" and "as a dict" in (info.value.hint or "")
+    with pytest.raises(ValidationError, match="numpy.ndarray is not JSON data") as body:
+        fresh.replay(src, body={"qty": np.array([1, 2])}, reason="client test: array body")
+    assert body.value.code == "BAD_BODY" and "NaN" not in str(body.value)
+    assert not [r for r in sent if r.method == "POST" and r.url.path.endswith("/replays")]
