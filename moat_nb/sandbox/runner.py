@@ -565,6 +565,13 @@ def banner(handle: SandboxHandle) -> str:
         + ", ".join(f"{a.instance_id} [{a.route_version}, {a.capture}]" for a in handle.agents.values()),
         "  users",
     ]
+    if recorded == 0 and state.app.sample_payload is None:
+        # Nothing to replay, and nothing said why (found by a walk through the README).
+        lines.insert(
+            3,
+            "  (no history: the app's beans.py has no sample_payload(rng, i) to record traffic "
+            "from; define one and start with a new --data folder)",
+        )
     for user in state.users:
         password = handle.users.get(user.username)
         roles = ", ".join([*user.roles, *user.grants])

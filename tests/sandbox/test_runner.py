@@ -200,6 +200,16 @@ def test_sandbox_runs_a_user_app(app_dir: Path, tmp_path: Path, sandboxes: Any, 
     assert shout["outputBody"] == "BONJOUR"
 
 
+def test_an_app_without_sample_inputs_says_why_its_history_is_empty(tmp_path: Path, sandboxes: Any) -> None:
+    # It printed "(0 recorded executions)" and nothing else (found by a walk through the README).
+    from moat_nb.sandbox.runner import banner
+
+    beans = BEANS.split("def sample_payload")[0]
+    handle = sandboxes(app=write_app(tmp_path / "no-samples", beans=beans), data=tmp_path / "data", per_env=4)
+    text = banner(handle)
+    assert "0 recorded executions" in text and "no sample_payload(rng, i)" in text
+
+
 # --------------------------------------------------------------------------- agents going away
 
 
