@@ -539,6 +539,18 @@ def _print_verified_facts(evidence: dict[str, Any]) -> None:
         print(f"  {mark}  {item.get('label')}: found {item.get('actual')!r}{note}")
 
 
+def _recorded_error(folder: Path) -> str | None:
+    """The failures an ERROR proof's evidence.json records, in one line; None otherwise."""
+    try:
+        evidence = json.loads((folder / "evidence.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(evidence, dict) or evidence.get("verdict") != "ERROR":
+        return None
+    failures = evidence.get("failures") if isinstance(evidence.get("failures"), list) else []
+    return "; ".join(str(f)[:200] for f in failures[:2]) or "no reason recorded"
+
+
 def _report_verify(args: argparse.Namespace) -> int:
     from .report import trusted_keys_from_env, verify_report
 
@@ -547,7 +559,14 @@ def _report_verify(args: argparse.Namespace) -> int:
     for check in checks:
         print(f"{'OK    ' if check.ok else 'FAILED'}  {check.name}: {check.detail}")
     if not checks or not all(c.ok for c in checks):
-        print(f"NOT VERIFIED: {args.folder}")
+        failed = [c.name for c in checks if not c.ok]
+        why = f"{len(failed)} check(s) failed, first: {failed[0]}" if failed else "no checks"
+        recorded = _recorded_error(Path(args.folder))
+        if recorded:
+            # A proof that could not run has no receipt to check: say that first, not only the
+            # dozen checks that fail for want of one (found by a walk through the README).
+            why = f"the report records verdict ERROR ({recorded}); {why}"
+        print(f"NOT VERIFIED: {args.folder}: {why}")
         return 1
     if not keys:
         # Anyone can chain events and sign a checkpoint with a key of their own: only the

@@ -409,6 +409,24 @@ def test_verify_of_a_malformed_evidence_file_says_so_in_one_line(
     assert "Traceback" not in capsys.readouterr().err
 
 
+def test_verify_of_a_proof_that_could_not_run_says_why_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It printed a dozen FAILED checks (no bundle, no receipt ...) and "NOT VERIFIED" with no
+    # reason; the reason the proof recorded is what the reader needs.
+    evidence = {
+        "format": "moat-nb/compliance-evidence/v1",
+        "verdict": "ERROR",
+        "failures": ["PlatformUnavailable: the platform at http://127.0.0.1:9 cannot be reached"],
+        "parameters": {},
+    }
+    (tmp_path / "evidence.json").write_text(json.dumps(evidence))
+    assert main(["report", "verify", str(tmp_path)]) == 1
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith(f"NOT VERIFIED: {tmp_path}: the report records verdict ERROR (PlatformUnavailable")
+    assert "check(s) failed, first: " in last
+
+
 @pytest.mark.parametrize("where", ["file", "under a file", "/proc/moat-report"])
 def test_an_out_that_cannot_be_a_folder_is_refused_in_one_line_before_anything_runs(
     where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
