@@ -122,7 +122,11 @@ def parse_time(text: str | datetime | None) -> datetime | None:
             return text  # already UTC milliseconds: _ms would return an equal copy
         return _ms(text)
     if not isinstance(text, str):
-        raise RecordError(f"time {text!r} is not a string", code="BAD_TIME")
+        raise RecordError(
+            f"time {text!r} is not a string",
+            code="BAD_TIME",
+            hint="write times like 2026-11-26T13:09:44.123Z, or pass an aware datetime",
+        )
     s = text.strip()
     if s.endswith(("Z", "z")):
         s = s[:-1] + "+00:00"
@@ -178,16 +182,88 @@ def _wire_value(value: Any) -> Any:
     return value
 
 
+def _required_keys(cls: type) -> str:
+    """The wire keys a record of ``cls`` cannot do without, for a hint."""
+    required: frozenset[str] = cls._required  # type: ignore[attr-defined]
+    return ", ".join(key for name, key in _field_names(cls) if name in required)
+
+
 def _not_an_object(cls: type, data: Any) -> RecordError:
-    return RecordError(f"{cls.__name__} must be a JSON object, not {type(data).__name__}")
+    return RecordError(
+        f"{cls.__name__} must be a JSON object, not {type(data).__name__}",
+        hint=_record_hint(cls),
+    )
+
+
+def _record_hint(cls: type) -> str:
+    keys = _required_keys(cls)
+    article = "an" if cls.__name__[:1] in "AEIOU" else "a"
+    hint = f"{article} {cls.__name__} is the JSON object of DESIGN.md section 3"
+    if keys:
+        hint += f" with at least {keys}"
+    if issubclass(cls, Execution):
+        hint += "; fetch an execution with p.execution(id) rather than building its dict by hand"
+    return hint
 
 
 def _missing_field(cls: type, key: str) -> RecordError:
     return RecordError(
         f"{cls.__name__} is missing the field {key!r}",
         code="MISSING_FIELD",
+        hint=_record_hint(cls),
         details={"record": cls.__name__, "field": key},
     )
+
+
+#: Fields holding the ids :func:`check_id` checks (the store does): a value of another type is
+#: a BAD_ID, as an id of the wrong shape is.
+_ID_FIELDS = frozenset({"execution_id", "exchange_id", "replay_id", "source_exchange_id"})
+
+
+def _bad_field(cls: type, key: str, value: Any, what: str, code: str = "BAD_FIELD") -> RecordError:
+    return RecordError(
+        f"{cls.__name__} field {key!r} must be {what}, not {type(value).__name__}",
+        code=code,
+        hint="ids are 1-128 characters of letters, digits and . _ : -"
+        if code == "BAD_ID"
+        else "wire records hold JSON: maps are objects, bodies and ids strings, seq an integer "
+        "(DESIGN.md section 3)",
+        details={"record": cls.__name__, "field": key},
+    )
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_map(value: Any) -> bool:
+    return isinstance(value, Mapping)
+
+
+#: A field's annotation -> the exact type its wire value usually has, whether null is allowed,
+#: the precise test (run only when the exact type is not there) and what the value must be.
+#: ``str`` fields take a null too, as they always have (a ProcessorRecord's null executionId);
+#: times are checked by parse_time, fields with a decoder by the decoder. Only the types are
+#: tested, not map keys or number ranges (the sandbox store checks those): one identity test
+#: a field keeps the hot path cheap (a replay's chunk decodes ~55 records, section 11).
+_FIELD_CHECKS: dict[str, tuple[type, bool, Callable[[Any], bool], str]] = {
+    "str": (str, True, _is_str, "a string"),
+    "str | None": (str, True, _is_str, "a string or null"),
+    "int": (int, False, _is_int, "an integer"),
+    "int | None": (int, True, _is_int, "an integer or null"),
+    "float | None": (float, True, _is_number, "a number or null"),
+    "bool": (bool, False, lambda value: False, "true or false"),
+    "dict[str, Any]": (dict, False, _is_map, "a JSON object"),
+    "dict[str, Any] | None": (dict, True, _is_map, "a JSON object or null"),
+}
 
 
 def _generate(name: str, lines: list[str], namespace: dict[str, Any]) -> Any:
@@ -242,13 +318,15 @@ _ABSENT: Any = object()
 
 def _compile_decoder(cls: type) -> Callable[[Any], Any]:
     """``wire mapping -> record`` for ``cls``, equal to ``cls(**kwargs)`` with the kwargs the
-    class's wire attributes describe (see :class:`_Wire`), in three steps in field order:
+    class's wire attributes describe (see :class:`_Wire`), in five steps, each in field order:
 
     1. read each field's key (the first missing ``_required`` key is the error);
-    2. run the ``_wire_decoders`` on present values (nested records);
-    3. set the fields through their slot descriptors (what the frozen dataclass ``__init__``
-       does with ``object.__setattr__``, without its argument binding) and run
-       ``__post_init__``, as ``__init__`` would.
+    2. check the type of each value (:data:`_FIELD_CHECKS`: the first wrong one is the error);
+    3. run the ``_wire_decoders`` on present values (nested records);
+    4. parse the times, in field order (what ``_Wire.__post_init__`` does);
+    5. set the fields through their slot descriptors (what the frozen dataclass ``__init__``
+       does with ``object.__setattr__``, without its argument binding) and run a
+       ``__post_init__`` of the class's own, as ``__init__`` would.
     """
     required: frozenset[str] = cls._required  # type: ignore[attr-defined]
     absent: Mapping[str, Any] = cls._wire_absent  # type: ignore[attr-defined]
@@ -261,9 +339,13 @@ def _compile_decoder(cls: type) -> Callable[[Any], Any]:
         "_ABSENT": _ABSENT,
         "_not_an_object": _not_an_object,
         "_missing_field": _missing_field,
+        "_bad_field": _bad_field,
+        "_parse_time": parse_time,
     }
     keys: list[str] = []
     reads: list[str] = []
+    checks: list[str] = []
+    times: list[str] = []
     decodes: list[str] = []
     sets: list[str] = []
     for i, f in enumerate(fields(cls)):  # type: ignore[arg-type]
@@ -305,6 +387,17 @@ def _compile_decoder(cls: type) -> Callable[[Any], Any]:
         if name in decoders:
             namespace[f"_decode{i}"] = decoders[name]
             decodes += [f"    if {v} is not _ABSENT:", f"        {v} = _decode{i}({v})"]
+        elif name in cls._times:  # type: ignore[attr-defined]
+            times += [f"    if {v} is not None:", f"        {v} = _parse_time({v})"]
+        elif name not in cls._unchecked and isinstance(f.type, str) and f.type in _FIELD_CHECKS:  # type: ignore[attr-defined]
+            exact, nullable, precise, what = _FIELD_CHECKS[f.type]
+            namespace[f"_exact{i}"], namespace[f"_ok{i}"] = exact, precise
+            null = f" and {v} is not None" if nullable else ""
+            code = "BAD_ID" if name in _ID_FIELDS else "BAD_FIELD"
+            checks += [
+                f"    if type({v}) is not _exact{i}{null} and not _ok{i}({v}):",
+                f"        raise _bad_field(_cls, {key!r}, {v}, {what!r}, {code!r})",
+            ]
         sets.append(f"    _set{i}(self, {v})")
     namespace["_KEYS"] = tuple(keys)
     lines = [
@@ -316,11 +409,16 @@ def _compile_decoder(cls: type) -> Callable[[Any], Any]:
         "        data = {key: data[key] for key in _KEYS if key in data}",
         "    get = data.get",
         *reads,
+        *checks,
         *decodes,
+        *times,
         "    self = _new(_cls)",
         *sets,
     ]
-    if hasattr(cls, "__post_init__"):
+    # The times are parsed above, in field order; _Wire.__post_init__ would only parse them
+    # again (a no-op on a UTC-millisecond datetime), so it is called only when a class adds
+    # something of its own. Inlined, it pays for the type checks (each ~0.3 us a record).
+    if getattr(cls, "__post_init__", _Wire.__post_init__) is not _Wire.__post_init__:
         lines.append("    self.__post_init__()")
     lines.append("    return self")
     decode = _generate("decode", lines, namespace)
@@ -341,7 +439,8 @@ class _Wire:
     ``_wire_decoders`` function if it has one; other keys are ignored. An absent key is a
     MISSING_FIELD error for ``_required`` fields, the ``_wire_absent`` value if the field has
     one, else the field's default; a null reads as the default for ``_null_is_default``
-    fields. ``__post_init__`` parses the times.
+    fields. A value of the wrong type for its field's annotation is a BAD_FIELD error
+    (:data:`_FIELD_CHECKS`), except in the ``_unchecked`` fields. The times are parsed.
 
     The per-class functions doing this are generated on first use from the class attributes
     as they are then (see the comment above :func:`_camel`).
@@ -354,6 +453,7 @@ class _Wire:
     _null_is_default: ClassVar[frozenset[str]] = frozenset()
     _wire_decoders: ClassVar[Mapping[str, Callable[[Any], Any]]] = {}
     _wire_names: ClassVar[dict[str, str]] = {}
+    _unchecked: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -434,14 +534,26 @@ def _slot_setters(cls: type) -> dict[str, Callable[[Any, Any], None]]:
 # --------------------------------------------------------------------------- payloads
 
 
+def _map_copy(value: Any, key: str) -> dict[str, Any]:
+    """A Payload's headers or properties from the wire: a plain dict copy, ``{}`` for a null;
+    what ``dict()`` cannot read (a number, a list of numbers) is a BAD_FIELD error."""
+    try:
+        return dict(value or {})
+    except (TypeError, ValueError):
+        raise _bad_field(Payload, key, value, "a JSON object or null") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Payload(_Wire):
     """A start payload: the exchange as it entered the route."""
 
     # From the wire, headers and properties are plain dict copies, {} for a null.
+    # The body is taken as it is: the sandbox engine runs a payload given as a mapping whose
+    # JSON body is an object (engine.run makes it text), e.g. from an app's sample_payload.
+    _unchecked: ClassVar[frozenset[str]] = frozenset({"body"})
     _wire_decoders: ClassVar[Mapping[str, Callable[[Any], Any]]] = {
-        "headers": lambda value: dict(value or {}),
-        "properties": lambda value: dict(value or {}),
+        "headers": lambda value: _map_copy(value, "headers"),
+        "properties": lambda value: _map_copy(value, "properties"),
     }
 
     headers: dict[str, Any] = field(default_factory=dict)
@@ -544,6 +656,8 @@ def _processors_from_wire(
     """An execution's ``processors``: a ProcessorNode tree (or flat list), in ``seq`` order."""
     if nodes is None:
         return None
+    if type(nodes) is not list and not isinstance(nodes, list | tuple):
+        raise _bad_field(Execution, "processors", nodes, "a list of processor records or null")
     flat = [ProcessorRecord.from_wire(p) for p in _flatten(nodes)]
     flat.sort(key=lambda p: p.seq)
     return tuple(flat)
@@ -644,7 +758,11 @@ class Execution(_Wire):
 def _flatten(nodes: Sequence[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
     """The nodes of a ProcessorNode tree in pre-order, for ProcessorRecord.from_wire."""
     for node in nodes:
+        if type(node) is not dict and not isinstance(node, Mapping):
+            raise _not_an_object(ProcessorRecord, node)
         children = node.get("children") or ()
+        if type(children) is not list and not isinstance(children, list | tuple):
+            raise _bad_field(ProcessorRecord, "children", children, "a list of processor records")
         # A plain dict goes as it is: from_wire reads only the record's keys, so its "children"
         # does not matter and copying ~25 keys a node would be wasted.
         yield node if type(node) is dict else {k: v for k, v in node.items() if k != "children"}
@@ -671,6 +789,8 @@ def _execution_from_wire(data: Mapping[str, Any] | None) -> Execution | None:
 
 
 def _records_from_wire(records: Sequence[Mapping[str, Any]] | None) -> tuple[ProcessorRecord, ...]:
+    if records is not None and type(records) is not list and not isinstance(records, list | tuple):
+        raise _bad_field(Chunk, "processors", records, "a list of processor records or null")
     return tuple(ProcessorRecord.from_wire(p) for p in records or ())
 
 

@@ -171,6 +171,125 @@ def test_missing_required_field_names_it() -> None:
         Execution.from_wire(["not", "an", "object"])  # type: ignore[arg-type]
 
 
+def _wire_execution() -> dict[str, Any]:
+    rec = {"seq": 1, "processorId": "p", "processorType": "to", "routeId": "r", "status": "COMPLETED"}
+    return {
+        "executionId": "e",
+        "exchangeId": "x",
+        "routeId": "r",
+        "status": "COMPLETED",
+        "outputHeaders": {"a": "1"},
+        "processors": [rec, {**rec, "seq": 2}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"processors": [None]}, None),  # a record that is not an object (fuzzing finding 16)
+        ({"processors": "x"}, "processors"),
+        ({"processors": {}}, "processors"),
+        ({"outputHeaders": "x"}, "outputHeaders"),  # accepted before; diff then crashed
+        ({"outputBody": 5}, "outputBody"),
+        ({"durationMs": "5"}, "durationMs"),
+        ({"isReplay": "no"}, "isReplay"),
+        ({"processorCount": 1.5}, "processorCount"),
+    ],
+)
+def test_from_wire_refuses_a_field_of_the_wrong_type_naming_it(
+    change: dict[str, Any], field: str | None
+) -> None:
+    with pytest.raises(RecordError) as exc:
+        Execution.from_wire({**_wire_execution(), **change})
+    assert exc.value.hint
+    if field is not None:
+        assert exc.value.code == "BAD_FIELD" and exc.value.details["field"] == field
+        assert repr(field) in exc.value.message
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"seq": "1"}, "seq"),  # the sort by seq raised a TypeError (fuzzing finding 16)
+        ({"seq": None}, "seq"),
+        ({"seq": True}, "seq"),
+        ({"parentSeq": "1"}, "parentSeq"),
+        ({"iteration": 1.0}, "iteration"),
+        ({"properties": [1]}, "properties"),
+        ({"errorMessage": {"a": 1}}, "errorMessage"),
+        ({"children": "x"}, "children"),
+    ],
+)
+def test_from_wire_refuses_a_processor_field_of_the_wrong_type(change: dict[str, Any], field: str) -> None:
+    wire = _wire_execution()
+    wire["processors"][1].update(change)
+    with pytest.raises(RecordError) as exc:
+        Execution.from_wire(wire)
+    assert (exc.value.code, exc.value.details["field"]) == ("BAD_FIELD", field)
+    assert exc.value.details["record"] == "ProcessorRecord" and exc.value.hint
+
+
+def test_from_wire_payloads_and_chunks_refuse_wrong_types() -> None:
+    for bad in ([1], "ab", 5):
+        with pytest.raises(RecordError) as exc:
+            Payload.from_wire({"headers": bad})
+        assert exc.value.details == {"record": "Payload", "field": "headers"}
+    with pytest.raises(RecordError, match="'body'"):
+        ModifiedPayload.from_wire({"body": 5})
+    with pytest.raises(RecordError, match="'headers'"):
+        ModifiedPayload.from_wire({"headers": "x"})
+    chunk = {"executionId": "e", "exchangeId": "x", "chunkSeq": 0}
+    for change, field in [({"chunkSeq": "0"}, "chunkSeq"), ({"processors": "x"}, "processors")]:
+        with pytest.raises(RecordError) as exc:
+            Chunk.from_wire({**chunk, **change})
+        assert exc.value.details["field"] == field
+
+
+def test_from_wire_errors_carry_a_hint() -> None:
+    with pytest.raises(RecordError) as exc:
+        Execution.from_wire({})
+    assert exc.value.code == "MISSING_FIELD"
+    assert (
+        "executionId, exchangeId, routeId, status" in exc.value.hint and "p.execution(id)" in exc.value.hint
+    )
+    with pytest.raises(RecordError) as exc:
+        Execution.from_wire(None)  # type: ignore[arg-type]
+    assert "p.execution(id)" in (exc.value.hint or "")
+    with pytest.raises(RecordError) as exc:
+        ProcessorRecord.from_wire({})
+    assert exc.value.hint == (
+        "a ProcessorRecord is the JSON object of DESIGN.md section 3 with at least seq, "
+        "processorId, processorType, routeId, status"
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_from_wire_gives_a_well_typed_record_or_a_record_error(data: st.DataObject) -> None:
+    """Any damage to a wire form: a RecordError, or a record whose fields have the types the
+    client code (diff, lineage, frames) relies on; never another exception."""
+    execution = data.draw(executions(), label="execution")
+    wire = execution.to_wire(tree=data.draw(st.booleans(), label="tree"))
+    if execution.processors:
+        wire["processors"] = [data.draw(damaged(p)) for p in wire["processors"]]
+    form = data.draw(damaged(wire), label="wire")
+    try:
+        got = Execution.from_wire(form)
+    except RecordError as exc:
+        assert exc.hint
+        return
+    for rec in (got, *(got.processors or ())):
+        for f in dataclasses.fields(rec):
+            value = getattr(rec, f.name)
+            if f.name in rec._times:
+                assert value is None or isinstance(value, datetime)
+            elif f.name == "processors":
+                assert value is None or isinstance(value, tuple)
+            else:
+                test, what = _REF_FIELD_TYPES[f.type]  # type: ignore[index]
+                assert test(value), (f.name, value, what)
+
+
 @pytest.mark.parametrize("good", ["a", "ID-host-1-2", "x" * 128, "a.b:c_d-e"])
 def test_valid_ids(good: str) -> None:
     assert check_id(good) == good
@@ -256,7 +375,11 @@ def _ref_parse_time(text: Any) -> datetime | None:
     if isinstance(text, datetime):
         return _ref_ms(text)
     if not isinstance(text, str):
-        raise RecordError(f"time {text!r} is not a string", code="BAD_TIME")
+        raise RecordError(
+            f"time {text!r} is not a string",
+            code="BAD_TIME",
+            hint="write times like 2026-11-26T13:09:44.123Z, or pass an aware datetime",
+        )
     s = text.strip()
     if s.endswith(("Z", "z")):
         s = s[:-1] + "+00:00"
@@ -324,9 +447,26 @@ def _ref_to_wire(rec: Any, *, tree: bool = True) -> dict[str, Any]:
     return out
 
 
+def _ref_hint(cls: type) -> str:
+    keys = [_ref_camel(f.name) for f in dataclasses.fields(cls) if f.name in cls._required]  # type: ignore[attr-defined]
+    article = "an" if cls.__name__[0] in "AEIOU" else "a"
+    hint = f"{article} {cls.__name__} is the JSON object of DESIGN.md section 3"
+    if keys:
+        hint += " with at least " + ", ".join(keys)
+    if issubclass(cls, Execution):
+        hint += "; fetch an execution with p.execution(id) rather than building its dict by hand"
+    return hint
+
+
+def _ref_not_an_object(cls: type, data: Any) -> RecordError:
+    return RecordError(
+        f"{cls.__name__} must be a JSON object, not {type(data).__name__}", hint=_ref_hint(cls)
+    )
+
+
 def _ref_kwargs(cls: type, data: Any) -> dict[str, Any]:
     if not isinstance(data, Mapping):
-        raise RecordError(f"{cls.__name__} must be a JSON object, not {type(data).__name__}")
+        raise _ref_not_an_object(cls, data)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         key = _ref_camel(f.name)
@@ -336,39 +476,102 @@ def _ref_kwargs(cls: type, data: Any) -> dict[str, Any]:
             raise RecordError(
                 f"{cls.__name__} is missing the field {key!r}",
                 code="MISSING_FIELD",
+                hint=_ref_hint(cls),
                 details={"record": cls.__name__, "field": key},
             )
     return kwargs
 
 
+def _ref_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# annotation -> (the test of a value, what it must be); str fields take a null too
+_REF_FIELD_TYPES: dict[str, tuple[Any, str]] = {
+    "str": (lambda v: v is None or isinstance(v, str), "a string"),
+    "str | None": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "int": (_ref_int, "an integer"),
+    "int | None": (lambda v: v is None or _ref_int(v), "an integer or null"),
+    "float | None": (lambda v: v is None or _ref_int(v) or isinstance(v, float), "a number or null"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "dict[str, Any]": (lambda v: isinstance(v, Mapping), "a JSON object"),
+    "dict[str, Any] | None": (lambda v: v is None or isinstance(v, Mapping), "a JSON object or null"),
+}
+
+
+def _ref_bad_field(cls: type, key: str, value: Any, what: str) -> RecordError:
+    is_id = key in ("executionId", "exchangeId", "replayId", "sourceExchangeId")  # check_id's ids
+    return RecordError(
+        f"{cls.__name__} field {key!r} must be {what}, not {type(value).__name__}",
+        code="BAD_ID" if is_id else "BAD_FIELD",
+        hint="ids are 1-128 characters of letters, digits and . _ : -"
+        if is_id
+        else "wire records hold JSON: maps are objects, bodies and ids strings, seq an integer "
+        "(DESIGN.md section 3)",
+        details={"record": cls.__name__, "field": key},
+    )
+
+
+def _ref_check_types(cls: type, kw: dict[str, Any]) -> None:
+    """The first field (in field order) whose value has the wrong type is the error; times are
+    parse_time's to check, fields with a decoder the decoder's."""
+    for f in dataclasses.fields(cls):
+        skip = cls._times | cls._wire_decoders.keys() | cls._unchecked  # type: ignore[attr-defined]
+        if f.name in kw and f.name not in skip:
+            test, what = _REF_FIELD_TYPES[f.type]  # type: ignore[index]
+            if not test(kw[f.name]):
+                raise _ref_bad_field(cls, _ref_camel(f.name), kw[f.name], what)
+
+
+def _ref_list(cls: type, key: str, value: Any, what: str) -> Any:
+    if value is not None and not isinstance(value, list | tuple):
+        raise _ref_bad_field(cls, key, value, what)
+    return value
+
+
 def _ref_construct(cls: type, **kw: Any) -> Any:
-    # The old __post_init__ parsed the times (in _times order) after __init__; parsing them
-    # first with the reference parse_time raises the same first error, and leaves datetimes
+    # The old __post_init__ parsed the times after __init__; parsing them first (in field
+    # order) with the reference parse_time raises the same first error, and leaves datetimes
     # that the new __post_init__ keeps as they are.
-    for name in cls._times:  # type: ignore[attr-defined]
-        if kw.get(name) is not None:
-            kw[name] = _ref_parse_time(kw[name])
+    for f in dataclasses.fields(cls):
+        if f.name in cls._times and kw.get(f.name) is not None:  # type: ignore[attr-defined]
+            kw[f.name] = _ref_parse_time(kw[f.name])
     return cls(**kw)
 
 
 def _ref_flatten(nodes: Any) -> Any:
     for node in nodes:
+        if not isinstance(node, Mapping):
+            raise _ref_not_an_object(ProcessorRecord, node)
         children = node.get("children") or ()
+        _ref_list(ProcessorRecord, "children", children, "a list of processor records")
         yield {k: v for k, v in node.items() if k != "children"}
         yield from _ref_flatten(children)
+
+
+def _ref_map(value: Any, key: str) -> dict[str, Any]:
+    try:
+        return dict(value or {})
+    except (TypeError, ValueError):
+        raise _ref_bad_field(Payload, key, value, "a JSON object or null") from None
 
 
 def _ref_from_wire(cls: type, data: Any) -> Any:
     if cls is Payload:
         kw = _ref_kwargs(cls, data)
+        _ref_check_types(cls, kw)
         return _ref_construct(
             cls,
-            headers=dict(kw.get("headers") or {}),
+            headers=_ref_map(kw.get("headers"), "headers"),
             body=kw.get("body"),
-            properties=dict(kw.get("properties") or {}),
+            properties=_ref_map(kw.get("properties"), "properties"),
         )
     if cls is ModifiedPayload:
-        return cls() if data is None else _ref_construct(cls, **_ref_kwargs(cls, data))
+        if data is None:
+            return cls()
+        kw = _ref_kwargs(cls, data)
+        _ref_check_types(cls, kw)
+        return _ref_construct(cls, **kw)
     kw = _ref_kwargs(cls, data)
     if cls is ProcessorRecord:
         kw.setdefault("execution_id", data.get("executionId", ""))
@@ -379,24 +582,28 @@ def _ref_from_wire(cls: type, data: Any) -> Any:
         for key in ("stubbed", "body_truncated"):
             if kw.get(key) is None:
                 kw[key] = False
+        _ref_check_types(cls, kw)
     elif cls is Execution:
-        procs = kw.pop("processors", None)
-        if procs is not None:
-            flat = [_ref_from_wire(ProcessorRecord, p) for p in _ref_flatten(procs)]
-            flat.sort(key=lambda p: p.seq)
-            kw["processors"] = tuple(flat)
         if kw.get("is_replay") is None:
             kw["is_replay"] = False
         if kw.get("processor_count") is None:
             kw["processor_count"] = 0
         if kw.get("capture_mode") is None:
             kw["capture_mode"] = "PROCESSOR"
+        _ref_check_types(cls, kw)
+        procs = kw.pop("processors", None)
+        if _ref_list(cls, "processors", procs, "a list of processor records or null") is not None:
+            flat = [_ref_from_wire(ProcessorRecord, p) for p in _ref_flatten(procs)]
+            flat.sort(key=lambda p: p.seq)
+            kw["processors"] = tuple(flat)
     elif cls is Chunk:
-        execution = kw.get("execution")
-        kw["execution"] = None if execution is None else _ref_from_wire(Execution, execution)
-        kw["processors"] = tuple(_ref_from_wire(ProcessorRecord, p) for p in kw.get("processors") or ())
         if kw.get("final") is None:
             kw["final"] = True
+        _ref_check_types(cls, kw)
+        execution = kw.get("execution")
+        kw["execution"] = None if execution is None else _ref_from_wire(Execution, execution)
+        procs = _ref_list(cls, "processors", kw.get("processors"), "a list of processor records or null")
+        kw["processors"] = tuple(_ref_from_wire(ProcessorRecord, p) for p in procs or ())
     return _ref_construct(cls, **kw)
 
 
