@@ -68,6 +68,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from deepdiff import DeepDiff
 
+from .errors import ValidationError
 from .model import Execution, ProcessorRecord
 from .noise import (
     DEFAULT_RULES,
@@ -549,6 +550,30 @@ def _canon(kind: str, value: Any) -> str:
     return kind + "\x00" + _dumps(value)
 
 
+def require_execution(value: Any, call: str, what: str = "execution") -> Execution:
+    """``value`` if it is an :class:`Execution`, else a ValidationError (``BAD_SOURCE``, the code
+    ``replay()`` uses for a source it cannot take) naming what was passed and how to get an
+    Execution: an id, a frame row or a wire dict failed deep inside with an AttributeError
+    (fuzzing finding). The pure functions do no I/O, so an id is not fetched here."""
+    if isinstance(value, Execution):
+        return value
+    kind = type(value).__name__
+    if isinstance(value, str):
+        hint = f"{value[:60]!r} is an id: fetch the execution first, with p.execution(id)"
+    elif isinstance(value, Mapping):
+        hint = "fetch the execution with p.execution(id), or read a wire dict with Execution.from_wire(d)"
+    elif hasattr(value, "to_dict") and callable(value.to_dict):  # a pandas Series: a frame row
+        hint = "a frame row holds no processors: fetch its execution with p.execution(row.execution_id)"
+    else:
+        hint = "fetch the execution with p.execution(id)"
+    raise ValidationError(
+        f"{call} takes an Execution as {what}, not {'None' if value is None else 'a ' + kind}",
+        code="BAD_SOURCE",
+        hint=hint,
+        details={"argument": what, "type": kind},
+    )
+
+
 def diff(
     original: Execution,
     replay: Execution,
@@ -559,7 +584,12 @@ def diff(
     """Compare ``original`` with ``replay`` (module docstring); ``ignore`` takes path globs,
     ``re:`` regexes, compiled patterns or :class:`~moat_nb.noise.NoiseRule` objects (for
     instance the rules :func:`calibrate_noise` returns); ``defaults=False`` turns the built-in
-    Camel noise rules off. Differences matching a rule are kept with ``noise=True``."""
+    Camel noise rules off. Differences matching a rule are kept with ``noise=True``.
+
+    Both sides are :class:`~moat_nb.model.Execution` objects (``p.execution(id)``); anything
+    else is a :class:`~moat_nb.errors.ValidationError` (``BAD_SOURCE``)."""
+    require_execution(original, "diff()", "original")
+    require_execution(replay, "diff()", "replay")
     rules = [*(DEFAULT_RULES if defaults else ()), *as_rules(ignore)]
     ids = IdContext(
         original_ids=tuple(i for i in (original.exchange_id, original.execution_id) if i),

@@ -25,7 +25,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .diff import JsonCache, PayloadComparer, frame, json_changes, payload_changes
+from .diff import JsonCache, PayloadComparer, frame, json_changes, payload_changes, require_execution
+from .errors import ValidationError
 from .model import Execution, ProcessorRecord, format_time
 from .noise import ParsedPath, parse_path
 
@@ -467,11 +468,12 @@ def lineage(execution: Execution) -> Lineage:
 
     With a ``ROUTE``-captured execution (no payloads at processors) the only changes it can tell
     are the route's as a whole, entry vs exit, under the pseudo processor ``(route)``; the
-    limitation is listed in :attr:`Lineage.limitations`."""
+    limitation is listed in :attr:`Lineage.limitations`. Anything but an Execution
+    (``p.execution(id)``) is a :class:`~moat_nb.errors.ValidationError` (``BAD_SOURCE``)."""
+    e = require_execution(execution, "lineage()")
     comparer = PayloadComparer()
     limitations: list[str] = []
     rows: list[LineageRow] = []
-    e = execution
     if not _captured(e):
         limitations.append(
             "processors carry no payloads (ROUTE capture or a search hit): only the route's entry "
@@ -623,8 +625,26 @@ class FamilyGraph:
 
 def replay_family(executions: Iterable[Execution]) -> FamilyGraph:
     """The replay family graph of ``executions`` (module docstring); nodes in generation order,
-    then by start time."""
-    execs = list(executions)
+    then by start time. ``executions`` is a list (any iterable) of Executions; anything else is
+    a :class:`~moat_nb.errors.ValidationError` (``BAD_SOURCE``)."""
+    if isinstance(executions, Execution):
+        raise ValidationError(
+            "replay_family() takes a list of Executions, not one Execution",
+            code="BAD_SOURCE",
+            hint="pass the executions of the family, e.g. replay_family([original, *replays])",
+            details={"argument": "executions", "type": "Execution"},
+        )
+    frame_like = hasattr(executions, "columns")  # a pandas/polars frame iterates its column names
+    if frame_like or isinstance(executions, str | bytes | Mapping) or not isinstance(executions, Iterable):
+        kind = type(executions).__name__
+        given = "None" if executions is None else f"a {kind}"
+        raise ValidationError(
+            f"replay_family() takes a list of Executions, not {given}",
+            code="BAD_SOURCE",
+            hint="fetch them first, e.g. [p.execution(i) for i in frame.execution_id]",
+            details={"argument": "executions", "type": kind},
+        )
+    execs = [require_execution(e, "replay_family()", "each item") for e in executions]
     by_exchange: dict[str, str] = {}
     nodes: dict[str, dict[str, Any]] = {}
     for e in execs:

@@ -410,6 +410,32 @@ def test_a_bad_ignore_rule_is_refused_in_words() -> None:
         diff(a, b, ignore=42)  # type: ignore[arg-type]
 
 
+def _frame_row() -> Any:
+    pd = pytest.importorskip("pandas")
+    return pd.DataFrame([{"execution_id": "exec-1", "exchange_id": "ID-x"}]).iloc[0]
+
+
+@pytest.mark.parametrize(
+    ("bad", "hint"),
+    [
+        ("exec-1", "p.execution(id)"),  # an AttributeError deep inside before (fuzzing finding 8)
+        ({"executionId": "exec-1"}, "Execution.from_wire"),
+        (None, "p.execution(id)"),
+        ([1], "p.execution(id)"),
+        ("row", "p.execution(row.execution_id)"),
+    ],
+)
+def test_diff_of_what_is_not_an_execution_says_how_to_get_one(bad: Any, hint: str) -> None:
+    if bad == "row":
+        bad = _frame_row()
+    a = trace(pricing(round_half_up), ORDER)
+    for args, side in (((bad, a), "original"), ((a, bad), "replay")):
+        with pytest.raises(ValidationError) as err:
+            diff(*args)
+        assert err.value.code == "BAD_SOURCE" and hint in (err.value.hint or "")
+        assert side in err.value.message and (bad is None or type(bad).__name__ in err.value.message)
+
+
 # --------------------------------------------------------------------------- cause
 
 

@@ -361,3 +361,37 @@ def test_replay_family_original_replays_and_replays_of_replays() -> None:
     assert len(frame) == 6 and frame["generation"].max() == 2
     assert set(frame.columns) >= {"node_id", "parent", "generation", "is_replay", "replay_id", "known"}
     assert family.to_polars().height == 6
+
+
+@pytest.mark.parametrize("bad", ["exec-1", {"executionId": "exec-1"}, None, 5])
+def test_lineage_of_what_is_not_an_execution_says_how_to_get_one(bad: Any) -> None:
+    # An id, a wire dict or None raised an AttributeError deep inside (fuzzing finding 8).
+    with pytest.raises(ValidationError) as err:
+        lineage(bad)
+    assert err.value.code == "BAD_SOURCE" and "p.execution(" in (err.value.hint or "")
+    assert "lineage() takes an Execution" in err.value.message
+
+
+def test_lineage_of_a_frame_row_says_to_fetch_its_execution() -> None:
+    pd = pytest.importorskip("pandas")
+    row = pd.DataFrame([{"execution_id": "exec-1"}]).iloc[0]
+    with pytest.raises(ValidationError) as err:
+        lineage(row)
+    assert err.value.code == "BAD_SOURCE" and "p.execution(row.execution_id)" in (err.value.hint or "")
+
+
+def test_replay_family_of_what_is_not_a_list_of_executions_is_refused_in_words() -> None:
+    pd = pytest.importorskip("pandas")
+    one = hand_built()
+    for bad, hint in [
+        (None, "p.execution(i)"),  # TypeError: 'NoneType' object is not iterable (fuzzing finding 8)
+        (one, "replay_family([original, *replays])"),  # one Execution, not a list of them
+        (["exec-1"], "p.execution(id)"),  # an AttributeError before
+        ([one, {"executionId": "x"}], "Execution.from_wire"),
+        ("exec-1", "p.execution(i)"),
+        (pd.DataFrame([{"execution_id": "exec-1"}]), "p.execution(i)"),  # iterates its column names
+    ]:
+        with pytest.raises(ValidationError) as err:
+            replay_family(bad)  # type: ignore[arg-type]
+        assert err.value.code == "BAD_SOURCE" and hint in (err.value.hint or ""), (bad, err.value)
+    assert len(replay_family(iter([one])).nodes) == 1  # any iterable of Executions is taken
