@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .diff import JsonCache, PayloadComparer, frame, json_changes, payload_changes, require_execution
 from .errors import ValidationError
 from .model import Execution, ProcessorRecord, format_time
-from .noise import ParsedPath, parse_path
+from .noise import ParsedPath, check_prefix, parse_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -272,10 +272,15 @@ class Lineage:
         """The rows for one path and what lies under it: ``properties:order`` covers
         ``properties:order.total``, and a part alone (``body``, ``headers``, ``properties``)
         all of it, as an ``ignore=`` path does. Header names compare case-insensitively, as
-        Camel's do (``headers:Channel`` finds ``headers:channel``)."""
+        Camel's do (``headers:Channel`` finds ``headers:channel``).
+
+        Raises :class:`~moat_nb.errors.ValidationError` (``BAD_PATH``) for what is neither a
+        diff path nor a part, as :meth:`field_history` does: sweep's ``body.total`` would find
+        nothing, silently (the hint spells it ``body:$.total``)."""
+        check_prefix(path)
 
         def key(p: str) -> str:
-            return p.lower() if p.startswith("headers:") or p == "headers" else p
+            return p.lower() if p[:8].lower() == "headers:" or p.lower() == "headers" else p
 
         want = key(path)
         under = (want + ".", want + "[", want + ":")

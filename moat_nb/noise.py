@@ -39,6 +39,12 @@ Ignore rules (``ignore=`` of :func:`moat_nb.diff.diff`)
     * a :class:`NoiseRule` for anything finer: only at some processors, only when both values
       match a pattern, with a reason that the diff keeps.
 
+    A glob that can match no path is refused (``BAD_PATH``, :func:`check_glob`): a literal one
+    that is neither a path nor a field alone, or one whose literal start names no field. Sweep
+    writes its payload paths dotted (``headers.processedAt``, ``body.total``); here they would
+    match nothing, silently, so the hint gives the spelling above (``headers:processedAt``,
+    ``body:$.total``).
+
     Matching differences are *kept* and flagged ``noise=True``: a reader can always see what was
     filtered, and why (``DiffRow.noise_rule``).
 
@@ -75,6 +81,8 @@ __all__ = [
     "NoiseRule",
     "ParsedPath",
     "as_rules",
+    "check_glob",
+    "check_prefix",
     "escape_glob",
     "format_name",
     "format_segments",
@@ -126,13 +134,35 @@ class ParsedPath:
     json: bool = False
 
 
+#: Sweep's payload paths (``body.lines[0].qty``, ``headers.channel``): a field, then ``.`` or ``[``.
+_DOTTED = re.compile(r"(body|headers|properties)([.\[])(.*)\Z", re.IGNORECASE | re.DOTALL)
+
+
+def _diff_spelling(path: str) -> str | None:
+    """The diff path for a path written in sweep's dotted syntax (``body.total`` ->
+    ``body:$.total``, ``headers.processedAt`` -> ``headers:processedAt``), else None."""
+    m = _DOTTED.match(path)
+    if m is None:
+        return None
+    fld, sep, rest = m.group(1).lower(), m.group(2), m.group(3)
+    if fld == "body":
+        return "body:$" + sep + rest
+    return f"{fld}:{rest}" if sep == "." else f"{fld}:{sep}{rest}"
+
+
 def _bad_path(path: str, why: str) -> ValidationError:
-    return ValidationError(
-        f"path {path!r} is not a diff path: {why}",
-        code="BAD_PATH",
-        hint="write paths as printed in a diff row, e.g. body:$.lines[0].total, "
-        "headers:processedAt, properties:order.total",
-    )
+    spelled = _diff_spelling(path)
+    if spelled is not None:
+        hint = (
+            f"diff paths put a ':' after the field: write {spelled!r} (dotted paths such as "
+            f"{path!r} are sweep's, for the payload it changes)"
+        )
+    else:
+        hint = (
+            "write paths as printed in a diff row, e.g. body:$.lines[0].total, "
+            "headers:processedAt, properties:order.total"
+        )
+    return ValidationError(f"path {path!r} is not a diff path: {why}", code="BAD_PATH", hint=hint)
 
 
 def _parse_segments(path: str, text: str, pos: int) -> tuple[list[str | int], int]:
@@ -227,7 +257,37 @@ def parse_path(path: str) -> ParsedPath:
     return ParsedPath(fld, name=name, segments=tuple(segments))
 
 
+def check_prefix(path: str) -> None:
+    """Raise :class:`~moat_nb.errors.ValidationError` (``BAD_PATH``) unless ``path`` is a diff
+    path or a field alone (``body``, ``headers``, ...): what covers a path and all below it, in
+    ``ignore=`` and :meth:`moat_nb.lineage.Lineage.who_changed`. Anything else matches no
+    difference, silently (``headers.processedAt``, sweep's spelling: fuzzing finding)."""
+    fld, sep, rest = path.partition(":")
+    if fld.lower() == "headers":  # header paths compare case-insensitively, the field too
+        fld = "headers"
+    if not sep and fld in FIELDS:
+        return
+    parse_path(fld + sep + rest)
+
+
 # --------------------------------------------------------------------------- globs
+
+
+def check_glob(glob: str) -> None:
+    """Raise :class:`~moat_nb.errors.ValidationError` (``BAD_PATH``) for a glob that can match
+    no diff path: a literal one that is not a diff path or a field (:func:`check_prefix`), or
+    one whose literal start names no field (``headers.*``). A glob with wildcards in its field
+    part (``*Timestamp``) is left alone: it may match any field."""
+    wild = min((i for i in (glob.find(c) for c in "*?\\") if i >= 0), default=-1)
+    if wild < 0:
+        check_prefix(glob)
+        return
+    literal = glob[:wild]
+    fld, sep, _ = literal.partition(":")
+    if sep and fld not in FIELDS and fld.lower() != "headers":
+        raise _bad_path(glob, f"it must start with one of {', '.join(FIELDS)}")
+    if not sep and _DOTTED.match(literal):
+        raise _bad_path(glob, "the field is followed by '.' or '[' instead of ':'")
 
 
 def escape_glob(path: str) -> str:
@@ -313,6 +373,7 @@ class NoiseRule:
                 object.__setattr__(self, "_path_re", self.path)
                 object.__setattr__(self, "_path_search", True)
             else:
+                check_glob(self.path)
                 object.__setattr__(self, "_path_re", glob_regex(self.path))
                 object.__setattr__(self, "_path_text", self.path)
         if self.processor is not None:

@@ -410,6 +410,38 @@ def test_a_bad_ignore_rule_is_refused_in_words() -> None:
         diff(a, b, ignore=42)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("dotted", "spelled"),
+    [
+        ("headers.processedAt", "headers:processedAt"),  # sweep's syntax matched nothing (fuzzing)
+        ("body.total", "body:$.total"),
+        ("properties.order.total", "properties:order.total"),
+        ("body.lines[0].qty", "body:$.lines[0].qty"),
+        ("headers.*", None),
+        ("body:total", None),
+    ],
+)
+def test_an_ignore_path_that_can_match_nothing_is_refused_with_its_diff_spelling(
+    dotted: str, spelled: str | None
+) -> None:
+    a, b = quoted_pair()
+    with pytest.raises(ValidationError) as err:
+        diff(a, b, ignore=["headers:ok", dotted])
+    assert err.value.code == "BAD_PATH" and err.value.hint
+    if spelled is not None:
+        assert repr(spelled) in err.value.hint
+        diff(a, b, ignore=spelled)  # the spelling the hint gives is taken
+
+
+@pytest.mark.parametrize(
+    "glob",
+    ["headers", "error", "*Timestamp", "headers:Camel*", "HEADERS:x", "body:$.lines[*]", "**", "status"],
+)
+def test_fields_globs_and_wildcards_stay_valid_ignore_paths(glob: str) -> None:
+    a, b = quoted_pair()
+    diff(a, b, ignore=glob)
+
+
 def _frame_row() -> Any:
     pd = pytest.importorskip("pandas")
     return pd.DataFrame([{"execution_id": "exec-1", "exchange_id": "ID-x"}]).iloc[0]

@@ -16,6 +16,8 @@ from moat_nb.noise import (
     NoiseRule,
     ParsedPath,
     as_rules,
+    check_glob,
+    check_prefix,
     escape_glob,
     format_name,
     format_segments,
@@ -171,3 +173,67 @@ def test_rule_value_and_processor_parts() -> None:
     assert not rule.matches(row("headers:t", "2026-01-01T00:00:00Z", "tomorrow", pid="stamp-1"))
     assert rule.matches(row("headers:t", None, "2026-01-02T00:00:00Z", kind="added", pid="stamp-1"))
     assert "value" in NoiseRule(value="x").label
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["headers", "properties", "body"]), names.filter(lambda n: format_name(n) == n), segments
+)
+def test_sweeps_dotted_paths_are_refused_with_the_diff_spelling(
+    field: str, name: str, segs: list[str | int]
+) -> None:
+    """A path in sweep's syntax (``headers.processedAt``) was taken by ignore= and who_changed
+    and matched nothing (fuzzing finding 14). Refused, with the printed diff path as the hint;
+    every printed path (and a field alone) is still taken."""
+    if field == "body":
+        segs = [name, *segs]
+        printed, dotted = "body:$" + format_segments(segs), "body" + format_segments(segs)
+    else:
+        printed = f"{field}:{name}{format_segments(segs)}"
+        dotted = f"{field}.{name}{format_segments(segs)}"
+    check_glob(printed)
+    check_prefix(printed)
+    check_prefix(field)
+    for check in (check_glob, check_prefix, parse_path):
+        with pytest.raises(ValidationError) as err:
+            check(dotted)
+        assert err.value.code == "BAD_PATH" and f"write {printed!r}" in (err.value.hint or "")
+    with pytest.raises(ValidationError):
+        NoiseRule(path=dotted)
+
+
+@st.composite
+def printed_paths(draw: st.DrawFn) -> str:
+    kind = draw(st.sampled_from(["status", "error", "route", "body", "json", "line", "map"]))
+    if kind == "error":
+        return "error:" + draw(st.sampled_from(["type", "message"]))
+    if kind == "json":
+        return "body:$" + format_segments(draw(segments))
+    if kind == "line":
+        return f"body:line {draw(st.integers(1, 99))}"
+    if kind == "map":
+        field = draw(st.sampled_from(["headers", "properties"]))
+        return f"{field}:{format_name(draw(names))}" + format_segments(draw(segments))
+    return kind
+
+
+@settings(max_examples=500, deadline=None)
+@given(printed_paths(), st.data())
+def test_check_glob_refuses_only_globs_that_match_no_printed_path(path: str, data: st.DataObject) -> None:
+    """A glob made from a printed path (a leading part, a character turned into a wildcard, a
+    '.' for the ':'), or any text: when check_glob refuses it, it matches that path neither as a
+    glob nor literally, and the error is BAD_PATH with a hint."""
+    cut = data.draw(st.integers(0, len(path)))
+    glob = path[:cut]
+    if glob and data.draw(st.booleans()):
+        at = data.draw(st.integers(0, len(glob) - 1))
+        glob = glob[:at] + data.draw(st.sampled_from(["*", "**", "?", ".", ":", "["])) + glob[at + 1 :]
+    glob = data.draw(st.just(glob) | st.text(max_size=20))
+    try:
+        check_glob(glob)
+    except ValidationError as err:
+        assert err.code == "BAD_PATH" and err.hint
+        assert glob_regex(glob).match(path) is None
+        assert not (path.startswith(glob) and (len(path) == len(glob) or path[len(glob)] in ".:["))
+    else:
+        NoiseRule(path=glob)  # taken whole
