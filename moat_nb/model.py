@@ -250,7 +250,8 @@ def _is_map(value: Any) -> bool:
 
 #: A field's annotation -> the exact type its wire value usually has, whether null is allowed,
 #: the precise test (run only when the exact type is not there) and what the value must be.
-#: ``str`` fields take a null too, as they always have (a ProcessorRecord's null executionId);
+#: A ``str`` field takes a null too unless it is ``_required`` (a ProcessorRecord's executionId
+#: may be null, as it always could; a null processorId broke diff's alignment sort);
 #: times are checked by parse_time, fields with a decoder by the decoder. Only the types are
 #: tested, not map keys or number ranges (the sandbox store checks those): one identity test
 #: a field keeps the hot path cheap (a replay's chunk decodes ~55 records, section 11).
@@ -391,6 +392,7 @@ def _compile_decoder(cls: type) -> Callable[[Any], Any]:
             times += [f"    if {v} is not None:", f"        {v} = _parse_time({v})"]
         elif name not in cls._unchecked and isinstance(f.type, str) and f.type in _FIELD_CHECKS:  # type: ignore[attr-defined]
             exact, nullable, precise, what = _FIELD_CHECKS[f.type]
+            nullable = nullable and name not in required
             namespace[f"_exact{i}"], namespace[f"_ok{i}"] = exact, precise
             null = f" and {v} is not None" if nullable else ""
             code = "BAD_ID" if name in _ID_FIELDS else "BAD_FIELD"
