@@ -127,8 +127,36 @@ def strict_json(text: Any, name: str) -> Any:
             details={"parameter": name},
         ) from None
     if _depth(value) > _MAX_DEPTH:
-        raise ValidationError(f"{name} is nested deeper than {_MAX_DEPTH}", code="BAD_JSON")
+        raise ValidationError(
+            f"{name} is nested deeper than {_MAX_DEPTH}",
+            code="BAD_JSON",
+            hint=f"the platform reads JSON nested at most {_MAX_DEPTH} levels deep (section 4)",
+            details={"parameter": name},
+        )
     return value
+
+
+def _not_json(value: Any, depth: int = 1) -> str | None:
+    """What in ``value`` is not a JSON value (a datetime, a set, NaN, a non-string key, nesting
+    past the limit), in words; None when all of it is. ``json.dumps`` cannot write the rest, so
+    an expectation holding it passed parse_expectations and crashed evaluate (its label)."""
+    if depth > _MAX_DEPTH:
+        return f"nesting deeper than {_MAX_DEPTH}"
+    if value is None or isinstance(value, str | bool | int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{value!r} (not a JSON number)"
+    if isinstance(value, list | tuple):
+        return next((why for v in value if (why := _not_json(v, depth + 1)) is not None), None)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return f"the key {k!r} (a {type(k).__name__}; JSON keys are strings)"
+            why = _not_json(v, depth + 1)
+            if why is not None:
+                return why
+        return None
+    return f"a {type(value).__name__}"
 
 
 # =========================================================================== expectations (pure)
@@ -162,6 +190,17 @@ class Expectation:
             text += f" at {self.processor}{it}"
         return f"{self.name}: {text}" if self.name else text
 
+    def __post_init__(self) -> None:
+        """One built directly gets the checks :meth:`from_wire` makes: an unknown operator
+        raised an AssertionError in evaluate, a datetime a TypeError (fuzzing finding 15)."""
+        if self.operator not in OPERATORS:
+            raise ValidationError(
+                f"expectation: operator {self.operator!r} is not one of {', '.join(OPERATORS)}",
+                code="BAD_EXPECTATION",
+                hint='e.g. Expectation("status", "equals", "COMPLETED")',
+            )
+        _check_fields(self.to_wire(), "expectation", None)
+
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": self.path, self.operator: self.expected}
         if self.tolerance is not None:
@@ -177,69 +216,81 @@ class Expectation:
     @classmethod
     def from_wire(cls, data: Any, index: int = 0) -> Expectation:
         """One expectation object; ValidationError says which one (``index``, 0-based) and why."""
-        where = f"expectation {index}"
+        return cls(*_check_fields(data, f"expectation {index}", index))
 
-        def bad(why: str) -> ValidationError:
-            return ValidationError(
-                f"{where}: {why}",
-                code="BAD_EXPECTATION",
-                hint='write e.g. {"path": "body:$.total", "equals": 39.46}; operators: '
-                + ", ".join(OPERATORS),
-                details={"index": index},
-            )
 
-        if not isinstance(data, dict):
-            raise bad(f"must be an object, not {type(data).__name__}")
-        extra = set(data) - {"path", "name", "processor", "iteration", "tolerance", *OPERATORS}
-        if extra:
-            raise bad(f"unknown key(s) {', '.join(sorted(map(repr, extra)))}")
-        path = data.get("path")
-        if not isinstance(path, str):
-            raise bad("needs a path (a string such as 'status' or 'body:$.total')")
+def _check_fields(data: Any, where: str, index: int | None) -> tuple[Any, ...]:
+    """The fields of the expectation object ``data`` (Expectation's, in order), checked; a
+    ValidationError starting with ``where`` says why not."""
+
+    def bad(why: str, hint: str | None = None) -> ValidationError:
+        return ValidationError(
+            f"{where}: {why}",
+            code="BAD_EXPECTATION",
+            hint=hint
+            or 'write e.g. {"path": "body:$.total", "equals": 39.46}; operators: ' + ", ".join(OPERATORS),
+            details={} if index is None else {"index": index},
+        )
+
+    if not isinstance(data, dict):
+        raise bad(f"must be an object, not {type(data).__name__}")
+    extra = set(data) - {"path", "name", "processor", "iteration", "tolerance", *OPERATORS}
+    if extra:
+        raise bad(f"unknown key(s) {', '.join(sorted(map(repr, extra)))}")
+    path = data.get("path")
+    if not isinstance(path, str):
+        raise bad("needs a path (a string such as 'status' or 'body:$.total')")
+    try:
+        parsed = parse_path(path)
+    except ValidationError as exc:
+        raise bad(exc.message, exc.hint) from None
+    if parsed.field == "route":
+        raise bad("'route' is a diff path, not a value: check a processor's status instead")
+    ops = [k for k in OPERATORS if k in data]
+    if len(ops) != 1:
+        raise bad(f"needs exactly one operator, found {len(ops)} ({', '.join(ops) or 'none'})")
+    op = ops[0]
+    expected = data[op]
+    not_json = _not_json(expected)
+    if not_json is not None:
+        raise bad(
+            f"{op}: the expected value holds {not_json}, which is not JSON",
+            "expected values are JSON: text, numbers, true/false, null, lists and objects with "
+            "text keys (a time as its ISO text, e.g. dt.isoformat(); a set as a list)",
+        )
+    number = isinstance(expected, int | float) and not isinstance(expected, bool)
+    if op in ("approx", "lt", "le", "gt", "ge") and not number:
+        raise bad(f"{op} compares numbers: give a number, not {json.dumps(expected)}")
+    if op == "matches":
+        if not isinstance(expected, str) or len(expected) > 1000:
+            raise bad("matches takes a regular expression (a string of at most 1000 characters)")
         try:
-            parsed = parse_path(path)
-        except ValidationError as exc:
-            raise bad(exc.message) from None
-        if parsed.field == "route":
-            raise bad("'route' is a diff path, not a value: check a processor's status instead")
-        ops = [k for k in OPERATORS if k in data]
-        if len(ops) != 1:
-            raise bad(f"needs exactly one operator, found {len(ops)} ({', '.join(ops) or 'none'})")
-        op = ops[0]
-        expected = data[op]
-        number = isinstance(expected, int | float) and not isinstance(expected, bool)
-        if op in ("approx", "lt", "le", "gt", "ge") and not number:
-            raise bad(f"{op} compares numbers: give a number, not {json.dumps(expected)}")
-        if op == "matches":
-            if not isinstance(expected, str) or len(expected) > 1000:
-                raise bad("matches takes a regular expression (a string of at most 1000 characters)")
-            try:
-                re.compile(expected)
-            except re.error as exc:
-                raise bad(f"matches: {expected!r} is not a regular expression: {exc}") from None
-        if op == "in" and not isinstance(expected, list):
-            raise bad("in takes a list of allowed values")
-        if op == "exists" and not isinstance(expected, bool):
-            raise bad("exists takes true or false")
-        tolerance = data.get("tolerance")
-        if tolerance is not None:
-            if op != "approx":
-                raise bad("tolerance goes with approx only")
-            if not isinstance(tolerance, int | float) or isinstance(tolerance, bool) or tolerance < 0:
-                raise bad("tolerance must be a number >= 0")
-            tolerance = float(tolerance)
-        processor = data.get("processor")
-        if processor is not None and (not isinstance(processor, str) or not ID.match(processor)):
-            raise bad("processor must be a processor id such as 'compute-totals'")
-        iteration = data.get("iteration", 0)
-        if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
-            raise bad("iteration must be an integer >= 0")
-        if iteration and processor is None:
-            raise bad("iteration needs a processor")
-        name = data.get("name")
-        if name is not None and (not isinstance(name, str) or not 0 < len(name) <= 200):
-            raise bad("name must be a string of 1 to 200 characters")
-        return cls(path, op, expected, tolerance, processor, iteration, name)
+            re.compile(expected)
+        except re.error as exc:
+            raise bad(f"matches: {expected!r} is not a regular expression: {exc}") from None
+    if op == "in" and not isinstance(expected, list):
+        raise bad("in takes a list of allowed values")
+    if op == "exists" and not isinstance(expected, bool):
+        raise bad("exists takes true or false")
+    tolerance = data.get("tolerance")
+    if tolerance is not None:
+        if op != "approx":
+            raise bad("tolerance goes with approx only")
+        if not isinstance(tolerance, int | float) or isinstance(tolerance, bool) or tolerance < 0:
+            raise bad("tolerance must be a number >= 0")
+        tolerance = float(tolerance)
+    processor = data.get("processor")
+    if processor is not None and (not isinstance(processor, str) or not ID.match(processor)):
+        raise bad("processor must be a processor id such as 'compute-totals'")
+    iteration = data.get("iteration", 0)
+    if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
+        raise bad("iteration must be an integer >= 0")
+    if iteration and processor is None:
+        raise bad("iteration needs a processor")
+    name = data.get("name")
+    if name is not None and (not isinstance(name, str) or not 0 < len(name) <= 200):
+        raise bad("name must be a string of 1 to 200 characters")
+    return (path, op, expected, tolerance, processor, iteration, name)
 
 
 def parse_expectations(value: Any) -> tuple[Expectation, ...]:
@@ -259,7 +310,12 @@ def parse_expectations(value: Any) -> tuple[Expectation, ...]:
             hint='e.g. [{"path": "status", "equals": "COMPLETED"}]',
         )
     if len(data) > _MAX_EXPECTATIONS:
-        raise ValidationError(f"more than {_MAX_EXPECTATIONS} expectations", code="BAD_EXPECTATION")
+        raise ValidationError(
+            f"more than {_MAX_EXPECTATIONS} expectations ({len(data)})",
+            code="BAD_EXPECTATION",
+            hint=f"a proof states at most {_MAX_EXPECTATIONS} claims: keep the ones that matter, "
+            "or check a whole object at once (body:$.lines equals [...])",
+        )
     return tuple(Expectation.from_wire(item, i) for i, item in enumerate(data))
 
 
@@ -439,7 +495,7 @@ def _check(exp: Expectation, actual: Any) -> tuple[bool, str]:
         return False, f"found {got}, which contains nothing"
     if op == "in":
         return any(json_equal(actual, x) for x in want), f"found {got}"
-    raise AssertionError(op)  # from_wire admits only OPERATORS
+    raise AssertionError(op)  # Expectation.__post_init__ admits only OPERATORS
 
 
 @dataclass(frozen=True)
@@ -542,6 +598,25 @@ class Outcomes:
         )
 
 
+def _evaluate_at(execution: Execution, exp: Expectation) -> ExpectationResult:
+    if exp.processor is not None and execution.processors is None:
+        # A search hit (or a summary) has no processor records: whether the processor ran is
+        # unknown, so no expectation at one holds, not even exists: false ("did not run" made
+        # it pass; fuzzing finding 15). A result, not an error: the others are still checked.
+        return ExpectationResult(
+            exp,
+            False,
+            False,
+            None,
+            f"execution {execution.execution_id} has no processor records (a search hit): "
+            "fetch it with p.execution(id) to check an expectation at a processor",
+        )
+    return evaluate_one(exp, _subject_at(execution, exp))
+
+
 def evaluate(expectations: Iterable[Expectation], execution: Execution) -> Outcomes:
-    """Check each expectation against the replay's execution (its result, or a processor)."""
-    return Outcomes(tuple(evaluate_one(e, _subject_at(execution, e)) for e in expectations))
+    """Check each expectation against the replay's execution (its result, or a processor).
+
+    An expectation at a processor of an execution without processor records (a search hit,
+    ``processors is None``) fails, saying so: it cannot be told whether the processor ran."""
+    return Outcomes(tuple(_evaluate_at(execution, e) for e in expectations))

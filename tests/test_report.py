@@ -170,6 +170,107 @@ def test_expectations_need_a_claim_and_strict_json() -> None:
             parse_expectations(text)
 
 
+def test_expectation_limits_are_refused_with_a_hint() -> None:
+    deep = "[" * 70 + "]" * 70
+    for value, words in (
+        (f'[{{"path": "body", "equals": {deep}}}]', "nested deeper than 64"),
+        ([{"path": "status", "equals": "COMPLETED"}] * 201, "more than 200 expectations"),
+    ):
+        with pytest.raises(ValidationError, match=words) as caught:
+            parse_expectations(value)
+        assert caught.value.hint  # none before (fuzzing finding 17)
+
+
+_not_json = st.one_of(
+    st.datetimes(),
+    st.frozensets(st.integers(), max_size=2),
+    st.sets(st.integers(), max_size=2),
+    st.binary(max_size=3),
+    st.sampled_from([math.nan, math.inf, -math.inf, object(), 1j]),
+    st.dictionaries(st.integers(), st.integers(), min_size=1, max_size=2),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    bad=st.recursive(
+        _not_json,
+        lambda inner: (
+            st.lists(inner, min_size=1, max_size=3).map(lambda v: [*v, 1])
+            | st.dictionaries(st.text(max_size=3), inner, min_size=1, max_size=2)
+        ),
+    ),
+    op=st.sampled_from(["equals", "not_equals", "contains", "in"]),
+)
+def test_an_expected_value_that_is_not_json_is_refused_at_parse(bad: Any, op: str) -> None:
+    # A datetime or a set passed parse_expectations and evaluate then crashed in the label with
+    # a TypeError (fuzzing finding 15): refused up front, naming JSON values.
+    if op == "in" and not isinstance(bad, list):
+        bad = [bad]
+    with pytest.raises(ValidationError) as caught:
+        parse_expectations([{"path": "body:$.x", op: bad}])
+    assert caught.value.code == "BAD_EXPECTATION" and "not JSON" in caught.value.message
+    assert "JSON" in (caught.value.hint or "")
+    with pytest.raises(ValidationError):
+        Expectation("body:$.x", op, bad)  # built directly too
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.tuples(inner) | st.dictionaries(st.text(), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(value=_json_values)
+def test_any_json_expected_value_parses_and_evaluates(value: Any) -> None:
+    (exp,) = parse_expectations([{"path": "body:$.x", "equals": value}])
+    result = evaluate([exp], _execution(output_body=json.dumps({"x": value})))
+    assert result.passed and exp.label
+
+
+def test_an_expectation_built_directly_is_checked_as_one_read_from_json() -> None:
+    for args, words in (
+        (("status", "eq", "COMPLETED"), "operator 'eq' is not one of"),  # AssertionError in evaluate before
+        (("nope", "equals", 1), "not a diff path"),
+        (("body:$.x", "approx", "59"), "compares numbers"),
+        (("body:$.x", "matches", "("), "not a regular expression"),
+        (("body.total", "equals", 1), "not a diff path"),
+    ):
+        with pytest.raises(ValidationError, match=re.escape(words)) as caught:
+            Expectation(*args)
+        assert caught.value.code == "BAD_EXPECTATION" and caught.value.hint
+    with pytest.raises(ValidationError) as caught:
+        parse_expectations([{"path": "body.total", "equals": 1}])
+    assert "'body:$.total'" in (caught.value.hint or "")  # the diff spelling of sweep's path
+
+
+def test_an_expectation_at_a_processor_of_a_search_hit_does_not_pass() -> None:
+    # A search hit (processors None) passed exists: false at any processor, "did not run"
+    # (fuzzing finding 15): whether it ran is unknown there.
+    hit = _execution()
+    assert hit.processors is None
+    outcomes = evaluate(
+        parse_expectations(
+            [
+                {"path": "status", "equals": "COMPLETED"},
+                {"path": "body", "exists": False, "processor": "gold-discount"},
+                {"path": "status", "equals": "COMPLETED", "processor": "gold-discount"},
+            ]
+        ),
+        hit,
+    )
+    first, *at_processor = outcomes.results
+    assert first.passed  # the result's own expectations are still checked
+    for r in at_processor:
+        assert not r.passed and "no processor records" in r.message and "p.execution(id)" in r.message
+    ran = _execution(processors=())  # a detail without the processor: it did not run
+    assert evaluate(parse_expectations([{"path": "body", "exists": False, "processor": "x"}]), ran).passed
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     mantissa=st.integers(1, 9),
