@@ -71,6 +71,7 @@ __all__ = [
     "BUNDLE_FORMAT",
     "EVENT_FIELDS",
     "REASONS",
+    "REASON_HINTS",
     "VerifyResult",
     "append",
     "canonical_json",
@@ -112,6 +113,35 @@ REASONS: dict[str, str] = {
     "UNANCHORED": "no checkpoint signed by a trusted key covers any event of the bundle",
     "SCHEMA_EDITED": "the database's append-only triggers were dropped or changed (server check only)",
     "UNSIGNED_TAIL": "the bundle's events after its newest signed checkpoint are vouched for by no one",
+}
+
+_TAMPERED = (
+    "treat the log as changed from that seq on: compare it with a fresh export (p.audit_bundle()) "
+    "and the platform's own check (GET /admin/audit/verify), and keep this copy as evidence"
+)
+_KEYS = (
+    "pass the key the platform publishes (DATA/keys/audit-public-keys.txt) as public_keys; with "
+    "that key, a checkpoint that does not verify was not signed by the platform"
+)
+#: What to do about each reason, the hint of :meth:`VerifyResult.raise_on_failure`'s error.
+REASON_HINTS: dict[str, str] = {
+    "MALFORMED": "this is not an audit export as the platform writes it: export it again "
+    "with p.audit_bundle() and verify the file unedited",
+    "SEQ_GAP": _TAMPERED,
+    "SEQ_DUPLICATE": _TAMPERED,
+    "TENANT_MISMATCH": "verify each tenant's chain on its own (the bundle's tenantId)",
+    "BROKEN_LINK": _TAMPERED,
+    "HASH_MISMATCH": _TAMPERED,
+    "UNKNOWN_KEY": _KEYS,
+    "KEY_ID_MISMATCH": _KEYS,
+    "BAD_SIGNATURE": _KEYS,
+    "CHECKPOINT_MISMATCH": _TAMPERED,
+    "TRUNCATED": _TAMPERED,
+    "UNANCHORED": _KEYS + "; or export again once a checkpoint covers these events",
+    "SCHEMA_EDITED": "the server's audit tables lost their append-only triggers: restore them "
+    "and treat events written meanwhile as unproven",
+    "UNSIGNED_TAIL": "export again once the next checkpoint is signed, or accept events no key "
+    "vouches for with verify_bundle(..., allow_unsigned_tail=True)",
 }
 
 _GENESIS_TAG = b"moat/genesis/v1\x00"
@@ -585,6 +615,7 @@ class VerifyResult:
                 f"audit log does not verify: {self.reason} at seq {self.first_bad_seq}: {self.message}",
                 first_bad_seq=self.first_bad_seq,
                 reason=self.reason or "MALFORMED",
+                hint=REASON_HINTS.get(self.reason or "MALFORMED", REASON_HINTS["MALFORMED"]),
             )
 
 

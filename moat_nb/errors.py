@@ -257,7 +257,9 @@ class AuditVerificationError(MoatError):
 
     code = "AUDIT_INVALID"
 
-    def __init__(self, message: str, *, first_bad_seq: int | None, reason: str) -> None:
+    def __init__(
+        self, message: str, *, first_bad_seq: int | None, reason: str, hint: str | None = None
+    ) -> None:
         self.first_bad_seq = first_bad_seq
         self.reason = reason
-        super().__init__(message, details={"firstBadSeq": first_bad_seq, "reason": reason})
+        super().__init__(message, hint=hint, details={"firstBadSeq": first_bad_seq, "reason": reason})

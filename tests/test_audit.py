@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from moat_nb import audit
 from moat_nb.audit import (
     BUNDLE_FORMAT,
+    REASON_HINTS,
     REASONS,
     VerifyResult,
     append,
@@ -543,6 +544,9 @@ def test_to_wire_and_raise_on_failure() -> None:
         bad.raise_on_failure()
     assert (info.value.first_bad_seq, info.value.reason) == (6, "SEQ_GAP")
     assert set(REASONS) >= {"HASH_MISMATCH", "BROKEN_LINK", "SEQ_GAP", "TRUNCATED", "MALFORMED"}
+    # What to do next, as every MoatError says (there was no hint: fuzzing finding 17).
+    assert info.value.hint == REASON_HINTS["SEQ_GAP"] and "p.audit_bundle()" in str(info.value)
+    assert set(REASON_HINTS) == set(REASONS) and all(REASON_HINTS.values())
 
 
 def test_each_tenant_has_its_own_chain() -> None:
