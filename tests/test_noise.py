@@ -177,7 +177,9 @@ def test_rule_value_and_processor_parts() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.sampled_from(["headers", "properties", "body"]), names.filter(lambda n: format_name(n) == n), segments
+    st.sampled_from(["headers", "properties", "body"]),
+    st.from_regex(r"[A-Za-z_][A-Za-z0-9_-]{0,7}", fullmatch=True),
+    segments,
 )
 def test_sweeps_dotted_paths_are_refused_with_the_diff_spelling(
     field: str, name: str, segs: list[str | int]
@@ -237,3 +239,13 @@ def test_check_glob_refuses_only_globs_that_match_no_printed_path(path: str, dat
         assert not (path.startswith(glob) and (len(path) == len(glob) or path[len(glob)] in ".:["))
     else:
         NoiseRule(path=glob)  # taken whole
+
+
+def test_a_noise_rule_path_that_is_no_glob_is_refused_in_words() -> None:
+    with pytest.raises(ValidationError) as err:
+        NoiseRule(path=5)  # type: ignore[arg-type]
+    assert err.value.code == "BAD_IGNORE" and err.value.hint
+    with pytest.raises(ValidationError) as err:
+        NoiseRule(path="re:^headers:X-")  # a glob: re: would be matched literally, i.e. never
+    assert err.value.code == "BAD_PATH" and "re.compile('^headers:X-')" in (err.value.hint or "")
+    assert as_rules("re:^headers:X-")[0].matches(row("headers:X-B3", 1, 2))  # in ignore= it is a regex
