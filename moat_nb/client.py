@@ -268,12 +268,15 @@ def api_base(url: str) -> str:
     return url if url.endswith(API_PREFIX) else url + API_PREFIX
 
 
-def _timeout_argument(timeout: Any) -> float | None:
+def _timeout_argument(timeout: Any) -> Any:
     """``connect(timeout=)``: seconds, a positive finite number, or None for no timeout. Checked
     at connect: ``inf``, ``-1``, ``nan`` or ``"5"`` failed later, in ``socket``, with a bare
-    ValueError, OverflowError or TypeError."""
-    if timeout is None:
-        return None
+    ValueError, OverflowError or TypeError. An ``httpx.Timeout`` (or httpx's 4-tuple) is the
+    caller's own choice per phase and passes as it is (found by review: it was refused)."""
+    if timeout is None or isinstance(timeout, httpx.Timeout):
+        return timeout
+    if isinstance(timeout, tuple) and len(timeout) == 4:
+        return httpx.Timeout(timeout)
     if isinstance(timeout, numbers.Real) and not isinstance(timeout, bool):
         seconds = float(timeout)
         if math.isfinite(seconds) and seconds > 0:
@@ -617,16 +620,24 @@ def op_source_execution_id(session: Session, exchange_id: str) -> Op[str]:
 
 
 def _payload_map(value: Any, name: str) -> dict[str, Any]:
-    """``headers=`` / ``properties=`` of a replay: a mapping of names to values (``dict()`` of a
-    string or a list failed with a bare ValueError or TypeError)."""
-    if not isinstance(value, Mapping):
-        raise ValidationError(
-            f"{name}= is a {type(value).__name__}, not a mapping of names to values",
-            code="BAD_PAYLOAD",
-            hint=f"pass {name} as a dict, e.g. {name}={{'name': 'value'}} (it replaces the original's)",
-            details={"field": name},
-        )
-    return dict(value)
+    """``headers=`` / ``properties=`` of a replay: a mapping of names to values, or what ``dict()``
+    makes one of (name-value pairs; a pandas Series by its ``to_dict()``), as before; a string,
+    or anything ``dict()`` cannot take, is ``BAD_PAYLOAD`` (it failed with a bare ValueError or
+    TypeError)."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if not isinstance(value, str | bytes | bytearray):
+        to_dict = getattr(value, "to_dict", None)
+        try:
+            return dict(to_dict()) if callable(to_dict) else dict(value)
+        except (TypeError, ValueError):
+            pass
+    raise ValidationError(
+        f"{name}= is a {type(value).__name__}, not a mapping of names to values",
+        code="BAD_PAYLOAD",
+        hint=f"pass {name} as a dict, e.g. {name}={{'name': 'value'}} (it replaces the original's)",
+        details={"field": name},
+    )
 
 
 def op_replay(
@@ -868,6 +879,8 @@ def _credentials(
         raise ValidationError(
             "no platform URL", code="NO_URL", hint="pass url= or set MOAT_URL (moat-nb sandbox prints it)"
         )
+    if token is not None and isinstance(token, str) and not token.strip() and username and password:
+        token = None  # token=os.environ.get("MOAT_TOKEN", "") beside a password: the password
     if token is not None and (not isinstance(token, str) or not token.strip()):
         # An unset variable read as "" (os.environ.get("X", "")) would log in as nobody, and
         # fail only at the first call: connect promises to fail here.
@@ -1370,10 +1383,22 @@ def _query_filters(
     params: dict[str, Any] = {}
     for key, value in filters.items():
         name = _camel(key)
+        # A value from a frame: a numpy scalar (.item()) or a pyarrow one (.as_py()) is its
+        # Python value, as it was sent before these checks (found by review).
+        for method in ("as_py", "item"):
+            convert = getattr(value, method, None)
+            if callable(convert) and not isinstance(value, list | tuple | set | frozenset | dict):
+                try:
+                    value = convert()
+                except (TypeError, ValueError):
+                    pass
+                break
         if value is None or isinstance(value, str | int | float):
             params[name] = value
             continue
         many = isinstance(value, list | tuple | set | frozenset)
+        if many and not value:
+            continue  # an empty list selects nothing in particular: no filter, as httpx sent it
         if name in several and many and value and all(isinstance(v, str) for v in value):
             params[name] = ",".join(value)
             continue

@@ -159,6 +159,22 @@ def _not_json(value: Any, depth: int = 1) -> str | None:
     return f"a {type(value).__name__}"
 
 
+def _as_json(value: Any) -> Any:
+    """``value`` with numpy scalars as Python values and tuples as lists, at any depth (what
+    JSON would read back); anything else as it is, for the checks to judge."""
+    if isinstance(value, tuple | list):
+        return [_as_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_json(v) for k, v in value.items()}
+    item = getattr(value, "item", None)
+    if callable(item) and type(value).__module__ == "numpy":
+        try:
+            return item()
+        except (TypeError, ValueError):
+            return value
+    return value
+
+
 # =========================================================================== expectations (pure)
 
 
@@ -199,6 +215,9 @@ class Expectation:
                 code="BAD_EXPECTATION",
                 hint='e.g. Expectation("status", "equals", "COMPLETED")',
             )
+        # Values from code as their JSON reading: a numpy scalar its Python value, a tuple a
+        # list (``in`` took one before these checks; found by review). Frozen: set directly.
+        object.__setattr__(self, "expected", _as_json(self.expected))
         _check_fields(self.to_wire(), "expectation", None)
 
     def to_wire(self) -> dict[str, Any]:

@@ -550,11 +550,15 @@ def _credentials_from_env(url: str | None) -> str:
     return url
 
 
-def _check_platform(url: str, params: ProofParameters) -> None:
+def _check_platform(url: str, params: ProofParameters, *, audit: bool) -> None:
     """Log in, check the user's permissions and find the source exchange before a kernel starts:
     a wrong password, a dead URL, an unknown source or a user who may not run the proof took
     8-15 s of kernel start and notebook, then wrote a report folder saying ERROR (found by a
-    walk through the README). Raises the client's error (one line, a code, a hint)."""
+    walk through the README). Raises the client's error (one line, a code, a hint).
+
+    ``audit``: the shipped notebook exports the audit bundle its receipt is verified against
+    (``audit:read``); without one the proof cannot verify and ends FAIL, so that is refused up
+    front too. A notebook of the caller's own is asked only for the replay's permissions."""
     from .client import connect
     from .errors import PermissionDenied
 
@@ -571,7 +575,7 @@ def _check_platform(url: str, params: ProofParameters) -> None:
         if not permissions:
             return  # signed in with a token: the platform decides as the proof runs
         target = params.target_environment or source.environment
-        needed = ["replay:run", "audit:read"]  # the proof replays, then exports its audit receipt
+        needed = ["replay:run", *(["audit:read"] if audit else [])]  # replays; exports its receipt
         if params.modified_payload:
             needed.append("replay:modify")
         if "prod" in (source.environment, target):
@@ -673,7 +677,7 @@ def compliance_proof(
     url = _credentials_from_env(url)
     if pdf:
         _chromium()  # no chromium: say so before anything runs
-    _check_platform(url, params)
+    _check_platform(url, params, audit=notebook is None)
     papermill_params = params.to_papermill()
     from papermill.translators import PythonTranslator
 

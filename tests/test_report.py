@@ -246,6 +246,15 @@ def test_an_expectation_built_directly_is_checked_as_one_read_from_json() -> Non
     with pytest.raises(ValidationError) as caught:
         parse_expectations([{"path": "body.total", "equals": 1}])
     assert "'body:$.total'" in (caught.value.hint or "")  # the diff spelling of sweep's path
+    # Values from code are taken as JSON reads them: a numpy scalar is its number, a tuple a
+    # list (found by review: both were refused, and `in` took a tuple before these checks).
+    import numpy as np
+
+    assert Expectation("body:$.total", "ge", np.int64(3)).expected == 3
+    assert Expectation("status", "in", ("COMPLETED", "FAILED")).to_wire() == {
+        "path": "status",
+        "in": ["COMPLETED", "FAILED"],
+    }
 
 
 def test_an_expectation_at_a_processor_of_a_search_hit_does_not_pass() -> None:
@@ -961,6 +970,13 @@ def test_the_platform_is_asked_before_a_kernel_starts(
     assert time.perf_counter() - started < 3.0 and not (tmp_path / "out").exists()
     if case == "analyst":
         assert "replay:run" in caught.value.message and "audit:read" in caught.value.message
+        # A notebook of one's own is asked only for the replay's permissions.
+        with pytest.raises(MoatError, match="it needs replay:run") as own:
+            report.compliance_proof(
+                source, PAYLOAD, EXPECT_OK, target_environment="staging", reason="r",
+                out=tmp_path / "out", notebook=report.notebook_path("compliance_proof.ipynb"),
+            )  # fmt: skip
+        assert "audit:read" not in own.value.message
 
 
 @pytest.mark.slow
