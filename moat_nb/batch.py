@@ -813,6 +813,14 @@ class _ResultsFile:
         # or "record" (a whole record whose newline was not written: end the line).
         self._tail: str | None = None
         self._fh: Any = None
+        if self.path.is_dir() or (self.path.exists() and not self.path.is_file()):
+            # results="out/" raised a bare IsADirectoryError when the batch began writing.
+            raise ValidationError(
+                f"results={str(self.path)!r} is a folder, not a file",
+                code="BAD_RESULTS_FILE",
+                hint=f"name a file in it, e.g. results={str(self.path / 'results.jsonl')!r}",
+                details={"path": str(self.path)},
+            )
         if self.path.exists():
             self._load()
 

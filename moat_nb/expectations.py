@@ -295,8 +295,15 @@ def _check_fields(data: Any, where: str, index: int | None) -> tuple[Any, ...]:
     if tolerance is not None:
         if op != "approx":
             raise bad("tolerance goes with approx only")
-        if not isinstance(tolerance, int | float) or isinstance(tolerance, bool) or tolerance < 0:
-            raise bad("tolerance must be a number >= 0")
+        if (
+            not isinstance(tolerance, int | float)
+            or isinstance(tolerance, bool)
+            or not math.isfinite(tolerance)
+            or tolerance < 0
+        ):
+            # NaN passed the ">= 0" test (every comparison with NaN is false) and made every
+            # approx fail with "tolerance nan"; infinity made every one pass.
+            raise bad("tolerance must be a finite number >= 0")
         tolerance = float(tolerance)
     processor = data.get("processor")
     if processor is not None and (not isinstance(processor, str) or not ID.match(processor)):
@@ -638,4 +645,11 @@ def evaluate(expectations: Iterable[Expectation], execution: Execution) -> Outco
 
     An expectation at a processor of an execution without processor records (a search hit,
     ``processors is None``) fails, saying so: it cannot be told whether the processor ran."""
+    if not isinstance(execution, Execution):
+        # None or a wire dict raised AttributeError deep inside.
+        raise ValidationError(
+            f"expectations are checked against an Execution, not {type(execution).__name__}",
+            code="BAD_SOURCE",
+            hint="pass p.execution(id) (or run.wait() of a replay); a wire dict: Execution.from_wire(d)",
+        )
     return Outcomes(tuple(_evaluate_at(execution, e) for e in expectations))

@@ -421,6 +421,17 @@ def test_a_file_that_is_not_a_results_file_is_refused_untouched(tmp_path: Path, 
     assert path.read_text() == text
 
 
+def test_results_naming_a_folder_is_refused_in_words(tmp_path: Path) -> None:
+    # results="out/" raised a bare IsADirectoryError once the batch began (found by fuzzing).
+    platform = Platform("http://127.0.0.1:9", token="t")  # nothing listens: nothing may be sent
+    try:
+        with pytest.raises(ValidationError, match="is a folder, not a file") as caught:
+            sweep(platform, "x", [{"body.a": 1}], reason="r", results=tmp_path, progress=False)
+    finally:
+        platform.close()
+    assert caught.value.code == "BAD_RESULTS_FILE" and "results.jsonl" in (caught.value.hint or "")
+
+
 def test_a_whole_last_record_without_its_newline_is_kept(tmp_path: Path) -> None:
     # Cut exactly before the newline: a whole record, not a torn one; cutting it off lost it.
     path = tmp_path / "runs.jsonl"

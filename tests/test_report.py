@@ -148,6 +148,9 @@ def test_expectation_at_a_processor() -> None:
         ({"path": "body:$.x", "equals": 1, "iteration": 2}, "iteration needs a processor"),
         ({"path": "body:$.x", "equals": 1, "script": "x"}, "unknown key"),
         ({"path": "body:$.x", "exists": "yes"}, "true or false"),
+        # NaN passed ">= 0" and failed every approx; infinity passed every one (found by fuzzing).
+        ({"path": "body:$.total", "approx": 1, "tolerance": float("nan")}, "finite number"),
+        ({"path": "body:$.total", "approx": 1, "tolerance": float("inf")}, "finite number"),
     ],
 )
 def test_bad_expectations_are_named(spec: dict[str, Any], words: str) -> None:
@@ -155,6 +158,15 @@ def test_bad_expectations_are_named(spec: dict[str, Any], words: str) -> None:
         parse_expectations([{"path": "status", "equals": "COMPLETED"}, spec])
     assert caught.value.code == "BAD_EXPECTATION"
     assert caught.value.message.startswith("expectation 1:") and words in caught.value.message
+
+
+def test_expectations_are_checked_against_an_execution_only() -> None:
+    # None or a wire dict raised AttributeError deep inside (found by fuzzing).
+    exps = parse_expectations([{"path": "status", "equals": "COMPLETED"}])
+    for wrong in (None, {"status": "COMPLETED"}):
+        with pytest.raises(ValidationError) as caught:
+            evaluate(exps, wrong)  # type: ignore[arg-type]
+        assert caught.value.code == "BAD_SOURCE" and "p.execution(id)" in (caught.value.hint or "")
 
 
 def test_expectations_need_a_claim_and_strict_json() -> None:
