@@ -98,7 +98,7 @@ from typing import Any
 import pyarrow as pa
 import rfc8785
 
-from .client import AsyncPlatform, Platform, serialise_body
+from .client import SOURCE_SEARCHES, AsyncPlatform, Platform, serialise_body
 from .diff import DiffResult, diff, noise_rules_from
 from .errors import MoatError, NotFound, ValidationError
 from .frames import Backend, to_frame
@@ -1137,14 +1137,13 @@ class _Batch:
     # ---------------------------------------------------------------- platform
 
     async def _resolve(self, ap: Any, source: _Source) -> None:
-        """Fill in a source known only by its exchange id (a search: section 4): the recorded
-        exchange, else the newest replay execution with that id. The platform replays a
-        replay's own exchange on purpose and picks its source the same way
-        (``Store.replay_source_id``); searching recorded exchanges only made a replay's
-        exchange id a NotFound row (fuzzing finding)."""
+        """Fill in a source known only by its exchange id (a search: section 4), by the
+        client's rule (:data:`~moat_nb.client.SOURCE_SEARCHES`): the recorded exchange, else
+        the newest replay execution with that id. Searching recorded exchanges only made a
+        replay's exchange id a NotFound row (fuzzing finding)."""
         if source.execution_id and source.route_id and source.status:
             return
-        for where in ({"is_replay": False}, {"is_replay": True, "sort": "start_time:desc"}):
+        for where in SOURCE_SEARCHES:
             async for hit in ap.executions(exchange_id=source.exchange_id, limit=1, **where):
                 source.execution_id = hit.execution_id
                 source.route_id = hit.route_id

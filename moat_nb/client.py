@@ -606,14 +606,23 @@ def _scalar(value: Any) -> Any:
     raise TypeError(f"{name} is not JSON data")
 
 
+#: Where a replay of an exchange id starts, searched in this order (keyword filters of
+#: ``executions()``), as the server picks it (``Store.replay_source_id``): the recorded exchange,
+#: else the newest replay execution with that id, since a replay's own exchange may be replayed
+#: again (DESIGN.md section 9: replays of replays). The recorded one first: should replay
+#: executions carry the recorded exchange's id too, the payload replayed is the recorded one.
+#: One rule for the client's look-up and the batches' (:mod:`moat_nb.batch`).
+SOURCE_SEARCHES: tuple[dict[str, Any], ...] = (
+    {"is_replay": False},
+    {"is_replay": True, "sort": "start_time:desc"},
+)
+
+
 def op_source_execution_id(session: Session, exchange_id: str) -> Op[str]:
-    """The execution a replay of ``exchange_id`` starts from, as the server picks it
-    (``replay_source_id``): the recorded exchange, else the newest replay execution with that
-    id, since a replay's own exchange may be replayed again (DESIGN.md section 9: replays of
-    replays). Asked in that order, the recorded one first: should replay executions carry the
-    recorded exchange's id too, the payload replayed is the recorded one, as the server's."""
-    for wanted in ({"isReplay": False}, {"isReplay": True, "sort": "startTime:desc"}):
-        page = yield from op_search_page(session, {"exchangeId": exchange_id, **wanted, "limit": 1})
+    """The execution a replay of ``exchange_id`` starts from (:data:`SOURCE_SEARCHES`)."""
+    for wanted in SOURCE_SEARCHES:
+        body = {**search_filters({"exchange_id": exchange_id, **wanted}, datetime.now(UTC)), "limit": 1}
+        page = yield from op_search_page(session, body)
         if page.get("data"):
             return str(page["data"][0]["executionId"])
     raise NotFound(f"no exchange {exchange_id!r}, recorded or replayed", status=404, hint=_HINTS["NOT_FOUND"])

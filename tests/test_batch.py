@@ -396,6 +396,16 @@ def test_a_record_glued_onto_a_torn_line_by_an_older_resume_is_read(tmp_path: Pa
     assert list(loaded.rows) == ["a"] and loaded.started == {"b": "replay-2"} and loaded.torn == 0
 
 
+@pytest.fixture
+def offline() -> Iterator[Platform]:
+    """A platform nothing listens for: a test using it shows that nothing was sent."""
+    platform = Platform("http://127.0.0.1:9", token="t")
+    try:
+        yield platform
+    finally:
+        platform.close()
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -406,29 +416,23 @@ def test_a_record_glued_onto_a_torn_line_by_an_older_resume_is_read(tmp_path: Pa
         json.dumps({"type": "row", **_row(0, key="a")}) + '\n{"ty"pe',  # a torn line that is not ours
     ],
 )
-def test_a_file_that_is_not_a_results_file_is_refused_untouched(tmp_path: Path, text: str) -> None:
+def test_a_file_that_is_not_a_results_file_is_refused_untouched(
+    tmp_path: Path, text: str, offline: Platform
+) -> None:
     """``results=`` pointed at an unrelated file: it lost its last line (taken for a torn record)
     and had records appended to it (fuzzing finding)."""
     path = tmp_path / "notes.txt"
     path.write_text(text)
-    platform = Platform("http://127.0.0.1:9", token="t")  # nothing listens: nothing may be sent
-    try:
-        with pytest.raises(ValidationError, match="not a results file") as caught:
-            sweep(platform, "x", [{"body.a": 1}], reason="r", results=path, progress=False)
-    finally:
-        platform.close()
+    with pytest.raises(ValidationError, match="not a results file") as caught:
+        sweep(offline, "x", [{"body.a": 1}], reason="r", results=path, progress=False)
     assert caught.value.code == "BAD_RESULTS_FILE" and "another results= path" in (caught.value.hint or "")
     assert path.read_text() == text
 
 
-def test_results_naming_a_folder_is_refused_in_words(tmp_path: Path) -> None:
+def test_results_naming_a_folder_is_refused_in_words(tmp_path: Path, offline: Platform) -> None:
     # results="out/" raised a bare IsADirectoryError once the batch began (found by fuzzing).
-    platform = Platform("http://127.0.0.1:9", token="t")  # nothing listens: nothing may be sent
-    try:
-        with pytest.raises(ValidationError, match="is a folder, not a file") as caught:
-            sweep(platform, "x", [{"body.a": 1}], reason="r", results=tmp_path, progress=False)
-    finally:
-        platform.close()
+    with pytest.raises(ValidationError, match="is a folder, not a file") as caught:
+        sweep(offline, "x", [{"body.a": 1}], reason="r", results=tmp_path, progress=False)
     assert caught.value.code == "BAD_RESULTS_FILE" and "results.jsonl" in (caught.value.hint or "")
 
 
@@ -445,8 +449,8 @@ def test_a_whole_last_record_without_its_newline_is_kept(tmp_path: Path) -> None
     assert list(again.rows) == ["a"] and again.started == {"b": "replay-2"}
 
 
-def test_arguments_are_checked_before_anything_runs() -> None:
-    platform = Platform("http://127.0.0.1:9", token="t")  # nothing listens: nothing may be sent
+def test_arguments_are_checked_before_anything_runs(offline: Platform) -> None:
+    platform = offline
     with pytest.raises(ValidationError, match="needs a reason"):
         sweep(platform, "x", [{"body.a": 1}], reason=" ")
     with pytest.raises(ValidationError, match="concurrency"):
@@ -466,7 +470,6 @@ def test_arguments_are_checked_before_anything_runs() -> None:
         with pytest.raises(ValidationError, match="is not a JSON number .* use None") as caught:
             sweep(platform, "x", variants, reason="r")  # type: ignore[arg-type]
         assert caught.value.code == "BAD_VARIANT"
-    platform.close()
 
 
 @pytest.mark.parametrize(
@@ -492,15 +495,11 @@ def test_arguments_are_checked_before_anything_runs() -> None:
     ],
 )
 def test_wrong_arguments_are_refused_with_a_code_and_a_hint(
-    call: Callable[[Platform], Any], code: str, words: str
+    call: Callable[[Platform], Any], code: str, words: str, offline: Platform
 ) -> None:
-    platform = Platform("http://127.0.0.1:9", token="t")  # nothing listens: nothing may be sent
-    try:
-        with pytest.raises(ValidationError, match=re.escape(words)) as caught:
-            call(platform)
-        assert caught.value.code == code and caught.value.hint
-    finally:
-        platform.close()
+    with pytest.raises(ValidationError, match=re.escape(words)) as caught:
+        call(offline)
+    assert caught.value.code == code and caught.value.hint
 
 
 # --------------------------------------------------------------------------- the sandbox

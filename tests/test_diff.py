@@ -433,13 +433,34 @@ def test_an_ignore_path_that_can_match_nothing_is_refused_with_its_diff_spelling
         diff(a, b, ignore=spelled)  # the spelling the hint gives is taken
 
 
+_QUOTED_PATHS = {
+    "body:$.lines[1]['unit price']",
+    "body:$.meta['a.b']",
+    "headers:processedAt",
+    "properties:order.total",
+}
+
+
 @pytest.mark.parametrize(
-    "glob",
-    ["headers", "error", "*Timestamp", "headers:Camel*", "HEADERS:x", "body:$.lines[*]", "**", "status"],
+    ("glob", "hides"),
+    [
+        ("headers", {"headers:processedAt"}),
+        ("error", set()),
+        ("*Timestamp", set()),
+        ("headers:Camel*", set()),
+        ("HEADERS:x", set()),
+        ("body:$.lines[*]", {"body:$.lines[1]['unit price']"}),
+        ("**", _QUOTED_PATHS),
+        ("status", set()),
+    ],
 )
-def test_fields_globs_and_wildcards_stay_valid_ignore_paths(glob: str) -> None:
+def test_fields_globs_and_wildcards_stay_valid_ignore_paths(glob: str, hides: set[str]) -> None:
+    # Taken (not BAD_PATH, which refuses only a path that can match nothing), and they hide
+    # what they match, no more: the rows stay, flagged as noise.
     a, b = quoted_pair()
-    diff(a, b, ignore=glob)
+    result = diff(a, b, ignore=glob)
+    assert {r.path for r in result.rows} == _QUOTED_PATHS
+    assert {r.path for r in result.rows if r.noise} == hides
 
 
 def _frame_row() -> Any:
