@@ -8,9 +8,10 @@ The hierarchy::
     │       └── SimpleSyntaxError     a Simple expression does not parse: .expression .position
     ├── RecordError                   a wire record is malformed (missing field, bad id, bad time)
     ├── ApiError                      the platform answered with an error envelope: .status
+    │                                 (.answered False: refused here, before anything was sent)
     │   ├── AuthenticationError       401  UNAUTHORIZED / TOKEN_EXPIRED / BAD_CREDENTIALS
     │   ├── PermissionDenied          403  FORBIDDEN (names the missing permission)
-    │   ├── TierNotEntitled           403  TIER_NOT_ENTITLED
+    │   │   └── TierNotEntitled       403  TIER_NOT_ENTITLED
     │   ├── NotFound                  404  NOT_FOUND
     │   ├── ValidationError           400  VALIDATION / BAD_JSON / BAD_HEADER / ...
     │   │   └── ControlHeaderRejected 400  CONTROL_HEADER
@@ -151,7 +152,11 @@ class RecordError(MoatError, ValueError):
 
 
 class ApiError(MoatError):
-    """The platform answered with an error envelope ``{error, message, details}``."""
+    """The platform answered with an error envelope ``{error, message, details}``.
+
+    The same classes are raised this side when a request would be refused anyway (a bad filter,
+    a bad timeout): ``answered`` is False then, and ``str()`` names no HTTP status.
+    """
 
     code = "API_ERROR"
     status: int = 500
@@ -166,11 +171,15 @@ class ApiError(MoatError):
         details: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message, code=code, hint=hint, details=details)
+        # Only an answer carries an HTTP status: a check this side refuses before anything is
+        # sent, and "HTTP 400" would tell its reader the platform refused it.
+        self.answered = status is not None
         if status is not None:
             self.status = status
 
     def __str__(self) -> str:
-        return f"HTTP {self.status} " + super().__str__()
+        text = super().__str__()
+        return f"HTTP {self.status} {text}" if self.answered else text
 
 
 class AuthenticationError(ApiError):

@@ -1,0 +1,71 @@
+"""moat_nb.errors: the hierarchy its docstring draws, and what ``str()`` tells a person."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from moat_nb import errors
+from moat_nb.client import error_from_response
+from moat_nb.errors import ApiError, MoatError, NotFound, PermissionDenied, ValidationError
+
+
+def _drawn_tree() -> dict[str, str]:
+    """{class name: parent name} as the module docstring draws it."""
+    parents: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []
+    for line in (errors.__doc__ or "").splitlines():
+        match = re.match(r"^(\s*)(?:[│ ]*[├└]── )?([A-Z][A-Za-z]+)\s", line)
+        if not match or not hasattr(errors, match.group(2)):
+            continue
+        depth = len(line) - len(line.lstrip(" │├└─")) if "──" in line else 0
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        if stack:
+            parents[match.group(2)] = stack[-1][1]
+        stack.append((depth, match.group(2)))
+    return parents
+
+
+def test_the_docstring_draws_every_error_class_under_its_real_parent() -> None:
+    drawn = _drawn_tree()
+    classes = {
+        name: cls
+        for name, cls in vars(errors).items()
+        if isinstance(cls, type) and issubclass(cls, MoatError) and cls is not MoatError
+    }
+    assert set(drawn) == set(classes), "a class is missing from the drawing, or drawn but gone"
+    for name, cls in classes.items():
+        moat_bases = [b.__name__ for b in cls.__bases__ if issubclass(b, MoatError)]
+        assert moat_bases == [drawn[name]], f"{name} is drawn under {drawn[name]}, derives from {moat_bases}"
+
+
+def test_an_error_refused_before_sending_does_not_claim_an_http_status() -> None:
+    # A check on this side (a bad filter, a bad timeout, the sandbox's bind check) never reached
+    # the platform: "HTTP 400" would say the platform refused it.
+    local = ValidationError("limit must be an int, not '5'", code="VALIDATION", hint="pass limit=5")
+    assert str(local) == "[VALIDATION] limit must be an int, not '5' — pass limit=5"
+    assert local.status == 400 and not local.answered  # the class's status stays for callers
+
+
+def test_an_answered_error_names_the_status_the_platform_gave() -> None:
+    request = httpx.Request("POST", "http://127.0.0.1:1/api/v1/replays")
+    response = httpx.Response(
+        403,
+        json={"error": "FORBIDDEN", "message": "needs replay:prod", "details": {"missing": ["replay:prod"]}},
+        request=request,
+    )
+    err = error_from_response(response)
+    assert isinstance(err, PermissionDenied) and err.answered
+    assert str(err).startswith(
+        "HTTP 403 [FORBIDDEN] needs replay:prod — ask an administrator to grant replay:prod"
+    )
+
+
+@pytest.mark.parametrize("cls", [ApiError, NotFound, ValidationError, PermissionDenied])
+def test_an_explicit_status_is_an_answer_and_overrides_the_class_default(cls: type[ApiError]) -> None:
+    err = cls("gone", status=410)
+    assert err.answered and err.status == 410
+    assert str(err).startswith("HTTP 410 [")
