@@ -364,17 +364,37 @@ def run_notebook(
     kernel = ensure_kernel()
     kernel_env = {**os.environ, **(env or {})}
     Path(output).parent.mkdir(parents=True, exist_ok=True)  # papermill writes no folder
-    return papermill.execute_notebook(
-        str(source),
-        str(output),
-        parameters=dict(parameters or {}),
-        kernel_name=kernel,
-        engine_name=_engine(),
-        progress_bar=False,
-        execution_timeout=timeout,
-        kernel_env=kernel_env,
-        kernel_cwd=str(cwd) if cwd is not None else None,
-    )
+    with tempfile.TemporaryDirectory(prefix="moat-kernel-") as sockets:
+        return papermill.execute_notebook(
+            str(source),
+            str(output),
+            parameters=dict(parameters or {}),
+            kernel_name=kernel,
+            engine_name=_engine(),
+            progress_bar=False,
+            execution_timeout=timeout,
+            kernel_env=kernel_env,
+            kernel_cwd=str(cwd) if cwd is not None else None,
+            config=_kernel_transport(Path(sockets)),
+        )
+
+
+#: Longest path a Unix socket takes (``sun_path`` is 108 bytes on Linux, with the NUL and the
+#: ``-<port>`` zmq appends): beyond it the kernel talks over loopback TCP as before.
+_MAX_SOCKET_PATH = 90
+
+
+def _kernel_transport(folder: Path) -> Any:
+    """The kernel's channels as Unix sockets in ``folder`` (a private temporary folder, mode
+    0700), not loopback TCP ports: only this user can reach them, where any local user could
+    connect to a port (the connection file's key still signs each message), and ipykernel no
+    longer warns on every run that the channels are "running over TCP without encryption"."""
+    from traitlets.config import Config
+
+    base = str(folder.resolve() / "k")
+    if os.name != "posix" or len(base) > _MAX_SOCKET_PATH:
+        return Config()
+    return Config({"KernelManager": {"transport": "ipc", "ip": base}})
 
 
 # A template over JupyterLab's: the same page without the require.js and MathJax scripts it

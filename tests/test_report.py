@@ -498,6 +498,33 @@ def test_kernelspec_runs_this_python() -> None:
     assert spec.argv[1:3] == ["-m", "ipykernel_launcher"]
 
 
+@pytest.mark.slow
+def test_a_notebook_runs_its_kernel_over_private_unix_sockets(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Loopback TCP ports are open to every local user, and ipykernel warned on every proof that
+    # its channels ran "over TCP without encryption"; Unix sockets in a 0700 folder are this
+    # user's only, and go with the run.
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(
+        nbformat.v4.new_code_cell(
+            "import ipykernel.connect, os\n"
+            "info = ipykernel.connect.get_connection_info(unpack=True)\n"
+            "print(info['transport'], info['ip'], oct(os.stat(os.path.dirname(info['ip'])).st_mode & 0o777))"
+        )
+    )
+    source = tmp_path / "transport.ipynb"
+    nbformat.write(nb, source)
+    executed = report.run_notebook(source, tmp_path / "out" / "transport.ipynb", cwd=tmp_path, timeout=60)
+    transport, ip, mode = executed.cells[0].outputs[0]["text"].split()
+    assert (transport, mode) == ("ipc", "0o700")
+    assert not Path(ip).parent.exists(), "the sockets' folder outlived the run"
+    assert "without encryption" not in capfd.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "transport.ipynb"]  # no socket files here
+
+
 _EVIDENCE = '{"format": "moat-nb/compliance-evidence/v1", '
 
 
