@@ -77,6 +77,7 @@ __all__ = [
     "Principal",
     "Redactor",
     "Tenant",
+    "TraceSecrets",
     "User",
     "UserTable",
     "check_command",
@@ -1145,3 +1146,45 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+class TraceSecrets:
+    """The secret values each unfinished execution's trace has shown so far, so that a later
+    chunk of the same trace is scrubbed of them too.
+
+    Redaction finds a secret by its name (a header ``X-Api-Key``) and then looks for its value
+    in the chunk's texts, where no name says it is one (a body the route built from the header,
+    an error message). A trace of more than 200 processors or 512 KB comes in several chunks,
+    and the header can sit in one while the body that echoes it comes in the next: the values
+    are remembered per execution until its final chunk. Bounded (least recently used first) so
+    that executions whose final chunk never comes (an agent that died) cannot grow it; the
+    values are held in memory only, as a replay's payload secrets are while it runs. Chunks are
+    scrubbed in the order they arrive, which is the order an agent sends them.
+    """
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._capacity = capacity
+        self._values: OrderedDict[str, frozenset[str]] = OrderedDict()
+        self._lock = threading.Lock()  # live chunks are redacted on several threadpool threads
+
+    def get(self, execution_id: str) -> frozenset[str]:
+        """The values shown so far by ``execution_id``'s earlier chunks (empty when none)."""
+        with self._lock:
+            return self._values.get(execution_id, frozenset())
+
+    def remember(self, execution_id: str, values: Iterable[str]) -> None:
+        """Add what a chunk showed (before it is stored: a retry of it finds them too)."""
+        with self._lock:
+            merged = self._values.pop(execution_id, frozenset()).union(values)
+            if merged:
+                self._values[execution_id] = merged
+                while len(self._values) > self._capacity:
+                    self._values.popitem(last=False)
+
+    def forget(self, execution_id: str) -> None:
+        """Drop an execution once its final chunk is stored."""
+        with self._lock:
+            self._values.pop(execution_id, None)
+
+    def __len__(self) -> int:
+        return len(self._values)

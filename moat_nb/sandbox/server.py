@@ -100,6 +100,7 @@ __all__ = [
     "core_operations",
     "error_response",
     "redact_chunk",
+    "redact_trace",
     "ServerThread",
 ]
 
@@ -405,7 +406,9 @@ async def _maybe_await(value: Any) -> Any:
     return value
 
 
-def redact_chunk(redactor: Redactor, chunk: Chunk, secrets: Iterable[str] = ()) -> Chunk:
+def redact_chunk(
+    redactor: Redactor, chunk: Chunk, secrets: Iterable[str] = (), *, shown: set[str] | None = None
+) -> Chunk:
     """``chunk`` with every secret replaced by its fingerprint (section 4 "Secrets"): the values
     of secret-named headers and properties, and of secret-named fields of JSON bodies — the
     same rules :mod:`moat_nb.sandbox.replays` applies to the trace stream, so the stored trace
@@ -414,7 +417,9 @@ def redact_chunk(redactor: Redactor, chunk: Chunk, secrets: Iterable[str] = ()) 
     its URI from headers (``?apiKey=${header.X-Api-Key}``). Error messages, the stack trace and
     the endpoint URIs have no names to go by (or not only): the values hidden elsewhere in the
     chunk, and ``secrets`` (a replay's payload secrets), are replaced wherever they occur in
-    them (:func:`~moat_nb.payload.scrub_text`).
+    them (:func:`~moat_nb.payload.scrub_text`). ``shown``, when given, gets every value hidden
+    in the chunk and every one of ``secrets`` (what :func:`redact_trace` remembers for the next
+    chunk of the same trace).
 
     Cheap where it can be (it was most of a replay's server time): a header map, property map
     or body whose JSON text cannot hold a secret name (:func:`may_hold_secret_names`) is kept
@@ -571,7 +576,21 @@ def redact_chunk(redactor: Redactor, chunk: Chunk, secrets: Iterable[str] = ()) 
                     None if execution.processors is None else tuple(map(scrubbed, execution.processors))
                 ),
             )
+    if shown is not None:
+        shown.update(found)
     return replace(chunk, execution=execution, processors=processors)
+
+
+def redact_trace(state: SandboxState, chunk: Chunk, secrets: Iterable[str] = ()) -> Chunk:
+    """:func:`redact_chunk` that also looks for the secret values the earlier chunks of the same
+    execution showed (:class:`~moat_nb.sandbox.security.TraceSecrets`), and remembers this
+    chunk's for the next; the final chunk's handler forgets them once it is stored."""
+    shown: set[str] = set()
+    known = state.trace_secrets.get(chunk.execution_id)
+    redacted = redact_chunk(state.redactor, chunk, known.union(secrets) if known else secrets, shown=shown)
+    if not chunk.final:
+        state.trace_secrets.remember(chunk.execution_id, shown)
+    return redacted
 
 
 #: The map fields of a processor record on the wire (section 3), which :func:`share_maps` shares.
@@ -679,7 +698,7 @@ def may_hold_secret_names(text: str | bytes) -> bool:
 def _redact_and_store(state: SandboxState, chunk: Chunk, instance_id: str) -> Chunk:
     """Redact, then store as posted by ``instance_id`` (in the threadpool: JSON bodies are
     parsed, SQLite is written)."""
-    redacted = redact_chunk(state.redactor, chunk)
+    redacted = redact_trace(state, chunk)
     state.store.ingest(redacted, instance_id)
     return redacted
 
@@ -959,10 +978,12 @@ async def post_chunk(request: Request, principal: Principal | None) -> Response:
             if chunk.replay_id is not None and state.replays is not None:
                 # A replay's chunk: redacted, stored and turned into trace events on the replay
                 # worker, in one thread hop (the round trip of P2 waits on it).
-                redact = partial(redact_chunk, state.redactor)
+                redact = partial(redact_trace, state)
                 chunk = await _maybe_await(state.replays.ingest(chunk, principal.username, redact))
             else:
                 chunk = await run_in_threadpool(_redact_and_store, state, chunk, principal.username)
+            if chunk.final:
+                state.trace_secrets.forget(chunk.execution_id)
         except (sqlite3.OperationalError, sqlite3.IntegrityError) as exc:
             # The chunk was checked whole before its transaction, so such a database error is
             # the store's (busy, I/O, disk full, a failing trigger), not the agent's (a value

@@ -31,6 +31,7 @@ from .security import (
     Authority,
     CommandSigner,
     Redactor,
+    TraceSecrets,
     UserTable,
     default_users,
     load_users,
@@ -129,6 +130,8 @@ class SandboxState:
     audit: AuditLog | Any = None
     #: Set by :meth:`create` from :mod:`moat_nb.sandbox.replays` (None until that module exists).
     replays: ReplayService | Any = None
+    #: Secret values shown by the earlier chunks of unfinished traces (redaction of the next).
+    trace_secrets: TraceSecrets = field(default_factory=TraceSecrets)
     #: Free slots for extension modules (e.g. the audit log) keyed by name.
     extras: dict[str, Any] = field(default_factory=dict)
 

@@ -32,7 +32,7 @@ from moat_nb.model import Chunk, Execution, ProcessorRecord
 from moat_nb.payload import ALONE_BELOW, collecting, redact_body, redact_mapping, scrub_body
 from moat_nb.sandbox.apps.orders import APP
 from moat_nb.sandbox.openapi import API_PREFIX, PUBLIC, Operation
-from moat_nb.sandbox.security import DEFAULT_USERS_TOML, Redactor, verify_command
+from moat_nb.sandbox.security import DEFAULT_USERS_TOML, Redactor, TraceSecrets, verify_command
 from moat_nb.sandbox.server import (
     ServerThread,
     _check_routes,
@@ -498,6 +498,51 @@ def test_endpoint_uris_are_stored_and_served_with_their_secrets_masked(sb: Sandb
         if path.exists():
             raw = path.read_bytes()
             assert key.encode() not in raw and pw.encode() not in raw
+
+
+def test_a_secret_shown_in_one_chunk_is_hidden_in_the_next_chunks_texts(sb: Sandbox) -> None:
+    """A trace of over 200 processors comes in several chunks: the header that names a secret
+    can sit in the first while the body a route built from it comes in the last, with no name
+    to go by. The values the first showed are looked for in the next (TraceSecrets)."""
+    key = "split-partner-key-0123456789"
+    whole = make_chunk("exec-split-1", "ex-split-1", headers={"X-Api-Key": key, "user": "u2"})
+    first, last = whole["processors"]
+    plain = {"Content-Type": "application/json"}  # a removeHeaders step dropped the key
+    last.update(inputHeaders=plain, outputHeaders=plain, outputBody=f"called partner with {key}")
+    last["errorMessage"] = f"partner said no to {key}"
+    whole["execution"].update(inputHeaders=plain, outputHeaders=plain, outputBody=f'{{"echo": "{key}"}}')
+    head = {**whole, "chunkSeq": 0, "final": False, "execution": None, "processors": [first]}
+    tail = {**whole, "chunkSeq": 1, "final": True, "processors": [last]}
+    assert sb.post_chunk("dev", head).status_code == 202
+    assert sb.state.trace_secrets.get("exec-split-1") == {key, "hunter2"}  # its dbPassword property too
+    assert sb.post_chunk("dev", tail).status_code == 202
+    assert sb.state.trace_secrets.get("exec-split-1") == frozenset()  # forgotten at the final chunk
+    marker = sb.state.redactor.value(key)
+    r = sb.http.get("/executions/exec-split-1", headers=sb.auth("analyst"))
+    assert r.status_code == 200, r.text
+    [root] = r.json()["processors"]
+    [child] = root["children"]
+    assert child["outputBody"] == f"called partner with {marker}"
+    assert child["errorMessage"] == f"partner said no to {marker}"
+    assert json.loads(r.json()["outputBody"]) == {"echo": marker}
+    assert key not in r.text
+    db = sb.state.data_dir / "sandbox.db"
+    for path in (db, db.with_name(db.name + "-wal")):
+        if path.exists():
+            assert key.encode() not in path.read_bytes()
+
+
+def test_trace_secrets_are_bounded_and_forgotten() -> None:
+    memo = TraceSecrets(capacity=2)
+    memo.remember("x-1", {"a-secret"})
+    memo.remember("x-1", {"b-secret"})
+    memo.remember("x-2", set())  # a chunk that showed nothing takes no room
+    assert memo.get("x-1") == {"a-secret", "b-secret"} and len(memo) == 1
+    memo.remember("x-2", {"c"})
+    memo.remember("x-3", {"d"})  # over capacity: the least recently used (x-1) goes
+    assert memo.get("x-1") == frozenset() and memo.get("x-2") == {"c"} and memo.get("x-3") == {"d"}
+    memo.forget("x-2")
+    assert memo.get("x-2") == frozenset() and len(memo) == 1
 
 
 def test_execution_errors(sb: Sandbox) -> None:
