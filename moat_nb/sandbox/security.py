@@ -1119,35 +1119,6 @@ class Redactor:
         return _payload.redact_payload(payload, self.value)
 
 
-# --------------------------------------------------------------------------- command line
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m moat_nb.sandbox.security hash-password``: print a ``password_hash`` line.
-
-    Reads the password without echo from a terminal, or one line from standard input.
-    """
-    args = sys.argv[1:] if argv is None else argv
-    if args != ["hash-password"]:
-        print("usage: python -m moat_nb.sandbox.security hash-password", file=sys.stderr)
-        return 2
-    if sys.stdin.isatty():
-        import getpass
-
-        password = getpass.getpass("password: ")
-    else:
-        password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        print("empty password", file=sys.stderr)
-        return 1
-    print(f'password_hash = "{hash_password(password)}"')
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 class TraceSecrets:
     """The secret values each unfinished execution's trace has shown so far, so that a later
     chunk of the same trace is scrubbed of them too.
@@ -1188,3 +1159,32 @@ class TraceSecrets:
 
     def __len__(self) -> int:
         return len(self._values)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m moat_nb.sandbox.security hash-password``: print a ``password_hash`` line.
+
+    Reads the password without echo from a terminal, or one line from standard input.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["hash-password"]:
+        print("usage: python -m moat_nb.sandbox.security hash-password", file=sys.stderr)
+        return 2
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("password: ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("empty password", file=sys.stderr)
+        return 1
+    print(f'password_hash = "{hash_password(password)}"')
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
