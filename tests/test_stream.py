@@ -7,6 +7,10 @@ import asyncio
 import json
 import math
 import random
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -515,8 +519,6 @@ def test_wait_with_a_timeout_does_not_wait_for_a_response_head_past_its_deadline
     """A platform (or a proxy) that takes the request and sends nothing: before the head comes
     the watchdog has no socket to shut down, so the first read is bounded by the deadline too
     (it waited the read timeout, 15 s here: review finding)."""
-    import socket
-
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
@@ -566,3 +568,108 @@ def test_wait_refuses_a_timeout_that_is_not_a_time_before_reading(timeout: Any) 
         assert info.value.code == "BAD_TIMEOUT" and info.value.hint
     finally:
         dead.close()
+
+
+# --------------------------------------------------------------------------- a platform that crashes
+
+SLOW_ROUTE = """\
+- route:
+    id: slow-intake
+    from:
+      uri: "platform-http:/slow"
+      steps:
+        - delay:
+            id: wait
+            simple: "${header.delayMs}"
+        - setBody:
+            id: answer
+            simple: "done ${body}"
+"""
+
+SLOW_BEANS = """\
+def sample_payload(rng, i):
+    return {"headers": {"delayMs": "0"}, "body": f"order {i}", "properties": {}}
+"""
+
+
+def _sandbox_process(app: Path, data: Path, port: int) -> subprocess.Popen[bytes]:
+    """``moat-nb sandbox`` as a user starts it, in a process of its own; returns once it answers."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moat_nb.cli", "sandbox", "--app", str(app), "--data", str(data),
+         "--port", str(port), "--per-env", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else proc.returncode
+        assert time.monotonic() < deadline, "the sandbox did not start within 60 s"
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_a_replay_cut_by_a_platform_crash_resumes_on_the_restarted_platform_and_says_aborted(
+    tmp_path: Path,
+) -> None:
+    """The notebook's ``wait()`` outlives the platform it started on: the sandbox's process is
+    killed (SIGKILL) while its agent runs the replay, is started again on the same port and
+    data, and marks the replay ABORTED (never run again); the reader reconnects with its last
+    event id, as through any cut, and ends with a ReplayFailed that says so, not a transport
+    error or a hang."""
+    from moat_nb.client import connect
+    from moat_nb.errors import ReplayFailed
+
+    app = tmp_path / "slow-app"
+    app.mkdir()
+    (app / "routes.yaml").write_text(SLOW_ROUTE)
+    (app / "beans.py").write_text(SLOW_BEANS)
+    data = tmp_path / "data"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    first = _sandbox_process(app, data, port)
+    second = None
+    try:
+        p = connect(f"http://127.0.0.1:{port}", username="operator", password="operator")
+        [source] = list(p.executions(environment="dev", limit=1))
+        run = p.replay(source, headers={"delayMs": "5000"}, reason="crash test")
+        outcome: dict[str, BaseException] = {}
+
+        def read() -> None:  # the notebook's cell, blocked in wait() while the platform dies
+            try:
+                run.wait(timeout=60)
+            except BaseException as exc:  # noqa: BLE001 - handed to the test
+                outcome["raised"] = exc
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        deadline = time.monotonic() + 10
+        while run.cursor.last_id < 1:
+            assert time.monotonic() < deadline, "the reader read nothing"
+            time.sleep(0.05)
+        time.sleep(0.5)  # the agent has the command by now, and waits 5 s in the route's delay step
+        assert p.get_replay(run.replay_id)["status"] == "PENDING"  # RUNNING comes with its trace
+        read_before = run.cursor.last_id
+        first.send_signal(signal.SIGKILL)  # mid-replay: the route waits 5 s in its delay step
+        first.wait(10)
+        second = _sandbox_process(app, data, port)
+        reader.join(90)
+        assert not reader.is_alive()
+        raised = outcome.get("raised")
+        assert isinstance(raised, ReplayFailed), raised
+        assert raised.code == "REPLAY_ABORTED" and run.replay_id in str(raised)
+        assert (run.cursor.status, run.cursor.ended, run.cursor.repeats) == ("ABORTED", True, 0)
+        # It came back through a reconnection that resumed after what it had read.
+        assert run.cursor.connections >= 2 and run.cursor.last_id > read_before
+        stored = p.get_replay(run.replay_id)
+        assert stored["status"] == "ABORTED" and "not run again" in stored["result"]["errorMessage"]
+        p.close()
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(30)
