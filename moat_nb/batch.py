@@ -100,7 +100,7 @@ import rfc8785
 
 from .client import SOURCE_SEARCHES, AsyncPlatform, Platform, serialise_body
 from .diff import DiffResult, diff, noise_rules_from
-from .errors import MoatError, NotFound, ValidationError
+from .errors import BatchStopped, MoatError, NotFound, ReplayFailed, ValidationError
 from .frames import Backend, to_frame
 from .model import Execution
 from .noise import IgnoreSpec, NoiseRule, ParsedPath, as_rules, parse_path
@@ -718,6 +718,11 @@ def _stopped_text(result: BatchResult) -> str:
     return text + "; pass results='runs.jsonl' to be able to resume"
 
 
+#: Error codes of a row that never reached the platform: the client's retries were spent on
+#: connecting (``TRANSPORT``) or on resuming the trace stream (``STREAM_RESUME_FAILED``).
+_UNREACHABLE = frozenset({"TRANSPORT", "STREAM_RESUME_FAILED"})
+
+
 #: Where each record of a results file starts. Inside a record a quote is always escaped, so
 #: this text starts a record and nothing else.
 _RECORD_START = b'{"type": "'
@@ -1081,6 +1086,8 @@ class _Batch:
         self._requests: set[asyncio.Future[Any]] = set()
         self._counts: Counter[str] = Counter()
         self._pending: list[_Job] | None = None
+        self._unreachable = 0  # rows in a row that could not reach the platform
+        self._gone: dict[str, Any] | None = None  # the row that made the batch stop, if one did
 
     # ---------------------------------------------------------------- result
 
@@ -1253,12 +1260,22 @@ class _Batch:
             row.update(self._row(job))
             rules = await self._noise(ap, job)
             resume = self.file.started.get(job.key) if self.file else None
-            if resume is not None:
+            execution = None
+            if resume is not None:  # requested before an interrupt: follow it, never request twice
                 run = await ap.replay_run(resume)
-            else:
+                row["replay_id"] = run.replay_id
+                try:
+                    execution = await self._execution(run)
+                except ReplayFailed:
+                    # It ended without a result (ABORTED by a platform restart, ERROR, TIMED_OUT):
+                    # nothing ran to follow, and retry_errors asks for rows with no result to
+                    # run again (a row cut off by a lost platform came back as ABORTED forever).
+                    if not self.retry_errors:
+                        raise
+            if execution is None:
                 run = await self._request(ap, job, original)
-            row["replay_id"] = run.replay_id
-            execution = await self._execution(run)
+                row["replay_id"] = run.replay_id
+                execution = await self._execution(run)
             result = diff(original, execution, ignore=[*self.ignore, *rules])
             real = result.differences
             row.update(
@@ -1333,14 +1350,25 @@ class _Batch:
                 self.make_bar()
             await self._prepare(ap, pending)
             queue = iter(pending)
+            workers: list[asyncio.Task[None]] = []
 
             async def worker() -> None:
-                for job in queue:  # shared iterator: each job is taken once
-                    self._finish(await self._run_job(ap, job))
+                # A shared iterator: each job is taken once; none is taken once the batch stops.
+                while self._gone is None and (job := next(queue, None)) is not None:
+                    row = await self._run_job(ap, job)
+                    self._finish(row)
+                    if self._lost_platform(row):
+                        for task in workers:  # rows still in flight: their replays go on (section 5)
+                            if task is not asyncio.current_task():
+                                task.cancel()
 
             async with asyncio.TaskGroup() as group:
-                for _ in range(min(self.concurrency, len(pending))):
-                    group.create_task(worker())
+                # A worker cancelled here is not an error of the group (TaskGroup ignores it).
+                workers.extend(
+                    group.create_task(worker()) for _ in range(min(self.concurrency, len(pending)))
+                )
+            if self._gone is not None:
+                raise self._stopped(self._gone)
             self.complete = True
         except asyncio.CancelledError:
             raise BatchCancelled(self.result()) from None
@@ -1354,6 +1382,41 @@ class _Batch:
             if self.file is not None:
                 self.file.close()
         return self.result()
+
+    def _lost_platform(self, row: dict[str, Any]) -> bool:
+        """True once as many rows in a row as run side by side (3 at least) could not reach the
+        platform with the client's retries spent: it is down, and every row left would spend
+        those retries too (1.4 s each to fail, a stream reader up to minutes)."""
+        if row["verdict"] == "ERROR" and row.get("error_code") in _UNREACHABLE:
+            self._unreachable += 1
+        else:
+            self._unreachable = 0  # an answer from the platform, even a refusal
+        if self._gone is None and self._unreachable >= max(3, self.concurrency):
+            self._gone = row
+            return True
+        return False
+
+    def _stopped(self, row: dict[str, Any]) -> BatchStopped:
+        result = self.result()
+        text = (
+            f"{self.kind} stopped after {len(result.rows)} of {result.total} rows: "
+            f"{self._unreachable} rows in a row could not reach the platform (the last: {row['error']})"
+        )
+        if result.results_path is not None:
+            hint = (
+                f"the rows are in {result.results_path}: when the platform answers again, run the same "
+                "call with results= that file; it runs the rest and the rows that ended ERROR"
+            )
+        else:
+            hint = (
+                "when the platform answers again, run it again; pass results='runs.jsonl' to resume instead"
+            )
+        return BatchStopped(
+            text,
+            result=result,
+            hint=hint,
+            details={"rows": len(result.rows), "total": result.total, "errorCode": row.get("error_code")},
+        )
 
     async def _prepare(self, ap: Any, pending: list[_Job]) -> None:
         """Before any replay: look up the sources known only by id (bounded), and for a sweep

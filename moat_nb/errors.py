@@ -21,6 +21,7 @@ The hierarchy::
     │   ├── AuditUnavailable          503  AUDIT_UNAVAILABLE
     │   └── ServerError               any other 5xx
     ├── TransportError                the network failed (connect, read, resume attempts exhausted)
+    │   └── BatchStopped              a sweep or regression lost the platform: .result (the rows so far)
     ├── ReplayFailed                  a replay ended ERROR / TIMED_OUT / ABORTED: .replay_id .status
     └── AuditVerificationError        an audit log or bundle does not verify: .first_bad_seq .reason
 
@@ -239,6 +240,26 @@ class TransportError(MoatError):
     """The network failed: could not connect, the read timed out, resume attempts ran out."""
 
     code = "TRANSPORT"
+
+
+class BatchStopped(TransportError):
+    """A sweep or regression stopped early: row after row could not reach the platform (as many
+    in a row as run side by side). ``.result`` is the partial ``BatchResult``: the rows finished,
+    the failed ones included; rows in flight were cut off and are not in it. With a results file
+    the same call resumes once the platform answers again. ``code`` is ``PLATFORM_UNREACHABLE``."""
+
+    code = "PLATFORM_UNREACHABLE"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        result: Any,
+        hint: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, details=details)
+        self.result = result
 
 
 class ReplayFailed(MoatError):

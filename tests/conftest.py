@@ -4,11 +4,19 @@
 folder, with a history of 40 exchanges per environment (120 in all): a real uvicorn server and
 three real agents. The client talks to it over loopback HTTP, as to any Cameleer server.
 (tests/sandbox/conftest.py has the sandbox tests' own fixture; the names differ on purpose.)
+
+``sandbox_processes`` starts ``moat-nb sandbox`` in processes of their own, for the tests that
+kill a platform (SIGKILL) under a client and start it again on the same port and data.
 """
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,3 +68,47 @@ def analyst_platform(client_sandbox: Any) -> Iterator[Any]:
     p = _platform(client_sandbox, "analyst")
     yield p
     p.close()
+
+
+class SandboxProcesses:
+    """``start(data, app=None, per_env=1)``: ``moat-nb sandbox`` as a user starts it, in a
+    process of its own on :attr:`port` (the same for every start, so that a client follows it
+    through a restart); returns the process once it has printed its banner (its history is in
+    by then: the API answers before that)."""
+
+    def __init__(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port: int = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.started: list[subprocess.Popen[str]] = []
+
+    def start(self, data: Path, app: Path | None = None, per_env: int = 1) -> subprocess.Popen[str]:
+        argv = [sys.executable, "-m", "moat_nb.cli", "sandbox", "--data", str(data), "--port", str(self.port)]
+        argv += ["--per-env", str(per_env)] + (["--app", str(app)] if app is not None else [])
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.started.append(proc)
+        assert proc.stdout is not None
+        printed = []
+        for line in proc.stdout:  # pytest's timeout bounds a sandbox that neither starts nor fails
+            printed.append(line)
+            if line.startswith("Press Ctrl-C to stop."):
+                # Drained from here on, so that its logs can never fill the pipe and stop it.
+                threading.Thread(target=proc.stdout.read, daemon=True).start()
+                return proc
+        raise AssertionError(f"the sandbox exited {proc.wait()}: {''.join(printed)[-2000:]}")
+
+    def close(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(30)
+
+
+@pytest.fixture
+def sandbox_processes() -> Iterator[SandboxProcesses]:
+    processes = SandboxProcesses()
+    try:
+        yield processes
+    finally:
+        processes.close()

@@ -47,8 +47,9 @@ from moat_nb.batch import (
     verdict,
 )
 from moat_nb.client import AsyncPlatform, Platform, connect
-from moat_nb.errors import NotFound, ValidationError
+from moat_nb.errors import NotFound, TransportError, ValidationError
 from moat_nb.model import Execution, Payload
+from moat_nb.stream import StreamPolicy
 
 SEED = 1
 PER_ENV = 20
@@ -1107,3 +1108,123 @@ def test_a_variant_that_does_not_fit_the_original_fails_before_any_replay(
             reason=reason,
         )
     assert _replays(admin, reason) == [] and _replays(admin, reason + " (noise calibration)") == []
+
+
+# --------------------------------------------------------------------------- a platform that dies mid-batch
+
+PACED_ROUTE = """\
+- route:
+    id: paced-intake
+    from:
+      uri: "platform-http:/paced"
+      steps:
+        - choice:
+            id: replayed
+            when:
+              - simple: "${header.X-Cameleer-Replay} != null"
+                steps:
+                  - delay:
+                      id: wait
+                      constant: "600"
+        - setBody:
+            id: answer
+            simple: "done ${body}"
+"""
+
+PACED_BEANS = """\
+def sample_payload(rng, i):
+    return {"headers": {}, "body": f"order {i}", "properties": {}}
+"""
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_batch_with_no_platform_stops_after_a_few_rows_in_a_row(concurrency: int) -> None:
+    """Nothing answers: the batch stops once as many rows in a row as run side by side (3 at
+    least) could not reach the platform, and takes no row after that."""
+    from moat_nb.client import RetryPolicy
+    from moat_nb.errors import BatchStopped
+
+    gone = Platform("http://127.0.0.1:9", token="t", retry=RetryPolicy(attempts=0))
+    ids = [f"ID-{i}" for i in range(40)]
+    with pytest.raises(BatchStopped) as info:
+        regression(gone, ids, "dev", reason="r", concurrency=concurrency, progress=False, calibrate=False)
+    gone.close()
+    stopped = info.value
+    rows = stopped.result.rows
+    assert stopped.code == "PLATFORM_UNREACHABLE" and isinstance(stopped, TransportError)
+    assert max(3, concurrency) <= len(rows) < 40 and not stopped.result.complete
+    assert {r["verdict"] for r in rows} == {"ERROR"} and {r["error_code"] for r in rows} == {"TRANSPORT"}
+    assert f"after {len(rows)} of 40 rows" in str(stopped) and "results='runs.jsonl'" in str(stopped)
+
+
+@pytest.mark.slow
+def test_a_batch_that_loses_its_platform_stops_and_resumes_once_it_is_back(
+    tmp_path: Path, sandbox_processes: Any
+) -> None:
+    """The sandbox's process is killed (SIGKILL) a few rows into a regression: the batch stops
+    with BatchStopped (PLATFORM_UNREACHABLE) and its partial result instead of spending the
+    client's retries on every row left (1.4 s each; a trace reader in flight waits minutes), and
+    the same call with the same results file, once the platform is back, finishes every row
+    once, the ones cut off included (their replays were ABORTED by the restart)."""
+    from moat_nb.errors import BatchStopped
+
+    app = tmp_path / "paced-app"
+    app.mkdir()
+    (app / "routes.yaml").write_text(PACED_ROUTE)
+    (app / "beans.py").write_text(PACED_BEANS)
+    data = tmp_path / "data"
+    first = sandbox_processes.start(data, app, per_env=12)
+    p = connect(sandbox_processes.url, username="operator", password="operator")
+    # A reader in flight gives up resuming after ~1 s instead of minutes (the default suits one
+    # replay a person waits for); the batch's own behaviour is what is under test.
+    p.stream_policy = StreamPolicy(max_retries=2, max_delay=0.5)
+    sources = p.executions(environment="dev", limit=12).to_pandas()
+    assert len(sources) == 12
+    results = tmp_path / "runs.jsonl"
+
+    def kill_mid_replays() -> None:
+        # After 4 rows, while the next replays wait in their 600 ms delay step: they are in
+        # flight when the platform dies.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            text = results.read_text() if results.exists() else ""
+            records = [json.loads(line) for line in text.splitlines() if line.endswith("}")]
+            rows = {r["key"] for r in records if r["type"] == "row"}
+            if len(rows) >= 4 and any(r["type"] == "started" and r["key"] not in rows for r in records):
+                time.sleep(0.2)
+                first.send_signal(signal.SIGKILL)
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_mid_replays)
+    killer.start()
+    run = dict(reason="crash test", results=results, concurrency=2, progress=False, calibrate=False)
+    with pytest.raises(BatchStopped) as info:
+        regression(p, sources, "dev", **run)
+    killer.join()
+    stopped = info.value
+    assert stopped.code == "PLATFORM_UNREACHABLE" and str(results) in str(stopped)
+    partial = stopped.result
+    assert not partial.complete and 4 <= len(partial.rows) < 12  # it stopped instead of erring row by row
+    cut = [r for r in partial.rows if r["verdict"] == "ERROR"]
+    assert len(cut) >= 3 and {r["error_code"] for r in cut} <= {"TRANSPORT", "STREAM_RESUME_FAILED"}
+    sandbox_processes.start(data, app, per_env=12)  # back on the same port and data: it aborts
+    aborted = [r for r in cut if r["replay_id"] and p.get_replay(r["replay_id"])["status"] == "ABORTED"]
+    assert aborted, "no replay was in flight when the platform died"
+    # Such a row, had the batch cut it off instead of letting it fail (with 8 side by side some
+    # are): the file has its replay as started and no row. The resumed batch follows that
+    # replay, finds it ABORTED, and must replay it anew rather than end the row ERROR again.
+    lost = aborted[0]
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    kept = [r for r in records if not (r["type"] == "row" and r["key"] == lost["key"])]
+    assert len(kept) == len(records) - 1 and any(r.get("replayId") == lost["replay_id"] for r in kept)
+    results.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    again = regression(p, sources, "dev", **run)
+    assert again.complete and len(again.rows) == 12
+    # Every row has its result (none ERROR): CHANGED, as a replay takes the delay branch.
+    assert again.verdicts["CHANGED"] == 12, again.summary()
+    again_lost = next(r for r in again.rows if r["key"] == lost["key"])
+    assert again_lost["replay_id"] != lost["replay_id"]  # followed, found ABORTED, replayed anew
+    assert sorted(r["source_exchange_id"] for r in again.rows) == sorted(sources["exchange_id"])
+    p.close()

@@ -9,8 +9,6 @@ import math
 import random
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -592,28 +590,9 @@ def sample_payload(rng, i):
 """
 
 
-def _sandbox_process(app: Path, data: Path, port: int) -> subprocess.Popen[str]:
-    """``moat-nb sandbox`` as a user starts it, in a process of its own; returns once it has
-    printed its banner (its history is in by then: the API answers before that)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moat_nb.cli", "sandbox", "--app", str(app), "--data", str(data),
-         "--port", str(port), "--per-env", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    printed = []
-    for line in proc.stdout:  # pytest's timeout bounds a sandbox that neither starts nor fails
-        printed.append(line)
-        if line.startswith("Press Ctrl-C to stop."):
-            # Drained from here on, so that its logs can never fill the pipe and stop it.
-            threading.Thread(target=proc.stdout.read, daemon=True).start()
-            return proc
-    raise AssertionError(f"the sandbox exited {proc.wait()}: {''.join(printed)[-2000:]}")
-
-
 @pytest.mark.slow
 def test_a_replay_cut_by_a_platform_crash_resumes_on_the_restarted_platform_and_says_aborted(
-    tmp_path: Path,
+    tmp_path: Path, sandbox_processes: Any
 ) -> None:
     """The notebook's ``wait()`` outlives the platform it started on: the sandbox's process is
     killed (SIGKILL) while its agent runs the replay, is started again on the same port and
@@ -628,48 +607,38 @@ def test_a_replay_cut_by_a_platform_crash_resumes_on_the_restarted_platform_and_
     (app / "routes.yaml").write_text(SLOW_ROUTE)
     (app / "beans.py").write_text(SLOW_BEANS)
     data = tmp_path / "data"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    first = _sandbox_process(app, data, port)
-    second = None
-    try:
-        p = connect(f"http://127.0.0.1:{port}", username="operator", password="operator")
-        [source] = list(p.executions(environment="dev", limit=1))
-        run = p.replay(source, headers={"delayMs": "5000"}, reason="crash test")
-        outcome: dict[str, BaseException] = {}
+    first = sandbox_processes.start(data, app)
+    p = connect(sandbox_processes.url, username="operator", password="operator")
+    [source] = list(p.executions(environment="dev", limit=1))
+    run = p.replay(source, headers={"delayMs": "5000"}, reason="crash test")
+    outcome: dict[str, BaseException] = {}
 
-        def read() -> None:  # the notebook's cell, blocked in wait() while the platform dies
-            try:
-                run.wait(timeout=60)
-            except BaseException as exc:  # noqa: BLE001 - handed to the test
-                outcome["raised"] = exc
+    def read() -> None:  # the notebook's cell, blocked in wait() while the platform dies
+        try:
+            run.wait(timeout=60)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome["raised"] = exc
 
-        reader = threading.Thread(target=read)
-        reader.start()
-        deadline = time.monotonic() + 10
-        while run.cursor.last_id < 1:
-            assert time.monotonic() < deadline, "the reader read nothing"
-            time.sleep(0.05)
-        time.sleep(0.5)  # the agent has the command by now, and waits 5 s in the route's delay step
-        assert p.get_replay(run.replay_id)["status"] == "PENDING"  # RUNNING comes with its trace
-        read_before = run.cursor.last_id
-        first.send_signal(signal.SIGKILL)  # mid-replay: the route waits 5 s in its delay step
-        first.wait(10)
-        second = _sandbox_process(app, data, port)
-        reader.join(90)
-        assert not reader.is_alive()
-        raised = outcome.get("raised")
-        assert isinstance(raised, ReplayFailed), raised
-        assert raised.code == "REPLAY_ABORTED" and run.replay_id in str(raised)
-        assert (run.cursor.status, run.cursor.ended, run.cursor.repeats) == ("ABORTED", True, 0)
-        # It came back through a reconnection that resumed after what it had read.
-        assert run.cursor.connections >= 2 and run.cursor.last_id > read_before
-        stored = p.get_replay(run.replay_id)
-        assert stored["status"] == "ABORTED" and "not run again" in stored["result"]["errorMessage"]
-        p.close()
-    finally:
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                proc.wait(30)
+    reader = threading.Thread(target=read)
+    reader.start()
+    deadline = time.monotonic() + 10
+    while run.cursor.last_id < 1:
+        assert time.monotonic() < deadline, "the reader read nothing"
+        time.sleep(0.05)
+    time.sleep(0.5)  # the agent has the command by now, and waits 5 s in the route's delay step
+    assert p.get_replay(run.replay_id)["status"] == "PENDING"  # RUNNING comes with its trace
+    read_before = run.cursor.last_id
+    first.send_signal(signal.SIGKILL)  # mid-replay: the route waits 5 s in its delay step
+    first.wait(10)
+    sandbox_processes.start(data, app)  # the same port and data
+    reader.join(90)
+    assert not reader.is_alive()
+    raised = outcome.get("raised")
+    assert isinstance(raised, ReplayFailed), raised
+    assert raised.code == "REPLAY_ABORTED" and run.replay_id in str(raised)
+    assert (run.cursor.status, run.cursor.ended, run.cursor.repeats) == ("ABORTED", True, 0)
+    # It came back through a reconnection that resumed after what it had read.
+    assert run.cursor.connections >= 2 and run.cursor.last_id > read_before
+    stored = p.get_replay(run.replay_id)
+    assert stored["status"] == "ABORTED" and "not run again" in stored["result"]["errorMessage"]
+    p.close()
