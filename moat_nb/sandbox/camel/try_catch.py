@@ -2,9 +2,9 @@
 
 They behave as Camel's ``ThrowExceptionProcessor``, ``TryProcessor``, ``CatchProcessor`` and
 ``FinallyProcessor`` do: a ``doCatch`` matches the exception or any exception in its cause
-chain by class or superclass name (see :mod:`.failure`), then its ``onWhen``; the caught
-exception is in the ``CamelExceptionCaught`` property while the catch runs; ``doFinally``
-always runs.
+chain by class or superclass name (see :mod:`.failure`), then its ``onWhen``; the exchange's
+exception (the outermost one, even when a cause matched) is in the ``CamelExceptionCaught``
+property while the catch runs; ``doFinally`` always runs.
 """
 
 from __future__ import annotations
@@ -81,7 +81,11 @@ class DoTry(WithSteps):
     """``doTry``/``doCatch``/``doFinally`` as Camel's ``TryProcessor`` runs them.
 
     The first ``doCatch`` (in order) that catches the failure handles it: the exception is
-    cleared and put in the ``CamelExceptionCaught`` property, and its steps run. ``doFinally``
+    cleared and put in the ``CamelExceptionCaught`` property, and its steps run. The property
+    holds the exchange's exception itself, not the cause the clause matched: Camel's
+    ``CatchProcessor.process`` sets ``EXCEPTION_CAUGHT`` to ``exchange.getException()`` (its
+    ``catches`` result only decides whether the clause applies), so ``${exception.message}``
+    in a ``doCatch`` of an inner type reads the wrapper's message. ``doFinally``
     runs in every case; an unhandled failure (or one raised by a ``doCatch``) propagates after
     it, and one raised by ``doFinally`` itself replaces it.
     """
@@ -109,12 +113,11 @@ class DoTry(WithSteps):
         except ExchangeFailure as failure:
             pending = failure
             for clause in self.catches:
-                caught = clause.catches(exchange, failure)
-                if caught is None:
+                if clause.catches(exchange, failure) is None:
                     continue
                 pending = None
                 exchange.exception = None
-                exchange.properties["CamelExceptionCaught"] = caught
+                exchange.properties["CamelExceptionCaught"] = failure
                 try:
                     run.execute(clause, exchange, seq, depth + 1, iteration)
                 except ExchangeFailure as again:

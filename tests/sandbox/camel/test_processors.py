@@ -398,6 +398,27 @@ def test_do_catch_matches_the_cause_chain_and_a_catch_can_fail_again() -> None:
     ]
 
 
+def test_do_catch_of_a_cause_sees_the_exchange_exception_as_caught() -> None:
+    # CatchProcessor.process: EXCEPTION_CAUGHT is exchange.getException(), the wrapper, even
+    # when the clause matched an exception further down its cause chain.
+    text = route(
+        """doTry:
+  steps:
+    - split:
+        tokenize: ","
+        stopOnException: true
+        steps:
+          - throwException: {exceptionType: java.lang.IllegalStateException, message: inner}
+  doCatch:
+    - exception: [java.lang.IllegalStateException]
+      steps:
+        - setBody: {simple: "${exception.message}"}"""
+    )
+    ex = ok(run(text, "a,b"))
+    assert ex.output_body.startswith("Multicast processing failed for number 0.")
+    assert ex.output_properties["CamelExceptionCaught"].startswith("org.apache.camel.CamelExchangeException")
+
+
 # --------------------------------------------------------------------------- beans
 
 
