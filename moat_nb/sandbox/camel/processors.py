@@ -317,19 +317,25 @@ class Choice(Processor):
 class Filter(WithSteps):
     """``filter``: the steps run only when the predicate matches; the route goes on either way.
 
-    Camel records the outcome in the ``CamelFilterMatched`` exchange property.
+    Camel 4's ``FilterProcessor`` sets no exchange property of its own (the EIP page: "The
+    Filter eip has no exchange properties"; Camel 2's ``CamelFilterMatched`` is gone): only
+    when ``statusPropertyName`` names one does it store the outcome there, as a boolean.
     """
 
-    __slots__ = ("predicate",)
+    __slots__ = ("predicate", "status_property")
     processor_type = "filter"
 
-    def __init__(self, *args: Any, predicate: Expression, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, predicate: Expression, status_property: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.predicate = predicate
+        self.status_property = status_property
 
     def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
         matched = self.predicate.matches(exchange)
-        exchange.properties["CamelFilterMatched"] = matched
+        if self.status_property is not None:
+            exchange.properties[self.status_property] = matched
         if matched:
             run.pipeline(self.steps, exchange, seq, depth + 1, iteration)
         return None

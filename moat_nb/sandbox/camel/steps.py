@@ -239,10 +239,11 @@ def parse_filter(b: Builder, name: str, value: Node, route_id: str) -> Processor
     m.check(COMMON_KEYS | EXPRESSION_KEYS | {"steps", "statusPropertyName"})
     common = b.common(m, name, route_id)
     predicate = b.expression(m, predicate=True)
+    status_property = m.text("statusPropertyName")
     steps = b.steps(m.get("steps"), route_id)
     if common is None:
         return None
-    return Filter(**common, predicate=predicate, steps=steps)
+    return Filter(**common, predicate=predicate, status_property=status_property or None, steps=steps)
 
 
 def parse_split(b: Builder, name: str, value: Node, route_id: str) -> Processor | None:
