@@ -45,21 +45,34 @@ __all__ = [
 MAX_LOOP_ITERATIONS = 10_000
 
 
-def split_items(value: Any) -> list[Any]:
-    """Camel's ``ObjectHelper.createIterator``: what a split iterates over."""
+def _split_text(text: str, delimiter: str | None) -> list[str]:
+    # support.ObjectHelper.createStringIterator: a text holding the delimiter splits on it, one
+    # leading and one trailing delimiter skipped (StringHelper.splitOnCharacterAsIterator for the
+    # default comma, StringIterator for any other); otherwise the text is one item unless it is
+    # blank (ObjectHelper.isNotEmpty). ``delimiter: false`` (None here) never splits text.
+    if delimiter is None or delimiter not in text:
+        return [text] if text.strip() else []
+    if text.startswith(delimiter):
+        text = text[len(delimiter) :]
+    if text.endswith(delimiter):
+        text = text[: -len(delimiter)]
+    return text.split(delimiter)
+
+
+def split_items(value: Any, delimiter: str | None = ",") -> list[Any]:
+    """What a split iterates over: Camel's ``ObjectHelper.createIterator(value, delimiter)``,
+    less the ``null`` items the ``Splitter`` drops (``if (part != null)``: no sub-exchange,
+    not counted in ``CamelSplitSize``)."""
     if value is None:
         return []
-    if isinstance(value, list):
-        return value
-    if isinstance(value, tuple | set | frozenset):
-        return list(value)
+    if isinstance(value, list | tuple | set | frozenset):
+        return [item for item in value if item is not None]
     if isinstance(value, dict):
         return [{k: v} for k, v in value.items()]  # a Map splits into its entries
     if isinstance(value, bytes | bytearray):
         value = bytes(value).decode("utf-8", "replace")
     if isinstance(value, str):
-        # A String splits on commas, as Camel's default iterator does.
-        return [part for part in value.split(",")] if value else []
+        return _split_text(value, delimiter)  # type: ignore[return-value]
     return [value]
 
 
@@ -100,7 +113,7 @@ def aggregation_for(name: str, bean: Any) -> Aggregation:
 class Split(WithSteps):
     """``split``: run the steps once per item of the expression's value, each on a copy."""
 
-    __slots__ = ("expression", "aggregation", "stop_on_exception")
+    __slots__ = ("expression", "aggregation", "stop_on_exception", "delimiter")
     processor_type = "split"
     ends_with_children = False
 
@@ -110,12 +123,16 @@ class Split(WithSteps):
         expression: Expression,
         aggregation: Aggregation | None,
         stop_on_exception: bool = False,
+        delimiter: str | None = ",",
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.expression = expression
         self.aggregation = aggregation
         self.stop_on_exception = stop_on_exception
+        #: How a text value splits: Camel's ``delimiter`` option (a comma by default; ``None``
+        #: for ``delimiter: false``, which keeps a text whole).
+        self.delimiter = delimiter
 
     def _strategy(self, run: Run) -> Aggregation | None:
         agg = self.aggregation
@@ -125,7 +142,7 @@ class Split(WithSteps):
         return agg
 
     def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
-        items = split_items(self.expression.evaluate(exchange))
+        items = split_items(self.expression.evaluate(exchange), self.delimiter)
         strategy = self._strategy(run)
         kind = strategy.kind if strategy is not None else None
         size = len(items)

@@ -10,7 +10,7 @@ steps (Camel numbers depth first), and returns the processor — or ``None`` for
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -30,7 +30,7 @@ from .dsl import (
 from .endpoints import To, ToD, uri_scheme
 from .failure import is_known_exception_name
 from .iteration import BUILTIN_AGGREGATIONS, Aggregation, Loop, Split, aggregation_for
-from .language import Expression, SimpleLanguageExpression
+from .language import SimpleLanguageExpression
 from .processors import (
     Choice,
     ConvertBodyTo,
@@ -288,15 +288,23 @@ def parse_split(b: Builder, name: str, value: Node, route_id: str) -> Processor 
         aggregation = _aggregation(b, strategy.strip(), m)
     delimiter = m.text("delimiter")
     steps = b.steps(m.get("steps"), route_id)
+    if delimiter == "":
+        raise load_error(
+            b.file,
+            m.get("delimiter"),
+            "split delimiter is empty",
+            name,
+            "write delimiter: ';' or delimiter: false",
+        )
     if common is None:
         return None
-    if delimiter is not None and delimiter != ",":
-        expression = _Delimited(expression, delimiter)  # type: ignore[arg-type]
     return Split(
         **common,
         expression=expression,
         aggregation=aggregation,
         stop_on_exception=m.flag("stopOnException"),
+        # Splitter.IGNORE_DELIMITER_MARKER: "false" (any case) turns text splitting off.
+        delimiter=None if delimiter is not None and delimiter.lower() == "false" else (delimiter or ","),
         steps=steps,
     )
 
@@ -593,25 +601,6 @@ def parse_stop(b: Builder, name: str, value: Node, route_id: str) -> Processor |
     m.check(COMMON_KEYS)
     common = b.common(m, name, route_id)
     return Stop(**common) if common is not None else None
-
-
-class _Delimited(Expression):
-    """A split expression whose text results split on a custom ``delimiter`` (not a comma)."""
-
-    __slots__ = ("inner", "delimiter")
-
-    def __init__(self, inner: Expression, delimiter: str) -> None:
-        super().__init__(inner.language, inner.source, None)
-        self.inner = inner
-        self.delimiter = delimiter
-
-    def evaluate(self, exchange: Any) -> Any:
-        value = self.inner.evaluate(exchange)
-        if isinstance(value, bytes | bytearray):
-            value = bytes(value).decode("utf-8", "replace")
-        if isinstance(value, str):
-            return value.split(self.delimiter) if value else []
-        return value
 
 
 #: Step name -> parser. Several names share one parser (setBody/transform, to/toD, ...).

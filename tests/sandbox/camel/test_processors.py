@@ -192,6 +192,25 @@ def test_split_without_aggregation_keeps_the_original_body() -> None:
     assert [p.properties["CamelSplitComplete"] for p in outs] == [False, False, True]
 
 
+def test_split_drops_null_items_and_splits_text_as_camel_does() -> None:
+    # Splitter: a null part makes no sub-exchange and does not count in CamelSplitSize.
+    grouped = "aggregationStrategy: GroupedBodyAggregationStrategy"
+    each_item = "'${body}:${exchangeProperty.CamelSplitIndex}/${exchangeProperty.CamelSplitSize}'"
+    text = route(
+        "split: {jsonpath: '$.skus', " + grouped + ", steps: [{setBody: {simple: " + each_item + "}}]}"
+    )
+    ex = ok(run(text, '{"skus": ["a", null, "b"]}'))
+    assert json.loads(ex.output_body) == ["a:0/2", "b:1/2"]
+    # ObjectHelper.createStringIterator: one leading and one trailing delimiter are skipped,
+    # a blank text is no item, and any other text without the delimiter is one item.
+    each = "split: {simple: '${body}', %s%s, steps: []}"
+    assert ok(run(route(each % (grouped, "")), ",a,b,")).output_body == '["a","b"]'
+    assert ok(run(route(each % (grouped, "")), "  ")).output_body == "  "  # no item: body kept
+    assert ok(run(route(each % (grouped, ", delimiter: ';'")), ";a;b;")).output_body == '["a","b"]'
+    # delimiter: false (Splitter.IGNORE_DELIMITER_MARKER) keeps the text whole.
+    assert ok(run(route(each % (grouped, ", delimiter: false")), "a,b")).output_body == '["a,b"]'
+
+
 def test_split_tokenize_and_aggregation_strategies() -> None:
     def join(old: str | None, new: str) -> str:
         return new.upper() if old is None else f"{old}+{new.upper()}"
