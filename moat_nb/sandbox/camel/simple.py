@@ -19,6 +19,11 @@ Two modes, as in Camel:
   (``SimplePredicateParser.prepareLogicalExpressions``): ``a || b && c`` is ``(a || b) && c``.
   There are no parentheses. A lone value is read with Camel's ``evaluateValuePredicate``.
 
+Comparisons follow ``typeCoerceEquals`` / ``typeCoerceCompare`` branch by branch, quirks included,
+because a route must take here the branch it takes in Camel: two texts compare as numbers only when
+both are integer texts (``'10.5' > '9'`` is false, as text), and a Double meets an Integer as two
+Longs (``150.5 > 150`` is false, ``150.5 == 150`` is true).
+
 Camel trims the expression text before parsing (the ``trim`` option defaults to true); so do we.
 
 Every syntax error surfaces in :func:`compile_simple` as
@@ -36,8 +41,6 @@ Deliberate differences from Camel, each cheaper to explain than to emulate:
 * A dict or list renders as JSON (the project's ``to_text``), not as Java's ``{a=1}``.
 * ``${body.x}`` on a *string* body that holds JSON does not parse it (neither does Camel): it fails
   with ``RuntimeBeanExpressionException`` as Camel's bean OGNL does; unmarshal the body first.
-* Numbers compare by exact value (Camel's ``typeCoerceCompare`` may truncate a Double to a Long
-  when it meets an Integer: ``150.5 > 150`` is false there, true here).
 * Regular expressions use Python's ``re`` (``fullmatch``, like Java's ``String.matches``); Java-only
   syntax such as ``\\p{Alpha}`` is rejected at compile time.
 * Dates are formatted in UTC (the sandbox JVM's time zone), English month and day names, and ISO
@@ -201,66 +204,282 @@ def _str_eq(a: str, b: str, ignore_case: bool) -> bool:
     return a.lower() == b.lower() if ignore_case else a == b
 
 
-def _equals(left: Any, right: Any, ignore_case: bool = False) -> bool:
-    """Camel's ``ObjectHelper.typeCoerceEquals`` for the types a sandbox exchange holds."""
-    if left is None or right is None:
-        return left is right
-    # Camel's coercions below are symmetric in effect; put the string (if any) on the left.
-    if isinstance(right, str) and not isinstance(left, str):
-        left, right = right, left
-    if isinstance(left, str):
-        if isinstance(right, str):
-            # "favour to use numeric comparison" when both are integer texts: "01" == "1".
-            a, b = _int_text(left), _int_text(right)
-            if a is not None and b is not None:
-                return a == b
-            return _str_eq(left, right, ignore_case)
-        if isinstance(right, bool):
-            return _java_bool(left) == right
-        if isinstance(right, int):
-            # Integer.valueOf(text), else compare the texts: "1.0" == 1 is false in Camel.
-            n = _int_text(left)
-            if n is not None:
-                return n == right
-            return _str_eq(left, _text(right), ignore_case)
-        if isinstance(right, float | Decimal):
-            d = _double_text(left)
-            if d is not None and _num_cmp(d, right) == 0:
-                return True
-            return _str_eq(left, _text(right), ignore_case)
-        return _str_eq(left, _text(right), ignore_case)
-    if isinstance(left, bool) or isinstance(right, bool):
-        # Java: Boolean.equals(Integer) is false, and no converter joins them.
-        return isinstance(left, bool) and isinstance(right, bool) and left == right
-    if isinstance(left, _NUMBER_TYPES) and isinstance(right, _NUMBER_TYPES):
-        return _num_cmp(left, right) == 0
+# ObjectHelper.isFloatingNumber: an optional minus, digits and at most one dot (at least one digit
+# here: Camel would accept "." and then fail in Double.valueOf).
+_FLOAT_TEXT = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)")
+# Long.valueOf: an optional sign, then digits, within 64 bits.
+_LONG_TEXT = re.compile(r"[+-]?[0-9]{1,19}")
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_int_text(text: str) -> bool:
+    return len(text) <= _MAX_DIGITS and _INT_TEXT.fullmatch(text) is not None
+
+
+def _is_float_text(text: str) -> bool:
+    return len(text) <= _MAX_DIGITS and _FLOAT_TEXT.fullmatch(text) is not None
+
+
+def _cmp(a: Any, b: Any) -> int:
+    if isinstance(a, float) or isinstance(b, float):
+        return _num_cmp(a, b)
+    return (a > b) - (a < b)
+
+
+def _date_millis(d: datetime) -> int:
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=UTC)
+    return (d - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _to_long(value: Any) -> int | None:
+    """``TypeConverter.tryConvertTo(Long.class, value)``: ``ObjectConverter.toLong(Number)`` is
+    ``longValue()`` (a Double is truncated, NaN gives null), ``toLong(String)`` is ``Long.valueOf``
+    (a failure gives null), a ``Date`` is its epoch millis."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float | Decimal):
+        if value != value:
+            return None
+        if isinstance(value, float) and math.isinf(value):
+            return _LONG_MAX if value > 0 else _LONG_MIN  # Java's (long) cast saturates
+        return max(_LONG_MIN, min(_LONG_MAX, int(value)))
+    if isinstance(value, str):
+        if _LONG_TEXT.fullmatch(value):
+            n = int(value)
+            return n if _LONG_MIN <= n <= _LONG_MAX else None
+        return None
+    if isinstance(value, datetime):
+        return _date_millis(value)
+    return None
+
+
+def _to_double(value: Any) -> float | None:
+    """``TypeConverter.tryConvertTo(Double.class, value)``: a Number's ``doubleValue()``, a
+    String's ``Double.valueOf``; null when there is no conversion."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, _NUMBER_TYPES):
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+    if isinstance(value, str):
+        return _double_text(value)
+    return None
+
+
+def _to_boolean(value: Any) -> bool | None:
+    """``org.apache.camel.util.ObjectHelper.toBoolean`` (the Object to Boolean converter):
+    "true"/"false" in any case, an Integer is ``> 0``, anything else null."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("utf-8", "replace")
+    if isinstance(value, str):
+        low = value.lower()
+        return True if low == "true" else False if low == "false" else None
+    if _is_int(value) and -(2**31) <= value < 2**31:
+        return value > 0
+    return None
+
+
+def _java_string(value: Any) -> str:
+    """``TypeConverter.tryConvertTo(String.class, value)``: the value's ``toString()``."""
+    if isinstance(value, float):
+        return _java_double_text(value)
+    if isinstance(value, datetime):
+        return _java_date_text(value)
+    return _text(value)
+
+
+def _java_double_text(f: float) -> str:
+    """Java's ``Double.toString``: plain between 10^-3 and 10^7, else ``1.5E-4`` / ``1.0E10``."""
+    if f != f:
+        return "NaN"
+    if math.isinf(f):
+        return "Infinity" if f > 0 else "-Infinity"
+    if f == 0:
+        return "-0.0" if math.copysign(1.0, f) < 0 else "0.0"
+    if 1e-3 <= abs(f) < 1e7:
+        return repr(f)  # Python's shortest repr is plain, with ".0", in this range
+    sign, digits, exponent = Decimal(repr(f)).normalize().as_tuple()
+    text = "".join(map(str, digits))
+    power = len(text) - 1 + int(exponent)
+    return f"{'-' if sign else ''}{text[0]}.{text[1:] or '0'}E{power}"
+
+
+def _java_date_text(d: datetime) -> str:
+    """``java.util.Date.toString()`` in the sandbox JVM's zone (UTC): ``Tue Mar 05 14:07:09 UTC 2024``."""
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=UTC)
+    return _date_to_string()(d.astimezone(UTC))
+
+
+@lru_cache(maxsize=1)
+def _date_to_string() -> Callable[[datetime], str]:
+    return _compile_date_pattern("EEE MMM dd HH:mm:ss zzz yyyy")
+
+
+def _java_class(value: Any) -> Any:
+    if isinstance(value, bool):
+        return bool
+    if isinstance(value, int):
+        return int
+    if isinstance(value, Mapping):
+        return Mapping
+    if isinstance(value, list | tuple):
+        return list
+    if isinstance(value, datetime):
+        return datetime
+    return type(value)
+
+
+def _java_equal(a: Any, b: Any, ignore_case: bool) -> bool:
+    """``org.apache.camel.util.ObjectHelper.equal``: Java's ``equals``, no coercion."""
+    if a is b:
+        return True
+    if a is None or b is None:
+        return False
+    if ignore_case and isinstance(a, str) and isinstance(b, str):
+        return a.lower() == b.lower()
+    if _java_class(a) is not _java_class(b):
+        return False
     try:
-        return bool(left == right)
+        return bool(a == b)
     except Exception:  # an exotic bean object whose __eq__ fails is simply not equal
         return False
 
 
-def _compare(left: Any, right: Any) -> int:
-    """Camel's ``ObjectHelper.typeCoerceCompare`` (both values non-null)."""
-    if isinstance(left, bool) or isinstance(right, bool):
-        if isinstance(left, str):
-            left = _java_bool(left)
-        if isinstance(right, str):
-            right = _java_bool(right)
-        if isinstance(left, bool) and isinstance(right, bool):
-            return int(left) - int(right)
-    else:
-        # "if both values is numeric then compare using numeric": '10' > 9, '10' > '9'.
-        a, b = _number(left), _number(right)
-        if a is not None and b is not None:
-            return _num_cmp(a, b)
-        if type(left) is type(right) and not isinstance(left, str):
+def _convert_like(value: Any, like: Any) -> Any:
+    """``TypeConverter.tryConvertTo(like.getClass(), value)`` for the types an exchange holds."""
+    if isinstance(like, bool):
+        return _to_boolean(value)
+    if isinstance(like, str):
+        return None if value is None else _java_string(value)
+    if isinstance(like, int):
+        return _to_long(value)
+    if isinstance(like, float):
+        return _to_double(value)
+    if isinstance(like, Decimal):
+        if isinstance(value, _NUMBER_TYPES) and not isinstance(value, bool):
+            return Decimal(value) if not isinstance(value, float) else Decimal(repr(value))
+        if isinstance(value, str) and _double_text(value) is not None:
             try:
-                return (left > right) - (left < right)
-            except TypeError:
-                pass
-    a_text, b_text = _text(left), _text(right)
-    return (a_text > b_text) - (a_text < b_text)
+                return Decimal(value.strip())
+            except ArithmeticError:
+                return None
+        return None
+    if isinstance(like, datetime) and isinstance(value, datetime):
+        return value
+    return None
+
+
+def _try_converters(left: Any, right: Any, ignore_case: bool) -> bool:
+    # ObjectHelper.tryConverters: equals, then the left converted to the right's type, then the
+    # right converted to the left's.
+    if _java_equal(left, right, ignore_case):
+        return True
+    if _java_class(left) is _java_class(right):
+        return False
+    value = _convert_like(left, right)
+    if value is not None and _java_equal(value, right, ignore_case):
+        return True
+    value = _convert_like(right, left)
+    return value is not None and _java_equal(left, value, ignore_case)
+
+
+def _equals(left: Any, right: Any, ignore_case: bool = False) -> bool:
+    """Camel's ``ObjectHelper.typeCoerceEquals``, branch by branch.
+
+    Two integer texts compare as numbers (``'01' == '1'``), a text meets an Integer/Long through
+    ``Integer.valueOf`` only when it is an integer text (``'100.0' == 100`` is false), a Double
+    through ``Double.valueOf``, a Boolean through ``Boolean.valueOf``. Other pairs go through the
+    type converter: a Double meets an Integer by being converted to one (``150.5 == 150`` is
+    true in Camel), an Integer meets a Boolean as ``> 0``.
+    """
+    if left is None or right is None:
+        return left is right
+    if isinstance(left, str):
+        if isinstance(right, str):
+            if _is_int_text(left) and _is_int_text(right):
+                return int(left) == int(right)
+            return _str_eq(left, right, ignore_case)
+        if _is_int(right) and _is_int_text(left):
+            return int(left) == right
+        if isinstance(right, float) and _is_float_text(left):
+            return _num_cmp(float(left), right) == 0
+        if isinstance(right, bool):
+            return _java_bool(left) == right
+        return _try_converters(left, right, ignore_case)
+    if isinstance(right, str) and _is_int(left) and _is_int_text(right):
+        return left == int(right)
+    if _is_int(left) and _is_int(right):
+        return left == right
+    if isinstance(left, float) and isinstance(right, float):
+        return _num_cmp(left, right) == 0
+    if isinstance(right, str) and isinstance(left, bool):
+        return left == _java_bool(right)
+    return _try_converters(left, right, ignore_case)
+
+
+def _compare(left: Any, right: Any) -> int:
+    """Camel's ``ObjectHelper.typeCoerceCompare`` (both values non-null), branch by branch.
+
+    Two texts compare as numbers only when both are integer texts, else as text (``'10.5' < '9'``);
+    a text meets an Integer/Long when it is an integer text and a Double when it is a decimal text.
+    Everything else is first tried as two Longs, so a Double is truncated (``150.5 > 150`` is false
+    in Camel), then as two Doubles, then by converting one side to the other's type.
+    """
+    if isinstance(left, str) and isinstance(right, str):
+        if _is_int_text(left) and _is_int_text(right):
+            return _cmp(int(left), int(right))
+        return _cmp(left, right)
+    if _is_int(left) and _is_int(right):
+        return _cmp(left, right)
+    if isinstance(left, float) and isinstance(right, float):
+        return _num_cmp(left, right)
+    if isinstance(left, str):
+        if _is_int(right) and _is_int_text(left):
+            return _cmp(int(left), right)
+        if isinstance(right, float) and _is_float_text(left):
+            return _num_cmp(float(left), right)
+        if isinstance(right, bool):
+            return _cmp(_java_bool(left), right)
+    if isinstance(right, str):
+        if _is_int(left) and _is_int_text(right):
+            return _cmp(left, int(right))
+        if isinstance(left, bool):
+            return _cmp(left, _java_bool(right))
+    a, b = _to_long(left), _to_long(right)
+    if a is not None and b is not None:
+        return _cmp(a, b)
+    x, y = _to_double(left), _to_double(right)
+    if x is not None and y is not None:
+        return _num_cmp(x, y)
+    if isinstance(right, str) and not isinstance(left, str):
+        return -_compare(right, left)
+    # "prefer to coerce to the right hand side at first", then the left
+    value = _convert_like(left, right)
+    if value is not None:
+        try:
+            return -_cmp(right, value)
+        except TypeError:
+            pass
+    value = _convert_like(right, left)
+    if value is not None:
+        try:
+            return _cmp(left, value)
+        except TypeError:
+            pass
+    a_text, b_text = _java_string(left), _java_string(right)
+    return _cmp(a_text, b_text)
 
 
 def _gt(left: Any, right: Any) -> bool:
@@ -368,10 +587,6 @@ _RANGE_TEXT = re.compile(r"([0-9]+)\.\.([0-9]+)")  # BinaryExpression.RANGE_PATT
 def _in_range(value: Any, low: str, high: str) -> bool:
     # Camel builds ``value >= 'low' && value <= 'high'`` with the bounds as text constants.
     return _ge(value, low) and _le(value, high) if value is not None else False
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _is_number(v: Any) -> bool:

@@ -384,7 +384,11 @@ def test_random_is_seeded_and_within_camel_bounds() -> None:
         ("${header.s} =~ 'ABC'", {"s": "abc"}, True),
         ("${header.s} !=~ 'ABC'", {"s": "abc"}, False),
         ("${header.flag} == true", {"flag": "TRUE"}, True),
-        ("${header.flag} == true", {"flag": 1}, False),
+        # an Integer meets a Boolean through the Object-to-Boolean converter (util.ObjectHelper
+        # .toBoolean: Integer > 0); a Long has no such converter
+        ("${header.flag} == true", {"flag": 1}, True),
+        ("${header.flag} == false", {"flag": 0}, True),
+        ("${header.flag} == true", {"flag": 2**40}, False),
         ("\"gold\" == 'gold'", {}, True),
         # null (PredicateBuilder: two nulls are equal, one null compares false)
         ("${null} == null", {}, True),
@@ -398,6 +402,56 @@ def test_random_is_seeded_and_within_camel_bounds() -> None:
     ],
 )
 def test_comparisons(text: str, headers: dict[str, Any], expected: bool) -> None:
+    assert ok(text, make(headers=headers)) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "headers", "expected"),
+    [
+        # ObjectHelper.typeCoerceCompare: two texts compare as numbers only when both are integer
+        # texts (isNumber); otherwise String.compareTo, even when they hold decimals.
+        ("'10.5' > '9'", {}, False),
+        ("'10' > '9'", {}, True),
+        ("${header.a} > '100'", {"a": "99.5"}, True),
+        ("${header.a} range '1..20'", {"a": "3.5"}, False),  # '3.5' <= '20' is false as text
+        ("${header.a} range '1..20'", {"a": "10.5"}, True),
+        # a decimal text meets an Integer through Double.valueOf (Long.valueOf fails): exact
+        ("${header.a} > 100", {"a": "99.5"}, False),
+        ("${header.a} > 99", {"a": "99.5"}, True),
+        # a Double meets an Integer (or an integer text) as two Longs: longValue() truncates
+        ("${header.a} > 150", {"a": 150.5}, False),
+        ("${header.a} >= 150", {"a": 150.9}, True),
+        ("${header.a} > 0", {"a": 0.5}, False),
+        ("${header.a} < 1", {"a": 0.5}, True),
+        ("${header.a} > '150'", {"a": 150.5}, False),
+        ("${header.a} range '1..20'", {"a": 20.5}, True),
+        ("${header.a} > 150.2", {"a": 150.5}, True),  # Double with Double: exact
+        ("${header.a} > 150.2", {"a": "150.5"}, True),  # decimal text with Double: exact
+        ("${header.a} > 150", {"a": -150.5}, False),
+        ("${header.a} < -150", {"a": -150.5}, False),  # -150.5 truncates to -150
+    ],
+)
+def test_compare_follows_type_coerce_compare(text: str, headers: dict[str, Any], expected: bool) -> None:
+    assert ok(text, make(headers=headers)) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "headers", "expected"),
+    [
+        # ObjectHelper.typeCoerceEquals -> tryConverters: a Double and an Integer are not equal(),
+        # so the left is converted to the right's type: Integer 150 == Integer 150.
+        ("${header.a} == 150", {"a": 150.5}, True),
+        ("${header.a} != 150", {"a": 150.5}, False),
+        ("${header.a} == 150.0", {"a": 150}, True),
+        ("${header.a} == 150.5", {"a": 150}, True),  # right converted to Integer: 150
+        ("${header.a} == 150.5", {"a": "150.5"}, True),
+        ("${header.a} == 150", {"a": "150.5"}, False),  # not an integer text; "150" != "150.5"
+        ("${header.a} == '1e2'", {"a": 100.0}, True),  # Double.valueOf("1e2")
+        ("${header.a} == 'true'", {"a": True}, True),
+        ("${header.a} in '149,150'", {"a": 150.5}, False),  # text to Integer fails; "150.5" != "150"
+    ],
+)
+def test_equals_follows_type_coerce_equals(text: str, headers: dict[str, Any], expected: bool) -> None:
     assert ok(text, make(headers=headers)) is expected
 
 
