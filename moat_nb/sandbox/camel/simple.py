@@ -1239,7 +1239,10 @@ _PLAIN_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
 }
 # BinaryOperatorType.supportedParameterTypes: these take only a quoted literal or a function.
 _LITERAL_OR_FUNCTION = ("regex", "!regex", "range", "!range", "is", "!is")
-_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+# SimpleTokenizer's numeric token: a digit, then digits, dots and commas (repositionIndex), after an
+# optional minus token. SimplePredicateParser.addImageToken makes it a number when it is one
+# (isNumber / isFloatingNumber), else literal text: "1,2,3" and "1.2.3" are text, "5." is 5.0.
+_NUMBER = re.compile(r"-?[0-9][0-9.,]*")
 
 
 class _Compiler:
@@ -1717,8 +1720,12 @@ class _Compiler:
             m = _NUMBER.match(text, i, end)
             if m and (m.end() == end or text[m.end()].isspace()):
                 literal = m.group()
-                number: int | float = float(literal) if "." in literal else int(literal)
-                tokens.append(_Token("value", i, "number", _const(number)))
+                if _is_int_text(literal):
+                    tokens.append(_Token("value", i, "number", _const(int(literal))))
+                elif _is_float_text(literal):
+                    tokens.append(_Token("value", i, "number", _const(float(literal))))
+                else:
+                    tokens.append(_Token("value", i, "text", _const(literal), literal))
                 i = m.end()
                 continue
             word_end = i

@@ -778,3 +778,28 @@ def test_fast_enough_for_a_thousand_exchanges_a_second() -> None:
         template.evaluate(exchange)
     # Each exchange runs a handful of expressions; this is ~50x slower than measured, still fine.
     assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "headers", "expected"),
+    [
+        # SimpleTokenizer reads digits, dots and commas as one numeric token; addImageToken keeps it
+        # a number only when it is one (isNumber / isFloatingNumber), else it is literal text.
+        ("${header.x} in 1,2,3", {"x": "2"}, True),
+        ("${header.x} in 1,2,3", {"x": 2}, True),
+        ("${header.x} !in 1,2,3", {"x": 4}, True),
+        ("${header.x} == 1.2.3", {"x": "1.2.3"}, True),
+        ("${header.x} == 5.", {"x": 5}, True),
+        ("${header.x} == 1,5", {"x": "1,5"}, True),
+    ],
+)
+def test_unquoted_numeric_tokens_are_numbers_or_text(
+    text: str, headers: dict[str, Any], expected: bool
+) -> None:
+    assert ok(text, make(headers=headers)) is expected
+
+
+def test_unquoted_range_is_a_syntax_error() -> None:
+    # BinaryOperatorType.supportedParameterTypes(RANGE): a quoted literal or a function only.
+    with pytest.raises(SimpleSyntaxError):
+        compile_predicate("${header.x} range 1..5")
