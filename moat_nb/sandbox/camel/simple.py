@@ -195,6 +195,10 @@ def _text(value: Any) -> str:
         return value
     if value is None:
         return ""
+    if isinstance(value, float):
+        return _java_double_text(value)  # Double.toString: 1.0E7, not 10000000.0
+    if isinstance(value, datetime):
+        return _java_date_text(value)  # Date.toString: Tue Mar 05 14:07:09 UTC 2024
     if isinstance(value, Mapping) and not isinstance(value, dict):
         value = dict(value)  # Headers render as the map they hold
     return str(to_text(value))
@@ -292,10 +296,6 @@ def _to_boolean(value: Any) -> bool | None:
 
 def _java_string(value: Any) -> str:
     """``TypeConverter.tryConvertTo(String.class, value)``: the value's ``toString()``."""
-    if isinstance(value, float):
-        return _java_double_text(value)
-    if isinstance(value, datetime):
-        return _java_date_text(value)
     return _text(value)
 
 

@@ -803,3 +803,25 @@ def test_unquoted_range_is_a_syntax_error() -> None:
     # BinaryOperatorType.supportedParameterTypes(RANGE): a quoted literal or a function only.
     with pytest.raises(SimpleSyntaxError):
         compile_predicate("${header.x} range 1..5")
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # a Double renders with Double.toString, a Date with Date.toString (the JVM's zone: UTC)
+        (100.0, "v=100.0"),
+        (123.45, "v=123.45"),
+        (0.001, "v=0.001"),
+        (0.0001, "v=1.0E-4"),
+        (1e7, "v=1.0E7"),
+        (12345678.5, "v=1.23456785E7"),
+        (-2.5e10, "v=-2.5E10"),
+        (datetime(2024, 12, 25, 1, 2, 3, tzinfo=UTC), "v=Wed Dec 25 01:02:03 UTC 2024"),
+    ],
+)
+def test_templates_render_doubles_and_dates_as_java_does(body: Any, expected: str) -> None:
+    assert ev("v=${body}", make(body)) == expected
+
+
+def test_date_now_in_text_is_java_date_to_string() -> None:
+    assert ev("at ${date:now}", make()) == "at Tue Mar 05 14:07:09 UTC 2024"
