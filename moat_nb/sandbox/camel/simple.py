@@ -41,8 +41,10 @@ Deliberate differences from Camel, each cheaper to explain than to emulate:
 * A dict or list renders as JSON (the project's ``to_text``), not as Java's ``{a=1}``.
 * ``${body.x}`` on a *string* body that holds JSON does not parse it (neither does Camel): it fails
   with ``RuntimeBeanExpressionException`` as Camel's bean OGNL does; unmarshal the body first.
-* Regular expressions use Python's ``re`` (``fullmatch``, like Java's ``String.matches``); Java-only
-  syntax such as ``\\p{Alpha}`` is rejected at compile time.
+* Regular expressions run on Python's ``re`` (``fullmatch``, like Java's ``String.matches``) after
+  translating the Java syntax a route would use (``\\Q..\\E``, the POSIX ``\\p{Alpha}`` classes,
+  ``(?<name>..)``, ``\\k<name>``, ``\\z``); what Python would silently read differently (nested classes,
+  ``&&`` intersections) or cannot do (Unicode ``\\p{L}``) is rejected at compile time.
 * Dates are formatted in UTC (the sandbox JVM's time zone), English month and day names, and ISO
   weeks are not used: ``w``/``W``/``Y`` follow Java's default US week (Sunday first).
 """
@@ -571,12 +573,116 @@ def _regex_matches(value: Any, pattern: re.Pattern[str]) -> bool:
     return value is not None and pattern.fullmatch(_text(value)) is not None
 
 
+# java.util.regex.Pattern's POSIX classes (US-ASCII), as the inside of a Python character class.
+_POSIX_CLASSES = {
+    "Lower": "a-z",
+    "Upper": "A-Z",
+    "ASCII": "\\x00-\\x7f",
+    "Alpha": "a-zA-Z",
+    "Digit": "0-9",
+    "Alnum": "a-zA-Z0-9",
+    "Punct": "!-/:-@\\[-`{-~",
+    "Graph": "a-zA-Z0-9!-/:-@\\[-`{-~",
+    "Print": " a-zA-Z0-9!-/:-@\\[-`{-~",
+    "Blank": " \\t",
+    "Cntrl": "\\x00-\\x1f\\x7f",
+    "XDigit": "0-9a-fA-F",
+    "Space": " \\t\\n\\x0b\\f\\r",
+}
+_REGEX_HINT = (
+    "Java regex syntax minus Unicode properties, class unions and intersections: "
+    "the POSIX classes, \\Q..\\E, (?<name>..) and \\k<name> are supported (Python re underneath)"
+)
+_POSIX_NAMES = ", ".join(f"\\p{{{name}}}" for name in _POSIX_CLASSES)
+_POSIX_CLASS = re.compile(r"\\([pP])\{(?:Is)?(\w+)\}")
+_NAMED_GROUP = re.compile(r"\(\?<([A-Za-z][A-Za-z0-9]*)>")
+_BACK_REFERENCE = re.compile(r"\\k<([A-Za-z][A-Za-z0-9]*)>")
+
+
+def _java_regex(source: str) -> str:
+    """A ``java.util.regex.Pattern`` as Python ``re`` syntax, where the two differ in a way a
+    route would hit: ``\\Q...\\E`` quoting, the POSIX classes ``\\p{Alpha}`` ..., named groups
+    ``(?<name>...)`` and ``\\k<name>``, ``\\z``. Raises ``ValueError`` for what Python would
+    read differently without an error (nested classes and ``&&`` intersections in a class,
+    Unicode ``\\p{..}`` properties)."""
+    out: list[str] = []
+    i, n, in_class = 0, len(source), False
+    while i < n:
+        c = source[i]
+        if c == "\\" and i + 1 < n:
+            nxt = source[i + 1]
+            if nxt == "Q":
+                end = source.find("\\E", i + 2)
+                quoted = source[i + 2 :] if end < 0 else source[i + 2 : end]
+                out.append(re.escape(quoted))
+                i = n if end < 0 else end + 2
+                continue
+            if nxt in "pP":
+                m = _POSIX_CLASS.match(source, i)
+                if m is None or m.group(2) not in _POSIX_CLASSES:
+                    shown = m.group(0) if m else source[i : i + 3]
+                    raise ValueError(f"{shown}: only Java's POSIX classes are supported: {_POSIX_NAMES}")
+                ranges = _POSIX_CLASSES[m.group(2)]
+                negated = m.group(1) == "P"
+                if in_class:
+                    if negated:
+                        raise ValueError(f"{m.group(0)} inside a character class is not supported")
+                    out.append(ranges)
+                else:
+                    out.append(f"[{'^' if negated else ''}{ranges}]")
+                i = m.end()
+                continue
+            if nxt == "k" and not in_class:
+                m = _BACK_REFERENCE.match(source, i)
+                if m:
+                    out.append(f"(?P={m.group(1)})")
+                    i = m.end()
+                    continue
+            if nxt == "z" and not in_class:
+                out.append("\\Z")  # Java's \z is Python's \Z (the very end)
+                i += 2
+                continue
+            out.append(source[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            if c == "[":
+                raise ValueError("nested character classes (Java's [a-z[0-9]] union) are not supported")
+            if source.startswith("&&", i):
+                raise ValueError("character class intersection (&&) is not supported")
+            if c == "]":
+                in_class = False
+            out.append(c)
+            i += 1
+            continue
+        if c == "[":
+            in_class = True
+            out.append(c)
+            i += 1
+            # a "]" or "^]" right after "[" is a literal in both languages
+            if source.startswith("^", i):
+                out.append("^")
+                i += 1
+            if source.startswith("]", i):
+                out.append("\\]")
+                i += 1
+            continue
+        if c == "(":
+            m = _NAMED_GROUP.match(source, i)
+            if m:
+                out.append(f"(?P<{m.group(1)}>")
+                i = m.end()
+                continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
 def _compile_regex(source: str) -> re.Pattern[str]:
-    """Raises ``ValueError`` with the reason when Python's ``re`` cannot compile it."""
-    if "\\p{" in source or "\\P{" in source or "\\Q" in source:
-        raise ValueError("Java-only syntax (\\p{...}, \\Q...\\E) is not supported; use Python re syntax")
+    """Java regex syntax compiled with Python's ``re`` (see :func:`_java_regex`); raises
+    ``ValueError`` with the reason when it cannot be."""
     try:
-        return re.compile(source)
+        return re.compile(_java_regex(source))
     except (re.error, RecursionError, OverflowError, ValueError, TypeError) as exc:
         raise ValueError(str(exc)) from None
 
@@ -1789,7 +1895,7 @@ class _Compiler:
                     pattern = _compile_regex(right_token.raw)
                 except ValueError as exc:
                     message = f"invalid regular expression: {exc}"
-                    raise self.error(message, right_token.pos, "use Python re syntax") from None
+                    raise self.error(message, right_token.pos, _REGEX_HINT) from None
                 test = lambda ex: _regex_matches(lf(ex), pattern)  # noqa: E731
             else:
                 test = lambda ex: _regex_matches(lf(ex), _dynamic_regex(rf(ex)))  # noqa: E731

@@ -605,7 +605,9 @@ def test_evaluate_of_a_predicate_gives_a_bool() -> None:
         ("${body} range 5", True, 14, "needs a quoted literal or a function", "range"),
         ("${body} range '1..x'", True, 14, "range operator is not valid", "'100..199'"),
         ("${body} regex '[a'", True, 14, "invalid regular expression", "Python re"),
-        ("${body} regex '\\p{Alpha}'", True, 14, "Java-only", "Python re"),
+        ("${body} regex '\\p{L}'", True, 14, "POSIX classes", "Python re"),
+        ("${body} regex '[a-z&&[^b]]'", True, 14, "intersection", "Python re"),
+        ("${body} regex '[a-z[0-9]]'", True, 14, "nested character classes", "Python re"),
         ("${body} is 'Frob'", True, 11, "cannot find class", "String"),
         ("  ${nope}", False, 4, "Unknown function 'nope'", "${body}"),
         ("a ${ } b", False, 5, "empty function", "${body}"),
@@ -825,3 +827,24 @@ def test_templates_render_doubles_and_dates_as_java_does(body: Any, expected: st
 
 def test_date_now_in_text_is_java_date_to_string() -> None:
     assert ev("at ${date:now}", make()) == "at Tue Mar 05 14:07:09 UTC 2024"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "value", "expected"),
+    [
+        # java.util.regex.Pattern syntax that Python's re spells differently
+        ("\\p{Alpha}+", "abc", True),
+        ("\\p{Alpha}+", "ab1", False),
+        ("[\\p{Digit}-]+", "12-3", True),
+        ("\\P{Digit}+", "abc", True),
+        ("\\p{Upper}\\p{Lower}*", "Camel", True),
+        ("\\QA+B\\E=\\d", "A+B=7", True),
+        ("\\QA+B\\E=\\d", "AAB=7", False),
+        ("(?<year>[0-9]{4})-\\k<year>", "2024-2024", True),
+        ("(?<year>[0-9]{4})-\\k<year>", "2024-2025", False),
+        ("(?<=a)b|ab", "ab", True),
+        ("ab\\z", "ab", True),
+    ],
+)
+def test_regex_takes_java_syntax(pattern: str, value: str, expected: bool) -> None:
+    assert ok(f"${{body}} regex '{pattern}'", make(value)) is expected
