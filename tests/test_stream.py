@@ -391,15 +391,21 @@ def sample_payload(rng, i):
 """
 
 
+def _slow_app(folder: Path) -> Path:
+    """A user's app folder whose route waits ``delayMs`` (a replay that sends nothing a while)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "routes.yaml").write_text(SLOW_ROUTES)
+    (folder / "beans.py").write_text(SLOW_BEANS)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def slow_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """A sandbox whose route waits ``delayMs`` (a replay that sends nothing for a while)."""
     from moat_nb.client import connect
     from moat_nb.sandbox import start
 
-    app = tmp_path_factory.mktemp("slow-app")
-    (app / "routes.yaml").write_text(SLOW_ROUTES)
-    (app / "beans.py").write_text(SLOW_BEANS)
+    app = _slow_app(tmp_path_factory.mktemp("slow-app"))
     handle = start(app=app, data=tmp_path_factory.mktemp("slow-data"), per_env=2, seed=1)
     platform = connect(handle.url, username="operator", password="operator")
     try:
@@ -570,25 +576,6 @@ def test_wait_refuses_a_timeout_that_is_not_a_time_before_reading(timeout: Any) 
 
 # --------------------------------------------------------------------------- a platform that crashes
 
-SLOW_ROUTE = """\
-- route:
-    id: slow-intake
-    from:
-      uri: "platform-http:/slow"
-      steps:
-        - delay:
-            id: wait
-            simple: "${header.delayMs}"
-        - setBody:
-            id: answer
-            simple: "done ${body}"
-"""
-
-SLOW_BEANS = """\
-def sample_payload(rng, i):
-    return {"headers": {"delayMs": "0"}, "body": f"order {i}", "properties": {}}
-"""
-
 
 @pytest.mark.slow
 def test_a_replay_cut_by_a_platform_crash_resumes_on_the_restarted_platform_and_says_aborted(
@@ -602,10 +589,7 @@ def test_a_replay_cut_by_a_platform_crash_resumes_on_the_restarted_platform_and_
     from moat_nb.client import connect
     from moat_nb.errors import ReplayFailed
 
-    app = tmp_path / "slow-app"
-    app.mkdir()
-    (app / "routes.yaml").write_text(SLOW_ROUTE)
-    (app / "beans.py").write_text(SLOW_BEANS)
+    app = _slow_app(tmp_path / "slow-app")
     data = tmp_path / "data"
     first = sandbox_processes.start(data, app)
     p = connect(sandbox_processes.url, username="operator", password="operator")
