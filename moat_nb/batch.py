@@ -67,10 +67,14 @@ Interrupting and resuming
     re-run with the same file skips the rows already there (by a stable key: kind, source
     exchange, target environment and, for a sweep, the variant), re-running ``ERROR`` rows
     unless ``retry_errors=False``. The file also records each replay's id as soon as it was
-    requested: a replay that was in flight when the batch stopped is *followed* on resume, not
-    requested again, so that no exchange is replayed twice (section 4: "a replay is never
-    silently run twice"; only a process killed while a request is on its way can leave one
-    unrecorded). The calibrated noise rules of each route are kept there too, so a resumed run
+    requested: a replay that was in flight when the batch stopped, or whose trace was lost when
+    the platform went away, is *followed* on resume, not requested again, so that no exchange is
+    replayed twice (section 4: "a replay is never silently run twice"; only a process killed
+    while a request is on its way can leave one unrecorded). Only a followed replay that ended
+    with no result (``ABORTED`` by a platform restart, ``ERROR``, ``TIMED_OUT``: the platform
+    says it did not run, or gave up on it) is replayed anew, and only with ``retry_errors``. A
+    batch that loses its platform stops (:class:`~moat_nb.errors.BatchStopped`). The calibrated
+    noise rules of each route are kept there too, so a resumed run
     diffs against the same rules and replays nothing to calibrate again. A torn last line (the
     process died mid-write) is ignored, and cut off before the resumed run appends, so that the
     next record starts on a line of its own. A file holding anything else (``results=`` pointed
@@ -883,7 +887,10 @@ class _ResultsFile:
                 elif data.get("type") == "row":
                     data.pop("type")
                     self.rows[data["key"]] = data
-                    self.started.pop(data["key"], None)
+                    if not (data.get("verdict") == "ERROR" and data.get("error_code") in _UNREACHABLE):
+                        self.started.pop(data["key"], None)
+                    # else its replay was requested and then lost from sight (the platform went
+                    # away): a resumed row follows it, or it ran twice (review finding).
                 elif data.get("type") == "calibration" and _stored_rules(data.get("rules")):
                     self.calibrations[data["key"]] = data["rules"]
 
@@ -1159,7 +1166,6 @@ class _Batch:
                 return
         raise NotFound(
             f"no recorded exchange {source.exchange_id!r}",
-            status=404,
             hint="check the id; platform.executions(...) searches the history",
         )
 
@@ -1273,6 +1279,8 @@ class _Batch:
                     if not self.retry_errors:
                         raise
             if execution is None:
+                run = None  # a failed request below is this row's, not the followed replay's
+                row["replay_id"] = None
                 run = await self._request(ap, job, original)
                 row["replay_id"] = run.replay_id
                 execution = await self._execution(run)
@@ -1373,15 +1381,32 @@ class _Batch:
         except asyncio.CancelledError:
             raise BatchCancelled(self.result()) from None
         finally:
-            if self._requests:  # requests still on their way: wait for their replay ids
-                await asyncio.gather(*self._requests, return_exceptions=True)
-            if self._bar is not None:
-                self._bar.close()
-            if owned is not None:
-                await owned.aclose()
-            if self.file is not None:
-                self.file.close()
+            cancelled = False
+            try:
+                cancelled = await self._settle_requests()
+            finally:
+                if self._bar is not None:
+                    self._bar.close()
+                if owned is not None:
+                    await owned.aclose()
+                if self.file is not None:
+                    self.file.close()
+            if cancelled:  # Ctrl-C while a stop (or the end) waited: as any other cancel
+                raise BatchCancelled(self.result())
         return self.result()
+
+    async def _settle_requests(self) -> bool:
+        """Wait for the ``POST /replays`` still on their way, so that each accepted replay's id
+        reaches the results file (the platform runs it whatever the client does next), even when
+        the wait is cancelled (a Ctrl-C during a stop): shielded, and waited for again. Returns
+        whether it was cancelled meanwhile."""
+        cancelled = False
+        while self._requests:
+            try:
+                await asyncio.shield(asyncio.gather(*self._requests, return_exceptions=True))
+            except asyncio.CancelledError:
+                cancelled = True
+        return cancelled
 
     def _lost_platform(self, row: dict[str, Any]) -> bool:
         """True once as many rows in a row as run side by side (3 at least) could not reach the
@@ -1405,7 +1430,12 @@ class _Batch:
         if result.results_path is not None:
             hint = (
                 f"the rows are in {result.results_path}: when the platform answers again, run the same "
-                "call with results= that file; it runs the rest and the rows that ended ERROR"
+                "call with results= that file; it runs the rest"
+                + (
+                    " and the rows that ended ERROR"
+                    if self.retry_errors
+                    else " (with retry_errors=True also the rows that could not reach it)"
+                )
             )
         else:
             hint = (
@@ -1422,13 +1452,25 @@ class _Batch:
         """Before any replay: look up the sources known only by id (bounded), and for a sweep
         fetch the original once and apply every variant to it (a bad one fails the sweep)."""
         slots = asyncio.Semaphore(self.concurrency)
+        unreachable = 0
+        lost: MoatError | None = None
 
         async def resolve(job: _Job) -> None:
+            nonlocal unreachable, lost
             async with slots:
+                if lost is not None:  # the platform is gone: each row fails at once, and stops the batch
+                    job.error = lost
+                    return
                 try:
                     await self._resolve(ap, job.source)
+                    unreachable = 0
                 except MoatError as exc:
                     job.error = exc
+                    # The rule of _lost_platform: without it, 1,000 ids each spent the client's
+                    # retries here (~175 s at concurrency 8) before the first row (review finding).
+                    unreachable = unreachable + 1 if exc.code in _UNREACHABLE else 0
+                    if unreachable >= max(3, self.concurrency):
+                        lost = exc
 
         unique = {id(j.source): j for j in pending if j.source.full is None}
         await asyncio.gather(*(resolve(j) for j in unique.values()))

@@ -625,7 +625,8 @@ def op_source_execution_id(session: Session, exchange_id: str) -> Op[str]:
         page = yield from op_search_page(session, body)
         if page.get("data"):
             return str(page["data"][0]["executionId"])
-    raise NotFound(f"no exchange {exchange_id!r}, recorded or replayed", status=404, hint=_HINTS["NOT_FOUND"])
+    # A conclusion from searches that answered 200, not an answer of 404: no "HTTP 404" in it.
+    raise NotFound(f"no exchange {exchange_id!r}, recorded or replayed", hint=_HINTS["NOT_FOUND"])
 
 
 def _payload_map(value: Any, name: str) -> dict[str, Any]:

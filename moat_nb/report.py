@@ -392,7 +392,7 @@ def _kernel_transport(folder: Path) -> Any:
     from traitlets.config import Config
 
     base = str(folder.resolve() / "k")
-    if os.name != "posix" or len(base) > _MAX_SOCKET_PATH:
+    if os.name != "posix" or len(os.fsencode(base)) > _MAX_SOCKET_PATH:  # sun_path counts bytes
         return Config()
     return Config({"KernelManager": {"transport": "ipc", "ip": base}})
 

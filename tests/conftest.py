@@ -102,7 +102,12 @@ class SandboxProcesses:
         for proc in self.started:
             if proc.poll() is None:
                 proc.terminate()
+        for proc in self.started:
+            try:
                 proc.wait(30)
+            except subprocess.TimeoutExpired:  # one that does not stop leaves none of the others
+                proc.kill()
+                proc.wait()
 
 
 @pytest.fixture

@@ -397,6 +397,63 @@ def test_a_record_glued_onto_a_torn_line_by_an_older_resume_is_read(tmp_path: Pa
     assert list(loaded.rows) == ["a"] and loaded.started == {"b": "replay-2"} and loaded.torn == 0
 
 
+def test_a_replay_lost_from_sight_stays_followed_and_one_that_answered_does_not(tmp_path: Path) -> None:
+    # A row that could not reach the platform after its replay was requested (its trace was lost)
+    # keeps that replay: a resumed batch follows it rather than replay the exchange twice. A row
+    # the platform answered (even with an error) is done with its replay.
+    path = tmp_path / "runs.jsonl"
+    results = batch._ResultsFile(path, "sweep")
+    results.open()
+    for i, code in enumerate(["STREAM_RESUME_FAILED", "TRANSPORT", "REPLAY_ABORTED", None]):
+        results.add_started(f"k{i}", f"replay-{i}")
+        verdict = "SAME" if code is None else "ERROR"
+        results.add_row(_row(i, verdict=verdict, error_code=code, replay_id=f"replay-{i}"))
+    results.close()
+    again = batch._ResultsFile(path, "sweep")
+    assert again.started == {"k0": "replay-0", "k1": "replay-1"}
+    assert set(again.rows) == {"k0", "k1", "k2", "k3"}
+
+
+def test_ids_are_not_looked_up_one_by_one_once_the_platform_is_gone(tmp_path: Path) -> None:
+    """A regression by exchange id looks each source up first: against a platform that hangs up
+    on every connection it stops looking after max(3, concurrency) failures in a row instead of
+    spending the client's retries on every id (review finding: 1,000 ids took ~175 s), and the
+    batch stops at once."""
+    import socket
+
+    from moat_nb.client import RetryPolicy
+    from moat_nb.errors import BatchStopped
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    accepted: list[int] = []
+
+    def hang_up() -> None:  # a real peer that closes every connection it takes
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    gone = Platform(f"http://127.0.0.1:{server.getsockname()[1]}", token="t", retry=RetryPolicy(attempts=0))
+    try:
+        with pytest.raises(BatchStopped) as info:
+            regression(
+                gone, [f"ID-{i}" for i in range(60)], "dev", reason="r", concurrency=4, progress=False,
+                calibrate=False, results=tmp_path / "runs.jsonl", retry_errors=False,
+            )  # fmt: skip
+    finally:
+        gone.close()
+        server.close()
+    assert len(accepted) < 12  # 4 in a row, and the look-ups already in flight, not 60
+    assert len(info.value.result.rows) == 4
+    assert "with retry_errors=True also the rows that could not reach it" in str(info.value)
+
+
 @pytest.fixture
 def offline() -> Iterator[Platform]:
     """A platform nothing listens for: a test using it shows that nothing was sent."""
@@ -1165,7 +1222,8 @@ def test_a_batch_that_loses_its_platform_stops_and_resumes_once_it_is_back(
     with BatchStopped (PLATFORM_UNREACHABLE) and its partial result instead of spending the
     client's retries on every row left (1.4 s each; a trace reader in flight waits minutes), and
     the same call with the same results file, once the platform is back, finishes every row
-    once, the ones cut off included (their replays were ABORTED by the restart)."""
+    once: those whose replays were in flight follow them, find them ABORTED by the restart,
+    and replay anew."""
     from moat_nb.errors import BatchStopped
 
     app = tmp_path / "paced-app"
@@ -1211,20 +1269,21 @@ def test_a_batch_that_loses_its_platform_stops_and_resumes_once_it_is_back(
     sandbox_processes.start(data, app, per_env=12)  # back on the same port and data: it aborts
     aborted = [r for r in cut if r["replay_id"] and p.get_replay(r["replay_id"])["status"] == "ABORTED"]
     assert aborted, "no replay was in flight when the platform died"
-    # Such a row, had the batch cut it off instead of letting it fail (with 8 side by side some
-    # are): the file has its replay as started and no row. The resumed batch follows that
-    # replay, finds it ABORTED, and must replay it anew rather than end the row ERROR again.
-    lost = aborted[0]
-    records = [json.loads(line) for line in results.read_text().splitlines()]
-    kept = [r for r in records if not (r["type"] == "row" and r["key"] == lost["key"])]
-    assert len(kept) == len(records) - 1 and any(r.get("replayId") == lost["replay_id"] for r in kept)
-    results.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    # Their replays were requested before the platform went away: the file keeps them as
+    # started, the resumed batch follows each one, finds it ABORTED, and replays it anew.
+    started = {
+        r["key"]: r["replayId"]
+        for r in map(json.loads, results.read_text().splitlines())
+        if r["type"] == "started"
+    }
+    assert all(started.get(r["key"]) == r["replay_id"] for r in aborted)
 
     again = regression(p, sources, "dev", **run)
     assert again.complete and len(again.rows) == 12
     # Every row has its result (none ERROR): CHANGED, as a replay takes the delay branch.
     assert again.verdicts["CHANGED"] == 12, again.summary()
-    again_lost = next(r for r in again.rows if r["key"] == lost["key"])
-    assert again_lost["replay_id"] != lost["replay_id"]  # followed, found ABORTED, replayed anew
+    for row in aborted:
+        anew = next(r for r in again.rows if r["key"] == row["key"])
+        assert anew["replay_id"] != row["replay_id"] and anew["verdict"] == "CHANGED"
     assert sorted(r["source_exchange_id"] for r in again.rows) == sorted(sources["exchange_id"])
     p.close()

@@ -1120,17 +1120,19 @@ class Redactor:
 
 
 class TraceSecrets:
-    """The secret values each unfinished execution's trace has shown so far, so that a later
-    chunk of the same trace is scrubbed of them too.
+    """The secret values each multi-chunk execution's trace has shown, so that its later chunks
+    are scrubbed of them too.
 
     Redaction finds a secret by its name (a header ``X-Api-Key``) and then looks for its value
     in the chunk's texts, where no name says it is one (a body the route built from the header,
     an error message). A trace of more than 200 processors or 512 KB comes in several chunks,
     and the header can sit in one while the body that echoes it comes in the next: the values
-    are remembered per execution until its final chunk. Bounded (least recently used first) so
-    that executions whose final chunk never comes (an agent that died) cannot grow it; the
-    values are held in memory only, as a replay's payload secrets are while it runs. Chunks are
-    scrubbed in the order they arrive, which is the order an agent sends them.
+    are remembered per execution. They are kept past the final chunk, since a chunk sent again
+    (a lost 202) must be redacted as it was the first time, and dropped oldest first beyond
+    ``capacity`` executions, so that traces whose final chunk never comes (an agent that died)
+    cannot grow it. In memory only, as a replay's payload secrets are while it runs; a single
+    chunk trace takes no room. Chunks are scrubbed in the order they arrive, which is the order
+    an agent sends them.
     """
 
     def __init__(self, capacity: int = 1024) -> None:
@@ -1152,13 +1154,9 @@ class TraceSecrets:
                 while len(self._values) > self._capacity:
                     self._values.popitem(last=False)
 
-    def forget(self, execution_id: str) -> None:
-        """Drop an execution once its final chunk is stored."""
-        with self._lock:
-            self._values.pop(execution_id, None)
-
     def __len__(self) -> int:
-        return len(self._values)
+        with self._lock:
+            return len(self._values)
 
 
 # --------------------------------------------------------------------------- command line

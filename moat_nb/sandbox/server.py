@@ -584,7 +584,8 @@ def redact_chunk(
 def redact_trace(state: SandboxState, chunk: Chunk, secrets: Iterable[str] = ()) -> Chunk:
     """:func:`redact_chunk` that also looks for the secret values the earlier chunks of the same
     execution showed (:class:`~moat_nb.sandbox.security.TraceSecrets`), and remembers this
-    chunk's for the next; the final chunk's handler forgets them once it is stored."""
+    chunk's for the next. They are kept past the final chunk: an agent that did not get its 202
+    sends that chunk again, and it must come out as stored (else 409 ``CHUNK_CONFLICT``)."""
     shown: set[str] = set()
     known = state.trace_secrets.get(chunk.execution_id)
     redacted = redact_chunk(state.redactor, chunk, known.union(secrets) if known else secrets, shown=shown)
@@ -982,8 +983,6 @@ async def post_chunk(request: Request, principal: Principal | None) -> Response:
                 chunk = await _maybe_await(state.replays.ingest(chunk, principal.username, redact))
             else:
                 chunk = await run_in_threadpool(_redact_and_store, state, chunk, principal.username)
-            if chunk.final:
-                state.trace_secrets.forget(chunk.execution_id)
         except (sqlite3.OperationalError, sqlite3.IntegrityError) as exc:
             # The chunk was checked whole before its transaction, so such a database error is
             # the store's (busy, I/O, disk full, a failing trigger), not the agent's (a value

@@ -516,7 +516,9 @@ def test_a_secret_shown_in_one_chunk_is_hidden_in_the_next_chunks_texts(sb: Sand
     assert sb.post_chunk("dev", head).status_code == 202
     assert sb.state.trace_secrets.get("exec-split-1") == {key, "hunter2"}  # its dbPassword property too
     assert sb.post_chunk("dev", tail).status_code == 202
-    assert sb.state.trace_secrets.get("exec-split-1") == frozenset()  # forgotten at the final chunk
+    # The final chunk again (its 202 lost): redacted as the first time, so the same chunk, a no-op
+    # (review finding: the values were forgotten at the final chunk, and this was a 409).
+    assert sb.post_chunk("dev", tail).status_code == 202
     marker = sb.state.redactor.value(key)
     r = sb.http.get("/executions/exec-split-1", headers=sb.auth("analyst"))
     assert r.status_code == 200, r.text
@@ -532,17 +534,15 @@ def test_a_secret_shown_in_one_chunk_is_hidden_in_the_next_chunks_texts(sb: Sand
             assert key.encode() not in path.read_bytes()
 
 
-def test_trace_secrets_are_bounded_and_forgotten() -> None:
+def test_trace_secrets_are_bounded() -> None:
     memo = TraceSecrets(capacity=2)
     memo.remember("x-1", {"a-secret"})
     memo.remember("x-1", {"b-secret"})
     memo.remember("x-2", set())  # a chunk that showed nothing takes no room
     assert memo.get("x-1") == {"a-secret", "b-secret"} and len(memo) == 1
     memo.remember("x-2", {"c"})
-    memo.remember("x-3", {"d"})  # over capacity: the least recently used (x-1) goes
+    memo.remember("x-3", {"d"})  # over capacity: the one remembered longest ago (x-1) goes
     assert memo.get("x-1") == frozenset() and memo.get("x-2") == {"c"} and memo.get("x-3") == {"d"}
-    memo.forget("x-2")
-    assert memo.get("x-2") == frozenset() and len(memo) == 1
 
 
 def test_execution_errors(sb: Sandbox) -> None:
