@@ -63,6 +63,7 @@ JAVA_SUPERCLASS: dict[str, str | None] = {
     "org.apache.camel.CamelException": "java.lang.Exception",
     "org.apache.camel.CamelExchangeException": "org.apache.camel.CamelException",
     "org.apache.camel.InvalidPayloadException": "org.apache.camel.CamelExchangeException",
+    "org.apache.camel.NoTypeConversionAvailableException": "org.apache.camel.CamelException",
     "org.apache.camel.ValidationException": "org.apache.camel.CamelExchangeException",
     "org.apache.camel.component.direct.DirectConsumerNotAvailableException": (
         "org.apache.camel.CamelExchangeException"

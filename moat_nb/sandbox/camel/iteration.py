@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .conversion import convert_to
+from .conversion import convert_to, to_text
 from .exchange import Exchange
 from .failure import ExchangeFailure, failure_from_python
 from .language import Expression
@@ -232,35 +232,45 @@ class Loop(WithSteps):
         self.copy = copy
 
     def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
-        context = exchange.context
-        last: Exchange | None = None
-        if self.do_while:
-            index = 0
-            while self.expression.matches(last if (self.copy and last is not None) else exchange):
+        # Camel's LoopProcessor.LoopState: the count is the expression's value as a String,
+        # converted to a mandatory Integer (a null count is a NoTypeConversionAvailableException,
+        # "3.5" a TypeConversionException), and CamelLoopSize goes on the exchange before the
+        # first turn (so also when the count is 0). Each turn runs while
+        # PipelineHelper.continueProcessing holds (no exception, no route stop), the doWhile
+        # predicate (tested on the last turn's exchange) matches and index < count. A copy
+        # turn is ExchangeHelper.createCopy(exchange, true): the original's copy, same id.
+        count = 0
+        if not self.do_while:
+            value = self.expression.evaluate(exchange)
+            if value is None:
+                raise ExchangeFailure(
+                    "org.apache.camel.NoTypeConversionAvailableException",
+                    "No type converter available to convert from type: null to the required type: "
+                    "java.lang.Integer",
+                )
+            count = convert_to(value if type(value) is int else to_text(value), "java.lang.Integer")
+            exchange.properties["CamelLoopSize"] = count
+        current = exchange
+        index = 0
+        while not current.route_stop:
+            if self.do_while:
+                if not self.expression.matches(current):
+                    break
                 if index >= MAX_LOOP_ITERATIONS:
                     raise ExchangeFailure(
                         "java.lang.IllegalStateException",
                         f"loop {self.processor_id} ran {MAX_LOOP_ITERATIONS} times and its doWhile "
                         "predicate still holds; the sandbox stops it",
                     )
-                target = exchange.copy(context.next_id()) if self.copy else exchange
-                target.properties["CamelLoopIndex"] = index
-                run.pipeline(self.steps, target, seq, depth + 1, index)
-                last = target
-                index += 1
-        else:
-            count = convert_to(self.expression.evaluate(exchange), "java.lang.Integer") or 0
-            for index in range(count):
-                target = exchange.copy(context.next_id()) if self.copy else exchange
-                target.properties["CamelLoopIndex"] = index
-                target.properties["CamelLoopSize"] = count
-                run.pipeline(self.steps, target, seq, depth + 1, index)
-                last = target
-                if target.route_stop:
-                    break
-        if self.copy and last is not None:
-            exchange.body = last.body
-            exchange.headers = last.headers
-            exchange.properties = last.properties
-            exchange.route_stop = last.route_stop
+            elif index >= count:
+                break
+            current = exchange.copy(exchange.exchange_id) if self.copy else exchange
+            current.properties["CamelLoopIndex"] = index
+            run.pipeline(self.steps, current, seq, depth + 1, index)
+            index += 1
+        if current is not exchange:  # ExchangeHelper.copyResults(exchange, current)
+            exchange.body = current.body
+            exchange.headers = current.headers
+            exchange.properties = current.properties
+            exchange.route_stop = current.route_stop
         return None

@@ -574,3 +574,40 @@ def test_a_route_that_calls_itself_for_ever_fails_with_a_stack_overflow() -> Non
     text = "- route:\n    id: r\n    from:\n      uri: direct:r\n      steps:\n        - to: direct:r\n"
     ex = run(text, "x")
     assert ex.status == "FAILED" and ex.error_type == "java.lang.StackOverflowError"
+
+
+def test_loop_follows_camels_loop_processor() -> None:
+    # LoopProcessor.LoopState: CamelLoopSize is set on the exchange before the first turn.
+    ex = ok(run(route("loop: {constant: 0, steps: [{setBody: {constant: never}}]}"), "x"))
+    assert ex.output_properties["CamelLoopSize"] == 0
+    # The count is the value as a String, then a mandatory Integer.
+    ex = run(route("loop: {simple: '${header.n}', steps: [{setBody: {constant: y}}]}"), "x")
+    assert ex.status == "FAILED"
+    assert ex.error_type == "org.apache.camel.NoTypeConversionAvailableException"
+    ex = run(
+        route("loop: {simple: '${header.n}', steps: [{setBody: {constant: y}}]}"), "x", headers={"n": 2.0}
+    )
+    assert ex.error_type == "org.apache.camel.TypeConversionException"
+    # A doWhile loop stops on a route stop (PipelineHelper.continueProcessing).
+    ex = ok(
+        run(
+            route(
+                "loop: {doWhile: true, simple: '${body} != \"done\"', "
+                "steps: [{setBody: {simple: '${body}a'}}, {stop: {}}]}",
+                "setBody: {constant: after}",
+            ),
+            "x",
+        )
+    )
+    assert ex.output_body == "xa"
+    # copy: each turn is ExchangeHelper.createCopy(exchange, true), keeping the exchange id.
+    ex = ok(
+        run(
+            route(
+                "loop: {constant: 2, copy: true, steps: [{setHeader: {name: id, simple: '${exchangeId}'}}]}"
+            ),
+            "x",
+        )
+    )
+    assert ex.output_headers["id"] == ex.exchange_id
+    assert ex.output_properties["CamelLoopSize"] == 2
