@@ -26,6 +26,7 @@ from .conversion import convert_to, to_json, to_text
 from .exchange import Exchange
 from .failure import ExchangeFailure
 from .language import Expression
+from .simple import java_regex
 
 if TYPE_CHECKING:
     from .trace import Run
@@ -184,24 +185,28 @@ class RemoveProperty(RemoveHeader):
         return None
 
 
-def name_matcher(pattern: str, *, ignore_case: bool) -> Callable[[str], bool]:
-    """Camel's ``PatternHelper.matchPattern``: an exact name, a ``*`` wildcard, or a regex."""
-    flags = re.IGNORECASE if ignore_case else 0
-    exact = pattern.lower() if ignore_case else pattern
-    wildcard = (
-        re.compile("".join(".*" if c == "*" else re.escape(c) for c in pattern), flags)
-        if "*" in pattern
-        else None
-    )
+def name_matcher(pattern: str) -> Callable[[str], bool]:
+    """Camel's ``PatternHelper.matchPattern``, case-insensitive throughout: the name itself
+    (``equalsIgnoreCase``), a prefix when the pattern *ends* with ``*`` (``CamelHttp*``; a ``*``
+    elsewhere is no wildcard), else a Java regex matching the whole name with
+    ``CASE_INSENSITIVE`` (a pattern that is no valid regex, such as ``*Id``, matches nothing).
+
+    Raises ``ValueError`` for a regex Python would read differently from Java (see
+    :func:`.simple.java_regex`): the loader reports it.
+    """
+    exact = pattern.lower()
+    prefix = pattern[:-1].lower() if pattern.endswith("*") else None
+    translated = java_regex(pattern)
     try:
-        regex: re.Pattern[str] | None = re.compile(pattern, flags)
-    except re.error:
-        regex = None
+        regex: re.Pattern[str] | None = re.compile(translated, re.IGNORECASE)
+    except (re.error, RecursionError, OverflowError):
+        regex = None  # Java's PatternSyntaxException is ignored: no match
 
     def match(name: str) -> bool:
-        if (name.lower() if ignore_case else name) == exact:
+        low = name.lower()
+        if low == exact:
             return True
-        if wildcard is not None and wildcard.fullmatch(name):
+        if prefix is not None and low.startswith(prefix):
             return True
         return regex is not None and regex.fullmatch(name) is not None
 
@@ -209,18 +214,18 @@ def name_matcher(pattern: str, *, ignore_case: bool) -> Callable[[str], bool]:
 
 
 class RemoveHeaders(Processor):
-    """``removeHeaders``: drop every header matching ``pattern`` except ``excludePattern``."""
+    """``removeHeaders``: drop every header matching ``pattern`` except those matching
+    ``excludePattern`` (``DefaultMessage.removeHeaders`` with ``PatternHelper``)."""
 
     __slots__ = ("pattern", "exclude", "_match", "_keep")
     processor_type = "removeHeaders"
-    _ignore_case: ClassVar[bool] = True
 
     def __init__(self, *args: Any, pattern: str, exclude: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pattern = pattern
         self.exclude = exclude
-        self._match = name_matcher(pattern, ignore_case=self._ignore_case)
-        self._keep = name_matcher(exclude, ignore_case=self._ignore_case) if exclude else None
+        self._match = name_matcher(pattern)
+        self._keep = name_matcher(exclude) if exclude else None
 
     def _remove(self, mapping: Any) -> None:
         keep = self._keep
@@ -233,11 +238,12 @@ class RemoveHeaders(Processor):
 
 
 class RemoveProperties(RemoveHeaders):
-    """``removeProperties``: drop every exchange property matching ``pattern``."""
+    """``removeProperties``: drop every exchange property matching ``pattern``; Camel's
+    ``AbstractExchange.removeProperties`` matches with the same case-insensitive
+    ``PatternHelper`` as headers."""
 
     __slots__ = ()
     processor_type = "removeProperties"
-    _ignore_case = False
 
     def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
         self._remove(exchange.properties)

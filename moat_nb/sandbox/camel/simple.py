@@ -75,6 +75,7 @@ __all__ = [
     "SimpleEvaluationError",
     "compile_simple",
     "compile_predicate",
+    "java_regex",
     "SUPPORTED_FUNCTIONS",
     "SUPPORTED_OPERATORS",
 ]
@@ -599,7 +600,7 @@ _NAMED_GROUP = re.compile(r"\(\?<([A-Za-z][A-Za-z0-9]*)>")
 _BACK_REFERENCE = re.compile(r"\\k<([A-Za-z][A-Za-z0-9]*)>")
 
 
-def _java_regex(source: str) -> str:
+def java_regex(source: str) -> str:
     """A ``java.util.regex.Pattern`` as Python ``re`` syntax, where the two differ in a way a
     route would hit: ``\\Q...\\E`` quoting, the POSIX classes ``\\p{Alpha}`` ..., named groups
     ``(?<name>...)`` and ``\\k<name>``, ``\\z``. Raises ``ValueError`` for what Python would
@@ -679,10 +680,10 @@ def _java_regex(source: str) -> str:
 
 
 def _compile_regex(source: str) -> re.Pattern[str]:
-    """Java regex syntax compiled with Python's ``re`` (see :func:`_java_regex`); raises
+    """Java regex syntax compiled with Python's ``re`` (see :func:`java_regex`); raises
     ``ValueError`` with the reason when it cannot be."""
     try:
-        return re.compile(_java_regex(source))
+        return re.compile(java_regex(source))
     except (re.error, RecursionError, OverflowError, ValueError, TypeError) as exc:
         raise ValueError(str(exc)) from None
 

@@ -51,6 +51,7 @@ from .processors import (
     Transform,
     Unmarshal,
     When,
+    name_matcher,
 )
 from .try_catch import DoCatch, DoFinally, DoTry, ThrowException
 
@@ -159,10 +160,22 @@ def parse_remove_many(b: Builder, name: str, value: Node, route_id: str) -> Proc
     m.check(COMMON_KEYS | {"pattern", "excludePattern"})
     common = b.common(m, name, route_id)
     pattern = m.text("pattern", required=True) or ""
+    exclude = m.text("excludePattern")
+    for key, text in (("pattern", pattern), ("excludePattern", exclude)):
+        try:
+            name_matcher(text or "")
+        except ValueError as err:
+            raise load_error(
+                b.file,
+                m.get(key),
+                f"{key} {text!r}: {err}",
+                name,
+                "names match exactly, by a prefix ending in *, or by a Java regex (case-insensitive)",
+            ) from None
     if common is None:
         return None
     cls = RemoveHeaders if name == "removeHeaders" else RemoveProperties
-    return cls(**common, pattern=pattern, exclude=m.text("excludePattern"))
+    return cls(**common, pattern=pattern, exclude=exclude)
 
 
 def parse_log(b: Builder, name: str, value: Node, route_id: str) -> Processor | None:

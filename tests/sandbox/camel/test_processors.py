@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from moat_nb.errors import RouteLoadError
 from moat_nb.model import Execution, Payload
 from moat_nb.sandbox.camel import Exchange, FixedClock, RouteSet, RunContext
 
@@ -107,7 +108,8 @@ def test_remove_headers_wildcard_regex_and_exclude() -> None:
     ex = ok(run(route('removeHeaders: "x-.*"'), "b", headers={"x-id": 1, "y": 2}))
     assert ex.output_headers == {"y": 2}
     ex = ok(run(route('removeProperties: {pattern: "tmp*"}'), "b", properties={"tmpA": 1, "TMPb": 2, "c": 3}))
-    assert ex.output_properties == {"TMPb": 2, "c": 3}  # properties are case-sensitive
+    # AbstractExchange.removeProperties matches with PatternHelper too: case-insensitive.
+    assert ex.output_properties == {"c": 3}
 
 
 def test_log_evaluates_simple_and_uses_the_context_sink() -> None:
@@ -611,3 +613,28 @@ def test_loop_follows_camels_loop_processor() -> None:
     )
     assert ex.output_headers["id"] == ex.exchange_id
     assert ex.output_properties["CamelLoopSize"] == 2
+
+
+def test_remove_headers_and_properties_match_as_pattern_helper() -> None:
+    # PatternHelper.matchPattern: exact or trailing-* prefix or whole-name Java regex, all
+    # case-insensitive; a * elsewhere is regex syntax ("*Id" is no valid regex: no match).
+    headers = {"CamelHttpUri": "u", "orderId": "1", "customerId": "2", "Keep": "k", "Kep": "x"}
+    ex = ok(run(route("removeHeaders: {pattern: '*Id'}"), "x", headers=headers))
+    assert set(ex.output_headers) == set(headers)
+    ex = ok(run(route("removeHeaders: {pattern: 'camelhttp*'}"), "x", headers=headers))
+    assert "CamelHttpUri" not in ex.output_headers
+    ex = ok(run(route("removeHeaders: {pattern: 'ke+p'}"), "x", headers=headers))
+    assert "Keep" not in ex.output_headers and "Kep" not in ex.output_headers
+    ex = ok(run(route("removeHeaders: {pattern: '.*', excludePattern: 'ORDER*'}"), "x", headers=headers))
+    assert set(ex.output_headers) == {"orderId"}
+    props = {"tmpA": 1, "TMPb": 2, "keep": 3}
+    ex = ok(run(route("removeProperties: {pattern: 'tmp*'}"), "x", properties=props))
+    assert set(ex.output_properties) == {"keep"}
+    ex = ok(run(route("removeProperties: {pattern: 'TMPA'}"), "x", properties=props))
+    assert set(ex.output_properties) == {"TMPb", "keep"}
+
+
+def test_remove_headers_rejects_a_regex_python_reads_differently() -> None:
+    with pytest.raises(RouteLoadError) as err:
+        RouteSet.loads(route("removeHeaders: {pattern: '[a-z[0-9]]'}"), file="t.yaml")
+    assert err.value.line == 6 and "nested character classes" in str(err.value)
