@@ -31,6 +31,7 @@ __all__ = [
     "capture_map",
     "convert_to",
     "canonical_type",
+    "java_type_of",
     "truthy",
 ]
 
@@ -146,7 +147,7 @@ def truthy(value: Any) -> bool:
 
 
 def _conversion_failure(value: Any, type_name: str, why: str, cause_type: str) -> ExchangeFailure:
-    source = _java_type_of(value)
+    source = java_type_of(value)
     cause = ExchangeFailure(cause_type, why)
     return ExchangeFailure(
         "org.apache.camel.TypeConversionException",
@@ -156,7 +157,7 @@ def _conversion_failure(value: Any, type_name: str, why: str, cause_type: str) -
     )
 
 
-def _java_type_of(value: Any) -> str:
+def java_type_of(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):

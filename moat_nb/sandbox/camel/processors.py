@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .conversion import convert_to, to_json, to_text
+from .conversion import convert_to, java_type_of, to_json, to_text
 from .exchange import Exchange
 from .failure import ExchangeFailure
 from .language import Expression
@@ -398,7 +398,14 @@ class Unmarshal(Processor):
 
 
 class ConvertBodyTo(Processor):
-    """``convertBodyTo``: the body converted to a Java type (a ``null`` body fails)."""
+    """``convertBodyTo``: the body converted to a Java type, as Camel's ``ConvertBodyProcessor``.
+
+    A ``null`` body is left alone ("only convert if there is a body"). With ``mandatory`` (the
+    default) the conversion is ``Message.getMandatoryBody(type)``: a failed conversion is an
+    ``org.apache.camel.InvalidPayloadException`` caused by the converter's
+    ``TypeConversionException``; with ``mandatory: false`` it is ``getBody(type)``, which lets
+    the ``TypeConversionException`` through.
+    """
 
     __slots__ = ("type_name", "mandatory")
     processor_type = "convertBodyTo"
@@ -409,13 +416,22 @@ class ConvertBodyTo(Processor):
         self.mandatory = mandatory
 
     def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
-        if exchange.body is None and self.mandatory:
+        body = exchange.body
+        if body is None:
+            return None
+        try:
+            exchange.body = convert_to(body, self.type_name)
+        except ExchangeFailure as failure:
+            if not self.mandatory:
+                raise
+            # InvalidPayloadException(exchange, type, message, cause), a CamelExchangeException
             raise ExchangeFailure(
                 "org.apache.camel.InvalidPayloadException",
-                f"No body available of type: {self.type_name} but has value: null on: Message. "
-                f"Exchange[{exchange.exchange_id}]",
-            )
-        exchange.body = convert_to(exchange.body, self.type_name)
+                f"No body available of type: {self.type_name} but has type: {java_type_of(body)} "
+                f"on: Message. Caused by: {failure.message}. Exchange[{exchange.exchange_id}]. "
+                f"Caused by: [{failure.error_type} - {failure.message}]",
+                cause=failure,
+            ) from None
         return None
 
 

@@ -331,11 +331,18 @@ def test_convert_body_to() -> None:
         )
     )
     assert ex.output_headers == {"t": "19.990"}
+    # ConvertBodyProcessor: getMandatoryBody wraps a failed conversion in InvalidPayloadException.
     ex = run(route("convertBodyTo: Integer"), "abc")
-    assert ex.error_type == "org.apache.camel.TypeConversionException"
-    assert "java.lang.NumberFormatException" in ex.error_stack_trace
-    ex = run(route("convertBodyTo: String"), None)
     assert ex.error_type == "org.apache.camel.InvalidPayloadException"
+    assert ex.error_message.startswith(
+        "No body available of type: java.lang.Integer but has type: java.lang.String on: Message."
+    )
+    assert "Caused by: org.apache.camel.TypeConversionException" in ex.error_stack_trace
+    assert "java.lang.NumberFormatException" in ex.error_stack_trace
+    ex = run(route("convertBodyTo: {type: Integer, mandatory: false}"), "abc")
+    assert ex.error_type == "org.apache.camel.TypeConversionException"
+    # "only convert if there is a body": a null body is left alone, mandatory or not.
+    assert ok(run(route("convertBodyTo: String"), None)).output_body is None
 
 
 # --------------------------------------------------------------------------- errors
