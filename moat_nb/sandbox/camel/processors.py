@@ -133,29 +133,54 @@ class Transform(SetBody):
 
 
 class SetHeader(Processor):
-    """``setHeader``: one header becomes the expression's value."""
+    """``setHeader``: one header becomes the expression's value (``SetHeaderProcessor``).
 
-    __slots__ = ("name", "expression")
+    The name is a constant, or a Simple expression when it holds a Simple function (``${...}``;
+    ``SetHeaderReifier`` tests ``LanguageSupport.hasSimpleFunction``), evaluated after the value.
+    """
+
+    __slots__ = ("name", "expression", "name_expression")
     processor_type = "setHeader"
 
-    def __init__(self, *args: Any, name: str, expression: Expression, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        name: str,
+        expression: Expression,
+        name_expression: Expression | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.name = name
         self.expression = expression
+        self.name_expression = name_expression
+
+    def _key(self, exchange: Exchange) -> str:
+        if self.name_expression is None:
+            return self.name
+        return to_text(self.name_expression.evaluate(exchange)) or ""
 
     def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
-        exchange.headers[self.name] = self.expression.evaluate(exchange)
+        value = self.expression.evaluate(exchange)
+        exchange.headers[self._key(exchange)] = value
         return None
 
 
 class SetProperty(SetHeader):
-    """``setProperty``: one exchange property becomes the expression's value."""
+    """``setProperty``: one exchange property becomes the expression's value; a ``null`` value
+    removes the property (``AbstractExchange.setProperty``: "if the value is null, we just
+    remove the key from the map")."""
 
     __slots__ = ()
     processor_type = "setProperty"
 
     def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
-        exchange.properties[self.name] = self.expression.evaluate(exchange)
+        value = self.expression.evaluate(exchange)
+        key = self._key(exchange)
+        if value is None:
+            exchange.properties.pop(key, None)
+        else:
+            exchange.properties[key] = value
         return None
 
 

@@ -135,10 +135,15 @@ def parse_set_header(b: Builder, name: str, value: Node, route_id: str) -> Proce
     if not target:
         raise load_error(b.file, m.node, f"{name} needs 'name'", name, form_hint(name))
     expression = b.expression(m, predicate=False)
+    # SetHeaderReifier/SetPropertyReifier: a name with a Simple function is a Simple expression.
+    name_expression = None
+    if "${" in target or "$simple{" in target:
+        key = "name" if "name" in m.entries else legacy
+        name_expression = SimpleLanguageExpression(target, file=b.file, line=m.line_of(key))
     if common is None:
         return None
     cls = SetHeader if name == "setHeader" else SetProperty
-    return cls(**common, name=target, expression=expression)
+    return cls(**common, name=target, expression=expression, name_expression=name_expression)
 
 
 def parse_remove_one(b: Builder, name: str, value: Node, route_id: str) -> Processor | None:

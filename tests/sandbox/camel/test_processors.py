@@ -645,3 +645,24 @@ def test_remove_headers_rejects_a_regex_python_reads_differently() -> None:
     with pytest.raises(RouteLoadError) as err:
         RouteSet.loads(route("removeHeaders: {pattern: '[a-z[0-9]]'}"), file="t.yaml")
     assert err.value.line == 6 and "nested character classes" in str(err.value)
+
+
+def test_set_property_null_removes_it_and_names_may_be_simple() -> None:
+    # AbstractExchange.setProperty: a null value removes the property.
+    ex = ok(run(route("setProperty: {name: p, simple: '${header.missing}'}"), "x", properties={"p": 1}))
+    assert "p" not in ex.output_properties
+    # A header keeps a null value (DefaultMessage.setHeader puts it).
+    ex = ok(run(route("setHeader: {name: h, simple: '${header.missing}'}"), "x"))
+    assert ex.output_headers == {"h": None}
+    # Set{Header,Property}Reifier: a name with a Simple function is evaluated.
+    ex = ok(
+        run(
+            route(
+                "setHeader: {name: 'x-${header.kind}', constant: v}",
+                "setProperty: {name: '${body}', constant: w}",
+            ),
+            "pb",
+            headers={"kind": "a"},
+        )
+    )
+    assert ex.output_headers["x-a"] == "v" and ex.output_properties["pb"] == "w"
