@@ -56,7 +56,6 @@ def _json_default(value: Any) -> Any:
 # One encoder for the whole process: building a JSONEncoder per call costs as much as encoding a
 # small body, and bodies are encoded at every capture point.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_json_default)
-_PRETTY = json.JSONEncoder(indent=2, ensure_ascii=False, default=_json_default)
 
 
 # The C encoder itself, made once: JSONEncoder.encode() builds one per call. Without a markers
@@ -77,12 +76,32 @@ def to_json(value: Any, *, pretty: bool = False) -> str:
     Raises ``ValueError`` for a cyclic value and ``TypeError`` for keys JSON cannot have.
     """
     if pretty:
-        return _PRETTY.encode(value)
+        return _jackson_pretty(value, 0)
     if _C_ENCODER is not None and isinstance(value, dict | list):
         try:
             return "".join(_C_ENCODER(value, 0))
         except RecursionError:
             pass
+    return _ENCODER.encode(value)
+
+
+def _jackson_pretty(value: Any, nesting: int) -> str:
+    # Jackson's DefaultPrettyPrinter (what prettyPrint's INDENT_OUTPUT uses): objects one entry
+    # a line, indented two spaces per enclosing object, "key" : value; arrays inline as
+    # [ 1, 2 ] (FixedSpaceIndenter, which adds no nesting); empty ones as { } and [ ].
+    if isinstance(value, dict):
+        if not value:
+            return "{ }"
+        inner = "\n" + "  " * (nesting + 1)
+        entries = (
+            f"{_ENCODER.encode(str(k) if not isinstance(k, str) else k)} : {_jackson_pretty(v, nesting + 1)}"
+            for k, v in value.items()
+        )
+        return "{" + inner + ("," + inner).join(entries) + "\n" + "  " * nesting + "}"
+    if isinstance(value, list | tuple | set | frozenset):
+        if not value:
+            return "[ ]"
+        return "[ " + ", ".join(_jackson_pretty(v, nesting) for v in value) + " ]"
     return _ENCODER.encode(value)
 
 

@@ -73,8 +73,9 @@ ROUTE_KEYS = frozenset(
     "id description group precondition routeConfigurationId autoStartup routePolicy startupOrder "
     "streamCaching messageHistory logMask trace nodePrefixId inputType outputType from".split()
 )
-#: Options of the ``json`` data format (Camel's JsonDataFormat); only ``prettyPrint`` changes
-#: the output, the others configure Jackson in ways a sandbox body does not see.
+#: Options of the ``json`` data format (Camel's JsonDataFormat); only ``prettyPrint`` and
+#: ``contentTypeHeader`` change the output, the others configure Jackson in ways a sandbox body
+#: does not see.
 DATA_FORMAT_OPTIONS = frozenset(
     "id library prettyPrint unmarshalType unmarshalTypeName allowUnmarshallType include jsonView "
     "collectionType useList autoDiscoverObjectMapper objectMapper disableFeatures enableFeatures "

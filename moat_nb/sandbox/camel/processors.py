@@ -376,17 +376,26 @@ class Filter(WithSteps):
 
 
 class Marshal(Processor):
-    """``marshal: {json: {}}``: the body written as JSON text (Jackson's output)."""
+    """``marshal: {json: {}}``: the body written as JSON text (Jackson's output).
 
-    __slots__ = ("pretty",)
+    Like Camel's ``AbstractJacksonDataFormat.marshal`` (and Gson's), it sets the
+    ``Content-Type`` header to ``application/json`` unless ``contentTypeHeader: false``.
+    """
+
+    __slots__ = ("pretty", "content_type_header")
     processor_type = "marshal"
 
-    def __init__(self, *args: Any, pretty: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, pretty: bool = False, content_type_header: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.pretty = pretty
+        self.content_type_header = content_type_header
 
     def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
         exchange.body = to_json(exchange.body, pretty=self.pretty)
+        if self.content_type_header:
+            exchange.headers["Content-Type"] = "application/json"
         return None
 
 

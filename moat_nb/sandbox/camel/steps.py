@@ -416,7 +416,11 @@ def parse_data_format(b: Builder, name: str, value: Node, route_id: str) -> Proc
     if common is None:
         return None
     if name == "marshal":
-        return Marshal(**common, pretty=options.flag("prettyPrint"))
+        return Marshal(
+            **common,
+            pretty=options.flag("prettyPrint"),
+            content_type_header=options.flag("contentTypeHeader", True),
+        )
     return Unmarshal(**common)
 
 

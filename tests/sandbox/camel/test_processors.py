@@ -486,7 +486,8 @@ def test_bean_binding_conventions_and_return_values() -> None:
     )
     ex = ok(run(text, '{"qty": 3}', beans={"shop": Shop()}))
     assert json.loads(ex.output_body) == {"qty": 3, "price": 4.5}  # BigDecimal as a JSON number
-    assert ex.output_headers == {"tagged": 3}  # tag returned None: the body stayed
+    # tag returned None: the body stayed; marshal set Content-Type
+    assert ex.output_headers == {"tagged": 3, "Content-Type": "application/json"}
     text = route("unmarshal: {json: {}}", "bean: {ref: shop, method: both}")
     ex = ok(run(text, '{"qty": 2}', headers={"h": "H"}, properties={"p": "P"}, beans={"shop": Shop()}))
     assert ex.output_body == "2/H/P"
@@ -666,3 +667,21 @@ def test_set_property_null_removes_it_and_names_may_be_simple() -> None:
         )
     )
     assert ex.output_headers["x-a"] == "v" and ex.output_properties["pb"] == "w"
+
+
+def test_marshal_json_sets_content_type_and_pretty_prints_as_jackson() -> None:
+    # AbstractJacksonDataFormat.marshal: Content-Type application/json unless contentTypeHeader: false.
+    ex = ok(run(route("unmarshal: {json: {}}", "marshal: {json: {}}"), '{"a": 1}'))
+    assert ex.output_headers == {"Content-Type": "application/json"}
+    ex = ok(run(route("unmarshal: {json: {}}", "marshal: {json: {contentTypeHeader: false}}"), '{"a": 1}'))
+    assert ex.output_headers == {}
+    # prettyPrint is Jackson's DefaultPrettyPrinter: "key" : value, arrays inline, { } and [ ].
+    ex = ok(
+        run(
+            route("unmarshal: {json: {}}", "marshal: {json: {prettyPrint: true}}"),
+            '{"a": 1, "b": [1, {"c": {}}, []], "d": {"e": "x"}}',
+        )
+    )
+    assert ex.output_body == (
+        '{\n  "a" : 1,\n  "b" : [ 1, {\n    "c" : { }\n  }, [ ] ],\n  "d" : {\n    "e" : "x"\n  }\n}'
+    )
