@@ -147,6 +147,9 @@ class Builder:
         self.route_where: dict[str, tuple[str, int]] = {}
         self.direct_calls: list[tuple[To, str, int]] = []
         self.file = "<string>"
+        # (counters, claimed ids) right after a disabled step claimed its own id: what _step
+        # rolls back to once that step is parsed, so that its nested steps take no ids.
+        self._disabled_marks: list[tuple[dict[str, int], dict[str, tuple[str, int]]]] = []
 
     def _new_id(self, short_name: str) -> str:
         # Camel's DefaultNodeIdFactory: <shortName><per-name counter>.
@@ -182,11 +185,20 @@ class Builder:
 
     def common(self, m: YamlMap, short_name: str, route_id: str) -> dict[str, Any] | None:
         """``id`` (claimed now, before nested steps: Camel numbers depth first), ``description``;
-        ``None`` for a ``disabled: true`` step (Camel drops disabled steps)."""
-        if m.flag("disabled"):
-            return None
+        ``None`` for a ``disabled: true`` step.
+
+        Camel 4 builds a disabled step as a no-op ``DisabledProcessor`` (``ProcessorReifier.reifier``
+        returns a ``DisabledReifier``) after ``ProcessorReifier.createProcessor`` gave it its id
+        (``idOrCreate``): so it takes a generated id (the next ``setBody`` after a disabled one
+        is ``setBody2``), while its nested steps are never built and take none. The engine drops
+        the step; its nested steps are still parsed (and checked), and their ids given back.
+        """
+        disabled = m.flag("disabled")
         description = m.text("description")
         pid = self._claim_id(m.text("id"), short_name, m.node, short_name)
+        if disabled:
+            self._disabled_marks.append((dict(self.counters), dict(self.node_ids)))
+            return None
         return {
             "processor_id": pid,
             "route_id": route_id,
@@ -380,7 +392,13 @@ class Builder:
                 name,
                 (f"did you mean {close[0]!r}? " if close else "") + f"supported steps: {supported}",
             )
-        return parser(self, name, value, route_id)
+        marks = len(self._disabled_marks)
+        processor = parser(self, name, value, route_id)
+        if len(self._disabled_marks) > marks:
+            if processor is None:  # this step was disabled: its nested steps take no ids
+                self.counters, self.node_ids = self._disabled_marks[marks]
+            del self._disabled_marks[marks:]
+        return processor
 
     def step_map(self, name: str, value: Node, *, scalar_key: str | None = None) -> YamlMap:
         """The step's options; a scalar value is the short form for ``scalar_key``."""
