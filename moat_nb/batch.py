@@ -723,8 +723,9 @@ def _stopped_text(result: BatchResult) -> str:
 
 
 #: Error codes of a row that never reached the platform: the client's retries were spent on
-#: connecting (``TRANSPORT``) or on resuming the trace stream (``STREAM_RESUME_FAILED``).
-_UNREACHABLE = frozenset({"TRANSPORT", "STREAM_RESUME_FAILED"})
+#: connecting (``TRANSPORT``) or on resuming the trace stream (``STREAM_RESUME_FAILED``), or a
+#: proxy answered 502/503/504 for it without the platform's envelope (``GATEWAY``).
+_UNREACHABLE = frozenset({"TRANSPORT", "STREAM_RESUME_FAILED", "GATEWAY"})
 
 
 #: Where each record of a results file starts. Inside a record a quote is always escaped, so

@@ -197,7 +197,16 @@ def error_from_response(response: httpx.Response) -> ApiError:
         hint = _HINTS.get(code or "") or next(
             (_CLASS_HINTS[c] for c in cls.__mro__ if c in _CLASS_HINTS), None
         )
+    if code is None and status in _GATEWAY_STATUSES:
+        # No envelope: a proxy or load balancer answered for a platform it could not reach (the
+        # platform's own 503s carry their code). Batches count it as unreachable (batch.py).
+        code = "GATEWAY"
+        hint = "the platform behind this address did not answer: is it running? (or wait and retry)"
     return cls(message, status=status, code=code or cls.code, hint=hint, details=details)
+
+
+#: What a proxy in front of a platform answers when the platform is down or slow.
+_GATEWAY_STATUSES = frozenset({502, 503, 504})
 
 
 def redirect_error(response: httpx.Response) -> ServerError:

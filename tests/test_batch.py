@@ -414,11 +414,12 @@ def test_a_replay_lost_from_sight_stays_followed_and_one_that_answered_does_not(
     assert set(again.rows) == {"k0", "k1", "k2", "k3"}
 
 
-def test_ids_are_not_looked_up_one_by_one_once_the_platform_is_gone(tmp_path: Path) -> None:
+@pytest.mark.parametrize("peer", ["hangs up", "a gateway says 502"])
+def test_ids_are_not_looked_up_one_by_one_once_the_platform_is_gone(tmp_path: Path, peer: str) -> None:
     """A regression by exchange id looks each source up first: against a platform that hangs up
-    on every connection it stops looking after max(3, concurrency) failures in a row instead of
-    spending the client's retries on every id (review finding: 1,000 ids took ~175 s), and the
-    batch stops at once."""
+    on every connection (or a proxy whose platform is gone: 502 with no envelope) it stops
+    looking after max(3, concurrency) failures in a row instead of spending the client's
+    retries on every id (review finding: 1,000 ids took ~175 s), and the batch stops at once."""
     import socket
 
     from moat_nb.client import RetryPolicy
@@ -429,13 +430,18 @@ def test_ids_are_not_looked_up_one_by_one_once_the_platform_is_gone(tmp_path: Pa
     server.listen(64)
     accepted: list[int] = []
 
-    def hang_up() -> None:  # a real peer that closes every connection it takes
+    def hang_up() -> None:  # a real peer that closes every connection it takes (after a 502)
         while True:
             try:
                 conn, _ = server.accept()
             except OSError:
                 return
             accepted.append(1)
+            if peer != "hangs up":
+                conn.recv(65536)
+                conn.sendall(
+                    b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 4\r\nConnection: close\r\n\r\ndown"
+                )
             conn.close()
 
     threading.Thread(target=hang_up, daemon=True).start()

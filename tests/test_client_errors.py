@@ -115,6 +115,21 @@ def test_the_server_hint_wins() -> None:
     assert info.value.hint == "list your replays"
 
 
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_a_gateway_answering_for_a_platform_it_cannot_reach_is_told_apart(status: int) -> None:
+    # A proxy's own page (no envelope) is not the platform's 503 AGENT_UNAVAILABLE: code GATEWAY,
+    # which a batch counts as "could not reach the platform".
+    p = platform(answering(status, httpx.Response(status, text="<html>upstream down</html>")))
+    with pytest.raises(ServerError) as info:
+        p.execution("ex-1")
+    assert info.value.code == "GATEWAY" and info.value.status == status
+    assert "is it running?" in (info.value.hint or "")
+    enveloped = platform(answering(503, envelope(503, "AGENT_UNAVAILABLE", "no agent")))
+    with pytest.raises(ApiError) as info:
+        enveloped.execution("ex-1")
+    assert info.value.code == "AGENT_UNAVAILABLE"
+
+
 def test_a_body_that_is_no_envelope_still_maps_by_status() -> None:
     p = platform(answering(502, httpx.Response(502, text="<html>Bad Gateway</html>")))
     with pytest.raises(ServerError) as info:
