@@ -460,6 +460,57 @@ def test_ids_are_not_looked_up_one_by_one_once_the_platform_is_gone(tmp_path: Pa
     assert "with retry_errors=True also the rows that could not reach it" in str(info.value)
 
 
+def test_rows_in_flight_when_the_batch_stops_are_cut_off_not_waited_for(tmp_path: Path) -> None:
+    """One replay request hangs (a peer that takes it and never answers) while the others cannot
+    connect: the batch stops after three of those in a row and cuts the hanging row off, rather
+    than wait for it (its request is still waited for, up to the client's timeout, so that an
+    accepted replay's id would reach the results file)."""
+    import socket
+
+    from moat_nb.client import RetryPolicy
+    from moat_nb.errors import BatchStopped
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held: list[socket.socket] = []
+
+    def serve() -> None:  # the first request is held open, unanswered; later ones are hung up on
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            if not held:
+                held.append(conn)
+            else:
+                conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    sources = [
+        Execution(
+            execution_id=f"e-{i}", exchange_id=f"x-{i}", route_id="r", status="COMPLETED", environment="dev",
+            input_headers={}, input_body="{}", input_properties={}, processors=(),
+        )
+        for i in range(20)
+    ]  # fmt: skip
+    gone = Platform(
+        f"http://127.0.0.1:{server.getsockname()[1]}", token="t", retry=RetryPolicy(attempts=0), timeout=3.0
+    )
+    try:
+        with pytest.raises(BatchStopped) as info:
+            regression(gone, sources, "dev", reason="r", concurrency=3, progress=False, calibrate=False)
+    finally:
+        gone.close()
+        server.close()
+        for conn in held:
+            conn.close()
+    rows = info.value.result.rows
+    # Three rows that could not connect; the held one is not among them (it was cut off).
+    assert len(rows) == 3 and {r["error_code"] for r in rows} == {"TRANSPORT"}
+    assert len(held) == 1
+
+
 @pytest.fixture
 def offline() -> Iterator[Platform]:
     """A platform nothing listens for: a test using it shows that nothing was sent."""
