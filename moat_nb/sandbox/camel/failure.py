@@ -124,7 +124,7 @@ class ExchangeFailure(Exception):
     def __init__(
         self,
         error_type: str,
-        message: str,
+        message: str | None,
         *,
         cause: ExchangeFailure | None = None,
         type_names: frozenset[str] | None = None,
@@ -132,6 +132,8 @@ class ExchangeFailure(Exception):
     ) -> None:
         super().__init__(message)
         self.error_type = error_type
+        #: Java's ``getMessage()``: ``None`` for an exception built without one (a
+        #: ``throwException`` with no ``message``), which Java prints as ``null``.
         self.message = message
         self.cause = cause
         self.type_names = type_names if type_names is not None else java_type_names(error_type)
@@ -140,8 +142,14 @@ class ExchangeFailure(Exception):
         #: innermost first, appended while it propagates.
         self.frames: list[str] = []
 
+    @property
+    def message_text(self) -> str:
+        """The message as Java's string concatenation prints it (``null`` when there is none)."""
+        return "null" if self.message is None else self.message
+
     def __str__(self) -> str:
-        return f"{self.error_type}: {self.message}"
+        # Java's Throwable.toString: the class name alone when getLocalizedMessage() is null.
+        return self.error_type if self.message is None else f"{self.error_type}: {self.message}"
 
     def chain(self) -> Iterator[ExchangeFailure]:
         """This failure and its causes, outermost first (how Camel's doCatch walks them)."""

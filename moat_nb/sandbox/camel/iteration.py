@@ -166,7 +166,7 @@ class Split(WithSteps):
                         "org.apache.camel.CamelExchangeException",
                         f"Multicast processing failed for number {index}. "
                         f"Exchange[{sub.exchange_id}]. Caused by: "
-                        f"[{failure.error_type} - {failure.message}]",
+                        f"[{failure.error_type} - {failure.message_text}]",
                         cause=failure,
                     ) from None
                 if first_failure is None:

@@ -462,8 +462,8 @@ class ConvertBodyTo(Processor):
             raise ExchangeFailure(
                 "org.apache.camel.InvalidPayloadException",
                 f"No body available of type: {self.type_name} but has type: {java_type_of(body)} "
-                f"on: Message. Caused by: {failure.message}. Exchange[{exchange.exchange_id}]. "
-                f"Caused by: [{failure.error_type} - {failure.message}]",
+                f"on: Message. Caused by: {failure.message_text}. Exchange[{exchange.exchange_id}]. "
+                f"Caused by: [{failure.error_type} - {failure.message_text}]",
                 cause=failure,
             ) from None
         return None

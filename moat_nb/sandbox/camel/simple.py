@@ -802,6 +802,8 @@ def _no_method(value: Any, name: str) -> SimpleEvaluationError:
 
 
 def _exception_message(exc: BaseException) -> str | None:
+    if isinstance(exc, ExchangeFailure):
+        return exc.message  # getMessage(): null when the exception was built without one
     message = getattr(exc, "message", None)
     if not isinstance(message, str):
         message = str(exc)

@@ -459,7 +459,10 @@ def parse_throw_exception(b: Builder, name: str, value: Node, route_id: str) -> 
             "use a fully qualified name, e.g. java.lang.IllegalArgumentException",
         )
     text = m.text("message")
-    message = SimpleLanguageExpression(text, file=b.file, line=m.line_of("message")) if text else None
+    # Camel builds the message with Simple whenever one is given, even ``""``.
+    message = (
+        SimpleLanguageExpression(text, file=b.file, line=m.line_of("message")) if text is not None else None
+    )
     if common is None:
         return None
     return ThrowException(**common, exception_type=exception_type, message=message)

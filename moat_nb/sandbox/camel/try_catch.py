@@ -36,8 +36,10 @@ class ThrowException(Processor):
         self.message = message
 
     def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        # ThrowExceptionProcessor.process: with a message, new Type(simple.evaluate(String));
+        # without one, the default constructor, so getMessage() is null (not "").
         text = to_text(self.message.evaluate(exchange)) if self.message is not None else None
-        raise ExchangeFailure(self.exception_type, text or "")
+        raise ExchangeFailure(self.exception_type, text)
 
 
 class DoCatch(WithSteps):

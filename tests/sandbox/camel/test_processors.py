@@ -364,6 +364,29 @@ def test_throw_exception_uses_the_given_type_and_simple_message() -> None:
     assert "\tat r.throwException1(t.yaml:" in ex.error_stack_trace
 
 
+def test_throw_exception_without_message_has_a_null_message() -> None:
+    # ThrowExceptionProcessor uses the type's default constructor when no message is given:
+    # getMessage() is null and Throwable.toString() prints the class name alone.
+    ex = run(route("throwException: {exceptionType: java.lang.IllegalStateException}"), "q")
+    assert (ex.status, ex.error_type, ex.error_message) == ("FAILED", "java.lang.IllegalStateException", None)
+    assert ex.processors[0].error_message is None
+    assert ex.error_stack_trace.splitlines()[0] == "java.lang.IllegalStateException"
+    # An empty message is still a message: new IllegalStateException("").
+    ex = run(route("throwException: {exceptionType: java.lang.IllegalStateException, message: ''}"), "q")
+    assert ex.error_message == ""
+    # In a doCatch, ${exception.message} reads null (Simple prints it as empty text).
+    caught = route(
+        """doTry:
+  steps:
+    - throwException: {exceptionType: java.lang.IllegalStateException}
+  doCatch:
+    - exception: [java.lang.IllegalStateException]
+      steps:
+        - setBody: {simple: "[${exception.message}]"}"""
+    )
+    assert ok(run(caught, "q")).output_body == "[]"
+
+
 TRY = route(
     """doTry:
   steps:
