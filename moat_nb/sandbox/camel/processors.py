@@ -483,7 +483,8 @@ class Delay(Processor):
         self.expression = expression
 
     def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
-        millis = convert_to(self.expression.evaluate(exchange), "java.lang.Double") or 0.0
+        # Delayer.calculateDelay: delay.evaluate(exchange, Long.class); null or <= 0 is no delay.
+        millis = convert_to(self.expression.evaluate(exchange), "java.lang.Long") or 0
         sleep = exchange.context.sleep
         if sleep is not None and millis > 0:
             sleep(millis / 1000.0)

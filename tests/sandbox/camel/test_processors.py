@@ -557,6 +557,27 @@ def test_delay_uses_the_context_sleep_only() -> None:
     ok(run(route("delay: 100000"), "x"))  # no sleep given: the sandbox never waits
 
 
+def test_delay_converts_its_value_to_a_long() -> None:
+    # Delayer.calculateDelay: delay.evaluate(exchange, Long.class). A Double is truncated by
+    # Number.longValue(); the text "1.5" is not a Long and the conversion fails the exchange.
+    slept: list[float] = []
+    double = "setBody: {constant: {expression: 1.5, resultType: java.lang.Double}}"
+    ok(run(route(double, "delay: {simple: '${body}'}"), "x", context=ctx(sleep=slept.append)))
+    ok(
+        run(
+            route("delay: {simple: '${header.ms}'}"),
+            "x",
+            headers={"ms": 2.9},
+            context=ctx(sleep=slept.append),
+        )
+    )
+    assert slept == [0.001, 0.002]
+    ex = run(route("delay: '1.5'"), "x", context=ctx(sleep=slept.append))
+    assert (ex.status, ex.error_type) == ("FAILED", "org.apache.camel.TypeConversionException")
+    assert 'NumberFormatException: For input string: "1.5"' in ex.error_message
+    assert slept == [0.001, 0.002]
+
+
 def test_stop_ends_the_exchange_including_the_caller() -> None:
     text = (
         route("to: direct:sub", "setBody: {constant: after}")
