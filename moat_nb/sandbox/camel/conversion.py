@@ -15,7 +15,9 @@ JSON form is what every sandbox user wants to read.
 
 from __future__ import annotations
 
+import codecs
 import json
+import re
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -25,6 +27,7 @@ from .failure import ExchangeFailure
 
 __all__ = [
     "SUPPORTED_TYPES",
+    "charset_codec",
     "to_text",
     "to_json",
     "capture_value",
@@ -317,13 +320,40 @@ def canonical_type(type_name: str) -> str | None:
     return name if name in _CONVERTERS else None
 
 
-def convert_to(value: Any, type_name: str) -> Any:
+# java.nio.charset.Charset.checkName: a letter or digit, then letters, digits, - + : _ .
+_CHARSET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-+:_.]*\Z")
+
+
+def charset_codec(name: str) -> str | None:
+    """The Python codec for the Java charset ``name``, or ``None`` when Java's
+    ``Charset.isSupported`` would refuse it (an illegal name or an unknown charset)."""
+    if not _CHARSET_NAME.match(name):
+        return None
+    try:
+        info = codecs.lookup(name)
+    except LookupError:
+        return None
+    # Only text encodings are charsets (not base64, rot13, zlib ...).
+    return info.name if getattr(info, "_is_text_encoding", True) else None
+
+
+def convert_to(value: Any, type_name: str, charset: str | None = None) -> Any:
     """Convert ``value`` to the Java type ``type_name`` (a name :func:`canonical_type` accepts).
 
     ``None`` converts to ``None`` (Camel's converters return null for a null value). A failure
     raises :class:`ExchangeFailure` (``org.apache.camel.TypeConversionException``).
+    ``charset`` (a codec from :func:`charset_codec`) is the exchange's ``CamelCharsetName``:
+    Camel's converters decode ``byte[]`` and encode text with it (UTF-8 otherwise), replacing
+    what the charset cannot map as Java's ``new String(bytes, cs)``/``getBytes(cs)`` do.
     """
     if value is None:
         return None
     name = _ALIASES.get(type_name, type_name)
+    if charset is not None:
+        if isinstance(value, bytes | bytearray):
+            if name in ("byte[]", "java.lang.Object"):
+                return bytes(value)
+            value = bytes(value).decode(charset, "replace")
+        elif name == "byte[]":
+            return str(to_text(value)).encode(charset, "replace")
     return _CONVERTERS[name](value, name)

@@ -441,20 +441,25 @@ class ConvertBodyTo(Processor):
     the ``TypeConversionException`` through.
     """
 
-    __slots__ = ("type_name", "mandatory")
+    __slots__ = ("type_name", "mandatory", "charset")
     processor_type = "convertBodyTo"
 
-    def __init__(self, *args: Any, type_name: str, mandatory: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, type_name: str, mandatory: bool = True, charset: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.type_name = type_name
         self.mandatory = mandatory
+        #: The ``charset`` option as a Python codec: Camel sets it as ``CamelCharsetName`` for
+        #: the conversion only (and restores the previous value after).
+        self.charset = charset
 
     def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
         body = exchange.body
         if body is None:
             return None
         try:
-            exchange.body = convert_to(body, self.type_name)
+            exchange.body = convert_to(body, self.type_name, self.charset)
         except ExchangeFailure as failure:
             if not self.mandatory:
                 raise

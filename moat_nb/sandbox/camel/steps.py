@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .bean import BEAN_PARAMETERS, Bean, Process, bean_binding
-from .conversion import SUPPORTED_TYPES, canonical_type
+from .conversion import SUPPORTED_TYPES, canonical_type, charset_codec
 from .dsl import (
     COMMON_KEYS,
     DATA_FORMAT_OPTIONS,
@@ -438,9 +438,23 @@ def parse_convert_body_to(b: Builder, name: str, value: Node, route_id: str) -> 
             name,
             "use one of " + ", ".join(SUPPORTED_TYPES),
         )
+    # ConvertBodyReifier.validateCharset: an unsupported charset fails the route's build
+    # (UnsupportedCharsetException), so it fails here at load time.
+    charset_name = m.text("charset")
+    charset = None
+    if charset_name is not None:
+        charset = charset_codec(charset_name)
+        if charset is None:
+            raise load_error(
+                b.file,
+                m.get("charset"),
+                f"convertBodyTo charset {charset_name!r} is not a supported charset",
+                name,
+                "use a Java charset name, e.g. UTF-8, ISO-8859-1, US-ASCII or UTF-16",
+            )
     if common is None:
         return None
-    return ConvertBodyTo(**common, type_name=canonical, mandatory=m.flag("mandatory", True))
+    return ConvertBodyTo(**common, type_name=canonical, mandatory=m.flag("mandatory", True), charset=charset)
 
 
 def parse_throw_exception(b: Builder, name: str, value: Node, route_id: str) -> Processor | None:

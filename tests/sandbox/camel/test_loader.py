@@ -199,6 +199,15 @@ STEP = "- from:\n    uri: direct:a\n    steps:\n{}"
         ("      - setBody: {jsonpath: '$.a[?('}\n", 4, "jsonpath", "does not parse", "$.lines"),
         ("      - marshal: {jacksonXml: {}}\n", 4, "marshal", "'jacksonXml' is not supported", "json"),
         ("      - convertBodyTo: java.util.Date\n", 4, "convertBodyTo", "not supported", "java.lang.Integer"),
+        # ConvertBodyReifier.validateCharset: UnsupportedCharsetException when the route is built.
+        (
+            "      - convertBodyTo: {type: String, charset: UTF-9}\n",
+            4,
+            "convertBodyTo",
+            "'UTF-9' is not a supported charset",
+            "ISO-8859-1",
+        ),
+        ("      - convertBodyTo: {type: String, charset: base64}\n", 4, "convertBodyTo", "charset", None),
         (
             "      - doTry:\n          steps: []\n          doCatch:\n"
             "            - exception: [IllegalThing]\n              steps: []\n",

@@ -345,6 +345,21 @@ def test_convert_body_to() -> None:
     assert ok(run(route("convertBodyTo: String"), None)).output_body is None
 
 
+def test_convert_body_to_uses_its_charset() -> None:
+    # ConvertBodyProcessor sets CamelCharsetName for the conversion: the byte[]/String
+    # converters encode and decode with it (UTF-8 otherwise).
+    to_latin1 = "convertBodyTo: {type: 'byte[]', charset: ISO-8859-1}"
+    ex = ok(run(route(to_latin1, "convertBodyTo: {type: String, charset: ISO-8859-1}"), "é"))
+    assert ex.output_body == "é"
+    ex = ok(run(route(to_latin1, "convertBodyTo: {type: String, charset: UTF-8}"), "é"))
+    assert ex.output_body == "\ufffd"  # one Latin-1 byte is malformed UTF-8
+    ex = ok(run(route("convertBodyTo: {type: 'byte[]', charset: UTF-16BE}", "convertBodyTo: String"), "é"))
+    assert ex.output_body == "\x00\ufffd"  # b"\x00\xe9" read back as UTF-8
+    # What the charset cannot map becomes '?', as String.getBytes(charset) does.
+    ex = ok(run(route("convertBodyTo: {type: 'byte[]', charset: US-ASCII}", "convertBodyTo: String"), "é!"))
+    assert ex.output_body == "?!"
+
+
 # --------------------------------------------------------------------------- errors
 
 
