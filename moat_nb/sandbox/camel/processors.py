@@ -290,6 +290,10 @@ class Log(Processor):
         self.log_name = log_name
 
     def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        if self.level == "OFF":
+            # LogProcessor.process works only when logger.shouldLog(), which CamelLogger
+            # answers false for OFF: nothing is evaluated nor logged.
+            return None
         text = to_text(self.message.evaluate(exchange))
         sink = exchange.context.log
         if sink is not None:

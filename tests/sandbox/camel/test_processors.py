@@ -120,6 +120,20 @@ def test_log_evaluates_simple_and_uses_the_context_sink() -> None:
     assert lines[2][0] == "x" and "Body: B" in lines[2][2]
 
 
+def test_log_level_off_logs_nothing_and_evaluates_nothing() -> None:
+    # LogProcessor.process runs only if logger.shouldLog(), and CamelLogger.shouldLog is false
+    # for OFF: the message is not even evaluated, so a failing expression does not fail.
+    lines: list[tuple[str, str, str]] = []
+    text = route(
+        "log: {message: 'n=${bodyAs(Integer)}', loggingLevel: OFF}",
+        "log: {message: 'after', loggingLevel: 'off'}",
+        "log: done",
+    )
+    ex = ok(run(text, "not a number", context=ctx(log=lambda *a: lines.append(a))))
+    assert lines == [("r", "INFO", "done")]
+    assert [p.processor_id for p in ex.processors] == ["log1", "log2", "log3"]
+
+
 # --------------------------------------------------------------------------- routing
 
 
