@@ -1748,6 +1748,17 @@ class _Compiler:
         tokens = self.tokenize(start, end)
         if not tokens:
             return _Value(lambda ex: False, True, False, True)  # Camel: nothing to parse is false
+        first = tokens[0]
+        if first.kind == "value" and first.text in ("number", "text", "null"):
+            # SimplePredicateParser.parseTokens: a numeric, minus or null token is only taken as
+            # the right hand side of a binary or logical operator; first in the predicate it
+            # is "Unexpected token" (true and false are accepted anywhere).
+            literal = self.text[first.pos : first.pos + 40].split(None, 1)[0]
+            raise self.error(
+                f"Unexpected token {literal}",
+                first.pos,
+                "put the function first (${body} == 5, not 5 == ${body}), or quote the literal ('5')",
+            )
 
         def chain(k: int, after: _Token | None) -> tuple[_Value, int]:
             """A value and the binary operators applied to it, left to right."""

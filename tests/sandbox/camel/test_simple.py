@@ -611,6 +611,11 @@ def test_evaluate_of_a_predicate_gives_a_bool() -> None:
         ("${body} is 'Frob'", True, 11, "cannot find class", "String"),
         ("  ${nope}", False, 4, "Unknown function 'nope'", "${body}"),
         ("a ${ } b", False, 5, "empty function", "${body}"),
+        # SimplePredicateParser.parseTokens takes a number, minus or null only after an operator.
+        ("5 == ${body}", True, 0, "Unexpected token 5", "${body} == 5"),
+        ("  -1 < ${body}", True, 2, "Unexpected token -1", "quote"),
+        ("null == ${body}", True, 0, "Unexpected token null", "${body} == 5"),
+        ("1.5", True, 0, "Unexpected token 1.5", "quote"),
     ],
 )
 def test_syntax_errors_carry_position_and_hint(
@@ -624,6 +629,16 @@ def test_syntax_errors_carry_position_and_hint(
     assert message in error.message
     assert error.hint is not None and hint in error.hint
     assert error.code == "SIMPLE_SYNTAX"
+
+
+def test_literals_on_the_left_after_a_logical_operator_or_quoted_are_accepted() -> None:
+    # logicalOperator() takes a numeric, boolean or null value after && / ||, and a quoted
+    # literal or true/false may come first.
+    ex = make(body="5")
+    assert ok("${body} != 1 && 5 == ${body}", ex)
+    assert ok("${body} == 1 || null == ${header.none}", ex)
+    assert ok("'5' == ${body}", ex)
+    assert not ok("true == ${body}", ex)
 
 
 def test_unknown_function_lists_the_supported_ones() -> None:
