@@ -183,7 +183,9 @@ class Builder:
         self.node_ids[pid] = (self.file, node_line(node))
         return pid
 
-    def common(self, m: YamlMap, short_name: str, route_id: str) -> dict[str, Any] | None:
+    def common(
+        self, m: YamlMap, short_name: str, route_id: str, *, honour_disabled: bool = True
+    ) -> dict[str, Any] | None:
         """``id`` (claimed now, before nested steps: Camel numbers depth first), ``description``;
         ``None`` for a ``disabled: true`` step.
 
@@ -192,8 +194,10 @@ class Builder:
         (``idOrCreate``): so it takes a generated id (the next ``setBody`` after a disabled one
         is ``setBody2``), while its nested steps are never built and take none. The engine drops
         the step; its nested steps are still parsed (and checked), and their ids given back.
+        ``honour_disabled=False`` is for the clauses whose ``disabled`` Camel never reads (an
+        ``otherwise``, a ``when`` of a ``precondition`` choice).
         """
-        disabled = m.flag("disabled")
+        disabled = m.flag("disabled") and honour_disabled
         description = m.text("description")
         pid = self._claim_id(m.text("id"), short_name, m.node, short_name)
         if disabled:

@@ -216,11 +216,25 @@ def parse_choice(b: Builder, name: str, value: Node, route_id: str) -> Processor
             name,
             form_hint(name),
         )
+    # ChoiceReifier.createProcessor casts each when's processor to FilterProcessor; a disabled
+    # when is built by DisabledReifier as a DisabledProcessor, so the route fails to start
+    # (ClassCastException). A precondition choice never builds its whens that way (it only
+    # evaluates their predicates), so there the flag is not read at all.
+    precondition = m.flag("precondition")
     whens = []
     for item in when_node.value:
         wm = YamlMap(item, "when", b.file)
         wm.check(COMMON_KEYS | EXPRESSION_KEYS | {"steps"})
-        wcommon = b.common(wm, "when", route_id)
+        if wm.flag("disabled") and not precondition:
+            raise load_error(
+                b.file,
+                wm.get("disabled"),
+                "a when clause cannot be disabled: Camel fails to start the route "
+                "(its DisabledProcessor is not a FilterProcessor)",
+                "when",
+                "remove the when clause, or disable the whole choice",
+            )
+        wcommon = b.common(wm, "when", route_id, honour_disabled=False)
         predicate = b.expression(wm, predicate=True)
         steps = b.steps(wm.get("steps"), route_id)
         if wcommon is not None:
@@ -243,7 +257,9 @@ def parse_choice(b: Builder, name: str, value: Node, route_id: str) -> Processor
         else:
             om = YamlMap(other_node, "otherwise", b.file)
             om.check(COMMON_KEYS | {"steps"})
-            ocommon = b.common(om, "otherwise", route_id)
+            # ChoiceReifier builds the otherwise's outputs directly (createOutputsProcessor),
+            # never through its own reifier: its disabled flag is not read and it still runs.
+            ocommon = b.common(om, "otherwise", route_id, honour_disabled=False)
             steps = b.steps(om.get("steps"), route_id)
         if ocommon is not None:
             otherwise = Otherwise(**ocommon, steps=steps)
@@ -506,7 +522,13 @@ def parse_do_try(b: Builder, name: str, value: Node, route_id: str) -> Processor
         fsteps = b.steps(fm.get("steps"), route_id)
         if fcommon is not None:
             finally_ = DoFinally(**fcommon, steps=fsteps)
-    if not catches and finally_ is None and common is not None:
+    # A disabled doCatch/doFinally is built as a DisabledProcessor (it does nothing: the
+    # exception is not caught, the finally steps do not run), but it is still a clause of the
+    # doTry (TryReifier), so a doTry with only disabled clauses is valid.
+    has_catch = not is_null(catch_node) and not (
+        isinstance(catch_node, SequenceNode) and not catch_node.value
+    )
+    if not has_catch and is_null(finally_node) and common is not None:
         raise load_error(b.file, m.node, "doTry needs a doCatch or a doFinally", name, form_hint(name))
     if common is None:
         return None

@@ -571,6 +571,55 @@ def test_bean_without_registry_fails_at_run_time_with_no_such_bean() -> None:
 # --------------------------------------------------------------------------- others
 
 
+def test_disabled_clauses_of_choice_and_do_try_as_camel_builds_them() -> None:
+    # ChoiceReifier casts each when to FilterProcessor: a disabled one (a DisabledProcessor)
+    # stops the route from starting, so it is refused at load time.
+    disabled_when = route(
+        """choice:
+  when:
+    - simple: "${body} == 'a'"
+      disabled: true
+      steps: [{setBody: {constant: A}}]
+  otherwise:
+    steps: [{setBody: {constant: other}}]"""
+    )
+    with pytest.raises(RouteLoadError, match="when clause cannot be disabled") as info:
+        run(disabled_when, "a")
+    assert info.value.line == 9 and info.value.construct == "when"  # the disabled: line
+    # In a precondition choice the whens are only evaluated, the flag is never read.
+    pre = disabled_when.replace("choice:\n", "choice:\n          precondition: true\n", 1)
+    assert ok(run(pre, "a")).output_body == "A"
+    # The otherwise's outputs are built directly: its disabled flag is ignored and it runs.
+    other = route(
+        """choice:
+  when:
+    - simple: "${body} == 'a'"
+      steps: [{setBody: {constant: A}}]
+  otherwise:
+    disabled: true
+    steps: [{setBody: {constant: other}}]"""
+    )
+    assert ok(run(other, "b")).output_body == "other"
+    # TryReifier keeps a disabled doCatch/doFinally as a do-nothing DisabledProcessor: the
+    # exception is not caught and the finally steps do not run, but the doTry is valid.
+    only_disabled = route(
+        """doTry:
+  steps:
+    - throwException: {exceptionType: java.lang.IllegalStateException, message: boom}
+  doCatch:
+    - exception: [java.lang.Exception]
+      disabled: true
+      steps: [{setBody: {constant: caught}}]
+  doFinally:
+    disabled: true
+    steps: [{setHeader: {name: f, constant: ran}}]"""
+    )
+    ex = run(only_disabled, "x")
+    assert (ex.status, ex.error_type, ex.output_headers) == ("FAILED", "java.lang.IllegalStateException", {})
+    no_finally = only_disabled.split("  doFinally:")[0].rstrip() + "\n"
+    assert run(no_finally, "x").error_message == "boom"  # loads: the doTry has a doCatch
+
+
 def test_delay_uses_the_context_sleep_only() -> None:
     slept: list[float] = []
     ex = ok(
