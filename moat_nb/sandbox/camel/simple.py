@@ -740,9 +740,9 @@ def _instance_test(name: str) -> Callable[[Any], bool] | None:
 # --------------------------------------------------------------------------- OGNL on values
 #
 # "OGNL expression support" in the Simple page: ``${body.address.zip}``, ``${body[items][0]}``,
-# ``${body?.address}`` (null safe), ``${body[last]}``. Camel resolves a name on a Map as the key
-# and otherwise invokes a method through the bean component; we support the keys of maps, the
-# indexes of lists and a handful of no-argument Java methods.
+# ``${body?.address}`` (null safe), ``${body[last]}``. Camel invokes each name as a method through
+# the bean component; we support the keys of maps (a name that is not a Map method, such as
+# ``size``), the indexes of lists and a handful of no-argument Java methods.
 
 _JAVA_WHITESPACE = "".join(chr(i) for i in range(33))  # String.trim() strips every char <= ' '
 _SIZED = (str, list, tuple, set, frozenset, Mapping)
@@ -839,6 +839,12 @@ def _map_get(mapping: Mapping[Any, Any], key: str) -> Any:
 
 def _member(value: Any, name: str) -> Any:
     if isinstance(value, Mapping):
+        # BeanExpression.invokeOgnlMethod invokes each name as a method (BeanInfo.getOperations):
+        # a name that is a java.util.Map method (size, isEmpty, keySet, values, toString) calls
+        # it, even when the map also has a key of that name; other names read the key.
+        method = _METHODS.get(name)
+        if method is not None and isinstance(value, method[0]):
+            return method[1](value)
         return _map_get(value, name)
     if isinstance(value, BaseException):
         return _exception_member(value, name)

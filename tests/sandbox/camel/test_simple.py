@@ -99,6 +99,20 @@ def test_body_ognl_on_unmarshalled_json(text: str, expected: Any) -> None:
     assert ev(text, make(ORDER)) == expected
 
 
+def test_map_method_names_call_the_method_not_the_key() -> None:
+    # BeanExpression.invokeOgnlMethod invokes ".size" as a method (BeanInfo.getOperations finds
+    # java.util.Map.size()), even when the map has a "size" key; [size] reads the key.
+    body = {"size": "XL", "sku": "A-1", "values": [9]}
+    exchange = make(body)
+    assert ev("${body.size}", exchange) == 3
+    assert ev("${body.size()}", exchange) == 3
+    assert ev("${body[size]}", exchange) == "XL"
+    assert ev("${body.values}", exchange) == ["XL", "A-1", [9]]
+    assert ev("${body.isEmpty}", exchange) is False
+    assert ok("${body.size} == 3", exchange)
+    assert ev("${body.sku}", exchange) == "A-1"  # not a Map method: the key, as before
+
+
 def test_lone_function_returns_the_raw_object() -> None:
     exchange = make(ORDER)
     assert ev("${body}", exchange) is ORDER
