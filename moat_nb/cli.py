@@ -257,6 +257,12 @@ def _preview(text: str | None, width: int = 60) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
+def _error_text(error_type: str | None, message: str | None) -> str:
+    """As Java's ``Throwable.toString()`` prints it: the class, then ``: message`` if it has one
+    (a ``throwException`` with no message has none)."""
+    return f"{error_type}: {message}" if message is not None else str(error_type)
+
+
 def trace_table(execution: Any) -> str:
     """A readable processor table: seq, processor id indented by depth, type, status, ms,
     the output body's start (the input body in ``ROUTE`` capture is not there: ``-``)."""
@@ -271,7 +277,7 @@ def trace_table(execution: Any) -> str:
         if p.endpoint_uri:
             body = f"-> {p.endpoint_uri}  {body}" if p.output_body is not None else f"-> {p.endpoint_uri}"
         if p.status == "FAILED" and p.error_type:
-            body = f"{p.error_type}: {p.error_message or ''}"
+            body = _error_text(p.error_type, p.error_message)
         rows.append((str(p.seq), label, p.processor_type, p.status, f"{p.duration_ms or 0:.3f}", body))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = [
@@ -281,7 +287,7 @@ def trace_table(execution: Any) -> str:
     for row in rows:
         lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5])
     if execution.status == "FAILED":
-        lines.append(f"FAILED: {execution.error_type}: {execution.error_message}")
+        lines.append(f"FAILED: {_error_text(execution.error_type, execution.error_message)}")
     lines.append(f"output body: {_preview(execution.output_body, 200)}")
     return "\n".join(line.rstrip() for line in lines)
 

@@ -605,7 +605,9 @@ def _bar_hover(
     )
     times = f"{side}: seq {rec.seq}, starts at {_ms(start)}, runs {_ms(duration)}, {rec.status}"
     if rec.error_type:
-        times += f"<br>error: {_esc(rec.error_type)}: {_esc(_short(rec.error_message or '', 80))}"
+        times += f"<br>error: {_esc(rec.error_type)}" + (
+            f": {_esc(_short(rec.error_message, 80))}" if rec.error_message is not None else ""
+        )
     if result is None:
         return f"{head}<br>{times}"
     state = STATES[row.state][1]

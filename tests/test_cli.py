@@ -200,6 +200,23 @@ def test_run_trace_prints_a_processor_table_and_exit_1_on_failure(
     assert table[-2] == "FAILED: java.lang.IllegalStateException: failed on purpose"
 
 
+def test_a_failure_without_a_message_prints_as_java_prints_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # throwException with no message has a null message (ThrowExceptionProcessor): Java prints
+    # the class alone, not "java.lang.IllegalStateException: None" nor a dangling colon.
+    (tmp_path / "boom.yaml").write_text(
+        '- route:\n    id: boom\n    from:\n      uri: "direct:boom"\n      steps:\n'
+        "        - throwException:\n            exceptionType: java.lang.IllegalStateException\n"
+    )
+    body = tmp_path / "body.json"
+    body.write_text("{}")
+    assert main(["routes", "run", str(tmp_path), "--route", "boom", "--body", str(body), "--trace"]) == 1
+    table = capsys.readouterr().out.splitlines()
+    assert table[-3].endswith("  java.lang.IllegalStateException")  # the trace table's body cell
+    assert table[-2] == "FAILED: java.lang.IllegalStateException"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
