@@ -728,6 +728,21 @@ def _stopped_text(result: BatchResult) -> str:
 _UNREACHABLE = frozenset({"TRANSPORT", "STREAM_RESUME_FAILED", "GATEWAY"})
 
 
+class _Reach:
+    """Failures in a row that never reached the platform (:data:`_UNREACHABLE`): a batch stops
+    once there are as many as run side by side (3 at least), since every row or look-up left
+    would spend the client's retries too. Any answer from the platform, even a refusal, resets it."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.limit = max(3, concurrency)
+        self.count = 0
+
+    def lost(self, code: str | None) -> bool:
+        """Count one outcome (its error code, None for a success); True once the limit is reached."""
+        self.count = self.count + 1 if code in _UNREACHABLE else 0
+        return self.count >= self.limit
+
+
 #: Where each record of a results file starts. Inside a record a quote is always escaped, so
 #: this text starts a record and nothing else.
 _RECORD_START = b'{"type": "'
@@ -1094,7 +1109,7 @@ class _Batch:
         self._requests: set[asyncio.Future[Any]] = set()
         self._counts: Counter[str] = Counter()
         self._pending: list[_Job] | None = None
-        self._unreachable = 0  # rows in a row that could not reach the platform
+        self._reach = _Reach(concurrency)  # rows in a row that could not reach the platform
         self._gone: dict[str, Any] | None = None  # the row that made the batch stop, if one did
 
     # ---------------------------------------------------------------- result
@@ -1413,11 +1428,8 @@ class _Batch:
         """True once as many rows in a row as run side by side (3 at least) could not reach the
         platform with the client's retries spent: it is down, and every row left would spend
         those retries too (1.4 s each to fail, a stream reader up to minutes)."""
-        if row["verdict"] == "ERROR" and row.get("error_code") in _UNREACHABLE:
-            self._unreachable += 1
-        else:
-            self._unreachable = 0  # an answer from the platform, even a refusal
-        if self._gone is None and self._unreachable >= max(3, self.concurrency):
+        lost = self._reach.lost(row.get("error_code") if row["verdict"] == "ERROR" else None)
+        if lost and self._gone is None:
             self._gone = row
             return True
         return False
@@ -1426,7 +1438,7 @@ class _Batch:
         result = self.result()
         text = (
             f"{self.kind} stopped after {len(result.rows)} of {result.total} rows: "
-            f"{self._unreachable} rows in a row could not reach the platform (the last: {row['error']})"
+            f"{self._reach.count} rows in a row could not reach the platform (the last: {row['error']})"
         )
         if result.results_path is not None:
             hint = (
@@ -1453,24 +1465,23 @@ class _Batch:
         """Before any replay: look up the sources known only by id (bounded), and for a sweep
         fetch the original once and apply every variant to it (a bad one fails the sweep)."""
         slots = asyncio.Semaphore(self.concurrency)
-        unreachable = 0
+        reach = _Reach(self.concurrency)
         lost: MoatError | None = None
 
         async def resolve(job: _Job) -> None:
-            nonlocal unreachable, lost
+            nonlocal lost
             async with slots:
                 if lost is not None:  # the platform is gone: each row fails at once, and stops the batch
                     job.error = lost
                     return
                 try:
                     await self._resolve(ap, job.source)
-                    unreachable = 0
+                    reach.lost(None)
                 except MoatError as exc:
                     job.error = exc
-                    # The rule of _lost_platform: without it, 1,000 ids each spent the client's
+                    # The rows' rule (_Reach): without it, 1,000 ids each spent the client's
                     # retries here (~175 s at concurrency 8) before the first row (review finding).
-                    unreachable = unreachable + 1 if exc.code in _UNREACHABLE else 0
-                    if unreachable >= max(3, self.concurrency):
+                    if reach.lost(exc.code):
                         lost = exc
 
         unique = {id(j.source): j for j in pending if j.source.full is None}

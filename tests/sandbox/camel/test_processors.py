@@ -456,11 +456,9 @@ def test_do_try_catches_by_superclass_and_on_when_and_always_finally(
     assert ex.processors[1].status == "FAILED"  # the throwing step itself
 
 
-def test_do_catch_matches_the_cause_chain_and_a_catch_can_fail_again() -> None:
-    # stopOnException wraps the item's failure in a CamelExchangeException; Camel's doCatch
-    # walks the causes, so a catch of the inner type still matches.
-    text = route(
-        """doTry:
+#: A split whose item fails (stopOnException wraps it in a CamelExchangeException) inside a
+#: doTry whose doCatch matches the inner type; the catch's steps follow.
+_SPLIT_FAILS_THEN_CATCH = """doTry:
   steps:
     - split:
         tokenize: ","
@@ -470,7 +468,15 @@ def test_do_catch_matches_the_cause_chain_and_a_catch_can_fail_again() -> None:
   doCatch:
     - exception: [java.lang.IllegalStateException]
       steps:
-        - throwException: {exceptionType: java.lang.UnsupportedOperationException, message: again}"""
+"""
+
+
+def test_do_catch_matches_the_cause_chain_and_a_catch_can_fail_again() -> None:
+    # stopOnException wraps the item's failure in a CamelExchangeException; Camel's doCatch
+    # walks the causes, so a catch of the inner type still matches.
+    text = route(
+        _SPLIT_FAILS_THEN_CATCH
+        + "        - throwException: {exceptionType: java.lang.UnsupportedOperationException, message: again}"
     )
     ex = run(text, "a,b")
     assert ex.status == "FAILED" and ex.error_type == "java.lang.UnsupportedOperationException"
@@ -486,19 +492,7 @@ def test_do_catch_matches_the_cause_chain_and_a_catch_can_fail_again() -> None:
 def test_do_catch_of_a_cause_sees_the_exchange_exception_as_caught() -> None:
     # CatchProcessor.process: EXCEPTION_CAUGHT is exchange.getException(), the wrapper, even
     # when the clause matched an exception further down its cause chain.
-    text = route(
-        """doTry:
-  steps:
-    - split:
-        tokenize: ","
-        stopOnException: true
-        steps:
-          - throwException: {exceptionType: java.lang.IllegalStateException, message: inner}
-  doCatch:
-    - exception: [java.lang.IllegalStateException]
-      steps:
-        - setBody: {simple: "${exception.message}"}"""
-    )
+    text = route(_SPLIT_FAILS_THEN_CATCH + '        - setBody: {simple: "${exception.message}"}')
     ex = ok(run(text, "a,b"))
     assert ex.output_body.startswith("Multicast processing failed for number 0.")
     assert ex.output_properties["CamelExceptionCaught"].startswith("org.apache.camel.CamelExchangeException")
