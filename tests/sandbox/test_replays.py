@@ -952,7 +952,7 @@ def test_processor_events_are_stored_as_references_and_read_back_as_they_were_se
     op = user("operator")
     replay = replay_done(op, tools, sources(op, "staging", 1)[0]["exchangeId"])
     rid = replay["replayId"]
-    live = sb.server.call(_tail_of(sb, rid))
+    live = _ended_tail(sb, rid)
     assert [e for _, e, _ in live][-3:] == ["execution", "status", "end"]
     stored = db_rows(sb, "SELECT id, event, data FROM replay_events WHERE replay_id = ? ORDER BY id", rid)
     processors = [(i, d) for i, e, d in stored if e == "processor"]
@@ -996,7 +996,7 @@ def test_a_trace_read_back_from_the_store_is_the_trace_sent_whatever_the_agent_w
                     }
             assert agent.post_chunk(c).status_code == 202
         tools.wait_replay(op, rid)
-        live = sb.server.call(_tail_of(sb, rid))
+        live = _ended_tail(sb, rid)
         assert sb.state.replays.events_after(rid, 0) == live
         if agent_sends.startswith("an integer"):
             first = json.loads(next(d for _, e, d in live if e == "processor"))
@@ -1012,6 +1012,19 @@ def _tail_of(sb: SandboxHandle, rid: str) -> Any:
         return sb.state.replays.tail_after(rid, 0)
 
     return tail
+
+
+def _ended_tail(sb: SandboxHandle, rid: str) -> Any:
+    """The replay's live tail once it holds the ``end``: the worker hands committed events to
+    the event loop just after its commit, and a GET that saw the replay ended can come in
+    between (a CI run caught it)."""
+    deadline = time.monotonic() + 5
+    while True:
+        live = sb.server.call(_tail_of(sb, rid))
+        if live and live[-1][1] == "end":
+            return live
+        assert time.monotonic() < deadline, "the live tail never got the replay's end"
+        time.sleep(0.01)
 
 
 def _drop_tail(sb: SandboxHandle, rid: str) -> Any:
