@@ -15,10 +15,14 @@ History
     A fresh data folder gets its recorded traffic through the agents: the seeded generator
     (:func:`~moat_nb.sandbox.traffic.generate`) runs each environment's exchanges in the calling
     thread and that environment's agent posts them to ``POST /data/chunks``, so that history and
-    replays are stored by one path. ``history.json`` in the folder records the app, seed and size
-    (written before the first chunk, ``complete`` set after the last): a folder that has a
-    complete history is reused as it is; an interrupted one is completed with the recorded seed
-    (ingestion is idempotent, so nothing is duplicated); a folder of another app is refused.
+    replays are stored by one path. The history is the week before the folder is first filled
+    (so ``since="24h"`` finds traffic, as on a live platform); the same seed gives the same
+    exchanges and ids at times moved with that start. ``history.json`` in the folder records the
+    app, seed, size and start (written before the first chunk, ``complete`` set after the last):
+    a folder that has a complete history is reused as it is; an interrupted one is completed with
+    the recorded seed and start (ingestion is idempotent, so nothing is duplicated), and so is
+    one whose marker was deleted (the start is read back from the stored history); a folder of
+    another app is refused.
 
 Safety
     The server binds 127.0.0.1 by default and refuses any address beyond loopback while a user
@@ -42,6 +46,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 from types import ModuleType
@@ -54,7 +59,8 @@ from .apps import App, EnvironmentSpec
 from .security import UserTable, default_users, load_users
 from .server import ServerThread, create_app
 from .state import SandboxState, ServerConfig
-from .traffic import generate, instance_id, load_routesets
+from .traffic import DEFAULT_START, generate, instance_id, load_routesets, plan
+from .traffic import run as run_planned
 
 __all__ = [
     "DEFAULT_PORT",
@@ -71,6 +77,8 @@ __all__ = [
 #: ``moat-nb sandbox`` listens here unless ``--port`` says otherwise (Cameleer's own port).
 DEFAULT_PORT = 8081
 HISTORY_FILE = "history.json"
+#: How long the seeded history spans, ending when the data folder is first filled.
+_HISTORY_SPAN = timedelta(days=7)
 #: Chunks generated and posted per batch while building the history (bounds memory).
 _HISTORY_BATCH = 250
 _T = TypeVar("_T")
@@ -293,7 +301,7 @@ def start(
             return made
 
         server.call(start_agents, timeout=60.0)
-        posted = _build_history(server, agents, the_app, routesets, data_dir, marker, seed, per_env)
+        posted = _build_history(server, state, agents, the_app, routesets, data_dir, marker, seed, per_env)
     except BaseException:
         if server is not None:
             handle = SandboxHandle("", {}, data_dir, state, agents, 0, server)
@@ -343,6 +351,41 @@ def _read_marker(data_dir: Path, app: App) -> dict[str, Any] | None:
     return marker
 
 
+def _stored_start(
+    state: SandboxState, app: App, routesets: Mapping[str, Any], seed: int, per_env: int
+) -> datetime | None:
+    """The start a stored history of this seed was made with, or None when none is stored.
+
+    Exchange ids do not depend on the start and every recorded time moves with it, so the first
+    planned exchange, run once at DEFAULT_START, tells how far its stored copy was moved."""
+    if per_env == 0 or not app.environments:
+        return None
+    first = next(plan(app, next(iter(app.environments)), per_env=per_env, seed=seed, start=DEFAULT_START))
+    made = run_planned(app, routesets, first)
+    stored = state.store.execution(made.execution_id)
+    if stored is None or stored.start_time is None or made.start_time is None:
+        return None
+    return DEFAULT_START + (stored.start_time - made.start_time)
+
+
+def _marker_start(data_dir: Path, marker: Mapping[str, Any]) -> datetime:
+    text = marker.get("start")
+    if text is None:
+        return DEFAULT_START
+    try:
+        start = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        start = None
+    if start is None or start.tzinfo is None:
+        path = data_dir / HISTORY_FILE
+        raise ValidationError(
+            f"{path}: start {text!r} is not an RFC 3339 UTC time",
+            code="DATA_DIR_INVALID",
+            hint=f"delete {path} to have the history completed again (nothing is duplicated)",
+        )
+    return start
+
+
 def _write_marker(data_dir: Path, marker: Mapping[str, Any]) -> None:
     path = data_dir / HISTORY_FILE
     tmp = path.with_suffix(".tmp")
@@ -358,6 +401,7 @@ def _batches(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
 
 def _build_history(
     server: ServerThread,
+    state: SandboxState,
     agents: Mapping[str, Agent],
     app: App,
     routesets: Mapping[str, Any],
@@ -373,11 +417,29 @@ def _build_history(
         return 0  # an app without sample inputs starts with an empty history
     if marker is not None:  # an interrupted history: complete it exactly as it was begun
         seed, per_env = marker.get("seed", seed), marker.get("perEnv", per_env)
-    record = {"app": app.name, "seed": seed, "perEnv": per_env, "complete": False}
+        # A marker from before the history was dated by the folder began it at DEFAULT_START.
+        start = _marker_start(data_dir, marker)
+    else:
+        # The week up to the moment the folder is filled, so that since="24h" or "7d" finds
+        # recent traffic as it would on a live platform; the marker keeps the instant, and a
+        # restart or an interrupted history's completion reuses it (same seed, same exchanges).
+        # A folder whose marker was deleted keeps the start its stored history was made with.
+        start = _stored_start(state, app, routesets, seed, per_env) or (
+            datetime.now(UTC).replace(microsecond=0) - _HISTORY_SPAN
+        )
+    record = {
+        "app": app.name,
+        "seed": seed,
+        "perEnv": per_env,
+        "start": start.isoformat().replace("+00:00", "Z"),
+        "complete": False,
+    }
     _write_marker(data_dir, record)
     posted = 0
     for name, agent in agents.items():
-        chunks: Iterator[Chunk] = generate(app, routesets, per_env=per_env, seed=seed, environments=[name])
+        chunks: Iterator[Chunk] = generate(
+            app, routesets, per_env=per_env, seed=seed, start=start, span=_HISTORY_SPAN, environments=[name]
+        )
         for batch in _batches(chunks, _HISTORY_BATCH):  # generated here, posted on the loop
             posted += server.call(lambda b=batch, a=agent: a.post_history(b), timeout=None)  # type: ignore[misc]
     _write_marker(data_dir, {**record, "complete": True, "executions": posted})

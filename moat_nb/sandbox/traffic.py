@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 #: Where history starts when no ``start`` is given: a fixed instant, so that the default history
-#: does not depend on when it was made. Callers wanting "the last week" pass ``start=now - span``.
+#: does not depend on when it was made. The sandbox passes ``start=now - span`` (runner.py).
 DEFAULT_START = datetime(2026, 1, 5, tzinfo=UTC)
 
 #: Mean time between two clock readings inside one exchange: the engine reads the clock around

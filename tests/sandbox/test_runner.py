@@ -17,7 +17,9 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import httpx
 import pytest
 
 from moat_nb.errors import RouteLoadError, TransportError, ValidationError
+from moat_nb.model import format_time
 from moat_nb.sandbox.agent import AgentConfig
 from moat_nb.sandbox.runner import (
     HISTORY_FILE,
@@ -318,6 +321,62 @@ def test_an_interrupted_history_is_completed_without_duplicates(
     assert second.history == 9
     client = tools.user_client(second, "analyst")
     assert client.post("/search/executions", json={}).json()["total"] == 9
+
+
+def _recorded_times(handle: SandboxHandle, tools: Any) -> dict[str, str]:
+    client = tools.user_client(handle, "analyst")
+    hits = client.post("/search/executions", json={"isReplay": False, "limit": 1000}).json()["data"]
+    return {hit["executionId"]: hit["startTime"] for hit in hits}
+
+
+def test_the_history_is_the_week_before_the_folder_was_filled(
+    app_dir: Path, tmp_path: Path, sandboxes: Any, tools: Any
+) -> None:
+    before = datetime.now(UTC).replace(microsecond=0)
+    first = sandboxes(app=app_dir, data=tmp_path / "data", per_env=20, seed=1)
+    after = datetime.now(UTC)
+    times = sorted(
+        datetime.fromisoformat(t.replace("Z", "+00:00")) for t in _recorded_times(first, tools).values()
+    )
+    assert len(times) == 60
+    assert before - timedelta(days=7) <= times[0] and times[-1] < after
+    # What a notebook asks first: the last day has traffic, as on a live platform.
+    client = tools.user_client(first, "analyst")
+    recent = client.post(
+        "/search/executions", json={"isReplay": False, "timeFrom": format_time(after - timedelta(hours=24))}
+    ).json()["total"]
+    assert 0 < recent < 60
+    marker = json.loads((tmp_path / "data" / HISTORY_FILE).read_text())
+    assert datetime.fromisoformat(marker["start"].replace("Z", "+00:00")) >= before - timedelta(days=7)
+
+
+def test_a_folder_whose_marker_was_deleted_keeps_its_history_as_it_was(
+    app_dir: Path, tmp_path: Path, sandboxes: Any, tools: Any
+) -> None:
+    data = tmp_path / "data"
+    first = sandboxes(app=app_dir, data=data, per_env=3, seed=5)
+    recorded = _recorded_times(first, tools)
+    start_was = json.loads((data / HISTORY_FILE).read_text())["start"]
+    first.stop()
+    (data / HISTORY_FILE).unlink()  # as the DATA_DIR_INVALID hint tells a user to
+    time.sleep(1.1)  # "now" has moved on by a whole second: a start taken from it would differ
+    # The history is posted again at the times it was first made: a later start would make
+    # other chunks for the same execution ids, which the store refuses (CHUNK_CONFLICT).
+    second = sandboxes(app=app_dir, data=data, per_env=3, seed=5)
+    assert second.history == 9
+    assert _recorded_times(second, tools) == recorded
+    assert json.loads((data / HISTORY_FILE).read_text())["start"] == start_was
+
+
+def test_a_marker_with_a_bad_start_is_refused_in_words(app_dir: Path, tmp_path: Path, sandboxes: Any) -> None:
+    data = tmp_path / "data"
+    sandboxes(app=app_dir, data=data, per_env=1).stop()
+    marker = json.loads((data / HISTORY_FILE).read_text())
+    (data / HISTORY_FILE).write_text(json.dumps({**marker, "start": "last tuesday", "complete": False}))
+    with pytest.raises(ValidationError) as info:
+        start(app=app_dir, data=data, per_env=1)
+    assert info.value.code == "DATA_DIR_INVALID"
+    assert "last tuesday" in str(info.value) and "delete" in (info.value.hint or "")
 
 
 def test_ingestion_retries_when_the_server_answers_503(
