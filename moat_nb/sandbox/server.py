@@ -101,6 +101,7 @@ __all__ = [
     "error_response",
     "redact_chunk",
     "redact_trace",
+    "remember_trace",
     "ServerThread",
 ]
 
@@ -581,17 +582,32 @@ def redact_chunk(
     return replace(chunk, execution=execution, processors=processors)
 
 
-def redact_trace(state: SandboxState, chunk: Chunk, secrets: Iterable[str] = ()) -> Chunk:
+def redact_trace(
+    state: SandboxState, chunk: Chunk, secrets: Iterable[str] = (), *, shown: set[str] | None = None
+) -> Chunk:
     """:func:`redact_chunk` that also looks for the secret values the earlier chunks of the same
-    execution showed (:class:`~moat_nb.sandbox.security.TraceSecrets`), and remembers this
-    chunk's for the next. They are kept past the final chunk: an agent that did not get its 202
-    sends that chunk again, and it must come out as stored (else 409 ``CHUNK_CONFLICT``)."""
-    shown: set[str] = set()
+    execution showed (:class:`~moat_nb.sandbox.security.TraceSecrets`). The values this chunk
+    shows are added to ``shown``; :func:`remember_trace` keeps them for the next chunks once this
+    one is stored."""
     known = state.trace_secrets.get(chunk.execution_id)
-    redacted = redact_chunk(state.redactor, chunk, known.union(secrets) if known else secrets, shown=shown)
+    return redact_chunk(
+        state.redactor,
+        chunk,
+        known.union(secrets) if known else secrets,
+        shown=set() if shown is None else shown,
+    )
+
+
+def remember_trace(state: SandboxState, chunk: Chunk, shown: Iterable[str]) -> None:
+    """Keep what a stored chunk showed (:func:`redact_trace`) for its execution's next chunks.
+
+    Only once the store took the chunk: a chunk refused for its execution's owner, a conflict or
+    a replay's state would otherwise push other traces' values out of the bounded memory (found
+    by review). A retry of a chunk the store could not write finds its values in itself again.
+    They are kept past the final chunk: an agent that did not get its 202 sends that chunk again,
+    and it must come out as stored (else 409 ``CHUNK_CONFLICT``)."""
     if not chunk.final:
         state.trace_secrets.remember(chunk.execution_id, shown)
-    return redacted
 
 
 #: The map fields of a processor record on the wire (section 3), which :func:`share_maps` shares.
@@ -699,8 +715,10 @@ def may_hold_secret_names(text: str | bytes) -> bool:
 def _redact_and_store(state: SandboxState, chunk: Chunk, instance_id: str) -> Chunk:
     """Redact, then store as posted by ``instance_id`` (in the threadpool: JSON bodies are
     parsed, SQLite is written)."""
-    redacted = redact_trace(state, chunk)
+    shown: set[str] = set()
+    redacted = redact_trace(state, chunk, shown=shown)
     state.store.ingest(redacted, instance_id)
+    remember_trace(state, chunk, shown)
     return redacted
 
 
@@ -979,8 +997,11 @@ async def post_chunk(request: Request, principal: Principal | None) -> Response:
             if chunk.replay_id is not None and state.replays is not None:
                 # A replay's chunk: redacted, stored and turned into trace events on the replay
                 # worker, in one thread hop (the round trip of P2 waits on it).
-                redact = partial(redact_trace, state)
-                chunk = await _maybe_await(state.replays.ingest(chunk, principal.username, redact))
+                shown: set[str] = set()
+                redact = partial(redact_trace, state, shown=shown)
+                stored = await _maybe_await(state.replays.ingest(chunk, principal.username, redact))
+                remember_trace(state, chunk, shown)
+                chunk = stored
             else:
                 chunk = await run_in_threadpool(_redact_and_store, state, chunk, principal.username)
         except (sqlite3.OperationalError, sqlite3.IntegrityError) as exc:

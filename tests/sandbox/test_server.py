@@ -534,6 +534,35 @@ def test_a_secret_shown_in_one_chunk_is_hidden_in_the_next_chunks_texts(sb: Sand
             assert key.encode() not in path.read_bytes()
 
 
+def test_a_refused_chunk_leaves_the_remembered_secrets_alone(sb: Sandbox) -> None:
+    """Only a stored chunk's values are remembered: chunks refused for their execution's owner
+    or for an unknown replay would otherwise fill the bounded memory and push out the values of
+    traces still coming in (review finding)."""
+    key = "owned-partner-key-0123456789"
+    whole = make_chunk("exec-own-1", "ex-own-1", headers={"X-Api-Key": key})
+    head = {**whole, "chunkSeq": 0, "final": False, "execution": None, "processors": whole["processors"][:1]}
+    assert sb.post_chunk("dev", head).status_code == 202
+    remembered = sb.state.trace_secrets.get("exec-own-1")
+    assert key in remembered
+    count = len(sb.state.trace_secrets)
+    intruder = make_chunk("exec-own-1", "ex-own-1", headers={"X-Api-Key": "prod-key-9876543210"})
+    intruder = {
+        **intruder,
+        "chunkSeq": 1,
+        "final": False,
+        "execution": None,
+        "processors": intruder["processors"][1:],
+    }
+    assert refusal(sb.post_chunk("prod", intruder)) == (409, "CHUNK_CONFLICT")  # dev's execution
+    assert sb.state.trace_secrets.get("exec-own-1") == remembered
+    for n in range(3):
+        stray = make_chunk(f"exec-stray-{n}", f"ex-stray-{n}", headers={"X-Api-Key": f"stray-key-{n:020d}"})
+        stray = {**stray, "final": False, "replayId": "r-unknown"}
+        assert refusal(sb.post_chunk("dev", stray)) == (404, "NO_SUCH_REPLAY")
+        assert sb.state.trace_secrets.get(f"exec-stray-{n}") == frozenset()
+    assert len(sb.state.trace_secrets) == count
+
+
 def test_trace_secrets_are_bounded() -> None:
     memo = TraceSecrets(capacity=2)
     memo.remember("x-1", {"a-secret"})
