@@ -31,6 +31,7 @@ import html
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -394,7 +395,23 @@ def _kernel_transport(folder: Path) -> Any:
     base = str(folder.resolve() / "k")
     if os.name != "posix" or len(os.fsencode(base)) > _MAX_SOCKET_PATH:  # sun_path counts bytes
         return Config()
+    if not _binds_unix_socket(folder):
+        return Config()
     return Config({"KernelManager": {"transport": "ipc", "ip": base}})
+
+
+def _binds_unix_socket(folder: Path) -> bool:
+    """Whether a Unix socket can be made in ``folder``: some file systems (network and FUSE
+    mounts, a TMPDIR on a shared folder) refuse them, and the kernel would then fail to start
+    where loopback TCP works."""
+    probe = folder / "probe"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(str(probe))
+        except OSError:
+            return False
+    probe.unlink(missing_ok=True)
+    return True
 
 
 # A template over JupyterLab's: the same page without the require.js and MathJax scripts it

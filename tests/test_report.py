@@ -525,6 +525,19 @@ def test_a_notebook_runs_its_kernel_over_private_unix_sockets(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "transport.ipynb"]  # no socket files here
 
 
+def test_the_kernel_falls_back_to_tcp_where_no_unix_socket_can_be_made(tmp_path: Path) -> None:
+    # A folder where bind() fails (on some network and FUSE mounts every bind does; here the
+    # probe's name is taken) must not give a kernel that cannot start: TCP, as before.
+    ok = tmp_path / "ok"
+    ok.mkdir()
+    config = report._kernel_transport(ok)
+    assert config.KernelManager.transport == "ipc" and config.KernelManager.ip == str(ok.resolve() / "k")
+    assert list(ok.iterdir()) == []  # the probe is gone
+    refused = tmp_path / "refused"
+    (refused / "probe").mkdir(parents=True)
+    assert "transport" not in report._kernel_transport(refused).KernelManager
+
+
 _EVIDENCE = '{"format": "moat-nb/compliance-evidence/v1", '
 
 
