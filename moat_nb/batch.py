@@ -726,21 +726,47 @@ def _stopped_text(result: BatchResult) -> str:
 #: connecting (``TRANSPORT``) or on resuming the trace stream (``STREAM_RESUME_FAILED``), or a
 #: proxy answered 502/503/504 for it without the platform's envelope (``GATEWAY``).
 _UNREACHABLE = frozenset({"TRANSPORT", "STREAM_RESUME_FAILED", "GATEWAY"})
+#: How long the trace readers of a batch may fail to reach the platform before it stops
+#: (:class:`_Reach`): longer than a sandbox or a platform node takes to restart.
+_READER_PATIENCE = 15.0
 
 
 class _Reach:
-    """Failures in a row that never reached the platform (:data:`_UNREACHABLE`): a batch stops
-    once there are as many as run side by side (3 at least), since every row or look-up left
-    would spend the client's retries too. Any answer from the platform, even a refusal, resets it."""
+    """Whether the platform can be reached, from what the batch sees of it.
 
-    def __init__(self, concurrency: int) -> None:
+    Rows: failures in a row that never reached the platform (:data:`_UNREACHABLE`); a batch stops
+    once there are as many as run side by side (3 at least), since every row or look-up left
+    would spend the client's retries too. Readers: while every worker follows a replay's trace,
+    no row ends to count, and each reader would try to reconnect for minutes (its back-off,
+    ~165 s by default); so reconnects that failed count as well, and the batch stops once 3 or
+    more in a row failed over at least ``patience`` seconds (a restart of a few seconds is
+    waited out). Any answer from the platform, even a refusal, or a reader that reached its
+    stream, resets both."""
+
+    def __init__(self, concurrency: int, patience: float | None = None) -> None:
         self.limit = max(3, concurrency)
+        self.patience = _READER_PATIENCE if patience is None else patience
         self.count = 0
+        self.drops = 0
+        self.since: float | None = None  # when the readers' failed reconnects began
 
     def lost(self, code: str | None) -> bool:
         """Count one outcome (its error code, None for a success); True once the limit is reached."""
         self.count = self.count + 1 if code in _UNREACHABLE else 0
+        if code is None:
+            self.drops, self.since = 0, None
         return self.count >= self.limit
+
+    def dropped(self, cause: BaseException | str | None, now: float) -> bool:
+        """Count one reader's connection (cause None) or drop; True once readers have failed 3
+        reconnects in a row or more, the first ``patience`` seconds or more before ``now``."""
+        if cause is None:
+            self.drops, self.since, self.count = 0, None, 0
+            return False
+        if self.since is None:
+            self.since = now
+        self.drops += 1
+        return self.drops >= 3 and now - self.since >= self.patience
 
 
 #: Where each record of a results file starts. Inside a record a quote is always escaped, so
@@ -1111,6 +1137,7 @@ class _Batch:
         self._pending: list[_Job] | None = None
         self._reach = _Reach(concurrency)  # rows in a row that could not reach the platform
         self._gone: dict[str, Any] | None = None  # the row that made the batch stop, if one did
+        self._workers: list[asyncio.Task[None]] = []
 
     # ---------------------------------------------------------------- result
 
@@ -1197,6 +1224,7 @@ class _Batch:
         detail fields, the ``processor`` events the records: section 5), which saves fetching
         the same trace again; ``await run`` raises the ``REPLAY_<STATUS>`` error when it ended
         without one."""
+        run.cursor.watch = self._reader
         async for _ in run.aevents():
             pass
         events = run.seen
@@ -1374,7 +1402,7 @@ class _Batch:
                 self.make_bar()
             await self._prepare(ap, pending)
             queue = iter(pending)
-            workers: list[asyncio.Task[None]] = []
+            workers = self._workers
 
             async def worker() -> None:
                 # A shared iterator: each job is taken once; none is taken once the batch stops.
@@ -1434,11 +1462,29 @@ class _Batch:
             return True
         return False
 
+    def _reader(self, cause: BaseException | str | None) -> None:
+        """A trace reader connected (None) or dropped (:attr:`TraceCursor.watch`): once readers
+        have not reached the platform for long enough (:class:`_Reach`), the batch stops as it
+        does for rows, cutting off the rows in flight (their replays go on, section 5)."""
+        if not self._reach.dropped(cause, time.monotonic()) or self._gone is not None:
+            return
+        reach = self._reach
+        waited = time.monotonic() - (reach.since or 0.0)
+        self._gone = {
+            "error": f"{cause}" or type(cause).__name__,
+            "error_code": "TRANSPORT",
+            "why": f"the trace readers of the rows in flight could not reach the platform for {waited:.0f} s "
+            f"({reach.drops} reconnects in a row failed)",
+        }
+        for task in self._workers:  # this reader's task too: it stops at its next await
+            task.cancel()
+
     def _stopped(self, row: dict[str, Any]) -> BatchStopped:
         result = self.result()
+        why = row.get("why") or f"{self._reach.count} rows in a row could not reach the platform"
         text = (
-            f"{self.kind} stopped after {len(result.rows)} of {result.total} rows: "
-            f"{self._reach.count} rows in a row could not reach the platform (the last: {row['error']})"
+            f"{self.kind} stopped after {len(result.rows)} of {result.total} rows: {why} "
+            f"(the last: {row['error']})"
         )
         if result.results_path is not None:
             hint = (

@@ -35,7 +35,7 @@ import numbers
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -168,6 +168,11 @@ class TraceCursor:
     connections: int = 0
     repeats: int = 0
     _renewed: bool = False
+    #: Told of each connection that reached the stream (None) and of each drop (its cause): a
+    #: batch watches its readers this way, to stop when none of them reaches the platform.
+    watch: Callable[[BaseException | str | None], None] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def headers(self) -> dict[str, str]:
         """Headers of the next connection (``Last-Event-ID`` once an event was seen)."""
@@ -184,6 +189,8 @@ class TraceCursor:
             if "text/event-stream" not in (content_type or ""):
                 return "raise"
             self._renewed = False
+            if self.watch is not None:
+                self.watch(None)
             return "read"
         if status == 204:
             self.ended = True
@@ -239,6 +246,8 @@ class TraceCursor:
         """The connection ended before ``end``: seconds to wait before resuming; raises
         TransportError when ``max_retries`` attempts in a row brought nothing new."""
         self.failures += 1
+        if self.watch is not None:
+            self.watch(cause)
         if self.failures > self.policy.max_retries:
             raise TransportError(
                 f"trace stream of {self.replay_id}: {self.failures - 1} reconnects in a row brought no "

@@ -1271,6 +1271,77 @@ def test_a_batch_with_no_platform_stops_after_a_few_rows_in_a_row(concurrency: i
     assert f"after {len(rows)} of 40 rows" in str(stopped) and "results='runs.jsonl'" in str(stopped)
 
 
+def test_reach_counts_readers_that_cannot_reconnect_over_its_patience() -> None:
+    from moat_nb.batch import _Reach
+
+    reach = _Reach(concurrency=8, patience=15.0)
+    refused = ConnectionRefusedError("refused")
+    assert not any(reach.dropped(refused, 100.0) for _ in range(8))  # all at once: a restart, maybe
+    assert not reach.dropped(refused, 114.9)
+    assert reach.dropped(refused, 115.0)  # 10 failed reconnects over 15 s: gone
+    assert not reach.dropped(None, 116.0)  # a reader reached its stream: it is back
+    assert reach.drops == 0 and not reach.dropped(refused, 200.0) and not reach.dropped(refused, 230.0)
+    assert reach.dropped(refused, 231.0)  # 3 drops, the first over 15 s ago
+    reach.lost(None)  # a row that got its answer resets the readers' count too
+    assert reach.drops == 0 and reach.since is None
+    reach.dropped(refused, 300.0)
+    reach.lost("TRANSPORT")
+    assert reach.drops == 1  # a row that could not reach it does not
+
+
+@pytest.mark.slow
+def test_a_batch_whose_readers_lose_the_platform_stops_without_waiting_out_their_back_off(
+    tmp_path: Path, sandbox_processes: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every worker follows a replay's trace when the sandbox is killed: no row ends, so the
+    rows' rule never counts, and each reader would retry for ~165 s with the default back-off.
+    The readers' failed reconnects stop the batch once they span the patience (2 s here)."""
+    import moat_nb.batch as batch_module
+    from moat_nb.errors import BatchStopped
+
+    monkeypatch.setattr(batch_module, "_READER_PATIENCE", 2.0)
+    app = tmp_path / "paced-app"
+    app.mkdir()
+    (app / "routes.yaml").write_text(PACED_ROUTE)
+    (app / "beans.py").write_text(PACED_BEANS)
+    first = sandbox_processes.start(tmp_path / "data", app, per_env=12)
+    p = connect(sandbox_processes.url, username="operator", password="operator")
+    assert p.stream_policy is None or p.stream_policy.max_retries >= 8  # the default back-off
+    sources = p.executions(environment="dev", limit=12).to_pandas()
+    results = tmp_path / "runs.jsonl"
+    killed: list[float] = []
+
+    def kill_while_both_read() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            text = results.read_text() if results.exists() else ""
+            records = [json.loads(line) for line in text.splitlines() if line.endswith("}")]
+            rows = {r["key"] for r in records if r["type"] == "row"}
+            if len(rows) >= 2 and sum(r["type"] == "started" and r["key"] not in rows for r in records) >= 2:
+                time.sleep(0.2)  # both inside the 600 ms delay step, their readers connected
+                first.send_signal(signal.SIGKILL)
+                killed.append(time.monotonic())
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_while_both_read)
+    killer.start()
+    with pytest.raises(BatchStopped) as info:
+        regression(
+            p, sources, "dev", reason="r", results=results, concurrency=2, progress=False, calibrate=False
+        )
+    stopped_after = time.monotonic() - killed[0]
+    killer.join()
+    p.close()
+    stopped = info.value
+    assert stopped.code == "PLATFORM_UNREACHABLE" and "trace readers" in str(stopped)
+    assert 2.0 <= stopped_after < 20, stopped_after  # the readers' back-off alone: ~165 s
+    assert 2 <= len(stopped.result.rows) < 12
+    # The rows in flight were cut off, not recorded as errors; the file keeps their replays.
+    started = {r["key"] for r in map(json.loads, results.read_text().splitlines()) if r["type"] == "started"}
+    assert started - {r["key"] for r in stopped.result.rows}
+
+
 @pytest.mark.slow
 def test_a_batch_that_loses_its_platform_stops_and_resumes_once_it_is_back(
     tmp_path: Path, sandbox_processes: Any
