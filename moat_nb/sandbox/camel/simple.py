@@ -741,8 +741,11 @@ def _instance_test(name: str) -> Callable[[Any], bool] | None:
 #
 # "OGNL expression support" in the Simple page: ``${body.address.zip}``, ``${body[items][0]}``,
 # ``${body?.address}`` (null safe), ``${body[last]}``. Camel invokes each name as a method through
-# the bean component; we support the keys of maps (a name that is not a Map method, such as
-# ``size``), the indexes of lists and a handful of no-argument Java methods.
+# the bean component ("Camel's OGNL support is for invoking methods only"), and a key or index in
+# brackets reads a Map or a List (BeanExpression.lookupResult); we support those keys and indexes
+# and a handful of no-argument Java methods. A name that is no method fails, on a Map too: Camel's
+# BeanInfo finds no method ``customerId`` (nor ``getCustomerId``) on a LinkedHashMap, and null
+# safety (``?.``) guards against a null, not a missing method.
 
 _JAVA_WHITESPACE = "".join(chr(i) for i in range(33))  # String.trim() strips every char <= ' '
 _SIZED = (str, list, tuple, set, frozenset, Mapping)
@@ -788,11 +791,14 @@ def _no_method(value: Any, name: str) -> SimpleEvaluationError:
     shown = _text(value)
     if len(shown) > 100:
         shown = shown[:100] + "..."
-    advice = (
-        ". Text is not parsed: unmarshal JSON first (unmarshal: json) to navigate it"
-        if isinstance(value, str)
-        else ""
-    )
+    if isinstance(value, str):
+        advice = ". Text is not parsed: unmarshal JSON first (unmarshal: json) to navigate it"
+    elif isinstance(value, Mapping) and not name.endswith(")"):
+        advice = (
+            f". OGNL calls methods only: read a Map's key in brackets, [{name}] (as in ${{body[{name}]}})"
+        )
+    else:
+        advice = ""
     return _fail(
         BEAN_EXPRESSION,
         f"Failed to invoke method: {name} on {_java_type(value)} due to: "
@@ -838,14 +844,10 @@ def _map_get(mapping: Mapping[Any, Any], key: str) -> Any:
 
 
 def _member(value: Any, name: str) -> Any:
-    if isinstance(value, Mapping):
-        # BeanExpression.invokeOgnlMethod invokes each name as a method (BeanInfo.getOperations):
-        # a name that is a java.util.Map method (size, isEmpty, keySet, values, toString) calls
-        # it, even when the map also has a key of that name; other names read the key.
-        method = _METHODS.get(name)
-        if method is not None and isinstance(value, method[0]):
-            return method[1](value)
-        return _map_get(value, name)
+    # BeanExpression.invokeOgnlMethod invokes each name as a method (BeanInfo.getOperations): on a
+    # Map, a java.util.Map method (size, isEmpty, keySet, values, toString) is called even when
+    # the map has a key of that name, and any other name is a MethodNotFoundException, as on any
+    # bean; only [key] reads a key (lookupResult).
     if isinstance(value, BaseException):
         return _exception_member(value, name)
     method = _METHODS.get(name)
