@@ -289,8 +289,10 @@ def _set(doc: Any, segments: Sequence[str | int], value: Any, path: str) -> Any:
     for i, seg in enumerate(head):
         nxt = segments[i + 1]
         if isinstance(seg, int) and isinstance(node, list):
-            if not -len(node) <= seg < len(node):
-                raise _bad_index(path, seg, len(node))
+            if seg == len(node) and value is not REMOVE:  # the list's length appends, here too
+                node.append([] if isinstance(nxt, int) else {})
+            elif not -len(node) <= seg < len(node):
+                raise _bad_index(path, seg, len(node), append=value is not REMOVE)
             node = node[seg]
         elif isinstance(seg, str) and isinstance(node, dict):
             if seg not in node or node[seg] is None:
@@ -318,11 +320,11 @@ def _set(doc: Any, segments: Sequence[str | int], value: Any, path: str) -> Any:
     return doc
 
 
-def _bad_index(path: str, index: int, size: int) -> ValidationError:
+def _bad_index(path: str, index: int, size: int, *, append: bool = True) -> ValidationError:
     return ValidationError(
         f"input path {path!r}: index {index} is outside a list of {size}",
         code="BAD_VARIANT",
-        hint=f"use an index below {size}, or {size} to append",
+        hint=f"use an index below {size}" + (f", or {size} to append" if append else ""),
     )
 
 

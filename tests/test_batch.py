@@ -184,6 +184,20 @@ def test_variant_payload_edits_only_the_parts_it_touches() -> None:
     assert json.loads(variant_payload(original, {"body.meta": np.array([1, 2])})["body"])["meta"] == [1, 2]
 
 
+def test_an_index_equal_to_the_lists_length_appends_inside_a_path_too() -> None:
+    # The error for an index one past the end said "use ... 2 to append" for index 2 itself
+    # when the path went on after it (body.lines[2].qty): only a last index could append.
+    original = _execution(ORDER)
+    body = json.loads(variant_payload(original, {"body.lines[2].qty": 5})["body"])
+    assert body["lines"] == [{"sku": "A", "qty": 1}, {"sku": "B", "qty": 2}, {"qty": 5}]
+    body = json.loads(variant_payload(original, {"body.grid[0][0]": 1})["body"])
+    assert body["grid"] == [[1]]
+    # Removing from an element that is not there is refused without offering to append.
+    with pytest.raises(ValidationError, match="index 2 is outside a list of 2") as err:
+        variant_payload(original, {"body.lines[2].qty": REMOVE})
+    assert "append" not in str(err.value)
+
+
 @pytest.mark.parametrize(
     ("variant", "words"),
     [
