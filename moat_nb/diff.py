@@ -564,6 +564,8 @@ def require_execution(value: Any, call: str, what: str = "execution") -> Executi
         hint = "fetch the execution with p.execution(id), or read a wire dict with Execution.from_wire(d)"
     elif hasattr(value, "to_dict") and callable(value.to_dict):  # a pandas Series: a frame row
         hint = "a frame row holds no processors: fetch its execution with p.execution(row.execution_id)"
+    elif hasattr(value, "replay_id") and callable(getattr(value, "wait", None)):  # a ReplayRun
+        hint = "a ReplayRun is the replay as requested: its Execution is run.wait() (await run in async code)"
     else:
         hint = "fetch the execution with p.execution(id)"
     raise ValidationError(

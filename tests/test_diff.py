@@ -8,7 +8,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +22,7 @@ from moat_nb.model import Execution, Payload, ProcessorRecord
 from moat_nb.noise import NoiseRule, format_segments
 from moat_nb.sandbox.apps.orders import APP
 from moat_nb.sandbox.camel import FixedClock, RouteSet, RunContext
+from moat_nb.stream import ReplayRun
 
 # --------------------------------------------------------------------------- a tiny trace maker
 
@@ -476,11 +478,15 @@ def _frame_row() -> Any:
         (None, "p.execution(id)"),
         ([1], "p.execution(id)"),
         ("row", "p.execution(row.execution_id)"),
+        ("run", "run.wait()"),  # p.replay()'s result, as README's five lines name it (run)
     ],
 )
 def test_diff_of_what_is_not_an_execution_says_how_to_get_one(bad: Any, hint: str) -> None:
     if bad == "row":
         bad = _frame_row()
+    elif bad == "run":
+        platform = cast(Any, SimpleNamespace(stream_policy=None))
+        bad = ReplayRun({"replayId": "replay-1", "status": "COMPLETED"}, platform=platform)
     a = trace(pricing(round_half_up), ORDER)
     for args, side in (((bad, a), "original"), ((a, bad), "replay")):
         with pytest.raises(ValidationError) as err:
