@@ -739,6 +739,15 @@ def _parquet_export(path: str | os.PathLike[str]) -> Iterator[tuple[Any, Path]]:
     from .frames import EXECUTION_SCHEMA
 
     target = Path(path)
+    # Before any page is fetched: else a missing folder failed naming the temporary file, and a
+    # folder at ``path`` only once every page was read, at the move.
+    if target.is_dir() or not target.parent.is_dir():
+        where = "is a folder" if target.is_dir() else f"is in {str(target.parent)!r}, which is not a folder"
+        raise ValidationError(
+            f"cannot export to {str(target)!r}: it {where}",
+            code="BAD_OUT",
+            hint="name a file in an existing folder, e.g. 'history.parquet' (make the folder first)",
+        )
     partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
     try:
         with pq.ParquetWriter(partial, EXECUTION_SCHEMA) as writer:

@@ -421,6 +421,13 @@ def test_export_writes_parquet_page_by_page_and_scans_lazily(op_platform: Platfo
     with pytest.raises(ValidationError, match="limit as a keyword") as info:
         op_platform.export({"environment": "dev", "limit": 3}, tmp_path / "x.parquet")
     assert info.value.code == "BAD_FILTER"
+    # A path that cannot be written is refused before a page is read, naming it, not the
+    # temporary file beside it (a missing folder was a pyarrow FileNotFoundError on that name).
+    for bad in (tmp_path / "missing" / "x.parquet", tmp_path):
+        with pytest.raises(ValidationError, match=re.escape(repr(str(bad)))) as info:
+            op_platform.export({"environment": "dev"}, bad)
+        assert info.value.code == "BAD_OUT" and ".part" not in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dev.parquet"]
 
 
 def test_async_export_writes_the_same_file(
