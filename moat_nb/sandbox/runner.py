@@ -263,6 +263,12 @@ def start(
         )
     if per_env < 0:
         raise ValidationError(f"per_env must be >= 0, not {per_env}")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        # socket's OverflowError otherwise: a traceback from `moat-nb sandbox --port 99999`
+        raise ValidationError(
+            f"port must be a whole number from 0 to 65535, not {port!r}",
+            hint="pick a free port such as 8081, or 0 for any free port",
+        )
     server_config = _server_config(config, overrides)
     _check_port(host, port)
     data_dir = Path(data) if data is not None else default_data_dir(the_app)

@@ -442,6 +442,14 @@ def test_a_taken_port_is_refused_in_words(sandbox: SandboxHandle, tmp_path: Path
     assert info.value.code == "CANNOT_LISTEN" and str(port) in info.value.message
 
 
+@pytest.mark.parametrize("port", [65536, 99999, -1, "8081"])
+def test_a_port_out_of_range_is_refused_in_words(port: Any, tmp_path: Path) -> None:
+    # `moat-nb sandbox --port 99999` ended in socket's OverflowError traceback.
+    with pytest.raises(ValidationError, match="port must be a whole number from 0 to 65535") as info:
+        start(port=port, data=tmp_path / "d", per_env=1)
+    assert info.value.code == "VALIDATION" and not (tmp_path / "d").exists()
+
+
 def test_unknown_start_options_are_named(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="replay_timout"):
         start(data=tmp_path, replay_timout=3)
