@@ -450,7 +450,9 @@ def _add_report_parser(commands: Any) -> None:
     proof.add_argument("--out", required=True, type=Path, metavar="DIR", help="the report folder")
     proof.add_argument("--url", help="the platform (default: MOAT_URL); never with credentials in it")
     proof.add_argument("--pdf", action="store_true", help="also print report.pdf with Debian's chromium")
-    proof.add_argument("--timeout", type=int, default=300, help="seconds per notebook cell (default 300)")
+    proof.add_argument(
+        "--timeout", type=_seconds, default=300, help="seconds per notebook cell (default 300)"
+    )
     proof.set_defaults(handler=_report_compliance)
 
     verify = sub.add_parser(
@@ -470,6 +472,17 @@ def _add_report_parser(commands: Any) -> None:
         "either the bundle's own keys are checked and the report is not called verified",
     )
     verify.set_defaults(handler=_report_verify)
+
+
+def _seconds(text: str) -> int:
+    """A whole number of seconds above 0 (``--timeout``): papermill reads 0 or less as no limit."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds above 0, e.g. 300")
+    return value
 
 
 def _read_json_file(source: str, what: str) -> str:

@@ -240,6 +240,11 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--route" in capsys.readouterr().err
     assert main([]) == 2
     assert main(["--help"]) == 0
+    # --timeout 0 or -5 ran every cell without a limit (papermill reads them as none).
+    proof = ["report", "compliance", "--source", "x", "--expect", "e.json", "--reason", "r", "--out", "o"]
+    for bad in ("0", "-5", "ten"):
+        assert main([*proof, "--timeout", bad]) == 2
+        assert "not a whole number of seconds above 0" in capsys.readouterr().err
 
 
 def test_a_file_error_from_any_command_is_one_line(
