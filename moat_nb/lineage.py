@@ -474,8 +474,18 @@ def lineage(execution: Execution) -> Lineage:
     With a ``ROUTE``-captured execution (no payloads at processors) the only changes it can tell
     are the route's as a whole, entry vs exit, under the pseudo processor ``(route)``; the
     limitation is listed in :attr:`Lineage.limitations`. Anything but an Execution
-    (``p.execution(id)``) is a :class:`~moat_nb.errors.ValidationError` (``BAD_SOURCE``)."""
+    (``p.execution(id)``) is a :class:`~moat_nb.errors.ValidationError` (``BAD_SOURCE``), and so
+    is a search hit (``p.executions(...)``: no processors, no payloads), whose lineage is always
+    empty: a user asking ``who_changed`` got ``()`` with no word why."""
     e = require_execution(execution, "lineage()")
+    if e.processors is None and e.input_headers is None and e.input_body is None:
+        raise ValidationError(
+            f"execution {e.execution_id} is a search hit (no processors, no payloads): its lineage "
+            "needs the execution's detail",
+            code="BAD_SOURCE",
+            hint=f"fetch it first: p.execution({e.execution_id!r})",
+            details={"executionId": e.execution_id},
+        )
     comparer = PayloadComparer()
     limitations: list[str] = []
     rows: list[LineageRow] = []

@@ -867,7 +867,7 @@ def _route_edges(
     """Edges of each side mapped onto the rows; drawn once when both sides have them."""
     per_side: list[tuple[str, set[tuple[int, int, str]]]] = []
     for side, execution in (("original", original), ("replay", replay)):
-        if execution is None:
+        if execution is None or execution.processors is None:  # a search hit has no edges to draw
             continue
         row_of = {}
         for i, r in enumerate(rows):

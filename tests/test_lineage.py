@@ -251,6 +251,17 @@ def test_a_route_captured_execution_only_has_entry_versus_exit() -> None:
     assert [e.processor_id for e in result.field_history("properties:pct")] == ["(start)", "(route)"]
 
 
+def test_a_search_hit_is_refused_with_where_to_get_its_detail() -> None:
+    # p.executions(...) yields hits without processors or payloads: their lineage was always
+    # empty, and who_changed() answered () without a word why (README walk-through finding).
+    hit = hand_built().summary()
+    assert hit.processors is None
+    with pytest.raises(ValidationError) as info:
+        lineage(hit)
+    assert info.value.code == "BAD_SOURCE" and "search hit" in str(info.value)
+    assert f"p.execution({hit.execution_id!r})" in (info.value.hint or "")
+
+
 # --------------------------------------------------------------------------- the orders app
 
 ROUTES = RouteSet.load(APP.versions["v2"], APP.beans, endpoints=APP.endpoints, version="v2")

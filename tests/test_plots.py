@@ -284,6 +284,15 @@ def test_timeline_without_processor_records_on_one_side() -> None:
     assert "could not compare" in fig.layout.title.subtitle.text
 
 
+def test_route_graph_with_a_search_hit_draws_the_other_side_and_alone_says_what_to_fetch() -> None:
+    hit = PROD.summary()
+    fig = plots.route_graph(hit, PROD_REPLAY)
+    assert fig.data  # the replay's nodes and edges
+    with pytest.raises(ValidationError) as info:
+        plots.route_graph(hit)  # nothing to draw: its lineage needs the detail
+    assert info.value.code == "BAD_SOURCE" and "p.execution(" in (info.value.hint or "")
+
+
 def test_timeline_refuses_a_diff_of_other_executions_and_bad_options() -> None:
     with pytest.raises(ValidationError) as info:
         plots.timeline(V2, V1, diff=ROUNDING_DIFF)
