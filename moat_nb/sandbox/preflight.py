@@ -24,8 +24,9 @@ from .security import Principal, replay_permissions
 
 if TYPE_CHECKING:
     from .state import SandboxState
+    from .store import Store
 
-__all__ = ["preflight", "stub_replies", "PREFLIGHT_PARAMS"]
+__all__ = ["no_source", "preflight", "stub_replies", "PREFLIGHT_PARAMS"]
 
 PREFLIGHT_PARAMS = frozenset({"sourceExchangeId", "targetEnvironment", "targetAgent", "modified"})
 
@@ -83,6 +84,25 @@ def _reached(routes: Any, source: Execution) -> list[dict[str, Any]]:
     return [{**ep, "stubbed": True} for ep in found]
 
 
+def no_source(store: Store, exchange_id: str) -> NotFound:
+    """The 404 for a source exchange that is not recorded; an execution id given in its place
+    (the usual slip: a frame has both columns) is named with its exchange id."""
+    execution = store.execution(exchange_id)
+    if execution is not None:
+        return NotFound(
+            f"no recorded exchange {exchange_id!r}: that is the id of an execution, of exchange "
+            f"{execution.exchange_id!r}",
+            hint=f"replay the exchange: sourceExchangeId {execution.exchange_id!r} "
+            "(in Python, the exchange_id column, or the Execution itself)",
+            details={"sourceExchangeId": exchange_id, "exchangeId": execution.exchange_id},
+        )
+    return NotFound(
+        f"no recorded exchange {exchange_id!r}",
+        hint="find exchanges by searching the history (POST /search/executions; p.executions(...) in Python)",
+        details={"sourceExchangeId": exchange_id},
+    )
+
+
 def preflight(
     state: SandboxState, principal: Principal, params: Mapping[str, str], routesets: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -105,11 +125,7 @@ def preflight(
     source_id = state.store.replay_source_id(exchange_id)
     source = None if source_id is None else state.store.execution(source_id)
     if source is None:
-        raise NotFound(
-            f"no recorded exchange {exchange_id!r}",
-            hint="find exchanges with POST /api/v1/search/executions",
-            details={"sourceExchangeId": exchange_id},
-        )
+        raise no_source(state.store, exchange_id)
     wanted = target_env if target_env is not None or target_agent else source.environment
     agent_wire: dict[str, Any] | None = None
     agent_error: str | None = None

@@ -81,7 +81,7 @@ from ..payload import (
 from .audit_log import NO_SOURCE
 from .camel.endpoints import LOCAL_SCHEMES, uri_scheme
 from .encoder import dumps_text
-from .preflight import preflight
+from .preflight import no_source, preflight
 from .replay_api import (
     ReplayRequest,
     RequestInfo,
@@ -595,11 +595,7 @@ class ReplayService:
                 self.store.execution, source_id
             )
         if source is None:
-            raise NotFound(
-                f"no recorded exchange {req.source_exchange_id!r}",
-                hint="find exchanges with POST /api/v1/search/executions",
-                details={"sourceExchangeId": req.source_exchange_id},
-            )
+            raise await run_in_threadpool(no_source, self.store, req.source_exchange_id)
         target = {**target, "routeId": source.route_id, "environment": source.environment}
         # Section 6, before the agent is picked: the stored source's environment (and a target
         # environment the body names, which can only add to what is needed) decide already.

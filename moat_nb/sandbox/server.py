@@ -797,7 +797,22 @@ async def get_execution(request: Request, principal: Principal | None) -> Respon
     execution_id = _path_id(request, "executionId")
     execution = await run_in_threadpool(state.store.execution, execution_id)
     if execution is None:
-        raise NotFound(f"no execution {execution_id!r}", details={"executionId": execution_id})
+        # An exchange id where an execution id belongs is the usual slip (replays take the one,
+        # this path the other): say which execution it names.
+        named = state.store.execution_id_by_exchange(execution_id)
+        raise NotFound(
+            f"no execution {execution_id!r}"
+            + (
+                f"; {execution_id!r} is an exchange id, whose recorded execution is {named!r}"
+                if named
+                else ""
+            ),
+            hint=f"GET /executions/{named} (p.execution({named!r}) in Python)"
+            if named
+            else "find executions by searching the history "
+            "(POST /search/executions; p.executions(...) in Python)",
+            details={"executionId": execution_id, **({"recordedExecutionId": named} if named else {})},
+        )
     return _json(execution.to_wire(tree=True))
 
 

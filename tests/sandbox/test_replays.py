@@ -311,6 +311,30 @@ def test_a_replays_own_exchange_can_be_replayed(sb: SandboxHandle, user: Any, to
     assert pre.status_code == 200, pre.text
 
 
+def test_one_id_given_for_the_other_is_named_with_the_right_one(
+    sb: SandboxHandle, user: Any, tools: Any
+) -> None:
+    """A frame has an execution_id and an exchange_id column: replays take the exchange id,
+    GET /executions the execution id. The 404 for the one given for the other names the right
+    id, where it told a Python user to POST a search (README walk-through finding)."""
+    operator = user("operator")
+    hit = sources(operator, "dev")[0]
+    execution_id, exchange_id = hit["executionId"], hit["exchangeId"]
+    for r in (
+        tools.post_replay(operator, execution_id),
+        operator.get("/replays/preflight", params={"sourceExchangeId": execution_id}),
+    ):
+        assert r.status_code == 404 and r.json()["error"] == "NOT_FOUND", r.text
+        assert "id of an execution" in r.json()["message"] and repr(exchange_id) in r.json()["details"]["hint"]
+        assert r.json()["details"]["exchangeId"] == exchange_id
+    r = operator.get(f"/executions/{exchange_id}")
+    assert r.status_code == 404 and f"p.execution({execution_id!r})" in r.json()["details"]["hint"]
+    assert r.json()["details"]["recordedExecutionId"] == execution_id
+    unknown = tools.post_replay(operator, "ID-nowhere-1")  # neither: the search is the way
+    assert unknown.status_code == 404 and "p.executions(...)" in unknown.json()["details"]["hint"]
+    assert "exchangeId" not in unknown.json()["details"]
+
+
 def test_modified_body_takes_another_branch_and_secrets_stay_hidden(
     sb: SandboxHandle, user: Any, tools: Any
 ) -> None:
