@@ -597,7 +597,7 @@ def _check_platform(url: str, params: ProofParameters, *, audit: bool) -> None:
     (``audit:read``); without one the proof cannot verify and ends FAIL, so that is refused up
     front too. A notebook of the caller's own is asked only for the replay's permissions."""
     from .client import connect
-    from .errors import PermissionDenied
+    from .errors import AgentUnavailable, PermissionDenied
 
     with connect(url) as platform:  # credentials from the environment, as the notebook's
         source = next(iter(platform.executions(exchange_id=params.source_exchange_id, limit=1)), None)
@@ -608,10 +608,22 @@ def _check_platform(url: str, params: ProofParameters, *, audit: bool) -> None:
                 hint="pick one with moat_nb.connect().executions(...): its exchange_id column",
                 details={"sourceExchangeId": params.source_exchange_id},
             )
+        target = params.target_environment or source.environment
+        if target != source.environment:
+            # A mistyped environment ('qa') ran the kernel for ~8 s and wrote an ERROR report
+            # (AGENT_UNAVAILABLE); the agents list says so at once (README walk-through finding).
+            agents = platform.agents()
+            if not any(a.get("environmentId") == target and a.get("status") == "LIVE" for a in agents):
+                known = sorted({str(a.get("environmentId")) for a in agents if a.get("status") == "LIVE"})
+                raise AgentUnavailable(
+                    f"no live agent runs environment {target!r} on {url}",
+                    hint=f"target one of {', '.join(known) or 'none: no agent is live'}"
+                    + f", or leave the target out to replay in the source's ({source.environment})",
+                    details={"targetEnvironment": target, "environments": known},
+                )
         permissions = set((platform.user or {}).get("permissions") or ())
         if not permissions:
             return  # signed in with a token: the platform decides as the proof runs
-        target = params.target_environment or source.environment
         needed = ["replay:run", *(["audit:read"] if audit else [])]  # replays; exports its receipt
         if params.modified_payload:
             needed.append("replay:modify")

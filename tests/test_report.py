@@ -998,7 +998,12 @@ def test_bad_parameters_are_refused_before_anything_runs(
 
 @pytest.mark.parametrize(
     ("case", "code"),
-    [("wrong-password", "BAD_CREDENTIALS"), ("unknown-source", "NO_SUCH_SOURCE"), ("analyst", "FORBIDDEN")],
+    [
+        ("wrong-password", "BAD_CREDENTIALS"),
+        ("unknown-source", "NO_SUCH_SOURCE"),
+        ("analyst", "FORBIDDEN"),
+        ("mistyped-target", "AGENT_UNAVAILABLE"),
+    ],
 )
 def test_the_platform_is_asked_before_a_kernel_starts(
     proof_env: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, code: str
@@ -1006,6 +1011,9 @@ def test_the_platform_is_asked_before_a_kernel_starts(
     # Each of these started a kernel, ran the notebook for 8-15 s and wrote a report folder
     # saying ERROR (found by a walk through the README).
     source = proof_env["source"]
+    target = "staging"
+    if case == "mistyped-target":
+        target = "qa"
     if case == "wrong-password":
         monkeypatch.setenv("MOAT_PASSWORD", "not-the-password")
     elif case == "unknown-source":
@@ -1016,10 +1024,13 @@ def test_the_platform_is_asked_before_a_kernel_starts(
     started = time.perf_counter()
     with pytest.raises(MoatError) as caught:
         report.compliance_proof(
-            source, PAYLOAD, EXPECT_OK, target_environment="staging", reason="r", out=tmp_path / "out"
+            source, PAYLOAD, EXPECT_OK, target_environment=target, reason="r", out=tmp_path / "out"
         )
     assert caught.value.code == code and caught.value.hint
     assert time.perf_counter() - started < 3.0 and not (tmp_path / "out").exists()
+    if case == "mistyped-target":
+        assert "'qa'" in caught.value.message and "staging" in caught.value.hint
+        assert "HTTP" not in str(caught.value)  # refused here, not answered by the platform
     if case == "analyst":
         assert "replay:run" in caught.value.message and "audit:read" in caught.value.message
         # A notebook of one's own is asked only for the replay's permissions.
