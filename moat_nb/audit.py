@@ -405,7 +405,7 @@ def _check_event(event: Any) -> None:
         raise RecordError(
             f"audit event is missing {', '.join(missing)}",
             code="BAD_AUDIT_EVENT",
-            hint="every event carries " + " ".join(EVENT_FIELDS) + " (DESIGN.md section 7)",
+            hint="every event carries " + " ".join(EVENT_FIELDS),
         )
     seq = event["seq"]
     if type(seq) is not int or seq < 1:

@@ -418,7 +418,7 @@ def _add_report_parser(commands: Any) -> None:
     group = commands.add_parser(
         "report",
         help="compliance proof reports: run one (papermill), or re-check one offline",
-        description="Compliance proof reports (DESIGN.md section 9).",
+        description='Compliance proof reports (the README\'s "Compliance proof" section).',
     )
     sub = group.add_subparsers(dest="report_command", metavar="ACTION", required=True)
     proof = sub.add_parser(

@@ -322,7 +322,7 @@ def _column(rows: list[Mapping[str, Any]], col: _Column) -> pa.Array:
         raise RecordError(
             f"column {col.name}: a value is not of type {col.type}: {exc}",
             code="BAD_RECORD",
-            hint="the server sent a record that does not match DESIGN.md section 3",
+            hint="the server sent a record that does not match the platform's schema (GET /api/v1/api-docs)",
         ) from None
 
 

@@ -305,7 +305,7 @@ class Paging:
             raise ValidationError(
                 f"page_size={self.page_size} is not between 1 and {MAX_PAGE_SIZE}",
                 code="VALIDATION",
-                hint="the server answers at most 1000 rows per request (section 4)",
+                hint="the server answers at most 1000 rows per request",
             )
         if self.limit is not None and self.limit < 0:
             raise ValidationError(

@@ -198,7 +198,7 @@ def _not_an_object(cls: type, data: Any) -> RecordError:
 def _record_hint(cls: type) -> str:
     keys = _required_keys(cls)
     article = "an" if cls.__name__[:1] in "AEIOU" else "a"
-    hint = f"{article} {cls.__name__} is the JSON object of DESIGN.md section 3"
+    hint = f"{article} {cls.__name__} is the JSON object of the platform's API (GET /api/v1/api-docs)"
     if keys:
         hint += f" with at least {keys}"
     if issubclass(cls, Execution):
@@ -227,7 +227,7 @@ def _bad_field(cls: type, key: str, value: Any, what: str, code: str = "BAD_FIEL
         hint="ids are 1-128 characters of letters, digits and . _ : -"
         if code == "BAD_ID"
         else "wire records hold JSON: maps are objects, bodies and ids strings, seq an integer "
-        "(DESIGN.md section 3)",
+        "(GET /api/v1/api-docs has the schema)",
         details={"record": cls.__name__, "field": key},
     )
 

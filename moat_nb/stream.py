@@ -212,7 +212,7 @@ class TraceCursor:
             raise TransportError(
                 f"trace stream of {self.replay_id}: event id {sse.id[:40]!r} is not a number",
                 code="BAD_STREAM",
-                hint="the server does not speak DESIGN.md section 5: is MOAT_URL the platform?",
+                hint="the server does not speak the replay trace stream: is MOAT_URL the platform?",
             )
         n = int(sse.id)
         if n <= self.last_id:

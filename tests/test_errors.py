@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import re
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -69,3 +72,29 @@ def test_an_explicit_status_is_an_answer_and_overrides_the_class_default(cls: ty
     err = cls("gone", status=410)
     assert err.answered and err.status == 410
     assert str(err).startswith("HTTP 410 [")
+
+
+def _texts_outside_docstrings(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                docstrings.add(id(body[0].value))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            yield node.lineno, node.value
+
+
+def test_no_message_or_hint_sends_a_user_to_the_design_document() -> None:
+    # DESIGN.md lives in the developers' shared folder, not in the package or the repository: a
+    # hint naming "DESIGN.md section 6" pointed users at a text they cannot read (README
+    # walk-through finding). Docstrings and comments may cite it; what users read may not.
+    root = Path(errors.__file__).parent
+    found = [
+        f"{path.relative_to(root.parent)}:{line}"
+        for path in sorted(root.rglob("*.py"))
+        for line, text in _texts_outside_docstrings(ast.parse(path.read_text(encoding="utf-8")))
+        if "DESIGN.md" in text
+    ]
+    assert found == []

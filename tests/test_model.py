@@ -259,8 +259,8 @@ def test_from_wire_errors_carry_a_hint() -> None:
     with pytest.raises(RecordError) as exc:
         ProcessorRecord.from_wire({})
     assert exc.value.hint == (
-        "a ProcessorRecord is the JSON object of DESIGN.md section 3 with at least seq, "
-        "processorId, processorType, routeId, status"
+        "a ProcessorRecord is the JSON object of the platform's API (GET /api/v1/api-docs) with at least "
+        "seq, processorId, processorType, routeId, status"
     )
 
 
@@ -452,7 +452,7 @@ def _ref_to_wire(rec: Any, *, tree: bool = True) -> dict[str, Any]:
 def _ref_hint(cls: type) -> str:
     keys = [_ref_camel(f.name) for f in dataclasses.fields(cls) if f.name in cls._required]  # type: ignore[attr-defined]
     article = "an" if cls.__name__[0] in "AEIOU" else "a"
-    hint = f"{article} {cls.__name__} is the JSON object of DESIGN.md section 3"
+    hint = f"{article} {cls.__name__} is the JSON object of the platform's API (GET /api/v1/api-docs)"
     if keys:
         hint += " with at least " + ", ".join(keys)
     if issubclass(cls, Execution):
@@ -510,7 +510,7 @@ def _ref_bad_field(cls: type, key: str, value: Any, what: str) -> RecordError:
         hint="ids are 1-128 characters of letters, digits and . _ : -"
         if is_id
         else "wire records hold JSON: maps are objects, bodies and ids strings, seq an integer "
-        "(DESIGN.md section 3)",
+        "(GET /api/v1/api-docs has the schema)",
         details={"record": cls.__name__, "field": key},
     )
 

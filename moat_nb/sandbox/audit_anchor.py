@@ -70,7 +70,7 @@ class AuditKey:
                 raise MoatError(
                     f"{key_file}: the audit key is {type(key).__name__}, not Ed25519",
                     code="AUDIT_KEY_INVALID",
-                    hint="checkpoints are signed with Ed25519 (DESIGN.md section 7)",
+                    hint="checkpoints are signed with Ed25519: the file must hold an Ed25519 private key",
                 )
         else:
             key = Ed25519PrivateKey.generate()

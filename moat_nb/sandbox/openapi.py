@@ -596,7 +596,7 @@ def document(
         "info": {
             "title": "moat_nb sandbox (Cameleer-compatible) API",
             "version": "1",
-            "description": "The embedded Cameleer-compatible platform of moat_nb (DESIGN.md section 4). "
+            "description": "The embedded Cameleer-compatible platform of moat_nb. "
             "Every error is {error, message, details}.",
         },
         "servers": [{"url": "/"}],

@@ -258,7 +258,7 @@ def start(
             "have their default password (the user name), and anyone on the network could log in",
             code="UNSAFE_BIND",
             hint="keep the default host 127.0.0.1, or pass --users with a users file whose "
-            "passwords are not the user names (DESIGN.md section 6)",
+            "passwords are not the user names (the README's sandbox section shows one)",
             details={"host": host, "users": list(table.default_password_users)},
         )
     if per_env < 0:

@@ -391,7 +391,7 @@ def load_users(path: str | os.PathLike[str]) -> UserTable:
         raise ValidationError(
             f"{path}: cannot read the users file: {exc}",
             code="USERS_FILE_INVALID",
-            hint="pass the path of a UTF-8 TOML file (see DESIGN.md section 6)",
+            hint="pass the path of a UTF-8 TOML file (the README's sandbox section shows one)",
             details={"file": str(path)},
         ) from None
     return parse_users(text, source=str(path))
@@ -919,7 +919,7 @@ class CommandSigner:
             raise ValidationError(
                 f"{source}: the key is {type(key).__name__}, not Ed25519",
                 code="SIGNING_KEY_INVALID",
-                hint="command signatures are Ed25519 (DESIGN.md section 5)",
+                hint="command signatures are Ed25519: the file must hold an Ed25519 private key (PEM)",
                 details={"file": source},
             )
         return cls(key)

@@ -471,7 +471,7 @@ def redact_chunk(
             raise RecordError(
                 f"a body must be a string or null, not {type(text).__name__}",
                 code="BAD_FIELD",
-                hint="agents send bodies as text, as Camel captures them (DESIGN.md section 3)",
+                hint="agents send bodies as text, as Camel captures them",
             )
         kept = bodies.get(text)
         if kept is None:
@@ -1108,7 +1108,7 @@ _LAST_EVENT_ID = {
 
 def core_operations() -> list[Operation]:
     """Every operation of section 4 except the replay and audit ones."""
-    sse = {"type": "string", "description": "text/event-stream of commands (section 5)"}
+    sse = {"type": "string", "description": "text/event-stream of signed commands"}
     return [
         Operation(
             "POST",

@@ -322,7 +322,7 @@ def _fail(message: str, *, code: str = "BAD_CHUNK", **details: Any) -> RecordErr
     return RecordError(
         message,
         code=code,
-        hint="send the chunk shape of POST /data/chunks (DESIGN.md sections 3 and 4)",
+        hint="send the chunk shape of POST /data/chunks (GET /api/v1/api-docs has its schema)",
         details=details,
     )
 
@@ -709,7 +709,8 @@ SORT_FIELDS = {
 def _bad(message: str, **details: Any) -> ValidationError:
     return ValidationError(
         message,
-        hint="see the filters of POST /search/executions (DESIGN.md section 4)",
+        hint="see the filters of POST /search/executions in GET /api/v1/api-docs "
+        "(p.executions() takes them in snake_case)",
         details=details,
     )
 

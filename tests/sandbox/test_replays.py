@@ -325,7 +325,8 @@ def test_one_id_given_for_the_other_is_named_with_the_right_one(
         operator.get("/replays/preflight", params={"sourceExchangeId": execution_id}),
     ):
         assert r.status_code == 404 and r.json()["error"] == "NOT_FOUND", r.text
-        assert "id of an execution" in r.json()["message"] and repr(exchange_id) in r.json()["details"]["hint"]
+        body = r.json()
+        assert "id of an execution" in body["message"] and repr(exchange_id) in body["details"]["hint"]
         assert r.json()["details"]["exchangeId"] == exchange_id
     r = operator.get(f"/executions/{exchange_id}")
     assert r.status_code == 404 and f"p.execution({execution_id!r})" in r.json()["details"]["hint"]
