@@ -485,13 +485,20 @@ def _seconds(text: str) -> int:
     return value
 
 
-def _read_json_file(source: str, what: str) -> str:
+def _read_json_file(source: str, what: str, option: str) -> str:
+    """The text of a JSON file option, checked here so that an error names the file and the
+    option (the proof's own check names its notebook parameter, ``modified_payload``)."""
+    from .expectations import strict_json
+
     if source == "-":
-        return sys.stdin.read()
-    try:
-        return Path(source).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise MoatError(f"cannot read the {what} from {source}: {err}", code="USAGE") from None
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise MoatError(f"cannot read the {what} from {source}: {err}", code="USAGE") from None
+    strict_json(text, f"{option} {'(standard input)' if source == '-' else source}")
+    return text
 
 
 def _report_compliance(args: argparse.Namespace) -> int:
@@ -499,8 +506,8 @@ def _report_compliance(args: argparse.Namespace) -> int:
 
     result = compliance_proof(
         args.source,
-        None if args.payload is None else _read_json_file(args.payload, "payload"),
-        _read_json_file(args.expect, "expectations"),
+        None if args.payload is None else _read_json_file(args.payload, "payload", "--payload"),
+        _read_json_file(args.expect, "expectations", "--expect"),
         target_environment=args.target_environment,
         reason=args.reason,
         out=args.out,

@@ -130,7 +130,7 @@ def strict_json(text: Any, name: str) -> Any:
         raise ValidationError(
             f"{name} is nested deeper than {_MAX_DEPTH}",
             code="BAD_JSON",
-            hint=f"the platform reads JSON nested at most {_MAX_DEPTH} levels deep ",
+            hint=f"the platform reads JSON nested at most {_MAX_DEPTH} levels deep",
             details={"parameter": name},
         )
     return value

@@ -316,6 +316,23 @@ def test_strict_json_refuses_numbers_beyond_the_doubles(
     assert strict_json(f"[{finite}]", "x") == [float(finite)]
 
 
+def test_the_command_names_the_file_and_option_of_json_it_refuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It named the notebook parameter ("modified_payload is not valid JSON"), which the user of
+    # the command never wrote (README walk-through finding). Refused before any login.
+    payload, expect = _files(tmp_path / "in", PAYLOAD, EXPECT_OK)
+    payload.write_text('{"body": NaN}')
+    assert _cli("ID-sandbox-x", payload, expect, tmp_path / "out", "--url", "http://127.0.0.1:9") == 1
+    err = capsys.readouterr().err
+    assert f"[BAD_JSON] --payload {payload} is not valid JSON" in err and "modified_payload" not in err
+    expect.write_text('[{"path": "body:$.x", "equals": 1}, ]')
+    payload.write_text("{}")
+    assert _cli("ID-sandbox-x", payload, expect, tmp_path / "out", "--url", "http://127.0.0.1:9") == 1
+    assert f"--expect {expect} is not valid JSON" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_evidence_is_never_written_with_nan_or_infinity() -> None:
     assert json.loads(report._evidence_json({"found": 1.5, "at": Path("x")})) == {"found": 1.5, "at": "x"}
     for bad in (math.nan, math.inf, -math.inf):

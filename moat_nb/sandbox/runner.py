@@ -272,6 +272,15 @@ def start(
     server_config = _server_config(config, overrides)
     _check_port(host, port)
     data_dir = Path(data) if data is not None else default_data_dir(the_app)
+    blocked = next((p for p in (data_dir, *data_dir.parents) if p.exists()), None)
+    if blocked is not None and not blocked.is_dir():
+        # mkdir's "[Errno 17] File exists" named neither the option nor what to do.
+        raise ValidationError(
+            f"the data folder {str(data_dir)!r} cannot be made: {str(blocked)!r} is a file",
+            code="DATA_DIR_INVALID",
+            hint="pass --data (data=) a folder, or a path where one can be made",
+            details={"dataDir": str(data_dir)},
+        )
     routesets = load_routesets(the_app)  # load (and validate) the routes before anything starts
     marker = _read_marker(data_dir, the_app)
 

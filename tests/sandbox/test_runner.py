@@ -435,6 +435,17 @@ def test_loopback_addresses(host: str, loopback: bool) -> None:
     assert _is_loopback(host) is loopback
 
 
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_a_data_path_through_a_file_is_refused_in_words(tmp_path: Path, below: str) -> None:
+    # mkdir's "[Errno 17] File exists" reached the command line (README walk-through finding).
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(ValidationError) as info:
+        start(data=blocker / below if below else blocker, per_env=1)
+    assert info.value.code == "DATA_DIR_INVALID" and f"{str(blocker)!r} is a file" in str(info.value)
+    assert blocker.read_text() == "x"
+
+
 def test_a_taken_port_is_refused_in_words(sandbox: SandboxHandle, tmp_path: Path) -> None:
     port = int(sandbox.url.rsplit(":", 1)[1])
     with pytest.raises(TransportError) as info:
