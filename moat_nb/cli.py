@@ -351,7 +351,11 @@ def _audit_verify(args: argparse.Namespace) -> int:
     result = audit.verify_bundle(bundle, keys)
     events = bundle.get("events")
     if args.json:
-        print(json.dumps({**result.to_wire(), "message": result.message, "tenantId": result.tenant_id}))
+        # What the text output says too: where the bundle starts and how far checkpoints vouch.
+        extra = {"startSeq": result.start_seq, "anchoredSeq": result.anchored_seq}
+        print(
+            json.dumps({**result.to_wire(), **extra, "message": result.message, "tenantId": result.tenant_id})
+        )
     elif result.ok:
         cps = result.checkpoints_checked
         print(

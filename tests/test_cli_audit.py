@@ -81,6 +81,7 @@ def test_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     result = json.loads(capsys.readouterr().out)
     assert result["ok"] is True and result["checked"] == 30 and result["headSeq"] == 30
     assert result["checkpoints"] == 3 and result["firstBadSeq"] is None and result["tenantId"] == TENANT
+    assert result["startSeq"] == 1 and result["anchoredSeq"] == 30  # as the text output says
 
 
 @pytest.mark.parametrize(
