@@ -59,8 +59,7 @@ from .apps import App, EnvironmentSpec
 from .security import UserTable, default_users, load_users
 from .server import ServerThread, create_app
 from .state import SandboxState, ServerConfig
-from .traffic import DEFAULT_START, generate, instance_id, load_routesets, plan
-from .traffic import run as run_planned
+from .traffic import DEFAULT_START, first_planned, generate, instance_id, load_routesets
 
 __all__ = [
     "DEFAULT_PORT",
@@ -366,21 +365,27 @@ def _read_marker(data_dir: Path, app: App) -> dict[str, Any] | None:
     return marker
 
 
-def _stored_start(
-    state: SandboxState, app: App, routesets: Mapping[str, Any], seed: int, per_env: int
-) -> datetime | None:
+def _stored_start(state: SandboxState, app: App, seed: int, per_env: int) -> datetime | None:
     """The start a stored history of this seed was made with, or None when none is stored.
 
     Exchange ids do not depend on the start and every recorded time moves with it, so the first
-    planned exchange, run once at DEFAULT_START, tells how far its stored copy was moved."""
-    if per_env == 0 or not app.environments:
+    planned exchange's recorded time at DEFAULT_START tells how far its stored copy was moved.
+    Nothing is run to find it: a route run here (its beans called once more than a history
+    calls them) made an interrupted history's completion differ from what was stored (found by
+    review: a bean that counts gave CHUNK_CONFLICT)."""
+    if not app.environments:
         return None
-    first = next(plan(app, next(iter(app.environments)), per_env=per_env, seed=seed, start=DEFAULT_START))
-    made = run_planned(app, routesets, first)
-    stored = state.store.execution(made.execution_id)
-    if stored is None or stored.start_time is None or made.start_time is None:
+    first = first_planned(
+        app, next(iter(app.environments)), per_env=per_env, seed=seed, start=DEFAULT_START, span=_HISTORY_SPAN
+    )
+    if first is None:
         return None
-    return DEFAULT_START + (stored.start_time - made.start_time)
+    exchange_id, recorded_at = first
+    execution_id = state.store.execution_id_by_exchange(exchange_id)
+    stored = None if execution_id is None else state.store.execution(execution_id)
+    if stored is None or stored.start_time is None:
+        return None
+    return DEFAULT_START + (stored.start_time - recorded_at)
 
 
 def _marker_start(data_dir: Path, marker: Mapping[str, Any]) -> datetime:
@@ -439,7 +444,7 @@ def _build_history(
         # recent traffic as it would on a live platform; the marker keeps the instant, and a
         # restart or an interrupted history's completion reuses it (same seed, same exchanges).
         # A folder whose marker was deleted keeps the start its stored history was made with.
-        start = _stored_start(state, app, routesets, seed, per_env) or (
+        start = _stored_start(state, app, seed, per_env) or (
             datetime.now(UTC).replace(microsecond=0) - _HISTORY_SPAN
         )
     record = {

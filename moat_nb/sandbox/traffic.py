@@ -39,6 +39,7 @@ __all__ = [
     "PlannedExchange",
     "Clock",
     "plan",
+    "first_planned",
     "run",
     "chunk",
     "generate",
@@ -154,6 +155,27 @@ def _planned(
             rng=_rng(seed, app.name, spec.name, "run", i),
         )
         yield PlannedExchange(spec, i, at, payload, context)
+
+
+def first_planned(
+    app: App,
+    environment: str,
+    *,
+    per_env: int,
+    seed: int | str = 0,
+    start: datetime | None = None,
+    span: timedelta = timedelta(days=7),
+) -> tuple[str, datetime] | None:
+    """The exchange id and recorded time of the first exchange :func:`plan` gives, or None when
+    it gives none. Neither its route nor ``sample_payload`` runs: user code (a bean that counts,
+    say) sees exactly the calls a history makes, so that completing it makes the same chunks."""
+    if per_env < 1:
+        return None
+    (spec,) = _environments(app, [environment])
+    start = DEFAULT_START if start is None else start
+    times = _recorded_times(_rng(seed, app.name, spec.name, "times"), per_env, start.astimezone(UTC), span)
+    # The engine draws the exchange id first from the run's source (RouteSet.run: ctx.next_id()).
+    return RunContext(rng=_rng(seed, app.name, spec.name, "run", 0)).next_id(), times[0]
 
 
 def run(app: App, routesets: Mapping[str, RouteSet], planned: PlannedExchange) -> Execution:

@@ -368,6 +368,54 @@ def test_a_folder_whose_marker_was_deleted_keeps_its_history_as_it_was(
     assert json.loads((data / HISTORY_FILE).read_text())["start"] == start_was
 
 
+COUNTING_BEANS = """\
+import itertools
+
+
+class Counter:
+    def __init__(self):
+        self.n = itertools.count()
+
+    def stamp(self, body):
+        return f"{body} #{next(self.n)}"
+
+
+BEANS = {"counter": Counter()}
+
+
+def sample_payload(rng, i):
+    return {"headers": {}, "body": f"order {i}", "properties": {}}
+"""
+
+COUNTING_ROUTES = """\
+- route:
+    id: count-intake
+    from:
+      uri: "platform-http:/count"
+      steps:
+        - bean:
+            id: stamp
+            ref: counter
+            method: stamp
+"""
+
+
+def test_an_interrupted_history_of_a_bean_that_counts_is_completed(
+    tmp_path: Path, sandboxes: Any
+) -> None:
+    # Finding the stored history's start ran the first exchange through the routes once more on
+    # a fresh folder (but not on completion): a bean that counts then stamped every exchange of
+    # the completion differently, and the store refused them (CHUNK_CONFLICT). Found by review.
+    app = write_app(tmp_path / "counting-app", COUNTING_ROUTES, COUNTING_BEANS)
+    data = tmp_path / "data"
+    sandboxes(app=app, data=data, per_env=3).stop()
+    marker = json.loads((data / HISTORY_FILE).read_text())
+    (data / HISTORY_FILE).write_text(json.dumps({**marker, "complete": False}))  # as if interrupted
+    again = sandboxes(app=app, data=data, per_env=3)
+    assert again.history == 9
+    assert json.loads((data / HISTORY_FILE).read_text())["complete"] is True
+
+
 def test_a_marker_with_a_bad_start_is_refused_in_words(app_dir: Path, tmp_path: Path, sandboxes: Any) -> None:
     data = tmp_path / "data"
     sandboxes(app=app_dir, data=data, per_env=1).stop()
