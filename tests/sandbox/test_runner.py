@@ -400,9 +400,7 @@ COUNTING_ROUTES = """\
 """
 
 
-def test_an_interrupted_history_of_a_bean_that_counts_is_completed(
-    tmp_path: Path, sandboxes: Any
-) -> None:
+def test_an_interrupted_history_of_a_bean_that_counts_is_completed(tmp_path: Path, sandboxes: Any) -> None:
     # Finding the stored history's start ran the first exchange through the routes once more on
     # a fresh folder (but not on completion): a bean that counts then stamped every exchange of
     # the completion differently, and the store refused them (CHUNK_CONFLICT). Found by review.

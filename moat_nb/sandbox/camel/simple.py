@@ -794,9 +794,9 @@ def _no_method(value: Any, name: str) -> SimpleEvaluationError:
     if isinstance(value, str):
         advice = ". Text is not parsed: unmarshal JSON first (unmarshal: json) to navigate it"
     elif isinstance(value, Mapping) and not name.endswith(")"):
-        advice = (
-            f". OGNL calls methods only: read a Map's key in brackets, [{name}] (as in ${{body[{name}]}})"
-        )
+        # In place of the dotted name, wherever it stands: "as in ${body[qty]}" was wrong for
+        # ${body[items][0].qty} and for ${header.customer.tier} (found by review).
+        advice = f". OGNL calls methods only: read a Map's key in brackets, [{name}] in place of .{name}"
     else:
         advice = ""
     return _fail(

@@ -115,7 +115,16 @@ def test_a_dotted_name_on_a_map_is_a_method_call_that_fails_as_in_camel(text: st
         ev(text, make(ORDER))
     assert info.value.error_type == "org.apache.camel.language.bean.RuntimeBeanExpressionException"
     assert f"MethodNotFoundException: Method with name: {name} not found" in info.value.message
-    assert "java.util.LinkedHashMap" in info.value.message and f"[{name}]" in info.value.message
+    assert "java.util.LinkedHashMap" in info.value.message
+    assert f"[{name}] in place of .{name}" in info.value.message
+    assert "${body[" not in info.value.message  # no whole expression: ${body[qty]} would be wrong
+
+
+def test_the_advice_for_a_dotted_name_does_not_move_it_to_the_body() -> None:
+    exchange = make(ORDER, headers={"customer": {"tier": "gold"}})
+    with pytest.raises(SimpleEvaluationError) as info:
+        ev("${header.customer.tier}", exchange)
+    assert "[tier] in place of .tier" in info.value.message and "body" not in info.value.message
 
 
 def test_map_method_names_call_the_method_not_the_key() -> None:
