@@ -755,7 +755,7 @@ class _Reach:
     def lost(self, code: str | None) -> bool:
         """Count one outcome (its error code, None for a success); True once the limit is reached."""
         self.count = self.count + 1 if code in _UNREACHABLE else 0
-        if code is None:
+        if code not in _UNREACHABLE:  # an answer, even a refusal: the platform is there
             self.drops, self.since = 0, None
         return self.count >= self.limit
 

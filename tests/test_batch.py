@@ -1301,6 +1301,8 @@ def test_reach_counts_readers_that_cannot_reconnect_over_its_patience() -> None:
     reach.dropped(refused, 300.0)
     reach.lost("TRANSPORT")
     assert reach.drops == 1  # a row that could not reach it does not
+    reach.lost("REPLAY_TIMED_OUT")  # a row the platform answered, even with an error, does
+    assert reach.drops == 0 and reach.since is None
 
 
 @pytest.mark.slow
