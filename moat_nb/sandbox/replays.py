@@ -1021,7 +1021,11 @@ class ReplayService:
         )
 
     def ingest(
-        self, chunk: Chunk, instance_id: str, redact: Callable[[Chunk, frozenset[str]], Chunk] | None = None
+        self,
+        chunk: Chunk,
+        instance_id: str,
+        redact: Callable[[Chunk, frozenset[str]], Chunk] | None = None,
+        stored: Callable[[], None] | None = None,
     ) -> Any:
         """Store a chunk tagged with a ``replayId`` (from ``POST /data/chunks``) and follow its
         replay, on the worker (one thread hop for both). Returns the stored (redacted) chunk:
@@ -1043,11 +1047,17 @@ class ReplayService:
         the terminal audit event). So ``end`` is never sent before the replay's execution can
         be read, and a chunk whose write fails leaves no trace event behind: the agent's retry
         finds everything as it was. The execution's row of the text index is written after
-        the commit (:meth:`Store.write_checked`); a text search waits for it."""
-        return self._submit(self._ingest, chunk, instance_id, redact)
+        the commit (:meth:`Store.write_checked`); a text search waits for it. ``stored`` is
+        called on the worker right after the commit (the server remembers the chunk's secret
+        values there, for the trace's next chunks, even if the request is cancelled meanwhile)."""
+        return self._submit(self._ingest, chunk, instance_id, redact, stored)
 
     def _ingest(
-        self, chunk: Chunk, instance_id: str, redact: Callable[[Chunk, frozenset[str]], Chunk] | None
+        self,
+        chunk: Chunk,
+        instance_id: str,
+        redact: Callable[[Chunk, frozenset[str]], Chunk] | None,
+        stored: Callable[[], None] | None = None,
     ) -> Chunk:
         self._last_activity = time.monotonic()
         # Checked before it is looked up (the whole chunk is checked below, after the lookup
@@ -1125,6 +1135,8 @@ class ReplayService:
             raise
         finally:
             self.store.forget(checked.execution_id)
+        if stored is not None:
+            stored()
         self._last_activity = time.monotonic()  # a long ingest is not a quiet moment either
         if follow:
             self._advance(replay_id, chunk, taken)

@@ -799,7 +799,7 @@ async def get_execution(request: Request, principal: Principal | None) -> Respon
     if execution is None:
         # An exchange id where an execution id belongs is the usual slip (replays take the one,
         # this path the other): say which execution it names.
-        named = state.store.execution_id_by_exchange(execution_id)
+        named = await run_in_threadpool(state.store.execution_id_by_exchange, execution_id)
         raise NotFound(
             f"no execution {execution_id!r}"
             + (
@@ -1014,9 +1014,8 @@ async def post_chunk(request: Request, principal: Principal | None) -> Response:
                 # worker, in one thread hop (the round trip of P2 waits on it).
                 shown: set[str] = set()
                 redact = partial(redact_trace, state, shown=shown)
-                stored = await _maybe_await(state.replays.ingest(chunk, principal.username, redact))
-                remember_trace(state, chunk, shown)
-                chunk = stored
+                remember = partial(remember_trace, state, chunk, shown)  # on the worker, at commit
+                chunk = await _maybe_await(state.replays.ingest(chunk, principal.username, redact, remember))
             else:
                 chunk = await run_in_threadpool(_redact_and_store, state, chunk, principal.username)
         except (sqlite3.OperationalError, sqlite3.IntegrityError) as exc:

@@ -888,6 +888,34 @@ def _replay_chunks(
     return rid, [c.to_wire() for c in chunks_of(x, max_processors=per_chunk)]
 
 
+def test_a_secret_one_chunk_of_a_replays_trace_shows_is_hidden_in_its_next_chunks(
+    sb: SandboxHandle, user: Any, tools: Any
+) -> None:
+    """The replay path remembers what a stored chunk showed (on the worker, at its commit) as the
+    recorded path does: a body in a later chunk that echoes a header's secret, with no name to
+    go by, is stored and streamed with the fingerprint."""
+    op = user("operator")
+    agent = SilentAgent(sb, "silent-qa-secrets")
+    key = "replay-chunk-key-0123456789"
+    try:
+        rid, chunks = _replay_chunks(op, tools, agent, sources(op, "dev")[7]["exchangeId"], per_chunk=8)
+        assert len(chunks) >= 2
+        first = chunks[0]["processors"][0]
+        first["inputHeaders"] = {**(first.get("inputHeaders") or {}), "X-Api-Key": key}
+        echo = chunks[1]["processors"][0]
+        echo["outputBody"] = f"called the partner with {key}"
+        for chunk in chunks:
+            assert agent.post_chunk(chunk).status_code == 202
+        assert tools.wait_replay(op, rid)["status"] == "COMPLETED"
+        marker = sb.state.redactor.value(key)
+        stored = detail(op, chunks[0]["executionId"])
+        texts = [p.get("outputBody") for p in flat(stored["processors"])]
+        assert f"called the partner with {marker}" in texts
+        assert key not in json.dumps(stored) and key not in json.dumps(read_events(op, rid)[1])
+    finally:
+        agent.close()
+
+
 def _stored(sb: SandboxHandle, rid: str) -> list[tuple[int, str]]:
     return [
         (i, e)
