@@ -587,7 +587,9 @@ class BatchResult:
     ``outputs`` (name → value); ``complete`` is False when the batch was interrupted;
     ``loaded`` counts the rows taken from the results file instead of run;
     ``calibration`` maps ``routeId@environment`` to the calibrated noise rules (their paths) or
-    to the reason calibration could not run.
+    to the reason calibration could not run; ``output_names`` are the ``outputs=`` names asked
+    for, a column each in the frames even when no row has a value (every row ``ERROR``, or no
+    rows at all).
     """
 
     kind: str
@@ -597,6 +599,7 @@ class BatchResult:
     loaded: int = 0
     calibration: dict[str, Any] = field(default_factory=dict)
     results_path: Path | None = None
+    output_names: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -611,7 +614,7 @@ class BatchResult:
 
     def _extra(self) -> tuple[list[str], list[str]]:
         ins: dict[str, None] = {}
-        outs: dict[str, None] = {}
+        outs: dict[str, None] = dict.fromkeys(self.output_names)
         for r in self.rows:
             ins.update(dict.fromkeys(r.get("inputs_values") or {}))
             outs.update(dict.fromkeys(r.get("outputs") or {}))
@@ -686,7 +689,9 @@ class BatchResult:
 
 def _extra_column(values: list[Any]) -> pa.Array:
     plain = [v for v in values if v is not None]
-    if plain and all(isinstance(v, bool) for v in plain):
+    if not plain:  # no row has a value (they all failed): NaN, which arithmetic takes, not NA text
+        return pa.array(values, pa.float64())
+    if all(isinstance(v, bool) for v in plain):
         return pa.array(values, pa.bool_())
     if plain and all(isinstance(v, int) and not isinstance(v, bool) for v in plain):
         return pa.array(values, pa.int64())
@@ -1153,6 +1158,7 @@ class _Batch:
             loaded=self.loaded,
             calibration=dict(self.calibration),
             results_path=self.file.path if self.file else None,
+            output_names=tuple(self.outputs) if isinstance(self.outputs, Mapping) else (),
         )
 
     def _take_loaded(self) -> list[_Job]:

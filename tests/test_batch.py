@@ -349,6 +349,8 @@ def test_frames_have_the_fixed_columns_then_inputs_then_outputs() -> None:
     assert "3 of 4 rows" in text and "SAME 1, CHANGED 1, ERROR 1" in text and "[FORBIDDEN] no" in text
     empty = BatchResult("regression", [], total=0).to_polars()
     assert empty.columns == fixed and empty.height == 0
+    asked = BatchResult("regression", [], total=0, output_names=("total",)).to_pandas()
+    assert list(asked.columns) == [*fixed, "total"] and str(asked["total"].dtype) == "float64"
 
 
 def test_results_file_skips_a_torn_line_and_refuses_another_kind(tmp_path: Path) -> None:
@@ -748,12 +750,21 @@ def test_errors_become_rows_with_the_message(sandbox: Any, prod: pd.DataFrame) -
     try:
         sources = [*prod.exchange_id.head(2), "ID-no-such-exchange"]
         result = regression(
-            operator, sources, "staging", reason="batch test: operator on prod data", progress=False
+            operator,
+            sources,
+            "staging",
+            reason="batch test: operator on prod data",
+            progress=False,
+            outputs={"total": "body:$.total"},
         )
     finally:
         operator.close()
     frame = result.to_pandas()
     assert frame.verdict.tolist() == ["ERROR"] * 3
+    # The output asked for is a column though no row has a value (regression_replay.ipynb read
+    # frame["total"] and died of KeyError 'total' for a user without replay:prod), and NaN
+    # subtracts as a number does.
+    assert frame["total"].isna().all() and (frame["total"] - 1.0).isna().all()
     assert frame.error_code.tolist()[:2] == ["FORBIDDEN"] * 2 and frame.replay_id.isna().all()
     assert all("replay:prod" in text for text in frame.error.head(2))
     assert frame.error_code.iloc[2] == "NOT_FOUND" and "ID-no-such-exchange" in frame.error.iloc[2]
