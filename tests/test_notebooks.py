@@ -154,3 +154,38 @@ def test_compliance_proof_defaults(client_sandbox: Any, tmp_path: Path) -> None:
     assert evidence["source"]["environment"] == "prod" and evidence["replay"]["environment"] == "staging"
     assert [e["actual"] for e in evidence["expectations"]] == ["COMPLETED", 59.97]
     _assert_plots_offline(html, at_least=3)
+
+
+def _failure(name: str, sandbox: Any, user: str, tmp_path: Path, parameters: dict[str, Any]) -> str:
+    """The one error a notebook stops with: ``ename: evalue`` of its first error output."""
+    executed = tmp_path / name
+    with pytest.raises(Exception, match="PapermillExecutionError|Exception encountered"):
+        report.run_notebook(
+            NOTEBOOKS / name,
+            executed,
+            parameters,
+            env={"MOAT_URL": sandbox.url, "MOAT_USER": user, "MOAT_PASSWORD": user},
+            cwd=tmp_path,
+            timeout=240,
+        )
+    nb = nbformat.read(executed, as_version=4)
+    error = next(o for c in nb.cells for o in c.get("outputs", ()) if o.get("output_type") == "error")
+    return f"{error['ename']}: {error['evalue']}"
+
+
+def test_regression_replay_stops_in_words_where_nothing_can_be_replayed(
+    client_sandbox: Any, tmp_path: Path
+) -> None:
+    # A user without replay:prod: every row is ERROR [FORBIDDEN]. The notebook went on and died
+    # of "KeyError: 'total'" three cells later (and would have said "no exchange changed").
+    text = _failure("regression_replay.ipynb", client_sandbox, "operator", tmp_path / "a", {})
+    assert text.startswith("RuntimeError: no exchange could be replayed") and "replay:prod" in text, text
+    # An environment with no history: it said "0 completed exchanges" and died the same way.
+    text = _failure(
+        "regression_replay.ipynb",
+        client_sandbox,
+        "prod-operator",
+        tmp_path / "b",
+        {"source_environment": "qa"},
+    )
+    assert text.startswith("LookupError: no completed exchange recorded in 'qa'") and "prod" in text, text
