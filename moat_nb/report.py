@@ -146,6 +146,15 @@ def show_evidence(evidence: Mapping[str, Any]) -> None:
     lines = [f"<h3 style='color:{colour}'>Verdict: {verdict}</h3>"]
     if evidence["failures"]:
         lines.append("<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in evidence["failures"]) + "</ul>")
+    elif (evidence.get("audit") or {}).get("trustedKeys") == "bundle":
+        # The bundle's own keys prove it consistent, not who signed it (moat-nb report verify
+        # says NOT VERIFIED without a key): the reader must not take more from this page.
+        lines.append(
+            "<p>Every expectation holds, and the replay's audit record is consistent with a signed "
+            "checkpoint, checked against the bundle's own keys only, which does not show who signed it: "
+            "run <code>moat-nb report verify DIR --key KEY</code> with the platform's published audit key "
+            "(or set <code>MOAT_AUDIT_KEYS</code> before the proof runs).</p>"
+        )
     else:
         lines.append(
             "<p>Every expectation holds, and the replay's audit record verifies offline against a signed "

@@ -153,6 +153,11 @@ def test_compliance_proof_defaults(client_sandbox: Any, tmp_path: Path) -> None:
     assert evidence["verdict"] == "PASS", evidence["failures"]
     assert evidence["source"]["environment"] == "prod" and evidence["replay"]["environment"] == "staging"
     assert [e["actual"] for e in evidence["expectations"]] == ["COMPLETED", 59.97]
+    # No MOAT_AUDIT_KEYS: the bundle's own keys prove it consistent, not who signed it, and the
+    # page said "VERIFIED" and "verifies offline against a signed checkpoint" all the same.
+    assert evidence["audit"]["trustedKeys"] == "bundle"
+    assert "CONSISTENT, SIGNER NOT CHECKED" in _stream(nb) and "VERIFIED:" not in _stream(nb)
+    assert "bundle's own keys only" in html and "verifies offline against a signed" not in html
     _assert_plots_offline(html, at_least=3)
 
 
