@@ -194,3 +194,28 @@ def test_regression_replay_stops_in_words_where_nothing_can_be_replayed(
         {"source_environment": "qa"},
     )
     assert text.startswith("LookupError: no completed exchange recorded in 'qa'") and "prod" in text, text
+
+
+def test_an_exchange_id_that_does_not_fit_is_named_in_words(client_sandbox: Any, tmp_path: Path) -> None:
+    # A mistyped id said "no completed order in staging: start the sandbox with more history" and
+    # "no failed exchange ... about 5 % of recorded exchanges fail"; a completed exchange given to
+    # reproduce_bug went through as a "failure" ("None: None", "no payload fix for this failure").
+    missing = {"exchange_id": "ID-no-such-exchange"}
+    for name in ("explore_what_if.ipynb", "reproduce_bug.ipynb"):
+        text = _failure(name, client_sandbox, "operator", tmp_path / name, missing)
+        assert text.startswith("LookupError: no recorded exchange 'ID-no-such-exchange'"), text
+    from moat_nb.client import connect
+
+    platform = connect(client_sandbox.url, username="operator", password="operator")
+    try:
+        hits = platform.executions(environment="dev", status="COMPLETED", is_replay=False, limit=1)
+        exchange = hits.to_pandas()["exchange_id"].iloc[0]
+    finally:
+        platform.close()
+    text = _failure(
+        "reproduce_bug.ipynb", client_sandbox, "operator", tmp_path / "c", {"exchange_id": exchange}
+    )
+    assert text == (
+        f"ValueError: exchange {exchange} is COMPLETED, not FAILED: there is no failure to reproduce; "
+        "leave exchange_id empty to list the failed exchanges"
+    )
