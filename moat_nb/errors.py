@@ -60,6 +60,17 @@ class MoatError(Exception):
             text += f" — {self.hint}"
         return text
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython (a notebook, papermill's report) shows for this error: its one line,
+        where a refusal printed 20-40 lines of the client's frames above the message that says
+        what to do. ``MOAT_DEBUG=1`` in the kernel's environment shows the whole traceback."""
+        import os
+        import traceback
+
+        if os.environ.get("MOAT_DEBUG"):
+            return "".join(traceback.format_exception(self)).splitlines()
+        return [f"{type(self).__name__}: {self}"]
+
 
 # --------------------------------------------------------------------------- route engine
 

@@ -98,3 +98,43 @@ def test_no_message_or_hint_sends_a_user_to_the_design_document() -> None:
         if "DESIGN.md" in text
     ]
     assert found == []
+
+
+def test_ipython_shows_a_moat_error_as_its_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    err = ValidationError("limit must be an int, not '5'", code="VALIDATION", hint="pass limit=5")
+    assert err._render_traceback_() == [
+        "ValidationError: [VALIDATION] limit must be an int, not '5' — pass limit=5"
+    ]
+    monkeypatch.setenv("MOAT_DEBUG", "1")
+    try:
+        raise err
+    except ValidationError as raised:
+        lines = raised._render_traceback_()
+    assert lines[0].startswith("Traceback") and any("test_errors.py" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_a_notebook_cell_that_is_refused_shows_one_line_not_the_clients_frames(tmp_path: Path) -> None:
+    # A refusal in a notebook (BAD_JSON, FORBIDDEN, AGENT_UNAVAILABLE ...) printed 20-40 lines of
+    # frames through client.py above the message (notebook walk-through finding); a bug that is
+    # not a MoatError keeps its traceback.
+    import nbformat
+    from papermill.exceptions import PapermillExecutionError
+
+    from moat_nb import report
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(
+        nbformat.v4.new_code_cell(
+            "from moat_nb import connect\n"
+            "connect('http://127.0.0.1:9', username='u', password='p', timeout=0)"
+        )
+    )
+    source = tmp_path / "refused.ipynb"
+    nbformat.write(nb, source)
+    with pytest.raises(PapermillExecutionError):
+        report.run_notebook(source, tmp_path / "out.ipynb", cwd=tmp_path, timeout=60)
+    (cell,) = [c for c in nbformat.read(tmp_path / "out.ipynb", as_version=4).cells if c.cell_type == "code"]
+    (output,) = cell.outputs
+    assert output["output_type"] == "error" and output["ename"] == "ValidationError"
+    assert len(output["traceback"]) == 1 and "timeout" in output["traceback"][0]
