@@ -170,11 +170,20 @@ def _row_text(r: DiffRow) -> str:
     return _esc(what)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _rows_text(rows: Sequence[DiffRow]) -> str:
     if not rows:
         return "no differences here"
     ordered = sorted(rows, key=lambda r: r.noise)  # real differences first
-    lines = [f"{len(rows)} differences:"] + [f"{_NBSP * 2}{_row_text(r)}" for r in ordered[:_HOVER_ROWS]]
+    real = sum(1 for r in rows if not r.noise)
+    # "1 differences:" under "0 differences, 1 noise" said the opposite (walk-through finding).
+    head = _count(real, "difference") + (
+        f", {_count(len(rows) - real, 'noise row')}" if real < len(rows) else ""
+    )
+    lines = [head + ":"] + [f"{_NBSP * 2}{_row_text(r)}" for r in ordered[:_HOVER_ROWS]]
     if len(rows) > _HOVER_ROWS:
         lines.append(f"{_NBSP * 2}… {len(rows) - _HOVER_ROWS} more (DiffResult.rows_at)")
     return "<br>".join(lines)
@@ -991,12 +1000,7 @@ def diff_view(
             real = [r for r in found if not r.noise]
             z_row.append(len(real) if found else None)
             t_row.append(str(len(real)) if real else "")
-            h_row.append(
-                f"<b>{_esc(_ref_label(ref))}</b> · {fld}<br>{len(real)} differences, "
-                f"{len(found) - len(real)} noise<br>" + _rows_text(found)
-                if found
-                else ""
-            )
+            h_row.append(f"<b>{_esc(_ref_label(ref))}</b> · {fld}<br>" + _rows_text(found) if found else "")
         z.append(z_row)
         text.append(t_row)
         hover.append(h_row)

@@ -501,6 +501,11 @@ def test_diff_view_heatmap_counts_non_noise_differences() -> None:
     # a cell that holds only noise is 0 (grey), a cell with nothing is empty
     noise_only = [(i, j) for i, row in enumerate(heat.z) for j, v in enumerate(row) if v == 0]
     assert noise_only and all("noise" in heat.hovertext[i][j] for i, j in noise_only)
+    # The count says what the cell holds, once: "0 differences, 1 noise" then "1 differences:"
+    # said both (walk-through finding).
+    i, j = noise_only[0]
+    assert re.search(r"<br>0 differences, [1-9][0-9]* noise rows?:", heat.hovertext[i][j])
+    assert "1 differences" not in " ".join(t for row in heat.hovertext for t in row if t)
     gold = next(i for i, y in enumerate(heat.y) if y.startswith("gold-discount"))
     assert heat.z[gold][5] == 1 and "ran only in the replay" in heat.hovertext[gold][5]
     assert fig.layout.xaxis.title.text == "field" and fig.layout.yaxis.title.text
