@@ -26,11 +26,14 @@ pytestmark = pytest.mark.slow
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
-def _run(name: str, sandbox: Any, user: str, tmp_path: Path) -> tuple[nbformat.NotebookNode, str]:
+def _run(
+    name: str, sandbox: Any, user: str, tmp_path: Path, parameters: dict[str, Any] | None = None
+) -> tuple[nbformat.NotebookNode, str]:
     executed = tmp_path / name
     nb = report.run_notebook(
         NOTEBOOKS / name,
         executed,
+        parameters,
         env={"MOAT_URL": sandbox.url, "MOAT_USER": user, "MOAT_PASSWORD": user},
         cwd=tmp_path,
         timeout=240,
@@ -102,6 +105,34 @@ def test_reproduce_bug(client_sandbox: Any, tmp_path: Path) -> None:
     assert json.loads(fixed["result"])["status"] in ("ACCEPTED", "PARTIALLY_BACKORDERED", "BACKORDERED")
     assert "fix: line" in _stream(nb)
     _assert_plots_offline(html, at_least=3)
+
+
+def test_reproduce_bug_with_no_payload_fix_replays_the_failure_once(tmp_path: Path) -> None:
+    # An unknown customer has no payload fix: the notebook replayed the same payload a second
+    # time anyway, audited as "replay with the corrected payload: " (notebook walk-through).
+    # A sandbox of its own: seed 7 records unknown customers in staging and dev.
+    from moat_nb.client import connect
+    from moat_nb.sandbox import start
+
+    sandbox = start(data=tmp_path / "sandbox", per_env=60, seed=7)
+    platform = connect(sandbox.url, username="operator", password="operator")
+    try:
+        failed = platform.executions(
+            environment=["staging", "dev"], status="FAILED", is_replay=False
+        ).to_pandas()
+        unknown = failed[failed["error_type"].str.endswith("UnknownCustomerException")]
+        assert not unknown.empty, "the history has an unknown customer's failure"
+        exchange = unknown["exchange_id"].iloc[0]
+        nb, _ = _run("reproduce_bug.ipynb", sandbox, "operator", tmp_path, {"exchange_id": exchange})
+        reasons = [r["reason"] for r in platform.replays(limit=None, source_exchange_id=exchange)]
+    finally:
+        platform.close()
+        sandbox.stop()
+    outcomes = {row["run"]: row for row in report.notebook_tables(nb)["outcomes"]}
+    assert set(outcomes) == {"reproduction", "no fix (the reproduction)"}
+    assert "nothing to replay" in _stream(nb)
+    assert sum(r.startswith("reproduce") for r in reasons) == 1, reasons
+    assert not any("corrected payload" in r for r in reasons), reasons
 
 
 def _expected_verdicts(sandbox: Any, rows: list[dict[str, Any]]) -> dict[str, str]:
