@@ -334,7 +334,7 @@ class ProofParameters:
         rows = [
             ("source exchange", self.source_exchange_id or "(picked by the notebook)"),
             ("target environment", self.target_environment or "(the source's own)"),
-            ("modified payload", json.dumps(self.modified_payload, ensure_ascii=False, indent=1) or "{}"),
+            ("modified payload", _payload_text(self.modified_payload)),
             ("expectations", "\n".join(e.label for e in self.expectations)),
             ("reason", self.reason),
         ]
@@ -344,6 +344,22 @@ class ProofParameters:
             for k, v in rows
         )
         return f"<table>{body}</table>"
+
+
+def _payload_text(payload: Mapping[str, Any]) -> str:
+    """The payload as a reader wants it: a body that is JSON text indented as JSON, where
+    ``json.dumps`` of the whole showed it as one escaped string ("{\\"orderId\\": ...")."""
+    body = payload.get("body")
+    if isinstance(body, str):
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict | list):
+            rest = {k: v for k, v in payload.items() if k != "body"}
+            head = json.dumps(rest, ensure_ascii=False, indent=1) + "\n" if rest else ""
+            return head + "body (JSON text):\n" + json.dumps(parsed, ensure_ascii=False, indent=1)
+    return json.dumps(dict(payload), ensure_ascii=False, indent=1)
 
 
 def check_parameter_cell(code: str, params: Mapping[str, str]) -> None:

@@ -102,3 +102,31 @@ def test_a_processor_output_with_a_long_id_must_be_the_audited_one() -> None:
         processorOutputs=outputs,
     )
     assert _check(verify_evidence(evidence, None), "expectations re-evaluate").ok
+
+
+def test_the_parameters_show_a_json_body_as_json_not_as_one_escaped_string() -> None:
+    # The proof's parameter table showed the body as "{\"orderId\": ..." (notebook walk-through).
+    from moat_nb.evidence import ProofParameters
+
+    params = ProofParameters.parse(
+        {
+            "source_exchange_id": "ID-x",
+            "modified_payload": '{"body": {"orderId": "O-1"}, "headers": {"a": "b"}}',
+            "target_environment": "staging",
+            "expectations": '[{"path": "status", "equals": "COMPLETED"}]',
+            "reason": "r",
+        }
+    )
+    shown = params._repr_html_()
+    assert "body (JSON text):\n{\n &quot;orderId&quot;: &quot;O-1&quot;\n}" in shown
+    assert "\\&quot;" not in shown and "&quot;a&quot;: &quot;b&quot;" in shown
+    text = ProofParameters.parse({**_PARAMS_TEXT, "modified_payload": '{"body": "plain text"}'})._repr_html_()
+    assert "&quot;body&quot;: &quot;plain text&quot;" in text  # a text that is not JSON stays as it is
+
+
+_PARAMS_TEXT = {
+    "source_exchange_id": "ID-x",
+    "target_environment": "staging",
+    "expectations": '[{"path": "status", "equals": "COMPLETED"}]',
+    "reason": "r",
+}
