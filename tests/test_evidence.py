@@ -109,13 +109,7 @@ def test_the_parameters_show_a_json_body_as_json_not_as_one_escaped_string() -> 
     from moat_nb.evidence import ProofParameters
 
     params = ProofParameters.parse(
-        {
-            "source_exchange_id": "ID-x",
-            "modified_payload": '{"body": {"orderId": "O-1"}, "headers": {"a": "b"}}',
-            "target_environment": "staging",
-            "expectations": '[{"path": "status", "equals": "COMPLETED"}]',
-            "reason": "r",
-        }
+        {**_PARAMS_TEXT, "modified_payload": '{"body": {"orderId": "O-1"}, "headers": {"a": "b"}}'}
     )
     shown = params._repr_html_()
     assert "body (JSON text):\n{\n &quot;orderId&quot;: &quot;O-1&quot;\n}" in shown

@@ -26,18 +26,24 @@ pytestmark = pytest.mark.slow
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
-def _run(
+def _execute(
     name: str, sandbox: Any, user: str, tmp_path: Path, parameters: dict[str, Any] | None = None
-) -> tuple[nbformat.NotebookNode, str]:
-    executed = tmp_path / name
-    nb = report.run_notebook(
+) -> nbformat.NotebookNode:
+    """The shipped notebook ``name`` run by papermill as ``user`` (its password is its name)."""
+    return report.run_notebook(
         NOTEBOOKS / name,
-        executed,
+        tmp_path / name,
         parameters,
         env={"MOAT_URL": sandbox.url, "MOAT_USER": user, "MOAT_PASSWORD": user},
         cwd=tmp_path,
         timeout=240,
     )
+
+
+def _run(
+    name: str, sandbox: Any, user: str, tmp_path: Path, parameters: dict[str, Any] | None = None
+) -> tuple[nbformat.NotebookNode, str]:
+    nb = _execute(name, sandbox, user, tmp_path, parameters)
     errors = [o for c in nb.cells for o in c.get("outputs", ()) if o.get("output_type") == "error"]
     assert not errors, errors
     html = report.export_html(nb, tmp_path / (name + ".html"), hide_code=False).read_text()
@@ -194,17 +200,9 @@ def test_compliance_proof_defaults(client_sandbox: Any, tmp_path: Path) -> None:
 
 def _failure(name: str, sandbox: Any, user: str, tmp_path: Path, parameters: dict[str, Any]) -> str:
     """The one error a notebook stops with: ``ename: evalue`` of its first error output."""
-    executed = tmp_path / name
     with pytest.raises(Exception, match="PapermillExecutionError|Exception encountered"):
-        report.run_notebook(
-            NOTEBOOKS / name,
-            executed,
-            parameters,
-            env={"MOAT_URL": sandbox.url, "MOAT_USER": user, "MOAT_PASSWORD": user},
-            cwd=tmp_path,
-            timeout=240,
-        )
-    nb = nbformat.read(executed, as_version=4)
+        _execute(name, sandbox, user, tmp_path, parameters)
+    nb = nbformat.read(tmp_path / name, as_version=4)
     error = next(o for c in nb.cells for o in c.get("outputs", ()) if o.get("output_type") == "error")
     return f"{error['ename']}: {error['evalue']}"
 
