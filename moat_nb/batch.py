@@ -104,7 +104,7 @@ import rfc8785
 
 from .client import SOURCE_SEARCHES, AsyncPlatform, Platform, serialise_body
 from .diff import DiffResult, diff, noise_rules_from
-from .errors import BatchStopped, MoatError, NotFound, ReplayFailed, ValidationError
+from .errors import BatchStopped, MoatError, NotFound, PermissionDenied, ReplayFailed, ValidationError
 from .frames import Backend, to_frame
 from .model import Execution
 from .noise import IgnoreSpec, NoiseRule, ParsedPath, as_rules, parse_path
@@ -1564,6 +1564,46 @@ class _Batch:
                         stacklevel=2,
                     )
                     redacted = []
+        refused = self._none_may_run(ap, pending)
+        if refused is not None:
+            raise refused
+
+    def _none_may_run(self, ap: Any, pending: list[_Job]) -> PermissionDenied | None:
+        """A refusal when the user may run none of the rows (their permissions, known from a
+        password login, lack what each row needs: section 6): a regression of prod history
+        by an OPERATOR sent every row to be refused, each refusal an audit event, and ended
+        with every row ERROR. None when any row may run, or whatever cannot be told here."""
+        user = getattr(ap.session, "user", None) or {}
+        permissions = set(user.get("permissions") or ())
+        if not permissions or not pending:
+            return None  # a token: the platform decides row by row
+        lacking: set[str] = set()
+        for job in pending:
+            environment = job.source.environment or (job.source.full.environment if job.source.full else None)
+            if job.error is not None or environment is None:
+                return None
+            needed = {"replay:run"}
+            if job.replay_args:
+                needed.add("replay:modify")
+            if "prod" in (environment, self.target or environment):
+                needed.add("replay:prod")
+            missing = needed - permissions
+            if not missing:
+                return None
+            lacking |= missing
+        names = ", ".join(sorted(lacking))
+        return PermissionDenied(
+            f"{user.get('username')} may run none of the {len(pending)} rows of this {self.kind}: "
+            f"each needs {names}, which the user lacks",
+            hint="run it as a user who has "
+            + names
+            + (
+                " (replay:prod is granted to a user explicitly: prod-operator on the sandbox)"
+                if "replay:prod" in lacking
+                else ""
+            ),
+            details={"missing": sorted(lacking), "rows": len(pending)},
+        )
 
 
 def _output_text(spec: str) -> str:

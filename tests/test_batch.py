@@ -47,7 +47,7 @@ from moat_nb.batch import (
     verdict,
 )
 from moat_nb.client import AsyncPlatform, Platform, connect
-from moat_nb.errors import NotFound, TransportError, ValidationError
+from moat_nb.errors import NotFound, PermissionDenied, TransportError, ValidationError
 from moat_nb.model import Execution, Payload
 from moat_nb.stream import StreamPolicy
 
@@ -1221,18 +1221,44 @@ def test_interrupt_inside_a_running_loop_stops_the_worker_thread(
     assert not [t for t in threading.enumerate() if t.name == "moat-regression" and t.is_alive()]
 
 
-def test_operator_sweeping_onto_prod_gets_error_rows(sandbox: Any, staging_source: Execution) -> None:
+def test_operator_sweeping_onto_prod_is_refused_before_any_row(
+    sandbox: Any, staging_source: Execution
+) -> None:
+    # Every row needs replay:prod, which OPERATOR lacks: each was sent, refused and audited
+    # (REPLAY_DENIED) and came back ERROR [FORBIDDEN]; now one refusal before any request.
     operator = connect(sandbox.url, username="operator", password="operator")
+    denied = len(sandbox.state.store.connection().execute(
+        "SELECT 1 FROM audit_events WHERE action = 'REPLAY_DENIED'").fetchall())  # fmt: skip
     try:
-        result = sweep(
-            operator, staging_source, [{"body.lines[0].qty": 2}, {"body.lines[0].qty": 3}],
-            target_environment="prod", reason="batch test: operator onto prod", progress=False,
+        with pytest.raises(PermissionDenied) as info:
+            sweep(
+                operator, staging_source, [{"body.lines[0].qty": 2}, {"body.lines[0].qty": 3}],
+                target_environment="prod", reason="batch test: operator onto prod", progress=False,
+            )  # fmt: skip
+    finally:
+        operator.close()
+    assert info.value.code == "FORBIDDEN" and "none of the 2 rows" in str(info.value)
+    assert info.value.details["missing"] == ["replay:prod"] and "prod-operator" in (info.value.hint or "")
+    assert not info.value.answered  # refused here: nothing was sent
+    assert len(sandbox.state.store.connection().execute(
+        "SELECT 1 FROM audit_events WHERE action = 'REPLAY_DENIED'").fetchall()) == denied  # fmt: skip
+
+
+def test_a_batch_with_one_row_that_may_run_runs_and_the_others_are_refused_by_the_platform(
+    sandbox: Any, staging_source: Execution
+) -> None:
+    # Only a batch that can run nothing is refused up front; the platform decides the rest.
+    operator = connect(sandbox.url, username="operator", password="operator")
+    prod = operator.executions(environment="prod", status="COMPLETED", is_replay=False, limit=1).to_pandas()
+    try:
+        result = regression(
+            operator, [staging_source, *prod.exchange_id], "staging", reason="batch test: mixed",
+            progress=False, calibrate=False,
         )  # fmt: skip
     finally:
         operator.close()
-    assert [r["verdict"] for r in result.rows] == ["ERROR", "ERROR"]
-    assert all(r["error_code"] == "FORBIDDEN" and "replay:prod" in r["error"] for r in result.rows)
-    assert all(r["target_environment"] == "prod" and r["replay_id"] is None for r in result.rows)
+    verdicts = {r["source_environment"]: r["verdict"] for r in result.rows}
+    assert verdicts["prod"] == "ERROR" and verdicts["staging"] != "ERROR", result.rows
 
 
 def test_a_variant_that_does_not_fit_the_original_fails_before_any_replay(

@@ -210,10 +210,12 @@ def _failure(name: str, sandbox: Any, user: str, tmp_path: Path, parameters: dic
 def test_regression_replay_stops_in_words_where_nothing_can_be_replayed(
     client_sandbox: Any, tmp_path: Path
 ) -> None:
-    # A user without replay:prod: every row is ERROR [FORBIDDEN]. The notebook went on and died
-    # of "KeyError: 'total'" three cells later (and would have said "no exchange changed").
+    # A user without replay:prod: every row was ERROR [FORBIDDEN]. The notebook went on and died
+    # of "KeyError: 'total'" three cells later (and would have said "no exchange changed"). The
+    # batch now refuses before any row: none may run.
     text = _failure("regression_replay.ipynb", client_sandbox, "operator", tmp_path / "a", {})
-    assert text.startswith("RuntimeError: no exchange could be replayed") and "replay:prod" in text, text
+    assert text.startswith("PermissionDenied: [FORBIDDEN] operator may run none of the"), text
+    assert "replay:prod" in text, text
     # An environment with no history: it said "0 completed exchanges" and died the same way.
     text = _failure(
         "regression_replay.ipynb",
