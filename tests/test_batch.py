@@ -1322,6 +1322,41 @@ def test_a_batch_with_no_platform_stops_after_a_few_rows_in_a_row(concurrency: i
     assert f"after {len(rows)} of 40 rows" in str(stopped) and "results='runs.jsonl'" in str(stopped)
 
 
+def _paced_app(tmp_path: Path) -> Path:
+    """The app folder of :data:`PACED_ROUTE`: a replay waits 600 ms in its delay step."""
+    app = tmp_path / "paced-app"
+    app.mkdir()
+    (app / "routes.yaml").write_text(PACED_ROUTE)
+    (app / "beans.py").write_text(PACED_BEANS)
+    return app
+
+
+def _kill_when_in_flight(
+    process: Any, results: Path, done: int, in_flight: int
+) -> tuple[threading.Thread, list[float]]:
+    """A started thread that SIGKILLs ``process`` once the results file holds ``done`` rows and
+    ``in_flight`` replays requested but not finished (inside their delay step), and records when."""
+    killed: list[float] = []
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            text = results.read_text() if results.exists() else ""
+            records = [json.loads(line) for line in text.splitlines() if line.endswith("}")]
+            rows = {r["key"] for r in records if r["type"] == "row"}
+            started = sum(r["type"] == "started" and r["key"] not in rows for r in records)
+            if len(rows) >= done and started >= in_flight:
+                time.sleep(0.2)  # inside the 600 ms delay step, their readers connected
+                process.send_signal(signal.SIGKILL)
+                killed.append(time.monotonic())
+                return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    return thread, killed
+
+
 def test_reach_counts_readers_that_cannot_reconnect_over_its_patience() -> None:
     from moat_nb.batch import _Reach
 
@@ -1353,32 +1388,13 @@ def test_a_batch_whose_readers_lose_the_platform_stops_without_waiting_out_their
     from moat_nb.errors import BatchStopped
 
     monkeypatch.setattr(batch_module, "_READER_PATIENCE", 2.0)
-    app = tmp_path / "paced-app"
-    app.mkdir()
-    (app / "routes.yaml").write_text(PACED_ROUTE)
-    (app / "beans.py").write_text(PACED_BEANS)
-    first = sandbox_processes.start(tmp_path / "data", app, per_env=12)
+    first = sandbox_processes.start(tmp_path / "data", _paced_app(tmp_path), per_env=12)
     p = connect(sandbox_processes.url, username="operator", password="operator")
     assert p.stream_policy is None or p.stream_policy.max_retries >= 8  # the default back-off
     sources = p.executions(environment="dev", limit=12).to_pandas()
     results = tmp_path / "runs.jsonl"
-    killed: list[float] = []
+    killer, killed = _kill_when_in_flight(first, results, done=2, in_flight=2)
 
-    def kill_while_both_read() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            text = results.read_text() if results.exists() else ""
-            records = [json.loads(line) for line in text.splitlines() if line.endswith("}")]
-            rows = {r["key"] for r in records if r["type"] == "row"}
-            if len(rows) >= 2 and sum(r["type"] == "started" and r["key"] not in rows for r in records) >= 2:
-                time.sleep(0.2)  # both inside the 600 ms delay step, their readers connected
-                first.send_signal(signal.SIGKILL)
-                killed.append(time.monotonic())
-                return
-            time.sleep(0.02)
-
-    killer = threading.Thread(target=kill_while_both_read)
-    killer.start()
     with pytest.raises(BatchStopped) as info:
         regression(
             p, sources, "dev", reason="r", results=results, concurrency=2, progress=False, calibrate=False
@@ -1407,10 +1423,7 @@ def test_a_batch_that_loses_its_platform_stops_and_resumes_once_it_is_back(
     and replay anew."""
     from moat_nb.errors import BatchStopped
 
-    app = tmp_path / "paced-app"
-    app.mkdir()
-    (app / "routes.yaml").write_text(PACED_ROUTE)
-    (app / "beans.py").write_text(PACED_BEANS)
+    app = _paced_app(tmp_path)
     data = tmp_path / "data"
     first = sandbox_processes.start(data, app, per_env=12)
     p = connect(sandbox_processes.url, username="operator", password="operator")
@@ -1421,22 +1434,9 @@ def test_a_batch_that_loses_its_platform_stops_and_resumes_once_it_is_back(
     assert len(sources) == 12
     results = tmp_path / "runs.jsonl"
 
-    def kill_mid_replays() -> None:
-        # After 4 rows, while the next replays wait in their 600 ms delay step: they are in
-        # flight when the platform dies.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            text = results.read_text() if results.exists() else ""
-            records = [json.loads(line) for line in text.splitlines() if line.endswith("}")]
-            rows = {r["key"] for r in records if r["type"] == "row"}
-            if len(rows) >= 4 and any(r["type"] == "started" and r["key"] not in rows for r in records):
-                time.sleep(0.2)
-                first.send_signal(signal.SIGKILL)
-                return
-            time.sleep(0.02)
-
-    killer = threading.Thread(target=kill_mid_replays)
-    killer.start()
+    # After 4 rows, while the next replays wait in their 600 ms delay step: they are in flight
+    # when the platform dies.
+    killer, _ = _kill_when_in_flight(first, results, done=4, in_flight=1)
     run = dict(reason="crash test", results=results, concurrency=2, progress=False, calibrate=False)
     with pytest.raises(BatchStopped) as info:
         regression(p, sources, "dev", **run)
