@@ -102,7 +102,7 @@ from typing import Any
 import pyarrow as pa
 import rfc8785
 
-from .client import SOURCE_SEARCHES, AsyncPlatform, Platform, serialise_body
+from .client import SOURCE_SEARCHES, AsyncPlatform, Platform, replay_permissions, serialise_body
 from .diff import DiffResult, diff, noise_rules_from
 from .errors import BatchStopped, MoatError, NotFound, PermissionDenied, ReplayFailed, ValidationError
 from .frames import Backend, to_frame
@@ -1582,12 +1582,7 @@ class _Batch:
             environment = job.source.environment or (job.source.full.environment if job.source.full else None)
             if job.error is not None or environment is None:
                 return None
-            needed = {"replay:run"}
-            if job.replay_args:
-                needed.add("replay:modify")
-            if "prod" in (environment, self.target or environment):
-                needed.add("replay:prod")
-            missing = needed - permissions
+            missing = set(replay_permissions(environment, self.target, bool(job.replay_args))) - permissions
             if not missing:
                 return None
             lacking |= missing

@@ -91,6 +91,7 @@ __all__ = [
     "op_execution",
     "op_replay",
     "op_search_page",
+    "replay_permissions",
     "serialise_body",
     "transport_error",
 ]
@@ -625,6 +626,20 @@ SOURCE_SEARCHES: tuple[dict[str, Any], ...] = (
     {"is_replay": False},
     {"is_replay": True, "sort": "start_time:desc"},
 )
+
+
+def replay_permissions(source_environment: str, target_environment: str | None, modified: bool) -> list[str]:
+    """The permissions a replay needs (DESIGN.md section 6): ``replay:run``, ``replay:modify``
+    with a modified payload, ``replay:prod`` when the source or the target is ``prod``. The
+    platform decides; the client asks the same before work it would otherwise waste (a proof's
+    kernel, a batch none of whose rows may run). One rule for :mod:`moat_nb.report` and
+    :mod:`moat_nb.batch`."""
+    needed = ["replay:run"]
+    if modified:
+        needed.append("replay:modify")
+    if "prod" in (source_environment, target_environment or source_environment):
+        needed.append("replay:prod")
+    return needed
 
 
 def op_source_execution_id(session: Session, exchange_id: str) -> Op[str]:

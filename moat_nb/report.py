@@ -605,7 +605,7 @@ def _check_platform(url: str, params: ProofParameters, *, audit: bool) -> None:
     ``audit``: the shipped notebook exports the audit bundle its receipt is verified against
     (``audit:read``); without one the proof cannot verify and ends FAIL, so that is refused up
     front too. A notebook of the caller's own is asked only for the replay's permissions."""
-    from .client import connect
+    from .client import connect, replay_permissions
     from .errors import AgentUnavailable, PermissionDenied
 
     with connect(url) as platform:  # credentials from the environment, as the notebook's
@@ -633,11 +633,9 @@ def _check_platform(url: str, params: ProofParameters, *, audit: bool) -> None:
         permissions = set((platform.user or {}).get("permissions") or ())
         if not permissions:
             return  # signed in with a token: the platform decides as the proof runs
-        needed = ["replay:run", *(["audit:read"] if audit else [])]  # replays; exports its receipt
-        if params.modified_payload:
-            needed.append("replay:modify")
-        if "prod" in (source.environment, target):
-            needed.append("replay:prod")
+        needed = replay_permissions(source.environment or "", target, bool(params.modified_payload))
+        if audit:
+            needed.insert(1, "audit:read")  # the proof exports the bundle its receipt is verified against
         missing = [n for n in needed if n not in permissions]
         if missing:
             who = (platform.user or {}).get("username")

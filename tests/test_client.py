@@ -951,3 +951,12 @@ def test_replay_headers_and_properties_must_be_mappings(fresh: Platform, everyth
     for pairs in ([("X-A", "1")], pd.Series({"X-A": "1"})):
         done = fresh.replay(src, headers=pairs, reason="client test: pairs").wait()
         assert done.input_headers["X-A"] == "1"  # (and the platform's X-Cameleer-Replay)
+
+
+def test_replay_permissions_follow_the_design_table() -> None:
+    from moat_nb.client import replay_permissions
+
+    assert replay_permissions("staging", None, False) == ["replay:run"]
+    assert replay_permissions("staging", "dev", True) == ["replay:run", "replay:modify"]
+    assert replay_permissions("prod", None, False) == ["replay:run", "replay:prod"]  # the source's own
+    assert replay_permissions("staging", "prod", True) == ["replay:run", "replay:modify", "replay:prod"]
