@@ -1228,19 +1228,13 @@ class _Batch:
         return await ap.execution(source.execution_id)
 
     async def _execution(self, run: Any) -> Execution:
-        """The replay's Execution, built from its trace events (the ``execution`` event has the
-        detail fields, the ``processor`` events the records: section 5), which saves fetching
-        the same trace again; ``await run`` raises the ``REPLAY_<STATUS>`` error when it ended
+        """The replay's Execution once its trace has ended (``await run``: built from the trace
+        events, ReplayRun._from_trace); raises the ``REPLAY_<STATUS>`` error when it ended
         without one."""
         run.cursor.watch = self._reader
         async for _ in run.aevents():
             pass
-        events = run.seen
-        final = next((e.data for e in events if e.event == "execution"), None)
-        if final is None or run.cursor.result_execution_id is None:
-            return await run  # raises MoatError REPLAY_ERROR / _TIMED_OUT / _ABORTED
-        processors = [e.data for e in events if e.event == "processor"]
-        return Execution.from_wire({**final, "processors": processors})
+        return await run  # raises MoatError REPLAY_ERROR / _TIMED_OUT / _ABORTED
 
     async def _noise(self, ap: Any, job: _Job) -> list[NoiseRule]:
         """The calibrated rules of the job's route on its target (once per route)."""

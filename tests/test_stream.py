@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -225,6 +226,57 @@ def test_the_async_reader_gives_the_same_events(op_platform: Platform) -> None:
     assert [e.id for e in events] == list(range(1, len(events) + 1)) and events[-1].event == "end"
     assert execution.execution_id == run.cursor.result_execution_id
     assert trace["seq"].to_list() == [p.seq for p in execution.processors or ()]
+
+
+@contextmanager
+def requests_seen(platform: Platform) -> Iterator[list[str]]:
+    """The requests ``platform``'s own client sends meanwhile, as "METHOD path" (an httpx event
+    hook: the requests still go to the sandbox)."""
+    seen: list[str] = []
+    hooks = platform._client.event_hooks
+    platform._client.event_hooks = {**hooks, "request": [lambda r: seen.append(f"{r.method} {r.url.path}")]}
+    try:
+        yield seen
+    finally:
+        platform._client.event_hooks = hooks
+
+
+def test_wait_builds_the_execution_from_the_trace_it_read_without_fetching_it_again(
+    op_platform: Platform,
+) -> None:
+    original = op_platform.execution(source(op_platform).execution_id)
+    order = json.loads(original.input_body or "{}")
+    failed = next(iter(op_platform.executions(environment="dev", status="FAILED", is_replay=False, limit=1)))
+    cases = [
+        op_platform.replay(original, reason="stream test: as recorded"),
+        op_platform.replay(
+            original, body={**order, "lines": order["lines"][:1]}, reason="stream test: one line"
+        ),
+        op_platform.replay(failed, reason="stream test: a failing route"),
+    ]
+    for run in cases:
+        with requests_seen(op_platform) as seen:
+            replayed = run.wait()
+        assert not [r for r in seen if r.startswith("GET /api/v1/executions/")], seen
+        # Exactly what the platform stored, tree and detail fields included.
+        assert replayed == op_platform.execution(replayed.execution_id)
+        assert replayed.processors and len(replayed.processors) == replayed.processor_count
+    assert {run.wait().status for run in cases} == {"COMPLETED", "FAILED"}
+
+
+def test_wait_fetches_the_execution_when_the_trace_does_not_hold_all_of_it(op_platform: Platform) -> None:
+    run = op_platform.replay(source(op_platform), reason="stream test: a trace with a record missing")
+    list(run.events())
+    # As a platform that sent one record less would leave it: the stored execution decides.
+    short = ReplayRun({"replayId": run.replay_id}, platform=op_platform)
+    list(short.events())
+    dropped = next(e for e in short._events if e.event == "processor")
+    short._events.remove(dropped)
+    with requests_seen(op_platform) as seen:
+        replayed = short.wait()
+    assert f"GET /api/v1/executions/{replayed.execution_id}" in seen
+    assert dropped.data["seq"] in [p.seq for p in replayed.processors or ()]
+    assert replayed == run.wait()
 
 
 def test_wait_says_why_a_replay_ended_without_an_execution(op_platform: Platform) -> None:
