@@ -276,6 +276,7 @@ class AuditLog:
             # Belt to the BEFORE INSERT triggers' braces: with recursive triggers on, a row that
             # a REPLACE conflict deletes fires the DELETE triggers (sqlite.org/lang_conflict.html).
             conn.execute("PRAGMA recursive_triggers = ON")
+            changes = conn.total_changes
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -284,6 +285,7 @@ class AuditLog:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+        store.committed(conn, changes)
         self.anchor_pending()
 
     def append(

@@ -585,6 +585,51 @@ def test_reopen_keeps_data_schema_version_and_wal(tmp_path: Path) -> None:
     conn.close()
 
 
+def _in_database_file(path: Path) -> int:
+    """Executions the database file itself holds, without its write-ahead log (``immutable=1``
+    reads the main file only: sqlite.org/uri.html); -1 while a page being copied reads torn."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+        try:
+            return int(conn.execute("SELECT count(*) FROM executions").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return -1
+
+
+def test_commits_are_copied_into_the_database_file_by_the_checkpointer_not_by_the_writer(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "moat.db"
+    store = Store(path, checkpoint_delay=0.01)
+    try:
+        # A writer copies the log itself only past the backstop (SQLite's own default is 1,000
+        # pages, a commit in eight of a replaying sandbox).
+        assert store.connection().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == (
+            store_module.WAL_BACKSTOP_PAGES
+        )
+        for n in range(1, 4):  # a few pages: far below any automatic checkpoint
+            store.ingest(chunk_of(execution(n)))
+        deadline = time.monotonic() + 10
+        while _in_database_file(path) != 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _in_database_file(path) == 3  # copied by the checkpointer, a moment after
+        assert store.search()[1] == 3
+    finally:
+        store.close()
+    assert not [t for t in threading.enumerate() if t.name == "moat-store-checkpoint" and t.is_alive()]
+
+
+def test_a_store_that_only_reads_starts_no_checkpointer(tmp_path: Path) -> None:
+    with Store(tmp_path / "moat.db") as first:
+        first.ingest(chunk_of(execution(1)))
+    before = {t.ident for t in threading.enumerate() if t.name == "moat-store-checkpoint"}
+    with Store(tmp_path / "moat.db") as again:
+        assert again.execution("exec-1") is not None
+        assert {t.ident for t in threading.enumerate() if t.name == "moat-store-checkpoint"} == before
+
+
 def test_a_chunk_stored_before_the_marshal_digest_is_still_the_same_chunk(tmp_path: Path) -> None:
     # Found by review: history re-posted after an upgrade got 409 and the sandbox did not start.
     store = Store(tmp_path / "old-digest.db")
