@@ -968,14 +968,28 @@ def redact_payload(payload: Payload, mask: Mask) -> Payload:
     )
 
 
-def redact_patch(patch: Sequence[Mapping[str, Any]], mask: Mask) -> list[dict[str, Any]]:
+def redact_patch(
+    patch: Sequence[Mapping[str, Any]], mask: Mask, secrets: Iterable[str] = ()
+) -> list[dict[str, Any]]:
     """A copy of a payload patch that shows no secret.
 
     An op's ``value`` is redacted whole when any token of its ``path`` is a secret name
     (``/headers/Authorization``, ``/properties/db/password/0``); otherwise secret-named keys
     inside an object value are redacted, and a ``/body`` value is redacted as a body
     (:func:`redact_body`). ``remove``, ``move`` and ``copy`` carry no value and stay as they are.
+
+    ``secrets`` (the payload's secret values, :func:`payload_secrets`) are also replaced where
+    a body repeats them (:func:`scrub_body`), as the stored trace's bodies have them replaced:
+    a body has no name that says a value in it is the ``X-Api-Key`` header's (section 4:
+    secrets are hidden in payload diffs and audit events as in traces).
     """
+    found = tuple(secrets)
+    spelled = spellings(found) if found else None
+
+    def body_of(value: str) -> str | None:
+        redacted = redact_body(value, mask)
+        return scrub_body(redacted, found, mask, spelled=spelled) if found else redacted
+
     out: list[dict[str, Any]] = []
     for op in patch:
         new = dict(op)
@@ -986,11 +1000,14 @@ def redact_patch(patch: Sequence[Mapping[str, Any]], mask: Mask) -> list[dict[st
                 new["value"] = mask(new["value"])
             elif tokens == ["body"]:
                 value = new["value"]
-                new["value"] = redact_body(value, mask) if isinstance(value, str) else value
+                new["value"] = body_of(value) if isinstance(value, str) else value
             elif tokens == []:
                 whole = new["value"]
                 if isinstance(whole, Mapping):
-                    new["value"] = redact_payload(Payload.from_wire(whole), mask).to_wire()
+                    redacted = redact_payload(Payload.from_wire(whole), mask).to_wire()
+                    if found and isinstance(redacted.get("body"), str):
+                        redacted["body"] = scrub_body(redacted["body"], found, mask, spelled=spelled)
+                    new["value"] = redacted
             else:
                 new["value"] = _redact_tree(new["value"], mask)
         out.append(new)

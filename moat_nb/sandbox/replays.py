@@ -636,8 +636,10 @@ class ReplayService:
 
         original = source.start_payload
         effective = effective_payload(original, req.modified)
-        diff = redact_patch(payload_diff(original, effective), self.state.redactor.value)
         secrets = payload_secrets(effective, self.state.redactor.value)
+        # The secrets' values are hidden where the modified body repeats them too, as the
+        # trace hides them (section 4 "Secrets"; security review: the diff showed them).
+        diff = redact_patch(payload_diff(original, effective), self.state.redactor.value, secrets)
         replay_id = f"replay-{uuid.uuid4().hex}"
         command_id = uuid.uuid4().hex
         command = {

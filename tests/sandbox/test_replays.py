@@ -458,6 +458,36 @@ def test_a_secret_quoted_by_the_routes_error_message_stays_hidden(
             assert secret.encode() not in path.read_bytes()
 
 
+def test_a_secret_headers_value_in_the_modified_body_is_hidden_in_the_payload_diff(
+    sb: SandboxHandle, user: Any, tools: Any
+) -> None:
+    """A secret header's value that the modified body repeats (a customer id that is also the
+    API key; a token pasted into the order) is a secret in the diff as it is in the trace:
+    section 4 hides secrets in "payload diffs and audit events", and the stored trace already
+    replaces the value in the body (redact_chunk/scrub_body), so the diff of the Replay and of
+    REPLAY_REQUESTED told what the trace hid (security.md VAL-6: 0 times in the audit table)."""
+    operator = user("operator")
+    source = detail(operator, sources(operator, "dev")[21]["executionId"])
+    secret = "K3y-" + uuid.uuid4().hex
+    order = {**json.loads(source["inputBody"]), "note": f"api key {secret}"}
+    replay = replay_done(
+        operator,
+        tools,
+        source["exchangeId"],
+        modifiedPayload={
+            "headers": {**source["inputHeaders"], "X-Api-Key": secret},
+            "body": json.dumps(order),
+        },
+    )
+    marker = sb.state.redactor.value(secret)
+    diff = {op["path"]: op for op in replay["payloadDiff"]}
+    assert diff["/headers/X-Api-Key"]["value"] == marker
+    # Still the body's change, JSON as sent, with the secret as its fingerprint.
+    assert json.loads(diff["/body"]["value"])["note"] == f"api key {marker}"
+    assert secret not in json.dumps(operator.get(f"/replays/{replay['replayId']}").json())
+    assert secret not in json.dumps(sb.state.replays.audit_events(replay["replayId"]))
+
+
 #: A user's app whose ``toD`` puts a secret header into its URI, as Camel routes that call a
 #: partner API often do (review finding 1).
 _URI_ROUTES = """\
