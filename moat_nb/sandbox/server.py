@@ -545,6 +545,29 @@ def redact_chunk(
                 kept = scrubbed_bodies[text] = scrub_body(text, found, plain, spelled=spelled)
             return text if kept == text else kept
 
+        scrubbed_maps: dict[int, dict[str, Any]] = {}  # id of a map (alive in the chunk) -> kept
+
+        def tree(value: Any) -> Any:
+            if isinstance(value, str):
+                return scrub(value)
+            if isinstance(value, dict):
+                return {k: tree(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [tree(v) for v in value]
+            return value
+
+        def scrub_map(values: dict[str, Any] | None) -> dict[str, Any] | None:
+            # Nor in a header or property whose name says nothing (``setProperty: order:
+            # ${body}`` of an order that holds it, ``setHeader: X-Upstream: ${header.
+            # Authorization}``): the values of maps are searched as bodies are.
+            if not values:
+                return values
+            kept = scrubbed_maps.get(id(values))
+            if kept is None:
+                new = tree(values)
+                kept = scrubbed_maps[id(values)] = values if new == values else new
+            return kept
+
         def scrubbed(p: ProcessorRecord) -> ProcessorRecord:
             text = scrub_text(p.error_message, found, plain, spelled=spelled)
             # A secret taken from a header need not sit under a secret option name in the URI
@@ -554,15 +577,29 @@ def redact_chunk(
             )
             # Nor in a body that a route built from it (``setBody: simple: ${header.X-Api-Key}``).
             bodies_now = (scrub(p.input_body), scrub(p.output_body))
+            maps_now = tuple(
+                map(scrub_map, (p.input_headers, p.output_headers, p.input_properties, p.properties))
+            )
             if (
                 text == p.error_message
                 and endpoint == p.endpoint_uri
                 and bodies_now[0] is p.input_body
                 and bodies_now[1] is p.output_body
+                and maps_now[0] is p.input_headers
+                and maps_now[1] is p.output_headers
+                and maps_now[2] is p.input_properties
+                and maps_now[3] is p.properties
             ):
                 return p
             return p._evolve(
-                error_message=text, endpoint_uri=endpoint, input_body=bodies_now[0], output_body=bodies_now[1]
+                error_message=text,
+                endpoint_uri=endpoint,
+                input_body=bodies_now[0],
+                output_body=bodies_now[1],
+                input_headers=maps_now[0],
+                output_headers=maps_now[1],
+                input_properties=maps_now[2],
+                properties=maps_now[3],
             )
 
         processors = tuple(map(scrubbed, processors))
@@ -573,6 +610,10 @@ def redact_chunk(
                 error_stack_trace=scrub_text(execution.error_stack_trace, found, plain),
                 input_body=scrub(execution.input_body),
                 output_body=scrub(execution.output_body),
+                input_headers=scrub_map(execution.input_headers),
+                output_headers=scrub_map(execution.output_headers),
+                input_properties=scrub_map(execution.input_properties),
+                output_properties=scrub_map(execution.output_properties),
                 processors=(
                     None if execution.processors is None else tuple(map(scrubbed, execution.processors))
                 ),

@@ -488,6 +488,43 @@ def test_a_secret_headers_value_in_the_modified_body_is_hidden_in_the_payload_di
     assert secret not in json.dumps(sb.state.replays.audit_events(replay["replayId"]))
 
 
+def test_a_secret_a_route_copies_into_a_property_stays_hidden_in_the_trace(
+    sb: SandboxHandle, user: Any, tools: Any
+) -> None:
+    """enrich-customer stashes the order in the property ``order`` (``setProperty: simple:
+    ${body}``); a secret header's value in the order then sits in a property whose name says
+    nothing. The trace hid it in bodies and error texts but not in header and property values,
+    so it reached the stored trace, the SSE stream and the database (section 4 "Secrets";
+    security.md VAL-6)."""
+    operator = user("operator")
+    source = detail(operator, sources(operator, "dev")[22]["executionId"])
+    secret = "K3y-" + uuid.uuid4().hex
+    order = {**json.loads(source["inputBody"]), "note": f"api key {secret}"}
+    replay = replay_done(
+        operator,
+        tools,
+        source["exchangeId"],
+        modifiedPayload={
+            "headers": {**source["inputHeaders"], "X-Api-Key": secret},
+            "body": json.dumps(order),
+        },
+    )
+    assert replay["status"] == "COMPLETED", replay
+    marker = sb.state.redactor.value(secret)
+    stored = detail(operator, replay["resultExecutionId"])
+    stashed = [
+        p["properties"]["order"] for p in flat(stored["processors"]) if "order" in (p["properties"] or {})
+    ]
+    assert stashed and all(json.loads(o)["note"] == f"api key {marker}" for o in stashed)
+    assert secret not in json.dumps(stored)
+    with operator.stream("GET", f"/replays/{replay['replayId']}/events") as r:
+        assert secret.encode() not in r.read()
+    db = Path(sb.state.store.path)
+    for path in (db, db.with_name(db.name + "-wal")):
+        if path.exists():
+            assert secret.encode() not in path.read_bytes()
+
+
 #: A user's app whose ``toD`` puts a secret header into its URI, as Camel routes that call a
 #: partner API often do (review finding 1).
 _URI_ROUTES = """\

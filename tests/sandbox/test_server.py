@@ -1271,7 +1271,7 @@ def test_redact_chunk_screen_gives_what_full_redaction_gives(
 ) -> None:
     """The screen that lets redact_chunk skip maps and bodies with no secret name never lets a
     secret through: the result equals redacting every value the long way, then hiding every
-    value so hidden wherever else the body spells it."""
+    value so hidden wherever else the body, or a header's or property's value, spells it."""
     redactor = Redactor(b"k" * 32)
     record = ProcessorRecord(
         execution_id="x-1", exchange_id="e-1", seq=1, processor_id="p", processor_type="log",
@@ -1284,9 +1284,17 @@ def test_redact_chunk_screen_gives_what_full_redaction_gives(
     redact_mapping(headers, mask)
     redact_mapping(properties, mask)
     expected_body = scrub_body(redact_body(body, mask), found, redactor.value)
+
+    def scrubbed(value: Any) -> Any:
+        if isinstance(value, str):
+            return scrub_body(value, found, redactor.value)
+        if isinstance(value, dict):
+            return {k: scrubbed(v) for k, v in value.items()}
+        return [scrubbed(v) for v in value] if isinstance(value, list) else value
+
     for p in redact_chunk(redactor, chunk).processors:
-        assert p.input_headers == p.output_headers == redactor.mapping(headers)
-        assert p.input_properties == p.properties == redactor.mapping(properties)
+        assert p.input_headers == p.output_headers == scrubbed(redactor.mapping(headers))
+        assert p.input_properties == p.properties == scrubbed(redactor.mapping(properties))
         assert p.input_body == p.output_body == expected_body
         # (A short secret is hidden only where it stands alone: "1234" is left in "12345".)
         assert not any(secret in p.output_body for secret in found if len(secret) >= ALONE_BELOW)
@@ -1355,6 +1363,34 @@ def test_redact_chunk_hides_a_secret_a_route_copied_into_a_body() -> None:
     )
     (scrubbed,) = redact_chunk(redactor, Chunk("x-1", "e-1", 0, processors=(pin,))).processors
     assert json.loads(scrubbed.output_body) == {"pin": redactor.value("424242"), "qty": 42}
+
+
+def test_redact_chunk_hides_a_secret_a_route_copied_into_a_header_or_property() -> None:
+    # setHeader: X-Upstream: ${header.Authorization}, setProperty: order: ${body}: no name says
+    # the value is a secret (section 4 "Secrets"; security.md VAL-6; found by the security walk).
+    redactor = Redactor(b"k" * 32)
+    token = "Bearer tok-0123456789abcdef"
+    marker = redactor.value(token)
+    order = json.dumps({"note": f"auth {token}", "qty": 1})
+    record = ProcessorRecord(
+        execution_id="x-1", exchange_id="e-1", seq=1, processor_id="p", processor_type="setHeader",
+        route_id="r", status="COMPLETED", input_headers={"Authorization": token},
+        output_headers={"Authorization": token, "X-Upstream": token, "List": [token, "x"]},
+        input_properties={"order": order}, properties={"order": order, "n": 7, "nested": {"a": token}},
+    )  # fmt: skip
+    execution = Execution(
+        execution_id="x-1", exchange_id="e-1", route_id="r", status="COMPLETED",
+        input_headers={"Authorization": token}, output_headers={"X-Upstream": token},
+        output_properties={"order": order},
+    )  # fmt: skip
+    out = redact_chunk(redactor, Chunk("x-1", "e-1", 0, execution=execution, processors=(record,)))
+    (p,) = out.processors
+    assert token not in repr(out)
+    assert p.output_headers == {"Authorization": marker, "X-Upstream": marker, "List": [marker, "x"]}
+    assert json.loads(p.properties["order"]) == {"note": f"auth {marker}", "qty": 1}
+    assert p.properties["n"] == 7 and p.properties["nested"] == {"a": marker}
+    assert out.execution.output_headers == {"X-Upstream": marker}
+    assert json.loads(out.execution.output_properties["order"])["note"] == f"auth {marker}"
 
 
 @settings(max_examples=150, deadline=None)
