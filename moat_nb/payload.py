@@ -979,16 +979,20 @@ def redact_patch(
     (:func:`redact_body`). ``remove``, ``move`` and ``copy`` carry no value and stay as they are.
 
     ``secrets`` (the payload's secret values, :func:`payload_secrets`) are also replaced where
-    a body repeats them (:func:`scrub_body`), as the stored trace's bodies have them replaced:
-    a body has no name that says a value in it is the ``X-Api-Key`` header's (section 4:
-    secrets are hidden in payload diffs and audit events as in traces).
+    any other string of a value repeats them (:func:`scrub_body`: a body stays JSON), as the
+    stored trace has them replaced: a body, or a header named ``X-Copy``, has no name that says
+    a value in it is the ``X-Api-Key`` header's (section 4: secrets are hidden in payload diffs
+    and audit events as in traces).
     """
     found = tuple(secrets)
     spelled = spellings(found) if found else None
 
-    def body_of(value: str) -> str | None:
-        redacted = redact_body(value, mask)
-        return scrub_body(redacted, found, mask, spelled=spelled) if found else redacted
+    def scrubbed(value: Any) -> Any:
+        if isinstance(value, str):
+            return scrub_body(value, found, mask, spelled=spelled)
+        if isinstance(value, Mapping):
+            return {k: scrubbed(v) for k, v in value.items()}
+        return [scrubbed(v) for v in value] if isinstance(value, list) else value
 
     out: list[dict[str, Any]] = []
     for op in patch:
@@ -1000,16 +1004,15 @@ def redact_patch(
                 new["value"] = mask(new["value"])
             elif tokens == ["body"]:
                 value = new["value"]
-                new["value"] = body_of(value) if isinstance(value, str) else value
+                new["value"] = redact_body(value, mask) if isinstance(value, str) else value
             elif tokens == []:
                 whole = new["value"]
                 if isinstance(whole, Mapping):
-                    redacted = redact_payload(Payload.from_wire(whole), mask).to_wire()
-                    if found and isinstance(redacted.get("body"), str):
-                        redacted["body"] = scrub_body(redacted["body"], found, mask, spelled=spelled)
-                    new["value"] = redacted
+                    new["value"] = redact_payload(Payload.from_wire(whole), mask).to_wire()
             else:
                 new["value"] = _redact_tree(new["value"], mask)
+            if found:
+                new["value"] = scrubbed(new["value"])
         out.append(new)
     return out
 

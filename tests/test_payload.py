@@ -592,13 +592,19 @@ def test_redact_patch_hides_the_payloads_secret_values_where_a_body_repeats_them
     # Section 4: the diff hides a secret as the trace does, where no name marks it (a body).
     secret = "K3y-0123456789abcdef"
     a = Payload(headers={}, body='{"note": "x"}')
-    b = Payload(headers={"X-Api-Key": secret}, body=json.dumps({"note": f"key {secret}"}))
+    b = Payload(
+        headers={"X-Api-Key": secret, "X-Copy": f"k={secret}"},
+        body=json.dumps({"note": f"key {secret}"}),
+        properties={"stash": {"a": [secret]}},
+    )
     secrets = payload_secrets(b, MASK)
     assert secrets == {secret}
     out = redact_patch(payload_diff(a, b), MASK, secrets)
     assert secret not in json.dumps(out)
-    body = next(op for op in out if op["path"] == "/body")
-    assert json.loads(body["value"]) == {"note": f"key {MASK(secret)}"}
+    ops = {op["path"]: op for op in out}
+    assert json.loads(ops["/body"]["value"]) == {"note": f"key {MASK(secret)}"}
+    assert ops["/headers/X-Copy"]["value"] == f"k={MASK(secret)}"
+    assert ops["/properties/stash"]["value"] == {"a": [MASK(secret)]}
     whole = redact_patch([{"op": "replace", "path": "", "value": b.to_wire()}], MASK, secrets)
     assert secret not in json.dumps(whole) and MASK(secret) in whole[0]["value"]["body"]
     # Without the secrets, as before: only secret names are redacted.
