@@ -467,16 +467,20 @@ class ReplayService:
             raise _no_replay(replay_id)
         return replay
 
-    def deny_read(self, principal: Principal, replay_id: str, info: RequestInfo) -> None:
+    def deny_read(
+        self, principal: Principal, replay_id: str, info: RequestInfo, reason: str | None = None
+    ) -> None:
         """Audit a read of a replay answered 404 (``REPLAY_DENIED``; section 6 "Every denied
         attempt is audited"; security review finding 4b): another user's replay without
         ``audit:read``, and an unknown id as well — recording only the first would make the
         404 of an existing replay slower than the other one, and so tell them apart again.
 
         ``target.replayId`` is null (``detail.replayId`` names it): the event must not join
-        the audit record of a replay that is not the caller's, as ``AUDIT_QUERIED`` does not."""
-        row = self._requester(replay_id)
-        reason = "no such replay" if row is None else "another user's replay, and no audit:read"
+        the audit record of a replay that is not the caller's, as ``AUDIT_QUERIED`` does not.
+        ``reason``, when given, is the refusal's reason (an agent's token: no replay is read)."""
+        if reason is None:
+            row = self._requester(replay_id)
+            reason = "no such replay" if row is None else "another user's replay, and no audit:read"
         self.audit_standalone(
             "REPLAY_DENIED",
             actor=actor_of(principal),

@@ -200,14 +200,21 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
 def _identify(access: Access, request: Request, state: SandboxState) -> Principal | None:
     """Who is calling, as ``access`` requires: every kind but ``public``/``self`` needs valid
-    credentials (401 otherwise); users and agents are kept apart (403)."""
+    credentials (401 otherwise). :func:`_check_kind` then keeps users and agents apart."""
     if access.kind in ("public", "self"):
         return None
     credentials = request.headers.get("authorization")
     if access.kind == "bootstrap":
         state.authority.check_bootstrap(credentials)
         return None
-    principal = state.authority.authenticate(credentials, state.clock())
+    return state.authority.authenticate(credentials, state.clock())
+
+
+def _check_kind(access: Access, request: Request, principal: Principal | None) -> None:
+    """403 unless the caller is of the kind ``access`` names (users and agents are kept apart):
+    a refusal :func:`_run` audits as it audits a missing permission (section 6)."""
+    if principal is None:
+        return
     if access.kind == "user" and principal.kind != "user":
         raise PermissionDenied(
             f"{principal.subject} is an agent; this endpoint is for users",
@@ -219,7 +226,6 @@ def _identify(access: Access, request: Request, state: SandboxState) -> Principa
         require_agent(principal, instance)
     if access.kind not in ("user", "agent"):
         raise PermissionDenied(f"unknown access rule {access.kind!r}")  # unreachable; deny by default
-    return principal
 
 
 def _endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
@@ -248,6 +254,9 @@ async def _run(op: Operation, request: Request) -> Response:
     check_declared_length(request, limit=state.config.max_body)
     principal = _identify(op.access, request, state)
     try:
+        # An agent's token on a user endpoint is a denied attempt like a missing permission,
+        # and audited as one (section 6; security.md RBAC-4).
+        _check_kind(op.access, request, principal)
         # Section 6: a LOW/MID tenant gets TIER_NOT_ENTITLED on every replay endpoint, whatever
         # the caller's permissions, so the tier goes before the permission check.
         if op.tier and principal is not None:
@@ -304,8 +313,8 @@ async def _audit_denial(
     """Record a refused call of a replay or audit endpoint (tier or permission) with actor,
     action, target and reason. The refusal stands whether or not the record can be written."""
     action = _DENIAL_ACTIONS.get(op.tag)
-    if action is None or principal is None or principal.kind != "user" or state.audit is None:
-        return
+    if action is None or principal is None or state.audit is None:
+        return  # an agent's refusal is audited too: its actor is the agent (roles ["AGENT"])
     from .replay_api import RequestInfo, actor_of
 
     def id_of(value: str | None) -> str | None:

@@ -216,6 +216,13 @@ def stream_operations(state: SandboxState, service: Callable[[], ReplayService])
         else:
             principal = principal_of(state, request)
         if principal.kind != "user":
+            # Audited as any refused read of a replay (section 6: every denied attempt), and
+            # answered as one: 404, whether the replay exists or not.
+            from .replay_api import RequestInfo
+
+            await run_in_threadpool(
+                svc.deny_read, principal, replay_id, RequestInfo.of(request), "an agent's token, not a user's"
+            )
             raise NotFound(f"no replay {replay_id!r}", details={"replayId": replay_id})
         try:
             svc.check_tier()

@@ -987,6 +987,34 @@ def test_permission_matrix(sb: Sandbox, who: str) -> None:
             assert refusal(r) == (403, "FORBIDDEN")
 
 
+def test_an_agent_token_refused_on_a_replay_or_audit_endpoint_is_audited(sb: Sandbox) -> None:
+    """Section 6: every denied attempt is audited with actor, action, target and reason
+    (security.md RBAC-4: 100 %). An agent token (a compromised agent) on the replay and audit
+    endpoints was refused (403; 404 on the trace stream) with nothing in the audit log: only
+    users' refusals were recorded."""
+    agent = sb.auth("agent-dev")
+    calls = [
+        ("POST", "/replays", {"json": {"sourceExchangeId": "ex-dev-0", "reason": "r"}}, 403, "REPLAY_DENIED"),
+        ("GET", "/replays", {}, 403, "REPLAY_DENIED"),
+        ("GET", "/replays/preflight", {"params": {"sourceExchangeId": "ex-dev-0"}}, 403, "REPLAY_DENIED"),
+        ("GET", "/replays/replay-x", {}, 403, "REPLAY_DENIED"),
+        ("POST", "/replays/replay-x/stream-ticket", {}, 403, "REPLAY_DENIED"),
+        ("GET", "/replays/replay-x/events", {}, 404, "REPLAY_DENIED"),
+        ("GET", "/admin/audit", {}, 403, "AUDIT_DENIED"),
+        ("GET", "/admin/audit/verify", {}, 403, "AUDIT_DENIED"),
+        ("GET", "/admin/audit/export", {}, 403, "AUDIT_DENIED"),
+    ]
+    for method, path, kw, status, action in calls:
+        before = len(sb.state.audit.events())
+        r = sb.http.request(method, path, headers={**agent, "Idempotency-Key": "k-agent"}, **kw)
+        assert r.status_code == status, (path, r.text)
+        new = sb.state.audit.events()[before:]
+        assert [e["action"] for e in new] == [action], (path, new)
+        (event,) = new
+        assert event["actor"] == {"username": "agent-dev", "roles": ["AGENT"], "permissions": []}
+        assert event["outcome"] == "DENIED" and event["detail"]["reason"], (path, event)
+
+
 def test_every_route_is_a_declared_operation_and_denies_by_default(sb: Sandbox) -> None:
     """Walk app.routes: each is an Operation with an access rule; every non-public one refuses
     a request without credentials (401) — including the replay routes, once they exist."""
