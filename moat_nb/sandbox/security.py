@@ -742,6 +742,18 @@ class Authority:
         """
         return self._principal(self._decode(_bearer(credentials), "access", now))
 
+    def current(self, principal: Principal) -> Principal | None:
+        """``principal`` as the user table has it *now* (its roles and permissions), or None
+        for a user no longer in it: for what carries a principal past one request (a stream
+        ticket), so that a revoked role or grant takes effect on the next request there too
+        (security.md RBAC-7). An agent is returned as it is (agents are not in the table)."""
+        if principal.kind != "user":
+            return principal
+        user = self.users.get(principal.username)
+        if user is None:
+            return None
+        return Principal(user.username, user.roles, frozenset(user.permissions), "user", None)
+
     # ---------------------------------------------------------------- agents
 
     def check_bootstrap(self, credentials: str | None) -> None:

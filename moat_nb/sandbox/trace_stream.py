@@ -113,12 +113,17 @@ class TicketBook:
         with self._lock:
             entry = self._tickets.pop(ticket, None)
         if entry is None or entry[2] <= now or entry[0] != replay_id:
-            raise AuthenticationError(
-                "the stream ticket is unknown, used, expired or for another replay",
-                code="BAD_TICKET",
-                hint="get a new one with POST /api/v1/replays/{replayId}/stream-ticket (single use, 60 s)",
-            )
+            raise _bad_ticket()
         return entry[1]
+
+
+def _bad_ticket() -> AuthenticationError:
+    """401 ``BAD_TICKET``: one answer whatever is wrong with a ticket."""
+    return AuthenticationError(
+        "the stream ticket is unknown, used, expired or for another replay",
+        code="BAD_TICKET",
+        hint="get a new one with POST /api/v1/replays/{replayId}/stream-ticket (single use, 60 s)",
+    )
 
 
 class _TraceResponse(EventSourceResponse):
@@ -212,7 +217,12 @@ def stream_operations(state: SandboxState, service: Callable[[], ReplayService])
         replay_id = request.path_params["replayId"]
         ticket = request.query_params.get("ticket")
         if ticket is not None and "authorization" not in request.headers:
-            principal = tickets.redeem(ticket, replay_id, state.clock())
+            # Who asked for the ticket, with the permissions they hold now, as a bearer token's
+            # request is checked (section 6; security.md RBAC-7): not those of when they asked.
+            holder = state.authority.current(tickets.redeem(ticket, replay_id, state.clock()))
+            if holder is None:
+                raise _bad_ticket()  # the user is gone from the users file
+            principal = holder
         else:
             principal = principal_of(state, request)
         if principal.kind != "user":

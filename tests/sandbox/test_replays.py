@@ -1307,6 +1307,44 @@ def test_stream_tickets_are_single_use_and_per_replay(sb: SandboxHandle, user: A
         anonymous.close()
 
 
+def test_a_stream_ticket_opens_the_stream_only_with_the_users_permissions_of_now(
+    sb: SandboxHandle, user: Any, tools: Any
+) -> None:
+    """A ticket carries who asked for it, not what they could do then: the trace stream reads
+    the user table when the ticket is used, as a bearer token's request does (section 6;
+    security.md RBAC-7, "revoking a role affects the next request"). An admin's ticket for
+    another user's replay opened it after audit:read was taken away, and a deleted user's
+    ticket still opened their stream."""
+    op, admin = user("operator"), user("admin")
+    rid = replay_done(op, tools, sources(op, "dev")[10]["exchangeId"])["replayId"]
+    table = sb.state.authority.users
+    demoted = replace(table.users["admin"], roles=("VIEWER",), grants=())
+    gone = {name: u for name, u in table.users.items() if name != "operator"}
+    anonymous = httpx.Client(base_url=sb.api, timeout=10)
+    try:
+        ticket = admin.post(f"/replays/{rid}/stream-ticket").json()["ticket"]
+        sb.state.authority.users = replace(table, users={**table.users, "admin": demoted})
+        seq = last_seq(sb)
+        r = anonymous.get(f"/replays/{rid}/events", params={"ticket": ticket})
+        assert r.status_code == 404, r.text
+        [event] = [e for e in sb.state.replays.audit_events() if e["seq"] > seq]
+        assert (event["action"], event["actor"]["username"]) == ("REPLAY_DENIED", "admin")
+        assert "audit:read" not in event["actor"]["permissions"]
+        sb.state.authority.users = table
+        ticket = op.post(f"/replays/{rid}/stream-ticket").json()["ticket"]
+        sb.state.authority.users = replace(table, users=gone)
+        r = anonymous.get(f"/replays/{rid}/events", params={"ticket": ticket})
+        assert r.status_code == 401 and r.json()["error"] == "BAD_TICKET", r.text
+        # With the table as it was, a ticket opens the stream.
+        sb.state.authority.users = table
+        ticket = admin.post(f"/replays/{rid}/stream-ticket").json()["ticket"]
+        status, events = read_events(anonymous, rid, ticket=ticket)
+        assert status == 200 and events[-1][1] == "end"
+    finally:
+        sb.state.authority.users = table
+        anonymous.close()
+
+
 def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(
     sb: SandboxHandle, user: Any, tools: Any
 ) -> None:
