@@ -320,12 +320,16 @@ async def _audit_denial(
     def id_of(value: str | None) -> str | None:
         return value if isinstance(value, str) and ID_PATTERN.match(value) else None
 
+    named = id_of(request.path_params.get("replayId"))
     target = {
         # The replay the refused call was about (its path), never a query filter: a caller may
         # not add events to the audit record of a replay that is not theirs by naming it.
-        "replayId": id_of(request.path_params.get("replayId")),
+        # An agent is no replay's requester: its refusal names the replay in the detail only,
+        # as a refused read does (ReplayService.deny_read).
+        "replayId": named if principal.kind == "user" else None,
         "sourceExchangeId": id_of(request.query_params.get("sourceExchangeId")),
     }
+    extra = {"replayId": named} if principal.kind != "user" and named is not None else {}
     try:
         await run_in_threadpool(
             state.audit.record,
@@ -338,6 +342,7 @@ async def _audit_denial(
                 "code": exc.code,
                 "operation": f"{op.method} {op.path}",
                 **{k: v for k, v in exc.details.items() if k != "principal"},
+                **extra,
             },
             outcome="DENIED",
         )

@@ -1013,6 +1013,10 @@ def test_an_agent_token_refused_on_a_replay_or_audit_endpoint_is_audited(sb: San
         (event,) = new
         assert event["actor"] == {"username": "agent-dev", "roles": ["AGENT"], "permissions": []}
         assert event["outcome"] == "DENIED" and event["detail"]["reason"], (path, event)
+        # Naming a replay does not add to its audit record (the agent requested none).
+        assert event["target"].get("replayId") is None, (path, event)
+        if "replay-x" in path:
+            assert event["detail"]["replayId"] == "replay-x", (path, event)
 
 
 def test_every_route_is_a_declared_operation_and_denies_by_default(sb: Sandbox) -> None:
