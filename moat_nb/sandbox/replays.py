@@ -490,6 +490,11 @@ class ReplayService:
             outcome="DENIED",
         )
 
+    def requested_by(self, replay_id: str) -> str | None:
+        """The user who requested the tenant's replay ``replay_id``, or None when there is none."""
+        row = self._requester(replay_id)
+        return None if row is None else str(row[0])
+
     def _requester(self, replay_id: str) -> tuple[Any, ...] | None:
         """``(requested_by,)`` of the tenant's replay, or None when it has no such replay."""
         row: tuple[Any, ...] | None = (

@@ -321,31 +321,37 @@ async def _audit_denial(
         return value if isinstance(value, str) and ID_PATTERN.match(value) else None
 
     named = id_of(request.path_params.get("replayId"))
-    target = {
-        # The replay the refused call was about (its path), never a query filter: a caller may
-        # not add events to the audit record of a replay that is not theirs by naming it.
-        # An agent is no replay's requester: its refusal names the replay in the detail only,
-        # as a refused read does (ReplayService.deny_read).
-        "replayId": named if principal.kind == "user" else None,
-        "sourceExchangeId": id_of(request.query_params.get("sourceExchangeId")),
-    }
-    extra = {"replayId": named} if principal.kind != "user" and named is not None else {}
-    try:
-        await run_in_threadpool(
-            state.audit.record,
+    source = RequestInfo.of(request).to_wire()
+
+    def record() -> None:
+        # The replay the refused call was about (its path), never a query filter, and only when
+        # it is the caller's own: a caller may not add events to the audit record of a replay
+        # that is not theirs by naming it (section 7: the record is the events sharing its
+        # replayId, which audit:read-own shows its requester). Another's, or an agent's, names
+        # it in the detail only, as a refused read does (ReplayService.deny_read).
+        requester = state.replays.requested_by(named) if named and state.replays is not None else None
+        own = principal.kind == "user" and requester == principal.username
+        target = {
+            "replayId": named if own else None,
+            "sourceExchangeId": id_of(request.query_params.get("sourceExchangeId")),
+        }
+        state.audit.record(
             action,
             actor=actor_of(principal),
-            source=RequestInfo.of(request).to_wire(),
+            source=source,
             target=target,
             detail={
                 "reason": exc.message,
                 "code": exc.code,
                 "operation": f"{op.method} {op.path}",
                 **{k: v for k, v in exc.details.items() if k != "principal"},
-                **extra,
+                **({"replayId": named} if named and not own else {}),
             },
             outcome="DENIED",
         )
+
+    try:
+        await run_in_threadpool(record)
     except ApiError:
         pass  # AUDIT_UNAVAILABLE: logged by the audit log; the call is refused either way
 

@@ -1560,6 +1560,43 @@ def test_every_replay_endpoint_refuses_low_and_mid_tiers(sb: SandboxHandle, user
     assert op.get(f"/replays/{rid}").status_code == 200
 
 
+def test_a_refusal_naming_another_users_replay_stays_out_of_its_audit_record(
+    sb: SandboxHandle, user: Any, tools: Any
+) -> None:
+    """Section 7: a replay's audit record is the events sharing its replayId, and audit:read-own
+    shows them to its requester. In a LOW tenant another user's refused GET, trace stream or
+    ticket naming the replay was written with target.replayId, so the requester read who
+    probed their replay, from which address (the rule _audit_denial states and deny_read
+    follows: a caller may not add events to a record that is not theirs by naming it)."""
+    op, analyst = user("operator"), user("analyst")
+    rid = replay_done(op, tools, sources(op, "dev")[13]["exchangeId"])["replayId"]
+    record = [e["seq"] for e in sb.state.replays.audit_events(rid)]
+    table = sb.state.authority.users
+    try:
+        sb.state.authority.users = replace(table, tenant=Tenant(table.tenant.id, "LOW"))
+        for method, path in (
+            ("GET", f"/replays/{rid}"),
+            ("GET", f"/replays/{rid}/events"),
+            ("POST", f"/replays/{rid}/stream-ticket"),
+        ):
+            seq = last_seq(sb)
+            r = analyst.request(method, path)
+            assert r.status_code == 403 and r.json()["error"] == "TIER_NOT_ENTITLED", path
+            [event] = [e for e in sb.state.replays.audit_events() if e["seq"] > seq]
+            assert event["actor"]["username"] == "analyst" and event["action"] == "REPLAY_DENIED"
+            assert event["target"]["replayId"] is None and event["detail"]["replayId"] == rid, path
+        # The requester's own refusal is part of their replay's record, as before.
+        seq = last_seq(sb)
+        assert op.get(f"/replays/{rid}").status_code == 403
+        [own] = [e for e in sb.state.replays.audit_events() if e["seq"] > seq]
+        assert own["target"]["replayId"] == rid
+    finally:
+        sb.state.authority.users = table
+    assert [e["seq"] for e in sb.state.replays.audit_events(rid)] == [*record, own["seq"]]
+    receipts = op.get("/admin/audit", params={"replayId": rid}).json()["data"]
+    assert "analyst" not in {e["actor"]["username"] for e in receipts}
+
+
 @pytest.mark.parametrize(
     "prefix", ["camel", "CAMEL", "cAmEl", "CaMeL", "camEL", "org.apache.camel", "ORG.Apache.CAMEL"]
 )
