@@ -41,6 +41,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .security import PERMISSIONS
+from .store import MAX_TEXT_CHARS
 
 if TYPE_CHECKING:
     from .security import Principal
@@ -372,18 +373,10 @@ SCHEMAS: dict[str, Any] = {
             },
             "timeFrom": _n("string", format="date-time"),
             "timeTo": _n("string", format="date-time"),
+            **{k: _n("string") for k in ("correlationId", "exchangeId", "replayId", "sourceExchangeId")},
             **{
-                k: _n("string")
-                for k in (
-                    "correlationId",
-                    "exchangeId",
-                    "replayId",
-                    "sourceExchangeId",
-                    "text",
-                    "textInBody",
-                    "textInHeaders",
-                    "textInErrors",
-                )
+                k: _n("string", maxLength=MAX_TEXT_CHARS)
+                for k in ("text", "textInBody", "textInHeaders", "textInErrors")
             },
             "durationMin": _n("number"),
             "durationMax": _n("number"),

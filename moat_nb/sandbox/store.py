@@ -80,11 +80,18 @@ __all__ = [
     "SEARCH_FILTERS",
     "SORT_FIELDS",
     "MAX_LIMIT",
+    "MAX_TEXT_CHARS",
     "DEFAULT_LIMIT",
 ]
 
 MAX_LIMIT = 1000  # section 4: limit <= 1000
 DEFAULT_LIMIT = 50  # Cameleer's default page (reference/cameleer.md section 4.3)
+#: The longest ``text`` (``textInBody`` ...) a search takes. FTS5 matches a phrase of n trigrams
+#: at every position of each of them: a long text of a repeated character against a stored body
+#: that repeats it cost time and memory in n times those positions, and one request as a VIEWER
+#: could exhaust the server (security walk: ~500 kB of "[" had the sandbox OOM-killed at 21 GB).
+#: An order id, a customer, a fragment of an error message are far shorter.
+MAX_TEXT_CHARS = 256
 DEFAULT_SORT = "startTime:desc"  # newest first
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -824,6 +831,12 @@ def _query(filters: Mapping[str, Any], fts5: bool) -> _Query:
         # surrogate cannot be encoded as UTF-8 to be bound at all. Refused here, with what to fix.
         if "\x00" in term:
             raise _bad(f"{name} must not contain NUL (U+0000)", field=name)
+        if len(term) > MAX_TEXT_CHARS:
+            raise _bad(
+                f"{name} is {len(term)} characters long; a search text has at most {MAX_TEXT_CHARS}",
+                field=name,
+                max=MAX_TEXT_CHARS,
+            )
         try:
             term.encode("utf-8")
         except UnicodeEncodeError as exc:

@@ -42,6 +42,7 @@ from moat_nb.sandbox.server import (
     share_maps,
 )
 from moat_nb.sandbox.state import SandboxState, ServerConfig
+from moat_nb.sandbox.store import MAX_TEXT_CHARS
 
 USERS = ("admin", "operator", "prod-operator", "analyst", "nobody")
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
@@ -444,6 +445,28 @@ def test_search_happy_path_and_filters(sb: Sandbox) -> None:
 def test_search_refuses_bad_filters(sb: Sandbox, body: dict[str, Any], field: str) -> None:
     r = sb.http.post("/search/executions", json=body, headers=sb.auth("analyst"))
     assert envelope(r, 400)["details"]["field"] == field
+
+
+def test_a_long_search_text_is_refused_before_it_reaches_the_index(sb: Sandbox) -> None:
+    """Any user with executions:read (a VIEWER) could exhaust the server: FTS5 matches a phrase
+    of n trigrams against every position of each of them, so a text of repeated characters
+    against a stored body that repeats them (zeros, spaces, base64 padding) cost memory and
+    time in n times the positions. Against one 100 kB body of zeros 3,000 characters took
+    ~13 s and ~450 MB; the 500 kB a 1 MiB body allows killed the sandbox (the kernel's OOM
+    killer at 21 GB). A text is at most MAX_TEXT_CHARS characters (400, as other bad filters)."""
+    zeros = make_chunk("exec-zeros", "ex-zeros")
+    zeros["execution"]["inputBody"] = "0" * 100_000
+    assert sb.post_chunk("dev", zeros).status_code == 202
+    for field in ("text", "textInBody", "textInHeaders", "textInErrors"):
+        r = sb.http.post(
+            "/search/executions", json={field: "0" * (MAX_TEXT_CHARS + 1)}, headers=sb.auth("analyst")
+        )
+        details = envelope(r, 400, "VALIDATION")["details"]
+        assert details["field"] == field and details["max"] == MAX_TEXT_CHARS
+    r = sb.http.post("/search/executions", json={"text": "0" * MAX_TEXT_CHARS}, headers=sb.auth("analyst"))
+    assert r.status_code == 200 and "exec-zeros" in {h["executionId"] for h in r.json()["data"]}
+    schema = sb.http.get("/api-docs").json()["components"]["schemas"]["SearchRequest"]["properties"]
+    assert schema["text"]["maxLength"] == MAX_TEXT_CHARS
 
 
 def test_search_limit_1000_is_allowed(sb: Sandbox) -> None:
