@@ -106,7 +106,7 @@ from .replay_tables import (
     replay_resource,
     select_replay,
 )
-from .security import Principal, check_tier, replay_permissions, require_all
+from .security import Principal, check_tier, is_prod, replay_permissions, require_all
 from .trace_stream import execution_event, processor_event, stored_processor_event
 
 if TYPE_CHECKING:
@@ -613,10 +613,20 @@ class ReplayService:
         early = replay_permissions(
             source.environment, req.target_environment or source.environment, modified=modified
         )
+        # A named agent's registered environment counts too, whatever targetEnvironment claims:
+        # named beside a "dev" claim, the prod agent answered 503 (it runs prod, not dev) to an
+        # operator without replay:prod, unaudited (security walk; security.md RBAC-3).
+        named = self.state.agents.get(req.target_agent) if req.target_agent else None
+        if named is not None:
+            also = replay_permissions(source.environment, named.environment_id, modified=modified)
+            early += [p for p in also if p not in early]
         try:
             require_all(principal, early)
         except PermissionDenied as exc:
             exc.details["sourceEnvironment"] = source.environment
+            if named is not None and is_prod(named.environment_id) and not is_prod(source.environment):
+                target["environment"] = named.environment_id  # the prod side is the agent's
+                exc.details["targetEnvironment"] = named.environment_id
             await run_in_threadpool(self._deny, principal, exc, info, target)
             raise
         agent = self.state.agents.pick(

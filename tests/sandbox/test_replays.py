@@ -1482,6 +1482,28 @@ def test_replay_prod_is_checked_before_the_agent_is_picked(
         assert tools.post_replay(user("prod-operator"), prod, **body).status_code == 503
 
 
+def test_a_prod_agent_named_beside_a_claimed_dev_target_needs_replay_prod(
+    sb: SandboxHandle, user: Any, tools: Any
+) -> None:
+    """Section 6: the target environment is the chosen agent's, never the body's claim, and a
+    denied attempt is audited (security.md RBAC-3: a dev claim for prod is treated as prod and
+    audited). An operator without replay:prod who named the prod agent with targetEnvironment
+    "dev" got 503 AGENT_UNAVAILABLE ("runs environment 'prod', not 'dev'"), unaudited."""
+    op = user("operator")
+    dev = sources(op, "dev")[14]["exchangeId"]
+    prod_agent = sb.agents["prod"].instance_id
+    seq = last_seq(sb)
+    r = tools.post_replay(op, dev, targetEnvironment="dev", targetAgent=prod_agent)
+    assert (r.status_code, r.json()["error"]) == (403, "FORBIDDEN"), r.text
+    assert r.json()["details"]["missing"] == ["replay:prod"]
+    [event] = [e for e in sb.state.replays.audit_events() if e["seq"] > seq]
+    assert (event["action"], event["actor"]["username"]) == ("REPLAY_DENIED", "operator")
+    assert event["target"]["sourceExchangeId"] == dev and event["target"]["environment"] == "prod"
+    # With replay:prod the request gets on to the agent pick: the mismatch is a 503 as before.
+    r = tools.post_replay(user("prod-operator"), dev, targetEnvironment="dev", targetAgent=prod_agent)
+    assert (r.status_code, r.json()["error"]) == (503, "AGENT_UNAVAILABLE"), r.text
+
+
 def test_reading_another_users_replay_is_404_and_audited(sb: SandboxHandle, user: Any, tools: Any) -> None:
     """Section 5 hides another user's replay behind a 404; section 6 audits every denied
     attempt: GET, the trace stream and a stream ticket each write REPLAY_DENIED, with
