@@ -133,12 +133,18 @@ def refuse_control_headers(headers: Any) -> None:
 # --------------------------------------------------------------------------- reading modifiedPayload
 
 _BAD_HEADER_CHARS = re.compile(r"[\r\n\x00]")
+#: RFC 9110 section 5.6.2: a field name is a token, 1*tchar.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _PARTS = ("headers", "body", "properties")
 
 
 def check_header_field(name: Any, value: Any) -> None:
-    """Raise ``ValidationError`` (``BAD_HEADER``) unless ``name`` is a non-empty string and no
-    string in ``name`` or ``value`` holds CR, LF or NUL (header injection, section 4)."""
+    """Raise ``ValidationError`` (``BAD_HEADER``) unless ``name`` is an RFC 9110 field name (a
+    token: no space, colon, quote or non-ASCII letter) and no string in ``name`` or ``value``
+    holds CR, LF or NUL (header injection, section 4). Why the token rule for a Camel header:
+    a header that leaves the route as an HTTP header must be one, and a name such as
+    ``" CamelHttpUri"`` (a leading space) is not the control header to Camel but may become it
+    where a component trims it."""
     if not isinstance(name, str) or name == "":
         raise ValidationError(
             f"header name {name!r} must be a non-empty string",
@@ -150,6 +156,14 @@ def check_header_field(name: Any, value: Any) -> None:
             f"header name {name!r:.80} contains CR, LF or NUL",
             code="BAD_HEADER",
             hint="remove line breaks and NUL characters from header names",
+            details={"header": repr(name)[:200]},
+        )
+    if not _TOKEN.fullmatch(name):
+        raise ValidationError(
+            f"header name {name!r:.80} is not a valid field name: it may hold letters, digits and"
+            " !#$%&'*+-.^_`|~ only (RFC 9110: no spaces, colons, quotes or accented letters)",
+            code="BAD_HEADER",
+            hint="rename the header, or leave it out of the modified payload",
             details={"header": repr(name)[:200]},
         )
     for text in _strings_in(value):

@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -48,8 +48,6 @@ __all__ = [
     "read_json",
     "parse_json",
     "json_depth",
-    "check_header_field",
-    "check_header_fields",
     "check_request_headers",
 ]
 
@@ -60,7 +58,6 @@ MAX_DEPTH = 64
 
 # RFC 9110 section 5.6.2: token = 1*tchar.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_FORBIDDEN = re.compile(r"[\r\n\x00]")
 
 
 def _bad_json(message: str, **details: Any) -> ValidationError:
@@ -362,32 +359,6 @@ def _bad_header(message: str, **details: Any) -> ValidationError:
         hint="header names are RFC 9110 tokens; names and values may not contain CR, LF or NUL",
         details=details,
     )
-
-
-def check_header_field(name: str, value: Any, *, where: str = "headers") -> None:
-    """Refuse (400 ``BAD_HEADER``) a header whose name is not an RFC 9110 token or whose name or
-    (string, or list of strings) value contains CR, LF or NUL — the characters that split a
-    header into two on the wire (response splitting, CWE-113)."""
-    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
-        raise _bad_header(
-            f"header name {str(name)[:80]!r} in {where} is not a valid field name",
-            where=where,
-            header=repr(name)[:120],
-        )
-    values = value if isinstance(value, list) else [value]
-    for item in values:
-        if isinstance(item, str) and _FORBIDDEN.search(item):
-            raise _bad_header(
-                f"value of header {name!r} in {where} contains CR, LF or NUL",
-                where=where,
-                header=name,
-            )
-
-
-def check_header_fields(headers: Mapping[str, Any] | None, *, where: str = "headers") -> None:
-    """:func:`check_header_field` over every entry of a headers map (e.g. a modifiedPayload's)."""
-    for name, value in (headers or {}).items():
-        check_header_field(name, value, where=where)
 
 
 def check_request_headers(raw: Iterable[tuple[bytes, bytes]]) -> None:

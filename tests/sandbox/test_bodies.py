@@ -21,8 +21,6 @@ from moat_nb.sandbox.bodies import (
     MAX_DEPTH,
     _parse_json_fast,
     _parse_json_strict,
-    check_header_field,
-    check_header_fields,
     check_request_headers,
     json_depth,
     parse_json,
@@ -535,20 +533,14 @@ def dirty(draw: st.DrawFn) -> str:
 
 
 @FAST
-@given(st.dictionaries(tokens, clean_values | st.lists(clean_values, max_size=3) | st.integers()))
-def test_clean_headers_pass(headers: dict[str, Any]) -> None:
-    check_header_fields(headers)
-    check_request_headers([(k.lower().encode(), str(v).encode()) for k, v in headers.items()])
+@given(st.dictionaries(tokens, clean_values))
+def test_clean_request_headers_pass(headers: dict[str, Any]) -> None:
+    check_request_headers([(k.lower().encode(), v.encode()) for k, v in headers.items()])
 
 
 @FAST
 @given(tokens, dirty())
-def test_cr_lf_nul_in_a_value_is_refused(name: str, value: str) -> None:
-    for candidate in (value, ["ok", value]):
-        with pytest.raises(ValidationError) as info:
-            check_header_field(name, candidate, where="modifiedPayload.headers")
-        assert info.value.code == "BAD_HEADER"
-        assert name in info.value.message and "modifiedPayload.headers" in info.value.message
+def test_cr_lf_nul_in_a_request_header_value_is_refused(name: str, value: str) -> None:
     with pytest.raises(ValidationError) as info:
         check_request_headers([(name.lower().encode(), value.encode())])
     assert info.value.code == "BAD_HEADER"
@@ -556,9 +548,7 @@ def test_cr_lf_nul_in_a_value_is_refused(name: str, value: str) -> None:
 
 @FAST
 @given(dirty() | st.just("") | st.just("two words") | st.just("x:y") | st.just("é"))
-def test_names_outside_the_token_grammar_are_refused(name: str) -> None:
+def test_request_header_names_outside_the_token_grammar_are_refused(name: str) -> None:
     with pytest.raises(ValidationError) as info:
-        check_header_fields({name: "v"})
-    assert info.value.code == "BAD_HEADER"
-    with pytest.raises(ValidationError):
         check_request_headers([(name.encode("utf-8"), b"v")])
+    assert info.value.code == "BAD_HEADER"
