@@ -167,6 +167,12 @@ class ReplayWorkbench(widgets.VBox):
             tooltip="Replay the picked exchange with the edited payload",
             disabled=True,
         )
+        self.stop_button = widgets.Button(
+            description="Stop following",
+            icon="stop",
+            tooltip="Stop reading this replay's trace here; the replay itself goes on on the platform",
+            layout=widgets.Layout(width="auto", display="none"),
+        )
         self.gate = widgets.HTML()
         self.message = widgets.HTML()
         self.progress = widgets.HTML()
@@ -178,15 +184,10 @@ class ReplayWorkbench(widgets.VBox):
         )  # fmt: skip
         self.trace_table.add_class("moat-trace")
         self.timeline = timeline_widget()
-        self.diff_box = widgets.VBox(
-            [widgets.HTML("<span class='moat-hint'>The diff shows when a replay ends.</span>")]
-        )
-        self.lineage_box = widgets.VBox(
-            [widgets.HTML("<span class='moat-hint'>The lineage shows when a replay ends.</span>")]
-        )
-        self.receipt_box = widgets.VBox(
-            [widgets.HTML("<span class='moat-hint'>The audit receipt shows when a replay ends.</span>")]
-        )
+        self.diff_box = widgets.VBox()
+        self.lineage_box = widgets.VBox()
+        self.receipt_box = widgets.VBox()
+        self._clear_results()
         self.tabs = widgets.Tab(
             children=[
                 widgets.VBox([self.trace_table, self.timeline]),
@@ -212,10 +213,13 @@ class ReplayWorkbench(widgets.VBox):
         #: startTime of the replay's first processor: the timeline's zero.
         self._origin: Any = None
         self._target: str | None = None
+        #: What the trace reader meets besides events (the platform not answering), for the
+        #: progress line: a reader retries for minutes, and the user should see why it waits.
+        self._trouble = ""
         #: Noise rules from calibration, by (source exchange, target environment).
         self.noise_rules: dict[tuple[str, str | None], list[NoiseRule]] = {}
         controls = widgets.HBox(
-            [self.target, self.reason, self.calibrate, self.replay_button],
+            [self.target, self.reason, self.calibrate, self.replay_button, self.stop_button],
             layout=widgets.Layout(flex_flow="row wrap", align_items="center"),
         )
         super().__init__(
@@ -242,6 +246,7 @@ class ReplayWorkbench(widgets.VBox):
         self.target.observe(lambda _: self._update_gate(), names="value")
         self.observe(lambda _: self._update_gate(), names="running")
         self.replay_button.on_click(self._clicked)
+        self.stop_button.on_click(lambda _: self.stop())
         self._update_gate()
 
     # ---------------------------------------------------------------- who and what
@@ -329,6 +334,8 @@ class ReplayWorkbench(widgets.VBox):
         return None
 
     def _update_gate(self) -> None:
+        following = self.running and self.task is not None and not self.task.done()
+        self.stop_button.layout.display = None if following else "none"
         why = self.blocked()
         self.replay_button.disabled = why is not None
         self.replay_button.tooltip = why.plain() if why is not None else "Replay the picked exchange now"
@@ -381,7 +388,26 @@ class ReplayWorkbench(widgets.VBox):
             self._follow_blocking(run)
         else:
             self.task = loop.create_task(self._follow(run))
+            self.task.add_done_callback(self._task_done)
+            self._update_gate()  # the Stop following button, now that there is a task to stop
         return run
+
+    def stop(self) -> None:
+        """Stop following the running replay (the Stop following button). The replay itself goes
+        on on the platform (the client has no call that cancels one); its result and audit
+        record stay there."""
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def _clear_results(self) -> None:
+        """The result tabs as before any replay: a new replay's tabs kept the previous one's
+        diff, lineage and receipt while it ran, and for good when it ended without a result."""
+        for box, what in ((self.diff_box, "diff"), (self.lineage_box, "lineage"),
+                          (self.receipt_box, "audit receipt")):  # fmt: skip
+            box.children = (
+                widgets.HTML(f"<span class='moat-hint'>The {what} shows when a replay ends.</span>"),
+            )
+        self.figures = {}
 
     def _start(self, run: Any, source: Execution) -> None:
         self.run, self._source = run, source
@@ -389,8 +415,15 @@ class ReplayWorkbench(widgets.VBox):
         self.receipt = []
         self._records, self._pending, self._drawn = [], [], 0.0
         self._origin = None
+        self._trouble = ""
+        # Told of each dropped connection of the trace stream (and of each one that reached
+        # it): the reader retries for minutes when the platform is gone, and says nothing.
+        cursor = getattr(run, "cursor", None)
+        if cursor is not None:
+            cursor.watch = self._stream_watch
         self.trace_table.set_records([])
         draw_timeline(self.timeline, [])
+        self._clear_results()
         self.tabs.selected_index = 0
         with self.hold_trait_notifications():
             self.replay_id = run.replay_id
@@ -418,7 +451,19 @@ class ReplayWorkbench(widgets.VBox):
             draw_timeline(self.timeline, self._records)
         self._progress()
 
+    def _stream_watch(self, cause: BaseException | str | None) -> None:
+        cursor = getattr(self.run, "cursor", None)
+        if cause is None or cursor is None:
+            self._trouble = ""
+        else:
+            self._trouble = (
+                f"the platform does not answer: reconnecting ({cursor.failures} of "
+                f"{cursor.policy.max_retries}); press Stop following to stop waiting"
+            )
+        self._progress()
+
     def _progress(self, note: str = "") -> None:
+        note = note or self._trouble
         n = len(self._records)
         self.progress.value = (
             f"<div class='moat-msg moat-msg-info' role='status'><strong>Replay</strong> "
@@ -429,37 +474,63 @@ class ReplayWorkbench(widgets.VBox):
 
     async def _follow(self, run: Any) -> None:
         try:
-            async for event in run.aevents():
-                self._consume(event)
-            self._flush()
-            execution = await run
-        except Exception as exc:  # noqa: BLE001 - shown inline: a widget task has no caller to raise to
-            self._ended_without_result(exc)
-            self.running = False
-            return
-        try:
+            try:
+                async for event in run.aevents():
+                    self._consume(event)
+                self._flush()
+                execution = await run
+            except Exception as exc:  # noqa: BLE001 - shown inline: a widget task has no caller to raise to
+                self._ended_without_result(exc)
+                return
             rules, note = None, None
             if self.calibrate.value:
                 rules, note = await self._acalibrate()
             self._finish(execution, rules, note)
         finally:
-            self.running = False
+            self._ended()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        # Stop following (or wb.task.cancel(), even before the task ran): CancelledError is no
+        # Exception, and the workbench stayed "running" for good, its Replay button disabled.
+        if task.cancelled() and task is self.task:
+            self._stopped_following()
+            self._ended()
 
     def _follow_blocking(self, run: Any) -> None:
         try:
-            for event in run.events():
-                self._consume(event)
-            self._flush()
-            execution = run.wait()
-        except Exception as exc:  # noqa: BLE001 - shown inline, as in _follow
-            self._ended_without_result(exc)
-            self.running = False
-            return
-        try:
+            try:
+                for event in run.events():
+                    self._consume(event)
+                self._flush()
+                execution = run.wait()
+            except Exception as exc:  # noqa: BLE001 - shown inline, as in _follow
+                self._ended_without_result(exc)
+                return
             rules, note = self._calibrate_blocking() if self.calibrate.value else (None, None)
             self._finish(execution, rules, note)
         finally:
-            self.running = False
+            self._ended()
+
+    def _ended(self) -> None:
+        """Not running any more; the progress line drops its "so far" (it kept it, after the
+        replay had ended, since it was drawn while ``running`` was still set)."""
+        self._trouble = ""
+        self.running = False
+        self._progress()
+
+    def _stopped_following(self) -> None:
+        self._flush()
+        self._say(
+            Message(
+                "warn",
+                f"Stopped following replay {self.replay_id}.",
+                "Only this view stopped: the replay is not cancelled on the platform. The trace above is "
+                "what arrived until now; the Diff, Lineage and Audit receipt tabs are not filled for it.",
+                "find its result with 'Include replays' in the picker, and its audit events in "
+                "AuditBrowser (Replay: its id); or press Replay to run it again",
+            )
+        )
+        self.done += 1
 
     def _ended_without_result(self, exc: BaseException) -> None:
         self._flush()
@@ -527,9 +598,11 @@ class ReplayWorkbench(widgets.VBox):
         return rules, None
 
     async def wait(self) -> None:
-        """Wait for the replay task (if any) to finish."""
+        """Wait for the replay task (if any) to finish (or to be stopped: Stop following)."""
         if self.task is not None:
-            await self.task
+            # asyncio.wait, not await: a task stopped with Stop following would raise its
+            # CancelledError into the cell that waits, as a traceback.
+            await asyncio.wait([self.task])
 
     # ---------------------------------------------------------------- results
 

@@ -479,6 +479,124 @@ def test_workbench_runs_without_an_event_loop_too(users: dict[str, Platform]) ->
     assert wb.diff is not None and "Noise calibrated" not in _text(wb.diff_box.children[0].value)
 
 
+def test_a_second_replay_does_not_show_the_first_ones_results(users: dict[str, Platform]) -> None:
+    """Walk-through finding: the progress line said "52 processors so far" after the replay had
+    ended, and a second replay's Diff, Lineage and Audit receipt tabs showed the first one's
+    results while it ran (and for good, had it ended without a result)."""
+
+    async def scenario() -> None:
+        wb = ReplayWorkbench(users["operator"])
+        wb.calibrate.value = False
+        wb.picker.set_filters(environment="dev", status="COMPLETED")
+        wb.picker.select_row(0)
+        wb.reason.value = "first"
+        wb.replay_button.click()
+        await wb.wait()
+        first = wb.replay_id
+        assert first in _text(wb.receipt_box.children[0].value)
+        assert "so far" not in _text(wb.progress.value) and "status COMPLETED" in _text(wb.progress.value)
+        wb.reason.value = "second"
+        wb.replay_button.click()
+        assert wb.running and wb.replay_id != first
+        for box in (wb.diff_box, wb.lineage_box, wb.receipt_box):
+            words = " ".join(
+                _text(c.value) for c in box.children if isinstance(getattr(c, "value", None), str)
+            )
+            assert "shows when a replay ends" in words and first not in words, words
+        assert wb.figures == {}
+        await wb.wait()
+        assert wb.replay_id in _text(wb.receipt_box.children[0].value)
+
+    asyncio.run(scenario())
+
+
+def test_stop_following_leaves_the_running_state(users: dict[str, Platform]) -> None:
+    """Walk-through finding: a cancelled follow task (wb.task.cancel()) left the workbench
+    "running" for good, its Replay button disabled; there was no way to stop following."""
+
+    async def scenario() -> None:
+        wb = ReplayWorkbench(users["operator"])
+        wb.calibrate.value = False
+        wb.picker.set_filters(environment="dev", status="COMPLETED")
+        wb.picker.select_row(0)
+        wb.reason.value = "stop following"
+        assert wb.stop_button.layout.display == "none"
+        wb.replay_button.click()
+        assert wb.running and wb.stop_button.layout.display != "none"
+        wb.stop_button.click()
+        await wb.wait()  # the task's cancellation is not raised into the caller's cell
+        assert not wb.running and not wb.replay_button.disabled and wb.gate.value == ""
+        assert wb.stop_button.layout.display == "none"
+        words = _text(wb.message.value)
+        assert f"Stopped following replay {wb.replay_id}" in words and "not cancelled" in words
+        assert "so far" not in _text(wb.progress.value)
+        wb.replay_button.click()  # and Replay works again
+        await wb.wait()
+        assert wb.result is not None and "Replay completed" in _text(wb.message.value)
+
+    asyncio.run(scenario())
+
+
+def test_a_lost_platform_is_said_while_the_trace_reader_waits(tmp_path: Path, sandbox_processes: Any) -> None:
+    """Walk-through finding: the sandbox stopped mid-replay, the workbench said "A replay is
+    running" and nothing else for the reader's ~165 s of reconnects, with no way out."""
+    app = tmp_path / "paced-app"
+    app.mkdir()
+    (app / "routes.yaml").write_text(PACED_ROUTE, encoding="utf-8")
+    (app / "beans.py").write_text(PACED_BEANS, encoding="utf-8")
+    process = sandbox_processes.start(tmp_path / "data", app, per_env=2)
+
+    async def scenario() -> None:
+        with connect(sandbox_processes.url, username="operator", password="operator") as platform:
+            wb = ReplayWorkbench(platform)
+            wb.calibrate.value = False
+            wb.picker.set_filters(environment="dev")
+            wb.picker.select_row(0)
+            wb.reason.value = "lose the platform"
+            wb.replay_button.click()
+            await asyncio.sleep(1.0)  # inside the route's delay step
+            process.kill()
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                if "does not answer" in _text(wb.progress.value):
+                    break
+            words = _text(wb.progress.value)
+            assert "the platform does not answer: reconnecting (1 of 8)" in words, words
+            assert "Stop following" in words and wb.running
+            wb.stop_button.click()
+            await wb.wait()
+            assert not wb.running and "does not answer" not in _text(wb.progress.value)
+            assert "Stopped following" in _text(wb.message.value)
+
+    asyncio.run(scenario())
+
+
+#: A route whose replays wait 4 s in a delay step: in flight long enough to lose the platform.
+PACED_ROUTE = """\
+- route:
+    id: paced-intake
+    from:
+      uri: "platform-http:/paced"
+      steps:
+        - choice:
+            id: replayed
+            when:
+              - simple: "${header.X-Cameleer-Replay} != null"
+                steps:
+                  - delay:
+                      id: wait
+                      constant: "4000"
+        - setBody:
+            id: answer
+            simple: "done ${body}"
+"""
+
+PACED_BEANS = """\
+def sample_payload(rng, i):
+    return {"headers": {}, "body": f"order {i}", "properties": {}}
+"""
+
+
 def test_analyst_sees_the_button_disabled_with_the_reason(users: dict[str, Platform]) -> None:
     wb = ReplayWorkbench(users["analyst"])
     wb.picker.select_row(0)
