@@ -42,6 +42,10 @@ AUDIT_ACTIONS: tuple[str, ...] = (
     "AUDIT_DENIED",
 )  # fmt: skip
 
+#: Outcomes marked as failures (red, as their pills in moat.css): every outcome but SUCCESS was,
+#: so a REPLAY_REQUESTED (ACCEPTED) or REPLAY_STARTED (STARTED) row looked like a failure.
+FAILED_OUTCOMES = frozenset({"FAILED", "ERROR", "DENIED", "REJECTED", "TIMED_OUT", "ABORTED"})
+
 AUDIT_COLUMNS: tuple[Column, ...] = (
     Column("seq", "Seq", kind="number", desc_first=True),
     Column("occurred_at", "When (UTC)", desc_first=True, format=format_time_cell),
@@ -242,7 +246,7 @@ class AuditBrowser(widgets.VBox):
         self.table = DataTable(
             AUDIT_COLUMNS, key="seq", page_size=page_size, sort="seq:desc",
             caption="Audit events (newest first)", empty_text="No audit event matches these filters.",
-            row_class=lambda r: "moat-row-failed" if r.get("outcome") not in (None, "SUCCESS") else "",
+            row_class=lambda r: "moat-row-failed" if r.get("outcome") in FAILED_OUTCOMES else "",
         )  # fmt: skip
         self.records: list[dict[str, Any]] = []
         self.verification: dict[str, dict[str, Any]] = {}

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from moat_nb.body_editor import changed_lines, check_json, editable_body
 from moat_nb.client import Platform, connect
 from moat_nb.editor import check_rows
-from moat_nb.errors import ControlHeaderRejected, ValidationError
+from moat_nb.errors import ControlHeaderRejected, PermissionDenied, ValidationError
 from moat_nb.model import Execution
 from moat_nb.replay_views import receipt_records
 from moat_nb.table import Column, DataTable, sort_records
@@ -698,6 +698,24 @@ def test_audit_browser_filters_and_verifies(users: dict[str, Platform], sandbox:
     assert not verdict["ok"] and verdict["first_bad_seq"] == bad_seq
     words = _text(browser.verdict.value)
     assert "✘ FAIL" in words and f"first bad seq {bad_seq}" in words and "HASH_MISMATCH" in words
+
+
+def test_audit_browser_marks_only_failures_as_failed(users: dict[str, Platform]) -> None:
+    """Walk-through finding: every row whose outcome was not SUCCESS had the red failure mark,
+    so a replay's REPLAY_REQUESTED (ACCEPTED) and REPLAY_STARTED (STARTED) looked failed."""
+    admin, operator = users["admin"], users["operator"]
+    run = operator.replay(_first(admin, environment="dev"), reason="audit row marks")
+    run.wait()
+    with pytest.raises(PermissionDenied):
+        operator.replay(_first(admin, environment="prod"), reason="audit row marks: denied")
+    browser = AuditBrowser(admin, page_size=50)
+    browser.replay_id.value = run.replay_id
+    marks = {r["action"]: r.get("_class", "") for r in browser.table.rows}
+    assert marks == {"REPLAY_REQUESTED": "", "REPLAY_STARTED": "", "REPLAY_COMPLETED": ""}, marks
+    browser.replay_id.value = ""
+    browser.action.value = "REPLAY_DENIED"
+    browser.refresh()
+    assert browser.table.rows and all(r["_class"] == "moat-row-failed" for r in browser.table.rows)
 
 
 def test_audit_browser_reads_bundles_strictly_and_names_the_keys_it_trusted(
