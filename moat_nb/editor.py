@@ -72,6 +72,11 @@ CONTROL_HEADER_REASON = (
 )
 
 
+def _plural(kind: str) -> str:
+    # "No propertys." was shown under an exchange without properties.
+    return "properties" if kind == "property" else f"{kind}s"
+
+
 def check_rows(kind: str, rows: Sequence[tuple[str, Any]]) -> list[RowProblem]:
     """Problems of key/value rows that are about to be sent (``kind``: ``header``/``property``).
 
@@ -117,8 +122,8 @@ def check_rows(kind: str, rows: Sequence[tuple[str, Any]]) -> list[RowProblem]:
                     i,
                     name,
                     f"{name} holds the redaction marker the platform shows instead of the secret; as "
-                    f"the {kind}s are modified, the replay would run with the marker itself. Type the "
-                    "real value, or remove the row if the route does not need it",
+                    f"the {_plural(kind)} are modified, the replay would run with the marker itself. "
+                    "Type the real value, or remove the row if the route does not need it",
                     blocking=False,
                 )
             )
@@ -272,7 +277,7 @@ class KeyValueEditor(widgets.VBox):
         self, kind: str, original: Mapping[str, Any] | None = None, *, title: str | None = None
     ) -> None:
         self.kind = kind
-        self.plural = "properties" if kind == "property" else f"{kind}s"
+        self.plural = _plural(kind)
         self.original: dict[str, Any] = dict(original or {})
         self.rows: list[KeyValueRow] = []
         self.title = widgets.HTML(
@@ -364,7 +369,7 @@ class KeyValueEditor(widgets.VBox):
                 row.line.add_class("moat-kv-new")
             elif state:
                 row.line.add_class("moat-kv-changed")
-        self.empty.value = f"<span class='moat-hint'>No {self.kind}s.</span>" if not self.rows else ""
+        self.empty.value = f"<span class='moat-hint'>No {self.plural}.</span>" if not self.rows else ""
         self.version += 1
 
     # ---------------------------------------------------------------- reading
@@ -519,7 +524,7 @@ class PayloadEditor(widgets.VBox):
         row = rows.find(name)
         if row is None:
             raise ValidationError(
-                f"there is no {rows.kind} {name!r}", hint=f"{rows.kind}s: {sorted(rows.mapping())}"
+                f"there is no {rows.kind} {name!r}", hint=f"{rows.plural}: {sorted(rows.mapping())}"
             )
         return row
 

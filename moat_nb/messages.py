@@ -48,9 +48,9 @@ class Message:
 
     def plain(self) -> str:
         """The message as one line of text (for logs, tests and tooltips)."""
-        return " ".join(
-            p for p in (self.title + ".", self.text, f"What to do: {self.todo}" if self.todo else "") if p
-        )
+        # Titles that end in a full stop already ("Pick an exchange first.") got a second one.
+        title = self.title if self.title.endswith((".", "!", "?", ":")) else self.title + "."
+        return " ".join(p for p in (title, self.text, f"What to do: {self.todo}" if self.todo else "") if p)
 
 
 def message_html(kind: str, title: str, text: str = "", todo: str = "") -> str:

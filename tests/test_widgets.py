@@ -597,6 +597,22 @@ def sample_payload(rng, i):
 """
 
 
+def test_workbench_words_before_a_pick_have_no_typos(users: dict[str, Platform]) -> None:
+    """Walk-through findings: an empty editor said "No propertys.", and the Replay button's
+    tooltip doubled a title's full stop ("Pick an exchange first.. Click a row ...")."""
+    wb = ReplayWorkbench(users["operator"])
+    assert _text(wb.editor.properties.empty.value) == "No properties."
+    assert _text(wb.editor.headers.empty.value) == "No headers."
+    assert wb.replay_button.tooltip.startswith("Pick an exchange first. Click a row")
+    wb.picker.set_filters(environment="prod")
+    wb.picker.select_row(0)
+    wb.reason.value = "check prod"
+    assert wb.replay_button.tooltip.startswith("You lack replay:prod. Replaying in prod")
+    assert ".." not in wb.replay_button.tooltip
+    row = wb.editor.properties.add("apiToken", "[REDACTED:0123456789abcdef]")
+    assert "as the properties are modified" in _text(row.message.value)
+
+
 def test_analyst_sees_the_button_disabled_with_the_reason(users: dict[str, Platform]) -> None:
     wb = ReplayWorkbench(users["analyst"])
     wb.picker.select_row(0)
