@@ -397,7 +397,9 @@ class ReplayWorkbench(widgets.VBox):
         on on the platform (the client has no call that cancels one); its result and audit
         record stay there."""
         if self.task is not None and not self.task.done():
-            self.task.cancel()
+            # Through the task's loop: called from a button's click (a comm message), a plain
+            # task.cancel() took effect only once the reader's back-off sleep ended (up to 30 s).
+            self.task.get_loop().call_soon_threadsafe(self.task.cancel)
 
     def _clear_results(self) -> None:
         """The result tabs as before any replay: a new replay's tabs kept the previous one's

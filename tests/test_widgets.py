@@ -18,6 +18,8 @@ import random
 import re
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -563,8 +565,14 @@ def test_a_lost_platform_is_said_while_the_trace_reader_waits(tmp_path: Path, sa
             words = _text(wb.progress.value)
             assert "the platform does not answer: reconnecting (1 of 8)" in words, words
             assert "Stop following" in words and wb.running
-            wb.stop_button.click()
-            await wb.wait()
+            # The click comes as a kernel message, from outside the loop's own callbacks: the
+            # reader sleeps in its back-off (3 s, 6 s, ...) and must stop now, not when it wakes.
+            clicked = threading.Timer(0.2, wb.stop_button.click)
+            started = time.monotonic()
+            clicked.start()
+            assert wb.task is not None
+            await asyncio.wait({wb.task}, timeout=10)
+            assert time.monotonic() - started < 1.5, time.monotonic() - started
             assert not wb.running and "does not answer" not in _text(wb.progress.value)
             assert "Stopped following" in _text(wb.message.value)
 
