@@ -73,6 +73,15 @@ def _problems(problems: list[str]) -> list[widgets.HTML]:
     return [widgets.HTML(message_html("warn", "A figure could not be drawn:", p)) for p in problems]
 
 
+def _divergence_text(row: Any) -> str:
+    # A processor that ran on one side only showed its route record as JSON ("route: →
+    # {"processorType": "when", ...}"); the diff's summary says it in words, so does this.
+    if row.field == "route":
+        side = "original" if row.kind == "removed" else "replay"
+        return f"{row.processor.processor_id} ran only in the {side}"
+    return f"{row.path}: {text_of(row.original)[:60]} → {text_of(row.replay)[:60]}"
+
+
 # --------------------------------------------------------------------------- who may do what
 
 
@@ -526,7 +535,7 @@ class ReplayWorkbench(widgets.VBox):
             Message(
                 "warn",
                 f"Stopped following replay {self.replay_id}.",
-                "Only this view stopped: the replay is not cancelled on the platform. The trace above is "
+                "Only this view stopped: the replay is not cancelled on the platform. The trace below is "
                 "what arrived until now; the Diff, Lineage and Audit receipt tabs are not filled for it.",
                 "find its result with 'Include replays' in the picker, and its audit events in "
                 "AuditBrowser (Replay: its id); or press Replay to run it again",
@@ -642,12 +651,17 @@ class ReplayWorkbench(widgets.VBox):
             )
         else:
             rows = [r for r in result.rows_at(first) if not r.noise and r.cause == "route"]
-            what = "; ".join(
-                f"{r.path}: {text_of(r.original)[:60]} → {text_of(r.replay)[:60]}" for r in rows[:3]
-            )
+            what = "; ".join(_divergence_text(r) for r in rows[:3])
             head = message_html("warn", f"First divergence at {first.label}.", what)
         if note is not None:
             head += note.html()
+        elif not rules and rules is not None:
+            # It said "0 rule(s) ... marked noise (paths: )".
+            head += message_html(
+                "info",
+                "Noise calibrated: none found.",
+                "The two unmodified replays gave the same results, so no difference is marked noise.",
+            )
         elif rules is not None:
             paths = ", ".join(sorted({str(r.path) for r in rules if r.path is not None})[:8])
             head += message_html(

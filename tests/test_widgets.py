@@ -621,6 +621,35 @@ def test_workbench_words_before_a_pick_have_no_typos(users: dict[str, Platform])
     assert "as the properties are modified" in _text(row.message.value)
 
 
+def test_a_calibration_that_finds_no_noise_says_so(tmp_path: Path) -> None:
+    """Walk-through findings: an exchange without noise (no timestamps, no random ids) showed
+    "Noise calibrated: 0 rule(s) ... marked noise (paths: )."; a first divergence where a
+    processor ran on one side only showed its record as JSON."""
+    from moat_nb.sandbox import start
+
+    app = tmp_path / "plain-app"
+    app.mkdir()
+    (app / "routes.yaml").write_text(
+        PACED_ROUTE.replace('constant: "4000"', 'constant: "1"'), encoding="utf-8"
+    )
+    (app / "beans.py").write_text(PACED_BEANS, encoding="utf-8")
+    handle = start(data=tmp_path / "data", per_env=2, seed=SEED, app=app)
+    try:
+        with connect(handle.url, username="operator", password="operator") as platform:
+            wb = ReplayWorkbench(platform)
+            wb.picker.set_filters(environment="dev")
+            wb.picker.select_row(0)
+            wb.reason.value = "no noise here"
+            wb.replay_button.click()  # no running loop: followed here, calibration included
+            assert wb.result is not None and wb.noise_rules == {wb._calibration_key(): []}
+            words = _text(wb.diff_box.children[0].value)
+            assert "Noise calibrated: none found." in words and "paths: )" not in words, words
+            # The replay took the route's replay-only branch: said in words, not as its record.
+            assert "when1 ran only in the replay" in words and "processorType" not in words, words
+    finally:
+        handle.stop()
+
+
 def test_analyst_sees_the_button_disabled_with_the_reason(users: dict[str, Platform]) -> None:
     wb = ReplayWorkbench(users["analyst"])
     wb.picker.select_row(0)
