@@ -361,6 +361,8 @@ class ExchangePicker(widgets.VBox):
     # ---------------------------------------------------------------- selection
 
     def _row_selected(self, change: Any) -> None:
+        if self._reverting:
+            return
         key = change["new"]
         if not key:
             self.value = None
@@ -373,6 +375,13 @@ class ExchangePicker(widgets.VBox):
             execution = self.platform.execution(execution_id)
         except MoatError as exc:
             self._show(describe_error(exc, "open the execution"))
+            # The highlight goes back to the exchange still picked: the clicked row stayed
+            # highlighted while the editor kept the previous exchange, which Replay would send.
+            self._reverting = True
+            try:
+                self.table.selected = self.value.execution_id if self.value is not None else ""
+            finally:
+                self._reverting = False
             return
         self._show(None)
         self.value = execution
@@ -383,6 +392,8 @@ class ExchangePicker(widgets.VBox):
             f"{html.escape(format_time_cell(execution.start_time))} · "
             f"{execution.processor_count} processors ({html.escape(execution.capture_mode)} capture)</div>"
         )
+
+    _reverting = False
 
     def select(self, execution_id: str) -> None:
         """Select an execution by id (it need not be on the page shown)."""

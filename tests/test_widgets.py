@@ -246,6 +246,26 @@ def test_picker_text_search_and_bad_time_are_shown_in_words(users: dict[str, Pla
     assert picker.message.value == "" and picker.records == [] and picker.total == 0
 
 
+def test_picker_keeps_the_highlight_on_the_picked_exchange_when_opening_another_fails(
+    users: dict[str, Platform],
+) -> None:
+    """Walk-through finding: a row that could not be opened (the platform gone, the execution
+    deleted) stayed highlighted while the previous exchange stayed picked, in the editor and
+    for Replay."""
+    wb = ReplayWorkbench(users["operator"])
+    wb.picker.set_filters(environment="dev")
+    wb.picker.select_row(0)
+    picked = wb.picker.value
+    assert picked is not None
+    wb.picker.select("no-such-execution")
+    assert "Could not open the execution" in _text(wb.picker.message.value)
+    assert wb.picker.value is picked and wb.editor.execution is picked
+    assert wb.picker.table.selected == picked.execution_id
+    fresh = ExchangePicker(users["operator"])
+    fresh.select("no-such-execution")
+    assert fresh.value is None and fresh.table.selected == ""
+
+
 def test_picker_debounces_a_burst_of_filter_changes_into_one_search(users: dict[str, Platform]) -> None:
     async def scenario() -> None:
         picker = ExchangePicker(users["analyst"], page_size=50, debounce=0.15)
