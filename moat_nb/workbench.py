@@ -17,6 +17,10 @@ login answer (or the access token's claims): ``replay:run``, ``replay:modify`` f
 payload, ``replay:prod`` when the source or the target is ``prod`` (section 6). The server
 checks all of it again; its refusals (permission, tier, validation, agent) show inline, in
 words, with what to do.
+
+While a replay is followed, **Stop following** stops reading its trace (the replay itself goes
+on on the platform) and gives the Replay button back; a platform that stops answering is said
+in the progress line while the reader reconnects (for minutes, with the default back-off).
 """
 
 from __future__ import annotations
