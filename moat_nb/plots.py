@@ -581,7 +581,11 @@ def timeline(
     fig.update_yaxes(**y_axis)
     if side_by_side:
         fig.update_yaxes(title_text=None, row=1, col=2)
-    fig.update_xaxes(title_text="ms since the execution started", rangemode="tozero")
+    # Side by side, each panel says it in short: at a notebook's width (~670 px with JupyterLab's
+    # sidebar open) the long title under each panel ran into the other (lab walk-through).
+    fig.update_xaxes(
+        title_text="ms since start" if side_by_side else "ms since the execution started", rangemode="tozero"
+    )
     if side_by_side:
         fig.update_xaxes(matches="x")  # one time scale for both runs: durations compare by eye
     if title is None:
@@ -594,7 +598,19 @@ def timeline(
         template,
         barmode="overlay",
         height=height,
-        legend={"title": {"text": "processor"}, "traceorder": "normal"},
+        # Below the panels, in rows: on the right it took ~200 px of a notebook's width from
+        # the panels, whose titles then overlapped (lab walk-through, 670 px).
+        legend={
+            "title": {"text": "processor"},
+            "traceorder": "normal",
+            "orientation": "h",
+            "x": 0,
+            "xanchor": "left",
+            "yref": "container",
+            "y": 0,
+            "yanchor": "bottom",
+        },
+        margin={"b": 110},  # the axis titles, then the legend's rows
         hovermode="closest",
     )
 

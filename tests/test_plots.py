@@ -187,8 +187,14 @@ def test_timeline_labels_titles_and_axes() -> None:
     fig = plots.timeline(V1, V2, diff=ROUNDING_DIFF)
     assert_labelled(fig)
     assert "first divergence at compute-totals" in fig.layout.title.subtitle.text
-    assert fig.layout.xaxis.title.text == fig.layout.xaxis2.title.text == "ms since the execution started"
+    assert fig.layout.xaxis.title.text == fig.layout.xaxis2.title.text == "ms since start"
     assert fig.layout.xaxis2.matches == "x"  # one time scale for both panels
+    # The legend sits under the panels, in a row: on their right it took ~200 px of a
+    # notebook's width and their titles ran into each other at 670 px (lab walk-through).
+    legend = fig.layout.legend
+    assert (legend.orientation, legend.yref, legend.y, legend.yanchor) == ("h", "container", 0, "bottom")
+    assert fig.layout.margin.b >= 100
+    assert plots.timeline(V2).layout.xaxis.title.text == "ms since the execution started"
     assert fig.layout.yaxis.title.text
     titles = [a.text for a in fig.layout.annotations if a.text != "first divergence"]
     assert titles == ["original (v1)", "replay (v2)"]
