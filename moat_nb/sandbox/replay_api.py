@@ -84,6 +84,19 @@ def check_idempotency_key(value: str | None) -> str:
     return value
 
 
+#: The most of a request header an audit event's ``source`` keeps: the server takes headers of
+#: up to 80 KB, and each refused call is an event of the append-only log, so a caller could
+#: grow the log by that much a request (security walk: a 20 kB User-Agent was kept whole).
+SOURCE_HEADER_CHARS = 512
+
+
+def _bounded(value: str | None) -> str | None:
+    """``value`` cut to :data:`SOURCE_HEADER_CHARS`, saying how much was cut."""
+    if value is None or len(value) <= SOURCE_HEADER_CHARS:
+        return value
+    return f"{value[:SOURCE_HEADER_CHARS]}... ({len(value) - SOURCE_HEADER_CHARS} more characters)"
+
+
 @dataclass(frozen=True)
 class RequestInfo:
     """Where a request came from, for the audit event's ``source``."""
@@ -97,8 +110,8 @@ class RequestInfo:
     def of(cls, request: Request, client: Any = None) -> RequestInfo:
         return cls(
             ip=request.client.host if request.client else None,
-            user_agent=request.headers.get("user-agent"),
-            request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
+            user_agent=_bounded(request.headers.get("user-agent")),
+            request_id=_bounded(request.headers.get("x-request-id")) or uuid.uuid4().hex,
             client=client,
         )
 
