@@ -48,7 +48,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from httpx_sse import SSEError, aconnect_sse
@@ -187,6 +187,9 @@ def encoded_chunks(
     for record in records:
         _check_finite(record, checked)
         encoded = encoder.dumps_finite(record.to_wire())
+        if len(encoded) > RECORD_MAX_BYTES:
+            record = fit_record(record)
+            encoded = encoder.dumps_finite(record.to_wire())
         size = len(encoded)
         group = groups[-1]
         if group and (len(group) >= max_processors or used + size > max_bytes):
@@ -196,6 +199,9 @@ def encoded_chunks(
         used += size
     summary = replace(execution, processors=None)
     summary_wire = summary.to_wire()
+    if len(_dumps(summary_wire)) > RECORD_MAX_BYTES:
+        summary = fit_record(summary)
+        summary_wire = summary.to_wire()
     if groups[-1] and used + len(_dumps(summary_wire)) > max_bytes:
         groups.append([])
     out = []
@@ -224,6 +230,58 @@ def encoded_chunks(
         body = b"".join((head[:-1], b',"processors":[', b",".join(e for _, e in group), b"]}"))
         out.append((chunk, body))
     return out
+
+
+#: The largest record (a processor record, or the execution that ends the last chunk) an agent
+#: posts: DESIGN section 4 refuses request bodies over 1 MiB, and a chunk has a few hundred
+#: bytes around its records. Bodies are cut at capture (256 KiB each), header and property
+#: values are not: a route that copies a 300 KB body into a property (``setProperty: order:
+#: ${body}``) made one record of ~1.1 MB, its chunk was refused (413), and the replay ended
+#: ERROR without a trace.
+RECORD_MAX_BYTES = 1024 * 1024 - 16 * 1024
+_R = TypeVar("_R", ProcessorRecord, Execution)
+
+_BODY_FIELDS = ("input_body", "output_body")
+_MAP_FIELDS = ("input_headers", "output_headers", "input_properties", "properties", "output_properties")
+
+
+def fit_record(record: _R, limit: int = RECORD_MAX_BYTES) -> _R:
+    """``record`` (a ProcessorRecord or an Execution) with its longest texts cut until its JSON
+    takes at most ``limit`` bytes: the bodies, flagged ``bodyTruncated`` as a capture cut is
+    (section 3), and string values of its headers and properties, which end in a note saying
+    how much was cut. A record that fits is returned as it is; one whose size is in other
+    fields comes back as small as cutting these makes it.
+
+    Why cut rather than refuse: the run happened; a trace with a long value cut is what a user
+    can read and diff, where a refused chunk left the replay ERROR with nothing."""
+    encoded = len(_dumps(record.to_wire()))
+    while encoded > limit:
+        longest: tuple[int, str, str | None] | None = None  # (length, field, key in a map)
+        for name in _BODY_FIELDS:
+            text = getattr(record, name, None)
+            if isinstance(text, str) and (longest is None or len(text) > longest[0]):
+                longest = (len(text), name, None)
+        for name in _MAP_FIELDS:
+            for key, value in (getattr(record, name, None) or {}).items():
+                if isinstance(value, str) and (longest is None or len(value) > longest[0]):
+                    longest = (len(value), name, key)
+        if longest is None or longest[0] == 0:
+            break
+        length, name, key = longest
+        # Cut by what is over (a character takes at least one byte of JSON), at least by half
+        # when little is over so that the loop ends quickly; a note of ~60 characters is added.
+        keep = max(0, min(length - (encoded - limit) - 96, length // 2))
+        text = getattr(record, name) if key is None else getattr(record, name)[key]
+        if key is None:
+            changes: dict[str, Any] = {name: text[:keep]}
+            if hasattr(record, "body_truncated"):
+                changes["body_truncated"] = True
+        else:
+            note = f"... [{length - keep} characters cut: the record was too large to post]"
+            changes = {name: {**getattr(record, name), key: text[:keep] + note}}
+        record = replace(record, **changes)
+        encoded = len(_dumps(record.to_wire()))
+    return record
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:

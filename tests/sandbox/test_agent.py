@@ -426,3 +426,51 @@ def test_a_nan_in_a_record_is_refused_not_written_as_null() -> None:
     )  # fmt: skip
     with pytest.raises(ValueError, match="JSON compliant"):
         encoded_chunks(execution)
+
+
+def test_a_record_too_large_to_post_is_cut_to_fit_and_says_so() -> None:
+    """A route that copies a large body into properties made one record of ~1.1 MB: its chunk
+    was refused (DESIGN section 4: bodies over 1 MiB) and the replay ended ERROR. The agent
+    cuts the record's longest texts until it fits, flagged, and leaves a record that fits be."""
+    from moat_nb.sandbox.agent import RECORD_MAX_BYTES, encoded_chunks, fit_record
+
+    big = "o" * 300_000
+    record = replace(
+        _record(1, 256 * 1024),
+        output_body="b" * 256 * 1024,
+        input_properties={"order": big, "n": 1},
+        properties={"order": big, "n": 1, "short": "kept"},
+    )
+    summary = dict(execution_id="e-1", exchange_id="x-1", route_id="r", status="COMPLETED", replay_id="rp-1")
+    execution = Execution(
+        **summary,
+        input_body="i" * 600_000,
+        output_properties={"order": big, "copy": big},
+        processors=(_record(2, 10), record),
+        processor_count=2,
+    )
+    cut = encoded_chunks(execution)
+    assert all(len(body) <= 1024 * 1024 for _, body in cut)
+    assert [json.loads(body) for _, body in cut] == [c.to_wire() for c, _ in cut]
+    (fitted,) = [p for c, _ in cut for p in c.processors if p.seq == 1]
+    assert len(json.dumps(fitted.to_wire())) <= RECORD_MAX_BYTES
+    cut_values = [
+        v for m in (fitted.input_properties, fitted.properties) for v in m.values() if isinstance(v, str)
+    ]
+    assert any(v.endswith("characters cut: the record was too large to post]") for v in cut_values)
+    assert fitted.properties["short"] == "kept" and fitted.properties["n"] == 1
+    final = cut[-1][0].execution
+    assert final is not None and len(json.dumps(final.to_wire())) <= RECORD_MAX_BYTES
+    # What fits is left as it is.
+    small = _record(3, 1000)
+    assert fit_record(small) is small
+    assert [p for c, _ in cut for p in c.processors if p.seq == 2] == [_record(2, 10)]
+
+
+def test_fit_record_flags_a_cut_body_and_keeps_its_start() -> None:
+    from moat_nb.sandbox.agent import fit_record
+
+    record = replace(_record(1, 0), input_body="a" * 5000 + "z" * 5000)
+    fitted = fit_record(record, limit=4000)
+    assert fitted.body_truncated and fitted.input_body is not None
+    assert record.input_body.startswith(fitted.input_body) and len(json.dumps(fitted.to_wire())) <= 4000

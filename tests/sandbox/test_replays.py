@@ -292,6 +292,33 @@ def test_replay_resource_trace_and_audit_record(sb: SandboxHandle, user: Any, to
     assert trace[-3][2]["executionId"] == replay["resultExecutionId"] and "processors" not in trace[-3][2]
 
 
+def test_a_replay_whose_route_copies_a_large_body_into_properties_completes(
+    sb: SandboxHandle, user: Any, tools: Any
+) -> None:
+    # orders' enrich-customer sets a property to the whole body: with a 300 KB order a record
+    # held ~1.1 MB, its chunk was refused (1 MiB) and the replay ended ERROR with no trace.
+    operator = user("operator")
+    source = sources(operator, "dev")[0]
+    order = json.loads(detail(operator, source["executionId"])["inputBody"])
+    body = json.dumps({**order, "note": "n" * 300_000})
+    r = tools.post_replay(operator, source["exchangeId"], modifiedPayload={"body": body})
+    assert r.status_code == 202, r.text
+    replay = tools.wait_replay(operator, r.json()["replayId"])
+    assert replay["status"] == "COMPLETED", replay.get("result")
+    execution = Execution.from_wire(detail(operator, replay["resultExecutionId"]))
+    assert len(execution.processors or ()) == execution.processor_count > 0
+    records = execution.processors or ()
+    assert any(p.body_truncated for p in records)  # cut at capture, or to fit a chunk: flagged
+    notes = [
+        v
+        for p in records
+        for m in (p.input_properties, p.properties)
+        for v in (m or {}).values()
+        if isinstance(v, str) and v.endswith("the record was too large to post]")
+    ]
+    assert notes
+
+
 def test_a_replays_own_exchange_can_be_replayed(sb: SandboxHandle, user: Any, tools: Any) -> None:
     """Section 9's family graph has replays of replays: a replay's exchange is a source too
     (it was 404 "no recorded exchange"; review finding)."""
