@@ -673,6 +673,44 @@ def payload_claim_checks(parameters: Mapping[str, Any], requested: Mapping[str, 
     ]
 
 
+def _environment_checks(evidence: Mapping[str, Any], requested: Mapping[str, Any]) -> list[Check]:
+    """The environments the evidence records for the source and the replay, against those the
+    audited request names: ``report verify`` prints "replay ... on ENV" from the evidence, and
+    an audit walk found that a staging replay re-labelled ``prod`` there verified. Only what the
+    audit records is compared (section 7 does not ask for these members)."""
+    detail = requested.get("detail") or {}
+    source = evidence.get("source") or {}
+    replay = evidence.get("replay") or {}
+    pairs = []
+    if "targetEnvironment" in detail:
+        pairs += [
+            ("replay.targetEnvironment", replay.get("targetEnvironment"), detail["targetEnvironment"]),
+            ("replay.environment", replay.get("environment"), detail["targetEnvironment"]),
+        ]
+    if "sourceEnvironment" in detail:
+        pairs += [
+            ("replay.sourceEnvironment", replay.get("sourceEnvironment"), detail["sourceEnvironment"]),
+            ("source.environment", source.get("environment"), detail["sourceEnvironment"]),
+        ]
+    if not pairs:
+        return []
+    wrong = [
+        f"{name} is {claimed!r}, the audit {audited!r}"
+        for name, claimed, audited in pairs
+        if claimed != audited
+    ]
+    return [
+        Check(
+            "audited environments",
+            not wrong,
+            "; ".join(wrong)
+            if wrong
+            else f"source on {detail.get('sourceEnvironment')!r}, "
+            f"replay on {detail.get('targetEnvironment')!r}",
+        )
+    ]
+
+
 def execution_facts(e: Execution) -> dict[str, Any]:
     return {
         "exchangeId": e.exchange_id,
@@ -893,6 +931,7 @@ def verify_evidence(
     requested = next((e for e in mine if e.get("action") == "REPLAY_REQUESTED"), {})
     final = next((e for e in mine if e.get("action") in _TERMINAL_ACTIONS), {})
     checks += payload_claim_checks(parameters, requested)
+    checks += _environment_checks(evidence, requested)
     # The result's status and error, as the signed terminal event has them (the body is tied by
     # its hash above): an edited output cannot turn a failed replay into a passing proof.
     fdetail = final.get("detail") or {}

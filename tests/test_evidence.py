@@ -124,3 +124,39 @@ _PARAMS_TEXT = {
     "expectations": '[{"path": "status", "equals": "COMPLETED"}]',
     "reason": "r",
 }
+
+
+def test_the_environments_report_verify_prints_are_the_audited_ones() -> None:
+    # `report verify` prints "replay ... on ENV" from the evidence's replay; a staging replay
+    # re-labelled prod there (notebook and hashes redone) verified (found by an audit walk).
+    output = {"status": "COMPLETED", "body": None}
+    requested = {
+        "seq": 1,
+        "action": "REPLAY_REQUESTED",
+        "target": {"replayId": "r-1"},
+        "detail": {"sourceEnvironment": "prod", "targetEnvironment": "staging"},
+        "prevHash": "0" * 64,
+        "hash": "2" * 64,
+    }
+    honest = {
+        "replayId": "r-1",
+        "environment": "staging",
+        "sourceEnvironment": "prod",
+        "targetEnvironment": "staging",
+    }
+    evidence = _evidence(
+        output, {}, {"path": "status", "equals": "COMPLETED"}, source={"environment": "prod"}
+    )
+    evidence["audit"]["events"].insert(0, requested)
+    evidence["replay"] = honest
+    check = _check(verify_evidence(evidence, None), "audited environments")
+    assert check.ok, check.detail
+    for part, member, forged in (
+        ("replay", "targetEnvironment", "prod"),
+        ("replay", "environment", "prod"),
+        ("replay", "sourceEnvironment", "dev"),
+        ("source", "environment", "dev"),
+    ):
+        claimed = {**evidence, part: {**evidence[part], member: forged}}
+        check = _check(verify_evidence(claimed, None), "audited environments")
+        assert not check.ok and f"{part}.{member} is {forged!r}" in check.detail
