@@ -524,13 +524,14 @@ def receipt_checks(
     output_body_sha256: str | None,
     result_execution_id: str | None,
     trace_hash: str | None = None,
+    no_bundle: str = "no audit bundle (exporting needs audit:read)",
 ) -> list[Check]:
     """What ties a replay's audit events (its receipt) to a verified bundle and to the evidence:
     every receipt event's hash recomputes and equals the bundle's event at its seq; a signed
     checkpoint covers them; the requested event names the source, the reason and the payload
     hash; the final event names the result execution and the output hash, and, where the
     platform audits one (``traceSha256``), the trace hash ``trace_hash`` (None: the evidence has
-    no trace, which then fails)."""
+    no trace, which then fails). ``no_bundle``: why there is no bundle, when there is none."""
     checks: list[Check] = []
     events = [e for e in receipt if (e.get("target") or {}).get("replayId") == replay_id]
     actions = [e.get("action") for e in events]
@@ -542,19 +543,30 @@ def receipt_checks(
         )
     )
     bad = [e.get("seq") for e in events if audit_core.event_hash(e, str(e.get("prevHash"))) != e.get("hash")]
+    # With no event of this replay, "all recompute" and "found with the same hashes" were
+    # printed under FAILED (found by an audit walk): say that there is nothing to check.
+    none = f"no audit event names replay {replay_id}"
     checks.append(
         Check(
-            "receipt hashes recompute", not bad and bool(events), f"bad seq {bad}" if bad else "all recompute"
+            "receipt hashes recompute",
+            not bad and bool(events),
+            f"bad seq {bad}" if bad else "all recompute" if events else none,
         )
     )
     if bundle is None or verification is None:
-        checks.append(Check("bundle verifies", False, "no audit bundle (exporting needs audit:read)"))
+        checks.append(Check("bundle verifies", False, no_bundle))
     else:
+        # The reason's code first: a stable name for what failed (audit.REASONS), as
+        # `moat-nb audit verify` prints it.
         checks.append(
             Check(
                 "bundle verifies",
                 verification.ok,
-                verification.message or f"{verification.reason} at seq {verification.first_bad_seq}",
+                verification.message
+                if verification.ok
+                else f"{verification.reason}"
+                + ("" if verification.first_bad_seq is None else f" at seq {verification.first_bad_seq}")
+                + f": {verification.message}",
             )
         )
         by_seq = {e.get("seq"): e for e in bundle.get("events") or () if isinstance(e, Mapping)}
@@ -567,7 +579,9 @@ def receipt_checks(
                 not missing and bool(events),
                 f"seq {missing} differ from or are missing in the bundle"
                 if missing
-                else f"seq {', '.join(str(e.get('seq')) for e in events)} found with the same hashes",
+                else f"seq {', '.join(str(e.get('seq')) for e in events)} found with the same hashes"
+                if events
+                else none,
             )
         )
         top = max((int(e.get("seq") or 0) for e in events), default=0)
@@ -576,7 +590,8 @@ def receipt_checks(
             Check(
                 "receipt under a signed checkpoint",
                 anchored is not None and top <= anchored,
-                f"newest receipt seq {top}, signed checkpoint at seq {anchored}",
+                f"newest receipt seq {top}, "
+                + (f"signed checkpoint at seq {anchored}" if anchored else "no signed checkpoint verifies"),
             )
         )
     requested = next((e for e in events if e.get("action") == "REPLAY_REQUESTED"), {})
@@ -885,9 +900,20 @@ def verify_evidence(
         return [Check("format", False, f"format is {evidence.get('format')!r}, expected {EVIDENCE_FORMAT!r}")]
     audit_part = evidence.get("audit") or {}
     bundle_sha = None if bundle is None else hashlib.sha256(canonical_json(bundle)).hexdigest()
+    recorded_sha = audit_part.get("bundleSha256")
+    # A report folder whose bundle file is gone said "no audit bundle (exporting needs
+    # audit:read)", a cause of the proof's run, not of the folder (found by an audit walk).
+    bundle_file = (evidence.get("files") or {}).get("auditBundle", "audit-bundle.json")
+    no_bundle = (
+        f"no audit bundle: the evidence records one ({recorded_sha}), but {bundle_file} is not in the folder"
+        if bundle is None and recorded_sha is not None
+        else "no audit bundle (exporting needs audit:read)"
+    )
     checks.append(
         Check(
-            "bundle is the one recorded", bundle_sha == audit_part.get("bundleSha256"), f"bundle {bundle_sha}"
+            "bundle is the one recorded",
+            bundle_sha == recorded_sha,
+            f"bundle {bundle_sha}" if bundle is not None else no_bundle,
         )
     )
     verification = None if bundle is None else audit_core.verify_bundle(dict(bundle), public_keys)
@@ -913,6 +939,7 @@ def verify_evidence(
         output_body_sha256=body_sha,
         result_execution_id=replay.get("resultExecutionId"),
         trace_hash=_trace_hash(evidence.get("trace")),
+        no_bundle=no_bundle,
     )
     parameters = evidence.get("parameters") or {}
     claimed_source = parameters.get("sourceExchangeId")

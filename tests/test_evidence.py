@@ -160,3 +160,28 @@ def test_the_environments_report_verify_prints_are_the_audited_ones() -> None:
         claimed = {**evidence, part: {**evidence[part], member: forged}}
         check = _check(verify_evidence(claimed, None), "audited environments")
         assert not check.ok and f"{part}.{member} is {forged!r}" in check.detail
+
+
+def test_what_a_failing_receipt_check_says_is_what_failed() -> None:
+    # Found by an audit walk: checks printed under FAILED said "all recompute", "seq  found with
+    # the same hashes" (no event of the replay), "bundle None" / "exporting needs audit:read"
+    # (the bundle file gone from the folder), and named no reason code for a bundle that fails.
+    evidence = _evidence({"status": "COMPLETED", "body": None}, {}, {"path": "status", "equals": "COMPLETED"})
+    evidence["replay"] = {"replayId": "r-other"}
+    checks = verify_evidence(evidence, None)
+    for name in ("receipt hashes recompute",):
+        check = _check(checks, name)
+        assert not check.ok and check.detail == "no audit event names replay r-other"
+    evidence["audit"]["bundleSha256"] = "ab" * 32
+    evidence["files"] = {"auditBundle": "audit-bundle.json"}
+    for name in ("bundle is the one recorded", "bundle verifies"):
+        check = _check(verify_evidence(evidence, None), name)
+        assert not check.ok and "audit-bundle.json is not in the folder" in check.detail, check.detail
+    bundle = {"format": "moat-audit-bundle/v1", "events": [], "checkpoints": [], "publicKeys": {}, "x": 1}
+    checks = verify_evidence(evidence, bundle)
+    assert _check(checks, "bundle verifies").detail.startswith("MALFORMED: bundle has unknown")
+    check = _check(checks, "receipt in bundle")
+    assert not check.ok and check.detail == "no audit event names replay r-other"
+    assert _check(checks, "receipt under a signed checkpoint").detail.endswith(
+        "no signed checkpoint verifies"
+    )
