@@ -47,7 +47,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from .errors import MoatError, RouteError, ValidationError
+from .errors import MoatError, RecordError, RouteError, ValidationError
 
 __all__ = ["main", "build_parser", "trace_table"]
 
@@ -346,8 +346,12 @@ def _audit_verify(args: argparse.Namespace) -> int:
     try:
         bundle = audit.load_bundle(args.bundle)
     except OSError as err:
-        print(f"moat-nb: cannot read {args.bundle}: {err.strerror or err}", file=sys.stderr)
-        return 1
+        # With a code, as every other refusal here has (report verify's is NO_EVIDENCE).
+        raise RecordError(
+            f"cannot read {args.bundle}: {err.strerror or err}",
+            code="NO_BUNDLE",
+            hint="pass the bundle file GET /admin/audit/export wrote (a report folder's audit-bundle.json)",
+        ) from None
     result = audit.verify_bundle(bundle, keys)
     events = bundle.get("events")
     if args.json:
@@ -373,9 +377,9 @@ def _audit_verify(args: argparse.Namespace) -> int:
             done = f"{signed} of {count} events are under a signed checkpoint"
         else:
             done = f"{result.checked} of {count} events verified before it"
-        print(
-            f"FAILED: {args.bundle}: seq {result.first_bad_seq}: {result.reason}: {result.message} ({done})"
-        )
+        # A malformed bundle has no bad seq: "seq None" was printed (found by an audit walk).
+        where = "" if result.first_bad_seq is None else f"seq {result.first_bad_seq}: "
+        print(f"FAILED: {args.bundle}: {where}{result.reason}: {result.message} ({done})")
     if not result.ok and result.reason is not None and not args.json:
         print(f"moat-nb: {result.reason}: {audit.REASONS.get(result.reason, '')}", file=sys.stderr)
     return 0 if result.ok else 1

@@ -192,3 +192,18 @@ def test_a_forged_tail_after_a_dropped_checkpoint_exits_1(
     assert main([*args, "--json"]) == 1
     wire = json.loads(capsys.readouterr().out)
     assert (wire["ok"], wire["reason"], wire["firstBadSeq"]) == (False, "UNSIGNED_TAIL", 21)
+
+
+def test_what_cannot_be_verified_is_said_with_a_code_and_no_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found by an audit walk: a bundle with no events array printed "seq None: MALFORMED", and a
+    # missing or unreadable file was the only refusal with no code.
+    bundle = {**make_bundle(), "events": None}
+    assert main(["audit", "verify", str(write(tmp_path, bundle))]) == 1
+    out = capsys.readouterr().out
+    assert "None" not in out and ": MALFORMED: bundle events must be a JSON array" in out
+    for path in (tmp_path / "missing.json", tmp_path):
+        assert main(["audit", "verify", str(path)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"moat-nb: [NO_BUNDLE] cannot read {path}: ") and "Traceback" not in err
