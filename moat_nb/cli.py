@@ -336,7 +336,27 @@ def _key_args(values: Sequence[str]) -> list[str]:
             hint="pass the platform's published audit key (base64 DER), e.g. "
             "--key \"$(grep -v '#' DATA/keys/audit-public-keys.txt)\"; check that file exists",
         )
+    _check_keys(keys, "--key")
     return keys
+
+
+def _check_keys(keys: Sequence[str], origin: str) -> None:
+    """Refuse a key that is not one, naming it and where it came from: BAD_KEY said neither,
+    which left an auditor with several keys, or none typed (MOAT_AUDIT_KEYS), guessing (found by
+    an audit walk)."""
+    from . import audit
+
+    for key in keys:
+        try:
+            audit.load_public_key(key)
+        except RecordError:
+            shown = key if len(key) <= 80 else key[:77] + "..."
+            raise ValidationError(
+                f"{origin} holds {shown!r}, which is not an Ed25519 public key in base64 DER form",
+                code="BAD_KEY",
+                hint="pass the platform's published audit key, e.g. "
+                "--key \"$(grep -v '#' DATA/keys/audit-public-keys.txt)\"",
+            ) from None
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
@@ -589,6 +609,7 @@ def _report_verify(args: argparse.Namespace) -> int:
     from .report import trusted_keys_from_env, verify_report
 
     keys = _key_args(args.key) or trusted_keys_from_env()[0]
+    _check_keys(keys or (), "--key" if args.key else "MOAT_AUDIT_KEYS")
     checks = verify_report(args.folder, public_keys=keys or None)
     for check in checks:
         print(f"{'OK    ' if check.ok else 'FAILED'}  {check.name}: {check.detail}")

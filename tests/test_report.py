@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from moat_nb import audit as audit_core
 from moat_nb import report
 from moat_nb.cli import main
 from moat_nb.errors import MoatError, ValidationError
@@ -586,6 +588,19 @@ def test_verify_of_a_malformed_evidence_file_says_so_in_one_line(
     assert err.value.code in ("BAD_EVIDENCE", "BAD_AUDIT_EVENT")
     assert main(["report", "verify", str(tmp_path)]) == 1
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_key_that_is_not_one_is_named_with_where_it_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found by an audit walk: "[BAD_KEY] not an Ed25519 public key ..." named neither the key nor
+    # its origin, though with no --key it came from MOAT_AUDIT_KEYS, which the auditor never typed.
+    good = audit_core.public_key_b64(Ed25519PrivateKey.from_private_bytes(bytes(32)))
+    monkeypatch.setenv("MOAT_AUDIT_KEYS", f"{good} zzz")
+    assert main(["report", "verify", str(tmp_path)]) == 1
+    assert "[BAD_KEY] MOAT_AUDIT_KEYS holds 'zzz', which is not" in capsys.readouterr().err
+    assert main(["report", "verify", str(tmp_path), "--key", good, "--key", "AAAA"]) == 1
+    assert "[BAD_KEY] --key holds 'AAAA', which is not" in capsys.readouterr().err
 
 
 def test_verify_of_a_proof_that_could_not_run_says_why_first(
