@@ -198,6 +198,18 @@ def _what_if(out: Path) -> tuple[Path, Path, str | None]:
     return executed, html, error
 
 
+def check_commands(out: Path, bundle: Path | None, data: Path) -> tuple[str, str]:
+    """The shell commands that check the proof's audit bundle and its report folder offline,
+    against the key the sandbox published in ``data``. Both pass ``--key``: without it a bundle
+    re-signed with anyone's key verifies (the demo's hint had none; found by an audit walk)."""
+    keys = Path(data) / "keys" / "audit-public-keys.txt"
+    key = f"--key \"$(grep -v '#' {keys})\""
+    return (
+        f"moat-nb audit verify {bundle} {key}",
+        f"moat-nb report verify {out} {key}",
+    )
+
+
 def run_demo(*, data: Path, per_env: int = 500, seed: int = 0, out: Path = Path("out")) -> int:
     """The demo (module docstring); the compliance proof's exit code."""
     from .sandbox.runner import start
@@ -219,10 +231,10 @@ def run_demo(*, data: Path, per_env: int = 500, seed: int = 0, out: Path = Path(
     print(f"  report:       {proof.html}")
     print(f"  evidence:     {proof.evidence}")
     print(f"  notebook:     {proof.notebook}")
+    audit_check, report_check = check_commands(proof.out, proof.bundle, data)
     if proof.bundle is not None:
-        print(f"  audit bundle: {proof.bundle}  (check it: moat-nb audit verify {proof.bundle})")
-    keys = Path(data) / "keys" / "audit-public-keys.txt"  # the key the sandbox published
-    print(f"  re-check it offline: moat-nb report verify {proof.out} --key \"$(grep -v '#' {keys})\"")
+        print(f"  audit bundle: {proof.bundle}  (check it: {audit_check})")
+    print(f"  re-check it offline: {report_check}")
     print(f"what-if: {'done' if error is None else 'FAILED: ' + error}")
     print(f"  report:       {html}")
     print(f"  notebook:     {executed}")
