@@ -606,11 +606,11 @@ def _recorded_error(folder: Path) -> str | None:
 
 
 def _report_verify(args: argparse.Namespace) -> int:
-    from .report import trusted_keys_from_env, verify_report
+    from .report import checked_evidence, trusted_keys_from_env
 
     keys = _key_args(args.key) or trusted_keys_from_env()[0]
     _check_keys(keys or (), "--key" if args.key else "MOAT_AUDIT_KEYS")
-    checks = verify_report(args.folder, public_keys=keys or None)
+    checks, evidence = checked_evidence(args.folder, public_keys=keys or None)
     for check in checks:
         print(f"{'OK    ' if check.ok else 'FAILED'}  {check.name}: {check.detail}")
     if not checks or not all(c.ok for c in checks):
@@ -632,7 +632,6 @@ def _report_verify(args: argparse.Namespace) -> int:
             "audit key (or set MOAT_AUDIT_KEYS)"
         )
         return 1
-    evidence = json.loads((Path(args.folder) / "evidence.json").read_text(encoding="utf-8"))
     _print_verified_facts(evidence)
     verdict = evidence.get("verdict")
     if verdict != "PASS":

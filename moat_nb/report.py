@@ -76,6 +76,7 @@ __all__ = [
     "ProofResult",
     "build_evidence",
     "check_parameter_cell",
+    "checked_evidence",
     "checks_frame",
     "compliance_proof",
     "ensure_kernel",
@@ -820,6 +821,16 @@ def compliance_proof(
 def verify_report(folder: str | os.PathLike[str], *, public_keys: Any = None) -> list[Check]:
     """Re-check a report folder offline (:func:`verify_evidence` on its files): no platform,
     no network. ``public_keys``: the audit keys you trust (base64 DER or key objects)."""
+    return checked_evidence(folder, public_keys=public_keys)[0]
+
+
+def checked_evidence(
+    folder: str | os.PathLike[str], *, public_keys: Any = None
+) -> tuple[list[Check], dict[str, Any]]:
+    """:func:`verify_report`'s checks and the evidence they checked, read once: what a caller
+    shows as verified must be those bytes, not the file read again (``report verify`` printed
+    its facts from a second read, which a folder changed meanwhile could feed; found by an
+    audit walk)."""
     base = Path(folder)
     evidence_file = base / "evidence.json"
     if not evidence_file.is_file():
@@ -835,7 +846,7 @@ def verify_report(folder: str | os.PathLike[str], *, public_keys: Any = None) ->
             hint="verify the folder a `moat-nb report compliance` run wrote",
         ) from None
     try:
-        return _verify_folder(base, evidence, public_keys)
+        return _verify_folder(base, evidence, public_keys), evidence
     except MoatError:
         raise
     except (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError) as exc:

@@ -853,6 +853,30 @@ def test_audit_bundle_verifies_and_a_tampered_one_does_not(
 
 
 @pytest.mark.slow
+def test_report_verify_prints_the_facts_of_the_evidence_it_checked(
+    passing: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It printed its "verified facts" from evidence.json read a second time, after the checks:
+    # a folder changed in between (a share the report's author can still write) had its new
+    # facts printed under VERIFIED (found by an audit walk). The file is now read once.
+    evidence = str(passing["out"] / "evidence.json")
+    reads: list[str] = []
+    watching = [True]
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if watching[0] and event == "open" and str(args[0]) == evidence:
+            reads.append(event)
+
+    sys.addaudithook(hook)  # cannot be removed: `watching` turns it off
+    try:
+        assert main(["report", "verify", str(passing["out"]), "--key", _published_key(passing)]) == 0
+    finally:
+        watching[0] = False
+    assert "VERIFIED:" in capsys.readouterr().out
+    assert len(reads) == 1
+
+
+@pytest.mark.slow
 def test_report_verify_finds_tampering(
     passing: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
