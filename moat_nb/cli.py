@@ -573,6 +573,7 @@ def _print_verified_facts(evidence: dict[str, Any]) -> None:
     print("verified facts (report.html and the notebook's displayed outputs are not covered: compare them):")
     print(f"  source exchange:  {(evidence.get('source') or {}).get('exchangeId')}")
     print(f"  replay:           {replay.get('replayId')} on {replay.get('targetEnvironment')}")
+    print(f"  requested by:     {replay.get('requestedBy')}")
     print(f"  payload sha-256:  {hashes.get('effectivePayloadSha256')}")
     print(f"  output:           {output.get('status')}, body sha-256 {hashes.get('outputBodySha256')}")
     print(f"  reason:           {params.get('reason')}")

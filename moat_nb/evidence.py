@@ -726,6 +726,28 @@ def _environment_checks(evidence: Mapping[str, Any], requested: Mapping[str, Any
     ]
 
 
+def _requester_checks(evidence: Mapping[str, Any], requested: Mapping[str, Any]) -> list[Check]:
+    """Who the evidence says asked for the replay (``replay.requestedBy``, and ``platform.user``
+    who ran the proof) against the audited request's actor: neither was checked, so a proof
+    could be re-attributed to another user (found by an audit walk)."""
+    actor = requested.get("actor") or {}
+    if "username" not in actor:
+        return []
+    audited = actor["username"]
+    claims = [("replay.requestedBy", (evidence.get("replay") or {}).get("requestedBy"))]
+    user = (evidence.get("platform") or {}).get("user")
+    if user is not None:  # None: a proof run with a token names no user
+        claims.append(("platform.user", user))
+    wrong = [f"{name} is {claimed!r}" for name, claimed in claims if claimed != audited]
+    return [
+        Check(
+            "audited requester",
+            not wrong,
+            f"{'; '.join(wrong)}, the audit {audited!r}" if wrong else f"audit says {audited!r}",
+        )
+    ]
+
+
 def execution_facts(e: Execution) -> dict[str, Any]:
     return {
         "exchangeId": e.exchange_id,
@@ -959,6 +981,7 @@ def verify_evidence(
     final = next((e for e in mine if e.get("action") in _TERMINAL_ACTIONS), {})
     checks += payload_claim_checks(parameters, requested)
     checks += _environment_checks(evidence, requested)
+    checks += _requester_checks(evidence, requested)
     # The result's status and error, as the signed terminal event has them (the body is tied by
     # its hash above): an edited output cannot turn a failed replay into a passing proof.
     fdetail = final.get("detail") or {}

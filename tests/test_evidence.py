@@ -185,3 +185,31 @@ def test_what_a_failing_receipt_check_says_is_what_failed() -> None:
     assert _check(checks, "receipt under a signed checkpoint").detail.endswith(
         "no signed checkpoint verifies"
     )
+
+
+def test_who_asked_for_the_replay_is_the_audited_actor() -> None:
+    # replay.requestedBy and platform.user were not checked: a proof could be re-attributed to
+    # another user (found by an audit walk).
+    requested = {
+        "seq": 1,
+        "action": "REPLAY_REQUESTED",
+        "actor": {"username": "admin", "roles": ["ADMIN"], "permissions": []},
+        "target": {"replayId": "r-1"},
+        "detail": {},
+        "prevHash": "0" * 64,
+        "hash": "2" * 64,
+    }
+    evidence = _evidence({"status": "COMPLETED", "body": None}, {}, {"path": "status", "equals": "COMPLETED"})
+    evidence["audit"]["events"].insert(0, requested)
+    evidence["replay"] = {"replayId": "r-1", "requestedBy": "admin"}
+    evidence["platform"] = {"user": "admin"}
+    assert _check(verify_evidence(evidence, None), "audited requester").ok
+    # A proof run with a token may name no user: only the replay's requester is compared.
+    check = _check(verify_evidence({**evidence, "platform": {"user": None}}, None), "audited requester")
+    assert check.ok
+    for claimed in (
+        {**evidence, "replay": {"replayId": "r-1", "requestedBy": "alice"}},
+        {**evidence, "platform": {"user": "alice"}},
+    ):
+        check = _check(verify_evidence(claimed, None), "audited requester")
+        assert not check.ok and "'alice', the audit 'admin'" in check.detail
