@@ -1035,16 +1035,16 @@ def verify_evidence(
             found, why = _processor_subject(exp, trace, outputs)
             if found is None:
                 mismatch.append(f"{i} ({why})")
-            elif not json_equal(evaluate_one(exp, found).to_wire(), item):
-                mismatch.append(str(i))
+            elif not json_equal(fresh := evaluate_one(exp, found).to_wire(), item):
+                mismatch.append(_difference(i, item, fresh))
             continue
         if exp.processor is not None or exp.path.split(":", 1)[0] in {"headers", "properties"} - vouched:
             unvouched += 1  # the audit chain holds no hash of this processor's data (or of these maps)
         if exp.processor is None:
             # The whole recorded result, not only `passed`: its label, the value found and the
             # message are what a reader of the report sees.
-            if not json_equal(evaluate_one(exp, subject).to_wire(), item):
-                mismatch.append(str(i))
+            if not json_equal(fresh := evaluate_one(exp, subject).to_wire(), item):
+                mismatch.append(_difference(i, item, fresh))
         elif item.get("label") != exp.label or not json_equal(item.get("expectation"), exp.to_wire()):
             mismatch.append(f"{i} (its label is not its expectation's)")
     claimed_exps = [item.get("expectation") for item in recorded]
@@ -1071,11 +1071,22 @@ def verify_evidence(
         )
     )
     verdict_ok = all(item.get("passed") for item in recorded) and bool(recorded)
+    holds = verdict_ok and all(c.ok for c in checks)
+    # "FAILED verdict: recorded FAIL" read as the proof failing; say what the verdict should be.
     checks.append(
         Check(
             "verdict",
-            (evidence.get("verdict") == "PASS") == (verdict_ok and all(c.ok for c in checks)),
-            f"recorded {evidence.get('verdict')}",
+            (evidence.get("verdict") == "PASS") == holds,
+            f"recorded {evidence.get('verdict')}"
+            + (
+                ""
+                if (evidence.get("verdict") == "PASS") == holds
+                else ", but every expectation holds and every check above passes: PASS"
+                if holds
+                else ", but "
+                + ("a recorded expectation fails" if not verdict_ok else "a check above fails")
+                + ": not PASS"
+            ),
         )
     )
     nb = evidence.get("notebook") or {}
@@ -1088,6 +1099,21 @@ def verify_evidence(
             Check("notebook embeds this evidence", json_equal(own, dict(embedded)), "compared as JSON")
         )
     return checks
+
+
+def _difference(i: int, recorded: Any, fresh: Mapping[str, Any]) -> str:
+    """Which members of recorded expectation ``i`` differ from its re-evaluation: "expectation(s)
+    1 differ" left an auditor to find out what was changed (found by an audit walk)."""
+    if not isinstance(recorded, Mapping):
+        return f"{i} (not an object)"
+    names = sorted(k for k in set(recorded) | set(fresh) if not json_equal(recorded.get(k), fresh.get(k)))
+    parts = [f"{k}: recorded {_short(recorded.get(k))}, re-evaluated {_short(fresh.get(k))}" for k in names]
+    return f"{i} ({'; '.join(parts)})"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _trace_hash(trace: Any) -> str | None:

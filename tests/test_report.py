@@ -877,6 +877,35 @@ def test_report_verify_prints_the_facts_of_the_evidence_it_checked(
 
 
 @pytest.mark.slow
+def test_a_failing_verdict_or_expectation_check_says_what_differs(
+    passing: dict[str, Any], tmp_path: Path
+) -> None:
+    # Found by an audit walk: "FAILED verdict: recorded FAIL" (read as: the proof failed) for a
+    # genuine PASS re-labelled FAIL, and "expectation(s) 1 differ" with no word of what differed.
+    import shutil
+
+    def checks_of(change: Any) -> dict[str, str]:
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        shutil.copytree(passing["out"], folder)
+        evidence = json.loads((folder / "evidence.json").read_text())
+        change(evidence)
+        (folder / "evidence.json").write_text(json.dumps(evidence))
+        return {c.name: c.detail for c in report.verify_report(folder, public_keys=[_published_key(passing)])}
+
+    relabelled = checks_of(lambda e: e.update(verdict="FAIL"))
+    assert (
+        relabelled["verdict"]
+        == "recorded FAIL, but every expectation holds and every check above passes: PASS"
+    )
+    found = checks_of(lambda e: e["expectations"][1].update(actual=49.99))
+    assert (
+        "expectation(s) 1 (actual: recorded 49.99, re-evaluated 59.97) differ"
+        in found["expectations re-evaluate"]
+    )
+    assert found["verdict"] == "recorded PASS, but a check above fails: not PASS"
+
+
+@pytest.mark.slow
 def test_report_verify_finds_tampering(
     passing: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
