@@ -391,8 +391,9 @@ def _audit_verify(args: argparse.Namespace) -> int:
             print("note: checked with the bundle's own public keys; pass --key to check who signed it")
     else:
         count = len(events) if isinstance(events, list) else 0
-        if result.reason == "UNSIGNED_TAIL":
-            # Every event chains; only those up to the newest checkpoint are vouched for.
+        if result.reason in ("UNSIGNED_TAIL", "UNANCHORED"):
+            # Every event chains; only those up to the newest checkpoint are vouched for (for
+            # UNANCHORED none: "11 of 11 events verified before" seq 1 contradicted itself).
             signed = max((result.anchored_seq or 0) - result.start_seq + 1, 0)
             done = f"{signed} of {count} events are under a signed checkpoint"
         else:

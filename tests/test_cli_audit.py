@@ -207,3 +207,16 @@ def test_what_cannot_be_verified_is_said_with_a_code_and_no_none(
         assert main(["audit", "verify", str(path)]) == 1
         err = capsys.readouterr().err
         assert err.startswith(f"moat-nb: [NO_BUNDLE] cannot read {path}: ") and "Traceback" not in err
+
+
+def test_a_bundle_no_trusted_checkpoint_covers_says_none_of_its_events_is_vouched_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found by an audit walk: "seq 1: UNANCHORED: ... (30 of 30 events verified before it)".
+    bundle = make_bundle()
+    bundle["checkpoints"] = []
+    assert main(["audit", "verify", str(write(tmp_path, bundle)), "--key", audit.public_key_b64(KEY)]) == 1
+    out = capsys.readouterr().out
+    assert ": seq 1: UNANCHORED: " in out and out.rstrip().endswith(
+        "(0 of 30 events are under a signed checkpoint)"
+    )
