@@ -643,7 +643,9 @@ def _trusted_keys(public_keys: Any) -> dict[str, Ed25519PublicKey]:
         try:
             key = _public(value)
         except RecordError:
-            raise _Failure("MALFORMED", None, f"public key {_short(declared)} is not Ed25519") from None
+            # Keys given as a list have no id: name the value ("public key None" named nothing).
+            named = _short(value) if declared is None else f"{_short(declared)}"
+            raise _Failure("MALFORMED", None, f"public key {named} is not Ed25519") from None
         kid = key_id_for(key)
         if declared is not None and declared != kid:
             raise _Failure("KEY_ID_MISMATCH", None, f"key filed as {_short(declared)} has key id {kid}")

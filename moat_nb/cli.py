@@ -341,22 +341,11 @@ def _key_args(values: Sequence[str]) -> list[str]:
 
 
 def _check_keys(keys: Sequence[str], origin: str) -> None:
-    """Refuse a key that is not one, naming it and where it came from: BAD_KEY said neither,
-    which left an auditor with several keys, or none typed (MOAT_AUDIT_KEYS), guessing (found by
-    an audit walk)."""
-    from . import audit
+    """:func:`moat_nb.report.check_keys`: BAD_KEY said neither the key nor its origin, which left
+    an auditor with several keys, or none typed (MOAT_AUDIT_KEYS), guessing (audit walk)."""
+    from .report import check_keys
 
-    for key in keys:
-        try:
-            audit.load_public_key(key)
-        except RecordError:
-            shown = key if len(key) <= 80 else key[:77] + "..."
-            raise ValidationError(
-                f"{origin} holds {shown!r}, which is not an Ed25519 public key in base64 DER form",
-                code="BAD_KEY",
-                hint="pass the platform's published audit key, e.g. "
-                "--key \"$(grep -v '#' DATA/keys/audit-public-keys.txt)\"",
-            ) from None
+    check_keys(keys, origin)
 
 
 def _audit_verify(args: argparse.Namespace) -> int:

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import audit as audit_core
-from .errors import MoatError, ValidationError
+from .errors import MoatError, RecordError, ValidationError
 from .evidence import (
     EVIDENCE_FORMAT,
     PARAMETER_NAMES,
@@ -75,6 +75,7 @@ __all__ = [
     "ProofParameters",
     "ProofResult",
     "build_evidence",
+    "check_keys",
     "check_parameter_cell",
     "checked_evidence",
     "checks_frame",
@@ -114,6 +115,22 @@ def trusted_keys_from_env() -> tuple[list[str] | None, str]:
     if not keys:
         return None, "bundle"
     return keys, "environment"
+
+
+def check_keys(keys: Sequence[str], origin: str) -> None:
+    """Refuse a trusted key that is not one (BAD_KEY), naming it and where it came from
+    (``--key``, ``MOAT_AUDIT_KEYS``): the key's holder is who a verified proof vouches for."""
+    for key in keys:
+        try:
+            audit_core.load_public_key(key)
+        except RecordError:
+            shown = key if len(key) <= 80 else key[:77] + "..."
+            raise ValidationError(
+                f"{origin} holds {shown!r}, which is not an Ed25519 public key in base64 DER form",
+                code="BAD_KEY",
+                hint="pass the platform's published audit key, e.g. "
+                "--key \"$(grep -v '#' DATA/keys/audit-public-keys.txt)\"",
+            ) from None
 
 
 def split_keys(text: str) -> list[str]:
@@ -731,6 +748,9 @@ def compliance_proof(
         }
     )
     folder = _check_out(out)
+    # A bad MOAT_AUDIT_KEYS made the proof replay, then fail with "public key None is not
+    # Ed25519" (found by an audit walk): refused here, before anything runs.
+    check_keys(trusted_keys_from_env()[0] or (), "MOAT_AUDIT_KEYS")
     url = _credentials_from_env(url)
     if pdf:
         _chromium()  # no chromium: say so before anything runs

@@ -473,6 +473,10 @@ def test_unknown_wrong_and_rotated_keys() -> None:
     swapped = verify(events, cps, {key_id_for(KEY_A): public_key_b64(KEY_EVIL), key_id_for(KEY_B): KEY_B})
     assert swapped.reason == "KEY_ID_MISMATCH"
     assert verify(events, cps, {"x": "garbage"}).reason == "MALFORMED"
+    # A list has no key ids: the bad key is named by its value ("public key None" named nothing;
+    # found by an audit walk of a proof run with MOAT_AUDIT_KEYS=zzz).
+    listed = verify(events, cps, [KEY_A, "zzz"])
+    assert (listed.reason, listed.message) == ("MALFORMED", "public key 'zzz' is not Ed25519")
 
 
 # --------------------------------------------------------------------------- honest logs

@@ -1042,6 +1042,8 @@ def test_failed_expectation_exits_1_and_names_it(proof_env: dict[str, Any], tmp_
         ("secret-header", "CREDENTIAL_PARAMETER"),
         ("password-in-url", "CREDENTIAL_PARAMETER"),
         ("no-credentials", "NO_CREDENTIALS"),
+        # Found by an audit walk: it replayed, then failed "public key None is not Ed25519".
+        ("bad-audit-key", "BAD_KEY"),
     ],
 )
 def test_bad_parameters_are_refused_before_anything_runs(
@@ -1060,6 +1062,8 @@ def test_bad_parameters_are_refused_before_anything_runs(
         url = proof_env["sandbox"].url.replace("http://", "http://admin:admin@")
     elif case == "no-credentials":
         monkeypatch.delenv("MOAT_PASSWORD")
+    elif case == "bad-audit-key":
+        monkeypatch.setenv("MOAT_AUDIT_KEYS", "not-a-key")
     started = time.perf_counter()
     with pytest.raises(ValidationError) as caught:
         report.compliance_proof(
