@@ -963,6 +963,27 @@ def verify_evidence(
         trace_hash=_trace_hash(evidence.get("trace")),
         no_bundle=no_bundle,
     )
+    if bundle is not None:
+        # The evidence's record is every bundle event naming the replay (build_evidence takes
+        # them from the bundle); a record with some left out, e.g. REPLAY_STARTED, verified
+        # (found by an audit walk): what it shows as the replay's audit record must be whole.
+        replay_id = str(replay.get("replayId"))
+        recorded = [e.get("seq") for e in audit_part.get("events") or [] if isinstance(e, Mapping)]
+        whole = [
+            e.get("seq")
+            for e in bundle.get("events") or ()
+            if isinstance(e, Mapping) and ((e.get("target") or {}).get("replayId") == replay_id)
+        ]
+        checks.append(
+            Check(
+                "receipt is the replay's whole audit record",
+                recorded == whole,
+                f"seq {', '.join(map(str, whole))}"
+                if recorded == whole
+                else f"the evidence records seq {recorded}, the bundle's events of the replay are "
+                f"seq {whole}",
+            )
+        )
     parameters = evidence.get("parameters") or {}
     claimed_source = parameters.get("sourceExchangeId")
     recorded_source = (evidence.get("source") or {}).get("exchangeId")

@@ -1015,6 +1015,14 @@ def test_report_verify_finds_tampering(
     # Without its trace, where the audit has the trace's hash, nothing vouches for the processor
     # expectation: it fails (found by review: dropping `trace` let a forged one pass).
     assert "audited trace hash" in tampered("untraced", edit(lambda e: e.pop("trace")))
+    # The replay's audit record in the evidence is whole: one left out (here REPLAY_STARTED)
+    # verified (found by an audit walk).
+    started = edit(
+        lambda e: e["audit"].update(
+            events=[x for x in e["audit"]["events"] if x["action"] != "REPLAY_STARTED"]
+        )
+    )
+    assert "receipt is the replay's whole audit record" in tampered("started", started)
 
 
 @pytest.mark.slow
