@@ -984,6 +984,20 @@ def verify_evidence(
                 f"seq {whole}",
             )
         )
+        # "The signed checkpoint" the evidence shows is the bundle's newest (build_evidence); an
+        # edited copy (seq, signature) verified, the bundle's being the one checked (audit walk).
+        checkpoints = bundle.get("checkpoints")
+        newest = checkpoints[-1] if isinstance(checkpoints, list) and checkpoints else None
+        checks.append(
+            Check(
+                "recorded checkpoint is the bundle's",
+                json_equal(audit_part.get("checkpoint"), newest),
+                "the bundle's newest, compared as JSON"
+                if json_equal(audit_part.get("checkpoint"), newest)
+                else f"the evidence records {_short(audit_part.get('checkpoint'))}, the bundle's newest is "
+                f"{_short(newest)}",
+            )
+        )
     parameters = evidence.get("parameters") or {}
     claimed_source = parameters.get("sourceExchangeId")
     recorded_source = (evidence.get("source") or {}).get("exchangeId")

@@ -1023,6 +1023,8 @@ def test_report_verify_finds_tampering(
         )
     )
     assert "receipt is the replay's whole audit record" in tampered("started", started)
+    signature = edit(lambda e: e["audit"]["checkpoint"].update(signature="A" * 88))
+    assert "recorded checkpoint is the bundle's" in tampered("checkpoint", signature)
 
 
 @pytest.mark.slow
