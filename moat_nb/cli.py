@@ -612,6 +612,12 @@ def _report_verify(args: argparse.Namespace) -> int:
             # A proof that could not run has no receipt to check: say that first, not only the
             # dozen checks that fail for want of one (found by a walk through the README).
             why = f"the report records verdict ERROR ({recorded}); {why}"
+        elif failed == ["verdict"] and evidence.get("verdict") == "FAIL":
+            # Everything holds now but the proof recorded FAIL: e.g. it trusted another key
+            # (MOAT_AUDIT_KEYS) than --key. Say why it failed, not only "first: verdict".
+            said = evidence.get("failures") if isinstance(evidence.get("failures"), list) else []
+            told = "; ".join(str(f)[:200] for f in said[:2]) or "nothing"
+            why += f"; the report records why it failed: {told}"
         print(f"NOT VERIFIED: {args.folder}: {why}")
         return 1
     if not keys:

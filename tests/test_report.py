@@ -1044,6 +1044,28 @@ def test_failed_expectation_exits_1_and_names_it(proof_env: dict[str, Any], tmp_
 
 
 @pytest.mark.slow
+def test_a_proof_that_trusted_another_key_says_why_it_recorded_fail(
+    proof_env: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Found by an audit walk: a proof run with MOAT_AUDIT_KEYS holding another key records FAIL;
+    # verified with the published key every check holds, and the auditor read only
+    # "NOT VERIFIED: ... first: verdict", with no word of why the proof had failed.
+    other = audit_core.public_key_b64(Ed25519PrivateKey.from_private_bytes(bytes(32)))
+    monkeypatch.setenv("MOAT_AUDIT_KEYS", other)
+    payload, expect = _files(tmp_path / "in", PAYLOAD, EXPECT_OK)
+    assert _cli(proof_env["source"], payload, expect, tmp_path / "out") == 1
+    monkeypatch.delenv("MOAT_AUDIT_KEYS")
+    capsys.readouterr()
+    assert main(["report", "verify", str(tmp_path / "out"), "--key", _published_key(proof_env)]) == 1
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("NOT VERIFIED:") and "first: verdict; the report records why it failed: " in last
+    assert "UNKNOWN_KEY" in last
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("case", "code"),
     [
