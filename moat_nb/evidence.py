@@ -730,9 +730,9 @@ def _requester_checks(evidence: Mapping[str, Any], requested: Mapping[str, Any])
     """Who the evidence says asked for the replay (``replay.requestedBy``, and ``platform.user``
     who ran the proof) against the audited request's actor: neither was checked, so a proof
     could be re-attributed to another user (found by an audit walk)."""
-    actor = requested.get("actor") or {}
-    if "username" not in actor:
-        return []
+    actor = requested.get("actor")
+    if not isinstance(actor, Mapping) or "username" not in actor:
+        return []  # a malformed event fails its hash check; a platform may audit no actor
     audited = actor["username"]
     claims = [("replay.requestedBy", (evidence.get("replay") or {}).get("requestedBy"))]
     user = (evidence.get("platform") or {}).get("user")
@@ -972,7 +972,9 @@ def verify_evidence(
         whole = [
             e.get("seq")
             for e in bundle.get("events") or ()
-            if isinstance(e, Mapping) and ((e.get("target") or {}).get("replayId") == replay_id)
+            if isinstance(e, Mapping)
+            and isinstance(e.get("target"), Mapping)
+            and e["target"].get("replayId") == replay_id
         ]
         checks.append(
             Check(
