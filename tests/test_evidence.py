@@ -213,3 +213,21 @@ def test_who_asked_for_the_replay_is_the_audited_actor() -> None:
     ):
         check = _check(verify_evidence(claimed, None), "audited requester")
         assert not check.ok and "'alice', the audit 'admin'" in check.detail
+
+
+def test_a_malformed_actor_or_bundle_target_fails_a_check_not_the_parse() -> None:
+    requested = {
+        "seq": 1,
+        "action": "REPLAY_REQUESTED",
+        "actor": "username",
+        "target": {"replayId": "r-1"},
+        "detail": {},
+        "prevHash": "0" * 64,
+        "hash": "2" * 64,
+    }
+    evidence = _evidence({"status": "COMPLETED", "body": None}, {}, {"path": "status", "equals": "COMPLETED"})
+    evidence["audit"]["events"].insert(0, requested)
+    bundle = {"format": "moat-audit-bundle/v1", "events": [{"seq": 1, "target": "x"}], "checkpoints": []}
+    checks = verify_evidence(evidence, {**bundle, "publicKeys": {}})
+    assert _check(checks, "audited requester") is None
+    assert not _check(checks, "receipt is the replay's whole audit record").ok
