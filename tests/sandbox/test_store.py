@@ -616,9 +616,11 @@ def test_commits_are_copied_into_the_database_file_by_the_checkpointer_not_by_th
             time.sleep(0.01)
         assert _in_database_file(path) == 3  # copied by the checkpointer, a moment after
         assert store.search()[1] == 3
+        thread = store._checkpointer._thread
+        assert thread is not None and thread.is_alive()
     finally:
         store.close()
-    assert not [t for t in threading.enumerate() if t.name == "moat-store-checkpoint" and t.is_alive()]
+    assert not thread.is_alive()  # stopped with the store (other tests' stores may have theirs)
 
 
 def test_a_store_that_only_reads_starts_no_checkpointer(tmp_path: Path) -> None:
