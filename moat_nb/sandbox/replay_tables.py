@@ -274,18 +274,23 @@ def emit_events(
     written: list[tuple[str, int, str, str]] | None = None,
 ) -> int:
     """Store the replay's next trace events (ids previous + 1, + 2, ...) inside the caller's
-    write transaction with one lookup of the last id and one ``executemany``; returns the last
+    write transaction with at most one lookup of the last id (none when ``written`` has one of
+    the replay's rows: the transaction's own) and one ``executemany``; returns the last
     id (the previous one when ``events`` is empty). An event is ``(event, data)``, or
     ``(event, data, stored)`` to store the text ``stored`` (a :func:`processor_ref`) in place
     of the data's JSON. ``written``, if given, gets the rows as sent ``(replayId, id, event,
     data JSON)`` appended (for the caller to hand to live readers once its transaction has
     committed)."""
-    # ORDER BY id DESC LIMIT 1 walks the primary key from its end; ``coalesce(max(id), 0)``
-    # would not (SQLite's min/max optimisation applies to a bare ``max()`` only).
-    row = conn.execute(
-        "SELECT id FROM replay_events WHERE replay_id = ? ORDER BY id DESC LIMIT 1", (replay_id,)
-    ).fetchone()
-    last = 0 if row is None else int(row[0])
+    # The transaction's own rows first: a replay's chunk emits three to four times in one
+    # transaction, and each lookup cost as much as the emit (~30 µs; P2, section 11).
+    last = next((r[1] for r in reversed(written) if r[0] == replay_id), None) if written else None
+    if last is None:
+        # ORDER BY id DESC LIMIT 1 walks the primary key from its end; ``coalesce(max(id), 0)``
+        # would not (SQLite's min/max optimisation applies to a bare ``max()`` only).
+        row = conn.execute(
+            "SELECT id FROM replay_events WHERE replay_id = ? ORDER BY id DESC LIMIT 1", (replay_id,)
+        ).fetchone()
+        last = 0 if row is None else int(row[0])
     if events:
         # encoder.dumps_text: a replay's processor events are ~100 KB of JSON (orjson's speed).
         sent = [(replay_id, last + i, e[0], dumps_text(e[1])) for i, e in enumerate(events, start=1)]

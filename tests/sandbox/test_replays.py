@@ -319,6 +319,28 @@ def test_a_replay_whose_route_copies_a_large_body_into_properties_completes(
     assert notes
 
 
+def test_events_emitted_in_one_transaction_look_the_last_id_up_once() -> None:
+    from moat_nb.sandbox.replay_tables import SCHEMA, emit_events
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.executescript(SCHEMA)
+    conn.execute("INSERT INTO replay_events VALUES ('r-1', 1, 'status', '{}'), ('r-2', 1, 'status', '{}')")
+    lookups: list[str] = []
+    conn.set_trace_callback(lambda sql: lookups.append(sql) if sql.startswith("SELECT") else None)
+    written: list[tuple[str, int, str, str]] = []
+    conn.execute("BEGIN")
+    assert emit_events(conn, "r-1", [("status", {"s": 1})], written) == 2
+    assert emit_events(conn, "r-1", [("processor", {"seq": 1}), ("processor", {"seq": 2})], written) == 4
+    assert emit_events(conn, "r-2", [("status", {"s": 1})], written) == 2  # another replay: its own
+    assert emit_events(conn, "r-1", [], written) == 4
+    conn.execute("COMMIT")
+    assert len(lookups) == 2  # once for r-1, once for r-2
+    assert [r[1] for r in written if r[0] == "r-1"] == [2, 3, 4]
+    rows = conn.execute("SELECT replay_id, id FROM replay_events ORDER BY replay_id, id").fetchall()
+    assert rows == [("r-1", 1), ("r-1", 2), ("r-1", 3), ("r-1", 4), ("r-2", 1), ("r-2", 2)]
+    assert emit_events(conn, "r-1", [("end", {})]) == 5  # without the transaction's rows: looked up
+
+
 def test_a_replays_own_exchange_can_be_replayed(sb: SandboxHandle, user: Any, tools: Any) -> None:
     """Section 9's family graph has replays of replays: a replay's exchange is a source too
     (it was 404 "no recorded exchange"; review finding)."""
