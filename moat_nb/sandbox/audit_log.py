@@ -273,9 +273,6 @@ class AuditLog:
             if conn.in_transaction:
                 yield conn
                 return
-            # Belt to the BEFORE INSERT triggers' braces: with recursive triggers on, a row that
-            # a REPLACE conflict deletes fires the DELETE triggers (sqlite.org/lang_conflict.html).
-            conn.execute("PRAGMA recursive_triggers = ON")
             changes = conn.total_changes
             conn.execute("BEGIN IMMEDIATE")
             try:

@@ -1158,6 +1158,11 @@ class Store:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             conn.execute("PRAGMA synchronous=NORMAL")  # safe with WAL (sqlite.org/wal.html)
             conn.execute("PRAGMA foreign_keys=ON")
+            # For the audit log's tables (audit_log.py): belt to their BEFORE INSERT triggers'
+            # braces, with recursive triggers on, a row that a REPLACE conflict deletes fires the
+            # DELETE triggers (sqlite.org/lang_conflict.html). Set once a connection, not before
+            # each of its transactions as it was (two statements of every replay's CPU).
+            conn.execute("PRAGMA recursive_triggers=ON")
             conn.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")  # see _Checkpointer
             self._local.conn = conn
             with self._connections_lock:

@@ -1056,7 +1056,7 @@ def test_conflict_clauses_cannot_rewrite_or_delete_audit_rows(tmp_path: Path, sq
             with log.transaction() as c:
                 c.execute(statement, values)
     assert (log.events(), log.checkpoints()) == before
-    assert conn.execute("PRAGMA recursive_triggers").fetchone() == (1,)  # set by the log's transactions
+    assert conn.execute("PRAGMA recursive_triggers").fetchone() == (1,)  # on for every store connection
     assert log.verify().ok
     store.close()
 
