@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +117,45 @@ def sandbox_processes() -> Iterator[SandboxProcesses]:
         yield processes
     finally:
         processes.close()
+
+
+#: A route whose replays wait in a delay step (``{delay_ms}``): in flight long enough to lose
+#: the platform, or to stop following them; recorded traffic does not wait.
+PACED_ROUTE = """\
+- route:
+    id: paced-intake
+    from:
+      uri: "platform-http:/paced"
+      steps:
+        - choice:
+            id: replayed
+            when:
+              - simple: "${{header.X-Cameleer-Replay}} != null"
+                steps:
+                  - delay:
+                      id: wait
+                      constant: "{delay_ms}"
+        - setBody:
+            id: answer
+            simple: "done ${{body}}"
+"""
+
+PACED_BEANS = """\
+def sample_payload(rng, i):
+    return {"headers": {}, "body": f"order {i}", "properties": {}}
+"""
+
+
+@pytest.fixture
+def paced_app(tmp_path: Path) -> Callable[[int], Path]:
+    """``paced_app(delay_ms)``: the folder of an app (``moat-nb sandbox --app``) of
+    :data:`PACED_ROUTE`, whose replays wait ``delay_ms`` in a delay step."""
+
+    def make(delay_ms: int) -> Path:
+        app = tmp_path / f"paced-app-{delay_ms}"
+        app.mkdir(exist_ok=True)
+        (app / "routes.yaml").write_text(PACED_ROUTE.format(delay_ms=delay_ms), encoding="utf-8")
+        (app / "beans.py").write_text(PACED_BEANS, encoding="utf-8")
+        return app
+
+    return make

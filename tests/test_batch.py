@@ -1277,30 +1277,6 @@ def test_a_variant_that_does_not_fit_the_original_fails_before_any_replay(
 
 # --------------------------------------------------------------------------- a platform that dies mid-batch
 
-PACED_ROUTE = """\
-- route:
-    id: paced-intake
-    from:
-      uri: "platform-http:/paced"
-      steps:
-        - choice:
-            id: replayed
-            when:
-              - simple: "${header.X-Cameleer-Replay} != null"
-                steps:
-                  - delay:
-                      id: wait
-                      constant: "600"
-        - setBody:
-            id: answer
-            simple: "done ${body}"
-"""
-
-PACED_BEANS = """\
-def sample_payload(rng, i):
-    return {"headers": {}, "body": f"order {i}", "properties": {}}
-"""
-
 
 @pytest.mark.parametrize("concurrency", [1, 4])
 def test_a_batch_with_no_platform_stops_after_a_few_rows_in_a_row(concurrency: int) -> None:
@@ -1320,15 +1296,6 @@ def test_a_batch_with_no_platform_stops_after_a_few_rows_in_a_row(concurrency: i
     assert max(3, concurrency) <= len(rows) < 40 and not stopped.result.complete
     assert {r["verdict"] for r in rows} == {"ERROR"} and {r["error_code"] for r in rows} == {"TRANSPORT"}
     assert f"after {len(rows)} of 40 rows" in str(stopped) and "results='runs.jsonl'" in str(stopped)
-
-
-def _paced_app(tmp_path: Path) -> Path:
-    """The app folder of :data:`PACED_ROUTE`: a replay waits 600 ms in its delay step."""
-    app = tmp_path / "paced-app"
-    app.mkdir()
-    (app / "routes.yaml").write_text(PACED_ROUTE)
-    (app / "beans.py").write_text(PACED_BEANS)
-    return app
 
 
 def _kill_when_in_flight(
@@ -1379,7 +1346,7 @@ def test_reach_counts_readers_that_cannot_reconnect_over_its_patience() -> None:
 
 @pytest.mark.slow
 def test_a_batch_whose_readers_lose_the_platform_stops_without_waiting_out_their_back_off(
-    tmp_path: Path, sandbox_processes: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, sandbox_processes: Any, paced_app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every worker follows a replay's trace when the sandbox is killed: no row ends, so the
     rows' rule never counts, and each reader would retry for ~165 s with the default back-off.
@@ -1388,7 +1355,7 @@ def test_a_batch_whose_readers_lose_the_platform_stops_without_waiting_out_their
     from moat_nb.errors import BatchStopped
 
     monkeypatch.setattr(batch_module, "_READER_PATIENCE", 2.0)
-    first = sandbox_processes.start(tmp_path / "data", _paced_app(tmp_path), per_env=12)
+    first = sandbox_processes.start(tmp_path / "data", paced_app(600), per_env=12)
     p = connect(sandbox_processes.url, username="operator", password="operator")
     assert p.stream_policy is None or p.stream_policy.max_retries >= 8  # the default back-off
     sources = p.executions(environment="dev", limit=12).to_pandas()
@@ -1413,7 +1380,7 @@ def test_a_batch_whose_readers_lose_the_platform_stops_without_waiting_out_their
 
 @pytest.mark.slow
 def test_a_batch_that_loses_its_platform_stops_and_resumes_once_it_is_back(
-    tmp_path: Path, sandbox_processes: Any
+    tmp_path: Path, sandbox_processes: Any, paced_app: Any
 ) -> None:
     """The sandbox's process is killed (SIGKILL) a few rows into a regression: the batch stops
     with BatchStopped (PLATFORM_UNREACHABLE) and its partial result instead of spending the
@@ -1423,7 +1390,7 @@ def test_a_batch_that_loses_its_platform_stops_and_resumes_once_it_is_back(
     and replay anew."""
     from moat_nb.errors import BatchStopped
 
-    app = _paced_app(tmp_path)
+    app = paced_app(600)
     data = tmp_path / "data"
     first = sandbox_processes.start(data, app, per_env=12)
     p = connect(sandbox_processes.url, username="operator", password="operator")

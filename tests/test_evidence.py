@@ -187,20 +187,28 @@ def test_what_a_failing_receipt_check_says_is_what_failed() -> None:
     )
 
 
+def _requested_by(actor: Any) -> dict[str, Any]:
+    """Evidence of a passing proof whose audit record starts with a REPLAY_REQUESTED by ``actor``."""
+    evidence = _evidence({"status": "COMPLETED", "body": None}, {}, {"path": "status", "equals": "COMPLETED"})
+    evidence["audit"]["events"].insert(
+        0,
+        {
+            "seq": 1,
+            "action": "REPLAY_REQUESTED",
+            "actor": actor,
+            "target": {"replayId": "r-1"},
+            "detail": {},
+            "prevHash": "0" * 64,
+            "hash": "2" * 64,
+        },
+    )
+    return evidence
+
+
 def test_who_asked_for_the_replay_is_the_audited_actor() -> None:
     # replay.requestedBy and platform.user were not checked: a proof could be re-attributed to
     # another user (found by an audit walk).
-    requested = {
-        "seq": 1,
-        "action": "REPLAY_REQUESTED",
-        "actor": {"username": "admin", "roles": ["ADMIN"], "permissions": []},
-        "target": {"replayId": "r-1"},
-        "detail": {},
-        "prevHash": "0" * 64,
-        "hash": "2" * 64,
-    }
-    evidence = _evidence({"status": "COMPLETED", "body": None}, {}, {"path": "status", "equals": "COMPLETED"})
-    evidence["audit"]["events"].insert(0, requested)
+    evidence = _requested_by({"username": "admin", "roles": ["ADMIN"], "permissions": []})
     evidence["replay"] = {"replayId": "r-1", "requestedBy": "admin"}
     evidence["platform"] = {"user": "admin"}
     assert _check(verify_evidence(evidence, None), "audited requester").ok
@@ -216,17 +224,7 @@ def test_who_asked_for_the_replay_is_the_audited_actor() -> None:
 
 
 def test_a_malformed_actor_or_bundle_target_fails_a_check_not_the_parse() -> None:
-    requested = {
-        "seq": 1,
-        "action": "REPLAY_REQUESTED",
-        "actor": "username",
-        "target": {"replayId": "r-1"},
-        "detail": {},
-        "prevHash": "0" * 64,
-        "hash": "2" * 64,
-    }
-    evidence = _evidence({"status": "COMPLETED", "body": None}, {}, {"path": "status", "equals": "COMPLETED"})
-    evidence["audit"]["events"].insert(0, requested)
+    evidence = _requested_by("username")
     bundle = {"format": "moat-audit-bundle/v1", "events": [{"seq": 1, "target": "x"}], "checkpoints": []}
     checks = verify_evidence(evidence, {**bundle, "publicKeys": {}})
     assert _check(checks, "audited requester") is None

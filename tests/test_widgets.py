@@ -559,14 +559,12 @@ def test_stop_following_leaves_the_running_state(users: dict[str, Platform]) -> 
     asyncio.run(scenario())
 
 
-def test_a_lost_platform_is_said_while_the_trace_reader_waits(tmp_path: Path, sandbox_processes: Any) -> None:
+def test_a_lost_platform_is_said_while_the_trace_reader_waits(
+    tmp_path: Path, sandbox_processes: Any, paced_app: Any
+) -> None:
     """Walk-through finding: the sandbox stopped mid-replay, the workbench said "A replay is
     running" and nothing else for the reader's ~165 s of reconnects, with no way out."""
-    app = tmp_path / "paced-app"
-    app.mkdir()
-    (app / "routes.yaml").write_text(PACED_ROUTE, encoding="utf-8")
-    (app / "beans.py").write_text(PACED_BEANS, encoding="utf-8")
-    process = sandbox_processes.start(tmp_path / "data", app, per_env=2)
+    process = sandbox_processes.start(tmp_path / "data", paced_app(4000), per_env=2)
 
     async def scenario() -> None:
         with connect(sandbox_processes.url, username="operator", password="operator") as platform:
@@ -599,32 +597,6 @@ def test_a_lost_platform_is_said_while_the_trace_reader_waits(tmp_path: Path, sa
     asyncio.run(scenario())
 
 
-#: A route whose replays wait 4 s in a delay step: in flight long enough to lose the platform.
-PACED_ROUTE = """\
-- route:
-    id: paced-intake
-    from:
-      uri: "platform-http:/paced"
-      steps:
-        - choice:
-            id: replayed
-            when:
-              - simple: "${header.X-Cameleer-Replay} != null"
-                steps:
-                  - delay:
-                      id: wait
-                      constant: "4000"
-        - setBody:
-            id: answer
-            simple: "done ${body}"
-"""
-
-PACED_BEANS = """\
-def sample_payload(rng, i):
-    return {"headers": {}, "body": f"order {i}", "properties": {}}
-"""
-
-
 def test_workbench_words_before_a_pick_have_no_typos(users: dict[str, Platform]) -> None:
     """Walk-through findings: an empty editor said "No propertys.", and the Replay button's
     tooltip doubled a title's full stop ("Pick an exchange first.. Click a row ...")."""
@@ -641,19 +613,13 @@ def test_workbench_words_before_a_pick_have_no_typos(users: dict[str, Platform])
     assert "as the properties are modified" in _text(row.message.value)
 
 
-def test_a_calibration_that_finds_no_noise_says_so(tmp_path: Path) -> None:
+def test_a_calibration_that_finds_no_noise_says_so(tmp_path: Path, paced_app: Any) -> None:
     """Walk-through findings: an exchange without noise (no timestamps, no random ids) showed
     "Noise calibrated: 0 rule(s) ... marked noise (paths: )."; a first divergence where a
     processor ran on one side only showed its record as JSON."""
     from moat_nb.sandbox import start
 
-    app = tmp_path / "plain-app"
-    app.mkdir()
-    (app / "routes.yaml").write_text(
-        PACED_ROUTE.replace('constant: "4000"', 'constant: "1"'), encoding="utf-8"
-    )
-    (app / "beans.py").write_text(PACED_BEANS, encoding="utf-8")
-    handle = start(data=tmp_path / "data", per_env=2, seed=SEED, app=app)
+    handle = start(data=tmp_path / "data", per_env=2, seed=SEED, app=paced_app(1))
     try:
         with connect(handle.url, username="operator", password="operator") as platform:
             wb = ReplayWorkbench(platform)

@@ -507,16 +507,12 @@ def test_a_secret_quoted_by_the_routes_error_message_stays_hidden(
             assert secret.encode() not in path.read_bytes()
 
 
-def test_a_secret_headers_value_in_the_modified_body_is_hidden_in_the_payload_diff(
-    sb: SandboxHandle, user: Any, tools: Any
-) -> None:
-    """A secret header's value that the modified body repeats (a customer id that is also the
-    API key; a token pasted into the order) is a secret in the diff as it is in the trace:
-    section 4 hides secrets in "payload diffs and audit events", and the stored trace already
-    replaces the value in the body (redact_chunk/scrub_body), so the diff of the Replay and of
-    REPLAY_REQUESTED told what the trace hid (security.md VAL-6: 0 times in the audit table)."""
-    operator = user("operator")
-    source = detail(operator, sources(operator, "dev")[21]["executionId"])
+def _replay_with_a_secret_the_body_repeats(
+    operator: Any, tools: Any, index: int
+) -> tuple[dict[str, Any], str]:
+    """A replay (done) of the ``index``-th dev exchange with a secret ``X-Api-Key`` header whose
+    value the modified order repeats in a note; the replay and the secret."""
+    source = detail(operator, sources(operator, "dev")[index]["executionId"])
     secret = "K3y-" + uuid.uuid4().hex
     order = {**json.loads(source["inputBody"]), "note": f"api key {secret}"}
     replay = replay_done(
@@ -528,6 +524,19 @@ def test_a_secret_headers_value_in_the_modified_body_is_hidden_in_the_payload_di
             "body": json.dumps(order),
         },
     )
+    return replay, secret
+
+
+def test_a_secret_headers_value_in_the_modified_body_is_hidden_in_the_payload_diff(
+    sb: SandboxHandle, user: Any, tools: Any
+) -> None:
+    """A secret header's value that the modified body repeats (a customer id that is also the
+    API key; a token pasted into the order) is a secret in the diff as it is in the trace:
+    section 4 hides secrets in "payload diffs and audit events", and the stored trace already
+    replaces the value in the body (redact_chunk/scrub_body), so the diff of the Replay and of
+    REPLAY_REQUESTED told what the trace hid (security.md VAL-6: 0 times in the audit table)."""
+    operator = user("operator")
+    replay, secret = _replay_with_a_secret_the_body_repeats(operator, tools, 21)
     marker = sb.state.redactor.value(secret)
     diff = {op["path"]: op for op in replay["payloadDiff"]}
     assert diff["/headers/X-Api-Key"]["value"] == marker
@@ -546,18 +555,7 @@ def test_a_secret_a_route_copies_into_a_property_stays_hidden_in_the_trace(
     so it reached the stored trace, the SSE stream and the database (section 4 "Secrets";
     security.md VAL-6)."""
     operator = user("operator")
-    source = detail(operator, sources(operator, "dev")[22]["executionId"])
-    secret = "K3y-" + uuid.uuid4().hex
-    order = {**json.loads(source["inputBody"]), "note": f"api key {secret}"}
-    replay = replay_done(
-        operator,
-        tools,
-        source["exchangeId"],
-        modifiedPayload={
-            "headers": {**source["inputHeaders"], "X-Api-Key": secret},
-            "body": json.dumps(order),
-        },
-    )
+    replay, secret = _replay_with_a_secret_the_body_repeats(operator, tools, 22)
     assert replay["status"] == "COMPLETED", replay
     marker = sb.state.redactor.value(secret)
     stored = detail(operator, replay["resultExecutionId"])
