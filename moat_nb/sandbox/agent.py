@@ -247,18 +247,21 @@ _MAP_FIELDS = ("input_headers", "output_headers", "input_properties", "propertie
 
 def fit_record(record: _R, limit: int = RECORD_MAX_BYTES) -> _R:
     """``record`` (a ProcessorRecord or an Execution) with its longest texts cut until its JSON
-    takes at most ``limit`` bytes: the bodies, flagged ``bodyTruncated`` as a capture cut is
-    (section 3), and string values of its headers and properties, which end in a note saying
-    how much was cut. A record that fits is returned as it is; one whose size is in other
-    fields comes back as small as cutting these makes it.
+    takes at most ``limit`` bytes: a processor record's bodies, flagged ``bodyTruncated`` as a
+    capture cut is (section 3), and the string values of headers and properties, which end in
+    a note saying how much of them was cut (an execution has no flag for its bodies, which
+    capture keeps within 256 KiB each: only its maps are cut). A record that fits is returned
+    as it is; one too large for other reasons comes back as small as these cuts make it.
 
     Why cut rather than refuse: the run happened; a trace with a long value cut is what a user
     can read and diff, where a refused chunk left the replay ERROR with nothing."""
     encoded = len(_dumps(record.to_wire()))
+    bodies = _BODY_FIELDS if hasattr(record, "body_truncated") else ()
+    originals: dict[tuple[str, str], str] = {}  # a map value as it was, before any cut
     while encoded > limit:
         longest: tuple[int, str, str | None] | None = None  # (length, field, key in a map)
-        for name in _BODY_FIELDS:
-            text = getattr(record, name, None)
+        for name in bodies:
+            text = getattr(record, name)
             if isinstance(text, str) and (longest is None or len(text) > longest[0]):
                 longest = (len(text), name, None)
         for name in _MAP_FIELDS:
@@ -268,17 +271,17 @@ def fit_record(record: _R, limit: int = RECORD_MAX_BYTES) -> _R:
         if longest is None or longest[0] == 0:
             break
         length, name, key = longest
-        # Cut by what is over (a character takes at least one byte of JSON), at least by half
-        # when little is over so that the loop ends quickly; a note of ~60 characters is added.
+        # By what is over (a character is at least one byte of JSON) and the note, and at least
+        # by half, so that a few rounds do it.
         keep = max(0, min(length - (encoded - limit) - 96, length // 2))
-        text = getattr(record, name) if key is None else getattr(record, name)[key]
         if key is None:
-            changes: dict[str, Any] = {name: text[:keep]}
-            if hasattr(record, "body_truncated"):
-                changes["body_truncated"] = True
+            changes: dict[str, Any] = {name: getattr(record, name)[:keep], "body_truncated": True}
         else:
-            note = f"... [{length - keep} characters cut: the record was too large to post]"
-            changes = {name: {**getattr(record, name), key: text[:keep] + note}}
+            values = getattr(record, name)
+            whole = originals.setdefault((name, key), values[key])
+            kept = whole[: min(keep, len(whole))]
+            note = f"... [{len(whole) - len(kept)} characters cut: the record was too large to post]"
+            changes = {name: {**values, key: kept + note}}
         record = replace(record, **changes)
         encoded = len(_dumps(record.to_wire()))
     return record

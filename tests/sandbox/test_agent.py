@@ -453,14 +453,19 @@ def test_a_record_too_large_to_post_is_cut_to_fit_and_says_so() -> None:
     assert all(len(body) <= 1024 * 1024 for _, body in cut)
     assert [json.loads(body) for _, body in cut] == [c.to_wire() for c, _ in cut]
     (fitted,) = [p for c, _ in cut for p in c.processors if p.seq == 1]
-    assert len(json.dumps(fitted.to_wire())) <= RECORD_MAX_BYTES
+    assert len(json.dumps(fitted.to_wire(), separators=(",", ":"))) <= RECORD_MAX_BYTES
     cut_values = [
         v for m in (fitted.input_properties, fitted.properties) for v in m.values() if isinstance(v, str)
     ]
     assert any(v.endswith("characters cut: the record was too large to post]") for v in cut_values)
     assert fitted.properties["short"] == "kept" and fitted.properties["n"] == 1
+    for value in cut_values:  # the note counts what is gone of the value as it was
+        kept, _, note = value.partition("... [")
+        if note:
+            assert big.startswith(kept) and note.startswith(f"{len(big) - len(kept)} characters cut")
     final = cut[-1][0].execution
-    assert final is not None and len(json.dumps(final.to_wire())) <= RECORD_MAX_BYTES
+    assert final is not None and len(json.dumps(final.to_wire(), separators=(",", ":"))) <= RECORD_MAX_BYTES
+    assert final.input_body == "i" * 600_000  # an execution's body has no flag: its maps are cut
     # What fits is left as it is.
     small = _record(3, 1000)
     assert fit_record(small) is small
@@ -473,4 +478,5 @@ def test_fit_record_flags_a_cut_body_and_keeps_its_start() -> None:
     record = replace(_record(1, 0), input_body="a" * 5000 + "z" * 5000)
     fitted = fit_record(record, limit=4000)
     assert fitted.body_truncated and fitted.input_body is not None
-    assert record.input_body.startswith(fitted.input_body) and len(json.dumps(fitted.to_wire())) <= 4000
+    assert record.input_body.startswith(fitted.input_body)
+    assert len(json.dumps(fitted.to_wire(), separators=(",", ":"))) <= 4000
