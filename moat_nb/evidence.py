@@ -726,6 +726,51 @@ def _environment_checks(evidence: Mapping[str, Any], requested: Mapping[str, Any
     ]
 
 
+def _request_checks(evidence: Mapping[str, Any], requested: Mapping[str, Any]) -> list[Check]:
+    """What else the evidence records of the request against the audited request: the payload
+    diff, the agent that ran it, the source execution and the route. A consistent forgery of
+    these verified (``report verify`` does not print them, but evidence.json is what an auditor
+    keeps; an audit walk's finding). Only what the audit records is compared."""
+    detail = requested.get("detail") or {}
+    target = requested.get("target") or {}
+    source = evidence.get("source") or {}
+    replay = evidence.get("replay") or {}
+    pairs = [
+        (name, claimed, audited)
+        for name, claimed, audited, present in (
+            (
+                "replay.payloadDiff",
+                replay.get("payloadDiff"),
+                detail.get("payloadDiff"),
+                "payloadDiff" in detail,
+            ),
+            ("replay.agentId", replay.get("agentId"), detail.get("targetAgent"), "targetAgent" in detail),
+            (
+                "source.executionId",
+                source.get("executionId"),
+                detail.get("sourceExecutionId"),
+                "sourceExecutionId" in detail,
+            ),
+            ("replay.routeId", replay.get("routeId"), target.get("routeId"), "routeId" in target),
+        )
+        if present
+    ]
+    if not pairs:
+        return []
+    wrong = [
+        f"{name} is {_short(claimed)}, the audit {_short(audited)}"
+        for name, claimed, audited in pairs
+        if not json_equal(claimed, audited)
+    ]
+    return [
+        Check(
+            "audited request",
+            not wrong,
+            "; ".join(wrong) if wrong else ", ".join(name for name, _, _ in pairs) + " as audited",
+        )
+    ]
+
+
 def _requester_checks(evidence: Mapping[str, Any], requested: Mapping[str, Any]) -> list[Check]:
     """Who the evidence says asked for the replay (``replay.requestedBy``, and ``platform.user``
     who ran the proof) against the audited request's actor: neither was checked, so a proof
@@ -1019,6 +1064,7 @@ def verify_evidence(
     checks += payload_claim_checks(parameters, requested)
     checks += _environment_checks(evidence, requested)
     checks += _requester_checks(evidence, requested)
+    checks += _request_checks(evidence, requested)
     # The result's status and error, as the signed terminal event has them (the body is tied by
     # its hash above): an edited output cannot turn a failed replay into a passing proof.
     fdetail = final.get("detail") or {}

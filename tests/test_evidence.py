@@ -162,6 +162,44 @@ def test_the_environments_report_verify_prints_are_the_audited_ones() -> None:
         assert not check.ok and f"{part}.{member} is {forged!r}" in check.detail
 
 
+def test_the_request_the_evidence_records_is_the_audited_one() -> None:
+    # replay.payloadDiff, replay.agentId, source.executionId and replay.routeId were checked
+    # against nothing: a consistent forgery of them verified (audit walk, left open; closed here).
+    diff = [{"op": "replace", "path": "/body", "value": '{"qty": 3}'}]
+    requested = {
+        "seq": 1,
+        "action": "REPLAY_REQUESTED",
+        "target": {"replayId": "r-1", "routeId": "order-intake"},
+        "detail": {"payloadDiff": diff, "targetAgent": "orders-staging-1", "sourceExecutionId": "x-9"},
+        "prevHash": "0" * 64,
+        "hash": "2" * 64,
+    }
+    evidence = _evidence(
+        {"status": "COMPLETED", "body": None},
+        {},
+        {"path": "status", "equals": "COMPLETED"},
+        source={"executionId": "x-9"},
+    )
+    evidence["audit"]["events"].insert(0, requested)
+    evidence["replay"] = {
+        "replayId": "r-1",
+        "payloadDiff": diff,
+        "agentId": "orders-staging-1",
+        "routeId": "order-intake",
+    }
+    check = _check(verify_evidence(evidence, None), "audited request")
+    assert check.ok, check.detail
+    for part, member, forged in (
+        ("replay", "payloadDiff", [{"op": "replace", "path": "/body", "value": '{"qty": 30}'}]),
+        ("replay", "agentId", "orders-prod-1"),
+        ("source", "executionId", "x-1"),
+        ("replay", "routeId", "refund"),
+    ):
+        claimed = {**evidence, part: {**evidence[part], member: forged}}
+        check = _check(verify_evidence(claimed, None), "audited request")
+        assert not check.ok and f"{part}.{member} is" in check.detail, (member, check)
+
+
 def test_what_a_failing_receipt_check_says_is_what_failed() -> None:
     # Found by an audit walk: checks printed under FAILED said "all recompute", "seq  found with
     # the same hashes" (no event of the replay), "bundle None" / "exporting needs audit:read"
