@@ -427,6 +427,15 @@ async def _maybe_await(value: Any) -> Any:
     return value
 
 
+def _with(record: ProcessorRecord, **fields: Any) -> ProcessorRecord:
+    """``record`` with ``fields``, or ``record`` itself when each is the object it holds: the
+    redaction helpers give back the record's own value when they change nothing, so that a
+    trace without secrets is not copied record by record."""
+    if all(getattr(record, name) is value for name, value in fields.items()):
+        return record
+    return record._evolve(**fields)
+
+
 def redact_chunk(
     redactor: Redactor, chunk: Chunk, secrets: Iterable[str] = (), *, shown: set[str] | None = None
 ) -> Chunk:
@@ -508,33 +517,15 @@ def redact_chunk(
         return text if kept == text else kept
 
     def processor(p: ProcessorRecord) -> ProcessorRecord:
-        fields = (
-            mapping(p.input_headers),
-            mapping(p.output_headers),
-            mapping(p.input_properties),
-            mapping(p.properties),
-            body(p.input_body),
-            body(p.output_body),
-            uri(p.endpoint_uri),
-        )
-        if (
-            fields[0] is p.input_headers
-            and fields[1] is p.output_headers
-            and fields[2] is p.input_properties
-            and fields[3] is p.properties
-            and fields[4] is p.input_body
-            and fields[5] is p.output_body
-            and fields[6] is p.endpoint_uri
-        ):
-            return p
-        return p._evolve(
-            input_headers=fields[0],
-            output_headers=fields[1],
-            input_properties=fields[2],
-            properties=fields[3],
-            input_body=fields[4],
-            output_body=fields[5],
-            endpoint_uri=fields[6],
+        return _with(
+            p,
+            input_headers=mapping(p.input_headers),
+            output_headers=mapping(p.output_headers),
+            input_properties=mapping(p.input_properties),
+            properties=mapping(p.properties),
+            input_body=body(p.input_body),
+            output_body=body(p.output_body),
+            endpoint_uri=uri(p.endpoint_uri),
         )
 
     execution: Execution | None = chunk.execution
@@ -597,29 +588,17 @@ def redact_chunk(
             )
             # Nor in a body that a route built from it (``setBody: simple: ${header.X-Api-Key}``).
             bodies_now = (scrub(p.input_body), scrub(p.output_body))
-            maps_now = tuple(
-                map(scrub_map, (p.input_headers, p.output_headers, p.input_properties, p.properties))
-            )
-            if (
-                text == p.error_message
-                and endpoint == p.endpoint_uri
-                and bodies_now[0] is p.input_body
-                and bodies_now[1] is p.output_body
-                and maps_now[0] is p.input_headers
-                and maps_now[1] is p.output_headers
-                and maps_now[2] is p.input_properties
-                and maps_now[3] is p.properties
-            ):
-                return p
-            return p._evolve(
-                error_message=text,
-                endpoint_uri=endpoint,
+            return _with(
+                p,
+                # Compared by value: scrub_text and scrub_uri may give an equal new string.
+                error_message=p.error_message if text == p.error_message else text,
+                endpoint_uri=p.endpoint_uri if endpoint == p.endpoint_uri else endpoint,
                 input_body=bodies_now[0],
                 output_body=bodies_now[1],
-                input_headers=maps_now[0],
-                output_headers=maps_now[1],
-                input_properties=maps_now[2],
-                properties=maps_now[3],
+                input_headers=scrub_map(p.input_headers),
+                output_headers=scrub_map(p.output_headers),
+                input_properties=scrub_map(p.input_properties),
+                properties=scrub_map(p.properties),
             )
 
         processors = tuple(map(scrubbed, processors))
