@@ -44,8 +44,10 @@ __all__ = [
 ]
 
 #: Every action the log records (the log inventory of ASVS 16.1.1 / security.md SOC-5): the
-#: actions of DESIGN.md section 7, and ``AUDIT_DENIED`` for a refused read of the log itself
-#: (section 6: every denied attempt is audited; section 7's ``REPLAY_DENIED`` names replays).
+#: actions of DESIGN.md section 7, ``AUDIT_DENIED`` for a refused read of the log itself and
+#: ``ACCESS_DENIED`` for a refusal on any other endpoint (section 6: every denied attempt is
+#: audited; section 7's ``REPLAY_DENIED`` names replays), ``LOGIN_FAILED`` for a wrong user
+#: name or password (ASVS 4.0.3 V7.2.1).
 ACTIONS: tuple[str, ...] = (
     "REPLAY_REQUESTED",
     "REPLAY_STARTED",
@@ -58,6 +60,8 @@ ACTIONS: tuple[str, ...] = (
     "AUDIT_QUERIED",
     "AUDIT_EXPORTED",
     "AUDIT_DENIED",
+    "ACCESS_DENIED",
+    "LOGIN_FAILED",
 )
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_events (

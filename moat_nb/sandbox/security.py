@@ -27,14 +27,16 @@ import functools
 import hashlib
 import heapq
 import hmac
+import math
 import os
 import secrets
 import sys
 import threading
+import time
 import tomllib
 import uuid
-from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -73,6 +75,7 @@ __all__ = [
     "VIEWER",
     "Authority",
     "CommandSigner",
+    "LoginGuard",
     "NonceCache",
     "Principal",
     "Redactor",
@@ -1009,6 +1012,80 @@ def verify_command(command: Any, public_key_b64: str) -> bool:
     except InvalidSignature:
         return False
     return True
+
+
+class LoginGuard:
+    """Failed logins per user name and per client address, in a sliding window of ``window``
+    seconds: the anti-automation a password login needs (ASVS 4.0.3 V2.2.1; security.md).
+
+    A user name with ``attempts`` failures in the window, or an address with ``4 * attempts``
+    (one address trying many names), is refused without its password being checked until the
+    oldest of those failures leaves the window: :meth:`retry_after` says how many seconds.
+    A successful login clears its user name's failures (not its address's). Bounded: at most
+    ``max_keys`` names and addresses are remembered, the least recently failed forgotten first.
+    Thread-safe; times come from ``clock`` (monotonic seconds), so tests can move it.
+    """
+
+    def __init__(
+        self,
+        *,
+        attempts: int = 5,
+        window: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 10_000,
+    ) -> None:
+        if attempts < 1 or window <= 0:
+            raise ValueError("LoginGuard: attempts must be >= 1 and window positive")
+        self.attempts = attempts
+        self.window = window
+        self.clock = clock
+        self.max_keys = max_keys
+        self._failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _limits(self, username: str, address: str | None) -> list[tuple[tuple[str, str], int]]:
+        keys = [(("user", username[:128]), self.attempts)]
+        if address:
+            keys.append((("address", address), 4 * self.attempts))
+        return keys
+
+    def _wait(self, key: tuple[str, str], limit: int, now: float) -> int | None:
+        times = self._failures.get(key)
+        if times is None:
+            return None
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._failures[key]
+            return None
+        if len(times) < limit:
+            return None
+        return max(1, math.ceil(times[-limit] + self.window - now))
+
+    def retry_after(self, username: str, address: str | None) -> int | None:
+        """Seconds until this user name may try again from ``address``, or None: it may now."""
+        now = self.clock()
+        with self._lock:
+            waits = [
+                w for key, limit in self._limits(username, address) if (w := self._wait(key, limit, now))
+            ]
+        return max(waits) if waits else None
+
+    def failed(self, username: str, address: str | None) -> int | None:
+        """Count a failed login; the seconds it now has to wait (it reached the limit), or None."""
+        now = self.clock()
+        with self._lock:
+            for key, _ in self._limits(username, address):
+                self._failures.setdefault(key, deque()).append(now)
+                self._failures.move_to_end(key)
+            while len(self._failures) > self.max_keys:
+                self._failures.popitem(last=False)
+        return self.retry_after(username, address)
+
+    def succeeded(self, username: str) -> None:
+        """Forget the user name's failures (a login with the right password)."""
+        with self._lock:
+            self._failures.pop(("user", username[:128]), None)
 
 
 class NonceCache:

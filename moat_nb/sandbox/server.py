@@ -6,8 +6,9 @@ under ``/api/v1``, each an :class:`~moat_nb.sandbox.openapi.Operation` with a de
 rule (default deny: see :mod:`moat_nb.sandbox.openapi`); the replay routes come from
 :func:`moat_nb.sandbox.replays.replay_routes`, the audit routes from
 :func:`moat_nb.sandbox.admin_api.admin_operations`. Every id in a path or query is checked
-against the id syntax before a handler runs (400 ``BAD_ID``), and a call of a replay or audit
-endpoint refused for the tier or a permission is audited (``REPLAY_DENIED`` / ``AUDIT_DENIED``).
+against the id syntax before a handler runs (400 ``BAD_ID``), and a call refused for the tier,
+a permission or the kind of caller is audited: ``REPLAY_DENIED`` on a replay endpoint,
+``AUDIT_DENIED`` on an audit endpoint, ``ACCESS_DENIED`` on any other.
 
 Errors: any :class:`~moat_nb.errors.ApiError` becomes ``{"error": code, "message", "details"}``
 with its status (``details.hint`` says what to do next; a 401 also carries
@@ -54,6 +55,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..errors import (
     ApiError,
+    AuthenticationError,
     MoatError,
     NotFound,
     PermissionDenied,
@@ -268,7 +270,15 @@ async def _run(op: Operation, request: Request) -> Response:
         await _audit_denial(state, op, request, principal, exc)
         raise
     _check_ids(request)
-    return await op.handler(request, principal)
+    if op.tag in _DENIAL_ACTIONS:
+        return await op.handler(request, principal)  # the replay and audit handlers audit their own
+    try:
+        return await op.handler(request, principal)
+    except PermissionDenied as exc:
+        # A refusal the handler decides (an agent posting the trace of another agent's replay)
+        # is a denied attempt as much as a missing permission is (section 6).
+        await _audit_denial(state, op, request, principal, exc)
+        raise
 
 
 #: Path and query parameters that carry an id (section 3: ``^[A-Za-z0-9._:-]{1,128}$``).
@@ -303,17 +313,21 @@ def _check_ids(request: Request) -> None:
             )
 
 
-#: Which denials are audited, and as what (section 6: "every denied attempt is audited").
+#: Which denials are audited, and as what (section 6: "every denied attempt is audited"); a
+#: refusal on any other endpoint (an agent's token on /executions, a user's on an agent
+#: endpoint, an agent acting for another) is ``ACCESS_DENIED`` (ASVS 16.3.2: log failed
+#: authorisation).
 _DENIAL_ACTIONS = {"replays": "REPLAY_DENIED", "audit": "AUDIT_DENIED"}
 
 
 async def _audit_denial(
     state: SandboxState, op: Operation, request: Request, principal: Principal | None, exc: PermissionDenied
 ) -> None:
-    """Record a refused call of a replay or audit endpoint (tier or permission) with actor,
-    action, target and reason. The refusal stands whether or not the record can be written."""
-    action = _DENIAL_ACTIONS.get(op.tag)
-    if action is None or principal is None or state.audit is None:
+    """Record a refused call (tier, permission, kind of caller) with actor, action, target and
+    reason. The refusal stands whether or not the record can be written. A call without valid
+    credentials (401) has no actor and is not recorded here."""
+    action = _DENIAL_ACTIONS.get(op.tag, "ACCESS_DENIED")
+    if principal is None or state.audit is None:
         return  # an agent's refusal is audited too: its actor is the agent (roles ["AGENT"])
     from .replay_api import RequestInfo, actor_of
 
@@ -344,6 +358,9 @@ async def _audit_denial(
                 "reason": exc.message,
                 "code": exc.code,
                 "operation": f"{op.method} {op.path}",
+                # The ids the refused call named (an execution, an agent, a command), checked:
+                # a refused call's path may be anything.
+                **{k: id_of(v) for k, v in request.path_params.items() if k != "replayId"},
                 **{k: v for k, v in exc.details.items() if k != "principal"},
                 **({"replayId": named} if named and not own else {}),
             },
@@ -765,14 +782,82 @@ def _redact_and_store(state: SandboxState, chunk: Chunk, instance_id: str) -> Ch
 # --------------------------------------------------------------------------- handlers: auth, health
 
 
+class TooManyAttempts(ApiError):
+    """429: too many failed logins for a user name or from an address (:class:`LoginGuard`)."""
+
+    code = "TOO_MANY_ATTEMPTS"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
 async def login(request: Request, principal: Principal | None) -> Response:
     state = _state(request)
     body = _object(await read_json(request, limit=state.config.max_body), "the login body")
     username = _string(body, "username")
     password = _string(body, "password")
-    # scrypt takes ~70 ms: off the event loop.
-    answer = await run_in_threadpool(state.authority.login, username, password, state.clock())
+    address = request.client.host if request.client else None
+    guard = state.login_guard
+    wait = guard.retry_after(username, address)
+    if wait is not None:
+        # Refused before the password is checked, so that guessing on stops costing us scrypt
+        # work and the attacker learns nothing more; not audited one by one (the failure that
+        # started the wait was), so that a flood cannot grow the audit log.
+        raise _too_many(wait)
+    try:
+        # scrypt takes ~70 ms: off the event loop.
+        answer = await run_in_threadpool(state.authority.login, username, password, state.clock())
+    except AuthenticationError as exc:
+        wait = guard.failed(username, address)
+        await _audit_login_failure(state, request, username, exc, wait)
+        raise
+    guard.succeeded(username)
     return _json(answer, no_store=True)
+
+
+def _too_many(wait: int) -> TooManyAttempts:
+    return TooManyAttempts(
+        f"too many failed logins for this user name or from this address; try again in {wait} s",
+        retry_after=wait,
+        hint=f"wait {wait} s, then log in with the right password (an administrator can set it "
+        "in the users file)",
+        details={"retryAfter": wait},
+    )
+
+
+async def _audit_login_failure(
+    state: SandboxState, request: Request, username: str, exc: AuthenticationError, wait: int | None
+) -> None:
+    """``LOGIN_FAILED``: who tried (the name given, which may be no user's), from where, and
+    whether the name or address must now wait (ASVS 4.0.3 V7.2.1: authentication decisions
+    are logged; the password never is). The refusal stands whether or not this is written."""
+    if state.audit is None:
+        return
+    from .replay_api import RequestInfo
+
+    source = RequestInfo.of(request).to_wire()
+
+    def record() -> None:
+        state.audit.record(
+            "LOGIN_FAILED",
+            actor={"username": username[:128], "roles": [], "permissions": []},
+            source=source,
+            target={},
+            detail={
+                "reason": exc.message,
+                "code": exc.code,
+                "known": state.users.get(username) is not None,
+                **({"retryAfter": wait} if wait is not None else {}),
+            },
+            outcome="DENIED",
+        )
+
+    try:
+        await run_in_threadpool(record)
+    except ApiError:
+        pass  # AUDIT_UNAVAILABLE: logged by the audit log; the login is refused either way
 
 
 async def refresh(request: Request, principal: Principal | None) -> Response:
@@ -1159,7 +1244,7 @@ def core_operations() -> list[Operation]:
             tag="auth",
             request=ref("LoginRequest"),
             responses={200: ("tokens", ref("LoginResponse"))},
-            errors=(401,),
+            errors=(401, 429),
         ),
         Operation(
             "POST",

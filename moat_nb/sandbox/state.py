@@ -30,6 +30,7 @@ from .bodies import DEFAULT_LIMIT
 from .security import (
     Authority,
     CommandSigner,
+    LoginGuard,
     Redactor,
     TraceSecrets,
     UserTable,
@@ -81,6 +82,11 @@ class ServerConfig:
     #: where every client of a loopback sandbox comes from: any of them could have put any
     #: address in the audit record.)
     trusted_proxies: tuple[str, ...] = ()
+    #: Failed logins a user name may have within ``login_window`` before its logins are refused
+    #: (429 ``TOO_MANY_ATTEMPTS``) until the oldest leaves the window; an address may have four
+    #: times as many (:class:`~moat_nb.sandbox.security.LoginGuard`).
+    login_attempts: int = 5
+    login_window: float = 300.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -90,11 +96,14 @@ class ServerConfig:
             "agent_stale_after",
             "agent_dead_after",
             "command_ttl",
+            "login_window",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ServerConfig.{name} must be positive")
-        if self.chunk_buffer < 1 or self.retry_after < 0 or self.max_body < 1:
-            raise ValueError("ServerConfig: chunk_buffer and max_body must be >= 1, retry_after >= 0")
+        if self.chunk_buffer < 1 or self.retry_after < 0 or self.max_body < 1 or self.login_attempts < 1:
+            raise ValueError(
+                "ServerConfig: chunk_buffer, max_body and login_attempts must be >= 1, retry_after >= 0"
+            )
 
 
 def _secret_file(path: Path, size: int = 32) -> bytes:
@@ -132,6 +141,8 @@ class SandboxState:
     replays: ReplayService | Any = None
     #: Secret values shown by the earlier chunks of unfinished traces (redaction of the next).
     trace_secrets: TraceSecrets = field(default_factory=TraceSecrets)
+    #: Failed logins by user name and address (set by :meth:`create` from the config).
+    login_guard: LoginGuard = field(default_factory=LoginGuard)
     #: Free slots for extension modules (e.g. the audit log) keyed by name.
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -179,6 +190,7 @@ class SandboxState:
                 command_ttl=config.command_ttl,
             ),
             clock=clock,
+            login_guard=LoginGuard(attempts=config.login_attempts, window=config.login_window),
         )
         state.audit = AuditLog.open(state.store, data, users.tenant.id, clock=clock)
         state.replays = _replay_service(state)

@@ -904,7 +904,11 @@ def test_actions_inventory_is_the_design_list() -> None:
         "REPLAY_REQUESTED", "REPLAY_STARTED", "REPLAY_COMPLETED", "REPLAY_FAILED", "REPLAY_ERROR",
         "REPLAY_ABORTED", "REPLAY_DENIED", "CONTROL_HEADER_REJECTED", "AUDIT_QUERIED", "AUDIT_EXPORTED",
     }  # fmt: skip
-    assert set(audit_log.ACTIONS) - design == {"AUDIT_DENIED"} and design <= set(audit_log.ACTIONS)
+    assert set(audit_log.ACTIONS) - design == {
+        "AUDIT_DENIED",
+        "ACCESS_DENIED",
+        "LOGIN_FAILED",
+    } and design <= set(audit_log.ACTIONS)
 
 
 # --------------------------------------------------------------------------- review s8 findings 1, 2, 5

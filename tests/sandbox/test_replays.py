@@ -1230,9 +1230,15 @@ def test_an_agent_cannot_write_another_agents_trace(sb: SandboxHandle, user: Any
         # Another agent posting a replay's trace.
         rid, chunks = _replay_chunks(op, tools, target, sources(op, "dev")[9]["exchangeId"], per_chunk=8)
         assert not chunks[0]["final"]
+        before = len(sb.state.audit.events())
         r = rogue.post_chunk(chunks[0])
         assert (r.status_code, r.json()["error"]) == (403, "FORBIDDEN"), r.text
         assert _stored(sb, rid) == [(1, "status")]
+        # A denied attempt, audited (section 6), without joining the replay's audit record.
+        (denied,) = sb.state.audit.events()[before:]
+        assert (denied["action"], denied["actor"]["username"]) == ("ACCESS_DENIED", "rogue-dev-1")
+        assert denied["target"]["replayId"] is None and denied["detail"]["replayId"] == rid
+        assert denied["detail"]["operation"] == "POST /data/chunks"
         assert target.post_chunk(chunks[0]).status_code == 202
     finally:
         rogue.close()

@@ -8,6 +8,7 @@ import hmac
 import io
 import itertools
 import json
+import math
 import os
 import re
 import stat
@@ -1027,3 +1028,73 @@ def test_a_verified_token_remembered_does_not_vouch_for_a_tampered_copy(authorit
     ):
         assert _refusal(authority, forged) == BAD_TOKEN
     assert authority.authenticate(token, T0).username == "analyst"
+
+
+# --------------------------------------------------------------------------- login guard
+
+
+_login_events = st.lists(
+    st.tuples(
+        st.sampled_from([0.0, 0.5, 1.0, 7.0, 30.0]),  # seconds since the previous attempt
+        st.sampled_from(["ann", "bob", "cy", "dee", "eve", "fay"]),
+        st.sampled_from(["10.0.0.1", "10.0.0.2", None]),
+        st.booleans(),  # the right password
+    ),
+    max_size=80,
+)
+
+
+@given(_login_events)
+@settings(max_examples=200, deadline=None)
+def test_login_guard_waits_exactly_as_a_sliding_window_says(
+    events: list[tuple[float, str, str | None, bool]],
+) -> None:
+    """Against a model: a name may try while it has fewer than ``attempts`` failures in the last
+    ``window`` seconds (since its last success), an address while it has fewer than four times
+    that; a refused try is not counted; the wait ends when the failure that made it leaves."""
+    attempts, window = 2, 20.0
+    now = [0.0]
+    guard = sec.LoginGuard(attempts=attempts, window=window, clock=lambda: now[0])
+    by_name: dict[str, list[float]] = {}
+    by_address: dict[str | None, list[float]] = {}
+
+    def expected_wait(name: str, address: str | None) -> int | None:
+        waits = []
+        counted = [(by_name.get(name, []), attempts)]
+        if address is not None:
+            counted.append((by_address.get(address, []), 4 * attempts))
+        for times, limit in counted:
+            live = [t for t in times if t > now[0] - window]
+            if len(live) >= limit:
+                waits.append(max(1, math.ceil(live[-limit] + window - now[0])))
+        return max(waits) if waits else None
+
+    for dt, name, address, right in events:
+        now[0] += dt
+        wait = expected_wait(name, address)
+        assert guard.retry_after(name, address) == wait
+        if wait is not None:
+            continue  # refused before the password is checked
+        if right:
+            guard.succeeded(name)
+            by_name.pop(name, None)
+        else:
+            by_name.setdefault(name, []).append(now[0])
+            if address is not None:
+                by_address.setdefault(address, []).append(now[0])
+            assert guard.failed(name, address) == expected_wait(name, address)
+
+
+def test_login_guard_is_bounded_and_checks_its_settings() -> None:
+    now = [0.0]
+    guard = sec.LoginGuard(attempts=1, window=60.0, clock=lambda: now[0], max_keys=10)
+    for i in range(100):
+        guard.failed(f"user-{i}", None)
+    assert len(guard._failures) == 10  # the least recently failed forgotten first
+    assert guard.retry_after("user-99", None) == 60 and guard.retry_after("user-0", None) is None
+    # A 10 kB name is remembered by its first 128 characters, as it is audited.
+    guard.failed("x" * 10_000, None)
+    assert guard.retry_after("x" * 128, None) == 60
+    for bad in ({"attempts": 0}, {"window": 0.0}):
+        with pytest.raises(ValueError):
+            sec.LoginGuard(**bad)  # type: ignore[arg-type]

@@ -32,7 +32,7 @@ from moat_nb.model import Chunk, Execution, ProcessorRecord
 from moat_nb.payload import ALONE_BELOW, collecting, redact_body, redact_mapping, scrub_body
 from moat_nb.sandbox.apps.orders import APP
 from moat_nb.sandbox.openapi import API_PREFIX, PUBLIC, Operation
-from moat_nb.sandbox.security import DEFAULT_USERS_TOML, Redactor, TraceSecrets, verify_command
+from moat_nb.sandbox.security import DEFAULT_USERS_TOML, LoginGuard, Redactor, TraceSecrets, verify_command
 from moat_nb.sandbox.server import (
     ServerThread,
     _check_routes,
@@ -246,6 +246,63 @@ def test_login_answers_tokens_and_the_user(sb: Sandbox) -> None:
     assert (
         sb.http.post("/search/executions", json={}, headers={"Authorization": f"Bearer {new}"}).status_code
         == 200
+    )
+
+
+def test_a_failed_login_is_audited_without_its_password(sb: Sandbox) -> None:
+    """ASVS 4.0.3 V7.2.1: authentication decisions are logged. A wrong password (or a name that
+    is no user's) left no trace: an auditor could not see someone guessing passwords."""
+    before = len(sb.state.audit.events())
+    tries = (("nobody", True), ("nobody-at-all", False))
+    for name, _ in tries:
+        r = sb.http.post(
+            "/auth/login",
+            json={"username": name, "password": "guess-4711"},
+            headers={"User-Agent": "probe/1"},
+        )
+        assert refusal(r) == (401, "BAD_CREDENTIALS")
+    events = sb.state.audit.events()[before:]
+    assert [e["action"] for e in events] == ["LOGIN_FAILED", "LOGIN_FAILED"]
+    for event, (name, known) in zip(events, tries, strict=True):
+        assert event["actor"] == {"username": name, "roles": [], "permissions": []}
+        assert event["outcome"] == "DENIED" and event["detail"]["code"] == "BAD_CREDENTIALS"
+        assert event["detail"]["known"] is known and "retryAfter" not in event["detail"]
+        assert event["source"]["ip"] == "127.0.0.1" and event["source"]["userAgent"] == "probe/1"
+        assert "guess-4711" not in json.dumps(event)  # never the password (ASVS 16.2.5)
+    sb.state.login_guard.succeeded("nobody")  # the shared sandbox's other tests log in as it
+    # A right password is not an event of its own (no flood of routine logins in the chain).
+    before = len(sb.state.audit.events())
+    assert (
+        sb.http.post("/auth/login", json={"username": "nobody", "password": "nobody-pw"}).status_code == 200
+    )
+    assert len(sb.state.audit.events()) == before
+
+
+def test_repeated_failed_logins_make_the_name_wait(sb: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anti-automation (ASVS 4.0.3 V2.2.1): logins were unlimited, so a password could be guessed
+    at the rate scrypt allows (~14/s per core) for ever. Now the name waits once it has failed
+    ``login_attempts`` times in the window, even with the right password, and says how long."""
+    now = [1000.0]
+    guard = LoginGuard(attempts=3, window=60.0, clock=lambda: now[0])
+    monkeypatch.setattr(sb.state, "login_guard", guard)
+    wrong = {"username": "nobody", "password": "wrong"}
+    before = len(sb.state.audit.events())
+    for _ in range(3):
+        assert refusal(sb.http.post("/auth/login", json=wrong)) == (401, "BAD_CREDENTIALS")
+        now[0] += 1
+    events = sb.state.audit.events()[before:]
+    assert [e["detail"].get("retryAfter") for e in events] == [None, None, 58]  # the third starts it
+    r = sb.http.post("/auth/login", json={"username": "nobody", "password": "nobody-pw"})
+    assert refusal(r) == (429, "TOO_MANY_ATTEMPTS")
+    assert r.headers["retry-after"] == "57" and r.json()["details"]["retryAfter"] == 57
+    assert "57 s" in r.json()["message"] and r.json()["details"]["hint"]
+    assert len(sb.state.audit.events()) == before + 3  # a refused retry is not written one by one
+    # Other names are not held up by this one's failures ...
+    assert sb.http.post("/auth/login", json={"username": "analyst", "password": "analyst"}).status_code == 200
+    # ... and once the first failure leaves the window, the right password works again.
+    now[0] = 1000.0 + 60.0
+    assert (
+        sb.http.post("/auth/login", json={"username": "nobody", "password": "nobody-pw"}).status_code == 200
     )
 
 
@@ -1040,6 +1097,49 @@ def test_an_agent_token_refused_on_a_replay_or_audit_endpoint_is_audited(sb: San
         assert event["target"].get("replayId") is None, (path, event)
         if "replay-x" in path:
             assert event["detail"]["replayId"] == "replay-x", (path, event)
+
+
+def test_a_refusal_on_any_other_endpoint_is_audited_as_access_denied(sb: Sandbox) -> None:
+    """Section 6: *every* denied attempt is audited (ASVS 16.3.2: log failed authorisation). An
+    agent's token on the user endpoints, a user's token on the agent endpoints and an agent
+    acting for another were refused (403) with nothing in the audit log: only the replay and
+    audit endpoints recorded their refusals."""
+    agent, operator = sb.auth("agent-dev"), sb.auth("operator")
+    chunk_headers = {"X-Cameleer-Protocol-Version": "1"}
+    calls = [
+        (agent, "POST", "/search/executions", {"json": {}}, {}),
+        (agent, "GET", "/executions/exec-dev-0", {}, {"executionId": "exec-dev-0"}),
+        (agent, "GET", "/executions/exec-dev-0/processors/1/snapshot", {}, {"executionId": "exec-dev-0"}),
+        (agent, "GET", "/agents", {}, {}),
+        (operator, "POST", "/agents/agent-dev/heartbeat", {"json": {}}, {"instanceId": "agent-dev"}),
+        (operator, "GET", "/agents/agent-dev/events", {}, {"instanceId": "agent-dev"}),
+        (operator, "POST", "/agents/agent-dev/commands/c-1/ack", {"json": {}}, {"commandId": "c-1"}),
+        (operator, "POST", "/data/chunks", {"json": {}, "headers": chunk_headers}, {}),
+        (agent, "POST", "/agents/agent-prod/heartbeat", {"json": {}}, {"instanceId": "agent-prod"}),
+    ]
+    for who, method, path, kw, named in calls:
+        before = len(sb.state.audit.events())
+        headers = {**who, **kw.pop("headers", {})}
+        r = sb.http.request(method, path, headers=headers, **kw)
+        assert refusal(r) == (403, "FORBIDDEN"), (path, r.text)
+        new = sb.state.audit.events()[before:]
+        assert [e["action"] for e in new] == ["ACCESS_DENIED"], (path, new)
+        (event,) = new
+        username = "agent-dev" if who is agent else "operator"
+        assert event["actor"]["username"] == username, (path, event)
+        assert event["outcome"] == "DENIED" and event["detail"]["reason"] == r.json()["message"], (
+            path,
+            event,
+        )
+        assert event["detail"]["code"] == "FORBIDDEN"
+        assert event["detail"]["operation"].split(" ")[0] == method, (path, event)
+        assert event["target"].get("replayId") is None and event["source"]["ip"] == "127.0.0.1"
+        for key, value in named.items():
+            assert event["detail"][key] == value, (path, event)
+    # A refusal is for someone: a call with no valid token (401) has no actor and is not recorded.
+    before = len(sb.state.audit.events())
+    assert refusal(sb.http.get("/agents", headers={"Authorization": "Bearer nope"}))[0] == 401
+    assert len(sb.state.audit.events()) == before
 
 
 def test_every_route_is_a_declared_operation_and_denies_by_default(sb: Sandbox) -> None:
