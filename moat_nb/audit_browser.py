@@ -296,6 +296,9 @@ class AuditBrowser(widgets.VBox):
         try:
             frame = self.platform.audit(limit=self.limit, **self.filters())
         except MoatError as exc:
+            # No rows rather than the last answer's under filters that no longer match them.
+            self.records = []
+            self.table.set_records([])
             self.message.value = describe_error(exc, "read the audit log").html()
             return
         self.records = _records(frame)

@@ -344,7 +344,13 @@ class ExchangePicker(widgets.VBox):
             hits = list(page)
             total = len(self.platform.executions(**filters)) if (hits or self.table.page) else 0
         except MoatError as exc:
-            self.table.loading = False
+            # The rows go with the search that failed: left up, they looked like the answer to
+            # the filters now shown (lab walk). The exchange already picked stays picked.
+            self.records = []
+            self.total = 0
+            with self.table.hold_trait_notifications():
+                self.table.show_page([], 0)
+                self.table.loading = False
             self._show(describe_error(exc, "search the history"))
             return
         self.records = [execution_record(h) for h in hits]

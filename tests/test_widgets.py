@@ -239,9 +239,15 @@ def test_picker_text_search_and_bad_time_are_shown_in_words(users: dict[str, Pla
     assert picker.records
     for r in picker.records:
         assert word.lower() in json.dumps(platform.execution(r["execution_id"]).to_wire()).lower()
+    picker.select_row(0)
+    picked = picker.value
     picker.set_filters(text="", time_range="custom", time_from="the day before yesterday")
     message = _text(picker.message.value)
     assert "Could not search the history" in message and "What to do:" in message and "RFC 3339" in message
+    # The last answer's rows are not left under filters they do not match (lab walk); what
+    # was picked stays picked.
+    assert picker.records == [] and picker.table.rows == [] and picker.total == 0
+    assert picker.value is picked is not None
     picker.set_filters(time_from="2000-01-01T00:00:00Z", time_to="2000-01-02T00:00:00Z")
     assert picker.message.value == "" and picker.records == [] and picker.total == 0
 
@@ -724,6 +730,14 @@ def test_audit_browser_filters_and_verifies(users: dict[str, Platform], sandbox:
     browser.action.value = "REPLAY_DENIED"
     browser.refresh()  # (a dropdown change is debounced; this searches now)
     assert all(r["action"] == "REPLAY_DENIED" for r in browser.records)
+    browser.action.value = ""
+    browser.since.value = "last tuesday"  # a read that fails: its message, and no rows
+    browser.refresh()
+    assert "Could not read the audit log" in _text(browser.message.value)
+    assert browser.records == [] and browser.table.rows == []
+    browser.since.value = ""
+    browser.refresh()
+    assert browser.records
 
     result = browser.verify()
     assert result["server"]["ok"] and result["offline"]["ok"]
