@@ -158,7 +158,9 @@ class KeyValueRow:
             placeholder=f"{kind} name",
             tooltip=f"{kind.capitalize()} name",
             continuous_update=True,
-            layout=widgets.Layout(width="30%"),
+            # Flexible widths with floors, in a row that wraps: fixed 30 % / 45 % plus the
+            # button and the state ran out of the box below ~480 px (lab walk, at 390 px).
+            layout=widgets.Layout(width="auto", flex="1 1 30%", min_width="8em"),
         )
         self.value_field = self._value_widget(name, _display(value))
         self.remove_button = widgets.Button(
@@ -171,7 +173,7 @@ class KeyValueRow:
         self.message = widgets.HTML()
         self.line = widgets.HBox(
             [self.name_field, self.value_field, self.remove_button, self.state],
-            layout=widgets.Layout(width="100%"),
+            layout=widgets.Layout(width="100%", flex_flow="row wrap"),
         )
         self.line.add_class("moat-kv-row")
         self.box = widgets.VBox([self.line, self.message], layout=widgets.Layout(width="100%"))
@@ -187,7 +189,7 @@ class KeyValueRow:
             tooltip=f"Value of {name or 'this ' + self.owner.kind}"
             + (" (secret: shown masked)" if cls is widgets.Password else ""),
             continuous_update=True,
-            layout=widgets.Layout(width="45%"),
+            layout=widgets.Layout(width="auto", flex="2 1 45%", min_width="10em"),
         )
 
     def _name_changed(self, change: Any) -> None:

@@ -102,6 +102,17 @@ def test_workbench_in_jupyterlab(lab: Any, browser: Any, screenshots: Path) -> N
         page.keyboard.press("Enter")
         page.wait_for_selector(".moat-picker .moat-row-selected", timeout=20_000)
         workbench.locator(".moat-payload-editor").get_by_text("Start payload of").wait_for(timeout=20_000)
+        # Narrow (a side panel beside the notebook): the header and property rows wrap rather
+        # than run out of their box (lab walk: they overflowed at about 390 px).
+        rows_out = page.evaluate(
+            """() => { const ed = document.querySelector('.moat-workbench .moat-payload-editor');
+                       const old = ed.style.width; ed.style.width = '390px';
+                       const rows = [...ed.querySelectorAll('.moat-kv-row')];
+                       const out = rows.filter(r => { const right = r.getBoundingClientRect().right;
+                           return [...r.children].some(c => c.getBoundingClientRect().right > right + 1); });
+                       ed.style.width = old; return [rows.length, out.length]; }"""
+        )
+        assert rows_out[0] > 0 and rows_out[1] == 0, rows_out
 
         # The body editor: invalid JSON is reported with its line; a changed value marks its line.
         text = workbench.locator(".moat-be-text")
