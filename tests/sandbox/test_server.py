@@ -1109,7 +1109,13 @@ def test_a_refusal_on_any_other_endpoint_is_audited_as_access_denied(sb: Sandbox
     calls = [
         (agent, "POST", "/search/executions", {"json": {}}, {}),
         (agent, "GET", "/executions/exec-dev-0", {}, {"executionId": "exec-dev-0"}),
-        (agent, "GET", "/executions/exec-dev-0/processors/1/snapshot", {}, {"executionId": "exec-dev-0"}),
+        (
+            agent,
+            "GET",
+            "/executions/exec-dev-0/processors/1/snapshot",
+            {},
+            {"executionId": "exec-dev-0", "seq": "1"},
+        ),
         (agent, "GET", "/agents", {}, {}),
         (operator, "POST", "/agents/agent-dev/heartbeat", {"json": {}}, {"instanceId": "agent-dev"}),
         (operator, "GET", "/agents/agent-dev/events", {}, {"instanceId": "agent-dev"}),
