@@ -40,6 +40,7 @@ from .simple import SimpleEvaluationError, compile_predicate, compile_simple
 
 __all__ = [
     "LANGUAGES",
+    "UNSUPPORTED_LANGUAGE_OPTIONS",
     "Expression",
     "ConstantExpression",
     "SimpleLanguageExpression",
@@ -58,6 +59,21 @@ LANGUAGES: dict[str, frozenset[str]] = {
     "tokenize": frozenset({"token", "regex", "group", "skipFirst", "groupDelimiter", "includeTokens"}),
     "header": frozenset(),
     "exchangeProperty": frozenset(),
+}
+
+#: Options Camel's expression definitions have that the engine does not implement, so that a
+#: route using one is told "not supported" rather than "unknown" (with a guess at a supported
+#: option it is not). From the option tables of the JSONPath and Tokenize language pages
+#: (https://camel.apache.org/components/latest/languages/jsonpath-language.html,
+#: .../tokenize-language.html): ``source`` (Camel 4.7+; ``headerName``, ``propertyName`` and
+#: ``variableName`` before it) reads the input from elsewhere than the body; ``endToken``,
+#: ``inheritNamespaceTagName`` and ``xml`` are Tokenize's pair and XML modes, and the YAML DSL
+#: page's own example of a full expression definition uses ``end-token``.
+UNSUPPORTED_LANGUAGE_OPTIONS: dict[str, frozenset[str]] = {
+    "jsonpath": frozenset({"unpack", "option", "source", "headerName", "propertyName", "variableName"}),
+    "tokenize": frozenset(
+        {"endToken", "inheritNamespaceTagName", "xml", "source", "headerName", "propertyName", "variableName"}
+    ),
 }
 
 

@@ -244,6 +244,22 @@ STEP = "- from:\n    uri: direct:a\n    steps:\n{}"
             None,
         ),
         ("      - log: {message: 'x', loggingLevel: LOUD}\n", 4, "log", "LOUD", "WARN"),
+        # Camel options the engine lacks are "not supported", not "unknown" with a wrong guess
+        # (endToken was "did you mean 'includeTokens'?"; the YAML DSL page's own example).
+        (
+            "      - split: {tokenize: {token: '<', end-token: '>'}, steps: []}\n",
+            4,
+            "tokenize",
+            "option 'endToken' of tokenize is not supported",
+            "supported options: expression",
+        ),
+        (
+            "      - setBody: {jsonpath: {expression: '$.a', headerName: order}}\n",
+            4,
+            "jsonpath",
+            "option 'headerName' of jsonpath is not supported",
+            "on the body",
+        ),
     ],
 )
 def test_malformed_constructs_fail_at_load_time(
