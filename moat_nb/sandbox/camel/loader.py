@@ -431,6 +431,18 @@ class Builder:
                     "write the expression once",
                 )
             inner = YamlMap(m.get("expression"), "expression", self.file)  # type: ignore[arg-type]
+            if "steps" in inner.entries:
+                # The YAML DSL page indents a filter's steps under its expression in one example
+                # ("Output Aware Steps"); Camel reads an expression as one language key, so the
+                # steps belong to the step itself, beside 'expression'.
+                raise load_error(
+                    self.file,
+                    inner.entries["steps"][0],
+                    f"'steps' is inside the expression of {m.construct}",
+                    m.construct,
+                    f"move steps: out one level, beside expression: ({m.construct}: "
+                    "{expression: {simple: ...}, steps: [...]})",
+                )
             if len(inner.entries) != 1:
                 raise load_error(
                     self.file,

@@ -260,6 +260,15 @@ STEP = "- from:\n    uri: direct:a\n    steps:\n{}"
             "option 'headerName' of jsonpath is not supported",
             "on the body",
         ),
+        # The YAML DSL page's "Output Aware Steps" example indents the steps under the
+        # expression; the error said "expression must name one language" (it names one).
+        (
+            "      - filter:\n          expression:\n            simple: '${body}'\n            steps: []\n",
+            7,
+            "filter",
+            "'steps' is inside the expression of filter",
+            "beside expression",
+        ),
     ],
 )
 def test_malformed_constructs_fail_at_load_time(
