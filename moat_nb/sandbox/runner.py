@@ -601,7 +601,23 @@ def load_app_dir(path: str | os.PathLike[str]) -> App:
     from .camel import RouteSet
 
     # Every version is loaded now, so that a bad route file is reported before anything starts.
-    loaded = {v: RouteSet.load(d, beans, endpoints=endpoints, version=v) for v, d in versions.items()}[newest]
+    try:
+        loaded = {v: RouteSet.load(d, beans, endpoints=endpoints, version=v) for v, d in versions.items()}[
+            newest
+        ]
+    except RouteLoadError as err:
+        if module is not None and hasattr(module, "BEANS"):
+            raise
+        if err.construct not in ("bean", "process") or not err.message.startswith("no bean "):
+            raise
+        # BEANS is optional (an app may have no bean steps), so its absence is only an error
+        # once a bean step names one: say so, rather than "registered beans: (none)".
+        err.hint = (
+            f"{beans_file} defines no BEANS dict: add BEANS = {{'name': object}} there"
+            if module is not None
+            else f"{root} has no beans.py: add one with BEANS = {{'name': object}}"
+        ) + ", the ref of each bean step a key"
+        raise
     entry = getattr(module, "ENTRY_ROUTE", None) if module is not None else None
     if entry is None:
         fed = [r for r in loaded.route_ids if not loaded.routes[r].from_uri.startswith(("direct:", "seda:"))]

@@ -149,6 +149,13 @@ def test_load_app_dir_with_version_folders(tmp_path: Path) -> None:
         (BEANS + "ENTRY_ROUTE = 'nope'\n", ROUTES, "ENTRY_ROUTE 'nope' is not a route", None),
         ("BEANS = ['greeter']\n", ROUTES, "BEANS must be a dict", None),
         (BEANS, ROUTES.replace("setBody:", "frobnicate:"), "frobnicate", None),
+        # A beans.py without BEANS: the bean step's error said only "registered beans: (none)".
+        (
+            "class Greeter:\n    def shout(self, body):\n        return body\n",
+            ROUTES,
+            "defines no BEANS dict",
+            16,
+        ),
     ],
 )
 def test_load_app_dir_errors_name_the_file_and_the_problem(
@@ -160,6 +167,13 @@ def test_load_app_dir_errors_name_the_file_and_the_problem(
     assert info.value.file is not None and Path(info.value.file).parent == root
     if line is not None:
         assert info.value.line == line
+
+
+def test_load_app_dir_without_beans_py_says_to_add_one_when_a_bean_step_needs_it(tmp_path: Path) -> None:
+    root = write_app(tmp_path / "no-beans", beans=None)
+    with pytest.raises(RouteLoadError, match="no bean 'greeter' is registered") as info:
+        load_app_dir(root)
+    assert info.value.hint is not None and "has no beans.py: add one with BEANS" in info.value.hint
 
 
 def test_load_app_dir_refuses_a_folder_without_routes(tmp_path: Path) -> None:
