@@ -68,10 +68,12 @@ UNSUPPORTED_TOP_LEVEL = frozenset(
 COMMON_KEYS = frozenset({"id", "description", "disabled", "inheritErrorHandler", "note"})
 #: Keys that hold a step's expression: a language name, or ``expression`` wrapping one.
 EXPRESSION_KEYS = frozenset(LANGUAGES) | {"expression"}
-#: Keys of ``- route:`` (Camel's RouteDefinition); all but ``id``/``from`` are accepted as notes.
+#: Keys of ``- route:`` (Camel's RouteDefinition, as camel-yaml-dsl's RouteDefinitionDeserializer
+#: reads them); all but ``id``/``from`` are accepted as notes.
 ROUTE_KEYS = frozenset(
     "id description group precondition routeConfigurationId autoStartup routePolicy startupOrder "
-    "streamCaching messageHistory logMask trace nodePrefixId inputType outputType from".split()
+    "streamCaching messageHistory logMask trace nodePrefixId inputType outputType from "
+    "shutdownRoute shutdownRunningTask".split()
 )
 #: Options of the ``json`` data format (Camel's JsonDataFormat); only ``prettyPrint`` and
 #: ``contentTypeHeader`` change the output, the others configure Jackson in ways a sandbox body

@@ -68,6 +68,26 @@ def test_short_and_long_forms_give_the_same_routes() -> None:
     assert (ra.output_body, ra.output_headers) == (rb.output_body, rb.output_headers) == ("x!", {})
 
 
+def test_every_route_option_camel_reads_is_accepted() -> None:
+    # camel-yaml-dsl's RouteDefinitionDeserializer reads these keys of - route:; shutdownRoute
+    # and shutdownRunningTask were refused as unknown options of a valid Camel 4 route.
+    text = """
+- route:
+    id: r
+    description: d
+    group: g
+    autoStartup: true
+    startupOrder: 10
+    shutdownRoute: Defer
+    shutdown-running-task: CompleteAllTasks
+    from:
+      uri: direct:a
+      steps:
+        - log: "hi"
+"""
+    assert RouteSet.loads(text).route_ids == ["r"]
+
+
 def test_folder_loads_sorted_files_as_one_set_with_kebab_case_keys() -> None:
     routes = RouteSet.load(SHOP)
     assert [p.name for p in routes.files] == ["10-intake.yaml", "20-billing.yaml"]
