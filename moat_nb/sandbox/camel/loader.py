@@ -254,6 +254,16 @@ class Builder:
         key = camel_case(str(key_node.value))
         if key == "route":
             m = YamlMap(value, "route", self.file)
+            if "steps" in m.entries:
+                # Early Camel 3 YAML DSL took steps beside from; Camel 4's RouteDefinitionDeserializer
+                # refuses them there (UnsupportedFieldException): they go inside from.
+                raise load_error(
+                    self.file,
+                    m.entries["steps"][0],
+                    "a route's steps go inside its from, not beside it",
+                    "route",
+                    form_hint("route"),
+                )
             m.check(ROUTE_KEYS)
             given = m.text("id")
             route_id = self._route_id(given, m.node)

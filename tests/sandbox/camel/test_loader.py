@@ -313,6 +313,13 @@ def test_malformed_constructs_fail_at_load_time(
         ("route: {}\n", 1, "routes", "a route file is a list"),
         ("- onException:\n    steps: []\n", 1, "onException", "not supported"),
         ("- route:\n    id: r\n", 2, "route", "needs 'from'"),
+        # Was "unknown option 'steps' for route", with no word of where steps go.
+        (
+            "- route:\n    id: r\n    from:\n      uri: direct:a\n    steps:\n      - log: hi\n",
+            5,
+            "route",
+            "steps go inside its from",
+        ),
         (
             "- route: {id: r, from: {uri: direct:a}}\n- route: {id: r, from: {uri: direct:b}}\n",
             2,
