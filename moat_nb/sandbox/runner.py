@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import gc
 import importlib.util
+import inspect
 import ipaddress
 import json
 import os
@@ -489,8 +490,7 @@ def _import_beans(path: Path) -> ModuleType:
         spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[name]
-        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
-        line = frames[-1].lineno if frames else getattr(exc, "lineno", None)
+        line = _user_code_line(exc, path) or getattr(exc, "lineno", None)
         raise RouteLoadError(
             f"importing beans.py failed: {type(exc).__name__}: {exc}",
             file=str(path),
@@ -502,6 +502,12 @@ def _import_beans(path: Path) -> ModuleType:
     return module
 
 
+def _user_code_line(exc: BaseException, path: Path) -> int | None:
+    """The line of ``path`` (the app's beans.py) where ``exc`` was raised, if it was there."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
+    return frames[-1].lineno if frames else None
+
+
 def _sample_function(fn: Any, path: Path) -> Callable[[Any, int], Payload]:
     if not callable(fn):
         raise RouteLoadError(
@@ -510,9 +516,33 @@ def _sample_function(fn: Any, path: Path) -> Callable[[Any, int], Payload]:
             construct="sample_payload",
             code="APP_INVALID",
         )
+    # Checked now, so that a function that cannot take (rng, i) is refused before anything
+    # starts, not with a TypeError traceback while the history is being recorded.
+    try:
+        inspect.signature(fn).bind(None, 0)
+    except TypeError as err:
+        raise RouteLoadError(
+            f"sample_payload cannot be called as sample_payload(rng, i): {err}",
+            file=str(path),
+            construct="sample_payload",
+            hint="define def sample_payload(rng, i): ... (a random.Random and the input's index)",
+            code="APP_INVALID",
+        ) from None
+    except ValueError:  # no signature to read (a builtin): let the call tell
+        pass
 
     def sample(rng: Any, i: int) -> Payload:
-        value = fn(rng, i)
+        try:
+            value = fn(rng, i)
+        except Exception as exc:  # the user's code: one line, where it failed, not a traceback
+            raise RouteLoadError(
+                f"sample_payload(rng, {i}) failed: {type(exc).__name__}: {exc}",
+                file=str(path),
+                line=_user_code_line(exc, path),
+                construct="sample_payload",
+                hint="fix it there; each i below the per-environment count must give an input",
+                code="APP_INVALID",
+            ) from exc
         if isinstance(value, Payload):
             return value
         if isinstance(value, str):

@@ -176,6 +176,35 @@ def test_load_app_dir_without_beans_py_says_to_add_one_when_a_bean_step_needs_it
     assert info.value.hint is not None and "has no beans.py: add one with BEANS" in info.value.hint
 
 
+def test_a_sample_payload_that_cannot_take_rng_and_i_is_refused_at_load(tmp_path: Path) -> None:
+    root = write_app(
+        tmp_path / "one-arg", beans=BEANS.replace("def sample_payload(rng, i):", "def sample_payload(rng):")
+    )
+    with pytest.raises(RouteLoadError, match=r"cannot be called as sample_payload\(rng, i\)") as info:
+        load_app_dir(root)
+    assert info.value.construct == "sample_payload" and info.value.code == "APP_INVALID"
+
+
+def test_a_sample_payload_that_raises_is_an_app_error_with_its_line(tmp_path: Path, sandboxes: Any) -> None:
+    # It was a KeyError traceback out of moat-nb sandbox, from inside the history generator.
+    failing = BEANS.replace(
+        "def sample_payload(rng, i):\n",
+        "def sample_payload(rng, i):\n    if i == 1:\n        raise KeyError('no fixture')\n",
+    )
+    root = write_app(tmp_path / "raising", beans=failing)
+    line = failing.splitlines().index("        raise KeyError('no fixture')") + 1
+    app = load_app_dir(root)
+    import random
+
+    with pytest.raises(
+        RouteLoadError, match=r"sample_payload\(rng, 1\) failed: KeyError: 'no fixture'"
+    ) as info:
+        app.sample_payload(random.Random(1), 1)
+    assert (info.value.file, info.value.line) == (str(root / "beans.py"), line)
+    with pytest.raises(RouteLoadError, match="sample_payload"):
+        sandboxes(app=root, data=tmp_path / "data", per_env=2, seed=3)
+
+
 def test_load_app_dir_refuses_a_folder_without_routes(tmp_path: Path) -> None:
     with pytest.raises(RouteLoadError, match="is not a folder"):
         load_app_dir(tmp_path / "missing")
