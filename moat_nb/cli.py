@@ -186,6 +186,9 @@ def _load_beans(path: str | None) -> tuple[dict[str, Any] | None, dict[str, Any]
             code="BEANS_INVALID",
             hint="define ENDPOINTS = {'http://host/path': fn(exchange) -> reply}",
         )
+    from .sandbox.camel.engine import check_simulators
+
+    check_simulators(endpoints, str(file))
     return beans, endpoints
 
 

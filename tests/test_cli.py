@@ -68,6 +68,19 @@ def test_check_notes_unchecked_beans_and_checks_them_with_beans(
     assert capsys.readouterr().out == "OK: 1 route in 1 file: echo (6 processors)\n"
 
 
+def test_a_beans_file_whose_endpoint_simulator_is_not_a_function_is_refused(
+    echo: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # routes run --beans loaded it, then failed the exchange at the endpoint with a Python
+    # "TypeError: 'str' object is not callable".
+    routes, beans = echo
+    beans.write_text(BEANS.replace('"http://svc/api": reply', '"http://svc/api": "static"'))
+    assert main(["routes", "run", str(routes), "--route", "echo", "--beans", str(beans)]) == 1
+    err = capsys.readouterr().err
+    assert f"{beans}: ENDPOINTS['http://svc/api'] is a str, not a function" in err
+    assert "Traceback" not in err
+
+
 def test_the_orders_sample_runs_from_the_command_line_with_its_beans(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

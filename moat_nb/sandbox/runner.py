@@ -604,6 +604,9 @@ def load_app_dir(path: str | os.PathLike[str]) -> App:
                 construct=what,
                 code="APP_INVALID",
             )
+    from .camel.engine import check_simulators
+
+    check_simulators(endpoints, str(beans_file), code="APP_INVALID")
 
     top = [p for p in root.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml")]
     if top:

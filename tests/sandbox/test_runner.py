@@ -149,6 +149,12 @@ def test_load_app_dir_with_version_folders(tmp_path: Path) -> None:
         (BEANS + "ENTRY_ROUTE = 'nope'\n", ROUTES, "ENTRY_ROUTE 'nope' is not a route", None),
         ("BEANS = ['greeter']\n", ROUTES, "BEANS must be a dict", None),
         (BEANS, ROUTES.replace("setBody:", "frobnicate:"), "frobnicate", None),
+        (
+            BEANS.replace('lambda exchange: exchange.body + " (notified)"', '"notified"'),
+            ROUTES,
+            "ENDPOINTS\\['http://partner.example/api/notify'\\] is a str, not a function",
+            None,
+        ),
         # A beans.py without BEANS: the bean step's error said only "registered beans: (none)".
         (
             "class Greeter:\n    def shout(self, body):\n        return body\n",

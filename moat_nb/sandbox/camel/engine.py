@@ -40,6 +40,7 @@ Endpoints
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ...errors import RouteError
+from ...errors import RouteError, RouteLoadError
 from ...model import CAPTURE_MODES, Execution, Payload
 from .conversion import capture_map, to_text
 from .endpoints import (
@@ -64,12 +65,43 @@ from .failure import ExchangeFailure
 from .processors import Processor
 from .trace import Run, header_pairs, stub_index
 
-__all__ = ["DEFAULT_CAPTURE_MAX_BYTES", "EndpointInfo", "Route", "RouteSet", "Run"]
+__all__ = ["DEFAULT_CAPTURE_MAX_BYTES", "EndpointInfo", "Route", "RouteSet", "Run", "check_simulators"]
 
 #: DESIGN.md section 3: bodies above 256 KiB are cut and flagged.
 DEFAULT_CAPTURE_MAX_BYTES = 256 * 1024
 
 Simulator = Callable[[Exchange], Any]
+
+
+def check_simulators(
+    endpoints: Mapping[str, Any] | None, file: str | None = None, code: str | None = None
+) -> None:
+    """Refuse, at load time, an ``ENDPOINTS`` entry that cannot simulate a reply: a URI that is
+    not text, or a value that cannot be called as ``fn(exchange)``. Such an entry used to be
+    found only when an exchange reached the endpoint, failing it with a Python ``TypeError``."""
+    for uri, fn in (endpoints or {}).items():
+        where = f"ENDPOINTS[{uri!r}]"
+        problem = None
+        if not isinstance(uri, str) or not uri_scheme(uri):
+            problem = f"ENDPOINTS key {uri!r} is not an endpoint URI"
+        elif not callable(fn):
+            problem = f"{where} is a {type(fn).__name__}, not a function"
+        else:
+            try:
+                inspect.signature(fn).bind(None)
+            except TypeError as err:
+                problem = f"{where} cannot be called as fn(exchange): {err}"
+            except ValueError:  # no signature to read (a builtin): the call will tell
+                pass
+        if problem is not None:
+            raise RouteLoadError(
+                problem,
+                file=file,
+                construct="ENDPOINTS",
+                hint="map each URI (without its query) to fn(exchange) -> reply, e.g. "
+                "ENDPOINTS = {'http://crm/api': lambda exchange: {'ok': True}}",
+                code=code,
+            )
 
 
 @dataclass(frozen=True)
@@ -150,6 +182,7 @@ class RouteSet:
         self.version = version
         self.beans = beans
         self.files: list[Path] = list(files)
+        check_simulators(endpoints)
         self._endpoints: dict[str, Simulator] = {
             uri_without_query(k): v for k, v in (endpoints or {}).items()
         }

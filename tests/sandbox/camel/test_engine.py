@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moat_nb.errors import RouteError
+from moat_nb.errors import RouteError, RouteLoadError
 from moat_nb.model import Execution, Payload, ProcessorRecord
 from moat_nb.sandbox.camel import EndpointInfo, Exchange, FixedClock, RouteSet, RunContext
 from moat_nb.sandbox.camel.trace import _record
@@ -393,6 +393,26 @@ def test_in_out_pattern_makes_any_endpoint_request_reply() -> None:
     ex = routes.run("route1", Payload(body="q"), context=ctx())
     assert [p.output_body for p in ex.processors] == ["42", "42"]
     assert [e.request_reply for e in routes.endpoints("route1")] == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "message"),
+    [
+        ({"http://crm/api": "static reply"}, "ENDPOINTS['http://crm/api'] is a str, not a function"),
+        ({"http://crm/api": lambda exchange, extra: "x"}, "cannot be called as fn(exchange)"),
+        ({"crm": lambda exchange: "x"}, "is not an endpoint URI"),
+    ],
+)
+def test_an_endpoint_simulator_that_cannot_reply_is_refused_at_load_time(
+    endpoints: dict[str, Any], message: str
+) -> None:
+    # A str simulator used to load, then fail every exchange reaching the endpoint with
+    # "TypeError: 'str' object is not callable" (DESIGN section 8: nothing fails at run time
+    # that could be known at load time).
+    text = "- from:\n    uri: direct:a\n    steps:\n      - to: {uri: 'http://crm/api', pattern: InOut}\n"
+    with pytest.raises(RouteLoadError) as err:
+        RouteSet.loads(text, endpoints=endpoints)
+    assert message in err.value.message and err.value.construct == "ENDPOINTS"
 
 
 # --------------------------------------------------------------------------- properties
