@@ -547,10 +547,23 @@ def _sample_function(fn: Any, path: Path) -> Callable[[Any, int], Payload]:
             return value
         if isinstance(value, str):
             return Payload(body=value)
-        if isinstance(value, Mapping) and set(value) <= {"headers", "body", "properties"}:
-            return Payload.from_wire(value)
-        if isinstance(value, Mapping | list):
-            return Payload(body=json.dumps(value))
+        try:
+            if isinstance(value, Mapping) and set(value) <= {"headers", "body", "properties"}:
+                return Payload.from_wire(value)
+            if isinstance(value, Mapping | list):
+                return Payload(body=json.dumps(value))
+        except (MoatError, TypeError, ValueError) as err:
+            # A headers value that is no map, a body json.dumps cannot write (a datetime): the
+            # error named a wire record's field, or was a TypeError traceback, not the app.
+            raise RouteLoadError(
+                f"sample_payload(rng, {i}) returned an input that is not a payload: "
+                + (err.message if isinstance(err, MoatError) else str(err)),
+                file=str(path),
+                construct="sample_payload",
+                hint="return a str body, a JSON-able dict/list body, or {'headers': {...}, "
+                "'body': '...', 'properties': {...}} with JSON values",
+                code="APP_INVALID",
+            ) from None
         raise RouteLoadError(
             f"sample_payload returned {type(value).__name__}; return a Payload, a "
             "{headers, body, properties} dict, a str body, or a JSON-able dict/list body",

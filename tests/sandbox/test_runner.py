@@ -211,6 +211,23 @@ def test_a_sample_payload_that_raises_is_an_app_error_with_its_line(tmp_path: Pa
         sandboxes(app=root, data=tmp_path / "data", per_env=2, seed=3)
 
 
+@pytest.mark.parametrize(
+    "returned",
+    ["{'headers': 'n=1', 'body': 'x'}", "{'at': __import__('datetime').date(2026, 1, 1)}"],
+)
+def test_a_sample_payload_that_returns_no_payload_names_sample_payload(tmp_path: Path, returned: str) -> None:
+    # Was "[BAD_FIELD] Payload field 'headers' must be a JSON object ... wire records hold JSON"
+    # (no word of beans.py), or a json.dumps TypeError traceback.
+    beans = BEANS.split("def sample_payload")[0] + f"def sample_payload(rng, i):\n    return {returned}\n"
+    app = load_app_dir(write_app(tmp_path / "odd", beans=beans))
+    import random
+
+    with pytest.raises(
+        RouteLoadError, match=r"sample_payload\(rng, 0\) returned an input that is not a payload"
+    ):
+        app.sample_payload(random.Random(1), 0)
+
+
 def test_load_app_dir_refuses_a_folder_without_routes(tmp_path: Path) -> None:
     with pytest.raises(RouteLoadError, match="is not a folder"):
         load_app_dir(tmp_path / "missing")
