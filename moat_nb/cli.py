@@ -14,8 +14,8 @@ Exit codes: 0 success; 1 an error, reported on stderr in one line (never a trace
     line: the routes and their processor counts.
 ``moat-nb routes run FILE... --route ID [--body FILE|-] [--header K=V] [--property K=V]``
     Run one exchange and print its Execution as JSON (``--trace``: a processor table).
-    ``--beans beans.py`` loads a Python file whose ``BEANS`` dict (and optional ``ENDPOINTS``
-    dict of endpoint simulators) the routes use.
+    ``--beans beans.py`` loads a Python file whose ``BEANS`` dict and ``ENDPOINTS`` dict of
+    endpoint simulators (either may be left out, as in an app's beans.py) the routes use.
 ``moat-nb report compliance --source ID [--payload FILE] --expect FILE [--target-environment ENV]``
 ``--reason TEXT --out DIR [--pdf]``
     Run the compliance proof notebook with papermill (DESIGN.md section 9) and write the executed
@@ -173,13 +173,17 @@ def _load_beans(path: str | None) -> tuple[dict[str, Any] | None, dict[str, Any]
             hint="fix the beans file",
         ) from None
     beans = getattr(module, "BEANS", None)
+    endpoints = getattr(module, "ENDPOINTS", None)
+    # BEANS is optional in an app's beans.py (moat-nb sandbox --app reads it as {}), so a file
+    # with only ENDPOINTS is the same file here: its bean steps, if any, are checked against none.
+    if beans is None and endpoints is not None:
+        beans = {}
     if not isinstance(beans, dict):
         raise RouteError(
-            f"{path} has no BEANS dict",
+            f"{path} has no BEANS dict" if beans is None else f"BEANS in {path} is not a dict",
             code="BEANS_INVALID",
-            hint="define BEANS = {'name': callable_or_object, ...}",
+            hint="define BEANS = {'name': callable_or_object, ...} (or ENDPOINTS = {...})",
         )
-    endpoints = getattr(module, "ENDPOINTS", None)
     if endpoints is not None and not isinstance(endpoints, dict):
         raise RouteError(
             f"ENDPOINTS in {path} is not a dict",

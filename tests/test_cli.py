@@ -81,6 +81,26 @@ def test_a_beans_file_whose_endpoint_simulator_is_not_a_function_is_refused(
     assert "Traceback" not in err
 
 
+def test_a_beans_file_with_endpoints_and_no_beans_is_read_as_sandbox_app_reads_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An app's beans.py with only ENDPOINTS works for sandbox --app; --beans refused it
+    # ("has no BEANS dict"), so its simulated replies could not be tried from the command line.
+    routes = tmp_path / "call.yaml"
+    routes.write_text(
+        "- from:\n    uri: direct:a\n    steps:\n      - to: {uri: 'http://svc/api', pattern: InOut}\n"
+    )
+    beans = tmp_path / "endpoints_only.py"
+    beans.write_text('ENDPOINTS = {"http://svc/api": lambda exchange: exchange.body + "!"}\n')
+    args = ["routes", "run", str(routes), "--route", "route1", "--beans", str(beans), "--body", "-"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("hi"))
+    assert main([*args, "--trace"]) == 0
+    assert "output body: hi!" in capsys.readouterr().out
+    beans.write_text("X = 1\n")
+    assert main(["routes", "check", str(routes), "--beans", str(beans)]) == 1
+    assert "has no BEANS dict" in capsys.readouterr().err
+
+
 def test_the_orders_sample_runs_from_the_command_line_with_its_beans(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
