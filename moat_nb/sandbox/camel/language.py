@@ -296,8 +296,13 @@ class JsonPathExpression(Expression):
         return self._find(exchange, self.suppress)
 
     def matches(self, exchange: Exchange) -> bool:
-        # Camel's jsonpath predicate: a missing path is false, not an error.
-        return truthy(self._find(exchange, True))
+        # Camel's JsonPathExpression is an ExpressionAdapter: matches() is
+        # evaluateValuePredicate(evaluate()), and evaluate() throws ExpressionEvaluationException
+        # for a definite path that is not there (Jayway's PathNotFoundException) or a body that
+        # is not JSON, unless suppressExceptions is set; that is what the JSONPath language
+        # page's "Suppress exceptions" example (.when().jsonpath("person.middlename", true))
+        # is for. An indefinite path ($.lines[?(@.qty > 5)]) that finds nothing is [] and false.
+        return truthy(self._find(exchange, self.suppress))
 
 
 class TokenizeExpression(Expression):

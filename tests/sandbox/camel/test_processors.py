@@ -696,6 +696,24 @@ def test_jsonpath_missing_definite_path_fails_unless_suppressed() -> None:
     assert ex.output_body != "big"  # an empty result is false as a predicate
 
 
+def test_a_jsonpath_predicate_on_a_missing_path_fails_unless_suppressed() -> None:
+    # ExpressionAdapter.matches evaluates, and JsonPathExpression.evaluate throws for a missing
+    # definite path: a when on an optional field needs suppressExceptions (the JSONPath page's
+    # "Suppress exceptions" example). The engine read it as false and took the otherwise.
+    choice = (
+        "choice: {{when: [{{jsonpath: {when}, steps: [{{setBody: {{constant: middle}}}}]}}], "
+        "otherwise: {{steps: [{{setBody: {{constant: other}}}}]}}}}"
+    )
+    ex = run(route(choice.format(when="'$.person.middlename'")), '{"person": {"name": "Ann"}}')
+    assert ex.status == "FAILED" and ex.error_type == "org.apache.camel.ExpressionEvaluationException"
+    assert "No results for path: $.person.middlename" in ex.error_message
+    suppressed = "{expression: '$.person.middlename', suppressExceptions: true}"
+    ex = ok(run(route(choice.format(when=suppressed)), '{"person": {"name": "Ann"}}'))
+    assert ex.output_body == "other"
+    ex = ok(run(route(choice.format(when="'$.person.middlename'")), '{"person": {"middlename": "B"}}'))
+    assert ex.output_body == "middle"
+
+
 def test_a_route_that_calls_itself_for_ever_fails_with_a_stack_overflow() -> None:
     text = "- route:\n    id: r\n    from:\n      uri: direct:r\n      steps:\n        - to: direct:r\n"
     ex = run(text, "x")
