@@ -149,7 +149,8 @@ def truthy(value: Any) -> bool:
     """Camel's ``ObjectHelper.evaluateValuePredicate``: how a value reads as a predicate.
 
     Booleans are themselves; the strings ``true``/``false`` (any case) are booleans; an empty
-    string, an empty collection and ``null`` are false; anything else is true.
+    string, an empty collection and ``null`` are false; anything else is true. A Map is no
+    ``java.util.Collection``, so an empty dict (a JSON ``{}``) is true, as any non-null value.
     """
     if value is None:
         return False
@@ -160,7 +161,7 @@ def truthy(value: Any) -> bool:
         if text == "false" or not text:
             return False
         return True
-    if isinstance(value, list | dict | tuple | set):
+    if isinstance(value, list | tuple | set | frozenset):
         return bool(value)
     return True
 

@@ -696,6 +696,27 @@ def test_jsonpath_missing_definite_path_fails_unless_suppressed() -> None:
     assert ex.output_body != "big"  # an empty result is false as a predicate
 
 
+@pytest.mark.parametrize(
+    ("predicate", "body", "matched"),
+    [
+        ("jsonpath: '$.meta'", '{"meta": {}}', True),
+        ("simple: '${body[meta]}'", '{"meta": {}}', True),
+        ("simple: '${body[items]}'", '{"items": []}', False),
+        ("jsonpath: '$.items'", '{"items": []}', False),
+    ],
+)
+def test_an_empty_map_is_true_as_a_predicate_an_empty_list_false(
+    predicate: str, body: str, matched: bool
+) -> None:
+    # ObjectHelper.evaluateValuePredicate: an empty java.util.Collection is false; a Map is no
+    # Collection, so an empty one is true like any non-null value. The engine read {} as false.
+    text = route(
+        "unmarshal: {json: {}}", f"filter: {{{predicate}, steps: [{{setBody: {{constant: matched}}}}]}}"
+    )
+    ex = ok(run(text, body))
+    assert (ex.output_body == "matched") is matched
+
+
 def test_a_jsonpath_predicate_on_a_missing_path_fails_unless_suppressed() -> None:
     # ExpressionAdapter.matches evaluates, and JsonPathExpression.evaluate throws for a missing
     # definite path: a when on an optional field needs suppressExceptions (the JSONPath page's
