@@ -234,6 +234,9 @@ def test_load_app_dir_refuses_a_folder_without_routes(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(RouteLoadError, match="holds no route files"):
         load_app_dir(tmp_path / "empty")
+    # A routes.yaml with nothing in it was an IndexError traceback (no entry route to pick).
+    with pytest.raises(RouteLoadError, match="the file defines no routes"):
+        load_app_dir(write_app(tmp_path / "blank", routes="# to do\n"))
 
 
 def test_sandbox_runs_a_user_app(app_dir: Path, tmp_path: Path, sandboxes: Any, tools: Any) -> None:

@@ -130,7 +130,20 @@ def load_texts(texts: Sequence[tuple[str, str]], beans: Mapping[str, Any] | None
                 construct="steps",
                 hint="write the nested steps out instead of referring back with an alias",
             ) from None
-    return builder.finish()
+    routes = builder.finish()
+    if not routes:
+        # Empty files (or only comments, or []) load nothing: say so here, rather than
+        # "OK: 0 routes" from routes check, an unknown route from routes run, and an IndexError
+        # from sandbox --app looking for its entry route.
+        names = [name for name, _ in texts]
+        listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise RouteLoadError(
+            "the file defines no routes" if len(names) == 1 else f"no routes in {listed}",
+            file=names[0] if len(names) == 1 else None,
+            construct="routes",
+            hint=form_hint("route"),
+        )
+    return routes
 
 
 # --------------------------------------------------------------------------- the builder

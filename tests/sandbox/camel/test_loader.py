@@ -312,6 +312,9 @@ def test_malformed_constructs_fail_at_load_time(
         ),
         ("route: {}\n", 1, "routes", "a route file is a list"),
         ("- onException:\n    steps: []\n", 1, "onException", "not supported"),
+        # Loaded nothing, silently: "OK: 0 routes in 1 file: " from routes check.
+        ("[]\n", None, "routes", "the file defines no routes"),
+        ("# routes come later\n", None, "routes", "the file defines no routes"),
         ("- route:\n    id: r\n", 2, "route", "needs 'from'"),
         # Was "unknown option 'steps' for route", with no word of where steps go.
         (
