@@ -22,7 +22,7 @@ from .processors import Processor
 if TYPE_CHECKING:
     from .trace import Run
 
-__all__ = ["BEAN_PARAMETERS", "Bean", "Process", "bean_binding"]
+__all__ = ["BEAN_PARAMETERS", "Bean", "Process", "bean_binding", "bean_methods", "bean_target"]
 
 BEAN_PARAMETERS: dict[str, Callable[[Exchange], Any]] = {
     "exchange": lambda ex: ex,
@@ -30,6 +30,43 @@ BEAN_PARAMETERS: dict[str, Callable[[Exchange], Any]] = {
     "headers": lambda ex: ex.headers,
     "properties": lambda ex: ex.properties,
 }
+
+
+def bean_methods(bean: Any) -> list[str]:
+    """The bean's public methods (names not starting with ``_``), sorted."""
+    return sorted(a for a in dir(bean) if not a.startswith("_") and callable(getattr(bean, a, None)))
+
+
+def bean_target(bean: Any, method: str | None, step: str = "bean") -> Callable[..., Any] | str:
+    """What a ``bean``/``process`` step calls on ``bean``, or an error text.
+
+    With ``method``, that method. Without one, as Camel's ``BeanInfo`` chooses: a callable (a
+    function, an object with ``__call__``) is called; a ``process`` step calls a Processor's
+    ``process``; an object with exactly one public method gets that method, as a Java bean with
+    one method does. A class is a bean only for its static and class methods (as Camel calls a
+    static method on a class): calling the class itself would make an instance the body, and an
+    instance method would have no ``self`` (Camel instantiates a ``beanType``; this engine does not).
+    """
+    if isinstance(bean, type) and not (
+        method and isinstance(inspect.getattr_static(bean, method, None), staticmethod | classmethod)
+    ):
+        return (
+            f"is the class {bean.__name__}, not an instance: register one, as in "
+            f"BEANS = {{'name': {bean.__name__}()}}"
+        )
+    if method:
+        fn = getattr(bean, method, None)
+        return fn if callable(fn) else f"has no method {method!r}"
+    if callable(bean):
+        return bean
+    if step == "process" and callable(getattr(bean, "process", None)):
+        return bean.process  # type: ignore[no-any-return]
+    methods = bean_methods(bean)
+    if len(methods) == 1:
+        return getattr(bean, methods[0])  # type: ignore[no-any-return]
+    return "is not callable and has " + (
+        "several methods: name one with method:" if methods else "no public method"
+    )
 
 
 def bean_binding(fn: Callable[..., Any]) -> tuple[str, ...] | str:
@@ -107,11 +144,13 @@ class Bean(Processor):
                 "org.apache.camel.NoSuchBeanException",
                 f"No bean could be found in the registry for: {self.ref}",
             )
-        fn = getattr(bean, self.method, None) if self.method else bean
-        if fn is None or not callable(fn):
+        fn = bean_target(bean, self.method, self.processor_type)
+        if isinstance(fn, str):
             raise ExchangeFailure(
                 "org.apache.camel.component.bean.MethodNotFoundException",
-                f"Method with name: {self.method} not found on bean: {self.ref}",
+                f"Method with name: {self.method} not found on bean: {self.ref}"
+                if self.method
+                else f"bean {self.ref} {fn}",
             )
         binding = bean_binding(fn)
         if isinstance(binding, str):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .bean import BEAN_PARAMETERS, Bean, Process, bean_binding
+from .bean import BEAN_PARAMETERS, Bean, Process, bean_binding, bean_methods, bean_target
 from .conversion import SUPPORTED_TYPES, canonical_type, charset_codec
 from .dsl import (
     COMMON_KEYS,
@@ -628,19 +628,16 @@ def parse_bean(b: Builder, name: str, value: Node, route_id: str) -> Processor |
                 name,
                 "registered beans: " + (", ".join(sorted(b.beans)) or "(none)"),
             )
-        target = getattr(bean, method, None) if method else bean
-        if target is None or not callable(target):
-            methods = sorted(
-                a for a in dir(bean) if not a.startswith("_") and callable(getattr(bean, a, None))
-            )
-            what = f"bean {ref!r} has no method {method!r}" if method else (f"bean {ref!r} is not callable")
+        found_target = bean_target(bean, method, name)
+        if isinstance(found_target, str):
             raise load_error(
                 b.file,
                 m.get("method") or m.get("ref"),
-                what,
+                f"bean {ref!r} {found_target}",
                 name,
-                "its methods: " + (", ".join(methods) or "(none)"),
+                "its methods: " + (", ".join(bean_methods(bean)) or "(none)"),
             )
+        target = found_target
         found = bean_binding(target)
         if isinstance(found, str):
             raise load_error(

@@ -557,6 +557,45 @@ def test_bean_exceptions_carry_camel_type_or_python_name_and_are_catchable() -> 
         assert ok(run(text, "x", beans=beans)).output_body == "caught", name
 
 
+class OneMethod:
+    def handle(self, body: Any) -> str:
+        return f"handled {body}"
+
+
+class Processorish:
+    def process(self, exchange: Any) -> None:
+        exchange.headers["seen"] = "yes"
+
+    def describe(self) -> str:
+        return "a Camel Processor in Python"
+
+
+class Namespace:
+    @staticmethod
+    def shout(body: Any) -> str:
+        return str(body).upper()
+
+    def instance_only(self, body: Any) -> str:
+        return str(body)
+
+
+def test_a_bean_without_method_is_called_as_camels_bean_info_chooses() -> None:
+    # BeanInfo: a bean with one public method gets it called when the step names none; the
+    # engine refused it ("bean 'one' is not callable"). A process step calls a Processor's
+    # process(exchange).
+    beans = {"one": OneMethod(), "proc": Processorish(), "ns": Namespace}
+    ex = ok(run(route("bean: {ref: one}"), "x", beans=beans))
+    assert ex.output_body == "handled x"
+    ex = ok(run(route("process: {ref: proc}"), "x", beans=beans))
+    assert ex.output_headers == {"seen": "yes"} and ex.output_body == "x"
+    # A class is a bean for its static methods only: calling it made an instance the body,
+    # and an instance method failed on 'self' with advice to rename the parameter.
+    assert ok(run(route("bean: {ref: ns, method: shout}"), "x", beans=beans)).output_body == "X"
+    for step in ("bean: {ref: ns}", "bean: {ref: ns, method: instance_only}"):
+        with pytest.raises(RouteLoadError, match="is the class Namespace, not an instance"):
+            RouteSet.loads(route(step), beans)
+
+
 def test_bean_without_registry_fails_at_run_time_with_no_such_bean() -> None:
     ex = run(route("bean: {ref: missing}"), "x")  # beans=None: nothing to check at load time
     assert ex.error_type == "org.apache.camel.NoSuchBeanException"
