@@ -27,6 +27,7 @@ what lets every error name its line.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,14 @@ from .steps import STEP_PARSERS, SUPPORTED_STEPS
 
 __all__ = ["SUPPORTED_STEPS", "Builder", "route_files", "load_files", "load_texts"]
 
+
+#: A property placeholder, ``{{key}}`` or ``{{key:default}}``.
+_PLACEHOLDER = re.compile(r"\{\{([^{}]+)\}\}")
+#: Placeholder functions (``{{env:HOME}}``, ``{{sys:user.home}}`` ...): their colon is no default.
+_PLACEHOLDER_FUNCTIONS = frozenset(
+    "env sys service service.host service.port bean ref aws gcp azure hashicorp kubernetes "
+    "configmap secret".split()
+)
 
 # --------------------------------------------------------------------------- files
 
@@ -243,6 +252,7 @@ class Builder:
         for document in documents:
             if is_null(document):
                 continue
+            self._resolve_placeholders(document)
             if not isinstance(document, SequenceNode):
                 raise load_error(
                     file,
@@ -253,6 +263,50 @@ class Builder:
                 )
             for item in document.value:
                 self._top_level(item)
+
+    def _resolve_placeholders(self, document: Node) -> None:
+        """Camel's property placeholders, as its PropertiesComponent resolves them when the route
+        starts (https://camel.apache.org/manual/using-propertyplaceholder.html): the sandbox has
+        no properties, so ``{{key:default}}`` takes its default and any other placeholder fails
+        at load time, as Camel fails to start a route whose property is not found. They were
+        left in the text, so a route ran with ``kafka:{{topic}}`` as its endpoint."""
+        stack: list[tuple[Node, str]] = [(document, "routes")]
+        seen: set[int] = set()
+        unresolved: list[tuple[int, Node, str, str]] = []
+        while stack:
+            node, construct = stack.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if isinstance(node, ScalarNode):
+                if isinstance(node.value, str) and "{{" in node.value:
+                    missing: list[str] = []
+
+                    def resolve(m: re.Match[str], missing: list[str] = missing) -> str:
+                        key, sep, default = m.group(1).strip().partition(":")
+                        if sep and key not in _PLACEHOLDER_FUNCTIONS:
+                            return default
+                        missing.append(m.group(0))
+                        return m.group(0)
+
+                    node.value = _PLACEHOLDER.sub(resolve, node.value)
+                    if missing:
+                        unresolved.append((node_line(node), node, construct, missing[0]))
+            elif isinstance(node, MappingNode):
+                for key_node, value_node in node.value:
+                    key = camel_case(str(key_node.value)) if isinstance(key_node, ScalarNode) else construct
+                    stack.append((value_node, key))
+            elif isinstance(node, SequenceNode):
+                stack.extend((item, construct) for item in node.value)
+        if unresolved:
+            _, node, construct, text = min(unresolved, key=lambda u: u[0])
+            raise load_error(
+                self.file,
+                node,
+                f"property placeholder {text} cannot be resolved: the sandbox has no properties",
+                construct,
+                "write the value itself, or give the placeholder a default: {{key:value}}",
+            )
 
     def _top_level(self, item: Node) -> None:
         if not isinstance(item, MappingNode) or len(item.value) != 1:

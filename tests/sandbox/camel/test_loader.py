@@ -88,6 +88,20 @@ def test_every_route_option_camel_reads_is_accepted() -> None:
     assert RouteSet.loads(text).route_ids == ["r"]
 
 
+def test_a_property_placeholder_with_a_default_takes_it() -> None:
+    # PropertiesComponent: {{key:default}} is the default when no property has the key.
+    text = """
+- from:
+    uri: direct:a
+    steps:
+      - setBody: {simple: "{{greeting:hello}} ${body}"}
+      - to: "kafka:{{topic:orders}}?brokers={{brokers:localhost:9092}}"
+"""
+    ex = RouteSet.loads(text).run("route1", Payload(body="ann"), context=RunContext(rng=random.Random(1)))
+    assert ex.output_body == "hello ann"
+    assert ex.processors[1].endpoint_uri == "kafka:orders?brokers=localhost:9092"
+
+
 def test_folder_loads_sorted_files_as_one_set_with_kebab_case_keys() -> None:
     routes = RouteSet.load(SHOP)
     assert [p.name for p in routes.files] == ["10-intake.yaml", "20-billing.yaml"]
@@ -316,6 +330,21 @@ def test_malformed_constructs_fail_at_load_time(
         ("[]\n", None, "routes", "the file defines no routes"),
         ("# routes come later\n", None, "routes", "the file defines no routes"),
         ("- route:\n    id: r\n", 2, "route", "needs 'from'"),
+        # Camel resolves {{...}} when the route starts and fails on a missing property; the
+        # engine ran with 'kafka:{{topic}}' as the endpoint.
+        (
+            "- from:\n    uri: direct:a\n    steps:\n      - to: 'kafka:{{topic}}'\n",
+            4,
+            "to",
+            "property placeholder {{topic}} cannot be resolved",
+        ),
+        (
+            "- from:\n    uri: direct:a\n    steps:\n"
+            "      - setHeader: {name: h, constant: '{{env:HOME}}'}\n",
+            4,
+            "constant",
+            "property placeholder {{env:HOME}} cannot be resolved",
+        ),
         # Was "unknown option 'steps' for route", with no word of where steps go.
         (
             "- route:\n    id: r\n    from:\n      uri: direct:a\n    steps:\n      - log: hi\n",
