@@ -202,11 +202,14 @@ def _captured(execution: Execution) -> bool:
 
 
 def _triple_in(p: ProcessorRecord) -> tuple[str | None, Mapping[str, Any] | None, Mapping[str, Any] | None]:
-    return (p.input_body, p.input_headers, p.input_properties)
+    # A body cut at capture (``bodyTruncated``: its input, its output or both) is not compared:
+    # a cut JSON text no longer parses, so an unmarshal that only re-spaced a large document
+    # was credited with changing "body:line 1", as diff() (which skips such bodies) never did.
+    return (None if p.body_truncated else p.input_body, p.input_headers, p.input_properties)
 
 
 def _triple_out(p: ProcessorRecord) -> tuple[str | None, Mapping[str, Any] | None, Mapping[str, Any] | None]:
-    return (p.output_body, p.output_headers, p.properties)
+    return (None if p.body_truncated else p.output_body, p.output_headers, p.properties)
 
 
 class Lineage:
@@ -338,21 +341,21 @@ class Lineage:
         )
         if _captured(e):
             for p in _completion_order(e.processors or ()):
-                add(
-                    p.seq,
-                    p.processor_id,
-                    p.route_id,
-                    p.iteration,
-                    self._lookup(
-                        parsed,
-                        p.output_body,
-                        p.output_headers,
-                        p.properties,
-                        p.status,
-                        p.error_type,
-                        p.error_message,
-                    ),
+                found = self._lookup(
+                    parsed,
+                    p.output_body,
+                    p.output_headers,
+                    p.properties,
+                    p.status,
+                    p.error_type,
+                    p.error_message,
                 )
+                if parsed.field == "body" and p.body_truncated and self._cut(p.output_body, parsed):
+                    # The captured body was cut: its value there is unknown, not absent (a cut
+                    # JSON text does not parse, and the field read as removed by whatever
+                    # processor first saw a large body).
+                    continue
+                add(p.seq, p.processor_id, p.route_id, p.iteration, found)
         else:
             add(
                 None,
@@ -370,6 +373,14 @@ class Lineage:
                 ),
             )
         return FieldHistory(path, tuple(entries))
+
+    def _cut(self, body: str | None, parsed: ParsedPath) -> bool:
+        """Whether the output ``body`` of a ``bodyTruncated`` record may be the cut one. The flag
+        covers input and output; an output that still parses as JSON is whole (a cut JSON text
+        does not parse), so a JSON path can be read in it; any other text may be cut."""
+        if body is None:
+            return False
+        return not parsed.json or self._json.parse(body) is JsonCache.NOT_JSON
 
     def _lookup(
         self,
@@ -506,6 +517,12 @@ def lineage(execution: Execution) -> Lineage:
         return Lineage(e, tuple(rows), tuple(limitations))
 
     procs = e.processors or ()
+    truncated = sum(1 for p in procs if p.body_truncated)
+    if truncated:
+        limitations.append(
+            f"bodies were truncated at capture (captureMaxBytes) at {truncated} processors: body "
+            "changes there are not attributed, and a body path's history skips them"
+        )
     if any(p.input_properties is None for p in procs):
         limitations.append(
             "some processors carry no properties from before they ran: property changes are "

@@ -332,6 +332,39 @@ def test_lineage_of_a_real_orders_execution() -> None:
     assert any(edge["kind"] == "child" and edge["source"] == 10 for edge in graph.edges)  # to1 -> sub-route
 
 
+def test_a_body_cut_at_capture_is_not_read_as_changed_or_removed() -> None:
+    # Support walk: with bodies over captureMaxBytes, lineage credited parse-order (an
+    # unmarshal that only re-spaces the JSON) with changing "body:line 1", and field_history
+    # said set-processed-at (a setHeader) removed body:$.customerId: the cut texts no longer
+    # parse. diff() skips such bodies; lineage now does too, and says so.
+    lines = [("SKU-100", 1, 19.99), ("SKU-103", 2, 24.5), ("SKU-105", 3, 12.99)]
+    whole, cut = orders_run(lines), orders_run(lines, capture_max_bytes=120)
+    assert any(p.body_truncated for p in cut.processors or ()) and not any(
+        p.body_truncated for p in whole.processors or ()
+    )
+    result = lineage(cut)
+    assert result.by("parse-order") == () == lineage(whole).by("parse-order")
+    assert any("truncated at capture" in text for text in result.limitations)
+    history = result.field_history("body:$.customerId")
+    assert history.entries[0].value == "C-1005"
+
+    # Where the output body was cut its value is unknown: no entry says the field went away
+    # there (an output that still parses is whole: the flag also covers a cut input).
+    def parses(text: str | None) -> bool:
+        try:
+            json.loads(text or "")
+        except ValueError:
+            return False
+        return True
+
+    cut_seqs = {p.seq for p in cut.processors or () if p.body_truncated and not parses(p.output_body)}
+    assert cut_seqs and not any(e.seq in cut_seqs for e in history.entries)
+    assert all(e.processor_id != "set-processed-at" for e in history.changes())
+    # Headers and properties are still attributed where the body was cut.
+    who = {(r.processor_id, r.path) for r in result.rows}
+    assert ("set-processed-at", "headers:processedAt") in who and ("stash-order", "properties:order") in who
+
+
 def test_lineage_of_a_failed_orders_execution_marks_the_failing_node() -> None:
     e = orders_run([("SKU-100", -1, 19.99)])
     assert e.status == "FAILED"
