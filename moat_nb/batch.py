@@ -107,7 +107,7 @@ from .diff import DiffResult, diff, noise_rules_from
 from .errors import BatchStopped, MoatError, NotFound, PermissionDenied, ReplayFailed, ValidationError
 from .frames import Backend, to_frame
 from .model import Execution
-from .noise import IgnoreSpec, NoiseRule, ParsedPath, as_rules, parse_path
+from .noise import KINDS, IgnoreSpec, NoiseRule, ParsedPath, as_rules, parse_path
 from .payload import canonical_json, is_redacted, is_secret_name
 
 __all__ = [
@@ -846,12 +846,17 @@ def _storable(rule: NoiseRule) -> bool:
 
 def _stored_rules(rules: Any) -> bool:
     # A calibration record as add_calibration writes it; anything else is calibrated again.
+    # "kinds" is newer: a file written before it has none (its rules covered every kind).
     return isinstance(rules, list) and all(
         isinstance(r, dict)
-        and set(r) == {"path", "processor", "reason"}
+        and set(r) in ({"path", "processor", "reason"}, {"path", "processor", "reason", "kinds"})
         and isinstance(r["path"], str)
         and isinstance(r["processor"], str | None)
         and isinstance(r["reason"], str)
+        and (
+            r.get("kinds") is None
+            or (isinstance(r["kinds"], list) and r["kinds"] and all(k in KINDS for k in r["kinds"]))
+        )
         for r in rules
     )
 
@@ -958,7 +963,15 @@ class _ResultsFile:
     def add_calibration(self, where: str, rules: Sequence[NoiseRule]) -> None:
         """The calibrated noise rules of ``where`` (routeId@environment), so that a resumed run
         diffs against the same rules and replays nothing to calibrate again."""
-        plain = [{"path": r.path, "processor": r.processor, "reason": r.reason} for r in rules]
+        plain = [
+            {
+                "path": r.path,
+                "processor": r.processor,
+                "reason": r.reason,
+                "kinds": None if r.kinds is None else list(r.kinds),
+            }
+            for r in rules
+        ]
         self._append({"type": "calibration", "kind": self.kind, "key": where, "rules": plain})
 
     def close(self) -> None:

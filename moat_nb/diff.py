@@ -1012,7 +1012,7 @@ def noise_rules_from(first: Execution, second: Execution) -> list[NoiseRule]:
     list that changed (``body:$`` of a map keyed by a per-run id): a rule covers every path
     under its own, so unscoped it would hide every difference under that path at every
     processor."""
-    rules: dict[tuple[str, str | None], NoiseRule] = {}
+    seen: dict[tuple[str, str | None], set[str]] = {}
     reason = f"calibration: differs between two unmodified runs ({first.exchange_id}, {second.exchange_id})"
     for x in diff(first, second):
         if x.noise:
@@ -1025,10 +1025,20 @@ def noise_rules_from(first: Execution, second: Execution) -> list[NoiseRule]:
             or isinstance(x.replay, dict | list)
         )
         processor = escape_glob(f"{x.processor.route_id}/{x.processor.processor_id}") if scoped else None
-        key = (x.path, processor)
-        if key not in rules:
-            rules[key] = NoiseRule(path=escape_glob(x.path), processor=processor, reason=reason)
-    return list(rules.values())
+        seen.setdefault((x.path, processor), set()).add(x.kind)
+    # A value seen to change is noise where it changes again, not where it is there on one side
+    # only: the error:message a per-run reference made noisy would otherwise hide, as noise,
+    # the message going away in a replay that fixed the failure. A thing seen to come and go
+    # between two runs is noise whatever its difference.
+    return [
+        NoiseRule(
+            path=escape_glob(path),
+            processor=processor,
+            reason=reason,
+            kinds=None if kinds & {"added", "removed"} else ("changed", "type_changed"),
+        )
+        for (path, processor), kinds in seen.items()
+    ]
 
 
 class _Run(Protocol):

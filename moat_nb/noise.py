@@ -76,6 +76,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_RULES",
     "FIELDS",
+    "KINDS",
     "IdContext",
     "IgnoreSpec",
     "NoiseRule",
@@ -92,6 +93,9 @@ __all__ = [
 
 #: The fields a difference can be in (the part of a path before ``:``).
 FIELDS = ("status", "error", "route", "body", "headers", "properties")
+
+#: The kinds of difference a diff row can be (``DiffRow.kind``).
+KINDS = ("changed", "type_changed", "added", "removed")
 
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 
@@ -369,6 +373,9 @@ class NoiseRule:
     ``processor``: a glob over ``"<routeId>/<processorId>"`` (``"order-intake/log*"``).
     ``value``: a regex both present values must match in full (the JSON text of a non-string).
     ``predicate``: any further test ``(row, ids) -> bool``. ``reason``: shown with the row.
+    ``kinds``: the kinds of difference it covers (``changed``, ``type_changed``, ``added``,
+    ``removed``); None covers all. Calibration sets it: a value seen to *change* between two
+    runs is noise when it changes again, not when it appears or goes away.
     """
 
     path: str | re.Pattern[str] | None = None
@@ -376,6 +383,7 @@ class NoiseRule:
     value: str | re.Pattern[str] | None = None
     reason: str = ""
     predicate: Callable[[DiffRow, IdContext], bool] | None = field(default=None, compare=False)
+    kinds: tuple[str, ...] | None = None
     _path_re: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
     _proc_re: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
     _value_re: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
@@ -383,6 +391,16 @@ class NoiseRule:
     _path_text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.kinds is not None:
+            kinds = (self.kinds,) if isinstance(self.kinds, str) else tuple(self.kinds)
+            unknown = [k for k in kinds if k not in KINDS]
+            if unknown or not kinds:
+                raise ValidationError(
+                    f"a noise rule's kinds must be some of {', '.join(KINDS)}, not {list(kinds)!r}",
+                    code="BAD_IGNORE",
+                    hint='e.g. NoiseRule(path="headers:processedAt", kinds=("changed",)); None: every kind',
+                )
+            object.__setattr__(self, "kinds", kinds)  # a list from a results file: hashable
         if self.path is not None:
             if isinstance(self.path, re.Pattern):
                 object.__setattr__(self, "_path_re", self.path)
@@ -410,6 +428,8 @@ class NoiseRule:
         return "ignore " + " ".join(parts) if parts else "ignore"
 
     def matches(self, row: DiffRow, ids: IdContext = IdContext()) -> bool:
+        if self.kinds is not None and row.kind not in self.kinds:
+            return False
         if self._path_re is not None:
             if self._path_search:
                 if self._path_re.search(row.path) is None:

@@ -1039,6 +1039,36 @@ def test_a_malformed_calibration_record_is_calibrated_again(tmp_path: Path) -> N
     assert loaded.calibrations == {"r@staging": [good]} and not loaded.rows and not loaded.started
 
 
+def test_calibrated_rules_keep_their_kinds_through_the_results_file(tmp_path: Path) -> None:
+    # Calibration rules say which kinds of difference they cover (a value seen to change is
+    # not noise where it goes away); a resumed batch must diff with the same rules, not with
+    # rules that lost their kinds and hide a failure going away again.
+    from moat_nb.noise import NoiseRule
+
+    rules = [
+        NoiseRule(
+            path="error:message",
+            processor="r/lookup",
+            reason="calibration",
+            kinds=("changed", "type_changed"),
+        ),
+        NoiseRule(path="headers:processedAt", reason="calibration"),
+    ]
+    path = tmp_path / "runs.jsonl"
+    written = batch._ResultsFile(path, "sweep")
+    written.open()
+    written.add_calibration("r@staging", rules)
+    written.close()
+    loaded = batch._ResultsFile(path, "sweep").calibrations["r@staging"]
+    assert [NoiseRule(**r) for r in loaded] == rules
+    # A record with kinds that are no diff kinds is calibrated again, as any malformed one.
+    bad = {"path": "headers:x", "processor": None, "reason": "c", "kinds": ["sometimes"]}
+    path.write_text(
+        json.dumps({"type": "calibration", "kind": "sweep", "key": "b@staging", "rules": [bad]}) + "\n"
+    )
+    assert batch._ResultsFile(path, "sweep").calibrations == {}
+
+
 def test_concurrency_is_bounded(sandbox: Any, admin: Platform, prod: pd.DataFrame) -> None:
     reason = "batch test: bound"
 

@@ -773,6 +773,46 @@ def test_calibration_rule_for_a_whole_object_is_tied_to_its_processor() -> None:
     assert all(x.noise for x in result if x.processor.processor_id == "reserve")
 
 
+def test_calibrated_noise_does_not_hide_a_failure_going_away() -> None:
+    """Support walk: an error message that carries a per-run reference differs between two
+    unmodified runs of a failing exchange, so calibration made it noise at the failing
+    processor and at ``(end)``; the replay with the fix then had its error:message "removed"
+    rows flagged noise too, as if the message had merely changed. A value seen to change is
+    noise where it changes again, not where it appears or goes away."""
+
+    def run(ref: str | None) -> Execution:
+        steps = [Step("parse"), Step("lookup", fails=None if ref is None else "UnknownCustomer")]
+        e = trace(steps, {"customerId": "C-9"})
+        if ref is None:
+            return e
+        tag = f" (ref {ref})"
+        procs = tuple(
+            replace(p, error_message=p.error_message + tag) if p.error_message else p
+            for p in e.processors or ()
+        )
+        return replace(e, error_message=(e.error_message or "") + tag, processors=procs)
+
+    rules = noise_rules_from(run("r-1"), run("r-2"))
+    assert diff(run("r-1"), run("r-3"), ignore=rules).same  # the reproduction: same failure
+    fixed = diff(run("r-1"), run(None), ignore=rules)
+    gone = [(x.processor.processor_id, x.path, x.noise) for x in fixed if x.field == "error"]
+    assert gone == [
+        ("lookup", "error:type", False),
+        ("lookup", "error:message", False),
+        (END, "error:type", False),
+        (END, "error:message", False),
+    ]
+    assert "error:message" in fixed.summary().splitlines()[1]  # "the result differs in ..."
+    assert {(r.path, r.processor, r.kinds) for r in rules} == {
+        ("error:message", "orders/lookup", ("changed", "type_changed")),
+        ("error:message", f"orders/{END}", ("changed", "type_changed")),
+    }
+    # Something seen to come and go between two unmodified runs stays noise whatever it does.
+    flaky = noise_rules_from(run("r-1"), run(None))
+    assert diff(run("r-1"), run(None), ignore=flaky).same
+    assert {r.kinds for r in flaky if r.path.startswith("error:")} == {None}
+
+
 # --------------------------------------------------------------------------- properties
 
 json_leaf = st.one_of(
