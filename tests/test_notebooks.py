@@ -141,6 +141,35 @@ def test_reproduce_bug_with_no_payload_fix_replays_the_failure_once(tmp_path: Pa
     assert not any("corrected payload" in r for r in reasons), reasons
 
 
+def _notebook_function(name: str, function: str) -> Any:
+    """A function a shipped notebook defines, run as the notebook runs it (its cell's imports)."""
+    import ast
+
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        tree = ast.parse(cell.source)
+        defs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function]
+        if defs:
+            namespace: dict[str, Any] = {}
+            exec("import copy\nimport json", namespace)
+            exec(compile(ast.Module(body=defs, type_ignores=[]), name, "exec"), namespace)
+            return namespace[function]
+    raise AssertionError(f"{name} defines no {function}()")
+
+
+def test_reproduce_bug_names_the_quantity_it_corrected() -> None:
+    # Support walk: a zero quantity (also "not positive") was reported as "quantity -1
+    # corrected to 1": the note negated the corrected value instead of naming the original.
+    fix_order = _notebook_function("reproduce_bug.ipynb", "fix_order")
+    order = {"lines": [{"sku": "A", "qty": 0, "unitPrice": 1.0}, {"sku": "B", "qty": -4, "unitPrice": 2.0}]}
+    fixed, notes = fix_order(order)
+    assert [line["qty"] for line in fixed["lines"]] == [1, 4]
+    assert notes == ["line 1: quantity 0 corrected to 1", "line 2: quantity -4 corrected to 4"]
+    assert order["lines"][0]["qty"] == 0  # the recorded order is left as it was
+
+
 def _expected_verdicts(sandbox: Any, rows: list[dict[str, Any]]) -> dict[str, str]:
     """The oracle: route versions 1 and 2 run in-process on each recorded input (no server, no
     agent, no replay path); the replay must be SAME exactly when both give the same result."""
