@@ -606,8 +606,15 @@ def diff(
     start = ProcessorRef(original.route_id, START, 0, None, None)
     start_changes: list[Change] = []
     if original.input_headers is None or replay.input_headers is None:
-        side = "original" if original.input_headers is None else "replay"
-        limitations.append(f"the {side} has no detail (start payload): fetch it with Platform.execution(id)")
+        # Both named when both lack it: diff(hit, hit) of two search hits named the original only.
+        side = (
+            "the original and the replay have"
+            if original.input_headers is None and replay.input_headers is None
+            else "the original has"
+            if original.input_headers is None
+            else "the replay has"
+        )
+        limitations.append(f"{side} no detail (start payload): fetch it with Platform.execution(id)")
     else:
         start_changes = payload_changes(
             (original.input_body, original.input_headers, original.input_properties or {}),
@@ -621,10 +628,22 @@ def diff(
     procs_a, procs_b = original.processors or (), replay.processors or ()
     aligned: list[tuple[ProcessorRef, ProcessorRecord | None, ProcessorRecord | None]] = []
     if not procs_a or not procs_b:
-        if procs_a or procs_b:
-            side = "original" if not procs_a else "replay"
+
+        def lacks(e: Execution, procs: Sequence[ProcessorRecord]) -> bool:
+            # A search hit (processors None) or a detail that lost the records it counted. With
+            # neither side's records, diff(hit, hit) said "no differences" and nothing more
+            # about the route it had not compared.
+            return not procs and (e.processors is None or (e.processor_count or 0) > 0)
+
+        missing = [
+            side
+            for side, e, procs in (("original", original, procs_a), ("replay", replay, procs_b))
+            if (procs_a or procs_b) and not procs or lacks(e, procs)
+        ]
+        if missing:
+            who = "the original and the replay have" if len(missing) == 2 else f"the {missing[0]} has"
             limitations.append(
-                f"the {side} has no processor records (captured in ROUTE mode, or a search hit):"
+                f"{who} no processor records (captured in ROUTE mode, or a search hit):"
                 " the route taken and each processor's output could not be compared, only the"
                 " route's entry and exit"
             )

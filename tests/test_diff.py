@@ -547,6 +547,29 @@ def test_route_captured_original_without_processor_records() -> None:
     assert "could not compare: the original has no processor records" in result.summary()
 
 
+def test_two_search_hits_say_that_neither_side_was_compared() -> None:
+    # Support walk: diff(hit, hit) of two search hits (p.executions(...) rows as Executions)
+    # said "no differences" with one note, "the original has no detail": the replay had none
+    # either, and that the route taken was not compared at all went unsaid.
+    def hit(e: Execution) -> Execution:
+        return replace(
+            e, processors=None, input_body=None, input_headers=None, input_properties=None,
+            output_body=None, output_headers=None, output_properties=None,
+            processor_count=len(e.processors or ()),
+        )  # fmt: skip
+
+    a, b = (hit(trace(pricing(f), ORDER)) for f in (truncate, round_half_up))
+    summary = diff(a, b).summary()
+    assert "could not compare: the original and the replay have no detail" in summary
+    assert "could not compare: the original and the replay have no processor records" in summary
+    one = diff(a, trace(pricing(round_half_up), ORDER)).summary()
+    assert "could not compare: the original has no processor records" in one
+    assert "could not compare: the original has no detail" in one
+    # A route that ran no processor on either side has nothing missing to report.
+    empty = [replace(trace([], ORDER), processors=(), processor_count=0) for _ in range(2)]
+    assert not any("processor records" in t for t in diff(*empty).limitations)
+
+
 def test_route_captured_original_with_records_compares_the_path_and_the_result() -> None:
     a = trace(pricing(truncate), ORDER, capture="ROUTE")
     b = trace(pricing(round_half_up), ORDER)
