@@ -59,6 +59,15 @@ def _assert_plots_offline(html: str, at_least: int) -> None:
     assert not re.findall(r"<script[^>]+src=\"https?://", html), "the page loads a script from the network"
 
 
+def _figure_titles(nb: nbformat.NotebookNode) -> list[str]:
+    return [
+        o["data"]["application/vnd.plotly.v1+json"]["layout"]["title"]["text"]
+        for c in nb.cells
+        for o in c.get("outputs", ())
+        if "application/vnd.plotly.v1+json" in o.get("data", {})
+    ]
+
+
 def _stream(nb: nbformat.NotebookNode) -> str:
     return "".join(
         o.get("text", "") for c in nb.cells for o in c.get("outputs", ()) if o.get("output_type") == "stream"
@@ -137,6 +146,11 @@ def test_reproduce_bug_with_no_payload_fix_replays_the_failure_once(tmp_path: Pa
     outcomes = {row["run"]: row for row in report.notebook_tables(nb)["outcomes"]}
     assert set(outcomes) == {"reproduction", "no fix (the reproduction)"}
     assert "nothing to replay" in _stream(nb)
+    # Support walk: it went on to print "with the fix: FAILED; result <the order>" and drew the
+    # reproduction under "The original and the replay with the fix", with no fix anywhere.
+    assert "with the fix" not in _stream(nb)
+    assert not any("with the fix" in title for title in _figure_titles(nb)), _figure_titles(nb)
+    assert "No payload fix: the original and its reproduction" in _figure_titles(nb)
     assert sum(r.startswith("reproduce") for r in reasons) == 1, reasons
     assert not any("corrected payload" in r for r in reasons), reasons
 
