@@ -317,7 +317,10 @@ class Lineage:
     def field_history(self, path: str) -> FieldHistory:
         """The value of ``path`` (diff path syntax) at the route's entry and after every processor,
         in the order processors finished (a ``choice`` after the branch it ran), so that a change
-        shows at the processor that made it.
+        shows at the processor that made it: one whose output differs from its own input there
+        (a container only when what it ran did not already make that change), so that a step
+        inside a ``split``, whose exchange is a part of the body, is not marked as having
+        removed what the ``split`` took away.
 
         Raises :class:`~moat_nb.errors.ValidationError` for a path that does not parse."""
         parsed = parse_path(path)
@@ -325,10 +328,16 @@ class Lineage:
         entries: list[FieldValue] = []
         previous: tuple[bool, str] | None = None
 
-        def add(seq: int | None, pid: str, rid: str, it: int, found: tuple[bool, Any]) -> None:
+        def key_of(found: tuple[bool, Any]) -> tuple[bool, str]:
+            return (found[0], _canon(found[1]) if found[0] else "")
+
+        def add(
+            seq: int | None, pid: str, rid: str, it: int, found: tuple[bool, Any], changed: bool | None = None
+        ) -> None:
             nonlocal previous
-            key = (found[0], _canon(found[1]) if found[0] else "")
-            changed = previous is not None and key != previous
+            key = key_of(found)
+            if changed is None:  # no input to compare with: against the entry before it
+                changed = previous is not None and key != previous
             previous = key
             entries.append(FieldValue(seq, pid, rid, it, found[0], found[1] if found[0] else None, changed))
 
@@ -340,7 +349,12 @@ class Lineage:
             self._lookup(parsed, e.input_body, e.input_headers, e.input_properties, e.status, None, None),
         )
         if _captured(e):
-            for p in _completion_order(e.processors or ()):
+            procs = e.processors or ()
+            known = {p.seq for p in procs}
+            # Values that processors ran inside each container produced as a change: a container
+            # whose output is one of them only passes that change on.
+            made_below: dict[int, set[tuple[bool, str]]] = {}
+            for p in _completion_order(procs):
                 found = self._lookup(
                     parsed,
                     p.output_body,
@@ -355,7 +369,18 @@ class Lineage:
                     # JSON text does not parse, and the field read as removed by whatever
                     # processor first saw a large body).
                     continue
-                add(p.seq, p.processor_id, p.route_id, p.iteration, found)
+                key = key_of(found)
+                before = self._before(parsed, p)
+                changed = None if before is None else key_of(before) != key
+                below = made_below.pop(p.seq, set())
+                if changed and key in below:
+                    changed = False
+                add(p.seq, p.processor_id, p.route_id, p.iteration, found, changed)
+                if p.parent_seq in known:
+                    made = made_below.setdefault(p.parent_seq, set())
+                    made |= below
+                    if entries[-1].changed:
+                        made.add(key)
         else:
             add(
                 None,
@@ -373,6 +398,19 @@ class Lineage:
                 ),
             )
         return FieldHistory(path, tuple(entries))
+
+    def _before(self, parsed: ParsedPath, p: ProcessorRecord) -> tuple[bool, Any] | None:
+        """The value of ``parsed`` in the input of ``p``, or None where the record cannot tell
+        (status and errors have no input side; a part not captured, or a body that may be cut)."""
+        if parsed.field not in ("body", "headers", "properties"):
+            return None
+        if parsed.field == "headers" and p.input_headers is None:
+            return None
+        if parsed.field == "properties" and p.input_properties is None:
+            return None
+        if parsed.field == "body" and p.body_truncated and self._cut(p.input_body, parsed):
+            return None
+        return self._lookup(parsed, p.input_body, p.input_headers, p.input_properties, None, None, None)
 
     def _cut(self, body: str | None, parsed: ParsedPath) -> bool:
         """Whether the output ``body`` of a ``bodyTruncated`` record may be the cut one. The flag

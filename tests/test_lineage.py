@@ -365,6 +365,26 @@ def test_a_body_cut_at_capture_is_not_read_as_changed_or_removed() -> None:
     assert ("set-processed-at", "headers:processedAt") in who and ("stash-order", "properties:order") in who
 
 
+def test_field_history_marks_the_split_not_the_step_inside_it() -> None:
+    # Support walk: field_history("body:$.customerId") said reserve-stock (inside the split,
+    # whose exchange is one order line) removed the customer id, while the lineage rows say the
+    # split replaced the body; plots.field_lineage drew the change at reserve-stock. A change
+    # now shows where a processor's output differs from its own input (a container only when
+    # what it ran did not already make it), as the lineage rows have it.
+    result = lineage(orders_run([("SKU-100", 1, 19.99), ("SKU-103", 2, 24.5)]))
+    changes = result.field_history("body:$.customerId").changes()
+    assert [(c.processor_id, c.present) for c in changes] == [
+        ("reserve-lines", False),
+        ("merge-reservations", True),
+        ("build-response", False),
+    ]
+    assert {r.processor_id for r in result.who_changed("body:$")} >= {"reserve-lines", "merge-reservations"}
+    # A branch's change stays with the step that made it, not its when and choice.
+    assert [c.processor_id for c in result.field_history("properties:tierDiscountPct").changes()] == [
+        "silver-discount"
+    ]
+
+
 def test_lineage_of_a_failed_orders_execution_marks_the_failing_node() -> None:
     e = orders_run([("SKU-100", -1, 19.99)])
     assert e.status == "FAILED"
