@@ -15,7 +15,7 @@ from .batch import (
     sweep,
 )
 from .client import AsyncPlatform, AuditBundle, Platform, connect
-from .diff import DiffResult, calibrate_noise, diff
+from .diff import DiffResult, acalibrate_noise, calibrate_noise, diff
 from .errors import MoatError
 from .frames import executions_frame, processors_frame
 from .history import AsyncHistory, History
@@ -51,6 +51,7 @@ __all__ = [
     "Chunk",
     "DiffResult",
     "NoiseRule",
+    "acalibrate_noise",
     "calibrate_noise",
     "diff",
     "lineage",

@@ -93,6 +93,7 @@ __all__ = [
     "DiffResult",
     "DiffRow",
     "ProcessorRef",
+    "acalibrate_noise",
     "calibrate_noise",
     "diff",
     "json_changes",
@@ -1068,6 +1069,26 @@ class _Replayer(Protocol):
     def replay(self, source: Any, *, reason: str, **kwargs: Any) -> _Run: ...
 
 
+class _AsyncReplayer(Protocol):
+    async def replay(self, source: Any, *, reason: str, **kwargs: Any) -> Any: ...
+
+
+def _sync_run(started: Any) -> _Run:
+    """What ``platform.replay`` returned, when it is a run to wait for. An AsyncPlatform's
+    replay is a coroutine: calibrate_noise(AsyncPlatform) failed with "'coroutine' object has
+    no attribute 'wait'" (and left a never-awaited warning); say what to call instead."""
+    # A coroutine, not any awaitable: a ReplayRun is awaitable too (``await run`` in async
+    # code) and is exactly what a Platform gives.
+    if inspect.iscoroutine(started):
+        started.close()  # never awaited: nothing was requested, and no warning is left behind
+        raise ValidationError(
+            "calibrate_noise() takes a Platform; with an AsyncPlatform its replays are coroutines",
+            code="BAD_PLATFORM",
+            hint="in async code: rules = await moat_nb.acalibrate_noise(platform, source)",
+        )
+    return started
+
+
 def calibrate_noise(
     platform: _Replayer,
     source: Any,
@@ -1078,7 +1099,25 @@ def calibrate_noise(
     """Replay ``source`` twice without modification and return the rules for what differed
     between the two runs (:func:`noise_rules_from`): the timestamps and random ids the route makes
     itself. Pass them to :func:`diff` as ``ignore=``. ``replay_options`` go to
-    ``platform.replay`` (e.g. ``target_environment``). Runs two real replays: both are audited."""
-    first = platform.replay(source, reason=reason, **replay_options).wait()
-    second = platform.replay(source, reason=reason, **replay_options).wait()
+    ``platform.replay`` (e.g. ``target_environment``). Runs two real replays: both are audited.
+    With an :class:`~moat_nb.client.AsyncPlatform`, ``await`` :func:`acalibrate_noise`."""
+    first = _sync_run(platform.replay(source, reason=reason, **replay_options)).wait()
+    second = _sync_run(platform.replay(source, reason=reason, **replay_options)).wait()
     return noise_rules_from(first, second)
+
+
+async def acalibrate_noise(
+    platform: _AsyncReplayer,
+    source: Any,
+    *,
+    reason: str = "noise calibration: replay the unmodified exchange twice",
+    **replay_options: Any,
+) -> list[NoiseRule]:
+    """:func:`calibrate_noise` for an :class:`~moat_nb.client.AsyncPlatform` (``AsyncPlatform``
+    mirrors ``Platform`` with ``await``): ``rules = await acalibrate_noise(platform, source)``.
+    The two replays run one after the other, as in :func:`calibrate_noise`."""
+    runs = []
+    for _ in range(2):
+        run = await platform.replay(source, reason=reason, **replay_options)
+        runs.append(await run)  # ReplayRun: ``await run`` is its wait()
+    return noise_rules_from(runs[0], runs[1])

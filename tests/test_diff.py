@@ -15,8 +15,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import moat_nb
 from bench.bench_diff import deepdiff_blind_spots, deepdiff_findings, diff_findings, whole_document
-from moat_nb.diff import COLUMNS, END, START, DiffResult, calibrate_noise, diff, noise_rules_from
+from moat_nb.diff import (
+    COLUMNS,
+    END,
+    START,
+    DiffResult,
+    acalibrate_noise,
+    calibrate_noise,
+    diff,
+    noise_rules_from,
+)
 from moat_nb.errors import ValidationError
 from moat_nb.model import Execution, Payload, ProcessorRecord
 from moat_nb.noise import NoiseRule, format_segments
@@ -726,6 +736,58 @@ def test_calibrate_noise_replays_twice_and_returns_rules_for_what_differed() -> 
     # a real change still shows
     changed = replace(replay, status="FAILED")
     assert not diff(original, changed, ignore=rules).same
+
+
+class FakeAsyncRun:
+    """An AsyncPlatform's ReplayRun as calibration uses it: ``await run`` is its wait()."""
+
+    def __init__(self, execution: Execution) -> None:
+        self.execution = execution
+
+    def __await__(self) -> Any:
+        async def done() -> Execution:
+            return self.execution
+
+        return done().__await__()
+
+
+class FakeAsyncPlatform(FakePlatform):
+    """Stands in for moat_nb.client.AsyncPlatform: ``await p.replay(...)`` gives a run."""
+
+    async def replay(self, source: Any, **kwargs: Any) -> FakeAsyncRun:  # type: ignore[override]
+        self.calls.append((source, kwargs))
+        return FakeAsyncRun(self.runs.pop(0))
+
+
+def test_calibration_with_an_async_platform() -> None:
+    # Support walk: calibrate_noise(AsyncPlatform, ...) died with "AttributeError: 'coroutine'
+    # object has no attribute 'wait'" and a never-awaited warning, although AsyncPlatform
+    # mirrors Platform. It now says what to call, and acalibrate_noise is that call.
+    import asyncio
+    import warnings
+
+    platform = FakeAsyncPlatform([stamped(1), stamped(2)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "coroutine ... was never awaited" left behind
+        with pytest.raises(ValidationError) as err:
+            calibrate_noise(platform, "ID-source")
+    assert err.value.code == "BAD_PLATFORM" and "acalibrate_noise" in (err.value.hint or "")
+    assert len(platform.runs) == 2  # nothing was consumed
+    rules = asyncio.run(acalibrate_noise(platform, "ID-source", target_environment="dev"))
+    assert {r.path for r in rules} == {"headers:processedAt", "body:$.trackingId", "headers:note"}
+    assert [c[1]["target_environment"] for c in platform.calls[-2:]] == ["dev", "dev"]
+    assert moat_nb.acalibrate_noise is acalibrate_noise
+
+    # A Platform's ReplayRun is awaitable too (``await run``): it is still a run to wait for.
+    class AwaitableRun(FakeRun):
+        def __await__(self) -> Any:
+            return FakeAsyncRun(self.execution).__await__()
+
+    class SyncPlatform(FakePlatform):
+        def replay(self, source: Any, **kwargs: Any) -> AwaitableRun:
+            return AwaitableRun(super().replay(source, **kwargs).execution)
+
+    assert calibrate_noise(SyncPlatform([stamped(1), stamped(2)]), "ID-source") == rules
 
 
 def test_calibration_rules_for_text_lines_are_tied_to_their_processor() -> None:

@@ -29,6 +29,7 @@ PUBLIC = {
     "Chunk",
     "DiffResult",
     "NoiseRule",
+    "acalibrate_noise",
     "calibrate_noise",
     "diff",
     "lineage",
