@@ -173,6 +173,16 @@ def _notebook_function(name: str, function: str) -> Any:
     raise AssertionError(f"{name} defines no {function}()")
 
 
+def test_reproduce_bug_says_where_it_looked_for_failures() -> None:
+    # Support walk: "Every failed exchange in the recorded history" headed a list of staging and
+    # dev only (the default environments); prod's failures were not in it.
+    nb = nbformat.read(NOTEBOOKS / "reproduce_bug.ipynb", as_version=4)
+    prose = next(
+        c.source for c in nb.cells if c.cell_type == "markdown" and "## 1. Find the failures" in c.source
+    )
+    assert "recorded history" not in prose and "`environments`" in prose
+
+
 def test_reproduce_bug_names_the_quantity_it_corrected() -> None:
     # Support walk: a zero quantity (also "not positive") was reported as "quantity -1
     # corrected to 1": the note negated the corrected value instead of naming the original.
