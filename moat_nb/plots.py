@@ -642,7 +642,15 @@ def _bar_hover(
 
 def _subtitle(original: Execution, replay: Execution | None, result: DiffResult | None) -> str:
     if replay is None or result is None:
-        count = len(original.processors or ())
+        if original.processors is None:
+            # A search hit carries no processor records: "0 processors" said the exchange ran
+            # none, with an empty chart under it.
+            ran = "" if original.processor_count is None else f"{original.processor_count} processors ran, "
+            return (
+                f"{_who(original)}: {original.status}, {ran}no processor records in a search hit: "
+                "fetch the detail with Platform.execution(id)"
+            )
+        count = len(original.processors)
         return f"{_who(original)}: {original.status}, {count} processors"
     first = result.first_divergence
     where = "no divergence" if first is None else f"first divergence at {_ref_name(first)}"

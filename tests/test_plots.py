@@ -272,6 +272,18 @@ def test_timeline_outlines_failed_processors_in_red() -> None:
     assert len(bars(fig, "replay")) > len(bars(fig, "original"))
 
 
+def test_timeline_of_a_search_hit_does_not_say_it_ran_no_processors() -> None:
+    # Support walk: plots.timeline(hit) of a p.executions(...) row titled the failed exchange
+    # "FAILED, 0 processors" over an empty chart, though it ran 11: the hit has no records.
+    from dataclasses import replace
+
+    hit = replace(V1, processors=None, processor_count=len(V1.processors or ()))
+    subtitle = plots.timeline(hit).layout.title.subtitle.text
+    assert ", 0 processors" not in subtitle
+    assert f"{len(V1.processors or ())} processors ran" in subtitle and "Platform.execution(id)" in subtitle
+    assert f"{len(V1.processors or ())} processors" in plots.timeline(V1).layout.title.subtitle.text
+
+
 def test_timeline_of_one_execution_colours_by_status() -> None:
     fig = plots.timeline(FAILED)
     drawn = bars(fig, "original")
