@@ -175,6 +175,23 @@ def test_rule_value_and_processor_parts() -> None:
     assert "value" in NoiseRule(value="x").label
 
 
+def test_rule_kinds_limit_the_kinds_of_difference_it_covers() -> None:
+    # What calibration uses so that a value seen to change is not noise where it goes away.
+    rule = NoiseRule(path="error:message", kinds=("changed", "type_changed"))
+    assert rule.matches(row("error:message", "boom r-1", "boom r-2"))
+    assert not rule.matches(row("error:message", "boom r-1", None, kind="removed"))
+    assert not rule.matches(row("error:message", None, "boom r-2", kind="added"))
+    assert NoiseRule(path="error:message", kinds="removed").kinds == ("removed",)
+    assert NoiseRule(path="error:message", kinds=["changed"]) == NoiseRule(
+        path="error:message", kinds=("changed",)
+    )
+    assert NoiseRule(path="error:message").matches(row("error:message", "boom", None, kind="removed"))
+    for bad in ((), ("sometimes",)):
+        with pytest.raises(ValidationError) as err:
+            NoiseRule(path="error:message", kinds=bad)
+        assert err.value.code == "BAD_IGNORE"
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     st.sampled_from(["headers", "properties", "body"]),
