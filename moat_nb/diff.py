@@ -12,7 +12,9 @@ Alignment
     alignments are broken the same way whichever side is passed first, so ``diff(b, a)`` is
     the mirror of ``diff(a, b)`` (added <-> removed) — exactly, except inside a JSON list of
     scalars, where DeepDiff's own matching depends on the order of its arguments and is kept
-    as it is, for the sake of the same findings as DeepDiff.
+    as it is, for the sake of the same findings as DeepDiff, and in the number of a changed
+    text line, which is the original's (``body:line N``, :mod:`moat_nb.noise`): after lines
+    added above it, the same pair of lines is line 2 one way and line 3 the other.
 
 Comparison, per aligned processor (and for the execution's entry and exit)
     status, error type and message, the route taken (a processor on one side only), the output
