@@ -43,8 +43,9 @@ Verdicts (column ``verdict``)
 Noise
     With ``calibrate=True`` (default) the batch replays one unmodified exchange twice on the
     target environment, once per route (the first ``COMPLETED`` source of that route, in input
-    order), and turns what differed between the two runs into ignore rules
-    (:func:`moat_nb.diff.noise_rules_from`): the timestamps and random ids a route makes itself.
+    order, that the user may replay; another, up to 3, when the platform refuses it), and turns
+    what differed between the two runs into ignore rules (:func:`moat_nb.diff.noise_rules_from`):
+    the timestamps and random ids a route makes itself.
     Calibration replays are not rows; a calibration that cannot run leaves the route without
     calibrated rules (``BatchResult.calibration`` says why) and the rows run anyway.
 
@@ -1261,34 +1262,65 @@ class _Batch:
         async with lock:
             if where in self._rules:
                 return self._rules[where]
-            pick = next(
-                (
-                    j.source
-                    for j in self.jobs
-                    if j.source.route_id == source.route_id
-                    and j.source.status == "COMPLETED"
-                    and (self.target or j.source.environment) == (self.target or source.environment)
-                ),
-                source,
-            )
             rules: list[NoiseRule] = []
-            try:
-                runs = []
-                for _ in range(2):
-                    run = await ap.replay(
-                        pick.exchange_id,
-                        reason=f"{self.reason} (noise calibration)",
-                        target_environment=self.target,
-                    )
-                    runs.append(await self._execution(run))
-                rules = noise_rules_from(runs[0], runs[1])
-                self.calibration[where] = [str(r.path) for r in rules]
-                if self.file is not None and all(_storable(r) for r in rules):
-                    self.file.add_calibration(where, rules)
-            except MoatError as exc:
-                self.calibration[where] = f"calibrating on {pick.exchange_id} failed: {exc}"
+            for pick in self._calibration_picks(ap, job):
+                try:
+                    runs = []
+                    for _ in range(2):
+                        run = await ap.replay(
+                            pick.exchange_id,
+                            reason=f"{self.reason} (noise calibration)",
+                            target_environment=self.target,
+                        )
+                        runs.append(await self._execution(run))
+                    rules = noise_rules_from(runs[0], runs[1])
+                    self.calibration[where] = [str(r.path) for r in rules]
+                    if self.file is not None and all(_storable(r) for r in rules):
+                        self.file.add_calibration(where, rules)
+                    break
+                except (PermissionDenied, NotFound) as exc:
+                    # That exchange may not be replayed by this user (or is gone): another row
+                    # of the route may be. Without calibration every row of the route that
+                    # differs only by timestamps comes out CHANGED.
+                    self.calibration[where] = f"calibrating on {pick.exchange_id} failed: {exc}"
+                except MoatError as exc:
+                    self.calibration[where] = f"calibrating on {pick.exchange_id} failed: {exc}"
+                    break
             self._rules[where] = rules
             return rules
+
+    def _calibration_picks(self, ap: Any, job: _Job) -> list[_Source]:
+        """The exchanges to calibrate ``job``'s route on, best first (at most 3 tried): the
+        ``COMPLETED`` sources of that route and target in input order, those the user may
+        replay before those they may not. A regression of prod and staging rows by an operator
+        calibrated on the first prod row, was refused, and left every staging row without
+        noise rules, hence CHANGED where it was the SAME (found by the release walk)."""
+        source = job.source
+        same_route = [
+            j
+            for j in self.jobs
+            if j.error is None
+            and j.source.route_id == source.route_id
+            and j.source.status == "COMPLETED"
+            and (self.target or j.source.environment) == (self.target or source.environment)
+        ]
+        ranked = sorted(same_route, key=lambda j: self._may_run(ap, j) is False)  # stable: input order kept
+        picks: list[_Source] = []
+        for candidate in [*(j.source for j in ranked), source]:
+            if all(candidate.exchange_id != p.exchange_id for p in picks):
+                picks.append(candidate)
+        return picks[:3]
+
+    def _may_run(self, ap: Any, job: _Job) -> bool | None:
+        """Whether the logged-in user's permissions cover an unmodified replay of ``job``'s
+        source (section 6); None when that cannot be told here (a token login, an unknown
+        environment): the platform decides."""
+        user = getattr(ap.session, "user", None) or {}
+        permissions = set(user.get("permissions") or ())
+        environment = job.source.environment or (job.source.full.environment if job.source.full else None)
+        if not permissions or environment is None:
+            return None
+        return set(replay_permissions(environment, self.target, False)) <= permissions
 
     # ---------------------------------------------------------------- rows
 

@@ -1291,6 +1291,26 @@ def test_a_batch_with_one_row_that_may_run_runs_and_the_others_are_refused_by_th
     assert verdicts["prod"] == "ERROR" and verdicts["staging"] != "ERROR", result.rows
 
 
+def test_noise_is_calibrated_on_a_row_the_user_may_replay(sandbox: Any) -> None:
+    # An operator's regression of prod rows (refused: replay:prod) and staging rows onto staging:
+    # calibration took the route's first COMPLETED row, a prod one, was refused, and the staging
+    # rows, replayed on the version that recorded them, came out CHANGED by timestamps alone.
+    operator = connect(sandbox.url, username="operator", password="operator")
+    try:
+        prod = operator.executions(environment="prod", status="COMPLETED", is_replay=False, limit=2)
+        staging = operator.executions(environment="staging", status="COMPLETED", is_replay=False, limit=2)
+        sources = pd.concat([prod.to_pandas(), staging.to_pandas()], ignore_index=True)
+        result = regression(
+            operator, sources, "staging", reason="batch test: calibrate what may run", progress=False
+        )
+    finally:
+        operator.close()
+    rules = result.calibration["order-intake@staging"]
+    assert isinstance(rules, list) and "headers:processedAt" in rules, rules
+    verdicts = [(r["source_environment"], r["verdict"]) for r in result.rows]
+    assert verdicts == [("prod", "ERROR")] * 2 + [("staging", "SAME")] * 2, verdicts
+
+
 def test_a_variant_that_does_not_fit_the_original_fails_before_any_replay(
     admin: Platform, staging_source: Execution
 ) -> None:
