@@ -280,6 +280,13 @@ def test_regression_replay_stops_in_words_where_nothing_can_be_replayed(
     assert text.startswith("LookupError: no completed exchange recorded in 'qa'") and "prod" in text, text
 
 
+def test_regression_replay_refuses_a_limit_of_nothing_in_words(client_sandbox: Any, tmp_path: Path) -> None:
+    # limit=0 asked for no exchange, found none, and stopped with "no completed exchange recorded
+    # in 'prod'", which is not true: prod has history.
+    text = _failure("regression_replay.ipynb", client_sandbox, "prod-operator", tmp_path, {"limit": 0})
+    assert text.startswith("ValueError: limit=0: give the number of exchanges to replay"), text
+
+
 def test_an_exchange_id_that_does_not_fit_is_named_in_words(client_sandbox: Any, tmp_path: Path) -> None:
     # A mistyped id said "no completed order in staging: start the sandbox with more history" and
     # "no failed exchange ... about 5 % of recorded exchanges fail"; a completed exchange given to
