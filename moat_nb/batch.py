@@ -1448,6 +1448,7 @@ class _Batch:
             if self._bar is None:
                 self.make_bar()
             await self._prepare(ap, pending)
+            await self._complete_outputs(ap)
             queue = iter(pending)
             workers = self._workers
 
@@ -1485,6 +1486,43 @@ class _Batch:
             if cancelled:  # Ctrl-C while a stop (or the end) waited: as any other cancel
                 raise BatchCancelled(self.result())
         return self.result()
+
+    async def _complete_outputs(self, ap: Any) -> None:
+        """Rows taken from the results file that lack an output this call asks for (``outputs=``
+        added or renamed on resume): read it from the row's replay execution, and append the
+        completed row to the file so that the next resume has it. Without this the column was
+        NaN for every such row, as if its replay had no value (found by the release walk)."""
+        if not self.outputs:
+            return
+        wanted = dict(self.outputs)
+        stale = [
+            row
+            for row in self.done.values()
+            if row.get("result_execution_id") and not set(wanted) <= set(row.get("outputs") or {})
+        ]
+        slots = asyncio.Semaphore(self.concurrency)
+        unread: list[str] = []
+
+        async def fill(row: dict[str, Any]) -> None:
+            missing = {k: v for k, v in wanted.items() if k not in (row.get("outputs") or {})}
+            try:
+                async with slots:
+                    execution = await ap.execution(row["result_execution_id"])
+                values = _outputs(execution, missing)
+            except Exception as exc:  # one row's output must not stop the batch: it stays missing
+                unread.append(f"{row['source_exchange_id']}: {exc}")
+                return
+            row["outputs"] = {**(row.get("outputs") or {}), **values}
+            if self.file is not None:
+                self.file.add_row(row)
+
+        await asyncio.gather(*(fill(row) for row in stale))
+        if unread:
+            warnings.warn(
+                f"{len(unread)} rows from the results file lack outputs asked for now, and they could "
+                f"not be read from their replays (the first: {unread[0]}); they are missing in the frame",
+                stacklevel=2,
+            )
 
     async def _settle_requests(self) -> bool:
         """Wait for the ``POST /replays`` still on their way, so that each accepted replay's id

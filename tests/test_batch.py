@@ -1026,6 +1026,26 @@ def test_resume_reuses_the_noise_calibration_in_the_results_file(
     assert plain.complete and not plain.calibration
 
 
+def test_an_output_asked_for_on_resume_is_read_for_the_rows_already_run(
+    admin: Platform, prod: pd.DataFrame, engine: Any, tmp_path: Path
+) -> None:
+    # The rows came back from the results file without the output the resumed call asks for:
+    # the "total" column was NaN for every row, though each replay had a total.
+    path, reason = tmp_path / "runs.jsonl", "batch test: output on resume"
+    sources = prod[prod.status == "COMPLETED"].head(3)
+    regression(admin, sources, "staging", reason=reason, results=path, progress=False)
+    asked = {"total": "body:$.total"}
+    resumed = regression(
+        admin, sources, "staging", reason=reason, results=path, progress=False, outputs=asked
+    )
+    assert resumed.loaded == 3 and len(_replays(admin, reason)) == 3  # nothing replayed again
+    expected = [_total(engine("v2", admin.execution(e).start_payload)) for e in sources.execution_id]
+    assert resumed.to_pandas()["total"].tolist() == pytest.approx(expected)
+    # Written back: the next resume reads them from the file.
+    again = batch._ResultsFile(path, "regression")
+    assert sorted(r["outputs"]["total"] for r in again.rows.values()) == pytest.approx(sorted(expected))
+
+
 def test_a_malformed_calibration_record_is_calibrated_again(tmp_path: Path) -> None:
     path = tmp_path / "runs.jsonl"
     good = {"path": "headers:processedAt", "processor": None, "reason": "calibration"}
