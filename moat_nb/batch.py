@@ -1777,6 +1777,10 @@ def _sweep_batch(
         for path, value in item.items():
             _input_path(path)
             _plain(value, path)  # NaN, a date ...: refused here, before a key or a replay
+    # The variants as the plain values the replays send: a numpy scalar kept as it was keyed
+    # the row over its str() (np.int64(5) and 5 were two rows, and a resume missed one) and
+    # showed as text in the frame's input column and in ``inputs``.
+    items = [{path: _plain(value, path) for path, value in item.items()} for item in items]
     batch = _Batch("sweep", platform, **kw)
     src = _source_of(source)
     keys = _unique_keys(row_key("sweep", src.exchange_id, batch.target, dict(v)) for v in items)

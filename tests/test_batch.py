@@ -846,6 +846,27 @@ def test_a_sweep_over_long_ids_from_an_array_runs_and_resumes(
     assert again.loaded == 2 and len(again) == 2  # both keyed, both found: nothing run twice
 
 
+def test_numpy_values_in_listed_variants_are_the_numbers_they_hold(
+    admin: Platform, staging_source: Execution, tmp_path: Path
+) -> None:
+    # [{"qty": q} for q in np.arange(1, 3)]: the replays got the ints, but the frame's input
+    # column and ``inputs`` said the strings "1" and "2", and the rows were keyed over those
+    # strings, so the same sweep written with Python ints did not resume them: it ran again.
+    path = tmp_path / "numpy.jsonl"
+    kw: dict[str, Any] = dict(
+        reason="batch test: numpy variants", results=path, progress=False, calibrate=False
+    )
+    result = sweep(admin, staging_source, [{"body.lines[0].qty": q} for q in np.arange(1, 3)], **kw)
+    frame = result.to_pandas()
+    assert str(frame["body.lines[0].qty"].dtype) == "Int64" and frame["body.lines[0].qty"].tolist() == [1, 2]
+    assert [json.loads(text) for text in frame["inputs"]] == [
+        {"body.lines[0].qty": 1},
+        {"body.lines[0].qty": 2},
+    ]
+    again = sweep(admin, staging_source, [{"body.lines[0].qty": 1}, {"body.lines[0].qty": 2}], **kw)
+    assert again.loaded == 2 and len(_replays(admin, "batch test: numpy variants")) == 2
+
+
 @pytest.mark.filterwarnings("ignore:variants edit the headers")
 def test_list_sweep_failed_and_refused_variants(admin: Platform, staging_source: Execution) -> None:
     variants = [
