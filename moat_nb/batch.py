@@ -572,9 +572,19 @@ def _outputs(execution: Execution | None, outputs: Mapping[str, Output] | None) 
         found = {k: v for k, v in body.items() if v is None or isinstance(v, bool | int | float | str)}
         return {(f"out.{k}" if k in _NAMES else k): v for k, v in list(found.items())[:12]}
     return {
-        name: (spec(execution) if callable(spec) else _get_path(execution, spec))
+        name: _native(spec(execution) if callable(spec) else _get_path(execution, spec))
         for name, spec in outputs.items()
     }
+
+
+def _native(value: Any) -> Any:
+    """A function output's numpy scalar (``np.int64``, ``np.bool_``: what a computation with
+    numpy or pandas returns) as the Python value it holds. Kept as it was, it was neither an
+    int nor a bool to the frame's column typing, so the column became JSON text of its str()
+    (``'"5"'``, ``'"True"'``), and the results file held it as a string."""
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        return value.tolist()
+    return value
 
 
 # --------------------------------------------------------------------------- results

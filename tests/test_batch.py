@@ -1067,6 +1067,27 @@ def test_an_output_asked_for_on_resume_is_read_for_the_rows_already_run(
     assert sorted(r["outputs"]["total"] for r in again.rows.values()) == pytest.approx(sorted(expected))
 
 
+def test_numpy_scalars_from_output_functions_keep_their_type(
+    admin: Platform, prod: pd.DataFrame, tmp_path: Path
+) -> None:
+    # An output function computed with numpy gives np.int64 / np.bool_: the columns were JSON
+    # text of their str() ('"52"', '"True"') and the results file held strings.
+    outputs = {
+        "processors": lambda e: np.int64(len(e.processors or ())),
+        "completed": lambda e: np.bool_(e.status == "COMPLETED"),
+    }
+    path = tmp_path / "runs.jsonl"
+    kw: dict[str, Any] = dict(
+        reason="batch test: numpy outputs", calibrate=False, progress=False, outputs=outputs, results=path
+    )
+    sources = prod[prod.status == "COMPLETED"].head(2)
+    for result in (regression(admin, sources, "staging", **kw), regression(admin, sources, "staging", **kw)):
+        frame = result.to_pandas()
+        assert str(frame["processors"].dtype) == "Int64" and (frame["processors"] > 0).all()
+        assert str(frame["completed"].dtype) == "boolean" and frame["completed"].tolist() == [True, True]
+    assert result.loaded == 2  # the second read them back from the file
+
+
 def test_a_malformed_calibration_record_is_calibrated_again(tmp_path: Path) -> None:
     path = tmp_path / "runs.jsonl"
     good = {"path": "headers:processedAt", "processor": None, "reason": "calibration"}
