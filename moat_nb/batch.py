@@ -698,15 +698,24 @@ class BatchResult:
         return f"<pre>{html.escape(self.summary())}</pre>" + frame._repr_html_()
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _extra_column(values: list[Any]) -> pa.Array:
     plain = [v for v in values if v is not None]
     if not plain:  # no row has a value (they all failed): NaN, which arithmetic takes, not NA text
         return pa.array(values, pa.float64())
     if all(isinstance(v, bool) for v in plain):
         return pa.array(values, pa.bool_())
-    if plain and all(isinstance(v, int) and not isinstance(v, bool) for v in plain):
+    # An int beyond 64 bits (an unsigned 64-bit id; JSON and the platform take it) fits neither
+    # int64 (OverflowError: the whole frame failed, and the result's display with it) nor a
+    # float exactly: such a column is JSON text, which keeps every digit.
+    wide = any(
+        isinstance(v, int) and not isinstance(v, bool) and not _INT64_MIN <= v <= _INT64_MAX for v in plain
+    )
+    if not wide and all(isinstance(v, int) and not isinstance(v, bool) for v in plain):
         return pa.array(values, pa.int64())
-    if plain and all(isinstance(v, int | float) and not isinstance(v, bool) for v in plain):
+    if not wide and all(isinstance(v, int | float) and not isinstance(v, bool) for v in plain):
         return pa.array([None if v is None else float(v) for v in values], pa.float64())
     if all(isinstance(v, str) for v in plain):
         return pa.array(values, pa.string())

@@ -867,6 +867,20 @@ def test_numpy_values_in_listed_variants_are_the_numbers_they_hold(
     assert again.loaded == 2 and len(_replays(admin, "batch test: numpy variants")) == 2
 
 
+def test_an_int_beyond_64_bits_is_a_frame_column_of_its_digits(
+    admin: Platform, staging_source: Execution
+) -> None:
+    # The platform replays a variant with 2**64 (a JSON number), but to_pandas() / to_polars()
+    # (and the result's display in a notebook) failed with "OverflowError: Python int too large
+    # to convert to C long".
+    kw: dict[str, Any] = dict(reason="batch test: wide ints", progress=False, calibrate=False)
+    result = sweep(admin, staging_source, {"body.customerRef": [2**64, 7]}, **kw)
+    assert result.verdicts["ERROR"] == 0
+    assert result.to_pandas()["body.customerRef"].tolist() == [str(2**64), "7"]
+    assert result.to_polars()["body.customerRef"].to_list() == [str(2**64), "7"]
+    assert "18446744073709551616" in result._repr_html_()
+
+
 @pytest.mark.filterwarnings("ignore:variants edit the headers")
 def test_list_sweep_failed_and_refused_variants(admin: Platform, staging_source: Execution) -> None:
     variants = [
