@@ -193,6 +193,12 @@ def search_filters(filters: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     for key, value in filters.items():
         if value is None:
             continue
+        if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+            # A value read from a frame (df.is_replay.iloc[0] is a numpy bool, an Int64 cell a
+            # numpy int): the Python value it holds. A numpy bool reached the request as it was
+            # and failed there with "TypeError: Object of type bool is not JSON serializable";
+            # a numpy int of milliseconds was "not a duration".
+            value = value.tolist()
         if key in _CONVENIENCE:
             target = "timeFrom" if key == "since" else "timeTo"
             other = "time_from" if key == "since" else "time_to"
@@ -218,6 +224,13 @@ def search_filters(filters: Mapping[str, Any], now: datetime) -> dict[str, Any]:
             value = instant(key, value, now)
         elif name in ("durationMin", "durationMax"):
             value = _milliseconds(key, value)
+        elif name == "isReplay" and not isinstance(value, bool | str):
+            # pandas' missing value (pd.NA) failed in the request's JSON encoder, a bare TypeError.
+            raise ValidationError(
+                f"{key}={value!r} is not True or False",
+                code="VALIDATION",
+                hint=f"pass {key}=True (replays only), False (recorded exchanges only) or None (both)",
+            )
         elif name == "sort":
             field_name, _, direction = str(value).partition(":")
             head, *rest = field_name.strip().split("_")

@@ -289,6 +289,24 @@ def test_each_filter_selects_what_it_says(op_platform: Platform, everything: pd.
     assert len(op_platform.executions(route_id="no-such-route").to_pandas()) == 0
 
 
+def test_filter_values_read_from_a_frame_are_taken_as_the_values_they_hold(
+    op_platform: Platform, everything: pd.DataFrame
+) -> None:
+    import numpy as np
+
+    # A frame's cells are numpy scalars: is_replay=row["is_replay"] failed in the request with
+    # "TypeError: Object of type bool is not JSON serializable", and an Int64 cell as a
+    # duration in milliseconds was "not a duration".
+    row = everything.iloc[0]
+    assert isinstance(row["is_replay"], np.bool_)
+    got = op_platform.executions(is_replay=row["is_replay"], duration_min=np.int64(0)).to_pandas()
+    assert ids(got) == ids(everything)
+    # pandas' missing value is refused in words, not by the JSON encoder.
+    with pytest.raises(ValidationError, match="is_replay=<NA> is not True or False") as caught:
+        op_platform.executions(is_replay=pd.NA).to_pandas()
+    assert caught.value.code == "VALIDATION" and caught.value.hint
+
+
 def test_text_offset_and_sort(op_platform: Platform, everything: pd.DataFrame) -> None:
     one = op_platform.execution(everything.execution_id.iloc[3])
     order_id = json.loads(one.input_body or "{}")["orderId"]
