@@ -85,11 +85,13 @@ Interrupting and resuming
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import hashlib
 import itertools
 import json
 import math
+import operator
 import os
 import threading
 import time
@@ -1120,6 +1122,11 @@ class _Batch:
             raise ValidationError(
                 "a batch needs a reason", code="VALIDATION", hint="pass reason='why you replay them'"
             )
+        if not isinstance(concurrency, bool):
+            # A whole number of another type (np.int64(4), counted with numpy) is that number:
+            # it was refused as "concurrency must be an integer >= 1, not 4".
+            with contextlib.suppress(TypeError):
+                concurrency = operator.index(concurrency)
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise ValidationError(
                 f"concurrency must be an integer >= 1, not {concurrency!r}",

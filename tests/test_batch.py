@@ -1102,6 +1102,16 @@ def test_numpy_scalars_from_output_functions_keep_their_type(
     assert result.loaded == 2  # the second read them back from the file
 
 
+def test_a_numpy_concurrency_is_the_number_it_holds(admin: Platform, prod: pd.DataFrame) -> None:
+    # concurrency=np.int64(2) was refused: "concurrency must be an integer >= 1, not 2".
+    sources = prod.exchange_id.head(2)
+    result = regression(
+        admin, sources, "staging", reason="batch test: numpy concurrency", concurrency=np.int64(2),
+        calibrate=False, progress=False,
+    )  # fmt: skip
+    assert len(result) == 2 and result.verdicts["ERROR"] == 0
+
+
 def test_a_malformed_calibration_record_is_calibrated_again(tmp_path: Path) -> None:
     path = tmp_path / "runs.jsonl"
     good = {"path": "headers:processedAt", "processor": None, "reason": "calibration"}
