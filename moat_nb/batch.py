@@ -42,8 +42,8 @@ Verdicts (column ``verdict``)
 
 Noise
     With ``calibrate=True`` (default) the batch replays one unmodified exchange twice on the
-    target environment, once per route (the first ``COMPLETED`` source of that route, in input
-    order, that the user may replay; another, up to 3, when the platform refuses it), and turns
+    target environment, once per route (the first source of that route the user may replay,
+    ``COMPLETED`` ones first, in input order; another, up to 3, when the platform refuses it), and turns
     what differed between the two runs into ignore rules (:func:`moat_nb.diff.noise_rules_from`):
     the timestamps and random ids a route makes itself.
     Calibration replays are not rows; a calibration that cannot run leaves the route without
@@ -1317,33 +1317,35 @@ class _Batch:
 
     def _calibration_picks(self, ap: Any, job: _Job) -> list[_Source]:
         """The exchanges to calibrate ``job``'s route on, best first (at most 3 tried): the
-        ``COMPLETED`` sources of that route and target in input order, those the user may
-        replay before those they may not. A regression of prod and staging rows by an operator
-        calibrated on the first prod row, was refused, and left every staging row without
-        noise rules, hence CHANGED where it was the SAME (found by the release walk)."""
+        sources of that route and target in input order, ``COMPLETED`` ones first, leaving out
+        those the user's permissions do not cover, which the platform would refuse (and audit);
+        only when every one is such, the first, as before, so that the calibration says why it
+        failed. A regression of prod and staging rows by an operator calibrated on the first
+        prod row, was refused, and left every staging row without noise rules, hence CHANGED
+        where it was the SAME (found by the release walk)."""
         source = job.source
         same_route = [
-            j
+            j.source
             for j in self.jobs
             if j.error is None
             and j.source.route_id == source.route_id
-            and j.source.status == "COMPLETED"
             and (self.target or j.source.environment) == (self.target or source.environment)
         ]
-        ranked = sorted(same_route, key=lambda j: self._may_run(ap, j) is False)  # stable: input order kept
-        picks: list[_Source] = []
-        for candidate in [*(j.source for j in ranked), source]:
-            if all(candidate.exchange_id != p.exchange_id for p in picks):
-                picks.append(candidate)
-        return picks[:3]
+        same_route.sort(key=lambda s: s.status != "COMPLETED")  # stable: input order kept
+        candidates: list[_Source] = []
+        for candidate in [*same_route, source]:
+            if all(candidate.exchange_id != c.exchange_id for c in candidates):
+                candidates.append(candidate)
+        allowed = [c for c in candidates if self._may_run(ap, c) is not False]
+        return allowed[:3] or candidates[:1]
 
-    def _may_run(self, ap: Any, job: _Job) -> bool | None:
-        """Whether the logged-in user's permissions cover an unmodified replay of ``job``'s
-        source (section 6); None when that cannot be told here (a token login, an unknown
+    def _may_run(self, ap: Any, source: _Source) -> bool | None:
+        """Whether the logged-in user's permissions cover an unmodified replay of ``source``
+        (section 6); None when that cannot be told here (a token login, an unknown
         environment): the platform decides."""
         user = getattr(ap.session, "user", None) or {}
         permissions = set(user.get("permissions") or ())
-        environment = job.source.environment or (job.source.full.environment if job.source.full else None)
+        environment = source.environment or (source.full.environment if source.full else None)
         if not permissions or environment is None:
             return None
         return set(replay_permissions(environment, self.target, False)) <= permissions

@@ -1381,6 +1381,11 @@ def test_noise_is_calibrated_on_a_row_the_user_may_replay(sandbox: Any) -> None:
     # An operator's regression of prod rows (refused: replay:prod) and staging rows onto staging:
     # calibration took the route's first COMPLETED row, a prod one, was refused, and the staging
     # rows, replayed on the version that recorded them, came out CHANGED by timestamps alone.
+    def denied() -> int:
+        sql = "SELECT 1 FROM audit_events WHERE action = 'REPLAY_DENIED'"
+        return len(sandbox.state.store.connection().execute(sql).fetchall())
+
+    before = denied()
     operator = connect(sandbox.url, username="operator", password="operator")
     try:
         prod = operator.executions(environment="prod", status="COMPLETED", is_replay=False, limit=2)
@@ -1395,6 +1400,33 @@ def test_noise_is_calibrated_on_a_row_the_user_may_replay(sandbox: Any) -> None:
     assert isinstance(rules, list) and "headers:processedAt" in rules, rules
     verdicts = [(r["source_environment"], r["verdict"]) for r in result.rows]
     assert verdicts == [("prod", "ERROR")] * 2 + [("staging", "SAME")] * 2, verdicts
+    assert denied() == before + 2  # the two prod rows; calibration asked for nothing refused
+
+
+def test_calibration_asks_for_no_replay_the_user_may_not_run(sandbox: Any) -> None:
+    # Completed prod rows the operator may not replay, and one staging row that failed: the
+    # calibration was tried on the prod rows (each refused, and audited as denied) and the
+    # staging row, which fails on v2 as it did, came out CHANGED by its timestamps.
+    def denied() -> int:
+        sql = "SELECT 1 FROM audit_events WHERE action = 'REPLAY_DENIED'"
+        return len(sandbox.state.store.connection().execute(sql).fetchall())
+
+    before = denied()
+    operator = connect(sandbox.url, username="operator", password="operator")
+    try:
+        prod = operator.executions(environment="prod", status="COMPLETED", is_replay=False, limit=2)
+        failed = operator.executions(environment="staging", status="FAILED", is_replay=False, limit=1)
+        sources = pd.concat([prod.to_pandas(), failed.to_pandas()], ignore_index=True)
+        assert len(sources) == 3
+        result = regression(
+            operator, sources, "staging", reason="batch test: calibrate on a failure", concurrency=1,
+            progress=False,
+        )  # fmt: skip
+    finally:
+        operator.close()
+    assert isinstance(result.calibration["order-intake@staging"], list), result.calibration
+    assert [r["verdict"] for r in result.rows] == ["ERROR", "ERROR", "SAME"], result.rows
+    assert denied() == before + 2  # the two prod rows, nothing more
 
 
 def test_a_variant_that_does_not_fit_the_original_fails_before_any_replay(
