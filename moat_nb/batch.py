@@ -1124,7 +1124,7 @@ class _Batch:
             )
         if not isinstance(concurrency, bool):
             # A whole number of another type (np.int64(4), counted with numpy) is that number:
-            # it was refused as "concurrency must be an integer >= 1, not 4".
+            # it was refused as "concurrency must be an integer >= 1, not np.int64(4)".
             with contextlib.suppress(TypeError):
                 concurrency = operator.index(concurrency)
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
