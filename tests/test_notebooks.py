@@ -287,6 +287,38 @@ def test_regression_replay_refuses_a_limit_of_nothing_in_words(client_sandbox: A
     assert text.startswith("ValueError: limit=0: give the number of exchanges to replay"), text
 
 
+@pytest.mark.parametrize(
+    ("name", "parameters"),
+    [
+        # Parameters that stop each notebook right after it says who it is connected as.
+        ("regression_replay.ipynb", {"limit": 0}),
+        ("explore_what_if.ipynb", {"exchange_id": "ID-no-such-exchange"}),
+        ("reproduce_bug.ipynb", {"exchange_id": "ID-no-such-exchange"}),
+    ],
+)
+def test_a_token_login_is_not_said_to_be_user_none(
+    client_sandbox: Any, tmp_path: Path, name: str, parameters: dict[str, Any]
+) -> None:
+    # With MOAT_TOKEN (README: credentials from MOAT_TOKEN work as well) the first output said
+    # "http://... as None": the client knows no user name for a token.
+    from moat_nb.client import connect
+
+    platform = connect(client_sandbox.url, username="operator", password="operator")
+    token = platform.session.access_token
+    platform.close()
+    with pytest.raises(Exception, match="PapermillExecutionError|Exception encountered"):
+        report.run_notebook(
+            NOTEBOOKS / name,
+            tmp_path / name,
+            parameters,
+            env={"MOAT_URL": client_sandbox.url, "MOAT_TOKEN": token},
+            cwd=tmp_path,
+            timeout=240,
+        )
+    first = _stream(nbformat.read(tmp_path / name, as_version=4)).splitlines()[0]
+    assert first == f"{client_sandbox.url} with the token in MOAT_TOKEN", first
+
+
 def test_an_exchange_id_that_does_not_fit_is_named_in_words(client_sandbox: Any, tmp_path: Path) -> None:
     # A mistyped id said "no completed order in staging: start the sandbox with more history" and
     # "no failed exchange ... about 5 % of recorded exchanges fail"; a completed exchange given to
