@@ -584,8 +584,8 @@ def _native(value: Any) -> Any:
     numpy or pandas returns) as the Python value it holds. Kept as it was, it was neither an
     int nor a bool to the frame's column typing, so the column became JSON text of its str()
     (``'"5"'``, ``'"True"'``), and the results file held it as a string."""
-    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
-        return value.tolist()
+    if type(value).__module__ == "numpy" and getattr(getattr(value, "dtype", None), "kind", "-") in "biuf":
+        return value.tolist()  # numbers only: a datetime64 in nanoseconds would become an int
     return value
 
 

@@ -193,11 +193,15 @@ def search_filters(filters: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     for key, value in filters.items():
         if value is None:
             continue
-        if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
-            # A value read from a frame (df.is_replay.iloc[0] is a numpy bool, an Int64 cell a
+        if (
+            type(value).__module__ == "numpy"
+            and getattr(getattr(value, "dtype", None), "kind", "-") in "biuf"
+        ):
+            # A number read from a frame (df.is_replay.iloc[0] is a numpy bool, an Int64 cell a
             # numpy int): the Python value it holds. A numpy bool reached the request as it was
             # and failed there with "TypeError: Object of type bool is not JSON serializable";
-            # a numpy int of milliseconds was "not a duration".
+            # a numpy int of milliseconds was "not a duration". Only numbers: a datetime64 or
+            # timedelta64 in nanoseconds would become an int, read as milliseconds.
             value = value.tolist()
         if key in _CONVENIENCE:
             target = "timeFrom" if key == "since" else "timeTo"

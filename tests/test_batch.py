@@ -1089,6 +1089,7 @@ def test_numpy_scalars_from_output_functions_keep_their_type(
     outputs = {
         "processors": lambda e: np.int64(len(e.processors or ())),
         "completed": lambda e: np.bool_(e.status == "COMPLETED"),
+        "started": lambda e: np.datetime64(e.start_time.replace(tzinfo=None), "ns"),
     }
     path = tmp_path / "runs.jsonl"
     kw: dict[str, Any] = dict(
@@ -1099,6 +1100,8 @@ def test_numpy_scalars_from_output_functions_keep_their_type(
         frame = result.to_pandas()
         assert str(frame["processors"].dtype) == "Int64" and (frame["processors"] > 0).all()
         assert str(frame["completed"].dtype) == "boolean" and frame["completed"].tolist() == [True, True]
+        # A datetime64 in nanoseconds is a time written out, not a count of nanoseconds.
+        assert str(frame["started"].dtype) == "string" and frame["started"].str.contains("T").all()
     assert result.loaded == 2  # the second read them back from the file
 
 

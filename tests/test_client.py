@@ -305,6 +305,10 @@ def test_filter_values_read_from_a_frame_are_taken_as_the_values_they_hold(
     with pytest.raises(ValidationError, match="is_replay=<NA> is not True or False") as caught:
         op_platform.executions(is_replay=pd.NA).to_pandas()
     assert caught.value.code == "VALIDATION" and caught.value.hint
+    # A timedelta64 in nanoseconds is not its count of nanoseconds read as milliseconds.
+    with pytest.raises(ValidationError, match="is not a duration") as caught:
+        op_platform.executions(duration_min=np.timedelta64(5_000_000, "ns"))
+    assert caught.value.code == "BAD_DURATION"
 
 
 def test_text_offset_and_sort(op_platform: Platform, everything: pd.DataFrame) -> None:
