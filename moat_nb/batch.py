@@ -227,6 +227,10 @@ def _axis(path: str, values: Any) -> list[Any]:
             hint=f'e.g. {{"{path}": [1, 5, 50]}}; for one fixed value write [value]'
             + ("; for a set, sorted(values)" if unordered else ""),
         )
+    if getattr(getattr(values, "dtype", None), "kind", "") in ("M", "m") and isinstance(values, Iterable):
+        # A numpy datetime64 / timedelta64 array: its tolist() gives ints of nanoseconds, which
+        # were sent as the values. Its elements are refused by _plain (not JSON), as dates are.
+        return list(values)
     for method in ("tolist", "to_list"):  # numpy arrays, pandas Series / polars Series
         convert = getattr(values, method, None)
         if callable(convert):
@@ -429,8 +433,11 @@ def _plain(value: Any, path: str) -> Any:
     is refused naming its path, before any replay runs."""
     if value is REMOVE:
         return value
-    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
-        # np.int64(5) -> 5, np.float64 -> float, np.bool_ -> bool, an array -> a list
+    kind = getattr(getattr(value, "dtype", None), "kind", "")
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist") and kind not in ("M", "m"):
+        # np.int64(5) -> 5, np.float64 -> float, np.bool_ -> bool, an array -> a list. Not a
+        # datetime64 / timedelta64: in nanoseconds tolist() gives an int, which was sent as
+        # the value; refused below as not JSON, as a datetime is.
         value = value.tolist()
     if isinstance(value, Mapping):
         return {k: _plain(v, path) for k, v in value.items()}

@@ -601,6 +601,15 @@ def test_arguments_are_checked_before_anything_runs(offline: Platform) -> None:
         with pytest.raises(ValidationError, match="is not a JSON number .* use None") as caught:
             sweep(platform, "x", variants, reason="r")  # type: ignore[arg-type]
         assert caught.value.code == "BAD_VARIANT"
+    # A datetime64 from a frame column, in nanoseconds: tolist() made it an int of nanoseconds,
+    # which was sent as the value.
+    for variants in (
+        [{"body.orderedAt": np.datetime64("2026-01-01T00:00:00.000000000")}],
+        {"body.orderedAt": pd.Series(pd.to_datetime(["2026-01-01"])).to_numpy()},
+    ):
+        with pytest.raises(ValidationError, match="is not a JSON value") as caught:
+            sweep(platform, "x", variants, reason="r")  # type: ignore[arg-type]
+        assert caught.value.code == "BAD_VARIANT"
 
 
 @pytest.mark.parametrize(
