@@ -287,6 +287,20 @@ def test_regression_replay_refuses_a_limit_of_nothing_in_words(client_sandbox: A
     assert text.startswith("ValueError: limit=0: give the number of exchanges to replay"), text
 
 
+def test_regression_replay_of_an_environment_onto_itself_names_no_new_version(
+    client_sandbox: Any, tmp_path: Path
+) -> None:
+    # Staging replayed on staging (v2 on v2) said "the new version gives the same results":
+    # there is no new version; it names the two environments it compared.
+    nb, _ = _run(
+        "regression_replay.ipynb", client_sandbox, "operator", tmp_path,
+        {"source_environment": "staging", "target_environment": "staging", "limit": 2},
+    )  # fmt: skip
+    text = _stream(nb)
+    assert "no exchange changed: staging gives the same results as staging on this history" in text, text
+    assert "new version" not in text
+
+
 @pytest.mark.parametrize(
     ("name", "parameters"),
     [
