@@ -203,14 +203,28 @@ def show_frame(frame: Any, name: str, *, max_rows: int = 60) -> None:
     """Display a pandas frame as a table (its first ``max_rows`` rows) and publish all its rows
     as :data:`TABLE_MIMETYPE` under ``name``, which :func:`notebook_tables` reads back from an
     executed notebook (HTML exports skip it)."""
+    import pandas as pd
     from IPython.display import display
 
     rows = json.loads(frame.to_json(orient="records", date_format="iso", default_handler=str))
     more = f"<p>{len(frame) - max_rows} more rows</p>" if len(frame) > max_rows else ""
+    shown = frame.head(max_rows)
+    # pandas writes a missing value of its NA dtypes (the string, Int64 and boolean columns of
+    # moat_nb's frames) as "<NA>" whatever na_rep says: as objects, they take na_rep like NaN.
+    # Only those columns: a float column as objects would lose its number formatting.
+    nullable = [
+        c
+        for c, t in shown.dtypes.items()
+        if isinstance(t, pd.StringDtype | pd.BooleanDtype)
+        or (pd.api.types.is_extension_array_dtype(t) and pd.api.types.is_integer_dtype(t))
+    ]
+    if nullable:
+        shown = shown.astype({c: object for c in nullable})
+        shown[nullable] = shown[nullable].where(shown[nullable].notna(), "")
     display(
         {
             TABLE_MIMETYPE: {"name": name, "columns": [str(c) for c in frame.columns], "rows": rows},
-            "text/html": frame.head(max_rows).to_html(index=False, na_rep="", escape=True) + more,
+            "text/html": shown.to_html(index=False, na_rep="", escape=True) + more,
             "text/plain": frame.head(max_rows).to_string(index=False),
         },
         raw=True,

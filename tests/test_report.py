@@ -74,6 +74,27 @@ def _check(spec: dict[str, Any], execution: Execution | None = None) -> Any:
     return evaluate(parse_expectations([spec]), execution or _execution()).results[0]
 
 
+def test_a_shown_frame_leaves_missing_values_blank(monkeypatch: pytest.MonkeyPatch) -> None:
+    # show_frame asks for blanks (na_rep=""), but pandas wrote "<NA>" for the missing values of
+    # the string, Int64 and boolean columns moat_nb's frames have (regression_replay.ipynb's
+    # verdicts showed "<NA>" as the first divergence of every SAME row); NaN was blank.
+    import IPython.display
+    import pandas as pd
+
+    from moat_nb.frames import executions_frame
+
+    shown: list[Any] = []
+    monkeypatch.setattr(IPython.display, "display", lambda data, raw=False: shown.append(data))
+    row = {"executionId": "e-1", "status": "COMPLETED", "startTime": "2026-01-01T00:00:00.000Z"}
+    frame = executions_frame([row, {"executionId": "e-2"}])
+    frame["change"] = [-19.240000000000002, float("nan")]
+    report.show_frame(frame[["execution_id", "error_type", "processor_count", "is_replay", "change"]], "t")
+    html = shown[0]["text/html"]
+    assert "&lt;NA&gt;" not in html and "None" not in html and "NaN" not in html
+    assert "<td>e-1</td>" in html and "<td>-19.24</td>" in html  # floats keep their formatting
+    assert pd.isna(frame["error_type"].iloc[0])  # the frame itself is left as it was
+
+
 @pytest.mark.parametrize(
     ("spec", "passed"),
     [
