@@ -895,7 +895,9 @@ class _ResultsFile:
     ``{"type": "started", "key", "replayId"}`` per replay requested (module docstring)."""
 
     def __init__(self, path: str | os.PathLike[str], kind: str) -> None:
-        self.path = Path(path)
+        # "~/runs.jsonl" is in the home folder: taken as it was, the rows went to a folder
+        # named "~" made in the working directory, and the next run from elsewhere found none.
+        self.path = Path(path).expanduser()
         self.kind = kind
         self.rows: dict[str, dict[str, Any]] = {}
         self.started: dict[str, str] = {}

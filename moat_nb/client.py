@@ -753,7 +753,9 @@ def _parquet_export(path: str | os.PathLike[str]) -> Iterator[tuple[Any, Path]]:
 
     from .frames import EXECUTION_SCHEMA
 
-    target = Path(path)
+    # "~/history.parquet" is in the home folder, as pandas' and polars' writers read it; it was
+    # refused as "in '~', which is not a folder".
+    target = Path(path).expanduser()
     # Before any page is fetched: else a missing folder failed naming the temporary file, and a
     # folder at ``path`` only once every page was read, at the move.
     if target.is_dir() or not target.parent.is_dir():

@@ -1124,6 +1124,24 @@ def test_a_numpy_concurrency_is_the_number_it_holds(admin: Platform, prod: pd.Da
     assert len(result) == 2 and result.verdicts["ERROR"] == 0
 
 
+def test_a_results_file_in_the_home_folder(
+    admin: Platform, prod: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # results="~/runs.jsonl" wrote to a folder named "~" made in the working directory.
+    home, elsewhere = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(elsewhere)
+    kw: dict[str, Any] = dict(
+        reason="batch test: home", calibrate=False, progress=False, results="~/runs.jsonl"
+    )
+    first = regression(admin, prod.exchange_id.head(1), "staging", **kw)
+    assert first.results_path == home / "runs.jsonl" and (home / "runs.jsonl").is_file()
+    assert list(elsewhere.iterdir()) == []
+    assert regression(admin, prod.exchange_id.head(1), "staging", **kw).loaded == 1
+
+
 def test_a_malformed_calibration_record_is_calibrated_again(tmp_path: Path) -> None:
     path = tmp_path / "runs.jsonl"
     good = {"path": "headers:processedAt", "processor": None, "reason": "calibration"}

@@ -452,6 +452,16 @@ def test_export_writes_parquet_page_by_page_and_scans_lazily(op_platform: Platfo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dev.parquet"]
 
 
+def test_export_to_a_path_in_the_home_folder(
+    op_platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "~/history.parquet" (as pandas' and polars' writers take it) was refused: "it is in '~',
+    # which is not a folder".
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = op_platform.export({"environment": "dev"}, "~/history.parquet", limit=3)
+    assert path == tmp_path / "history.parquet" and pl.read_parquet(path).height == 3
+
+
 def test_async_export_writes_the_same_file(
     client_sandbox: Any, op_platform: Platform, tmp_path: Path
 ) -> None:
