@@ -76,7 +76,9 @@ Interrupting and resuming
     says it did not run, or gave up on it) is replayed anew, and only with ``retry_errors``. A
     batch that loses its platform stops (:class:`~moat_nb.errors.BatchStopped`). The calibrated
     noise rules of each route are kept there too, so a resumed run
-    diffs against the same rules and replays nothing to calibrate again. A torn last line (the
+    diffs against the same rules and replays nothing to calibrate again. Each row records what
+    its outputs were defined as: an output asked for on resume that a loaded row lacks, or holds
+    as defined differently, is read from that row's replay execution. A torn last line (the
     process died mid-write) is ignored, and cut off before the resumed run appends, so that the
     next record starts on a line of its own. A file holding anything else (``results=`` pointed
     at the wrong file) is refused before anything runs (``BAD_RESULTS_FILE``) and left as it is.
@@ -95,6 +97,7 @@ import operator
 import os
 import threading
 import time
+import types
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
@@ -584,6 +587,54 @@ def _outputs(execution: Execution | None, outputs: Mapping[str, Output] | None) 
         name: _native(spec(execution) if callable(spec) else _get_path(execution, spec))
         for name, spec in outputs.items()
     }
+
+
+def _definitions(outputs: Mapping[str, Output] | None) -> dict[str, str | None]:
+    """What each output was defined as, recorded with a row's values in the results file so
+    that a resume can tell a redefined output (same name, new path or function) from the one
+    the stored value was read with: ``"body:$.total"`` for a path (as written), ``"function
+    module.name <digest of its code>"`` for a function, None for a callable whose code cannot
+    be read (a ``functools.partial``, an object with ``__call__``): never taken as unchanged."""
+    if not isinstance(outputs, Mapping):
+        return {}
+    return {name: _definition(spec) for name, spec in outputs.items()}
+
+
+def _definition(spec: Output) -> str | None:
+    if isinstance(spec, str):
+        return spec
+    code = getattr(spec, "__code__", None)
+    if not isinstance(code, types.CodeType):
+        return None
+    digest = hashlib.sha256()
+    _code_digest(code, digest)
+    name = f"{getattr(spec, '__module__', None)}.{getattr(spec, '__qualname__', '?')}"
+    return f"function {name} {digest.hexdigest()[:16]}"
+
+
+def _code_digest(code: types.CodeType, digest: Any) -> None:
+    # The function's bytecode, the names it reads and its constants (nested functions' code
+    # too): editing a lambda in the notebook changes one of them. A variable it reads that
+    # changed since is not seen (renaming the output has it read again).
+    digest.update(code.co_code)
+    digest.update(repr(code.co_names).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _code_digest(const, digest)
+        elif isinstance(const, frozenset):  # `x in {"a", "b"}`: its order changes between runs
+            digest.update(repr(sorted(map(repr, const))).encode())
+        else:
+            digest.update(repr(const).encode())
+
+
+def _same_definition(stored: Any, asked: str | None) -> bool:
+    """Whether a stored value was read with the output as it is defined now. A value whose
+    definition was not recorded (a file written before they were, a default output) is not."""
+    if not isinstance(stored, str) or asked is None:
+        return False
+    if asked.startswith("function ") or stored.startswith("function "):
+        return stored == asked
+    return _output_text(stored) == _output_text(asked)  # "body.total" is "body:$.total"
 
 
 def _native(value: Any) -> Any:
@@ -1377,6 +1428,7 @@ class _Batch:
             inputs=None if job.variant is None else json.dumps(_jsonable(job.variant), ensure_ascii=False),
             inputs_values=None if job.variant is None else {k: _jsonable(v) for k, v in job.variant.items()},
             outputs={},
+            output_definitions={},
         )
         return row
 
@@ -1426,6 +1478,7 @@ class _Batch:
                 result_execution_id=execution.execution_id,
                 duration_ms=execution.duration_ms,
                 outputs=_outputs(execution, self.outputs),
+                output_definitions=_definitions(self.outputs),
             )
             row["verdict"] = verdict(original.status, run.status, execution.status, result.same)
         except MoatError as exc:
@@ -1526,38 +1579,58 @@ class _Batch:
 
     async def _complete_outputs(self, ap: Any) -> None:
         """Rows taken from the results file that lack an output this call asks for (``outputs=``
-        added or renamed on resume): read it from the row's replay execution, and append the
-        completed row to the file so that the next resume has it. Without this the column was
-        NaN for every such row, as if its replay had no value (found by the release walk)."""
+        added or renamed on resume), or hold it as defined differently (the same name, another
+        path or function): read it from the row's replay execution, and append the completed row
+        to the file so that the next resume has it. Without this the column was NaN for every
+        such row, as if its replay had no value, and a redefined output kept the value read with
+        its old definition, with no word (both found by the release walk)."""
         if not self.outputs:
             return
         wanted = dict(self.outputs)
-        stale = [
-            row
-            for row in self.done.values()
-            if row.get("result_execution_id") and not set(wanted) <= set(row.get("outputs") or {})
-        ]
+        asked = _definitions(wanted)
+
+        def stale_names(row: dict[str, Any]) -> set[str]:
+            have = row.get("outputs") or {}
+            defined = row.get("output_definitions")
+            defined = defined if isinstance(defined, Mapping) else {}
+            return {
+                name
+                for name in wanted
+                if name not in have or not _same_definition(defined.get(name), asked[name])
+            }
+
+        stale = [(row, names) for row in self.done.values() if (names := stale_names(row))]
         slots = asyncio.Semaphore(self.concurrency)
         unread: list[str] = []
 
-        async def fill(row: dict[str, Any]) -> None:
-            missing = {k: v for k, v in wanted.items() if k not in (row.get("outputs") or {})}
+        async def fill(row: dict[str, Any], names: set[str]) -> None:
+            # A value read with another definition goes first: if the replay cannot be read now,
+            # the output is missing (and said so), never the old definition's value under the new.
+            row["outputs"] = {k: v for k, v in (row.get("outputs") or {}).items() if k not in names}
+            defined = row.get("output_definitions")
+            row["output_definitions"] = {
+                k: v for k, v in (defined if isinstance(defined, Mapping) else {}).items() if k not in names
+            }
+            if not row.get("result_execution_id"):
+                return  # no replay result (an ERROR row): nothing to read, as when it ran
             try:
                 async with slots:
                     execution = await ap.execution(row["result_execution_id"])
-                values = _outputs(execution, missing)
+                values = _outputs(execution, {k: wanted[k] for k in names})
             except Exception as exc:  # one row's output must not stop the batch: it stays missing
                 unread.append(f"{row['source_exchange_id']}: {exc}")
                 return
-            row["outputs"] = {**(row.get("outputs") or {}), **values}
+            row["outputs"] = {**row["outputs"], **values}
+            row["output_definitions"] = {**row["output_definitions"], **{k: asked[k] for k in names}}
             if self.file is not None:
                 self.file.add_row(row)
 
-        await asyncio.gather(*(fill(row) for row in stale))
+        await asyncio.gather(*(fill(row, names) for row, names in stale))
         if unread:
             warnings.warn(
-                f"{len(unread)} rows from the results file lack outputs asked for now, and they could "
-                f"not be read from their replays (the first: {unread[0]}); they are missing in the frame",
+                f"{len(unread)} rows from the results file lack outputs asked for now (or hold them "
+                "as defined before), and they could not be read from their replays (the first: "
+                f"{unread[0]}); they are missing in the frame",
                 stacklevel=2,
             )
 

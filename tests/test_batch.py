@@ -1090,6 +1090,35 @@ def test_an_output_asked_for_on_resume_is_read_for_the_rows_already_run(
     assert sorted(r["outputs"]["total"] for r in again.rows.values()) == pytest.approx(sorted(expected))
 
 
+def test_an_output_redefined_on_resume_is_read_again_with_its_new_definition(
+    admin: Platform, prod: pd.DataFrame, engine: Any, tmp_path: Path
+) -> None:
+    # The same name with another path (or function) on resume kept the value read with the old
+    # definition, with no word: "total" stayed the body's total after it was asked as the status.
+    path, reason = tmp_path / "runs.jsonl", "batch test: output redefined on resume"
+    sources = prod[prod.status == "COMPLETED"].head(3)
+    kw: dict[str, Any] = dict(reason=reason, results=path, progress=False, calibrate=False)
+    regression(admin, sources, "staging", outputs={"total": "body:$.total"}, **kw)
+    replays = [engine("v2", admin.execution(e).start_payload) for e in sources.execution_id]
+
+    def status(e: Execution) -> Any:
+        return json.loads(e.output_body or "").get("status")
+
+    resumed = regression(admin, sources, "staging", outputs={"total": "body:$.status"}, **kw)
+    assert resumed.loaded == 3 and len(_replays(admin, reason)) == 3  # read, not replayed again
+    assert resumed.to_pandas()["total"].tolist() == [status(e) for e in replays]
+    # The file records what each value was read as: the next resume with it reads nothing again.
+    again = batch._ResultsFile(path, "regression")
+    assert {json.dumps(r["output_definitions"]) for r in again.rows.values()} == {
+        '{"total": "body:$.status"}'
+    }
+    # A function edited in the notebook is a new definition too.
+    first = regression(admin, sources, "staging", outputs={"n": lambda e: 1}, **kw)
+    edited = regression(admin, sources, "staging", outputs={"n": lambda e: 2}, **kw)
+    assert first.to_pandas()["n"].tolist() == [1, 1, 1] and edited.to_pandas()["n"].tolist() == [2, 2, 2]
+    assert len(_replays(admin, reason)) == 3
+
+
 def test_numpy_scalars_from_output_functions_keep_their_type(
     admin: Platform, prod: pd.DataFrame, tmp_path: Path
 ) -> None:
