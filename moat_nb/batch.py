@@ -1120,9 +1120,40 @@ def _source_of(item: Any) -> _Source:
     )
 
 
+#: The columns a source is read from (:func:`_source_of`), snake_case and camelCase.
+_SOURCE_COLUMNS = (
+    "exchange_id",
+    "exchangeId",
+    "execution_id",
+    "executionId",
+    "route_id",
+    "routeId",
+    "status",
+    "environment",
+)
+
+
+def _collected(lazy: Any) -> Any:
+    """A polars LazyFrame (``pl.scan_parquet(export).filter(...)``) as a DataFrame of the
+    columns a source is read from. Each of its rows is a replay, so it is collected whole in any
+    case; selecting first keeps an export's bodies and processors out of memory. It was refused
+    as BAD_SOURCE (``cannot replay <LazyFrame ...>``)."""
+    names = lazy.collect_schema().names()
+    if "exchange_id" not in names and "exchangeId" not in names:
+        raise ValidationError(
+            f"the sources frame has no exchange_id column (its columns: {', '.join(names[:12])})",
+            code="BAD_SOURCE",
+            hint="pass a frame of executions (platform.export(...) then pl.scan_parquet(path)), "
+            "or a list of exchange ids",
+        )
+    return lazy.select([n for n in _SOURCE_COLUMNS if n in names]).collect()
+
+
 def _sources(sources: Any) -> list[_Source]:
     if isinstance(sources, str | Execution | Mapping):
         return [_source_of(sources)]
+    if callable(getattr(sources, "collect", None)) and callable(getattr(sources, "collect_schema", None)):
+        sources = _collected(sources)  # a polars LazyFrame
     if hasattr(sources, "to_dicts") and callable(sources.to_dicts):  # polars DataFrame
         return [_source_of(r) for r in sources.to_dicts()]
     if hasattr(sources, "to_dict") and hasattr(sources, "columns"):  # pandas DataFrame
@@ -1986,8 +2017,9 @@ def regression(
     ``CHANGED``, ``FAILED``, ``ERROR``) with the diff summary, noise calibrated once per route.
 
     ``sources``: exchange ids, Executions, rows of an executions frame, or the frame itself
-    (pandas or polars), e.g. ``platform.executions(environment="prod", since="7d")``. Replaying
-    prod data needs ``replay:prod`` (section 6); a refused row is an ``ERROR`` with the message.
+    (pandas or polars, e.g. ``platform.executions(environment="prod", since="7d")``; a polars
+    LazyFrame, ``pl.scan_parquet(export).filter(...)``, is collected). Replaying prod data
+    needs ``replay:prod`` (section 6); a refused row is an ``ERROR`` with the message.
     ``outputs``: as for :func:`sweep` (default: none). Raises :class:`BatchInterrupted` on Ctrl-C.
     """
     kw = _common(reason, None, concurrency, ignore, calibrate, results, progress, outputs or {}, retry_errors)

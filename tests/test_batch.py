@@ -1143,6 +1143,24 @@ def test_numpy_scalars_from_output_functions_keep_their_type(
     assert result.loaded == 2  # the second read them back from the file
 
 
+def test_a_polars_lazy_frame_of_an_export_is_a_list_of_sources(
+    admin: Platform, prod: pd.DataFrame, tmp_path: Path
+) -> None:
+    # pl.scan_parquet(export).filter(...) was refused: BAD_SOURCE "cannot replay <LazyFrame ...>".
+    export = admin.export({"environment": "prod", "is_replay": False}, tmp_path / "prod.parquet")
+    lazy = pl.scan_parquet(export).filter(pl.col("status") == "COMPLETED").head(2)
+    result = regression(
+        admin, lazy, "staging", reason="batch test: lazy frame", calibrate=False, progress=False
+    )
+    expected = lazy.collect()
+    assert [r["source_exchange_id"] for r in result.rows] == expected["exchange_id"].to_list()
+    assert [r["source_execution_id"] for r in result.rows] == expected["execution_id"].to_list()
+    assert result.verdicts["ERROR"] == 0
+    with pytest.raises(ValidationError, match="no exchange_id column") as refused:
+        regression(admin, lazy.select("status"), "staging", reason="batch test: lazy frame", progress=False)
+    assert refused.value.code == "BAD_SOURCE"
+
+
 def test_a_numpy_concurrency_is_the_number_it_holds(admin: Platform, prod: pd.DataFrame) -> None:
     # concurrency=np.int64(2) was refused: "concurrency must be an integer >= 1, not 2".
     sources = prod.exchange_id.head(2)
