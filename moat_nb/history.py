@@ -90,6 +90,8 @@ _LISTS = frozenset(
 )
 _CONVENIENCE = ("since", "until")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h|d|w)\s*$", re.IGNORECASE)
+#: A calendar date without a time ("2026-11-20"): a day, as a ``date`` is (midnight UTC).
+_DATE = re.compile(r"\s*\d{4}-\d{2}-\d{2}\s*")
 _UNITS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -113,8 +115,9 @@ def parse_duration(text: str) -> timedelta:
 
 
 def instant(name: str, value: Any, now: datetime) -> str:
-    """A point in time for ``timeFrom``/``timeTo``: a datetime, a date (midnight UTC), an RFC 3339
-    string, or how long ago (a timedelta or a duration string like ``"24h"``)."""
+    """A point in time for ``timeFrom``/``timeTo``: a datetime, a date or ``"2026-11-20"``
+    (midnight UTC), an RFC 3339 string, or how long ago (a timedelta or a duration string like
+    ``"24h"``)."""
     if isinstance(value, timedelta):
         return _ago(name, value, now, value)
     if isinstance(value, datetime):
@@ -130,6 +133,19 @@ def instant(name: str, value: Any, now: datetime) -> str:
     if isinstance(value, str):
         if _DURATION.match(value):
             return _ago(name, parse_duration(value), now, value)
+        if _DATE.fullmatch(value):
+            # A day as text is the day a date object is (midnight UTC): it was refused as "has no
+            # offset" while date(2026, 11, 20) was taken. A time of day without an offset stays
+            # refused, as a naive datetime is: local or UTC cannot be told.
+            try:
+                day = date.fromisoformat(value.strip())
+            except ValueError:
+                raise ValidationError(
+                    f"{name}={value!r} is not a date",
+                    code="BAD_TIME",
+                    hint="write a date as YYYY-MM-DD (2026-11-20), or an RFC 3339 time",
+                ) from None
+            return instant(name, day, now)
         try:
             return format_time(parse_time(value))  # type: ignore[return-value]
         except RecordError as exc:

@@ -10,7 +10,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,21 @@ def test_search_filters_map_to_section_4_names_with_conveniences() -> None:
     assert parse_duration("250ms") == timedelta(milliseconds=250) and parse_duration("2w") == timedelta(
         days=14
     )
+
+
+def test_a_date_as_text_is_the_day_a_date_object_is() -> None:
+    # since="2026-11-20" was refused ("has no offset") while since=date(2026, 11, 20) was taken.
+    as_object = search_filters({"since": date(2026, 11, 20), "until": date(2026, 11, 21)}, NOW)
+    as_text = search_filters({"since": "2026-11-20", "until": " 2026-11-21 "}, NOW)
+    assert (
+        as_text == as_object == {"timeFrom": "2026-11-20T00:00:00.000Z", "timeTo": "2026-11-21T00:00:00.000Z"}
+    )
+    # A time of day without an offset stays refused, as a naive datetime is: local or UTC?
+    with pytest.raises(ValidationError, match="has no offset"):
+        search_filters({"since": "2026-11-20T10:00:00"}, NOW)
+    with pytest.raises(ValidationError, match="not a date") as caught:
+        search_filters({"since": "2026-13-45"}, NOW)
+    assert caught.value.code == "BAD_TIME"
 
 
 @pytest.mark.parametrize(
