@@ -52,6 +52,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import rfc8785
@@ -1047,7 +1048,7 @@ def load_bundle(path: str | PathLike[str]) -> dict[str, Any]:
     UTF-8, duplicate member names, NaN or Infinity, a number beyond the doubles (``1e999``).
     File errors propagate as ``OSError``.
     """
-    with open(path, "rb") as f:
+    with open(Path(path).expanduser(), "rb") as f:  # "~/bundle.json": where save() wrote it
         raw = f.read()
     try:
         data = loads_strict(raw.decode("utf-8"), unique_names=True)

@@ -876,7 +876,9 @@ class AuditBundle:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the bundle as JSON (what ``moat-nb audit verify BUNDLE`` reads)."""
-        target = Path(path)
+        # "~/bundle.json" is in the home folder, as export() and pandas' writers read it: it
+        # was written into a folder named "~" under the working directory, or failed without one.
+        target = Path(path).expanduser()
         target.write_text(json.dumps(self.data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         return target
 

@@ -235,7 +235,9 @@ def notebook_tables(notebook: Any) -> dict[str, list[dict[str, Any]]]:
     """The tables an executed notebook published with :func:`show_frame`, by name."""
     import nbformat as nbf
 
-    nb = notebook if isinstance(notebook, nbf.NotebookNode) else nbf.read(str(notebook), as_version=4)
+    if not isinstance(notebook, nbf.NotebookNode):  # a path: "~/run.ipynb" is in the home folder
+        notebook = nbf.read(str(Path(notebook).expanduser()), as_version=4)
+    nb = notebook
     tables: dict[str, list[dict[str, Any]]] = {}
     for cell in nb.cells:
         for output in cell.get("outputs", ()):
@@ -403,9 +405,13 @@ def run_notebook(
     when a cell fails (papermill then raises ``PapermillExecutionError``)."""
     import papermill
 
+    # "~/run.ipynb" is in the home folder: papermill opens paths as given, and the folder made
+    # for the output was a "~" in the working directory.
+    source, output = Path(source).expanduser(), Path(output).expanduser()
+    cwd = Path(cwd).expanduser() if cwd is not None else None
     kernel = ensure_kernel()
     kernel_env = {**os.environ, **(env or {})}
-    Path(output).parent.mkdir(parents=True, exist_ok=True)  # papermill writes no folder
+    output.parent.mkdir(parents=True, exist_ok=True)  # papermill writes no folder
     with tempfile.TemporaryDirectory(prefix="moat-kernel-") as sockets:
         return papermill.execute_notebook(
             str(source),
@@ -506,7 +512,9 @@ def export_html(
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
-    nb = notebook if isinstance(notebook, nbf.NotebookNode) else nbf.read(str(notebook), as_version=4)
+    if not isinstance(notebook, nbf.NotebookNode):  # a path: "~/run.ipynb" is in the home folder
+        notebook = nbf.read(str(Path(notebook).expanduser()), as_version=4)
+    nb = notebook
     nb = _self_contained(nb)
     exporter = HTMLExporter(
         template_name="lab",
@@ -519,7 +527,7 @@ def export_html(
     )
     resources = {"metadata": {"name": title}} if title else None
     body, _ = exporter.from_notebook_node(nb, resources=resources)
-    path = Path(target)
+    path = Path(target).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(body, encoding="utf-8")
     return path
@@ -545,7 +553,8 @@ def print_pdf(
     """Print an HTML file to PDF with Debian's Chromium, headless (its scripts, and so the
     plotly figures, run first: ``--virtual-time-budget``)."""
     exe = _chromium()
-    out = Path(target).resolve()
+    out = Path(target).expanduser().resolve()  # resolve() keeps a "~" as a folder name
+    html_file = Path(html_file).expanduser()
     with tempfile.TemporaryDirectory(prefix="moat-nb-chromium-") as profile:
         cmd = [
             str(exe),
@@ -710,7 +719,9 @@ def _check_out(out: str | os.PathLike[str]) -> Path:
     be one: a file is there or above it, or the folder cannot be made or written to. A folder
     that is missing is made and removed again to find out (access bits do not tell: root, or
     /proc), so that a proof refused later (credentials ...) leaves no empty folder behind."""
-    folder = Path(out)
+    # out="~/proof" is in the home folder (run_notebook and papermill are then given the
+    # expanded folder): it was made as a folder named "~" in the working directory.
+    folder = Path(out).expanduser()
     if folder.exists():
         if not folder.is_dir():
             raise _bad_out(folder, "a file is there, not a folder")
@@ -783,7 +794,9 @@ def compliance_proof(
     bundle_path = folder / "audit-bundle.json"
     for stale in (nb_path, html_path, evidence_path, bundle_path, folder / "report.pdf"):
         stale.unlink(missing_ok=True)
-    source_nb = Path(notebook) if notebook is not None else notebook_path("compliance_proof.ipynb")
+    source_nb = (
+        Path(notebook).expanduser() if notebook is not None else notebook_path("compliance_proof.ipynb")
+    )
     error: str | None = None
     try:
         run_notebook(
@@ -865,7 +878,7 @@ def checked_evidence(
     shows as verified must be those bytes, not the file read again (``report verify`` printed
     its facts from a second read, which a folder changed meanwhile could feed; found by an
     audit walk)."""
-    base = Path(folder)
+    base = Path(folder).expanduser()  # "~/proof", as compliance_proof(out=) reads it
     evidence_file = base / "evidence.json"
     if not evidence_file.is_file():
         raise MoatError(f"{evidence_file} not found", code="NO_EVIDENCE", hint="pass a report folder")

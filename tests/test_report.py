@@ -1049,6 +1049,38 @@ def test_report_verify_finds_tampering(
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_a_proof_written_to_the_home_folder(
+    proof_env: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # compliance_proof(out="~/proof") made a folder named "~" in the working directory and
+    # wrote the report there (export() and results= already read "~" as the home folder).
+    home, elsewhere = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(elsewhere)
+    result = report.compliance_proof(
+        proof_env["source"], PAYLOAD, EXPECT_OK, target_environment="staging", reason="test proof: home",
+        out="~/proof",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.failures
+    assert result.out == home / "proof" and (home / "proof" / "evidence.json").is_file()
+    assert (home / "proof" / "report.html").is_file() and list(elsewhere.iterdir()) == []
+    assert all(c.ok for c in report.verify_report("~/proof", public_keys=[_published_key(proof_env)]))
+    # The notebook runner and the HTML export, given "~" paths of their own.
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_code_cell("import os\nprint(os.getcwd())"))
+    nbformat.write(nb, home / "small.ipynb")
+    executed = report.run_notebook("~/small.ipynb", "~/again/small.ipynb", cwd="~", timeout=60)
+    assert executed.cells[0].outputs[0]["text"].strip() == str(home)
+    assert (home / "again" / "small.ipynb").is_file()
+    assert report.export_html("~/again/small.ipynb", "~/again/small.html") == home / "again" / "small.html"
+    assert list(elsewhere.iterdir()) == []
+
+
 def test_failed_expectation_exits_1_and_names_it(proof_env: dict[str, Any], tmp_path: Path) -> None:
     wrong = [EXPECT_OK[0], {"path": "body:$.total", "equals": 59.96}]  # v1's truncated total
     payload, expect = _files(tmp_path / "in", PAYLOAD, wrong)
