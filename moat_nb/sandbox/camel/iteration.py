@@ -6,9 +6,10 @@ record), and the exchange carries Camel's properties: ``CamelSplitIndex``, ``Cam
 
 * ``split`` without ``aggregationStrategy`` leaves the original body (Camel's
   ``UseOriginalAggregationStrategy``); a failed item fails the split after the remaining items
-  ran, unless ``stopOnException: true`` stops at once with a
-  ``org.apache.camel.CamelExchangeException`` ("Multicast processing failed for number N")
-  caused by the item's exception. An ``aggregationStrategy`` is a registered bean: an object
+  ran, with the last failed item's exception (that strategy propagates the newest one), unless
+  ``stopOnException: true`` stops at once with a ``org.apache.camel.CamelExchangeException``
+  ("Multicast processing failed for number N") caused by the item's exception.
+  An ``aggregationStrategy`` is a registered bean: an object
   with ``aggregate(old_exchange, new_exchange) -> Exchange`` (Camel's ``AggregationStrategy``)
   or a plain callable ``(old_body, new_body) -> body`` called with ``old_body=None`` first (a
   POJO strategy with ``aggregationStrategyMethodAllowNull: true``); or one of Camel's own:
@@ -169,7 +170,11 @@ class Split(WithSteps):
                         f"[{failure.error_type} - {failure.message_text}]",
                         cause=failure,
                     ) from None
-                if first_failure is None:
+                # Camel's default (no aggregationStrategy) is UseOriginalAggregationStrategy with
+                # propagateException=true, whose checkException prefers the newest sub-exchange's
+                # exception: the split ends with the LAST failed item's exception (Split EIP page,
+                # "Stop processing in case of exception": the remaining items still run).
+                if first_failure is None or kind is None or kind == "useOriginal":
                     first_failure = failure
                 if kind != "exchange":
                     continue

@@ -279,6 +279,20 @@ def test_split_item_failure_fails_after_all_items_or_stops_at_once() -> None:
     assert "Caused by: java.lang.IllegalStateException: no bad" in ex.error_stack_trace
 
 
+def test_split_without_stop_on_exception_ends_with_the_last_failed_items_exception() -> None:
+    # Camel's default UseOriginalAggregationStrategy(propagateException=true) keeps the newest
+    # sub-exchange's exception (checkException), so the last failure is the split's.
+    steps = (
+        "steps:\n  - filter:\n      simple: \"${body} starts with 'bad'\"\n      steps:\n"
+        "        - throwException: {exceptionType: java.lang.IllegalStateException, message: 'no ${body}'}"
+    )
+    for extra in ("", "\n  aggregationStrategy: UseOriginalAggregationStrategy"):
+        split = f"split:\n  tokenize: ','{extra}\n  {steps.replace(chr(10), chr(10) + '  ')}"
+        ex = run(route(split), "a,bad1,c,bad2,d")
+        assert ex.status == "FAILED" and ex.error_message == "no bad2"
+        assert ex.output_body == "a,bad1,c,bad2,d"
+
+
 def test_loop_count_index_copy_and_do_while() -> None:
     ex = ok(
         run(
