@@ -44,7 +44,6 @@ import inspect
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +62,7 @@ from .endpoints import (
 from .exchange import Exchange, Headers, RunContext
 from .failure import ExchangeFailure
 from .processors import Processor
-from .trace import Run, header_pairs, stub_index
+from .trace import Run, duration_ms, header_pairs, stub_index
 
 __all__ = ["DEFAULT_CAPTURE_MAX_BYTES", "EndpointInfo", "Route", "RouteSet", "Run", "check_simulators"]
 
@@ -152,10 +151,6 @@ class EndpointInfo:
 
 def _new_execution_id(context: RunContext) -> str:
     return str(uuid.UUID(int=context.rng.getrandbits(128), version=4))
-
-
-def _ms_between(start: datetime, end: datetime) -> float:
-    return (end - start).total_seconds() * 1000.0
 
 
 class RouteSet:
@@ -376,7 +371,7 @@ class RouteSet:
             failure = err
             exchange.exception = err
         end = ctx.now()
-        duration = (ctx.perf() - p0) * 1000.0 if ctx.perf is not None else _ms_between(start, end)
+        duration = duration_ms(ctx.perf() - p0 if ctx.perf is not None else (end - start).total_seconds())
         records = tuple(r for r in run.records if r is not None)
         if source_exchange_id is None and replay_of is not None:
             source_exchange_id = replay_of.exchange_id

@@ -108,6 +108,16 @@ def _utc_ms(dt: datetime) -> datetime:
     return normalised
 
 
+def duration_ms(seconds: float) -> float:
+    """A duration in milliseconds rounded to the microsecond.
+
+    The engine's clock (``RunContext.now``, a ``datetime``) has microsecond resolution and the
+    trace table prints milliseconds with three decimals; an unrounded ``seconds * 1000.0`` leaks
+    float noise into the wire's ``durationMs`` (``0.009000000000000001`` for 9 µs).
+    """
+    return round(seconds * 1000.0, 3)
+
+
 class Run:
     """One exchange's run: records the trace and serves endpoints, beans and replay stubs.
 
@@ -269,7 +279,7 @@ class Run:
         except Exception as err:  # an unexpected Python error still fails only this exchange
             failure = failure_from_python(err)
         end = now()
-        duration = (perf() - p0) * 1000.0 if perf is not None else ((end - start).total_seconds() * 1000.0)
+        duration = duration_ms(perf() - p0 if perf is not None else (end - start).total_seconds())
         if failure is not None:
             failure.frames.append(node.frame)
             status, error_type, error_message = "FAILED", failure.error_type, failure.message

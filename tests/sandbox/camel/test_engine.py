@@ -442,3 +442,17 @@ def test_any_payload_gives_a_well_formed_execution(
         for text in (p.input_body, p.output_body):
             assert text is None or len(text.encode()) <= limit
     assert Execution.from_wire(json.loads(json.dumps(ex.to_wire()))) == ex
+
+
+def test_durations_are_rounded_to_the_microsecond_without_float_noise() -> None:
+    # Each perf() call advances 9 µs: the step's (18e-06 - 9e-06) * 1000.0 is 0.009000000000000001
+    # in floats, the route's (36e-06 - 0.0) * 1000.0 is 0.036000000000000004; durationMs must not.
+    ticks = iter([0.0, 9e-06, 18e-06, 36e-06])
+    routes = RouteSet.loads(
+        "- route:\n    id: r\n    from:\n      uri: direct:r\n"
+        "      steps:\n        - setBody: {constant: x}\n"
+    )
+    context = RunContext(now=FixedClock(T0), rng=random.Random(7), perf=lambda: next(ticks))
+    ex = routes.run("r", Payload(headers={}, body="a", properties={}), context=context)
+    assert [ex.duration_ms] + [p.duration_ms for p in ex.processors] == [0.036, 0.009]
+    assert '"durationMs":0.009,' in json.dumps(ex.to_wire(), separators=(",", ":"))
