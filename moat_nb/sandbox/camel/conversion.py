@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import math
 import re
 from collections.abc import Callable
 from datetime import date, datetime
@@ -28,6 +29,7 @@ from .failure import ExchangeFailure
 __all__ = [
     "SUPPORTED_TYPES",
     "charset_codec",
+    "java_double_text",
     "to_text",
     "to_json",
     "capture_value",
@@ -108,6 +110,27 @@ def _jackson_pretty(value: Any, nesting: int) -> str:
     return _ENCODER.encode(value)
 
 
+def java_double_text(f: float) -> str:
+    """Java's ``Double.toString``: plain between 10^-3 and 10^7, else ``1.5E-4`` / ``1.0E10``.
+
+    Camel converts a Double to String with ``toString()`` (ObjectConverter / the type converter
+    fallback), so ``NaN``, ``Infinity`` and ``1.0E10`` — never Python's ``nan``, ``inf`` or
+    ``10000000000.0``.
+    """
+    if f != f:
+        return "NaN"
+    if math.isinf(f):
+        return "Infinity" if f > 0 else "-Infinity"
+    if f == 0:
+        return "-0.0" if math.copysign(1.0, f) < 0 else "0.0"
+    if 1e-3 <= abs(f) < 1e7:
+        return repr(f)  # Python's shortest repr is plain, with ".0", in this range
+    sign, digits, exponent = Decimal(repr(f)).normalize().as_tuple()
+    text = "".join(map(str, digits))
+    power = len(text) - 1 + int(exponent)
+    return f"{'-' if sign else ''}{text[0]}.{text[1:] or '0'}E{power}"
+
+
 def to_text(value: Any) -> str | None:
     """A body as a Camel agent captures it: ``None`` stays ``None``, everything else is text."""
     if value is None or type(value) is str:
@@ -123,6 +146,8 @@ def to_text(value: Any) -> str | None:
         return bytes(value).decode("utf-8", "replace")
     if isinstance(value, bool):
         return "true" if value else "false"  # Java's Boolean.toString
+    if isinstance(value, float):
+        return java_double_text(value)  # a bean's Double becomes text as Java prints it
     if isinstance(value, BaseException):
         return str(value)
     if isinstance(value, tuple | set | frozenset):

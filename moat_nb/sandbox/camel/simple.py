@@ -65,6 +65,7 @@ from zoneinfo import ZoneInfo
 from moat_nb.errors import SimpleSyntaxError
 
 from .conversion import canonical_type, convert_to, to_text, truthy
+from .conversion import java_double_text as _java_double_text
 from .failure import ExchangeFailure
 
 if TYPE_CHECKING:
@@ -300,22 +301,6 @@ def _to_boolean(value: Any) -> bool | None:
 def _java_string(value: Any) -> str:
     """``TypeConverter.tryConvertTo(String.class, value)``: the value's ``toString()``."""
     return _text(value)
-
-
-def _java_double_text(f: float) -> str:
-    """Java's ``Double.toString``: plain between 10^-3 and 10^7, else ``1.5E-4`` / ``1.0E10``."""
-    if f != f:
-        return "NaN"
-    if math.isinf(f):
-        return "Infinity" if f > 0 else "-Infinity"
-    if f == 0:
-        return "-0.0" if math.copysign(1.0, f) < 0 else "0.0"
-    if 1e-3 <= abs(f) < 1e7:
-        return repr(f)  # Python's shortest repr is plain, with ".0", in this range
-    sign, digits, exponent = Decimal(repr(f)).normalize().as_tuple()
-    text = "".join(map(str, digits))
-    power = len(text) - 1 + int(exponent)
-    return f"{'-' if sign else ''}{text[0]}.{text[1:] or '0'}E{power}"
 
 
 def _java_date_text(d: datetime) -> str:

@@ -373,6 +373,16 @@ def test_convert_body_to() -> None:
     assert ok(run(route("convertBodyTo: String"), None)).output_body is None
 
 
+def test_a_double_becomes_text_as_javas_double_to_string() -> None:
+    # Camel converts a Double to String with toString(): NaN, Infinity, 1.0E10 (not nan, inf).
+    for value, text in ((float("nan"), "NaN"), (float("-inf"), "-Infinity"), (1e10, "1.0E10")):
+        beans = {"num": lambda body, v=value: v}
+        ex = ok(run(route("bean: {ref: num}", "convertBodyTo: String"), "x", beans=beans))
+        assert ex.output_body == text
+        ex = ok(run(route("bean: {ref: num}"), "x", beans=beans))
+        assert ex.output_body == text  # the captured body, as an agent converts it
+
+
 def test_convert_body_to_uses_its_charset() -> None:
     # ConvertBodyProcessor sets CamelCharsetName for the conversion: the byte[]/String
     # converters encode and decode with it (UTF-8 otherwise).
