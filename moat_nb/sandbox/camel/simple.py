@@ -732,6 +732,33 @@ def _instance_test(name: str) -> Callable[[Any], bool] | None:
 # BeanInfo finds no method ``customerId`` (nor ``getCustomerId``) on a LinkedHashMap, and null
 # safety (``?.``) guards against a null, not a missing method.
 
+
+class JavaClass:
+    """What ``getClass()`` returns: the Simple page's "Camel understands the shorthand names for
+    getters", so ``${exception.class.name}`` is ``getClass().getName()`` and
+    ``${body.class.simpleName}`` is ``getClass().getSimpleName()`` (the Java class the engine
+    stands a value for: ``java.util.LinkedHashMap`` for a dict, the ``errorType`` for a failure).
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JavaClass) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    @property
+    def simple_name(self) -> str:
+        return self.name.rsplit(".", 1)[-1].rsplit("$", 1)[-1]
+
+    def __str__(self) -> str:
+        return f"class {self.name}"  # Class.toString()
+
+
 _JAVA_WHITESPACE = "".join(chr(i) for i in range(33))  # String.trim() strips every char <= ' '
 _SIZED = (str, list, tuple, set, frozenset, Mapping)
 _METHODS: dict[str, tuple[tuple[type, ...] | type, Callable[[Any], Any]]] = {
@@ -744,12 +771,22 @@ _METHODS: dict[str, tuple[tuple[type, ...] | type, Callable[[Any], Any]]] = {
     "toString": (object, _text),
     "keySet": (Mapping, lambda v: list(v.keys())),
     "values": (Mapping, lambda v: list(v.values())),
+    "class": (object, lambda v: JavaClass(_java_type(v))),
+    "getClass": (object, lambda v: JavaClass(_java_type(v))),
+    "name": (JavaClass, lambda c: c.name),
+    "getName": (JavaClass, lambda c: c.name),
+    "simpleName": (JavaClass, lambda c: c.simple_name),
+    "getSimpleName": (JavaClass, lambda c: c.simple_name),
+    "canonicalName": (JavaClass, lambda c: c.name.replace("$", ".")),
+    "getCanonicalName": (JavaClass, lambda c: c.name.replace("$", ".")),
 }
 
 
 def _java_type(value: Any) -> str:
     if isinstance(value, ExchangeFailure):
         return value.error_type
+    if isinstance(value, JavaClass):
+        return "java.lang.Class"
     if isinstance(value, bool):
         return "java.lang.Boolean"
     if isinstance(value, str):
@@ -816,6 +853,8 @@ def _exception_member(exc: BaseException, name: str) -> Any:
         return _stack_trace(exc)
     if name in ("toString",):
         return _text(exc)
+    if name in ("class", "getClass"):
+        return JavaClass(_java_type(exc))
     raise _no_method(exc, name)
 
 

@@ -233,6 +233,24 @@ def test_exception_functions() -> None:
     assert ev("Failed: ${exception.message}", make(exception=failure)) == "Failed: no stock"
 
 
+def test_ognl_getter_shorthand_for_the_class_of_a_value() -> None:
+    # Simple page, "OGNL expression support": "Camel understands the shorthand names for
+    # getters", so .class is getClass() and .name/.simpleName the Class's getName()/getSimpleName().
+    failure = ExchangeFailure("java.lang.IllegalStateException", "no stock")
+    exchange = make(exception=failure)
+    assert ev("${exception.class.name}", exchange) == "java.lang.IllegalStateException"
+    assert ev("${exception.class.simpleName}: ${exception.message}", exchange) == (
+        "IllegalStateException: no stock"
+    )
+    assert ev("${exception.getClass().getName()}", exchange) == "java.lang.IllegalStateException"
+    assert ev("${exception.class}", make(exception=failure)).name == "java.lang.IllegalStateException"
+    assert ev("x ${exception.class}", exchange) == "x class java.lang.IllegalStateException"
+    assert ev("${body.class.name}", make(ORDER)) == "java.util.LinkedHashMap"
+    assert ev("${body.class.simpleName}", make("a")) == "String"
+    with pytest.raises(SimpleEvaluationError, match="Method with name: name not found"):
+        ev("${body.name}", make(ORDER))  # a getter on the Class only; a Map still has no name()
+
+
 # --------------------------------------------------------------------------- templates
 
 
