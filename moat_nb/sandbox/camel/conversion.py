@@ -19,7 +19,7 @@ import codecs
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -301,6 +301,32 @@ def _identity(value: Any, type_name: str) -> Any:
     return value
 
 
+def _to_container(value: Any, type_name: str) -> Any:
+    """``java.util.Map`` / ``List`` / ``Collection``: a map or list as it is (a LinkedHashMap from
+    ``unmarshal: json`` is a Map), JSON text parsed as camel-jackson's type converter does (as
+    ``${bodyAs(Map)}`` always did here, so that ``convertBodyTo`` and ``bodyAs`` agree); anything
+    else has no converter."""
+    want_map = type_name.endswith("Map")
+    if want_map and isinstance(value, Mapping):
+        return value
+    if not want_map and isinstance(value, list | tuple | set | frozenset):
+        return value if isinstance(value, list) else list(value)
+    if isinstance(value, str | bytes | bytearray):
+        try:
+            parsed = json.loads(value)
+        except (ValueError, RecursionError) as exc:
+            raise _conversion_failure(
+                value, type_name, f"invalid JSON: {exc}", "java.io.IOException"
+            ) from None
+        if isinstance(parsed, dict if want_map else list):
+            return parsed
+        what = "an object" if want_map else "an array"
+        raise _conversion_failure(value, type_name, f"the JSON is not {what}", "java.io.IOException")
+    raise _conversion_failure(
+        value, type_name, "no type converter available", "org.apache.camel.NoTypeConversionAvailableException"
+    )
+
+
 _CONVERTERS: dict[str, Callable[[Any, str], Any]] = {
     "java.lang.String": _to_string,
     "java.lang.Integer": _to_int,
@@ -313,6 +339,12 @@ _CONVERTERS: dict[str, Callable[[Any, str], Any]] = {
     "java.lang.Boolean": _to_bool,
     "byte[]": _to_bytes,
     "java.lang.Object": _identity,
+    "java.util.Map": _to_container,
+    "java.util.HashMap": _to_container,
+    "java.util.LinkedHashMap": _to_container,
+    "java.util.List": _to_container,
+    "java.util.ArrayList": _to_container,
+    "java.util.Collection": _to_container,
 }
 
 # Camel's ObjectHelper.loadSimpleType accepts the simple names of java.lang types and primitives.
@@ -334,6 +366,12 @@ _ALIASES = {
     "BigInteger": "java.math.BigInteger",
     "Object": "java.lang.Object",
     "java.lang.byte[]": "byte[]",
+    "Map": "java.util.Map",
+    "HashMap": "java.util.HashMap",
+    "LinkedHashMap": "java.util.LinkedHashMap",
+    "List": "java.util.List",
+    "ArrayList": "java.util.ArrayList",
+    "Collection": "java.util.Collection",
 }
 
 #: The Java types ``convertBodyTo`` and ``resultType`` accept (and their simple names).

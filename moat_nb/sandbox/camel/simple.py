@@ -51,7 +51,6 @@ Deliberate differences from Camel, each cheaper to explain than to emulate:
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import traceback
@@ -1236,34 +1235,6 @@ def _bad_conversion(ex_type: str, value: Any, java: str, why: str) -> SimpleEval
     )
 
 
-def _json_container(value: Any, java: str, kind: type) -> Any:
-    """``bodyAs(Map)`` / ``bodyAs(List)``: a map or list as is, JSON text parsed (Jackson's
-    converter); anything else fails."""
-    if isinstance(value, kind) or (kind is dict and isinstance(value, Mapping)):
-        return value
-    if isinstance(value, list | tuple) and kind is list:
-        return list(value)
-    if isinstance(value, str | bytes | bytearray):
-        try:
-            parsed = json.loads(value)
-        except (ValueError, RecursionError) as exc:
-            raise _bad_conversion(TYPE_CONVERSION, value, java, f"invalid JSON: {exc}") from None
-        if isinstance(parsed, kind):
-            return parsed
-        what = "an object" if kind is dict else "an array"
-        raise _bad_conversion(TYPE_CONVERSION, value, java, f"the JSON is not {what}")
-    raise _bad_conversion(TYPE_CONVERSION, value, java, "no type converter available")
-
-
-_CONTAINER_TYPES = {
-    "Map": ("java.util.Map", dict),
-    "HashMap": ("java.util.HashMap", dict),
-    "LinkedHashMap": ("java.util.LinkedHashMap", dict),
-    "List": ("java.util.List", list),
-    "ArrayList": ("java.util.ArrayList", list),
-    "Collection": ("java.util.Collection", list),
-}
-
 _TYPE_HINT = (
     "bodyAs accepts String, Integer, Long, Short, Double, Float, BigDecimal, BigInteger, Boolean, "
     "Object, byte[], Map, List (java.lang./java.util./java.math. prefixes allowed)"
@@ -1279,9 +1250,6 @@ def _converter(type_name: str) -> tuple[str, Callable[[Any], Any]] | None:
     for package in ("java.util.", "java.lang.", "java.math."):
         if name.startswith(package):
             short = name[len(package) :]
-    if short in _CONTAINER_TYPES:
-        java, kind = _CONTAINER_TYPES[short]
-        return java, lambda v: _json_container(v, java, kind)
     canonical = canonical_type(name) or canonical_type(short)
     if canonical is None:
         return None

@@ -383,6 +383,26 @@ def test_a_double_becomes_text_as_javas_double_to_string() -> None:
         assert ex.output_body == text  # the captured body, as an agent converts it
 
 
+def test_convert_body_to_map_and_list_agrees_with_body_as() -> None:
+    # convertBodyTo: java.util.Map was refused at load time while ${bodyAs(java.util.Map)} worked;
+    # both now use one converter: a Map/List as it is, JSON text parsed, anything else fails.
+    for type_name in ("java.util.Map", "Map", "java.util.LinkedHashMap"):
+        ex = ok(run(route(f"convertBodyTo: {type_name}", "setBody: {simple: '${body[a]}'}"), '{"a": 1}'))
+        assert ex.output_body == "1"
+    ex = ok(run(route("unmarshal: {json: {}}", "convertBodyTo: java.util.List"), "[1, 2]"))
+    assert ex.output_body == "[1,2]"
+    ex = ok(
+        run(
+            route("convertBodyTo: java.util.Map", "setHeader: {name: same, simple: '${bodyAs(Map)}'}"),
+            '{"a": 1}',
+        )
+    )
+    assert ex.output_headers == {"same": '{"a":1}'}
+    ex = run(route("convertBodyTo: java.util.Map"), "[1]")
+    assert ex.error_type == "org.apache.camel.InvalidPayloadException"
+    assert "the JSON is not an object" in ex.error_message
+
+
 def test_convert_body_to_uses_its_charset() -> None:
     # ConvertBodyProcessor sets CamelCharsetName for the conversion: the byte[]/String
     # converters encode and decode with it (UTF-8 otherwise).
