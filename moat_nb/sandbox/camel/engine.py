@@ -341,6 +341,7 @@ class RouteSet:
         body = (
             payload.body if payload.body is None or isinstance(payload.body, str) else to_text(payload.body)
         )
+        start = ctx.now()  # also the exchange's creation time (${date:exchangeCreated})
         exchange = Exchange(
             exchange_id=exchange_id,
             body=body,
@@ -349,6 +350,7 @@ class RouteSet:
             route_id=route.route_id,
             from_route_id=route.route_id,
             context=ctx,
+            created=start,
         )
         input_headers = capture_map(exchange.headers.pairs())
         input_properties = capture_map(exchange.properties.items())
@@ -362,7 +364,6 @@ class RouteSet:
             replay_id=replay_id,
             stubs=stub_index(replay_of) if replay_of is not None else None,
         )
-        start = ctx.now()
         p0 = ctx.perf() if ctx.perf is not None else 0.0
         failure: ExchangeFailure | None = None
         try:

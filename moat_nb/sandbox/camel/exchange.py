@@ -133,6 +133,10 @@ class Exchange:
     #: Set by the ``stop`` EIP: no further processor runs for this exchange (Camel's
     #: ``Exchange.isRouteStop()``).
     route_stop: bool = False
+    #: When the exchange was created (Camel's ``Exchange.getCreated()``, read by Simple's
+    #: ``${date:exchangeCreated}``): the run's start on the context clock. ``None`` reads the
+    #: clock at evaluation time (an exchange built by hand).
+    created: datetime | None = None
 
     def copy(self, exchange_id: str) -> Exchange:
         """A correlated copy (Camel's ``ExchangeHelper.createCorrelatedCopy``): a new id, the same
@@ -146,4 +150,7 @@ class Exchange:
             route_id=self.route_id,
             from_route_id=self.from_route_id,
             context=self.context,
+            # Camel's copy is a new Exchange with its own creation time, microseconds later; the
+            # copy keeps the original's so that a split reads the clock no more often than before.
+            created=self.created,
         )

@@ -1664,6 +1664,7 @@ class _Compiler:
         """``date:command[:pattern]`` (``rest`` is after ``date:``), or with a time zone."""
         hint = (
             "write ${date:now}, ${date:now:yyyy-MM-dd'T'HH:mm:ss.SSSXXX}, ${date:millis}, "
+            "${date:exchangeCreated:pattern}, "
             "${date:header.name:pattern}, ${date:exchangeProperty.name:pattern}, offsets such as "
             "now-1h30m; pattern letters are Java SimpleDateFormat's"
         )
@@ -1684,6 +1685,10 @@ class _Compiler:
         read: Callable[[Exchange], datetime]
         if command in ("now", "millis"):
             read = lambda ex: ex.context.now()  # noqa: E731
+        elif command == "exchangeCreated":
+            # Simple page, date:command: "exchangeCreated for the timestamp when the current
+            # exchange was created" (the run's start on the context clock).
+            read = lambda ex: ex.created if ex.created is not None else ex.context.now()  # noqa: E731
         elif command.startswith("header.") and len(command) > 7:
             key = command[7:]
             read = lambda ex: _as_date(ex.headers.get(key), command)  # noqa: E731

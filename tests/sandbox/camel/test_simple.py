@@ -14,6 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from moat_nb.errors import SimpleSyntaxError
+from moat_nb.model import Payload
+from moat_nb.sandbox.camel import RouteSet
 from moat_nb.sandbox.camel.exchange import Exchange, FixedClock, Headers, RunContext
 from moat_nb.sandbox.camel.failure import ExchangeFailure
 from moat_nb.sandbox.camel.simple import (
@@ -365,6 +367,28 @@ def test_body_as_failures(text: str, body: Any, error_type: str) -> None:
 )
 def test_date_patterns_follow_simple_date_format(pattern: str, expected: str) -> None:
     assert ev(f"${{date:now:{pattern}}}", make()) == expected
+
+
+def test_date_exchange_created_is_when_the_exchange_was_created() -> None:
+    # Simple page, date:command: "exchangeCreated for the timestamp when the current exchange was
+    # created"; the clock has moved on since, so it is not ${date:now}.
+    exchange = make(created=T0 - timedelta(minutes=5))
+    assert ev("${date:exchangeCreated:HH:mm:ss}", exchange) == "14:02:09"
+    assert ev("${date:exchangeCreated+1h:HH:mm}", exchange) == "15:02"
+    assert ev("${date:now:HH:mm:ss}", exchange) == "14:07:09"
+    # A run's exchange is created when the run starts; a split's copies keep that time.
+    routes = RouteSet.loads(
+        "- route:\n    id: r\n    from:\n      uri: direct:r\n      steps:\n"
+        "        - split:\n            tokenize: ','\n            steps:\n"
+        "              - setHeader: {name: t, simple: '${date:exchangeCreated:mm:ss.SSS}'}\n"
+        "              - to: mock:out\n"
+        "        - setBody: {simple: '${date:exchangeCreated:mm:ss.SSS} ${date:now:mm:ss.SSS}'}\n"
+    )
+    clock = FixedClock(T0, step=timedelta(seconds=1))
+    ex = routes.run("r", Payload(headers={}, body="a,b", properties={}), context=RunContext(now=clock))
+    created, now = ex.output_body.split()
+    assert created == "07:09.123" and now > created
+    assert {p.output_headers["t"] for p in ex.processors if p.processor_type == "setHeader"} == {created}
 
 
 def test_date_now_millis_offsets_and_headers() -> None:
