@@ -71,6 +71,15 @@ class DoCatch(WithSteps):
                 exchange.exception = None
         return caught
 
+    def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        # Camel's CatchProcessor.process is what moves the exception into the property: it sets
+        # EXCEPTION_CAUGHT to exchange.getException() and then clears the exception. So the
+        # doCatch's input snapshot does not hold CamelExceptionCaught yet and its output does:
+        # lineage credits the property to the doCatch, not to the doTry before it.
+        exchange.properties["CamelExceptionCaught"] = exchange.exception
+        exchange.exception = None
+        super().process(exchange, run, seq, depth, iteration)
+
 
 class DoFinally(WithSteps):
     """The ``doFinally`` block: always runs, with the pending exception set aside."""
@@ -82,8 +91,9 @@ class DoFinally(WithSteps):
 class DoTry(WithSteps):
     """``doTry``/``doCatch``/``doFinally`` as Camel's ``TryProcessor`` runs them.
 
-    The first ``doCatch`` (in order) that catches the failure handles it: the exception is
-    cleared and put in the ``CamelExceptionCaught`` property, and its steps run. The property
+    The first ``doCatch`` (in order) that catches the failure handles it: the clause itself
+    clears the exception and puts it in the ``CamelExceptionCaught`` property (so its input
+    record does not have the property and its output does), and its steps run. The property
     holds the exchange's exception itself, not the cause the clause matched: Camel's
     ``CatchProcessor.process`` sets ``EXCEPTION_CAUGHT`` to ``exchange.getException()`` (its
     ``catches`` result only decides whether the clause applies), so ``${exception.message}``
@@ -118,8 +128,7 @@ class DoTry(WithSteps):
                 if clause.catches(exchange, failure) is None:
                     continue
                 pending = None
-                exchange.exception = None
-                exchange.properties["CamelExceptionCaught"] = failure
+                exchange.exception = failure  # the clause moves it to CamelExceptionCaught
                 try:
                     run.execute(clause, exchange, seq, depth + 1, iteration)
                 except ExchangeFailure as again:

@@ -162,6 +162,17 @@ def test_failure_in_an_iteration_is_caught_and_finally_runs(orders: RouteSet) ->
     assert [p.iteration for p in by_id(ex, "choice1")] == [0, 1, 2]
 
 
+def test_the_do_catch_is_what_sets_camel_exception_caught(orders: RouteSet) -> None:
+    # CatchProcessor.process sets EXCEPTION_CAUGHT and clears the exception, so the property
+    # appears in the doCatch's output, not already in its input (lineage credited the doTry).
+    ex = orders.run("intake", order(2, 0, 5), context=ctx())
+    (catch,) = [p for p in ex.processors if p.processor_type == "doCatch"]
+    assert "CamelExceptionCaught" not in (catch.input_properties or {})
+    assert "bad quantity 0" in catch.properties["CamelExceptionCaught"]
+    first_step = next(p for p in ex.processors if p.parent_seq == catch.seq)
+    assert "bad quantity 0" in first_step.input_properties["CamelExceptionCaught"]
+
+
 def test_uncaught_failure_fails_the_execution_with_a_camel_stack_trace() -> None:
     routes = RouteSet.loads(
         """
