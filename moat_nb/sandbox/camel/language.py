@@ -25,6 +25,7 @@ Every language trims its expression text unless ``trim: false`` (Camel's
 from __future__ import annotations
 
 import json
+import math
 import re
 from functools import lru_cache
 from typing import Any
@@ -220,6 +221,60 @@ def _is_definite(node: Any) -> bool:
     return False
 
 
+# Jayway's path functions ("Functions can be invoked at the tail end of a path - the input to a
+# function is the output of the path expression", json-path README; Camel's jsonpath language
+# uses Jayway). Those without arguments are supported after a definite path, whose one value is
+# the function's input; after an indefinite path Jayway feeds the function each match or the
+# collected list depending on the path, so such paths are refused at load time instead of
+# guessed, as are the functions that take arguments (concat, append, index).
+_TAIL_FUNCTION = re.compile(r"(?s)(.*?)\.\s*([A-Za-z_][A-Za-z0-9_]*)\(([^()\[\]]*)\)\s*")
+_ARG_FUNCTIONS = frozenset({"concat", "append", "index"})
+_NUMERIC_FUNCTIONS = frozenset({"min", "max", "avg", "sum", "stddev"})
+_FUNCTIONS = _NUMERIC_FUNCTIONS | {"length", "keys", "first", "last"}
+_FUNCTION_CALL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\s*\(")
+
+
+def _numbers(value: Any, name: str) -> list[float]:
+    # AbstractAggregation.invoke: the numbers of the array (other items skipped); none at all
+    # is a JsonPathException.
+    items = value if isinstance(value, list) else []
+    numbers = [float(v) for v in items if isinstance(v, int | float) and not isinstance(v, bool)]
+    if not numbers:
+        raise _evaluation_failure(
+            f"Aggregation function attempted to calculate value using empty array ({name}())",
+            "com.jayway.jsonpath.JsonPathException",
+        )
+    return numbers
+
+
+def _apply_function(name: str, value: Any) -> Any:
+    """Jayway's function ``name()`` on a value: the aggregations give a Double, ``length()`` the
+    size of an array or object (else null), ``keys()`` an object's keys, ``first()``/``last()``
+    an array's end item."""
+    if name in _NUMERIC_FUNCTIONS:
+        numbers = _numbers(value, name)
+        if name == "min":
+            return min(numbers)
+        if name == "max":
+            return max(numbers)
+        total = math.fsum(numbers)
+        if name == "sum":
+            return total
+        mean = total / len(numbers)
+        if name == "avg":
+            return mean
+        return math.sqrt(max(math.fsum(n * n for n in numbers) / len(numbers) - mean * mean, 0.0))
+    if name == "length":
+        return len(value) if isinstance(value, list | dict) else None
+    if name == "keys":
+        return list(value) if isinstance(value, dict) else None
+    if not isinstance(value, list) or not value:
+        raise _evaluation_failure(
+            f"Function {name}() needs a non-empty array", "com.jayway.jsonpath.JsonPathException"
+        )
+    return value[0] if name == "first" else value[-1]
+
+
 def _evaluation_failure(message: str, cause_type: str) -> ExchangeFailure:
     return ExchangeFailure(
         "org.apache.camel.ExpressionEvaluationException",
@@ -231,7 +286,7 @@ def _evaluation_failure(message: str, cause_type: str) -> ExchangeFailure:
 class JsonPathExpression(Expression):
     """Camel's ``jsonpath`` language over the body (Jayway semantics, ``jsonpath-ng`` parser)."""
 
-    __slots__ = ("path", "definite", "suppress")
+    __slots__ = ("path", "definite", "suppress", "function")
 
     def __init__(
         self,
@@ -243,17 +298,58 @@ class JsonPathExpression(Expression):
         line: int | None = None,
     ) -> None:
         super().__init__("jsonpath", text, _result_type(result_type, file=file, line=line))
+        hint = "write a JSONPath such as $.lines[*] or $.customer.id (filters: $.lines[?(@.qty > 1)])"
+        fn_hint = (
+            "functions without arguments (length, min, max, avg, sum, stddev, keys, first, last) "
+            "are supported at the end of a definite path such as $.lines.length()"
+        )
+        path_text, self.function = text, None
+        tail = _TAIL_FUNCTION.fullmatch(text)
+        if tail is not None:
+            path_text, name = tail.group(1), tail.group(2)
+            if name not in _FUNCTIONS or tail.group(3).strip():
+                if name in _ARG_FUNCTIONS or name in _FUNCTIONS:
+                    what = f"function {name}() with arguments is not supported"
+                else:
+                    what = f"unknown function {name}()"
+                raise RouteLoadError(
+                    f"jsonpath {text!r}: {what}",
+                    file=file,
+                    line=line,
+                    construct=f"jsonpath function {name}()",
+                    hint=fn_hint,
+                )
+            self.function = name
         try:
-            self.path = _compile_jsonpath(text)
+            self.path = _compile_jsonpath(path_text)
         except Exception as err:  # jsonpath-ng raises several types (lexer, parser, ValueError)
+            call = _FUNCTION_CALL.search(path_text)
+            if call is not None:
+                raise RouteLoadError(
+                    f"jsonpath {text!r}: function {call.group(0).rstrip('( ')}() is not supported "
+                    "there (only at the end of the path)",
+                    file=file,
+                    line=line,
+                    construct="jsonpath function",
+                    hint=fn_hint,
+                ) from None
             raise RouteLoadError(
                 f"jsonpath {text!r} does not parse: {err}",
                 file=file,
                 line=line,
                 construct="jsonpath",
-                hint="write a JSONPath such as $.lines[*] or $.customer.id (filters: $.lines[?(@.qty > 1)])",
+                hint=hint,
             ) from None
         self.definite = _is_definite(self.path)
+        if self.function is not None and not self.definite:
+            raise RouteLoadError(
+                f"jsonpath {text!r}: function {self.function}() after an indefinite path "
+                "(wildcard, deep scan, filter, slice) is not supported",
+                file=file,
+                line=line,
+                construct=f"jsonpath function {self.function}()",
+                hint=fn_hint,
+            )
         self.suppress = suppress
 
     def _document(self, exchange: Exchange) -> Any:
@@ -285,7 +381,14 @@ class JsonPathExpression(Expression):
         if not self.definite:
             return values
         if values:
-            return values[0]
+            if self.function is None:
+                return values[0]
+            try:
+                return _apply_function(self.function, values[0])
+            except ExchangeFailure:
+                if suppress:
+                    return None
+                raise
         if suppress:
             return None
         raise _evaluation_failure(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -750,6 +751,49 @@ def test_to_d_resolves_its_uri_per_exchange() -> None:
     assert run(text, "b", headers={"q": "none"}).error_type == (
         "org.apache.camel.component.direct.DirectConsumerNotAvailableException"
     )
+
+
+def test_jsonpath_functions_at_the_end_of_a_definite_path() -> None:
+    # Jayway (Camel's jsonpath engine): "Functions can be invoked at the tail end of a path";
+    # the aggregations give a Double, length() an Integer.
+    doc = '{"lines": [3, 1, 2, "x"], "customer": {"id": 7, "tier": "gold"}, "none": []}'
+    for path, expected in (
+        ("$.lines.length()", 4),
+        ("$.customer.length()", 2),
+        ("$.lines.sum()", 6.0),
+        ("$.lines.min()", 1.0),
+        ("$.lines.max()", 3.0),
+        ("$.lines.avg()", 2.0),
+        ("$.lines.first()", 3),
+        ("$.lines.last()", "x"),
+        ("$.customer.keys()", '["id","tier"]'),  # a Set, captured as JSON text
+    ):
+        ex = ok(run(route(f'setHeader: {{name: v, jsonpath: "{path}"}}'), doc))
+        assert ex.output_headers == {"v": expected}, path
+    ex = ok(
+        run(
+            route('setHeader: {name: v, jsonpath: "$.lines.stddev()"}'), '{"lines": [2, 4, 4, 4, 5, 5, 7, 9]}'
+        )
+    )
+    assert ex.output_headers == {"v": 2.0}
+    ex = run(route('setHeader: {name: v, jsonpath: "$.none.sum()"}'), doc)
+    assert ex.error_type == "org.apache.camel.ExpressionEvaluationException"
+    assert "empty array" in ex.error_message
+
+
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        ("$.lines[*].length()", "function length() after an indefinite path"),
+        ("$.lines.concat(1)", "function concat() with arguments is not supported"),
+        ("$.lines.size()", "unknown function size()"),
+        ("$.lines[?(@.tags.length() > 1)]", "function length() is not supported there"),
+    ],
+)
+def test_unsupported_jsonpath_functions_fail_at_load_time_with_the_line(path: str, says: str) -> None:
+    with pytest.raises(RouteLoadError, match=re.escape(says)) as info:
+        RouteSet.loads(route("log: x", f'setHeader: {{name: v, jsonpath: "{path}"}}'), file="t.yaml")
+    assert info.value.line == 7 and "jsonpath function" in str(info.value)
 
 
 def test_jsonpath_missing_definite_path_fails_unless_suppressed() -> None:
