@@ -42,6 +42,7 @@ import contextlib
 import email.utils
 import json
 import logging
+import math
 import random
 import time
 from collections import OrderedDict, deque
@@ -185,7 +186,7 @@ def encoded_chunks(
     used = 0
     checked: set[int] = set()  # ids of maps found finite (the engine shares unchanged captures)
     for record in records:
-        _check_finite(record, checked)
+        record = _finite(record, checked)
         encoded = encoder.dumps_finite(record.to_wire())
         if len(encoded) > RECORD_MAX_BYTES:
             record = fit_record(record)
@@ -197,7 +198,7 @@ def encoded_chunks(
             group, used = groups[-1], 0
         group.append((record, encoded))
         used += size
-    summary = replace(execution, processors=None)
+    summary = _finite(replace(execution, processors=None), checked)
     summary_wire = summary.to_wire()
     if len(_dumps(summary_wire)) > RECORD_MAX_BYTES:
         summary = fit_record(summary)
@@ -1026,7 +1027,7 @@ class Agent:
 
 
 def _encode(chunk: Chunk) -> bytes:
-    return _dumps(chunk.to_wire())
+    return _dumps(_finite_chunk(chunk).to_wire())
 
 
 def _dumps(wire: Mapping[str, Any]) -> bytes:
@@ -1034,19 +1035,54 @@ def _dumps(wire: Mapping[str, Any]) -> bytes:
     return encoder.dumps(wire)
 
 
-def _check_finite(record: ProcessorRecord, checked: set[int]) -> None:
-    """ValueError, as ``json.dumps(allow_nan=False)`` gives, for a NaN or infinity in a record:
-    orjson would write it as null. Only ``durationMs`` and the maps can hold floats (the other
-    fields are typed); a map shared by several records is walked once."""
-    if not encoder.finite(record.duration_ms):
-        raise ValueError("Out of range float values are not JSON compliant (durationMs)")
-    for values in (record.input_headers, record.output_headers, record.input_properties, record.properties):
+#: The map fields of the records an agent posts (the only fields that can hold any float).
+_MAP_FIELDS = ("input_headers", "output_headers", "input_properties", "properties", "output_properties")
+
+
+def _java_double(value: float) -> str:
+    # Double.toString of the values JSON cannot hold.
+    return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+
+
+def _quoted_non_finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity as the text Java writes for it, as a Camel agent's
+    Jackson writes them (``QUOTE_NON_NUMERIC_NUMBERS``, on by default): JSON has no such
+    numbers, orjson would write null and the stdlib refuses them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _java_double(value)
+    if isinstance(value, dict):
+        return {k: _quoted_non_finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_quoted_non_finite(v) for v in value]
+    return value
+
+
+def _finite(record: _R, checked: set[int] | None = None) -> _R:
+    """``record`` with its maps' NaN and infinities quoted (:func:`_quoted_non_finite`). A route
+    whose bean returned NaN into a header ran, but its agent refused to post the trace, so the
+    replay ended ERROR and ``sandbox --app`` could not record its history. A map shared by
+    several records (the engine shares unchanged captures) is walked once (``checked``)."""
+    checked = set() if checked is None else checked
+    changes: dict[str, Any] = {}
+    for name in _MAP_FIELDS:
+        values = getattr(record, name, None)
         if values and id(values) not in checked:
-            if not encoder.finite(values):
-                raise ValueError(
-                    "Out of range float values are not JSON compliant (NaN or infinity in a record)"
-                )
-            checked.add(id(values))
+            if encoder.finite(values):
+                checked.add(id(values))
+            else:
+                changes[name] = _quoted_non_finite(values)
+    return replace(record, **changes) if changes else record  # type: ignore[type-var]
+
+
+def _finite_chunk(chunk: Chunk) -> Chunk:
+    checked: set[int] = set()
+    processors = tuple(_finite(p, checked) for p in chunk.processors)
+    execution = None if chunk.execution is None else _finite(chunk.execution, checked)
+    if execution is chunk.execution and all(
+        a is b for a, b in zip(processors, chunk.processors, strict=True)
+    ):
+        return chunk
+    return replace(chunk, processors=processors, execution=execution)
 
 
 def _code(response: httpx.Response) -> str | None:

@@ -413,19 +413,41 @@ def test_encoded_chunks_are_the_chunks_json() -> None:
         assert _json.loads(body) == chunk.to_wire()
 
 
-def test_a_nan_in_a_record_is_refused_not_written_as_null() -> None:
-    """orjson writes NaN as null; the agent must refuse it as json.dumps(allow_nan=False) does."""
+def test_a_nan_in_a_record_is_posted_as_java_writes_it_not_as_null() -> None:
+    """JSON has no NaN: orjson writes null (a value that was not null), the stdlib refuses it.
+    The agent refused the record, so a route whose bean returned NaN into a header or property
+    ran and its replay ended ERROR (and `sandbox --app` could not record its history). A Camel
+    agent's Jackson writes such a Double quoted, as Java's Double.toString: "NaN", "Infinity"."""
     from dataclasses import replace as _replace
 
-    from moat_nb.sandbox.agent import encoded_chunks
+    from moat_nb.model import Chunk
+    from moat_nb.sandbox.agent import _encode, encoded_chunks
 
-    record = _replace(_record(1, 10), properties={"ratio": [1.0, float("nan")]})
+    record = _replace(_record(1, 10), properties={"ratio": [1.0, float("nan")], "top": {"x": float("-inf")}})
     execution = Execution(
         execution_id="e-1", exchange_id="x-1", route_id="r", status="COMPLETED", replay_id="rp-1",
-        processors=(record,), processor_count=1,
+        processors=(record,), processor_count=1, output_headers={"limit": float("inf"), "n": 2.5},
     )  # fmt: skip
-    with pytest.raises(ValueError, match="JSON compliant"):
-        encoded_chunks(execution)
+
+    def strict(text: bytes) -> Any:  # the JSON must hold no NaN or Infinity token either
+        return json.loads(text, parse_constant=lambda token: pytest.fail(f"{token} in the JSON"))
+
+    ((chunk, body),) = encoded_chunks(execution)
+    wire = strict(body)
+    assert wire["processors"][0]["properties"] == {"ratio": [1.0, "NaN"], "top": {"x": "-Infinity"}}
+    assert wire["execution"]["outputHeaders"] == {"limit": "Infinity", "n": 2.5}
+    assert wire == chunk.to_wire()
+    # The history path encodes a Chunk made elsewhere: the same rule.
+    plain = Chunk(
+        "e-1",
+        "x-1",
+        0,
+        final=True,
+        replay_id="rp-1",
+        execution=_replace(execution, processors=None),
+        processors=(record,),
+    )
+    assert strict(_encode(plain)) == wire
 
 
 def test_a_record_too_large_to_post_is_cut_to_fit_and_says_so() -> None:
