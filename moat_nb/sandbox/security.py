@@ -1071,21 +1071,61 @@ class LoginGuard:
             ]
         return max(waits) if waits else None
 
+    def begin(self, username: str, address: str | None) -> tuple[int | None, float]:
+        """Check and count an attempt in one step.
+
+        Returns ``(seconds, now)`` when the name or address must wait (nothing counted), else
+        ``(None, now)`` with the attempt already counted as a failure, so that concurrent logins
+        cannot all pass the check before any of their failures is counted (each would then
+        get a password guess beyond the limit). A right password then calls
+        :meth:`succeeded` with ``at=now``, which takes the reservation back.
+        """
+        now = self.clock()
+        with self._lock:
+            waits = [w for key, limit in self._limits(username, address) if (w := self._wait(key, limit, now))]
+            if waits:
+                return max(waits), now
+            self._count(username, address, now)
+        return None, now
+
+    def _count(self, username: str, address: str | None, now: float) -> None:
+        for key, _ in self._limits(username, address):
+            self._failures.setdefault(key, deque()).append(now)
+            self._failures.move_to_end(key)
+        while len(self._failures) > self.max_keys:
+            self._failures.popitem(last=False)
+
     def failed(self, username: str, address: str | None) -> int | None:
         """Count a failed login; the seconds it now has to wait (it reached the limit), or None."""
         now = self.clock()
         with self._lock:
-            for key, _ in self._limits(username, address):
-                self._failures.setdefault(key, deque()).append(now)
-                self._failures.move_to_end(key)
-            while len(self._failures) > self.max_keys:
-                self._failures.popitem(last=False)
+            self._count(username, address, now)
         return self.retry_after(username, address)
 
-    def succeeded(self, username: str) -> None:
-        """Forget the user name's failures (a login with the right password)."""
+    def succeeded(self, username: str, address: str | None = None, at: float | None = None) -> None:
+        """Forget the user name's failures (a login with the right password); with the ``at``
+        of :meth:`begin`, also take back the attempt it counted for ``address``."""
         with self._lock:
             self._failures.pop(("user", username[:128]), None)
+            if at is not None:
+                self._take_back(username, address, at)
+
+    def release(self, username: str, address: str | None, at: float) -> None:
+        """Take back the attempt :meth:`begin` counted at ``at`` (the password was not checked)."""
+        with self._lock:
+            self._take_back(username, address, at)
+
+    def _take_back(self, username: str, address: str | None, at: float) -> None:
+        for key, _ in self._limits(username, address):
+            times = self._failures.get(key)
+            if times is None:
+                continue
+            try:
+                times.remove(at)
+            except ValueError:
+                pass
+            if not times:
+                del self._failures[key]
 
 
 class NonceCache:

@@ -800,7 +800,9 @@ async def login(request: Request, principal: Principal | None) -> Response:
     password = _string(body, "password")
     address = request.client.host if request.client else None
     guard = state.login_guard
-    wait = guard.retry_after(username, address)
+    # Checked and counted in one step (counted as a failure until the password proves right):
+    # concurrent logins all passed a separate check before any failure was counted.
+    wait, started = guard.begin(username, address)
     if wait is not None:
         # Refused before the password is checked, so that guessing on stops costing us scrypt
         # work and the attacker learns nothing more; not audited one by one (the failure that
@@ -810,10 +812,13 @@ async def login(request: Request, principal: Principal | None) -> Response:
         # scrypt takes ~70 ms: off the event loop.
         answer = await run_in_threadpool(state.authority.login, username, password, state.clock())
     except AuthenticationError as exc:
-        wait = guard.failed(username, address)
+        wait = guard.retry_after(username, address)
         await _audit_login_failure(state, request, username, exc, wait)
         raise
-    guard.succeeded(username)
+    except BaseException:
+        guard.release(username, address, started)  # not a password decision: not counted
+        raise
+    guard.succeeded(username, address, started)
     return _json(answer, no_store=True)
 
 

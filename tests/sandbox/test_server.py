@@ -306,6 +306,34 @@ def test_repeated_failed_logins_make_the_name_wait(sb: Sandbox, monkeypatch: pyt
     )
 
 
+def test_concurrent_failed_logins_get_no_more_guesses_than_the_limit(
+    sb: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by review: the guard was checked before the password and counted after it, so
+    logins sent together all passed the check before any failure was counted: 30 concurrent
+    guesses were all checked (30 x 401) with a limit of 3."""
+    import asyncio
+    from collections import Counter
+
+    guard = LoginGuard(attempts=3, window=60.0)
+    monkeypatch.setattr(sb.state, "login_guard", guard)
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=sb.url, timeout=30) as client:
+            return await asyncio.gather(
+                *[client.post("/auth/login", json={"username": "nobody", "password": f"g{i}"}) for i in range(30)]
+            )
+
+    codes = Counter(r.status_code for r in asyncio.run(burst()))
+    assert codes == {401: 3, 429: 27}, codes
+    # A right password does not count against its address; a refused one is not a guess.
+    guard = LoginGuard(attempts=1, window=60.0)
+    monkeypatch.setattr(sb.state, "login_guard", guard)
+    for _ in range(10):
+        assert sb.http.post("/auth/login", json={"username": "analyst", "password": "analyst"}).status_code == 200
+    assert not guard._failures
+
+
 def test_login_errors(sb: Sandbox) -> None:
     r = sb.http.post("/auth/login", json={"username": "admin", "password": "wrong"})
     assert refusal(r) == (401, "BAD_CREDENTIALS")
