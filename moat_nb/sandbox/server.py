@@ -318,6 +318,8 @@ def _check_ids(request: Request) -> None:
 #: endpoint, an agent acting for another) is ``ACCESS_DENIED`` (ASVS 16.3.2: log failed
 #: authorisation).
 _DENIAL_ACTIONS = {"replays": "REPLAY_DENIED", "audit": "AUDIT_DENIED"}
+#: The longest refusal message a denial's audit record keeps whole.
+_REASON_MAX = 500
 
 
 async def _audit_denial(
@@ -355,13 +357,15 @@ async def _audit_denial(
             source=source,
             target=target,
             detail={
-                "reason": exc.message,
+                # Bounded: a refusal's message may quote the path (an agent acting for another).
+                "reason": exc.message if len(exc.message) <= _REASON_MAX else exc.message[:_REASON_MAX] + "…",
                 "code": exc.code,
                 "operation": f"{op.method} {op.path}",
-                # The ids the refused call named (an execution, an agent, a command), checked:
-                # a refused call's path may be anything.
-                **{k: id_of(v) for k, v in request.path_params.items() if k != "replayId"},
                 **{k: v for k, v in exc.details.items() if k != "principal"},
+                # The ids the refused call named (an execution, an agent, a command), checked:
+                # a refused call's path may be anything. After the refusal's details, which
+                # quote the path as given (require_agent's instanceId): that copy was kept.
+                **{k: id_of(v) for k, v in request.path_params.items() if k != "replayId"},
                 **({"replayId": named} if named and not own else {}),
             },
             outcome="DENIED",

@@ -1176,6 +1176,20 @@ def test_a_refusal_on_any_other_endpoint_is_audited_as_access_denied(sb: Sandbox
     assert len(sb.state.audit.events()) == before
 
 
+def test_an_access_denied_record_keeps_no_unchecked_path_text(sb: Sandbox) -> None:
+    """Found by review: an agent acting for an "agent" whose id is no id (any text in the path)
+    was audited with that text as detail.instanceId (require_agent's details overrode the
+    checked path ids) and twice more in the reason: an agent could write kilobytes of its own
+    text into the chain with each refused call."""
+    bad = "forged<script>" + "x" * 3000
+    before = len(sb.state.audit.events())
+    r = sb.http.post(f"/agents/{bad}/heartbeat", json={}, headers=sb.auth("agent-dev"))
+    assert refusal(r) == (403, "FORBIDDEN")
+    (event,) = sb.state.audit.events()[before:]
+    assert event["action"] == "ACCESS_DENIED" and event["detail"]["instanceId"] is None
+    assert len(event["detail"]["reason"]) <= 501 and len(json.dumps(event)) < 2000
+
+
 def test_every_route_is_a_declared_operation_and_denies_by_default(sb: Sandbox) -> None:
     """Walk app.routes: each is an Operation with an access rule; every non-public one refuses
     a request without credentials (401) — including the replay routes, once they exist."""
