@@ -1082,7 +1082,9 @@ class LoginGuard:
         """
         now = self.clock()
         with self._lock:
-            waits = [w for key, limit in self._limits(username, address) if (w := self._wait(key, limit, now))]
+            waits = [
+                w for key, limit in self._limits(username, address) if (w := self._wait(key, limit, now))
+            ]
             if waits:
                 return max(waits), now
             self._count(username, address, now)

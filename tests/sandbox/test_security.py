@@ -1098,3 +1098,21 @@ def test_login_guard_is_bounded_and_checks_its_settings() -> None:
     for bad in ({"attempts": 0}, {"window": 0.0}):
         with pytest.raises(ValueError):
             sec.LoginGuard(**bad)  # type: ignore[arg-type]
+
+
+def test_login_guard_begin_counts_the_attempt_before_the_password_is_checked() -> None:
+    """Review finding: checked before scrypt and counted after it, concurrent logins all passed
+    the check. begin() checks and counts in one step; a right password (succeeded) or a login
+    that never reached the password check (release) takes its attempt back."""
+    now = [0.0]
+    guard = sec.LoginGuard(attempts=2, window=60.0, clock=lambda: now[0])
+    first, second = guard.begin("ann", "10.0.0.1"), guard.begin("ann", "10.0.0.1")
+    assert first[0] is None and second[0] is None
+    assert guard.begin("ann", "10.0.0.1")[0] == 60  # two in flight: the third waits
+    guard.release("ann", "10.0.0.1", first[1])
+    guard.succeeded("ann", "10.0.0.1", second[1])
+    assert not guard._failures  # nothing left of either, for the name or the address
+    wait, at = guard.begin("bob", "10.0.0.1")
+    assert wait is None and guard.retry_after("bob", "10.0.0.1") is None
+    guard.succeeded("bob", "10.0.0.1", at)
+    assert guard.retry_after("bob", "10.0.0.1") is None and not guard._failures

@@ -321,7 +321,10 @@ def test_concurrent_failed_logins_get_no_more_guesses_than_the_limit(
     async def burst() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=sb.url, timeout=30) as client:
             return await asyncio.gather(
-                *[client.post("/auth/login", json={"username": "nobody", "password": f"g{i}"}) for i in range(30)]
+                *[
+                    client.post("/auth/login", json={"username": "nobody", "password": f"g{i}"})
+                    for i in range(30)
+                ]
             )
 
     codes = Counter(r.status_code for r in asyncio.run(burst()))
@@ -330,7 +333,10 @@ def test_concurrent_failed_logins_get_no_more_guesses_than_the_limit(
     guard = LoginGuard(attempts=1, window=60.0)
     monkeypatch.setattr(sb.state, "login_guard", guard)
     for _ in range(10):
-        assert sb.http.post("/auth/login", json={"username": "analyst", "password": "analyst"}).status_code == 200
+        assert (
+            sb.http.post("/auth/login", json={"username": "analyst", "password": "analyst"}).status_code
+            == 200
+        )
     assert not guard._failures
 
 
