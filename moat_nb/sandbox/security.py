@@ -27,6 +27,7 @@ import functools
 import hashlib
 import heapq
 import hmac
+import ipaddress
 import math
 import os
 import secrets
@@ -1014,6 +1015,13 @@ def verify_command(command: Any, public_key_b64: str) -> bool:
     return True
 
 
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:  # not an IP address (a test client's "testclient", a socket path)
+        return False
+
+
 class LoginGuard:
     """Failed logins per user name and per client address, in a sliding window of ``window``
     seconds: the anti-automation a password login needs (ASVS 4.0.3 V2.2.1; security.md).
@@ -1021,6 +1029,10 @@ class LoginGuard:
     A user name with ``attempts`` failures in the window, or an address with ``4 * attempts``
     (one address trying many names), is refused without its password being checked until the
     oldest of those failures leaves the window: :meth:`retry_after` says how many seconds.
+    The machine's own addresses (loopback) are not limited as addresses: every user of a
+    sandbox on 127.0.0.1 comes from there, and 20 wrong logins by anyone (a notebook looping
+    with a bad MOAT_PASSWORD) locked every user out for 5 minutes (review finding). Their
+    user names are still limited.
     A successful login clears its user name's failures (not its address's). Bounded: at most
     ``max_keys`` names and addresses are remembered, the least recently failed forgotten first.
     Thread-safe; times come from ``clock`` (monotonic seconds), so tests can move it.
@@ -1045,7 +1057,7 @@ class LoginGuard:
 
     def _limits(self, username: str, address: str | None) -> list[tuple[tuple[str, str], int]]:
         keys = [(("user", username[:128]), self.attempts)]
-        if address:
+        if address and not _is_loopback(address):
             keys.append((("address", address), 4 * self.attempts))
         return keys
 

@@ -1116,3 +1116,17 @@ def test_login_guard_begin_counts_the_attempt_before_the_password_is_checked() -
     assert wait is None and guard.retry_after("bob", "10.0.0.1") is None
     guard.succeeded("bob", "10.0.0.1", at)
     assert guard.retry_after("bob", "10.0.0.1") is None and not guard._failures
+
+
+def test_login_guard_does_not_lock_the_machines_own_address() -> None:
+    """Every user of a sandbox on 127.0.0.1 logs in from there: 20 wrong logins by anyone (a
+    notebook looping with a bad password) locked every user out, the right password too
+    (review finding). Loopback addresses are not limited as addresses; names still are."""
+    now = [0.0]
+    guard = sec.LoginGuard(attempts=2, window=60.0, clock=lambda: now[0])
+    for address in ("127.0.0.1", "::1", "10.0.0.7"):
+        for i in range(20):
+            guard.failed(f"typo-{i % 10}@{address}", address)  # ten names, twice each
+        other = guard.retry_after("operator", address)
+        assert (other is None) is (address != "10.0.0.7"), address
+        assert guard.retry_after(f"typo-0@{address}", address) == 60  # the name itself waits
