@@ -1172,6 +1172,8 @@ def verify_evidence(
             ),
         )
     )
+    if "failures" in evidence or "expectationsHold" in evidence:
+        checks.append(_failures_check(evidence, recorded, verdict_ok))
     nb = evidence.get("notebook") or {}
     if notebook_bytes is not None:
         sha = hashlib.sha256(notebook_bytes).hexdigest()
@@ -1182,6 +1184,42 @@ def verify_evidence(
             Check("notebook embeds this evidence", json_equal(own, dict(embedded)), "compared as JSON")
         )
     return checks
+
+
+def _failures_check(evidence: Mapping[str, Any], recorded: Sequence[Any], holds: bool) -> Check:
+    """The report's list of what failed (``failures``) and its ``expectationsHold``, against the
+    recorded expectations (re-evaluated by the check before): nothing tied them, so a report
+    could list no failure beside a failing expectation, or one that did not fail (auditor
+    walk). Failed build-time checks, also listed there, are the verdict check's business."""
+    expected = [
+        f"expectation {i} failed: {item.get('label')}: {item.get('message')}"
+        for i, item in enumerate(recorded)
+        if isinstance(item, Mapping) and not item.get("passed")
+    ]
+    listed = evidence.get("failures")
+    listed_expectations = (
+        [f for f in listed if isinstance(f, str) and f.startswith("expectation ")]
+        if isinstance(listed, list)
+        else None
+    )
+    problems = []
+    if listed_expectations != expected:
+        problems.append(
+            f"failures lists {len(listed_expectations or [])} failed expectation(s), the recorded "
+            f"expectations have {len(expected)} failing"
+            + (f": {expected[0]}" if expected and expected[0] not in (listed_expectations or []) else "")
+        )
+    if evidence.get("expectationsHold") is not holds:
+        problems.append(
+            f"expectationsHold is {evidence.get('expectationsHold')!r}, the expectations say {holds}"
+        )
+    if evidence.get("verdict") == "PASS" and listed:
+        problems.append("a PASS verdict with failures listed")
+    return Check(
+        "recorded failures",
+        not problems,
+        "; ".join(problems) if problems else f"{len(expected)} failed expectation(s), as recorded",
+    )
 
 
 def _difference(i: int, recorded: Any, fresh: Mapping[str, Any]) -> str:

@@ -267,3 +267,35 @@ def test_a_malformed_actor_or_bundle_target_fails_a_check_not_the_parse() -> Non
     checks = verify_evidence(evidence, {**bundle, "publicKeys": {}})
     assert _check(checks, "audited requester") is None
     assert not _check(checks, "receipt is the replay's whole audit record").ok
+
+
+def test_the_failures_a_report_lists_are_those_of_its_expectations() -> None:
+    """Auditor walk: evidence.json's `failures` and `expectationsHold` were tied to nothing, so a
+    report could list no failure beside a failing expectation (or one that held) and verify."""
+    output = {"status": "COMPLETED", "errorType": None, "errorMessage": None, "body": '{"total": 5}',
+              "headers": None, "properties": None}  # fmt: skip
+    detail = {"resultStatus": "COMPLETED", "errorType": None, "errorMessage": None}
+    failing = _evidence(output, detail, {"path": "body:$.total", "equals": 6})
+    (item,) = failing["expectations"]
+    assert not item["passed"]
+    genuine = {
+        **failing,
+        "verdict": "FAIL",
+        "expectationsHold": False,
+        "failures": [f"expectation 0 failed: {item['label']}: {item['message']}", "check failed: x: y"],
+    }
+    assert _check(verify_evidence(genuine, None), "recorded failures").ok
+    for forged, words in (
+        ({"failures": []}, "lists 0 failed expectation(s)"),
+        ({"expectationsHold": True}, "expectationsHold is True"),
+        ({"failures": ["expectation 0 failed: something else: x"]}, "expectation 0 failed: body"),
+    ):
+        check = _check(verify_evidence({**genuine, **forged}, None), "recorded failures")
+        assert not check.ok and words in check.detail, (forged, check.detail)
+    holding = _evidence(output, detail, {"path": "body:$.total", "equals": 5})
+    passing = {**holding, "verdict": "PASS", "expectationsHold": True, "failures": []}
+    assert _check(verify_evidence(passing, None), "recorded failures").ok
+    listed = {**passing, "failures": ["check failed: x: y"]}
+    assert "PASS verdict with failures" in _check(verify_evidence(listed, None), "recorded failures").detail
+    # Evidence written before these fields were checked, without them, is not refused for it.
+    assert _check(verify_evidence(holding, None), "recorded failures") is None
