@@ -159,3 +159,15 @@ def paced_app(tmp_path: Path) -> Callable[[int], Path]:
         return app
 
     return make
+
+
+@pytest.fixture
+def home_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """``(home, work)``: a fresh home folder (``HOME``) and another folder, the working one, so
+    that a path given as ``~/...`` can be told from one made as a folder named ``~``."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    return home, work

@@ -1172,14 +1172,10 @@ def test_a_numpy_concurrency_is_the_number_it_holds(admin: Platform, prod: pd.Da
 
 
 def test_a_results_file_in_the_home_folder(
-    admin: Platform, prod: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    admin: Platform, prod: pd.DataFrame, home_elsewhere: tuple[Path, Path]
 ) -> None:
     # results="~/runs.jsonl" wrote to a folder named "~" made in the working directory.
-    home, elsewhere = tmp_path / "home", tmp_path / "work"
-    home.mkdir()
-    elsewhere.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.chdir(elsewhere)
+    home, elsewhere = home_elsewhere
     kw: dict[str, Any] = dict(
         reason="batch test: home", calibrate=False, progress=False, results="~/runs.jsonl"
     )
@@ -1454,15 +1450,17 @@ def test_a_batch_with_one_row_that_may_run_runs_and_the_others_are_refused_by_th
     assert verdicts["prod"] == "ERROR" and verdicts["staging"] != "ERROR", result.rows
 
 
+def _denied(sandbox: Any) -> int:
+    """How many REPLAY_DENIED events the sandbox's audit log holds."""
+    sql = "SELECT 1 FROM audit_events WHERE action = 'REPLAY_DENIED'"
+    return len(sandbox.state.store.connection().execute(sql).fetchall())
+
+
 def test_noise_is_calibrated_on_a_row_the_user_may_replay(sandbox: Any) -> None:
     # An operator's regression of prod rows (refused: replay:prod) and staging rows onto staging:
     # calibration took the route's first COMPLETED row, a prod one, was refused, and the staging
     # rows, replayed on the version that recorded them, came out CHANGED by timestamps alone.
-    def denied() -> int:
-        sql = "SELECT 1 FROM audit_events WHERE action = 'REPLAY_DENIED'"
-        return len(sandbox.state.store.connection().execute(sql).fetchall())
-
-    before = denied()
+    before = _denied(sandbox)
     operator = connect(sandbox.url, username="operator", password="operator")
     try:
         prod = operator.executions(environment="prod", status="COMPLETED", is_replay=False, limit=2)
@@ -1477,18 +1475,14 @@ def test_noise_is_calibrated_on_a_row_the_user_may_replay(sandbox: Any) -> None:
     assert isinstance(rules, list) and "headers:processedAt" in rules, rules
     verdicts = [(r["source_environment"], r["verdict"]) for r in result.rows]
     assert verdicts == [("prod", "ERROR")] * 2 + [("staging", "SAME")] * 2, verdicts
-    assert denied() == before + 2  # the two prod rows; calibration asked for nothing refused
+    assert _denied(sandbox) == before + 2  # the two prod rows; calibration asked for nothing refused
 
 
 def test_calibration_asks_for_no_replay_the_user_may_not_run(sandbox: Any) -> None:
     # Completed prod rows the operator may not replay, and one staging row that failed: the
     # calibration was tried on the prod rows (each refused, and audited as denied) and the
     # staging row, which fails on v2 as it did, came out CHANGED by its timestamps.
-    def denied() -> int:
-        sql = "SELECT 1 FROM audit_events WHERE action = 'REPLAY_DENIED'"
-        return len(sandbox.state.store.connection().execute(sql).fetchall())
-
-    before = denied()
+    before = _denied(sandbox)
     operator = connect(sandbox.url, username="operator", password="operator")
     try:
         prod = operator.executions(environment="prod", status="COMPLETED", is_replay=False, limit=2)
@@ -1503,7 +1497,7 @@ def test_calibration_asks_for_no_replay_the_user_may_not_run(sandbox: Any) -> No
         operator.close()
     assert isinstance(result.calibration["order-intake@staging"], list), result.calibration
     assert [r["verdict"] for r in result.rows] == ["ERROR", "ERROR", "SAME"], result.rows
-    assert denied() == before + 2  # the two prod rows, nothing more
+    assert _denied(sandbox) == before + 2  # the two prod rows, nothing more
 
 
 def test_a_variant_that_does_not_fit_the_original_fails_before_any_replay(

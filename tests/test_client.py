@@ -477,18 +477,13 @@ def test_export_to_a_path_in_the_home_folder(
     assert path == tmp_path / "history.parquet" and pl.read_parquet(path).height == 3
 
 
-def test_an_audit_bundle_saved_to_and_read_from_the_home_folder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_audit_bundle_saved_to_and_read_from_the_home_folder(home_elsewhere: tuple[Path, Path]) -> None:
     # AuditBundle.save("~/bundle.json") wrote into a folder named "~" in the working directory
     # (or failed with FileNotFoundError without one), unlike export() and results=.
     from moat_nb.audit import load_bundle
 
-    home, elsewhere = tmp_path / "home", tmp_path / "work"
-    home.mkdir()
-    (elsewhere / "~").mkdir(parents=True)  # so that the old behaviour writes instead of failing
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.chdir(elsewhere)
+    home, elsewhere = home_elsewhere
+    (elsewhere / "~").mkdir()  # so that the old behaviour writes instead of failing
     bundle = AuditBundle({"events": [], "checkpoints": [], "publicKeys": []})
     assert bundle.save("~/bundle.json") == home / "bundle.json"
     assert load_bundle("~/bundle.json") == bundle.data

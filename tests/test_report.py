@@ -1049,17 +1049,12 @@ def test_report_verify_finds_tampering(
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_a_proof_written_to_the_home_folder(
-    proof_env: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    proof_env: dict[str, Any], home_elsewhere: tuple[Path, Path]
 ) -> None:
     # compliance_proof(out="~/proof") made a folder named "~" in the working directory and
     # wrote the report there (export() and results= already read "~" as the home folder).
-    home, elsewhere = tmp_path / "home", tmp_path / "work"
-    home.mkdir()
-    elsewhere.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.chdir(elsewhere)
+    home, elsewhere = home_elsewhere
     result = report.compliance_proof(
         proof_env["source"], PAYLOAD, EXPECT_OK, target_environment="staging", reason="test proof: home",
         out="~/proof",

@@ -122,15 +122,20 @@ PROTOCOL_VERSION = "1"
 SEARCH_FILTERS = frozenset(STORE_FILTERS)
 
 
-class IngestBusy(ServerError):
-    """503: the ingest buffer is full; the agent retries after ``retry_after`` seconds."""
-
-    code = "INGEST_BUSY"
-    status = 503
+class _RetryLater(ApiError):
+    """An answer that says when to ask again: ``retry_after`` seconds, sent as ``Retry-After``
+    (RFC 9110 10.2.3) by :func:`error_response`."""
 
     def __init__(self, message: str, *, retry_after: int, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.retry_after = retry_after
+
+
+class IngestBusy(_RetryLater, ServerError):
+    """503: the ingest buffer is full; the agent retries after ``retry_after`` seconds."""
+
+    code = "INGEST_BUSY"
+    status = 503
 
 
 # --------------------------------------------------------------------------- errors
@@ -786,15 +791,11 @@ def _redact_and_store(state: SandboxState, chunk: Chunk, instance_id: str) -> Ch
 # --------------------------------------------------------------------------- handlers: auth, health
 
 
-class TooManyAttempts(ApiError):
+class TooManyAttempts(_RetryLater):
     """429: too many failed logins for a user name or from an address (:class:`LoginGuard`)."""
 
     code = "TOO_MANY_ATTEMPTS"
     status = 429
-
-    def __init__(self, message: str, *, retry_after: int, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.retry_after = retry_after
 
 
 async def login(request: Request, principal: Principal | None) -> Response:
