@@ -36,11 +36,12 @@ from .table import Column, DataTable, format_time_cell
 __all__ = ["AUDIT_ACTIONS", "AUDIT_COLUMNS", "AuditBrowser", "trusted_keys", "verification_html"]
 
 #: Section 7's actions, and the sandbox's AUDIT_DENIED (an audit query refused),
-#: ACCESS_DENIED (a call of another endpoint refused) and LOGIN_FAILED.
+#: ACCESS_DENIED (a call of another endpoint refused), LOGIN_FAILED and AUDIT_GUARD_RESTORED
+#: (append-only triggers found missing at start-up and re-created).
 AUDIT_ACTIONS: tuple[str, ...] = (
     "REPLAY_REQUESTED", "REPLAY_STARTED", "REPLAY_COMPLETED", "REPLAY_FAILED", "REPLAY_ERROR",
     "REPLAY_ABORTED", "REPLAY_DENIED", "CONTROL_HEADER_REJECTED", "AUDIT_QUERIED", "AUDIT_EXPORTED",
-    "AUDIT_DENIED", "ACCESS_DENIED", "LOGIN_FAILED",
+    "AUDIT_DENIED", "ACCESS_DENIED", "LOGIN_FAILED", "AUDIT_GUARD_RESTORED",
 )  # fmt: skip
 
 #: Outcomes marked as failures (red, as their pills in moat.css): every outcome but SUCCESS was,

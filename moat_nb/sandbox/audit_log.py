@@ -77,7 +77,9 @@ from .audit_tables import (
     dumps,
     event_from_row,
     identity,
+    missing_triggers,
     read_chain,
+    schema_problem,
     tolerant_text,
     verify_database,
 )
@@ -111,6 +113,8 @@ log = logging.getLogger(__name__)
 
 #: Section 7: a checkpoint every 100 events.
 CHECKPOINT_INTERVAL = 100
+#: ``actor`` of events the server makes on its own (as the replay service's timeouts).
+SYSTEM_ACTOR: Mapping[str, Any] = {"username": "moat-nb-sandbox", "roles": ["SYSTEM"], "permissions": []}
 #: ``source`` of events the server makes on its own (timeouts, start-up) or on an agent's word.
 NO_SOURCE: Mapping[str, Any] = {"ip": None, "userAgent": None, "requestId": None, "client": None}
 _EVENTS = f"SELECT {AUDIT_COLUMNS} FROM audit_events WHERE tenant_id = ?"
@@ -231,8 +235,47 @@ class AuditLog:
         # What the last refusal was computed for (reason, first bad seq): logged once per state.
         self._refused_state: tuple[Any, ...] | None = None
         with store.transaction() as conn:
-            create_tables(conn)
+            missing = missing_triggers(conn)
+            if not missing:
+                create_tables(conn)
         self._catch_up_anchor()
+        if missing:
+            self._restore_guards(missing)
+
+    def _restore_guards(self, missing: list[str]) -> None:
+        """Re-create the append-only triggers found missing at start-up, and record that as an
+        ``AUDIT_GUARD_RESTORED`` event in the same transaction: whoever could drop them could
+        rewrite rows meanwhile, and a silent repair hid that it had happened (auditor walk;
+        DESIGN.md section 7, security.md SOC-4). Triggers changed or added beside ours are not
+        touched here: ``GET /admin/audit/verify`` keeps reporting them (SCHEMA_EDITED)."""
+        log.error(
+            "audit tables of %s lacked their append-only trigger(s) %s: re-created and recorded",
+            self.store.path,
+            ", ".join(missing),
+        )
+        try:
+            with self.transaction() as conn:
+                create_tables(conn)
+                self.append(
+                    conn,
+                    "AUDIT_GUARD_RESTORED",
+                    actor=SYSTEM_ACTOR,
+                    source=NO_SOURCE,
+                    target={},
+                    detail={
+                        "missing": missing,
+                        "restored": missing,
+                        # What still differs from ours (changed or added triggers), if anything.
+                        "schemaProblem": schema_problem(conn),
+                    },
+                    outcome="SUCCESS",
+                )
+        except (sqlite3.Error, RecordError) as exc:
+            # The guards matter more than their record: put them back, and say loudly that the
+            # event could not be written (a later verify still names what is wrong).
+            log.error("the restoration of the audit triggers could not be recorded: %s", exc)
+            with self.store.transaction() as conn:
+                create_tables(conn)
 
     @classmethod
     def open(

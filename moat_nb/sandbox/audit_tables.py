@@ -37,6 +37,7 @@ __all__ = [
     "dumps",
     "event_from_row",
     "identity",
+    "missing_triggers",
     "read_chain",
     "schema_problem",
     "tolerant_text",
@@ -47,7 +48,8 @@ __all__ = [
 #: actions of DESIGN.md section 7, ``AUDIT_DENIED`` for a refused read of the log itself and
 #: ``ACCESS_DENIED`` for a refusal on any other endpoint (section 6: every denied attempt is
 #: audited; section 7's ``REPLAY_DENIED`` names replays), ``LOGIN_FAILED`` for a wrong user
-#: name or password (ASVS 4.0.3 V7.2.1).
+#: name or password (ASVS 4.0.3 V7.2.1), ``AUDIT_GUARD_RESTORED`` for append-only triggers found
+#: missing and re-created at start-up (:func:`missing_triggers`).
 ACTIONS: tuple[str, ...] = (
     "REPLAY_REQUESTED",
     "REPLAY_STARTED",
@@ -62,6 +64,7 @@ ACTIONS: tuple[str, ...] = (
     "AUDIT_DENIED",
     "ACCESS_DENIED",
     "LOGIN_FAILED",
+    "AUDIT_GUARD_RESTORED",
 )
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_events (
@@ -178,6 +181,26 @@ def schema_problem(conn: sqlite3.Connection) -> str | None:
     if not parts:
         return None
     return f"the append-only triggers of the audit tables were edited ({'; '.join(parts)})"
+
+
+def missing_triggers(conn: sqlite3.Connection) -> list[str]:
+    """The append-only triggers of :data:`TRIGGERS` that are not in an existing file's audit
+    tables (none for a file without them yet, which :func:`create_tables` starts). The server
+    re-creates them at start-up with ``IF NOT EXISTS``: it did so silently, so a dropped guard
+    left no trace once the server restarted (auditor walk); the caller records it."""
+    tables = {
+        name
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' "
+            "AND name IN ('audit_events', 'audit_checkpoints')"
+        )
+    }
+    present = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    return sorted(
+        name
+        for name, sql in TRIGGERS.items()
+        if sql.split(" ON ", 1)[1].split()[0] in tables and name not in present
+    )
 
 
 def create_tables(conn: sqlite3.Connection) -> None:

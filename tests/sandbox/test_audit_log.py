@@ -24,8 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from moat_nb import audit
+from moat_nb.audit_browser import AUDIT_ACTIONS
 from moat_nb.errors import AuditUnavailable, RecordError, ValidationError
-from moat_nb.sandbox import audit_log
+from moat_nb.sandbox import audit_log, audit_tables
 from moat_nb.sandbox.audit_log import AnchorFile, AuditKey, AuditLog, AuditQuery, verify_database
 from moat_nb.sandbox.store import Store
 
@@ -908,7 +909,9 @@ def test_actions_inventory_is_the_design_list() -> None:
         "AUDIT_DENIED",
         "ACCESS_DENIED",
         "LOGIN_FAILED",
+        "AUDIT_GUARD_RESTORED",
     } and design <= set(audit_log.ACTIONS)
+    assert AUDIT_ACTIONS == audit_log.ACTIONS  # the browser offers every action the log records
 
 
 # --------------------------------------------------------------------------- review s8 findings 1, 2, 5
@@ -1119,3 +1122,59 @@ def test_a_restart_after_a_torn_anchor_write_verifies(tmp_path: Path) -> None:
     again = AuditLog.open(store, tmp_path, "acme", clock=Clock())
     assert again.verify().ok and len(path.read_text().splitlines()) == 1
     store.close()
+
+
+# --------------------------------------------------------------------------- auditor walk: guards
+
+
+def test_a_dropped_trigger_is_put_back_at_restart_and_recorded(tmp_path: Path) -> None:
+    """The server re-created a dropped append-only trigger at start-up (IF NOT EXISTS) without a
+    word: after a restart nothing showed that the guard had been down (auditor walk). Now the
+    restart records AUDIT_GUARD_RESTORED, naming it, and the log verifies with it back."""
+    from contextlib import closing
+
+    import httpx
+
+    from moat_nb.sandbox import start
+
+    def admin(handle: Any) -> httpx.Client:
+        client = httpx.Client(base_url=handle.api, timeout=15.0)
+        token = client.post("/auth/login", json={"username": "admin", "password": "admin"}).json()
+        client.headers["Authorization"] = f"Bearer {token['accessToken']}"
+        return client
+
+    data = tmp_path / "sb"
+    handle = start(data=data, per_env=2, seed=3)
+    try:
+        with closing(admin(handle)) as client:  # an event or two in the chain before the edit
+            assert client.get("/admin/audit/verify").json()["ok"] is True
+    finally:
+        handle.stop()
+    conn = raw(data / "sandbox.db")
+    conn.execute("DROP TRIGGER audit_events_no_delete")
+    conn.close()
+    handle = start(data=data, per_env=2, seed=3)
+    try:
+        with closing(admin(handle)) as client:
+            found = client.get("/admin/audit", params={"action": "AUDIT_GUARD_RESTORED"}).json()["data"]
+            assert len(found) == 1
+            event = found[0]
+            assert event["detail"]["missing"] == ["audit_events_no_delete"]
+            assert event["detail"]["schemaProblem"] is None  # nothing else differs from ours
+            assert event["actor"]["username"] == "moat-nb-sandbox" and event["outcome"] == "SUCCESS"
+            assert client.get("/admin/audit/verify").json()["ok"] is True
+    finally:
+        handle.stop()
+    conn = raw(data / "sandbox.db")
+    assert audit_tables.missing_triggers(conn) == []
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("DELETE FROM audit_events")
+    conn.close()
+    # A restart with every guard in place records nothing more.
+    handle = start(data=data, per_env=2, seed=3)
+    try:
+        with closing(admin(handle)) as client:
+            found = client.get("/admin/audit", params={"action": "AUDIT_GUARD_RESTORED"}).json()["data"]
+            assert len(found) == 1
+    finally:
+        handle.stop()
