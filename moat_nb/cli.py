@@ -610,7 +610,8 @@ def _report_verify(args: argparse.Namespace) -> int:
     _check_keys(keys or (), "--key" if args.key else "MOAT_AUDIT_KEYS")
     checks, evidence = checked_evidence(args.folder, public_keys=keys or None)
     for check in checks:
-        print(f"{'OK    ' if check.ok else 'FAILED'}  {check.name}: {check.detail}")
+        shown = "SKIPPED" if check.skipped else "OK     " if check.ok else "FAILED "
+        print(f"{shown} {check.name}: {check.detail}")
     if not checks or not all(c.ok for c in checks):
         failed = [c.name for c in checks if not c.ok]
         why = f"{len(failed)} check(s) failed, first: {failed[0]}" if failed else "no checks"

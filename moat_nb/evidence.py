@@ -83,6 +83,7 @@ __all__ = [
     "EVIDENCE_FORMAT",
     "PARAMETER_NAMES",
     "RUNNER_KEYS",
+    "TIES",
     "Check",
     "ProofParameters",
     "build_evidence",
@@ -100,6 +101,12 @@ EVIDENCE_FORMAT = "moat-nb/compliance-evidence/v1"
 PARAMETER_NAMES = ("source_exchange_id", "modified_payload", "target_environment", "expectations", "reason")
 #: Keys of evidence.json that the runner adds after the notebook ran (not in the notebook).
 RUNNER_KEYS = frozenset({"notebook", "files", "runner"})
+#: The fields :func:`verify_evidence` ties to the audit record since evidence lists them in its
+#: ``ties`` member. Evidence made before (no ``ties``) recorded ``replay.requestedAt`` and
+#: ``finishedAt`` from the Replay resource, whose clock reading is not the audited one, and its
+#: ``diff`` without the ids of the executions compared: checking those would fail genuine old
+#: reports, so their checks say SKIPPED instead (and why) and hold.
+TIES = ("replay.requestedAt", "replay.finishedAt", "diff", "checks")
 
 _CREDENTIAL_NAMES = frozenset(
     {"user", "username", "login", "url", "moaturl", "moatuser", "credential", "credentials", "auth", "key"}
@@ -407,9 +414,14 @@ class Check:
     name: str
     ok: bool
     detail: str
+    #: Not checked because the evidence predates the check (:data:`TIES`): holds, and says so.
+    skipped: bool = False
 
     def to_wire(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+        out: dict[str, Any] = {"name": self.name, "ok": self.ok, "detail": self.detail}
+        if self.skipped:
+            out["skipped"] = True
+        return out
 
 
 def sha256_text(text: str | None) -> str | None:
@@ -877,10 +889,24 @@ def build_evidence(
         if isinstance(e, Mapping) and (e.get("target") or {}).get("replayId") == replay_id
     ]
     keys = sorted((bundle or {}).get("publicKeys") or {})
+    # When the replay was asked for and when it ended, as the signed record has them (the
+    # Replay resource's times are read from the clock apart from its events', so they may
+    # differ by a few ms): report verify then compares them exactly (auditor walk).
+    requested_at = next(
+        (e.get("occurredAt") for e in events if e.get("action") == "REPLAY_REQUESTED"),
+        replay_resource.get("requestedAt"),
+    )
+    finished_at = next(
+        (e.get("occurredAt") for e in events if e.get("action") in _TERMINAL_ACTIONS),
+        replay_resource.get("finishedAt"),
+    )
     diff_part: dict[str, Any] | None = None
     if diff_result is not None:
         d = diff_result.to_dict()
         diff_part = {
+            # Which two executions were compared: report verify ties both to the audit.
+            "originalExecutionId": d["originalExecutionId"],
+            "replayExecutionId": d["replayExecutionId"],
             "same": d["same"],
             "summary": d["summary"],
             "counts": d["counts"],
@@ -907,8 +933,8 @@ def build_evidence(
             "targetEnvironment": replay_resource.get("targetEnvironment"),
             "agentId": replay_resource.get("agentId"),
             "requestedBy": replay_resource.get("requestedBy"),
-            "requestedAt": replay_resource.get("requestedAt"),
-            "finishedAt": replay_resource.get("finishedAt"),
+            "requestedAt": requested_at,
+            "finishedAt": finished_at,
             "payloadDiff": replay_resource.get("payloadDiff"),
             "resultExecutionId": replay.execution_id,
         },
@@ -946,6 +972,7 @@ def build_evidence(
             "bundleSha256": None if bundle is None else hashlib.sha256(canonical_json(bundle)).hexdigest(),
         },
         "checks": [c.to_wire() for c in checks],
+        "ties": list(TIES),
     }
 
 
@@ -1174,6 +1201,28 @@ def verify_evidence(
     )
     if "failures" in evidence or "expectationsHold" in evidence:
         checks.append(_failures_check(evidence, recorded, verdict_ok))
+    ties = evidence.get("ties")
+    ties = set(ties) if isinstance(ties, list) and all(isinstance(t, str) for t in ties) else set()
+    for fields, name, make in (
+        (("replay.requestedAt", "replay.finishedAt"), "audited request and finish times",
+         lambda: _time_check(evidence, requested, final)),
+        (("diff",), "diff is of the audited executions", lambda: _diff_check(evidence, requested, final)),
+        (("checks",), "recorded checks", lambda: _recorded_checks(evidence, bundle, verification)),
+    ):  # fmt: skip
+        if ties.issuperset(fields):
+            checks.append(make())
+        else:
+            # Evidence made before these were tied: failing it would fail a genuine old report
+            # for a field its maker never tied. It holds, and says that nothing vouches for it.
+            checks.append(
+                Check(
+                    name,
+                    True,
+                    f"not checked: the evidence predates this check (its 'ties' does not list "
+                    f"{' and '.join(fields)}), so nothing vouches for {' and '.join(fields)}",
+                    skipped=True,
+                )
+            )
     nb = evidence.get("notebook") or {}
     if notebook_bytes is not None:
         sha = hashlib.sha256(notebook_bytes).hexdigest()
@@ -1184,6 +1233,257 @@ def verify_evidence(
             Check("notebook embeds this evidence", json_equal(own, dict(embedded)), "compared as JSON")
         )
     return checks
+
+
+def _time_check(evidence: Mapping[str, Any], requested: Mapping[str, Any], final: Mapping[str, Any]) -> Check:
+    """``replay.requestedAt`` and ``finishedAt`` against the ``occurredAt`` of the audited
+    REPLAY_REQUESTED and terminal events, which build_evidence copies them from: a report could
+    move its replay in time and verify (auditor walk)."""
+    replay = evidence.get("replay") or {}
+    pairs = (
+        ("replay.requestedAt", replay.get("requestedAt"), requested.get("occurredAt")),
+        ("replay.finishedAt", replay.get("finishedAt"), final.get("occurredAt")),
+    )
+    wrong = [
+        f"{name} is {claimed!r}, the audit {audited!r}"
+        for name, claimed, audited in pairs
+        if claimed != audited
+    ]
+    return Check(
+        "audited request and finish times",
+        not wrong and all(audited is not None for _, _, audited in pairs),
+        "; ".join(wrong) if wrong else f"requested {pairs[0][2]}, finished {pairs[1][2]}, as audited",
+    )
+
+
+#: The diff's rows for the execution's entry and exit (moat_nb.diff.START / END; not imported:
+#: the diff module pulls in DeepDiff, and verification is pure and light).
+_START, _END = "(start)", "(end)"
+#: build_evidence keeps at most this many of the diff's rows that are not noise.
+_DIFF_ROWS = 200
+
+
+def _diff_check(evidence: Mapping[str, Any], requested: Mapping[str, Any], final: Mapping[str, Any]) -> Check:
+    """The original-vs-replay diff the report shows (``diff``), against what the evidence
+    proves: the two executions it compares are the audited source execution and result; its
+    ``same``, ``counts``, ``firstDivergence`` and the summary's count line agree with its rows;
+    and the replay's side of every row (which processor, its status and error, the route taken,
+    the result's status and error) is the audited trace's and output's. Nothing tied it, so a
+    report could say "no differences" beside a replay that diverged (auditor walk).
+
+    The original's side is not vouched for: the platform audits no hash of the recorded
+    exchange (DESIGN.md section 7 does not ask for one); nor are the values inside bodies,
+    headers and properties (the trace holds bodies by hash). The detail says so."""
+    diff = evidence.get("diff")
+    if diff is None:
+        return Check("diff is of the audited executions", True, "the evidence records no diff")
+    if not isinstance(diff, Mapping):
+        return Check("diff is of the audited executions", False, f"diff is {_short(diff)}, not an object")
+    rdetail = requested.get("detail") or {}
+    fdetail = final.get("detail") or {}
+    problems: list[str] = []
+    source_execution = rdetail.get("sourceExecutionId", (evidence.get("source") or {}).get("executionId"))
+    for name, claimed, audited in (
+        ("diff.originalExecutionId", diff.get("originalExecutionId"), source_execution),
+        ("diff.replayExecutionId", diff.get("replayExecutionId"), fdetail.get("resultExecutionId")),
+    ):
+        if claimed is None or claimed != audited:
+            problems.append(f"{name} is {claimed!r}, the audit {audited!r}")
+    rows = diff.get("differences")
+    rows = [r for r in rows if isinstance(r, Mapping)] if isinstance(rows, list) else []
+    whole = len(rows) < _DIFF_ROWS  # build_evidence kept every row that is not noise
+    if diff.get("same") is not (not rows):
+        problems.append(f"same is {diff.get('same')!r} beside {len(rows)} difference(s)")
+    counts = diff.get("counts") if isinstance(diff.get("counts"), Mapping) else {}
+    by_cause = {c: sum(1 for r in rows if r.get("cause") == c) for c in ("route", "input")}
+    for cause, n in by_cause.items():
+        if (counts.get(cause, 0) != n) if whole else (counts.get(cause, 0) < n):
+            problems.append(f"counts.{cause} is {counts.get(cause, 0)!r}, the rows have {n}")
+    first = next((r for r in rows if r.get("cause") == "route"), None)
+    keys = ("routeId", "processorId", "iteration", "seqOriginal", "seqReplay")
+    expected = None if first is None else {k: first.get(k) for k in keys}
+    if (whole or first is not None) and not json_equal(diff.get("firstDivergence"), expected):
+        problems.append(
+            f"firstDivergence is {_short(diff.get('firstDivergence'))}, the rows say {_short(expected)}"
+        )
+    summary = diff.get("summary") if isinstance(diff.get("summary"), str) else ""
+    if whole:
+        # The summary's count line, as moat_nb.diff.DiffResult.summary writes it.
+        noise = counts.get("noise", 0)
+        procs = {tuple(r.get(k) for k in keys) for r in rows if r.get("processorId") not in (_START, _END)}
+        line = (
+            (f"no differences (apart from {noise} noise)" if noise else "no differences")
+            if not rows
+            else f"{len(rows)} differences ({by_cause['route']} from the route, {by_cause['input']} carried"
+            f" from the start payload) at {len(procs)} processors; {noise} noise"
+        )
+        if line not in summary.splitlines():
+            problems.append(f"the summary does not say {line!r}")
+    problems += _diff_replay_side(evidence, rows, fdetail)
+    return Check(
+        "diff is of the audited executions",
+        not problems,
+        "; ".join(problems[:4]) + (f" (+{len(problems) - 4} more)" if len(problems) > 4 else "")
+        if problems
+        else f"{diff.get('originalExecutionId')} vs {diff.get('replayExecutionId')} as audited; "
+        f"{len(rows)} difference(s) agree with same, counts, firstDivergence and the summary, their "
+        "replay side with the audited trace; the original's values (and values inside bodies, headers "
+        "and properties) rest on the report's own data: the platform audits no hash of the recorded exchange",
+    )
+
+
+def _diff_replay_side(
+    evidence: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], fdetail: Mapping[str, Any]
+) -> list[str]:
+    """What is wrong with the replay's side of the diff's rows, against the trace (when the
+    audit vouches for it: its traceSha256) and the output (vouched for by the result checks)."""
+    trace = evidence.get("trace")
+    audited = fdetail.get("traceSha256")
+    vouched = audited is not None and isinstance(trace, Mapping) and _trace_hash(trace) == audited
+    entries = (
+        {e.get("seq"): e for e in (trace.get("entries") or []) if isinstance(e, Mapping)}
+        if vouched and isinstance(trace, Mapping)
+        else {}
+    )
+    output = evidence.get("output") or {}
+    problems = []
+    for i, row in enumerate(rows):
+        where = f"row {i} ({row.get('processorId')} {row.get('path')})"
+        fld, kind, value = row.get("field"), row.get("kind"), row.get("replay")
+        if row.get("processorId") == _END:
+            found = {"status": output.get("status"), "error:type": output.get("errorType"),
+                     "error:message": output.get("errorMessage")}  # fmt: skip
+            if row.get("path") in found and value != found[row.get("path")]:
+                problems.append(
+                    f"{where}: the replay's value is {_short(value)}, "
+                    f"the audited output's {_short(found[row.get('path')])}"
+                )
+            continue
+        if row.get("processorId") == _START or not vouched:
+            continue
+        seq = row.get("seqReplay")
+        if seq is None:
+            if not (fld == "route" and kind == "removed"):
+                problems.append(f"{where}: names no processor of the replay")
+            continue
+        entry = entries.get(seq)
+        if entry is None or (entry.get("processorId"), entry.get("iteration")) != (
+            row.get("processorId"),
+            row.get("iteration"),
+        ):
+            problems.append(f"{where}: the audited trace has no {row.get('processorId')} at seq {seq}")
+            continue
+        found = {"status": entry.get("status"), "error:type": entry.get("errorType"),
+                 "error:message": entry.get("errorMessage")}  # fmt: skip
+        if fld == "route":
+            ok = (
+                kind == "added"
+                and row.get("seqOriginal") is None
+                and isinstance(value, Mapping)
+                and value.get("status") == entry.get("status")
+            )
+        else:
+            ok = row.get("path") not in found or value == found[row.get("path")]
+        if not ok:
+            problems.append(f"{where}: the replay's value is {_short(value)}, not the audited trace's")
+    return problems
+
+
+def _recorded_checks(
+    evidence: Mapping[str, Any],
+    bundle: Mapping[str, Any] | None,
+    verification: audit_core.VerifyResult | None,
+) -> Check:
+    """The checks the proof recorded (``checks``, shown in the report) and ``auditVerified``,
+    against the same checks made again here from the evidence and the bundle: a report could
+    show every check OK, or a detail of its own, and verify (auditor walk).
+
+    Made again as build_evidence made them, with two differences it cannot avoid: the receipt
+    the proof checked was the platform's answer, not kept, so those checks' details (event
+    counts) are not compared, only whether they held; and a check that depends on the keys
+    trusted (the bundle verifying, a signed checkpoint) may have failed for the proof (it
+    trusted other keys: MOAT_AUDIT_KEYS) and hold here, not the other way round."""
+    recorded = evidence.get("checks")
+    if not isinstance(recorded, list) or not all(isinstance(c, Mapping) for c in recorded):
+        return Check("recorded checks", False, f"checks is {_short(recorded)}, not a list of checks")
+    replay = evidence.get("replay") or {}
+    hashes = evidence.get("hashes") or {}
+    output_sha = sha256_text((evidence.get("output") or {}).get("body"))
+    events = [e for e in (evidence.get("audit") or {}).get("events") or [] if isinstance(e, Mapping)]
+    replay_id = str(replay.get("replayId"))
+    mine = [e for e in events if (e.get("target") or {}).get("replayId") == replay_id]
+    requested = next((e for e in mine if e.get("action") == "REPLAY_REQUESTED"), {})
+    final = next((e for e in mine if e.get("action") in _TERMINAL_ACTIONS), {})
+    platform_sha = hashes.get("platformOutputBodySha256")
+    audited_source = (requested.get("target") or {}).get("sourceExchangeId")
+    result_id = (final.get("detail") or {}).get("resultExecutionId")
+    source_id = (evidence.get("source") or {}).get("exchangeId")
+    again = [
+        Check(
+            "output hash matches the platform's",
+            output_sha is not None and output_sha == platform_sha,
+            f"computed {output_sha}, platform {platform_sha}",
+        ),
+        *receipt_checks(
+            events,
+            bundle,
+            verification,
+            replay_id=replay_id,
+            source_exchange_id=source_id,
+            reason=(evidence.get("parameters") or {}).get("reason"),
+            effective_payload_sha256=hashes.get("effectivePayloadSha256"),
+            output_body_sha256=output_sha,
+            result_execution_id=replay.get("resultExecutionId"),
+            trace_hash=_trace_hash(evidence.get("trace")),
+        ),
+        # build_evidence asked the replay execution itself; offline, the audit says the same.
+        Check(
+            "replay is of the source",
+            result_id is not None
+            and result_id == replay.get("resultExecutionId")
+            and audited_source == source_id,
+            f"execution {result_id} replays {audited_source}",
+        ),
+    ]
+    key_bound = {"bundle verifies", "receipt under a signed checkpoint"}
+    counted = {"receipt complete", "receipt hashes recompute", "receipt in bundle"} | key_bound
+    problems = []
+    names = [c.get("name") for c in recorded]
+    if names != [c.name for c in again]:
+        problems.append(f"it lists {_short(names)}, the proof makes {_short([c.name for c in again])}")
+    else:
+        for claim, fresh in zip(recorded, again, strict=True):
+            ok = claim.get("ok")
+            if ok is not fresh.ok and not (ok is False and fresh.name in key_bound):
+                problems.append(
+                    f"{fresh.name} is recorded {'OK' if ok else 'FAILED'}, "
+                    f"it {'holds' if fresh.ok else 'fails'}"
+                )
+            elif fresh.name not in counted and ok is fresh.ok and claim.get("detail") != fresh.detail:
+                problems.append(
+                    f"{fresh.name}: recorded {_short(claim.get('detail'))}, found {_short(fresh.detail)}"
+                )
+    held = all(c.get("ok") is True for c in recorded)
+    if evidence.get("auditVerified") is not held:
+        problems.append(f"auditVerified is {evidence.get('auditVerified')!r}, the recorded checks say {held}")
+    failed = [
+        f"check failed: {c.get('name')}: {c.get('detail')}" for c in recorded if c.get("ok") is not True
+    ]
+    listed = evidence.get("failures")
+    listed = (
+        [f for f in listed if isinstance(f, str) and f.startswith("check failed: ")]
+        if isinstance(listed, list)
+        else []
+    )
+    if listed != failed:
+        problems.append(
+            f"failures lists {len(listed)} failed check(s), the recorded checks have {len(failed)}"
+        )
+    return Check(
+        "recorded checks",
+        not problems,
+        "; ".join(problems) if problems else f"{len(recorded)} recorded, each as made again here",
+    )
 
 
 def _failures_check(evidence: Mapping[str, Any], recorded: Sequence[Any], holds: bool) -> Check:

@@ -30,6 +30,7 @@ from moat_nb.cli import main
 from moat_nb.errors import MoatError, ValidationError
 from moat_nb.evidence import (
     PARAMETER_NAMES,
+    RUNNER_KEYS,
     ProofParameters,
     check_parameter_cell,
     payload_claim_checks,
@@ -1046,6 +1047,116 @@ def test_report_verify_finds_tampering(
     assert "receipt is the replay's whole audit record" in tampered("started", started)
     signature = edit(lambda e: e["audit"]["checkpoint"].update(signature="A" * 88))
     assert "recorded checkpoint is the bundle's" in tampered("checkpoint", signature)
+
+
+def _forge(folder: Path, change: Any) -> None:
+    """What a forger of a report folder can do without the platform's audit key: edit
+    evidence.json, the same evidence embedded in the executed notebook, and the notebook's
+    SHA-256 recorded in evidence.json (the bundle is signed, and stays as it is)."""
+    import nbformat as nbf
+
+    evidence = json.loads((folder / "evidence.json").read_text())
+    change(evidence)
+    nb_file = folder / evidence["notebook"]["file"]
+    nb = nbf.read(str(nb_file), as_version=4)
+    for cell in nb.cells:
+        for output in cell.get("outputs", ()):
+            if report.EVIDENCE_MIMETYPE in (output.get("data") or {}):
+                output["data"][report.EVIDENCE_MIMETYPE] = {
+                    k: v for k, v in evidence.items() if k not in RUNNER_KEYS
+                }
+    nbf.write(nb, str(nb_file))
+    evidence["notebook"]["sha256"] = hashlib.sha256(nb_file.read_bytes()).hexdigest()
+    (folder / "evidence.json").write_text(json.dumps(evidence))
+
+
+@pytest.mark.slow
+def test_report_verify_ties_times_diff_and_checks_to_the_audit(
+    passing: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by an auditor walk: replay.requestedAt / finishedAt, the diff the report shows and
+    the recorded checks were tied to nothing signed, so a forged folder (evidence, embedded
+    evidence and notebook hash edited together) changing them verified."""
+    import shutil
+
+    key = _published_key(passing)
+    genuine = json.loads((passing["out"] / "evidence.json").read_text())
+    events = {e["action"]: e for e in genuine["audit"]["events"]}
+    # The times are the audited events' own, to the millisecond.
+    assert genuine["replay"]["requestedAt"] == events["REPLAY_REQUESTED"]["occurredAt"]
+    assert genuine["replay"]["finishedAt"] == events["REPLAY_COMPLETED"]["occurredAt"]
+    assert genuine["diff"]["replayExecutionId"] == genuine["replay"]["resultExecutionId"]
+    assert genuine["diff"]["originalExecutionId"] == genuine["source"]["executionId"]
+    assert genuine["diff"]["differences"]  # the modified payload shows
+    tied = {"audited request and finish times", "diff is of the audited executions", "recorded checks"}
+    checks = {c.name: c for c in report.verify_report(passing["out"], public_keys=[key])}
+    assert all(checks[n].ok and not checks[n].skipped for n in tied), [checks[n] for n in tied]
+
+    def failed(name: str, change: Any) -> dict[str, str]:
+        folder = tmp_path / name
+        shutil.copytree(passing["out"], folder)
+        _forge(folder, change)
+        capsys.readouterr()
+        assert main(["report", "verify", str(folder), "--key", key]) == 1
+        printed = capsys.readouterr().out
+        found = {c.name: c.detail for c in report.verify_report(folder, public_keys=[key]) if not c.ok}
+        assert "notebook hash" not in found and "notebook embeds this evidence" not in found
+        assert all(f"FAILED  {n}:" in printed for n in found)
+        return found
+
+    requested = failed("requested", lambda e: e["replay"].update(requestedAt="2020-01-01T00:00:00.000Z"))
+    assert "replay.requestedAt" in requested["audited request and finish times"]
+    finished = failed("finished", lambda e: e["replay"].update(finishedAt="2030-01-01T00:00:00.000Z"))
+    assert "replay.finishedAt" in finished["audited request and finish times"]
+
+    def no_difference(e: dict[str, Any]) -> None:  # rows, same, counts, first divergence: none
+        d = e["diff"]
+        d.update(
+            same=True, differences=[], firstDivergence=None, counts={"noise": d["counts"].get("noise", 0)}
+        )
+
+    assert "the summary does not say" in failed("same", no_difference)["diff is of the audited executions"]
+
+    def summary(e: dict[str, Any]) -> None:  # the line a reader reads first
+        lines = e["diff"]["summary"].splitlines()
+        e["diff"]["summary"] = "\n".join(
+            line if " differences (" not in line else "no differences" for line in lines
+        )
+
+    assert "the summary does not say" in failed("summary", summary)["diff is of the audited executions"]
+    row = next(r for r in genuine["diff"]["differences"] if r["seqReplay"] is not None)
+
+    def moved(e: dict[str, Any]) -> None:  # a row said to be at another processor of the replay
+        r = next(x for x in e["diff"]["differences"] if x["seqReplay"] == row["seqReplay"])
+        r["seqReplay"] = 10**6
+
+    assert "audited trace has no" in failed("moved", moved)["diff is of the audited executions"]
+    other = failed("other", lambda e: e["diff"].update(originalExecutionId="another-execution"))
+    assert "diff.originalExecutionId" in other["diff is of the audited executions"]
+    ok_check = failed("check", lambda e: e["checks"][0].update(detail="computed 0, platform 0"))
+    assert "output hash matches the platform's: recorded" in ok_check["recorded checks"]
+
+    def verified(e: dict[str, Any]) -> None:
+        e["auditVerified"] = False
+
+    assert "auditVerified is False" in failed("verified", verified)["recorded checks"]
+
+    # A report made before these ties (no `ties`, the Replay resource's times, a diff without
+    # the executions' ids) still verifies, and says what it did not check.
+    def old(e: dict[str, Any]) -> None:
+        del e["ties"]
+        e["replay"]["requestedAt"] = e["replay"]["requestedAt"][:-2] + "9Z"  # its own clock reading
+        for k in ("originalExecutionId", "replayExecutionId"):
+            del e["diff"][k]
+
+    folder = tmp_path / "old"
+    shutil.copytree(passing["out"], folder)
+    _forge(folder, old)
+    capsys.readouterr()
+    assert main(["report", "verify", str(folder), "--key", key]) == 0
+    printed = capsys.readouterr().out
+    for name in tied:
+        assert f"SKIPPED {name}: not checked: the evidence predates this check" in printed
 
 
 @pytest.mark.slow
