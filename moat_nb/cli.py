@@ -496,6 +496,12 @@ def _add_report_parser(commands: Any) -> None:
         help="a trusted audit public key, base64 DER (repeat); default: MOAT_AUDIT_KEYS. Without "
         "either the bundle's own keys are checked and the report is not called verified",
     )
+    verify.add_argument(
+        "--legacy",
+        action="store_true",
+        help="accept a report made by a moat_nb that did not yet tie the replay's times, the diff "
+        "and the recorded checks to the audit: those checks say SKIPPED instead of failing",
+    )
     verify.set_defaults(handler=_report_verify)
 
 
@@ -608,7 +614,7 @@ def _report_verify(args: argparse.Namespace) -> int:
 
     keys = _key_args(args.key) or trusted_keys_from_env()[0]
     _check_keys(keys or (), "--key" if args.key else "MOAT_AUDIT_KEYS")
-    checks, evidence = checked_evidence(args.folder, public_keys=keys or None)
+    checks, evidence = checked_evidence(args.folder, public_keys=keys or None, legacy=args.legacy)
     for check in checks:
         shown = "SKIPPED" if check.skipped else "OK     " if check.ok else "FAILED "
         print(f"{shown} {check.name}: {check.detail}")
@@ -642,7 +648,9 @@ def _report_verify(args: argparse.Namespace) -> int:
     if verdict != "PASS":
         print(f"VERIFIED as genuine: {args.folder}; its verdict is {verdict}: the proof does not hold")
         return EXIT_GENUINE_FAIL
-    print(f"VERIFIED: {args.folder}: genuine, signed by a trusted key, verdict PASS")
+    skipped = [c.name for c in checks if c.skipped]
+    unvouched = f" (legacy report: not checked: {', '.join(skipped)})" if skipped else ""
+    print(f"VERIFIED: {args.folder}: genuine, signed by a trusted key, verdict PASS{unvouched}")
     return 0
 
 

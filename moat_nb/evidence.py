@@ -983,12 +983,18 @@ def verify_evidence(
     public_keys: Any = None,
     notebook_bytes: bytes | None = None,
     embedded: Mapping[str, Any] | None = None,
+    legacy: bool = False,
 ) -> list[Check]:
     """Re-check an evidence file offline (pure): the bundle verifies (with ``public_keys`` when
     given), the receipt events are in it under a signed checkpoint and name the same source,
     reason and hashes; the output recorded hashes to the audited output hash, and the
     expectations on the result re-evaluate to the recorded results; the notebook bytes hash to
-    ``notebook.sha256`` and the evidence it embeds (``embedded``) is this one."""
+    ``notebook.sha256`` and the evidence it embeds (``embedded``) is this one.
+
+    ``legacy``: accept evidence made before :data:`TIES` existed, whose times, diff and checks
+    nothing ties; their checks are then SKIPPED (and say so) instead of failing. Off by default:
+    whoever forges a report can also delete its ``ties``, so a missing list must not by itself
+    switch checks off; the reader of an old report opts in knowingly."""
     checks: list[Check] = []
     if evidence.get("format") != EVIDENCE_FORMAT:
         return [Check("format", False, f"format is {evidence.get('format')!r}, expected {EVIDENCE_FORMAT!r}")]
@@ -1209,18 +1215,33 @@ def verify_evidence(
         (("diff",), "diff is of the audited executions", lambda: _diff_check(evidence, requested, final)),
         (("checks",), "recorded checks", lambda: _recorded_checks(evidence, bundle, verification)),
     ):  # fmt: skip
+        what = " and ".join(fields)
         if ties.issuperset(fields):
             checks.append(make())
-        else:
-            # Evidence made before these were tied: failing it would fail a genuine old report
-            # for a field its maker never tied. It holds, and says that nothing vouches for it.
+        elif legacy:
+            # Evidence made before these were tied, accepted as such by the reader: failing it
+            # would fail a genuine old report for a field its maker never tied. It holds, and
+            # says that nothing vouches for the field.
             checks.append(
                 Check(
                     name,
                     True,
-                    f"not checked: the evidence predates this check (its 'ties' does not list "
-                    f"{' and '.join(fields)}), so nothing vouches for {' and '.join(fields)}",
+                    f"not checked: the evidence predates this check (its 'ties' does not list {what}), "
+                    f"so nothing vouches for {what}",
                     skipped=True,
+                )
+            )
+        else:
+            # Not skipped on the evidence's own word: a forger deletes `ties` as easily as he
+            # edits the fields it names (review of the auditor walk's fix).
+            checks.append(
+                Check(
+                    name,
+                    False,
+                    f"the evidence's 'ties' does not list {what}: it was made before moat_nb tied them "
+                    f"to the audit, or the list was removed, and nothing vouches for {what}; to accept "
+                    "a report made by an older moat_nb knowing that, verify with legacy=True "
+                    "(`moat-nb report verify --legacy`)",
                 )
             )
     nb = evidence.get("notebook") or {}

@@ -865,14 +865,18 @@ def compliance_proof(
     )
 
 
-def verify_report(folder: str | os.PathLike[str], *, public_keys: Any = None) -> list[Check]:
+def verify_report(
+    folder: str | os.PathLike[str], *, public_keys: Any = None, legacy: bool = False
+) -> list[Check]:
     """Re-check a report folder offline (:func:`verify_evidence` on its files): no platform,
-    no network. ``public_keys``: the audit keys you trust (base64 DER or key objects)."""
-    return checked_evidence(folder, public_keys=public_keys)[0]
+    no network. ``public_keys``: the audit keys you trust (base64 DER or key objects);
+    ``legacy``: accept a report made before its times, diff and checks were tied to the audit
+    (those checks say SKIPPED instead of failing)."""
+    return checked_evidence(folder, public_keys=public_keys, legacy=legacy)[0]
 
 
 def checked_evidence(
-    folder: str | os.PathLike[str], *, public_keys: Any = None
+    folder: str | os.PathLike[str], *, public_keys: Any = None, legacy: bool = False
 ) -> tuple[list[Check], dict[str, Any]]:
     """:func:`verify_report`'s checks and the evidence they checked, read once: what a caller
     shows as verified must be those bytes, not the file read again (``report verify`` printed
@@ -893,7 +897,7 @@ def checked_evidence(
             hint="verify the folder a `moat-nb report compliance` run wrote",
         ) from None
     try:
-        return _verify_folder(base, evidence, public_keys), evidence
+        return _verify_folder(base, evidence, public_keys, legacy), evidence
     except MoatError:
         raise
     except (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError) as exc:
@@ -906,7 +910,7 @@ def checked_evidence(
         ) from None
 
 
-def _verify_folder(base: Path, evidence: Any, public_keys: Any) -> list[Check]:
+def _verify_folder(base: Path, evidence: Any, public_keys: Any, legacy: bool = False) -> list[Check]:
     import nbformat as nbf
 
     if not isinstance(evidence, dict):
@@ -928,7 +932,7 @@ def _verify_folder(base: Path, evidence: Any, public_keys: Any) -> list[Check]:
         else None
     )
     checks = verify_evidence(
-        evidence, bundle, public_keys=keys, notebook_bytes=nb_bytes, embedded=embedded or {}
+        evidence, bundle, public_keys=keys, notebook_bytes=nb_bytes, embedded=embedded or {}, legacy=legacy
     )
     return checks
 

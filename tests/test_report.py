@@ -1142,7 +1142,8 @@ def test_report_verify_ties_times_diff_and_checks_to_the_audit(
     assert "auditVerified is False" in failed("verified", verified)["recorded checks"]
 
     # A report made before these ties (no `ties`, the Replay resource's times, a diff without
-    # the executions' ids) still verifies, and says what it did not check.
+    # the executions' ids) fails by default: deleting `ties` must not switch the checks off.
+    # With --legacy it verifies, and says what it did not check.
     def old(e: dict[str, Any]) -> None:
         del e["ties"]
         e["replay"]["requestedAt"] = e["replay"]["requestedAt"][:-2] + "9Z"  # its own clock reading
@@ -1153,10 +1154,18 @@ def test_report_verify_ties_times_diff_and_checks_to_the_audit(
     shutil.copytree(passing["out"], folder)
     _forge(folder, old)
     capsys.readouterr()
-    assert main(["report", "verify", str(folder), "--key", key]) == 0
+    assert main(["report", "verify", str(folder), "--key", key]) == 1
+    printed = capsys.readouterr().out
+    for name in tied:
+        assert f"FAILED  {name}: the evidence's 'ties' does not list" in printed
+    assert "--legacy" in printed
+    assert main(["report", "verify", str(folder), "--key", key, "--legacy"]) == 0
     printed = capsys.readouterr().out
     for name in tied:
         assert f"SKIPPED {name}: not checked: the evidence predates this check" in printed
+    assert "VERIFIED" in printed and "legacy report: not checked: audited request and finish times" in printed
+    # --legacy weakens nothing a report lists in its ties: the forged time still fails.
+    assert main(["report", "verify", str(tmp_path / "requested"), "--key", key, "--legacy"]) == 1
 
 
 @pytest.mark.slow
