@@ -201,6 +201,11 @@ def _captured(execution: Execution) -> bool:
     return any(p.output_headers is not None or p.output_body is not None for p in execution.processors)
 
 
+def _not_failed(parsed: ParsedPath) -> tuple[bool, Any]:
+    """The outcome field ``parsed`` (``status`` or ``error:*``) of an exchange that has not failed."""
+    return (True, "COMPLETED") if parsed.field == "status" else (False, None)
+
+
 def _triple_in(p: ProcessorRecord) -> tuple[str | None, Mapping[str, Any] | None, Mapping[str, Any] | None]:
     # A body cut at capture (``bodyTruncated``: its input, its output or both) is not compared:
     # a cut JSON text no longer parses, so an unmarshal that only re-spaced a large document
@@ -322,6 +327,15 @@ class Lineage:
         inside a ``split``, whose exchange is a part of the body, is not marked as having
         removed what the ``split`` took away.
 
+        ``status`` and ``error:type`` / ``error:message`` are each processor's outcome, not a
+        field of the message (a header, property or body key named ``status`` is
+        ``headers:status``, ``properties:status``, ``body:$.status``). The exchange has no
+        outcome before its first processor, so ``(start)`` has none, and every processor is
+        handed an exchange that has not failed (Camel's pipeline stops at a failed exchange;
+        ``doCatch`` and ``doFinally`` get it with the exception moved to ``CamelExceptionCaught``):
+        the change shows where a processor failed, not at the first processor of a failed
+        execution, which the execution's final status put at ``(start)`` made look like it changed.
+
         Raises :class:`~moat_nb.errors.ValidationError` for a path that does not parse."""
         parsed = parse_path(path)
         e = self.execution
@@ -341,12 +355,15 @@ class Lineage:
             previous = key
             entries.append(FieldValue(seq, pid, rid, it, found[0], found[1] if found[0] else None, changed))
 
+        outcome = parsed.field in ("status", "error")
         add(
             None,
             START,
             e.route_id,
             0,
-            self._lookup(parsed, e.input_body, e.input_headers, e.input_properties, e.status, None, None),
+            (False, None)
+            if outcome
+            else self._lookup(parsed, e.input_body, e.input_headers, e.input_properties, None, None, None),
         )
         if _captured(e):
             procs = e.processors or ()
@@ -382,26 +399,32 @@ class Lineage:
                     if entries[-1].changed:
                         made.add(key)
         else:
+            found = self._lookup(
+                parsed,
+                e.output_body,
+                e.output_headers,
+                e.output_properties,
+                e.status,
+                e.error_type,
+                e.error_message,
+            )
             add(
                 None,
                 ROUTE,
                 e.route_id,
                 0,
-                self._lookup(
-                    parsed,
-                    e.output_body,
-                    e.output_headers,
-                    e.output_properties,
-                    e.status,
-                    e.error_type,
-                    e.error_message,
-                ),
+                found,
+                key_of(found) != key_of(_not_failed(parsed)) if outcome else None,
             )
         return FieldHistory(path, tuple(entries))
 
     def _before(self, parsed: ParsedPath, p: ProcessorRecord) -> tuple[bool, Any] | None:
         """The value of ``parsed`` in the input of ``p``, or None where the record cannot tell
-        (status and errors have no input side; a part not captured, or a body that may be cut)."""
+        (a part not captured, or a body that may be cut). Status and errors have no input side
+        in the record: a processor is handed an exchange that has not failed
+        (:meth:`field_history`)."""
+        if parsed.field in ("status", "error"):
+            return _not_failed(parsed)
         if parsed.field not in ("body", "headers", "properties"):
             return None
         if parsed.field == "headers" and p.input_headers is None:

@@ -394,6 +394,36 @@ def test_lineage_of_a_failed_orders_execution_marks_the_failing_node() -> None:
     assert failed[0]["error_type"]
 
 
+def test_status_history_is_each_processors_outcome_and_changes_where_one_failed() -> None:
+    # Walk finding: field_history("status") began with the execution's final status at
+    # (start), so in a failed exchange the first processor (a setHeader) "changed" the status
+    # from FAILED to COMPLETED. The exchange has no outcome before it runs, and every
+    # processor is handed one that has not failed: the change is where a processor failed.
+    failed = orders_run([("SKU-100", -1, 19.99)])
+    assert failed.status == "FAILED"
+    history = lineage(failed).field_history("status")
+    assert history.entries[0].processor_id == "(start)" and not history.entries[0].present
+    assert [(c.processor_id, c.value) for c in history.changes()] == [("validate-order", "FAILED")]
+    assert [c.processor_id for c in lineage(failed).field_history("error:type").changes()] == [
+        "validate-order"
+    ]
+    # A line out of stock fails reserve-stock; the doCatch handles it and the exchange
+    # completes: the change is at reserve-stock only (the catch did not "change" a status that
+    # its own input never had), and the split holding it is not credited with it.
+    backorder = orders_run([("SKU-100", 1, 19.99), ("SKU-106", 50, 5.0)])
+    assert backorder.status == "COMPLETED"
+    result = lineage(backorder)
+    assert [(c.processor_id, c.iteration, c.value) for c in result.field_history("status").changes()] == [
+        ("reserve-stock", 1, "FAILED")
+    ]
+    assert [c.processor_id for c in result.field_history("error:type").changes()] == ["reserve-stock"]
+    assert lineage(orders_run([("SKU-100", 1, 19.99)])).field_history("status").changes() == ()
+    # ROUTE capture: one (route) entry, a change only when the route failed.
+    for lines, changes in (([("SKU-100", -1, 19.99)], ["(route)"]), ([("SKU-100", 1, 19.99)], [])):
+        routed = lineage(orders_run(lines, capture="ROUTE")).field_history("status")
+        assert [c.processor_id for c in routed.changes()] == changes
+
+
 def test_lineage_of_a_route_captured_orders_execution() -> None:
     e = orders_run([("SKU-100", 1, 19.99)], capture="ROUTE")
     result = lineage(e)
