@@ -5,10 +5,14 @@ record), and the exchange carries Camel's properties: ``CamelSplitIndex``, ``Cam
 ``CamelSplitComplete`` on each split copy, ``CamelLoopIndex`` and ``CamelLoopSize`` in a loop.
 
 * ``split`` without ``aggregationStrategy`` leaves the original body (Camel's
-  ``UseOriginalAggregationStrategy``); a failed item fails the split after the remaining items
-  ran, with the last failed item's exception (that strategy propagates the newest one), unless
-  ``stopOnException: true`` stops at once with a ``org.apache.camel.CamelExchangeException``
-  ("Multicast processing failed for number N") caused by the item's exception.
+  ``UseOriginalAggregationStrategy``). A failed item does not stop the split unless
+  ``stopOnException: true``, which stops at once with a ``org.apache.camel.CamelExchangeException``
+  ("Multicast processing failed for number N") caused by the item's exception. Otherwise the
+  failed copy is aggregated like any other and the split ends with the failure the strategy's
+  result keeps (``Split._aggregate``): the last failed item's without a strategy, with
+  ``UseLatestAggregationStrategy`` or with ``shareUnitOfWork: true``; only the first item's with
+  ``GroupedBodyAggregationStrategy`` or a callable (their result is the first copy); whatever
+  an ``aggregate(old, new)`` object returns.
   An ``aggregationStrategy`` is a registered bean: an object
   with ``aggregate(old_exchange, new_exchange) -> Exchange`` (Camel's ``AggregationStrategy``)
   or a plain callable ``(old_body, new_body) -> body`` called with ``old_body=None`` first (a
@@ -114,7 +118,7 @@ def aggregation_for(name: str, bean: Any) -> Aggregation:
 class Split(WithSteps):
     """``split``: run the steps once per item of the expression's value, each on a copy."""
 
-    __slots__ = ("expression", "aggregation", "stop_on_exception", "delimiter")
+    __slots__ = ("expression", "aggregation", "stop_on_exception", "delimiter", "share_unit_of_work")
     processor_type = "split"
     ends_with_children = False
 
@@ -125,12 +129,16 @@ class Split(WithSteps):
         aggregation: Aggregation | None,
         stop_on_exception: bool = False,
         delimiter: str | None = ",",
+        share_unit_of_work: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.expression = expression
         self.aggregation = aggregation
         self.stop_on_exception = stop_on_exception
+        #: Camel's ``shareUnitOfWork``: only its aggregation side is modelled (a failed copy's
+        #: exception is copied onto the result, ShareUnitOfWorkAggregationStrategy).
+        self.share_unit_of_work = share_unit_of_work
         #: How a text value splits: Camel's ``delimiter`` option (a comma by default; ``None``
         #: for ``delimiter: false``, which keeps a text whole).
         self.delimiter = delimiter
@@ -143,14 +151,17 @@ class Split(WithSteps):
         return agg
 
     def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        # Camel's MulticastProcessor (which Splitter extends): each item runs on its own copy;
+        # a failed copy stops the split only with stopOnException, and is otherwise handed to
+        # the aggregation strategy like any other. The split's outcome is then the result
+        # exchange's (doDone: ExchangeHelper.copyResults copies body, headers, properties,
+        # routeStop and the exception), so which failure, if any, the split ends with is the
+        # strategy's doing (see _aggregate).
         items = split_items(self.expression.evaluate(exchange), self.delimiter)
         strategy = self._strategy(run)
-        kind = strategy.kind if strategy is not None else None
         size = len(items)
         context = exchange.context
-        first_failure: ExchangeFailure | None = None
-        aggregated: Any = None  # the running body, or the running Exchange for "exchange"
-        have_result = False
+        state = _Aggregated()
         for index, item in enumerate(items):
             sub = exchange.copy(context.next_id())
             sub.body = item
@@ -163,6 +174,8 @@ class Split(WithSteps):
             except ExchangeFailure as failure:
                 sub.exception = failure
                 if self.stop_on_exception:
+                    # The failed copy is not aggregated: only its exception, wrapped, is the
+                    # split's (MulticastTask: "Multicast processing failed for number N").
                     raise ExchangeFailure(
                         "org.apache.camel.CamelExchangeException",
                         f"Multicast processing failed for number {index}. "
@@ -170,49 +183,108 @@ class Split(WithSteps):
                         f"[{failure.error_type} - {failure.message_text}]",
                         cause=failure,
                     ) from None
-                # Camel's default (no aggregationStrategy) is UseOriginalAggregationStrategy with
-                # propagateException=true, whose checkException prefers the newest sub-exchange's
-                # exception: the split ends with the LAST failed item's exception (Split EIP page,
-                # "Stop processing in case of exception": the remaining items still run).
-                if first_failure is None or kind is None or kind == "useOriginal":
-                    first_failure = failure
-                if kind != "exchange":
-                    continue
-            if kind is None or kind == "useOriginal":
-                continue
-            try:
-                if kind == "exchange":
-                    result = strategy.target.aggregate(aggregated if have_result else None, sub)  # type: ignore[union-attr]
-                    aggregated = result if result is not None else sub
-                elif kind == "body":
-                    aggregated = strategy.target(aggregated if have_result else None, sub.body)  # type: ignore[union-attr]
-                elif kind == "groupedBody":
-                    if not have_result:
-                        aggregated = []
-                    aggregated.append(sub.body)
-                else:  # useLatest
-                    aggregated = sub
-            except ExchangeFailure:
-                raise
-            except Exception as err:
-                raise failure_from_python(err) from err
-            finally:
-                if kind in ("exchange", "body"):
-                    run.forget()
-            have_result = True
-        if have_result:
-            if isinstance(aggregated, Exchange):
-                exchange.body = aggregated.body
-                exchange.headers = aggregated.headers.copy()
-                exchange.properties.update(aggregated.properties)
-                if kind == "exchange":
-                    failure = aggregated.exception
-                    first_failure = failure if isinstance(failure, ExchangeFailure) else None
-            else:
-                exchange.body = aggregated
-        if first_failure is not None:
-            raise first_failure
+            self._aggregate(strategy, state, sub, run)
+        result = state.result
+        if result is not None:
+            if state.grouped is not None:  # AbstractListAggregationStrategy.onCompletion
+                result.body = state.grouped
+            exchange.body = result.body
+            if strategy is not None and strategy.kind in ("exchange", "useLatest"):
+                # Camel copies the result's headers and properties whatever the strategy; for
+                # a callable or GroupedBody (whose result is the first item's copy) the sandbox
+                # keeps only the body, so that the split's CamelSplitIndex/Size/Complete do
+                # not land on the original (a known difference, README "route engine").
+                exchange.headers = result.headers.copy()
+                exchange.properties.update(result.properties)
+                exchange.route_stop = exchange.route_stop or result.route_stop
+            failure = result.exception
+        else:
+            failure = state.failure
+            if state.caught is not None:
+                exchange.properties["CamelExceptionCaught"] = state.caught
+        if isinstance(failure, ExchangeFailure):
+            raise failure
         return None
+
+    def _aggregate(self, strategy: Aggregation | None, state: _Aggregated, sub: Exchange, run: Run) -> None:
+        """Hand one finished copy (failed or not) to the strategy, as Camel's doAggregate does.
+
+        * none, ``UseOriginalAggregationStrategy``: the original stays the result; with
+          propagateException (the default) the newest failed copy's exception is the split's,
+          and the newest ``CamelExceptionCaught`` is set on the original (checkCaughtException).
+        * ``UseLatestAggregationStrategy``: the latest copy is the result, carrying the newest
+          exception so far (propagateException).
+        * ``GroupedBodyAggregationStrategy``: every copy's body (a failed one's too) in a list on
+          the FIRST copy, which is the result: only the first item's failure fails the split.
+        * a callable (Camel's ``AggregationStrategyBeanAdapter``): the result is the first copy,
+          its body the callable's non-null value; an exception from the callable is set on the
+          result and aggregation goes on. Only the first item's failure fails the split.
+        * an ``aggregate(old, new)`` object: its return value is the result, and the split ends
+          with whatever exception that exchange carries: a strategy that returns the old
+          exchange, or clears ``new.exception``, handles the failure.
+
+        ``shareUnitOfWork: true`` wraps any of them in Camel's ``ShareUnitOfWorkAggregationStrategy``,
+        which copies a failed copy's exception onto the result.
+        """
+        kind = strategy.kind if strategy is not None else None
+        failed = sub.exception
+        if kind is None or kind == "useOriginal":
+            if failed is not None:
+                state.failure = failed
+            caught = sub.properties.get("CamelExceptionCaught")
+            if caught is not None:
+                state.caught = caught
+            return  # shareUnitOfWork propagates the same newest failure
+        old = state.result
+        try:
+            if kind == "useLatest":
+                if old is not None and sub.exception is None:
+                    sub.exception = old.exception
+                state.result = sub
+            elif kind == "groupedBody":
+                if old is None:
+                    state.result, state.grouped = sub, []
+                if sub.body is not None:
+                    state.grouped.append(sub.body)  # type: ignore[union-attr]
+            elif kind == "body":
+                target = old if old is not None else sub
+                try:
+                    out = strategy.target(old.body if old is not None else None, sub.body)  # type: ignore[union-attr]
+                except ExchangeFailure as err:
+                    out, target.exception = None, err
+                except Exception as err:
+                    out, target.exception = None, failure_from_python(err)
+                if out is not None:
+                    target.body = out
+                state.result = target
+            else:  # "exchange": the strategy's own aggregate(old, new)
+                try:
+                    answer = strategy.target.aggregate(old, sub)  # type: ignore[union-attr]
+                except ExchangeFailure:
+                    raise
+                except Exception as err:
+                    # MulticastTask.aggregate: the exception is the original's, and the split is done.
+                    raise failure_from_python(err) from err
+                state.result = answer if answer is not None else sub
+        finally:
+            if kind in ("exchange", "body"):
+                run.forget()
+        if self.share_unit_of_work and failed is not None and state.result is not None:
+            state.result.exception = failed
+
+
+class _Aggregated:
+    """The running aggregation of one split: Camel's ``result`` exchange (``None`` while the
+    original is the result), the grouped bodies, and for the original the failure and
+    ``CamelExceptionCaught`` it is to carry."""
+
+    __slots__ = ("result", "grouped", "failure", "caught")
+
+    def __init__(self) -> None:
+        self.result: Exchange | None = None
+        self.grouped: list[Any] | None = None
+        self.failure: BaseException | None = None
+        self.caught: Any = None
 
 
 class Loop(WithSteps):

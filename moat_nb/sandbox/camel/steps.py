@@ -285,7 +285,6 @@ def parse_split(b: Builder, name: str, value: Node, route_id: str) -> Processor 
     ignored = {
         "parallelProcessing",
         "streaming",
-        "shareUnitOfWork",
         "timeout",
         "parallelAggregate",
         "synchronous",
@@ -301,6 +300,7 @@ def parse_split(b: Builder, name: str, value: Node, route_id: str) -> Processor 
             "aggregationStrategy",
             "aggregationStrategyRef",
             "stopOnException",
+            "shareUnitOfWork",
             "delimiter",
             "aggregationStrategyMethodName",
             "aggregationStrategyMethodAllowNull",
@@ -337,6 +337,7 @@ def parse_split(b: Builder, name: str, value: Node, route_id: str) -> Processor 
         expression=expression,
         aggregation=aggregation,
         stop_on_exception=m.flag("stopOnException"),
+        share_unit_of_work=m.flag("shareUnitOfWork"),
         # Splitter.IGNORE_DELIMITER_MARKER: "false" (any case) turns text splitting off.
         delimiter=None if delimiter is not None and delimiter.lower() == "false" else (delimiter or ","),
         steps=steps,

@@ -294,6 +294,107 @@ def test_split_without_stop_on_exception_ends_with_the_last_failed_items_excepti
         assert ex.output_body == "a,bad1,c,bad2,d"
 
 
+def _failing_split(extra: str) -> str:
+    """A split over a comma list whose items starting with 'bad' throw 'no <item>'."""
+    steps = (
+        "steps:\n  - filter:\n      simple: \"${body} starts with 'bad'\"\n      steps:\n"
+        "        - throwException: {exceptionType: java.lang.IllegalStateException, message: 'no ${body}'}\n"
+        "  - to: mock:done"
+    )
+    return route(f"split:\n  tokenize: ','{extra}\n  {steps.replace(chr(10), chr(10) + '  ')}")
+
+
+def test_a_split_with_a_strategy_ends_with_the_failure_the_strategy_keeps() -> None:
+    # Walk finding: every strategy but the default reported the FIRST failed item. In Camel
+    # (MulticastProcessor) a failed copy is aggregated like any other and the split ends with
+    # the exception its result exchange carries (doDone -> ExchangeHelper.copyResults), so it
+    # depends on the strategy (Split EIP: "You have the chance to remedy or handle this in
+    # the AggregationStrategy").
+    def join(old: str | None, new: str) -> str:
+        return new.upper() if old is None else f"{old}+{new.upper()}"
+
+    def join_but_not_c(old: str | None, new: str) -> str:
+        if new == "c":
+            raise ValueError("no c here")
+        return join(old, new)
+
+    class KeepGood:  # handles failures: a failed copy is left out
+        def aggregate(self, old: Exchange | None, new: Exchange) -> Exchange:
+            if new.exception is not None:
+                return old if old is not None else new
+            if old is not None:
+                old.body = f"{old.body}|{new.body}"
+                return old
+            return new
+
+    class Newest:  # returns each new copy, so the last one's outcome is the split's
+        def aggregate(self, old: Exchange | None, new: Exchange) -> Exchange:
+            return new
+
+    beans = {"join": join, "joinButNotC": join_but_not_c, "keepGood": KeepGood(), "newest": Newest()}
+
+    def split(strategy: str, body: str, more: str = "") -> Execution:
+        return run(_failing_split(f"\n  aggregationStrategy: {strategy}{more}"), body, beans=beans)
+
+    # UseLatest propagates the newest exception (propagateException): the last failure.
+    ex = split("UseLatestAggregationStrategy", "a,bad1,c,bad2,d")
+    assert ex.status == "FAILED" and ex.error_message == "no bad2"
+    # GroupedBody and a POJO callable keep the FIRST copy as the result: a later item's
+    # failure is lost and the split completes, the failed items' bodies aggregated too.
+    assert ok(split("GroupedBodyAggregationStrategy", "a,bad1,c")).output_body == '["a","bad1","c"]'
+    assert ok(split("join", "a,bad1,c")).output_body == "A+BAD1+C"
+    for strategy in ("GroupedBodyAggregationStrategy", "join"):
+        ex = split(strategy, "bad0,a,bad1")
+        assert ex.status == "FAILED" and ex.error_message == "no bad0"
+        assert len(rec(ex, "to1")) == 1  # a ran on; both bad items failed before mock:done
+    # A POJO that throws: AggregationStrategyBeanAdapter sets the exception on the result and
+    # aggregation goes on; the split then fails with it, after every item ran.
+    ex = split("joinButNotC", "a,b,c,d")
+    assert ex.status == "FAILED" and ex.error_type == "ValueError" and ex.error_message == "no c here"
+    assert len(rec(ex, "to1")) == 4
+    # An AggregationStrategy object decides: one that leaves failed copies out handles them ...
+    assert ok(split("keepGood", "a,bad1,c,bad2")).output_body == "a|c"
+    # ... one that returns each new copy ends with the last copy's outcome.
+    assert ok(split("newest", "bad1,a")).output_body == "a"
+    ex = split("newest", "a,bad1")
+    assert ex.status == "FAILED" and ex.error_message == "no bad1"
+    # shareUnitOfWork wraps any strategy in ShareUnitOfWorkAggregationStrategy, which copies a
+    # failed copy's exception onto the result: the newest failure wins, the handler too.
+    for strategy in ("GroupedBodyAggregationStrategy", "join", "keepGood"):
+        ex = split(strategy, "a,bad1,c,bad2,d", "\n  shareUnitOfWork: true")
+        assert ex.status == "FAILED" and ex.error_message == "no bad2", strategy
+    # stopOnException stops at the first failure whatever the strategy; the failed copy is
+    # not aggregated, only its exception (wrapped) is the split's.
+    ex = split("keepGood", "a,bad1,c", "\n  stopOnException: true")
+    assert ex.error_type == "org.apache.camel.CamelExchangeException"
+    assert ex.error_message.startswith("Multicast processing failed for number 1.")
+
+
+def test_a_default_split_sets_the_newest_caught_exception_on_the_original() -> None:
+    # UseOriginalAggregationStrategy.checkCaughtException: an item whose doCatch handled an
+    # exception leaves CamelExceptionCaught on the original exchange after the split.
+    text = route(
+        """split:
+  tokenize: ','
+  steps:
+    - doTry:
+        steps:
+          - filter:
+              simple: "${body} starts with 'bad'"
+              steps:
+                - throwException: {exceptionType: java.lang.IllegalStateException, message: 'no ${body}'}
+        doCatch:
+          - exception: [java.lang.IllegalStateException]
+            steps: [{setBody: {constant: caught}}]""",
+        "to: mock:after",
+    )
+    ex = ok(run(text, "a,bad1,bad2,c"))
+    assert ex.output_body == "a,bad1,bad2,c"
+    (after,) = rec(ex, "to1")
+    assert "no bad2" in after.input_properties["CamelExceptionCaught"]
+    assert "CamelExceptionCaught" not in ok(run(text, "a,c")).output_properties
+
+
 def test_loop_count_index_copy_and_do_while() -> None:
     ex = ok(
         run(
