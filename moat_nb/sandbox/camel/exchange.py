@@ -150,7 +150,8 @@ class Exchange:
             route_id=self.route_id,
             from_route_id=self.from_route_id,
             context=self.context,
-            # Camel's copy is a new Exchange with its own creation time, microseconds later; the
-            # copy keeps the original's so that a split reads the clock no more often than before.
+            # As Camel's: Exchange.copy() builds the copy with AbstractExchange(Exchange parent),
+            # which takes parent.getCreated(), so a split or loop copy keeps the creation time
+            # (Camel 3 and 4 alike, with the default prototype exchange factory).
             created=self.created,
         )
