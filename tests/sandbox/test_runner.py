@@ -182,6 +182,16 @@ def test_load_app_dir_without_beans_py_says_to_add_one_when_a_bean_step_needs_it
     assert info.value.hint is not None and "has no beans.py: add one with BEANS" in info.value.hint
 
 
+def test_an_app_registering_a_builtin_type_as_a_bean_gets_one_line_saying_what_to_do(tmp_path: Path) -> None:
+    root = write_app(tmp_path / "builtin", beans=BEANS.replace('"greeter": Greeter()', '"greeter": str'))
+    with pytest.raises(RouteLoadError) as info:
+        load_app_dir(root)
+    text = str(info.value)
+    assert "bean 'greeter' is Python's built-in type str, not a bean" in text
+    assert "BEANS = {'greeter': handle}" in text and "\n" not in text and "zfill" not in text
+    assert info.value.code == "ROUTE_INVALID" and info.value.line is not None
+
+
 def test_a_sample_payload_that_cannot_take_rng_and_i_is_refused_at_load(tmp_path: Path) -> None:
     root = write_app(
         tmp_path / "one-arg", beans=BEANS.replace("def sample_payload(rng, i):", "def sample_payload(rng):")

@@ -22,7 +22,15 @@ from .processors import Processor
 if TYPE_CHECKING:
     from .trace import Run
 
-__all__ = ["BEAN_PARAMETERS", "Bean", "Process", "bean_binding", "bean_methods", "bean_target"]
+__all__ = [
+    "BEAN_PARAMETERS",
+    "Bean",
+    "Process",
+    "bean_binding",
+    "bean_methods",
+    "bean_target",
+    "is_builtin_type",
+]
 
 BEAN_PARAMETERS: dict[str, Callable[[Exchange], Any]] = {
     "exchange": lambda ex: ex,
@@ -47,6 +55,14 @@ def bean_target(bean: Any, method: str | None, step: str = "bean") -> Callable[.
     static method on a class): calling the class itself would make an instance the body, and an
     instance method would have no ``self`` (Camel instantiates a ``beanType``; this engine does not).
     """
+    if is_builtin_type(bean):
+        # dict, str, list ... registered by mistake (BEANS = {"config": dict}): an instance of
+        # one is no bean either (the route would call dict.get(exchange)), so the advice to
+        # register an instance, and a list of str's 47 methods, only misled.
+        return (
+            f"is Python's built-in type {bean.__name__}, not a bean: register a function "
+            "or an instance of your own class that has the method the step calls"
+        )
     if isinstance(bean, type) and not (
         method and isinstance(inspect.getattr_static(bean, method, None), staticmethod | classmethod)
     ):
@@ -67,6 +83,11 @@ def bean_target(bean: Any, method: str | None, step: str = "bean") -> Callable[.
     return "is not callable and has " + (
         "several methods: name one with method:" if methods else "no public method"
     )
+
+
+def is_builtin_type(bean: Any) -> bool:
+    """Whether ``bean`` is one of Python's own classes (``dict``, ``str``, ``list`` ...)."""
+    return isinstance(bean, type) and bean.__module__ == "builtins"
 
 
 def bean_binding(fn: Callable[..., Any]) -> tuple[str, ...] | str:
@@ -149,7 +170,7 @@ class Bean(Processor):
             raise ExchangeFailure(
                 "org.apache.camel.component.bean.MethodNotFoundException",
                 f"Method with name: {self.method} not found on bean: {self.ref}"
-                if self.method
+                if self.method and not is_builtin_type(bean)
                 else f"bean {self.ref} {fn}",
             )
         binding = bean_binding(fn)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .bean import BEAN_PARAMETERS, Bean, Process, bean_binding, bean_methods, bean_target
+from .bean import BEAN_PARAMETERS, Bean, Process, bean_binding, bean_methods, bean_target, is_builtin_type
 from .conversion import SUPPORTED_TYPES, canonical_type, charset_codec
 from .dsl import (
     COMMON_KEYS,
@@ -365,6 +365,15 @@ def _aggregation(b: Builder, ref: str, m: YamlMap) -> Aggregation:
             + "; built in: "
             + ", ".join(k for k in BUILTIN_AGGREGATIONS if "." not in k),
         )
+    if is_builtin_type(bean):
+        raise load_error(
+            b.file,
+            m.get("aggregationStrategy") or m.get("aggregationStrategyRef"),
+            f"aggregationStrategy {ref!r} is Python's built-in type {bean.__name__}, not a strategy",
+            "split",
+            f"in beans.py, BEANS = {{{ref!r}: merge}} with def merge(old_body, new_body): ... "
+            "(old_body is None for the first item)",
+        )
     agg = aggregation_for(ref, bean)
     if agg.kind == "body" and not callable(bean):
         raise load_error(
@@ -636,7 +645,14 @@ def parse_bean(b: Builder, name: str, value: Node, route_id: str) -> Processor |
                 m.get("method") or m.get("ref"),
                 f"bean {ref!r} {found_target}",
                 name,
-                "its methods: " + (", ".join(bean_methods(bean)) or "(none)"),
+                (
+                    f"in beans.py, BEANS = {{{ref!r}: handle}} with def handle(body): ... (its "
+                    "return value is the new body)"
+                    if name == "bean"
+                    else f"in beans.py, BEANS = {{{ref!r}: handle}} with def handle(exchange): ..."
+                )
+                if is_builtin_type(bean)
+                else "its methods: " + (", ".join(bean_methods(bean)) or "(none)"),
             )
         target = found_target
         found = bean_binding(target)

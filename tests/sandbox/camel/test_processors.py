@@ -742,6 +742,29 @@ def test_a_bean_without_method_is_called_as_camels_bean_info_chooses() -> None:
             RouteSet.loads(route(step), beans)
 
 
+def test_a_builtin_type_registered_as_a_bean_says_what_to_register_instead() -> None:
+    # Walk finding: BEANS = {"lookup": dict} was told to register dict() (no bean either: the
+    # route would call dict.get(exchange)) and got str's 47 methods listed as the hint.
+    for bean, step in ((dict, "bean: {ref: lookup}"), (str, "bean: {ref: lookup, method: upper}")):
+        with pytest.raises(RouteLoadError) as info:
+            RouteSet.loads(route(step), {"lookup": bean})
+        err = info.value
+        assert err.code == "ROUTE_INVALID" and err.construct == "bean"
+        assert f"is Python's built-in type {bean.__name__}, not a bean" in err.message
+        assert "def handle(body)" in (err.hint or "") and "'lookup'" in (err.hint or "")
+        assert "\n" not in str(err) and "capitalize" not in str(err) and "dict()" not in str(err)
+    with pytest.raises(RouteLoadError, match="def handle\\(exchange\\)"):
+        RouteSet.loads(route("process: {ref: p}"), {"p": list})
+    with pytest.raises(RouteLoadError, match="aggregationStrategy 'merge' is Python's built-in type") as info:
+        RouteSet.loads(
+            route("split: {tokenize: ',', aggregationStrategy: merge, steps: []}"), {"merge": dict}
+        )
+    assert "def merge(old_body, new_body)" in (info.value.hint or "")
+    # Your own class stays what it was: register an instance.
+    with pytest.raises(RouteLoadError, match="is the class Namespace, not an instance"):
+        RouteSet.loads(route("bean: {ref: ns}"), {"ns": Namespace})
+
+
 def test_bean_without_registry_fails_at_run_time_with_no_such_bean() -> None:
     ex = run(route("bean: {ref: missing}"), "x")  # beans=None: nothing to check at load time
     assert ex.error_type == "org.apache.camel.NoSuchBeanException"
