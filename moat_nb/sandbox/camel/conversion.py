@@ -305,7 +305,10 @@ def _to_container(value: Any, type_name: str) -> Any:
     """``java.util.Map`` / ``List`` / ``Collection``: a map or list as it is (a LinkedHashMap from
     ``unmarshal: json`` is a Map), JSON text parsed as camel-jackson's type converter does (as
     ``${bodyAs(Map)}`` always did here, so that ``convertBodyTo`` and ``bodyAs`` agree); anything
-    else has no converter."""
+    else has no converter. Kept on purpose: Camel core has no text-to-Map converter, that one is
+    camel-jackson's JacksonTypeConverters, a fallback converter on only with the global option
+    ``CamelJacksonEnableTypeConverter=true``; the sandbox assumes it is on, as in most JSON apps
+    (README, "The route engine")."""
     want_map = type_name.endswith("Map")
     if want_map and isinstance(value, Mapping):
         return value
