@@ -1033,6 +1033,15 @@ class LoginGuard:
     sandbox on 127.0.0.1 comes from there, and 20 wrong logins by anyone (a notebook looping
     with a bad MOAT_PASSWORD) locked every user out for 5 minutes (review finding). Their
     user names are still limited.
+
+    Logins in flight (their password being checked) hold a slot each: a name (or address) may
+    have at most ``attempts - failures`` of them at once (:meth:`begin`), so that concurrent
+    guesses cannot all pass the check before the first of them has failed. A slot is not a
+    failure: a right password gives it back (:meth:`succeeded`), so correct logins never use
+    up the budget, however many arrive together (review finding: counted as failures until
+    proved right, five right logins in one scrypt time gave the sixth a 429). A login finding
+    every slot held waits for one (the server polls :meth:`begin`) instead of being refused.
+
     A successful login clears its user name's failures (not its address's). Bounded: at most
     ``max_keys`` names and addresses are remembered, the least recently failed forgotten first.
     Thread-safe; times come from ``clock`` (monotonic seconds), so tests can move it.
@@ -1053,6 +1062,11 @@ class LoginGuard:
         self.clock = clock
         self.max_keys = max_keys
         self._failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+        #: Logins in flight per name and address (the slots :meth:`begin` handed out).
+        self._pending: dict[tuple[str, str], int] = {}
+        #: Ticket -> the keys its slot holds (a name's address may not be known at the end).
+        self._tickets: dict[int, tuple[tuple[str, str], ...]] = {}
+        self._next_ticket = 1
         self._lock = threading.Lock()
 
     def _limits(self, username: str, address: str | None) -> list[tuple[tuple[str, str], int]]:
@@ -1061,7 +1075,8 @@ class LoginGuard:
             keys.append((("address", address), 4 * self.attempts))
         return keys
 
-    def _wait(self, key: tuple[str, str], limit: int, now: float) -> int | None:
+    def _live(self, key: tuple[str, str], now: float) -> deque[float] | None:
+        """The failures of ``key`` still in the window (older ones dropped), or None."""
         times = self._failures.get(key)
         if times is None:
             return None
@@ -1070,7 +1085,11 @@ class LoginGuard:
         if not times:
             del self._failures[key]
             return None
-        if len(times) < limit:
+        return times
+
+    def _wait(self, key: tuple[str, str], limit: int, now: float) -> int | None:
+        times = self._live(key, now)
+        if times is None or len(times) < limit:
             return None
         return max(1, math.ceil(times[-limit] + self.window - now))
 
@@ -1083,24 +1102,49 @@ class LoginGuard:
             ]
         return max(waits) if waits else None
 
-    def begin(self, username: str, address: str | None) -> tuple[int | None, float]:
-        """Check and count an attempt in one step.
+    def begin(self, username: str, address: str | None) -> tuple[int | None, int | None]:
+        """Check an attempt and take a slot for it in one step (one lock), so that concurrent
+        logins cannot all pass the check before any of them has failed.
 
-        Returns ``(seconds, now)`` when the name or address must wait (nothing counted), else
-        ``(None, now)`` with the attempt already counted as a failure, so that concurrent logins
-        cannot all pass the check before any of their failures is counted (each would then
-        get a password guess beyond the limit). A right password then calls
-        :meth:`succeeded` with ``at=now``, which takes the reservation back.
+        ``(seconds, None)``: refused, the name or address must wait (nothing taken).
+        ``(None, None)``: busy, every slot its failures leave is held by a login in flight;
+        ask again once one of them ends. ``(None, ticket)``: admitted; end it with
+        :meth:`failed`, :meth:`succeeded` or :meth:`release`, passing ``ticket``.
         """
         now = self.clock()
         with self._lock:
-            waits = [
-                w for key, limit in self._limits(username, address) if (w := self._wait(key, limit, now))
-            ]
+            limits = self._limits(username, address)
+            waits = [w for key, limit in limits if (w := self._wait(key, limit, now))]
             if waits:
-                return max(waits), now
-            self._count(username, address, now)
-        return None, now
+                return max(waits), None
+            for key, limit in limits:
+                times = self._failures.get(key)
+                if (len(times) if times else 0) + self._pending.get(key, 0) >= limit:
+                    return None, None
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            keys = tuple(key for key, _ in limits)
+            for key in keys:
+                self._pending[key] = self._pending.get(key, 0) + 1
+            self._tickets[ticket] = keys
+        return None, ticket
+
+    def in_flight(self, username: str, address: str | None = None) -> int:
+        """Logins of this name (or, given, address) whose password is being checked now."""
+        key = ("user", username[:128]) if address is None else ("address", address)
+        with self._lock:
+            return self._pending.get(key, 0)
+
+    def _end(self, ticket: int | None) -> None:
+        """Give back the slot of ``ticket`` (under the lock); unknown or None: nothing."""
+        if ticket is None:
+            return
+        for key in self._tickets.pop(ticket, ()):
+            left = self._pending.get(key, 0) - 1
+            if left > 0:
+                self._pending[key] = left
+            else:
+                self._pending.pop(key, None)
 
     def _count(self, username: str, address: str | None, now: float) -> None:
         for key, _ in self._limits(username, address):
@@ -1109,37 +1153,27 @@ class LoginGuard:
         while len(self._failures) > self.max_keys:
             self._failures.popitem(last=False)
 
-    def failed(self, username: str, address: str | None) -> int | None:
-        """Count a failed login; the seconds it now has to wait (it reached the limit), or None."""
+    def failed(self, username: str, address: str | None, ticket: int | None = None) -> int | None:
+        """Count a failed login (ending the slot of ``ticket``, when :meth:`begin` gave one);
+        the seconds it now has to wait (it reached the limit), or None."""
         now = self.clock()
         with self._lock:
+            self._end(ticket)
             self._count(username, address, now)
         return self.retry_after(username, address)
 
-    def succeeded(self, username: str, address: str | None = None, at: float | None = None) -> None:
-        """Forget the user name's failures (a login with the right password); with the ``at``
-        of :meth:`begin`, also take back the attempt it counted for ``address``."""
+    def succeeded(self, username: str, address: str | None = None, ticket: int | None = None) -> None:
+        """Forget the user name's failures (a login with the right password) and give back
+        the slot of ``ticket``: a right password counts against neither name nor address."""
         with self._lock:
+            self._end(ticket)
             self._failures.pop(("user", username[:128]), None)
-            if at is not None:
-                self._take_back(username, address, at)
 
-    def release(self, username: str, address: str | None, at: float) -> None:
-        """Take back the attempt :meth:`begin` counted at ``at`` (the password was not checked)."""
+    def release(self, ticket: int | None) -> None:
+        """Give back the slot of ``ticket`` without counting anything (the password was not
+        checked: the request failed otherwise)."""
         with self._lock:
-            self._take_back(username, address, at)
-
-    def _take_back(self, username: str, address: str | None, at: float) -> None:
-        for key, _ in self._limits(username, address):
-            times = self._failures.get(key)
-            if times is None:
-                continue
-            try:
-                times.remove(at)
-            except ValueError:
-                pass
-            if not times:
-                del self._failures[key]
+            self._end(ticket)
 
 
 class NonceCache:
@@ -1243,6 +1277,19 @@ class Redactor:
             # A live exchange property may hold a non-JSON object; fingerprint its repr rather
             # than let the secret through or fail the trace.
             return _payload.redact_value(self._key, repr(value))
+
+    def name_fingerprint(self, name: str) -> str:
+        """16 hex of HMAC-SHA256(key, ``"moat/login-name/v1\\0"`` + name): how a user name that
+        is no user's is written to the audit log (``LOGIN_FAILED``). Such a name is often a
+        password typed into the wrong field (OWASP Logging Cheat Sheet: do not log it in
+        clear), yet an auditor must still see the same unknown name tried again and again.
+        Keyed, so that a reader of the log or of an export cannot test guesses against it;
+        domain-separated from :meth:`value`, so that it never equals a payload's marker of
+        the same text."""
+        digest = hmac.new(
+            self._key, b"moat/login-name/v1\0" + name.encode("utf-8", "surrogatepass"), "sha256"
+        )
+        return digest.hexdigest()[:16]
 
     def mapping(self, values: Mapping[str, Any] | None) -> dict[str, Any] | None:
         """A copy with the value of every secret-named key redacted, at any depth of nested

@@ -13,6 +13,7 @@ import os
 import re
 import stat
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import jwt
 import pytest
@@ -1033,56 +1034,88 @@ def test_a_verified_token_remembered_does_not_vouch_for_a_tampered_copy(authorit
 # --------------------------------------------------------------------------- login guard
 
 
-_login_events = st.lists(
-    st.tuples(
-        st.sampled_from([0.0, 0.5, 1.0, 7.0, 30.0]),  # seconds since the previous attempt
-        st.sampled_from(["ann", "bob", "cy", "dee", "eve", "fay"]),
-        st.sampled_from(["10.0.0.1", "10.0.0.2", None]),
-        st.booleans(),  # the right password
+_login_steps = st.lists(
+    st.one_of(
+        # A login starts: seconds since the previous step, its user name, its address.
+        st.tuples(
+            st.just("begin"),
+            st.sampled_from([0.0, 0.5, 1.0, 7.0, 30.0]),
+            st.sampled_from(["ann", "bob", "cy", "dee"]),
+            st.sampled_from(["10.0.0.1", "10.0.0.2", "127.0.0.1", None]),
+        ),
+        # A login in flight ends: which one (modulo those in flight), the right password or not.
+        st.tuples(st.just("end"), st.sampled_from([0.0, 0.5, 7.0]), st.integers(0, 7), st.booleans()),
     ),
-    max_size=80,
+    max_size=100,
 )
 
 
-@given(_login_events)
-@settings(max_examples=200, deadline=None)
-def test_login_guard_waits_exactly_as_a_sliding_window_says(
-    events: list[tuple[float, str, str | None, bool]],
-) -> None:
-    """Against a model: a name may try while it has fewer than ``attempts`` failures in the last
-    ``window`` seconds (since its last success), an address while it has fewer than four times
-    that; a refused try is not counted; the wait ends when the failure that made it leaves."""
+@given(_login_steps)
+@settings(max_examples=300, deadline=None)
+def test_login_guard_waits_exactly_as_a_sliding_window_says(steps: list[tuple[Any, ...]]) -> None:
+    """Against a model, with logins overlapping as concurrent requests do: a name may start a
+    login while it has fewer than ``attempts`` failures in the last ``window`` seconds (since
+    its last success), an address (not loopback) while it has fewer than four times that; a
+    refused try is not counted; the wait ends when the failure that made it leaves. A login in
+    flight holds a slot: a name with ``failures + in flight == attempts`` is busy (it waits for
+    a slot, not refused), so no more wrong passwords are ever checked than the limit allows,
+    and a right password gives its slot back without counting (review finding)."""
     attempts, window = 2, 20.0
     now = [0.0]
     guard = sec.LoginGuard(attempts=attempts, window=window, clock=lambda: now[0])
     by_name: dict[str, list[float]] = {}
-    by_address: dict[str | None, list[float]] = {}
+    by_address: dict[str, list[float]] = {}
+    flight: list[tuple[int, str, str | None]] = []
+
+    def limited(name: str, address: str | None) -> list[tuple[list[float], int, int]]:
+        """(failures, limit, logins in flight) of the name and, unless loopback, the address."""
+        out = [(by_name.get(name, []), attempts, sum(n == name for _, n, _ in flight))]
+        if address is not None and address != "127.0.0.1":
+            out.append((by_address.get(address, []), 4 * attempts, sum(a == address for _, _, a in flight)))
+        return out
+
+    def live(times: list[float]) -> list[float]:
+        return [t for t in times if t > now[0] - window]
 
     def expected_wait(name: str, address: str | None) -> int | None:
-        waits = []
-        counted = [(by_name.get(name, []), attempts)]
-        if address is not None:
-            counted.append((by_address.get(address, []), 4 * attempts))
-        for times, limit in counted:
-            live = [t for t in times if t > now[0] - window]
-            if len(live) >= limit:
-                waits.append(max(1, math.ceil(live[-limit] + window - now[0])))
+        waits = [
+            max(1, math.ceil(live(times)[-limit] + window - now[0]))
+            for times, limit, _ in limited(name, address)
+            if len(live(times)) >= limit
+        ]
         return max(waits) if waits else None
 
-    for dt, name, address, right in events:
-        now[0] += dt
-        wait = expected_wait(name, address)
-        assert guard.retry_after(name, address) == wait
-        if wait is not None:
-            continue  # refused before the password is checked
-        if right:
-            guard.succeeded(name)
-            by_name.pop(name, None)
-        else:
-            by_name.setdefault(name, []).append(now[0])
-            if address is not None:
-                by_address.setdefault(address, []).append(now[0])
-            assert guard.failed(name, address) == expected_wait(name, address)
+    for step in steps:
+        now[0] += step[1]
+        if step[0] == "begin":
+            _, _, name, address = step
+            wait = expected_wait(name, address)
+            assert guard.retry_after(name, address) == wait
+            busy = any(len(live(t)) + n >= limit for t, limit, n in limited(name, address))
+            got, ticket = guard.begin(name, address)
+            if wait is not None:
+                assert (got, ticket) == (wait, None)  # refused before the password is checked
+            elif busy:
+                assert (got, ticket) == (None, None)  # every slot held: wait for one
+            else:
+                assert got is None and ticket is not None
+                flight.append((ticket, name, address))
+        elif flight:
+            _, _, which, right = step
+            ticket, name, address = flight.pop(which % len(flight))
+            if right:
+                guard.succeeded(name, address, ticket)
+                by_name.pop(name, None)
+            else:
+                by_name.setdefault(name, []).append(now[0])
+                if address is not None and address != "127.0.0.1":
+                    by_address.setdefault(address, []).append(now[0])
+                assert guard.failed(name, address, ticket) == expected_wait(name, address)
+        # The point of the slots: failures in the window plus wrong passwords that may still
+        # be checked never exceed the limit, however the logins overlap.
+        for name in ("ann", "bob", "cy", "dee"):
+            assert len(live(by_name.get(name, []))) + guard.in_flight(name) <= attempts
+            assert guard.in_flight(name) == sum(n == name for _, n, _ in flight)
 
 
 def test_login_guard_is_bounded_and_checks_its_settings() -> None:
@@ -1100,22 +1133,34 @@ def test_login_guard_is_bounded_and_checks_its_settings() -> None:
             sec.LoginGuard(**bad)  # type: ignore[arg-type]
 
 
-def test_login_guard_begin_counts_the_attempt_before_the_password_is_checked() -> None:
-    """Review finding: checked before scrypt and counted after it, concurrent logins all passed
-    the check. begin() checks and counts in one step; a right password (succeeded) or a login
-    that never reached the password check (release) takes its attempt back."""
+def test_login_guard_slots_are_not_failures() -> None:
+    """Review findings: checked before scrypt and counted after it, concurrent logins all passed
+    the check; then counted as failures until proved right, right logins of one name sent
+    together used up its budget (429 for a right password). begin() checks and takes a slot in
+    one step; a slot blocks further logins only while it is in flight, and a right password
+    (succeeded) or a login that never reached the password check (release) leaves nothing."""
     now = [0.0]
     guard = sec.LoginGuard(attempts=2, window=60.0, clock=lambda: now[0])
     first, second = guard.begin("ann", "10.0.0.1"), guard.begin("ann", "10.0.0.1")
-    assert first[0] is None and second[0] is None
-    assert guard.begin("ann", "10.0.0.1")[0] == 60  # two in flight: the third waits
-    guard.release("ann", "10.0.0.1", first[1])
+    assert first[0] is None and first[1] is not None and second[0] is None and second[1] is not None
+    assert guard.begin("ann", "10.0.0.1") == (None, None)  # two in flight: the third waits, not 429
+    assert guard.retry_after("ann", "10.0.0.1") is None  # ... and nobody has failed yet
+    guard.release(first[1])
     guard.succeeded("ann", "10.0.0.1", second[1])
-    assert not guard._failures  # nothing left of either, for the name or the address
-    wait, at = guard.begin("bob", "10.0.0.1")
-    assert wait is None and guard.retry_after("bob", "10.0.0.1") is None
-    guard.succeeded("bob", "10.0.0.1", at)
-    assert guard.retry_after("bob", "10.0.0.1") is None and not guard._failures
+    assert not guard._failures and not guard._pending and not guard._tickets
+    for _ in range(10):  # right logins one after another, each in flight with the next
+        _, a = guard.begin("ann", "10.0.0.1")
+        _, b = guard.begin("ann", "10.0.0.1")
+        guard.succeeded("ann", "10.0.0.1", a)
+        guard.succeeded("ann", "10.0.0.1", b)
+    assert guard.retry_after("ann", "10.0.0.1") is None and not guard._failures
+    # A wrong password in flight with a right one is still counted when it ends.
+    _, right = guard.begin("bob", "10.0.0.1")
+    _, wrong = guard.begin("bob", "10.0.0.1")
+    guard.succeeded("bob", "10.0.0.1", right)
+    assert guard.failed("bob", "10.0.0.1", wrong) is None
+    assert list(guard._failures[("user", "bob")]) == [0.0]
+    guard.release(None)  # no slot: nothing to give back
 
 
 def test_login_guard_does_not_lock_the_machines_own_address() -> None:

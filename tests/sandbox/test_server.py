@@ -264,7 +264,10 @@ def test_a_failed_login_is_audited_without_its_password(sb: Sandbox) -> None:
     events = sb.state.audit.events()[before:]
     assert [e["action"] for e in events] == ["LOGIN_FAILED", "LOGIN_FAILED"]
     for event, (name, known) in zip(events, tries, strict=True):
-        assert event["actor"] == {"username": name, "roles": [], "permissions": []}
+        if known:
+            assert event["actor"] == {"username": name, "roles": [], "permissions": []}
+        else:
+            assert event["actor"]["username"].startswith("unknown#")  # the next test says why
         assert event["outcome"] == "DENIED" and event["detail"]["code"] == "BAD_CREDENTIALS"
         assert event["detail"]["known"] is known and "retryAfter" not in event["detail"]
         assert event["source"]["ip"] == "127.0.0.1" and event["source"]["userAgent"] == "probe/1"
@@ -276,6 +279,39 @@ def test_a_failed_login_is_audited_without_its_password(sb: Sandbox) -> None:
         sb.http.post("/auth/login", json={"username": "nobody", "password": "nobody-pw"}).status_code == 200
     )
     assert len(sb.state.audit.events()) == before
+
+
+def test_an_unknown_user_name_is_audited_as_a_fingerprint_not_in_clear(sb: Sandbox) -> None:
+    """Review finding: a password typed into the user-name field was written verbatim to the
+    immutable audit log (LOGIN_FAILED's actor). OWASP's Logging Cheat Sheet: do not log it.
+    A name that is no user's is now a keyed fingerprint and its length; the same name gives
+    the same fingerprint (an auditor still sees one name tried again and again, and filters
+    on it), another name another; a user's own name stays readable."""
+    secret = "Tr0ub4dor&3-correct-horse"
+    before = len(sb.state.audit.events())
+    for name in (secret, secret, "Tr0ub4dor&3-other", "nobody"):
+        r = sb.http.post("/auth/login", json={"username": name, "password": "wrong"})
+        assert refusal(r) == (401, "BAD_CREDENTIALS")
+    sb.state.login_guard.succeeded("nobody")  # the shared sandbox's other tests log in as it
+    events = sb.state.audit.events()[before:]
+    assert [e["action"] for e in events] == ["LOGIN_FAILED"] * 4
+    assert secret not in json.dumps(events) and "Tr0ub4dor" not in json.dumps(events)
+    first, again, other, user = events
+    fp = first["detail"]["nameFingerprint"]
+    assert re.fullmatch(r"[0-9a-f]{16}", fp)
+    assert first["actor"] == {"username": f"unknown#{fp}", "roles": [], "permissions": []}
+    assert first["detail"]["nameLength"] == len(secret) and first["detail"]["known"] is False
+    assert again["actor"] == first["actor"] and other["actor"] != first["actor"]
+    assert user["actor"]["username"] == "nobody" and "nameFingerprint" not in user["detail"]
+    # The audit query (and so the audit browser's actor filter) finds the repeats by it.
+    admin = {
+        "Authorization": f"Bearer {sb.state.authority.issue_tokens('admin', sb.state.clock())['accessToken']}"
+    }
+    r = sb.http.get(
+        "/admin/audit", params={"actor": f"unknown#{fp}", "action": "LOGIN_FAILED"}, headers=admin
+    )
+    assert r.status_code == 200, r.text
+    assert [e["eventId"] for e in r.json()["data"]] == [first["eventId"], again["eventId"]]
 
 
 def test_repeated_failed_logins_make_the_name_wait(sb: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -338,6 +374,37 @@ def test_concurrent_failed_logins_get_no_more_guesses_than_the_limit(
             == 200
         )
     assert not guard._failures
+
+
+def test_concurrent_right_logins_of_one_name_are_not_refused(
+    sb: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding: a login was counted as a failure until its password proved right, so
+    more than ``login_attempts`` right logins of one name within one scrypt time (~70 ms: a
+    notebook's parallel workers starting together) got 429 TOO_MANY_ATTEMPTS. A login in
+    flight now holds a slot, not a failure: the others wait for a slot and all get in."""
+    import asyncio
+    from collections import Counter
+
+    guard = LoginGuard(attempts=3, window=60.0)
+    monkeypatch.setattr(sb.state, "login_guard", guard)
+
+    async def burst(password: str, n: int) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=sb.url, timeout=60) as client:
+            return await asyncio.gather(
+                *[
+                    client.post("/auth/login", json={"username": "nobody", "password": password})
+                    for _ in range(n)
+                ]
+            )
+
+    codes = Counter(r.status_code for r in asyncio.run(burst("nobody-pw", 12)))
+    assert codes == {200: 12}, codes
+    assert not guard._failures and not guard._pending  # nothing counted, nothing held
+    # Wrong ones sent together still get no more checks than the limit (the other test).
+    codes = Counter(r.status_code for r in asyncio.run(burst("wrong", 10)))
+    assert codes == {401: 3, 429: 7}, codes
+    assert not guard._pending
 
 
 def test_login_errors(sb: Sandbox) -> None:
