@@ -43,18 +43,19 @@ import secrets
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..errors import AgentUnavailable, NotFound, ValidationError
+from ..errors import AgentUnavailable, ApiError, NotFound, ValidationError
 from ..model import check_id, format_time, parse_time
 from .security import CommandSigner
 
 __all__ = [
     "AGENT_STATUSES",
     "ACK_STATUSES",
+    "AgentEnvironmentChanged",
     "AgentInfo",
     "AgentRegistry",
     "CommandChannel",
@@ -93,6 +94,19 @@ def event_name(command_type: str) -> str:
     ``config-update``; a camelCase ``configUpdate`` gives the same."""
     spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", command_type)
     return spaced.lower().replace("_", "-")
+
+
+class AgentEnvironmentChanged(ApiError):
+    """409: an instance id registers with another environment than the one it has (cameleer.md
+    2.1: each agent belongs to one environment, and a heartbeat naming another is refused).
+
+    The environment of an agent decides whether a replay sent to it needs ``replay:prod``
+    (section 6), and its queued commands were authorised for it: an id registered as ``dev``
+    re-registering as ``prod`` would have been sent replays checked as ``dev`` and made
+    the executions it recorded, and the replays that went to it, name two environments."""
+
+    code = "AGENT_ENVIRONMENT_CHANGED"
+    status = 409
 
 
 @dataclass(frozen=True)
@@ -228,15 +242,30 @@ class AgentRegistry:
         route_ids: Sequence[str] = (),
         route_version: str | None = None,
         capabilities: Any = None,
+        history: Collection[str] = (),
     ) -> AgentInfo:
         """Add or re-register an agent (re-registering the same id resumes its identity and
-        keeps its queued commands, cameleer.md 2.2). Counts as a heartbeat."""
+        keeps its queued commands, cameleer.md 2.2). Counts as a heartbeat.
+
+        ``history``: the environments the id has recorded executions or received replays in
+        (the store's). Registering in another environment than those, or than the one it is
+        registered with now, is refused (:class:`AgentEnvironmentChanged`): an id keeps its
+        environment; another environment takes another instance id."""
         check_id(instance_id, "instanceId")
         check_id(environment_id, "environmentId")
         check_id(application_id, "applicationId")
         now = self.clock()
         with self._lock:
             agent = self._agents.get(instance_id)
+            had = set(history) | ({agent.info.environment_id} if agent else set())
+            other = sorted(had - {environment_id})
+            if other:
+                raise AgentEnvironmentChanged(
+                    f"agent {instance_id!r} belongs to environment {other[0]!r}; it cannot "
+                    f"register as {environment_id!r}",
+                    hint=f"give the agent of {environment_id!r} an instance id of its own",
+                    details={"instanceId": instance_id, "environment": other[0], "requested": environment_id},
+                )
             info = AgentInfo(
                 instance_id=instance_id,
                 display_name=display_name or instance_id,

@@ -490,6 +490,18 @@ class ReplayService:
             outcome="DENIED",
         )
 
+    def agent_environments(self, instance_id: str) -> set[str]:
+        """The environments the tenant's replays were sent to agent ``instance_id`` in."""
+        rows = (
+            self.store._conn()
+            .execute(
+                "SELECT DISTINCT target_environment FROM replays WHERE agent_id = ? AND tenant_id = ?",
+                (instance_id, self.tenant_id),
+            )
+            .fetchall()
+        )
+        return {str(r[0]) for r in rows}
+
     def requested_by(self, replay_id: str) -> str | None:
         """The user who requested the tenant's replay ``replay_id``, or None when there is none."""
         row = self._requester(replay_id)

@@ -77,7 +77,7 @@ from ..payload import (
     spellings,
 )
 from . import encoder
-from .agents import CommandChannel, event_name
+from .agents import AgentEnvironmentChanged, CommandChannel, event_name
 from .bodies import check_declared_length, check_request_headers, parse_json, read_body, read_json
 from .openapi import (
     BOOTSTRAP,
@@ -1043,20 +1043,71 @@ async def register_agent(request: Request, principal: Principal | None) -> Respo
     version = body.get("routeVersion", body.get("version"))
     if version is not None and not isinstance(version, str):
         raise ValidationError("routeVersion must be a string", details={"field": "routeVersion"})
+    instance_id = _string(body, "instanceId") or ""
+    environment_id = _string(body, "environmentId") or ""
+    history: set[str] = set()
+    if ID_PATTERN.match(instance_id):  # else register() refuses it as BAD_ID
+        history = await run_in_threadpool(_instance_history, state, instance_id)
     try:
         info = state.agents.register(
-            _string(body, "instanceId") or "",
-            environment_id=_string(body, "environmentId") or "",
+            instance_id,
+            environment_id=environment_id,
             application_id=_string(body, "applicationId") or "",
             display_name=_string(body, "displayName", required=False),
             route_ids=route_ids,
             route_version=version,
             capabilities=capabilities,
+            history=history,
         )
     except RecordError as exc:
         raise ValidationError(exc.message, code="BAD_ID", hint=exc.hint, details=exc.details) from None
+    except AgentEnvironmentChanged as exc:
+        await _audit_registration_refused(state, request, instance_id, exc)
+        raise
     tokens = state.authority.issue_agent_tokens(info.instance_id, info.environment_id, state.clock())
     return _json({**tokens, "serverPublicKey": state.signer.public_key_b64()}, no_store=True)
+
+
+def _instance_history(state: SandboxState, instance_id: str) -> set[str]:
+    """The environments ``instance_id`` recorded executions in or was sent replays in."""
+    found = state.store.instance_environments(instance_id)
+    if state.replays is not None:
+        found |= state.replays.agent_environments(instance_id)
+    return found
+
+
+async def _audit_registration_refused(
+    state: SandboxState, request: Request, instance_id: str, exc: AgentEnvironmentChanged
+) -> None:
+    """``ACCESS_DENIED`` for a registration refused for changing the id's environment (section
+    6: every denied attempt is audited): the actor is the agent it claimed to be, holding the
+    bootstrap token (there is no agent token yet). The refusal stands whether or not this is
+    written."""
+    if state.audit is None:
+        return
+    from .replay_api import RequestInfo
+
+    source = RequestInfo.of(request).to_wire()
+
+    def record() -> None:
+        state.audit.record(
+            "ACCESS_DENIED",
+            actor={"username": instance_id, "roles": ["AGENT"], "permissions": []},
+            source=source,
+            target={"environment": exc.details["requested"]},
+            detail={
+                "reason": exc.message,
+                "code": exc.code,
+                "operation": "POST /agents/register",
+                **exc.details,
+            },
+            outcome="DENIED",
+        )
+
+    try:
+        await run_in_threadpool(record)
+    except ApiError:
+        pass  # AUDIT_UNAVAILABLE: logged by the audit log; the registration is refused either way
 
 
 async def heartbeat(request: Request, principal: Principal | None) -> Response:
@@ -1397,6 +1448,7 @@ def core_operations() -> list[Operation]:
             tag="agents",
             request=ref("RegisterRequest"),
             responses={200: ("agent tokens", ref("RegisterResponse"))},
+            errors=(409,),
         ),
         Operation(
             "POST",

@@ -1698,6 +1698,21 @@ class Store:
         )
         return {p.seq: p for p in map(_processor_from_row, rows)}
 
+    def instance_environments(self, instance_id: str) -> set[str]:
+        """The environments of the executions the agent ``instance_id`` recorded (chunks take
+        theirs from the agent's token), for :meth:`AgentRegistry.register`'s check that an id
+        keeps its environment. Registration is rare: a scan of the environments' index."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT DISTINCT environment FROM executions "
+                "WHERE instance_id = ? AND environment IS NOT NULL",
+                (instance_id,),
+            )
+            .fetchall()
+        )
+        return {str(r[0]) for r in rows}
+
     def stats(self) -> list[dict[str, Any]]:
         """Execution counts by environment, routeId and status (replays included), sorted."""
         rows = self._conn().execute(

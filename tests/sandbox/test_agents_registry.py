@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from moat_nb.errors import AgentUnavailable, NotFound, ValidationError
 from moat_nb.model import parse_time
-from moat_nb.sandbox.agents import AgentRegistry, event_name
+from moat_nb.sandbox.agents import AgentEnvironmentChanged, AgentRegistry, event_name
 from moat_nb.sandbox.security import CommandSigner, verify_command
 
 SIGNER = CommandSigner.generate()
@@ -150,6 +150,21 @@ def test_register_refuses_bad_ids_and_heartbeat_unknown_agents() -> None:
     register(reg)
     with pytest.raises(ValidationError):
         reg.heartbeat("agent-dev", route_states={"orders-intake": "Exploded"})
+
+
+def test_register_keeps_an_ids_environment() -> None:
+    """An id keeps the environment it is registered with, or has history in (cameleer.md 2.1):
+    its queued commands were authorised for that environment (review finding)."""
+    reg = AgentRegistry(SIGNER, clock=Clock())
+    reg.register("a1", environment_id="dev", application_id="orders")
+    with pytest.raises(AgentEnvironmentChanged) as caught:
+        reg.register("a1", environment_id="prod", application_id="orders")
+    assert caught.value.status == 409 and caught.value.code == "AGENT_ENVIRONMENT_CHANGED"
+    assert reg.get("a1").environment_id == "dev"
+    reg.register("a1", environment_id="dev", application_id="orders", history={"dev"})
+    with pytest.raises(AgentEnvironmentChanged):
+        reg.register("a2", environment_id="prod", application_id="orders", history={"dev"})
+    assert reg.get("a2") is None
 
 
 def test_list_filters() -> None:

@@ -824,6 +824,61 @@ def test_register(sb: Sandbox) -> None:
     )
 
 
+def test_an_agent_cannot_change_its_environment_by_registering_again(sb: Sandbox) -> None:
+    """Review finding: an instance id registered as ``dev`` re-registered as ``prod`` and got a
+    ``prod`` token, though its recorded executions and queued commands (authorised without
+    ``replay:prod``) were ``dev``'s. Cameleer: each agent belongs to one environment (a
+    heartbeat naming another is refused). Now 409 AGENT_ENVIRONMENT_CHANGED, audited."""
+    base = {"applicationId": "orders", "routeIds": ["order-intake"]}
+    before = len(sb.state.audit.events())
+    r = sb.http.post(
+        "/agents/register",
+        json={**base, "instanceId": "agent-dev", "environmentId": "prod"},
+        headers=sb.bootstrap(),
+    )
+    assert refusal(r) == (409, "AGENT_ENVIRONMENT_CHANGED")
+    assert "'dev'" in r.json()["message"] and r.json()["details"]["hint"]
+    assert sb.state.agents.get("agent-dev").environment_id == "dev"
+    [event] = sb.state.audit.events()[before:]
+    assert event["action"] == "ACCESS_DENIED" and event["outcome"] == "DENIED"
+    assert event["actor"] == {"username": "agent-dev", "roles": ["AGENT"], "permissions": []}
+    assert event["detail"]["code"] == "AGENT_ENVIRONMENT_CHANGED"
+    assert (event["detail"]["environment"], event["detail"]["requested"]) == ("dev", "prod")
+    # The same environment again resumes the identity (cameleer.md 2.2) ...
+    r = sb.http.post(
+        "/agents/register",
+        json={**base, "instanceId": "agent-dev", "environmentId": "dev"},
+        headers=sb.bootstrap(),
+    )
+    assert r.status_code == 200, r.text
+    sb.agent_tokens["dev"] = r.json()
+    # ... and an id the server has forgotten (as after a restart: the registry is in memory)
+    # is still held to the environment of the executions it recorded.
+    r = sb.http.post(
+        "/agents/register",
+        json={**base, "instanceId": "agent-h", "environmentId": "dev"},
+        headers=sb.bootstrap(),
+    )
+    token = r.json()["accessToken"]
+    chunk = make_chunk("exec-h-0", "ex-h-0")
+    h = {"Authorization": f"Bearer {token}", "X-Cameleer-Protocol-Version": "1"}
+    assert sb.http.post("/data/chunks", json=chunk, headers=h).status_code == 202
+    del sb.state.agents._agents["agent-h"]
+    r = sb.http.post(
+        "/agents/register",
+        json={**base, "instanceId": "agent-h", "environmentId": "prod"},
+        headers=sb.bootstrap(),
+    )
+    assert refusal(r) == (409, "AGENT_ENVIRONMENT_CHANGED")
+    # A new id may take any environment.
+    r = sb.http.post(
+        "/agents/register",
+        json={**base, "instanceId": "agent-h-prod", "environmentId": "prod"},
+        headers=sb.bootstrap(),
+    )
+    assert r.status_code == 200, r.text
+
+
 def test_heartbeat(sb: Sandbox) -> None:
     r = sb.http.post(
         "/agents/agent-dev/heartbeat",
