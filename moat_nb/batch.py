@@ -51,11 +51,12 @@ Noise
 
 Concurrency
     Rows run on asyncio with an :class:`~moat_nb.client.AsyncPlatform`, at most ``concurrency``
-    replays in flight (default 8): the bound protects the platform (section 12), whose agents
-    run a limited number of replays at once anyway. ``asweep``/``aregression`` are the
-    coroutines. The sync functions run them with :func:`asyncio.run`; when the calling thread
-    already runs an event loop (a Jupyter kernel does) ``asyncio.run`` is not allowed there and
-    ``nest_asyncio`` would re-enter the kernel's loop, so they run the coroutine on a loop of its
+    replays in flight (default 8, at most :data:`MAX_CONCURRENCY`, 64): the bound protects the
+    platform (section 12), whose agents run a limited number of replays at once anyway.
+    ``asweep``/``aregression`` are the coroutines. The sync functions run them with
+    :func:`asyncio.run`; when the calling thread already runs an event loop (a Jupyter kernel
+    does) ``asyncio.run`` is not allowed there and ``nest_asyncio`` would re-enter the kernel's
+    loop, so they run the coroutine on a loop of its
     own in a worker thread and wait for it, interruptibly.
 
 Interrupting and resuming
@@ -118,6 +119,7 @@ from .payload import canonical_json, is_redacted, is_secret_name
 
 __all__ = [
     "COLUMNS",
+    "MAX_CONCURRENCY",
     "REMOVE",
     "VERDICTS",
     "BatchCancelled",
@@ -132,6 +134,12 @@ __all__ = [
     "variant_payload",
     "verdict",
 ]
+
+#: The most replays a batch runs at once. Each row in flight reads its replay's trace stream,
+#: and the sandbox allows a user ``ServerConfig.max_streams`` (256) open streams: this stays
+#: well under it (two batches at once, with reconnects overlapping, still fit). More would not
+#: go faster anyway: the platform's agents run a limited number of replays at once.
+MAX_CONCURRENCY = 64
 
 VERDICTS = ("SAME", "CHANGED", "FAILED", "ERROR")
 _UNRUN = frozenset({"ERROR", "TIMED_OUT", "ABORTED"})
@@ -1218,9 +1226,13 @@ class _Batch:
             # it was refused as "concurrency must be an integer >= 1, not np.int64(4)".
             with contextlib.suppress(TypeError):
                 concurrency = operator.index(concurrency)
-        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+        if (
+            not isinstance(concurrency, int)
+            or isinstance(concurrency, bool)
+            or not 1 <= concurrency <= MAX_CONCURRENCY
+        ):
             raise ValidationError(
-                f"concurrency must be an integer >= 1, not {concurrency!r}",
+                f"concurrency must be an integer from 1 to {MAX_CONCURRENCY}, not {concurrency!r}",
                 code="VALIDATION",
                 hint="the replays in flight at once: e.g. concurrency=8 (the default), 1 for one at a time",
             )

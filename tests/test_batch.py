@@ -632,6 +632,8 @@ def test_arguments_are_checked_before_anything_runs(offline: Platform) -> None:
         # A MoatError without a hint before.
         (lambda p: sweep(p, "x", [{"body.a": 1}], reason="r", concurrency=0), "VALIDATION", "concurrency"),
         (lambda p: regression(p, ["x"], "staging", reason="r", concurrency=1.5), "VALIDATION", "concurrency"),
+        # Above the most the sandbox lets one user read at once (ServerConfig.max_streams).
+        (lambda p: regression(p, ["x"], "staging", reason="r", concurrency=65), "VALIDATION", "from 1 to 64"),
     ],
 )
 def test_wrong_arguments_are_refused_with_a_code_and_a_hint(

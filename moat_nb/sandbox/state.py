@@ -87,6 +87,13 @@ class ServerConfig:
     #: times as many (:class:`~moat_nb.sandbox.security.LoginGuard`).
     login_attempts: int = 5
     login_window: float = 300.0
+    #: Trace streams (``GET /replays/{id}/events``) one user may have open at once, and unused
+    #: stream tickets one user may hold; beyond, 429 ``TOO_MANY_STREAMS`` / ``TOO_MANY_TICKETS``
+    #: (one user could open them without end and exhaust the sandbox). Generous on purpose:
+    #: four times :data:`moat_nb.batch.MAX_CONCURRENCY` (64), whose rows read one stream each,
+    #: so that two batches of one user at their maximum, each stream overlapping its own
+    #: reconnect for a moment (a dropped client is noticed by the next ping), still fit.
+    max_streams: int = 256
 
     def __post_init__(self) -> None:
         for name in (
@@ -100,9 +107,16 @@ class ServerConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ServerConfig.{name} must be positive")
-        if self.chunk_buffer < 1 or self.retry_after < 0 or self.max_body < 1 or self.login_attempts < 1:
+        if (
+            self.chunk_buffer < 1
+            or self.retry_after < 0
+            or self.max_body < 1
+            or self.login_attempts < 1
+            or self.max_streams < 1
+        ):
             raise ValueError(
-                "ServerConfig: chunk_buffer, max_body and login_attempts must be >= 1, retry_after >= 0"
+                "ServerConfig: chunk_buffer, max_body, login_attempts and max_streams must be >= 1, "
+                "retry_after >= 0"
             )
 
 

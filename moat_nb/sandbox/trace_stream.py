@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import secrets
 import threading
@@ -40,7 +41,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from ..errors import AuthenticationError, NotFound, PermissionDenied, ValidationError
+from ..errors import ApiError, AuthenticationError, NotFound, PermissionDenied, ValidationError
 from ..model import Chunk, Execution, ProcessorRecord
 from .openapi import USER, Operation, self_checked
 from .security import Principal
@@ -53,7 +54,9 @@ __all__ = [
     "RETRY_MS",
     "BATCH_BYTES",
     "TICKET_TTL",
+    "StreamCount",
     "TicketBook",
+    "TooManyStreams",
     "encode_event",
     "parse_last_event_id",
     "stream_operations",
@@ -89,11 +92,62 @@ def parse_last_event_id(header: str | None, query: str | None) -> int:
     return int(raw.strip())
 
 
-class TicketBook:
-    """Single-use stream tickets: ticket -> (replayId, principal, expiry). Thread-safe."""
+class TooManyStreams(ApiError):
+    """429: a user holds ``config.max_streams`` open trace streams (``TOO_MANY_STREAMS``) or
+    unused stream tickets (``TOO_MANY_TICKETS``). ``retry_after`` (seconds, sent as
+    ``Retry-After``) only where it is known: when the user's oldest ticket expires."""
 
-    def __init__(self, ttl: timedelta = TICKET_TTL) -> None:
+    code = "TOO_MANY_STREAMS"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class StreamCount:
+    """Open trace streams per user, at most ``limit`` each: one user opening streams without
+    end (or never reading them) held a coroutine, a socket and a store reader each, and could
+    exhaust the sandbox for everyone (review finding). Used on the server's event loop only."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}
+
+    def open(self, user: str) -> None:
+        """Count a stream of ``user``; 429 ``TOO_MANY_STREAMS`` when it has ``limit`` open."""
+        n = self._open.get(user, 0)
+        if n >= self.limit:
+            raise TooManyStreams(
+                f"{n} trace streams of this user are open; at most {self.limit} may be",
+                hint="close streams you no longer read (each replay's stream ends by itself after "
+                "`end`); a batch reads one per row in flight, so lower its concurrency",
+                details={"limit": self.limit},
+            )
+        self._open[user] = n + 1
+
+    def close(self, user: str) -> None:
+        n = self._open.get(user, 0) - 1
+        if n > 0:
+            self._open[user] = n
+        else:
+            self._open.pop(user, None)
+
+    def of(self, user: str) -> int:
+        """The streams ``user`` has open now."""
+        return self._open.get(user, 0)
+
+
+class TicketBook:
+    """Single-use stream tickets: ticket -> (replayId, principal, expiry). Thread-safe.
+
+    At most ``limit`` unused, unexpired tickets per user (review finding: unbounded, one user
+    could fill the server's memory with them); beyond, 429 ``TOO_MANY_TICKETS`` with the
+    seconds until that user's oldest ticket expires as ``Retry-After``."""
+
+    def __init__(self, ttl: timedelta = TICKET_TTL, *, limit: int = 256) -> None:
         self.ttl = ttl
+        self.limit = limit
         self._tickets: dict[str, tuple[str, Principal, datetime]] = {}
         self._lock = threading.Lock()
 
@@ -103,6 +157,17 @@ class TicketBook:
             # Forget expired tickets so that the book stays small.
             for t in [t for t, (_, _, exp) in self._tickets.items() if exp <= now]:
                 del self._tickets[t]
+            held = [exp for _, p, exp in self._tickets.values() if p.username == principal.username]
+            if len(held) >= self.limit:
+                wait = max(1, math.ceil((min(held) - now).total_seconds()))
+                raise TooManyStreams(
+                    f"this user holds {len(held)} unused stream tickets; at most {self.limit} may be",
+                    code="TOO_MANY_TICKETS",
+                    retry_after=wait,
+                    hint=f"use the tickets you have (each opens one stream, once) or wait {wait} s "
+                    "for the oldest to expire",
+                    details={"limit": self.limit, "retryAfter": wait},
+                )
             self._tickets[ticket] = (replay_id, principal, now + self.ttl)
         return {"ticket": ticket, "expiresIn": int(self.ttl.total_seconds())}
 
@@ -131,6 +196,10 @@ class _TraceResponse(EventSourceResponse):
     stream (security.md SSE-5) instead of an application error: the client resumes from the
     store with its Last-Event-ID."""
 
+    def __init__(self, *args: Any, on_close: Callable[[], None], **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._on_close = on_close
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
@@ -138,6 +207,8 @@ class _TraceResponse(EventSourceResponse):
             log.info(
                 "trace stream %s: client too slow, dropped (it resumes from the store)", scope.get("path")
             )
+        finally:
+            self._on_close()  # the user's stream count (StreamCount), however the stream ended
 
 
 #: Stored events are written to the socket in batches of about this many bytes: one write per
@@ -210,7 +281,9 @@ def stream_operations(state: SandboxState, service: Callable[[], ReplayService])
     """``GET /replays/{replayId}/events`` and ``POST /replays/{replayId}/stream-ticket``."""
     from .replay_api import principal_of
 
-    tickets = TicketBook()
+    # One limit for both, per user: open trace streams, and unused tickets (each opens one).
+    tickets = TicketBook(limit=state.config.max_streams)
+    streams = StreamCount(state.config.max_streams)
 
     async def events(request: Request, _: Principal | None) -> Response:
         svc = service()
@@ -259,12 +332,19 @@ def stream_operations(state: SandboxState, service: Callable[[], ReplayService])
                 hint="send the id of the last event received",
             )
         svc.bind_loop()
-        return _TraceResponse(
-            _events(svc, replay_id, after),
-            ping=state.config.ping_interval,
-            send_timeout=state.config.send_timeout,
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
+        user = principal.username
+        streams.open(user)  # 429 TOO_MANY_STREAMS; closed by the response however it ends
+        try:
+            return _TraceResponse(
+                _events(svc, replay_id, after),
+                ping=state.config.ping_interval,
+                send_timeout=state.config.send_timeout,
+                headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+                on_close=lambda: streams.close(user),
+            )
+        except BaseException:
+            streams.close(user)
+            raise
 
     async def stream_ticket(request: Request, principal: Principal | None) -> Response:
         assert principal is not None
@@ -298,7 +378,7 @@ def stream_operations(state: SandboxState, service: Callable[[], ReplayService])
                 200: ("the event stream; ids 1, 2, 3 ...", {"type": "string"}),
                 204: ("the replay ended and the client has seen its last event", None),
             },
-            errors=(404,),
+            errors=(404, 429),
         ),
         Operation(
             "POST",
@@ -319,7 +399,7 @@ def stream_operations(state: SandboxState, service: Callable[[], ReplayService])
                     },
                 )
             },
-            errors=(404,),
+            errors=(404, 429),
         ),
     ]
 

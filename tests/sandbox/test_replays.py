@@ -2094,3 +2094,57 @@ def test_stored_events_are_framed_as_sse_starlette_frames_them(event_id: int, ev
         encode_event(event_id, event, data)
         == ServerSentEvent(id=str(event_id), event=event, data=data).encode()
     )
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def test_one_user_holds_at_most_max_streams_trace_streams_and_tickets(tmp_path: Path, tools: Any) -> None:
+    """Review finding: one user could open trace streams and stream tickets without end and
+    exhaust the sandbox. ``start(max_streams=N)``: the (N+1)th open stream of a user is 429
+    TOO_MANY_STREAMS and the (N+1)th unused ticket 429 TOO_MANY_TICKETS (with Retry-After: when
+    the oldest expires); other users are not held up, and a closed stream or a used ticket
+    gives its place back."""
+    import contextlib
+
+    handle = start(data=tmp_path / "data", per_env=2, seed=1, max_streams=2, ping_interval=0.3)
+    agent = None
+    try:
+        op = tools.user_client(handle, "operator")
+        admin = tools.user_client(handle, "admin")
+        agent = SilentAgent(handle, "silent-qa-limit")
+        r = tools.post_replay(
+            op, tools.source_exchange(op, "dev")["exchangeId"], targetAgent=agent.instance_id
+        )
+        assert r.status_code == 202, r.text
+        path = f"/replays/{r.json()['replayId']}/events"  # PENDING: its streams stay open
+        with contextlib.ExitStack() as held:
+            first = held.enter_context(op.stream("GET", path))
+            assert first.status_code == 200
+            assert held.enter_context(op.stream("GET", path)).status_code == 200
+            third = op.get(path)
+            assert (third.status_code, third.json()["error"]) == (429, "TOO_MANY_STREAMS")
+            assert "at most 2" in third.json()["message"] and third.json()["details"]["hint"]
+            assert "retry-after" not in third.headers  # when a stream closes is not known
+            with admin.stream("GET", path) as other:  # another user has streams of their own
+                assert other.status_code == 200
+            first.close()
+
+            def reopened() -> bool:
+                with op.stream("GET", path) as again:
+                    return again.status_code == 200
+
+            tools.wait_for(reopened)  # the server saw the first close and gave its place back
+        tickets = [op.post(f"{path.removesuffix('/events')}/stream-ticket") for _ in range(3)]
+        assert [t.status_code for t in tickets[:2]] == [200, 200]
+        assert (tickets[2].status_code, tickets[2].json()["error"]) == (429, "TOO_MANY_TICKETS")
+        assert 1 <= int(tickets[2].headers["retry-after"]) <= 60
+        # A used ticket is no longer held: one more may be had.
+        with httpx.Client(base_url=handle.api, timeout=15.0) as browser:
+            with browser.stream("GET", path, params={"ticket": tickets[0].json()["ticket"]}) as s:
+                assert s.status_code == 200
+        assert op.post(f"{path.removesuffix('/events')}/stream-ticket").status_code == 200
+    finally:
+        if agent is not None:
+            agent.close()
+        handle.stop()
