@@ -37,8 +37,10 @@ __all__ = [
     "Chunk",
 ]
 
+# \Z, not $: "$" also matches before a final newline, so "orders-dev-1\n" passed as an id and
+# registered a second agent listed and audited exactly as "orders-dev-1" (found probing).
 #: Ids on the wire (section 3).
-ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 EXECUTION_STATUSES = ("COMPLETED", "FAILED", "RUNNING")
 REPLAY_STATUSES = ("PENDING", "RUNNING", "COMPLETED", "ERROR", "TIMED_OUT", "ABORTED")
 CAPTURE_MODES = ("PROCESSOR", "ROUTE")

@@ -571,7 +571,8 @@ SECRET_HEADER_NAMES: frozenset[str] = frozenset(
 SECRET_NAME_PARTS: tuple[str, ...] = ("password", "secret", "token", "apikey", "passphrase", "accesskey")
 #: What a redacted value looks like; redaction leaves a value already in this form alone, so that
 #: redacting twice (agent trace, then store, then stream) changes nothing.
-REDACTED_PATTERN = re.compile(r"^\[REDACTED:[0-9a-f]{16}\]$")
+# \Z, not $: a marker plus a newline is a value, not a marker (it would not be redacted).
+REDACTED_PATTERN = re.compile(r"^\[REDACTED:[0-9a-f]{16}\]\Z")
 
 _SEPARATORS = re.compile(r"[-_.\s]")
 

@@ -297,7 +297,7 @@ def test_valid_ids(good: str) -> None:
     assert check_id(good) == good
 
 
-@pytest.mark.parametrize("bad", ["", "x" * 129, "a b", "a/b", "é", "a\nb", None])
+@pytest.mark.parametrize("bad", ["", "x" * 129, "a b", "a/b", "é", "a\nb", "a\n", "x" * 128 + "\n", None])
 def test_invalid_ids(bad: object) -> None:
     with pytest.raises(RecordError) as exc:
         check_id(bad, "exchangeId")  # type: ignore[arg-type]

@@ -337,6 +337,7 @@ def test_fingerprint_is_hmac_sha256_first_16_hex() -> None:
     assert fingerprint(KEY, "Bearer abc") != fingerprint(b"other key", "Bearer abc")
     assert is_redacted(fingerprint(KEY, {"a": 1}))
     assert not is_redacted("[REDACTED:xyz]")
+    assert not is_redacted(fingerprint(KEY, "x") + "\n")  # "$" matched before a final newline
 
 
 printable = st.characters(min_codepoint=0x21, max_codepoint=0x7E)

@@ -879,6 +879,20 @@ def test_an_agent_cannot_change_its_environment_by_registering_again(sb: Sandbox
     assert r.status_code == 200, r.text
 
 
+def test_an_id_with_a_final_newline_is_not_an_id(sb: Sandbox) -> None:
+    """Found probing: ids were checked with a regex ending in "$", which also matches before a
+    final newline, so "agent-dev\n" registered a second agent (in prod) that lists and audits
+    exactly as agent-dev, and path ids like "abc%0A" reached the handlers."""
+    body = {"instanceId": "agent-dev\n", "applicationId": "orders", "environmentId": "prod"}
+    r = sb.http.post("/agents/register", json=body, headers=sb.bootstrap())
+    assert refusal(r) == (400, "BAD_ID")
+    assert sb.state.agents.get("agent-dev\n") is None
+    for path in ("/replays/abc%0A", "/executions/exec-dev-0%0A"):
+        assert refusal(sb.http.get(path, headers=sb.auth("admin"))) == (400, "BAD_ID"), path
+    chunk = make_chunk("exec-nl-0", "ex-nl-0\n")
+    assert refusal(sb.post_chunk("dev", chunk))[0] == 400
+
+
 def test_heartbeat(sb: Sandbox) -> None:
     r = sb.http.post(
         "/agents/agent-dev/heartbeat",
