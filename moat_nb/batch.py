@@ -79,7 +79,9 @@ Interrupting and resuming
     noise rules of each route are kept there too, so a resumed run
     diffs against the same rules and replays nothing to calibrate again. Each row records what
     its outputs were defined as: an output asked for on resume that a loaded row lacks, or holds
-    as defined differently, is read from that row's replay execution. A torn last line (the
+    as defined differently, is read from that row's replay execution; one not asked for on
+    resume is left out of the rows and the frame (asked for again, it is read back from the
+    file, or else from the replay). A torn last line (the
     process died mid-write) is ignored, and cut off before the resumed run appends, so that the
     next record starts on a line of its own. A file holding anything else (``results=`` pointed
     at the wrong file) is refused before anything runs (``BAD_RESULTS_FILE``) and left as it is.
@@ -1312,12 +1314,29 @@ class _Batch:
         for job in self.jobs:
             row = self.file.rows.get(job.key) if self.file else None
             if row is not None and not (self.retry_errors and row.get("verdict") == "ERROR"):
-                self.done[job.key] = {**row, "index": job.index}
+                self.done[job.key] = self._asked_outputs({**row, "index": job.index})
                 self.loaded += 1
                 self._counts[row.get("verdict")] += 1
             else:
                 pending.append(job)
         return pending
+
+    def _asked_outputs(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A row from the results file with only the outputs this call asks for (``outputs=``).
+        An output dropped on resume stayed a column of the frame, its values from the loaded
+        rows and missing in the rows run now (release walk): the frame's outputs are the ones
+        asked for, as for a batch run in one go. The file keeps the values until the row is
+        written again (a later resume that asks for the output reads them back, if defined the
+        same way, or else from the replay). With the default outputs (``outputs=None``), rows
+        read with explicit ones are read again (:meth:`_complete_outputs`)."""
+        if not isinstance(self.outputs, Mapping):
+            return row
+        for name in ("outputs", "output_definitions"):
+            held = row.get(name)
+            row[name] = {
+                k: v for k, v in (held if isinstance(held, Mapping) else {}).items() if k in self.outputs
+            }
+        return row
 
     def _finish(self, row: dict[str, Any]) -> None:
         self.done[row["key"]] = row
@@ -1626,45 +1645,60 @@ class _Batch:
         path or function): read it from the row's replay execution, and append the completed row
         to the file so that the next resume has it. Without this the column was NaN for every
         such row, as if its replay had no value, and a redefined output kept the value read with
-        its old definition, with no word (both found by the release walk)."""
-        if not self.outputs:
+        its old definition, with no word (both found by the release walk). With the default
+        outputs (``outputs=None``), a row read with explicit ones is read again with the
+        defaults: its explicit outputs were columns no row run now has (release walk)."""
+        if self.outputs is None:
+            wanted: dict[str, Output] | None = None
+            asked: dict[str, str | None] = {}
+            # The defaults record no definitions: a row with some was read with explicit outputs.
+            stale: list[tuple[dict[str, Any], set[str] | None]] = [
+                (row, None) for row in self.done.values() if row.get("output_definitions")
+            ]
+        elif self.outputs:
+            wanted = dict(self.outputs)
+            asked = _definitions(wanted)
+
+            def stale_names(row: dict[str, Any]) -> set[str]:
+                have = row.get("outputs") or {}
+                defined = row.get("output_definitions")
+                defined = defined if isinstance(defined, Mapping) else {}
+                return {
+                    name
+                    for name in asked
+                    if name not in have or not _same_definition(defined.get(name), asked[name])
+                }
+
+            stale = [(row, names) for row in self.done.values() if (names := stale_names(row))]
+        else:
             return
-        wanted = dict(self.outputs)
-        asked = _definitions(wanted)
-
-        def stale_names(row: dict[str, Any]) -> set[str]:
-            have = row.get("outputs") or {}
-            defined = row.get("output_definitions")
-            defined = defined if isinstance(defined, Mapping) else {}
-            return {
-                name
-                for name in wanted
-                if name not in have or not _same_definition(defined.get(name), asked[name])
-            }
-
-        stale = [(row, names) for row in self.done.values() if (names := stale_names(row))]
         slots = asyncio.Semaphore(self.concurrency)
         unread: list[str] = []
 
-        async def fill(row: dict[str, Any], names: set[str]) -> None:
+        async def fill(row: dict[str, Any], names: set[str] | None) -> None:
             # A value read with another definition goes first: if the replay cannot be read now,
             # the output is missing (and said so), never the old definition's value under the new.
-            row["outputs"] = {k: v for k, v in (row.get("outputs") or {}).items() if k not in names}
+            # (names None: every output goes, to be read with the defaults.)
+            row["outputs"] = {
+                k: v for k, v in (row.get("outputs") or {}).items() if names is not None and k not in names
+            }
             defined = row.get("output_definitions")
             row["output_definitions"] = {
-                k: v for k, v in (defined if isinstance(defined, Mapping) else {}).items() if k not in names
+                k: v
+                for k, v in (defined if isinstance(defined, Mapping) else {}).items()
+                if names is not None and k not in names
             }
             if not row.get("result_execution_id"):
                 return  # no replay result (an ERROR row): nothing to read, as when it ran
             try:
                 async with slots:
                     execution = await ap.execution(row["result_execution_id"])
-                values = _outputs(execution, {k: wanted[k] for k in names})
+                values = _outputs(execution, None if wanted is None else {k: wanted[k] for k in names or ()})
             except Exception as exc:  # one row's output must not stop the batch: it stays missing
                 unread.append(f"{row['source_exchange_id']}: {exc}")
                 return
             row["outputs"] = {**row["outputs"], **values}
-            row["output_definitions"] = {**row["output_definitions"], **{k: asked[k] for k in names}}
+            row["output_definitions"] = {**row["output_definitions"], **{k: asked[k] for k in names or ()}}
             if self.file is not None:
                 self.file.add_row(row)
 

@@ -1121,6 +1121,37 @@ def test_an_output_redefined_on_resume_is_read_again_with_its_new_definition(
     assert len(_replays(admin, reason)) == 3
 
 
+def test_an_output_dropped_on_resume_is_not_a_column_of_the_resumed_frame(
+    admin: Platform, prod: pd.DataFrame, staging_source: Execution, tmp_path: Path
+) -> None:
+    # Resumed without an output defined before, the frame kept it as a column: the loaded rows'
+    # values, missing in every row run now. A frame has the outputs asked for, as in one go.
+    path, reason = tmp_path / "runs.jsonl", "batch test: output dropped on resume"
+    sources = prod[prod.status == "COMPLETED"].head(3)
+    kw: dict[str, Any] = dict(reason=reason, results=path, progress=False, calibrate=False)
+    both = {"total": "body:$.total", "status": "body:$.status"}
+    regression(admin, sources.head(2), "staging", outputs=both, **kw)
+    resumed = regression(admin, sources, "staging", outputs={"total": "body:$.total"}, **kw)
+    assert resumed.loaded == 2 and len(_replays(admin, reason)) == 3  # the third ran, none again
+    fixed = [name for name, _, _ in COLUMNS]
+    assert list(resumed.to_pandas().columns) == [*fixed, "total"]
+    assert resumed.to_polars().columns == [*fixed, "total"] and resumed.to_pandas()["total"].notna().all()
+    assert all(set(r["outputs"]) == set(r["output_definitions"]) == {"total"} for r in resumed.rows)
+    assert list(regression(admin, sources, "staging", **kw).to_pandas().columns) == fixed  # none asked
+    # Asked for again: read back (the file kept the values), nothing replayed.
+    again = regression(admin, sources.head(2), "staging", outputs=both, **kw)
+    assert again.to_pandas()["status"].notna().all() and len(_replays(admin, reason)) == 3
+    # A sweep resumed with the default outputs reads those, not the explicit ones of before.
+    sweep_kw: dict[str, Any] = dict(kw, reason=f"{reason} (sweep)", results=tmp_path / "sweep.jsonl")
+    axes = {"body.lines[0].qty": [2, 3]}
+    sweep(admin, staging_source, axes, outputs={"n": lambda e: 1}, **sweep_kw)
+    default = sweep(admin, staging_source, axes, **sweep_kw)
+    assert default.loaded == 2 and len(_replays(admin, f"{reason} (sweep)")) == 2
+    frame = default.to_pandas()
+    assert "n" not in frame.columns and {"orderId", "status", "total"} <= set(frame.columns)
+    assert frame["total"].notna().all()
+
+
 def test_numpy_scalars_from_output_functions_keep_their_type(
     admin: Platform, prod: pd.DataFrame, tmp_path: Path
 ) -> None:
