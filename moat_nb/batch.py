@@ -29,7 +29,10 @@ Rows and columns
     One row per variant (sweep) or source (regression), in input order; :data:`COLUMNS` lists
     the fixed columns with their types and meaning. A sweep's frame adds one column per input
     path (named as written: ``body.lines[0].qty``) and one per output (``outputs=`` names;
-    by default the top-level scalar fields of a JSON result body: ``total``, ``status`` ...).
+    by default the top-level scalar fields of a JSON result body: ``total``, ``status`` ...);
+    a regression adds its outputs too. An output column takes the type its values share; one
+    that no row has is Arrow ``null`` (polars ``Null``, which ``pl.concat(how="vertical_relaxed")``
+    gives another run's type; float64 NaN in pandas).
 
 Verdicts (column ``verdict``)
     ``SAME``     the replay ran and differs from the original only by noise;
@@ -704,7 +707,8 @@ class BatchResult:
     def to_arrow(self) -> pa.Table:
         """The rows as a :class:`pyarrow.Table`: :data:`COLUMNS`, then the input columns (one
         per path, as written), then the output columns (one per name). Extra columns take the
-        type their values share (int, float, str, bool), else JSON text."""
+        type their values share (int, float, str, bool), else JSON text; null when no row has
+        a value."""
         table = pa.Table.from_pylist([{n: r.get(n) for n in _NAMES} for r in self.rows], schema=_SCHEMA)
         ins, outs = self._extra()
         for names, source in ((ins, "inputs_values"), (outs, "outputs")):
@@ -716,7 +720,17 @@ class BatchResult:
         return table
 
     def to_frame(self, backend: Backend = "pandas") -> Any:
-        return to_frame(self.to_arrow(), backend)
+        table = self.to_arrow()
+        if backend == "pandas":
+            # pandas has no null dtype (Arrow's null becomes object None, which pd.concat with a
+            # number column makes object too): an output no row has is float64 NaN, which
+            # arithmetic takes (total - original_total) and pd.concat turns into the other
+            # frame's numbers (float64, Int64 as Float64), or object beside text, as it does
+            # anything else.
+            for i, f in enumerate(table.schema):
+                if pa.types.is_null(f.type):
+                    table = table.set_column(i, f.name, table.column(i).cast(pa.float64()))
+        return to_frame(table, backend)
 
     def to_pandas(self) -> Any:
         """The rows as a pandas DataFrame (string, Int64, float64 columns; module docstring)."""
@@ -773,8 +787,14 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 def _extra_column(values: list[Any]) -> pa.Array:
     plain = [v for v in values if v is not None]
-    if not plain:  # no row has a value (they all failed): NaN, which arithmetic takes, not NA text
-        return pa.array(values, pa.float64())
+    if not plain:
+        # No row has a value (they all failed, or there are no rows): the type of nothing, not
+        # a guess. float64 was a guess: pl.concat of this frame and a run whose output is text
+        # failed (SchemaError: String is incompatible with Float64), either way round and even
+        # with how="vertical_relaxed" for a bool (True became 1.0). Null takes the other frame's
+        # type in polars' relaxed concat and in pa.concat_tables; pandas gets float64 NaN
+        # (BatchResult.to_frame).
+        return pa.nulls(len(values))
     if all(isinstance(v, bool) for v in plain):
         return pa.array(values, pa.bool_())
     # An int beyond 64 bits (an unsigned 64-bit id; JSON and the platform take it) fits neither

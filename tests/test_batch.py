@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import polars as pl
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -351,6 +352,41 @@ def test_frames_have_the_fixed_columns_then_inputs_then_outputs() -> None:
     assert empty.columns == fixed and empty.height == 0
     asked = BatchResult("regression", [], total=0, output_names=("total",)).to_pandas()
     assert list(asked.columns) == [*fixed, "total"] and str(asked["total"].dtype) == "float64"
+
+
+def test_an_output_no_row_has_takes_the_type_of_another_run_when_concatenated() -> None:
+    # A run where every row failed had its "total" column as float64 NaN: pl.concat with a run
+    # whose output is text failed (SchemaError), and a relaxed concat with a bool made True 1.0.
+    failed = BatchResult(
+        "regression",
+        [_row(0, verdict="ERROR"), _row(1, verdict="ERROR")],
+        total=2,
+        output_names=("total", "ok"),
+    )
+    ran = BatchResult("regression", [_row(2, outputs={"total": "9.50 EUR", "ok": True})], total=1)
+    assert (
+        failed.to_polars().schema["total"] == pl.Null
+        and failed.to_arrow().schema.field("ok").type == pa.null()
+    )
+    empty = BatchResult("regression", [], total=0, output_names=("total",)).to_polars()
+    assert empty.schema["total"] == pl.Null
+    # Plain concat takes a Null column after the frame that sets the types; relaxed, either order.
+    plain = pl.concat([ran.to_polars(), failed.to_polars()])
+    assert plain.schema["total"] == pl.String and plain["total"].to_list() == ["9.50 EUR", None, None]
+    for frames in ([failed.to_polars(), ran.to_polars()], [ran.to_polars(), failed.to_polars()]):
+        relaxed = pl.concat(frames, how="vertical_relaxed")
+        assert relaxed.schema["total"] == pl.String and relaxed.schema["ok"] == pl.Boolean
+        assert sorted(relaxed["ok"].to_list(), key=str) == [None, None, True]
+    arrow = pa.concat_tables([failed.to_arrow(), ran.to_arrow()], promote_options="default")
+    assert arrow.schema.field("total").type == pa.string()
+    # pandas: NaN (no null dtype there); pd.concat never refuses, and numbers stay numbers.
+    frame = failed.to_pandas()
+    assert str(frame["total"].dtype) == "float64" and (frame["total"] - 1.0).isna().all()
+    both = pd.concat([frame, ran.to_pandas()], ignore_index=True)
+    assert both["total"].iloc[2] == "9.50 EUR" and both["total"].iloc[:2].isna().all()
+    counted = BatchResult("regression", [_row(3, outputs={"total": 7, "ok": False})], total=1).to_pandas()
+    numbers = pd.concat([frame, counted], ignore_index=True)["total"]
+    assert pd.api.types.is_float_dtype(numbers.dtype) and numbers.iloc[2] == 7
 
 
 def test_results_file_skips_a_torn_line_and_refuses_another_kind(tmp_path: Path) -> None:
