@@ -1304,6 +1304,8 @@ class _Batch:
         self._rules: dict[str, list[NoiseRule]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._bar: Any = None
+        self._bar_view: Any = None  # the bar widget's IPython DisplayHandle (make_bar)
+        self._bar_thread: int | None = None
         self._requests: set[asyncio.Future[Any]] = set()
         self._counts: Counter[str] = Counter()
         self._pending: list[_Job] | None = None
@@ -1373,13 +1375,41 @@ class _Batch:
         from tqdm.auto import tqdm
 
         self._take_loaded()
+        widget = self.progress and _widget_bar(tqdm)
         self._bar = tqdm(
             total=len(self.jobs),
             initial=self.loaded,
             desc=self.kind,
             unit="replay",
             disable=not self.progress,
+            **({"display": False} if widget else {}),
         )
+        if widget:
+            # Shown here with a display id, so that the bar's text can be shown again when it
+            # closes (_show_final_bar).
+            from IPython.display import display
+
+            self._bar_view = display(self._bar.container, display_id=True)
+            self._bar.displayed = True
+            self._bar_thread = threading.get_ident()
+
+    def _show_final_bar(self) -> None:
+        """Show the closed bar's final state in place of the bar's first one, as its text.
+
+        A widget's state lives in the front end: a notebook run by papermill or nbconvert, or a
+        live one read later as a file, on GitHub or exported to HTML, keeps the text the widget
+        was first displayed with: ``0%|  | 0/40`` above a finished batch (release walk). An
+        ``update_display_data`` of the same display id replaces that text in the saved output
+        (nbclient applies it to the output in place) and shows the same widget again in a live
+        front end. Sent from the thread that displayed the bar, whose cell it belongs to: the
+        batch's worker thread (sync calls in a kernel) is not that thread, so _run_sync calls
+        this again once the batch is over."""
+        view = self._bar_view
+        if view is None or self._bar_thread != threading.get_ident():
+            return
+        self._bar_view = None
+        with contextlib.suppress(Exception):  # the bar is a nicety: it must not fail the batch
+            view.update(self._bar.container)
 
     # ---------------------------------------------------------------- platform
 
@@ -1651,6 +1681,7 @@ class _Batch:
             finally:
                 if self._bar is not None:
                     self._bar.close()
+                    self._show_final_bar()
                 if owned is not None:
                     await owned.aclose()
                 if self.file is not None:
@@ -1885,6 +1916,17 @@ class _Batch:
         )
 
 
+def _widget_bar(bar: type) -> bool:
+    """Whether ``tqdm.auto`` chose the Jupyter widget bar (any IPython kernel with ipywidgets:
+    a live JupyterLab, papermill and nbconvert alike; tqdm.autonotebook cannot tell them
+    apart, and neither can the kernel)."""
+    try:
+        from tqdm.notebook import tqdm_notebook
+    except ImportError:  # no IPython: never the widget
+        return False
+    return issubclass(bar, tqdm_notebook)
+
+
 def _output_text(spec: str) -> str:
     for part in ("body", "headers", "properties"):
         if spec.startswith(part + ".") or spec.startswith(part + "["):
@@ -1939,7 +1981,9 @@ def _run_sync(batch: _Batch) -> BatchResult:
         if "loop" in box and not box["loop"].is_closed():
             box["loop"].call_soon_threadsafe(box["task"].cancel)
         finished.wait()
+        batch._show_final_bar()
         raise BatchInterrupted(batch.result()) from None
+    batch._show_final_bar()  # the bar closed on the worker thread: shown from the caller's
     if "error" in box:
         if isinstance(box["error"], asyncio.CancelledError):
             raise BatchInterrupted(batch.result()) from None

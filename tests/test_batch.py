@@ -1188,6 +1188,35 @@ def test_an_output_dropped_on_resume_is_not_a_column_of_the_resumed_frame(
     assert frame["total"].notna().all()
 
 
+@pytest.mark.slow
+def test_a_notebook_run_by_papermill_saves_the_bars_final_state(sandbox: Any, tmp_path: Path) -> None:
+    # The bar is a widget: its state lives in the front end, and the saved notebook (papermill,
+    # nbconvert) kept the text it was first shown with, "0%| | 0/2", above a finished batch.
+    # (Without calibration both rows are CHANGED: their timestamps differ.)
+    import nbformat
+
+    from moat_nb import report
+
+    setup = (
+        "import moat_nb\nfrom moat_nb import batch\nplatform = moat_nb.connect()\n"
+        'sources = platform.executions(environment="prod", status="COMPLETED", is_replay=False, '
+        "limit=2).to_pandas()"
+    )
+    kw = 'reason="batch test: bar in a saved notebook", calibrate=False'
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(setup),
+        nbformat.v4.new_code_cell(f'result = batch.regression(platform, sources, "staging", {kw})'),
+        nbformat.v4.new_code_cell(f'result = await batch.aregression(platform, sources, "staging", {kw})'),
+    ]
+    nbformat.write(nb, tmp_path / "bar.ipynb")
+    env = {"MOAT_URL": sandbox.url, "MOAT_USER": "admin", "MOAT_PASSWORD": "admin"}
+    done = report.run_notebook(tmp_path / "bar.ipynb", tmp_path / "out.ipynb", env=env, cwd=tmp_path)
+    for cell in done.cells[1:]:  # the sync call (its batch on a thread of its own), the coroutine
+        bars = [o["data"]["text/plain"] for o in cell.outputs if "text/plain" in o.get("data", {})]
+        assert len(bars) == 1 and "100%" in bars[0] and "2/2" in bars[0] and "CHANGED=2" in bars[0], bars
+
+
 def test_numpy_scalars_from_output_functions_keep_their_type(
     admin: Platform, prod: pd.DataFrame, tmp_path: Path
 ) -> None:
@@ -1394,6 +1423,9 @@ class _StillFinishingARow:
         self.started = threading.Event()
 
     def make_bar(self) -> None:
+        pass
+
+    def _show_final_bar(self) -> None:
         pass
 
     async def run(self) -> BatchResult:
