@@ -26,7 +26,8 @@ Variants (:func:`sweep`)
     Every variant is applied before the first replay runs, so a bad path fails the sweep at once.
 
 Rows and columns
-    One row per variant (sweep) or source (regression), in input order; :data:`COLUMNS` lists
+    One row per variant (sweep) or source exchange (regression: one given twice is replayed
+    once, with a warning), in input order; :data:`COLUMNS` lists
     the fixed columns with their types and meaning. A sweep's frame adds one column per input
     path (named as written: ``body.lines[0].qty``) and one per output (``outputs=`` names;
     by default the top-level scalar fields of a JSON result body: ``total``, ``status`` ...);
@@ -2048,8 +2049,24 @@ def _regression_batch(platform: Any, sources: Any, target_environment: str, kw: 
         )
     batch = _Batch("regression", platform, target_environment=target_environment, **kw)
     refs = _sources(sources)
-    keys = _unique_keys(row_key("regression", s.exchange_id, target_environment) for s in refs)
-    batch.jobs = [_Job(i, k, s) for i, (k, s) in enumerate(zip(keys, refs, strict=True))]
+    # Each exchange once: a source given twice (two searches concatenated, an id pasted twice)
+    # was replayed twice, audited twice, and counted twice in the verdicts, which then
+    # overstated what changed (release walk). A sweep repeats a variant given twice on purpose;
+    # the same exchange on the same target has nothing new to say here.
+    first: dict[str, int] = {}
+    for i, s in enumerate(refs):
+        first.setdefault(s.exchange_id, i)
+    kept = [(i, s) for i, s in enumerate(refs) if first[s.exchange_id] == i]
+    if len(kept) < len(refs):
+        repeated = next(s.exchange_id for i, s in enumerate(refs) if first[s.exchange_id] != i)
+        warnings.warn(
+            f"{len(refs) - len(kept)} of the {len(refs)} sources repeat an exchange given before "
+            f"(the first: {repeated}): each exchange is replayed once, as the row of its first "
+            "place in the input (index)",
+            stacklevel=3,
+        )
+    keys = [row_key("regression", s.exchange_id, target_environment) for _, s in kept]
+    batch.jobs = [_Job(i, k, s) for (i, s), k in zip(kept, keys, strict=True)]
     return batch
 
 

@@ -1217,6 +1217,27 @@ def test_a_notebook_run_by_papermill_saves_the_bars_final_state(sandbox: Any, tm
         assert len(bars) == 1 and "100%" in bars[0] and "2/2" in bars[0] and "CHANGED=2" in bars[0], bars
 
 
+def test_an_exchange_given_twice_is_replayed_once(admin: Platform, prod: pd.DataFrame) -> None:
+    # Two searches concatenated, or an id pasted twice: the exchange was replayed (and audited)
+    # twice and counted twice in the verdicts.
+    reason = "batch test: an exchange given twice"
+    a, b = prod[prod.status == "COMPLETED"].exchange_id.head(2)
+    with pytest.warns(
+        UserWarning, match=f"2 of the 4 sources repeat an exchange given before \\(the first: {a}\\)"
+    ):
+        result = regression(
+            admin,
+            [a, b, a, prod[prod.exchange_id == b].iloc[0]],
+            "staging",
+            reason=reason,
+            progress=False,
+            calibrate=False,
+        )
+    frame = result.to_pandas()
+    assert frame["source_exchange_id"].tolist() == [a, b] and frame["index"].tolist() == [0, 1]
+    assert result.total == 2 and sum(result.verdicts.values()) == 2 and len(_replays(admin, reason)) == 2
+
+
 def test_numpy_scalars_from_output_functions_keep_their_type(
     admin: Platform, prod: pd.DataFrame, tmp_path: Path
 ) -> None:
