@@ -12,7 +12,9 @@ record), and the exchange carries Camel's properties: ``CamelSplitIndex``, ``Cam
   result keeps (``Split._aggregate``): the last failed item's without a strategy, with
   ``UseLatestAggregationStrategy`` or with ``shareUnitOfWork: true``; only the first item's with
   ``GroupedBodyAggregationStrategy`` or a callable (their result is the first copy); whatever
-  an ``aggregate(old, new)`` object returns.
+  an ``aggregate(old, new)`` object returns. Whatever the strategy's result is (not the
+  original), its body, headers and properties are copied back onto the original exchange,
+  ``CamelSplitIndex``/``Size``/``Complete`` included (``ExchangeHelper.copyResults``).
   An ``aggregationStrategy`` is a registered bean: an object
   with ``aggregate(old_exchange, new_exchange) -> Exchange`` (Camel's ``AggregationStrategy``)
   or a plain callable ``(old_body, new_body) -> body`` called with ``old_body=None`` first (a
@@ -188,17 +190,21 @@ class Split(WithSteps):
         if result is not None:
             if state.grouped is not None:  # AbstractListAggregationStrategy.onCompletion
                 result.body = state.grouped
+            # MulticastProcessor.doDone -> ExchangeHelper.copyResults(original, result), the same
+            # for every strategy whose result is not the original: the message (body, and the
+            # headers replaced: Message.copyFrom), the properties put over the original's (so
+            # the first item's CamelSplitIndex/Size/Complete with GroupedBody or a callable,
+            # whose result is the first copy; the last's with UseLatest), routeStop and the
+            # exception.
             exchange.body = result.body
-            if strategy is not None and strategy.kind in ("exchange", "useLatest"):
-                # Camel copies the result's headers and properties whatever the strategy; for
-                # a callable or GroupedBody (whose result is the first item's copy) the sandbox
-                # keeps only the body, so that the split's CamelSplitIndex/Size/Complete do
-                # not land on the original (a known difference, README "route engine").
-                exchange.headers = result.headers.copy()
-                exchange.properties.update(result.properties)
-                exchange.route_stop = exchange.route_stop or result.route_stop
+            exchange.headers = result.headers.copy()
+            exchange.properties.update(result.properties)
+            exchange.route_stop = result.route_stop
             failure = result.exception
         else:
+            # The original is the result (no strategy, UseOriginal: it carries the newest
+            # failure and CamelExceptionCaught), or an aggregate(old, new) object ended with
+            # null: doDone(null) copies nothing, so the original goes on as it came, unfailed.
             failure = state.failure
             if state.caught is not None:
                 exchange.properties["CamelExceptionCaught"] = state.caught
@@ -221,7 +227,9 @@ class Split(WithSteps):
           result and aggregation goes on. Only the first item's failure fails the split.
         * an ``aggregate(old, new)`` object: its return value is the result, and the split ends
           with whatever exception that exchange carries: a strategy that returns the old
-          exchange, or clears ``new.exception``, handles the failure.
+          exchange, or clears ``new.exception``, handles the failure. ``None`` is kept as
+          Camel keeps a null: the next call gets ``old=None``, and a ``None`` at the end leaves
+          the original exchange as it came (any failed item handled).
 
         ``shareUnitOfWork: true`` wraps any of them in Camel's ``ShareUnitOfWorkAggregationStrategy``,
         which copies a failed copy's exception onto the result.
@@ -265,11 +273,22 @@ class Split(WithSteps):
                 except Exception as err:
                     # MulticastTask.aggregate: the exception is the original's, and the split is done.
                     raise failure_from_python(err) from err
-                state.result = answer if answer is not None else sub
+                # doAggregateInternal: result.set(strategy.aggregate(...)), a null kept as null,
+                # so the next call gets old=None and a null at the end leaves the original alone.
+                state.result = answer
         finally:
             if kind in ("exchange", "body"):
                 run.forget()
-        if self.share_unit_of_work and failed is not None and state.result is not None:
+        if self.share_unit_of_work and failed is not None:
+            if state.result is None:
+                # ShareUnitOfWorkAggregationStrategy.propagateFailure calls answer.setException
+                # on the null answer; MulticastTask.aggregate makes that NullPointerException
+                # the split's, and no further item runs.
+                raise ExchangeFailure(
+                    "java.lang.NullPointerException",
+                    'Cannot invoke "org.apache.camel.Exchange.setException(java.lang.Throwable)" '
+                    'because "answer" is null',
+                )
             state.result.exception = failed
 
 

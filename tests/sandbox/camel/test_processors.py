@@ -395,6 +395,100 @@ def test_a_default_split_sets_the_newest_caught_exception_on_the_original() -> N
     assert "CamelExceptionCaught" not in ok(run(text, "a,c")).output_properties
 
 
+def test_a_split_copies_its_strategys_result_back_onto_the_exchange_as_camel_does() -> None:
+    # Walk finding: after a GroupedBody or callable split the sandbox copied only the body
+    # back. Camel's MulticastProcessor.doDone copies the strategy's result exchange onto the
+    # original with ExchangeHelper.copyResults whatever the strategy: the body, the headers
+    # (replaced: Message.copyFrom), the properties (put over the original's) with the result's
+    # CamelSplitIndex/Size/Complete. The result is the FIRST copy for GroupedBody
+    # (AbstractListAggregationStrategy) and a POJO callable (AggregationStrategyBeanAdapter),
+    # the last for UseLatest; without a strategy (or UseOriginal) it is the original itself.
+    class Newest:
+        def aggregate(self, old: Exchange | None, new: Exchange) -> Exchange:
+            return new
+
+    def join(old: str | None, new: str) -> str:
+        return new if old is None else f"{old}+{new}"
+
+    text = route(
+        "setHeader: {name: h, constant: orig}",
+        "setHeader: {name: gone, constant: x}",
+        "setProperty: {name: p, constant: orig}",
+        "setProperty: {name: kept, constant: x}",
+        """split:
+  tokenize: ','
+  aggregationStrategy: STRATEGY
+  steps:
+    - setHeader: {name: h, simple: "${body}"}
+    - setProperty: {name: p, simple: "${body}"}
+    - removeHeader: {name: gone}
+    - removeProperty: {name: kept}""",
+        "to: mock:after",
+    )
+    beans = {"newest": Newest(), "join": join}
+    split_keys = ("CamelSplitIndex", "CamelSplitSize", "CamelSplitComplete")
+
+    def after(strategy: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        yaml_text = re.sub(r"\n *aggregationStrategy: none", "", text.replace("STRATEGY", strategy))
+        (rec_after,) = rec(ok(run(yaml_text, "a,b,c", beans=beans)), "to1")
+        return rec_after.input_body, rec_after.input_headers, rec_after.input_properties
+
+    for strategy in ("none", "UseOriginalAggregationStrategy"):
+        body, headers, props = after(strategy)
+        assert body == "a,b,c" and headers == {"h": "orig", "gone": "x"}, strategy
+        assert props["p"] == "orig" and props["kept"] == "x" and not set(split_keys) & set(props)
+    for strategy, want_body in (("GroupedBodyAggregationStrategy", '["a","b","c"]'), ("join", "a+b+c")):
+        body, headers, props = after(strategy)
+        assert body == want_body and headers == {"h": "a"}, strategy  # the first copy's headers
+        assert [props[k] for k in split_keys] == [0, 3, False] and props["p"] == "a", strategy
+        assert props["kept"] == "x"  # properties are put over the original's, not replaced
+    for strategy in ("UseLatestAggregationStrategy", "newest"):
+        body, headers, props = after(strategy)
+        assert body == "c" and headers == {"h": "c"}, strategy
+        assert [props[k] for k in split_keys] == [2, 3, True] and props["p"] == "c", strategy
+
+
+def test_a_strategy_returning_none_keeps_none_as_camel_keeps_a_null_result() -> None:
+    # Walk finding: aggregate(old, new) returning None fell back to the new copy. Camel's
+    # MulticastProcessor.doAggregateInternal sets the result to whatever aggregate returns,
+    # null included: the next call gets old=None, and a null at the end (doDone(null)) copies
+    # nothing back, so the exchange goes on as it came, failed items or not.
+    seen: list[Any] = []
+
+    class EveryOther:  # null for even items: the call after one gets old=None
+        def aggregate(self, old: Exchange | None, new: Exchange) -> Exchange | None:
+            seen.append(None if old is None else old.body)
+            return None if new.properties["CamelSplitIndex"] % 2 == 0 else new
+
+    class Nothing:
+        def aggregate(self, old: Exchange | None, new: Exchange) -> None:
+            return None
+
+    beans = {"everyOther": EveryOther(), "nothing": Nothing()}
+    ex = ok(
+        run(
+            route("split: {tokenize: ',', aggregationStrategy: everyOther, steps: []}"),
+            "a,b,c,d",
+            beans=beans,
+        )
+    )
+    assert seen == [None, None, "b", None] and ex.output_body == "d"
+    ex = ok(run(_failing_split("\n  aggregationStrategy: nothing"), "a,bad1,c", beans=beans))
+    assert ex.output_body == "a,bad1,c" and "CamelSplitIndex" not in ex.output_properties
+    assert len(rec(ex, "to1")) == 2  # every item ran; the failure went with the null result
+    # shareUnitOfWork: ShareUnitOfWorkAggregationStrategy.propagateFailure sets the failed
+    # copy's exception on the null answer, and the NullPointerException is the split's.
+    ex = run(
+        _failing_split("\n  aggregationStrategy: nothing\n  shareUnitOfWork: true"), "a,bad1,c", beans=beans
+    )
+    assert ex.status == "FAILED" and ex.error_type == "java.lang.NullPointerException"
+    assert '"answer" is null' in ex.error_message
+    assert len(rec(ex, "to1")) == 1  # the split stopped at the failed item
+    assert ok(
+        run(_failing_split("\n  aggregationStrategy: nothing\n  shareUnitOfWork: true"), "a,c", beans=beans)
+    )
+
+
 def test_loop_count_index_copy_and_do_while() -> None:
     ex = ok(
         run(
