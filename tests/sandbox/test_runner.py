@@ -192,6 +192,20 @@ def test_an_app_registering_a_builtin_type_as_a_bean_gets_one_line_saying_what_t
     assert info.value.code == "ROUTE_INVALID" and info.value.line is not None
 
 
+def test_an_app_registering_a_builtin_function_as_a_bean_is_refused_at_load(tmp_path: Path) -> None:
+    # It was told "bean 'greeter' has no method 'shout' ... its methods: (none)", which hides
+    # the cause: a built-in cannot be a bean at all (it is handed the Exchange, never the body).
+    root = write_app(
+        tmp_path / "builtin-fn", beans=BEANS.replace('"greeter": Greeter()', '"greeter": str.upper')
+    )
+    with pytest.raises(RouteLoadError) as info:
+        load_app_dir(root)
+    text = str(info.value)
+    assert "bean 'greeter' is Python's built-in method str.upper, not a bean" in text
+    assert "BEANS = {'greeter': handle}" in text and "\n" not in text
+    assert info.value.code == "ROUTE_INVALID" and info.value.line is not None
+
+
 def test_a_sample_payload_that_cannot_take_rng_and_i_is_refused_at_load(tmp_path: Path) -> None:
     root = write_app(
         tmp_path / "one-arg", beans=BEANS.replace("def sample_payload(rng, i):", "def sample_payload(rng):")

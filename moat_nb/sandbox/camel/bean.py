@@ -12,6 +12,7 @@ ignores it, as a Camel ``Processor`` returns nothing); ``None`` leaves the body 
 from __future__ import annotations
 
 import inspect
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -29,6 +30,7 @@ __all__ = [
     "bean_binding",
     "bean_methods",
     "bean_target",
+    "builtin_kind",
     "is_builtin_type",
 ]
 
@@ -55,13 +57,16 @@ def bean_target(bean: Any, method: str | None, step: str = "bean") -> Callable[.
     static method on a class): calling the class itself would make an instance the body, and an
     instance method would have no ``self`` (Camel instantiates a ``beanType``; this engine does not).
     """
-    if is_builtin_type(bean):
+    builtin = builtin_kind(bean)
+    if builtin is not None:
         # dict, str, list ... registered by mistake (BEANS = {"config": dict}): an instance of
         # one is no bean either (the route would call dict.get(exchange)), so the advice to
-        # register an instance, and a list of str's 47 methods, only misled.
-        return (
-            f"is Python's built-in type {bean.__name__}, not a bean: register a function "
-            "or an instance of your own class that has the method the step calls"
+        # register an instance, and a list of str's 47 methods, only misled. A built-in
+        # function (len, print, str.upper) cannot follow bean_binding's convention at all.
+        return f"is Python's built-in {builtin}, not a bean: " + (
+            "register a function or an instance of your own class that has the method the step calls"
+            if is_builtin_type(bean)
+            else "register a function of your own that calls it"
         )
     if isinstance(bean, type) and not (
         method and isinstance(inspect.getattr_static(bean, method, None), staticmethod | classmethod)
@@ -72,7 +77,15 @@ def bean_target(bean: Any, method: str | None, step: str = "bean") -> Callable[.
         )
     if method:
         fn = getattr(bean, method, None)
-        return fn if callable(fn) else f"has no method {method!r}"
+        if not callable(fn):
+            return f"has no method {method!r}"
+        builtin = builtin_kind(fn)
+        if builtin is not None:  # {"cfg": {...}} with method: get is dict.get(exchange)
+            return (
+                f"method {method!r} is Python's built-in {builtin}, not a bean method: "
+                "register a function of your own that calls it"
+            )
+        return fn  # type: ignore[no-any-return]
     if callable(bean):
         return bean
     if step == "process" and callable(getattr(bean, "process", None)):
@@ -88,6 +101,41 @@ def bean_target(bean: Any, method: str | None, step: str = "bean") -> Callable[.
 def is_builtin_type(bean: Any) -> bool:
     """Whether ``bean`` is one of Python's own classes (``dict``, ``str``, ``list`` ...)."""
     return isinstance(bean, type) and bean.__module__ == "builtins"
+
+
+#: What Python calls a built-in function or method: implemented in C, its parameters
+#: positional-only (``len(obj, /)``, ``str.upper(self, /)``) or without a signature at all.
+_BUILTIN_CALLABLES = (
+    types.BuiltinFunctionType,  # len, print, time.time, "text".upper, dict.fromkeys
+    types.MethodDescriptorType,  # str.upper, dict.get
+    types.WrapperDescriptorType,  # str.__len__
+    types.MethodWrapperType,  # "text".__len__
+    types.ClassMethodDescriptorType,  # dict.__dict__["fromkeys"]
+)
+
+
+def builtin_kind(obj: Any) -> str | None:
+    """``"type dict"``, ``"function len"``, ``"method str.upper"`` for Python's own classes and
+    built-in functions and methods; ``None`` for anything else.
+
+    None of them can be a bean: :func:`bean_binding` binds by parameter name, and a built-in's
+    parameters cannot be named ``body``: one taking an argument gets the Exchange (``len``:
+    "object of type 'Exchange' has no len()"), one without a signature too (``time.time``:
+    "takes no arguments (1 given)"), ``print(*args)`` gets nothing and writes a blank line, and
+    one that runs (a bound ``"x".upper``) ignores the message. As a split strategy they get
+    ``(None, body)`` first. So they are refused when the routes load; a two-line function of
+    one's own (``def size(body): return len(body)``) is the bean.
+    """
+    if is_builtin_type(obj):
+        return f"type {obj.__name__}"
+    if not isinstance(obj, _BUILTIN_CALLABLES):
+        return None
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", repr(obj))
+    owner = getattr(obj, "__self__", None)
+    if isinstance(obj, types.BuiltinFunctionType) and (owner is None or inspect.ismodule(owner)):
+        module = getattr(obj, "__module__", None)
+        return f"function {name}" if module in (None, "builtins") else f"function {module}.{name}"
+    return f"method {name}"
 
 
 def bean_binding(fn: Callable[..., Any]) -> tuple[str, ...] | str:
@@ -170,7 +218,7 @@ class Bean(Processor):
             raise ExchangeFailure(
                 "org.apache.camel.component.bean.MethodNotFoundException",
                 f"Method with name: {self.method} not found on bean: {self.ref}"
-                if self.method and not is_builtin_type(bean)
+                if fn.startswith("has no method")
                 else f"bean {self.ref} {fn}",
             )
         binding = bean_binding(fn)

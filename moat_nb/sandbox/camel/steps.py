@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .bean import BEAN_PARAMETERS, Bean, Process, bean_binding, bean_methods, bean_target, is_builtin_type
+from .bean import BEAN_PARAMETERS, Bean, Process, bean_binding, bean_methods, bean_target, builtin_kind
 from .conversion import SUPPORTED_TYPES, canonical_type, charset_codec
 from .dsl import (
     COMMON_KEYS,
@@ -365,11 +365,12 @@ def _aggregation(b: Builder, ref: str, m: YamlMap) -> Aggregation:
             + "; built in: "
             + ", ".join(k for k in BUILTIN_AGGREGATIONS if "." not in k),
         )
-    if is_builtin_type(bean):
+    builtin = builtin_kind(bean)
+    if builtin is not None:  # len(None, body) or dict(None, body): see bean.builtin_kind
         raise load_error(
             b.file,
             m.get("aggregationStrategy") or m.get("aggregationStrategyRef"),
-            f"aggregationStrategy {ref!r} is Python's built-in type {bean.__name__}, not a strategy",
+            f"aggregationStrategy {ref!r} is Python's built-in {builtin}, not a strategy",
             "split",
             f"in beans.py, BEANS = {{{ref!r}: merge}} with def merge(old_body, new_body): ... "
             "(old_body is None for the first item)",
@@ -651,7 +652,8 @@ def parse_bean(b: Builder, name: str, value: Node, route_id: str) -> Processor |
                     if name == "bean"
                     else f"in beans.py, BEANS = {{{ref!r}: handle}} with def handle(exchange): ..."
                 )
-                if is_builtin_type(bean)
+                if builtin_kind(bean) is not None
+                or (method is not None and builtin_kind(getattr(bean, method, None)) is not None)
                 else "its methods: " + (", ".join(bean_methods(bean)) or "(none)"),
             )
         target = found_target

@@ -859,6 +859,54 @@ def test_a_builtin_type_registered_as_a_bean_says_what_to_register_instead() -> 
         RouteSet.loads(route("bean: {ref: ns}"), {"ns": Namespace})
 
 
+def test_a_builtin_function_registered_as_a_bean_is_refused_at_load_in_one_line() -> None:
+    # Walk finding: BEANS = {"size": len} loaded and failed each run with TypeError "object of
+    # type 'Exchange' has no len()", and {"out": print} "succeeded" writing a blank line. A
+    # built-in's parameters are positional-only, never named body, so bean_binding hands a
+    # one-argument built-in the Exchange (str.upper too), calls time.time (no signature) with
+    # it, print with nothing; no built-in is a usable bean, so all are refused at load.
+    import operator
+    import time
+
+    cases = [
+        (len, "bean: {ref: b}", "bean 'b' is Python's built-in function len, not a bean"),
+        (print, "bean: {ref: b}", "bean 'b' is Python's built-in function print, not a bean"),
+        (str.upper, "bean: {ref: b}", "bean 'b' is Python's built-in method str.upper, not a bean"),
+        (time.time, "bean: {ref: b}", "bean 'b' is Python's built-in function time.time, not a bean"),
+        ("text".upper, "bean: {ref: b}", "bean 'b' is Python's built-in method str.upper, not a bean"),
+        (
+            {"a": 1},
+            "bean: {ref: b, method: get}",
+            "bean 'b' method 'get' is Python's built-in method dict.get",
+        ),
+        (len, "process: {ref: b}", "bean 'b' is Python's built-in function len, not a bean"),
+    ]
+    for bean, step, message in cases:
+        with pytest.raises(RouteLoadError) as info:
+            RouteSet.loads(route(step), {"b": bean})
+        err = info.value
+        assert err.code == "ROUTE_INVALID" and message in err.message, (step, err.message)
+        assert "register a function of your own that calls it" in err.message
+        assert "'b': handle" in (err.hint or "") and "\n" not in str(err) and "Traceback" not in str(err)
+    with pytest.raises(
+        RouteLoadError, match="aggregationStrategy 'b' is Python's built-in function len"
+    ) as info:
+        RouteSet.loads(route("split: {tokenize: ',', aggregationStrategy: b, steps: []}"), {"b": len})
+    assert "def merge(old_body, new_body)" in (info.value.hint or "")
+    # Callable objects that merely come from the standard library are beans like any other:
+    # attrgetter('body') is called with the Exchange and returns its body.
+    assert (
+        ok(
+            run(
+                route("bean: {ref: b}", "setBody: {simple: '${body}!'}"),
+                "x",
+                beans={"b": operator.attrgetter("body")},
+            )
+        ).output_body
+        == "x!"
+    )
+
+
 def test_bean_without_registry_fails_at_run_time_with_no_such_bean() -> None:
     ex = run(route("bean: {ref: missing}"), "x")  # beans=None: nothing to check at load time
     assert ex.error_type == "org.apache.camel.NoSuchBeanException"
