@@ -742,10 +742,46 @@ def _check_out(out: str | os.PathLike[str]) -> Path:
     return folder
 
 
+def _json_argument(value: Any, what: str) -> Any:
+    """``value`` with a ``Path`` read as the JSON file it names, as the command's ``--payload`` and
+    ``--expect`` read theirs (strictly, the error naming the file). Why: the README shows the
+    command with files, and ``compliance_proof(src, Path("payload.json"), Path("expect.json"))``
+    failed with ``TypeError: 'PosixPath' object is not iterable``; a ``str`` stays JSON text,
+    and one that names a file is refused with the way to read it rather than parsed as JSON."""
+    from .expectations import strict_json
+
+    if isinstance(value, os.PathLike):
+        path = Path(value).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValidationError(
+                f"cannot read the {what} from {path}: {getattr(err, 'strerror', None) or err}",
+                code="BAD_PARAMETER",
+                hint=f"pass the path of a readable JSON file, or the {what} itself",
+                details={"parameter": what, "path": str(path)},
+            ) from None
+        strict_json(text, f"the {what} file {path}")
+        return text
+    if isinstance(value, str) and not value.lstrip().startswith(("{", "[")):
+        try:
+            is_file = Path(value).expanduser().is_file()
+        except (OSError, ValueError):  # a text too long, or holding NUL, for a path
+            is_file = False
+        if is_file:
+            raise ValidationError(
+                f"{what}={value!r} names a file, but a str {what} is JSON text",
+                code="BAD_JSON",
+                hint=f"pass pathlib.Path({value!r}) to read the file",
+                details={"parameter": what, "path": value},
+            )
+    return value
+
+
 def compliance_proof(
     source: str,
-    payload: str | Mapping[str, Any] | None,
-    expectations: str | Sequence[Mapping[str, Any]],
+    payload: str | os.PathLike[str] | Mapping[str, Any] | None,
+    expectations: str | os.PathLike[str] | Sequence[Mapping[str, Any]],
     *,
     target_environment: str | None,
     reason: str,
@@ -757,12 +793,15 @@ def compliance_proof(
 ) -> ProofResult:
     """Run the compliance proof (module docstring) and write the report to ``out``.
 
-    ``payload`` is the modified payload (JSON text or an object; ``None``: unmodified),
-    ``expectations`` the expectation list (JSON text or a list). Everything is validated before
+    ``payload`` is the modified payload (JSON text, an object, or a ``pathlib.Path`` of a JSON
+    file as ``--payload`` takes; ``None``: unmodified), ``expectations`` the expectation list
+    (JSON text, a list, or a ``Path``). Everything is validated before
     anything runs (ValidationError); credentials come from the environment only. Returns a
     :class:`ProofResult`; ``exit_code`` is 0 only when every expectation holds and the audit
     verifies."""
     started = time.perf_counter()
+    payload = _json_argument(payload, "payload")
+    expectations = _json_argument(expectations, "expectations")
     params = ProofParameters.parse(
         {
             "source_exchange_id": source,

@@ -670,6 +670,44 @@ def test_an_out_that_cannot_be_a_folder_is_refused_in_one_line_before_anything_r
     assert caught.value.code == "BAD_OUT"
 
 
+def test_payload_and_expectation_files_are_read_from_a_path_and_named_when_bad(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found walking the README: the command takes --payload/--expect files, and the same files
+    # given from Python, compliance_proof(src, Path("payload.json"), Path("expect.json")), failed
+    # with TypeError: 'PosixPath' object is not iterable; a str file name was parsed as JSON
+    # ("Expecting value: line 1 column 1").
+    monkeypatch.setenv("MOAT_URL", "http://127.0.0.1:9")  # nothing listens: refused before it
+    monkeypatch.setenv("MOAT_USER", "u")
+    monkeypatch.setenv("MOAT_PASSWORD", "p")
+    monkeypatch.setattr(report, "run_notebook", lambda *a, **k: pytest.fail("the notebook ran"))
+    payload, expect = _files(tmp_path / "in", PAYLOAD, EXPECT_OK)
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+
+    def prove(p: Any, e: Any) -> ValidationError:
+        with pytest.raises(ValidationError) as caught:
+            report.compliance_proof("ID-sandbox-1", p, e, target_environment=None, reason="r", out=taken)
+        assert taken.read_text() == "x"
+        return caught.value
+
+    # Read and accepted: the refusal is the next check's, the --out that is a file.
+    assert prove(payload, expect).code == "BAD_OUT"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert prove(Path("~/in/payload.json"), Path("~/in/expect.json")).code == "BAD_OUT"
+    # A bad file is named, strictly read as the command reads it.
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"body": NaN}')
+    error = prove(bad, expect)
+    assert error.code == "BAD_JSON" and str(bad) in str(error)
+    error = prove(payload, tmp_path / "missing.json")
+    assert error.code == "BAD_PARAMETER" and "missing.json" in str(error)
+    # A str stays JSON text; one naming a file says how to read it.
+    for p, e in ((str(payload), EXPECT_OK), (PAYLOAD, str(expect))):
+        error = prove(p, e)
+        assert error.code == "BAD_JSON" and "pathlib.Path(" in str(error)
+
+
 def test_verify_reads_evidence_beyond_the_parameters_limit(tmp_path: Path) -> None:
     """Evidence holds the payload and the output several times: a genuine proof of a large
     body is over 1 MiB, which is the parameters' limit, not the evidence's (a review found
@@ -1194,6 +1232,21 @@ def test_a_proof_written_to_the_home_folder(
     assert (home / "again" / "small.ipynb").is_file()
     assert report.export_html("~/again/small.ipynb", "~/again/small.html") == home / "again" / "small.html"
     assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_proof_from_python_reads_the_files_the_command_takes(
+    proof_env: dict[str, Any], tmp_path: Path
+) -> None:
+    payload, expect = _files(tmp_path / "in", PAYLOAD, EXPECT_OK)
+    result = report.compliance_proof(
+        proof_env["source"], payload, expect, target_environment="staging", reason="test proof: files",
+        out=tmp_path / "out",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.failures
+    parameters = json.loads(result.evidence.read_text())["parameters"]
+    assert json.loads(parameters["modifiedPayload"]["body"]) == PAYLOAD["body"]
+    assert [e["path"] for e in parameters["expectations"]] == [e["path"] for e in EXPECT_OK]
 
 
 def test_failed_expectation_exits_1_and_names_it(proof_env: dict[str, Any], tmp_path: Path) -> None:
