@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import random
 import sys
 from collections.abc import Callable, Sequence
@@ -81,6 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except MoatError as err:
         print(f"moat-nb: {err}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (`moat-nb routes run ... | head`): nothing to say to it. Python's
+        # documented recipe (library/signal.html, "Note on SIGPIPE"): point stdout at devnull so
+        # that the flush at exit does not raise again, and exit 1.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return 1
     except OSError as err:  # a file that cannot be read or written: one line, as promised above
         print(f"moat-nb: {err}", file=sys.stderr)

@@ -296,3 +296,28 @@ def test_a_file_error_from_any_command_is_one_line(
     assert main([*argv, "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert err == f"moat-nb: [Errno 13] Permission denied: '{tmp_path / 'out'}'\n"
+
+
+def test_a_reader_that_goes_away_gets_no_broken_pipe_message(tmp_path: Path) -> None:
+    # `moat-nb routes run ... | head` ended with "moat-nb: [Errno 32] Broken pipe" (README walk):
+    # the reader left on purpose, so nothing is said, on the way out either.
+    import subprocess
+    import sys
+
+    orders = Path(__file__).parents[1] / "moat_nb" / "sandbox" / "apps" / "orders"
+    order = tmp_path / "order.json"
+    lines = [{"sku": f"SKU-{100 + i}", "qty": 1, "unitPrice": 1.5} for i in range(40)]
+    order.write_text(
+        json.dumps({"orderId": "ORD-1", "customerId": "C-1003", "currency": "EUR", "lines": lines})
+    )
+    args = ["routes", "run", str(orders / "v2"), "--route", "order-intake", "--body", str(order)]
+    args += ["--beans", str(orders / "beans.py")]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moat_nb.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.read(1) == b"{"  # the JSON began: it writes more than a pipe holds
+    process.stdout.close()  # as `head` does once it has its lines
+    error = process.stderr.read().decode()
+    assert process.wait(60) == 1
+    assert error == "", error
