@@ -11,7 +11,10 @@ It speaks Cameleer's agent protocol (reference/cameleer.md section 2; DESIGN.md 
 * **tokens** — the access token is refreshed (``POST /auth/refresh`` with the refresh token)
   at :attr:`AgentConfig.refresh_at` of its lifetime; a 401 anywhere refreshes (or, failing
   that, registers again) and retries once, a 404 ``AGENT_NOT_FOUND`` registers again (a server
-  that restarted forgot its agents);
+  that restarted forgot its agents), and so does a 403 ``AGENT_TOKEN_STALE`` (the id was
+  registered in another environment since the token was issued). If that registration is
+  refused with 409 ``AGENT_ENVIRONMENT_CHANGED`` the id belongs to another environment now:
+  the agent stops (:attr:`Agent.refused`) instead of retrying for ever;
 * **command channel** — ``GET /agents/{id}/events`` held open; when it drops (or stays silent
   past :attr:`AgentConfig.channel_idle_timeout`: the server pings every 15 s) the agent
   reconnects with exponential back-off and full jitter (AWS Architecture Blog, "Exponential
@@ -476,6 +479,10 @@ class Agent:
         self.acks: deque[tuple[str, dict[str, Any]]] = deque(maxlen=1024)
         #: How many 503 answers were waited out and retried.
         self.retries = 0
+        #: Set when the server refused to register this agent again while it ran because its
+        #: id now belongs to another environment (409 ``AGENT_ENVIRONMENT_CHANGED``): the agent
+        #: has stopped heartbeating and listening, as nothing it retries can succeed.
+        self.refused: ApiError | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -507,6 +514,7 @@ class Agent:
         if self._client is not None:
             raise RuntimeError(f"agent {self.instance_id} is already started")
         self._stopping = False
+        self.refused = None
         self._client = httpx.AsyncClient(
             base_url=self.api,
             timeout=self.config.request_timeout,
@@ -621,7 +629,15 @@ class Agent:
         except httpx.HTTPError as exc:
             raise TransportError(f"agent {self.instance_id}: cannot register at {self.api}: {exc}") from exc
         if response.status_code != 200:
-            raise _error_from(response, f"agent {self.instance_id}: registration refused")
+            refused = _error_from(response, f"agent {self.instance_id}: registration refused")
+            if refused.code == "AGENT_ENVIRONMENT_CHANGED" and self._tasks:
+                # Running, and another environment holds the id now (registered while the server
+                # had forgotten this agent): every retry would be refused — and audited — again.
+                log.error("agent %s stops: %s", self.instance_id, refused)
+                self.refused = refused
+                self._stopping = True
+                self._connected.clear()
+            raise refused
         answer = response.json()
         key = answer.get("serverPublicKey")
         if not isinstance(key, str) or not isinstance(answer.get("accessToken"), str):
@@ -671,7 +687,7 @@ class Agent:
                 await self.refresh_token()
 
     async def _refresh_loop(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(max(0.0, self._token_due - time.monotonic()))
             generation = self._token_generation
             try:
@@ -696,7 +712,7 @@ class Agent:
             if attempt == 1 and response.status_code == 401:
                 await self._reauthenticate(generation, register=False)
                 continue
-            if attempt == 1 and response.status_code == 404 and _code(response) == "AGENT_NOT_FOUND":
+            if attempt == 1 and _register_again(response):
                 await self._reauthenticate(generation, register=True)
                 continue
             return response
@@ -716,7 +732,7 @@ class Agent:
             raise _error_from(response, f"agent {self.instance_id}: heartbeat refused")
 
     async def _heartbeat_loop(self) -> None:
-        while True:  # the first beat at once: the route states are known from the start
+        while not self._stopping:  # the first beat at once: the route states are known from the start
             try:
                 await self.heartbeat()
             except (MoatError, httpx.HTTPError) as exc:
@@ -758,7 +774,7 @@ class Agent:
                 await response.aread()
                 if response.status_code == 401:
                     await self._reauthenticate(generation, register=False)
-                elif response.status_code == 404 and _code(response) == "AGENT_NOT_FOUND":
+                elif _register_again(response):
                     await self._reauthenticate(generation, register=True)
                 elif response.status_code == 400 and _code(response) == "BAD_LAST_EVENT_ID":
                     self.last_event_id = None
@@ -1083,6 +1099,13 @@ def _finite_chunk(chunk: Chunk) -> Chunk:
     ):
         return chunk
     return replace(chunk, processors=processors, execution=execution)
+
+
+def _register_again(response: httpx.Response) -> bool:
+    """Whether the answer asks the agent to register again: 404 ``AGENT_NOT_FOUND`` (the
+    server forgot it, e.g. after a restart) or 403 ``AGENT_TOKEN_STALE`` (its token names
+    another environment than the id's registration now)."""
+    return (response.status_code, _code(response)) in ((404, "AGENT_NOT_FOUND"), (403, "AGENT_TOKEN_STALE"))
 
 
 def _code(response: httpx.Response) -> str | None:

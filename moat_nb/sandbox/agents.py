@@ -48,7 +48,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..errors import AgentUnavailable, ApiError, NotFound, ValidationError
+from ..errors import AgentUnavailable, ApiError, NotFound, PermissionDenied, ValidationError
 from ..model import check_id, format_time, parse_time
 from .security import CommandSigner
 
@@ -57,6 +57,7 @@ __all__ = [
     "ACK_STATUSES",
     "AgentEnvironmentChanged",
     "AgentInfo",
+    "AgentTokenStale",
     "AgentRegistry",
     "CommandChannel",
     "event_name",
@@ -107,6 +108,18 @@ class AgentEnvironmentChanged(ApiError):
 
     code = "AGENT_ENVIRONMENT_CHANGED"
     status = 409
+
+
+class AgentTokenStale(PermissionDenied):
+    """403: an agent token names another environment than the one its instance id is
+    registered with now. Tokens outlive the in-memory registry (the JWT key is kept in the data
+    folder, so they survive a restart): a token issued to ``dev`` before a restart would go on
+    posting ``dev`` executions, beating and taking commands for an id that has since been
+    registered (with no recorded history to refuse it) in ``prod``. The agent that holds it
+    registers again: the same environment gets a fresh token, another one 409
+    ``AGENT_ENVIRONMENT_CHANGED``."""
+
+    code = "AGENT_TOKEN_STALE"
 
 
 @dataclass(frozen=True)
@@ -312,6 +325,28 @@ class AgentRegistry:
                 changes["capabilities"] = capabilities
             agent.info = replace(agent.info, **changes)
             return self._snapshot(agent, now)
+
+    def check_token(self, instance_id: str, environment: str | None) -> None:
+        """Whether an agent token (``sub`` = ``instance_id``, ``env`` = ``environment``) still
+        speaks for the registration: ``NotFound`` (``AGENT_NOT_FOUND``, 404) when the id is not
+        registered now (the server restarted and forgot it: register again), ``AgentTokenStale``
+        (403) when it is registered with another environment than the token's (see there).
+        Run before every agent endpoint (heartbeat, command channel, acks, chunks)."""
+        with self._lock:
+            agent = self._require(instance_id)
+            registered = agent.info.environment_id
+        if environment != registered:
+            raise AgentTokenStale(
+                f"this token of agent {instance_id!r} was issued for environment {environment!r}; "
+                f"the id is now registered in {registered!r}",
+                hint="register again with POST /api/v1/agents/register for a fresh token "
+                "(an agent of another environment needs an instance id of its own)",
+                details={
+                    "instanceId": instance_id,
+                    "tokenEnvironment": environment,
+                    "environment": registered,
+                },
+            )
 
     # ---------------------------------------------------------------- queries
 

@@ -217,9 +217,14 @@ def _identify(access: Access, request: Request, state: SandboxState) -> Principa
     return state.authority.authenticate(credentials, state.clock())
 
 
-def _check_kind(access: Access, request: Request, principal: Principal | None) -> None:
+def _check_kind(access: Access, request: Request, principal: Principal | None, state: SandboxState) -> None:
     """403 unless the caller is of the kind ``access`` names (users and agents are kept apart):
-    a refusal :func:`_run` audits as it audits a missing permission (section 6)."""
+    a refusal :func:`_run` audits as it audits a missing permission (section 6).
+
+    An agent's token is also held to the registry's record of its instance id (404
+    ``AGENT_NOT_FOUND`` when the id is not registered now, 403 ``AGENT_TOKEN_STALE`` when it is
+    registered with another environment): the token carries the environment it was issued
+    with, and tokens outlive the in-memory registry (:class:`~.agents.AgentTokenStale`)."""
     if principal is None:
         return
     if access.kind == "user" and principal.kind != "user":
@@ -231,6 +236,7 @@ def _check_kind(access: Access, request: Request, principal: Principal | None) -
     if access.kind == "agent":
         instance = request.path_params.get(access.path_param) if access.path_param else None
         require_agent(principal, instance)
+        state.agents.check_token(principal.username, principal.env)
     if access.kind not in ("user", "agent"):
         raise PermissionDenied(f"unknown access rule {access.kind!r}")  # unreachable; deny by default
 
@@ -263,7 +269,7 @@ async def _run(op: Operation, request: Request) -> Response:
     try:
         # An agent's token on a user endpoint is a denied attempt like a missing permission,
         # and audited as one (section 6; security.md RBAC-4).
-        _check_kind(op.access, request, principal)
+        _check_kind(op.access, request, principal, state)
         # Section 6: a LOW/MID tenant gets TIER_NOT_ENTITLED on every replay endpoint, whatever
         # the caller's permissions, so the tier goes before the permission check.
         if op.tier and principal is not None:

@@ -8,12 +8,15 @@ the channel reconnecting after the server drops it; token recovery. The pure hel
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,10 +24,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moat_nb.errors import RecordError
-from moat_nb.model import Execution, ProcessorRecord
-from moat_nb.sandbox.agent import REPLAY_HEADER, chunks_of, retry_after_seconds, stub_source
+from moat_nb.model import Chunk, Execution, ProcessorRecord
+from moat_nb.sandbox.agent import (
+    REPLAY_HEADER,
+    Agent,
+    AgentConfig,
+    chunks_of,
+    retry_after_seconds,
+    stub_source,
+)
+from moat_nb.sandbox.apps.orders import APP
 from moat_nb.sandbox.runner import SandboxHandle
 from moat_nb.sandbox.security import CommandSigner
+from moat_nb.sandbox.server import ServerThread, create_app
+from moat_nb.sandbox.state import SandboxState, ServerConfig
+from moat_nb.sandbox.traffic import load_routesets
 
 # --------------------------------------------------------------------------- acks seen by the server
 
@@ -294,6 +308,94 @@ def test_agent_recovers_from_a_rejected_token(sandbox: SandboxHandle, analyst: A
     sandbox.call(agent.refresh_token)
     sandbox.call(agent.heartbeat)
     tools.wait_for(lambda: analyst.get("/agents", params={"environment": "dev", "status": "LIVE"}).json())
+
+
+# --------------------------------------------------------------------------- the server forgot the agent
+
+
+@contextlib.contextmanager
+def _lone(tmp_path: Path, heartbeat: float) -> Iterator[tuple[SandboxState, ServerThread, Agent]]:
+    """A server of its own with one real ``dev`` agent (on the server's loop, as the sandbox
+    runs them): what happens after a restart must not touch the session's sandbox."""
+    state = SandboxState.create(tmp_path / "data", app=APP, config=ServerConfig(bootstrap_token="b" * 32))
+    server = ServerThread(create_app(state)).start()
+    agent = Agent(
+        server.url,
+        state.bootstrap_token,
+        instance_id="lone-1",
+        environment="dev",
+        app=APP,
+        routes=load_routesets(APP)["v2"],
+        capture="PROCESSOR",
+        config=AgentConfig(heartbeat_interval=heartbeat, reconnect_min=0.05, reconnect_max=0.2),
+    )
+    server.call(agent.start)
+    try:
+        yield state, server, agent
+    finally:
+        server.call(agent.stop)
+        server.stop()
+        state.close()
+
+
+def _drop(state: SandboxState, instance_id: str) -> None:
+    """What a restart does to the registry (it is in memory; tokens survive: the JWT key is
+    kept): the agent is forgotten and its channel is gone. Run on the server's loop."""
+    with state.agents._lock:
+        agent = state.agents._agents.pop(instance_id)
+    if agent.channel is not None:
+        agent.channel.close()
+
+
+def test_an_agent_the_server_forgot_registers_again_before_posting(tmp_path: Path) -> None:
+    """Review finding: a chunk of an agent the server had forgotten (restarted) was taken on
+    the strength of its old token alone. It is 404 AGENT_NOT_FOUND now, on which the agent
+    registers again and sends it once more. (Heartbeats far apart: the chunk comes first.)"""
+    with _lone(tmp_path, heartbeat=60.0) as (state, server, agent):
+        server.call(lambda: _drop(state, "lone-1"))
+        execution = Execution(
+            execution_id="e-lone",
+            exchange_id="x-lone",
+            route_id="order-intake",
+            status="COMPLETED",
+            application_id="orders",
+            start_time=datetime(2026, 1, 5, tzinfo=UTC),
+        )
+        server.call(lambda: agent.post_chunk(Chunk("e-lone", "x-lone", 0, final=True, execution=execution)))
+        assert state.agents.get("lone-1") is not None and state.agents.get("lone-1").environment_id == "dev"
+        assert state.store.instance_environments("lone-1") == {"dev"}
+
+
+def test_an_agent_whose_id_went_to_another_environment_stops(tmp_path: Path, tools: Any) -> None:
+    """After a restart the id of a dev agent that had recorded nothing was registered in prod
+    by another process. The dev agent's token is refused (403 AGENT_TOKEN_STALE); it registers
+    again, which is refused (409 AGENT_ENVIRONMENT_CHANGED), and then it stops — once — rather
+    than beat, reconnect and be refused (and audited) again without end."""
+    with _lone(tmp_path, heartbeat=0.1) as (state, server, agent):
+        _refused_for_good(state, server, agent, tools)
+
+
+def _refused_for_good(state: SandboxState, server: ServerThread, agent: Agent, tools: Any) -> None:
+
+    def restart_and_take() -> None:
+        # Forgotten and registered in prod in one step on the server's loop (as the register
+        # endpoint does for an id without history), so that the dev agent's next beat cannot
+        # register it back in between.
+        _drop(state, "lone-1")
+        state.agents.register("lone-1", environment_id="prod", application_id="orders")
+
+    server.call(restart_and_take)
+
+    def refusals() -> list[str]:
+        return [e["detail"]["code"] for e in state.audit.events() if e["action"] == "ACCESS_DENIED"]
+
+    tools.wait_for(lambda: "AGENT_ENVIRONMENT_CHANGED" in refusals(), timeout=5)
+    time.sleep(1.5)  # fifteen heartbeat intervals, several reconnect pauses
+    assert refusals().count("AGENT_ENVIRONMENT_CHANGED") == 1
+    assert 1 <= refusals().count("AGENT_TOKEN_STALE") <= 2  # the heartbeat's and the channel's
+    assert agent.refused is not None and agent.refused.code == "AGENT_ENVIRONMENT_CHANGED"
+    assert not agent.connected
+    assert state.agents.get("lone-1").environment_id == "prod"
 
 
 # --------------------------------------------------------------------------- pure helpers

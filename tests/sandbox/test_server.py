@@ -879,6 +879,78 @@ def test_an_agent_cannot_change_its_environment_by_registering_again(sb: Sandbox
     assert r.status_code == 200, r.text
 
 
+def test_an_agent_token_from_before_a_restart_is_held_to_the_registration_now(tmp_path: Path) -> None:
+    """Review finding: agent tokens carry the environment they were issued with, survive a
+    restart (the JWT key is in the data folder) and were never compared with the registry. A
+    ``dev`` token of an id that recorded nothing went on beating, taking commands, acking and
+    posting ``dev`` executions after the restarted server let the id register in ``prod``, and
+    posted chunks for an id no longer registered at all. Now every agent endpoint holds the
+    token to the registry: 404 AGENT_NOT_FOUND for an id not registered (the agent registers
+    again), 403 AGENT_TOKEN_STALE for another environment, audited as ACCESS_DENIED."""
+    bootstrap = "b" * 32
+    boot = {"Authorization": f"Bearer {bootstrap}"}
+    base = {"applicationId": "orders", "routeIds": ["order-intake"], "instanceId": "agent-x"}
+
+    def serve() -> tuple[SandboxState, ServerThread, httpx.Client]:
+        state = SandboxState.create(
+            tmp_path / "data", app=APP, config=ServerConfig(bootstrap_token=bootstrap)
+        )
+        server = ServerThread(create_app(state)).start()
+        return state, server, httpx.Client(base_url=server.url + API_PREFIX, timeout=10)
+
+    state, server, http = serve()
+    try:
+        r = http.post("/agents/register", json={**base, "environmentId": "dev"}, headers=boot)
+        assert r.status_code == 200, r.text
+        old = {"Authorization": f"Bearer {r.json()['accessToken']}"}
+        old_refresh = {"Authorization": f"Bearer {r.json()['refreshToken']}"}
+    finally:
+        http.close()
+        server.stop()
+        state.close()
+    state, server, http = serve()  # the restart: the registry is empty, tokens still verify
+    try:
+        ingest = {**old, "X-Cameleer-Protocol-Version": "1"}
+        chunk = make_chunk("exec-x-0", "ex-x-0")
+        assert refusal(http.post("/data/chunks", json=chunk, headers=ingest)) == (404, "AGENT_NOT_FOUND")
+        assert state.store.instance_environments("agent-x") == set()  # nothing was stored
+        # The id recorded nothing, so another environment may take it now ...
+        r = http.post("/agents/register", json={**base, "environmentId": "prod"}, headers=boot)
+        assert r.status_code == 200, r.text
+        prod = {"Authorization": f"Bearer {r.json()['accessToken']}"}
+        command = server.call(lambda: state.agents.send("agent-x", {"type": "config-update"}))
+        before = len(state.audit.events())
+        # ... and the dev token no longer speaks for it, on any agent endpoint.
+        ack = f"/agents/agent-x/commands/{command['commandId']}/ack"
+        refused = [
+            http.post("/agents/agent-x/heartbeat", json={}, headers=old),
+            http.get("/agents/agent-x/events", headers=old),
+            http.post(ack, json={"status": "SUCCESS"}, headers=old),
+            http.post("/data/chunks", json=chunk, headers=ingest),
+        ]
+        for r in refused:
+            assert refusal(r) == (403, "AGENT_TOKEN_STALE"), r.text
+            assert r.json()["details"]["environment"] == "prod" and r.json()["details"]["hint"]
+        assert state.store.instance_environments("agent-x") == set()
+        assert state.agents.pending("agent-x") == [command]  # the ack was not taken
+        assert not state.agents.channel_open("agent-x")
+        events = state.audit.events()[before:]
+        assert [e["action"] for e in events] == ["ACCESS_DENIED"] * 4
+        for event in events:
+            assert event["actor"]["username"] == "agent-x" and event["outcome"] == "DENIED"
+            assert event["detail"]["code"] == "AGENT_TOKEN_STALE"
+            assert (event["detail"]["tokenEnvironment"], event["detail"]["environment"]) == ("dev", "prod")
+        # A token refreshed from the old refresh token is no better; the prod token works.
+        fresh = http.post("/auth/refresh", headers=old_refresh).json()["accessToken"]
+        r = http.post("/agents/agent-x/heartbeat", json={}, headers={"Authorization": f"Bearer {fresh}"})
+        assert refusal(r) == (403, "AGENT_TOKEN_STALE")
+        assert http.post("/agents/agent-x/heartbeat", json={}, headers=prod).status_code == 200
+    finally:
+        http.close()
+        server.stop()
+        state.close()
+
+
 def test_an_id_with_a_final_newline_is_not_an_id(sb: Sandbox) -> None:
     """Found probing: ids were checked with a regex ending in "$", which also matches before a
     final newline, so "agent-dev\n" registered a second agent (in prod) that lists and audits
