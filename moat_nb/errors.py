@@ -16,6 +16,7 @@ The hierarchy::
     │   ├── ValidationError           400  VALIDATION / BAD_JSON / BAD_HEADER / ...
     │   │   └── ControlHeaderRejected 400  CONTROL_HEADER
     │   ├── PayloadTooLarge           413  PAYLOAD_TOO_LARGE
+    │   ├── HeadersTooLarge           431  HEADERS_TOO_LARGE
     │   ├── IdempotencyConflict       422  IDEMPOTENCY_CONFLICT
     │   ├── AgentUnavailable          503  AGENT_UNAVAILABLE
     │   ├── AuditUnavailable          503  AUDIT_UNAVAILABLE
@@ -225,6 +226,14 @@ class ControlHeaderRejected(ValidationError):
 class PayloadTooLarge(ApiError):
     code = "PAYLOAD_TOO_LARGE"
     status = 413
+
+
+class HeadersTooLarge(ApiError):
+    """431 Request Header Fields Too Large (RFC 6585 section 5): too many request header
+    fields, or one too long."""
+
+    code = "HEADERS_TOO_LARGE"
+    status = 431
 
 
 class IdempotencyConflict(ApiError):

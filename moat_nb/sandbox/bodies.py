@@ -9,7 +9,9 @@ The rules, and what each answers:
   infinity, such as ``1e400``), nesting deeper than 64, or anything that is not JSON ->
   400 ``BAD_JSON`` with a message naming the fault and where it is;
 * a header name or value containing CR, LF or NUL, or a name outside RFC 9110's token grammar
-  -> 400 ``BAD_HEADER``.
+  -> 400 ``BAD_HEADER``;
+* more than 100 header fields, or a name or value over 8 KiB -> 431 ``HEADERS_TOO_LARGE``
+  (RFC 6585 section 5; security.md section 8 "Limits"), :func:`check_header_limits`.
 
 Why not the stdlib defaults: ``json.loads`` keeps the last of duplicate keys silently, accepts
 ``NaN``/``Infinity`` as an extension, and turns ``1e400`` into ``inf`` — all of which RFC 8259
@@ -38,7 +40,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from ..errors import PayloadTooLarge, ValidationError
+from ..errors import HeadersTooLarge, PayloadTooLarge, ValidationError
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -49,12 +51,24 @@ __all__ = [
     "parse_json",
     "json_depth",
     "check_request_headers",
+    "check_header_limits",
+    "MAX_HEADERS",
+    "MAX_HEADER_BYTES",
 ]
 
 #: DESIGN.md section 4: request bodies over 1 MiB are refused.
 DEFAULT_LIMIT = 1 << 20
 #: DESIGN.md section 4: JSON nested deeper than this is refused.
 MAX_DEPTH = 64
+#: security.md section 8 "Limits": header fields per request, and bytes of one field's name or
+#: value (nginx's large_client_header_buffers and Apache's LimitRequestFieldSize are 8 KiB too).
+#: What the sandbox's clients send is far below both (measured): ~6-8 fields from httpx, the
+#: agents and schemathesis, ~20 from a browser; the longest value is ``Authorization: Bearer``
+#: and a JWT of at most ~630 bytes (an agent with a 128-character instance id and environment;
+#: a user's is ~410, 600 with a 128-character name), then ``Idempotency-Key`` (<= 255),
+#: ``X-Request-ID``, ``Last-Event-ID`` (an id, <= 128) and ``User-Agent`` (a few hundred at most).
+MAX_HEADERS = 100
+MAX_HEADER_BYTES = 8 * 1024
 
 # RFC 9110 section 5.6.2: token = 1*tchar.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -359,6 +373,33 @@ def _bad_header(message: str, **details: Any) -> ValidationError:
         hint="header names are RFC 9110 tokens; names and values may not contain CR, LF or NUL",
         details=details,
     )
+
+
+def check_header_limits(
+    raw: Iterable[tuple[bytes, bytes]], *, max_count: int = MAX_HEADERS, max_bytes: int = MAX_HEADER_BYTES
+) -> None:
+    """431 ``HEADERS_TOO_LARGE`` for more than ``max_count`` header fields, or a field whose
+    name or value is longer than ``max_bytes``. Neither uvicorn nor httptools bounds request
+    headers (h11 does, at 16 KiB in all, but the server runs httptools): a 20 MB header value
+    was read whole and handed to the app. The server's HTTP protocol also stops reading a
+    request head beyond all the fields this allows (server.py, ``_BoundedHttpTools``)."""
+    count = 0
+    for name, value in raw:
+        count += 1
+        longest = max(len(name), len(value))
+        if longest > max_bytes:
+            shown = name.decode("latin-1")[:80]
+            raise HeadersTooLarge(
+                f"request header {shown!r} is {longest} bytes long; the limit is {max_bytes}",
+                hint="send shorter header fields (a bearer token is well under 1 KiB)",
+                details={"header": shown, "limit": max_bytes, "size": longest},
+            )
+    if count > max_count:
+        raise HeadersTooLarge(
+            f"the request has {count} header fields; the limit is {max_count}",
+            hint="send fewer header fields",
+            details={"limit": max_count, "count": count},
+        )
 
 
 def check_request_headers(raw: Iterable[tuple[bytes, bytes]]) -> None:

@@ -177,8 +177,9 @@ class Operation:
     def error_statuses(self) -> list[int]:
         """Error statuses documented: the declared ones plus what the access rule implies."""
         # Bad input (headers, JSON), a declared body over the limit (every endpoint refuses it,
-        # section 4 "Input rules") and the catch-all.
-        statuses = set(self.errors) | {400, 413, 500}
+        # section 4 "Input rules"), too many or too long header fields (every request,
+        # security.md section 8 "Limits") and the catch-all.
+        statuses = set(self.errors) | {400, 413, 431, 500}
         if self.access.kind != "public":
             statuses.add(401)
         if self.access.kind in {"user", "agent", "self"}:
@@ -216,6 +217,7 @@ ERROR_CODES: Mapping[int, tuple[str, ...]] = {
     405: ("METHOD_NOT_ALLOWED",),
     409: ("CHUNK_CONFLICT", "REPLAY_ENDED", "AGENT_ENVIRONMENT_CHANGED"),
     413: ("PAYLOAD_TOO_LARGE",),
+    431: ("HEADERS_TOO_LARGE",),
     422: ("IDEMPOTENCY_CONFLICT",),
     429: ("TOO_MANY_ATTEMPTS", "TOO_MANY_STREAMS", "TOO_MANY_TICKETS"),
     500: ("SERVER_ERROR",),

@@ -48,14 +48,16 @@ from sse_starlette.sse import AppStatus, SendTimeoutError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import (
     ApiError,
     AuthenticationError,
+    HeadersTooLarge,
     MoatError,
     NotFound,
     PermissionDenied,
@@ -78,7 +80,14 @@ from ..payload import (
 )
 from . import encoder
 from .agents import AgentEnvironmentChanged, CommandChannel, event_name
-from .bodies import check_declared_length, check_request_headers, parse_json, read_body, read_json
+from .bodies import (
+    check_declared_length,
+    check_header_limits,
+    check_request_headers,
+    parse_json,
+    read_body,
+    read_json,
+)
 from .openapi import (
     BOOTSTRAP,
     PUBLIC,
@@ -200,6 +209,27 @@ def _internal_error(request: Request, exc: BaseException) -> Response:
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     return _internal_error(request, exc)
+
+
+class HeaderLimits:
+    """ASGI middleware: 431 ``HEADERS_TOO_LARGE`` (:func:`.bodies.check_header_limits`) for every
+    request, before routing, so that unknown paths (404) and every method are covered, under
+    any server or test transport. The byte bound of the whole head is the HTTP protocol's
+    (:class:`_BoundedHttpTools`): by the time a request reaches here it has been read."""
+
+    def __init__(self, app: ASGIApp, *, max_count: int, max_bytes: int) -> None:
+        self.app = app
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            try:
+                check_header_limits(scope["headers"], max_count=self.max_count, max_bytes=self.max_bytes)
+            except HeadersTooLarge as exc:
+                await error_response(exc, exc.status, {"Connection": "close"})(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 # --------------------------------------------------------------------------- operations → routes
@@ -1556,6 +1586,13 @@ def create_app(state: SandboxState, *, extra_operations: Iterable[Operation] = (
 
     app = Starlette(
         routes=routes,
+        middleware=[
+            Middleware(
+                HeaderLimits,
+                max_count=state.config.max_headers,
+                max_bytes=state.config.max_header_bytes,
+            )
+        ],
         exception_handlers={
             ApiError: _api_error,
             RecordError: _record_error,
@@ -1597,6 +1634,60 @@ def _fast_stack() -> tuple[Callable[[], asyncio.AbstractEventLoop], str]:
     return new_loop, "httptools"
 
 
+def _bounded_httptools(limit: int) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol, answering 431 and closing the connection once a request's
+    head (request line and header fields) passes ``limit`` bytes without ending.
+
+    httptools (llhttp) and uvicorn put no bound on it: a 20 MB header value was buffered whole
+    (the process grew by ~80 MB) and handed to the app, so the app's own check
+    (:class:`HeaderLimits`) came after the memory was spent. Bytes are counted as they arrive
+    until the head is complete; a read that also holds the start of the body, or the end of the
+    previous request, counts whole, which can only over-count by one read (at most 256 KiB),
+    far below ``limit`` minus any head a client of the sandbox sends (measured in
+    :mod:`.bodies`)."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    body = json.dumps(
+        {
+            "error": HeadersTooLarge.code,
+            "message": f"the request line and header fields are longer than {limit} bytes",
+            "details": {"limit": limit, "hint": "send fewer and shorter header fields"},
+        }
+    ).encode()
+    answer = (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+        + f"content-length: {len(body)}\r\n".encode()
+        + b"connection: close\r\n\r\n"
+        + body
+    )
+
+    class BoundedHttpTools(HttpToolsProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._head_bytes = 0
+            self._in_head = True
+
+        def data_received(self, data: bytes) -> None:
+            if self._in_head:
+                self._head_bytes += len(data)
+                if self._head_bytes > limit:
+                    self._in_head = False
+                    self.transport.write(answer)
+                    self.transport.close()
+                    return
+            super().data_received(data)
+
+        def on_headers_complete(self) -> None:
+            self._in_head, self._head_bytes = False, 0
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self._in_head, self._head_bytes = True, 0  # the next request on this connection
+            super().on_message_complete()
+
+    return BoundedHttpTools
+
+
 class ServerThread:
     """uvicorn serving ``app`` in a background thread with its own event loop.
 
@@ -1618,6 +1709,7 @@ class ServerThread:
     ) -> None:
         self.app = app
         self._new_loop, http = _fast_stack()
+        head_limit = app.state.sandbox.config.max_head_bytes
         proxies = list(trusted_proxies)
         self.config = uvicorn.Config(
             app,
@@ -1625,7 +1717,11 @@ class ServerThread:
             port=port,
             log_level=log_level,
             lifespan="on",
-            http=http,
+            # The request head is bounded in the HTTP protocol, before the app (HeaderLimits)
+            # sees it: httptools bounds nothing; h11 (the fallback) answers a head over its
+            # max_incomplete_event_size with a plain 400.
+            http=_bounded_httptools(head_limit) if http == "httptools" else http,
+            h11_max_incomplete_event_size=head_limit,
             # Forwarded headers only from the proxies named (ServerConfig.trusted_proxies).
             proxy_headers=bool(proxies),
             forwarded_allow_ips=proxies or None,

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from .agents import AgentRegistry
 from .apps import App
 from .audit_log import AuditLog
-from .bodies import DEFAULT_LIMIT
+from .bodies import DEFAULT_LIMIT, MAX_HEADER_BYTES, MAX_HEADERS
 from .security import (
     Authority,
     CommandSigner,
@@ -94,6 +94,18 @@ class ServerConfig:
     #: so that two batches of one user at their maximum, each stream overlapping its own
     #: reconnect for a moment (a dropped client is noticed by the next ping), still fit.
     max_streams: int = 256
+    #: Request header fields per request, and bytes of one field's name or value; beyond, 431
+    #: ``HEADERS_TOO_LARGE`` (security.md section 8 "Limits"; the measured needs of the
+    #: sandbox's clients are in :mod:`.bodies`). The server also stops reading a request head
+    #: longer than ``max_headers * max_header_bytes`` + 64 KiB (:attr:`max_head_bytes`).
+    max_headers: int = MAX_HEADERS
+    max_header_bytes: int = MAX_HEADER_BYTES
+
+    @property
+    def max_head_bytes(self) -> int:
+        """Bytes of request line and header fields the server reads before it answers 431:
+        every field at its longest value, plus 64 KiB for the request line and the names."""
+        return self.max_headers * self.max_header_bytes + 64 * 1024
 
     def __post_init__(self) -> None:
         for name in (
@@ -113,10 +125,12 @@ class ServerConfig:
             or self.max_body < 1
             or self.login_attempts < 1
             or self.max_streams < 1
+            or self.max_headers < 1
+            or self.max_header_bytes < 1
         ):
             raise ValueError(
-                "ServerConfig: chunk_buffer, max_body, login_attempts and max_streams must be >= 1, "
-                "retry_after >= 0"
+                "ServerConfig: chunk_buffer, max_body, login_attempts, max_streams, max_headers and "
+                "max_header_bytes must be >= 1, retry_after >= 0"
             )
 
 

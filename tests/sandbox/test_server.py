@@ -570,6 +570,60 @@ def test_header_with_control_characters_never_reaches_a_handler(sb: Sandbox) -> 
     assert answer.startswith(b"HTTP/1.1 400"), answer[:100]
 
 
+def test_too_many_or_too_long_header_fields_get_431(sb: Sandbox) -> None:
+    """Found probing: a 100 KB header value and 500 header fields were taken (neither uvicorn
+    nor httptools bounds them). security.md section 8 "Limits": 100 fields, 8 KiB a value, on
+    every request (an unknown path and a public endpoint too), 431 (RFC 6585) with the error
+    envelope. Just within both limits still passes."""
+    config = sb.state.config
+    assert (config.max_headers, config.max_header_bytes) == (100, 8192)
+    bare = httpx.Client(base_url=sb.url, timeout=10)  # httpx adds 5 fields of its own
+    try:
+        own = len(bare.build_request("GET", "/health").headers)
+        fits = {f"X-F{i}": "v" for i in range(100 - own)}
+        assert bare.get("/health", headers=fits).status_code == 200
+        assert bare.get("/health", headers={"X-Big": "a" * 8192}).status_code == 200
+        for path in ("/health", "/no/such/path", "/executions/exec-dev-0"):
+            r = bare.get(path, headers={**fits, "X-One-More": "v"})
+            assert refusal(r) == (431, "HEADERS_TOO_LARGE"), (path, r.text)
+            assert r.json()["details"] == {"limit": 100, "count": 101, "hint": "send fewer header fields"}
+            r = bare.get(path, headers={"X-Big": "a" * 8193})
+            assert refusal(r) == (431, "HEADERS_TOO_LARGE"), path
+            assert r.json()["details"]["size"] == 8193 and r.json()["details"]["header"] == "x-big"
+        r = bare.post(
+            "/auth/login", json={"username": "admin", "password": "admin"}, headers={"X-Big": "a" * 100_000}
+        )
+        assert refusal(r) == (431, "HEADERS_TOO_LARGE")
+    finally:
+        bare.close()
+    # The sandbox's own clients are far within: the longest field is a bearer token.
+    assert (
+        max(len(t) for t in [*sb.tokens.values(), *(a["accessToken"] for a in sb.agent_tokens.values())])
+        < 1024
+    )
+
+
+def test_a_head_that_never_ends_is_cut_off_at_the_limit(sb: Sandbox) -> None:
+    """The app's check (431 above) comes once a request head has been read whole, and httptools
+    reads any amount: a 20 MB header value was buffered (~80 MB more memory) and then handed on.
+    The server's HTTP protocol now answers 431 and closes as soon as a head passes
+    max_head_bytes (100 fields at 8 KiB + 64 KiB), without waiting for its end."""
+    limit = sb.state.config.max_head_bytes
+    assert limit == 100 * 8192 + 65536
+    head = f"GET {API_PREFIX}/health HTTP/1.1\r\nHost: x\r\nX-Long: ".encode()
+    sock = socket.create_connection(("127.0.0.1", sb.server.port or 0), timeout=5)
+    try:
+        sock.sendall(head + b"a" * (limit + 1 - len(head)))  # one byte over, and no end of head
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    finally:
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"] == "HEADERS_TOO_LARGE"
+    assert sb.http.get("/health").status_code == 200  # the server is fine
+
+
 # --------------------------------------------------------------------------- executions
 
 
