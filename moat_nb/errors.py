@@ -16,6 +16,7 @@ The hierarchy::
     │   ├── ValidationError           400  VALIDATION / BAD_JSON / BAD_HEADER / ...
     │   │   └── ControlHeaderRejected 400  CONTROL_HEADER
     │   ├── PayloadTooLarge           413  PAYLOAD_TOO_LARGE
+    │   ├── UnsupportedMediaType      415  UNSUPPORTED_MEDIA_TYPE
     │   ├── HeadersTooLarge           431  HEADERS_TOO_LARGE
     │   ├── IdempotencyConflict       422  IDEMPOTENCY_CONFLICT
     │   ├── AgentUnavailable          503  AGENT_UNAVAILABLE
@@ -226,6 +227,13 @@ class ControlHeaderRejected(ValidationError):
 class PayloadTooLarge(ApiError):
     code = "PAYLOAD_TOO_LARGE"
     status = 413
+
+
+class UnsupportedMediaType(ApiError):
+    """415 (RFC 9110 15.5.16): a request body that is not declared ``application/json``."""
+
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    status = 415
 
 
 class HeadersTooLarge(ApiError):

@@ -5,6 +5,8 @@ The rules, and what each answers:
 * a body over the limit (1 MiB by default) -> 413 ``PAYLOAD_TOO_LARGE``, decided *while the
   body streams in* (a declared ``Content-Length`` over the limit is refused before reading a
   byte), so an oversized or endless body never sits in memory (security.md VAL-1);
+* a body whose ``Content-Type`` is not ``application/json`` (or ``application/*+json``) -> 415
+  ``UNSUPPORTED_MEDIA_TYPE``, before a byte of it is read (:func:`check_json_media_type`);
 * invalid UTF-8, duplicate object keys, ``NaN`` / ``Infinity`` (and numbers that overflow to
   infinity, such as ``1e400``), nesting deeper than 64, or anything that is not JSON ->
   400 ``BAD_JSON`` with a message naming the fault and where it is;
@@ -40,12 +42,13 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from ..errors import HeadersTooLarge, PayloadTooLarge, ValidationError
+from ..errors import HeadersTooLarge, PayloadTooLarge, UnsupportedMediaType, ValidationError
 
 __all__ = [
     "DEFAULT_LIMIT",
     "MAX_DEPTH",
     "check_declared_length",
+    "check_json_media_type",
     "read_body",
     "read_json",
     "parse_json",
@@ -107,6 +110,37 @@ def check_declared_length(request: Request, *, limit: int = DEFAULT_LIMIT) -> No
         raise _too_large(limit, declared=size)
 
 
+def check_json_media_type(request: Request) -> None:
+    """415 ``UNSUPPORTED_MEDIA_TYPE`` unless a request that has a body declares it JSON:
+    ``Content-Type: application/json`` (parameters such as ``charset`` allowed) or an
+    ``application/<x>+json`` type (RFC 6839). A request without a body needs none.
+
+    Why, though the API takes bearer tokens and no cookies (so a cross-site request carries no
+    credentials): a web page can send a "simple" cross-site POST (text/plain, no CORS
+    preflight) to a loopback sandbox, and ``<form enctype="text/plain">`` can spell a JSON
+    login body. Read as JSON, five of them locked an account out for five minutes (the
+    LoginGuard counts failed logins by name) and each wrote a LOGIN_FAILED audit event. A
+    JSON content type cannot be sent cross-site without a preflight, which the sandbox never
+    grants (it sends no CORS headers), so such a request now stops here (OWASP CSRF Prevention
+    Cheat Sheet, "Employing custom request headers" / content-type checks)."""
+    declared = request.headers.get("content-length")
+    has_body = "transfer-encoding" in request.headers or (declared is not None and declared.strip() != "0")
+    if not has_body:
+        return
+    given = request.headers.get("content-type", "")
+    media = given.split(";", 1)[0].strip().lower()
+    kind, _, sub = media.partition("/")
+    if kind == "application" and (sub == "json" or sub.endswith("+json")):
+        return
+    raise UnsupportedMediaType(
+        f"the request body is declared {given[:80]!r}, not application/json"
+        if given
+        else "the request body has no Content-Type; it must be application/json",
+        hint="send the body as JSON with Content-Type: application/json",
+        details={"contentType": given[:80]},
+    )
+
+
 async def read_body(request: Request, *, limit: int = DEFAULT_LIMIT) -> bytes:
     """The request body, refusing it (413) as soon as more than ``limit`` bytes are declared or
     have arrived — the rest of an oversized body is never read."""
@@ -141,6 +175,8 @@ async def read_json(
     An empty body is ``BAD_JSON`` unless ``allow_empty``, when it reads as ``None`` (for
     endpoints whose body is optional, such as the heartbeat).
     """
+    check_declared_length(request, limit=limit)  # 413 and a bad length first, as the server does
+    check_json_media_type(request)
     raw = await read_body(request, limit=limit)
     if allow_empty and not raw.strip():
         return None

@@ -180,6 +180,8 @@ class Operation:
         # section 4 "Input rules"), too many or too long header fields (every request,
         # security.md section 8 "Limits") and the catch-all.
         statuses = set(self.errors) | {400, 413, 431, 500}
+        if self.request is not None:
+            statuses.add(415)  # a body not declared application/json (bodies.check_json_media_type)
         if self.access.kind != "public":
             statuses.add(401)
         if self.access.kind in {"user", "agent", "self"}:
@@ -217,6 +219,7 @@ ERROR_CODES: Mapping[int, tuple[str, ...]] = {
     405: ("METHOD_NOT_ALLOWED",),
     409: ("CHUNK_CONFLICT", "REPLAY_ENDED", "AGENT_ENVIRONMENT_CHANGED"),
     413: ("PAYLOAD_TOO_LARGE",),
+    415: ("UNSUPPORTED_MEDIA_TYPE",),
     431: ("HEADERS_TOO_LARGE",),
     422: ("IDEMPOTENCY_CONFLICT",),
     429: ("TOO_MANY_ATTEMPTS", "TOO_MANY_STREAMS", "TOO_MANY_TICKETS"),

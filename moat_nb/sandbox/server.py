@@ -83,6 +83,7 @@ from .agents import AgentEnvironmentChanged, CommandChannel, event_name
 from .bodies import (
     check_declared_length,
     check_header_limits,
+    check_json_media_type,
     check_request_headers,
     parse_json,
     read_body,
@@ -1263,6 +1264,7 @@ async def post_chunk(request: Request, principal: Principal | None) -> Response:
         # Told to wait (503 below) is not silent: the agent's replays' timeouts restart, or an
         # agent waiting out a full buffer would be timed out for waiting (found by review).
         state.replays.heard_from(principal.username)
+    check_json_media_type(request)
     with gate.slot():
         raw = await read_body(request, limit=state.config.max_body)
         body = _object(parse_json(raw), "the chunk")

@@ -128,7 +128,8 @@ def test_malformed_json_is_400_and_claims_nothing(
     op = user("operator")
     key = uuid.uuid4().hex
     before = count(sb, "SELECT count(*) FROM replays")
-    body = envelope(op.post("/replays", content=raw, headers={"Idempotency-Key": key}), 400, "BAD_JSON")
+    headers = {"Idempotency-Key": key, "Content-Type": "application/json"}
+    body = envelope(op.post("/replays", content=raw, headers=headers), 400, "BAD_JSON")
     assert body["details"]["reason"] == reason
     assert count(sb, "SELECT count(*) FROM replays") == before
     assert count(sb, "SELECT count(*) FROM idempotency_keys WHERE key = ?", key) == 0

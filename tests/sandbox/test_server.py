@@ -624,6 +624,58 @@ def test_a_head_that_never_ends_is_cut_off_at_the_limit(sb: Sandbox) -> None:
     assert sb.http.get("/health").status_code == 200  # the server is fine
 
 
+def test_a_body_must_be_declared_json(sb: Sandbox) -> None:
+    """Found probing: every JSON endpoint read any body as JSON, whatever its Content-Type. A web
+    page can POST text/plain cross-site without a CORS preflight, and <form enctype=text/plain>
+    can spell a JSON body: such logins with a wrong password counted as failures and locked the
+    user name out for 5 minutes (and were audited). Now 415 UNSUPPORTED_MEDIA_TYPE before the
+    body is read; a JSON type needs a preflight, which the sandbox never grants."""
+    wrong = b'{"username": "nobody", "password": "wrong"}'
+    before = len(sb.state.audit.events())
+    for kind in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        for _ in range(3):
+            r = sb.http.post("/auth/login", content=wrong, headers={"Content-Type": kind})
+            assert refusal(r) == (415, "UNSUPPORTED_MEDIA_TYPE"), kind
+            assert r.json()["details"]["contentType"] == kind
+    assert refusal(sb.http.post("/auth/login", content=wrong)) == (415, "UNSUPPORTED_MEDIA_TYPE")
+    assert len(sb.state.audit.events()) == before  # not read, so neither counted nor audited
+    r = sb.http.post("/auth/login", json={"username": "nobody", "password": "nobody-pw"})
+    assert r.status_code == 200, r.text
+    # Every endpoint that reads a JSON body, users' and agents' alike.
+    chunk = json.dumps(make_chunk("exec-dev-ct", "ex-dev-ct")).encode()
+    for path, who, body in (
+        ("/search/executions", "analyst", b"{}"),
+        ("/replays", "operator", b'{"sourceExchangeId": "ex-dev-0", "reason": "x"}'),
+        ("/agents/agent-dev/heartbeat", "agent-dev", b"{}"),
+        ("/agents/agent-dev/commands/c-1/ack", "agent-dev", b'{"status": "SUCCESS"}'),
+        ("/data/chunks", "agent-dev", chunk),
+        (
+            "/agents/register",
+            None,
+            b'{"instanceId": "agent-ct", "environmentId": "dev", "applicationId": "o"}',
+        ),
+    ):
+        auth = sb.auth(who) if who else sb.bootstrap()
+        headers = {
+            **auth,
+            "Content-Type": "text/plain",
+            "X-Cameleer-Protocol-Version": "1",
+            "Idempotency-Key": "k-ct",
+        }
+        assert refusal(sb.http.post(path, content=body, headers=headers)) == (
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ), path
+    assert sb.state.agents.get("agent-ct") is None
+    # JSON with parameters, and +json types, are JSON; a request without a body needs no type.
+    for kind in ("application/json; charset=utf-8", "Application/JSON", "application/merge-patch+json"):
+        r = sb.http.post(
+            "/search/executions", content=b"{}", headers={**sb.auth("analyst"), "Content-Type": kind}
+        )
+        assert r.status_code == 200, (kind, r.text)
+    assert sb.http.post("/agents/agent-dev/heartbeat", headers=sb.auth("agent-dev")).status_code == 200
+
+
 # --------------------------------------------------------------------------- executions
 
 
@@ -1203,7 +1255,9 @@ def test_ack_errors(sb: Sandbox) -> None:
     )
     assert refusal(
         sb.http.post(
-            path, content=b'{"status": "SUCCESS", "status": "FAILURE"}', headers=sb.auth("agent-dev")
+            path,
+            content=b'{"status": "SUCCESS", "status": "FAILURE"}',
+            headers={**sb.auth("agent-dev"), "Content-Type": "application/json"},
         )
     ) == (400, "BAD_JSON")
     assert (
