@@ -676,6 +676,42 @@ def test_a_body_must_be_declared_json(sb: Sandbox) -> None:
     assert sb.http.post("/agents/agent-dev/heartbeat", headers=sb.auth("agent-dev")).status_code == 200
 
 
+def test_jwt_edge_cases_over_http(sb: Sandbox) -> None:
+    """Probing the token checks with tokens signed by the sandbox's own key (what only a holder
+    of keys/jwt.key could make). Found: a token "not before" next year (nbf, RFC 7519 4.1.5)
+    and one issued with a lifetime of ten years were taken; both are 401 BAD_TOKEN now. Also
+    held here: iat in the future, a refresh token as an access token and the reverse, an
+    agent's refresh token on an agent endpoint, a deleted user's token."""
+    import jwt
+
+    key = (sb.state.data_dir / "keys" / "jwt.key").read_bytes()
+    now = int(time.time())
+
+    def token(**claims: Any) -> dict[str, str]:
+        base = {"sub": "user:analyst", "typ": "access", "iat": now, "exp": now + 3600, "jti": "j"}
+        return {"Authorization": "Bearer " + jwt.encode({**base, **claims}, key, algorithm="HS256")}
+
+    assert sb.http.get("/agents", headers=token()).status_code == 200  # the forgery itself is sound
+    for claims in (
+        {"nbf": now + 365 * 86400},
+        {"nbf": "soon"},
+        {"iat": now, "exp": now + 10 * 365 * 86400},
+        {"iat": now - 86400 * 3, "exp": now + 86400 * 3},
+        {"iat": now + 3600, "exp": now + 7200},
+        {"typ": "refresh", "exp": now + 60},
+        {"sub": "user:ghost"},
+        {"exp": 2**80},
+    ):
+        r = sb.http.get("/agents", headers=token(**claims))
+        assert refusal(r) == (401, "BAD_TOKEN"), (claims, r.text)
+    assert sb.http.get("/agents", headers=token(nbf=now - 10)).status_code == 200  # nbf past: fine
+    assert refusal(sb.http.post("/auth/refresh", headers=token())) == (401, "BAD_TOKEN")
+    too_long = token(typ="refresh", exp=now + 30 * 86400)
+    assert refusal(sb.http.post("/auth/refresh", headers=too_long)) == (401, "BAD_TOKEN")
+    agent_refresh = {"Authorization": f"Bearer {sb.agent_tokens['dev']['refreshToken']}"}
+    assert refusal(sb.http.post("/agents/agent-dev/heartbeat", headers=agent_refresh)) == (401, "BAD_TOKEN")
+
+
 # --------------------------------------------------------------------------- executions
 
 
