@@ -294,10 +294,13 @@ class KeyValueEditor(widgets.VBox):
         )
         self.add_button.on_click(lambda _: self.add())
         self.empty = widgets.HTML()
+        #: The original rows removed, each with a button that puts it back (see _show_removed).
+        self.removed_box = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
+        self._removed_shown: list[str] = []
         self.problems: list[RowProblem] = []
         self._quiet = False
         super().__init__(
-            [self.title, self.rows_box, self.empty, widgets.HBox([self.add_button])],
+            [self.title, self.rows_box, self.empty, self.removed_box, widgets.HBox([self.add_button])],
             layout=widgets.Layout(width="100%"),
         )
         self.add_class("moat-view")
@@ -330,6 +333,55 @@ class KeyValueEditor(widgets.VBox):
         self.rows.remove(row)
         row.close()
         self._layout()
+
+    def restore(self, name: str) -> KeyValueRow:
+        """Put back the original row ``name`` that was removed, as recorded (its Restore button)."""
+        if name not in self.removed:
+            raise ValidationError(
+                f"{name!r} is not a removed {self.kind}",
+                hint=f"removed {self.plural}: {', '.join(self.removed) or 'none'}",
+            )
+        self._quiet = True
+        row = KeyValueRow(self, name, self.original[name], (name, self.original[name]))
+        self._quiet = False
+        self.rows.append(row)
+        self._layout()
+        return row
+
+    @property
+    def removed(self) -> list[str]:
+        """Names of original rows no row holds any more (not renamed, not typed in again)."""
+        kept = {r.original[0] for r in self.rows if r.original is not None} | {r.name for r in self.rows}
+        return [name for name in self.original if name not in kept]
+
+    def _show_removed(self) -> None:
+        # A removed row vanished without a trace: the editor said "Modified: headers" and
+        # nothing showed which header would be missing from the replay (lab walk).
+        removed = self.removed
+        if removed == self._removed_shown:
+            return
+        self._removed_shown = removed
+        for w in self.removed_box.children:
+            w.close()
+        children: list[widgets.Widget] = []
+        if removed:
+            children.append(
+                widgets.HTML(
+                    f"<span class='moat-kv-state'>Removed, not sent with the replay ({len(removed)}):</span>"
+                )
+            )
+        for name in removed:
+            value = self.original[name]
+            shown = "a secret" if is_secret_name(name) else repr(_display(value)[:60])
+            button = widgets.Button(
+                description=f"Restore {name}"[:40],
+                icon="undo",
+                tooltip=f"Put back the {self.kind} {name} as recorded ({shown})",
+                layout=widgets.Layout(width="auto"),
+            )
+            button.on_click(lambda _, name=name: self.restore(name))
+            children.append(button)
+        self.removed_box.children = tuple(children)
 
     def find(self, name: str) -> KeyValueRow | None:
         """The row named ``name`` (header names case-insensitively)."""
@@ -372,6 +424,7 @@ class KeyValueEditor(widgets.VBox):
             elif state:
                 row.line.add_class("moat-kv-changed")
         self.empty.value = f"<span class='moat-hint'>No {self.plural}.</span>" if not self.rows else ""
+        self._show_removed()
         self.version += 1
 
     # ---------------------------------------------------------------- reading

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import ipywidgets as widgets
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -332,6 +333,39 @@ def test_payload_editor_gives_only_the_changed_parts(users: dict[str, Platform])
     assert "X-Channel" not in editor.modified_payload["headers"]
     editor.reset_button.click()
     assert editor.modified_payload == {} and editor.body_editor.changed == []
+
+
+def test_a_removed_header_is_listed_and_can_be_restored(users: dict[str, Platform]) -> None:
+    """Lab walk: a removed header vanished without a trace; the editor said "Modified: headers"
+    and nothing showed which header the replay would lack, nor how to get it back short of
+    Reset (which drops every other edit too)."""
+    editor = PayloadEditor(_first(users["operator"], environment="dev", status="COMPLETED"))
+    editor.body = re.sub(r'"qty": \d+', '"qty": 7', editor.body, count=1)
+    editor.remove_header("channel")
+    editor.remove_header("Authorization")
+    assert editor.headers.removed == ["channel", "Authorization"]
+    words = " ".join(
+        _text(w.value) if isinstance(w, widgets.HTML) else w.description
+        for w in editor.headers.removed_box.children
+    )
+    assert "Removed, not sent with the replay (2)" in words
+    assert "Restore channel" in words and "Restore Authorization" in words
+    restore = next(
+        w for w in editor.headers.removed_box.children if getattr(w, "description", "") == "Restore channel"
+    )
+    assert "web" in restore.tooltip
+    secret = editor.headers.removed_box.children[-1]
+    assert "a secret" in secret.tooltip and "REDACTED" not in secret.tooltip.upper()
+    # A header typed in again under the same name is no longer "removed".
+    editor.set_header("Authorization", "Bearer typed-again")
+    assert editor.headers.removed == ["channel"]
+    restore.click()
+    assert editor.headers.removed == [] and editor.headers.removed_box.children == ()
+    assert editor.headers.find("channel").value == "web"
+    # The body edit survived; the headers differ only by the retyped Authorization.
+    assert editor.modified_payload["body"] and editor.modified_payload["headers"]["channel"] == "web"
+    with pytest.raises(ValidationError, match="not a removed header"):
+        editor.headers.restore("channel")
 
 
 def test_payload_editor_refuses_control_headers_and_bad_json_inline(users: dict[str, Platform]) -> None:
