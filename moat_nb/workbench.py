@@ -83,7 +83,11 @@ def _divergence_text(row: Any) -> str:
     if row.field == "route":
         side = "original" if row.kind == "removed" else "replay"
         return f"{row.processor.processor_id} ran only in the {side}"
-    return f"{row.path}: {text_of(row.original)[:60]} → {text_of(row.replay)[:60]}"
+    # A side where the field is absent read as nothing ("error:type:  → com.acme..."); the
+    # diff table and the summary say "(absent)", so does this.
+    before = "(absent)" if row.kind == "added" else text_of(row.original)[:60]
+    after = "(absent)" if row.kind == "removed" else text_of(row.replay)[:60]
+    return f"{row.path}: {before} → {after}"
 
 
 # --------------------------------------------------------------------------- who may do what
@@ -220,6 +224,8 @@ class ReplayWorkbench(widgets.VBox):
         self.figures: dict[str, Any] = {}
         self.task: asyncio.Task[None] | None = None
         self._source: Execution | None = None
+        #: How the replay whose results the tabs hold ended (its message), None before any.
+        self._outcome: Message | None = None
         self._pending: list[dict[str, Any]] = []
         self._records: list[dict[str, Any]] = []
         self._drawn = 0.0
@@ -359,10 +365,41 @@ class ReplayWorkbench(widgets.VBox):
             self.editor.load(change["new"])
         except MoatError as exc:
             self._say(describe_error(exc, "open the payload"))
+        else:
+            if not self.running:  # a running replay's results are labelled when it ends
+                self._label_results()
         self._update_gate()
+
+    def _label_results(self) -> None:
+        """Say whose results the tabs hold once another exchange is picked: they kept the last
+        replay's message, diff, lineage and receipt under the new pick, as if they were its
+        results (lab walk). They stay (a mis-click loses nothing); picking that exchange again
+        drops the note."""
+        source, picked = self._source, self.picker.value
+        if source is None or self._outcome is None:
+            return
+        if picked is not None and picked.execution_id == source.execution_id:
+            self._say(self._outcome)
+            return
+        now = (
+            f"the exchange now picked ({picked.exchange_id})" if picked is not None else "no exchange picked"
+        )
+        note = Message(
+            "info",
+            f"The results below are of replay {self.replay_id}, of exchange {source.exchange_id}.",
+            f"They are not of {now}.",
+            ("press Replay to replay the exchange now picked" if picked is not None else "pick an exchange")
+            + f"; pick {source.exchange_id} again to read these results with their own message",
+        )
+        self.message.value = note.html() + self._outcome.html()
 
     def _say(self, message: Message | None) -> None:
         self.message.value = message.html() if message is not None else ""
+
+    def _say_outcome(self, message: Message) -> None:
+        """The message about how the replay whose results the tabs hold ended."""
+        self._outcome = message
+        self._label_results()
 
     # ---------------------------------------------------------------- replay
 
@@ -426,6 +463,7 @@ class ReplayWorkbench(widgets.VBox):
 
     def _start(self, run: Any, source: Execution) -> None:
         self.run, self._source = run, source
+        self._outcome = None
         self.result = self.diff = self.lineage = None
         self.receipt = []
         self._records, self._pending, self._drawn = [], [], 0.0
@@ -535,7 +573,7 @@ class ReplayWorkbench(widgets.VBox):
 
     def _stopped_following(self) -> None:
         self._flush()
-        self._say(
+        self._say_outcome(
             Message(
                 "warn",
                 f"Stopped following replay {self.replay_id}.",
@@ -552,7 +590,7 @@ class ReplayWorkbench(widgets.VBox):
         if isinstance(exc, MoatError) and exc.code.startswith("REPLAY_"):
             status = exc.code.removeprefix("REPLAY_")
             why = _REPLAY_ENDS.get(status, "it ended without a result")
-            self._say(
+            self._say_outcome(
                 Message(
                     "error",
                     f"The replay ended {status}: {why}.",
@@ -562,7 +600,7 @@ class ReplayWorkbench(widgets.VBox):
                 )
             )
         else:
-            self._say(describe_error(exc, "follow the replay"))
+            self._say_outcome(describe_error(exc, "follow the replay"))
         self.done += 1
 
     # ---------------------------------------------------------------- noise calibration
@@ -625,19 +663,33 @@ class ReplayWorkbench(widgets.VBox):
         self.result = execution
         self.status = self.run.status if self.run is not None else self.status
         self._progress()
-        self._say(
-            Message(
-                "ok" if execution.status == "COMPLETED" else "warn",
-                f"Replay {self.status.lower()}: the route ended {execution.status}.",
-                f"{execution.processor_count} processors in {format_ms(execution.duration_ms)} on "
-                f"{execution.environment} ({execution.route_version}).",
-            )
-        )
+        self._say_outcome(self._result_message(execution))
         self._show_diff(execution, rules, note)
         self._show_lineage(execution)
         self._show_receipt()
         self.tabs.selected_index = 1
         self.done += 1
+
+    def _result_message(self, execution: Execution) -> Message:
+        """What the replay's route did. A route that failed says with what: the headline said
+        only "the route ended FAILED", and the exception was three tabs and a scroll away
+        (lab walk)."""
+        ran = (
+            f"{execution.processor_count} processors in {format_ms(execution.duration_ms)} on "
+            f"{execution.environment} ({execution.route_version})."
+        )
+        if execution.status == "COMPLETED":
+            return Message("ok", f"Replay {self.status.lower()}: the route ended COMPLETED.", ran)
+        kind = (execution.error_type or "").rsplit(".", 1)[-1]
+        error = ": ".join(t for t in (kind, (execution.error_message or "").strip()) if t)[:300]
+        return Message(
+            "warn",
+            f"Replay {self.status.lower()}: the route ended {execution.status}"
+            + (f" with {error.rstrip('.')}." if error else "."),
+            ran,
+            "the Trace tab marks the processors that failed, the Diff tab where the replay first "
+            "went another way than the original",
+        )
 
     def _show_diff(self, execution: Execution, rules: list[NoiseRule] | None, note: Message | None) -> None:
         assert self._source is not None

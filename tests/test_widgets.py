@@ -37,6 +37,7 @@ from moat_nb.model import Execution
 from moat_nb.replay_views import receipt_records
 from moat_nb.table import Column, DataTable, sort_records
 from moat_nb.widgets import AuditBrowser, ExchangePicker, PayloadEditor, ReplayWorkbench
+from moat_nb.workbench import _divergence_text
 
 SEED = 7
 PER_ENV = 12
@@ -539,6 +540,60 @@ def test_workbench_runs_without_an_event_loop_too(users: dict[str, Platform]) ->
     assert "the route ended FAILED" in _text(wb.message.value)
     assert len(wb.trace_table.rows) == wb.result.processor_count
     assert wb.diff is not None and "Noise calibrated" not in _text(wb.diff_box.children[0].value)
+
+
+def test_a_route_that_failed_says_its_error_and_where_the_replay_diverged(users: dict[str, Platform]) -> None:
+    """Lab walk: the headline of a replay whose route failed said only "the route ended FAILED"
+    (the exception was in the Diff tab's fine print), and the divergence line read
+    "error:type:  → com.acme..." for a field the original did not have."""
+    wb = ReplayWorkbench(users["operator"])
+    wb.calibrate.value = False
+    wb.picker.set_filters(environment="staging", status="COMPLETED")
+    wb.picker.select_row(0)
+    wb.editor.body = re.sub(r'"qty": \d+', '"qty": -3', wb.editor.body, count=1)
+    wb.reason.value = "what does a negative quantity do?"
+    wb.replay_button.click()
+    assert wb.result is not None and wb.result.status == "FAILED"
+    words = _text(wb.message.value)
+    assert "the route ended FAILED with InvalidQuantityException:" in words, words
+    assert wb.result.error_message.rstrip(".")[:40] in words
+    assert "the Trace tab marks the processors that failed" in words
+    # The divergence line of the Diff tab, for the fields only the replay has.
+    added = [r for r in wb.diff.rows if r.kind == "added" and r.field != "route"]
+    assert added and all(" (absent) → " in _divergence_text(r) for r in added)
+    error_type = next(r for r in added if r.path == "error:type")
+    assert _divergence_text(error_type).startswith("error:type: (absent) → com.acme.orders.InvalidQuantity")
+
+
+def test_picking_another_exchange_labels_the_last_results_as_not_its_own(users: dict[str, Platform]) -> None:
+    """Lab walk: after a replay, picking another exchange left "Replay completed: the route
+    ended FAILED" and the Diff tab's "First divergence" under the new pick, as if they were its
+    results. They stay, labelled with the exchange they are of; picking it again drops the
+    label."""
+    wb = ReplayWorkbench(users["operator"])
+    wb.calibrate.value = False
+    wb.picker.set_filters(environment="dev", status="COMPLETED")
+    wb.picker.select_row(0)
+    source = wb.picker.value
+    wb.reason.value = "as recorded"
+    wb.replay_button.click()
+    assert wb.result is not None
+    done = _text(wb.message.value)
+    assert "Replay completed" in done and "not of" not in done
+    wb.picker.select_row(1)
+    other = wb.picker.value
+    assert other.exchange_id != source.exchange_id
+    words = _text(wb.message.value)
+    assert f"The results below are of replay {wb.replay_id}, of exchange {source.exchange_id}." in words
+    assert f"They are not of the exchange now picked ({other.exchange_id})." in words
+    assert "Replay completed" in words  # the outcome is kept, under the label
+    assert wb.diff is not None and wb.diff_box.children  # nothing is lost
+    wb.picker.select(source.execution_id)
+    assert _text(wb.message.value) == done
+    # A replay of the exchange now picked: its own results, no label.
+    wb.picker.select_row(1)
+    wb.replay_button.click()
+    assert "not of" not in _text(wb.message.value) and wb.result.input_body == other.input_body
 
 
 def test_a_second_replay_does_not_show_the_first_ones_results(users: dict[str, Platform]) -> None:
