@@ -113,6 +113,19 @@ def test_workbench_in_jupyterlab(lab: Any, browser: Any, screenshots: Path) -> N
                        ed.style.width = old; return [rows.length, out.length]; }"""
         )
         assert rows_out[0] > 0 and rows_out[1] == 0, rows_out
+        # ... and a hint that wraps there keeps its own line height: it inherited the 28 px of
+        # ipywidgets' HTML widget and read double-spaced (lab walk, in a 700 px window).
+        spacing = page.evaluate(
+            """() => { const ed = document.querySelector('.moat-workbench .moat-payload-editor');
+                       const old = ed.style.width; ed.style.width = '390px';
+                       const hint = ed.querySelector('.widget-html-content > .moat-hint');
+                       const box = hint.getBoundingClientRect(), css = getComputedStyle(hint);
+                       const out = [box.height, parseFloat(css.lineHeight), parseFloat(css.fontSize)];
+                       ed.style.width = old; return out; }"""
+        )
+        assert spacing[0] > 1.5 * spacing[1] and spacing[1] < 1.8 * spacing[2], (
+            spacing
+        )  # wrapped, not double-spaced
 
         # The body editor: invalid JSON is reported with its line; a changed value marks its line.
         text = workbench.locator(".moat-be-text")
@@ -183,6 +196,13 @@ def test_workbench_in_jupyterlab(lab: Any, browser: Any, screenshots: Path) -> N
         words = workbench.locator(".moat-results").text_content() or ""
         assert "totalQuantity" in words or "total" in words, words[:2000]
         assert "Noise calibrated" in words
+        # Ids and class names in messages wrap rather than run out of a narrow box (lab walk).
+        assert (
+            page.evaluate(
+                "() => getComputedStyle(document.querySelector('.moat-results .moat-msg')).overflowWrap"
+            )
+            == "anywhere"
+        )
         assert trace_rows.count() >= 40
         assert workbench.get_by_text("Replay completed").count() == 1
         assert elapsed < 90
