@@ -687,8 +687,8 @@ class ReplayWorkbench(widgets.VBox):
             f"Replay {self.status.lower()}: the route ended {execution.status}"
             + (f" with {error.rstrip('.')}." if error else "."),
             ran,
-            "the Trace tab marks the processors that failed, the Diff tab where the replay first "
-            "went another way than the original",
+            "read the Trace tab (the processors that failed are marked) and the Diff tab (where the "
+            "replay first went another way than the original)",
         )
 
     def _show_diff(self, execution: Execution, rules: list[NoiseRule] | None, note: Message | None) -> None:

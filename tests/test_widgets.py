@@ -557,7 +557,7 @@ def test_a_route_that_failed_says_its_error_and_where_the_replay_diverged(users:
     words = _text(wb.message.value)
     assert "the route ended FAILED with InvalidQuantityException:" in words, words
     assert wb.result.error_message.rstrip(".")[:40] in words
-    assert "the Trace tab marks the processors that failed" in words
+    assert "read the Trace tab (the processors that failed are marked)" in words
     # The divergence line of the Diff tab, for the fields only the replay has.
     added = [r for r in wb.diff.rows if r.kind == "added" and r.field != "route"]
     assert added and all(" (absent) → " in _divergence_text(r) for r in added)
