@@ -18,6 +18,7 @@ The hierarchy::
     │   ├── PayloadTooLarge           413  PAYLOAD_TOO_LARGE
     │   ├── UnsupportedMediaType      415  UNSUPPORTED_MEDIA_TYPE
     │   ├── HeadersTooLarge           431  HEADERS_TOO_LARGE
+    │   ├── HostNotAllowed            421  HOST_NOT_ALLOWED
     │   ├── IdempotencyConflict       422  IDEMPOTENCY_CONFLICT
     │   ├── AgentUnavailable          503  AGENT_UNAVAILABLE
     │   ├── AuditUnavailable          503  AUDIT_UNAVAILABLE
@@ -242,6 +243,15 @@ class HeadersTooLarge(ApiError):
 
     code = "HEADERS_TOO_LARGE"
     status = 431
+
+
+class HostNotAllowed(ApiError):
+    """421 Misdirected Request (RFC 9110 section 15.5.20): the request names a host the server
+    does not answer for, as a page that rebinds its own DNS name to 127.0.0.1 does (DNS
+    rebinding) to reach a sandbox on loopback from the user's browser."""
+
+    code = "HOST_NOT_ALLOWED"
+    status = 421
 
 
 class IdempotencyConflict(ApiError):

@@ -179,7 +179,8 @@ class Operation:
         # Bad input (headers, JSON), a declared body over the limit (every endpoint refuses it,
         # section 4 "Input rules"), too many or too long header fields (every request,
         # security.md section 8 "Limits") and the catch-all.
-        statuses = set(self.errors) | {400, 413, 431, 500}
+        # A Host the server does not answer for (421, server.TrustedHosts) too.
+        statuses = set(self.errors) | {400, 413, 421, 431, 500}
         if self.request is not None:
             statuses.add(415)  # a body not declared application/json (bodies.check_json_media_type)
         if self.access.kind != "public":
@@ -220,6 +221,7 @@ ERROR_CODES: Mapping[int, tuple[str, ...]] = {
     409: ("CHUNK_CONFLICT", "REPLAY_ENDED", "AGENT_ENVIRONMENT_CHANGED"),
     413: ("PAYLOAD_TOO_LARGE",),
     415: ("UNSUPPORTED_MEDIA_TYPE",),
+    421: ("HOST_NOT_ALLOWED",),
     431: ("HEADERS_TOO_LARGE",),
     422: ("IDEMPOTENCY_CONFLICT",),
     429: ("TOO_MANY_ATTEMPTS", "TOO_MANY_STREAMS", "TOO_MANY_TICKETS"),

@@ -59,7 +59,7 @@ from .agent import Agent, AgentConfig
 from .apps import App, EnvironmentSpec
 from .security import UserTable, default_users, load_users
 from .server import ServerThread, create_app
-from .state import SandboxState, ServerConfig
+from .state import LOOPBACK_HOSTS, SandboxState, ServerConfig
 from .traffic import DEFAULT_START, first_planned, generate, instance_id, load_routesets
 
 __all__ = [
@@ -224,6 +224,20 @@ def _server_config(config: ServerConfig | None, overrides: Mapping[str, Any]) ->
     return replace(config or ServerConfig(), **overrides)
 
 
+def _hosts_answered(config: ServerConfig, host: str) -> ServerConfig:
+    """``config`` with the Host names the server answers (``ServerConfig.allowed_hosts``):
+    those given, the loopback names and the address it listens on; on another address than
+    loopback with none given, any host (``("*",)``: a server on the network is reached by names
+    this process cannot know)."""
+    given = config.allowed_hosts
+    if given is None and not _is_loopback(host):
+        return replace(config, allowed_hosts=("*",))
+    if given is not None and "*" in given:
+        return config
+    names = [h.strip("[]").rstrip(".").lower() for h in (*(given or ()), *LOOPBACK_HOSTS, host)]
+    return replace(config, allowed_hosts=tuple(dict.fromkeys(n for n in names if n)))
+
+
 def start(
     *,
     port: int = 0,
@@ -269,7 +283,7 @@ def start(
             f"port must be a whole number from 0 to 65535, not {port!r}",
             hint="pick a free port such as 8081, or 0 for any free port",
         )
-    server_config = _server_config(config, overrides)
+    server_config = _hosts_answered(_server_config(config, overrides), host)
     _check_port(host, port)
     data_dir = Path(data) if data is not None else default_data_dir(the_app)
     blocked = next((p for p in (data_dir, *data_dir.parents) if p.exists()), None)
@@ -833,6 +847,15 @@ def add_sandbox_parser(subparsers: Any) -> argparse.ArgumentParser:
         dest="per_env",
         help="recorded exchanges per environment on first start (default 500)",
     )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=None,
+        dest="allowed_hosts",
+        metavar="NAME",
+        help="a host name the server also answers for (repeat; default: the loopback names and "
+        "--host; other Host headers get 421, which keeps web pages out by DNS rebinding)",
+    )
     parser.set_defaults(func=run_sandbox)
     return parser
 
@@ -849,6 +872,7 @@ def run_sandbox(args: argparse.Namespace) -> int:
             per_env=args.per_env,
             host=args.host,
             own_process=True,
+            **({"allowed_hosts": tuple(args.allowed_hosts)} if args.allowed_hosts else {}),
         )
     except MoatError as exc:
         print(f"moat-nb sandbox: {exc}", file=sys.stderr)

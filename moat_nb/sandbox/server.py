@@ -58,6 +58,7 @@ from ..errors import (
     ApiError,
     AuthenticationError,
     HeadersTooLarge,
+    HostNotAllowed,
     MoatError,
     NotFound,
     PermissionDenied,
@@ -100,7 +101,7 @@ from .openapi import (
     ref,
 )
 from .security import LoginGuard, Principal, Redactor, check_tier, require, require_agent
-from .state import SandboxState
+from .state import LOOPBACK_HOSTS, SandboxState
 from .store import DEFAULT_LIMIT, MAX_LIMIT
 from .store import SEARCH_FILTERS as STORE_FILTERS
 
@@ -231,6 +232,46 @@ class HeaderLimits:
                 await error_response(exc, exc.status, {"Connection": "close"})(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class TrustedHosts:
+    """ASGI middleware: 421 ``HOST_NOT_ALLOWED`` for a request whose ``Host`` is not one of
+    ``allowed`` (``ServerConfig.allowed_hosts``; ``"*"``: every host), before anything else reads
+    it. Starlette's TrustedHostMiddleware answers a bare text 400; this answers with the error
+    envelope, a stable code and what to do (section 4 "Errors"), and compares IPv6 literals
+    without their brackets. A request without ``Host`` (HTTP/1.0) passes: a browser always
+    sends one, and the check is against browsers (DNS rebinding)."""
+
+    def __init__(self, app: ASGIApp, *, allowed: tuple[str, ...] | None) -> None:
+        self.app = app
+        # None: loopback only, so that an app made without runner.start is safe too.
+        names = LOOPBACK_HOSTS if allowed is None else allowed
+        self.allowed = None if "*" in names else frozenset(names)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.allowed is not None and scope["type"] == "http":
+            host = next((v for k, v in scope["headers"] if k == b"host"), None)
+            name = None if host is None else _host_name(host.decode("latin-1"))
+            if name is not None and name not in self.allowed:
+                exc = HostNotAllowed(
+                    f"this sandbox answers for {', '.join(sorted(self.allowed))}, not for host "
+                    f"{name[:100]!r}",
+                    hint="open it as http://127.0.0.1:<port>; to reach it by another name, start "
+                    "it with allowed_hosts=(...) (moat-nb sandbox --allowed-host NAME)",
+                    details={"host": name[:100]},
+                )
+                await error_response(exc, exc.status, {"Connection": "close"})(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _host_name(host: str) -> str:
+    """The host of a ``Host`` header value (RFC 9110 section 7.2: ``uri-host [ ":" port ]``),
+    lower case, without its port, an IPv6 literal's brackets or a final dot."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0].rstrip(".") if ":" in host else host.rstrip(".")
 
 
 # --------------------------------------------------------------------------- operations → routes
@@ -1589,11 +1630,12 @@ def create_app(state: SandboxState, *, extra_operations: Iterable[Operation] = (
     app = Starlette(
         routes=routes,
         middleware=[
+            Middleware(TrustedHosts, allowed=state.config.allowed_hosts),
             Middleware(
                 HeaderLimits,
                 max_count=state.config.max_headers,
                 max_bytes=state.config.max_header_bytes,
-            )
+            ),
         ],
         exception_handlers={
             ApiError: _api_error,

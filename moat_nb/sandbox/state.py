@@ -100,6 +100,14 @@ class ServerConfig:
     #: longer than ``max_headers * max_header_bytes`` + 64 KiB (:attr:`max_head_bytes`).
     max_headers: int = MAX_HEADERS
     max_header_bytes: int = MAX_HEADER_BYTES
+    #: Host names (or IP literals; no port) the server answers requests for; any other
+    #: ``Host`` gets 421 ``HOST_NOT_ALLOWED``. None: the loopback names (:data:`LOOPBACK_HOSTS`);
+    #: ``("*",)``: any host. :func:`~.runner.start` adds the loopback names and the address it
+    #: listens on to those given, and on another address than loopback with none given answers
+    #: any host (as Jupyter does once it listens on the network). On loopback it always checks:
+    #: a web page whose DNS name rebinds to 127.0.0.1 would otherwise reach the sandbox, whose
+    #: default users' passwords are their names, from the user's own browser (DNS rebinding).
+    allowed_hosts: tuple[str, ...] | None = None
 
     @property
     def max_head_bytes(self) -> int:
@@ -132,6 +140,10 @@ class ServerConfig:
                 "ServerConfig: chunk_buffer, max_body, login_attempts, max_streams, max_headers and "
                 "max_header_bytes must be >= 1, retry_after >= 0"
             )
+
+
+#: The names a client on this machine reaches a loopback sandbox by.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 def _secret_file(path: Path, size: int = 32) -> bytes:

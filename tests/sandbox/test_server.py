@@ -565,7 +565,7 @@ def test_oversized_streamed_body_is_413_before_it_ends(sb: Sandbox) -> None:
 def test_header_with_control_characters_never_reaches_a_handler(sb: Sandbox) -> None:
     # h11 refuses it on the wire already (400); the app's own check (BAD_HEADER) is tested in
     # test_bodies.py. Either way, no 2xx.
-    head = f"GET {API_PREFIX}/health HTTP/1.1\r\nHost: x\r\nX-Evil: a\x00b\r\n\r\n"
+    head = f"GET {API_PREFIX}/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Evil: a\x00b\r\n\r\n"
     answer = _raw_request(sb.server.port or 0, head, iter(()))
     assert answer.startswith(b"HTTP/1.1 400"), answer[:100]
 
@@ -603,6 +603,47 @@ def test_too_many_or_too_long_header_fields_get_431(sb: Sandbox) -> None:
     )
 
 
+def test_a_loopback_sandbox_answers_only_for_loopback_host_names(sb: Sandbox) -> None:
+    """DNS rebinding (found by review): a web page whose own name rebinds to 127.0.0.1 reached a
+    loopback sandbox from the user's browser, same-origin in the browser's eyes, and could log
+    in as admin/admin. A loopback sandbox now answers only requests naming a loopback host, on
+    every path, before anything is read; 421 with the error envelope otherwise."""
+    port = sb.server.port
+    assert sb.state.config.allowed_hosts is None  # the default: the loopback names
+    bare = httpx.Client(base_url=sb.url, timeout=10)
+    try:
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "LOCALHOST.", "localhost"):
+            assert bare.get("/health", headers={"Host": host}).status_code == 200, host
+        for host in (f"evil.example:{port}", "evil.example", "127.0.0.1.evil.example", "[::2]", "x"):
+            for path in ("/health", "/no/such/path"):
+                r = bare.get(path, headers={"Host": host})
+                assert refusal(r) == (421, "HOST_NOT_ALLOWED"), (host, path, r.text)
+            r = bare.post(
+                "/auth/login", json={"username": "admin", "password": "admin"}, headers={"Host": host}
+            )
+            assert refusal(r) == (421, "HOST_NOT_ALLOWED") and "accessToken" not in r.text
+            assert "allowed_hosts" in r.json()["details"]["hint"]
+    finally:
+        bare.close()
+
+
+def test_allowed_hosts_adds_names_and_keeps_the_loopback_ones() -> None:
+    from moat_nb.sandbox.runner import _hosts_answered
+
+    given = _hosts_answered(ServerConfig(allowed_hosts=("Lab.Example.",)), "127.0.0.1").allowed_hosts
+    assert given == ("lab.example", "localhost", "127.0.0.1", "::1")
+    # On the network with no names given: any host (the server cannot know its names).
+    assert _hosts_answered(ServerConfig(), "0.0.0.0").allowed_hosts == ("*",)
+    assert _hosts_answered(ServerConfig(allowed_hosts=("*",)), "127.0.0.1").allowed_hosts == ("*",)
+    assert _hosts_answered(ServerConfig(allowed_hosts=("box",)), "[::]").allowed_hosts == (
+        "box",
+        "localhost",
+        "127.0.0.1",
+        "::1",
+        "::",
+    )
+
+
 def test_a_head_that_never_ends_is_cut_off_at_the_limit(sb: Sandbox) -> None:
     """The app's check (431 above) comes once a request head has been read whole, and httptools
     reads any amount: a 20 MB header value was buffered (~80 MB more memory) and then handed on.
@@ -610,7 +651,7 @@ def test_a_head_that_never_ends_is_cut_off_at_the_limit(sb: Sandbox) -> None:
     max_head_bytes (100 fields at 8 KiB + 64 KiB), without waiting for its end."""
     limit = sb.state.config.max_head_bytes
     assert limit == 100 * 8192 + 65536
-    head = f"GET {API_PREFIX}/health HTTP/1.1\r\nHost: x\r\nX-Long: ".encode()
+    head = f"GET {API_PREFIX}/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Long: ".encode()
     sock = socket.create_connection(("127.0.0.1", sb.server.port or 0), timeout=5)
     try:
         sock.sendall(head + b"a" * (limit + 1 - len(head)))  # one byte over, and no end of head
@@ -1251,7 +1292,7 @@ def test_a_client_that_stops_reading_is_dropped(sb: Sandbox) -> None:
     try:
         sock.sendall(
             (
-                f"GET {API_PREFIX}/agents/agent-prod/events HTTP/1.1\r\nHost: x\r\n"
+                f"GET {API_PREFIX}/agents/agent-prod/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 f"Authorization: Bearer {token}\r\n\r\n"
             ).encode()
         )
@@ -1378,7 +1419,8 @@ def test_full_ingest_buffer_answers_503_with_retry_after(sb: Sandbox) -> None:
     try:
         sock.sendall(
             (
-                f"POST {API_PREFIX}/data/chunks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                f"POST {API_PREFIX}/data/chunks HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: Bearer {token}\r\n"
                 f"X-Cameleer-Protocol-Version: 1\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n"
             ).encode()
