@@ -709,9 +709,12 @@ class Authority:
                 raise AuthenticationError(f"no user {user!r}", code="BAD_CREDENTIALS")
             user = found
         subject = f"user:{user.username}"
+        mark = {"pwd": self._password_mark(user)}
         return {
-            "accessToken": self._access_token(subject, list(user.roles), list(user.permissions), None, now),
-            "refreshToken": self._encode(subject, "refresh", REFRESH_TTL, now, {}),
+            "accessToken": self._access_token(
+                subject, list(user.roles), list(user.permissions), None, now, mark
+            ),
+            "refreshToken": self._encode(subject, "refresh", REFRESH_TTL, now, mark),
             "expiresIn": int(ACCESS_TTL.total_seconds()),
             "user": user.to_wire(),
         }
@@ -724,6 +727,7 @@ class Authority:
         """
         claims = self._decode(_bearer(credentials), "refresh", now)
         principal = self._principal(claims)
+        user = self.users.get(principal.username) if principal.kind == "user" else None
         return {
             "accessToken": self._access_token(
                 principal.subject,
@@ -731,6 +735,7 @@ class Authority:
                 list(_ordered(principal.permissions)),
                 principal.env,
                 now,
+                {"pwd": self._password_mark(user)} if user is not None else None,
             ),
             "expiresIn": int(ACCESS_TTL.total_seconds()),
         }
@@ -799,10 +804,25 @@ class Authority:
     # ---------------------------------------------------------------- internals
 
     def _access_token(
-        self, subject: str, roles: list[str], permissions: list[str], env: str | None, now: datetime
+        self,
+        subject: str,
+        roles: list[str],
+        permissions: list[str],
+        env: str | None,
+        now: datetime,
+        more: Mapping[str, Any] | None = None,
     ) -> str:
-        extra = {"roles": roles, "permissions": permissions, "env": env}
+        extra = {"roles": roles, "permissions": permissions, "env": env, **(more or {})}
         return self._encode(subject, "access", ACCESS_TTL, now, extra)
+
+    def _password_mark(self, user: User) -> str:
+        """16 hex of HMAC(JWT key, the user's stored password hash), the ``pwd`` claim of a
+        user's tokens: a new password (or the user removed and added again: a new salt) gives a
+        new mark, so tokens issued before it stop working at once, refresh tokens included,
+        rather than for up to their 7 days (OWASP Session Management: invalidate sessions on a
+        password change). Keyed, so a token's reader learns nothing of the hash."""
+        digest = hmac.new(self._secret, b"moat/password/v1\0" + user.password_hash.encode(), "sha256")
+        return digest.hexdigest()[:16]
 
     def _encode(self, subject: str, typ: str, ttl: timedelta, now: datetime, extra: dict[str, Any]) -> str:
         iat = int(_epoch(now))
@@ -884,6 +904,11 @@ class Authority:
             user = self.users.get(name)
             if user is None:
                 raise _bad_token(f"user {name!r} no longer exists")
+            if not hmac.compare_digest(str(claims.get("pwd", "")), self._password_mark(user)):
+                raise _bad_token(
+                    f"the password of user {name!r} changed since this token was issued "
+                    "(or the token predates password marks)"
+                )
             return Principal(name, user.roles, frozenset(user.permissions), "user", None)
         env = claims.get("env")
         if kind == "agent" and ID_PATTERN.match(name) and isinstance(env, str):

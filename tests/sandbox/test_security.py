@@ -39,6 +39,7 @@ from moat_nb.sandbox.security import (
     NonceCache,
     Principal,
     Redactor,
+    UserTable,
     check_command,
     check_tier,
     hash_password,
@@ -382,19 +383,51 @@ def test_well_signed_but_malformed_claims_refused(authority: Authority, change: 
     assert _refusal(authority, jwt.encode(claims, SECRET, algorithm="HS256")) == BAD_TOKEN
 
 
+def _same_password(authority: Authority, name: str, roles: list[str]) -> UserTable:
+    """The users file edited for ``name``'s roles, its password line (hash) as it was."""
+    stored = authority.users.get(name)
+    assert stored is not None
+    text = users_toml((name, "x", roles, []))
+    return parse_users(re.sub(r'password_hash = ".*"', f'password_hash = "{stored.password_hash}"', text))
+
+
 def test_revoked_grant_takes_effect_before_expiry(authority: Authority) -> None:
     token = authority.login("prod-operator", "prod-operator", T0)["accessToken"]
     require(authority.authenticate(token, T0), "replay:prod")
-    authority.users = parse_users(users_toml(("prod-operator", "new", ["OPERATOR"], [])))
+    authority.users = _same_password(authority, "prod-operator", ["OPERATOR"])
     principal = authority.authenticate(token, T0 + timedelta(minutes=1))
     with pytest.raises(PermissionDenied):
         require(principal, "replay:prod")
     # A role given after login applies at once too.
-    authority.users = parse_users(users_toml(("prod-operator", "new", ["ADMIN"], [])))
+    authority.users = _same_password(authority, "prod-operator", ["ADMIN"])
     require(authority.authenticate(token, T0 + timedelta(minutes=2)), "audit:read")
     # ... and a refreshed access token carries the current permissions in its claims.
     refreshed = authority.refresh(authority.issue_tokens("prod-operator", T0)["refreshToken"], T0)
     assert "audit:read" in claims_of(refreshed["accessToken"])["permissions"]
+
+
+def test_a_new_password_ends_the_tokens_issued_before_it(authority: Authority) -> None:
+    """Found by the security follow-up: tokens outlived a password change (the users file
+    edited, the sandbox restarted with the same JWT key), a refresh token for its 7 days.
+    A user's tokens carry a keyed mark of the stored password hash; another hash ends them."""
+    answer = authority.login("operator", "operator", T0)
+    later = T0 + timedelta(minutes=1)
+    authority.users = _same_password(authority, "operator", ["OPERATOR"])  # roles file re-read
+    assert authority.authenticate(answer["accessToken"], later).username == "operator"
+    fresh = authority.refresh(answer["refreshToken"], later)["accessToken"]
+    assert authority.authenticate(fresh, later).username == "operator"
+    assert "pwd" in claims_of(answer["accessToken"]) and "pwd" in claims_of(answer["refreshToken"])
+    assert authority.users.get("operator").password_hash not in json.dumps(claims_of(fresh))
+    # The same password set again is a new hash (a new salt): the old tokens end too.
+    authority.users = parse_users(users_toml(("operator", "operator", ["OPERATOR"], [])))
+    for token in (answer["accessToken"], fresh):
+        with pytest.raises(AuthenticationError) as info:
+            authority.authenticate(token, later)
+        assert info.value.code == "BAD_TOKEN" and "password" in info.value.message
+    with pytest.raises(AuthenticationError) as info:
+        authority.refresh(answer["refreshToken"], later)
+    assert info.value.code == "BAD_TOKEN"
+    assert authority.authenticate(authority.login("operator", "operator", later)["accessToken"], later)
 
 
 def test_removed_user_token_refused(authority: Authority) -> None:

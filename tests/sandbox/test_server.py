@@ -728,8 +728,19 @@ def test_jwt_edge_cases_over_http(sb: Sandbox) -> None:
     key = (sb.state.data_dir / "keys" / "jwt.key").read_bytes()
     now = int(time.time())
 
+    analyst = sb.state.authority.users.get("analyst")
+    assert analyst is not None
+    mark = sb.state.authority._password_mark(analyst)  # the password's mark every user token has
+
     def token(**claims: Any) -> dict[str, str]:
-        base = {"sub": "user:analyst", "typ": "access", "iat": now, "exp": now + 3600, "jti": "j"}
+        base = {
+            "sub": "user:analyst",
+            "typ": "access",
+            "iat": now,
+            "exp": now + 3600,
+            "jti": "j",
+            "pwd": mark,
+        }
         return {"Authorization": "Bearer " + jwt.encode({**base, **claims}, key, algorithm="HS256")}
 
     assert sb.http.get("/agents", headers=token()).status_code == 200  # the forgery itself is sound
@@ -742,6 +753,8 @@ def test_jwt_edge_cases_over_http(sb: Sandbox) -> None:
         {"typ": "refresh", "exp": now + 60},
         {"sub": "user:ghost"},
         {"exp": 2**80},
+        {"pwd": "0" * 16},  # issued before the password changed
+        {"pwd": None},
     ):
         r = sb.http.get("/agents", headers=token(**claims))
         assert refusal(r) == (401, "BAD_TOKEN"), (claims, r.text)
