@@ -877,6 +877,6 @@ def run_sandbox(args: argparse.Namespace) -> int:
     except MoatError as exc:
         print(f"moat-nb sandbox: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: ServerConfig's (an --allowed-host with a port)
         print(f"moat-nb sandbox: {exc}", file=sys.stderr)
         return 1

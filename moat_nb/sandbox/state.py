@@ -15,9 +15,10 @@ database must not thereby hold the keys), each file readable by its owner only.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +44,7 @@ from .store import Store
 if TYPE_CHECKING:
     from .replays import ReplayService
 
-__all__ = ["ServerConfig", "SandboxState", "DB_FILE"]
+__all__ = ["ServerConfig", "SandboxState", "DB_FILE", "LOOPBACK_HOSTS", "host_names"]
 
 DB_FILE = "sandbox.db"
 
@@ -140,6 +141,40 @@ class ServerConfig:
                 "ServerConfig: chunk_buffer, max_body, login_attempts, max_streams, max_headers and "
                 "max_header_bytes must be >= 1, retry_after >= 0"
             )
+        if self.allowed_hosts is not None:
+            # Frozen: the normalised names replace those given (dataclasses' documented way).
+            object.__setattr__(self, "allowed_hosts", host_names(self.allowed_hosts))
+
+
+def host_names(given: str | Iterable[str]) -> tuple[str, ...]:
+    """``ServerConfig.allowed_hosts`` as :class:`~.server.TrustedHosts` compares them: lower
+    case, without an IPv6 literal's brackets or a final dot, as it reads a ``Host`` header's
+    name (RFC 9110 section 7.2; DNS names are case-insensitive, RFC 4343). Compared as given,
+    ``"Lab.Example"`` or ``"[::1]"`` never matched and the sandbox answered 421 for the name it
+    was given; a bare str was read one name per character (review finding), so a str is one
+    name. ``ValueError`` for a name with a port (the Host's port is not compared), an empty one,
+    or a wildcard other than ``"*"`` alone (every host)."""
+    names = (given,) if isinstance(given, str) else tuple(given)
+    out: list[str] = []
+    for raw in names:
+        name = raw.strip().lower() if isinstance(raw, str) else ""
+        if name.startswith("[") and name.endswith("]"):
+            name = name[1:-1]
+        name = name.rstrip(".") if name != "*" else name
+        problem = None
+        if not name:
+            problem = "is empty" if isinstance(raw, str) else "is not a str"
+        elif "*" in name and name != "*":
+            problem = "is a pattern: only '*' alone (every host) is understood"
+        elif ":" in name:
+            try:
+                ipaddress.IPv6Address(name)
+            except ValueError:
+                problem = "has a port: give the name alone (any port is answered)"
+        if problem is not None:
+            raise ValueError(f"ServerConfig.allowed_hosts: {raw!r} {problem}")
+        out.append(name)
+    return tuple(dict.fromkeys(out))
 
 
 #: The names a client on this machine reaches a loopback sandbox by.

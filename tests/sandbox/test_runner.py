@@ -635,6 +635,18 @@ def test_cli_reports_a_bad_app_in_one_line(tmp_path: Path, capsys: pytest.Captur
     assert err.startswith("moat-nb sandbox: ") and "is not a folder" in err and "\n" not in err
 
 
+def test_cli_reports_an_allowed_host_with_a_port_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Host's port is not compared, so ``--allowed-host lab.example:8081`` could never match:
+    ServerConfig refuses it (ValueError), which the command said as a traceback (review)."""
+    args = _parse(["sandbox", "--port", "0", "--data", str(tmp_path), "--allowed-host", "lab.example:8081"])
+    assert run_sandbox(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("moat-nb sandbox: ") and "has a port" in err and "\n" not in err
+    assert not (tmp_path / "sandbox.db").exists()  # refused before anything was made
+
+
 _CLI = textwrap.dedent("""
     import argparse, sys
     from moat_nb.sandbox.runner import add_sandbox_parser

@@ -644,6 +644,36 @@ def test_allowed_hosts_adds_names_and_keeps_the_loopback_ones() -> None:
     )
 
 
+def test_allowed_hosts_are_names_as_a_host_header_spells_them(tmp_path: Path) -> None:
+    """Review finding: ServerConfig.allowed_hosts was compared as given with the Host header's
+    name, which is lower case without brackets or a final dot, so a sandbox made with
+    ServerConfig(allowed_hosts=("Lab.Example",)) (not through start()) answered 421 for the very
+    name it was given; and a bare str, start(allowed_hosts="lab.example"), became one name per
+    character (and "*" in any str, e.g. "*.example", answered every host). Names are now
+    normalised where the config is made, a str is one name, and a name with a port is refused."""
+    config = ServerConfig(allowed_hosts=("Lab.Example.", "[::1]"))
+    assert config.allowed_hosts == ("lab.example", "::1")
+    assert ServerConfig(allowed_hosts="lab.example").allowed_hosts == ("lab.example",)
+    from moat_nb.sandbox.runner import _hosts_answered
+
+    assert "lab.example" in (
+        _hosts_answered(ServerConfig(allowed_hosts="lab.example"), "127.0.0.1").allowed_hosts or ()
+    )
+    for bad in ("lab.example:8081", "", ("ok", 3), "*.example"):
+        with pytest.raises(ValueError, match="allowed_hosts"):
+            ServerConfig(allowed_hosts=bad)  # type: ignore[arg-type]
+    state = SandboxState.create(tmp_path / "data", app=APP, config=config)
+    server = ServerThread(create_app(state)).start()
+    try:
+        with httpx.Client(base_url=server.url + API_PREFIX, timeout=10) as http:
+            assert http.get("/health", headers={"Host": "lab.example:80"}).status_code == 200
+            assert http.get("/health", headers={"Host": "[::1]:80"}).status_code == 200
+            assert refusal(http.get("/health", headers={"Host": "l"})) == (421, "HOST_NOT_ALLOWED")
+    finally:
+        server.stop()
+        state.close()
+
+
 def test_a_head_that_never_ends_is_cut_off_at_the_limit(sb: Sandbox) -> None:
     """The app's check (431 above) comes once a request head has been read whole, and httptools
     reads any amount: a 20 MB header value was buffered (~80 MB more memory) and then handed on.
