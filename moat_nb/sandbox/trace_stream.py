@@ -116,6 +116,11 @@ class StreamCount:
 
     def open(self, user: str) -> None:
         """Count a stream of ``user``; 429 ``TOO_MANY_STREAMS`` when it has ``limit`` open."""
+        self.check(user)
+        self._open[user] = self._open.get(user, 0) + 1
+
+    def check(self, user: str) -> None:
+        """429 ``TOO_MANY_STREAMS`` when ``user`` has ``limit`` streams open (nothing counted)."""
         n = self._open.get(user, 0)
         if n >= self.limit:
             raise TooManyStreams(
@@ -124,7 +129,6 @@ class StreamCount:
                 "`end`); a batch reads one per row in flight, so lower its concurrency",
                 details={"limit": self.limit},
             )
-        self._open[user] = n + 1
 
     def close(self, user: str) -> None:
         n = self._open.get(user, 0) - 1
@@ -170,6 +174,12 @@ class TicketBook:
                 )
             self._tickets[ticket] = (replay_id, principal, now + self.ttl)
         return {"ticket": ticket, "expiresIn": int(self.ttl.total_seconds())}
+
+    def holder(self, ticket: str) -> Principal | None:
+        """Whose ticket this is (None: unknown), without using it up."""
+        with self._lock:
+            entry = self._tickets.get(ticket)
+        return None if entry is None else entry[1]
 
     def redeem(self, ticket: str, replay_id: str, now: datetime) -> Principal:
         """The principal of a valid ticket for ``replay_id``; the ticket is used up either way.
@@ -290,6 +300,11 @@ def stream_operations(state: SandboxState, service: Callable[[], ReplayService])
         replay_id = request.path_params["replayId"]
         ticket = request.query_params.get("ticket")
         if ticket is not None and "authorization" not in request.headers:
+            # A user at the stream limit keeps the ticket: used up by a 429, a browser's retry
+            # with it once a stream closed got 401 BAD_TICKET instead (review finding).
+            owner = tickets.holder(ticket)
+            if owner is not None:
+                streams.check(owner.username)
             # Who asked for the ticket, with the permissions they hold now, as a bearer token's
             # request is checked (section 6; security.md RBAC-7): not those of when they asked.
             holder = state.authority.current(tickets.redeem(ticket, replay_id, state.clock()))

@@ -2144,6 +2144,22 @@ def test_one_user_holds_at_most_max_streams_trace_streams_and_tickets(tmp_path: 
             with browser.stream("GET", path, params={"ticket": tickets[0].json()["ticket"]}) as s:
                 assert s.status_code == 200
         assert op.post(f"{path.removesuffix('/events')}/stream-ticket").status_code == 200
+        # A ticket refused for the stream limit is not used up (review finding: a browser's
+        # retry with it got 401 BAD_TICKET): once a stream closes, the same ticket opens one.
+        ticket = tickets[1].json()["ticket"]
+        with contextlib.ExitStack() as held, httpx.Client(base_url=handle.api, timeout=15.0) as browser:
+            first = held.enter_context(op.stream("GET", path))
+            held.enter_context(op.stream("GET", path))
+            refused = browser.get(path, params={"ticket": ticket})
+            assert (refused.status_code, refused.json()["error"]) == (429, "TOO_MANY_STREAMS")
+            first.close()
+
+            def with_ticket() -> bool:
+                with browser.stream("GET", path, params={"ticket": ticket}) as s:
+                    assert s.status_code in (200, 429), s.read()
+                    return s.status_code == 200
+
+            tools.wait_for(with_ticket)
     finally:
         if agent is not None:
             agent.close()
