@@ -11,7 +11,8 @@ its payloads and processors and sets :attr:`ExchangePicker.value`, an observable
 The search runs on the server: the table shows one page, sorting and paging ask the server
 again (``sort``, ``offset``, ``limit``). Filter changes refresh the results after a pause
 (:class:`Debouncer`, on the kernel's event loop), so that typing a search term asks once, not
-once per key; Enter in a text field or the Refresh button asks at once.
+once per key; Enter in a text field or the Refresh button asks at once (Enter in Search runs the
+search still pending, so the pause does not run it a second time).
 """
 
 from __future__ import annotations
@@ -176,7 +177,8 @@ class ExchangePicker(widgets.VBox):
         self.text = widgets.Text(
             description="Search",
             placeholder="order id, customer, SKU, error text…",
-            tooltip="Text in bodies, headers or errors (case-insensitive); results follow as you type",
+            tooltip="Text in bodies, headers or errors (case-insensitive); results follow as you type, "
+            "Enter searches at once",
             continuous_update=True,
             style=wide,
             layout=widgets.Layout(width="24em"),
@@ -209,6 +211,8 @@ class ExchangePicker(widgets.VBox):
         self.selection = widgets.HTML()
         self.total: int | None = None
         self.records: list[dict[str, Any]] = []
+        #: The filters of the last search that reached the server (None: none yet, or it failed).
+        self._searched: dict[str, Any] | None = None
         self._debounced = Debouncer(debounce, self._search_from_filters)
         filters_row = widgets.HBox(
             [self.environment, self.route, self.status, self.time_range],
@@ -229,6 +233,11 @@ class ExchangePicker(widgets.VBox):
         # Enter (or leaving the field) commits these: search at once, no pause.
         for w in (self.time_from, self.time_to):
             w.observe(self._filters_committed, names="value")
+        # Enter in Search: its value follows every key (continuous_update, for results as you
+        # type), so no value change marks Enter. ipywidgets 8's TextView sends the custom message
+        # {"event": "submit"} on Enter; Text.on_submit, which reads it, is deprecated in favour of
+        # continuous_update=False, which would lose the results as you type, so it is read here.
+        self.text.on_msg(self._text_message)
         self.time_range.observe(self._range_changed, names="value")
         self.refresh_button.on_click(lambda _: self.refresh())
         self.table.observe(self._page_changed, names=["sort", "page"])
@@ -310,6 +319,18 @@ class ExchangePicker(widgets.VBox):
             self._debounced.cancel()
             self._search_from_filters()
 
+    def _text_message(self, widget: Any, content: Any, buffers: Any = None) -> None:
+        if isinstance(content, Mapping) and content.get("event") == "submit":
+            self.submit()
+
+    def submit(self) -> None:
+        """Enter in the Search field: search now. A search the pause still holds runs now, and
+        only once; when the results already answer these filters, nothing is asked again."""
+        if self._debounced.pending:
+            self._debounced.flush()
+        elif self.filters() != self._searched:
+            self._search_from_filters()
+
     def _range_changed(self, change: Any) -> None:
         self.custom_range.layout.display = None if change["new"] == "custom" else "none"
         self._filters_changed()
@@ -344,6 +365,7 @@ class ExchangePicker(widgets.VBox):
             hits = list(page)
             total = len(self.platform.executions(**filters)) if (hits or self.table.page) else 0
         except MoatError as exc:
+            self._searched = None
             # The rows go with the search that failed: left up, they looked like the answer to
             # the filters now shown (lab walk). The exchange already picked stays picked.
             self.records = []
@@ -355,6 +377,7 @@ class ExchangePicker(widgets.VBox):
             return
         self.records = [execution_record(h) for h in hits]
         self.total = total
+        self._searched = filters
         with self.table.hold_trait_notifications():
             self.table.show_page(self.records, total)
             self.table.loading = False

@@ -298,6 +298,38 @@ def test_picker_debounces_a_burst_of_filter_changes_into_one_search(users: dict[
     asyncio.run(scenario())
 
 
+def _press_enter(field: widgets.Text) -> None:
+    """What JupyterLab sends when Enter is pressed in a Text (ipywidgets 8's TextView: a custom
+    message ``{"event": "submit"}`` on the widget's comm), through the widget's own handler."""
+    message = {"content": {"data": {"method": "custom", "content": {"event": "submit"}}}, "buffers": []}
+    field._handle_msg(message)
+
+
+def test_enter_in_the_search_field_searches_at_once_and_only_once(users: dict[str, Platform]) -> None:
+    """Lab walk: Enter in Search did nothing (the docstring said it searched at once); the
+    0.3 s pause ran the search in its own time."""
+
+    async def scenario() -> None:
+        picker = ExchangePicker(users["analyst"], page_size=50, debounce=0.3)
+        before = picker.searches
+        picker.text.value = "ORD"  # typed: the search waits for the pause
+        assert picker.searches == before
+        _press_enter(picker.text)
+        assert picker.searches == before + 1  # at once
+        assert picker.filters()["text"] == "ORD" and not picker._debounced.pending
+        await asyncio.sleep(0.5)
+        assert picker.searches == before + 1  # the pause does not search a second time
+        _press_enter(picker.text)  # the results already answer it: not asked again
+        assert picker.searches == before + 1
+        picker.text.value = ""
+        await asyncio.sleep(0.5)  # the pause ran it first; Enter then asks nothing more
+        assert picker.searches == before + 2
+        _press_enter(picker.text)
+        assert picker.searches == before + 2
+
+    asyncio.run(scenario())
+
+
 # --------------------------------------------------------------------------- PayloadEditor
 
 
