@@ -237,6 +237,11 @@ class ReplayWorkbench(widgets.VBox):
         self._trouble = ""
         #: Noise rules from calibration, by (source exchange, target environment).
         self.noise_rules: dict[tuple[str, str | None], list[NoiseRule]] = {}
+        #: The execution the reason was written for (None: written before any pick), and the
+        #: exchange whose reason a new pick cleared (for the gate's words).
+        self._reason_for: Execution | None = None
+        self._reason_cleared: str | None = None
+        self._reason_put_aside: tuple[Execution, str] | None = None
         controls = widgets.HBox(
             [self.target, self.reason, self.calibrate, self.replay_button, self.stop_button],
             layout=widgets.Layout(flex_flow="row wrap", align_items="center"),
@@ -261,7 +266,7 @@ class ReplayWorkbench(widgets.VBox):
         self.add_class("moat-workbench")
         self.picker.observe(self._picked, names="value")
         self.editor.observe(lambda _: self._update_gate(), names="version")
-        self.reason.observe(lambda _: self._update_gate(), names="value")
+        self.reason.observe(self._reason_edited, names="value")
         self.target.observe(lambda _: self._update_gate(), names="value")
         self.observe(lambda _: self._update_gate(), names="running")
         self.replay_button.on_click(self._clicked)
@@ -347,8 +352,16 @@ class ReplayWorkbench(widgets.VBox):
                 "shorten it",
             )
         if not self.reason.value.strip():
+            cleared = (
+                f" The reason written for exchange {self._reason_cleared} was cleared when you picked "
+                "this one: a reason is about its own replay (picking that exchange again puts it back)."
+                if self._reason_cleared
+                else ""
+            )
             return Message(
-                "info", "Write a reason.", "Why you replay it goes into the audit log with the replay."
+                "info",
+                "Write a reason.",
+                "Why you replay it goes into the audit log with the replay." + cleared,
             )
         return None
 
@@ -360,7 +373,36 @@ class ReplayWorkbench(widgets.VBox):
         self.replay_button.tooltip = why.plain() if why is not None else "Replay the picked exchange now"
         self.gate.value = why.html() if why is not None else ""
 
+    def _reason_edited(self, change: Any) -> None:
+        self._reason_for = self.picker.value
+        if change["new"].strip():
+            self._reason_cleared = None
+        self._update_gate()
+
+    def _forget_reason(self, picked: Execution | None) -> None:
+        """Clear the reason when another exchange is picked: it stayed, and a reason written for
+        one replay went into the audit log (append-only, DESIGN.md section 7) of another's (lab
+        walk). A reason written before any pick is kept for the first one; picking the same
+        execution again keeps it, and picking back the one it was written for (a mis-click)
+        puts it back."""
+        if picked is None:
+            return
+        written_for, text = self._reason_for, self.reason.value
+        if not text.strip():
+            put_aside = self._reason_put_aside
+            if put_aside is not None and put_aside[0].execution_id == picked.execution_id:
+                self.reason.value = put_aside[1]  # _reason_edited: of this pick again
+                self._reason_put_aside = None
+            return
+        if written_for is None or written_for.execution_id == picked.execution_id:
+            self._reason_for = picked
+            return
+        self.reason.value = ""  # _reason_edited: now of the new pick
+        self._reason_cleared = written_for.exchange_id
+        self._reason_put_aside = (written_for, text)
+
     def _picked(self, change: Any) -> None:
+        self._forget_reason(change["new"])
         try:
             self.editor.load(change["new"])
         except MoatError as exc:

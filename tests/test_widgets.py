@@ -624,8 +624,43 @@ def test_picking_another_exchange_labels_the_last_results_as_not_its_own(users: 
     assert _text(wb.message.value) == done
     # A replay of the exchange now picked: its own results, no label.
     wb.picker.select_row(1)
+    wb.reason.value = "as recorded, the other one"  # the first pick's reason is not carried over
     wb.replay_button.click()
     assert "not of" not in _text(wb.message.value) and wb.result.input_body == other.input_body
+
+
+def test_a_new_pick_clears_the_reason_written_for_another_exchange(users: dict[str, Platform]) -> None:
+    """Lab walk: the Reason kept the previous what-if's text after another exchange was picked,
+    so a reason written for one replay could go into the audit log of another's."""
+    wb = ReplayWorkbench(users["operator"])
+    wb.calibrate.value = False
+    wb.reason.value = "written before any pick"
+    wb.picker.set_filters(environment="dev", status="COMPLETED")
+    wb.picker.select_row(0)
+    first = wb.picker.value
+    assert wb.reason.value == "written before any pick"  # kept for the first pick
+    assert not wb.replay_button.disabled
+    wb.reason.value = "what if the first one had 30 items"
+    wb.picker.select(first.execution_id)  # the same exchange again: kept
+    assert wb.reason.value == "what if the first one had 30 items"
+
+    wb.picker.select_row(1)
+    second = wb.picker.value
+    assert second.exchange_id != first.exchange_id
+    assert wb.reason.value == "" and wb.replay_button.disabled
+    gate = _text(wb.gate.value)
+    assert "Write a reason." in gate
+    assert f"The reason written for exchange {first.exchange_id} was cleared when you picked this one" in gate
+
+    wb.picker.select(first.execution_id)  # a mis-click undone: its reason comes back
+    assert wb.reason.value == "what if the first one had 30 items" and not wb.replay_button.disabled
+    wb.picker.select_row(1)
+    wb.reason.value = "the second one, as recorded"
+    assert "was cleared" not in _text(wb.gate.value) and not wb.replay_button.disabled
+    wb.replay_button.click()
+    assert wb.result is not None
+    requested = [e for e in wb.receipt if e.get("action") == "REPLAY_REQUESTED"]
+    assert [e["detail"]["reason"] for e in requested] == ["the second one, as recorded"]
 
 
 def test_a_second_replay_does_not_show_the_first_ones_results(users: dict[str, Platform]) -> None:
