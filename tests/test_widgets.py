@@ -825,6 +825,7 @@ def test_operator_on_a_prod_exchange_sees_the_replay_prod_message(users: dict[st
     # A dev exchange sent to a prod target needs it too.
     wb.picker.set_filters(environment="dev")
     wb.picker.select_row(0)
+    wb.reason.value = "check a dev exchange in prod"  # the prod one's reason is not carried over
     wb.target.value = "prod"
     assert wb.replay_button.disabled and "replay:prod" in _text(wb.gate.value)
     wb.target.value = ""
