@@ -310,7 +310,9 @@ class ReplayWorkbench(widgets.VBox):
                 f"{who} ({roles}) can search and read executions; replaying needs the replay:run "
                 "permission, which the OPERATOR and ADMIN roles have.",
                 "ask an administrator for the OPERATOR role (or a grant of replay:run); meanwhile you "
-                "can still pick exchanges and read their traces",
+                # It said "and read their traces": the workbench shows a replay's trace, not a
+                # picked exchange's recorded one (lab walk).
+                "can still search and pick exchanges and read their start payloads",
             )
         if self.running:
             return Message(

@@ -805,6 +805,10 @@ def test_analyst_sees_the_button_disabled_with_the_reason(users: dict[str, Platf
     assert wb.replay_button.disabled
     words = _text(wb.gate.value)
     assert "You lack replay:run" in words and "OPERATOR" in words and "What to do:" in words
+    # What it says an analyst can still do is there (it said "read their traces": the
+    # workbench shows a replay's trace, not a picked exchange's recorded one).
+    assert "can still search and pick exchanges and read their start payloads" in words
+    assert "trace" not in words
     assert "replay:run" in wb.replay_button.tooltip
     wb.replay_button.click()
     assert wb.run is None
