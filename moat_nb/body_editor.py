@@ -196,7 +196,15 @@ class BodyEditor(anywidget.AnyWidget):
     ``value`` is the text (synced both ways), ``original`` what it is compared with, ``mode``
     ``"json"`` or ``"text"``. On the kernel side ``error`` (:class:`BodyError` or None) and
     ``changed`` (1-based line numbers) follow ``value``, computed as the browser does.
+
+    The editor is where an invalid body is said, in full: the browser shows ``problem`` (the
+    kernel's error) when its own ``JSON.parse`` accepts what the kernel refuses (a duplicate
+    key, ``1e999``), and ``todo`` after the error, which the owner sets to what will happen
+    (``as_typed``: the body is sent as typed all the same, shown as a warning).
     """
+
+    #: What the editor says to do about an invalid body, by default.
+    FIX = "Fix it before replaying (the route parses the body as JSON)."
 
     _esm = asset("body_editor.js")
     _css = asset("moat.css") + asset("body_editor.css")
@@ -209,6 +217,14 @@ class BodyEditor(anywidget.AnyWidget):
     min_lines = traitlets.Int(6).tag(sync=True)
     max_lines = traitlets.Int(24).tag(sync=True)
 
+    #: The kernel's verdict, for the browser: {message, line, column, text} or None (section
+    #: 4's strictness, which JSON.parse lacks: it takes duplicate keys and reads 1e999 as
+    #: Infinity). ``text`` is the text judged: the browser shows the verdict only on that text,
+    #: not on one typed since, which the kernel has not judged yet.
+    problem = traitlets.Any(None, allow_none=True).tag(sync=True)
+    todo = traitlets.Unicode(FIX).tag(sync=True)
+    as_typed = traitlets.Bool(False).tag(sync=True)
+
     error = traitlets.Any(None)
     changed = traitlets.List(traitlets.Int())
     removed = traitlets.List(traitlets.Int())
@@ -219,7 +235,12 @@ class BodyEditor(anywidget.AnyWidget):
 
     @traitlets.observe("value", "original", "mode")
     def _check(self, change: Any = None) -> None:
-        self.error = check_json(self.value) if self.mode == "json" else None
+        self.error = error = check_json(self.value) if self.mode == "json" else None
+        self.problem = (
+            None
+            if error is None
+            else {"message": error.message, "line": error.line, "column": error.column, "text": self.value}
+        )
         self.changed, self.removed = changed_lines(self.original, self.value)
 
     def reset(self) -> None:

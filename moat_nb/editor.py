@@ -454,12 +454,16 @@ class PayloadEditor(widgets.VBox):
 
     ``PayloadEditor(execution)`` takes an :class:`~moat_nb.model.Execution` with its detail
     fields (``platform.execution(id)``; a search hit has no payload). Observable traits:
-    ``execution``, ``errors`` (what stops a replay, in words), ``changed`` (anything edited),
+    ``execution``, ``errors`` (what stops a replay, in words; ``blockers``: the same, short),
+    ``changed`` (anything edited),
     ``version`` (bumped at every edit). Read :attr:`modified_payload` for the replay request.
     """
 
     execution = traitlets.Any(None, allow_none=True)
     errors = traitlets.List(traitlets.Unicode())
+    #: The same problems in a few words each, pointing at where they are said in full (the body
+    #: editor, the row): what the status below the editor and the workbench's gate list.
+    blockers = traitlets.List(traitlets.Unicode())
     warnings = traitlets.List(traitlets.Unicode())
     changed = traitlets.Bool(False)
     version = traitlets.Int(0)
@@ -503,6 +507,8 @@ class PayloadEditor(widgets.VBox):
         self.properties.observe(self._edited, names="version")
         self.body_editor.observe(self._edited, names="value")
         self.send_raw.observe(self._edited, names="value")
+        self.send_raw.observe(self._say_what_happens, names="value")
+        self._say_what_happens()
         self.load(execution)
 
     # ---------------------------------------------------------------- loading
@@ -595,6 +601,23 @@ class PayloadEditor(widgets.VBox):
     def _rename(self, rows: KeyValueEditor, old: str, new: str) -> None:
         self._row(rows, old).name_field.value = new
 
+    #: What the body editor says to do about an invalid JSON body: fix it, or what happens.
+    FIX_BODY = (
+        "Fix it before replaying (the route parses the body as JSON), or tick 'Send the body as "
+        "typed' below to replay it as it is, on purpose."
+    )
+    AS_TYPED = (
+        "It is sent as typed, since 'Send the body as typed' is ticked: the route will likely fail "
+        "to parse it (untick it to have the body checked)."
+    )
+
+    def _say_what_happens(self, change: Any = None) -> None:
+        # The editor said "Fix it before replaying" with the box ticked, while the body would
+        # be sent as typed (lab walk): its words follow the box.
+        with self.body_editor.hold_trait_notifications():
+            self.body_editor.as_typed = self.send_raw.value
+            self.body_editor.todo = self.AS_TYPED if self.send_raw.value else self.FIX_BODY
+
     # ---------------------------------------------------------------- state
 
     def _body_to_send(self) -> tuple[bool, str | None, str | None]:
@@ -624,16 +647,23 @@ class PayloadEditor(widgets.VBox):
 
     def _edited(self, change: Any = None) -> None:
         errors: list[str] = []
+        blockers: list[str] = []
         warnings: list[str] = []
         for rows in (self.headers, self.properties):
             for p in rows.problems:
                 (errors if p.blocking else warnings).append(f"{rows.kind} {p.name!r}: {p.message}")
+                if p.blocking:
+                    blockers.append(f"the {rows.kind} {p.name!r} is refused (see its row)")
         body_changed, _, body_error = self._body_to_send()
         if body_error:
             errors.append(body_error)
+            # Said in full in the body editor, where it is fixed; here and in the workbench's
+            # gate it read a second and a third time (lab walk).
+            blockers.append("the body is not valid JSON (see the body editor)")
         changed = body_changed or self.headers.modified or self.properties.modified
         with self.hold_trait_notifications():
             self.errors = errors
+            self.blockers = blockers
             self.warnings = warnings
             self.changed = changed
             self.version += 1
@@ -642,14 +672,16 @@ class PayloadEditor(widgets.VBox):
     def _status_html(self) -> str:
         if self.execution is None:
             return ""
-        if self.errors:
-            items = "".join(f"<li>{html.escape(e)}</li>" for e in self.errors)
+        if self.blockers:
+            items = "".join(f"<li>{html.escape(e)}</li>" for e in self.blockers)
             return (
                 "<div class='moat-msg moat-msg-error' role='alert'><strong>This payload cannot be "
                 f"replayed yet:</strong><ul>{items}</ul></div>"
             )
+        raw = self.send_raw.value and self.body_editor.mode == "json" and self.body_editor.error is not None
+        body = "body (as typed: not valid JSON)" if raw else "body"
         parts = [p for p, on in (("headers", self.headers.modified), ("properties", self.properties.modified),
-                                 ("body", self._body_to_send()[0])) if on]  # fmt: skip
+                                 (body, self._body_to_send()[0])) if on]  # fmt: skip
         if not parts:
             return message_html("info", "Unmodified.", "A replay now runs the exchange as recorded.")
         return message_html(

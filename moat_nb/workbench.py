@@ -191,6 +191,7 @@ class ReplayWorkbench(widgets.VBox):
             layout=widgets.Layout(width="auto", display="none"),
         )
         self.gate = widgets.HTML()
+        self.gate.add_class("moat-gate")
         self.message = widgets.HTML()
         self.progress = widgets.HTML()
         self.trace_table = DataTable(
@@ -322,11 +323,13 @@ class ReplayWorkbench(widgets.VBox):
             return Message(
                 "info", "Pick an exchange first.", "Click a row of the results, or press Enter on it."
             )
-        if self.editor.errors:
+        if self.editor.blockers:
+            # Short: each problem is said in full where it is fixed (the body editor, the row).
+            what = "; ".join(self.editor.blockers)
             return Message(
                 "warn",
-                "The payload cannot be replayed yet.",
-                " ".join(self.editor.errors),
+                "The payload cannot be replayed yet:",
+                what[0].upper() + what[1:] + ".",
                 "fix what the editor marks, or press Reset",
             )
         if perms is not None and self.editor.changed and "replay:modify" not in perms:

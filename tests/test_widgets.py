@@ -425,6 +425,70 @@ def test_payload_editor_refuses_control_headers_and_bad_json_inline(users: dict[
     assert editor.valid and '"currency": "EUR"\n' in editor.modified_payload["body"]
 
 
+def test_the_body_editor_says_an_invalid_body_is_sent_as_typed_when_the_box_is_ticked(
+    users: dict[str, Platform],
+) -> None:
+    """Lab walk: with 'Send the body as typed' ticked, the body editor still said "Fix it before
+    replaying" under an invalid JSON body, which Replay then sent as typed."""
+    editor = PayloadEditor(_first(users["operator"], environment="dev", status="COMPLETED"))
+    body = editor.body_editor
+    editor.body = editor.body.replace('"currency": "EUR",', '"currency": "EUR"')
+    assert body.problem is not None and not body.as_typed
+    assert body.todo.startswith("Fix it before replaying") and "Send the body as typed" in body.todo
+    editor.send_raw.value = True
+    assert body.as_typed and editor.valid
+    assert "Fix it" not in body.todo and body.todo.startswith("It is sent as typed")
+    assert "Modified: body (as typed: not valid JSON)." in _text(editor.status.value)
+    editor.send_raw.value = False
+    assert not body.as_typed and body.todo.startswith("Fix it before replaying")
+    editor.send_raw.value = True
+    editor.reset()  # the box is unticked with every load: the words follow
+    assert not editor.send_raw.value and not body.as_typed and body.todo.startswith("Fix it")
+
+
+def test_an_invalid_body_is_said_in_full_once_where_it_is_fixed(users: dict[str, Platform]) -> None:
+    """Lab walk: an invalid JSON body's error read three times (the body editor, the payload
+    status, the Replay gate). The body editor says it in full; the others point there."""
+    wb = ReplayWorkbench(users["operator"])
+    wb.picker.set_filters(environment="dev", status="COMPLETED")
+    wb.picker.select_row(0)
+    wb.reason.value = "a broken body"
+    editor = wb.editor
+    editor.body = editor.body.replace('"currency": "EUR",', '"currency": "EUR"')
+    detail = str(editor.body_editor.error)  # "line 4, column 3: Expecting ',' delimiter"
+    assert detail.startswith("line ")
+    status, gate = _text(editor.status.value), _text(wb.gate.value)
+    assert status == "This payload cannot be replayed yet: the body is not valid JSON (see the body editor)"
+    assert gate.startswith(
+        "The payload cannot be replayed yet: The body is not valid JSON (see the body editor). What to do:"
+    )
+    for words in (status, gate):
+        assert detail not in words and "Expecting" not in words and "tick" not in words
+    assert wb.replay_button.disabled
+    # From code, without the editor on screen, the error still says all of it.
+    with pytest.raises(ValidationError, match="Expecting ',' delimiter"):
+        _ = editor.modified_payload
+
+    # What only the kernel refuses (JSON.parse takes a duplicate key) reaches the browser, with
+    # the text it is about, so the editor can say it: the other two only point there.
+    editor.body = '{"sku": "A-1",\n "sku": "B-2"}'
+    assert editor.body_editor.problem == {
+        "message": 'the key "sku" appears twice in one object',
+        "line": 2,
+        "column": 2,
+        "text": editor.body,
+    }
+    assert "appears twice" not in _text(editor.status.value) + _text(wb.gate.value)
+    assert "see the body editor" in _text(wb.gate.value)
+    # A refused header row: said under its row, named short in the status and the gate.
+    editor.reset()
+    editor.set_header("CamelHttpUri", "http://elsewhere.example")
+    gate = _text(wb.gate.value)
+    assert "The header 'CamelHttpUri' is refused (see its row)." in gate and "CVE" not in gate
+    assert "CVE" not in _text(editor.status.value)
+    assert "CVE" in _text(editor.headers.find("CamelHttpUri").message.value)
+
+
 def test_payload_editor_masks_secrets_and_keeps_value_types(users: dict[str, Platform]) -> None:
     import ipywidgets
 

@@ -150,7 +150,13 @@ function render({ model, el }) {
     const original = model.get("original") || "";
     const lines = value.split("\n");
     const { changed, removedAfter } = changedLines(original, value);
-    const error = model.get("mode") === "json" ? jsonError(value) : null;
+    // The browser's own check answers as you type; the kernel's stricter verdict (duplicate
+    // keys, 1e999) counts too, on the very text it judged: the editor is where an invalid body
+    // is said in full, the payload status and the Replay gate only point here.
+    const json = model.get("mode") === "json";
+    const judged = model.get("problem");
+    const kernel = json && judged && judged.text === value ? judged : null;
+    const error = json ? jsonError(value) || kernel : null;
     const errorLine = error && error.line ? error.line - 1 : -1;
 
     const gutterLines = [];
@@ -180,12 +186,16 @@ function render({ model, el }) {
       ? "same as the original"
       : `${nChanged} line${nChanged === 1 ? "" : "s"} changed from the original` +
         (removedAfter.size ? `, ${removedAfter.size} place${removedAfter.size === 1 ? "" : "s"} with lines removed` : "");
-    status.className = `moat-be-status ${error ? "moat-be-status-error" : "moat-be-status-ok"}`;
+    // Ticked "Send the body as typed": an invalid body is a warning, and the words say it is
+    // sent as typed, not "fix it" (lab walk).
+    const asTyped = !!model.get("as_typed");
+    const state = error ? (asTyped ? "moat-be-status-warn" : "moat-be-status-error") : "moat-be-status-ok";
+    status.className = `moat-be-status ${state}`;
     if (error) {
       const where = error.line ? `line ${error.line}, column ${error.column}: ` : "";
       status.replaceChildren(
-        h("strong", {}, "✗ Not valid JSON"), ` — ${where}${error.message}. `,
-        h("span", { class: "moat-be-todo" }, "Fix it before replaying (the route parses the body as JSON)."));
+        h("strong", {}, asTyped ? "⚠ Not valid JSON" : "✗ Not valid JSON"), ` — ${where}${error.message}. `,
+        h("span", { class: "moat-be-todo" }, model.get("todo") || ""));
     } else if (model.get("mode") === "json") {
       status.replaceChildren(h("strong", {}, "✓ Valid JSON"), ` · ${what}`);
     } else {
@@ -222,10 +232,16 @@ function render({ model, el }) {
   const names = ["value", "original", "mode", "label", "read_only", "min_lines", "max_lines"];
   const handler = () => fromModel();
   names.forEach((n) => model.on(`change:${n}`, handler));
+  // The kernel's verdict and words only repaint: through fromModel, a verdict arriving while
+  // the user typed on would put back the text the kernel judged, losing the keys typed since.
+  const verdicts = ["problem", "todo", "as_typed"];
+  const repaint = () => paint();
+  verdicts.forEach((n) => model.on(`change:${n}`, repaint));
   fromModel();
   return () => {
     flush();
     names.forEach((n) => model.off(`change:${n}`, handler));
+    verdicts.forEach((n) => model.off(`change:${n}`, repaint));
   };
 }
 
