@@ -216,7 +216,11 @@ def _routes_check(args: argparse.Namespace) -> int:
         f"{files} file{'s' if files != 1 else ''}: " + ", ".join(parts)
     )
     if beans is None and any(
-        p.processor_type in ("bean", "process") for rid in routes.route_ids for p in routes.processors(rid)
+        p.processor_type in ("bean", "process")
+        # A split's aggregationStrategy bean is looked up when it runs, too.
+        or getattr(getattr(p, "aggregation", None), "kind", None) == "lookup"
+        for rid in routes.route_ids
+        for p in routes.processors(rid)
     ):
         summary += " (bean references not checked: no --beans)"
     print(summary)

@@ -149,6 +149,14 @@ class Split(WithSteps):
         agg = self.aggregation
         if agg is not None and agg.kind == "lookup":
             bean = run.lookup_bean(agg.name)
+            if bean is None:
+                # Routes loaded without a registry (`moat-nb routes run` without --beans) look
+                # the strategy up now; a missing one failed with Python's AttributeError on
+                # None. Camel's registry lookup fails so (as a bean: step's does, bean.py).
+                raise ExchangeFailure(
+                    "org.apache.camel.NoSuchBeanException",
+                    f"No bean could be found in the registry for: {agg.name}",
+                )
             return aggregation_for(agg.name, bean)
         return agg
 
