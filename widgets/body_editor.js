@@ -115,7 +115,8 @@ export function jsonError(text) {
 
 function render({ model, el }) {
   el.classList.add("moat-view", "moat-body-editor");
-  // Keys typed in the body are text, not notebook shortcuts (Shift+Enter would run the cell).
+  // Keys typed in the body are text, not notebook shortcuts (Shift+Enter would run the cell):
+  // Lumino's command registry matches no key binding inside data-lm-suppress-shortcuts.
   // Tab is not captured either: it moves the focus on, as keyboard users expect.
   el.setAttribute("data-lm-suppress-shortcuts", "true");
   const id = `moat-be-${Math.random().toString(36).slice(2)}`;
@@ -221,6 +222,17 @@ function render({ model, el }) {
     paint();
   }
 
+  // That attribute is not enough in JupyterLab 4: its application listens for keydown on the
+  // document (bubbling) and, whether a shortcut matched or not, cancels the next `beforeinput`
+  // of the key's target when it is a line break inside a notebook cell (`insertLineBreak`,
+  // cancelled so that Shift+Enter can run the cell) or undo/redo inside the notebook
+  // (`historyUndo`/`historyRedo` under `[data-jp-undoer]`): Enter, Shift+Enter and Ctrl+Z did
+  // nothing here (lab walk). The keys typed in the textarea are the textarea's: they stop at
+  // it and never reach that listener, as ipywidgets' own Textarea does (its TextareaView
+  // handleKeyDown; jupyter-widgets/ipywidgets#3950, #3982). Default actions are untouched.
+  // Every key, not only Enter and Ctrl+Z: the Shift of Shift+Enter, let through, arms the same
+  // guard, which then cancels the line break of the Enter that follows.
+  text.addEventListener("keydown", (ev) => ev.stopPropagation());
   text.addEventListener("input", () => {
     paint();
     if (timer !== null) clearTimeout(timer);

@@ -4,7 +4,8 @@ One scenario, as an analyst would go through it with the keyboard and the mouse:
 notebook (``notebooks/explore_what_if.ipynb`` once it shows the workbench, else
 ``tests/browser/workbench.ipynb``), run all cells, filter the exchanges (environment, status),
 sort by duration, pick a row with the keyboard (arrow keys, Enter), break the body's JSON (the
-editor says where), fix it with a changed value (the line is marked), write a reason, press
+editor says where), type new lines in it (Enter; Shift+Enter too, which must not run the cell;
+Ctrl+Z), fix it with a changed value (the line is marked), write a reason, press
 Replay, watch the trace table and the timeline fill, then read the diff tab's first divergence
 and the audit receipt. Screenshots of the light and the dark theme go to
 ``out/screenshots/``. Everything asserted is on the page.
@@ -169,14 +170,34 @@ def test_workbench_in_jupyterlab(lab: Any, browser: Any, screenshots: Path) -> N
         # editor says so, where it can be fixed.
         at = original.index('"currency": "EUR",') + len('"currency": "EUR",')
         _caret(text, at)
-        # insert_text (an input event), not type(): Enter in this textarea inserts no line in
-        # JupyterLab (its beforeinput insertLineBreak arrives prevented), a defect of its own.
-        page.keyboard.insert_text('\n  "currency": "USD",')
+        # Real key presses: Enter starts a new line. JupyterLab cancels a line break typed in a
+        # notebook cell (its Shift+Enter runs the cell) unless the key stops at the textarea.
+        page.keyboard.press("Enter")
+        page.keyboard.type('  "currency": "USD",')
+        duplicated = original[:at] + '\n  "currency": "USD",' + original[at:]
+        assert text.input_value() == duplicated, "Enter inserted no line in the body editor"
         status.get_by_text("appears twice").wait_for(timeout=10_000)
         assert workbench.locator(".moat-be-backdrop .moat-be-line-error").count() == 1
         _caret(text, at, at + len('\n  "currency": "USD",'))
         page.keyboard.press("Backspace")
         status.get_by_text("same as the original").wait_for(timeout=5_000)
+        # Shift+Enter in the body is a line break too, as in any textarea (and ipywidgets'
+        # Textarea): the notebook's "run the cell" would build a new workbench and lose the
+        # edits, so the cell does not run and the focus stays in the editor. Ctrl+Z undoes it
+        # (the browser's own undo, which JupyterLab also cancels in a notebook otherwise).
+        prompts = (
+            "() => [...document.querySelectorAll('.jp-Notebook .jp-InputPrompt')].map(p => p.textContent)"
+        )
+        before = page.evaluate(prompts)
+        _caret(text, at)
+        page.keyboard.press("Shift+Enter")
+        assert text.input_value() == original[:at] + "\n" + original[at:], "Shift+Enter inserted no line"
+        status.get_by_text("1 line changed from the original").wait_for(timeout=5_000)
+        assert page.evaluate("() => document.activeElement.classList.contains('moat-be-text')")
+        page.keyboard.press("Control+z")
+        assert text.input_value() == original, "Ctrl+Z did not undo the line break"
+        status.get_by_text("same as the original").wait_for(timeout=5_000)
+        assert page.evaluate(prompts) == before  # no cell ran (a run renumbers its prompt)
         # Change the first line's quantity: select its digits and type 30.
         now = text.input_value()
         digits = re.search(r'"qty": (\d+)', now)
