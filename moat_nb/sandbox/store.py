@@ -1701,7 +1701,9 @@ class Store:
     def instance_environments(self, instance_id: str) -> set[str]:
         """The environments of the executions the agent ``instance_id`` recorded (chunks take
         theirs from the agent's token), for :meth:`AgentRegistry.register`'s check that an id
-        keeps its environment. Registration is rare: a scan of the environments' index."""
+        keeps its environment. A scan of the executions table: no index has instance_id, and
+        one would cost every chunk's write for a check made when an agent registers (at start
+        and after a reconnect)."""
         rows = (
             self._conn()
             .execute(
