@@ -92,6 +92,7 @@ __all__ = [
     "run_notebook",
     "show_evidence",
     "show_frame",
+    "show_summary",
     "trusted_keys_from_env",
     "verify_report",
 ]
@@ -154,10 +155,117 @@ def _evidence_json(evidence: Mapping[str, Any], **dumps: Any) -> str:
         ) from None
 
 
+#: The display id of the summary under the notebook's title (:func:`show_summary`): the verdict
+#: was only at the foot of an 8,000-pixel report, after every table and chart, and nothing at
+#: its head said what was proven, by whom, when, or whether the audit verified (compliance walk).
+SUMMARY_DISPLAY_ID = "moat-nb-proof-summary"
+_NOT_REACHED = (
+    "<h3 style='color:#D62728'>Verdict: not reached</h3>"
+    "<p>The proof stopped before it recorded its evidence: the error is in the section where it "
+    "stopped, below. Nothing on this page is a proof.</p>"
+)
+
+
+def show_summary() -> None:
+    """Display the summary's place under the title: "not reached" until :func:`show_evidence`
+    replaces it (``update_display``; papermill's client writes the update into the executed
+    notebook), so a proof that stops midway says so at the top instead of showing nothing."""
+    from IPython.display import display
+
+    display(
+        {"text/html": _NOT_REACHED, "text/plain": "Verdict: not reached"},
+        raw=True,
+        display_id=SUMMARY_DISPLAY_ID,
+    )
+
+
+def _summary_html(evidence: Mapping[str, Any]) -> str:
+    """The verdict and what it is about, from the evidence: the claim (source, payload hash,
+    target, expectations), who asked and when (the audited request), and what the audit check
+    showed (with which keys)."""
+
+    def e(value: Any) -> str:
+        return html.escape(str(value))
+
+    verdict = str(evidence.get("verdict"))
+    colour = "#0072B2" if verdict == "PASS" else "#D62728"
+    source = evidence.get("source") or {}
+    replay = evidence.get("replay") or {}
+    params = evidence.get("parameters") or {}
+    hashes = evidence.get("hashes") or {}
+    audit = evidence.get("audit") or {}
+    results = [r for r in evidence.get("expectations") or () if isinstance(r, Mapping)]
+    held = sum(1 for r in results if r.get("passed"))
+    checkpoint = audit.get("checkpoint") or {}
+    failed_checks = [c.get("name") for c in evidence.get("checks") or () if not c.get("ok")]
+    if failed_checks:
+        audited = f"<b>not verified</b>: {e(', '.join(map(str, failed_checks)))} failed"
+    elif audit.get("trustedKeys") == "bundle":
+        audited = (
+            f"consistent with checkpoint {e(checkpoint.get('seq'))} signed by key "
+            f"<code>{e(checkpoint.get('keyId'))}</code>, checked against the bundle's own keys only: "
+            "who signed it is not shown here (<code>moat-nb report verify DIR --key KEY</code> checks it "
+            "against the platform's published audit key)"
+        )
+    else:
+        audited = (
+            f"verified offline: under checkpoint {e(checkpoint.get('seq'))} signed by key "
+            f"<code>{e(checkpoint.get('keyId'))}</code>, one of the keys in <code>MOAT_AUDIT_KEYS</code>"
+        )
+    payload = "unmodified" if not replay.get("payloadDiff") else "modified"
+    rows = [
+        (
+            "claim",
+            f"exchange <code>{e(source.get('exchangeId'))}</code> (route {e(source.get('routeId'))} "
+            f"{e(source.get('routeVersion'))}, recorded in {e(source.get('environment'))}), "
+            f"replayed in {e(replay.get('targetEnvironment'))} with the {payload} payload "
+            f"(SHA-256 <code>{e(hashes.get('effectivePayloadSha256'))}</code>), "
+            f"meets the {len(results)} expectation(s) of section 4",
+        ),
+        ("expectations", f"{held} of {len(results)} hold"),
+        (
+            "output",
+            f"{e(replay.get('resultStatus'))}, body SHA-256 <code>{e(hashes.get('outputBodySha256'))}</code>",
+        ),
+        (
+            "requested",
+            f"by {e(replay.get('requestedBy'))} at {e(replay.get('requestedAt'))} "
+            f"(replay <code>{e(replay.get('replayId'))}</code>), reason: {e(params.get('reason'))}",
+        ),
+        ("audit receipt", audited),
+    ]
+    lines = [
+        f"<h3 style='color:{colour}'>Verdict: {e(verdict)}</h3>",
+        "<table>"
+        + "".join(
+            f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{v}</td></tr>"
+            for k, v in rows
+        )
+        + "</table>",
+    ]
+    if evidence.get("failures"):
+        lines.append("<ul>" + "".join(f"<li>{e(f)}</li>" for f in evidence["failures"]) + "</ul>")
+    lines.append(
+        "<p>This page is a rendering: <code>moat-nb report verify DIR --key KEY</code> re-checks the "
+        "evidence beside it offline and prints the facts it vouches for.</p>"
+    )
+    return "".join(lines)
+
+
 def show_evidence(evidence: Mapping[str, Any]) -> None:
     """Display the verdict for a reader and the evidence for the runner (one output carrying
-    :data:`EVIDENCE_MIMETYPE`, which HTML exports skip, and a Markdown verdict they show)."""
-    from IPython.display import display
+    :data:`EVIDENCE_MIMETYPE`, which HTML exports skip, and a Markdown verdict they show), and
+    put the summary in its place under the title (:func:`show_summary`)."""
+    from IPython.display import display, update_display
+
+    # First: evidence JSON cannot carry (NaN) makes the proof ERROR, and the summary must not
+    # have said PASS or FAIL by then.
+    recorded = json.loads(_evidence_json(evidence))
+    update_display(
+        {"text/html": _summary_html(evidence), "text/plain": f"Verdict: {evidence['verdict']}"},
+        raw=True,
+        display_id=SUMMARY_DISPLAY_ID,
+    )
 
     verdict = evidence["verdict"]
     colour = "#0072B2" if verdict == "PASS" else "#D62728"
@@ -187,7 +295,7 @@ def show_evidence(evidence: Mapping[str, Any]) -> None:
     )
     display(
         {
-            EVIDENCE_MIMETYPE: json.loads(_evidence_json(evidence)),
+            EVIDENCE_MIMETYPE: recorded,
             "text/html": "".join(lines),
             "text/plain": f"Verdict: {verdict}",
         },

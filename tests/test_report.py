@@ -897,6 +897,46 @@ def test_report_html_is_self_contained_without_code(passing: dict[str, Any]) -> 
 
 
 @pytest.mark.slow
+def test_report_html_opens_with_the_verdict_and_what_was_proven(passing: dict[str, Any]) -> None:
+    # The verdict was only at the foot of an 8,000-pixel page, after every table and chart, and
+    # nothing at its head said what was proven, by whom, when, or how the audit verified
+    # (compliance walk). It now opens with them, above the parameters.
+    page = (passing["out"] / "report.html").read_text()
+    evidence = json.loads((passing["out"] / "evidence.json").read_text())
+    replay = evidence["replay"]
+    top = page[: page.index("1. The recorded exchange")]
+    assert "Verdict: PASS" in top and top.index("Verdict: PASS") < top.index("Parameters")
+    summary = top[top.index("Verdict: PASS") :]
+    assert f"by {replay['requestedBy']} at {replay['requestedAt']}" in summary
+    assert replay["replayId"] in summary and evidence["source"]["exchangeId"] in summary
+    assert evidence["hashes"]["effectivePayloadSha256"] in summary
+    assert f"{len(EXPECT_OK)} of {len(EXPECT_OK)} hold" in summary
+    # No MOAT_AUDIT_KEYS (proof_env): the bundle's own keys, which do not show who signed it.
+    assert "checked against the bundle's own keys only" in summary
+    assert evidence["audit"]["checkpoint"]["keyId"] in summary
+    assert "not reached" not in page
+
+
+def test_a_proof_that_stops_says_at_the_top_that_its_verdict_was_not_reached(
+    client_sandbox: Any, tmp_path: Path
+) -> None:
+    # A notebook that stopped midway showed its intro, its parameters and a traceback further
+    # down, and no verdict anywhere: the top of the page now says none was reached.
+    with pytest.raises(Exception, match="PapermillExecutionError|Exception encountered"):
+        report.run_notebook(
+            report.notebook_path("compliance_proof.ipynb"),
+            tmp_path / "proof.ipynb",
+            {"source_exchange_id": "ID-no-such-exchange"},
+            env={"MOAT_URL": client_sandbox.url, "MOAT_USER": "admin", "MOAT_PASSWORD": "admin"},
+            cwd=tmp_path,
+            timeout=240,
+        )
+    page = report.export_html(tmp_path / "proof.ipynb", tmp_path / "report.html").read_text()
+    assert page.index("Verdict: not reached") < page.index("Parameters")
+    assert "Verdict: PASS" not in page and "Verdict: FAIL" not in page
+
+
+@pytest.mark.slow
 def test_audit_bundle_verifies_and_a_tampered_one_does_not(
     passing: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -932,8 +972,18 @@ def test_report_verify_prints_the_facts_of_the_evidence_it_checked(
         assert main(["report", "verify", str(passing["out"]), "--key", _published_key(passing)]) == 0
     finally:
         watching[0] = False
-    assert "VERIFIED:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "VERIFIED:" in printed
     assert len(reads) == 1
+    # When the replay ran and which key signed its audit were checked but not printed: the
+    # auditor had to read them from the report, which no check covers (compliance walk).
+    recorded = json.loads(Path(evidence).read_text())
+    replay, checkpoint = recorded["replay"], recorded["audit"]["checkpoint"]
+    assert f"  requested at:     {replay['requestedAt']}, finished {replay['finishedAt']}\n" in printed
+    assert (
+        f"  audit signed by:  key {checkpoint['keyId']} (a trusted key), checkpoint seq {checkpoint['seq']}"
+        in printed
+    )
 
 
 @pytest.mark.slow
@@ -1202,6 +1252,7 @@ def test_report_verify_ties_times_diff_and_checks_to_the_audit(
     for name in tied:
         assert f"SKIPPED {name}: not checked: the evidence predates this check" in printed
     assert "VERIFIED" in printed and "legacy report: not checked: audited request and finish times" in printed
+    assert "requested at:" not in printed  # its times are the report's word: not among the verified facts
     # --legacy weakens nothing a report lists in its ties: the forged time still fails.
     assert main(["report", "verify", str(tmp_path / "requested"), "--key", key, "--legacy"]) == 1
 
