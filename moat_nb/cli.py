@@ -578,17 +578,27 @@ def _report_compliance(args: argparse.Namespace) -> int:
 EXIT_GENUINE_FAIL = 3
 
 
-def _print_verified_facts(evidence: dict[str, Any]) -> None:
+def _print_verified_facts(evidence: dict[str, Any], skipped: Sequence[str] = ()) -> None:
     """What the checks vouched for, from evidence.json, for the auditor to read here: the report's
-    HTML and the notebook's displayed outputs are renderings that no check covers."""
+    HTML and the notebook's displayed outputs are renderings that no check covers. They include
+    when the replay ran and which key signed its audit: both were checked but not printed, and
+    the auditor had to read them from the report (compliance walk). A legacy report's times,
+    whose check was skipped, are not printed as verified."""
     params = evidence.get("parameters") or {}
     replay = evidence.get("replay") or {}
     output = evidence.get("output") or {}
     hashes = evidence.get("hashes") or {}
+    checkpoint = (evidence.get("audit") or {}).get("checkpoint") or {}
     print("verified facts (report.html and the notebook's displayed outputs are not covered: compare them):")
     print(f"  source exchange:  {(evidence.get('source') or {}).get('exchangeId')}")
     print(f"  replay:           {replay.get('replayId')} on {replay.get('targetEnvironment')}")
     print(f"  requested by:     {replay.get('requestedBy')}")
+    if "audited request and finish times" not in skipped:
+        print(f"  requested at:     {replay.get('requestedAt')}, finished {replay.get('finishedAt')}")
+    print(
+        f"  audit signed by:  key {checkpoint.get('keyId')} (a trusted key), "
+        f"checkpoint seq {checkpoint.get('seq')} at {checkpoint.get('at')}"
+    )
     print(f"  payload sha-256:  {hashes.get('effectivePayloadSha256')}")
     print(f"  output:           {output.get('status')}, body sha-256 {hashes.get('outputBodySha256')}")
     print(f"  reason:           {params.get('reason')}")
@@ -655,12 +665,12 @@ def _report_verify(args: argparse.Namespace) -> int:
             "audit key (or set MOAT_AUDIT_KEYS)"
         )
         return 1
-    _print_verified_facts(evidence)
+    skipped = [c.name for c in checks if c.skipped]
+    _print_verified_facts(evidence, skipped)
     verdict = evidence.get("verdict")
     if verdict != "PASS":
         print(f"VERIFIED as genuine: {args.folder}; its verdict is {verdict}: the proof does not hold")
         return EXIT_GENUINE_FAIL
-    skipped = [c.name for c in checks if c.skipped]
     unvouched = f" (legacy report: not checked: {', '.join(skipped)})" if skipped else ""
     print(f"VERIFIED: {args.folder}: genuine, signed by a trusted key, verdict PASS{unvouched}")
     return 0
