@@ -228,7 +228,7 @@ def _refuse_secret_expectation(i: int, exp: Expectation) -> None:
     secret = next((n for n in names if isinstance(n, str) and is_secret_name(n)), None)
     if secret is not None:
         raise ValidationError(
-            f"expectation {i} ({exp.label}) compares the secret {secret!r}: its value would be "
+            f"expectation {i + 1} ({exp.label}) compares the secret {secret!r}: its value would be "
             "written into the executed notebook and the report, and the platform keeps only a "
             "fingerprint of it",
             code="CREDENTIAL_PARAMETER",
@@ -874,9 +874,9 @@ def build_evidence(
         )
     )
     audit_ok = all(c.ok for c in checks)
-    failures = [
+    failures = [  # counted from 1, as the reader counts the file's entries (compliance walk)
         f"expectation {i} failed: {r.expectation.label}: {r.message}"
-        for i, r in enumerate(outcomes)
+        for i, r in enumerate(outcomes, start=1)
         if not r.passed
     ]
     failures += [f"check failed: {c.name}: {c.detail}" for c in checks if not c.ok]
@@ -1145,12 +1145,12 @@ def verify_evidence(
         try:
             exp = Expectation.from_wire(item.get("expectation"), i)
         except ValidationError as exc:
-            mismatch.append(f"{i} ({exc.message})")
+            mismatch.append(f"{i + 1} ({exc.message})")
             continue
         if exp.processor is not None and trace_vouched:
             found, why = _processor_subject(exp, trace, outputs)
             if found is None:
-                mismatch.append(f"{i} ({why})")
+                mismatch.append(f"{i + 1} ({why})")
             elif not json_equal(fresh := evaluate_one(exp, found).to_wire(), item):
                 mismatch.append(_difference(i, item, fresh))
             continue
@@ -1162,7 +1162,7 @@ def verify_evidence(
             if not json_equal(fresh := evaluate_one(exp, subject).to_wire(), item):
                 mismatch.append(_difference(i, item, fresh))
         elif item.get("label") != exp.label or not json_equal(item.get("expectation"), exp.to_wire()):
-            mismatch.append(f"{i} (its label is not its expectation's)")
+            mismatch.append(f"{i + 1} (its label is not its expectation's)")
     claimed_exps = [item.get("expectation") for item in recorded]
     checks.append(
         Check(
@@ -1512,11 +1512,14 @@ def _failures_check(evidence: Mapping[str, Any], recorded: Sequence[Any], holds:
     recorded expectations (re-evaluated by the check before): nothing tied them, so a report
     could list no failure beside a failing expectation, or one that did not fail (auditor
     walk). Failed build-time checks, also listed there, are the verdict check's business."""
-    expected = [
-        f"expectation {i} failed: {item.get('label')}: {item.get('message')}"
-        for i, item in enumerate(recorded)
-        if isinstance(item, Mapping) and not item.get("passed")
-    ]
+    expected, counted_from_0 = (
+        [
+            f"expectation {i} failed: {item.get('label')}: {item.get('message')}"
+            for i, item in enumerate(recorded, start=start)
+            if isinstance(item, Mapping) and not item.get("passed")
+        ]
+        for start in (1, 0)
+    )
     listed = evidence.get("failures")
     listed_expectations = (
         [f for f in listed if isinstance(f, str) and f.startswith("expectation ")]
@@ -1524,7 +1527,9 @@ def _failures_check(evidence: Mapping[str, Any], recorded: Sequence[Any], holds:
         else None
     )
     problems = []
-    if listed_expectations != expected:
+    # Reports made before the failures were counted from 1 count them from 0: the same list,
+    # numbered otherwise, says the same thing (each line carries its label and message).
+    if listed_expectations != expected and listed_expectations != counted_from_0:
         problems.append(
             f"failures lists {len(listed_expectations or [])} failed expectation(s), the recorded "
             f"expectations have {len(expected)} failing"
@@ -1547,10 +1552,10 @@ def _difference(i: int, recorded: Any, fresh: Mapping[str, Any]) -> str:
     """Which members of recorded expectation ``i`` differ from its re-evaluation: "expectation(s)
     1 differ" left an auditor to find out what was changed (found by an audit walk)."""
     if not isinstance(recorded, Mapping):
-        return f"{i} (not an object)"
+        return f"{i + 1} (not an object)"
     names = sorted(k for k in set(recorded) | set(fresh) if not json_equal(recorded.get(k), fresh.get(k)))
     parts = [f"{k}: recorded {_short(recorded.get(k))}, re-evaluated {_short(fresh.get(k))}" for k in names]
-    return f"{i} ({'; '.join(parts)})"
+    return f"{i + 1} ({'; '.join(parts)})"
 
 
 def _short(value: Any) -> str:

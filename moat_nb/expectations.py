@@ -234,8 +234,10 @@ class Expectation:
 
     @classmethod
     def from_wire(cls, data: Any, index: int = 0) -> Expectation:
-        """One expectation object; ValidationError says which one (``index``, 0-based) and why."""
-        return cls(*_check_fields(data, f"expectation {index}", index))
+        """One expectation object; ValidationError says which one and why: its message counts from
+        1, as a reader counts the entries of the file ("expectation 1" was the second, compliance
+        walk); ``details["index"]`` stays 0-based, for programs."""
+        return cls(*_check_fields(data, f"expectation {index + 1}", index))
 
 
 def _check_fields(data: Any, where: str, index: int | None) -> tuple[Any, ...]:
@@ -607,7 +609,7 @@ class Outcomes:
 
     def _repr_html_(self) -> str:
         rows = "".join(
-            f"<tr><td>{i}</td><td><code>{html.escape(r.expectation.label)}</code></td>"
+            f"<tr><td>{i + 1}</td><td><code>{html.escape(r.expectation.label)}</code></td>"
             f"<td style='font-weight:bold;color:{'#0072B2' if r.passed else '#D62728'}'>"
             f"{'PASS' if r.passed else 'FAIL'}</td><td>{html.escape(r.message)}</td></tr>"
             for i, r in enumerate(self.results)

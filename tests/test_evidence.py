@@ -282,13 +282,17 @@ def test_the_failures_a_report_lists_are_those_of_its_expectations() -> None:
         **failing,
         "verdict": "FAIL",
         "expectationsHold": False,
-        "failures": [f"expectation 0 failed: {item['label']}: {item['message']}", "check failed: x: y"],
+        "failures": [f"expectation 1 failed: {item['label']}: {item['message']}", "check failed: x: y"],
     }
     assert _check(verify_evidence(genuine, None), "recorded failures").ok
+    # A report made before failures were counted from 1 numbered them from 0: still its own.
+    older = {**genuine, "failures": [f"expectation 0 failed: {item['label']}: {item['message']}"]}
+    assert _check(verify_evidence(older, None), "recorded failures").ok
     for forged, words in (
         ({"failures": []}, "lists 0 failed expectation(s)"),
         ({"expectationsHold": True}, "expectationsHold is True"),
-        ({"failures": ["expectation 0 failed: something else: x"]}, "expectation 0 failed: body"),
+        ({"failures": ["expectation 1 failed: something else: x"]}, "expectation 1 failed: body"),
+        ({"failures": [f"expectation 2 failed: {item['label']}: {item['message']}"]}, "lists 1 failed"),
     ):
         check = _check(verify_evidence({**genuine, **forged}, None), "recorded failures")
         assert not check.ok and words in check.detail, (forged, check.detail)

@@ -181,7 +181,10 @@ def test_bad_expectations_are_named(spec: dict[str, Any], words: str) -> None:
     with pytest.raises(ValidationError) as caught:
         parse_expectations([{"path": "status", "equals": "COMPLETED"}, spec])
     assert caught.value.code == "BAD_EXPECTATION"
-    assert caught.value.message.startswith("expectation 1:") and words in caught.value.message
+    # Counted from 1, as the reader counts the file's entries: "expectation 1" named the second
+    # (compliance walk); details keep the 0-based index for programs.
+    assert caught.value.message.startswith("expectation 2:") and words in caught.value.message
+    assert caught.value.details["index"] == 1
 
 
 def test_expectations_are_checked_against_an_execution_only() -> None:
@@ -1009,7 +1012,7 @@ def test_a_failing_verdict_or_expectation_check_says_what_differs(
     )
     found = checks_of(lambda e: e["expectations"][1].update(actual=49.99))
     assert (
-        "expectation(s) 1 (actual: recorded 49.99, re-evaluated 59.97) differ"
+        "expectation(s) 2 (actual: recorded 49.99, re-evaluated 59.97) differ"
         in found["expectations re-evaluate"]
     )
     assert found["verdict"] == "recorded PASS, but a check above fails: not PASS"
@@ -1306,11 +1309,14 @@ def test_failed_expectation_exits_1_and_names_it(proof_env: dict[str, Any], tmp_
     assert _cli(proof_env["source"], payload, expect, tmp_path / "out") == 1
     evidence = json.loads((tmp_path / "out" / "evidence.json").read_text())
     assert evidence["verdict"] == "FAIL" and evidence["auditVerified"] is True
+    # The second expectation of the file is "expectation 2": it said "expectation 1", counting
+    # from 0, where the first one held (compliance walk).
     assert evidence["failures"] == [
-        "expectation 1 failed: body:$.total equals 59.96: found 59.97, expected 59.96"
+        "expectation 2 failed: body:$.total equals 59.96: found 59.97, expected 59.96"
     ]
     page = (tmp_path / "out" / "report.html").read_text()
-    assert "Verdict: FAIL" in page and "expectation 1 failed: body:$.total equals 59.96" in page
+    assert "Verdict: FAIL" in page and "expectation 2 failed: body:$.total equals 59.96" in page
+    assert "<td>2</td><td><code>body:$.total equals 59.96</code>" in page  # section 4's table
     # A failed proof is still genuine, and says so; its exit code is not a pass's.
     assert main(["report", "verify", str(tmp_path / "out"), "--key", _published_key(proof_env)]) == 3
 
