@@ -616,7 +616,10 @@ def _print_verified_facts(evidence: dict[str, Any], skipped: Sequence[str] = ())
         mark = "PASS" if item.get("passed") else "FAIL"
         on_processor = (item.get("expectation") or {}).get("processor")
         note = " (from the report's data)" if on_processor and not traced else ""
-        print(f"  {mark}  {item.get('label')}: found {item.get('actual')!r}{note}")
+        # An absent path has no value (actual is None there): "found None" read as a null in the
+        # body, and hid a typo in the path (compliance walk).
+        found = "nothing: the path is absent" if item.get("present") is False else repr(item.get("actual"))
+        print(f"  {mark}  {item.get('label')}: found {found}{note}")
 
 
 def _recorded_error(folder: Path) -> str | None:

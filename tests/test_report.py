@@ -1303,8 +1303,14 @@ def test_a_proof_from_python_reads_the_files_the_command_takes(
     assert [e["path"] for e in parameters["expectations"]] == [e["path"] for e in EXPECT_OK]
 
 
-def test_failed_expectation_exits_1_and_names_it(proof_env: dict[str, Any], tmp_path: Path) -> None:
-    wrong = [EXPECT_OK[0], {"path": "body:$.total", "equals": 59.96}]  # v1's truncated total
+def test_failed_expectation_exits_1_and_names_it(
+    proof_env: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wrong = [
+        EXPECT_OK[0],
+        {"path": "body:$.total", "equals": 59.96},  # v1's truncated total
+        {"path": "body:$.totl", "equals": 59.97},  # a typo in the path
+    ]
     payload, expect = _files(tmp_path / "in", PAYLOAD, wrong)
     assert _cli(proof_env["source"], payload, expect, tmp_path / "out") == 1
     evidence = json.loads((tmp_path / "out" / "evidence.json").read_text())
@@ -1312,13 +1318,19 @@ def test_failed_expectation_exits_1_and_names_it(proof_env: dict[str, Any], tmp_
     # The second expectation of the file is "expectation 2": it said "expectation 1", counting
     # from 0, where the first one held (compliance walk).
     assert evidence["failures"] == [
-        "expectation 2 failed: body:$.total equals 59.96: found 59.97, expected 59.96"
+        "expectation 2 failed: body:$.total equals 59.96: found 59.97, expected 59.96",
+        "expectation 3 failed: body:$.totl equals 59.97: body:$.totl is absent",
     ]
     page = (tmp_path / "out" / "report.html").read_text()
     assert "Verdict: FAIL" in page and "expectation 2 failed: body:$.total equals 59.96" in page
     assert "<td>2</td><td><code>body:$.total equals 59.96</code>" in page  # section 4's table
     # A failed proof is still genuine, and says so; its exit code is not a pass's.
+    capsys.readouterr()
     assert main(["report", "verify", str(tmp_path / "out"), "--key", _published_key(proof_env)]) == 3
+    printed = capsys.readouterr().out
+    # A path with nothing there was "found None", as if the body held null (compliance walk).
+    assert "  FAIL  body:$.totl equals 59.97: found nothing: the path is absent\n" in printed
+    assert "  FAIL  body:$.total equals 59.96: found 59.97\n" in printed
 
 
 @pytest.mark.slow
