@@ -289,6 +289,11 @@ class User:
     #: True when the password equals the user name (the default users' scheme, like
     #: Cameleer's admin/admin development login).
     default_password: bool = False
+    #: What the users file says the password is, stably: ``hash:`` and the stored hash, or
+    #: ``clear:`` and the SHA-256 of a password written in clear (hashed afresh, with a new
+    #: salt, at every start). Tokens carry a keyed mark of it (:meth:`Authority._password_mark`);
+    #: empty: the hash is used.
+    credential: str = field(default="", repr=False)
 
     @property
     def permissions(self) -> tuple[str, ...]:
@@ -468,6 +473,9 @@ def parse_users(text: str, *, source: str = "<string>") -> UserTable:
                 raise bad(f"{where}.password", "must be a non-empty string", 'password = "..."')
             password_hash = hash_password(password)
             is_default = hmac.compare_digest(password.encode(), name.encode())
+            # Not the hash: its salt is new at every start, and a restart would end every
+            # session of the default users (found by the fresh-clone CI run).
+            credential = "clear:" + hashlib.sha256(password.encode("utf-8", "surrogatepass")).hexdigest()
         else:
             password_hash = entry["password_hash"]
             try:
@@ -480,6 +488,7 @@ def parse_users(text: str, *, source: str = "<string>") -> UserTable:
                     "moat_nb.sandbox.security hash-password`",
                 ) from None
             is_default = verify_password(name, password_hash)
+            credential = "hash:" + password_hash
 
         roles = entry.get("roles")
         if not isinstance(roles, list) or not all(isinstance(x, str) for x in roles):
@@ -504,6 +513,7 @@ def parse_users(text: str, *, source: str = "<string>") -> UserTable:
             roles=tuple(dict.fromkeys(roles)),
             grants=_ordered(grants),
             default_password=is_default,
+            credential=credential,
         )
     return UserTable(tenant=Tenant(tenant_id, tier), users=MappingProxyType(users), source=source)
 
@@ -816,12 +826,14 @@ class Authority:
         return self._encode(subject, "access", ACCESS_TTL, now, extra)
 
     def _password_mark(self, user: User) -> str:
-        """16 hex of HMAC(JWT key, the user's stored password hash), the ``pwd`` claim of a
-        user's tokens: a new password (or the user removed and added again: a new salt) gives a
-        new mark, so tokens issued before it stop working at once, refresh tokens included,
-        rather than for up to their 7 days (OWASP Session Management: invalidate sessions on a
-        password change). Keyed, so a token's reader learns nothing of the hash."""
-        digest = hmac.new(self._secret, b"moat/password/v1\0" + user.password_hash.encode(), "sha256")
+        """16 hex of HMAC(JWT key, the user's password as the users file has it, ``User.
+        credential``), the ``pwd`` claim of a user's tokens: a new password (or a new hash of
+        it) gives a new mark, so tokens issued before it stop working at once, refresh tokens
+        included, rather than for up to their 7 days (OWASP Session Management: invalidate
+        sessions on a password change); a restart with the same file keeps them. Keyed, so a
+        token's reader learns nothing of the password."""
+        source = user.credential or "hash:" + user.password_hash
+        digest = hmac.new(self._secret, b"moat/password/v1\0" + source.encode(), "sha256")
         return digest.hexdigest()[:16]
 
     def _encode(self, subject: str, typ: str, ttl: timedelta, now: datetime, extra: dict[str, Any]) -> str:

@@ -384,11 +384,12 @@ def test_well_signed_but_malformed_claims_refused(authority: Authority, change: 
 
 
 def _same_password(authority: Authority, name: str, roles: list[str]) -> UserTable:
-    """The users file edited for ``name``'s roles, its password line (hash) as it was."""
+    """The users file edited for ``name``'s roles, its password line as it was (the default
+    users' is their name, in clear)."""
     stored = authority.users.get(name)
-    assert stored is not None
+    assert stored is not None and stored.default_password
     text = users_toml((name, "x", roles, []))
-    return parse_users(re.sub(r'password_hash = ".*"', f'password_hash = "{stored.password_hash}"', text))
+    return parse_users(re.sub(r'password_hash = ".*"', f'password = "{name}"', text))
 
 
 def test_revoked_grant_takes_effect_before_expiry(authority: Authority) -> None:
@@ -428,6 +429,28 @@ def test_a_new_password_ends_the_tokens_issued_before_it(authority: Authority) -
         authority.refresh(answer["refreshToken"], later)
     assert info.value.code == "BAD_TOKEN"
     assert authority.authenticate(authority.login("operator", "operator", later)["accessToken"], later)
+
+
+def test_a_restart_with_the_same_users_keeps_the_tokens() -> None:
+    # The default users' passwords are written in clear and hashed afresh (a new salt) at every
+    # start: marking the hash ended every session at each restart of a sandbox (the fresh-clone
+    # CI run: a batch and a stream resumed on a restarted platform got 401).
+    first = Authority(parse_users(sec.DEFAULT_USERS_TOML), jwt_secret=SECRET, bootstrap_token=BOOT)
+    answer = first.login("operator", "operator", T0)
+    restarted = parse_users(sec.DEFAULT_USERS_TOML)
+    again = Authority(restarted, jwt_secret=SECRET, bootstrap_token=BOOT)
+    assert again.users.get("operator").password_hash != first.users.get("operator").password_hash
+    assert again.authenticate(answer["accessToken"], T0).username == "operator"
+    assert again.refresh(answer["refreshToken"], T0)["accessToken"]
+    # A new clear password does end them.
+    changed = Authority(
+        parse_users('[users.operator]\npassword = "s3cret-new"\nroles = ["OPERATOR"]\n'),
+        jwt_secret=SECRET,
+        bootstrap_token=BOOT,
+    )
+    with pytest.raises(AuthenticationError) as info:
+        changed.authenticate(answer["accessToken"], T0)
+    assert info.value.code == "BAD_TOKEN"
 
 
 def test_removed_user_token_refused(authority: Authority) -> None:
