@@ -449,10 +449,15 @@ class Session:
         return f"Bearer {self.access_token}"
 
     def send(self, request: httpx.Request) -> Op[httpx.Response]:
-        """Send ``request`` with credentials; on a 401 ``TOKEN_EXPIRED`` renew once and resend."""
+        """Send ``request`` with credentials; on a 401 ``TOKEN_EXPIRED`` renew once and resend,
+        and on a 401 ``BAD_TOKEN`` too when there is a password to log in with again: the
+        platform no longer takes a token it issued (its key is new, or the user's password
+        changed: a sandbox started on a fresh data folder, or upgraded) and a notebook with
+        credentials need not fail for it."""
         request.headers["Authorization"] = yield from self.authorize()
         response = yield request
-        if response.status_code == 401 and _envelope(response)[0] == "TOKEN_EXPIRED":
+        code = _envelope(response)[0] if response.status_code == 401 else None
+        if code == "TOKEN_EXPIRED" or (code == "BAD_TOKEN" and self.username and self._password):
             yield from self.renew()
             request.headers["Authorization"] = f"Bearer {self.access_token}"
             response = yield request

@@ -690,6 +690,35 @@ def test_an_access_token_that_expired_mid_session_is_refreshed(fresh: Platform, 
     assert fresh.session.renewals == 1
 
 
+def test_a_token_the_platform_no_longer_takes_is_renewed_with_the_password(fresh: Platform) -> None:
+    # A sandbox started on a fresh data folder (a new JWT key), or a token from before a
+    # password change, is BAD_TOKEN: a notebook that has the password logs in again instead of
+    # failing on its next call.
+    other_key = jwt.encode(
+        {"sub": "user:operator", "typ": "access", "iat": int(time.time()), "exp": int(time.time()) + 60},
+        b"another-sandbox-key-0123456789abcdef",
+        algorithm="HS256",
+    )
+    fresh.session.access_token = other_key
+    seen = statuses(fresh)
+    assert len(fresh.executions(limit=2).to_pandas()) == 2
+    assert seen == [("/search/executions", 401), ("/auth/refresh", 200), ("/search/executions", 200)]
+    fresh.session.access_token, fresh.session.refresh_token = other_key, other_key  # both refused
+    seen.clear()
+    fresh.health()
+    assert fresh.executions(limit=1).to_pandas().shape[0] == 1
+    assert seen[-4:] == [
+        ("/search/executions", 401),
+        ("/auth/refresh", 401),
+        ("/auth/login", 200),
+        ("/search/executions", 200),
+    ]
+    # Without a password there is nothing to renew with: the refusal is said as it is.
+    with pytest.raises(AuthenticationError) as info:
+        connect(fresh.url, token=other_key).executions(limit=1).to_pandas()
+    assert info.value.code == "BAD_TOKEN"
+
+
 def test_the_access_token_is_renewed_before_it_expires(fresh: Platform) -> None:
     clock: Callable[[], float] = fresh.session.clock
     fresh.session.clock = lambda: clock() + 3600  # an hour later: the token is due
