@@ -448,6 +448,13 @@ class Session:
             yield from self.renew()
         return f"Bearer {self.access_token}"
 
+    def renews(self, code: str | None) -> bool:
+        """Whether a 401 with error ``code`` is answered by renewing the token and sending again
+        (once): ``TOKEN_EXPIRED``, and ``BAD_TOKEN`` when there is a password to log in with
+        (:meth:`send`). One rule for calls and trace streams (:mod:`moat_nb.stream`): the
+        stream renewed on ``TOKEN_EXPIRED`` only, and raised where every call logged in again."""
+        return code == "TOKEN_EXPIRED" or (code == "BAD_TOKEN" and bool(self.username and self._password))
+
     def send(self, request: httpx.Request) -> Op[httpx.Response]:
         """Send ``request`` with credentials; on a 401 ``TOKEN_EXPIRED`` renew once and resend,
         and on a 401 ``BAD_TOKEN`` too when there is a password to log in with again: the
@@ -456,8 +463,7 @@ class Session:
         credentials need not fail for it."""
         request.headers["Authorization"] = yield from self.authorize()
         response = yield request
-        code = _envelope(response)[0] if response.status_code == 401 else None
-        if code == "TOKEN_EXPIRED" or (code == "BAD_TOKEN" and self.username and self._password):
+        if response.status_code == 401 and self.renews(_envelope(response)[0]):
             yield from self.renew()
             request.headers["Authorization"] = f"Bearer {self.access_token}"
             response = yield request

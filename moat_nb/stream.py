@@ -16,7 +16,8 @@ bookkeeping both readers share:
   ``max_retries`` attempts in a row without a new event the reader gives up
   (:class:`~moat_nb.errors.TransportError`);
 * 204 means the stream is over (the client saw ``end``: WHATWG's "stop reconnecting" answer,
-  security.md 4.1); a 401 ``TOKEN_EXPIRED`` renews the token and reconnects at once; 502/503/504
+  security.md 4.1); a 401 ``TOKEN_EXPIRED`` (or ``BAD_TOKEN`` with a password to log in with,
+  as calls do: :meth:`~moat_nb.client.Session.renews`) renews the token and reconnects at once; 502/503/504
   are retried; any other error status raises the mapped error (no reconnect, as EventSource);
 * the read timeout is three ping intervals (the server pings every 15 s): two lost pings are
   tolerated, a third means the connection is dead and is resumed.
@@ -181,9 +182,13 @@ class TraceCursor:
             out["Last-Event-ID"] = str(self.last_id)
         return out
 
-    def on_response(self, status: int, content_type: str | None, error_code: str | None) -> str:
+    def on_response(
+        self, status: int, content_type: str | None, error_code: str | None, *, renews: bool | None = None
+    ) -> str:
         """What to do with a connection's answer: ``"read"`` its events, ``"done"``,
-        ``"renew"`` the token and reconnect, ``"retry"`` after a pause, or ``"raise"``."""
+        ``"renew"`` the token and reconnect, ``"retry"`` after a pause, or ``"raise"``.
+        ``renews``: whether the session renews on this 401's code (:meth:`Session.renews`);
+        None: on ``TOKEN_EXPIRED`` only."""
         self.connections += 1
         if status == 200:
             if "text/event-stream" not in (content_type or ""):
@@ -195,7 +200,8 @@ class TraceCursor:
         if status == 204:
             self.ended = True
             return "done"
-        if status == 401 and error_code == "TOKEN_EXPIRED" and not self._renewed:
+        renewable = error_code == "TOKEN_EXPIRED" if renews is None else renews
+        if status == 401 and renewable and not self._renewed:
             self._renewed = True
             return "renew"
         if status in (502, 503, 504):
@@ -405,7 +411,9 @@ def iter_trace(
             if response.status_code >= 400:
                 response.read()
                 code = _code(response)
-            action = cursor.on_response(response.status_code, response.headers.get("content-type"), code)
+            action = cursor.on_response(
+                response.status_code, response.headers.get("content-type"), code, renews=session.renews(code)
+            )
             if action == "read":
                 for sse in EventSource(response).iter_sse():
                     event = cursor.accept(sse)
@@ -456,7 +464,9 @@ async def aiter_trace(platform: AsyncPlatform, cursor: TraceCursor) -> AsyncIter
             if response.status_code >= 400:
                 await response.aread()
                 code = _code(response)
-            action = cursor.on_response(response.status_code, response.headers.get("content-type"), code)
+            action = cursor.on_response(
+                response.status_code, response.headers.get("content-type"), code, renews=session.renews(code)
+            )
             if action == "read":
                 async for sse in EventSource(response).aiter_sse():
                     event = cursor.accept(sse)

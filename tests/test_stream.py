@@ -160,6 +160,12 @@ def test_what_each_answer_means() -> None:
     assert c.on_response(200, "text/html", None) == "raise"
     assert c.on_response(401, None, "TOKEN_EXPIRED") == "renew"
     assert c.on_response(401, None, "TOKEN_EXPIRED") == "raise"  # renewed once already
+    # BAD_TOKEN renews when the session can log in again (Session.renews), once too.
+    assert TraceCursor("r").on_response(401, None, "BAD_TOKEN") == "raise"
+    c = TraceCursor("r")
+    assert c.on_response(401, None, "BAD_TOKEN", renews=True) == "renew"
+    assert c.on_response(401, None, "BAD_TOKEN", renews=True) == "raise"
+    c = TraceCursor("r")
     assert [c.on_response(s, None, None) for s in (502, 503, 504)] == ["retry"] * 3
     assert [c.on_response(s, None, None) for s in (400, 403, 404)] == ["raise"] * 3
     assert not c.ended and c.on_response(204, None, None) == "done" and c.ended
@@ -678,3 +684,41 @@ def test_a_replay_cut_by_a_platform_crash_resumes_on_the_restarted_platform_and_
     stored = p.get_replay(run.replay_id)
     assert stored["status"] == "ABORTED" and "not run again" in stored["result"]["errorMessage"]
     p.close()
+
+
+def test_a_stream_whose_token_the_platform_no_longer_takes_logs_in_again(client_sandbox: Any) -> None:
+    """Review finding: the client logs in again on 401 ``BAD_TOKEN`` when it has a password
+    (a token from before a password change or of another JWT key), but the trace stream only
+    renewed on ``TOKEN_EXPIRED``: a stream resumed on a platform that no longer took the token
+    raised BAD_TOKEN where every other call logged in again. Both readers now do as calls do;
+    a token-only session still raises."""
+    import jwt
+
+    from moat_nb.client import connect
+    from moat_nb.errors import AuthenticationError
+
+    now = int(time.time())
+    refused = jwt.encode(
+        {"sub": "user:operator", "typ": "access", "iat": now, "exp": now + 600},
+        b"another-sandbox-key-0123456789abcdef",
+        algorithm="HS256",
+    )
+    with connect(client_sandbox.url, username="operator", password="operator") as p:
+        run = p.replay(source(p), reason="stream test: a token the platform no longer takes")
+        p.session.access_token = p.session.refresh_token = refused  # both refused now
+        events = list(run.events())
+        assert events[-1].event == "end" and p.session.access_token != refused
+        assert run.cursor.connections == 2  # refused once, then read with the new login
+
+        async def read_async() -> list[TraceEvent]:
+            # aevents reads with an AsyncPlatform on the same session (the async reader).
+            return [e async for e in ReplayRun({"replayId": run.replay_id}, platform=p).aevents()]
+
+        p.session.access_token = p.session.refresh_token = refused
+        assert [e.id for e in asyncio.run(read_async())] == [e.id for e in events]
+        # Without a password there is nothing to log in with: the refusal is said as it is.
+        with connect(client_sandbox.url, token=p.session.access_token) as token_only:
+            token_only.session.access_token = refused
+            with pytest.raises(AuthenticationError) as info:
+                list(ReplayRun({"replayId": run.replay_id}, platform=token_only).events())
+            assert info.value.code == "BAD_TOKEN"
