@@ -835,6 +835,64 @@ def _replay_id_argument(value: Any) -> str:
     return value
 
 
+def op_replay_receipt(session: Session, replay_id: Any, now: datetime) -> Op[list[dict[str, Any]]]:
+    """The audit events of one replay. A replay always has at least its ``REPLAY_REQUESTED``
+    event, which its requester may read (``audit:read-own``, DESIGN.md section 7), so no events
+    means the id names no replay the caller may read: an exchange or execution id passed by
+    mistake gave ``[]``, an empty receipt a ticket could cite as if the replay left no trace.
+    Only then are the exchange's replays (``GET /replays``) or the execution (``GET
+    /executions/{id}``) looked up, to name the id to pass instead."""
+    replay_id = _replay_id_argument(replay_id)  # None or "": no filter at all on the server
+    params = _audit_params({"replay_id": replay_id}, now)
+    events = yield from op_pages(
+        session, "/admin/audit", params, page_size=MAX_PAGE_SIZE, limit=None, key="eventId"
+    )
+    if events:
+        return events
+    what = f"no audit events of a replay {replay_id!r} that you may read"
+    hint = (
+        "pass the replayId of one of your replays (run.replay_id, or a row of p.replays()); "
+        "another user's replay needs audit:read"
+    )
+    try:
+        replays = yield from op_pages(
+            session, "/replays", {"sourceExchangeId": replay_id}, page_size=5, limit=5, key="replayId"
+        )
+    except ApiError:
+        replays = []  # no executions:read: the generic answer stands
+    if replays:
+        ids = ", ".join(repr(r["replayId"]) for r in replays)
+        what += f": that is an exchange id; its newest replays you may read are {ids}"
+        hint = (
+            f"p.replay_receipt({replays[0]['replayId']!r}); "
+            f"p.replays(source_exchange_id={replay_id!r}) lists them all"
+        )
+    else:
+        execution, kind = None, "execution"
+        try:
+            execution = yield from op_execution(session, replay_id)
+        except NotFound:
+            try:  # an exchange id: of a recorded exchange, or of a replay's run
+                found = yield from op_source_execution_id(session, replay_id)
+                execution, kind = (yield from op_execution(session, found)), "exchange"
+            except ApiError:
+                pass
+        except ApiError:
+            pass
+        if execution is not None and execution.replay_id:
+            what += f": that is the {kind} id of replay {execution.replay_id!r}"
+            hint = f"p.replay_receipt({execution.replay_id!r}) (your replay, or any with audit:read)"
+        elif execution is not None:
+            what += (
+                ": that is the id of a recorded exchange"
+                if kind == "exchange"
+                else f": that is the execution id of the recorded exchange {execution.exchange_id!r}"
+            ) + ", not of a replay, and you have no replays of it"
+            hint = f"p.replays(source_exchange_id={execution.exchange_id!r}) lists your replays of it"
+    # A conclusion from reads that answered 200, not an answer of 404: no "HTTP 404" in it.
+    raise NotFound(what, hint=hint, details={"field": "replay_id"})
+
+
 def _audit_params(filters: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     names = {"action": "action", "actor": "actor", "replay_id": "replayId", "offset": "offset"}
     params: dict[str, Any] = {}
@@ -1229,10 +1287,7 @@ class Platform(_Common):
 
     def replay_receipt(self, replay_id: str) -> list[dict[str, Any]]:
         """The audit events of one replay (its audit record), in seq order, as the server has them."""
-        params = _audit_params({"replay_id": _replay_id_argument(replay_id)}, self._now())
-        return self._run(
-            op_pages(self.session, "/admin/audit", params, page_size=MAX_PAGE_SIZE, limit=None, key="eventId")
-        )
+        return self._run(op_replay_receipt(self.session, replay_id, self._now()))
 
     def audit_verify(self) -> dict[str, Any]:
         """The server's own check of its audit log (``GET /admin/audit/verify``)."""
@@ -1407,10 +1462,7 @@ class AsyncPlatform(_Common):
         return audit_frame(rows, backend)
 
     async def replay_receipt(self, replay_id: str) -> list[dict[str, Any]]:
-        params = _audit_params({"replay_id": _replay_id_argument(replay_id)}, self._now())
-        return await self._run(
-            op_pages(self.session, "/admin/audit", params, page_size=MAX_PAGE_SIZE, limit=None, key="eventId")
-        )
+        return await self._run(op_replay_receipt(self.session, replay_id, self._now()))
 
     async def audit_verify(self) -> dict[str, Any]:
         return await self._run(self.session.call("GET", "/admin/audit/verify"))

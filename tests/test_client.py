@@ -774,6 +774,46 @@ def test_receipts_of_ones_own_replays_and_nothing_more_without_audit_read(
     assert info.value.status == 403 and "audit:read" in str(info.value)
 
 
+def test_a_receipt_of_an_id_that_is_no_replay_says_which_id_to_pass(
+    op_platform: Platform, analyst_platform: Platform, client_sandbox: Any, everything: pd.DataFrame
+) -> None:
+    """An exchange or execution id passed to ``replay_receipt`` gave ``[]``: an empty receipt,
+    as if the replay had left no audit trail. A replay always has its ``REPLAY_REQUESTED``,
+    which its requester may read, so none means the id is not one of the caller's replays."""
+    source = everything[everything.environment == "dev"].iloc[7]
+    run = op_platform.replay(source, reason="client test: receipt by the wrong id")
+    replayed = run.wait()
+    cases = {
+        source.exchange_id: f"that is an exchange id; its newest replays you may read are '{run.replay_id}'",
+        source.execution_id: f"the execution id of the recorded exchange '{source.exchange_id}', not of a replay",
+        replayed.execution_id: f"that is the execution id of replay '{run.replay_id}'",
+        replayed.exchange_id: f"that is the exchange id of replay '{run.replay_id}'",
+        "replay-0000000000000000000000000000dead": "that you may read",
+    }
+    for wrong, said in cases.items():
+        with pytest.raises(NotFound) as info:
+            op_platform.replay_receipt(wrong)
+        assert said in str(info.value) and not info.value.answered, str(info.value)
+        assert info.value.hint and ("p.replay" in info.value.hint), info.value.hint
+    # Another user without audit:read sees none of the operator's replays: told so, not [].
+    with pytest.raises(NotFound) as info:
+        analyst_platform.replay_receipt(source.exchange_id)
+    assert "that is the id of a recorded exchange, not of a replay" in str(info.value)
+    with pytest.raises(NotFound):
+        analyst_platform.replay_receipt(run.replay_id)
+    assert op_platform.replay_receipt(run.replay_id)[0]["action"] == "REPLAY_REQUESTED"
+
+    async def from_async() -> str:
+        async with AsyncPlatform(client_sandbox.url, username="operator", password="operator") as ap:
+            try:
+                await ap.replay_receipt(source.execution_id)
+            except NotFound as exc:
+                return str(exc)
+        return "no error"
+
+    assert "not of a replay" in asyncio.run(from_async())
+
+
 # --------------------------------------------------------------------------- paging (pure)
 
 
