@@ -848,7 +848,9 @@ class DiffResult:
             f"{o.route_id}: original {o.exchange_id} ({_side(o)}) vs replay {r.exchange_id} ({_side(r)})"
         ]
         result = (
-            f"result: {o.status} -> {r.status}" if o.status != r.status else f"result: {o.status} on both"
+            f"result: {o.status} -> {r.status}"
+            if o.status != r.status
+            else f"result: {o.status} on both{_same_failure(o, r)}"
         )
         out_diff = [x.path for x in self.rows if x.processor.processor_id == END and not x.noise]
         if out_diff:
@@ -997,6 +999,19 @@ def _side(e: Execution) -> str:
         if p
     ]
     return ", ".join(parts) or e.status
+
+
+def _same_failure(o: Execution, r: Execution) -> str:
+    """Whether two failed executions failed the same way, in words: "FAILED on both" alone left a
+    support engineer reproducing a failure to look for error rows to learn whether the replay
+    raised the same exception (feature-request.md: reproduce a failure, then show the fix)."""
+    if o.status != "FAILED" or not (o.error_type or r.error_type):
+        return ""
+    if (o.error_type, o.error_message) == (r.error_type, r.error_message):
+        return f", with the same error: {o.error_type}: {_short(o.error_message or '', False, 80)}"
+    if o.error_type == r.error_type:
+        return f", with the same exception ({o.error_type}) and another message"
+    return f", with another error: {o.error_type or '(none)'} -> {r.error_type or '(none)'}"
 
 
 def _names(refs: Sequence[ProcessorRef]) -> str:

@@ -1305,3 +1305,24 @@ def test_orders_noise_needs_calibration() -> None:
     calibrated = diff(source, replays[0], ignore=rules)
     assert calibrated.same, calibrated.summary()
     assert calibrated.first_divergence is None
+
+
+def test_a_failure_reproduced_says_whether_the_error_is_the_same() -> None:
+    """A bare "FAILED on both" did not say whether the replay failed the same way: the reader had
+    to look for error rows at (end) to know that the failure was reproduced."""
+    bad = [Step("parse"), Step("validate", fails="com.acme.InvalidQuantityException")]
+    same = diff(trace(bad, {"qty": -1}), trace(bad, {"qty": -1}, execution_id="exec-2"))
+    assert (
+        "result: FAILED on both, with the same error: com.acme.InvalidQuantityException: validate failed"
+        in same.summary()
+    )
+    other = [Step("parse", fails="com.acme.ParseException")]
+    moved = diff(trace(bad, {"qty": -1}), trace(other, {"qty": -1}))
+    assert (
+        "FAILED on both, with another error: com.acme.InvalidQuantityException -> com.acme.ParseException"
+        in moved.summary()
+    )
+    fixed = diff(trace(bad, {"qty": -1}), trace([Step("parse"), Step("validate")], {"qty": 1}))
+    assert "result: FAILED -> COMPLETED" in fixed.summary() and "same error" not in fixed.summary()
+    ok = [Step("parse")]
+    assert "result: COMPLETED on both; the result is the same" in diff(trace(ok, 1), trace(ok, 1)).summary()
