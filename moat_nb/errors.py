@@ -24,7 +24,8 @@ The hierarchy::
     │   ├── AuditUnavailable          503  AUDIT_UNAVAILABLE
     │   └── ServerError               any other 5xx
     ├── TransportError                the network failed (connect, read, resume attempts exhausted)
-    │   └── BatchStopped              a sweep or regression lost the platform: .result (the rows so far)
+    │   ├── BatchStopped              a sweep or regression lost the platform: .result (the rows so far)
+    │   └── WaitTimeout               run.wait(timeout=) ran out; the replay goes on (also a TimeoutError)
     ├── ReplayFailed                  a replay ended ERROR / TIMED_OUT / ABORTED: .replay_id .status
     └── AuditVerificationError        an audit log or bundle does not verify: .first_bad_seq .reason
 
@@ -278,6 +279,16 @@ class TransportError(MoatError):
     """The network failed: could not connect, the read timed out, resume attempts ran out."""
 
     code = "TRANSPORT"
+
+
+class WaitTimeout(TransportError, TimeoutError):
+    """``run.wait(timeout=)`` reached its deadline before the replay ended; the replay goes on
+    and ``run.wait()`` again picks up where it stopped. Raised as a bare TransportError before,
+    which this hierarchy documents as "the network failed": a notebook's one line read
+    "TransportError: [WAIT_TIMEOUT]" on a healthy network, and ``except TimeoutError`` missed it.
+    A subclass of both, so that ``except TransportError`` still catches it."""
+
+    code = "WAIT_TIMEOUT"
 
 
 class BatchStopped(TransportError):

@@ -48,7 +48,7 @@ import orjson
 from httpx_sse import EventSource, ServerSentEvent
 
 from .client import Op, error_from_response, op_execution, redirect_error
-from .errors import MoatError, ReplayFailed, ServerError, TransportError, ValidationError
+from .errors import MoatError, ReplayFailed, ServerError, TransportError, ValidationError, WaitTimeout
 from .frames import Backend, ProcessorRows, to_frame
 from .model import Execution, ProcessorRecord
 
@@ -662,8 +662,9 @@ class ReplayRun:
         """Read the trace to ``end`` and return the replay's Execution (with processors).
 
         Raises ReplayFailed (code ``REPLAY_<STATUS>``) when the replay ended without one (``ERROR``,
-        ``TIMED_OUT``, ``ABORTED``), TransportError ``WAIT_TIMEOUT`` after ``timeout`` seconds
-        (a number, or a timedelta); a timeout that is not one is ValidationError ``BAD_TIMEOUT``.
+        ``TIMED_OUT``, ``ABORTED``), WaitTimeout ``WAIT_TIMEOUT`` (a TransportError and a
+        TimeoutError) after ``timeout`` seconds (a number, or a timedelta); a timeout that is not
+        one is ValidationError ``BAD_TIMEOUT``.
         """
         timeout = _wait_seconds(timeout)
         if timeout is None:
@@ -679,9 +680,8 @@ class ReplayRun:
             finally:
                 deadline.cancel()
             if not self.cursor.ended:
-                raise TransportError(
+                raise WaitTimeout(
                     f"replay {self.replay_id} did not end within {timeout:g} s (status {self.status})",
-                    code="WAIT_TIMEOUT",
                     hint="it goes on running: call run.wait() again to keep waiting",
                     details={"replayId": self.replay_id, "lastEventId": self.cursor.last_id},
                 )

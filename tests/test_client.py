@@ -785,7 +785,7 @@ def test_a_receipt_of_an_id_that_is_no_replay_says_which_id_to_pass(
     replayed = run.wait()
     cases = {
         source.exchange_id: f"that is an exchange id; its newest replays you may read are '{run.replay_id}'",
-        source.execution_id: f"the execution id of the recorded exchange '{source.exchange_id}', not of a replay",
+        source.execution_id: f"execution id of the recorded exchange '{source.exchange_id}', not of a replay",
         replayed.execution_id: f"that is the execution id of replay '{run.replay_id}'",
         replayed.exchange_id: f"that is the exchange id of replay '{run.replay_id}'",
         "replay-0000000000000000000000000000dead": "that you may read",

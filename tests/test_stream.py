@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moat_nb.client import Platform, Session
-from moat_nb.errors import MoatError, NotFound, TransportError, ValidationError
+from moat_nb.errors import MoatError, NotFound, TransportError, ValidationError, WaitTimeout
 from moat_nb.frames import processors_frame
 from moat_nb.stream import ReplayRun, StreamPolicy, TraceCursor, TraceEvent
 
@@ -486,6 +486,9 @@ def test_wait_with_a_timeout_returns_at_the_deadline_while_the_replay_is_silent(
         run.wait(timeout=0.5)
     waited = time.monotonic() - started
     assert info.value.code == "WAIT_TIMEOUT" and 0.5 <= waited < 2.5, waited
+    # Not "the network failed": its own class, a TimeoutError too, named so in a notebook's line.
+    assert isinstance(info.value, WaitTimeout) and isinstance(info.value, TimeoutError)
+    assert info.value._render_traceback_()[0].startswith("WaitTimeout: [WAIT_TIMEOUT]")
     assert not run.done and "run.wait()" in (info.value.hint or "")
     # Read with the platform's own client (its transport, proxy, certificates): review finding.
     assert any(r.url.path.endswith(f"/replays/{run.replay_id}/events") for r in sent)
