@@ -1039,6 +1039,12 @@ async def _audit_login_failure(
 async def refresh(request: Request, principal: Principal | None) -> Response:
     state = _state(request)
     answer = state.authority.refresh(request.headers.get("authorization"), state.clock())
+    # An agent's refresh token is held to the registration as its access tokens are (agent
+    # endpoints, _check_kind): it got a fresh access token for an id registered elsewhere since,
+    # refused only at its first use (review finding).
+    renewed = state.authority.authenticate(answer["accessToken"], state.clock())
+    if renewed.kind == "agent":
+        state.agents.check_token(renewed.username, renewed.env)
     return _json(answer, no_store=True)
 
 
