@@ -234,8 +234,8 @@ def _hosts_answered(config: ServerConfig, host: str) -> ServerConfig:
         return replace(config, allowed_hosts=("*",))
     if given is not None and "*" in given:
         return config
-    names = [h.strip("[]").rstrip(".").lower() for h in (*(given or ()), *LOOPBACK_HOSTS, host)]
-    return replace(config, allowed_hosts=tuple(dict.fromkeys(n for n in names if n)))
+    # ServerConfig normalises and de-duplicates them (state.host_names).
+    return replace(config, allowed_hosts=(*(given or ()), *LOOPBACK_HOSTS, *([host] if host else [])))
 
 
 def start(

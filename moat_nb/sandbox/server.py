@@ -890,7 +890,7 @@ async def login(request: Request, principal: Principal | None) -> Response:
         answer = await run_in_threadpool(state.authority.login, username, password, state.clock())
     except AuthenticationError as exc:
         wait = guard.failed(username, address, ticket)
-        _turns(guard).given_back()
+        _turns(guard).given_back()  # before the audit write: the waiting logins go on meanwhile
         await _audit_login_failure(state, request, username, exc, wait)
         raise
     except BaseException:

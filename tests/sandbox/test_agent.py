@@ -372,30 +372,26 @@ def test_an_agent_whose_id_went_to_another_environment_stops(tmp_path: Path, too
     again, which is refused (409 AGENT_ENVIRONMENT_CHANGED), and then it stops — once — rather
     than beat, reconnect and be refused (and audited) again without end."""
     with _lone(tmp_path, heartbeat=0.1) as (state, server, agent):
-        _refused_for_good(state, server, agent, tools)
 
+        def restart_and_take() -> None:
+            # Forgotten and registered in prod in one step on the server's loop (as the register
+            # endpoint does for an id without history), so that the dev agent's next beat cannot
+            # register it back in between.
+            _drop(state, "lone-1")
+            state.agents.register("lone-1", environment_id="prod", application_id="orders")
 
-def _refused_for_good(state: SandboxState, server: ServerThread, agent: Agent, tools: Any) -> None:
+        server.call(restart_and_take)
 
-    def restart_and_take() -> None:
-        # Forgotten and registered in prod in one step on the server's loop (as the register
-        # endpoint does for an id without history), so that the dev agent's next beat cannot
-        # register it back in between.
-        _drop(state, "lone-1")
-        state.agents.register("lone-1", environment_id="prod", application_id="orders")
+        def refusals() -> list[str]:
+            return [e["detail"]["code"] for e in state.audit.events() if e["action"] == "ACCESS_DENIED"]
 
-    server.call(restart_and_take)
-
-    def refusals() -> list[str]:
-        return [e["detail"]["code"] for e in state.audit.events() if e["action"] == "ACCESS_DENIED"]
-
-    tools.wait_for(lambda: "AGENT_ENVIRONMENT_CHANGED" in refusals(), timeout=5)
-    time.sleep(1.5)  # fifteen heartbeat intervals, several reconnect pauses
-    assert refusals().count("AGENT_ENVIRONMENT_CHANGED") == 1
-    assert 1 <= refusals().count("AGENT_TOKEN_STALE") <= 2  # the heartbeat's and the channel's
-    assert agent.refused is not None and agent.refused.code == "AGENT_ENVIRONMENT_CHANGED"
-    assert not agent.connected
-    assert state.agents.get("lone-1").environment_id == "prod"
+        tools.wait_for(lambda: "AGENT_ENVIRONMENT_CHANGED" in refusals(), timeout=5)
+        time.sleep(1.5)  # fifteen heartbeat intervals, several reconnect pauses
+        assert refusals().count("AGENT_ENVIRONMENT_CHANGED") == 1
+        assert 1 <= refusals().count("AGENT_TOKEN_STALE") <= 2  # the heartbeat's and the channel's
+        assert agent.refused is not None and agent.refused.code == "AGENT_ENVIRONMENT_CHANGED"
+        assert not agent.connected
+        assert state.agents.get("lone-1").environment_id == "prod"
 
 
 # --------------------------------------------------------------------------- pure helpers

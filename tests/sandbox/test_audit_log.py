@@ -1131,50 +1131,40 @@ def test_a_dropped_trigger_is_put_back_at_restart_and_recorded(tmp_path: Path) -
     """The server re-created a dropped append-only trigger at start-up (IF NOT EXISTS) without a
     word: after a restart nothing showed that the guard had been down (auditor walk). Now the
     restart records AUDIT_GUARD_RESTORED, naming it, and the log verifies with it back."""
-    from contextlib import closing
-
     import httpx
 
     from moat_nb.sandbox import start
 
-    def admin(handle: Any) -> httpx.Client:
-        client = httpx.Client(base_url=handle.api, timeout=15.0)
-        token = client.post("/auth/login", json={"username": "admin", "password": "admin"}).json()
-        client.headers["Authorization"] = f"Bearer {token['accessToken']}"
-        return client
-
     data = tmp_path / "sb"
-    handle = start(data=data, per_env=2, seed=3)
-    try:
-        with closing(admin(handle)) as client:  # an event or two in the chain before the edit
-            assert client.get("/admin/audit/verify").json()["ok"] is True
-    finally:
-        handle.stop()
+
+    def restarted() -> tuple[list[dict[str, Any]], bool]:
+        """Start the sandbox on ``data`` (the first time: an event or two in the chain before
+        the edit); its AUDIT_GUARD_RESTORED events and whether its own audit check holds."""
+        handle = start(data=data, per_env=2, seed=3)
+        try:
+            with httpx.Client(base_url=handle.api, timeout=15.0) as client:
+                login = {"username": "admin", "password": "admin"}
+                token = client.post("/auth/login", json=login).json()["accessToken"]
+                client.headers["Authorization"] = f"Bearer {token}"
+                found = client.get("/admin/audit", params={"action": "AUDIT_GUARD_RESTORED"}).json()["data"]
+                return found, client.get("/admin/audit/verify").json()["ok"] is True
+        finally:
+            handle.stop()
+
+    assert restarted()[1]
     conn = raw(data / "sandbox.db")
     conn.execute("DROP TRIGGER audit_events_no_delete")
     conn.close()
-    handle = start(data=data, per_env=2, seed=3)
-    try:
-        with closing(admin(handle)) as client:
-            found = client.get("/admin/audit", params={"action": "AUDIT_GUARD_RESTORED"}).json()["data"]
-            assert len(found) == 1
-            event = found[0]
-            assert event["detail"]["missing"] == ["audit_events_no_delete"]
-            assert event["detail"]["schemaProblem"] is None  # nothing else differs from ours
-            assert event["actor"]["username"] == "moat-nb-sandbox" and event["outcome"] == "SUCCESS"
-            assert client.get("/admin/audit/verify").json()["ok"] is True
-    finally:
-        handle.stop()
+    found, verified = restarted()
+    assert len(found) == 1 and verified
+    event = found[0]
+    assert event["detail"]["missing"] == ["audit_events_no_delete"]
+    assert event["detail"]["schemaProblem"] is None  # nothing else differs from ours
+    assert event["actor"]["username"] == "moat-nb-sandbox" and event["outcome"] == "SUCCESS"
     conn = raw(data / "sandbox.db")
     assert audit_tables.missing_triggers(conn) == []
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         conn.execute("DELETE FROM audit_events")
     conn.close()
     # A restart with every guard in place records nothing more.
-    handle = start(data=data, per_env=2, seed=3)
-    try:
-        with closing(admin(handle)) as client:
-            found = client.get("/admin/audit", params={"action": "AUDIT_GUARD_RESTORED"}).json()["data"]
-            assert len(found) == 1
-    finally:
-        handle.stop()
+    assert len(restarted()[0]) == 1
