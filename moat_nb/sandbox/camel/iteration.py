@@ -17,10 +17,15 @@ record), and the exchange carries Camel's properties: ``CamelSplitIndex``, ``Cam
   ``CamelSplitIndex``/``Size``/``Complete`` included (``ExchangeHelper.copyResults``).
   An ``aggregationStrategy`` is a registered bean: an object
   with ``aggregate(old_exchange, new_exchange) -> Exchange`` (Camel's ``AggregationStrategy``)
-  or a plain callable ``(old_body, new_body) -> body`` called with ``old_body=None`` first (a
-  POJO strategy with ``aggregationStrategyMethodAllowNull: true``); or one of Camel's own:
+  or a plain callable ``(old_body, new_body) -> body`` (a POJO strategy, Camel's
+  ``AggregationStrategyBeanAdapter``): not called for the first item, whose copy starts the
+  result as it is, unless ``aggregationStrategyMethodAllowNull: true``, which calls it with
+  ``old_body=None`` first; or one of Camel's own:
   ``GroupedBodyAggregationStrategy``, ``UseLatestAggregationStrategy``,
   ``UseOriginalAggregationStrategy``.
+* Each copy carries ``CamelCorrelationId``, the original's exchange id; a failed copy carries
+  its exception in ``CamelExceptionCaught`` (the route's error handler puts it there) unless
+  the split is in a ``doTry``, where Camel runs no error handler.
 * ``loop`` with ``doWhile`` stops after :data:`MAX_LOOP_ITERATIONS` turns with a
   ``java.lang.IllegalStateException``: a sandbox must not spin for ever.
 """
@@ -86,12 +91,17 @@ def split_items(value: Any, delimiter: str | None = ",") -> list[Any]:
 class Aggregation:
     """How a split gathers its items' results (see the module doc for the bean conventions)."""
 
-    __slots__ = ("name", "kind", "target")
+    __slots__ = ("name", "kind", "target", "allow_null")
 
-    def __init__(self, name: str, kind: str, target: Any = None) -> None:
+    def __init__(self, name: str, kind: str, target: Any = None, allow_null: bool = False) -> None:
         self.name = name
         self.kind = kind  # "exchange" | "body" | "groupedBody" | "useLatest" | "useOriginal" | "lookup"
         self.target = target
+        #: ``aggregationStrategyMethodAllowNull``: whether a callable ("body") strategy is called
+        #: for the first item, with ``old_body=None`` (AggregationStrategyBeanAdapter's
+        #: allowNullOldExchange). Camel's SplitReifier applies it to POJO and BiFunction
+        #: adapters only; an AggregationStrategy object or a built-in ignores it, as here.
+        self.allow_null = allow_null
 
 
 #: Camel's own aggregation strategies, by class and short name.
@@ -105,22 +115,29 @@ BUILTIN_AGGREGATIONS: dict[str, str] = {
 }
 
 
-def aggregation_for(name: str, bean: Any) -> Aggregation:
+def aggregation_for(name: str, bean: Any, allow_null: bool = False) -> Aggregation:
     """The :class:`Aggregation` for a registered bean or a built-in strategy name."""
     builtin = BUILTIN_AGGREGATIONS.get(name)
     if builtin is not None:
-        return Aggregation(name, builtin)
+        return Aggregation(name, builtin, allow_null=allow_null)
     if bean is None:
-        return Aggregation(name, "lookup")
+        return Aggregation(name, "lookup", allow_null=allow_null)
     if callable(getattr(bean, "aggregate", None)):
-        return Aggregation(name, "exchange", bean)
-    return Aggregation(name, "body", bean)
+        return Aggregation(name, "exchange", bean, allow_null=allow_null)
+    return Aggregation(name, "body", bean, allow_null=allow_null)
 
 
 class Split(WithSteps):
     """``split``: run the steps once per item of the expression's value, each on a copy."""
 
-    __slots__ = ("expression", "aggregation", "stop_on_exception", "delimiter", "share_unit_of_work")
+    __slots__ = (
+        "expression",
+        "aggregation",
+        "stop_on_exception",
+        "delimiter",
+        "share_unit_of_work",
+        "in_try",
+    )
     processor_type = "split"
     ends_with_children = False
 
@@ -144,6 +161,11 @@ class Split(WithSteps):
         #: How a text value splits: Camel's ``delimiter`` option (a comma by default; ``None``
         #: for ``delimiter: false``, which keeps a text whole).
         self.delimiter = delimiter
+        #: Whether the split sits in a doTry/doCatch/doFinally of its route (set by the loader,
+        #: mark_in_try). Camel then runs its items without an error handler (ProcessorReifier:
+        #: no error handler in a try block; MulticastProcessor.wrapInErrorHandler skips it when
+        #: TRY_ROUTE_BLOCK is set), so a failed item gets no CamelExceptionCaught from one.
+        self.in_try = False
 
     def _strategy(self, run: Run) -> Aggregation | None:
         agg = self.aggregation
@@ -157,7 +179,7 @@ class Split(WithSteps):
                     "org.apache.camel.NoSuchBeanException",
                     f"No bean could be found in the registry for: {agg.name}",
                 )
-            return aggregation_for(agg.name, bean)
+            return aggregation_for(agg.name, bean, agg.allow_null)
         return agg
 
     def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
@@ -172,10 +194,15 @@ class Split(WithSteps):
         size = len(items)
         context = exchange.context
         state = _Aggregated()
+        parent_id = exchange.exchange_id
         for index, item in enumerate(items):
             sub = exchange.copy(context.next_id())
             sub.body = item
             props = sub.properties
+            # Splitter makes each item with processorExchangeFactory.createCorrelatedCopy, which
+            # (ExchangeHelper.createCorrelatedCopy) sets CamelCorrelationId to the id of the
+            # exchange copied: Splitter's working copy, which keeps the original's id.
+            props["CamelCorrelationId"] = parent_id
             props["CamelSplitIndex"] = index
             props["CamelSplitSize"] = size
             props["CamelSplitComplete"] = index == size - 1
@@ -183,6 +210,12 @@ class Split(WithSteps):
                 run.pipeline(self.steps, sub, seq, depth + 1, index)
             except ExchangeFailure as failure:
                 sub.exception = failure
+                if not self.in_try:
+                    # MulticastProcessor runs each item through the route's error handler, whose
+                    # RedeliveryErrorHandler.handleException stores the exception in
+                    # CamelExceptionCaught (replacing one an earlier doCatch left), as it stays
+                    # on the failed copy that is aggregated.
+                    props["CamelExceptionCaught"] = failure
                 if self.stop_on_exception:
                     # The failed copy is not aggregated: only its exception, wrapped, is the
                     # split's (MulticastTask: "Multicast processing failed for number N").
@@ -206,7 +239,12 @@ class Split(WithSteps):
             # exception.
             exchange.body = result.body
             exchange.headers = result.headers.copy()
+            # doDone keeps the original's own CamelCorrelationId around copyResults; an original
+            # without one takes the result's (a copy's: the original's own id), as in Camel.
+            correlation_id = exchange.properties.get("CamelCorrelationId")
             exchange.properties.update(result.properties)
+            if correlation_id is not None:
+                exchange.properties["CamelCorrelationId"] = correlation_id
             exchange.route_stop = result.route_stop
             failure = result.exception
         else:
@@ -263,15 +301,19 @@ class Split(WithSteps):
                 if sub.body is not None:
                     state.grouped.append(sub.body)  # type: ignore[union-attr]
             elif kind == "body":
+                # AggregationStrategyBeanAdapter.aggregate: without allowNullOldExchange
+                # (aggregationStrategyMethodAllowNull, false by default) the first item's copy
+                # is the result as it is and the method is not called for it.
                 target = old if old is not None else sub
-                try:
-                    out = strategy.target(old.body if old is not None else None, sub.body)  # type: ignore[union-attr]
-                except ExchangeFailure as err:
-                    out, target.exception = None, err
-                except Exception as err:
-                    out, target.exception = None, failure_from_python(err)
-                if out is not None:
-                    target.body = out
+                if old is not None or strategy.allow_null:  # type: ignore[union-attr]
+                    try:
+                        out = strategy.target(old.body if old is not None else None, sub.body)  # type: ignore[union-attr]
+                    except ExchangeFailure as err:
+                        out, target.exception = None, err
+                    except Exception as err:
+                        out, target.exception = None, failure_from_python(err)
+                    if out is not None:
+                        target.body = out
                 state.result = target
             else:  # "exchange": the strategy's own aggregate(old, new)
                 try:
@@ -287,6 +329,12 @@ class Split(WithSteps):
         finally:
             if kind in ("exchange", "body"):
                 run.forget()
+        # ShareUnitOfWorkAggregationStrategy.propagateFailure asks the new copy whether it failed
+        # after the wrapped strategy ran (a strategy that cleared its exception handled it), and
+        # copies its exception and its CamelExceptionCaught (the error handler's, or an earlier
+        # doCatch's in a try block) onto the answer. CamelFailureEndpoint/CamelFailureRouteId,
+        # also copied by Camel, are not modelled by the engine.
+        failed = sub.exception
         if self.share_unit_of_work and failed is not None:
             if state.result is None:
                 # ShareUnitOfWorkAggregationStrategy.propagateFailure calls answer.setException
@@ -298,6 +346,9 @@ class Split(WithSteps):
                     'because "answer" is null',
                 )
             state.result.exception = failed
+            caught = sub.properties.get("CamelExceptionCaught")
+            if caught is not None:
+                state.result.properties["CamelExceptionCaught"] = caught
 
 
 class _Aggregated:

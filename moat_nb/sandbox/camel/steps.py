@@ -320,6 +320,7 @@ def parse_split(b: Builder, name: str, value: Node, route_id: str) -> Processor 
     strategy = m.text("aggregationStrategy") or m.text("aggregationStrategyRef")
     if strategy:
         aggregation = _aggregation(b, strategy.strip(), m)
+        aggregation.allow_null = m.flag("aggregationStrategyMethodAllowNull")
     delimiter = m.text("delimiter")
     steps = b.steps(m.get("steps"), route_id)
     if delimiter == "":
@@ -373,7 +374,8 @@ def _aggregation(b: Builder, ref: str, m: YamlMap) -> Aggregation:
             f"aggregationStrategy {ref!r} is Python's built-in {builtin}, not a strategy",
             "split",
             f"in beans.py, BEANS = {{{ref!r}: merge}} with def merge(old_body, new_body): ... "
-            "(old_body is None for the first item)",
+            "(called from the second item on, or with old_body=None first with "
+            "aggregationStrategyMethodAllowNull: true)",
         )
     agg = aggregation_for(ref, bean)
     if agg.kind == "body" and not callable(bean):
@@ -543,7 +545,20 @@ def parse_do_try(b: Builder, name: str, value: Node, route_id: str) -> Processor
         raise load_error(b.file, m.node, "doTry needs a doCatch or a doFinally", name, form_hint(name))
     if common is None:
         return None
-    return DoTry(**common, steps=steps, catches=catches, finally_=finally_)
+    node = DoTry(**common, steps=steps, catches=catches, finally_=finally_)
+    _mark_splits_in_try(node)
+    return node
+
+
+def _mark_splits_in_try(node: Processor) -> None:
+    """Flag every split inside a doTry (its steps, doCatch and doFinally, at any depth):
+    ProcessorReifier gives processors in a try block no error handler (see Split.in_try)."""
+    stack = list(node.children())
+    while stack:
+        child = stack.pop()
+        if isinstance(child, Split):
+            child.in_try = True
+        stack.extend(child.children())
 
 
 def _do_catch(b: Builder, node: Node, route_id: str) -> DoCatch | None:

@@ -42,6 +42,9 @@ ORDERS = """
                   id: lines
                   jsonpath: "$.lines[*]"
                   aggregationStrategy: collect
+                  # A POJO strategy is called for the first line (old=None) only with this,
+                  # as Camel's AggregationStrategyBeanAdapter is.
+                  aggregationStrategyMethodAllowNull: true
                   # A POJO strategy's result is the first line's exchange, so a later line's
                   # failure would be lost (as in Camel); sharing the unit of work propagates it.
                   shareUnitOfWork: true

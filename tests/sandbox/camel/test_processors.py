@@ -14,6 +14,7 @@ import pytest
 from moat_nb.errors import RouteLoadError
 from moat_nb.model import Execution, Payload
 from moat_nb.sandbox.camel import Exchange, FixedClock, RouteSet, RunContext
+from moat_nb.sandbox.camel.loader import load_texts
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 
@@ -243,7 +244,8 @@ def test_split_tokenize_and_aggregation_strategies() -> None:
 
     beans = {"join": join, "counter": Counter()}
     tok = "split: {tokenize: {token: ','}, aggregationStrategy: %s, steps: [{to: 'mock:x'}]}"
-    assert ok(run(route(tok % "join"), "a,b,c", beans=beans)).output_body == "A+B+C"
+    # Without aggregationStrategyMethodAllowNull the POJO is not called for the first item.
+    assert ok(run(route(tok % "join"), "a,b,c", beans=beans)).output_body == "a+B+C"
     ex = ok(run(route(tok % "counter"), "a,b", beans=beans))
     assert ex.output_body == "a|b" and ex.output_headers["count"] == 2
     ex = ok(run(route(tok % "GroupedBodyAggregationStrategy"), "a,b,", beans=beans))
@@ -342,7 +344,7 @@ def test_a_split_with_a_strategy_ends_with_the_failure_the_strategy_keeps() -> N
     # GroupedBody and a POJO callable keep the FIRST copy as the result: a later item's
     # failure is lost and the split completes, the failed items' bodies aggregated too.
     assert ok(split("GroupedBodyAggregationStrategy", "a,bad1,c")).output_body == '["a","bad1","c"]'
-    assert ok(split("join", "a,bad1,c")).output_body == "A+BAD1+C"
+    assert ok(split("join", "a,bad1,c")).output_body == "a+BAD1+C"
     for strategy in ("GroupedBodyAggregationStrategy", "join"):
         ex = split(strategy, "bad0,a,bad1")
         assert ex.status == "FAILED" and ex.error_message == "no bad0"
@@ -487,6 +489,144 @@ def test_a_strategy_returning_none_keeps_none_as_camel_keeps_a_null_result() -> 
     assert ok(
         run(_failing_split("\n  aggregationStrategy: nothing\n  shareUnitOfWork: true"), "a,c", beans=beans)
     )
+
+
+def test_a_pojo_strategy_is_called_for_the_first_item_only_with_allow_null() -> None:
+    # Gap left by the last session: aggregationStrategyMethodAllowNull was accepted and ignored,
+    # the callable always called with old_body=None first. Camel's SplitReifier hands it to
+    # AggregationStrategyBeanAdapter (allowNullOldExchange/allowNullNewExchange, false by
+    # default), whose aggregate returns the first copy as it is, uncalled, unless it is set.
+    calls: list[tuple[Any, Any]] = []
+
+    def join(old: str | None, new: str) -> str:
+        calls.append((old, new))
+        return new.upper() if old is None else f"{old}+{new.upper()}"
+
+    class Counter:  # an AggregationStrategy: Camel calls it with old=None whatever the option
+        def aggregate(self, old: Exchange | None, new: Exchange) -> Exchange:
+            if old is not None:
+                old.body = f"{old.body}|{new.body}"
+                return old
+            new.body = f"first:{new.body}"
+            return new
+
+    beans = {"join": join, "counter": Counter()}
+    split = "split: {tokenize: ',', aggregationStrategy: %s, steps: []%s}"
+    assert ok(run(route(split % ("join", "")), "a,b,c", beans=beans)).output_body == "a+B+C"
+    assert calls == [("a", "b"), ("a+B", "c")]
+    calls.clear()
+    allow = ", aggregationStrategyMethodAllowNull: true"
+    assert ok(run(route(split % ("join", allow)), "a,b,c", beans=beans)).output_body == "A+B+C"
+    assert calls == [(None, "a"), ("A", "b"), ("A+B", "c")]
+    calls.clear()
+    no = ", aggregationStrategyMethodAllowNull: false"
+    assert ok(run(route(split % ("join", no)), "a,b", beans=beans)).output_body == "a+B"
+    # Routes loaded without beans look the strategy up when they run: the option goes with it.
+    routes = RouteSet(
+        load_texts([("t.yaml", route(split % ("join", allow)))], None),
+        beans=beans,
+        endpoints=None,
+        version=None,
+    )
+    execution = routes.run("r", Payload(headers={}, body="a,b", properties={}), context=ctx())
+    assert ok(execution).output_body == "A+B"
+    # SplitReifier applies it to POJOs only: an AggregationStrategy object is called as always.
+    for extra in ("", allow):
+        assert ok(run(route(split % ("counter", extra)), "a,b", beans=beans)).output_body == "first:a|b"
+    with pytest.raises(RouteLoadError, match="must be true or false"):
+        RouteSet.loads(route(split % ("join", ", aggregationStrategyMethodAllowNull: yes")), beans)
+
+
+def test_split_copies_carry_the_parent_exchange_id_as_camel_correlation_id() -> None:
+    # Gap left by the last session: CamelCorrelationId was never set. Splitter makes each item
+    # with createCorrelatedCopy, which sets it to the id of the exchange it copies (the
+    # original's); MulticastProcessor.doDone keeps the original's own one around copyResults,
+    # so an original without one takes the result copy's, and a loop copy (createCopy) has none.
+    text = route(
+        "split: {tokenize: ',', aggregationStrategy: STRATEGY, steps: ["
+        "{setHeader: {name: corr, simple: '${exchangeProperty.CamelCorrelationId}'}},"
+        "{split: {tokenize: ';', steps: [{to: 'mock:inner'}]}},"
+        "{to: 'mock:item'}]}",
+        "loop: {constant: 1, copy: true, steps: [{to: 'mock:loop'}]}",
+    )
+
+    def split(strategy: str, properties: dict[str, Any] | None = None) -> Execution:
+        return ok(run(text.replace("STRATEGY", strategy), "a;x,b", properties=properties))
+
+    ex = split("UseOriginalAggregationStrategy")
+    items = rec(ex, "to2")
+    assert [p.input_headers["corr"] for p in items] == [ex.exchange_id] * 2
+    ids = [p.input_properties["CamelCorrelationId"] for p in items]
+    assert ids == [ex.exchange_id] * 2
+    # A nested split's items point at the outer item's copy, not at the original.
+    inner = rec(ex, "to1")
+    assert len(inner) == 3 and all(p.input_properties["CamelCorrelationId"] != ex.exchange_id for p in inner)
+    assert len({p.input_properties["CamelCorrelationId"] for p in inner}) == 2
+    assert "CamelCorrelationId" not in ex.output_properties  # the original was the result
+    assert "CamelCorrelationId" not in rec(ex, "to3")[0].input_properties
+    for strategy in ("GroupedBodyAggregationStrategy", "UseLatestAggregationStrategy"):
+        ex = split(strategy)
+        assert ex.output_properties["CamelCorrelationId"] == ex.exchange_id, strategy
+        ex = split(strategy, {"CamelCorrelationId": "upstream-7"})
+        assert ex.output_properties["CamelCorrelationId"] == "upstream-7", strategy
+        assert rec(ex, "to2")[0].input_properties["CamelCorrelationId"] == ex.exchange_id
+
+
+def test_share_unit_of_work_copies_the_failed_items_caught_exception_onto_the_result() -> None:
+    # Gap left by the last session: ShareUnitOfWorkAggregationStrategy.propagateFailure copies
+    # a failed copy's exception AND its CamelExceptionCaught onto the answer; only the exception
+    # was. The failed copy's CamelExceptionCaught is its own exception, stored by the route's
+    # error handler (RedeliveryErrorHandler.handleException, the item runs under it through
+    # MulticastProcessor.wrapInErrorHandler), replacing what an earlier doCatch left; in a
+    # doTry there is no error handler (ProcessorReifier), so the doCatch's stays.
+    item = """split:
+  tokenize: ','
+  aggregationStrategy: GroupedBodyAggregationStrategy%s
+  steps:
+    - doTry:
+        steps:
+          - throwException: {exceptionType: java.lang.IllegalArgumentException, message: 'caught ${body}'}
+        doCatch:
+          - exception: [java.lang.IllegalArgumentException]
+            steps: [{to: mock:caught}]
+    - filter:
+        simple: "${body} starts with 'bad'"
+        steps:
+          - throwException: {exceptionType: java.lang.IllegalStateException, message: 'no ${body}'}"""
+    share = "\n  shareUnitOfWork: true"
+
+    def caught(ex: Execution, split_id: str = "split1") -> str:
+        (record,) = rec(ex, split_id)
+        return record.properties["CamelExceptionCaught"]
+
+    ex = run(route(item % share), "a,bad1,c")
+    assert ex.status == "FAILED" and ex.error_message == "no bad1"
+    assert caught(ex) == "java.lang.IllegalStateException: no bad1"
+    # Without sharing, GroupedBody's result is the first copy: its doCatch's exception is kept.
+    ex = ok(run(route(item % ""), "a,bad1,c"))
+    assert caught(ex) == "java.lang.IllegalArgumentException: caught a"
+    # Inside a doTry no error handler runs: the failed item keeps its doCatch's exception.
+    in_try = "doTry:\n  steps:\n    - " + (item % share).replace("\n", "\n      ")
+    in_try += "\n  doFinally: {steps: [{to: mock:finally}]}"
+    ex = run(route(in_try), "a,bad1,c")
+    assert ex.status == "FAILED" and ex.error_message == "no bad1"
+    assert caught(ex) == "java.lang.IllegalArgumentException: caught bad1"
+
+    # propagateFailure asks the new copy after the wrapped strategy ran: a strategy that clears
+    # its exception has handled it, so nothing is propagated (no NullPointerException either).
+    class Forgive:
+        def aggregate(self, old: Exchange | None, new: Exchange) -> Exchange | None:
+            new.exception = None
+            return old
+
+    ex = ok(
+        run(
+            _failing_split("\n  aggregationStrategy: forgive\n  shareUnitOfWork: true"),
+            "a,bad1,c",
+            beans={"forgive": Forgive()},
+        )
+    )
+    assert len(rec(ex, "to1")) == 2 and ex.output_body == "a,bad1,c"
 
 
 def test_loop_count_index_copy_and_do_while() -> None:

@@ -340,8 +340,9 @@ class Inventory:
 def line_aggregator(old: Any, new: Any) -> list[Any]:
     """Split aggregation: collect each line's result body into a list, in line order.
 
-    Camel's ``AggregationStrategy.aggregate(oldExchange, newExchange)`` with ``old`` empty on
-    the first call (as Camel's ``GroupedBodyAggregationStrategy`` does).
+    A POJO strategy (Camel's ``AggregationStrategyBeanAdapter``) called with ``old`` None for the
+    first line: the split sets ``aggregationStrategyMethodAllowNull: true`` for that, without
+    which Camel does not call it for the first line and the list would start from its body.
     """
     gathered = list(old) if isinstance(old, list) else []
     gathered.append(new)
