@@ -30,8 +30,9 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from jsonpath_ng import Child, Fields, Index, Root, This
+from jsonpath_ng import Child, DatumInContext, Fields, Index, JSONPath, Root, This
 from jsonpath_ng.ext import parse as _jsonpath_parse
+from jsonpath_ng.ext.filter import Filter
 
 from ...errors import RouteLoadError, SimpleSyntaxError
 from .conversion import canonical_type, convert_to, to_text, truthy
@@ -198,10 +199,43 @@ def _simple_failure(err: SimpleEvaluationError) -> ExchangeFailure:
     return ExchangeFailure(str(error_type), str(message))
 
 
+class _JaywayFilter(Filter):
+    """A ``[?(...)]`` filter as Jayway applies it: on a map it tests the map itself.
+
+    Jayway's ``PredicatePathToken.evaluate`` gives ``[map]`` when the map passes the filter and
+    ``[]`` otherwise (``$[?(@.kind == 'B')]`` on ``{"kind": "B"}`` is that object); jsonpath-ng,
+    following RFC 9535, tests the map's values instead. On a list both test each element.
+    """
+
+    def find(self, datum: Any) -> list[Any]:
+        datum = DatumInContext.wrap(datum)
+        if isinstance(datum.value, dict):
+            return [datum] if all(e.find(datum) for e in self.expressions) else []
+        return super().find(datum)
+
+
+def _jayway_filters(node: Any) -> None:
+    # Make the filters that follow a path step (Child's right side) Jayway's. A filter under a
+    # deep scan ($..[?(...)]) keeps jsonpath-ng's reading: the scan already visits each map, so
+    # testing the map itself there would give every match twice.
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, Child) and type(current.right) is Filter:
+            current.right.__class__ = _JaywayFilter
+        for value in getattr(current, "__dict__", {}).values():
+            if isinstance(value, JSONPath):
+                stack.append(value)
+            elif isinstance(value, list):
+                stack.extend(v for v in value if isinstance(v, JSONPath))
+
+
 @lru_cache(maxsize=512)
 def _compile_jsonpath(text: str) -> Any:
     # The jsonpath-ng parser builds its tables per call; route versions repeat paths.
-    return _jsonpath_parse(text)
+    path = _jsonpath_parse(text)
+    _jayway_filters(path)
+    return path
 
 
 def _is_definite(node: Any) -> bool:

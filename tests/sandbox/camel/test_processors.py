@@ -1202,6 +1202,34 @@ def test_unsupported_jsonpath_functions_fail_at_load_time_with_the_line(path: st
     assert info.value.line == 7 and "jsonpath function" in str(info.value)
 
 
+def test_a_jsonpath_filter_on_an_object_tests_the_object_itself_as_jayway_does() -> None:
+    # Walk finding: `when: jsonpath: "$[?(@.kind == 'B')]"` never matched an object body. Jayway
+    # (PredicatePathToken.evaluate) applies a filter on a map to the map itself, giving [map]
+    # or []; jsonpath-ng tested the map's values (RFC 9535), so the branch was never taken.
+    text = route(
+        """choice:
+  when:
+    - jsonpath: "$[?(@.kind == 'B')]"
+      steps: [{setHeader: {name: route, constant: b}}]
+    - jsonpath: "$.customer[?(@.tier == 'gold')]"
+      steps: [{setHeader: {name: route, constant: gold}}]
+  otherwise:
+    steps: [{setHeader: {name: route, constant: other}}]"""
+    )
+
+    def routed(body: dict[str, Any]) -> str:
+        return ok(run(text, json.dumps(body))).output_headers["route"]
+
+    assert routed({"kind": "B"}) == "b"
+    assert routed({"kind": "A", "customer": {"tier": "gold"}}) == "gold"
+    assert routed({"kind": "A", "customer": {"tier": "std"}}) == "other"
+    one = json.dumps({"kind": "B", "items": [{"n": 1}, {"n": 2}]})
+    assert ok(run(route("setBody: {jsonpath: \"$[?(@.kind == 'B')].kind\"}"), one)).output_body == '["B"]'
+    # On a list each element is tested, as before; a deep scan visits each object once.
+    assert ok(run(route('setBody: {jsonpath: "$.items[?(@.n > 1)]"}'), one)).output_body == '[{"n":2}]'
+    assert ok(run(route('setBody: {jsonpath: "$..[?(@.n)]"}'), one)).output_body == '[{"n":1},{"n":2}]'
+
+
 def test_jsonpath_missing_definite_path_fails_unless_suppressed() -> None:
     ex = run(route("setHeader: {name: c, jsonpath: '$.customer.id'}"), '{"order": 1}')
     assert ex.error_type == "org.apache.camel.ExpressionEvaluationException"
