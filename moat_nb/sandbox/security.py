@@ -10,7 +10,8 @@ Randomness (password salts, token ids, bootstrap tokens) is *not* handed in: it 
 Pieces, top to bottom:
 
 * roles → permissions (section 6), default deny; ``replay:prod`` only by an explicit grant;
-* passwords: scrypt, stored as ``scrypt$<n>$<r>$<p>$<salt b64>$<hash b64>``;
+* passwords: scrypt, stored as ``scrypt$<n>$<r>$<p>$<salt b64>$<hash b64>``, or Argon2id as
+  its PHC string ``$argon2id$v=19$m=<KiB>,t=<passes>,p=<lanes>$<salt>$<hash>``;
 * the users file (TOML) and the four default users;
 * :class:`Principal`, :func:`require`, :func:`replay_permissions`, :func:`check_tier`;
 * :class:`Authority`: login, JWT access/refresh tokens (HS256, pyjwt), agent tokens;
@@ -30,13 +31,14 @@ import hmac
 import ipaddress
 import math
 import os
+import re
 import secrets
 import sys
 import threading
 import time
 import tomllib
 import uuid
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -46,6 +48,8 @@ from typing import Any, Literal
 
 import jwt
 import rfc8785
+from argon2 import low_level as _argon2
+from argon2.exceptions import VerificationError, VerifyMismatchError
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -148,17 +152,41 @@ def _permissions_of(roles: Iterable[str], grants: Iterable[str]) -> tuple[str, .
 
 # --------------------------------------------------------------------------- passwords
 
-# scrypt from the standard library (hashlib.scrypt, OpenSSL) rather than argon2-cffi or passlib:
-# it is a memory-hard KDF that OWASP's Password Storage Cheat Sheet lists alongside Argon2id,
-# and it needs no extra dependency for a sandbox that only ever holds a handful of users.
-# n=2**14, r=8, p=1 are the scrypt paper's "interactive login" parameters (~16 MiB, ~70 ms
-# here); OWASP suggests n=2**17 for production, which would cost ~0.5 s per start-up and login
-# on a two-core machine. A `password_hash` written with stronger parameters is honoured: the
-# stored string carries n, r and p.
+# Two memory-hard KDFs, the two OWASP's Password Storage Cheat Sheet puts first, as section 6's
+# `password_hash = "<argon2 or scrypt hash>"` allows:
+#
+# * scrypt, from the standard library (hashlib.scrypt, OpenSSL), for what the sandbox hashes
+#   itself (clear `password` entries, hash-password's default): no native code of our own
+#   choosing on the path every start-up takes. n=2**14, r=8, p=1 are the scrypt paper's
+#   "interactive login" parameters (~16 MiB, ~40-70 ms here); OWASP suggests n=2**17 for
+#   production, ~0.4 s per start-up and login on a two-core machine.
+# * Argon2id (RFC 9106), through argon2-cffi, for hashes made elsewhere: it is what most
+#   password tools and identity providers write today (`$argon2id$v=19$m=..,t=..,p=..$..`, the
+#   PHC string format), and `hash-password --argon2` makes one with RFC 9106's second
+#   recommended option (m=64 MiB, t=3, p=4; ~0.1 s here).
+#
+# A stored hash carries its own cost, and it is honoured; the users file is trusted to name a
+# cost, not to name any cost: each scheme is bounded at load (256 MiB per login; ~4 s at most
+# here) so that a typo in a users file cannot make every login take minutes or gigabytes.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 _SALT_BYTES, _KEY_BYTES = 16, 32
 _MAX_SCRYPT_MEMORY = 256 * 2**20  # refuse hashes that would make one login allocate more
 _HASH_FORMAT = "scrypt$<n>$<r>$<p>$<salt base64>$<hash base64>"
+#: argon2-cffi's default, RFC 9106 section 4's second recommended option (low memory).
+ARGON2_T, ARGON2_M, ARGON2_P = 3, 64 * 1024, 4
+_ARGON2_FORMAT = "$argon2id$v=19$m=<KiB>,t=<passes>,p=<lanes>$<salt base64>$<hash base64>"
+#: The PHC string argon2-cffi and the reference implementation write (unpadded base64); the
+#: digits are bounded so that int() never reads a page of them.
+_ARGON2_PHC = re.compile(
+    r"\$argon2id\$v=(\d{1,3})\$m=(\d{1,10}),t=(\d{1,10}),p=(\d{1,10})"
+    r"\$([A-Za-z0-9+/]{2,1024})\$([A-Za-z0-9+/]{2,1024})"
+)
+_MAX_ARGON2_MEMORY_KIB = _MAX_SCRYPT_MEMORY // 1024
+#: memory x passes: eight passes over 256 MiB, ~2.5 s single-threaded here, as scrypt's
+#: worst case within its memory bound (~4 s: n=2, r=1, p=2**21).
+_MAX_ARGON2_WORK_KIB = 8 * _MAX_ARGON2_MEMORY_KIB
+#: argon2-cffi runs one thread per lane: a login must not start thousands of threads.
+_MAX_ARGON2_LANES = 64
 
 
 def _scrypt_memory(n: int, r: int, p: int) -> int:
@@ -178,6 +206,10 @@ def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> b
     )
 
 
+def _b64_unpadded(data: bytes) -> str:
+    return base64.b64encode(data).decode().rstrip("=")
+
+
 def hash_password(
     password: str,
     *,
@@ -185,11 +217,14 @@ def hash_password(
     n: int = SCRYPT_N,
     r: int = SCRYPT_R,
     p: int = SCRYPT_P,
+    scheme: Literal["scrypt", "argon2id"] = "scrypt",
 ) -> str:
-    """Hash ``password`` for a users file: ``scrypt$16384$8$1$<salt b64>$<hash b64>``.
+    """Hash ``password`` for a users file: ``scrypt$16384$8$1$<salt b64>$<hash b64>``, or with
+    ``scheme="argon2id"`` ``$argon2id$v=19$m=65536,t=3,p=4$<salt>$<hash>`` (``n``, ``r``, ``p``
+    are scrypt's and ignored then).
 
-    Standard base64 with padding. ``salt`` defaults to 16 random bytes.
-    From a shell: ``python -m moat_nb.sandbox.security hash-password``.
+    Standard base64 (padded for scrypt, unpadded in argon2's PHC string). ``salt`` defaults to
+    16 random bytes. From a shell: ``python -m moat_nb.sandbox.security hash-password [--argon2]``.
     """
     if "\x00" in password:
         raise ValueError("a password may not contain NUL (scrypt would ignore trailing ones)")
@@ -197,10 +232,31 @@ def hash_password(
         raise ValueError("a password must be valid Unicode (it holds a lone surrogate)")
     if salt is None:
         salt = secrets.token_bytes(_SALT_BYTES)
+    if scheme == "argon2id":
+        _check_argon2_params(19, ARGON2_M, ARGON2_T, ARGON2_P, salt, b"\0" * _KEY_BYTES)
+        encoded = _argon2.hash_secret(
+            password.encode("utf-8"),
+            salt,
+            time_cost=ARGON2_T,
+            memory_cost=ARGON2_M,
+            parallelism=ARGON2_P,
+            hash_len=_KEY_BYTES,
+            type=_argon2.Type.ID,
+        )
+        return encoded.decode("ascii")
+    if scheme != "scrypt":
+        raise ValueError(f"unknown scheme {scheme!r}; scrypt or argon2id")
     _check_scrypt_params(n, r, p, salt, b"\0" * _KEY_BYTES)
     key = _scrypt(password, salt, n, r, p, _KEY_BYTES)
     b64 = base64.b64encode
     return f"scrypt${n}${r}${p}${b64(salt).decode()}${b64(key).decode()}"
+
+
+def _check_salt_and_key(salt: bytes, key: bytes) -> None:
+    if len(salt) < 8:
+        raise ValueError(f"salt is {len(salt)} bytes; use at least 8 (16 recommended)")
+    if len(key) < 16:
+        raise ValueError(f"hash is {len(key)} bytes; use at least 16")
 
 
 def _check_scrypt_params(n: int, r: int, p: int, salt: bytes, key: bytes) -> None:
@@ -210,17 +266,54 @@ def _check_scrypt_params(n: int, r: int, p: int, salt: bytes, key: bytes) -> Non
         raise ValueError(f"scrypt r={r} and p={p} must be at least 1")
     if _scrypt_memory(n, r, p) > _MAX_SCRYPT_MEMORY:
         raise ValueError(f"scrypt n={n} r={r} p={p} needs more than 256 MiB per login")
-    if len(salt) < 8:
-        raise ValueError(f"salt is {len(salt)} bytes; use at least 8 (16 recommended)")
-    if len(key) < 16:
-        raise ValueError(f"hash is {len(key)} bytes; use at least 16")
+    _check_salt_and_key(salt, key)
 
 
-def _parse_hash(encoded: str) -> tuple[int, int, int, bytes, bytes]:
-    """Split and check a stored hash; ``ValueError`` saying what is wrong."""
+def _check_argon2_params(v: int, m: int, t: int, p: int, salt: bytes, key: bytes) -> None:
+    if v != 19:
+        raise ValueError(f"argon2 v={v}: only version 19 (0x13, RFC 9106) is accepted")
+    if t < 1 or not 1 <= p <= _MAX_ARGON2_LANES:
+        raise ValueError(f"argon2 t={t} must be at least 1 and p={p} within 1..{_MAX_ARGON2_LANES}")
+    if m < 8 * p:
+        raise ValueError(f"argon2 m={m} KiB is below 8 KiB per lane (p={p}; RFC 9106 3.1)")
+    if m > _MAX_ARGON2_MEMORY_KIB:
+        raise ValueError(f"argon2 m={m} KiB needs more than 256 MiB per login")
+    if m * t > _MAX_ARGON2_WORK_KIB:
+        raise ValueError(
+            f"argon2 m={m} KiB x t={t} passes is more than {_MAX_ARGON2_WORK_KIB} KiB of work per "
+            "login (a few seconds)"
+        )
+    _check_salt_and_key(salt, key)
+
+
+def _b64decode_unpadded(text: str) -> bytes:
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+
+
+#: What a stored hash costs to check: scheme, its cost parameters, salt and hash lengths.
+_Cost = tuple[str, tuple[int, ...], int, int]
+
+
+def _parse_hash(encoded: str) -> tuple[_Cost, bytes, bytes]:
+    """Split and check a stored hash; its cost, salt and key, or ``ValueError`` saying what is
+    wrong (a users file's ``password_hash`` is refused with that message at load)."""
+    if isinstance(encoded, str) and encoded.startswith("$argon2"):
+        match = _ARGON2_PHC.fullmatch(encoded)
+        if match is None:
+            raise ValueError(
+                f"not of the form {_ARGON2_FORMAT} (only Argon2id is accepted, RFC 9106's "
+                "recommendation; base64 without padding)"
+            )
+        v, m, t, p = (int(x) for x in match.group(1, 2, 3, 4))
+        try:
+            salt, key = (_b64decode_unpadded(match.group(i)) for i in (5, 6))
+        except (ValueError, binascii.Error):
+            raise ValueError(f"salt and hash must be base64 ({_ARGON2_FORMAT})") from None
+        _check_argon2_params(v, m, t, p, salt, key)
+        return ("argon2id", (v, m, t, p), len(salt), len(key)), salt, key
     parts = encoded.split("$") if isinstance(encoded, str) else []
     if len(parts) != 6 or parts[0] != "scrypt":
-        raise ValueError(f"not of the form {_HASH_FORMAT}")
+        raise ValueError(f"not of the form {_HASH_FORMAT} or {_ARGON2_FORMAT}")
     try:
         n, r, p = (int(x) for x in parts[1:4])
         salt = base64.b64decode(parts[4], validate=True)
@@ -228,24 +321,40 @@ def _parse_hash(encoded: str) -> tuple[int, int, int, bytes, bytes]:
     except (ValueError, binascii.Error):
         raise ValueError(f"n, r, p must be integers and salt, hash base64 ({_HASH_FORMAT})") from None
     _check_scrypt_params(n, r, p, salt, key)
-    return n, r, p, salt, key
+    return ("scrypt", (n, r, p), len(salt), len(key)), salt, key
 
 
-def verify_password(password: str, encoded: str) -> bool:
-    """True if ``password`` matches the stored hash; False for a wrong password or a bad hash.
-
-    The final comparison is constant-time (``hmac.compare_digest``).
-    """
-    try:
-        n, r, p, salt, key = _parse_hash(encoded)
-    except ValueError:
-        return False
+def _password_matches(password: str, encoded: str) -> bool:
+    """Whether ``password`` matches a stored hash; ``ValueError`` if the hash is malformed (or
+    argon2's own decoder refuses it: non-canonical base64, which the pattern lets by)."""
+    cost, salt, key = _parse_hash(encoded)
     if not isinstance(password, str) or "\x00" in password or not _encodable(password):
         # scrypt's PBKDF2-HMAC pads the key with zero bytes, so "pw" and "pw\0" would give the
         # same hash; no password may contain NUL (hash_password refuses it too). A lone
         # surrogate (JSON allows "\ud800") has no UTF-8 bytes to hash: no password has one.
         return False
-    return hmac.compare_digest(_scrypt(password, salt, n, r, p, len(key)), key)
+    scheme, params, _, _ = cost
+    if scheme == "scrypt":
+        n, r, p = params
+        return hmac.compare_digest(_scrypt(password, salt, n, r, p, len(key)), key)
+    try:
+        # The C library compares in constant time (argon2_verify -> argon2_compare).
+        return _argon2.verify_secret(encoded.encode("ascii"), password.encode("utf-8"), _argon2.Type.ID)
+    except VerifyMismatchError:
+        return False
+    except VerificationError as exc:
+        raise ValueError(f"argon2 refuses the hash: {exc}") from None
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    """True if ``password`` matches the stored hash; False for a wrong password or a bad hash.
+
+    The final comparison is constant-time (``hmac.compare_digest``; argon2's own for argon2).
+    """
+    try:
+        return _password_matches(password, encoded)
+    except ValueError:
+        return False
 
 
 def _encodable(text: str) -> bool:
@@ -256,16 +365,22 @@ def _encodable(text: str) -> bool:
     return True
 
 
-# A well-formed hash of no password anyone has: checked against when the user name is unknown,
-# so that an unknown user costs the same scrypt as a wrong password (no user enumeration by
-# timing; OWASP Authentication Cheat Sheet, "authentication responses").
-_DUMMY_HASH = (
-    f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}$"
-    + base64.b64encode(b"moat-nb/no-user!").decode()
-    + "$"
-    + base64.b64encode(bytes(_KEY_BYTES)).decode()
-)
+def _dummy_hash(cost: _Cost) -> str:
+    """A well-formed hash of no password anyone has, costing what ``cost`` costs: checked
+    against when the user name is unknown, so that an unknown user costs the same KDF work as
+    a wrong password (no user enumeration by timing; OWASP Authentication Cheat Sheet,
+    "authentication responses"). The all-zero key is never a KDF's output in practice."""
+    scheme, params, salt_len, key_len = cost
+    salt = (b"moat-nb/no-user!" * (salt_len // 16 + 1))[:salt_len]
+    if scheme == "argon2id":
+        v, m, t, p = params
+        return f"$argon2id$v={v}$m={m},t={t},p={p}${_b64_unpadded(salt)}${_b64_unpadded(bytes(key_len))}"
+    n, r, p = params
+    return f"scrypt${n}${r}${p}${base64.b64encode(salt).decode()}${base64.b64encode(bytes(key_len)).decode()}"
 
+
+#: The dummy of a table of hashes made here (hash_password's scrypt defaults).
+_DUMMY_HASH = _dummy_hash(("scrypt", (SCRYPT_N, SCRYPT_R, SCRYPT_P), _SALT_BYTES, _KEY_BYTES))
 
 # --------------------------------------------------------------------------- users
 
@@ -320,6 +435,9 @@ class UserTable:
     users: Mapping[str, User]
     #: Where the table came from, for messages: a file path or ``<built-in defaults>``.
     source: str = "<string>"
+    #: What an unknown user name's login is checked against: a hash of no password, of the
+    #: scheme and cost most of the users' hashes have (:func:`parse_users`).
+    dummy_hash: str = field(default=_DUMMY_HASH, repr=False)
 
     def __iter__(self) -> Iterator[User]:
         return iter(self.users.values())
@@ -343,11 +461,12 @@ class UserTable:
     def check_password(self, username: str, password: str) -> User:
         """The user, or ``AuthenticationError`` ``BAD_CREDENTIALS``.
 
-        One message for an unknown user and a wrong password, and the same scrypt work for
-        both, so that neither the answer nor its timing tells which user names exist.
+        One message for an unknown user and a wrong password, and the same KDF work for both
+        (:attr:`dummy_hash`), so that neither the answer nor its timing tells which user names
+        exist.
         """
         user = self.users.get(username) if isinstance(username, str) else None
-        ok = verify_password(password, user.password_hash if user else _DUMMY_HASH)
+        ok = verify_password(password, user.password_hash if user else self.dummy_hash)
         if user is None or not ok:
             raise AuthenticationError(
                 "wrong user name or password",
@@ -479,15 +598,16 @@ def parse_users(text: str, *, source: str = "<string>") -> UserTable:
         else:
             password_hash = entry["password_hash"]
             try:
-                _parse_hash(password_hash)
+                # Checking the name as the password runs the KDF once: argon2's decoder refuses
+                # here, not at the first login, what the pattern let by.
+                is_default = _password_matches(name, password_hash)
             except ValueError as exc:
                 raise bad(
                     f"{where}.password_hash",
                     str(exc),
-                    "only scrypt hashes are accepted; make one with `python -m "
-                    "moat_nb.sandbox.security hash-password`",
+                    "scrypt and Argon2id hashes are accepted; make one with `python -m "
+                    "moat_nb.sandbox.security hash-password [--argon2]`",
                 ) from None
-            is_default = verify_password(name, password_hash)
             credential = "hash:" + password_hash
 
         roles = entry.get("roles")
@@ -515,7 +635,15 @@ def parse_users(text: str, *, source: str = "<string>") -> UserTable:
             default_password=is_default,
             credential=credential,
         )
-    return UserTable(tenant=Tenant(tenant_id, tier), users=MappingProxyType(users), source=source)
+    # An unknown name is checked against a hash of the cost most users' hashes have (on a tie,
+    # the first user's): a file mixing schemes or costs leaves the others' timing apart.
+    costs = Counter(_parse_hash(u.password_hash)[0] for u in users.values())
+    return UserTable(
+        tenant=Tenant(tenant_id, tier),
+        users=MappingProxyType(users),
+        source=source,
+        dummy_hash=_dummy_hash(costs.most_common(1)[0][0]),
+    )
 
 
 # --------------------------------------------------------------------------- principals, authorization
@@ -1406,14 +1534,16 @@ class TraceSecrets:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m moat_nb.sandbox.security hash-password``: print a ``password_hash`` line.
+    """``python -m moat_nb.sandbox.security hash-password [--argon2]``: print a
+    ``password_hash`` line (scrypt, or Argon2id with ``--argon2``).
 
     Reads the password without echo from a terminal, or one line from standard input.
     """
     args = sys.argv[1:] if argv is None else argv
-    if args != ["hash-password"]:
-        print("usage: python -m moat_nb.sandbox.security hash-password", file=sys.stderr)
+    if args not in (["hash-password"], ["hash-password", "--argon2"]):
+        print("usage: python -m moat_nb.sandbox.security hash-password [--argon2]", file=sys.stderr)
         return 2
+    scheme: Literal["scrypt", "argon2id"] = "argon2id" if "--argon2" in args else "scrypt"
     if sys.stdin.isatty():
         import getpass
 
@@ -1423,7 +1553,12 @@ def main(argv: list[str] | None = None) -> int:
     if not password:
         print("empty password", file=sys.stderr)
         return 1
-    print(f'password_hash = "{hash_password(password)}"')
+    try:
+        encoded = hash_password(password, scheme=scheme)
+    except ValueError as exc:  # NUL or a lone surrogate: say so, no traceback
+        print(exc, file=sys.stderr)
+        return 1
+    print(f'password_hash = "{encoded}"')
     return 0
 
 

@@ -12,12 +12,14 @@ import math
 import os
 import re
 import stat
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
 import pytest
 import rfc8785
+from argon2 import PasswordHasher
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -612,10 +614,29 @@ BAD_FILES = [
         "exactly one",
     ),
     (
-        '[users.bob]\npassword_hash = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA"\nroles = []\n',
+        '[users.bob]\npassword_hash = "bcrypt$2b$12$c2FsdA"\nroles = []\n',
         "users.bob.password_hash",
         "scrypt$",
     ),
+    *[
+        (f'[users.bob]\npassword_hash = "{encoded}"\nroles = []\n', "users.bob.password_hash", problem)
+        for encoded, problem in [
+            ("$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA", "salt is 4 bytes"),
+            ("$argon2i$v=19$m=65536,t=3,p=4$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA", "only Argon2id"),
+            ("$argon2id$v=16$m=65536,t=3,p=4$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA", "version 19"),
+            # padded base64 is not the PHC string argon2 writes
+            ("$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA==", "without padding"),
+            ("$argon2id$v=19$m=1048576,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA", "256 MiB"),
+            ("$argon2id$v=19$m=262144,t=9,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA", "of work per login"),
+            ("$argon2id$v=19$m=8,t=4000000000,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA", "of work"),
+            ("$argon2id$v=19$m=65536,t=3,p=4096$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA", "p=4096"),
+            ("$argon2id$v=19$m=16,t=3,p=4$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA", "8 KiB per lane"),
+            ("$argon2id$v=19$m=65536,t=0,p=4$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA", "t=0"),
+            ("$argon2id$v=19$t=3,m=65536,p=4$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA", "not of the form"),
+            # "B" ends in bits a 16-byte value cannot have: Python's base64 lets it by, argon2 not
+            ("$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaB", "argon2 refuses"),
+        ]
+    ],
     (
         '[users.bob]\npassword_hash = "scrypt$1073741824$8$1$AAAAAAAAAAA=$AAAAAAAAAAAAAAAAAAAAAA=="\n'
         "roles = []\n",
@@ -733,6 +754,82 @@ def test_hash_password_cli(monkeypatch, capsys) -> None:
     match = re.fullmatch(r'password_hash = "(.+)"', line)
     assert match and verify_password("hunter2", match.group(1))
     assert sec.main(["nonsense"]) == 2
+
+
+def test_hash_password_cli_makes_argon2id(monkeypatch, capsys) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("hunter2\n"))
+    assert sec.main(["hash-password", "--argon2"]) == 0
+    match = re.fullmatch(
+        r'password_hash = "(\$argon2id\$v=19\$m=65536,t=3,p=4\$.+)"', capsys.readouterr().out.strip()
+    )
+    assert match and verify_password("hunter2", match.group(1))
+    table = parse_users(f'[users.ann]\npassword_hash = "{match.group(1)}"\nroles = []\n')
+    assert table.check_password("ann", "hunter2").username == "ann"
+
+
+# --------------------------------------------------------------------------- argon2 (section 6)
+
+# Small argon2 costs for the suite (the parsing and the C library's path are the same).
+FAST_ARGON2 = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
+
+
+def test_a_standard_argon2id_hash_logs_in(tmp_path) -> None:
+    # The string any argon2 tool writes (argon2-cffi's PasswordHasher here), not only ours.
+    encoded = FAST_ARGON2.hash("correct horse")
+    path = tmp_path / "users.toml"
+    path.write_text(
+        f'tenant = {{ id = "t1", tier = "HIGH" }}\n[users.ann]\npassword_hash = "{encoded}"\n'
+        'roles = ["OPERATOR"]\ngrants = ["replay:prod"]\n'
+    )
+    table = sec.load_users(path)
+    assert not table.uses_default_passwords
+    auth = Authority(table, jwt_secret=SECRET, bootstrap_token=BOOT)
+    assert "replay:prod" in auth.login("ann", "correct horse", T0)["user"]["permissions"]
+    for wrong in ("correct horse ", "ann", "", "correct horse\x00", "\ud800"):
+        with pytest.raises(AuthenticationError):
+            auth.login("ann", wrong, T0)
+
+
+def test_an_argon2id_hash_of_the_user_name_counts_as_default() -> None:
+    table = parse_users(f'[users.bob]\npassword_hash = "{FAST_ARGON2.hash("bob")}"\nroles = []\n')
+    assert table.default_password_users == ("bob",)
+
+
+@PROPS
+@given(st.text(_NO_NUL, min_size=1, max_size=30), st.text(min_size=1, max_size=5), st.data())
+def test_argon2_hash_property(password: str, suffix: str, data: st.DataObject) -> None:
+    encoded = FAST_ARGON2.hash(password)
+    assert verify_password(password, encoded)
+    assert not verify_password(password + suffix, encoded)
+    # Any one character of the stored string changed: refused (never an exception).
+    i = data.draw(st.integers(0, len(encoded) - 1))
+    other = data.draw(st.sampled_from("$=,0123456789AZaz+/").filter(lambda c: c != encoded[i]))
+    assert verify_password(password, encoded[:i] + other + encoded[i + 1 :]) is False
+
+
+def test_an_unknown_name_costs_what_the_tables_hashes_cost() -> None:
+    """An unknown name was checked against a scrypt hash of the default cost (~40 ms) whatever
+    the file held: with argon2 users of a higher cost, the answer's time told a name apart."""
+    slow = PasswordHasher(time_cost=4, memory_cost=64 * 1024, parallelism=1)
+    table = parse_users(
+        f'[users.ann]\npassword_hash = "{slow.hash("a")}"\nroles = []\n'
+        f'[users.bob]\npassword_hash = "{slow.hash("b")}"\nroles = []\n'
+        f'[users.eve]\npassword_hash = "{fast_hash("e")}"\nroles = []\n'
+    )
+    assert table.dummy_hash.startswith("$argon2id$v=19$m=65536,t=4,p=1$")
+    assert not verify_password("", table.dummy_hash) and not verify_password("a", table.dummy_hash)
+
+    def cost(name: str) -> float:
+        best = math.inf
+        for _ in range(3):
+            start = time.perf_counter()
+            with pytest.raises(AuthenticationError):
+                table.check_password(name, "wrong")
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    known, unknown = cost("ann"), cost("nobody-such")
+    assert 0.5 < unknown / known < 2, (known, unknown)
 
 
 # --------------------------------------------------------------------------- command signing
