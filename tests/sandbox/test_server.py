@@ -709,6 +709,28 @@ def test_a_head_that_never_ends_is_cut_off_at_the_limit(sb: Sandbox) -> None:
     assert sb.http.get("/health").status_code == 200  # the server is fine
 
 
+def test_an_argon2id_user_logs_in_over_http(tmp_path: Path) -> None:
+    """DESIGN section 6 allows `password_hash = "<argon2 or scrypt hash>"`; an Argon2id hash made
+    by argon2's own tools was refused at start (USERS_FILE_INVALID, "only scrypt")."""
+    from argon2 import PasswordHasher
+
+    users_file = tmp_path / "users.toml"
+    encoded = PasswordHasher(time_cost=2, memory_cost=8 * 1024, parallelism=1).hash("correct horse")
+    users_file.write_text(f'[users.ann]\npassword_hash = "{encoded}"\nroles = ["OPERATOR"]\n')
+    state = SandboxState.create(tmp_path / "data", users_file=users_file, app=APP)
+    server = ServerThread(create_app(state)).start()
+    try:
+        with httpx.Client(base_url=server.url + API_PREFIX, timeout=10) as http:
+            r = http.post("/auth/login", json={"username": "ann", "password": "correct horse"})
+            assert r.status_code == 200 and r.json()["user"]["roles"] == ["OPERATOR"], r.text
+            for name, password in (("ann", "wrong"), ("bob", "correct horse")):
+                r = http.post("/auth/login", json={"username": name, "password": password})
+                assert refusal(r) == (401, "BAD_CREDENTIALS"), r.text
+    finally:
+        server.stop()
+        state.close()
+
+
 def test_a_body_must_be_declared_json(sb: Sandbox) -> None:
     """Found probing: every JSON endpoint read any body as JSON, whatever its Content-Type. A web
     page can POST text/plain cross-site without a CORS preflight, and <form enctype=text/plain>
