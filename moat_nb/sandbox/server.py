@@ -40,7 +40,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import uvicorn
@@ -1725,6 +1725,24 @@ def _fast_stack() -> tuple[Callable[[], asyncio.AbstractEventLoop], str]:
     return new_loop, "httptools"
 
 
+def _head_too_large_answer(limit: int) -> bytes:
+    """The whole 431 answer the HTTP protocols write for a head over ``limit`` bytes: the error
+    envelope of :class:`HeaderLimits`'s (section 4 "Errors"), the same under httptools and h11."""
+    body = json.dumps(
+        {
+            "error": HeadersTooLarge.code,
+            "message": f"the request line and header fields are longer than {limit} bytes",
+            "details": {"limit": limit, "hint": "send fewer and shorter header fields"},
+        }
+    ).encode()
+    return (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+        + f"content-length: {len(body)}\r\n".encode()
+        + b"connection: close\r\n\r\n"
+        + body
+    )
+
+
 def _bounded_httptools(limit: int) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol, answering 431 and closing the connection once a request's
     head (request line and header fields) passes ``limit`` bytes without ending.
@@ -1738,19 +1756,7 @@ def _bounded_httptools(limit: int) -> type[asyncio.Protocol]:
     :mod:`.bodies`)."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    body = json.dumps(
-        {
-            "error": HeadersTooLarge.code,
-            "message": f"the request line and header fields are longer than {limit} bytes",
-            "details": {"limit": limit, "hint": "send fewer and shorter header fields"},
-        }
-    ).encode()
-    answer = (
-        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-        + f"content-length: {len(body)}\r\n".encode()
-        + b"connection: close\r\n\r\n"
-        + body
-    )
+    answer = _head_too_large_answer(limit)
 
     class BoundedHttpTools(HttpToolsProtocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -1779,6 +1785,47 @@ def _bounded_httptools(limit: int) -> type[asyncio.Protocol]:
     return BoundedHttpTools
 
 
+def _bounded_h11(limit: int) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol (the fallback without httptools), answering a head over ``limit``
+    bytes as :func:`_bounded_httptools` does: 431 ``HEADERS_TOO_LARGE``, then close.
+
+    h11 bounds the head itself (``max_incomplete_event_size``) and says which refusal it is,
+    ``RemoteProtocolError(error_status_hint=431)``, but uvicorn answers every protocol error
+    with a plain-text 400, so a client saw 400 under h11 and 431 under httptools for the same
+    request. The connection here remembers that hint, and the 400 answer gives way to the 431
+    one; any other protocol error keeps uvicorn's 400."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    answer = _head_too_large_answer(limit)
+
+    class HintedConnection(h11.Connection):
+        head_too_large = False
+
+        def next_event(self) -> Any:
+            try:
+                return super().next_event()
+            except h11.RemoteProtocolError as exc:
+                # h11 hints 431 only for a receive buffer over max_incomplete_event_size (h11
+                # 0.16 _connection.py), i.e. a request head that does not end in time.
+                self.head_too_large = exc.error_status_hint == 431
+                raise
+
+    class BoundedH11(H11Protocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.conn = HintedConnection(h11.SERVER, max_incomplete_event_size=limit)
+
+        def send_400_response(self, msg: str) -> None:
+            if not getattr(self.conn, "head_too_large", False):
+                super().send_400_response(msg)
+                return
+            self.transport.write(answer)
+            self.transport.close()
+
+    return BoundedH11
+
+
 class ServerThread:
     """uvicorn serving ``app`` in a background thread with its own event loop.
 
@@ -1797,9 +1844,13 @@ class ServerThread:
         log_level: str = "warning",
         graceful_timeout: int = 5,
         trusted_proxies: Iterable[str] = (),
+        http: Literal["httptools", "h11"] | None = None,
     ) -> None:
         self.app = app
-        self._new_loop, http = _fast_stack()
+        self._new_loop, fastest = _fast_stack()
+        # `http` picks the HTTP implementation (default: httptools where installed): tests run
+        # the h11 fallback with it, as a machine without httptools would.
+        http = http or fastest
         head_limit = app.state.sandbox.config.max_head_bytes
         proxies = list(trusted_proxies)
         self.config = uvicorn.Config(
@@ -1809,9 +1860,9 @@ class ServerThread:
             log_level=log_level,
             lifespan="on",
             # The request head is bounded in the HTTP protocol, before the app (HeaderLimits)
-            # sees it: httptools bounds nothing; h11 (the fallback) answers a head over its
-            # max_incomplete_event_size with a plain 400.
-            http=_bounded_httptools(head_limit) if http == "httptools" else http,
+            # sees it, with the same 431 under either: httptools bounds nothing; h11 (the
+            # fallback) bounds it by max_incomplete_event_size but answered a plain 400.
+            http=_bounded_httptools(head_limit) if http == "httptools" else _bounded_h11(head_limit),
             h11_max_incomplete_event_size=head_limit,
             # Forwarded headers only from the proxies named (ServerConfig.trusted_proxies).
             proxy_headers=bool(proxies),

@@ -709,6 +709,46 @@ def test_a_head_that_never_ends_is_cut_off_at_the_limit(sb: Sandbox) -> None:
     assert sb.http.get("/health").status_code == 200  # the server is fine
 
 
+def _send_head(port: int, head: bytes) -> bytes:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        sock.sendall(head)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    finally:
+        sock.close()
+    return answer
+
+
+def test_the_h11_fallback_answers_an_over_long_head_as_httptools_does(tmp_path: Path) -> None:
+    """Without httptools the server runs h11, which bounds the head itself but was answered by
+    uvicorn with a plain-text 400 "Invalid HTTP request received.": the same request got 431
+    HEADERS_TOO_LARGE under httptools and 400 under h11. Now 431 with the error envelope under
+    both; h11's other protocol errors keep their 400."""
+    state = SandboxState.create(tmp_path / "data", app=APP)
+    servers = {http: ServerThread(create_app(state), http=http).start() for http in ("httptools", "h11")}
+    try:
+        limit = state.config.max_head_bytes
+        start = f"GET {API_PREFIX}/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Long: ".encode()
+        answers = {}
+        for http, server in servers.items():
+            answers[http] = answer = _send_head(server.port or 0, start + b"a" * (limit + 1 - len(start)))
+            assert answer.startswith(b"HTTP/1.1 431 "), (http, answer[:120])
+            body = json.loads(answer.partition(b"\r\n\r\n")[2])
+            assert body["error"] == "HEADERS_TOO_LARGE" and body["details"]["limit"] == limit, http
+            bad = _send_head(server.port or 0, start + b"a\x00b\r\n\r\n")
+            assert bad.startswith(b"HTTP/1.1 400"), (http, bad[:120])
+            with httpx.Client(base_url=server.url + API_PREFIX, timeout=10) as http_client:
+                assert http_client.get("/health").status_code == 200, http
+        assert answers["h11"] == answers["httptools"]
+        assert servers["h11"].server.config.http_protocol_class.__name__ == "BoundedH11"
+    finally:
+        for server in servers.values():
+            server.stop()
+        state.close()
+
+
 def test_an_argon2id_user_logs_in_over_http(tmp_path: Path) -> None:
     """DESIGN section 6 allows `password_hash = "<argon2 or scrypt hash>"`; an Argon2id hash made
     by argon2's own tools was refused at start (USERS_FILE_INVALID, "only scrypt")."""
