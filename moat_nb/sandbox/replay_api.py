@@ -30,10 +30,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .. import audit
-from ..errors import AuditUnavailable, RecordError, ValidationError
+from ..errors import AuditUnavailable, PayloadTooLarge, RecordError, UnsupportedMediaType, ValidationError
 from ..model import REPLAY_STATUSES, ModifiedPayload, check_id
 from ..payload import Mask, parse_modified_payload, redact_mapping, refuse_control_headers
-from .bodies import read_json
+from .bodies import parse_json, read_body, read_json
 from .openapi import USER, Operation, needs, ref
 from .replay_tables import dumps
 from .security import Principal
@@ -428,6 +428,23 @@ def replay_operations(state: SandboxState) -> list[Operation]:
     """The replay endpoints, as declared operations (``create_app`` mounts them)."""
     from .trace_stream import stream_operations
 
+    def _request_info(request: Request, body: Any) -> RequestInfo:
+        client = body.get("client") if isinstance(body, Mapping) else None
+        return RequestInfo.of(request, recordable_client(client, state.redactor.value))
+
+    async def _screen_undeclared(request: Request, principal: Principal, svc: ReplayService) -> None:
+        """A body not declared JSON (415) is still read for control headers, so that a wrong
+        Content-Type, like any other fault of the request, cannot keep an attempt out of the
+        audit log (section 4; security review finding 3). The 415 is there against web pages
+        (a text/plain POST needs no CORS preflight), and none can send this one: it reached
+        here with a bearer token, which a cross-site request cannot carry without a preflight.
+        A body that is not JSON, or is too large, keeps its 415."""
+        try:
+            body = parse_json(await read_body(request, limit=state.config.max_body))
+        except (ValidationError, PayloadTooLarge):
+            return
+        await svc.screen(principal, body, _request_info(request, body))
+
     def service() -> ReplayService:
         svc = state.replays
         if svc is None:
@@ -439,10 +456,14 @@ def replay_operations(state: SandboxState) -> list[Operation]:
         svc = service()
         # The body before the Idempotency-Key: a control header in it is refused and audited
         # whatever else is wrong (section 4), the key included; create() checks the key next.
-        body = await read_json(request, limit=state.config.max_body)
-        client = body.get("client") if isinstance(body, Mapping) else None
-        info = RequestInfo.of(request, recordable_client(client, state.redactor.value))
-        replay, made = await svc.create(principal, body, request.headers.get("idempotency-key"), info)
+        try:
+            body = await read_json(request, limit=state.config.max_body)
+        except UnsupportedMediaType:
+            await _screen_undeclared(request, principal, svc)
+            raise
+        replay, made = await svc.create(
+            principal, body, request.headers.get("idempotency-key"), _request_info(request, body)
+        )
         headers = {"Location": f"/api/v1/replays/{replay['replayId']}", "Cache-Control": "no-store"}
         if not made:
             headers["Idempotent-Replayed"] = "true"

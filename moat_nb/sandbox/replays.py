@@ -562,6 +562,26 @@ class ReplayService:
             )
         return self.get(found[1])
 
+    async def screen(self, principal: Principal, body: Any, info: RequestInfo) -> None:
+        """400 ``CONTROL_HEADER`` (:class:`ControlHeaderRejected`), audited as
+        ``CONTROL_HEADER_REJECTED``, when ``body`` (a ``POST /replays`` body, parsed) names a
+        Camel control header in ``modifiedPayload.headers``; nothing otherwise. Section 4
+        refuses such an attempt and audits it (security.md: "log the attempt as a security
+        event"), so it runs before every other check of the request, whatever else is wrong."""
+        try:
+            screen_control_headers(body)
+        except ControlHeaderRejected as exc:
+            await run_in_threadpool(
+                self.audit_standalone,
+                "CONTROL_HEADER_REJECTED",
+                actor=actor_of(principal),
+                source=info.to_wire(),
+                target={"sourceExchangeId": audit_source_id(body)},
+                detail={"headers": exc.details.get("headers", []), "reason": exc.message},
+                outcome="REJECTED",
+            )
+            raise
+
     async def create(
         self, principal: Principal, body: Any, key_header: str | None, info: RequestInfo
     ) -> tuple[dict[str, Any], bool]:
@@ -577,21 +597,9 @@ class ReplayService:
         """
         self.bind_loop()
         self._last_activity = time.monotonic()
-        try:
-            screen_control_headers(body)  # first (section 4; review finding 3)
-            key = check_idempotency_key(key_header)
-            req = ReplayRequest.parse(body)
-        except ControlHeaderRejected as exc:
-            await run_in_threadpool(
-                self.audit_standalone,
-                "CONTROL_HEADER_REJECTED",
-                actor=actor_of(principal),
-                source=info.to_wire(),
-                target={"sourceExchangeId": audit_source_id(body)},
-                detail={"headers": exc.details.get("headers", []), "reason": exc.message},
-                outcome="REJECTED",
-            )
-            raise
+        await self.screen(principal, body, info)  # first (section 4; review finding 3)
+        key = check_idempotency_key(key_header)
+        req = ReplayRequest.parse(body)
         # Lookups by key run on the loop: cheaper than the thread hop that would carry them.
         existing = self._existing(principal, key, req.fingerprint)
         if existing is not None:

@@ -1741,6 +1741,38 @@ def test_a_control_header_is_audited_whatever_else_is_wrong(
     assert event["target"]["sourceExchangeId"] == (src if source == src else None)
 
 
+def test_a_control_header_is_audited_whatever_the_declared_content_type(sb: SandboxHandle, user: Any) -> None:
+    """A body not declared JSON got 415 UNSUPPORTED_MEDIA_TYPE before it was read, so a control
+    header sent as text/plain (or form-urlencoded, curl -d's default) was refused unaudited:
+    one more fault a prober could add to leave no trace (the reason the screen runs first,
+    security review finding 3). The body of an authenticated POST /replays is now read for
+    control headers first; without one the answer is still 415, and nothing is audited."""
+    op = user("operator")
+    src = sources(op, "dev")[13]["exchangeId"]
+    attempt = json.dumps(
+        {"sourceExchangeId": src, "reason": "probe", "modifiedPayload": {"headers": {"cAmElHttpUri": "x"}}}
+    ).encode()
+    harmless = json.dumps({"sourceExchangeId": src, "reason": "probe"}).encode()
+    before = db_rows(sb, "SELECT count(*) FROM replays")[0][0]
+    for kind in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {"Idempotency-Key": uuid.uuid4().hex, **({"Content-Type": kind} if kind else {})}
+        seq = last_seq(sb)
+        r = op.post("/replays", content=attempt, headers=headers)
+        assert (r.status_code, r.json()["error"]) == (400, "CONTROL_HEADER"), (kind, r.text)
+        [event] = [e for e in sb.state.replays.audit_events() if e["seq"] > seq]
+        assert event["action"] == "CONTROL_HEADER_REJECTED" and event["detail"]["headers"] == ["cAmElHttpUri"]
+        assert event["actor"]["username"] == "operator" and event["target"]["sourceExchangeId"] == src
+        for body in (harmless, b"not json", b'{"a": 1, "a": 2}'):
+            r = op.post("/replays", content=body, headers=headers)
+            assert (r.status_code, r.json()["error"]) == (415, "UNSUPPORTED_MEDIA_TYPE"), (kind, body)
+        assert last_seq(sb) == event["seq"]
+    # Without a token nothing is read: 401, as before, and nothing audited.
+    seq = last_seq(sb)
+    bare = httpx.post(f"{sb.api}/replays", content=attempt, headers={"Content-Type": "text/plain"})
+    assert bare.status_code == 401 and last_seq(sb) == seq
+    assert db_rows(sb, "SELECT count(*) FROM replays")[0][0] == before
+
+
 def _post_with_client(op: httpx.Client, source: str, client: Any, **body: Any) -> httpx.Response:
     return op.post(
         "/replays",
