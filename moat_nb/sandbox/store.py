@@ -887,6 +887,7 @@ _SUMMARY_COLUMNS = (
     "environment status start_ms end_ms duration_ms error_type error_message processor_count "
     "capture_mode is_replay replay_id source_exchange_id"
 ).split()
+_SUMMARY_ENVIRONMENT = _SUMMARY_COLUMNS.index("environment")
 _DETAIL_COLUMNS = (
     "input_body output_body input_headers output_headers input_properties output_properties error_stack_trace"
 ).split()
@@ -1485,6 +1486,29 @@ class Store:
                     code="CHUNK_CONFLICT",
                     executionId=c.execution_id,
                 )
+        environment = c.summary[_SUMMARY_ENVIRONMENT] if c.summary is not None else None
+        if (
+            environment is not None
+            and conn.execute(
+                # A replay names its source by exchangeId and takes the environment, and so the
+                # permissions (section 6), of the execution that id finds (replay_source_id, the
+                # earliest). Camel's exchange ids are unique per host, and a replay's execution gets
+                # a new one, so an id recorded in two environments is made up: an agent of dev that
+                # recorded a prod exchange's id with an earlier start had every replay of that prod
+                # exchange run its own payload in dev (security walk). Same environment: allowed
+                # (one exchange may pass several routes). The other environment is not named.
+                "SELECT 1 FROM executions WHERE exchange_id = ? AND environment IS NOT NULL "
+                "AND environment != ? AND execution_id != ? LIMIT 1",
+                (c.exchange_id, environment, c.execution_id),
+            ).fetchone()
+        ):
+            raise _fail(
+                f"exchange {c.exchange_id} is recorded in another environment; an agent of "
+                f"{environment!r} cannot record it too",
+                code="CHUNK_CONFLICT",
+                executionId=c.execution_id,
+                exchangeId=c.exchange_id,
+            )
         if other is not None and c.processors:
             # A stored processor record is never replaced: a replay's trace events refer to
             # them (replay_tables.PROCESSOR_REF), and what was sent must be what is read back.

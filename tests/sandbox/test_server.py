@@ -1483,6 +1483,27 @@ def test_chunk_is_stored_with_the_agents_environment(sb: Sandbox) -> None:
     assert refusal(sb.post_chunk("prod", other)) == (409, "CHUNK_CONFLICT")
 
 
+def test_an_agent_cannot_record_another_environments_exchange_id(sb: Sandbox) -> None:
+    """Security walk: a replay's source is found by its exchangeId (the earliest recorded
+    execution with it), and an agent of dev could record a new execution under the exchange id
+    of a prod one, starting earlier: every replay of that prod exchange then started from the
+    dev agent's payload, in dev. An exchange id recorded in another environment is now 409
+    CHUNK_CONFLICT, naming neither that environment nor storing anything; the same environment
+    may record it again (an exchange passing two routes)."""
+    shadow = make_chunk("exec-shadow-1", "ex-prod-0")
+    shadow["execution"]["startTime"] = shadow["processors"][0]["startTime"] = "2020-01-01T00:00:00Z"
+    r = sb.post_chunk("dev", shadow)
+    assert refusal(r) == (409, "CHUNK_CONFLICT") and "'prod'" not in r.text, r.text
+    assert sb.state.store.replay_source_id("ex-prod-0") == "exec-prod-0"
+    conn = sb.state.store._conn()
+    for table in ("executions", "chunks", "processors"):
+        assert conn.execute(
+            f"SELECT count(*) FROM {table} WHERE execution_id = 'exec-shadow-1'"
+        ).fetchone() == (0,), table
+    assert sb.post_chunk("prod", make_chunk("exec-prod-0b", "ex-prod-0")).status_code == 202
+    assert sb.state.store.replay_source_id("ex-prod-0") == "exec-prod-0"
+
+
 @pytest.mark.parametrize("replay_id", [{"a": 1}, ["r"], "bad id", 7])
 def test_a_chunk_whose_replay_id_is_not_an_id_is_a_400(sb: Sandbox, replay_id: Any) -> None:
     # schemathesis found an object here reaching the replay lookup (a 500 from SQLite's binding).
