@@ -559,6 +559,16 @@ def _validate(chunk: Chunk | Mapping[str, Any]) -> _Checked:
             check_id(x.replay_id, "replayId")
         if x.replay_id not in (None, c.replay_id):
             raise _fail(f"execution replayId {x.replay_id!r} differs from the chunk's {c.replay_id!r}")
+        if c.replay_id is None and (x.is_replay or x.source_exchange_id is not None):
+            # Section 3: isReplay and sourceExchangeId are a replay's only, and a replay's trace
+            # comes tagged with the replayId of a command the platform sent (and audited). Kept,
+            # this would be a "replay" no Replay resource or audit record vouches for, and an
+            # exchange hidden from a notebook's isReplay=false history (security walk).
+            raise _fail(
+                "isReplay/sourceExchangeId are set on an execution whose chunk carries no "
+                "replayId: only a replay's trace, tagged with its replayId, is a replay",
+                field="execution.isReplay" if x.is_replay else "execution.sourceExchangeId",
+            )
         if x.processors:
             if processors:
                 raise _fail("send processors either in the chunk or in its execution, not both")

@@ -508,6 +508,30 @@ def test_ingest_many_rolls_back_the_batch_with_a_bad_chunk(tmp_path: Path) -> No
     s.close()
 
 
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"is_replay": True}, "execution.isReplay"),
+        ({"source_exchange_id": "ex-1"}, "execution.sourceExchangeId"),
+        ({"is_replay": True, "source_exchange_id": "ex-1"}, "execution.isReplay"),
+    ],
+)
+def test_replay_fields_without_a_replay_id_are_refused(
+    store: Store, fields: dict[str, Any], field: str
+) -> None:
+    """A chunk with no replayId is recorded traffic: one claiming to be a replay (or a replay's
+    copy of another exchange) would be a replay no audit record vouches for, and would hide
+    from a history searched with isReplay=false. Refused whole; nothing is stored."""
+    x = execution(1, **fields)
+    with pytest.raises(RecordError) as err:
+        store.ingest(chunk_of(x))
+    assert err.value.code == "BAD_CHUNK"
+    assert err.value.details["field"] == field
+    assert "replayId" in str(err.value)
+    assert store.execution("exec-1") is None
+    assert store.search()[1] == 0
+
+
 def test_replay_execution_is_stored_and_found(store: Store) -> None:
     original = execution(1)
     replay = execution(
@@ -1168,9 +1192,10 @@ def executions(draw: st.DrawFn) -> Execution:
         error_message=draw(_opt_text),
         processor_count=draw(st.integers(0, 10**6)),
         capture_mode=draw(st.sampled_from(["PROCESSOR", "ROUTE"])),
-        is_replay=replay_id is not None or draw(st.booleans()),
+        # A replay's fields come with its replayId (section 3; refused without one).
+        is_replay=replay_id is not None,
         replay_id=replay_id,
-        source_exchange_id=draw(st.none() | _ids),
+        source_exchange_id=draw(st.none() | _ids) if replay_id is not None else None,
         input_body=draw(_opt_text),
         output_body=draw(_opt_text),
         input_headers=draw(_maps),
