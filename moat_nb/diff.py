@@ -869,7 +869,7 @@ class DiffResult:
             procs = {x.processor for x in real if x.processor.processor_id not in (START, END)}
             lines.append(
                 f"{len(real)} differences ({by_cause['route']} from the route, {by_cause['input']} carried"
-                f" from the start payload) at {len(procs)} processors; {noise} noise"
+                f" from the start payload){_where(o, len(procs))}; {noise} noise"
             )
         route = []
         if self.removed:
@@ -1012,6 +1012,30 @@ def _same_failure(o: Execution, r: Execution) -> str:
     if o.error_type == r.error_type:
         return f", with the same exception ({o.error_type}) and another message"
     return f", with another error: {o.error_type or '(none)'} -> {r.error_type or '(none)'}"
+
+
+def _where(original: Execution, processors: int) -> str:
+    """Where the summary's count line says the differences are. A ``ROUTE``-captured original
+    (DESIGN.md section 3) carries payloads only at the route's entry and exit: "at 0 processors"
+    read as "no processor differs" where no processor's payload had been compared (and, with
+    no processor records, no processor at all). The compliance report re-derives this line
+    word for word (moat_nb.evidence._count_lines): change both together."""
+    if original.capture_mode != "ROUTE":
+        return f" at {processors} processors"
+    if not original.processors:
+        return (
+            " at the route's input and output: the original was captured at ROUTE level with no"
+            " processors recorded, so only the route's input and output compare"
+        )
+    if not processors:
+        return (
+            " at the route's input and output: the original was captured at ROUTE level, so payloads"
+            " compare only there (no processor differs in status, error or route taken)"
+        )
+    return (
+        f" at {processors} processors (status, error or route taken) and the route's input and output:"
+        " the original was captured at ROUTE level, so payloads compare only there"
+    )
 
 
 def _names(refs: Sequence[ProcessorRef]) -> str:

@@ -1332,14 +1332,9 @@ def _diff_check(evidence: Mapping[str, Any], requested: Mapping[str, Any], final
         # The summary's count line, as moat_nb.diff.DiffResult.summary writes it.
         noise = counts.get("noise", 0)
         procs = {tuple(r.get(k) for k in keys) for r in rows if r.get("processorId") not in (_START, _END)}
-        line = (
-            (f"no differences (apart from {noise} noise)" if noise else "no differences")
-            if not rows
-            else f"{len(rows)} differences ({by_cause['route']} from the route, {by_cause['input']} carried"
-            f" from the start payload) at {len(procs)} processors; {noise} noise"
-        )
-        if line not in summary.splitlines():
-            problems.append(f"the summary does not say {line!r}")
+        lines = _count_lines(rows, by_cause, len(procs), noise, evidence.get("source") or {})
+        if not set(lines) & set(summary.splitlines()):
+            problems.append(f"the summary does not say {lines[0]!r}")
     problems += _diff_replay_side(evidence, rows, fdetail)
     return Check(
         "diff is of the audited executions",
@@ -1351,6 +1346,49 @@ def _diff_check(evidence: Mapping[str, Any], requested: Mapping[str, Any], final
         "replay side with the audited trace; the original's values (and values inside bodies, headers "
         "and properties) rest on the report's own data: the platform audits no hash of the recorded exchange",
     )
+
+
+def _count_lines(
+    rows: Sequence[Mapping[str, Any]],
+    by_cause: Mapping[str, int],
+    processors: int,
+    noise: Any,
+    source: Mapping[str, Any],
+) -> list[str]:
+    """The summary's count lines that agree with the rows, the one moat_nb.diff writes now
+    first (moat_nb.diff._where: change both together). Where the original was captured at
+    ROUTE level (DESIGN.md section 3) the summary says so instead of "at 0 processors", which
+    read as "no processor differs" where no payload at a processor had been compared. A report
+    written before said "at N processors" for every original and must still verify: that line
+    agrees with the same rows, and is taken too. Whether the original's processors were
+    recorded, which decides between two ROUTE phrasings, is not in the evidence (only
+    ``processorCount``): either is taken, as the original's side rests on the report's own
+    data anyway (the platform audits no hash of it)."""
+    if not rows:
+        return [f"no differences (apart from {noise} noise)" if noise else "no differences"]
+    head = (
+        f"{len(rows)} differences ({by_cause['route']} from the route, {by_cause['input']} carried"
+        " from the start payload)"
+    )
+    before = f"{head} at {processors} processors; {noise} noise"
+    if source.get("captureMode") != "ROUTE":
+        return [before]
+    if processors:
+        return [
+            f"{head} at {processors} processors (status, error or route taken) and the route's input"
+            " and output: the original was captured at ROUTE level, so payloads compare only there;"
+            f" {noise} noise",
+            before,
+        ]
+    recorded = (
+        f"{head} at the route's input and output: the original was captured at ROUTE level, so payloads"
+        f" compare only there (no processor differs in status, error or route taken); {noise} noise"
+    )
+    unrecorded = (
+        f"{head} at the route's input and output: the original was captured at ROUTE level with no"
+        f" processors recorded, so only the route's input and output compare; {noise} noise"
+    )
+    return [recorded, unrecorded, before] if source.get("processorCount") else [unrecorded, recorded, before]
 
 
 def _diff_replay_side(

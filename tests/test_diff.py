@@ -1246,6 +1246,38 @@ def test_orders_route_captured_prod_exchange_vs_its_v2_replay() -> None:
     assert "could not compare" in summary and "(v1, prod, ROUTE)" in summary
 
 
+def test_the_count_line_says_what_a_route_captured_original_let_it_compare() -> None:
+    # The summary said "2 differences (...) at 0 processors" for a prod (ROUTE-captured) original:
+    # read as "no processor differs" where no payload at a processor had been compared.
+    prod = run("v1", ROUNDING, capture="ROUTE", environment="prod")
+    replay = run("v2", ROUNDING, replay_of=prod, environment="staging")
+    line = diff(prod, replay).summary().splitlines()[2]
+    assert line == (
+        "2 differences (2 from the route, 0 carried from the start payload) at the route's input and"
+        " output: the original was captured at ROUTE level, so payloads compare only there (no"
+        " processor differs in status, error or route taken); 0 noise"
+    )
+    # Without its processor records (a platform that keeps none in ROUTE mode).
+    bare = replace(prod, processors=None)
+    assert (
+        "with no processors recorded, so only the route's input and output compare; 0 noise"
+        in (diff(bare, replay).summary().splitlines()[2])
+    )
+    # Processors whose route taken differs (another choice branch) are counted as before.
+    gold = order([("SKU-100", 1, 19.99)], customer="C-1001")
+    other = run("v2", gold, replay_of=prod, environment="staging")
+    assert diff(prod, other).summary().splitlines()[2] == (
+        "12 differences (11 from the route, 1 carried from the start payload) at 4 processors (status,"
+        " error or route taken) and the route's input and output: the original was captured at ROUTE"
+        " level, so payloads compare only there; 0 noise"
+    )
+    # A PROCESSOR-captured original keeps the line it had.
+    staged = run("v1", ROUNDING)
+    assert diff(staged, run("v2", ROUNDING, replay_of=staged)).summary().splitlines()[2] == (
+        "53 differences (53 from the route, 0 carried from the start payload) at 13 processors; 0 noise"
+    )
+
+
 def test_orders_a_modified_payload_takes_the_other_choice_branch() -> None:
     original = run("v2", ROUNDING)
     gold = order([("SKU-100", 1, 19.99)], customer="C-1001")  # gold instead of bronze

@@ -4,11 +4,16 @@ proof, from a real sandbox through papermill to ``report verify``, is tested in 
 
 from __future__ import annotations
 
+import copy
+import json
+import random
+from datetime import UTC, datetime
 from typing import Any
 
-from moat_nb.evidence import EVIDENCE_FORMAT, verify_evidence
+from moat_nb.diff import diff
+from moat_nb.evidence import EVIDENCE_FORMAT, execution_facts, verify_evidence
 from moat_nb.expectations import Expectation, Subject, evaluate_one
-from moat_nb.model import ProcessorRecord
+from moat_nb.model import Payload, ProcessorRecord
 from moat_nb.payload import trace_digest, trace_sha256
 
 LONG_ID = 2**60 + 7  # a Java long id: beyond what RFC 8785 (JCS) can write
@@ -303,3 +308,77 @@ def test_the_failures_a_report_lists_are_those_of_its_expectations() -> None:
     assert "PASS verdict with failures" in _check(verify_evidence(listed, None), "recorded failures").detail
     # Evidence written before these fields were checked, without them, is not refused for it.
     assert _check(verify_evidence(holding, None), "recorded failures") is None
+
+
+def _route_captured_diff_evidence(original: Any, replay: Any) -> dict[str, Any]:
+    """Evidence whose ``diff`` is build_evidence's part of ``diff(original, replay)``."""
+    d = diff(original, replay).to_dict()
+    requested = {
+        "seq": 1,
+        "action": "REPLAY_REQUESTED",
+        "target": {"replayId": "r-1"},
+        "detail": {"sourceExecutionId": original.execution_id},
+        "prevHash": "0" * 64,
+        "hash": "2" * 64,
+    }
+    evidence = _evidence(
+        {"status": replay.status, "body": replay.output_body},
+        {"resultExecutionId": replay.execution_id},
+        {"path": "status", "equals": "COMPLETED"},
+        source=execution_facts(original),
+        ties=["diff"],
+        diff={
+            "originalExecutionId": d["originalExecutionId"],
+            "replayExecutionId": d["replayExecutionId"],
+            "same": d["same"],
+            "summary": d["summary"],
+            "counts": d["counts"],
+            "firstDivergence": d["firstDivergence"],
+            "limitations": d["limitations"],
+            "differences": [r for r in d["rows"] if not r["noise"]],
+        },
+    )
+    evidence["audit"]["events"].insert(0, requested)
+    return evidence
+
+
+def test_a_route_captured_originals_count_line_verifies_in_its_new_and_its_old_wording() -> None:
+    # The diff's count line said "at 0 processors" for a ROUTE-captured (prod) original; it now
+    # says what was compared, and report verify re-derives that line word for word. A report
+    # written with the old line must still verify; a line that does not fit the rows must not.
+    from moat_nb.sandbox.apps.orders import APP
+    from moat_nb.sandbox.camel import FixedClock, RouteSet, RunContext
+
+    def run(version: str, **kw: Any) -> Any:
+        routes = RouteSet.load(APP.versions[version], APP.beans, endpoints=APP.endpoints, version=version)
+        order = {"orderId": "ORD-1", "customerId": "C-1003", "currency": "EUR", "channel": "web",
+                 "lines": [{"sku": "SKU-100", "qty": 1, "unitPrice": 19.99}]}  # fmt: skip
+        payload = Payload(headers={"channel": "web"}, body=json.dumps(order), properties={})
+        clock = FixedClock(datetime(2026, 1, 1, tzinfo=UTC))
+        return routes.run(APP.entry_route, payload, context=RunContext(rng=random.Random(1), now=clock), **kw)
+
+    name = "diff is of the audited executions"
+    for capture in ("ROUTE", "PROCESSOR"):
+        original = run("v1", capture=capture, environment="prod")
+        evidence = _route_captured_diff_evidence(original, run("v2", replay_of=original))
+        line = next(x for x in evidence["diff"]["summary"].splitlines() if " differences (" in x)
+        assert ("captured at ROUTE level" in line) == (capture == "ROUTE") and "at 0 processors" not in line
+        check = _check(verify_evidence(evidence, None), name)
+        assert check.ok, check.detail
+        if capture == "PROCESSOR":
+            assert line.endswith("at 13 processors; 0 noise")  # the line it always had
+            continue
+        old = line.split(" at ", 1)[0] + " at 0 processors; 0 noise"  # as written before
+        before = copy.deepcopy(evidence)
+        before["diff"]["summary"] = evidence["diff"]["summary"].replace(line, old)
+        assert old in before["diff"]["summary"].splitlines()
+        check = _check(verify_evidence(before, None), name)
+        assert check.ok, check.detail
+    # The ROUTE wording beside a PROCESSOR-captured original, or a noise count the line lacks.
+    route = run("v1", capture="ROUTE", environment="prod")
+    genuine = _route_captured_diff_evidence(route, run("v2", replay_of=route))
+    for part, member, value in (("source", "captureMode", "PROCESSOR"), ("diff", "counts", {"noise": 3})):
+        forged = copy.deepcopy(genuine)
+        forged[part][member] = value if part == "source" else {**genuine["diff"]["counts"], **value}
+        check = _check(verify_evidence(forged, None), name)
+        assert not check.ok and "the summary does not say" in check.detail, (member, check.detail)

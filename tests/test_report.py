@@ -1215,6 +1215,29 @@ def test_report_verify_ties_times_diff_and_checks_to_the_audit(
         )
 
     assert "the summary does not say" in failed("summary", summary)["diff is of the audited executions"]
+    # The source is prod's (ROUTE-captured): the count line says what that let the diff compare
+    # (it said "at N processors" alone, "at 0" when no processor's status or route differed). A
+    # report written with the older line still verifies.
+    line = next(x for x in genuine["diff"]["summary"].splitlines() if " differences (" in x)
+    assert "the original was captured at ROUTE level, so payloads compare only there" in line
+    rows = genuine["diff"]["differences"]
+    at = {(r["processorId"], r["iteration"], r["seqOriginal"], r["seqReplay"]) for r in rows} - {
+        (r["processorId"], r["iteration"], r["seqOriginal"], r["seqReplay"])
+        for r in rows
+        if r["processorId"] in ("(start)", "(end)")
+    }
+
+    def older_wording(e: dict[str, Any]) -> None:
+        old = f"{line.split(') at ', 1)[0]}) at {len(at)} processors; {line.rsplit('; ', 1)[1]}"
+        e["diff"]["summary"] = e["diff"]["summary"].replace(line, old)
+
+    folder = tmp_path / "older-wording"
+    shutil.copytree(passing["out"], folder)
+    _forge(folder, older_wording)
+    assert (
+        f"at {len(at)} processors; " in json.loads((folder / "evidence.json").read_text())["diff"]["summary"]
+    )
+    assert main(["report", "verify", str(folder), "--key", key]) == 0
     row = next(r for r in genuine["diff"]["differences"] if r["seqReplay"] is not None)
 
     def moved(e: dict[str, Any]) -> None:  # a row said to be at another processor of the replay
