@@ -220,8 +220,16 @@ def _triple_out(p: ProcessorRecord) -> tuple[str | None, Mapping[str, Any] | Non
 class Lineage:
     """Which processor set, changed or removed which field of one execution (module docstring)."""
 
-    def __init__(self, execution: Execution, rows: tuple[LineageRow, ...], limitations: tuple[str, ...]):
+    def __init__(
+        self,
+        execution: Execution,
+        rows: tuple[LineageRow, ...],
+        limitations: tuple[str, ...],
+        original: Execution | None = None,
+    ):
         self.execution = execution
+        #: The execution a replay replayed, when given (``lineage(replay, original=...)``).
+        self.original = original
         self.rows = rows
         self.limitations = limitations
         self._json = JsonCache()
@@ -280,7 +288,8 @@ class Lineage:
         """The rows for one path and what lies under it: ``properties:order`` covers
         ``properties:order.total``, and a part alone (``body``, ``headers``, ``properties``)
         all of it, as an ``ignore=`` path does. Header names compare case-insensitively, as
-        Camel's do (``headers:Channel`` finds ``headers:channel``).
+        Camel's do (``headers:Channel`` finds ``headers:channel``). A field a replay's modified
+        start payload changed has a ``(start)`` row when the lineage was given the ``original``.
 
         Raises :class:`~moat_nb.errors.ValidationError` (``BAD_PATH``) for what is neither a
         diff path nor a part, as :meth:`field_history` does: sweep's ``body.total`` would find
@@ -356,15 +365,19 @@ class Lineage:
             entries.append(FieldValue(seq, pid, rid, it, found[0], found[1] if found[0] else None, changed))
 
         outcome = parsed.field in ("status", "error")
-        add(
-            None,
-            START,
-            e.route_id,
-            0,
+        start = (
             (False, None)
             if outcome
-            else self._lookup(parsed, e.input_body, e.input_headers, e.input_properties, None, None, None),
+            else self._lookup(parsed, e.input_body, e.input_headers, e.input_properties, None, None, None)
         )
+        o = self.original
+        # With the replayed original, (start) changed what the modified payload changed (its rows).
+        was = (
+            None
+            if o is None or outcome
+            else self._lookup(parsed, o.input_body, o.input_headers, o.input_properties, None, None, None)
+        )
+        add(None, START, e.route_id, 0, start, None if was is None else key_of(was) != key_of(start))
         if _captured(e):
             procs = e.processors or ()
             known = {p.seq for p in procs}
@@ -540,15 +553,23 @@ class Lineage:
         return LineageGraph(tuple(nodes), tuple(edges))
 
 
-def lineage(execution: Execution) -> Lineage:
+def lineage(execution: Execution, *, original: Execution | None = None) -> Lineage:
     """Which processor set, changed or removed which field of ``execution`` (module docstring).
+
+    ``original``: for a replay, the execution it replayed (its ``sourceExchangeId``'s). The
+    fields the replay's start payload (the modified payload, section 4) changed from the
+    original's are then rows of the pseudo processor ``(start)``, first, as ``field_history``
+    names the route's entry: ``who_changed("body:$.qty")`` of a replay whose payload set the
+    quantity answered ``()`` (no processor changed it), as if nothing had. Without it, a
+    lineage has no ``(start)`` rows, as before.
 
     With a ``ROUTE``-captured execution (no payloads at processors) the only changes it can tell
     are the route's as a whole, entry vs exit, under the pseudo processor ``(route)``; the
     limitation is listed in :attr:`Lineage.limitations`. Anything but an Execution
     (``p.execution(id)``) is a :class:`~moat_nb.errors.ValidationError` (``BAD_SOURCE``), and so
     is a search hit (``p.executions(...)``: no processors, no payloads), whose lineage is always
-    empty: a user asking ``who_changed`` got ``()`` with no word why."""
+    empty: a user asking ``who_changed`` got ``()`` with no word why; so is an ``original``
+    that is not what ``execution`` replayed, or that has no start payload."""
     e = require_execution(execution, "lineage()")
     if e.processors is None and e.input_headers is None and e.input_body is None:
         raise ValidationError(
@@ -561,6 +582,9 @@ def lineage(execution: Execution) -> Lineage:
     comparer = PayloadComparer()
     limitations: list[str] = []
     rows: list[LineageRow] = []
+    if original is not None:
+        original = require_execution(original, "lineage()", "original")
+        rows += _start_rows(e, original, comparer)
     if not _captured(e):
         limitations.append(
             "processors carry no payloads (ROUTE capture or a search hit): only the route's entry "
@@ -575,7 +599,7 @@ def lineage(execution: Execution) -> Lineage:
                 rows.append(
                     LineageRow(None, ROUTE, e.route_id, 0, path.partition(":")[0], path, _CHANGE[kind], a, b)
                 )
-        return Lineage(e, tuple(rows), tuple(limitations))
+        return Lineage(e, tuple(rows), tuple(limitations), original)
 
     procs = e.processors or ()
     truncated = sum(1 for p in procs if p.body_truncated)
@@ -616,7 +640,44 @@ def lineage(execution: Execution) -> Lineage:
                     p.seq, p.processor_id, p.route_id, p.iteration, path.partition(":")[0], path, change, a, b
                 )
             )
-    return Lineage(e, tuple(rows), tuple(limitations))
+    return Lineage(e, tuple(rows), tuple(limitations), original)
+
+
+def _start_rows(e: Execution, original: Execution, comparer: PayloadComparer) -> list[LineageRow]:
+    """The fields ``e``'s start payload changed from ``original``'s, as rows of ``(start)``:
+    compared as :func:`moat_nb.diff.diff` compares the two start payloads (its ``cause="input"``
+    rows at ``(start)``), so that the two name the same paths."""
+    if e.source_exchange_id is None or e.source_exchange_id != original.exchange_id:
+        raise ValidationError(
+            f"original= is exchange {original.exchange_id}, which execution {e.execution_id} did not "
+            + (
+                "replay: it is not a replay"
+                if e.source_exchange_id is None
+                else f"replay (it replayed {e.source_exchange_id})"
+            ),
+            code="BAD_SOURCE",
+            hint="pass the execution the replay replayed: p.execution(...) of its sourceExchangeId"
+            if e.source_exchange_id is not None
+            else "original= is for a replay's lineage; lineage(execution) alone for another execution",
+            details={"executionId": e.execution_id, "sourceExchangeId": e.source_exchange_id},
+        )
+    if original.input_headers is None:
+        raise ValidationError(
+            f"original {original.execution_id} is a search hit (no start payload): the start payload's "
+            "changes need the execution's detail",
+            code="BAD_SOURCE",
+            hint=f"fetch it first: p.execution({original.execution_id!r})",
+            details={"executionId": original.execution_id},
+        )
+    changes = payload_changes(
+        (original.input_body, original.input_headers, original.input_properties or {}),
+        (e.input_body, e.input_headers, e.input_properties or {}),
+        comparer=comparer,
+    )
+    return [
+        LineageRow(None, START, e.route_id, 0, path.partition(":")[0], path, _CHANGE[kind], a, b)
+        for path, kind, a, b in changes
+    ]
 
 
 def _finer_where_below(

@@ -8,8 +8,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import pandas as pd
 import pytest
 
+from moat_nb.diff import diff
 from moat_nb.errors import ValidationError
 from moat_nb.lineage import LINEAGE_COLUMNS, lineage, replay_family
 from moat_nb.model import Execution, Payload, ProcessorRecord
@@ -514,3 +516,51 @@ def test_replay_family_of_what_is_not_a_list_of_executions_is_refused_in_words()
             replay_family(bad)  # type: ignore[arg-type]
         assert err.value.code == "BAD_SOURCE" and hint in (err.value.hint or ""), (bad, err.value)
     assert len(replay_family(iter([one])).nodes) == 1  # any iterable of Executions is taken
+
+
+def test_who_changed_names_the_start_payload_of_a_replay_given_its_original() -> None:
+    # A field only the replay's modified payload changed: who_changed() answered (), as if
+    # nothing had changed it. Given the original, the start payload is its source, at (start).
+    original = orders_run([("SKU-100", 1, 19.99)])
+    replay = orders_run([("SKU-100", 3, 19.99)], seed=2, replay_of=original, replay_id="rp-1")
+    assert lineage(replay).who_changed("body:$.lines[0].qty") == ()  # as before, without it
+    result = lineage(replay, original=original)
+    (row,) = result.who_changed("body:$.lines[0].qty")
+    assert (row.seq, row.processor_id, row.route_id, row.field, row.change) == (
+        None, "(start)", "order-intake", "body", "changed"
+    )  # fmt: skip
+    assert (row.before, row.after) == (1, 3) and result.rows[0] == row and result.by("(start)") == (row,)
+    assert result.original is original
+    # The processors' rows are those of the lineage without it; the start rows are the diff's.
+    assert result.rows[1:] == lineage(replay).rows
+    start = {
+        (r.path, r.original, r.replay)
+        for r in diff(original, replay).rows
+        if r.processor.processor_id == "(start)"
+    }
+    assert {(r.path, r.before, r.after) for r in result.by("(start)")} == start
+    frame = result.to_pandas()
+    assert frame.iloc[0]["processor_id"] == "(start)" and pd.isna(frame.iloc[0]["seq"])
+    # field_history marks the change at (start) too; a field the payload left alone is not.
+    assert result.field_history("body:$.lines[0].qty").changes()[0].processor_id == "(start)"
+    assert not result.field_history("body:$.customerId").entries[0].changed
+    # A replay of the same payload: no start rows.
+    same = orders_run([("SKU-100", 1, 19.99)], seed=2, replay_of=original, replay_id="rp-2")
+    assert lineage(same, original=original).by("(start)") == ()
+
+
+def test_an_original_that_is_not_the_replays_source_is_refused() -> None:
+    original = orders_run([("SKU-100", 1, 19.99)])
+    replay = orders_run([("SKU-100", 3, 19.99)], seed=2, replay_of=original, replay_id="rp-1")
+    other = orders_run([("SKU-100", 2, 19.99)], seed=5)
+    for execution, given, words in (
+        (replay, other, f"which execution {replay.execution_id} did not replay (it replayed"),
+        (original, other, "it is not a replay"),
+        (replay, original.summary(), "is a search hit (no start payload)"),
+        (replay, original.exchange_id, "takes an Execution as original, not a str"),
+    ):
+        with pytest.raises(ValidationError) as info:
+            lineage(execution, original=given)
+        assert info.value.code == "BAD_SOURCE" and words in str(info.value) and info.value.hint, str(
+            info.value
+        )
