@@ -500,8 +500,9 @@ class ReplayRun:
 
     ``events()`` / ``aevents()`` iterate the trace events (resumable; events already read are
     kept and given again first, so iterating twice costs nothing); ``wait()`` / ``await run``
-    give the replay's :class:`~moat_nb.model.Execution` (built from the trace, or fetched after
-    ``end`` when the trace does not hold all of it: :meth:`_from_trace`); ``trace()`` /
+    (``wait(timeout=)`` / ``await run.await_(timeout=)``: at most that long) give the replay's
+    :class:`~moat_nb.model.Execution` (built from the trace, or fetched after ``end`` when the
+    trace does not hold all of it: :meth:`_from_trace`); ``trace()`` /
     ``await run.atrace()`` its processors frame; ``live()`` a view that fills in a notebook.
     ``replay`` is the Replay resource as last read (section 4).
     """
@@ -570,7 +571,9 @@ class ReplayRun:
         try:
             yield twin
         finally:
-            await twin.aclose()
+            # Shielded: a read cut off at await_()'s deadline still closes the client.
+            with anyio.CancelScope(shield=True):
+                await twin.aclose()
 
     # ---------------------------------------------------------------- events
 
@@ -680,13 +683,41 @@ class ReplayRun:
             finally:
                 deadline.cancel()
             if not self.cursor.ended:
-                raise WaitTimeout(
-                    f"replay {self.replay_id} did not end within {timeout:g} s (status {self.status})",
-                    hint="it goes on running: call run.wait() again to keep waiting",
-                    details={"replayId": self.replay_id, "lastEventId": self.cursor.last_id},
-                )
+                raise self._timed_out(timeout, "run.wait()")
         with self._sync_platform() as platform:
             return platform._run(self._result())
+
+    def _timed_out(self, seconds: float, again: str) -> WaitTimeout:
+        return WaitTimeout(
+            f"replay {self.replay_id} did not end within {seconds:g} s (status {self.status})",
+            hint=f"it goes on running: call {again} again to keep waiting",
+            details={"replayId": self.replay_id, "lastEventId": self.cursor.last_id},
+        )
+
+    async def await_(self, timeout: float | timedelta | None = None) -> Execution:
+        """:meth:`wait` for async code, with its ``timeout``: ``execution = await
+        run.await_(timeout=30)``; ``await run`` is ``await run.await_()`` (no limit). Its name is
+        ``wait``'s async twin as :meth:`aevents` and :meth:`atrace` are (``a`` + ``wait``), with
+        PEP 8's trailing underscore for the keyword.
+
+        Raises what :meth:`wait` raises: WaitTimeout ``WAIT_TIMEOUT`` (a TransportError and a
+        TimeoutError) after ``timeout`` seconds, the replay going on (awaiting again picks up
+        after the last event read: none is lost or read twice), ReplayFailed, ValidationError
+        ``BAD_TIMEOUT`` for a timeout that is not a time to wait. ``asyncio.wait_for(run, 30)``
+        raised a bare TimeoutError instead, which ``except TransportError`` (and a notebook's
+        one line) did not tell from the others."""
+        seconds = _wait_seconds(timeout)
+        if seconds is not None and not self.cursor.ended:
+            # A cancel scope, not a watchdog thread as wait() needs: the read awaits, and is
+            # cancelled at the deadline (anyio: the loop AsyncPlatform runs on, asyncio or trio).
+            events = self.aevents()
+            with anyio.move_on_after(seconds):
+                async for _ in events:
+                    pass
+            await events.aclose()
+            if not self.cursor.ended:
+                raise self._timed_out(seconds, "await run.await_()")
+        return await self._await()
 
     async def _await(self) -> Execution:
         async for _ in self.aevents():
@@ -695,7 +726,8 @@ class ReplayRun:
             return await platform._run(self._result())
 
     def __await__(self) -> Generator[Any, None, Execution]:
-        """``execution = await run``: :meth:`wait` for async code."""
+        """``execution = await run``: :meth:`wait` for async code (``await run.await_(timeout=30)``
+        waits at most 30 s)."""
         return self._await().__await__()
 
     def frame(self, backend: Backend = "pandas") -> Any:

@@ -500,6 +500,60 @@ def test_wait_with_a_timeout_returns_at_the_deadline_while_the_replay_is_silent(
     assert ids == list(range(1, len(ids) + 1)) and run.cursor.repeats == 0
 
 
+def test_await_with_a_timeout_raises_wait_timeout_and_awaiting_again_resumes(
+    slow_platform: Platform,
+) -> None:
+    """``await run`` had no timeout while ``run.wait(timeout=)`` had one: ``await
+    run.await_(timeout=)`` is the same for async code, with the same error."""
+    from moat_nb.client import AsyncPlatform
+
+    async def main() -> tuple[BaseException, float, Any, ReplayRun, ReplayRun]:
+        async with AsyncPlatform(session=slow_platform.session) as ap:
+            run = await ap.replay(
+                source(slow_platform), headers={"delayMs": "4000"}, reason="stream test: await timeout"
+            )
+            started = time.monotonic()
+            try:
+                await run.await_(timeout=0.5)
+            except BaseException as exc:  # noqa: BLE001 - examined below
+                caught: BaseException = exc
+            waited = time.monotonic() - started
+            # Awaiting again goes on from where the first stopped: every event once, to the end.
+            execution = await run.await_(timeout=timedelta(seconds=30))
+            # A sync platform's run, awaited (on a client of its own): the same.
+            other = slow_platform.replay(
+                source(slow_platform), headers={"delayMs": "4000"}, reason="stream test: await timeout, sync"
+            )
+            try:
+                await other.await_(timeout=0.2)
+            except WaitTimeout:
+                pass
+            return caught, waited, execution, run, other
+
+    caught, waited, execution, run, other = asyncio.run(main())
+    assert isinstance(caught, WaitTimeout) and isinstance(caught, TimeoutError), repr(caught)
+    assert caught.code == "WAIT_TIMEOUT" and 0.5 <= waited < 2.5, waited
+    assert "await run.await_()" in (caught.hint or "") and caught.details["replayId"] == run.replay_id
+    assert execution.status == "COMPLETED" and run.done
+    ids = [e.id for e in run.seen]
+    assert ids == list(range(1, len(ids) + 1)) and run.cursor.repeats == 0
+    assert not other.done and other.wait(timeout=30).status == "COMPLETED"
+
+
+@pytest.mark.parametrize("timeout", ["5", math.nan, -1])
+def test_await_refuses_a_timeout_that_is_not_a_time_before_reading(timeout: Any) -> None:
+    dead = Platform(session=Session("http://127.0.0.1:9", token="t"))
+    run = ReplayRun(
+        {"replayId": "replay-x"}, platform=dead, policy=StreamPolicy(max_retries=1, max_delay=0.001)
+    )
+    try:
+        with pytest.raises(ValidationError) as info:
+            asyncio.run(run.await_(timeout=timeout))
+        assert info.value.code == "BAD_TIMEOUT"
+    finally:
+        dead.close()
+
+
 def test_a_dead_platform_gives_up_after_bounded_retries(op_platform: Platform) -> None:
     op_platform.health()
     dead = Platform(session=Session("http://127.0.0.1:9", token=op_platform.session.access_token))
