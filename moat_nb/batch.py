@@ -33,7 +33,10 @@ Rows and columns
     by default the top-level scalar fields of a JSON result body: ``total``, ``status`` ...);
     a regression adds its outputs too. An output column takes the type its values share; one
     that no row has is Arrow ``null`` (polars ``Null``, which ``pl.concat(how="vertical_relaxed")``
-    gives another run's type; float64 NaN in pandas).
+    gives another run's type; float64 NaN in pandas). Declared beside its path,
+    ``outputs={"total": ("body:$.total", pl.Float64)}`` (a polars dtype or a pyarrow type), an
+    output column has that type in every run, values or none, so that a plain ``pl.concat``
+    of runs takes them in any order.
 
 Verdicts (column ``verdict``)
     ``SAME``     the replay ran and differs from the original only by noise;
@@ -583,6 +586,61 @@ def _get_path(execution: Execution, spec: str) -> Any:
 
 
 Output = str | Callable[[Execution], Any]
+#: An output as ``outputs=`` takes it: a path or a function, or ``(path or function, type)``
+#: with the column's type declared (a polars dtype such as ``pl.Float64``, or a pyarrow type).
+OutputSpec = Output | tuple[Output, Any]
+
+
+def _column_type(name: str, dtype: Any) -> pa.DataType:
+    """The Arrow type of a declared output type (a polars dtype, its class or an instance, or a
+    pyarrow DataType). polars' String is Arrow ``large_string`` and its lists ``large_list``:
+    taken as ``string`` and ``list``, the types an undeclared column of the same values gets,
+    so that frames of runs with and without the declaration concatenate."""
+    arrow: pa.DataType | None = dtype if isinstance(dtype, pa.DataType) else None
+    if arrow is None and type(dtype).__module__.split(".")[0] == "polars":
+        import polars as pl
+
+        try:
+            if dtype not in (pl.Object, pl.Null):
+                arrow = pl.Series(name, [], dtype=dtype).to_arrow().type
+        except (TypeError, ValueError, pl.exceptions.PolarsError):
+            arrow = None
+    if arrow is None or pa.types.is_null(arrow):
+        raise ValidationError(
+            f"output {name!r}: {dtype!r} is not a column type",
+            code="BAD_OUTPUT_TYPE",
+            hint="declare a polars dtype or a pyarrow type beside the path: "
+            '{"total": ("body:$.total", pl.Float64)}',
+            details={"output": name},
+        )
+    if pa.types.is_large_string(arrow):
+        return pa.string()
+    if pa.types.is_large_list(arrow):
+        return pa.list_(arrow.value_type)
+    return arrow
+
+
+def _split_outputs(
+    outputs: Mapping[str, OutputSpec] | None,
+) -> tuple[dict[str, Output] | None, dict[str, pa.DataType]]:
+    """``outputs=`` as the paths/functions read from each replay and the declared column types."""
+    if outputs is None:
+        return None, {}
+    specs: dict[str, Output] = {}
+    types: dict[str, pa.DataType] = {}
+    for name, spec in outputs.items():
+        if isinstance(spec, tuple):
+            if len(spec) != 2:
+                raise ValidationError(
+                    f"output {name!r}: {spec!r} is not (path or function, type)",
+                    code="BAD_OUTPUT_TYPE",
+                    hint='e.g. {"total": ("body:$.total", pl.Float64)}',
+                    details={"output": name},
+                )
+            spec, dtype = spec
+            types[name] = _column_type(str(name), dtype)
+        specs[name] = spec
+    return specs, types
 
 
 def _outputs(execution: Execution | None, outputs: Mapping[str, Output] | None) -> dict[str, Any]:
@@ -685,6 +743,8 @@ class BatchResult:
     calibration: dict[str, Any] = field(default_factory=dict)
     results_path: Path | None = None
     output_names: tuple[str, ...] = ()
+    #: Declared output column types (``outputs={"total": ("body:$.total", pl.Float64)}``).
+    output_types: dict[str, pa.DataType] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -709,7 +769,10 @@ class BatchResult:
         """The rows as a :class:`pyarrow.Table`: :data:`COLUMNS`, then the input columns (one
         per path, as written), then the output columns (one per name). Extra columns take the
         type their values share (int, float, str, bool), else JSON text; null when no row has
-        a value."""
+        a value. An output whose type was declared (``outputs={"total": ("body:$.total",
+        pl.Float64)}``) is cast to it, so that a run where no row has it (a Null column) and one
+        where its values are whole numbers concatenate in any order; a value that does not cast
+        is a ValidationError ``BAD_OUTPUT_TYPE`` naming the output."""
         table = pa.Table.from_pylist([{n: r.get(n) for n in _NAMES} for r in self.rows], schema=_SCHEMA)
         ins, outs = self._extra()
         for names, source in ((ins, "inputs_values"), (outs, "outputs")):
@@ -717,7 +780,11 @@ class BatchResult:
                 if name in table.column_names:
                     continue
                 values = [(r.get(source) or {}).get(name) for r in self.rows]
-                table = table.append_column(name, _extra_column(values))
+                column = _extra_column(values)
+                declared = self.output_types.get(name) if source == "outputs" else None
+                if declared is not None:
+                    column = _cast_output(name, column, declared)
+                table = table.append_column(name, column)
         return table
 
     def to_frame(self, backend: Backend = "pandas") -> Any:
@@ -784,6 +851,19 @@ class BatchResult:
 
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _cast_output(name: str, column: pa.Array, declared: pa.DataType) -> pa.Array:
+    """An output column cast to its declared type (safe: 2.5 is no Int64, "9.50 EUR" no Float64)."""
+    try:
+        return column.cast(declared)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise ValidationError(
+            f"output {name!r} holds values that are not {declared}: {str(exc).splitlines()[0]}",
+            code="BAD_OUTPUT_TYPE",
+            hint="declare the type its values have, or read a value of that type (a path to the number)",
+            details={"output": name, "type": str(declared)},
+        ) from None
 
 
 def _extra_column(values: list[Any]) -> pa.Array:
@@ -1237,7 +1317,7 @@ class _Batch:
         calibrate: bool,
         results: str | os.PathLike[str] | None,
         progress: bool,
-        outputs: Mapping[str, Output] | None,
+        outputs: Mapping[str, OutputSpec] | None,
         retry_errors: bool,
     ) -> None:
         if not isinstance(reason, str) or not reason.strip():
@@ -1265,6 +1345,7 @@ class _Batch:
                 code="VALIDATION",
                 hint='e.g. outputs={"total": "body:$.total", "status": "headers:orderStatus"}',
             )
+        outputs, output_types = _split_outputs(outputs)
         if outputs is not None:
             for name, spec in outputs.items():
                 if not isinstance(name, str):
@@ -1295,6 +1376,7 @@ class _Batch:
         self.calibrate = calibrate
         self.progress = progress
         self.outputs = outputs
+        self.output_types = output_types
         self.retry_errors = retry_errors
         self.file = _ResultsFile(results, kind) if results is not None else None
         self.jobs: list[_Job] = []
@@ -1327,6 +1409,7 @@ class _Batch:
             calibration=dict(self.calibration),
             results_path=self.file.path if self.file else None,
             output_names=tuple(self.outputs) if isinstance(self.outputs, Mapping) else (),
+            output_types=dict(self.output_types),
         )
 
     def _take_loaded(self) -> list[_Job]:
@@ -2081,7 +2164,7 @@ def sweep(
     ignore: IgnoreSpec = None,
     results: str | os.PathLike[str] | None = None,
     progress: bool = True,
-    outputs: Mapping[str, Output] | None = None,
+    outputs: Mapping[str, OutputSpec] | None = None,
     calibrate: bool = True,
     retry_errors: bool = True,
 ) -> BatchResult:
@@ -2090,7 +2173,10 @@ def sweep(
 
     ``variants``: a list of ``{input path: value}`` dicts, or a grid ``{path: [values]}``.
     ``outputs``: ``{name: path or callable(Execution)}`` read from each replay's result, e.g.
-    ``{"total": "body:$.total", "status": "headers:orderStatus"}``; default: the top-level
+    ``{"total": "body:$.total", "status": "headers:orderStatus"}``, or ``{name: (path or
+    callable, type)}`` to declare the column's type (``("body:$.total", pl.Float64)``, a polars
+    dtype or a pyarrow type; ``BAD_OUTPUT_TYPE`` for another, or for a value that does not cast
+    to it when the frame is made); default: the top-level
     scalar fields of a JSON object result body. ``ignore``: extra noise rules (as
     :func:`moat_nb.diff.diff` takes). ``results``: a JSON-lines file to append rows to and
     resume from. Raises :class:`BatchInterrupted` on Ctrl-C, with the finished rows.
@@ -2112,7 +2198,7 @@ async def asweep(
     ignore: IgnoreSpec = None,
     results: str | os.PathLike[str] | None = None,
     progress: bool = True,
-    outputs: Mapping[str, Output] | None = None,
+    outputs: Mapping[str, OutputSpec] | None = None,
     calibrate: bool = True,
     retry_errors: bool = True,
 ) -> BatchResult:
@@ -2137,7 +2223,7 @@ def regression(
     concurrency: int = 8,
     results: str | os.PathLike[str] | None = None,
     progress: bool = True,
-    outputs: Mapping[str, Output] | None = None,
+    outputs: Mapping[str, OutputSpec] | None = None,
     retry_errors: bool = True,
 ) -> BatchResult:
     """Replay known-good exchanges on ``target_environment`` and give each a verdict (``SAME``,
@@ -2165,7 +2251,7 @@ async def aregression(
     concurrency: int = 8,
     results: str | os.PathLike[str] | None = None,
     progress: bool = True,
-    outputs: Mapping[str, Output] | None = None,
+    outputs: Mapping[str, OutputSpec] | None = None,
     retry_errors: bool = True,
 ) -> BatchResult:
     """:func:`regression` as a coroutine; cancelling it raises :class:`BatchCancelled`."""
@@ -2182,7 +2268,7 @@ def _common(
     calibrate: bool,
     results: str | os.PathLike[str] | None,
     progress: bool,
-    outputs: Mapping[str, Output] | None,
+    outputs: Mapping[str, OutputSpec] | None,
     retry_errors: bool,
 ) -> dict[str, Any]:
     return {

@@ -389,6 +389,33 @@ def test_an_output_no_row_has_takes_the_type_of_another_run_when_concatenated() 
     assert pd.api.types.is_float_dtype(numbers.dtype) and numbers.iloc[2] == 7
 
 
+def test_a_declared_output_type_is_the_columns_in_every_run() -> None:
+    # A run where no row has "total" (Null) before one where it is a number: pl.concat failed,
+    # and there was no way to say what the column is. Declared, it is that type either way.
+    failed = BatchResult("regression", [_row(0, verdict="ERROR")], total=1, output_names=("total",))
+    ran = BatchResult(
+        "regression", [_row(1, outputs={"total": 7}), _row(2, outputs={"total": None})], total=2
+    )
+    with pytest.raises(pl.exceptions.PolarsError):
+        pl.concat([failed.to_polars(), ran.to_polars()])
+    declared = {"total": pa.float64()}
+    failed.output_types = ran.output_types = declared
+    assert failed.to_polars().schema["total"] == ran.to_polars().schema["total"] == pl.Float64
+    both = pl.concat([failed.to_polars(), ran.to_polars()])
+    assert both["total"].to_list() == [None, 7.0, None]
+    assert str(failed.to_pandas()["total"].dtype) == "float64"
+    # A value that is not of the declared type: refused by name, not a bare ArrowInvalid.
+    text = BatchResult("regression", [_row(3, outputs={"total": "9.50 EUR"})], total=1, output_types=declared)
+    with pytest.raises(ValidationError, match="output 'total' holds values that are not double") as info:
+        text.to_polars()
+    assert info.value.code == "BAD_OUTPUT_TYPE" and info.value.hint
+    # polars' String is the string an undeclared text column has (not large_string).
+    assert (
+        batch._column_type("x", pl.String) == pa.string()
+        and batch._column_type("x", pl.Int64()) == pa.int64()
+    )
+
+
 def test_results_file_skips_a_torn_line_and_refuses_another_kind(tmp_path: Path) -> None:
     path = tmp_path / "runs.jsonl"
     path.write_text(
@@ -663,6 +690,27 @@ def test_arguments_are_checked_before_anything_runs(offline: Platform) -> None:
             "neither a path",
         ),
         (lambda p: sweep(p, "x", [{"body.a": 1}], reason="r", outputs=["body:$.x"]), "VALIDATION", "a dict"),
+        # A declared output type that is none (a string, polars' Object), or a tuple of three.
+        (
+            lambda p: sweep(p, "x", [{"body.a": 1}], reason="r", outputs={"x": ("body:$.x", "float")}),
+            "BAD_OUTPUT_TYPE",
+            "'float' is not a column type",
+        ),
+        (
+            lambda p: regression(p, ["x"], "staging", reason="r", outputs={"x": ("body:$.x", pl.Object)}),
+            "BAD_OUTPUT_TYPE",
+            "is not a column type",
+        ),
+        (
+            lambda p: sweep(p, "x", [{"body.a": 1}], reason="r", outputs={"x": ("body:$.x", pl.Int64, 1)}),
+            "BAD_OUTPUT_TYPE",
+            "is not (path or function, type)",
+        ),
+        (
+            lambda p: sweep(p, "x", [{"body.a": 1}], reason="r", outputs={"x": (5, pl.Int64)}),
+            "VALIDATION",
+            "neither a path",
+        ),
         (lambda p: regression(p, None, "staging", reason="r"), "BAD_SOURCE", "cannot replay None"),
         (lambda p: regression(p, 5, "staging", reason="r"), "BAD_SOURCE", "cannot replay 5"),
         # A MoatError without a hint before.
@@ -1236,6 +1284,31 @@ def test_an_exchange_given_twice_is_replayed_once(admin: Platform, prod: pd.Data
     frame = result.to_pandas()
     assert frame["source_exchange_id"].tolist() == [a, b] and frame["index"].tolist() == [0, 1]
     assert result.total == 2 and sum(result.verdicts.values()) == 2 and len(_replays(admin, reason)) == 2
+
+
+def test_a_declared_output_type_holds_through_a_real_regression_and_its_resume(
+    admin: Platform, prod: pd.DataFrame, tmp_path: Path
+) -> None:
+    sources = prod[prod.status == "COMPLETED"].exchange_id.head(2).tolist()
+    kw: dict[str, Any] = {
+        "reason": "batch test: declared output types",
+        "progress": False,
+        "calibrate": False,
+        "results": tmp_path / "runs.jsonl",
+    }
+    typed = {"total": ("body:$.total", pl.Float64), "refund": ("body:$.refund", pl.Float64)}
+    frame = regression(admin, sources, "staging", outputs=typed, **kw).to_polars()
+    assert frame.schema["total"] == frame.schema["refund"] == pl.Float64 and frame["refund"].null_count() == 2
+    # Read back from the results file (nothing replayed again): the paths are the definitions.
+    plain = {name: path for name, (path, _) in typed.items()}
+    untyped = regression(admin, sources, "staging", outputs=plain, **kw)
+    assert untyped.loaded == 2 and untyped.to_polars()["total"].to_list() == frame["total"].to_list()
+    # Undeclared, "refund" is Null: first in a plain concat it fails; declared, it does not.
+    with pytest.raises(pl.exceptions.PolarsError):
+        pl.concat([untyped.to_polars(), frame])
+    again = regression(admin, sources, "staging", outputs=typed, **kw)
+    assert again.loaded == 2 and pl.concat([again.to_polars(), frame]).schema["refund"] == pl.Float64
+    assert len(_replays(admin, kw["reason"])) == 2
 
 
 def test_numpy_scalars_from_output_functions_keep_their_type(
