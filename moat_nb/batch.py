@@ -105,6 +105,7 @@ import json
 import math
 import operator
 import os
+import sys
 import threading
 import time
 import types
@@ -1302,6 +1303,23 @@ def _unique_keys(keys: Iterable[str]) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class _CallSite:
+    """Where the user called sweep()/regression(): warnings raised while the batch runs are
+    shown there (:meth:`_Batch._warn`). The frame itself is not kept (it holds the caller's
+    locals alive), only what ``warnings.warn`` would take from it."""
+
+    filename: str
+    lineno: int
+    module: str
+    globals: dict[str, Any]
+
+    @classmethod
+    def of(cls, frame: types.FrameType) -> _CallSite:
+        module = frame.f_globals.get("__name__", "<string>")
+        return cls(frame.f_code.co_filename, frame.f_lineno, module, frame.f_globals)
+
+
 class _Batch:
     """One sweep or regression: its jobs, the rows so far, and the coroutine that runs it."""
 
@@ -1319,6 +1337,7 @@ class _Batch:
         progress: bool,
         outputs: Mapping[str, OutputSpec] | None,
         retry_errors: bool,
+        caller: _CallSite | None = None,
     ) -> None:
         if not isinstance(reason, str) or not reason.strip():
             raise ValidationError(
@@ -1378,6 +1397,7 @@ class _Batch:
         self.outputs = outputs
         self.output_types = output_types
         self.retry_errors = retry_errors
+        self.caller = caller
         self.file = _ResultsFile(results, kind) if results is not None else None
         self.jobs: list[_Job] = []
         self.done: dict[str, dict[str, Any]] = {}
@@ -1395,6 +1415,25 @@ class _Batch:
         self._reach = _Reach(concurrency)  # rows in a row that could not reach the platform
         self._gone: dict[str, Any] | None = None  # the row that made the batch stop, if one did
         self._workers: list[asyncio.Task[None]] = []
+
+    def _warn(self, message: str) -> None:
+        """A UserWarning shown at the user's sweep()/regression() call. Raised while the batch
+        runs, no stacklevel reaches it: the batch is a coroutine on an event loop, and inside a
+        running loop (a Jupyter kernel) on a worker thread of its own, whose stack holds no
+        frame of the caller's, so the warning pointed at a line of batch.py."""
+        site = self.caller
+        if site is None:
+            warnings.warn(message, UserWarning, stacklevel=2)
+            return
+        warnings.warn_explicit(
+            message,
+            UserWarning,
+            site.filename,
+            site.lineno,
+            module=site.module,
+            registry=site.globals.setdefault("__warningregistry__", {}),
+            module_globals=site.globals,
+        )
 
     # ---------------------------------------------------------------- result
 
@@ -1839,11 +1878,10 @@ class _Batch:
 
         await asyncio.gather(*(fill(row, names) for row, names in stale))
         if unread:
-            warnings.warn(
+            self._warn(
                 f"{len(unread)} rows from the results file lack outputs asked for now (or hold them "
                 "as defined before), and they could not be read from their replays (the first: "
                 f"{unread[0]}); they are missing in the frame",
-                stacklevel=2,
             )
 
     async def _settle_requests(self) -> bool:
@@ -1955,12 +1993,11 @@ class _Batch:
                 assert job.variant is not None
                 job.replay_args = variant_payload(original, job.variant)
                 if "headers" in job.replay_args and redacted:
-                    warnings.warn(
+                    self._warn(
                         f"variants edit the headers, which are sent whole (section 3), and "
                         f"{', '.join(redacted)} holds the platform's redaction marker: the replay runs "
                         "with the marker, not the secret. Set the real value in the variant if the route "
                         "needs it.",
-                        stacklevel=2,
                     )
                     redacted = []
         refused = self._none_may_run(ap, pending)
@@ -2271,7 +2308,11 @@ def _common(
     outputs: Mapping[str, OutputSpec] | None,
     retry_errors: bool,
 ) -> dict[str, Any]:
+    """The batch's arguments, with the user's call site: _common is called by sweep, asweep,
+    regression and aregression themselves, so the frame two up is their caller's (for an
+    ``await asweep(...)``, the awaiting coroutine's)."""
     return {
+        "caller": _CallSite.of(sys._getframe(2)),
         "reason": reason,
         "target_environment": target_environment,
         "concurrency": concurrency,

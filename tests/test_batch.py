@@ -18,6 +18,7 @@ import re
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +41,7 @@ from moat_nb.batch import (
     BatchInterrupted,
     BatchResult,
     aregression,
+    asweep,
     grid,
     regression,
     row_key,
@@ -923,6 +925,31 @@ def test_grid_sweep_over_quantities_and_channels(
         assert row["route_differences"] > base["route_differences"]
         assert by[(qty, "store")]["differences"] > row["differences"]
     assert result.calibration and "sweep: 6 of 6 rows" in result.summary()
+
+
+def test_the_redacted_header_warning_points_at_the_users_call(
+    admin: Platform, staging_source: Execution
+) -> None:
+    # It pointed at a line inside batch.py (stacklevel=2 from a coroutine run on an event loop,
+    # and in a notebook on a worker thread): the user could not tell which call it was about.
+    kw: dict[str, Any] = {"reason": "batch test: warning location", "progress": False, "calibrate": False}
+    variants = [{"headers.channel": "store"}]
+
+    def seen(caught: Any) -> list[warnings.WarningMessage]:
+        return [w for w in caught if "redaction marker" in str(w.message)]
+
+    with pytest.warns(UserWarning, match="redaction marker") as caught:
+        sweep(admin, staging_source, variants, **kw)  # no running loop: asyncio.run, this thread
+    assert [w.filename for w in seen(caught)] == [__file__]
+
+    async def cell() -> None:  # a notebook cell: the sync call runs the batch on a worker thread
+        sweep(admin, staging_source, variants, **kw)
+        await asweep(admin, staging_source, variants, **kw)
+
+    with pytest.warns(UserWarning, match="redaction marker") as caught:
+        asyncio.run(cell())
+    assert [w.filename for w in seen(caught)] == [__file__, __file__]
+    assert len({w.lineno for w in seen(caught)}) == 2  # each at its own call
 
 
 @pytest.mark.filterwarnings("ignore:variants edit the headers")
