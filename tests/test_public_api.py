@@ -62,3 +62,16 @@ def test_client_side_never_imports_the_sandbox() -> None:
     code = "import sys, moat_nb; print(any(m.startswith('moat_nb.sandbox') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_keyword_apis_beside_the_names_are_pinned() -> None:
+    """Not names of ``__all__``, but public all the same: lineage(original=), ReplayRun.await_
+    (wait's async twin, with its timeout) and BatchResult.output_types (outputs= types)."""
+    import dataclasses
+    import inspect
+
+    original = inspect.signature(moat_nb.lineage).parameters["original"]
+    assert original.kind is inspect.Parameter.KEYWORD_ONLY and original.default is None
+    assert inspect.iscoroutinefunction(moat_nb.ReplayRun.await_)
+    assert list(inspect.signature(moat_nb.ReplayRun.await_).parameters) == ["self", "timeout"]
+    assert "output_types" in {f.name for f in dataclasses.fields(moat_nb.BatchResult)}
