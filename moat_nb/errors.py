@@ -25,7 +25,7 @@ The hierarchy::
     │   └── ServerError               any other 5xx
     ├── TransportError                the network failed (connect, read, resume attempts exhausted)
     │   ├── BatchStopped              a sweep or regression lost the platform: .result (the rows so far)
-    │   └── WaitTimeout               run.wait(timeout=) ran out; the replay goes on (also a TimeoutError)
+    │   └── WaitTimeout               run.wait / run.await_(timeout=) ran out; the replay goes on
     ├── ReplayFailed                  a replay ended ERROR / TIMED_OUT / ABORTED: .replay_id .status
     └── AuditVerificationError        an audit log or bundle does not verify: .first_bad_seq .reason
 
@@ -282,9 +282,10 @@ class TransportError(MoatError):
 
 
 class WaitTimeout(TransportError, TimeoutError):
-    """``run.wait(timeout=)`` reached its deadline before the replay ended; the replay goes on
-    and ``run.wait()`` again picks up where it stopped. Raised as a bare TransportError before,
-    which this hierarchy documents as "the network failed": a notebook's one line read
+    """``run.wait(timeout=)`` (or ``await run.await_(timeout=)``) reached its deadline before
+    the replay ended; the replay goes on and waiting again picks up where it stopped. Raised as
+    a bare TransportError before, which this hierarchy documents as "the network failed": a
+    notebook's one line read
     "TransportError: [WAIT_TIMEOUT]" on a healthy network, and ``except TimeoutError`` missed it.
     A subclass of both, so that ``except TransportError`` still catches it."""
 

@@ -824,7 +824,11 @@ class ReplayWorkbench(widgets.VBox):
 
         def fill(_: Any = None) -> None:
             try:
-                result = lineage(sides[choice.value])
+                # The replay's lineage names the start payload's own changes at "(start)": a
+                # workbench replay is mostly a modified payload, and without the original its
+                # "who changed" of an edited field was empty.
+                replay_side = choice.value == "replay"
+                result = lineage(sides[choice.value], original=self._source if replay_side else None)
             except MoatError as exc:
                 note.value = describe_error(exc, "compute the lineage").html()
                 table.set_records([])

@@ -618,6 +618,9 @@ def test_workbench_replays_a_what_if_and_shows_trace_diff_lineage_and_receipt(
     assert any("moat-row-divergent" in r.get("_class", "") for r in table.rows)
     # Lineage of the replay and the audit receipt of this replay.
     assert wb.lineage is not None and len(wb.lineage) > 0
+    # The edit itself is a change: the start payload set the quantity, not a processor.
+    started = wb.lineage.who_changed("body:$.lines[0].qty")
+    assert [(r.processor_id, r.after) for r in started][:1] == [("(start)", 30)]
     assert [e["action"] for e in wb.receipt] == ["REPLAY_REQUESTED", "REPLAY_STARTED", "REPLAY_COMPLETED"]
     assert all(e["target"]["replayId"] == wb.replay_id for e in wb.receipt)
     assert "recomputes" in _text(wb.receipt_box.children[0].value)
