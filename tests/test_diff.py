@@ -1358,3 +1358,26 @@ def test_a_failure_reproduced_says_whether_the_error_is_the_same() -> None:
     assert "result: FAILED -> COMPLETED" in fixed.summary() and "same error" not in fixed.summary()
     ok = [Step("parse")]
     assert "result: COMPLETED on both; the result is the same" in diff(trace(ok, 1), trace(ok, 1)).summary()
+
+
+def test_a_replayed_engine_failure_stays_the_same_with_the_error_handlers_properties() -> None:
+    # A failed exchange now carries CamelExceptionCaught (the exception as text) and
+    # CamelFailureRouteId, as Camel's error handler leaves them. A message naming the exchange
+    # id differs in a replay only by that id: the default exchange-id rule makes the property's
+    # difference noise, so the replay still reads as the same failure.
+    routes = RouteSet.loads(
+        "- route:\n    id: r\n    from:\n      uri: direct:r\n      steps:\n"
+        "        - setHeader: {name: a, constant: '1'}\n        - toD: 'direct:${header.a}'\n"
+    )
+    payload = Payload(headers={}, body="x", properties={})
+    source = routes.run("r", payload, context=context(1))
+    replay = routes.run("r", payload, context=context(2), replay_of=source)
+    for side in (source, replay):
+        assert side.status == "FAILED" and side.output_properties["CamelFailureRouteId"] == "r"
+        assert side.output_properties["CamelExceptionCaught"].startswith(
+            "org.apache.camel.component.direct.DirectConsumerNotAvailableException: "
+        )
+    result = diff(source, replay)
+    assert result.same, result.summary()
+    rows = {r.path: r.noise for r in result.rows}
+    assert rows["properties:CamelExceptionCaught"] is True

@@ -137,6 +137,10 @@ class Exchange:
     #: ``${date:exchangeCreated}``): the run's start on the context clock. ``None`` reads the
     #: clock at evaluation time (an exchange built by hand).
     created: datetime | None = None
+    #: Camel's ``ExchangeExtension.isFailureHandled``: a route's error handler has handled a
+    #: failure of this exchange, so no other one handles it again (see :mod:`.error_handler`).
+    #: A copy starts without it, as Camel's copy gets a fresh extension.
+    failure_handled: bool = False
 
     def copy(self, exchange_id: str) -> Exchange:
         """A correlated copy (Camel's ``ExchangeHelper.createCorrelatedCopy``): a new id, the same

@@ -24,8 +24,9 @@ record), and the exchange carries Camel's properties: ``CamelSplitIndex``, ``Cam
   ``GroupedBodyAggregationStrategy``, ``UseLatestAggregationStrategy``,
   ``UseOriginalAggregationStrategy``.
 * Each copy carries ``CamelCorrelationId``, the original's exchange id; a failed copy carries
-  its exception in ``CamelExceptionCaught`` (the route's error handler puts it there) unless
-  the split is in a ``doTry``, where Camel runs no error handler.
+  its exception in ``CamelExceptionCaught`` and ``CamelFailureRouteId`` (the route's error
+  handler puts them there, :mod:`.error_handler`) unless the split is in a ``doTry``, where
+  Camel runs no error handler.
 * ``loop`` with ``doWhile`` stops after :data:`MAX_LOOP_ITERATIONS` turns with a
   ``java.lang.IllegalStateException``: a sandbox must not spin for ever.
 """
@@ -35,6 +36,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .conversion import convert_to, to_text
+from .error_handler import EXCEPTION_CAUGHT, FAILURE_ROUTE_ID, handle_failure
 from .exchange import Exchange
 from .failure import ExchangeFailure, failure_from_python
 from .language import Expression
@@ -136,7 +138,6 @@ class Split(WithSteps):
         "stop_on_exception",
         "delimiter",
         "share_unit_of_work",
-        "in_try",
     )
     processor_type = "split"
     ends_with_children = False
@@ -156,16 +157,16 @@ class Split(WithSteps):
         self.aggregation = aggregation
         self.stop_on_exception = stop_on_exception
         #: Camel's ``shareUnitOfWork``: only its aggregation side is modelled (a failed copy's
-        #: exception is copied onto the result, ShareUnitOfWorkAggregationStrategy).
+        #: exception and error properties are copied onto the result,
+        #: ShareUnitOfWorkAggregationStrategy).
         self.share_unit_of_work = share_unit_of_work
         #: How a text value splits: Camel's ``delimiter`` option (a comma by default; ``None``
         #: for ``delimiter: false``, which keeps a text whole).
         self.delimiter = delimiter
-        #: Whether the split sits in a doTry/doCatch/doFinally of its route (set by the loader,
-        #: mark_in_try). Camel then runs its items without an error handler (ProcessorReifier:
-        #: no error handler in a try block; MulticastProcessor.wrapInErrorHandler skips it when
-        #: TRY_ROUTE_BLOCK is set), so a failed item gets no CamelExceptionCaught from one.
-        self.in_try = False
+        # ``in_try`` (Processor): whether the split sits in a doTry/doCatch/doFinally of its
+        # route. Camel then runs its items without an error handler (ProcessorReifier: no error
+        # handler in a try block; MulticastProcessor.wrapInErrorHandler skips it when
+        # TRY_ROUTE_BLOCK is set), so a failed item gets no CamelExceptionCaught from one.
 
     def _strategy(self, run: Run) -> Aggregation | None:
         agg = self.aggregation
@@ -211,11 +212,12 @@ class Split(WithSteps):
             except ExchangeFailure as failure:
                 sub.exception = failure
                 if not self.in_try:
-                    # MulticastProcessor runs each item through the route's error handler, whose
-                    # RedeliveryErrorHandler.handleException stores the exception in
-                    # CamelExceptionCaught (replacing one an earlier doCatch left), as it stays
-                    # on the failed copy that is aggregated.
-                    props["CamelExceptionCaught"] = failure
+                    # MulticastProcessor runs each item through the route's error handler
+                    # (wrapInErrorHandler): a failure its steps' own error handlers did not
+                    # handle (one that left a doTry) gets CamelExceptionCaught, replacing one an
+                    # earlier doCatch left, and CamelFailureRouteId there, and they stay on the
+                    # failed copy that is aggregated.
+                    handle_failure(sub, failure)
                 if self.stop_on_exception:
                     # The failed copy is not aggregated: only its exception, wrapped, is the
                     # split's (MulticastTask: "Multicast processing failed for number N").
@@ -246,6 +248,9 @@ class Split(WithSteps):
             if correlation_id is not None:
                 exchange.properties["CamelCorrelationId"] = correlation_id
             exchange.route_stop = result.route_stop
+            # doCopyResults also copies the failure-handled mark: a failed result's error handler
+            # has handled it, so the split's own leaves the exchange as copied.
+            exchange.failure_handled = result.failure_handled
             failure = result.exception
         else:
             # The original is the result (no strategy, UseOriginal: it carries the newest
@@ -331,9 +336,9 @@ class Split(WithSteps):
                 run.forget()
         # ShareUnitOfWorkAggregationStrategy.propagateFailure asks the new copy whether it failed
         # after the wrapped strategy ran (a strategy that cleared its exception handled it), and
-        # copies its exception and its CamelExceptionCaught (the error handler's, or an earlier
-        # doCatch's in a try block) onto the answer. CamelFailureEndpoint/CamelFailureRouteId,
-        # also copied by Camel, are not modelled by the engine.
+        # copies its exception and its CamelExceptionCaught and CamelFailureRouteId (the error
+        # handler's, or an earlier doCatch's in a try block) onto the answer (so is
+        # CamelFailureEndpoint, which the engine does not model).
         failed = sub.exception
         if self.share_unit_of_work and failed is not None:
             if state.result is None:
@@ -346,9 +351,10 @@ class Split(WithSteps):
                     'because "answer" is null',
                 )
             state.result.exception = failed
-            caught = sub.properties.get("CamelExceptionCaught")
-            if caught is not None:
-                state.result.properties["CamelExceptionCaught"] = caught
+            for key in (EXCEPTION_CAUGHT, FAILURE_ROUTE_ID):
+                value = sub.properties.get(key)
+                if value is not None:
+                    state.result.properties[key] = value
 
 
 class _Aggregated:
@@ -428,4 +434,5 @@ class Loop(WithSteps):
             exchange.headers = current.headers
             exchange.properties = current.properties
             exchange.route_stop = current.route_stop
+            exchange.failure_handled = current.failure_handled
         return None

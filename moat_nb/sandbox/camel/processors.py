@@ -59,7 +59,7 @@ __all__ = [
 class Processor(ABC):
     """One step of a route: its id, Camel type, where it was written, and its nested steps."""
 
-    __slots__ = ("processor_id", "route_id", "file", "line", "description", "frame")
+    __slots__ = ("processor_id", "route_id", "file", "line", "description", "frame", "in_try")
     processor_type: ClassVar[str] = "?"
     #: True when ``process`` does nothing to the exchange after its last nested step returns,
     #: so the engine may reuse that step's output capture as this processor's.
@@ -75,6 +75,9 @@ class Processor(ABC):
         self.description = description
         # The stack-trace frame, built once: ``routeId.processorId(file:line)``.
         self.frame = f"{route_id}.{processor_id}({file.rsplit('/', 1)[-1]}:{line})"
+        #: Whether this is a doTry/doCatch/doFinally or sits in one of its route (set by the
+        #: loader): Camel's ProcessorReifier wraps such a processor in no error handler.
+        self.in_try = False
 
     @abstractmethod
     def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:

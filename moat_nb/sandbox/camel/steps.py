@@ -546,18 +546,19 @@ def parse_do_try(b: Builder, name: str, value: Node, route_id: str) -> Processor
     if common is None:
         return None
     node = DoTry(**common, steps=steps, catches=catches, finally_=finally_)
-    _mark_splits_in_try(node)
+    _mark_in_try(node)
     return node
 
 
-def _mark_splits_in_try(node: Processor) -> None:
-    """Flag every split inside a doTry (its steps, doCatch and doFinally, at any depth):
-    ProcessorReifier gives processors in a try block no error handler (see Split.in_try)."""
-    stack = list(node.children())
+def _mark_in_try(node: Processor) -> None:
+    """Flag the doTry and every processor in it (its steps, doCatch and doFinally, at any
+    depth, not the sub-routes it calls): ProcessorReifier wraps a TryDefinition, a
+    CatchDefinition, a FinallyDefinition and anything whose parent is one in no error handler
+    (see :mod:`.error_handler`, Split.in_try)."""
+    stack = [node]
     while stack:
         child = stack.pop()
-        if isinstance(child, Split):
-            child.in_try = True
+        child.in_try = True
         stack.extend(child.children())
 
 

@@ -32,6 +32,7 @@ from .endpoints import (
     uri_scheme,
     uri_without_query,
 )
+from .error_handler import handle_failure
 from .exchange import Exchange, Headers, RunContext
 from .failure import ExchangeFailure, failure_from_python
 from .processors import Processor
@@ -358,6 +359,12 @@ class Run:
                 )
             )
         if failure is not None:
+            # The route's error handler wraps this processor (and the capture around it, as
+            # Camel's channel runs interceptors inside the error handler): it acts on the
+            # exchange after the processor's record is taken, so the failed step's output does
+            # not show its properties and the enclosing steps' and the route's do.
+            if not node.in_try and handle_failure(exchange, failure):
+                self.tail = None
             raise failure
         return after
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .conversion import to_text
+from .error_handler import EXCEPTION_CAUGHT, FAILURE_ROUTE_ID, mark_failure_route
 from .exchange import Exchange
 from .failure import ExchangeFailure
 from .language import Expression
@@ -75,17 +76,44 @@ class DoCatch(WithSteps):
         # Camel's CatchProcessor.process is what moves the exception into the property: it sets
         # EXCEPTION_CAUGHT to exchange.getException() and then clears the exception. So the
         # doCatch's input snapshot does not hold CamelExceptionCaught yet and its output does:
-        # lineage credits the property to the doCatch, not to the doTry before it.
-        exchange.properties["CamelExceptionCaught"] = exchange.exception
+        # lineage credits the property to the doCatch, not to the doTry before it. It also
+        # stores the route the exchange is in as CamelFailureRouteId (getAtRouteId), replacing
+        # what an error handler in a sub-route left (its CamelFailureEndpoint, set only when
+        # absent, is not modelled: the engine has no CamelToEndpoint).
+        exchange.properties[EXCEPTION_CAUGHT] = exchange.exception
+        mark_failure_route(exchange)
         exchange.exception = None
         super().process(exchange, run, seq, depth, iteration)
 
 
 class DoFinally(WithSteps):
-    """The ``doFinally`` block: always runs, with the pending exception set aside."""
+    """The ``doFinally`` block: always runs, with the pending exception set aside.
+
+    As Camel's ``FinallyProcessor``: a pending exception (``DoTry`` hands it over as the
+    exchange's exception) is moved to ``CamelExceptionCaught`` with ``CamelFailureRouteId`` set
+    while the steps run (so ``${exception}`` reads it), and put back after them; without one,
+    ``CamelFailureRouteId`` is removed after the steps (``FinallyAsyncCallback``), so a failure
+    a ``doCatch`` handled leaves only ``CamelExceptionCaught`` behind.
+    """
 
     __slots__ = ()
     processor_type = "doFinally"
+
+    def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        pending = exchange.exception
+        if pending is not None:
+            exchange.exception = None
+            exchange.properties[EXCEPTION_CAUGHT] = pending
+            mark_failure_route(exchange)
+        try:
+            super().process(exchange, run, seq, depth, iteration)
+        finally:
+            # FinallyAsyncCallback.done runs whether or not the steps failed.
+            if pending is None:
+                exchange.properties.pop(FAILURE_ROUTE_ID, None)
+            else:
+                exchange.exception = pending
+                exchange.properties[EXCEPTION_CAUGHT] = pending
 
 
 class DoTry(WithSteps):
@@ -135,10 +163,15 @@ class DoTry(WithSteps):
                     pending = again
                 break
         if self.finally_ is not None:
-            # Camel's FinallyProcessor runs with the exception set aside and restores it after.
+            # Camel's FinallyProcessor runs with the exception set aside and restores it after
+            # (DoFinally.process moves it to CamelExceptionCaught meanwhile).
             saved_stop = exchange.route_stop
             exchange.route_stop = False
-            run.execute(self.finally_, exchange, seq, depth + 1, iteration)
+            exchange.exception = pending
+            try:
+                run.execute(self.finally_, exchange, seq, depth + 1, iteration)
+            finally:
+                exchange.exception = None
             exchange.route_stop = exchange.route_stop or saved_stop
         if pending is not None:
             raise pending
