@@ -411,6 +411,41 @@ def _reject_constant(token: str) -> Any:
     raise ValueError(f"Non-standard token '{token}': enable ALLOW_NON_NUMERIC_NUMBERS to allow")
 
 
+#: Jackson's ParserMinimalBase._validJsonTokenList() (ALLOW_NON_NUMERIC_NUMBERS off).
+_JSON_VALUES = "(JSON String, Number, Array, Object or token 'null', 'true' or 'false')"
+#: JsonLocation since Jackson 2.16, which Camel 4 ships: the source is not shown by default.
+_JSON_SOURCE = "REDACTED (`StreamReadFeature.INCLUDE_SOURCE_IN_LOCATION` disabled)"
+
+
+def _jackson_parse_message(text: str, err: json.JSONDecodeError) -> str:
+    """Jackson's JsonParseException message for the errors users meet most (a body that is not
+    JSON at all, an unquoted field name), so that a failure reads as it does in Camel: the
+    problem, then ``at [Source: ...; line: L, column: C]`` with the column after the offending
+    character or token, as Jackson counts. Other syntax errors keep Python's description."""
+    pos, line, column = err.pos, err.lineno, err.colno
+    char = text[pos] if pos < len(text) else ""
+    if err.msg == "Expecting value" and (char.isalpha() or char in "_$"):
+        # _handleUnexpectedValue -> _reportInvalidToken: the run of identifier characters.
+        end = pos
+        while end < len(text) and (text[end].isalnum() or text[end] in "_$"):
+            end += 1
+        token = text[pos:end]
+        problem = f"Unrecognized token '{token}': was expecting {_JSON_VALUES}"
+        column += len(token)
+    elif err.msg == "Expecting value" and char:
+        problem = f"Unexpected character ('{char}' (code {ord(char)})): expected a valid value {_JSON_VALUES}"
+        column += 1
+    elif err.msg == "Expecting property name enclosed in double quotes" and char and char != "}":
+        problem = (
+            f"Unexpected character ('{char}' (code {ord(char)})): "
+            "was expecting double-quote to start field name"
+        )
+        column += 1
+    else:
+        return str(err)
+    return f"{problem}\n at [Source: {_JSON_SOURCE}; line: {line}, column: {column}]"
+
+
 class Unmarshal(Processor):
     """``unmarshal: {json: {}}``: the body text parsed as JSON (maps and lists)."""
 
@@ -433,6 +468,10 @@ class Unmarshal(Processor):
             )
         try:
             exchange.body = json.loads(text, parse_constant=_reject_constant)
+        except json.JSONDecodeError as err:
+            raise ExchangeFailure(
+                "com.fasterxml.jackson.core.JsonParseException", _jackson_parse_message(text, err)
+            ) from None
         except ValueError as err:
             raise ExchangeFailure("com.fasterxml.jackson.core.JsonParseException", f"{err}") from None
         return None

@@ -675,6 +675,22 @@ def test_marshal_unmarshal_json_like_jackson() -> None:
     assert ex.output_body == '[1,2.5,"é",null,true]'
     bad = run(route("unmarshal: {json: {}}"), "{not json")
     assert bad.status == "FAILED" and bad.error_type == "com.fasterxml.jackson.core.JsonParseException"
+    # Jackson's messages, not Python's ("Expecting value: line 1 column 1 (char 0)").
+    source = "REDACTED (`StreamReadFeature.INCLUDE_SOURCE_IN_LOCATION` disabled)"
+    values = "(JSON String, Number, Array, Object or token 'null', 'true' or 'false')"
+    assert bad.error_message == (
+        "Unexpected character ('n' (code 110)): was expecting double-quote to start field name\n"
+        f" at [Source: {source}; line: 1, column: 3]"
+    )
+    bad = run(route("unmarshal: {json: {}}"), "  hello world")
+    assert bad.error_message == (
+        f"Unrecognized token 'hello': was expecting {values}\n at [Source: {source}; line: 1, column: 8]"
+    )
+    bad = run(route("unmarshal: {json: {}}"), "<order/>")
+    assert bad.error_message == (
+        f"Unexpected character ('<' (code 60)): expected a valid value {values}\n"
+        f" at [Source: {source}; line: 1, column: 2]"
+    )
     assert run(route("unmarshal: {json: {}}"), "NaN").status == "FAILED"  # Jackson rejects NaN
 
 
