@@ -784,7 +784,7 @@ class BatchResult:
                 column = _extra_column(values)
                 declared = self.output_types.get(name) if source == "outputs" else None
                 if declared is not None:
-                    column = _cast_output(name, column, declared)
+                    column = _cast_output(name, column, declared, values)
                 table = table.append_column(name, column)
         return table
 
@@ -854,9 +854,16 @@ class BatchResult:
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
-def _cast_output(name: str, column: pa.Array, declared: pa.DataType) -> pa.Array:
-    """An output column cast to its declared type (safe: 2.5 is no Int64, "9.50 EUR" no Float64)."""
+def _cast_output(name: str, column: pa.Array, declared: pa.DataType, values: list[Any]) -> pa.Array:
+    """An output column cast to its declared type (safe: 2.5 is no Int64, "9.50 EUR" no Float64).
+
+    A nested type (``pl.List(pl.Int64)``, ``pl.Struct``) is cast from the values themselves:
+    an undeclared column of lists or objects is JSON text, and Arrow casts no text to a list
+    or a struct, so every such declaration was refused whatever its values. (Cast, not built
+    with ``type=``: building truncates 1.5 to an int64 1 without a word.)"""
     try:
+        if pa.types.is_nested(declared):
+            column = pa.array([_jsonable(v) for v in values])
         return column.cast(declared)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         raise ValidationError(

@@ -418,6 +418,32 @@ def test_a_declared_output_type_is_the_columns_in_every_run() -> None:
     )
 
 
+def test_a_declared_list_or_struct_output_type_holds_lists_and_objects() -> None:
+    # _column_type takes pl.List and pl.Struct, but the column was cast from the JSON text an
+    # undeclared column of lists or objects is, which Arrow does not cast: always BAD_OUTPUT_TYPE.
+    lines = batch._column_type("lines", pl.List(pl.Int64))
+    shape = batch._column_type("shape", pl.Struct({"sku": pl.String, "qty": pl.Int64}))
+    result = BatchResult(
+        "regression",
+        [
+            _row(1, outputs={"lines": [1, 2], "shape": {"sku": "SKU-1", "qty": 2}}),
+            _row(2, outputs={"lines": None, "shape": None}),
+        ],
+        total=2,
+        output_types={"lines": lines, "shape": shape},
+    )
+    frame = result.to_polars()
+    assert frame.schema["lines"] == pl.List(pl.Int64) and frame["lines"].to_list() == [[1, 2], None]
+    assert frame["shape"].to_list() == [{"sku": "SKU-1", "qty": 2}, None]
+    # Values that are not of the declared type are still refused by name.
+    wrong = BatchResult(
+        "regression", [_row(3, outputs={"lines": [1.5]})], total=1, output_types={"lines": lines}
+    )
+    with pytest.raises(ValidationError, match="output 'lines' holds values that are not") as info:
+        wrong.to_polars()
+    assert info.value.code == "BAD_OUTPUT_TYPE"
+
+
 def test_results_file_skips_a_torn_line_and_refuses_another_kind(tmp_path: Path) -> None:
     path = tmp_path / "runs.jsonl"
     path.write_text(
