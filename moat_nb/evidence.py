@@ -1282,6 +1282,8 @@ def _time_check(evidence: Mapping[str, Any], requested: Mapping[str, Any], final
 _START, _END = "(start)", "(end)"
 #: build_evidence keeps at most this many of the diff's rows that are not noise.
 _DIFF_ROWS = 200
+#: A line of a diff summary that states the count (moat_nb.diff.DiffResult.summary writes one).
+_COUNT_LINE = re.compile(r"no differences\b|\d+ differences \(")
 
 
 def _diff_check(evidence: Mapping[str, Any], requested: Mapping[str, Any], final: Mapping[str, Any]) -> Check:
@@ -1333,8 +1335,14 @@ def _diff_check(evidence: Mapping[str, Any], requested: Mapping[str, Any], final
         noise = counts.get("noise", 0)
         procs = {tuple(r.get(k) for k in keys) for r in rows if r.get("processorId") not in (_START, _END)}
         lines = _count_lines(rows, by_cause, len(procs), noise, evidence.get("source") or {})
-        if not set(lines) & set(summary.splitlines()):
+        # Every count line, not one of them: a summary that said "no differences" beside the
+        # true line verified, and a reader reads the first.
+        said = [x for x in summary.splitlines() if _COUNT_LINE.match(x)]
+        wrong = [x for x in said if x not in lines]
+        if not said or (wrong and not set(said) & set(lines)):
             problems.append(f"the summary does not say {lines[0]!r}")
+        elif wrong:
+            problems.append(f"the summary also says {wrong[0]!r}, which the rows do not")
     problems += _diff_replay_side(evidence, rows, fdetail)
     return Check(
         "diff is of the audited executions",

@@ -382,3 +382,37 @@ def test_a_route_captured_originals_count_line_verifies_in_its_new_and_its_old_w
         forged[part][member] = value if part == "source" else {**genuine["diff"]["counts"], **value}
         check = _check(verify_evidence(forged, None), name)
         assert not check.ok and "the summary does not say" in check.detail, (member, check.detail)
+
+
+def test_a_summary_with_a_second_count_line_does_not_verify() -> None:
+    # The count line was looked for among the summary's lines: "no differences" put beside the
+    # true line verified, and the report shows the summary whole.
+    from moat_nb.sandbox.apps.orders import APP
+    from moat_nb.sandbox.camel import FixedClock, RouteSet, RunContext
+
+    routes = {
+        v: RouteSet.load(APP.versions[v], APP.beans, endpoints=APP.endpoints, version=v) for v in ("v1", "v2")
+    }
+    order = {"orderId": "ORD-1", "customerId": "C-1003", "currency": "EUR", "channel": "web",
+             "lines": [{"sku": "SKU-100", "qty": 1, "unitPrice": 19.99}]}  # fmt: skip
+    payload = Payload(headers={"channel": "web"}, body=json.dumps(order), properties={})
+
+    def run(version: str, **kw: Any) -> Any:
+        context = RunContext(rng=random.Random(1), now=FixedClock(datetime(2026, 1, 1, tzinfo=UTC)))
+        return routes[version].run(APP.entry_route, payload, context=context, **kw)
+
+    name = "diff is of the audited executions"
+    for capture in ("ROUTE", "PROCESSOR"):
+        original = run("v1", capture=capture, environment="prod")
+        genuine = _route_captured_diff_evidence(original, run("v2", replay_of=original))
+        assert _check(verify_evidence(genuine, None), name).ok
+        for extra in (
+            "no differences",
+            "no differences (apart from 2 noise)",
+            "1 differences (1 from the route",
+        ):
+            forged = copy.deepcopy(genuine)
+            lines = forged["diff"]["summary"].splitlines()
+            forged["diff"]["summary"] = "\n".join([*lines[:2], extra, *lines[2:]])
+            check = _check(verify_evidence(forged, None), name)
+            assert not check.ok and "the summary also says" in check.detail, (capture, extra, check.detail)
