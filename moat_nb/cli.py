@@ -604,14 +604,19 @@ def _print_verified_facts(evidence: dict[str, Any], skipped: Sequence[str] = ())
     print(f"  reason:           {params.get('reason')}")
     # A processor's output is vouched for where the audit hashed the trace and the evidence
     # carries it (verify_evidence then checked both); else it is the report's own data.
-    audited_trace = any(
-        ((e or {}).get("detail") or {}).get("traceSha256") is not None
-        for e in (evidence.get("audit") or {}).get("events") or ()
+    audited_trace = next(
+        (
+            ((e or {}).get("detail") or {}).get("traceSha256")
+            for e in (evidence.get("audit") or {}).get("events") or ()
+            if ((e or {}).get("detail") or {}).get("traceSha256") is not None
+        ),
+        None,
     )
-    traced = audited_trace and isinstance(evidence.get("trace"), dict)
+    traced = audited_trace is not None and isinstance(evidence.get("trace"), dict)
     if traced:
+        # The audited hash, which the checks compared with the trace (and hashes.traceSha256).
         entries = evidence["trace"].get("entries") or []
-        print(f"  trace sha-256:    {hashes.get('traceSha256')} ({len(entries)} processors)")
+        print(f"  trace sha-256:    {audited_trace} ({len(entries)} processors)")
     for item in evidence.get("expectations") or ():
         mark = "PASS" if item.get("passed") else "FAIL"
         on_processor = (item.get("expectation") or {}).get("processor")
@@ -620,6 +625,13 @@ def _print_verified_facts(evidence: dict[str, Any], skipped: Sequence[str] = ())
         # body, and hid a typo in the path (compliance walk).
         found = "nothing: the path is absent" if item.get("present") is False else repr(item.get("actual"))
         print(f"  {mark}  {item.get('label')}: found {found}{note}")
+    # What the report says on its own word, said here rather than passed over in silence: the
+    # VERIFIED line below vouches for the facts above, not for these.
+    from .evidence import NOT_VOUCHED
+
+    print("not vouched for (the report's own word: nothing the platform signed ties them):")
+    for what, why in NOT_VOUCHED:
+        print(f"  {what}: {why}")
 
 
 def _recorded_error(folder: Path) -> str | None:

@@ -81,6 +81,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EVIDENCE_FORMAT",
+    "NOT_VOUCHED",
     "PARAMETER_NAMES",
     "RUNNER_KEYS",
     "TIES",
@@ -107,6 +108,29 @@ RUNNER_KEYS = frozenset({"notebook", "files", "runner"})
 #: ``diff`` without the ids of the executions compared: checking those would fail genuine old
 #: reports, so their checks say SKIPPED instead (and why) and hold.
 TIES = ("replay.requestedAt", "replay.finishedAt", "diff", "checks")
+
+#: What a verified report still says on its own word: the platform audits no hash of it, so
+#: ``report verify`` cannot tell a genuine value from an edited one, and says so (an audit walk
+#: found each of these edited in a report that verified with nothing said). Printed by
+#: ``moat-nb report verify`` under "not vouched for"; (what, why) pairs.
+NOT_VOUCHED = (
+    (
+        "which expectations were asked",
+        "the audit records none: a report can leave out one that was asked (a failing one "
+        "included) or list another; each one listed is re-evaluated against the audited output",
+    ),
+    (
+        "the routes' versions; the source's status, start time, instance and capture mode; the "
+        "replay's exchange id, instance and start time; generatedAt, platform.url, runner",
+        "the audit names the route, the source execution and the environments, not these",
+    ),
+    (
+        "the diff's original side, the values inside its rows, and its summary's lines other than "
+        "the count line",
+        "the platform audits no hash of the recorded exchange",
+    ),
+    ("report.html and the notebook's displayed outputs", "renderings: the audit signs no hash of them"),
+)
 
 _CREDENTIAL_NAMES = frozenset(
     {"user", "username", "login", "url", "moaturl", "moatuser", "credential", "credentials", "auth", "key"}
@@ -764,6 +788,9 @@ def _request_checks(evidence: Mapping[str, Any], requested: Mapping[str, Any]) -
                 "sourceExecutionId" in detail,
             ),
             ("replay.routeId", replay.get("routeId"), target.get("routeId"), "routeId" in target),
+            # The report's claim names the source's route ("exchange X (route R v1 ...)"): a
+            # replay runs its source's route, which the platform audits as the target's.
+            ("source.routeId", source.get("routeId"), target.get("routeId"), "routeId" in target),
         )
         if present
     ]
@@ -777,6 +804,46 @@ def _request_checks(evidence: Mapping[str, Any], requested: Mapping[str, Any]) -
     return [
         Check(
             "audited request",
+            not wrong,
+            "; ".join(wrong) if wrong else ", ".join(name for name, _, _ in pairs) + " as audited",
+        )
+    ]
+
+
+def _result_record_checks(evidence: Mapping[str, Any], final: Mapping[str, Any]) -> list[Check]:
+    """What else the evidence records of the result against the audited terminal event: the
+    replay's status and its result's status (the report's summary shows ``replay.resultStatus``
+    as the output), its processor count, and ``hashes.traceSha256``, which ``report verify``
+    printed among the verified facts while the check hashed ``trace`` itself (a forged value
+    verified; found by an audit walk). Only what the audit records is compared."""
+    fdetail = final.get("detail") or {}
+    replay = evidence.get("replay") or {}
+    hashes = evidence.get("hashes") or {}
+    pairs = [
+        (name, claimed, fdetail[key])
+        for name, claimed, key in (
+            ("replay.status", replay.get("status"), "replayStatus"),
+            ("replay.resultStatus", replay.get("resultStatus"), "resultStatus"),
+            ("replay.processorCount", replay.get("processorCount"), "processorCount"),
+        )
+        if final and fdetail.get(key) is not None
+    ]
+    # The recorded trace hash is the trace's own (the trace is tied to the audit, where it has
+    # one, by "audited trace hash"); with no trace, or one that has no hash, none
+    # (build_evidence wrote trace_sha256's None there).
+    computed = _trace_hash(evidence.get("trace"))
+    computed = None if computed is None or computed.startswith("(") else computed
+    pairs.append(("hashes.traceSha256", hashes.get("traceSha256"), computed))
+    wrong = [
+        f"{name} is {_short(claimed)}, the audit {_short(audited)}"
+        if name != "hashes.traceSha256"
+        else f"{name} is {_short(claimed)}, the trace hashes to {_short(audited)}"
+        for name, claimed, audited in pairs
+        if not json_equal(claimed, audited)
+    ]
+    return [
+        Check(
+            "audited result record",
             not wrong,
             "; ".join(wrong) if wrong else ", ".join(name for name, _, _ in pairs) + " as audited",
         )
@@ -1098,6 +1165,7 @@ def verify_evidence(
     checks += _environment_checks(evidence, requested)
     checks += _requester_checks(evidence, requested)
     checks += _request_checks(evidence, requested)
+    checks += _result_record_checks(evidence, final)
     # The result's status and error, as the signed terminal event has them (the body is tied by
     # its hash above): an edited output cannot turn a failed replay into a passing proof.
     fdetail = final.get("detail") or {}

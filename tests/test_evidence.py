@@ -183,7 +183,7 @@ def test_the_request_the_evidence_records_is_the_audited_one() -> None:
         {"status": "COMPLETED", "body": None},
         {},
         {"path": "status", "equals": "COMPLETED"},
-        source={"executionId": "x-9"},
+        source={"executionId": "x-9", "routeId": "order-intake"},  # a replay runs its source's route
     )
     evidence["audit"]["events"].insert(0, requested)
     evidence["replay"] = {
@@ -416,3 +416,60 @@ def test_a_summary_with_a_second_count_line_does_not_verify() -> None:
             forged["diff"]["summary"] = "\n".join([*lines[:2], extra, *lines[2:]])
             check = _check(verify_evidence(forged, None), name)
             assert not check.ok and "the summary also says" in check.detail, (capture, extra, check.detail)
+
+
+def test_the_result_record_the_evidence_keeps_is_the_audited_one() -> None:
+    # Found by an audit walk (session 15): replay.status and replay.resultStatus (what report.html
+    # shows as the output), replay.processorCount, source.routeId (the claim's route) and
+    # hashes.traceSha256 (printed by `report verify` as a verified fact) were checked against
+    # nothing, so a forged value of each verified.
+    from moat_nb.payload import trace_sha256 as hash_of
+
+    trace = {"entries": [{"seq": 1, "processorId": "p", "status": "COMPLETED"}], "maps": []}
+    detail = {
+        "replayStatus": "COMPLETED",
+        "resultStatus": "COMPLETED",
+        "processorCount": 1,
+        "traceSha256": hash_of(trace),
+    }
+    requested = {
+        "seq": 1,
+        "action": "REPLAY_REQUESTED",
+        "target": {"replayId": "r-1", "routeId": "order-intake"},
+        "detail": {},
+        "prevHash": "0" * 64,
+        "hash": "2" * 64,
+    }
+    evidence = _evidence(
+        {"status": "COMPLETED", "body": None},
+        detail,
+        {"path": "status", "equals": "COMPLETED"},
+        source={"routeId": "order-intake"},
+        trace=trace,
+        hashes={"traceSha256": hash_of(trace)},
+    )
+    evidence["audit"]["events"].insert(0, requested)
+    evidence["replay"] = {
+        "replayId": "r-1",
+        "routeId": "order-intake",
+        "status": "COMPLETED",
+        "resultStatus": "COMPLETED",
+        "processorCount": 1,
+    }
+    checks = verify_evidence(evidence, None)
+    assert _check(checks, "audited result record").ok, _check(checks, "audited result record")
+    assert _check(checks, "audited request").ok, _check(checks, "audited request")
+    for part, member, forged, name in (
+        ("replay", "status", "FAILED", "audited result record"),
+        ("replay", "resultStatus", "FAILED", "audited result record"),
+        ("replay", "processorCount", 3, "audited result record"),
+        ("hashes", "traceSha256", "0" * 64, "audited result record"),
+        ("source", "routeId", "refund", "audited request"),
+    ):
+        claimed = {**evidence, part: {**evidence[part], member: forged}}
+        check = _check(verify_evidence(claimed, None), name)
+        assert not check.ok and f"{part}.{member} is" in check.detail, (member, check)
+    # A report made before traces were recorded has neither a trace nor its hash: that holds.
+    old = {k: v for k, v in evidence.items() if k not in ("trace", "hashes")}
+    old["audit"] = {"events": [requested, {**evidence["audit"]["events"][1], "detail": {}}]}
+    assert _check(verify_evidence(old, None), "audited result record").ok

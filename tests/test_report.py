@@ -1284,6 +1284,46 @@ def test_report_verify_ties_times_diff_and_checks_to_the_audit(
 
 
 @pytest.mark.slow
+def test_report_verify_ties_the_result_record_and_says_what_it_cannot_vouch_for(
+    passing: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by an auditor walk (session 15): a forged folder (evidence, embedded evidence and
+    notebook hash edited together) verified with the trace hash `report verify` prints among its
+    verified facts changed, the result status report.html shows as the output changed, and a
+    failing expectation left out, with nothing said about what the audit does not cover."""
+    import shutil
+
+    key = _published_key(passing)
+    assert main(["report", "verify", str(passing["out"]), "--key", key]) == 0
+    printed = capsys.readouterr().out
+    genuine = json.loads((passing["out"] / "evidence.json").read_text())
+    audited = next(e for e in genuine["audit"]["events"] if e["action"] == "REPLAY_COMPLETED")["detail"]
+    assert f"  trace sha-256:    {audited['traceSha256']} (" in printed
+    # What the audit does not cover is said beside the verified facts, the expectations first: a
+    # report can leave out one that was asked, as the platform records none.
+    vouched, unvouched = printed.split("not vouched for", 1)
+    assert "which expectations were asked: the audit records none" in unvouched
+    assert "the routes' versions" in unvouched and "VERIFIED:" in unvouched
+
+    def failed(name: str, change: Any) -> dict[str, str]:
+        folder = tmp_path / name
+        shutil.copytree(passing["out"], folder)
+        _forge(folder, change)
+        assert main(["report", "verify", str(folder), "--key", key]) == 1
+        capsys.readouterr()
+        return {c.name: c.detail for c in report.verify_report(folder, public_keys=[key]) if not c.ok}
+
+    trace = failed("trace", lambda e: e["hashes"].update(traceSha256="0" * 64))
+    assert "hashes.traceSha256 is" in trace["audited result record"]
+    status = failed("status", lambda e: e["replay"].update(resultStatus="FAILED"))
+    assert "replay.resultStatus is" in status["audited result record"]
+    count = failed("count", lambda e: e["replay"].update(processorCount=1))
+    assert "replay.processorCount is" in count["audited result record"]
+    route = failed("route", lambda e: e["source"].update(routeId="refund"))
+    assert "source.routeId is" in route["audited request"]
+
+
+@pytest.mark.slow
 def test_a_proof_written_to_the_home_folder(
     proof_env: dict[str, Any], home_elsewhere: tuple[Path, Path]
 ) -> None:
