@@ -125,8 +125,8 @@ NOT_VOUCHED = (
         "the audit names the route, the source execution and the environments, not these",
     ),
     (
-        "the diff's original side, the values inside its rows, and its summary's lines other than "
-        "the count line",
+        "the diff's original side, the values inside its rows (but the replay's at the result), and "
+        "its summary's lines other than the count line",
         "the platform audits no hash of the recorded exchange",
     ),
     ("report.html and the notebook's displayed outputs", "renderings: the audit signs no hash of them"),
@@ -1418,9 +1418,10 @@ def _diff_check(evidence: Mapping[str, Any], requested: Mapping[str, Any], final
         "; ".join(problems[:4]) + (f" (+{len(problems) - 4} more)" if len(problems) > 4 else "")
         if problems
         else f"{diff.get('originalExecutionId')} vs {diff.get('replayExecutionId')} as audited; "
-        f"{len(rows)} difference(s) agree with same, counts, firstDivergence and the summary, their "
-        "replay side with the audited trace; the original's values (and values inside bodies, headers "
-        "and properties) rest on the report's own data: the platform audits no hash of the recorded exchange",
+        f"{len(rows)} difference(s) agree with same, counts, firstDivergence and the summary's count "
+        "line, their replay side with the audited trace and output; the original's values (and the "
+        "replay's values inside bodies, headers and properties before the result) and the summary's "
+        "other lines rest on the report's own data: the platform audits no hash of the recorded exchange",
     )
 
 
@@ -1467,6 +1468,32 @@ def _count_lines(
     return [recorded, unrecorded, before] if source.get("processorCount") else [unrecorded, recorded, before]
 
 
+def _end_value_problem(row: Mapping[str, Any], output: Mapping[str, Any]) -> str | None:
+    """What is wrong with the replay's value a diff row shows at the result, against the
+    recorded output (tied to the audit by its hashes); None when it agrees, or when the row's
+    path is not one the expectations can read (then nothing is claimed here)."""
+    from .expectations import _ABSENT, _lookup
+    from .noise import parse_path
+
+    try:
+        parsed = parse_path(str(row.get("path")))
+    except ValidationError:
+        return None
+    value = row.get("replay")
+    found = _lookup(Subject.from_wire(output), parsed, value)
+    if row.get("kind") == "removed":
+        return (
+            None
+            if found is _ABSENT
+            else f"the row says removed, the audited output has {_short(found)} there"
+        )
+    if found is _ABSENT:
+        return f"the replay's value is {_short(value)}, the audited output has nothing there"
+    if not json_equal(value, found):
+        return f"the replay's value is {_short(value)}, the audited output's {_short(found)}"
+    return None
+
+
 def _diff_replay_side(
     evidence: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], fdetail: Mapping[str, Any]
 ) -> list[str]:
@@ -1481,6 +1508,13 @@ def _diff_replay_side(
         else {}
     )
     output = evidence.get("output") or {}
+    # The parts of the output the audit vouches for: the body always (outputBodySha256), a map
+    # where the terminal event holds its hash (checked by "audited output ... hash").
+    vouched_parts = {"body"} | {
+        part
+        for part, key in (("headers", "outputHeadersSha256"), ("properties", "outputPropertiesSha256"))
+        if fdetail.get(key) is not None
+    }
     problems = []
     for i, row in enumerate(rows):
         where = f"row {i} ({row.get('processorId')} {row.get('path')})"
@@ -1493,6 +1527,13 @@ def _diff_replay_side(
                     f"{where}: the replay's value is {_short(value)}, "
                     f"the audited output's {_short(found[row.get('path')])}"
                 )
+            elif fld in vouched_parts and row.get("path") not in found:
+                # The result's body (and maps, where audited) is the audited one: the value the
+                # row shows on the replay's side must be what is there. A row's value at the
+                # result was taken on the report's word, and a forged total verified (audit walk).
+                why = _end_value_problem(row, output)
+                if why:
+                    problems.append(f"{where}: {why}")
             continue
         if row.get("processorId") == _START or not vouched:
             continue

@@ -473,3 +473,35 @@ def test_the_result_record_the_evidence_keeps_is_the_audited_one() -> None:
     old = {k: v for k, v in evidence.items() if k not in ("trace", "hashes")}
     old["audit"] = {"events": [requested, {**evidence["audit"]["events"][1], "detail": {}}]}
     assert _check(verify_evidence(old, None), "audited result record").ok
+
+
+def test_a_diff_rows_value_at_the_result_is_the_audited_outputs() -> None:
+    # Found by an audit walk (session 15): the replay's side of a diff row at the result, e.g.
+    # body:$.total, was taken on the report's word, though the output it reads is tied to the
+    # audit by its hash: a forged total in the diff verified beside the true output.
+    from moat_nb.sandbox.apps.orders import APP
+    from moat_nb.sandbox.camel import FixedClock, RouteSet, RunContext
+
+    routes = {
+        v: RouteSet.load(APP.versions[v], APP.beans, endpoints=APP.endpoints, version=v) for v in ("v1", "v2")
+    }
+    order = {"orderId": "ORD-1", "customerId": "C-1010", "currency": "EUR", "channel": "web",
+             "lines": [{"sku": "SKU-107", "qty": 2, "unitPrice": 34.95}]}  # fmt: skip
+    payload = Payload(headers={"channel": "web"}, body=json.dumps(order), properties={})
+
+    def run(version: str, **kw: Any) -> Any:
+        context = RunContext(rng=random.Random(1), now=FixedClock(datetime(2026, 1, 1, tzinfo=UTC)))
+        return routes[version].run(APP.entry_route, payload, context=context, **kw)
+
+    name = "diff is of the audited executions"
+    for capture in ("ROUTE", "PROCESSOR"):
+        original = run("v1", capture=capture, environment="prod")
+        genuine = _route_captured_diff_evidence(original, run("v2", replay_of=original))
+        assert _check(verify_evidence(genuine, None), name).ok, _check(verify_evidence(genuine, None), name)
+        rows = genuine["diff"]["differences"]
+        at = next(i for i, r in enumerate(rows) if r["processorId"] == "(end)" and r["field"] == "body")
+        for change in ({"replay": 12345}, {"kind": "removed"}):
+            forged = copy.deepcopy(genuine)
+            forged["diff"]["differences"][at].update(change)
+            check = _check(verify_evidence(forged, None), name)
+            assert not check.ok and "the audited output" in check.detail, (capture, change, check.detail)
