@@ -93,7 +93,8 @@ class DoFinally(WithSteps):
     exchange's exception) is moved to ``CamelExceptionCaught`` with ``CamelFailureRouteId`` set
     while the steps run (so ``${exception}`` reads it), and put back after them; without one,
     ``CamelFailureRouteId`` is removed after the steps (``FinallyAsyncCallback``), so a failure
-    a ``doCatch`` handled leaves only ``CamelExceptionCaught`` behind.
+    a ``doCatch`` handled leaves only ``CamelExceptionCaught`` behind. A step that fails while an
+    exception is pending loses its failure to the pending one, which the callback puts back.
     """
 
     __slots__ = ()
@@ -107,6 +108,13 @@ class DoFinally(WithSteps):
             mark_failure_route(exchange)
         try:
             super().process(exchange, run, seq, depth, iteration)
+        except ExchangeFailure:
+            # FinallyAsyncCallback.done: exchange.setException(exception) puts the pending
+            # exception back over whatever a step threw, so with one pending the new failure is
+            # dropped (and the doFinally ends as it does when its steps complete); without one,
+            # the step's failure is the exchange's.
+            if pending is None:
+                raise
         finally:
             # FinallyAsyncCallback.done runs whether or not the steps failed.
             if pending is None:
@@ -127,7 +135,8 @@ class DoTry(WithSteps):
     ``catches`` result only decides whether the clause applies), so ``${exception.message}``
     in a ``doCatch`` of an inner type reads the wrapper's message. ``doFinally``
     runs in every case; an unhandled failure (or one raised by a ``doCatch``) propagates after
-    it, and one raised by ``doFinally`` itself replaces it.
+    it, also when a ``doFinally`` step fails (``FinallyAsyncCallback`` restores it); a
+    ``doFinally`` failure propagates only when nothing was pending.
     """
 
     __slots__ = ("catches", "finally_")

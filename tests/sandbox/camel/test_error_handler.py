@@ -142,3 +142,27 @@ def test_a_failed_split_item_and_a_failed_split_carry_the_failure_route() -> Non
     assert ex.status == "FAILED" and ex.error_message == "boom b"
     assert record(ex, "s").properties["CamelFailureRouteId"] == "r"
     assert record(ex, "s").properties["CamelExceptionCaught"] == "java.lang.IllegalStateException: boom b"
+
+
+def test_a_do_finally_that_fails_while_an_exception_is_pending_keeps_the_pending_one() -> None:
+    # FinallyProcessor.FinallyAsyncCallback.done puts the pending exception back on the exchange
+    # (exchange.setException(exception)) whatever its steps did, so one a doFinally step throws
+    # is lost: the doTry fails with the exception its steps raised. The engine let the new one
+    # replace it.
+    uncaught = "doTry:\n  id: t\n  steps:\n    - throwException: " + BOOM
+    uncaught += "\n  doCatch:\n    - exception: [java.io.IOException]\n      steps: [{to: mock:io}]"
+    uncaught += "\n  doFinally:\n    id: fin\n    steps:\n"
+    uncaught += "      - throwException: {id: again, exceptionType: java.io.IOException, message: again}"
+    ex = run(route(uncaught, "setHeader: {id: after, name: a, constant: x}"))
+    assert ex.status == "FAILED"
+    assert (ex.error_type, ex.error_message) == ("java.lang.IllegalStateException", "boom x")
+    assert record(ex, "again").status == "FAILED"
+    assert record(ex, "fin").status == "COMPLETED"  # as when its steps do not fail
+    assert record(ex, "t").error_type == "java.lang.IllegalStateException"
+    assert ex.output_properties["CamelExceptionCaught"] == "java.lang.IllegalStateException: boom x"
+    assert not [p for p in ex.processors or () if p.processor_id == "after"]
+    # Without a pending exception (a doCatch handled it) the doFinally's failure is the doTry's.
+    handled = uncaught.replace("java.io.IOException]", "java.lang.IllegalStateException]", 1)
+    ex = run(route(handled))
+    assert (ex.error_type, ex.error_message) == ("java.io.IOException", "again")
+    assert record(ex, "fin").status == "FAILED"
