@@ -25,12 +25,25 @@ from __future__ import annotations
 
 from .exchange import Exchange
 
-__all__ = ["EXCEPTION_CAUGHT", "FAILURE_ROUTE_ID", "handle_failure", "mark_failure_route"]
+__all__ = [
+    "EXCEPTION_CAUGHT",
+    "EXCEPTION_HANDLED",
+    "FAILURE_ROUTE_ID",
+    "TRY_ROUTE_BLOCK",
+    "handle_failure",
+    "mark_failure_route",
+]
 
 #: ``ExchangePropertyKey.EXCEPTION_CAUGHT``.
 EXCEPTION_CAUGHT = "CamelExceptionCaught"
 #: ``ExchangePropertyKey.FAILURE_ROUTE_ID``.
 FAILURE_ROUTE_ID = "CamelFailureRouteId"
+#: ``ExchangePropertyKey.EXCEPTION_HANDLED``: ``true`` once a ``doCatch`` handled the failure,
+#: until its ``doTry`` ends (``CatchProcessor``, ``TryProcessor.TryState``).
+EXCEPTION_HANDLED = "CamelExceptionHandled"
+#: ``ExchangePropertyKey.TRY_ROUTE_BLOCK`` (``Exchange.TRY_ROUTE_BLOCK``, named without the
+#: ``Camel`` prefix): ``true`` while a ``doTry``'s steps and clauses run (``TryProcessor``).
+TRY_ROUTE_BLOCK = "TryRouteBlock"
 
 
 def mark_failure_route(exchange: Exchange) -> None:

@@ -4,7 +4,10 @@ They behave as Camel's ``ThrowExceptionProcessor``, ``TryProcessor``, ``CatchPro
 ``FinallyProcessor`` do: a ``doCatch`` matches the exception or any exception in its cause
 chain by class or superclass name (see :mod:`.failure`), then its ``onWhen``; the exchange's
 exception (the outermost one, even when a cause matched) is in the ``CamelExceptionCaught``
-property while the catch runs; ``doFinally`` always runs.
+property while the catch runs; ``doFinally`` always runs. While a ``doTry`` runs, the exchange
+carries ``TryRouteBlock: true`` (into the ``direct:`` sub-routes it calls), and from the
+``doCatch`` that handles a failure on ``CamelExceptionHandled: true``; the ``doTry`` removes the
+first and puts back the second as it found it when it ends.
 """
 
 from __future__ import annotations
@@ -13,7 +16,13 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .conversion import to_text
-from .error_handler import EXCEPTION_CAUGHT, FAILURE_ROUTE_ID, mark_failure_route
+from .error_handler import (
+    EXCEPTION_CAUGHT,
+    EXCEPTION_HANDLED,
+    FAILURE_ROUTE_ID,
+    TRY_ROUTE_BLOCK,
+    mark_failure_route,
+)
 from .exchange import Exchange
 from .failure import ExchangeFailure
 from .language import Expression
@@ -80,6 +89,10 @@ class DoCatch(WithSteps):
         # stores the route the exchange is in as CamelFailureRouteId (getAtRouteId), replacing
         # what an error handler in a sub-route left (its CamelFailureEndpoint, set only when
         # absent, is not modelled: the engine has no CamelToEndpoint).
+        # It also sets EXCEPTION_HANDLED to true ("give the rest of the pipeline another
+        # chance"), which later clauses of the doTry check to leave the failure alone and which
+        # stays until the doTry ends (TryProcessor.TryState puts back the value it found).
+        exchange.properties[EXCEPTION_HANDLED] = True
         exchange.properties[EXCEPTION_CAUGHT] = exchange.exception
         mark_failure_route(exchange)
         exchange.exception = None
@@ -122,6 +135,7 @@ class DoFinally(WithSteps):
             else:
                 exchange.exception = pending
                 exchange.properties[EXCEPTION_CAUGHT] = pending
+            run.tail = None  # so the doFinally's output is taken after this, not its last step's
 
 
 class DoTry(WithSteps):
@@ -156,32 +170,54 @@ class DoTry(WithSteps):
             yield self.finally_
 
     def process(self, exchange: Exchange, run: Run, seq: int, depth: int, iteration: int) -> None:
+        # TryProcessor.TryState: its constructor saves EXCEPTION_HANDLED and removes it (so the
+        # clauses of a doTry inside a doCatch can handle again); run() sets TRY_ROUTE_BLOCK to
+        # true before each of its processors (the steps, every doCatch clause, the doFinally)
+        # and, once they are done, removes TRY_ROUTE_BLOCK and puts EXCEPTION_HANDLED back. So
+        # both show inside the doTry and neither after it (a nested doTry's end removes
+        # TRY_ROUTE_BLOCK from the steps after it until the outer doTry's next clause).
+        last_handled = exchange.properties.pop(EXCEPTION_HANDLED, None)
         pending: ExchangeFailure | None = None
         try:
-            run.pipeline(self.steps, exchange, seq, depth + 1, iteration)
-        except ExchangeFailure as failure:
-            pending = failure
-            for clause in self.catches:
-                if clause.catches(exchange, failure) is None:
-                    continue
-                pending = None
-                exchange.exception = failure  # the clause moves it to CamelExceptionCaught
-                try:
-                    run.execute(clause, exchange, seq, depth + 1, iteration)
-                except ExchangeFailure as again:
-                    pending = again
-                break
-        if self.finally_ is not None:
-            # Camel's FinallyProcessor runs with the exception set aside and restores it after
-            # (DoFinally.process moves it to CamelExceptionCaught meanwhile).
-            saved_stop = exchange.route_stop
-            exchange.route_stop = False
-            exchange.exception = pending
+            exchange.properties[TRY_ROUTE_BLOCK] = True
             try:
-                run.execute(self.finally_, exchange, seq, depth + 1, iteration)
-            finally:
-                exchange.exception = None
-            exchange.route_stop = exchange.route_stop or saved_stop
+                run.pipeline(self.steps, exchange, seq, depth + 1, iteration)
+            except ExchangeFailure as failure:
+                pending = failure
+            # Every clause follows the steps (a doTry always has one), failed or not.
+            exchange.properties[TRY_ROUTE_BLOCK] = True
+            if pending is not None:
+                failure = pending
+                for clause in self.catches:
+                    if clause.catches(exchange, failure) is None:
+                        continue
+                    pending = None
+                    exchange.exception = failure  # the clause moves it to CamelExceptionCaught
+                    try:
+                        run.execute(clause, exchange, seq, depth + 1, iteration)
+                    except ExchangeFailure as again:
+                        pending = again
+                    break
+            if self.finally_ is not None:
+                # Camel's FinallyProcessor runs with the exception set aside and restores it
+                # after (DoFinally.process moves it to CamelExceptionCaught meanwhile).
+                exchange.properties[TRY_ROUTE_BLOCK] = True
+                saved_stop = exchange.route_stop
+                exchange.route_stop = False
+                exchange.exception = pending
+                try:
+                    run.execute(self.finally_, exchange, seq, depth + 1, iteration)
+                finally:
+                    exchange.exception = None
+                exchange.route_stop = exchange.route_stop or saved_stop
+        finally:
+            properties = exchange.properties
+            properties.pop(TRY_ROUTE_BLOCK, None)
+            if last_handled is None:  # setProperty(EXCEPTION_HANDLED, null) removes it
+                properties.pop(EXCEPTION_HANDLED, None)
+            else:
+                properties[EXCEPTION_HANDLED] = last_handled
+            run.tail = None  # the doTry's output is taken after this, not its last step's
         if pending is not None:
             raise pending
         return None

@@ -166,3 +166,62 @@ def test_a_do_finally_that_fails_while_an_exception_is_pending_keeps_the_pending
     ex = run(route(handled))
     assert (ex.error_type, ex.error_message) == ("java.io.IOException", "again")
     assert record(ex, "fin").status == "FAILED"
+
+
+def test_a_do_try_marks_its_block_and_a_do_catch_the_failure_handled_until_the_do_try_ends() -> None:
+    # TryProcessor.TryState sets TRY_ROUTE_BLOCK ("TryRouteBlock": Exchange.TRY_ROUTE_BLOCK has
+    # no Camel prefix) before each of its processors and removes it when done; CatchProcessor
+    # sets EXCEPTION_HANDLED ("CamelExceptionHandled") to true, and TryState puts back the value
+    # it found (none here). The engine set neither.
+    block, handled = "TryRouteBlock", "CamelExceptionHandled"
+    text = route(
+        "doTry:\n  id: t\n  steps:\n    - to: {id: call, uri: 'direct:sub'}\n"
+        "  doCatch:\n    - id: c\n      exception: [java.lang.IllegalStateException]\n"
+        "      steps: [{to: {id: in-catch, uri: mock:c}}]\n"
+        "  doFinally: {id: fin, steps: [{to: {id: in-finally, uri: mock:f}}]}",
+        "setHeader: {id: after, name: a, constant: x}",
+    ) + route("log: {id: in-sub, message: hi}", "throwException: " + BOOM, route_id="sub", uri="direct:sub")
+    ex = run(text)
+    assert ex.status == "COMPLETED"
+    assert block not in record(ex, "t").input_properties
+    # A sub-route called from the doTry runs on the same exchange: it sees the mark too.
+    assert record(ex, "call").input_properties[block] is True
+    assert record(ex, "in-sub").properties[block] is True
+    assert handled not in record(ex, "c").input_properties
+    assert record(ex, "c").properties[handled] is True
+    assert record(ex, "in-catch").input_properties[handled] is True
+    assert record(ex, "in-catch").input_properties[block] is True
+    assert record(ex, "fin").input_properties[handled] is True
+    assert record(ex, "in-finally").properties[block] is True
+    for props in (record(ex, "t").properties, record(ex, "after").input_properties, ex.output_properties):
+        assert block not in props and handled not in props
+    # The doFinally's and the doTry's own outputs are taken after they change the properties
+    # (FinallyAsyncCallback removed CamelFailureRouteId: no failure was pending).
+    assert "CamelFailureRouteId" not in record(ex, "fin").properties
+    assert "CamelFailureRouteId" not in record(ex, "t").properties
+
+
+def test_a_nested_do_try_resets_and_restores_the_handled_mark_and_ends_the_block() -> None:
+    inner = (
+        "doTry:\n  id: inner\n  steps:\n"
+        "    - throwException: {exceptionType: java.io.IOException, message: io}\n"
+        "  doCatch:\n    - id: inner-c\n      exception: [java.io.IOException]\n"
+        "      steps: [{to: {id: inner-step, uri: mock:i}}]"
+    )
+    # In an outer doCatch: the inner doTry starts without CamelExceptionHandled (so its own
+    # doCatch can handle) and puts the outer's true back when it ends.
+    outer = (
+        "doTry:\n  id: outer\n  steps:\n    - throwException: " + BOOM + "\n"
+        "  doCatch:\n    - id: outer-c\n      steps:\n        - " + inner.replace("\n", "\n          ") + "\n"
+        "        - to: {id: outer-after, uri: mock:o}"
+    )
+    ex = run(route(outer))
+    assert ex.status == "COMPLETED"
+    assert record(ex, "inner").input_properties["CamelExceptionHandled"] is True
+    assert "CamelExceptionHandled" not in record(ex, "inner-c").input_properties
+    assert record(ex, "inner-step").input_properties["CamelExceptionCaught"] == "java.io.IOException: io"
+    assert record(ex, "outer-after").input_properties["CamelExceptionHandled"] is True
+    # The inner doTry's end removes TryRouteBlock (it does not restore it), so the outer
+    # doCatch's steps after it run without it.
+    assert "TryRouteBlock" not in record(ex, "outer-after").input_properties
+    assert "TryRouteBlock" not in ex.output_properties
