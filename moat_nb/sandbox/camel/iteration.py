@@ -25,8 +25,9 @@ record), and the exchange carries Camel's properties: ``CamelSplitIndex``, ``Cam
   ``UseOriginalAggregationStrategy``.
 * Each copy carries ``CamelCorrelationId``, the original's exchange id; a failed copy carries
   its exception in ``CamelExceptionCaught`` and ``CamelFailureRouteId`` (the route's error
-  handler puts them there, :mod:`.error_handler`) unless the split is in a ``doTry``, where
-  Camel runs no error handler.
+  handler puts them there, :mod:`.error_handler`) unless the split runs inside a ``doTry``
+  (its exchange carries ``TryRouteBlock``, also in a ``direct:`` sub-route called from one),
+  where Camel runs no error handler for the items.
 * ``loop`` with ``doWhile`` stops after :data:`MAX_LOOP_ITERATIONS` turns with a
   ``java.lang.IllegalStateException``: a sandbox must not spin for ever.
 """
@@ -36,7 +37,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .conversion import convert_to, to_text
-from .error_handler import EXCEPTION_CAUGHT, FAILURE_ROUTE_ID, handle_failure
+from .error_handler import EXCEPTION_CAUGHT, FAILURE_ROUTE_ID, TRY_ROUTE_BLOCK, handle_failure
 from .exchange import Exchange
 from .failure import ExchangeFailure, failure_from_python
 from .language import Expression
@@ -163,10 +164,6 @@ class Split(WithSteps):
         #: How a text value splits: Camel's ``delimiter`` option (a comma by default; ``None``
         #: for ``delimiter: false``, which keeps a text whole).
         self.delimiter = delimiter
-        # ``in_try`` (Processor): whether the split sits in a doTry/doCatch/doFinally of its
-        # route. Camel then runs its items without an error handler (ProcessorReifier: no error
-        # handler in a try block; MulticastProcessor.wrapInErrorHandler skips it when
-        # TRY_ROUTE_BLOCK is set), so a failed item gets no CamelExceptionCaught from one.
 
     def _strategy(self, run: Run) -> Aggregation | None:
         agg = self.aggregation
@@ -207,11 +204,17 @@ class Split(WithSteps):
             props["CamelSplitIndex"] = index
             props["CamelSplitSize"] = size
             props["CamelSplitComplete"] = index == size - 1
+            # MulticastProcessor.wrapInErrorHandler wraps the item in the route's error handler
+            # unless the copy carries TRY_ROUTE_BLOCK (`(Boolean) getProperty(...)` true): a
+            # property a doTry sets at run time, so also a split in a direct: sub-route called
+            # from a doTry runs its items without one, and a split after a nested doTry (whose
+            # end removed it) with one.
+            item_error_handler = props.get(TRY_ROUTE_BLOCK) is not True
             try:
                 run.pipeline(self.steps, sub, seq, depth + 1, index)
             except ExchangeFailure as failure:
                 sub.exception = failure
-                if not self.in_try:
+                if item_error_handler:
                     # MulticastProcessor runs each item through the route's error handler
                     # (wrapInErrorHandler): a failure its steps' own error handlers did not
                     # handle (one that left a doTry) gets CamelExceptionCaught, replacing one an

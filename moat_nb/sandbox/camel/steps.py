@@ -554,7 +554,8 @@ def _mark_in_try(node: Processor) -> None:
     """Flag the doTry and every processor in it (its steps, doCatch and doFinally, at any
     depth, not the sub-routes it calls): ProcessorReifier wraps a TryDefinition, a
     CatchDefinition, a FinallyDefinition and anything whose parent is one in no error handler
-    (see :mod:`.error_handler`, Split.in_try)."""
+    (see :mod:`.error_handler`, ``Run.execute``). A split's items look at the exchange's
+    ``TryRouteBlock`` instead, as Camel's MulticastProcessor does at run time (Split.process)."""
     stack = [node]
     while stack:
         child = stack.pop()

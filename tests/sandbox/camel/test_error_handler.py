@@ -225,3 +225,47 @@ def test_a_nested_do_try_resets_and_restores_the_handled_mark_and_ends_the_block
     # doCatch's steps after it run without it.
     assert "TryRouteBlock" not in record(ex, "outer-after").input_properties
     assert "TryRouteBlock" not in ex.output_properties
+
+
+def test_a_split_in_a_sub_route_called_from_a_do_try_runs_its_items_without_an_error_handler() -> None:
+    # MulticastProcessor.wrapInErrorHandler skips the per-item error handler when the item's
+    # copy carries TRY_ROUTE_BLOCK, a property the doTry sets on the exchange at run time, so
+    # a split in a direct: sub-route called from a doTry skips it too (the engine looked for a
+    # doTry in the split's own route only). It shows on a failure no step's own error handler
+    # took: one leaving a doTry whose doCatch does not match. Without the item's handler, the
+    # failed copy keeps the CamelExceptionCaught an earlier doCatch left, and shareUnitOfWork
+    # copies that onto the split's result.
+    split = """split:
+  id: s
+  tokenize: ','
+  aggregationStrategy: GroupedBodyAggregationStrategy
+  shareUnitOfWork: true
+  steps:
+    - doTry:
+        steps:
+          - throwException: {exceptionType: java.lang.IllegalArgumentException, message: 'caught ${body}'}
+        doCatch:
+          - exception: [java.lang.IllegalArgumentException]
+            steps: [{to: mock:caught}]
+    - doTry:
+        steps:
+          - filter:
+              simple: "${body} starts with 'bad'"
+              steps:
+                - throwException: {exceptionType: java.lang.IllegalStateException, message: 'no ${body}'}
+        doCatch:
+          - exception: [java.io.IOException]
+            steps: [{to: mock:io}]"""
+    sub = route(split, route_id="sub", uri="direct:sub")
+    # Called plainly, the item's error handler stores the item's own failure.
+    ex = run(route("to: {id: call, uri: 'direct:sub'}") + sub, "a,bad1,c")
+    assert ex.status == "FAILED" and ex.error_message == "no bad1"
+    assert record(ex, "s").properties["CamelExceptionCaught"] == "java.lang.IllegalStateException: no bad1"
+    # Called from a doTry, none runs: the doCatch's exception stays.
+    caller = "doTry:\n  steps: [{to: {id: call, uri: 'direct:sub'}}]\n  doFinally: {steps: [{to: mock:f}]}"
+    ex = run(route(caller) + sub, "a,bad1,c")
+    assert ex.status == "FAILED" and ex.error_message == "no bad1"
+    assert (
+        record(ex, "s").properties["CamelExceptionCaught"]
+        == "java.lang.IllegalArgumentException: caught bad1"
+    )
