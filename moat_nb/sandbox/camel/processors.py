@@ -446,8 +446,42 @@ def _jackson_parse_message(text: str, err: json.JSONDecodeError) -> str:
     return f"{problem}\n at [Source: {_JSON_SOURCE}; line: {line}, column: {column}]"
 
 
+_JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _read_first_json_value(text: str) -> Any:
+    """The first JSON value in ``text``, the rest unread, as Jackson 2's
+    ``ObjectReader.readValue`` reads with ``DeserializationFeature.FAIL_ON_TRAILING_TOKENS`` off
+    (its default, and Camel's ``JacksonDataFormat`` makes a plain ``new ObjectMapper()``).
+
+    The parser still looks at the one character after a root-level number or literal:
+    ``ReaderBasedJsonParser._verifyRootSpace`` wants whitespace after a number ("Expected space
+    separating root-level values") and ``_matchToken`` refuses a literal run on into identifier
+    characters (``truex`` is an unrecognized token)."""
+    start = len(text) - len(text.lstrip(" \t\n\r"))  # the whitespace json.loads skips
+    value, end = _JSON_DECODER.raw_decode(text, start)
+    if end < len(text):
+        char = text[end]
+        if type(value) in (int, float) and char not in " \t\n\r":
+            line = text.count("\n", 0, end) + 1
+            column = end - (text.rfind("\n", 0, end) + 1) + 2  # after the character, 1-based
+            raise ExchangeFailure(
+                "com.fasterxml.jackson.core.JsonParseException",
+                f"Unexpected character ('{char}' (code {ord(char)})): "
+                "Expected space separating root-level values\n"
+                f" at [Source: {_JSON_SOURCE}; line: {line}, column: {column}]",
+            )
+        if (value is None or type(value) is bool) and (char.isalnum() or char in "_$"):
+            err = json.JSONDecodeError("Expecting value", text, start)
+            raise ExchangeFailure(
+                "com.fasterxml.jackson.core.JsonParseException", _jackson_parse_message(text, err)
+            )
+    return value
+
+
 class Unmarshal(Processor):
-    """``unmarshal: {json: {}}``: the body text parsed as JSON (maps and lists)."""
+    """``unmarshal: {json: {}}``: the body text parsed as JSON (maps and lists); what follows
+    the first JSON value is ignored, as Jackson does by default (:func:`_read_first_json_value`)."""
 
     __slots__ = ()
     processor_type = "unmarshal"
@@ -467,7 +501,7 @@ class Unmarshal(Processor):
                 "No content to map due to end-of-input",
             )
         try:
-            exchange.body = json.loads(text, parse_constant=_reject_constant)
+            exchange.body = _read_first_json_value(text)
         except json.JSONDecodeError as err:
             raise ExchangeFailure(
                 "com.fasterxml.jackson.core.JsonParseException", _jackson_parse_message(text, err)

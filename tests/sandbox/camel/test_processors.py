@@ -694,6 +694,37 @@ def test_marshal_unmarshal_json_like_jackson() -> None:
     assert run(route("unmarshal: {json: {}}"), "NaN").status == "FAILED"  # Jackson rejects NaN
 
 
+def test_unmarshal_json_ignores_what_follows_the_first_value_as_jackson_does() -> None:
+    # Camel's JacksonDataFormat reads with a plain new ObjectMapper(): ObjectReader.readValue
+    # checks for trailing tokens only with DeserializationFeature.FAIL_ON_TRAILING_TOKENS, off
+    # by default in Jackson 2, so the parser stops after the first value and never reads the
+    # rest. The engine failed with Python's "Extra data".
+    step = route("unmarshal: {json: {}}", "marshal: {json: {}}")
+    for text, body in [
+        ('{"a": 1} trailing words', '{"a":1}'),
+        ('{"a": 1}{"b": 2}', '{"a":1}'),
+        ("[1, 2]] }", "[1,2]"),
+        ('  "x" y', '"x"'),
+        ("12 34", "12"),
+        ("true]", "true"),
+    ]:
+        assert ok(run(step, text)).output_body == body, text
+    # A root-level number or literal is the exception: the parser looks at the character after
+    # it (ReaderBasedJsonParser._verifyRootSpace, _matchToken) and fails on one that cannot end it.
+    source = "REDACTED (`StreamReadFeature.INCLUDE_SOURCE_IN_LOCATION` disabled)"
+    values = "(JSON String, Number, Array, Object or token 'null', 'true' or 'false')"
+    bad = run(step, "123abc")
+    assert (bad.error_type, bad.error_message) == (
+        "com.fasterxml.jackson.core.JsonParseException",
+        "Unexpected character ('a' (code 97)): Expected space separating root-level values\n"
+        f" at [Source: {source}; line: 1, column: 5]",
+    )
+    bad = run(step, "truex")
+    assert bad.error_message == (
+        f"Unrecognized token 'truex': was expecting {values}\n at [Source: {source}; line: 1, column: 6]"
+    )
+
+
 def test_convert_body_to() -> None:
     assert (
         ok(
