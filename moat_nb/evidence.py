@@ -80,6 +80,7 @@ if TYPE_CHECKING:
     from .diff import DiffResult
 
 __all__ = [
+    "CLAIM_TAG",
     "EVIDENCE_FORMAT",
     "NOT_VOUCHED",
     "PARAMETER_NAMES",
@@ -89,6 +90,7 @@ __all__ = [
     "ProofParameters",
     "build_evidence",
     "check_parameter_cell",
+    "claim_sha256",
     "execution_facts",
     "parse_modified_payload",
     "receipt_checks",
@@ -107,18 +109,20 @@ RUNNER_KEYS = frozenset({"notebook", "files", "runner"})
 #: ``finishedAt`` from the Replay resource, whose clock reading is not the audited one, and its
 #: ``diff`` without the ids of the executions compared: checking those would fail genuine old
 #: reports, so their checks say SKIPPED instead (and why) and hold.
-TIES = ("replay.requestedAt", "replay.finishedAt", "diff", "checks")
+TIES = ("replay.requestedAt", "replay.finishedAt", "diff", "checks", "parameters.expectations")
+#: How a proof names its claim in its replay's ``client`` field, which the platform audits in
+#: the REPLAY_REQUESTED event (section 7: ``source.client``): ``claim-sha256=<hex>``, the
+#: SHA-256 of the RFC 8785 JSON of the expectations asked (:func:`claim_sha256`). The platform
+#: records no expectations of its own, so without it a report could leave out a failing one and
+#: verify (red-team walk); with it, the audit vouches for which expectations were asked.
+CLAIM_TAG = "claim-sha256="
+_CLAIM = re.compile(re.escape(CLAIM_TAG) + r"([0-9a-f]{64})")
 
 #: What a verified report still says on its own word: the platform audits no hash of it, so
 #: ``report verify`` cannot tell a genuine value from an edited one, and says so (an audit walk
 #: found each of these edited in a report that verified with nothing said). Printed by
 #: ``moat-nb report verify`` under "not vouched for"; (what, why) pairs.
 NOT_VOUCHED = (
-    (
-        "which expectations were asked",
-        "the audit records none: a report can leave out one that was asked (a failing one "
-        "included) or list another; each one listed is re-evaluated against the audited output",
-    ),
     (
         "the routes' versions; the source's status, start time, instance and capture mode; the "
         "replay's exchange id, instance and start time; generatedAt, platform.url, runner",
@@ -178,6 +182,12 @@ def _check_mapping(part: str, value: Any) -> dict[str, Any]:
                 details={"parameter": "modified_payload", "headers": control},
             )
     return dict(value)
+
+
+def claim_sha256(expectations: Any) -> str:
+    """The SHA-256 (hex) of a proof's claim: the RFC 8785 JSON of its expectations' wire form,
+    as ``parameters.expectations`` of the evidence holds them (see :data:`CLAIM_TAG`)."""
+    return hashlib.sha256(canonical_json({"expectations": expectations})).hexdigest()
 
 
 def parse_modified_payload(value: Any) -> dict[str, Any]:
@@ -352,8 +362,13 @@ class ProofParameters:
         }
 
     def replay_arguments(self) -> dict[str, Any]:
-        """Keyword arguments of ``Platform.replay`` for these parameters."""
+        """Keyword arguments of ``Platform.replay`` for these parameters; ``client`` names the
+        claim (:data:`CLAIM_TAG`), so that the audit vouches for which expectations were asked."""
+        from . import __version__  # here: the package's __init__ imports this module first
+
+        claim = claim_sha256([e.to_wire() for e in self.expectations])
         return {
+            "client": f"moat_nb/{__version__} compliance proof; {CLAIM_TAG}{claim}",
             "headers": self.modified_payload.get("headers"),
             "body": self.modified_payload.get("body"),
             "properties": self.modified_payload.get("properties"),
@@ -1282,6 +1297,7 @@ def verify_evidence(
          lambda: _time_check(evidence, requested, final)),
         (("diff",), "diff is of the audited executions", lambda: _diff_check(evidence, requested, final)),
         (("checks",), "recorded checks", lambda: _recorded_checks(evidence, bundle, verification)),
+        (("parameters.expectations",), "audited claim", lambda: _claim_check(parameters, requested)),
     ):  # fmt: skip
         what = " and ".join(fields)
         if ties.issuperset(fields):
@@ -1322,6 +1338,33 @@ def verify_evidence(
             Check("notebook embeds this evidence", json_equal(own, dict(embedded)), "compared as JSON")
         )
     return checks
+
+
+def _claim_check(parameters: Mapping[str, Any], requested: Mapping[str, Any]) -> Check:
+    """The expectations the report lists against the claim its replay's audited request named
+    (:data:`CLAIM_TAG`): a report that left out a failing expectation, or listed another one,
+    verified, as the platform records no expectations (red-team walk)."""
+    client = (requested.get("source") or {}).get("client")
+    found = _CLAIM.search(client) if isinstance(client, str) else None
+    listed = parameters.get("expectations")
+    want = claim_sha256(listed)
+    if found is None:
+        return Check(
+            "audited claim",
+            False,
+            f"the audited request names no claim (its client is {client!r}): nothing vouches for "
+            "which expectations were asked",
+        )
+    ok = found.group(1) == want
+    n = len(listed) if isinstance(listed, list) else 0
+    return Check(
+        "audited claim",
+        ok,
+        f"the {n} expectation(s) listed are the ones the audited request named ({CLAIM_TAG}{want})"
+        if ok
+        else f"the audited request named {CLAIM_TAG}{found.group(1)}, the {n} expectation(s) listed "
+        f"hash to {want}: expectations were left out, added or changed",
+    )
 
 
 def _time_check(evidence: Mapping[str, Any], requested: Mapping[str, Any], final: Mapping[str, Any]) -> Check:

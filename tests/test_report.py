@@ -33,6 +33,7 @@ from moat_nb.evidence import (
     RUNNER_KEYS,
     ProofParameters,
     check_parameter_cell,
+    claim_sha256,
     payload_claim_checks,
     sha256_text,
 )
@@ -1299,11 +1300,14 @@ def test_report_verify_ties_the_result_record_and_says_what_it_cannot_vouch_for(
     genuine = json.loads((passing["out"] / "evidence.json").read_text())
     audited = next(e for e in genuine["audit"]["events"] if e["action"] == "REPLAY_COMPLETED")["detail"]
     assert f"  trace sha-256:    {audited['traceSha256']} (" in printed
-    # What the audit does not cover is said beside the verified facts, the expectations first: a
-    # report can leave out one that was asked, as the platform records none.
+    # What the audit does not cover is said beside the verified facts. Which expectations were
+    # asked is not among them: the replay's audited client names the claim's hash.
     vouched, unvouched = printed.split("not vouched for", 1)
-    assert "which expectations were asked: the audit records none" in unvouched
+    assert "which expectations were asked" not in printed
     assert "the routes' versions" in unvouched and "VERIFIED:" in unvouched
+    requested = next(e for e in genuine["audit"]["events"] if e["action"] == "REPLAY_REQUESTED")
+    claim = claim_sha256(genuine["parameters"]["expectations"])
+    assert requested["source"]["client"].endswith(f"compliance proof; claim-sha256={claim}")
 
     def failed(name: str, change: Any) -> dict[str, str]:
         folder = tmp_path / name
@@ -1321,6 +1325,22 @@ def test_report_verify_ties_the_result_record_and_says_what_it_cannot_vouch_for(
     assert "replay.processorCount is" in count["audited result record"]
     route = failed("route", lambda e: e["source"].update(routeId="refund"))
     assert "source.routeId is" in route["audited request"]
+
+    # A report that leaves out an expectation it was asked (a failing one, in a forger's hands)
+    # or lists another: the claim the audited request named no longer matches (red-team walk).
+    def drop_last(e: dict[str, Any]) -> None:
+        assert len(e["parameters"]["expectations"]) > 1
+        e["parameters"]["expectations"].pop()
+        e["expectations"].pop()
+
+    dropped = failed("dropped", drop_last)
+    assert "expectations were left out, added or changed" in dropped["audited claim"]
+
+    def swap_value(e: dict[str, Any]) -> None:
+        e["parameters"]["expectations"][0]["name"] = "something else held"
+        e["expectations"][0]["expectation"]["name"] = "something else held"
+
+    assert "audited claim" in failed("renamed", swap_value)
 
 
 @pytest.mark.slow
