@@ -184,6 +184,28 @@ class DiffRow:
     cause: str = "route"  # input | route
     noise_rule: str | None = None
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DiffRow:
+        """A row back from :meth:`to_dict` (as evidence.json keeps it), for report verify."""
+        ref = ProcessorRef(
+            str(d.get("routeId")),
+            str(d.get("processorId")),
+            d.get("iteration") or 0,
+            d.get("seqOriginal"),
+            d.get("seqReplay"),
+        )
+        return cls(
+            ref,
+            str(d.get("field")),
+            str(d.get("path")),
+            d.get("original"),
+            d.get("replay"),
+            str(d.get("kind")),
+            bool(d.get("noise")),
+            str(d.get("cause")),
+            d.get("noiseRule"),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         p = self.processor
         return {
@@ -819,10 +841,7 @@ class DiffResult:
     def first_divergence(self) -> ProcessorRef | None:
         """The first processor (execution order) with a difference that is neither noise nor
         carried from the start payload; ``(end)`` when only the result differs; else ``None``."""
-        for r in self.rows:
-            if not r.noise and r.cause == "route":
-                return r.processor
-        return None
+        return _first_divergence(self.rows)
 
     def rows_at(self, ref: ProcessorRef) -> tuple[DiffRow, ...]:
         """The rows of one processor (e.g. ``result.rows_at(result.first_divergence)``)."""
@@ -831,35 +850,22 @@ class DiffResult:
     @property
     def removed(self) -> tuple[ProcessorRef, ...]:
         """Processors only the original ran."""
-        return tuple(r.processor for r in self.rows if r.field == "route" and r.kind == "removed")
+        return _route_only(self.rows, "removed")
 
     @property
     def added(self) -> tuple[ProcessorRef, ...]:
         """Processors only the replay ran."""
-        return tuple(r.processor for r in self.rows if r.field == "route" and r.kind == "added")
+        return _route_only(self.rows, "added")
 
     # -- text
 
     def summary(self) -> str:
         """A few lines a person reads first: both sides, the result, counts, the first divergence,
-        where each differing field first shows, and what could not be compared."""
+        where each differing field first shows, and what could not be compared. Each line is
+        made by a function of its own (the ``summary_*`` helpers below), which the compliance
+        report's verification calls again on the evidence's rows (moat_nb.evidence)."""
         o, r = self.original, self.replay
-        lines = [
-            f"{o.route_id}: original {o.exchange_id} ({_side(o)}) vs replay {r.exchange_id} ({_side(r)})"
-        ]
-        result = (
-            f"result: {o.status} -> {r.status}"
-            if o.status != r.status
-            else f"result: {o.status} on both{_same_failure(o, r)}"
-        )
-        out_diff = [x.path for x in self.rows if x.processor.processor_id == END and not x.noise]
-        if out_diff:
-            shown = ", ".join(dict.fromkeys(out_diff[:6]))
-            more = f" (+{len(out_diff) - 6})" if len(out_diff) > 6 else ""
-            result += f"; the result differs in {shown}{more}"
-        elif o.output_headers is not None and r.output_headers is not None:
-            result += "; the result is the same"
-        lines.append(result)
+        lines = [summary_head(o, r), summary_result(o, r, self.rows)]
         real = [x for x in self.rows if not x.noise]
         noise = len(self.rows) - len(real)
         if not real:
@@ -871,29 +877,9 @@ class DiffResult:
                 f"{len(real)} differences ({by_cause['route']} from the route, {by_cause['input']} carried"
                 f" from the start payload){_where(o, len(procs))}; {noise} noise"
             )
-        route = []
-        if self.removed:
-            route.append(f"{len(self.removed)} processors ran only in the original ({_names(self.removed)})")
-        if self.added:
-            route.append(f"{len(self.added)} only in the replay ({_names(self.added)})")
-        if route:
-            lines.append("route: " + "; ".join(route))
-        first = self.first_divergence
-        if first is not None:
-            at = [x for x in self.rows_at(first) if not x.noise and x.cause == "route"]
-            lines.append(f"first divergence: {first.label}: " + "; ".join(_row_text(x) for x in at[:3]))
-        seen: dict[str, DiffRow] = {}
-        for x in real:
-            if x.cause == "route" and x.field != "route" and x.processor.processor_id != END:
-                seen.setdefault(x.path, x)
-        if seen:
-            lines.append("first seen:")
-            for x in list(seen.values())[:8]:
-                lines.append(f"  {x.path} at {x.processor.label}: {_pair(x)}")
-            if len(seen) > 8:
-                lines.append(f"  ... {len(seen) - 8} more paths")
-        for text in self.limitations:
-            lines.append(f"could not compare: {text}")
+        lines += [x for x in (summary_route(self.rows), summary_first_divergence(self.rows)) if x]
+        lines += summary_first_seen(self.rows)
+        lines += summary_limitations(self.limitations)
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -990,6 +976,88 @@ class DiffResult:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+
+# The summary's lines, one function each: DiffResult.summary writes them, and report verify
+# (moat_nb.evidence._summary_problems) calls the same functions on the evidence's rows, so the
+# wording has one source. Each takes what it reads: rows (DiffRow, or rebuilt with
+# DiffRow.from_dict) and sides with the Execution attributes named (duck-typed).
+
+
+def _first_divergence(rows: Sequence[DiffRow]) -> ProcessorRef | None:
+    for r in rows:
+        if not r.noise and r.cause == "route":
+            return r.processor
+    return None
+
+
+def _route_only(rows: Sequence[DiffRow], kind: str) -> tuple[ProcessorRef, ...]:
+    return tuple(r.processor for r in rows if r.field == "route" and r.kind == kind)
+
+
+def summary_head(o: Any, r: Any) -> str:
+    """The first line: both sides (``route_id``, ``exchange_id``, and what :func:`_side` reads)."""
+    return f"{o.route_id}: original {o.exchange_id} ({_side(o)}) vs replay {r.exchange_id} ({_side(r)})"
+
+
+def summary_result(o: Any, r: Any, rows: Sequence[DiffRow]) -> str:
+    """The ``result:`` line: both statuses, how two failures compare (``error_type``,
+    ``error_message``), and where the result differs (its rows at ``(end)``, not noise), or that
+    it is the same where both sides have an output (``output_headers`` not None)."""
+    result = (
+        f"result: {o.status} -> {r.status}"
+        if o.status != r.status
+        else f"result: {o.status} on both{_same_failure(o, r)}"
+    )
+    out_diff = [x.path for x in rows if x.processor.processor_id == END and not x.noise]
+    if out_diff:
+        shown = ", ".join(dict.fromkeys(out_diff[:6]))
+        more = f" (+{len(out_diff) - 6})" if len(out_diff) > 6 else ""
+        result += f"; the result differs in {shown}{more}"
+    elif o.output_headers is not None and r.output_headers is not None:
+        result += "; the result is the same"
+    return result
+
+
+def summary_route(rows: Sequence[DiffRow]) -> str | None:
+    """The ``route:`` line (processors only one side ran), or None when both ran the same."""
+    removed, added = _route_only(rows, "removed"), _route_only(rows, "added")
+    route = []
+    if removed:
+        route.append(f"{len(removed)} processors ran only in the original ({_names(removed)})")
+    if added:
+        route.append(f"{len(added)} only in the replay ({_names(added)})")
+    return "route: " + "; ".join(route) if route else None
+
+
+def summary_first_divergence(rows: Sequence[DiffRow]) -> str | None:
+    """The ``first divergence:`` line, or None when nothing but noise or input differs."""
+    first = _first_divergence(rows)
+    if first is None:
+        return None
+    at = [x for x in rows if x.processor == first and not x.noise and x.cause == "route"]
+    return f"first divergence: {first.label}: " + "; ".join(_row_text(x) for x in at[:3])
+
+
+def summary_first_seen(rows: Sequence[DiffRow]) -> list[str]:
+    """The ``first seen:`` block: where each differing path first shows before the result."""
+    seen: dict[str, DiffRow] = {}
+    for x in rows:
+        if not x.noise and x.cause == "route" and x.field != "route" and x.processor.processor_id != END:
+            seen.setdefault(x.path, x)
+    if not seen:
+        return []
+    lines = ["first seen:"] + [
+        f"  {x.path} at {x.processor.label}: {_pair(x)}" for x in list(seen.values())[:8]
+    ]
+    if len(seen) > 8:
+        lines.append(f"  ... {len(seen) - 8} more paths")
+    return lines
+
+
+def summary_limitations(limitations: Sequence[str]) -> list[str]:
+    """The ``could not compare:`` lines, one per limitation."""
+    return [f"could not compare: {text}" for text in limitations]
 
 
 def _side(e: Execution) -> str:
