@@ -129,8 +129,10 @@ NOT_VOUCHED = (
         "the audit names the route, the source execution and the environments, not these",
     ),
     (
-        "the diff's original side, the values inside its rows (but the replay's at the result), and "
-        "its summary's lines other than the count line",
+        "the diff's original side, the values inside its rows (but the replay's at the result); in "
+        "its summary, the first line, the original's status and error and the processors one side "
+        "ran where noise rows (not kept) could show them, and which limitations apply (the "
+        "original's capture and detail)",
         "the platform audits no hash of the recorded exchange",
     ),
     ("report.html and the notebook's displayed outputs", "renderings: the audit signs no hash of them"),
@@ -1454,6 +1456,8 @@ def _diff_check(evidence: Mapping[str, Any], requested: Mapping[str, Any], final
             problems.append(f"the summary does not say {lines[0]!r}")
         elif wrong:
             problems.append(f"the summary also says {wrong[0]!r}, which the rows do not")
+    wrong_lines, unvouched = _summary_problems(evidence, diff, rows, whole, counts.get("noise", 0))
+    problems += wrong_lines
     problems += _diff_replay_side(evidence, rows, fdetail)
     return Check(
         "diff is of the audited executions",
@@ -1461,11 +1465,177 @@ def _diff_check(evidence: Mapping[str, Any], requested: Mapping[str, Any], final
         "; ".join(problems[:4]) + (f" (+{len(problems) - 4} more)" if len(problems) > 4 else "")
         if problems
         else f"{diff.get('originalExecutionId')} vs {diff.get('replayExecutionId')} as audited; "
-        f"{len(rows)} difference(s) agree with same, counts, firstDivergence and the summary's count "
-        "line, their replay side with the audited trace and output; the original's values (and the "
-        "replay's values inside bodies, headers and properties before the result) and the summary's "
-        "other lines rest on the report's own data: the platform audits no hash of the recorded exchange",
+        f"{len(rows)} difference(s) agree with same, counts, firstDivergence and the summary's lines, "
+        "their replay side with the audited trace and output; the original's values (and the "
+        "replay's values inside bodies, headers and properties before the result), "
+        + "; ".join(unvouched)
+        + " rest on the report's own data: the platform audits no hash of the recorded exchange",
     )
+
+
+#: The summary's lines by what starts them (moat_nb.diff.DiffResult.summary's order); the head
+#: line is the first, and the count line is matched by _COUNT_LINE.
+_SUMMARY_KINDS = (
+    ("result", "result: "),
+    ("route", "route: "),
+    ("first divergence", "first divergence: "),
+    ("first seen", "first seen:"),
+    ("first seen", "  "),
+    ("could not compare", "could not compare: "),
+)
+
+
+def _summary_problems(
+    evidence: Mapping[str, Any],
+    diff: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+    whole: bool,
+    noise: Any,
+) -> tuple[list[str], list[str]]:
+    """The summary's lines other than the count line, made again with the functions that wrote
+    them (moat_nb.diff.summary_*) from what verify trusts: the rows (tied above), the audited
+    output's status and error (the result checks), the evidence's limitations; and what of
+    them rests on the report's own word. An edited result, route, first divergence or "could
+    not compare" line verified (red-team walk), and so did a line added to the summary.
+
+    Returns (problems, what is not vouched). The original's side comes from the rows where they
+    show it (an ``(end)`` status or error row holds the original's), else it is the replay's;
+    rows that are noise are not kept, so where ``counts.noise`` is not 0 the original's status
+    and error may differ unseen, and the processors only one side ran may be more: those parts
+    are taken as written, and the detail says so. The limitations are the evidence's own list
+    (the original's capture and detail are not audited), but the summary must say exactly
+    them, and say that the routes differ exactly when they do (both are tied to the audited
+    request)."""
+    from types import SimpleNamespace
+
+    from .diff import (
+        DiffRow,
+        _same_failure,
+        summary_first_divergence,
+        summary_first_seen,
+        summary_head,
+        summary_limitations,
+        summary_result,
+        summary_route,
+    )
+
+    summary = diff.get("summary") if isinstance(diff.get("summary"), str) else ""
+    said: dict[str, list[str]] = {}
+    problems: list[str] = []
+    unvouched = ["the summary's first line (the routes' versions, the source's status)"]
+    lines = summary.splitlines()
+    source = evidence.get("source") or {}
+    replay = evidence.get("replay") or {}
+    output = evidence.get("output") or {}
+    for i, line in enumerate(lines):
+        if _COUNT_LINE.match(line):
+            continue  # the count line is _diff_check's
+        kind = "head" if i == 0 else next((k for k, start in _SUMMARY_KINDS if line.startswith(start)), None)
+        if kind is None:
+            problems.append(f"the summary says {line!r}, which is no line a diff summary has")
+            continue
+        said.setdefault(kind, []).append(line)
+    limitations = diff.get("limitations")
+    limitations = [str(x) for x in limitations] if isinstance(limitations, list) else None
+    # The replay's side as audited: the result's status and error are the output's (tied by
+    # the result checks); _side reads the execution's status, which is the output's.
+    r = SimpleNamespace(
+        route_id=replay.get("routeId"),
+        exchange_id=replay.get("exchangeId"),
+        route_version=replay.get("routeVersion"),
+        environment=replay.get("environment"),
+        capture_mode=replay.get("captureMode"),
+        status=output.get("status"),
+        error_type=output.get("errorType"),
+        error_message=output.get("errorMessage"),
+        output_headers=output.get("headers"),
+    )
+    end = {row.get("path"): row for row in rows if row.get("processorId") == _END}
+
+    def original(path: str, replays: Any) -> Any:
+        row = end.get(path)
+        return replays if row is None else None if row.get("kind") == "added" else row.get("original")
+
+    o = SimpleNamespace(
+        route_id=source.get("routeId"),
+        exchange_id=source.get("exchangeId"),
+        route_version=source.get("routeVersion"),
+        environment=source.get("environment"),
+        capture_mode=source.get("captureMode"),
+        status=original("status", r.status),
+        error_type=original("error:type", r.error_type),
+        error_message=original("error:message", r.error_message),
+        output_headers={},
+    )
+    expected: dict[str, list[list[str]]] = {}  # kind -> the line lists that agree
+    head = summary_head(SimpleNamespace(**{**vars(o), "status": source.get("status")}), r)
+    expected["head"] = [[head]]
+    if limitations is None:
+        unvouched.append("what could not be compared (the evidence lists no limitations)")
+        expected["could not compare"] = [said.get("could not compare", [])]
+    else:
+        expected["could not compare"] = [summary_limitations(limitations)]
+        # Whether the routes differ is in what the audit ties (both routeIds are the audited
+        # request's, "audited request"): the line must be there exactly when they do.
+        routes = (source.get("routeId"), replay.get("routeId"))
+        differ = any(x.startswith("the executions ran different routes") for x in limitations)
+        if None not in routes and differ != (routes[0] != routes[1]):
+            problems.append(
+                f"the summary {'says' if differ else 'does not say'} that the executions ran different "
+                f"routes, and they ran {routes[0]} and {routes[1]}"
+            )
+        unvouched.append("which other limitations apply (the original's capture and detail)")
+    if whole:
+        diff_rows = [DiffRow.from_dict(row) for row in rows]
+        # Whether the original had an output: the diff says so among its limitations.
+        outputs = [{}]
+        if limitations is not None and any("no output payload" in x for x in limitations):
+            outputs = [None]
+        elif limitations is None or any("no detail" in x for x in limitations):
+            outputs = [{}, None]
+        sides = [SimpleNamespace(**{**vars(o), "output_headers": h}) for h in outputs]
+        results = [summary_result(side, r, diff_rows) for side in sides]
+        # Written before the result line said how two failures compare (a5c60c7): the same
+        # line without those words.
+        results += [
+            x.replace(words, "", 1)
+            for x, side in zip(results, sides, strict=True)
+            if (words := _same_failure(side, r))
+        ]
+        expected["result"] = [[x] for x in dict.fromkeys(results)]
+        expected["route"] = [[x] for x in (summary_route(diff_rows),) if x] or [[]]
+        first = summary_first_divergence(diff_rows)
+        expected["first divergence"] = [[first] if first else []]
+        expected["first seen"] = [summary_first_seen(diff_rows)]
+        if noise:
+            # Noise rows are not kept: an (end) status or error, or a route row, that was noise
+            # is not in the rows. The parts that rest on them are taken as written.
+            unvouched.append(
+                "the original's status and error and the processors one side ran (noise rows are not kept)"
+            )
+            result = said.get("result", [])
+            bare = summary_result(SimpleNamespace(**{**vars(o), "output_headers": None}), r, [])
+            tail = results[0][len(bare) :] if results[0].startswith(bare) else ""
+            if len(result) == 1 and f" {r.status}" in result[0] and result[0].endswith(tail):
+                expected["result"].append(result)
+            if said.get("route") and len(said["route"]) == 1:
+                expected["route"].append(said["route"])
+    else:
+        unvouched.append(
+            f"the summary's lines drawn from the rows (the evidence keeps {_DIFF_ROWS} rows, not all)"
+        )
+        for kind in ("result", "route", "first divergence", "first seen"):
+            expected[kind] = [said.get(kind, [])]
+    for kind, agree in expected.items():
+        mine = said.get(kind, [])
+        if mine not in agree:
+            want = agree[0]
+            problems.append(
+                f"the summary's {kind} line(s) {_short(mine)}, the "
+                + ("evidence's own facts" if kind == "head" else "rows and the audited result")
+                + f" say {_short(want)}"
+            )
+    return problems, unvouched
 
 
 def _count_lines(

@@ -322,10 +322,11 @@ def _route_captured_diff_evidence(original: Any, replay: Any) -> dict[str, Any]:
         "hash": "2" * 64,
     }
     evidence = _evidence(
-        {"status": replay.status, "body": replay.output_body},
+        Subject.of_execution(replay).to_wire(),
         {"resultExecutionId": replay.execution_id},
         {"path": "status", "equals": "COMPLETED"},
         source=execution_facts(original),
+        replay={"replayId": "r-1", **execution_facts(replay), "status": "COMPLETED"},
         ties=["diff"],
         diff={
             "originalExecutionId": d["originalExecutionId"],
@@ -505,3 +506,83 @@ def test_a_diff_rows_value_at_the_result_is_the_audited_outputs() -> None:
             forged["diff"]["differences"][at].update(change)
             check = _check(verify_evidence(forged, None), name)
             assert not check.ok and "the audited output" in check.detail, (capture, change, check.detail)
+
+
+def test_the_summarys_other_lines_are_made_again_from_what_verify_trusts() -> None:
+    # Red-team walk: with the count line tied, an edited result, route, first divergence or
+    # "could not compare" line still verified, and so did a line added to the summary. Each is
+    # now made again from the rows, the audited result and the evidence's limitations (the
+    # wording of moat_nb.diff's summary_* functions); genuine reports, also in the wording
+    # written before (no "with the same error"), verify.
+    from moat_nb.sandbox.apps.orders import APP
+    from moat_nb.sandbox.camel import FixedClock, RouteSet, RunContext
+
+    def run(version: str, body: str, **kw: Any) -> Any:
+        routes = RouteSet.load(APP.versions[version], APP.beans, endpoints=APP.endpoints, version=version)
+        payload = Payload(headers={"channel": "web"}, body=body, properties={})
+        context = RunContext(rng=random.Random(1), now=FixedClock(datetime(2026, 1, 1, tzinfo=UTC)))
+        return routes.run(APP.entry_route, payload, context=context, **kw)
+
+    order = json.dumps({"orderId": "ORD-1", "customerId": "C-1003", "currency": "EUR", "channel": "web",
+                        "lines": [{"sku": "SKU-100", "qty": 1, "unitPrice": 19.99}]})  # fmt: skip
+    name = "diff is of the audited executions"
+
+    def forged(genuine: dict[str, Any], old: str, new: str, limitations: Any = None) -> Any:
+        evidence = copy.deepcopy(genuine)
+        assert old in evidence["diff"]["summary"], old
+        evidence["diff"]["summary"] = evidence["diff"]["summary"].replace(old, new, 1)
+        if limitations is not None:
+            evidence["diff"]["limitations"] = limitations
+        return _check(verify_evidence(evidence, None), name)
+
+    # A route that diverges (PROCESSOR capture): result, first divergence, first seen.
+    original = run("v1", order, capture="PROCESSOR", environment="prod")
+    genuine = _route_captured_diff_evidence(original, run("v2", order, replay_of=original))
+    assert _check(verify_evidence(genuine, None), name).ok
+    lines = genuine["diff"]["summary"].splitlines()
+    result = next(x for x in lines if x.startswith("result: "))
+    first = next(x for x in lines if x.startswith("first divergence: "))
+    seen = next(x for x in lines if x.startswith("  body:$.total at "))
+    count = next(x for x in lines if " differences (" in x)
+    for old, new, words in (
+        (result, "result: COMPLETED on both; the result is the same", "result line"),
+        (result, result.replace("COMPLETED on both", "FAILED -> COMPLETED"), "result line"),
+        (first, first.replace("compute-totals", "validate-order"), "first divergence line"),
+        (first, first.replace("19.98 -> 19.99", "19.99 -> 19.99", 1), "first divergence line"),
+        (seen, seen.replace("19.98", "19.97"), "first seen line"),
+        (count, f"{count}\nroute: 1 only in the replay (audit-log)", "route line"),
+        (count, f"{count}\nall checks passed", "which is no line a diff summary has"),
+        (count, f"{count}\ncould not compare: the result body", "could not compare line"),
+    ):
+        check = forged(genuine, old, new)
+        assert not check.ok and words in check.detail, (new, check.detail)
+    # The routes' differing is tied (both routeIds are the audited request's): a limitation
+    # saying they differ does not verify, even written into the evidence's limitations too.
+    text = "the executions ran different routes (order-intake vs order-intake-v2)"
+    check = forged(genuine, count, f"{count}\ncould not compare: {text}", limitations=[text])
+    assert not check.ok and "ran different routes" in check.detail, check.detail
+
+    # Two failures (ROUTE capture): the result line says how they compare, and a limitation.
+    failing = run("v1", json.dumps({"orderId": "ORD-1"}), capture="ROUTE", environment="prod")
+    genuine = _route_captured_diff_evidence(
+        failing, run("v2", json.dumps({"orderId": "ORD-1"}), replay_of=failing)
+    )
+    check = _check(verify_evidence(genuine, None), name)
+    assert check.ok and "the original's capture and detail" in check.detail, check.detail
+    lines = genuine["diff"]["summary"].splitlines()
+    result = next(x for x in lines if x.startswith("result: "))
+    limitation = next(x for x in lines if x.startswith("could not compare: "))
+    assert ", with the same error: com.acme.orders.InvalidOrderException" in result
+    # Written before the line said how two failures compare (a5c60c7): still verifies.
+    before = result.split(", with the same error")[0] + "; the result is the same"
+    assert _check(verify_evidence({**genuine, "diff": {**genuine["diff"],
+        "summary": genuine["diff"]["summary"].replace(result, before)}}, None), name).ok  # fmt: skip
+    for old, new, words in (
+        (result, result.replace("with the same error", "with another error"), "result line"),
+        (result, "result: FAILED -> COMPLETED; the result is the same", "result line"),
+        (limitation, limitation.replace("ROUTE mode", "PROCESSOR mode"), "could not compare line"),
+        (limitation, limitation.replace("6 aligned", "60 aligned"), "could not compare line"),
+        ("\n" + limitation, "", "could not compare line"),
+    ):
+        check = forged(genuine, old, new)
+        assert not check.ok and words in check.detail, (new, check.detail)
