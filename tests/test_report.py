@@ -1542,3 +1542,44 @@ def test_pdf_prints_the_report(passing: dict[str, Any], tmp_path: Path) -> None:
     pdf = report.print_pdf(passing["out"] / "report.html", tmp_path / "report.pdf")
     data = pdf.read_bytes()
     assert data.startswith(b"%PDF-") and len(data) > 20_000
+
+
+@pytest.mark.slow
+def test_report_verify_ties_the_summarys_other_lines(
+    passing: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by a red-team walk: with the count line tied, a forged folder (evidence, embedded
+    evidence and notebook hash edited together) whose summary's result, route, first divergence
+    or "could not compare" line was edited, or that had a line added, verified."""
+    import shutil
+
+    key = _published_key(passing)
+    assert main(["report", "verify", str(passing["out"]), "--key", key]) == 0
+    capsys.readouterr()
+    genuine = json.loads((passing["out"] / "evidence.json").read_text())
+    lines = genuine["diff"]["summary"].splitlines()
+    result = next(x for x in lines if x.startswith("result: "))
+    count = next(x for x in lines if " differences (" in x)
+    first = next((x for x in lines if x.startswith("first divergence: ")), None)
+    name = "diff is of the audited executions"
+
+    def failed(label: str, old: str, new: str) -> str:
+        folder = tmp_path / label
+        shutil.copytree(passing["out"], folder)
+
+        def change(e: dict[str, Any]) -> None:
+            assert old in e["diff"]["summary"]
+            e["diff"]["summary"] = e["diff"]["summary"].replace(old, new, 1)
+
+        _forge(folder, change)
+        assert main(["report", "verify", str(folder), "--key", key]) == 1
+        capsys.readouterr()
+        return {c.name: c.detail for c in report.verify_report(folder, public_keys=[key]) if not c.ok}[name]
+
+    status = genuine["output"]["status"]
+    assert "result line" in failed("result", result, f"result: FAILED -> {status}; the result is the same")
+    assert "route line" in failed("route", count, f"{count}\nroute: 1 only in the replay (audit-log)")
+    assert "could not compare line" in failed("limit", count, f"{count}\ncould not compare: the result body")
+    assert "no line a diff summary has" in failed("extra", count, f"{count}\nevery check passed")
+    if first is not None:
+        assert "first divergence line" in failed("first", first, first.replace("(seq ", "(seq 1", 1))
