@@ -617,6 +617,14 @@ def _print_verified_facts(evidence: dict[str, Any], skipped: Sequence[str] = ())
         # The audited hash, which the checks compared with the trace (and hashes.traceSha256).
         entries = evidence["trace"].get("entries") or []
         print(f"  trace sha-256:    {audited_trace} ({len(entries)} processors)")
+    if "audited claim" not in skipped:
+        # Which expectations were asked: the claim the audited request named (evidence.CLAIM_TAG),
+        # so that the list below is the whole one, not the report's choice.
+        from .evidence import claim_sha256
+
+        asked = params.get("expectations")
+        count = len(asked) if isinstance(asked, list) else 0
+        print(f"  claim sha-256:    {claim_sha256(asked)} (the {count} expectation(s) asked, as audited)")
     for item in evidence.get("expectations") or ():
         mark = "PASS" if item.get("passed") else "FAIL"
         on_processor = (item.get("expectation") or {}).get("processor")

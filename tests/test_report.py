@@ -1180,7 +1180,12 @@ def test_report_verify_ties_times_diff_and_checks_to_the_audit(
     assert genuine["diff"]["replayExecutionId"] == genuine["replay"]["resultExecutionId"]
     assert genuine["diff"]["originalExecutionId"] == genuine["source"]["executionId"]
     assert genuine["diff"]["differences"]  # the modified payload shows
-    tied = {"audited request and finish times", "diff is of the audited executions", "recorded checks"}
+    tied = {
+        "audited request and finish times",
+        "diff is of the audited executions",
+        "recorded checks",
+        "audited claim",
+    }
     checks = {c.name: c for c in report.verify_report(passing["out"], public_keys=[key])}
     assert all(checks[n].ok and not checks[n].skipped for n in tied), [checks[n] for n in tied]
 
@@ -1280,6 +1285,7 @@ def test_report_verify_ties_times_diff_and_checks_to_the_audit(
         assert f"SKIPPED {name}: not checked: the evidence predates this check" in printed
     assert "VERIFIED" in printed and "legacy report: not checked: audited request and finish times" in printed
     assert "requested at:" not in printed  # its times are the report's word: not among the verified facts
+    assert "claim sha-256:" not in printed  # nor is its claim: nothing tied its expectations
     # --legacy weakens nothing a report lists in its ties: the forged time still fails.
     assert main(["report", "verify", str(tmp_path / "requested"), "--key", key, "--legacy"]) == 1
 
@@ -1308,6 +1314,8 @@ def test_report_verify_ties_the_result_record_and_says_what_it_cannot_vouch_for(
     requested = next(e for e in genuine["audit"]["events"] if e["action"] == "REPLAY_REQUESTED")
     claim = claim_sha256(genuine["parameters"]["expectations"])
     assert requested["source"]["client"].endswith(f"compliance proof; claim-sha256={claim}")
+    asked = len(genuine["parameters"]["expectations"])
+    assert f"  claim sha-256:    {claim} (the {asked} expectation(s) asked, as audited)\n" in vouched
 
     def failed(name: str, change: Any) -> dict[str, str]:
         folder = tmp_path / name
