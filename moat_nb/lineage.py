@@ -76,6 +76,10 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _plural(n: int, word: str) -> str:
+    return word if n == 1 else word + "s"
+
+
 def _canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
 
@@ -162,6 +166,22 @@ class FieldHistory:
     def __iter__(self) -> Iterator[FieldValue]:
         return iter(self.entries)
 
+    def __repr__(self) -> str:
+        # The dataclass repr printed every entry, one FieldValue(...) per processor: a notebook
+        # cell ending in `lin.field_history(path)` showed a wall of text. Say where it changed.
+        changes = self.changes()
+        head = "\n".join(
+            f"  {'-' if c.seq is None else c.seq:>4} {c.processor_id:<28} "
+            f"{_short(_json_text(c.value)) if c.present else '(absent)'}"
+            for c in changes[:12]
+        )
+        more = f"\n  ... {len(changes) - 12} more" if len(changes) > 12 else ""
+        return (
+            f"<FieldHistory {self.path}: {len(self.entries)} {_plural(len(self.entries), 'processor')}, "
+            f"changed at {len(changes)} (.to_pandas() for every one)>"
+            + (f"\n{head}{more}" if changes else "")
+        )
+
 
 @dataclass(frozen=True)
 class LineageGraph:
@@ -244,8 +264,9 @@ class Lineage:
         more = f"\n  ... {len(self.rows) - 12} more" if len(self.rows) > 12 else ""
         notes = "".join(f"\n  note: {t}" for t in self.limitations)
         return (
-            f"<Lineage {e.route_id} {e.exchange_id}: {len(self.rows)} field changes by "
-            f"{len(touched)} processors>\n{head}{more}{notes}"
+            f"<Lineage {e.route_id} {e.exchange_id}: {len(self.rows)} field "
+            f"{_plural(len(self.rows), 'change')} by {len(touched)} {_plural(len(touched), 'processor')}>"
+            f"\n{head}{more}{notes}"
         )
 
     def _repr_html_(self) -> str:

@@ -251,6 +251,20 @@ def test_a_route_captured_execution_only_has_entry_versus_exit() -> None:
     }
     assert result.limitations and "ROUTE" in result.limitations[0]
     assert [e.processor_id for e in result.field_history("properties:pct")] == ["(start)", "(route)"]
+    # One processor is "1 processor" (analyst walk: "24 field changes by 1 processors").
+    assert "4 field changes by 1 processor>" in repr(result)
+
+
+def test_a_field_historys_repr_names_where_it_changed_not_every_processor() -> None:
+    # Analyst walk: a cell ending in `lin.field_history("body:$.total")` printed the dataclass
+    # repr, one FieldValue(...) per processor (57 on the orders route) on one line.
+    history = lineage(hand_built()).field_history("properties:pct")
+    text = repr(history)
+    assert text.splitlines() == [
+        "<FieldHistory properties:pct: 8 processors, changed at 1 (.to_pandas() for every one)>",
+        '     5 gold-discount                "10"',  # JSON text, as in to_pandas()
+    ]
+    assert "FieldValue(" not in text
 
 
 def test_a_search_hit_is_refused_with_where_to_get_its_detail() -> None:
