@@ -369,10 +369,21 @@ class Session:
         string, or empty: ``ValidationError`` ``BAD_ID`` before any request (``None`` from an
         unset variable or ``5`` failed in ``urllib`` with a bare TypeError)."""
         if not isinstance(value, str) or not value:
+            hint = f"pass the {what} as a string, as the platform gave it (e.g. from a search hit)"
+            shown = f"{value!r:.40}"
+            if hasattr(value, "columns") and hasattr(value, "shape"):
+                # A whole frame (`df.filter(...)` of one row, in polars): its repr is a table
+                # drawn over many lines, of which the message showed the first 40 characters.
+                rows = value.shape[0]
+                shown = f"a frame of {rows} {'row' if rows == 1 else 'rows'}"
+                hint = (
+                    "pass one row of the frame: frame.iloc[0] (pandas) or frame.row(0, named=True) "
+                    f"(polars), or the {what} as a string"
+                )
             raise ValidationError(
-                f"the {what} must be a non-empty str, not {value!r:.40} ({type(value).__name__})",
+                f"the {what} must be a non-empty str, not {shown} ({type(value).__name__})",
                 code="BAD_ID",
-                hint=f"pass the {what} as a string, as the platform gave it (e.g. from a search hit)",
+                hint=hint,
                 details={"field": what},
             )
         return urllib.parse.quote(value, safe="")

@@ -1024,6 +1024,16 @@ def test_ids_that_are_not_strings_are_refused_and_a_row_names_its_execution(
             call()
         assert info.value.code == "BAD_ID" and "as a string" in (info.value.hint or "")
     assert sent == []
+    # Analyst walk: a one-row frame (polars' `df.filter(...)`) put the first 40 characters of
+    # its drawn table, a line break and box characters, into the message.
+    one = everything[everything.environment == "dev"].head(1)
+    for frame_ in (one, pl.from_pandas(one)):
+        with pytest.raises(ValidationError) as info:
+            fresh.execution(frame_)
+        assert info.value.code == "BAD_ID" and "\n" not in info.value.message
+        assert "not a frame of 1 row (DataFrame)" in info.value.message
+        assert "frame.row(0, named=True)" in (info.value.hint or "")
+    assert sent == []
     row = everything[everything.environment == "dev"].iloc[0]
     expected = fresh.execution(row.execution_id)
     assert expected.processors
