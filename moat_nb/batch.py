@@ -2161,6 +2161,16 @@ def _sweep_batch(
     # showed as text in the frame's input column and in ``inputs``.
     items = [{path: _plain(value, path) for path, value in item.items()} for item in items]
     batch = _Batch("sweep", platform, **kw)
+    if hasattr(source, "columns") and hasattr(source, "shape"):
+        # _source_of's hint offers "the frame itself", which regression takes and sweep does not
+        # (analyst walk: a polars `df.filter(...)` of one row, or `df.head(1)`).
+        raise ValidationError(
+            f"sweep replays one source, not a {type(source).__name__} of {source.shape[0]} "
+            + ("row" if source.shape[0] == 1 else "rows"),
+            code="BAD_SOURCE",
+            hint="pass one row of the frame: frame.iloc[0] (pandas) or frame.row(0, named=True) "
+            "(polars); to replay every row of a frame as it is, use regression(p, frame, ...)",
+        )
     src = _source_of(source)
     keys = _unique_keys(row_key("sweep", src.exchange_id, batch.target, dict(v)) for v in items)
     batch.jobs = [_Job(i, k, src, dict(v)) for i, (k, v) in enumerate(zip(keys, items, strict=True))]

@@ -741,6 +741,12 @@ def test_arguments_are_checked_before_anything_runs(offline: Platform) -> None:
         ),
         (lambda p: regression(p, None, "staging", reason="r"), "BAD_SOURCE", "cannot replay None"),
         (lambda p: regression(p, 5, "staging", reason="r"), "BAD_SOURCE", "cannot replay 5"),
+        # A whole frame: the hint said "or the frame itself", which sweep refuses (analyst walk).
+        (
+            lambda p: sweep(p, pl.DataFrame({"exchange_id": ["x"]}), [{"body.a": 1}], reason="r"),
+            "BAD_SOURCE",
+            "not a DataFrame of 1 row — pass one row of the frame: frame.iloc[0]",
+        ),
         # A MoatError without a hint before.
         (lambda p: sweep(p, "x", [{"body.a": 1}], reason="r", concurrency=0), "VALIDATION", "concurrency"),
         (lambda p: regression(p, ["x"], "staging", reason="r", concurrency=1.5), "VALIDATION", "concurrency"),
