@@ -48,7 +48,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
-from .diff import END, START, DiffResult, DiffRow, ProcessorRef
+from .diff import END, START, DiffResult, DiffRow, ProcessorRef, require_execution
 from .diff import diff as compute_diff
 from .errors import ValidationError
 from .lineage import lineage
@@ -225,6 +225,15 @@ def _finish(fig: go.Figure, title: str, subtitle: str | None, template: str, **l
     return fig
 
 
+def _executions(call: str, first: Any, replay: Any) -> None:
+    """Refuse what is not an Execution in the plot's own name: a frame row given to route_graph
+    raised a bare AttributeError ('Series' object has no attribute 'processors'), and one given
+    to timeline was refused as diff()'s (analyst walk)."""
+    require_execution(first, call, "original" if replay is not None else "execution")
+    if replay is not None:
+        require_execution(replay, call, "replay")
+
+
 def _resolve(
     original: Execution, replay: Execution | None, result: DiffResult | None
 ) -> tuple[Execution | None, DiffResult | None]:
@@ -368,6 +377,7 @@ def timeline(
 
     Each bar trace carries ``meta = {"side", "state"}`` and per-bar ``customdata = [row,
     processor_id, iteration, seq]``."""
+    _executions("plots.timeline()", original, replay)
     if mode not in ("side-by-side", "overlay"):
         raise ValidationError(
             f"mode {mode!r} is not 'side-by-side' or 'overlay'",
@@ -729,6 +739,7 @@ def route_graph(
     right). Failed processors get a red ring, the first divergence a star. Each node trace
     carries ``meta = {"kind": "node", "state"}`` and per-node ``customdata = [row, processor_id,
     iteration, status]``."""
+    _executions("plots.route_graph()", execution, replay)
     replay, result = _resolve(execution, replay, diff)
     template = _template(theme)
     rows = _rows(execution, replay, result)
@@ -1130,6 +1141,7 @@ def field_lineage(
     a marker; ``changes_only=True`` keeps only the entry and those processors (long routes).
 
     Raises :class:`~moat_nb.errors.ValidationError` for a path that does not parse."""
+    _executions("plots.field_lineage()", execution, None)
     template = _template(theme)
     history = lineage(execution).field_history(path)
     entries = [e for i, e in enumerate(history.entries) if not changes_only or i == 0 or e.changed]

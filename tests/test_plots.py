@@ -311,6 +311,22 @@ def test_route_graph_with_a_search_hit_draws_the_other_side_and_alone_says_what_
     assert info.value.code == "BAD_SOURCE" and "p.execution(" in (info.value.hint or "")
 
 
+def test_plots_of_a_frame_row_say_which_plot_and_how_to_get_an_execution() -> None:
+    # Analyst walk: route_graph(row) raised AttributeError ('Series' has no attribute
+    # 'processors'), timeline(row, row) was refused in diff()'s name.
+    row = pd.Series({"execution_id": V1.execution_id, "exchange_id": V1.exchange_id})
+    for call, draw in (
+        ("plots.route_graph() takes an Execution as execution", lambda: plots.route_graph(row)),
+        ("plots.route_graph() takes an Execution as replay", lambda: plots.route_graph(V1, row)),
+        ("plots.timeline() takes an Execution as original", lambda: plots.timeline(row, row)),
+        ("plots.timeline() takes an Execution as execution", lambda: plots.timeline(row)),
+        ("plots.field_lineage() takes an Execution", lambda: plots.field_lineage(row, "body:$.total")),
+    ):
+        with pytest.raises(ValidationError, match=re.escape(call)) as info:
+            draw()
+        assert info.value.code == "BAD_SOURCE" and "p.execution(row.execution_id)" in (info.value.hint or "")
+
+
 def test_timeline_refuses_a_diff_of_other_executions_and_bad_options() -> None:
     with pytest.raises(ValidationError) as info:
         plots.timeline(V2, V1, diff=ROUNDING_DIFF)
