@@ -396,16 +396,20 @@ class AgentRegistry:
                         details={"instanceId": instance_id, "environment": environment},
                     )
                 return info
-            live = [
-                i
-                for i in (self._snapshot(a, now) for a in self._agents.values())
-                if i.status == "LIVE" and (environment is None or i.environment_id == environment)
+            every_live = [
+                i for i in (self._snapshot(a, now) for a in self._agents.values()) if i.status == "LIVE"
             ]
+            live = [i for i in every_live if environment is None or i.environment_id == environment]
         if not live:
+            # Name the environments that have one: a mistyped target ('stagin', 'qa') was told
+            # to start an agent, in a sweep on every row (analyst walk). Names only, which
+            # GET /agents shows any user anyway.
+            known = sorted({i.environment_id for i in every_live})
             raise AgentUnavailable(
                 f"no LIVE agent for environment {environment!r}",
-                hint="start the environment's agent (moat-nb sandbox starts one per environment) and retry",
-                details={"environment": environment},
+                hint=f"environments with a LIVE agent: {', '.join(known) or 'none'} — target one of them, or "
+                "start the environment's agent (moat-nb sandbox starts one per environment) and retry",
+                details={"environment": environment, "liveEnvironments": known},
             )
         live.sort(key=lambda i: (-(i.last_heartbeat or now).timestamp(), i.instance_id))
         return live[0]

@@ -200,8 +200,11 @@ def test_pick_needs_a_live_agent_of_the_environment() -> None:
         assert reg.pick("prod", instance_id="a-prod").instance_id == "a-prod"
         with pytest.raises(AgentUnavailable):
             reg.pick("dev", instance_id="a-prod")  # that agent runs prod
-        with pytest.raises(AgentUnavailable):
+        with pytest.raises(AgentUnavailable) as info:
             reg.pick("staging")
+        # A mistyped environment is told which ones have a live agent (analyst walk).
+        assert "environments with a LIVE agent: dev, prod" in (info.value.hint or "")
+        assert info.value.details["liveEnvironments"] == ["dev", "prod"]
         with pytest.raises(AgentUnavailable):
             reg.pick(None, instance_id="ghost")
         clock.advance(200)
