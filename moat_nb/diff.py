@@ -752,7 +752,9 @@ def diff(
         limitations.append("an execution has no output payload: the result body could not be compared")
     if original.route_id != replay.route_id:
         limitations.append(f"the executions ran different routes ({original.route_id} vs {replay.route_id})")
-    return DiffResult(original, replay, tuple(b.rows), tuple(limitations), _steps(aligned, b.rows))
+    return DiffResult(
+        original, replay, tuple(b.rows), tuple(limitations), _steps(aligned, b.rows), tuple(rules)
+    )
 
 
 def _steps(
@@ -824,6 +826,10 @@ class DiffResult:
     rows: tuple[DiffRow, ...]
     limitations: tuple[str, ...] = ()
     aligned: tuple[AlignedProcessor, ...] = ()
+    #: The noise rules the diff applied, in the order it tried them (the first that matches
+    #: names a row's ``noise_rule``): the compliance evidence records them, so that report
+    #: verify can re-run them on the rows it keeps (moat_nb.evidence).
+    rules: tuple[NoiseRule, ...] = ()
 
     # -- verdicts
 

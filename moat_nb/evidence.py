@@ -32,7 +32,9 @@ Evidence (``evidence.json``, :data:`EVIDENCE_FORMAT`)
     :func:`moat_nb.payload.trace_digest`, whose hash the platform audits as ``traceSha256``)
     and ``processorOutputs`` (the output each expectation on a processor read);
     ``expectations`` (each with the value found and pass/fail);
-    ``diff`` (summary, counts, first divergence, the non-noise rows); ``audit`` (the replay's
+    ``diff`` (summary, counts, first divergence, the non-noise rows, the noise rows with
+    their place among all the rows and the rule that classed them, and the noise rules the
+    diff used, :func:`diff_evidence`); ``audit`` (the replay's
     audit events with their hashes, the newest checkpoint, the offline verification result,
     which keys were trusted, the checks tying the receipt to the bundle); ``checks``;
     ``verdict`` (``PASS`` / ``FAIL``) and ``failures`` (in words); and, added by the runner,
@@ -109,7 +111,7 @@ RUNNER_KEYS = frozenset({"notebook", "files", "runner"})
 #: ``finishedAt`` from the Replay resource, whose clock reading is not the audited one, and its
 #: ``diff`` without the ids of the executions compared: checking those would fail genuine old
 #: reports, so their checks say SKIPPED instead (and why) and hold.
-TIES = ("replay.requestedAt", "replay.finishedAt", "diff", "checks", "parameters.expectations")
+TIES = ("replay.requestedAt", "replay.finishedAt", "diff", "checks", "parameters.expectations", "diff.noise")
 #: How a proof names its claim in its replay's ``client`` field, which the platform audits in
 #: the REPLAY_REQUESTED event (section 7: ``source.client``): ``claim-sha256=<hex>``, the
 #: SHA-256 of the RFC 8785 JSON of the expectations asked (:func:`claim_sha256`). The platform
@@ -130,10 +132,16 @@ NOT_VOUCHED = (
     ),
     (
         "the diff's original side, the values inside its rows (but the replay's at the result); in "
-        "its summary, the first line, the original's status and error and the processors one side "
-        "ran where noise rows (not kept) could show them, and which limitations apply (the "
-        "original's capture and detail)",
+        "its summary, the first line and which limitations apply (the original's capture and "
+        "detail); in a report made before noise rows were kept (--legacy), also the noise count, "
+        "and the original's status and error and the processors one side ran where noise rows "
+        "could show them",
         "the platform audits no hash of the recorded exchange",
+    ),
+    (
+        "that a calibrated noise rule is what the two calibration replays found (each noise row "
+        "is re-checked against the rule it names, recorded in the evidence)",
+        "the calibration replays are audited, but their data is not in the evidence",
     ),
     ("report.html and the notebook's displayed outputs", "renderings: the audit signs no hash of them"),
 )
@@ -904,6 +912,31 @@ def execution_facts(e: Execution) -> dict[str, Any]:
     }
 
 
+def diff_evidence(diff_result: DiffResult) -> dict[str, Any]:
+    """The evidence's ``diff`` (module docstring) of a diff's result: what report verify
+    re-checks as "diff is of the audited executions" and "diff noise rows"."""
+    d = diff_result.to_dict()
+    return {
+        # Which two executions were compared: report verify ties both to the audit.
+        "originalExecutionId": d["originalExecutionId"],
+        "replayExecutionId": d["replayExecutionId"],
+        "same": d["same"],
+        "summary": d["summary"],
+        "counts": d["counts"],
+        "firstDivergence": d["firstDivergence"],
+        "limitations": d["limitations"],
+        "differences": [r for r in d["rows"] if not r["noise"]][:_DIFF_ROWS],
+        # The rows the diff classed as noise, each with its place among all the rows (for
+        # the route line's order) and the rule that classed it, with the rules themselves:
+        # without them report verify took the noise count, the original's status and error
+        # and the route line on the report's word, and a real difference could be hidden as
+        # "noise" (red-team walk). Capped apart from the differences, so that many noise
+        # rows cannot push a real difference out of the evidence.
+        "noiseRows": [{**r, "index": i} for i, r in enumerate(d["rows"]) if r["noise"]][:_NOISE_ROWS],
+        "noiseRules": _rules_wire(diff_result.rules),
+    }
+
+
 def build_evidence(
     *,
     parameters: ProofParameters,
@@ -984,20 +1017,7 @@ def build_evidence(
         (e.get("occurredAt") for e in events if e.get("action") in _TERMINAL_ACTIONS),
         replay_resource.get("finishedAt"),
     )
-    diff_part: dict[str, Any] | None = None
-    if diff_result is not None:
-        d = diff_result.to_dict()
-        diff_part = {
-            # Which two executions were compared: report verify ties both to the audit.
-            "originalExecutionId": d["originalExecutionId"],
-            "replayExecutionId": d["replayExecutionId"],
-            "same": d["same"],
-            "summary": d["summary"],
-            "counts": d["counts"],
-            "firstDivergence": d["firstDivergence"],
-            "limitations": d["limitations"],
-            "differences": [r for r in d["rows"] if not r["noise"]][:200],
-        }
+    diff_part = None if diff_result is None else diff_evidence(diff_result)
     return {
         "format": EVIDENCE_FORMAT,
         "generatedAt": generated_at,
@@ -1058,6 +1078,24 @@ def build_evidence(
         "checks": [c.to_wire() for c in checks],
         "ties": list(TIES),
     }
+
+
+def _rules_wire(rules: Sequence[Any]) -> list[dict[str, Any]]:
+    """The diff's noise rules as the evidence records them, in the order the diff tried them:
+    ``{"builtIn": label}`` for one of :data:`moat_nb.noise.DEFAULT_RULES` (verify re-runs its
+    own copy: they hold code), a glob rule as :meth:`~moat_nb.noise.NoiseRule.to_wire` writes
+    it, ``{"unrecorded": label}`` for one that cannot be written down (a regex or a predicate;
+    the proof notebook makes none)."""
+    from .noise import DEFAULT_RULES
+
+    out: list[dict[str, Any]] = []
+    for rule in rules:
+        if any(rule is d for d in DEFAULT_RULES):
+            out.append({"builtIn": rule.label})
+            continue
+        wire = rule.to_wire()
+        out.append(wire if wire is not None else {"unrecorded": rule.label})
+    return out
 
 
 def verify_evidence(
@@ -1297,7 +1335,9 @@ def verify_evidence(
     for fields, name, make in (
         (("replay.requestedAt", "replay.finishedAt"), "audited request and finish times",
          lambda: _time_check(evidence, requested, final)),
-        (("diff",), "diff is of the audited executions", lambda: _diff_check(evidence, requested, final)),
+        (("diff",), "diff is of the audited executions",
+         lambda: _diff_check(evidence, requested, final, noise_kept="diff.noise" in ties)),
+        (("diff.noise",), "diff noise rows", lambda: _noise_check(evidence)),
         (("checks",), "recorded checks", lambda: _recorded_checks(evidence, bundle, verification)),
         (("parameters.expectations",), "audited claim", lambda: _claim_check(parameters, requested)),
     ):  # fmt: skip
@@ -1395,11 +1435,44 @@ def _time_check(evidence: Mapping[str, Any], requested: Mapping[str, Any], final
 _START, _END = "(start)", "(end)"
 #: build_evidence keeps at most this many of the diff's rows that are not noise.
 _DIFF_ROWS = 200
+#: ... and at most this many of its noise rows, apart: many noise rows (a calibrated timestamp
+#: at every processor) must not push a real difference out of the evidence.
+_NOISE_ROWS = 500
 #: A line of a diff summary that states the count (moat_nb.diff.DiffResult.summary writes one).
 _COUNT_LINE = re.compile(r"no differences\b|\d+ differences \(")
 
 
-def _diff_check(evidence: Mapping[str, Any], requested: Mapping[str, Any], final: Mapping[str, Any]) -> Check:
+def _noise_rows(diff: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], list[str]]:
+    """The diff's kept noise rows (``noiseRows``), and what is wrong with their form."""
+    noise = diff.get("noiseRows")
+    if not isinstance(noise, list) or not all(isinstance(r, Mapping) for r in noise):
+        return [], [f"diff.noiseRows is {_short(noise)}, not a list of rows"]
+    wrong = [i for i, r in enumerate(noise) if r.get("noise") is not True]
+    return noise, [f"noise row {wrong[0]} is not marked noise"] if wrong else []
+
+
+def _all_rows(
+    rows: Sequence[Mapping[str, Any]], noise: Sequence[Mapping[str, Any]]
+) -> tuple[list[Mapping[str, Any]], list[str]]:
+    """The diff's rows in its order (what the route line's names follow): each noise row at its
+    ``index``, the differences in the places left. With indexes that cannot be those places,
+    the differences and then the noise rows, and why."""
+    n = len(rows) + len(noise)
+    at = [r.get("index") for r in noise]
+    if any(type(i) is not int or not 0 <= i < n for i in at) or at != sorted(set(at)):
+        return [*rows, *noise], ["the noise rows' indexes are not places among the diff's rows"]
+    by_index = dict(zip(at, noise, strict=True))
+    rest = iter(rows)
+    return [by_index[i] if i in by_index else next(rest) for i in range(n)], []
+
+
+def _diff_check(
+    evidence: Mapping[str, Any],
+    requested: Mapping[str, Any],
+    final: Mapping[str, Any],
+    *,
+    noise_kept: bool = False,
+) -> Check:
     """The original-vs-replay diff the report shows (``diff``), against what the evidence
     proves: the two executions it compares are the audited source execution and result; its
     ``same``, ``counts``, ``firstDivergence`` and the summary's count line agree with its rows;
@@ -1409,7 +1482,14 @@ def _diff_check(evidence: Mapping[str, Any], requested: Mapping[str, Any], final
 
     The original's side is not vouched for: the platform audits no hash of the recorded
     exchange (DESIGN.md section 7 does not ask for one); nor are the values inside bodies,
-    headers and properties (the trace holds bodies by hash). The detail says so."""
+    headers and properties (the trace holds bodies by hash). The detail says so.
+
+    ``noise_kept`` (the evidence's ties list ``diff.noise``): the evidence keeps the noise rows
+    too (``noiseRows``), so ``counts.noise``, the count line's noise, the original's status and
+    error in the result line and the route line are made again from all the rows, and the
+    replay's side of a noise row is checked as any row's (whether each is noise by its rule is
+    :func:`_noise_check`'s). Without it (a report made before), those rest on the report's word
+    and the detail says so."""
     diff = evidence.get("diff")
     if diff is None:
         return Check("diff is of the audited executions", True, "the evidence records no diff")
@@ -1428,6 +1508,17 @@ def _diff_check(evidence: Mapping[str, Any], requested: Mapping[str, Any], final
     rows = diff.get("differences")
     rows = [r for r in rows if isinstance(r, Mapping)] if isinstance(rows, list) else []
     whole = len(rows) < _DIFF_ROWS  # build_evidence kept every row that is not noise
+    marked = [i for i, r in enumerate(rows) if r.get("noise")]
+    if marked:  # build_evidence never put a noise row among the differences
+        problems.append(f"difference {marked[0]} is marked noise")
+    all_rows: list[Mapping[str, Any]] = rows
+    noise_rows: list[Mapping[str, Any]] = []
+    if noise_kept:
+        noise_rows, wrong = _noise_rows(diff)
+        problems += wrong
+        whole = whole and len(noise_rows) < _NOISE_ROWS
+        all_rows, wrong = _all_rows(rows, noise_rows)
+        problems += wrong
     if diff.get("same") is not (not rows):
         problems.append(f"same is {diff.get('same')!r} beside {len(rows)} difference(s)")
     counts = diff.get("counts") if isinstance(diff.get("counts"), Mapping) else {}
@@ -1435,6 +1526,12 @@ def _diff_check(evidence: Mapping[str, Any], requested: Mapping[str, Any], final
     for cause, n in by_cause.items():
         if (counts.get(cause, 0) != n) if whole else (counts.get(cause, 0) < n):
             problems.append(f"counts.{cause} is {counts.get(cause, 0)!r}, the rows have {n}")
+    if noise_kept:
+        # The noise count the count line says, from the rows now kept: a raised count verified,
+        # with the count line edited to match (red-team walk).
+        n = len(noise_rows)
+        if (counts.get("noise", 0) != n) if whole else (counts.get("noise", 0) < n):
+            problems.append(f"counts.noise is {counts.get('noise', 0)!r}, the noise rows are {n}")
     first = next((r for r in rows if r.get("cause") == "route"), None)
     keys = ("routeId", "processorId", "iteration", "seqOriginal", "seqReplay")
     expected = None if first is None else {k: first.get(k) for k in keys}
@@ -1445,7 +1542,7 @@ def _diff_check(evidence: Mapping[str, Any], requested: Mapping[str, Any], final
     summary = diff.get("summary") if isinstance(diff.get("summary"), str) else ""
     if whole:
         # The summary's count line, as moat_nb.diff.DiffResult.summary writes it.
-        noise = counts.get("noise", 0)
+        noise = len(noise_rows) if noise_kept else counts.get("noise", 0)
         procs = {tuple(r.get(k) for k in keys) for r in rows if r.get("processorId") not in (_START, _END)}
         lines = _count_lines(rows, by_cause, len(procs), noise, evidence.get("source") or {})
         # Every count line, not one of them: a summary that said "no differences" beside the
@@ -1456,21 +1553,150 @@ def _diff_check(evidence: Mapping[str, Any], requested: Mapping[str, Any], final
             problems.append(f"the summary does not say {lines[0]!r}")
         elif wrong:
             problems.append(f"the summary also says {wrong[0]!r}, which the rows do not")
-    wrong_lines, unvouched = _summary_problems(evidence, diff, rows, whole, counts.get("noise", 0))
+    wrong_lines, unvouched = _summary_problems(
+        evidence, diff, all_rows, whole, len(noise_rows) if noise_kept else counts.get("noise", 0), noise_kept
+    )
     problems += wrong_lines
-    problems += _diff_replay_side(evidence, rows, fdetail)
+    # Every row's replay side, the noise rows' too: a noise row's value is the audited one.
+    problems += _diff_replay_side(evidence, all_rows, fdetail)
     return Check(
         "diff is of the audited executions",
         not problems,
         "; ".join(problems[:4]) + (f" (+{len(problems) - 4} more)" if len(problems) > 4 else "")
         if problems
         else f"{diff.get('originalExecutionId')} vs {diff.get('replayExecutionId')} as audited; "
-        f"{len(rows)} difference(s) agree with same, counts, firstDivergence and the summary's lines, "
+        f"{len(rows)} difference(s)"
+        + (f" and {len(noise_rows)} noise row(s)" if noise_kept else "")
+        + " agree with same, counts, firstDivergence and the summary's lines, "
         "their replay side with the audited trace and output; the original's values (and the "
         "replay's values inside bodies, headers and properties before the result), "
         + "; ".join(unvouched)
         + " rest on the report's own data: the platform audits no hash of the recorded exchange",
     )
+
+
+def _recorded_rules(recorded: Any) -> tuple[list[tuple[str, Any]], list[str]]:
+    """The noise rules the evidence records (:func:`_rules_wire`) as ``(label, rule)`` in the
+    diff's order, ``rule`` None where verify cannot re-run it (one not written down, or a
+    built-in this moat_nb does not have); and what is wrong with the record."""
+    from .noise import DEFAULT_RULES, NoiseRule
+
+    if not isinstance(recorded, list):
+        return [], [f"diff.noiseRules is {_short(recorded)}, not a list of rules"]
+    built_in = {rule.label: rule for rule in DEFAULT_RULES}
+    out: list[tuple[str, Any]] = []
+    problems = []
+    for i, item in enumerate(recorded):
+        if isinstance(item, Mapping) and set(item) == {"builtIn"} and isinstance(item["builtIn"], str):
+            # This moat_nb's own copy: built-in rules hold code, which a report cannot carry.
+            out.append((item["builtIn"], built_in.get(item["builtIn"])))
+        elif (
+            isinstance(item, Mapping) and set(item) == {"unrecorded"} and isinstance(item["unrecorded"], str)
+        ):
+            out.append((item["unrecorded"], None))
+        else:
+            try:
+                rule = NoiseRule.from_wire(dict(item) if isinstance(item, Mapping) else item)
+            except ValidationError as exc:
+                problems.append(f"noise rule {i}: {exc.message}")
+                continue
+            out.append((rule.label, rule))
+    return out, problems
+
+
+def _noise_check(evidence: Mapping[str, Any]) -> Check:
+    """Whether each row the diff kept is noise exactly when the noise rules it recorded say so,
+    by the rule they name: the rules are re-run here on the rows, as :func:`moat_nb.diff.diff`
+    ran them (the first that matches names the row), with the two executions' ids the evidence
+    records. A report could hide a real difference as "noise" (red-team walk); the count and
+    the summary's lines drawn from the rows are :func:`_diff_check`'s.
+
+    What this cannot vouch for, and says: a calibrated rule is recorded as the diff used it,
+    but what the two calibration replays found (their data) is not in the evidence, so that
+    the rule is theirs rests on the report's word; a rule not written down (a regex or a
+    predicate; the proof makes none) or a built-in this moat_nb lacks is not re-run."""
+    from .diff import DiffRow
+    from .noise import IdContext
+
+    name = "diff noise rows"
+    diff = evidence.get("diff")
+    if diff is None:
+        return Check(name, True, "the evidence records no diff")
+    if not isinstance(diff, Mapping):
+        return Check(name, False, f"diff is {_short(diff)}, not an object")
+    rows = diff.get("differences")
+    rows = [r for r in rows if isinstance(r, Mapping)] if isinstance(rows, list) else []
+    noise, problems = _noise_rows(diff)
+    rules, wrong = _recorded_rules(diff.get("noiseRules"))
+    problems += wrong
+    source, replay = evidence.get("source") or {}, evidence.get("replay") or {}
+    ids = IdContext(
+        original_ids=tuple(i for i in (source.get("exchangeId"), source.get("executionId")) if i),
+        replay_ids=tuple(i for i in (replay.get("exchangeId"), replay.get("executionId")) if i),
+    )
+    unsure = calibrated = by_ids = 0
+    for what, row in [*((f"difference {i}", r) for i, r in enumerate(rows)),
+                      *((f"noise row {i}", r) for i, r in enumerate(noise))]:  # fmt: skip
+        where = f"{what} ({row.get('processorId')} {row.get('path')})"
+        r = DiffRow.from_dict(row)
+        said = row.get("noiseRule") if row.get("noise") else None
+        found, rule_of = None, None
+        for label, rule in rules:
+            if rule is None:
+                if said == label:  # cannot be re-run: taken as written, and counted
+                    found, rule_of = label, None
+                    break
+                continue
+            if rule.matches(r, ids):
+                found, rule_of = label, rule
+                break
+        if row.get("noise"):
+            if found is None:
+                problems.append(
+                    f"{where} is marked noise ({said!r}), and no rule the diff used classes it so"
+                )
+            elif found != said:
+                problems.append(f"{where} is marked noise by {said!r}, the rules name {found!r}")
+            elif rule_of is None:
+                unsure += 1
+            elif not any(rule_of is d for d in _default_rules()):
+                calibrated += 1
+            elif rule_of.predicate is not None:
+                by_ids += 1
+        elif found is not None and rule_of is not None:
+            problems.append(f"{where} is not marked noise, and the rule {found!r} classes it so")
+    if problems:
+        return Check(
+            name,
+            False,
+            "; ".join(problems[:4]) + (f" (+{len(problems) - 4} more)" if len(problems) > 4 else ""),
+        )
+    notes = []
+    if calibrated:
+        notes.append(
+            f"{calibrated} by rules not built in (calibration's): they are recorded as the diff used "
+            "them, but the two calibration replays' data is not in the evidence, so that they are "
+            "what calibration found rests on the report's word"
+        )
+    if by_ids:
+        notes.append(
+            f"{by_ids} by the executions' own ids, the replay's exchange id as the evidence records it "
+            "(the audit does not name it)"
+        )
+    if unsure:
+        notes.append(f"{unsure} by rules not written down or not in this moat_nb, taken as written")
+    return Check(
+        name,
+        True,
+        f"{len(noise)} noise row(s) classed so by the rules the diff recorded (re-run here), "
+        f"and no difference that they class as noise" + ("; " + "; ".join(notes) if notes else ""),
+    )
+
+
+def _default_rules() -> tuple[Any, ...]:
+    from .noise import DEFAULT_RULES
+
+    return DEFAULT_RULES
 
 
 #: The summary's lines by what starts them (moat_nb.diff.DiffResult.summary's order); the head
@@ -1491,6 +1717,7 @@ def _summary_problems(
     rows: Sequence[Mapping[str, Any]],
     whole: bool,
     noise: Any,
+    noise_kept: bool = False,
 ) -> tuple[list[str], list[str]]:
     """The summary's lines other than the count line, made again with the functions that wrote
     them (moat_nb.diff.summary_*) from what verify trusts: the rows (tied above), the audited
@@ -1498,9 +1725,11 @@ def _summary_problems(
     them rests on the report's own word. An edited result, route, first divergence or "could
     not compare" line verified (red-team walk), and so did a line added to the summary.
 
-    Returns (problems, what is not vouched). The original's side comes from the rows where they
-    show it (an ``(end)`` status or error row holds the original's), else it is the replay's;
-    rows that are noise are not kept, so where ``counts.noise`` is not 0 the original's status
+    Returns (problems, what is not vouched). ``rows`` are all the rows the evidence keeps, in
+    the diff's order (the noise rows too where ``noise_kept``). The original's side comes from
+    the rows where they show it (an ``(end)`` status or error row holds the original's, noise or
+    not), else it is the replay's. Evidence made before the noise rows were kept
+    (``noise_kept`` False) has none, so where ``counts.noise`` is not 0 the original's status
     and error may differ unseen, and the processors only one side ran may be more: those parts
     are taken as written, and the detail says so. The limitations are the evidence's own list
     (the original's capture and detail are not audited), but the summary must say exactly
@@ -1607,9 +1836,9 @@ def _summary_problems(
         first = summary_first_divergence(diff_rows)
         expected["first divergence"] = [[first] if first else []]
         expected["first seen"] = [summary_first_seen(diff_rows)]
-        if noise:
-            # Noise rows are not kept: an (end) status or error, or a route row, that was noise
-            # is not in the rows. The parts that rest on them are taken as written.
+        if noise and not noise_kept:
+            # Noise rows were not kept (evidence made before): an (end) status or error, or a
+            # route row, that was noise is not in the rows. What rests on them is taken as written.
             unvouched.append(
                 "the original's status and error and the processors one side ran (noise rows are not kept)"
             )
@@ -1622,7 +1851,8 @@ def _summary_problems(
                 expected["route"].append(said["route"])
     else:
         unvouched.append(
-            f"the summary's lines drawn from the rows (the evidence keeps {_DIFF_ROWS} rows, not all)"
+            "the summary's lines drawn from the rows (the evidence keeps at most "
+            f"{_DIFF_ROWS} differences and {_NOISE_ROWS} noise rows, not all)"
         )
         for kind in ("result", "route", "first divergence", "first seen"):
             expected[kind] = [said.get(kind, [])]

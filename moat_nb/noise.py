@@ -427,6 +427,40 @@ class NoiseRule:
             parts.append(f"value ~ {self._value_re.pattern if self._value_re else self.value}")
         return "ignore " + " ".join(parts) if parts else "ignore"
 
+    def to_wire(self) -> dict[str, Any] | None:
+        """The rule as JSON (``path``, ``processor``, ``kinds``, ``reason``), for the compliance
+        evidence, which re-runs the rules it records offline (moat_nb.evidence); None for a rule
+        that cannot be written down and re-run as it is: a regex path or value, or a predicate
+        (code). Calibration makes only globs (:func:`moat_nb.diff.noise_rules_from`)."""
+        if isinstance(self.path, re.Pattern) or self.value is not None or self.predicate is not None:
+            return None
+        return {
+            "path": self.path,
+            "processor": self.processor,
+            "kinds": None if self.kinds is None else list(self.kinds),
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_wire(cls, d: Any) -> NoiseRule:
+        """A rule back from :meth:`to_wire`; ValidationError (``BAD_IGNORE``, ``BAD_PATH``) for
+        anything else (it is read from a report, which may be forged)."""
+        ok = (
+            isinstance(d, dict)
+            and set(d) <= {"path", "processor", "kinds", "reason"}
+            and all(d.get(k) is None or isinstance(d[k], str) for k in ("path", "processor", "reason"))
+            and (d.get("kinds") is None or isinstance(d["kinds"], list))
+        )
+        if not ok:
+            raise ValidationError(f"not a recorded noise rule: {str(d)[:80]}", code="BAD_IGNORE")
+        kinds = d.get("kinds")
+        return cls(
+            path=d.get("path"),
+            processor=d.get("processor"),
+            reason=d.get("reason") or "",
+            kinds=None if kinds is None else tuple(kinds),
+        )
+
     def matches(self, row: DiffRow, ids: IdContext = IdContext()) -> bool:
         if self.kinds is not None and row.kind not in self.kinds:
             return False

@@ -586,3 +586,159 @@ def test_the_summarys_other_lines_are_made_again_from_what_verify_trusts() -> No
     ):
         check = forged(genuine, old, new)
         assert not check.ok and words in check.detail, (new, check.detail)
+
+
+def _noisy_runs(capture: str) -> tuple[Any, Any, Any]:
+    """A prod original (v1), its replay on v2 and the diff between them with noise calibrated as
+    the proof notebook does (two unmodified replays; each run has its own clock and random
+    numbers, so processedAt and trackingId differ): real engine runs, with noise rows."""
+    from moat_nb.diff import noise_rules_from
+    from moat_nb.sandbox.apps.orders import APP
+    from moat_nb.sandbox.camel import FixedClock, RouteSet, RunContext
+
+    order = {"orderId": "ORD-1", "customerId": "C-1003", "currency": "EUR", "channel": "web",
+             "lines": [{"sku": "SKU-100", "qty": 1, "unitPrice": 19.99}]}  # fmt: skip
+    payload = Payload(headers={"channel": "web"}, body=json.dumps(order), properties={})
+
+    def run(version: str, seed: int, **kw: Any) -> Any:
+        routes = RouteSet.load(APP.versions[version], APP.beans, endpoints=APP.endpoints, version=version)
+        clock = FixedClock(datetime(2026, 1, seed, tzinfo=UTC))
+        return routes.run(
+            APP.entry_route, payload, context=RunContext(rng=random.Random(seed), now=clock), **kw
+        )
+
+    original = run("v1", 1, capture=capture, environment="prod")
+    rules = noise_rules_from(run("v1", 2, replay_of=original), run("v1", 3, replay_of=original))
+    replay = run("v2", 4, replay_of=original)
+    return original, replay, diff(original, replay, ignore=rules)
+
+
+def _noisy_evidence(result: Any, ties: tuple[str, ...] = ("diff", "diff.noise")) -> dict[str, Any]:
+    """Evidence whose ``diff`` is what build_evidence writes of ``result`` (noise rows and rules
+    kept), with the replay's trace and output maps audited as the sandbox audits them."""
+    from moat_nb.evidence import diff_evidence
+    from moat_nb.payload import map_sha256
+
+    original, replay = result.original, result.replay
+    output = Subject.of_execution(replay).to_wire()
+    trace = trace_digest(replay.processors or ())
+    evidence = _route_captured_diff_evidence(original, replay)
+    final = evidence["audit"]["events"][1]
+    final["detail"].update(
+        traceSha256=trace_sha256(trace),
+        outputHeadersSha256=map_sha256(output["headers"]),
+        outputPropertiesSha256=map_sha256(output["properties"]),
+    )
+    evidence.update(diff=diff_evidence(result), ties=list(ties), trace=trace)
+    return evidence
+
+
+_DIFF, _NOISE = "diff is of the audited executions", "diff noise rows"
+
+
+def test_a_genuine_diffs_noise_rows_verify_and_what_rests_on_calibration_is_said() -> None:
+    for capture, noise in (("ROUTE", 6), ("PROCESSOR", 187)):
+        _, _, result = _noisy_runs(capture)
+        evidence = _noisy_evidence(result)
+        assert len(evidence["diff"]["noiseRows"]) == evidence["diff"]["counts"]["noise"] == noise
+        checks = verify_evidence(evidence, None)
+        for name in (_DIFF, _NOISE):
+            assert _check(checks, name).ok, _check(checks, name)
+        assert "noise rows are not kept" not in _check(checks, _DIFF).detail
+        assert "calibration replays' data is not in the evidence" in _check(checks, _NOISE).detail
+
+
+def test_a_forged_noise_count_does_not_verify() -> None:
+    # Red-team walk: noise rows were not kept, so counts.noise and the count line's "N noise"
+    # were taken as written: both raised together verified.
+    _, _, result = _noisy_runs("ROUTE")
+    forged = _noisy_evidence(result)
+    assert "; 6 noise" in forged["diff"]["summary"]
+    forged["diff"]["summary"] = forged["diff"]["summary"].replace("; 6 noise", "; 9 noise")
+    forged["diff"]["counts"]["noise"] = 9
+    check = _check(verify_evidence(forged, None), _DIFF)
+    assert not check.ok and "counts.noise is 9, the noise rows are 6" in check.detail, check.detail
+
+
+def test_a_real_difference_moved_into_noise_does_not_verify() -> None:
+    # Red-team walk: a forger re-labels the result's real differences as noise and writes the
+    # diff again (summary, counts, rows all consistent): "no differences (apart from 8 noise)".
+    import dataclasses
+
+    from moat_nb.diff import DiffResult
+
+    _, _, result = _noisy_runs("ROUTE")
+    label = next(r.noise_rule for r in result.rows if r.noise and r.noise_rule.startswith("calibration"))
+    rows = tuple(r if r.noise else dataclasses.replace(r, noise=True, noise_rule=label) for r in result.rows)
+    hidden = DiffResult(
+        result.original, result.replay, rows, result.limitations, result.aligned, result.rules
+    )
+    forged = _noisy_evidence(hidden)
+    assert "no differences (apart from 8 noise)" in forged["diff"]["summary"]
+    checks = verify_evidence(forged, None)
+    assert _check(checks, _DIFF).ok  # consistent in itself ...
+    check = _check(checks, _NOISE)  # ... but no rule classes body:$.total as noise
+    assert not check.ok and "(end) body:$.total) is marked noise" in check.detail, check.detail
+    assert "no rule the diff used classes it so" in check.detail
+    # Named by a built-in rule instead, it is no Camel exchange id either.
+    rows = tuple(
+        r if r.noise else dataclasses.replace(r, noise=True, noise_rule="Camel exchange id")
+        for r in result.rows
+    )
+    hidden = DiffResult(
+        result.original, result.replay, rows, result.limitations, result.aligned, result.rules
+    )
+    check = _check(verify_evidence(_noisy_evidence(hidden), None), _NOISE)
+    assert not check.ok and "no rule the diff used classes it so" in check.detail, check.detail
+    # A rule written in for it classes it so; what calibration found is not in the evidence, so
+    # that rests on the report's word, and the check says so rather than pretend.
+    from moat_nb.noise import NoiseRule
+
+    extra = NoiseRule(path="body:$.total", reason=label)
+    hidden = dataclasses.replace(hidden, rules=(*result.rules, extra))
+    rows = tuple(r if r.noise else dataclasses.replace(r, noise=True, noise_rule=label) for r in result.rows)
+    hidden = dataclasses.replace(hidden, rows=rows)
+    check = _check(verify_evidence(_noisy_evidence(hidden), None), _NOISE)
+    assert "headers:orderTotal) is marked noise" in check.detail  # its own rule is still missing
+    hidden = dataclasses.replace(
+        hidden, rules=(*hidden.rules, NoiseRule(path="headers:orderTotal", reason=label))
+    )
+    check = _check(verify_evidence(_noisy_evidence(hidden), None), _NOISE)
+    assert check.ok and "rests on the report's word" in check.detail, check.detail
+
+
+def test_a_noise_rows_edited_value_does_not_verify() -> None:
+    _, _, result = _noisy_runs("ROUTE")
+    genuine = _noisy_evidence(result)
+    rows = genuine["diff"]["noiseRows"]
+    at = {r["path"]: i for i, r in enumerate(rows)}
+    for path, change, name, words in (
+        # The replay's side is the audited output's, as any row's.
+        ("body:$.processedAt", {"replay": "2026-01-01T00:00:00.000+0000"}, _DIFF, "the audited output"),
+        ("properties:intakeRef", {"replay": "order-intake/ORD-1"}, _DIFF, "the audited output"),
+        # The original's side is not audited, but the row must still be one its rule classes
+        # as noise: no exchange id, no noise.
+        ("properties:CamelCorrelationId", {"original": "ORD-1"}, _NOISE, "no rule the diff used"),
+        ("body:$.processedAt", {"kind": "removed", "replay": None}, _NOISE, "no rule the diff used"),
+    ):
+        forged = copy.deepcopy(genuine)
+        forged["diff"]["noiseRows"][at[path]].update(change)
+        check = _check(verify_evidence(forged, None), name)
+        assert not check.ok and words in check.detail, (path, change, check.detail)
+
+
+def test_a_report_made_before_noise_rows_were_kept_verifies_only_with_legacy() -> None:
+    _, _, result = _noisy_runs("ROUTE")
+    old = _noisy_evidence(result, ties=("diff",))
+    for key in ("noiseRows", "noiseRules"):
+        del old["diff"][key]
+    check = _check(verify_evidence(old, None), _NOISE)
+    assert not check.ok and "'ties' does not list diff.noise" in check.detail
+    checks = verify_evidence(old, None, legacy=True)
+    assert _check(checks, _NOISE).ok and _check(checks, _NOISE).skipped
+    assert "noise rows are not kept" in _check(checks, _DIFF).detail and _check(checks, _DIFF).ok
+    # A report that lists the tie must keep its rows: dropping them does not verify.
+    dropped = _noisy_evidence(result)
+    del dropped["diff"]["noiseRows"]
+    checks = verify_evidence(dropped, None, legacy=True)
+    assert not _check(checks, _DIFF).ok and not _check(checks, _NOISE).ok
