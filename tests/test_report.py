@@ -1291,6 +1291,34 @@ def test_report_verify_ties_times_diff_and_checks_to_the_audit(
 
 
 @pytest.mark.slow
+def test_report_verify_rederives_the_diffs_noise_from_the_rows_it_keeps(
+    passing: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Red-team walk: the evidence kept no noise rows, so a forged folder with the noise count
+    raised, and the summary's count line edited to match, verified. The demo proof's diff has
+    noise (calibrated timestamps and ids at the result); its rows are kept and re-checked."""
+    import shutil
+
+    key = _published_key(passing)
+    genuine = json.loads((passing["out"] / "evidence.json").read_text())
+    noise = genuine["diff"]["counts"].get("noise", 0)
+    assert noise and len(genuine["diff"]["noiseRows"]) == noise and "diff.noise" in genuine["ties"]
+
+    def raised(e: dict[str, Any]) -> None:
+        e["diff"]["counts"]["noise"] = noise + 3
+        e["diff"]["summary"] = e["diff"]["summary"].replace(f"; {noise} noise", f"; {noise + 3} noise")
+
+    folder = tmp_path / "raised"
+    shutil.copytree(passing["out"], folder)
+    _forge(folder, raised)
+    capsys.readouterr()
+    assert main(["report", "verify", str(folder), "--key", key]) == 1
+    assert f"counts.noise is {noise + 3}, the noise rows are {noise}" in capsys.readouterr().out
+    checks = {c.name: c for c in report.verify_report(passing["out"], public_keys=[key])}
+    assert checks["diff noise rows"].ok and checks["diff is of the audited executions"].ok
+
+
+@pytest.mark.slow
 def test_report_verify_ties_the_result_record_and_says_what_it_cannot_vouch_for(
     passing: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
