@@ -880,8 +880,7 @@ class DiffResult:
             by_cause = Counter(x.cause for x in real)
             procs = {x.processor for x in real if x.processor.processor_id not in (START, END)}
             lines.append(
-                f"{len(real)} differences ({by_cause['route']} from the route, {by_cause['input']} carried"
-                f" from the start payload){_where(o, len(procs))}; {noise} noise"
+                summary_count(len(real), by_cause, len(procs), noise, o.capture_mode, bool(o.processors))
             )
         lines += [x for x in (summary_route(self.rows), summary_first_divergence(self.rows)) if x]
         lines += summary_first_seen(self.rows)
@@ -1088,26 +1087,51 @@ def _same_failure(o: Execution, r: Execution) -> str:
     return f", with another error: {o.error_type or '(none)'} -> {r.error_type or '(none)'}"
 
 
-def _where(original: Execution, processors: int) -> str:
-    """Where the summary's count line says the differences are. A ``ROUTE``-captured original
-    (DESIGN.md section 3) carries payloads only at the route's entry and exit: "at 0 processors"
-    read as "no processor differs" where no processor's payload had been compared (and, with
-    no processor records, no processor at all). The compliance report re-derives this line
-    word for word (moat_nb.evidence._count_lines): change both together."""
-    if original.capture_mode != "ROUTE":
-        return f" at {processors} processors"
-    if not original.processors:
+def summary_count(
+    differences: int,
+    by_cause: Mapping[str, int],
+    processors: int,
+    noise: int,
+    capture_mode: str | None,
+    processors_recorded: bool,
+    *,
+    plural_always: bool = False,
+) -> str:
+    """The summary's count line for ``differences`` (> 0) rows that are not noise, at
+    ``processors`` processors of the original, captured with ``capture_mode``. The compliance
+    report's verification makes it again from the evidence's rows (moat_nb.evidence), as the
+    other ``summary_*`` lines. ``plural_always``: the wording written before the count took the
+    singular ("1 differences ... at 1 processors"), which a report made then still says."""
+
+    def n(count: int, word: str) -> str:
+        return f"{count} {word}" + ("" if count == 1 and not plural_always else "s")
+
+    return (
+        f"{n(differences, 'difference')} ({by_cause.get('route', 0)} from the route, "
+        f"{by_cause.get('input', 0)} carried from the start payload)"
+        f"{_where(capture_mode, processors_recorded, n(processors, 'processor'))}; {noise} noise"
+    )
+
+
+def _where(capture_mode: str | None, processors_recorded: bool, processors: str) -> str:
+    """Where the summary's count line says the differences are (``processors``: "N processors").
+    A ``ROUTE``-captured original (DESIGN.md section 3) carries payloads only at the route's
+    entry and exit: "at 0 processors" read as "no processor differs" where no processor's
+    payload had been compared (and, with no processor records, no processor at all)."""
+    if capture_mode != "ROUTE":
+        return f" at {processors}"
+    if not processors_recorded:
         return (
             " at the route's input and output: the original was captured at ROUTE level with no"
             " processors recorded, so only the route's input and output compare"
         )
-    if not processors:
+    if processors.startswith("0 "):
         return (
             " at the route's input and output: the original was captured at ROUTE level, so payloads"
             " compare only there (no processor differs in status, error or route taken)"
         )
     return (
-        f" at {processors} processors (status, error or route taken) and the route's input and output:"
+        f" at {processors} (status, error or route taken) and the route's input and output:"
         " the original was captured at ROUTE level, so payloads compare only there"
     )
 

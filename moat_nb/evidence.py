@@ -1439,7 +1439,7 @@ _DIFF_ROWS = 200
 #: at every processor) must not push a real difference out of the evidence.
 _NOISE_ROWS = 500
 #: A line of a diff summary that states the count (moat_nb.diff.DiffResult.summary writes one).
-_COUNT_LINE = re.compile(r"no differences\b|\d+ differences \(")
+_COUNT_LINE = re.compile(r"no differences\b|\d+ differences? \(")
 
 
 def _noise_rows(diff: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], list[str]]:
@@ -1876,39 +1876,28 @@ def _count_lines(
     source: Mapping[str, Any],
 ) -> list[str]:
     """The summary's count lines that agree with the rows, the one moat_nb.diff writes now
-    first (moat_nb.diff._where: change both together). Where the original was captured at
-    ROUTE level (DESIGN.md section 3) the summary says so instead of "at 0 processors", which
-    read as "no processor differs" where no payload at a processor had been compared. A report
-    written before said "at N processors" for every original and must still verify: that line
-    agrees with the same rows, and is taken too. Whether the original's processors were
-    recorded, which decides between two ROUTE phrasings, is not in the evidence (only
-    ``processorCount``): either is taken, as the original's side rests on the report's own
-    data anyway (the platform audits no hash of it)."""
+    first, made by the function that writes it (moat_nb.diff.summary_count). Reports written
+    before say it as they did then, and must still verify with the same rows: "at N processors"
+    for a ROUTE-captured original too (before the summary said it was captured at ROUTE level),
+    and the plural for a count of one ("1 differences ... at 1 processors"). Whether the
+    original's processors were recorded, which decides between two ROUTE phrasings, is not in
+    the evidence (only ``processorCount``): either is taken, as the original's side rests on the
+    report's own data anyway (the platform audits no hash of it)."""
+    from .diff import summary_count
+
     if not rows:
         return [f"no differences (apart from {noise} noise)" if noise else "no differences"]
-    head = (
-        f"{len(rows)} differences ({by_cause['route']} from the route, {by_cause['input']} carried"
-        " from the start payload)"
+    mode = source.get("captureMode")
+    recorded = [bool(source.get("processorCount")), not source.get("processorCount")]
+    ways = [(mode, r) for r in recorded] if mode == "ROUTE" else [(mode, True)]
+    ways.append((None, True))  # the wording before ROUTE was said
+    return list(
+        dict.fromkeys(
+            summary_count(len(rows), by_cause, processors, noise, m, r, plural_always=plural)
+            for plural in (False, True)
+            for m, r in ways
+        )
     )
-    before = f"{head} at {processors} processors; {noise} noise"
-    if source.get("captureMode") != "ROUTE":
-        return [before]
-    if processors:
-        return [
-            f"{head} at {processors} processors (status, error or route taken) and the route's input"
-            " and output: the original was captured at ROUTE level, so payloads compare only there;"
-            f" {noise} noise",
-            before,
-        ]
-    recorded = (
-        f"{head} at the route's input and output: the original was captured at ROUTE level, so payloads"
-        f" compare only there (no processor differs in status, error or route taken); {noise} noise"
-    )
-    unrecorded = (
-        f"{head} at the route's input and output: the original was captured at ROUTE level with no"
-        f" processors recorded, so only the route's input and output compare; {noise} noise"
-    )
-    return [recorded, unrecorded, before] if source.get("processorCount") else [unrecorded, recorded, before]
 
 
 def _end_value_problem(row: Mapping[str, Any], output: Mapping[str, Any]) -> str | None:

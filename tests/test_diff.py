@@ -27,6 +27,7 @@ from moat_nb.diff import (
     calibrate_noise,
     diff,
     noise_rules_from,
+    summary_count,
 )
 from moat_nb.errors import ValidationError
 from moat_nb.model import Execution, Payload, ProcessorRecord
@@ -1275,6 +1276,22 @@ def test_the_count_line_says_what_a_route_captured_original_let_it_compare() -> 
     staged = run("v1", ROUNDING)
     assert diff(staged, run("v2", ROUNDING, replay_of=staged)).summary().splitlines()[2] == (
         "53 differences (53 from the route, 0 carried from the start payload) at 13 processors; 0 noise"
+    )
+
+
+def test_the_count_line_says_one_difference_and_one_processor_in_the_singular() -> None:
+    # "1 differences (...) at 1 processors" in a report an auditor reads (analyst walk).
+    one = {"route": 1, "input": 0}
+    assert summary_count(1, one, 1, 0, "PROCESSOR", True) == (
+        "1 difference (1 from the route, 0 carried from the start payload) at 1 processor; 0 noise"
+    )
+    assert summary_count(2, {"route": 1, "input": 1}, 3, 1, "PROCESSOR", True) == (
+        "2 differences (1 from the route, 1 carried from the start payload) at 3 processors; 1 noise"
+    )
+    assert " at 1 processor (status, error or route taken) and" in summary_count(1, one, 1, 0, "ROUTE", True)
+    # The wording reports made before still say, which their verification makes again.
+    assert summary_count(1, one, 1, 0, "PROCESSOR", True, plural_always=True) == (
+        "1 differences (1 from the route, 0 carried from the start payload) at 1 processors; 0 noise"
     )
 
 

@@ -742,3 +742,22 @@ def test_a_report_made_before_noise_rows_were_kept_verifies_only_with_legacy() -
     del dropped["diff"]["noiseRows"]
     checks = verify_evidence(dropped, None, legacy=True)
     assert not _check(checks, _DIFF).ok and not _check(checks, _NOISE).ok
+
+
+def test_a_count_of_one_is_verified_in_the_singular_and_as_reports_wrote_it_before() -> None:
+    # The count line said "1 differences ... at 1 processors"; it now takes the singular, and a
+    # report written before must still verify (the line is made again word for word).
+    from moat_nb.evidence import _COUNT_LINE, _count_lines
+
+    row = {"processorId": "compute-totals", "path": "body:$.total", "kind": "changed", "cause": "route"}
+    lines = _count_lines([row], {"route": 1, "input": 0}, 1, 0, {"captureMode": "PROCESSOR"})
+    assert lines == [
+        "1 difference (1 from the route, 0 carried from the start payload) at 1 processor; 0 noise",
+        "1 differences (1 from the route, 0 carried from the start payload) at 1 processors; 0 noise",
+    ]
+    assert all(_COUNT_LINE.match(x) for x in lines)  # both are count lines, so neither can be added beside
+    route = _count_lines([row], {"route": 1, "input": 0}, 1, 0, {"captureMode": "ROUTE", "processorCount": 5})
+    assert route[0].startswith("1 difference (1 from the route") and " at 1 processor (status" in route[0]
+    assert (
+        "1 differences (1 from the route, 0 carried from the start payload) at 1 processors; 0 noise" in route
+    )
