@@ -121,7 +121,15 @@ import rfc8785
 
 from .client import SOURCE_SEARCHES, AsyncPlatform, Platform, replay_permissions, serialise_body
 from .diff import DiffResult, diff, noise_rules_from
-from .errors import BatchStopped, MoatError, NotFound, PermissionDenied, ReplayFailed, ValidationError
+from .errors import (
+    AgentUnavailable,
+    BatchStopped,
+    MoatError,
+    NotFound,
+    PermissionDenied,
+    ReplayFailed,
+    ValidationError,
+)
 from .frames import Backend, to_frame
 from .model import Execution
 from .noise import KINDS, IgnoreSpec, NoiseRule, ParsedPath, as_rules, parse_path
@@ -1775,11 +1783,14 @@ class _Batch:
                     self._rules[where] = rules = [NoiseRule(**r) for r in stored]
                     self.calibration[where] = [str(r.path) for r in rules]
         try:
-            if self.file is not None:
-                self.file.open()
             if self._bar is None:
                 self.make_bar()
             await self._prepare(ap, pending)
+            await self._check_agents(ap, pending)
+            # Opened once the batch is known to run: a batch refused above leaves the results
+            # file as it was (not even made), with no record of rows that never ran.
+            if self.file is not None:
+                self.file.open()
             await self._complete_outputs(ap)
             queue = iter(pending)
             workers = self._workers
@@ -2010,6 +2021,53 @@ class _Batch:
         refused = self._none_may_run(ap, pending)
         if refused is not None:
             raise refused
+
+    async def _check_agents(self, ap: Any, pending: list[_Job]) -> None:
+        """Refuse the batch before its first row when no agent is LIVE in the environment its
+        rows replay on (``GET /agents``, as the compliance command checks before a kernel starts):
+        a mistyped ``target_environment='stagin'``, or one whose agent is down, sent every row
+        (and the calibration) to be refused, and ended with every row ERROR (analyst walk).
+        Raises :class:`~moat_nb.errors.AgentUnavailable` (``AGENT_UNAVAILABLE``, the platform's
+        own code for it) with ``details.liveEnvironments``, as the platform names them. When the
+        agents cannot be listed (an older platform, a network failure: the rows find out), the
+        platform decides row by row, as before."""
+
+        def target(job: _Job) -> str | None:
+            full = job.source.full
+            return self.target or job.source.environment or (full.environment if full else None)
+
+        wanted = {env for job in pending if job.error is None and (env := target(job))}
+        agents = getattr(ap, "agents", None)
+        if not wanted or not callable(agents):
+            return
+        try:
+            listed = await agents()
+        except MoatError:
+            return
+        if not isinstance(listed, list):
+            return
+        live = sorted(
+            {
+                str(a.get("environmentId"))
+                for a in listed
+                if isinstance(a, Mapping) and a.get("status") == "LIVE" and a.get("environmentId")
+            }
+        )
+        missing = sorted(wanted - set(live))
+        if not missing:
+            return
+        rows = sum(1 for j in pending if target(j) in missing)
+        where = ", ".join(repr(m) for m in missing)
+        raise AgentUnavailable(
+            f"no LIVE agent runs environment {where}: none of the {rows} rows of this {self.kind} "
+            "could run there, so none was sent",
+            hint=(
+                f"environments with a LIVE agent: {', '.join(live) or 'none'} — "
+                + ("check target_environment=, or " if self.target else "")
+                + "start the environment's agent and run the same call again"
+            ),
+            details={"environments": missing, "liveEnvironments": live, "rows": rows},
+        )
 
     def _none_may_run(self, ap: Any, pending: list[_Job]) -> PermissionDenied | None:
         """A refusal when the user may run none of the rows (their permissions, known from a

@@ -582,13 +582,14 @@ def test_rows_in_flight_when_the_batch_stops_are_cut_off_not_waited_for(tmp_path
     server.listen(64)
     held: list[socket.socket] = []
 
-    def serve() -> None:  # the first request is held open, unanswered; later ones are hung up on
+    def serve() -> None:  # the first replay request is held open, unanswered; others are hung up on
         while True:
             try:
                 conn, _ = server.accept()
             except OSError:
                 return
-            if not held:
+            # Only a POST /replays: the batch's look-up of the agents (a GET) comes first.
+            if not held and conn.recv(65536).startswith(b"POST"):
                 held.append(conn)
             else:
                 conn.close()
@@ -1928,3 +1929,40 @@ def test_a_batch_that_loses_its_platform_stops_and_resumes_once_it_is_back(
         assert anew["replay_id"] != row["replay_id"] and anew["verdict"] == "CHANGED"
     assert sorted(r["source_exchange_id"] for r in again.rows) == sorted(sources["exchange_id"])
     p.close()
+
+
+# --------------------------------------------------------------------------- analyst walk (batch-s15)
+
+
+def test_a_target_environment_without_a_live_agent_is_refused_before_any_row(
+    admin: Platform, staging_source: Execution, prod: pd.DataFrame, tmp_path: Path
+) -> None:
+    # target_environment="stagin" sent every row (and the calibration) to be refused and ended
+    # with every row ERROR; now one refusal naming the live environments, before any request,
+    # and the results file is neither made nor, on a resume, written to.
+    from moat_nb.errors import AgentUnavailable
+
+    reason = "batch test: mistyped target"
+    path = tmp_path / "runs.jsonl"
+    with pytest.raises(AgentUnavailable) as info:
+        sweep(
+            admin, staging_source, [{"body.lines[0].qty": 2}, {"body.lines[0].qty": 3}],
+            target_environment="stagin", reason=reason, results=path, progress=False,
+        )  # fmt: skip
+    error = info.value
+    assert (
+        error.code == "AGENT_UNAVAILABLE" and "'stagin'" in str(error) and "none of the 2 rows" in str(error)
+    )
+    assert error.details["liveEnvironments"] == ["dev", "prod", "staging"]
+    assert error.details["environments"] == ["stagin"] and "dev, prod, staging" in (error.hint or "")
+    assert not path.exists()
+    assert _replays(admin, reason) == [] and _replays(admin, reason + " (noise calibration)") == []
+    # A resume with a mistyped target: the file holds what it held, nothing more.
+    sources = prod[prod.status == "COMPLETED"].head(2)
+    regression(
+        admin, sources.head(1), "staging", reason=reason, results=path, progress=False, calibrate=False
+    )
+    before = path.read_bytes()
+    with pytest.raises(AgentUnavailable, match="none of the 2 rows"):
+        regression(admin, sources, "stagin", reason=reason, results=path, progress=False)
+    assert path.read_bytes() == before and len(_replays(admin, reason)) == 1
