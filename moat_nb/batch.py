@@ -84,7 +84,9 @@ Interrupting and resuming
     says it did not run, or gave up on it) is replayed anew, and only with ``retry_errors``. A
     batch that loses its platform stops (:class:`~moat_nb.errors.BatchStopped`). The calibrated
     noise rules of each route are kept there too, so a resumed run
-    diffs against the same rules and replays nothing to calibrate again. Each row records what
+    diffs against the same rules and replays nothing to calibrate again. A resume under another
+    ``reason=`` keeps the rows (and followed replays) requested under the earlier one, audited
+    under it, and warns naming that reason and how many rows it holds. Each row records what
     its outputs were defined as: an output asked for on resume that a loaded row lacks, or holds
     as defined differently, is read from that row's replay execution; one not asked for on
     resume is left out of the rows and the frame (asked for again, it is read back from the
@@ -735,8 +737,9 @@ def _native(value: Any) -> Any:
 class BatchResult:
     """The rows of a sweep or a regression, in input order (one per variant / source).
 
-    ``rows`` are dicts with the :data:`COLUMNS` keys plus ``inputs_values`` (path → value) and
-    ``outputs`` (name → value); ``complete`` is False when the batch was interrupted;
+    ``rows`` are dicts with the :data:`COLUMNS` keys plus ``inputs_values`` (path → value),
+    ``outputs`` (name → value) and ``reason`` (what the replay was audited under; absent in rows
+    of a results file written before it was recorded); ``complete`` is False when the batch was interrupted;
     ``loaded`` counts the rows taken from the results file instead of run;
     ``calibration`` maps ``routeId@environment`` to the calibrated noise rules (their paths) or
     to the reason calibration could not run; ``output_names`` are the ``outputs=`` names asked
@@ -1079,6 +1082,7 @@ class _ResultsFile:
         self.kind = kind
         self.rows: dict[str, dict[str, Any]] = {}
         self.started: dict[str, str] = {}
+        self.started_reasons: dict[str, str] = {}  # key: the reason its replay was requested under
         self.calibrations: dict[str, list[dict[str, Any]]] = {}  # routeId@environment: rules
         self.torn = 0
         # The last line has no newline: "torn" (a record cut short: cut it off before appending)
@@ -1147,6 +1151,8 @@ class _ResultsFile:
                     )
                 if data.get("type") == "started" and isinstance(data.get("replayId"), str):
                     self.started[data["key"]] = data["replayId"]
+                    if isinstance(data.get("reason"), str):
+                        self.started_reasons[data["key"]] = data["reason"]
                 elif data.get("type") == "row":
                     data.pop("type")
                     self.rows[data["key"]] = data
@@ -1163,8 +1169,10 @@ class _ResultsFile:
         self._fh.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
         self._fh.flush()
 
-    def add_started(self, key: str, replay_id: str) -> None:
-        self._append({"type": "started", "kind": self.kind, "key": key, "replayId": replay_id})
+    def add_started(self, key: str, replay_id: str, reason: str | None = None) -> None:
+        self._append(
+            {"type": "started", "kind": self.kind, "key": key, "replayId": replay_id, "reason": reason}
+        )
 
     def add_row(self, row: dict[str, Any]) -> None:
         self._append({"type": "row", **row})
@@ -1479,7 +1487,44 @@ class _Batch:
                 self._counts[row.get("verdict")] += 1
             else:
                 pending.append(job)
+        self._earlier_reasons(pending)
         return pending
+
+    def _earlier_reasons(self, pending: list[_Job]) -> None:
+        """Warn when rows taken from the results file, or replays followed on resume, were
+        requested under another ``reason=`` than this call's. They are kept (replaying them again
+        would run each exchange twice, which a resume never does: section 4), so the audit log
+        records them under the earlier reason; the rows run now are audited under the new one.
+        A resume under a new reason reused them without a word (analyst walk), and a reader of
+        the audit log found the old reason where the user expected the new one."""
+        if self.file is None:
+            return
+        earlier: Counter[str] = Counter()
+        for job in self.jobs:
+            if job.key in self.done:
+                reason = self.done[job.key].get("reason")
+            elif job in pending and job.key in self.file.started:
+                reason = self.file.started_reasons.get(job.key)  # followed, not requested again
+            else:
+                continue
+            if isinstance(reason, str) and reason != self.reason:
+                earlier[reason] += 1
+        if not earlier:
+            return
+        (first, count), *others = earlier.most_common()
+        more = sum(c for _, c in others)
+        self._warn(
+            f"{sum(earlier.values())} of the {len(self.jobs)} rows of {self.file.path.name} were replayed "
+            f"under an earlier reason: {count} under {first!r}"
+            + (
+                f", {more} under {len(others)} other reason" + ("s" if len(others) > 1 else "")
+                if others
+                else ""
+            )
+            + f". They are kept, not replayed again, so the audit log has them under that reason, "
+            f"not {self.reason!r} (the rows run now are audited under it). For every row under the "
+            "new reason, run the batch with a new results= file."
+        )
 
     def _asked_outputs(self, row: dict[str, Any]) -> dict[str, Any]:
         """A row from the results file with only the outputs this call asks for (``outputs=``).
@@ -1679,6 +1724,9 @@ class _Batch:
             inputs_values=None if job.variant is None else {k: _jsonable(v) for k, v in job.variant.items()},
             outputs={},
             output_definitions={},
+            # The reason the replay is audited under: a resume under another reason keeps this
+            # row (and its audit events) as it is, and says so (_take_loaded).
+            reason=self.reason,
         )
         return row
 
@@ -1751,7 +1799,7 @@ class _Batch:
         def record(done: asyncio.Future[Any]) -> None:
             self._requests.discard(done)
             if self.file is not None and not done.cancelled() and done.exception() is None:
-                self.file.add_started(job.key, done.result().replay_id)
+                self.file.add_started(job.key, done.result().replay_id, self.reason)
 
         request.add_done_callback(record)
         return await asyncio.shield(request)

@@ -1966,3 +1966,31 @@ def test_a_target_environment_without_a_live_agent_is_refused_before_any_row(
     with pytest.raises(AgentUnavailable, match="none of the 2 rows"):
         regression(admin, sources, "stagin", reason=reason, results=path, progress=False)
     assert path.read_bytes() == before and len(_replays(admin, reason)) == 1
+
+
+def test_a_resume_under_another_reason_keeps_the_finished_rows_and_says_under_which(
+    admin: Platform, staging_source: Execution, tmp_path: Path
+) -> None:
+    # The finished rows were reused without a word, and the audit log kept the old reason for
+    # them: they stay as they are (never replayed twice), and a warning names the earlier reason.
+    path = tmp_path / "runs.jsonl"
+    first, second = "batch test: reason one", "batch test: reason two"
+    sweep(admin, staging_source, {"body.lines[0].qty": [2, 3]}, reason=first, results=path, progress=False)
+    with pytest.warns(UserWarning, match=r"2 of the 3 rows .* 2 under 'batch test: reason one'") as caught:
+        resumed = sweep(
+            admin,
+            staging_source,
+            {"body.lines[0].qty": [2, 3, 4]},
+            reason=second,
+            results=path,
+            progress=False,
+        )
+    assert any(w.filename == __file__ for w in caught)  # at the user's call
+    assert resumed.loaded == 2 and len(_replays(admin, second)) == 1 and len(_replays(admin, first)) == 2
+    assert [r["reason"] for r in resumed.rows] == [first, first, second]
+    with warnings.catch_warnings(record=True) as again:  # resumed under the same reason: no word
+        warnings.simplefilter("always")
+        same = sweep(
+            admin, staging_source, {"body.lines[0].qty": [2, 3]}, reason=first, results=path, progress=False
+        )
+    assert same.loaded == 2 and not [w for w in again if "earlier reason" in str(w.message)]
