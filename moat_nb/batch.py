@@ -101,6 +101,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import difflib
 import hashlib
 import itertools
 import json
@@ -134,7 +135,16 @@ from .errors import (
 )
 from .frames import Backend, to_frame
 from .model import Execution
-from .noise import KINDS, IgnoreSpec, NoiseRule, ParsedPath, as_rules, parse_path
+from .noise import (
+    KINDS,
+    IgnoreSpec,
+    NoiseRule,
+    ParsedPath,
+    as_rules,
+    format_name,
+    format_segments,
+    parse_path,
+)
 from .payload import canonical_json, is_redacted, is_secret_name
 
 __all__ = [
@@ -555,18 +565,32 @@ def _get_path(execution: Execution, spec: str) -> Any:
     """An output value of ``execution``: ``body:$.total`` (or ``body.total``), ``body``,
     ``headers:orderTotal`` (or ``headers.orderTotal``), ``properties:x``, ``status``,
     ``error:type``, ``error:message``; None where there is none."""
+    return _lookup(execution, spec)[0]
+
+
+#: Where an output path found nothing (:func:`_lookup`): the path up to the step that failed
+#: (diff syntax), that step (a key, a header/property name, or an index), and the keys or names
+#: there were at that place (none when it was not an object, or the body not JSON).
+_Miss = tuple[str, str | int | None, frozenset[str]]
+
+
+def _lookup(execution: Execution, spec: str) -> tuple[Any, _Miss | None]:
+    """:func:`_get_path`'s value, and where the path left the result when nothing is there
+    (None when the path is there, even holding null): what the warning about an output that
+    matches nothing in any row names, with a key seen there to suggest."""
     parsed = parse_path(_output_text(spec))
     if parsed.field == "status":
-        return execution.status
+        return execution.status, None
     if parsed.field == "error":
-        return execution.error_type if parsed.name == "type" else execution.error_message
+        return (execution.error_type if parsed.name == "type" else execution.error_message), None
     if parsed.field == "body":
         if not parsed.json:
-            return execution.output_body
+            return execution.output_body, None
         try:
             node: Any = json.loads(execution.output_body or "")
         except ValueError:
-            return None
+            return None, ("body:$", parsed.segments[0] if parsed.segments else None, frozenset())
+        at = "body:$"
     elif parsed.field in ("headers", "properties"):
         mapping = (
             execution.output_headers if parsed.field == "headers" else execution.output_properties
@@ -577,23 +601,39 @@ def _get_path(execution: Execution, spec: str) -> Any:
             (k for k in mapping if (k.lower() == parsed.name.lower() if fold else k == parsed.name)), None
         )
         if key is None:
-            return None
+            return None, (f"{parsed.field}:", parsed.name, frozenset(map(str, mapping)))
         node = mapping[key]
+        at = f"{parsed.field}:{format_name(key)}"
         if parsed.segments and isinstance(node, str):
             try:
                 node = json.loads(node)
             except ValueError:
-                return None
+                return None, (at, parsed.segments[0], frozenset())
     else:
-        return None
+        return None, None
     for seg in parsed.segments:
         if isinstance(seg, int) and isinstance(node, list) and -len(node) <= seg < len(node):
             node = node[seg]
         elif isinstance(seg, str) and isinstance(node, dict) and seg in node:
             node = node[seg]
         else:
-            return None
-    return node
+            return None, (at, seg, frozenset(map(str, node)) if isinstance(node, dict) else frozenset())
+        at += format_segments([seg])
+    return node, None
+
+
+def _near_path(miss: _Miss) -> str | None:
+    """A path that exists, one step from ``miss``'s, whose last step is spelled like the one
+    that found nothing (``body:$.total`` for ``body:$.totl``); only from keys seen in results."""
+    at, step, keys = miss
+    if not isinstance(step, str) or not keys:
+        return None
+    folded = {k.lower(): k for k in keys}
+    close = difflib.get_close_matches(step.lower(), list(folded), n=1, cutoff=0.6)
+    if not close:
+        return None
+    key = folded[close[0]]
+    return at + format_name(key) if at.endswith(":") else at + format_segments([key])
 
 
 Output = str | Callable[[Execution], Any]
@@ -1438,6 +1478,10 @@ class _Batch:
         self._reach = _Reach(concurrency)  # rows in a row that could not reach the platform
         self._gone: dict[str, Any] | None = None  # the row that made the batch stop, if one did
         self._workers: list[asyncio.Task[None]] = []
+        # Output paths found in some replay result, and where each other one found nothing
+        # (_note_outputs): an output that matches nothing in any row is said once (_unmatched).
+        self._outputs_found: set[str] = set()
+        self._output_misses: dict[str, _Miss] = {}
 
     def _warn(self, message: str) -> None:
         """A UserWarning shown at the user's sweep()/regression() call. Raised while the batch
@@ -1778,6 +1822,7 @@ class _Batch:
                 outputs=_outputs(execution, self.outputs),
                 output_definitions=_definitions(self.outputs),
             )
+            self._note_outputs(execution)
             row["verdict"] = verdict(original.status, run.status, execution.status, result.same)
         except MoatError as exc:
             self._error(row, run, exc.code, exc.message + (f" — {exc.hint}" if exc.hint else ""))
@@ -1860,6 +1905,7 @@ class _Batch:
                 )
             if self._gone is not None:
                 raise self._stopped(self._gone)
+            self._unmatched()
             self.complete = True
         except asyncio.CancelledError:
             raise BatchCancelled(self.result()) from None
@@ -1937,6 +1983,7 @@ class _Batch:
             except Exception as exc:  # one row's output must not stop the batch: it stays missing
                 unread.append(f"{row['source_exchange_id']}: {exc}")
                 return
+            self._note_outputs(execution, names)
             row["outputs"] = {**row["outputs"], **values}
             row["output_definitions"] = {**row["output_definitions"], **{k: asked[k] for k in names or ()}}
             if self.file is not None:
@@ -1948,6 +1995,48 @@ class _Batch:
                 f"{len(unread)} rows from the results file lack outputs asked for now (or hold them "
                 "as defined before), and they could not be read from their replays (the first: "
                 f"{unread[0]}); they are missing in the frame",
+            )
+
+    def _note_outputs(self, execution: Execution, names: Set[str] | None = None) -> None:
+        """Note which output paths (``outputs=``, all or ``names``) ``execution``'s result has,
+        and where the others found nothing (the keys there, for :meth:`_unmatched`)."""
+        if not isinstance(self.outputs, Mapping):
+            return
+        for name, spec in self.outputs.items():
+            if (
+                not isinstance(spec, str)
+                or name in self._outputs_found
+                or (names is not None and name not in names)
+            ):
+                continue
+            miss = _lookup(execution, spec)[1]
+            if miss is None:
+                self._outputs_found.add(name)
+                self._output_misses.pop(name, None)
+            elif name not in self._output_misses:
+                self._output_misses[name] = miss
+            elif self._output_misses[name][:2] == miss[:2]:  # the same place: the keys seen there
+                at, step, keys = miss
+                self._output_misses[name] = (at, step, self._output_misses[name][2] | keys)
+
+    def _unmatched(self) -> None:
+        """Warn once per output path that matched nothing in any replay read: ``body:$.totl``
+        gave an all-null column without a word (analyst walk), as if every replay had no total.
+        Names a path one step away whose key is spelled alike, from the keys the results had."""
+        assert isinstance(self.outputs, Mapping) or not self._output_misses
+        for name, miss in self._output_misses.items():
+            if name in self._outputs_found or any(
+                (r.get("outputs") or {}).get(name) is not None for r in self.done.values()
+            ):
+                continue  # a row from the results file had a value: the path matches there
+            spec = self.outputs[name] if isinstance(self.outputs, Mapping) else name
+            path = _output_text(str(spec))
+            near = _near_path(miss)
+            self._warn(
+                f"output {name!r}: {path!r} matches nothing in any replay's result, so its column is "
+                "empty (null)"
+                + (f"; did you mean {near!r}?" if near else "")
+                + (f" (the path {spec!r} is {path!r} in diff syntax)" if spec != path else "")
             )
 
     async def _settle_requests(self) -> bool:
@@ -2333,13 +2422,16 @@ def sweep(
 
     ``variants``: a list of ``{input path: value}`` dicts, or a grid ``{path: [values]}``.
     ``outputs``: ``{name: path or callable(Execution)}`` read from each replay's result, e.g.
-    ``{"total": "body:$.total", "status": "headers:orderStatus"}``, or ``{name: (path or
+    ``{"total": "body:$.total", "status": "headers:orderStatus"}`` (a path in diff syntax, as
+    ``ignore=`` takes it; the input paths' dotted spelling, ``body.total``, is the same path; one
+    that matches nothing in any replay's result is warned about), or ``{name: (path or
     callable, type)}`` to declare the column's type (``("body:$.total", pl.Float64)``, a polars
     dtype or a pyarrow type; ``BAD_OUTPUT_TYPE`` for another, or for a value that does not cast
-    to it when the frame is made); default: the top-level
-    scalar fields of a JSON object result body. ``ignore``: extra noise rules (as
-    :func:`moat_nb.diff.diff` takes). ``results``: a JSON-lines file to append rows to and
-    resume from. Raises :class:`BatchInterrupted` on Ctrl-C, with the finished rows.
+    to it when the frame is made); default: the top-level scalar fields of a JSON object result
+    body (README "Batch replays": ``status`` there is the body's, not ``result_status``).
+    ``ignore``: extra noise rules (as :func:`moat_nb.diff.diff` takes). ``results``: a JSON-lines
+    file to append rows to and resume from.
+    Raises :class:`BatchInterrupted` on Ctrl-C, with the finished rows.
     """
     kw = _common(
         reason, target_environment, concurrency, ignore, calibrate, results, progress, outputs, retry_errors

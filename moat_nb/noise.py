@@ -159,7 +159,7 @@ def _bad_path(path: str, why: str) -> ValidationError:
     if spelled is not None:
         hint = (
             f"diff paths put a ':' after the field: write {spelled!r} (dotted paths such as "
-            f"{path!r} are sweep's, for the payload it changes)"
+            f"{path!r} are sweep's, for the payload it changes and its outputs=)"
         )
     else:
         hint = (

@@ -1357,7 +1357,8 @@ def test_a_declared_output_type_holds_through_a_real_regression_and_its_resume(
         "results": tmp_path / "runs.jsonl",
     }
     typed = {"total": ("body:$.total", pl.Float64), "refund": ("body:$.refund", pl.Float64)}
-    frame = regression(admin, sources, "staging", outputs=typed, **kw).to_polars()
+    with pytest.warns(UserWarning, match=r"'body:\$\.refund' matches nothing"):  # no order has one
+        frame = regression(admin, sources, "staging", outputs=typed, **kw).to_polars()
     assert frame.schema["total"] == frame.schema["refund"] == pl.Float64 and frame["refund"].null_count() == 2
     # Read back from the results file (nothing replayed again): the paths are the definitions.
     plain = {name: path for name, (path, _) in typed.items()}
@@ -1994,3 +1995,35 @@ def test_a_resume_under_another_reason_keeps_the_finished_rows_and_says_under_wh
             admin, staging_source, {"body.lines[0].qty": [2, 3]}, reason=first, results=path, progress=False
         )
     assert same.loaded == 2 and not [w for w in again if "earlier reason" in str(w.message)]
+
+
+def test_an_output_path_that_matches_nothing_in_any_row_is_said_once_with_a_near_path(
+    admin: Platform, staging_source: Execution
+) -> None:
+    # outputs={"total": "body:$.totl"} gave an all-null column without a word.
+    reason = "batch test: output path matches nothing"
+    outputs = {
+        "total": "body:$.totl",
+        "state": "headers.orderStatuss",
+        "ok": "body:$.total",
+        "n": "body:$.x[0]",
+    }
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = sweep(
+            admin,
+            staging_source,
+            {"body.lines[0].qty": [2, 3]},
+            reason=reason,
+            outputs=outputs,
+            progress=False,
+        )
+    said = [w for w in caught if "matches nothing" in str(w.message)]
+    texts = sorted(str(w.message) for w in said)
+    assert len(texts) == 3 and all(w.filename == __file__ for w in said)  # once each, at the user's call
+    assert texts[0].startswith("output 'n': 'body:$.x[0]' matches nothing") and "did you mean" not in texts[0]
+    assert "output 'state': 'headers:orderStatuss'" in texts[1]
+    assert "did you mean 'headers:orderStatus'?" in texts[1] and "'headers.orderStatuss' is" in texts[1]
+    assert "output 'total': 'body:$.totl'" in texts[2] and "did you mean 'body:$.total'?" in texts[2]
+    frame = result.to_pandas()
+    assert frame["total"].isna().all() and frame["ok"].notna().all()
