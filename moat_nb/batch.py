@@ -1601,8 +1601,12 @@ class _Batch:
         the batch, so that a notebook shows it in the calling cell; updated from the loop."""
         from tqdm.auto import tqdm
 
-        self._take_loaded()
+        pending = self._take_loaded()
         widget = self.progress and _widget_bar(tqdm)
+        # A text bar with nothing to run (a finished batch resumed) is shown once, when it
+        # closes: shown as it was made too, it printed the same 100% line twice (analyst walk;
+        # both lines stay in a log or a saved notebook's stream). run() lifts the delay to close.
+        idle = {} if widget or pending else {"delay": math.inf}
         self._bar = tqdm(
             total=len(self.jobs),
             initial=self.loaded,
@@ -1610,6 +1614,7 @@ class _Batch:
             unit="replay",
             disable=not self.progress,
             **({"display": False} if widget else {}),
+            **idle,
         )
         if widget:
             # Shown here with a display id, so that the bar's text can be shown again when it
@@ -1915,6 +1920,8 @@ class _Batch:
                 cancelled = await self._settle_requests()
             finally:
                 if self._bar is not None:
+                    if getattr(self._bar, "delay", 0) == math.inf:  # nothing ran (make_bar): shown once, here
+                        self._bar.delay = 0
                     self._bar.close()
                     self._show_final_bar()
                 if owned is not None:

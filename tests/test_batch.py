@@ -2027,3 +2027,19 @@ def test_an_output_path_that_matches_nothing_in_any_row_is_said_once_with_a_near
     assert "output 'total': 'body:$.totl'" in texts[2] and "did you mean 'body:$.total'?" in texts[2]
     frame = result.to_pandas()
     assert frame["total"].isna().all() and frame["ok"].notna().all()
+
+
+def test_a_finished_batch_resumed_shows_its_progress_bar_once(
+    admin: Platform, staging_source: Execution, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Resuming a finished sweep printed its 100% bar twice: as it was made, and as it closed.
+    path, reason = tmp_path / "runs.jsonl", "batch test: bar once"
+    axes = {"body.lines[0].qty": [2, 3]}
+    sweep(admin, staging_source, axes, reason=reason, results=path, progress=False, calibrate=False)
+    capsys.readouterr()
+    resumed = sweep(admin, staging_source, axes, reason=reason, results=path, calibrate=False)
+    err = capsys.readouterr().err
+    assert resumed.loaded == 2 and err.count("sweep: 100%") == 1 and "2/2" in err, err
+    # A batch with rows to run shows its bar as it goes, as before.
+    sweep(admin, staging_source, {"body.lines[0].qty": [4]}, reason=reason, results=path, calibrate=False)
+    assert "sweep: " in capsys.readouterr().err
