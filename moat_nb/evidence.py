@@ -47,6 +47,7 @@ import ast
 import hashlib
 import html
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -1452,18 +1453,29 @@ def _noise_rows(diff: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], list[
 
 
 def _all_rows(
-    rows: Sequence[Mapping[str, Any]], noise: Sequence[Mapping[str, Any]]
+    rows: Sequence[Mapping[str, Any]], noise: Sequence[Mapping[str, Any]], whole: bool = True
 ) -> tuple[list[Mapping[str, Any]], list[str]]:
     """The diff's rows in its order (what the route line's names follow): each noise row at its
     ``index``, the differences in the places left. With indexes that cannot be those places,
-    the differences and then the noise rows, and why."""
+    the differences and then the noise rows, and why. Where the rows were cut at a cap (not
+    ``whole``), an index is a place among all the diff's rows, also past the rows kept (a noise
+    row after a cut-off difference): the kept rows are then put in that order, the differences
+    after the last noise row last."""
     n = len(rows) + len(noise)
     at = [r.get("index") for r in noise]
-    if any(type(i) is not int or not 0 <= i < n for i in at) or at != sorted(set(at)):
+    if any(type(i) is not int or not 0 <= i < (n if whole else math.inf) for i in at) or at != sorted(
+        set(at)
+    ):
         return [*rows, *noise], ["the noise rows' indexes are not places among the diff's rows"]
     by_index = dict(zip(at, noise, strict=True))
+    out: list[Mapping[str, Any]] = []
     rest = iter(rows)
-    return [by_index[i] if i in by_index else next(rest) for i in range(n)], []
+    for i in range(max(at, default=-1) + 1):
+        if i in by_index:
+            out.append(by_index[i])
+        elif (row := next(rest, None)) is not None:
+            out.append(row)
+    return [*out, *rest], []
 
 
 def _diff_check(
@@ -1517,7 +1529,7 @@ def _diff_check(
         noise_rows, wrong = _noise_rows(diff)
         problems += wrong
         whole = whole and len(noise_rows) < _NOISE_ROWS
-        all_rows, wrong = _all_rows(rows, noise_rows)
+        all_rows, wrong = _all_rows(rows, noise_rows, whole)
         problems += wrong
     if diff.get("same") is not (not rows):
         problems.append(f"same is {diff.get('same')!r} beside {len(rows)} difference(s)")

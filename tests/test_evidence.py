@@ -761,3 +761,23 @@ def test_a_count_of_one_is_verified_in_the_singular_and_as_reports_wrote_it_befo
     assert (
         "1 differences (1 from the route, 0 carried from the start payload) at 1 processors; 0 noise" in route
     )
+
+
+def test_a_genuine_diff_cut_at_the_row_cap_with_noise_rows_after_the_cut_verifies(
+    monkeypatch: Any,
+) -> None:
+    # Review: with the differences cut at their cap, a kept noise row after the last kept
+    # difference has its place among ALL the diff's rows, past the rows kept: its index was
+    # refused as "not a place among the diff's rows", and a genuine report failed.
+    from moat_nb import evidence as ev
+
+    _, _, result = _noisy_runs("PROCESSOR")
+    differences = sum(1 for r in result.rows if not r.noise)
+    assert differences >= 2
+    monkeypatch.setattr(ev, "_DIFF_ROWS", differences - 1)  # the last difference is cut
+    evidence = _noisy_evidence(result)
+    n = len(evidence["diff"]["differences"]) + len(evidence["diff"]["noiseRows"])
+    assert max(r["index"] for r in evidence["diff"]["noiseRows"]) >= n  # a place past the kept rows
+    checks = verify_evidence(evidence, None)
+    for name in (_DIFF, _NOISE):
+        assert _check(checks, name).ok, _check(checks, name)
