@@ -101,6 +101,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import decimal
 import difflib
 import hashlib
 import itertools
@@ -911,18 +912,56 @@ def _cast_output(name: str, column: pa.Array, declared: pa.DataType, values: lis
     A nested type (``pl.List(pl.Int64)``, ``pl.Struct``) is cast from the values themselves:
     an undeclared column of lists or objects is JSON text, and Arrow casts no text to a list
     or a struct, so every such declaration was refused whatever its values. (Cast, not built
-    with ``type=``: building truncates 1.5 to an int64 1 without a word.)"""
-    try:
-        if pa.types.is_nested(declared):
-            column = pa.array([_jsonable(v) for v in values])
-        return column.cast(declared)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-        raise ValidationError(
-            f"output {name!r} holds values that are not {declared}: {str(exc).splitlines()[0]}",
+    with ``type=``: building truncates 1.5 to an int64 1 without a word.) A number is kept only
+    as the same number: the safe cast lets by what rounds it (below)."""
+
+    def refused(why: str) -> ValidationError:
+        return ValidationError(
+            f"output {name!r} holds values that are not {declared}: {why}",
             code="BAD_OUTPUT_TYPE",
             hint="declare the type its values have, or read a value of that type (a path to the number)",
             details={"output": name, "type": str(declared)},
-        ) from None
+        )
+
+    try:
+        if pa.types.is_nested(declared):
+            column = pa.array([_jsonable(v) for v in values])
+        elif (pa.types.is_string(declared) or pa.types.is_large_string(declared)) and pa.types.is_string(
+            column.type
+        ):
+            # A column of text and other values is JSON text ('"a"'): as the declared String,
+            # text is itself, as in a column of text alone.
+            column = pa.array(
+                [
+                    v if v is None or isinstance(v, str) else s
+                    for v, s in zip(values, column.to_pylist(), strict=True)
+                ]
+            )
+        cast = column.cast(declared)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise refused(str(exc).splitlines()[0]) from None
+    # Arrow's safe cast still rounds a number to the declared Decimal's scale (1.234 -> 1.23),
+    # makes any non-zero number True, a float beyond Float32 inf, and parses a 20-digit id
+    # (kept as JSON text) to the nearest float: a number (or bool) is kept only as the same
+    # number (Float32: as near as its precision).
+    single = pa.types.is_float32(declared) or pa.types.is_float16(declared)
+    for value, out in zip(values, cast.to_pylist(), strict=True):
+        if not isinstance(value, int | float) or not isinstance(out, int | float | decimal.Decimal):
+            continue
+        same = (
+            (isinstance(value, float) and math.isnan(value) and math.isnan(out))
+            or out == value
+            # A float as the decimal it is written as (0.1 is Decimal("0.10"), not its binary value).
+            or (
+                isinstance(out, decimal.Decimal)
+                and isinstance(value, float)
+                and out == decimal.Decimal(repr(value))
+            )
+            or (single and isinstance(out, float) and math.isclose(out, value, rel_tol=1e-3))
+        )
+        if not same:
+            raise refused(f"{value!r} would be {out!r}")
+    return cast
 
 
 def _extra_column(values: list[Any]) -> pa.Array:

@@ -11,6 +11,7 @@ is the engine the agents run).
 from __future__ import annotations
 
 import asyncio
+import decimal
 import itertools
 import json
 import math
@@ -416,6 +417,38 @@ def test_a_declared_output_type_is_the_columns_in_every_run() -> None:
         batch._column_type("x", pl.String) == pa.string()
         and batch._column_type("x", pl.Int64()) == pa.int64()
     )
+
+
+def test_a_declared_output_type_keeps_every_value_as_it_is_or_refuses_it() -> None:
+    # Arrow's safe cast let these by, changed: 1.234 as Decimal(10, 2) was 1.23, 0.5 as Boolean
+    # True, 1e300 as Float32 inf, a 20-digit id (JSON text) as Float64 its nearest float; and a
+    # text value beside a number, declared String, kept the JSON quotes ('"a"').
+    def frame(values: list[Any], dtype: Any) -> pl.DataFrame:
+        rows = [_row(i, outputs={"x": v}) for i, v in enumerate(values)]
+        return BatchResult(
+            "regression", rows, total=len(rows), output_types={"x": batch._column_type("x", dtype)}
+        ).to_polars()
+
+    for values, dtype in (
+        ([1.234], pl.Decimal(10, 2)),
+        ([0.5, 1.0], pl.Boolean),
+        ([2], pl.Boolean),
+        ([1e300], pl.Float32),
+        ([2**64 - 1, 3], pl.Float64),
+    ):
+        with pytest.raises(ValidationError, match="output 'x' holds values that are not") as info:
+            frame(values, dtype)
+        assert info.value.code == "BAD_OUTPUT_TYPE", (values, dtype)
+    assert frame([1, "a", None], pl.String)["x"].to_list() == ["1", "a", None]
+    # What casts to the same value still does.
+    assert frame([0.1, 9.99], pl.Decimal(10, 2))["x"].to_list() == [
+        decimal.Decimal("0.10"),
+        decimal.Decimal("9.99"),
+    ]
+    assert frame([1.5, 0.1], pl.Float32)["x"].to_list()[0] == 1.5
+    assert frame([1, 0], pl.Boolean)["x"].to_list() == [True, False]
+    assert frame([2.0, None], pl.Int64)["x"].to_list() == [2, None]
+    assert frame(["9.50"], pl.Float64)["x"].to_list() == [9.5]
 
 
 def test_a_declared_list_or_struct_output_type_holds_lists_and_objects() -> None:
