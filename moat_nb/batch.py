@@ -1418,6 +1418,13 @@ class _CallSite:
 
     @classmethod
     def of(cls, frame: types.FrameType) -> _CallSite:
+        # A coroutine run as a task (asyncio.run(asweep(...)), gather, create_task) has the
+        # event loop's frames above it, not its caller's: the warning pointed at asyncio's
+        # events.py. The first frame outside asyncio is the line that ran the loop.
+        while (
+            frame.f_back is not None and str(frame.f_globals.get("__name__", "")).split(".")[0] == "asyncio"
+        ):
+            frame = frame.f_back
         module = frame.f_globals.get("__name__", "<string>")
         return cls(frame.f_code.co_filename, frame.f_lineno, module, frame.f_globals)
 

@@ -17,6 +17,7 @@ import json
 import math
 import re
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -2076,3 +2077,14 @@ def test_a_finished_batch_resumed_shows_its_progress_bar_once(
     # A batch with rows to run shows its bar as it goes, as before.
     sweep(admin, staging_source, {"body.lines[0].qty": [4]}, reason=reason, results=path, calibrate=False)
     assert "sweep: " in capsys.readouterr().err
+
+
+def test_the_call_site_of_a_batch_run_as_a_task_is_the_users_not_asyncios() -> None:
+    # asyncio.run(asweep(...)) runs the coroutine as a task: the frame above it is the event
+    # loop's, and every batch warning pointed at asyncio/events.py.
+    async def asweep_like() -> Any:  # as asweep calls _common: the caller is two frames up
+        return batch._common("r", None, 1, None, True, None, False, None, True)["caller"]
+
+    line = sys._getframe().f_lineno + 1
+    site = asyncio.run(asweep_like())
+    assert (site.filename, site.lineno, site.module) == (__file__, line, __name__)
