@@ -987,3 +987,174 @@ def test_verify_names_the_earliest_bad_seq_when_a_checkpoint_is_malformed_too(
         assert result.reason in ("HASH_MISMATCH", "CHECKPOINT_MISMATCH"), result
     else:
         assert result.reason in ("MALFORMED", "TENANT_MISMATCH"), result
+
+
+# --------------------------------------------------------------------------- mutation-testing gaps
+# Each test below fails on a mutant of moat_nb/audit.py that the tests above let through
+# (hand mutation run, branch mut-s15): the mutant is named in the comment.
+
+
+@pytest.fixture(params=["orjson", "stdlib"])
+def fast_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both fast paths of canonical_json: orjson's and, without orjson, the C encoder's."""
+    if request.param == "stdlib":
+        monkeypatch.setattr(audit, "orjson", None)
+    return str(request.param)
+
+
+def test_both_fast_paths_keep_jcs_at_its_edges(fast_path: str) -> None:
+    # _INT_MAX off by one on the stdlib path wrote 2**53, which JCS refuses (I-JSON).
+    for edge in (2**53 - 1, -(2**53) + 1):
+        assert canonical_json([edge]) == rfc8785.dumps([edge])
+    for beyond in (2**53, -(2**53)):
+        assert audit._canonical_fast([beyond]) is None
+        with pytest.raises(RecordError):
+            canonical_json({"n": [beyond]})
+    # Without the astral check the stdlib path sorted code points: U+1F600 after U+FB33, where
+    # JCS's UTF-16 order puts its surrogate pair D83D first (RFC 8785 3.2.3).
+    astral = {"\ufb33": 1, "\U0001f600": 2}
+    assert audit._canonical_fast(astral) in (None, rfc8785.dumps(astral))
+    assert canonical_json(astral) == '{"\U0001f600":2,"\ufb33":1}'.encode()
+
+
+def test_the_chain_functions_refuse_what_would_make_a_bad_link() -> None:
+    first = append(None, raw_event(1))
+    # event_hash without its hex check hashed an uppercase (or short) prev hash.
+    for bad in (first["hash"].upper(), first["hash"][:63], 7):
+        with pytest.raises(RecordError, match="prev_hash must be 64 lowercase hex"):
+            event_hash(raw_event(2), bad)  # type: ignore[arg-type]
+        with pytest.raises(RecordError, match="no valid hash"):
+            append({**first, "hash": bad}, raw_event(2))
+    # A prev event with seq 0 is no event: _check_event's seq >= 1 check guards it.
+    with pytest.raises(RecordError, match="seq must be an integer >= 1"):
+        append({**first, "seq": 0}, raw_event(1))
+    # chain() must check its first event's tenant too (append only compares with the one before).
+    with pytest.raises(RecordError, match="globex"):
+        chain([raw_event(1, tenant="globex")], TENANT)
+    with pytest.raises(RecordError, match="globex"):
+        chain([raw_event(2, tenant="globex")], TENANT, prev=first)
+    for seq in (0, -1, True, 1.0):
+        with pytest.raises(RecordError, match="checkpoint seq"):
+            sign_checkpoint(KEY_A, None, TENANT, seq, first["hash"], AT)  # type: ignore[arg-type]
+
+
+def test_a_signature_respelt_in_non_canonical_base64_does_not_verify() -> None:
+    """AUD-10: one changed character fails. The last character of the 88-character base64 of
+    64 bytes carries 2 bits and 4 padding bits; setting a padding bit keeps the bytes."""
+    events, cps = make_log(3, every=100)
+    (cp,) = cps
+    sig = cp["signature"]
+    assert sig.endswith("==")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    sloppy = sig[:-3] + alphabet[alphabet.index(sig[-3]) | 1] + "=="
+    assert sloppy != sig and base64.b64decode(sloppy) == base64.b64decode(sig)
+    result = verify(events, [{**cp, "signature": sloppy}], [KEY_A, KEY_B])
+    assert (result.reason, result.first_bad_seq) == ("BAD_SIGNATURE", 3)
+
+
+def test_verify_names_the_exact_reason_and_seq_for_malformed_input() -> None:
+    events, cps = make_log(12, every=5)
+    keys = [KEY_A, KEY_B]
+
+    def found(*args: Any, **kw: Any) -> tuple[str | None, int | None]:
+        result = verify(*args, **kw)
+        assert not result.ok
+        return result.reason, result.first_bad_seq
+
+    # Events without any tenantId cannot start from a genesis: refused, not chained unanchored.
+    bare = [{k: v for k, v in e.items() if k != "tenantId"} for e in events]
+    assert found(bare, [], None) == ("MALFORMED", 1)
+    # A checkpoint seq below 1 is malformed, not a mismatch against the genesis.
+    for seq in (0, -3):
+        assert found(events, [{**cps[0], "seq": seq}], keys) == ("MALFORMED", None)
+    # A stored hash that is not lowercase hex is malformed, not a mismatch.
+    upper = [dict(e) for e in events]
+    upper[3]["hash"] = upper[3]["hash"].upper()
+    assert found(upper, cps, keys) == ("MALFORMED", 4)
+    # A range's start_prev_hash must be lowercase hex.
+    start = events[5]["prevHash"]
+    assert verify(events[5:], [], None, start_seq=6, start_prev_hash=start).ok
+    assert found(events[5:], [], None, start_seq=6, start_prev_hash=start.upper()) == ("MALFORMED", None)
+    # An unanchored range's first prevHash is taken only if it is lowercase hex.
+    assert found([{**events[5], "prevHash": start.upper()}] + events[6:], [], None, start_seq=6) == (
+        "MALFORMED",
+        6,
+    )
+    # events as a string or an object are malformed input as a whole (no seq), not seq 1.
+    for whole in ("events", {"seq": 1}, b"x"):
+        assert found(whole, [], None) == ("MALFORMED", None)
+
+
+def test_of_two_malformed_checkpoints_the_lower_seq_is_named() -> None:
+    events, cps = make_log(20, every=5)  # checkpoints at 5, 10, 15, 20
+    cps = [dict(c) for c in cps]
+    cps[3]["hash"] = "X" * 64  # seq 20, listed first below
+    cps[1]["tenantId"] = "globex"  # seq 10
+    result = verify(events, [cps[3], cps[0], cps[1], cps[2]], [KEY_A, KEY_B])
+    assert (result.reason, result.first_bad_seq, result.checked) == ("TENANT_MISMATCH", 10, 9)
+
+
+def test_checkpoints_in_any_order_and_several_at_one_seq_verify() -> None:
+    events, cps = make_log(30, every=10)
+    keys = [KEY_A, KEY_B]
+    shuffled = list(reversed(cps))
+    result = verify(events, shuffled, keys)
+    assert result.ok and result.checkpoints_checked == 3 and result.anchored_seq == 30
+    # Both keys sign the head (a rotation's overlap): each checkpoint is checked, none is left over.
+    both = sign_checkpoint(KEY_A, None, TENANT, 30, events[29]["hash"], AT)
+    twice = verify(events, [*cps, both], keys)
+    assert twice.ok and twice.checkpoints_checked == 4, twice
+    forged = {**both, "at": "2026-11-26T13:09:45.000Z"}  # the signature no longer covers it
+    assert verify(events, [*cps, forged], keys).reason == "BAD_SIGNATURE"
+
+
+def test_a_checkpoint_beyond_the_head_must_be_genuine_to_claim_truncation() -> None:
+    events, _ = make_log(30, every=100, head=False)
+    evil = sign_checkpoint(KEY_EVIL, None, TENANT, 30, events[29]["hash"], AT)
+    result = verify(events[:15], [evil], [KEY_A, KEY_B])
+    assert (result.reason, result.first_bad_seq) == ("UNKNOWN_KEY", 30)
+    genuine = sign_checkpoint(KEY_A, None, TENANT, 30, events[29]["hash"], AT)
+    bad_sig = {**genuine, "hash": events[28]["hash"]}
+    assert verify(events[:15], [bad_sig], [KEY_A]).reason == "BAD_SIGNATURE"
+    assert verify(events[:15], [genuine], [KEY_A]).reason == "TRUNCATED"
+
+
+def test_a_rewrite_after_a_matching_checkpoint_is_named_from_the_seq_after_it() -> None:
+    events, cps = make_log(30, every=10)  # checkpoints at 10, 20, 30
+    body = [{k: v for k, v in e.items() if k not in ("prevHash", "hash")} for e in events]
+    body[14] = {**body[14], "outcome": "FORGED"}
+    result = verify(chain(body, TENANT), cps, [KEY_A, KEY_B])
+    assert (result.reason, result.first_bad_seq, result.anchored_seq) == ("CHECKPOINT_MISMATCH", 11, 10)
+
+
+def test_a_range_starts_only_from_a_genuine_checkpoint_that_matches_it() -> None:
+    events, cps = make_log(30, every=10, head=False)  # checkpoints at 10, 20, 30
+    keys = [KEY_A, KEY_B]
+    at_20 = cps[1]
+    # A caller's start_prev_hash vouches for the range's start.
+    start = events[19]["hash"]
+    trusted = verify(events[20:25], [], None, start_seq=21, start_prev_hash=start)
+    assert trusted.ok and trusted.anchored_seq == 20
+    # ... and must agree with a checkpoint at the seq before the range.
+    other = events[18]["hash"]
+    relinked = chain(
+        [{k: v for k, v in e.items() if k not in ("prevHash", "hash")} for e in events[20:25]],
+        TENANT,
+        prev={**events[19], "hash": other},
+    )
+    mismatch = verify(relinked, [at_20], keys, start_seq=21, start_prev_hash=other)
+    assert (mismatch.reason, mismatch.first_bad_seq) == ("CHECKPOINT_MISMATCH", 21)
+    # Without start_prev_hash the checkpoint is the start: a range linked elsewhere breaks.
+    broken = verify(relinked, [at_20], keys, start_seq=21)
+    assert (broken.reason, broken.first_bad_seq) == ("BROKEN_LINK", 21)
+    # A checkpoint before the range is checked too: a forged anchor does not vouch for it.
+    forged = sign_checkpoint(KEY_EVIL, None, TENANT, 20, other, AT)
+    assert verify(relinked, [forged], keys, start_seq=21).reason == "UNKNOWN_KEY"
+    re_signed = {**at_20, "at": "2026-11-26T13:09:45.000Z"}
+    assert verify(events[20:25], [re_signed], keys, start_seq=21).reason == "BAD_SIGNATURE"
+
+
+def test_an_unsigned_range_bundle_is_named_from_its_own_first_seq() -> None:
+    events, _ = make_log(12, every=100, head=False)
+    result = verify_bundle(make_bundle(events[5:], [], [KEY_A]))
+    assert (result.reason, result.first_bad_seq) == ("UNSIGNED_TAIL", 6)
