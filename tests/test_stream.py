@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from moat_nb.client import Platform, Session
 from moat_nb.errors import MoatError, NotFound, TransportError, ValidationError, WaitTimeout
 from moat_nb.frames import processors_frame
-from moat_nb.stream import ReplayRun, StreamPolicy, TraceCursor, TraceEvent
+from moat_nb.stream import ReplayRun, StreamPolicy, TraceCursor, TraceEvent, parse_json
 
 # --------------------------------------------------------------------------- pure: the cursor
 
@@ -127,6 +127,13 @@ def test_repeats_are_dropped_and_gaps_refused() -> None:
         cursor.accept(sse("x2", "processor", "{}"))
     with pytest.raises(TransportError, match="not JSON"):
         cursor.accept(sse("2", "processor", "{"))
+    assert cursor.last_id == 1  # a refused event is not counted: a resumption asks for it again
+    # Only ASCII digits are an id: int() reads Arabic-Indic "\u0662" as 2, and str.isdigit()
+    # takes "\u00b2" (superscript two), which int() then refuses with a bare ValueError.
+    for odd in ("\u0662", "\u00b2", "\uff12", "-2", " 2"):
+        with pytest.raises(TransportError) as info:
+            cursor.accept(sse(odd, "processor", "{}"))
+        assert info.value.code == "BAD_STREAM" and cursor.last_id == 1, odd
 
 
 def test_blocks_without_data_are_not_events() -> None:
@@ -135,6 +142,20 @@ def test_blocks_without_data_are_not_events() -> None:
     assert cursor.accept(sse(id="5")) is None  # an id without data dispatches nothing (WHATWG)
     assert cursor.retry_ms == 1500 and cursor.last_id == 0
     assert "Last-Event-ID" not in cursor.headers()
+
+
+def test_the_next_connection_asks_for_a_fresh_stream_after_the_last_id() -> None:
+    # Every header of the request, exactly: no-store keeps a cache between client and server
+    # from answering a resumed request with the stream it saw first (a mutant dropping it passed).
+    cursor = TraceCursor("r")
+    assert cursor.headers() == {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+    cursor.accept(sse("1", "status", '{"status": "RUNNING"}'))
+    cursor.accept(sse("2", "processor", "{}"))
+    assert cursor.headers() == {
+        "Accept": "text/event-stream",
+        "Cache-Control": "no-store",
+        "Last-Event-ID": "2",
+    }
 
 
 def test_backoff_starts_at_the_servers_retry_doubles_is_capped_and_resets_on_progress() -> None:
@@ -171,6 +192,60 @@ def test_what_each_answer_means() -> None:
     assert not c.ended and c.on_response(204, None, None) == "done" and c.ended
 
 
+def test_a_token_expiring_again_later_in_a_long_stream_is_renewed_again() -> None:
+    # "Once" is once per failed connection: a stream that was read after the renewal has used
+    # it, and a token that expires again an hour later renews again (not a "raise").
+    c = TraceCursor("r")
+    assert c.on_response(401, None, "TOKEN_EXPIRED") == "renew"
+    assert c.on_response(200, "text/event-stream", None) == "read"
+    assert c.on_response(401, None, "TOKEN_EXPIRED") == "renew"
+    assert c.on_response(401, None, "TOKEN_EXPIRED") == "raise"
+
+
+def test_the_watcher_hears_each_connection_and_each_drop() -> None:
+    heard: list[Any] = []
+    c = TraceCursor("r", StreamPolicy(max_retries=3), watch=heard.append)
+    c.on_response(502, None, None)  # not a connection to the stream
+    c.on_response(200, "text/event-stream", None)
+    c.on_drop("cut")
+    c.on_response(200, "text/html", None)  # not the stream either
+    assert heard == [None, "cut"] and c.connections == 3
+
+
+def test_an_end_without_a_status_keeps_the_last_status_seen() -> None:
+    cursor = TraceCursor("r")
+    cursor.accept(sse("1", "status", '{"status": "RUNNING"}'))
+    cursor.accept(sse("2", "processor", '{"status": "FAILED"}'))  # a processor's, not the replay's
+    assert cursor.status == "RUNNING"
+    cursor.accept(sse("3", "end", '{"resultExecutionId": "x-9"}'))
+    assert (cursor.status, cursor.ended, cursor.result_execution_id) == ("RUNNING", True, "x-9")
+
+
+def test_a_negative_retry_is_ignored_and_the_back_off_never_negative() -> None:
+    cursor = TraceCursor("r")
+    cursor.accept(sse(retry=-5))
+    assert cursor.retry_ms is None and cursor.on_drop("x") == 3.0
+    cursor.accept(sse(retry=0))  # 0 is a time (reconnect at once), not "unset"
+    assert cursor.retry_ms == 0 and cursor.on_drop("x") == 0.0
+
+
+_EDGE_INTS = [2**63 - 1, 2**64 - 1, 2**64, 2**64 + 1, -(2**63), -(2**63) - 1, -(2**64) - 1, 3 * 2**64 + 5]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(_EDGE_INTS) | st.integers(-(2**80), 2**80), st.booleans())
+def test_event_data_keeps_every_integer_exact(n: int, nested_in_object: bool) -> None:
+    """orjson reads an integer beyond 64 bits as the nearest float; parse_json must notice
+    (in lists and objects alike) and read such data as json.loads does, exactly. The edges:
+    2**64 and -(2**63) - 1 are the first integers orjson rounds (mutants of _rounded's bounds
+    and comparisons, and of its walk, passed the tests before)."""
+    text = json.dumps({"h": {"id": n}} if nested_in_object else [[n]])
+    data = parse_json(text)
+    assert data == json.loads(text)
+    inner = data["h"]["id"] if nested_in_object else data[0][0]
+    assert type(inner) is int and inner == n
+
+
 # --------------------------------------------------------------------------- against the sandbox
 
 
@@ -189,6 +264,8 @@ def test_a_modified_replay_streams_to_its_end_and_its_trace_is_the_stored_execut
     run = op_platform.replay(original, body=order, reason="stream test: one order line")
     events = list(run.events())
     assert [e.id for e in events] == list(range(1, len(events) + 1))
+    # The reader returns at `end`: no drop counted, no back-off slept after it.
+    assert run.cursor.failures == 0
     names = [e.event for e in events]
     assert names[0] == "status" and names[-1] == "end" and names[-2] == "status"
     assert "execution" in names and names.count("processor") > 5
