@@ -1158,3 +1158,11 @@ def test_an_unsigned_range_bundle_is_named_from_its_own_first_seq() -> None:
     events, _ = make_log(12, every=100, head=False)
     result = verify_bundle(make_bundle(events[5:], [], [KEY_A]))
     assert (result.reason, result.first_bad_seq) == ("UNSIGNED_TAIL", 6)
+
+
+def test_a_bundle_names_its_events_tenant_even_without_checkpoints() -> None:
+    events, _ = make_log(3, every=100, head=False)
+    bundle = make_bundle(events, [], [])
+    assert (bundle["tenantId"], bundle["startSeq"], bundle["publicKeys"]) == (TENANT, 1, {})
+    globex, _ = make_log(2, tenant="globex", head=False)
+    assert make_bundle(globex[1:], [], [KEY_A])["tenantId"] == "globex"
