@@ -8,9 +8,9 @@ bookkeeping both readers share:
 
 * an event is given out once: an id at or below the last one is a repeat and dropped; an id
   that skips one is a broken stream and raises (the trace would silently miss a processor);
-* a block with no data (``retry:`` alone, or an id without data) is not an event (WHATWG HTML
-  9.2.6: "if the data buffer is an empty string ... return"); httpx-sse hands such blocks out
-  as empty ``message`` events, so they are dropped here;
+* a block with no data (``retry:`` alone, an id or an event name without data) is not an event
+  (WHATWG HTML 9.2.6: "if the data buffer is an empty string ... return"); httpx-sse hands such
+  blocks out as events with empty data, so they are dropped here;
 * the server's ``retry:`` is the reconnection time (WHATWG), the base of an exponential
   back-off over consecutive failed attempts, capped; any event received resets it; after
   ``max_retries`` attempts in a row without a new event the reader gives up
@@ -212,8 +212,11 @@ class TraceCursor:
         """The event to give out for a parsed block, or None (a repeat, or not an event)."""
         if sse.retry is not None and sse.retry >= 0:
             self.retry_ms = sse.retry
-        if sse.data == "" and sse.event == "message":
-            return None  # WHATWG: an empty data buffer dispatches nothing
+        if sse.data == "":
+            # WHATWG 9.2.6: an empty data buffer dispatches nothing, whatever the event type
+            # buffer holds; httpx-sse hands out `event: status` + `id: 1` without data as an
+            # event with data "", which was refused as "not JSON" (found by a mutation run).
+            return None
         if not (sse.id.isascii() and sse.id.isdigit()):
             raise TransportError(
                 f"trace stream of {self.replay_id}: event id {sse.id[:40]!r} is not a number",

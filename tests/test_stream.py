@@ -140,6 +140,8 @@ def test_blocks_without_data_are_not_events() -> None:
     cursor = TraceCursor("r")
     assert cursor.accept(sse(retry=1500)) is None  # httpx-sse hands `retry:` alone out as a message
     assert cursor.accept(sse(id="5")) is None  # an id without data dispatches nothing (WHATWG)
+    # Nor does a named event without data (httpx-sse hands `event: status`, `id: 1` out as one).
+    assert cursor.accept(sse("1", "status")) is None
     assert cursor.retry_ms == 1500 and cursor.last_id == 0
     assert "Last-Event-ID" not in cursor.headers()
 
