@@ -5,6 +5,7 @@ proof, from a real sandbox through papermill to ``report verify``, is tested in 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import random
 from datetime import UTC, datetime
@@ -17,6 +18,29 @@ from moat_nb.model import Payload, ProcessorRecord
 from moat_nb.payload import trace_digest, trace_sha256
 
 LONG_ID = 2**60 + 7  # a Java long id: beyond what RFC 8785 (JCS) can write
+#: The order the diff tests replay through the sample app's routes (a bronze EU customer).
+ORDER = {"orderId": "ORD-1", "customerId": "C-1003", "currency": "EUR", "channel": "web",
+         "lines": [{"sku": "SKU-100", "qty": 1, "unitPrice": 19.99}]}  # fmt: skip
+
+
+@functools.cache
+def _orders_routes(version: str) -> Any:
+    from moat_nb.sandbox.apps.orders import APP
+    from moat_nb.sandbox.camel import RouteSet
+
+    return RouteSet.load(APP.versions[version], APP.beans, endpoints=APP.endpoints, version=version)
+
+
+def run_orders(version: str, order: Any = ORDER, *, seed: int = 1, **kw: Any) -> Any:
+    """One exchange through the orders app's ``version`` in this process, at a fixed clock
+    (2026-01-``seed``) and random seed: real engine executions for the diffs verify re-checks."""
+    from moat_nb.sandbox.apps.orders import APP
+    from moat_nb.sandbox.camel import FixedClock, RunContext
+
+    body = order if isinstance(order, str) else json.dumps(order)
+    payload = Payload(headers={"channel": "web"}, body=body, properties={})
+    context = RunContext(rng=random.Random(seed), now=FixedClock(datetime(2026, 1, seed, tzinfo=UTC)))
+    return _orders_routes(version).run(APP.entry_route, payload, context=context, **kw)
 
 
 def _evidence(
@@ -347,16 +371,7 @@ def test_a_route_captured_originals_count_line_verifies_in_its_new_and_its_old_w
     # The diff's count line said "at 0 processors" for a ROUTE-captured (prod) original; it now
     # says what was compared, and report verify re-derives that line word for word. A report
     # written with the old line must still verify; a line that does not fit the rows must not.
-    from moat_nb.sandbox.apps.orders import APP
-    from moat_nb.sandbox.camel import FixedClock, RouteSet, RunContext
-
-    def run(version: str, **kw: Any) -> Any:
-        routes = RouteSet.load(APP.versions[version], APP.beans, endpoints=APP.endpoints, version=version)
-        order = {"orderId": "ORD-1", "customerId": "C-1003", "currency": "EUR", "channel": "web",
-                 "lines": [{"sku": "SKU-100", "qty": 1, "unitPrice": 19.99}]}  # fmt: skip
-        payload = Payload(headers={"channel": "web"}, body=json.dumps(order), properties={})
-        clock = FixedClock(datetime(2026, 1, 1, tzinfo=UTC))
-        return routes.run(APP.entry_route, payload, context=RunContext(rng=random.Random(1), now=clock), **kw)
+    run = run_orders
 
     name = "diff is of the audited executions"
     for capture in ("ROUTE", "PROCESSOR"):
@@ -388,19 +403,7 @@ def test_a_route_captured_originals_count_line_verifies_in_its_new_and_its_old_w
 def test_a_summary_with_a_second_count_line_does_not_verify() -> None:
     # The count line was looked for among the summary's lines: "no differences" put beside the
     # true line verified, and the report shows the summary whole.
-    from moat_nb.sandbox.apps.orders import APP
-    from moat_nb.sandbox.camel import FixedClock, RouteSet, RunContext
-
-    routes = {
-        v: RouteSet.load(APP.versions[v], APP.beans, endpoints=APP.endpoints, version=v) for v in ("v1", "v2")
-    }
-    order = {"orderId": "ORD-1", "customerId": "C-1003", "currency": "EUR", "channel": "web",
-             "lines": [{"sku": "SKU-100", "qty": 1, "unitPrice": 19.99}]}  # fmt: skip
-    payload = Payload(headers={"channel": "web"}, body=json.dumps(order), properties={})
-
-    def run(version: str, **kw: Any) -> Any:
-        context = RunContext(rng=random.Random(1), now=FixedClock(datetime(2026, 1, 1, tzinfo=UTC)))
-        return routes[version].run(APP.entry_route, payload, context=context, **kw)
+    run = run_orders
 
     name = "diff is of the audited executions"
     for capture in ("ROUTE", "PROCESSOR"):
@@ -480,19 +483,11 @@ def test_a_diff_rows_value_at_the_result_is_the_audited_outputs() -> None:
     # Found by an audit walk (session 15): the replay's side of a diff row at the result, e.g.
     # body:$.total, was taken on the report's word, though the output it reads is tied to the
     # audit by its hash: a forged total in the diff verified beside the true output.
-    from moat_nb.sandbox.apps.orders import APP
-    from moat_nb.sandbox.camel import FixedClock, RouteSet, RunContext
-
-    routes = {
-        v: RouteSet.load(APP.versions[v], APP.beans, endpoints=APP.endpoints, version=v) for v in ("v1", "v2")
-    }
     order = {"orderId": "ORD-1", "customerId": "C-1010", "currency": "EUR", "channel": "web",
              "lines": [{"sku": "SKU-107", "qty": 2, "unitPrice": 34.95}]}  # fmt: skip
-    payload = Payload(headers={"channel": "web"}, body=json.dumps(order), properties={})
 
     def run(version: str, **kw: Any) -> Any:
-        context = RunContext(rng=random.Random(1), now=FixedClock(datetime(2026, 1, 1, tzinfo=UTC)))
-        return routes[version].run(APP.entry_route, payload, context=context, **kw)
+        return run_orders(version, order, **kw)
 
     name = "diff is of the audited executions"
     for capture in ("ROUTE", "PROCESSOR"):
@@ -514,17 +509,8 @@ def test_the_summarys_other_lines_are_made_again_from_what_verify_trusts() -> No
     # now made again from the rows, the audited result and the evidence's limitations (the
     # wording of moat_nb.diff's summary_* functions); genuine reports, also in the wording
     # written before (no "with the same error"), verify.
-    from moat_nb.sandbox.apps.orders import APP
-    from moat_nb.sandbox.camel import FixedClock, RouteSet, RunContext
-
-    def run(version: str, body: str, **kw: Any) -> Any:
-        routes = RouteSet.load(APP.versions[version], APP.beans, endpoints=APP.endpoints, version=version)
-        payload = Payload(headers={"channel": "web"}, body=body, properties={})
-        context = RunContext(rng=random.Random(1), now=FixedClock(datetime(2026, 1, 1, tzinfo=UTC)))
-        return routes.run(APP.entry_route, payload, context=context, **kw)
-
-    order = json.dumps({"orderId": "ORD-1", "customerId": "C-1003", "currency": "EUR", "channel": "web",
-                        "lines": [{"sku": "SKU-100", "qty": 1, "unitPrice": 19.99}]})  # fmt: skip
+    run = run_orders
+    order = json.dumps(ORDER)
     name = "diff is of the audited executions"
 
     def forged(genuine: dict[str, Any], old: str, new: str, limitations: Any = None) -> Any:
@@ -593,19 +579,9 @@ def _noisy_runs(capture: str) -> tuple[Any, Any, Any]:
     the proof notebook does (two unmodified replays; each run has its own clock and random
     numbers, so processedAt and trackingId differ): real engine runs, with noise rows."""
     from moat_nb.diff import noise_rules_from
-    from moat_nb.sandbox.apps.orders import APP
-    from moat_nb.sandbox.camel import FixedClock, RouteSet, RunContext
-
-    order = {"orderId": "ORD-1", "customerId": "C-1003", "currency": "EUR", "channel": "web",
-             "lines": [{"sku": "SKU-100", "qty": 1, "unitPrice": 19.99}]}  # fmt: skip
-    payload = Payload(headers={"channel": "web"}, body=json.dumps(order), properties={})
 
     def run(version: str, seed: int, **kw: Any) -> Any:
-        routes = RouteSet.load(APP.versions[version], APP.beans, endpoints=APP.endpoints, version=version)
-        clock = FixedClock(datetime(2026, 1, seed, tzinfo=UTC))
-        return routes.run(
-            APP.entry_route, payload, context=RunContext(rng=random.Random(seed), now=clock), **kw
-        )
+        return run_orders(version, seed=seed, **kw)
 
     original = run("v1", 1, capture=capture, environment="prod")
     rules = noise_rules_from(run("v1", 2, replay_of=original), run("v1", 3, replay_of=original))
