@@ -820,20 +820,20 @@ def _request_checks(evidence: Mapping[str, Any], requested: Mapping[str, Any]) -
         )
         if present
     ]
-    if not pairs:
-        return []
+    return [_agreement("audited request", [(*p, "the audit") for p in pairs])] if pairs else []
+
+
+def _agreement(name: str, pairs: Sequence[tuple[str, Any, Any, str]]) -> Check:
+    """One check that each value the evidence claims is the vouched one: ``pairs`` of (field,
+    claimed, vouched, what the vouched value is, e.g. "the audit")."""
     wrong = [
-        f"{name} is {_short(claimed)}, the audit {_short(audited)}"
-        for name, claimed, audited in pairs
-        if not json_equal(claimed, audited)
+        f"{field} is {_short(claimed)}, {source} {_short(vouched)}"
+        for field, claimed, vouched, source in pairs
+        if not json_equal(claimed, vouched)
     ]
-    return [
-        Check(
-            "audited request",
-            not wrong,
-            "; ".join(wrong) if wrong else ", ".join(name for name, _, _ in pairs) + " as audited",
-        )
-    ]
+    return Check(
+        name, not wrong, "; ".join(wrong) if wrong else ", ".join(p[0] for p in pairs) + " as audited"
+    )
 
 
 def _result_record_checks(evidence: Mapping[str, Any], final: Mapping[str, Any]) -> list[Check]:
@@ -846,7 +846,7 @@ def _result_record_checks(evidence: Mapping[str, Any], final: Mapping[str, Any])
     replay = evidence.get("replay") or {}
     hashes = evidence.get("hashes") or {}
     pairs = [
-        (name, claimed, fdetail[key])
+        (name, claimed, fdetail[key], "the audit")
         for name, claimed, key in (
             ("replay.status", replay.get("status"), "replayStatus"),
             ("replay.resultStatus", replay.get("resultStatus"), "resultStatus"),
@@ -859,21 +859,8 @@ def _result_record_checks(evidence: Mapping[str, Any], final: Mapping[str, Any])
     # (build_evidence wrote trace_sha256's None there).
     computed = _trace_hash(evidence.get("trace"))
     computed = None if computed is None or computed.startswith("(") else computed
-    pairs.append(("hashes.traceSha256", hashes.get("traceSha256"), computed))
-    wrong = [
-        f"{name} is {_short(claimed)}, the audit {_short(audited)}"
-        if name != "hashes.traceSha256"
-        else f"{name} is {_short(claimed)}, the trace hashes to {_short(audited)}"
-        for name, claimed, audited in pairs
-        if not json_equal(claimed, audited)
-    ]
-    return [
-        Check(
-            "audited result record",
-            not wrong,
-            "; ".join(wrong) if wrong else ", ".join(name for name, _, _ in pairs) + " as audited",
-        )
-    ]
+    pairs.append(("hashes.traceSha256", hashes.get("traceSha256"), computed, "the trace hashes to"))
+    return [_agreement("audited result record", pairs)]
 
 
 def _requester_checks(evidence: Mapping[str, Any], requested: Mapping[str, Any]) -> list[Check]:

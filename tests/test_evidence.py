@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from moat_nb.diff import diff
-from moat_nb.evidence import EVIDENCE_FORMAT, execution_facts, verify_evidence
+from moat_nb.evidence import EVIDENCE_FORMAT, diff_evidence, execution_facts, verify_evidence
 from moat_nb.expectations import Expectation, Subject, evaluate_one
 from moat_nb.model import Payload, ProcessorRecord
 from moat_nb.payload import trace_digest, trace_sha256
@@ -336,7 +336,6 @@ def test_the_failures_a_report_lists_are_those_of_its_expectations() -> None:
 
 def _route_captured_diff_evidence(original: Any, replay: Any) -> dict[str, Any]:
     """Evidence whose ``diff`` is build_evidence's part of ``diff(original, replay)``."""
-    d = diff(original, replay).to_dict()
     requested = {
         "seq": 1,
         "action": "REPLAY_REQUESTED",
@@ -352,16 +351,7 @@ def _route_captured_diff_evidence(original: Any, replay: Any) -> dict[str, Any]:
         source=execution_facts(original),
         replay={"replayId": "r-1", **execution_facts(replay), "status": "COMPLETED"},
         ties=["diff"],
-        diff={
-            "originalExecutionId": d["originalExecutionId"],
-            "replayExecutionId": d["replayExecutionId"],
-            "same": d["same"],
-            "summary": d["summary"],
-            "counts": d["counts"],
-            "firstDivergence": d["firstDivergence"],
-            "limitations": d["limitations"],
-            "differences": [r for r in d["rows"] if not r["noise"]],
-        },
+        diff=diff_evidence(diff(original, replay)),
     )
     evidence["audit"]["events"].insert(0, requested)
     return evidence
